@@ -1,0 +1,108 @@
+"""Message archives: gzip JSON Lines, one object per received message.
+
+Each line is ``{"t": <receive time, unix seconds>, "topic": "...", "payload": "<raw payload>"}``.
+Lines whose topic starts with ``$ptmon/`` are the monitor's own control records (MQTT clients
+cannot publish to ``$`` topics that ``putuo/#`` subscriptions match, so devices cannot forge
+them):
+
+* ``$ptmon/monitor`` with payload ``up`` or ``down``: the monitor started or stopped observing
+  at ``t``. An ``up`` with no ``down`` before it marks a restart after a crash.
+* ``$ptmon/tick``: the monitor's clock reached ``t`` with no message (keeps a replay of a quiet
+  period identical to what the live engine sampled).
+
+A reader never stops on a bad line: it counts it, logs where it was, and goes on. A gzip
+stream cut short (a crash mid-write) ends that file with a warning.
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import logging
+import math
+import zlib
+from collections.abc import Iterable, Iterator
+from operator import itemgetter
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from .errors import ArchiveError
+
+log = logging.getLogger(__name__)
+
+CONTROL_PREFIX = "$ptmon/"
+MONITOR_TOPIC = "$ptmon/monitor"
+TICK_TOPIC = "$ptmon/tick"
+Record = tuple[float, str, str]
+LOGGED_BAD_LINES = 5
+
+
+def _open_text(path: Path) -> IO[bytes]:
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise ArchiveError(f"{path}: cannot open archive: {exc.strerror}") from exc
+    magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+class ArchiveReader:
+    """Reads one or more archives as a single stream merged by receive time."""
+
+    def __init__(self, paths: Iterable[str | Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+        for p in self.paths:
+            if not p.is_file():
+                raise ArchiveError(f"{p}: archive not found")
+        self.records = 0
+        self.bad_lines = 0
+        self.truncated: list[str] = []
+
+    def __iter__(self) -> Iterator[Record]:
+        # heapq.merge is stable: equal times keep file order, so the stream is deterministic.
+        return heapq.merge(*(self._read(p) for p in self.paths), key=itemgetter(0))
+
+    def _read(self, path: Path) -> Iterator[Record]:
+        loads = orjson.loads
+        with _open_text(path) as stream:
+            lineno = 0
+            try:
+                for line in stream:
+                    lineno += 1
+                    try:
+                        obj = loads(line)
+                        t, topic, payload = obj["t"], obj["topic"], obj["payload"]
+                        if type(t) not in (int, float) or not math.isfinite(t) or type(topic) is not str or type(payload) is not str:
+                            raise TypeError
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        if line.strip():
+                            self._bad_line(path, lineno)
+                        continue
+                    self.records += 1
+                    yield float(t), topic, payload
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                self.truncated.append(str(path))
+                log.warning("%s: archive ends early after line %d (%s); the rest of it is lost", path, lineno, exc)
+
+    def _bad_line(self, path: Path, lineno: int) -> None:
+        self.bad_lines += 1
+        if self.bad_lines <= LOGGED_BAD_LINES:
+            log.warning("%s:%d: not an archive record (t, topic, payload); skipped", path, lineno)
+
+
+def encode_record(t: float, topic: str, payload: str) -> bytes:
+    return orjson.dumps({"t": t, "topic": topic, "payload": payload}) + b"\n"
+
+
+def write_archive(path: str | Path, records: Iterable[Record]) -> int:
+    """Write records to a gzip archive; returns how many. (The collector rotates its own.)"""
+    count = 0
+    with gzip.open(path, "wb", compresslevel=3) as out:
+        for t, topic, payload in records:
+            out.write(encode_record(t, topic, payload))
+            count += 1
+    return count

@@ -1,0 +1,313 @@
+"""Decode: (receive time, topic, payload) messages to validated numpy columns.
+
+The per-message Python work is kept to a topic lookup, one ``orjson.loads`` and a type
+check; every field is then pulled out and validated per batch, column by column. A message
+that fails any check is rejected whole, counted by kind (``rejects``) and never reaches the
+engine, so it counts toward no KPI.
+
+Reject kinds:
+  bad_topic          topic is not ``putuo/{contract}/{street}/{device}/hb`` nor a gateway status
+  unknown_device     device id not in the registry (also tracked by topic, bounded)
+  contract_mismatch  topic contract differs from the registry's
+  street_mismatch    topic street differs from the registry's
+  oversize           payload larger than ``max_payload`` bytes
+  bad_json           not JSON (or not UTF-8, NaN, Infinity)
+  not_object         JSON, but not an object
+  bad_value          a known key of the wrong type or out of range (``bad_fields`` says which)
+  counter_mismatch   a success counter above its attempts counter (read_ok > reads, ...)
+  unknown_gateway    gateway status from a gateway not in the registry
+  bad_gateway_status gateway status payload not ``online`` / ``offline``
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .registry import Registry
+from .rules import COUNTERS
+
+log = logging.getLogger(__name__)
+
+REJECT_KINDS = (
+    "bad_topic",
+    "unknown_device",
+    "contract_mismatch",
+    "street_mismatch",
+    "oversize",
+    "bad_json",
+    "not_object",
+    "bad_value",
+    "counter_mismatch",
+    "unknown_gateway",
+    "bad_gateway_status",
+)
+MAX_COUNTER = 2**40  # a trillion attempts since boot; larger is a broken device, and int64 sums stay exact
+MAX_SEQ = 2**53
+MAX_BOOT_LEN = 64
+FLOAT_RANGES = {"ts": (0.0, 2.0**33), "bat": (0.0, 100.0), "rssi": (-200.0, 50.0)}
+COUNTER_PAIRS = ((0, 1), (2, 3), (4, 5))  # (attempts, successes) columns of COUNTERS
+LOGGED_PER_KIND = 5  # first rejects of each kind are logged with detail; the rest only counted
+
+Message = tuple[float, str, "bytes | str"]
+
+
+@dataclass(eq=False)
+class DecodedBatch:
+    """Accepted heartbeats of one batch, in arrival order; absent keys have ``has_*`` False."""
+
+    t: np.ndarray  # int64 µs receive time
+    device: np.ndarray  # int64 registry index
+    seq: np.ndarray  # int64
+    has_seq: np.ndarray  # bool
+    boot: np.ndarray  # int64, crc32 of the boot id
+    has_boot: np.ndarray  # bool
+    counters: np.ndarray  # int64 [n, 6] in COUNTERS order
+    has_counter: np.ndarray  # bool [n, 6]
+    ts: np.ndarray  # float64 device clock, NaN when absent
+    bat: np.ndarray  # float64, NaN when absent
+    rssi: np.ndarray  # float64, NaN when absent
+    gateway_events: list[tuple[int, int, bool]] = field(default_factory=list)  # (t µs, gateway, online)
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def take(self, rows: Any) -> DecodedBatch:
+        """The rows selected by an index array or mask (gateway events stay with the batch)."""
+        return DecodedBatch(
+            **{name: getattr(self, name)[rows] for name in _ARRAY_FIELDS}, gateway_events=[]
+        )
+
+    @classmethod
+    def empty(cls) -> DecodedBatch:
+        return decode_columns(np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+
+
+_ARRAY_FIELDS = ("t", "device", "seq", "has_seq", "boot", "has_boot", "counters", "has_counter", "ts", "bat", "rssi")
+
+
+def times_to_us(times: Sequence[float]) -> np.ndarray:
+    """Float unix seconds to int64 µs, rounded to nearest (as :func:`timebase.seconds_to_us`)."""
+    return np.rint(np.asarray(times, dtype=np.float64) * 1e6).astype(np.int64)
+
+
+class Decoder:
+    """Turns raw messages into :class:`DecodedBatch` and keeps the reject counts."""
+
+    def __init__(self, registry: Registry, *, max_payload: int = 4096, unknown_limit: int = 10_000) -> None:
+        self.registry = registry
+        self.max_payload = max_payload
+        self.unknown_limit = unknown_limit
+        self.rejects: Counter[str] = Counter()
+        self.bad_fields: Counter[str] = Counter()
+        self.unknown_topics: dict[str, int] = {}  # bounded by unknown_limit
+        self.unknown_overflow = 0
+        self.accepted = 0
+        self._topic_device: dict[str, int] = {}
+        self._gateway_index = {g: i for i, g in enumerate(registry.gateways) if g}
+        self._contracts = {c.code: i for i, c in enumerate(registry.rules.contracts)}
+        self._streets = {s.code: i for i, s in enumerate(registry.rules.streets)}
+
+    def decode(self, messages: Iterable[Message]) -> DecodedBatch:
+        """Decode a batch; rejected messages are counted and left out."""
+        times: list[float] = []
+        devices: list[int] = []
+        objects: list[dict[str, Any]] = []
+        gateway_events: list[tuple[float, int, bool]] = []
+        topic_device, loads, max_payload = self._topic_device, orjson.loads, self.max_payload
+        for t, topic, payload in messages:
+            device = topic_device.get(topic)
+            if device is None:
+                device = self._resolve(t, topic, payload, gateway_events)
+                if device is None:
+                    continue
+            if len(payload) > max_payload:
+                self._reject("oversize", topic, f"{len(payload)} bytes")
+                continue
+            try:
+                obj = loads(payload)
+            except orjson.JSONDecodeError as exc:
+                self._reject("bad_json", topic, str(exc))
+                continue
+            if type(obj) is not dict:
+                self._reject("not_object", topic, type(obj).__name__)
+                continue
+            times.append(t)
+            devices.append(device)
+            objects.append(obj)
+        batch = decode_columns(times_to_us(times), np.array(devices, dtype=np.int64), objects, self)
+        batch.gateway_events = [(int(round(t * 1e6)), g, online) for t, g, online in gateway_events]
+        self.accepted += len(batch)
+        return batch
+
+    def _resolve(self, t: float, topic: str, payload: bytes | str, gateway_events: list[tuple[float, int, bool]]) -> int | None:
+        """Slow path for a topic not seen before: a device heartbeat, a gateway status, or a reject."""
+        parts = topic.split("/")
+        if len(parts) == 4 and parts[0] == "putuo" and parts[1] == "gw" and parts[3] == "status":
+            self._gateway_status(t, topic, parts[2], payload, gateway_events)
+            return None
+        if len(parts) != 5 or parts[0] != "putuo" or parts[4] != "hb" or parts[1] not in self._contracts:
+            self._reject("bad_topic", topic, "")
+            return None
+        _, contract, street, device_id, _ = parts
+        device = self.registry.index.get(device_id)
+        if device is None:
+            self._reject("unknown_device", topic, "")
+            self._track_unknown(topic)
+            return None
+        if self.registry.contract[device] != self._contracts[contract]:
+            self._reject("contract_mismatch", topic, f"registry says {self.registry.rules.contracts[self.registry.contract[device]].code}")
+            return None
+        if self._streets.get(street) != self.registry.street[device]:
+            self._reject("street_mismatch", topic, f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
+            return None
+        self._topic_device[topic] = device
+        return device
+
+    def _gateway_status(self, t: float, topic: str, gateway: str, payload: bytes | str, events: list[tuple[float, int, bool]]) -> None:
+        index = self._gateway_index.get(gateway)
+        if index is None:
+            self._reject("unknown_gateway", topic, "")
+            return
+        state = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+        if state.strip() not in ("online", "offline"):
+            self._reject("bad_gateway_status", topic, state[:40])
+            return
+        events.append((t, index, state.strip() == "online"))
+
+    def _track_unknown(self, topic: str) -> None:
+        if topic in self.unknown_topics:
+            self.unknown_topics[topic] += 1
+        elif len(self.unknown_topics) < self.unknown_limit:
+            self.unknown_topics[topic] = 1
+        else:
+            self.unknown_overflow += 1
+
+    def _reject(self, kind: str, topic: str, detail: str) -> None:
+        self.rejects[kind] += 1
+        if self.rejects[kind] <= LOGGED_PER_KIND:
+            log.warning("rejected message (%s) on %r%s%s", kind, topic[:200], ": " if detail else "", detail[:200])
+
+    def count_bad_values(self, bad_by_field: dict[str, int], bad_rows: int, mismatched_rows: int) -> None:
+        for name, count in bad_by_field.items():
+            self.bad_fields[name] += count
+        for kind, count in (("bad_value", bad_rows), ("counter_mismatch", mismatched_rows)):
+            if count:
+                self.rejects[kind] += count
+                if self.rejects[kind] - count < LOGGED_PER_KIND:
+                    log.warning("rejected %d message(s) (%s); fields: %s", count, kind, dict(bad_by_field))
+
+
+def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, Any]], decoder: Decoder | None = None) -> DecodedBatch:
+    """Pull every wire-contract key out of decoded payload objects, column by column."""
+    n = len(objects)
+    bad = np.zeros(n, dtype=bool)
+    bad_by_field: dict[str, int] = {}
+
+    def note(name: str, mask: np.ndarray) -> None:
+        count = int(mask.sum())
+        if count:
+            bad_by_field[name] = count
+            np.logical_or(bad, mask, out=bad)
+
+    seq, has_seq, bad_seq = _int_column([o.get("seq") for o in objects], 0, MAX_SEQ)
+    note("seq", bad_seq)
+    counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
+    has_counter = np.zeros((n, len(COUNTERS)), dtype=bool)
+    for j, name in enumerate(COUNTERS):
+        counters[:, j], has_counter[:, j], bad_counter = _int_column([o.get(name) for o in objects], 0, MAX_COUNTER)
+        note(name, bad_counter)
+    floats = {}
+    for name, (lo, hi) in FLOAT_RANGES.items():
+        floats[name], bad_float = _float_column([o.get(name) for o in objects], lo, hi)
+        note(name, bad_float)
+    boot, has_boot, bad_boot = _boot_column([o.get("boot") for o in objects])
+    note("boot", bad_boot)
+
+    mismatch = np.zeros(n, dtype=bool)
+    for attempts, successes in COUNTER_PAIRS:
+        both = has_counter[:, attempts] & has_counter[:, successes]
+        mismatch |= both & (counters[:, successes] > counters[:, attempts])
+    mismatch &= ~bad
+    if decoder is not None:
+        decoder.count_bad_values(bad_by_field, int(bad.sum()), int(mismatch.sum()))
+    keep = ~(bad | mismatch)
+    batch = DecodedBatch(
+        t=t, device=device, seq=seq, has_seq=has_seq, boot=boot, has_boot=has_boot,
+        counters=counters, has_counter=has_counter, ts=floats["ts"], bat=floats["bat"], rssi=floats["rssi"],
+    )
+    return batch if keep.all() else batch.take(keep)
+
+
+def _int_column(values: list[Any], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, present, bad) for a key that must be an integer in [lo, hi]; absent is 0."""
+    n = len(values)
+    kinds = set(map(type, values))
+    if kinds <= {int, type(None)}:
+        present = np.ones(n, dtype=bool) if type(None) not in kinds else np.array([v is not None for v in values], dtype=bool)
+        try:
+            array = np.array(values if present.all() else [0 if v is None else v for v in values], dtype=np.int64)
+        except OverflowError:
+            pass  # an integer beyond int64: find it on the slow path below
+        else:
+            return array, present, present & ((array < lo) | (array > hi))
+    array = np.zeros(n, dtype=np.int64)
+    present = np.zeros(n, dtype=bool)
+    bad = np.zeros(n, dtype=bool)
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if type(v) is int and lo <= v <= hi:
+            array[i], present[i] = v, True
+        else:
+            bad[i] = True
+    return array, present, bad
+
+
+def _float_column(values: list[Any], lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """(values with NaN for absent, bad) for a key that must be a finite number in [lo, hi]."""
+    kinds = set(map(type, values))
+    if kinds <= {int, float, type(None)}:
+        try:
+            array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        except OverflowError:
+            pass  # an integer too large for a double: reject it on the slow path
+        else:
+            present = ~np.isnan(array)
+            bad = present & ~((array >= lo) & (array <= hi))
+            return array, bad
+    array = np.full(len(values), np.nan)
+    bad = np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if type(v) in (int, float) and lo <= v <= hi:
+            array[i] = v
+        else:
+            bad[i] = True
+    return array, bad
+
+
+def _boot_column(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boot ids (strings or integers) as crc32, stable across processes unlike ``hash()``."""
+    n = len(values)
+    boot = np.zeros(n, dtype=np.int64)
+    present = np.zeros(n, dtype=bool)
+    bad = np.zeros(n, dtype=bool)
+    if all(v is None for v in values):
+        return boot, present, bad
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if (type(v) is str and len(v) <= MAX_BOOT_LEN) or (type(v) is int and abs(v) < 2**63):
+            boot[i], present[i] = zlib.crc32(str(v).encode("utf-8", "surrogatepass")), True
+        else:
+            bad[i] = True
+    return boot, present, bad

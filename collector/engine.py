@@ -1,0 +1,318 @@
+"""The SLA engine: per-device state in numpy arrays, samples on the contract grid.
+
+Pure: no I/O and no clock of its own. Time is what the events and the caller say it is
+(int64 µs), so the live collector, replay, tests and benchmarks all drive the same code.
+
+What it does, in the order DOMAIN.md defines it:
+
+* **Heartbeats** set a device's last receive time ``h``. A device is online at sample instant
+  ``t`` when it is expected and ``t - timeout(type) < h <= t``. Events are applied in time
+  order and every sample instant ``t_k`` fires after all events with ``h <= t_k`` and before
+  any later one, so a heartbeat exactly at ``t_k`` counts and one exactly ``timeout`` old
+  does not.
+* **Counters** are cumulative since boot. The first message seen from a device only sets its
+  baseline. A new ``boot`` or any counter going down is a reset: the new values are the
+  deltas. A delta is attributed to the slot (and so the period) in which its message was
+  received, and only while the device is under lease.
+* **Duplicates and reordering**: with a ``seq`` in the same boot, a message whose ``seq`` equals
+  the last one is a duplicate and one up to ``REORDER_WINDOW`` behind it is stale; both are
+  counted and ignored (no heartbeat, no counts). Further behind is taken as a restart of the
+  sequence. Cumulative counters mean an ignored message loses no counts.
+* **Observed time**: samples fire only while the monitor is up. The first event (or an
+  explicit :meth:`monitor_up`) starts observation; :meth:`monitor_down` ends it at an instant;
+  a :meth:`monitor_up` while already up is a restart after a crash, and the time since the
+  last event (the last instant the monitor was provably alive) is a gap.
+* **Daily method**: a device's first accepted heartbeat of a Shanghai day is reported per
+  contract × street; listeners decide which days were fully observed.
+
+Results leave through listeners (:class:`EngineListener`), e.g. :class:`collector.tally.Tally`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Protocol
+
+import numpy as np
+
+from .decode import DecodedBatch
+from .registry import Registry
+from .rules import COUNTERS
+from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, days_of
+
+REORDER_WINDOW = 64  # how far behind the last seq a message is taken as reordered, not restarted
+NEVER = np.iinfo(np.int64).min // 4  # last heartbeat of a device never heard from
+
+
+class EngineListener(Protocol):
+    """What the engine emits. Arrays are fresh copies the listener may keep."""
+
+    def on_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
+        """A sample of ``contract`` at instant ``t``: online and expected devices per street."""
+
+    def on_deltas(self, slot_start: int, sums: np.ndarray) -> None:
+        """Counter deltas [group, counter] received in the tick slot starting at ``slot_start``."""
+
+    def on_first_seen(self, day: int, counts: np.ndarray) -> None:
+        """Devices per group heard from for the first time on Shanghai day ``day``."""
+
+
+class Engine:
+    """Per-device SLA state of one registry. Feed it with :meth:`apply` in time order."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        rules = registry.rules
+        n = len(registry)
+        self.n_streets = len(rules.streets)
+        self.n_groups = len(rules.contracts) * self.n_streets
+        self.group = (registry.contract.astype(np.int64) * self.n_streets + registry.street).astype(np.int16)
+        timeouts = np.array([t.online_timeout for t in rules.types], dtype=np.int64) * US_PER_S
+        self.timeout = timeouts[registry.type]
+        self.contract_slices = [registry.contract_slices[c.code] for c in rules.contracts]
+        self.sample_interval = [c.sample_interval * US_PER_S for c in rules.contracts]
+        self.tick = math.gcd(*self.sample_interval)
+        self.street_bounds = [
+            [
+                (int(registry.group_bounds[ci * self.n_streets + s]) - sl.start, int(registry.group_bounds[ci * self.n_streets + s + 1]) - sl.start)
+                for s in range(self.n_streets)
+            ]
+            for ci, sl in enumerate(self.contract_slices)
+        ]
+
+        self.last_heartbeat = np.full(n, NEVER, dtype=np.int64)
+        self.online_until = np.full(n, NEVER, dtype=np.int64)
+        self.seen = np.zeros(n, dtype=bool)
+        self.seq = np.zeros(n, dtype=np.int64)
+        self.has_seq = np.zeros(n, dtype=bool)
+        self.boot = np.zeros(n, dtype=np.int64)
+        self.has_boot = np.zeros(n, dtype=bool)
+        self.counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
+        self.has_baseline = np.zeros((n, len(COUNTERS)), dtype=bool)
+        self.seen_day = np.full(n, -1, dtype=np.int32)
+        self.gateway_online = np.ones(len(registry.gateways), dtype=bool)
+        self.gateway_since = np.full(len(registry.gateways), NEVER, dtype=np.int64)
+
+        self.clock: int | None = None
+        self.up = False
+        self.next_tick = 0
+        self.spans: list[list[int]] = []  # observed [start, end] instants, in order
+        self.stats: Counter[str] = Counter()
+        self.listeners: list[EngineListener] = []
+        self._expected_cache: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
+
+    # --- time -------------------------------------------------------------------------
+
+    def ceil_tick(self, t: int) -> int:
+        """The first tick instant at or after ``t`` (ticks are aligned to Shanghai midnight)."""
+        return t + (-(t + UTC_OFFSET_US)) % self.tick
+
+    def monitor_up(self, t: int) -> None:
+        """The monitor (re)starts observing at ``t``; while already up, a crash gap ends here."""
+        if self.up:
+            assert self.clock is not None
+            self._fire_ticks(self.clock, inclusive=True)
+            self.stats["restarts"] += 1
+        if self.clock is not None and t < self.clock:
+            t = self.clock
+        self.up = True
+        self.clock = t
+        self.next_tick = self.ceil_tick(t)
+        self.spans.append([t, t])
+
+    def monitor_down(self, t: int) -> None:
+        """The monitor stops observing at ``t`` (a clean shutdown): samples up to ``t`` fire."""
+        if not self.up:
+            return
+        assert self.clock is not None
+        t = max(t, self.clock)
+        self._fire_ticks(t, inclusive=True)
+        self.clock = t
+        self.spans[-1][1] = t
+        self.up = False
+
+    def advance_to(self, t: int) -> None:
+        """Time has reached ``t`` with no event: fire every sample instant before ``t``."""
+        if not self.up:
+            self.monitor_up(t)
+        assert self.clock is not None
+        if t <= self.clock:
+            return
+        self._fire_ticks(t, inclusive=False)
+        self.clock = t
+        self.spans[-1][1] = t
+
+    def finish(self) -> None:
+        """End of input: the monitor was alive at its last event, so samples up to it fire."""
+        if self.up and self.clock is not None:
+            self.monitor_down(self.clock)
+
+    def _fire_ticks(self, until: int, *, inclusive: bool) -> None:
+        while self.next_tick < until or (inclusive and self.next_tick == until):
+            self._sample(self.next_tick)
+            self.next_tick += self.tick
+
+    # --- samples ----------------------------------------------------------------------
+
+    def expected_by_street(self, contract: int, day: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mask over the contract's slice, count per street) of devices under lease on ``day``."""
+        cached = self._expected_cache.get(contract)
+        if cached is None or cached[0] != day:
+            mask = self.registry.expected_mask(day, self.contract_slices[contract])
+            counts = np.array([np.count_nonzero(mask[a:b]) for a, b in self.street_bounds[contract]], dtype=np.int64)
+            cached = self._expected_cache[contract] = (day, mask, counts)
+        return cached[1], cached[2]
+
+    def _sample(self, t: int) -> None:
+        day = day_of(t)
+        for contract, interval in enumerate(self.sample_interval):
+            if (t + UTC_OFFSET_US) % interval:
+                continue
+            expected, expected_counts = self.expected_by_street(contract, day)
+            online = (self.online_until[self.contract_slices[contract]] > t) & expected
+            online_counts = np.array([np.count_nonzero(online[a:b]) for a, b in self.street_bounds[contract]], dtype=np.int64)
+            for listener in self.listeners:
+                listener.on_sample(contract, t, online_counts, expected_counts.copy())
+        self.stats["samples"] += 1
+
+    # --- events -----------------------------------------------------------------------
+
+    def apply(self, batch: DecodedBatch) -> None:
+        """Apply decoded heartbeats (in arrival order), firing samples between them as time passes."""
+        if len(batch) == 0:
+            self._apply_gateway_events(batch)
+            return
+        t = batch.t
+        if not self.up:
+            self.monitor_up(int(t[0]))
+        assert self.clock is not None
+        monotone = np.maximum.accumulate(np.maximum(t, self.clock))
+        late = int(np.count_nonzero(monotone != t))
+        if late:
+            # A message stamped before one already applied (clock step, merged archives): it is
+            # applied now, at the engine's time, rather than rewriting samples already taken.
+            self.stats["late"] += late
+            batch.t = t = monotone
+        start = 0
+        while start < len(t):
+            end = int(np.searchsorted(t, self.next_tick, side="right"))
+            if end > start:
+                self._update(batch, np.arange(start, end))
+            if end >= len(t):
+                break
+            self._fire_ticks(int(t[end]), inclusive=False)
+            start = end
+        self.clock = int(t[-1])
+        self.spans[-1][1] = self.clock
+        self._apply_gateway_events(batch)
+
+    def _apply_gateway_events(self, batch: DecodedBatch) -> None:
+        for t, gateway, online in batch.gateway_events:
+            self.gateway_online[gateway] = online
+            self.gateway_since[gateway] = t
+            self.stats["gateway_status"] += 1
+
+    def _update(self, batch: DecodedBatch, rows: np.ndarray) -> None:
+        """Apply rows that all precede the next sample; a device's messages in arrival order."""
+        devices = batch.device[rows]
+        order = np.argsort(devices, kind="stable")
+        sorted_devices = devices[order]
+        new_run = np.empty(len(rows), dtype=bool)
+        new_run[0] = True
+        np.not_equal(sorted_devices[1:], sorted_devices[:-1], out=new_run[1:])
+        if new_run.all():
+            self._apply_round(batch, rows)
+            return
+        run_start = np.maximum.accumulate(np.where(new_run, np.arange(len(rows)), 0))
+        occurrence = np.arange(len(rows)) - run_start
+        for k in range(int(occurrence.max()) + 1):
+            self._apply_round(batch, rows[np.sort(order[occurrence == k])])
+
+    def _apply_round(self, b: DecodedBatch, idx: np.ndarray) -> None:
+        """Apply rows of distinct devices (the k-th message of each), fully vectorised."""
+        d = b.device[idx]
+        boot_changed = b.has_boot[idx] & self.has_boot[d] & (b.boot[idx] != self.boot[d])
+        comparable = b.has_seq[idx] & self.has_seq[d] & ~boot_changed
+        behind = self.seq[d] - b.seq[idx]
+        duplicate = comparable & (behind == 0)
+        stale = comparable & (behind > 0) & (behind <= REORDER_WINDOW)
+        if duplicate.any() or stale.any():
+            self.stats["duplicate"] += int(duplicate.sum())
+            self.stats["stale"] += int(stale.sum())
+            keep = ~(duplicate | stale)
+            idx, d, boot_changed = idx[keep], d[keep], boot_changed[keep]
+            if len(idx) == 0:
+                return
+        t = b.t[idx]
+        self.last_heartbeat[d] = t
+        self.online_until[d] = t + self.timeout[d]
+
+        deltas = self._counter_deltas(b, idx, d, boot_changed)
+        day = days_of(t)
+        under_lease = (self.registry.accepted_day[d] <= day) & (day < self.registry.retired_day[d])
+        if not under_lease.all():
+            self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
+            deltas[~under_lease] = 0
+        self._emit_deltas(t, d, deltas)
+        self._count_first_seen(day, d, under_lease)
+
+        has_seq = b.has_seq[idx]
+        self.seq[d] = np.where(has_seq, b.seq[idx], self.seq[d])
+        self.has_seq[d] = has_seq | (self.has_seq[d] & ~boot_changed)
+        has_boot = b.has_boot[idx]
+        self.boot[d] = np.where(has_boot, b.boot[idx], self.boot[d])
+        self.has_boot[d] |= has_boot
+        self.seen[d] = True
+        self.stats["heartbeats"] += len(idx)
+
+    def _counter_deltas(self, b: DecodedBatch, idx: np.ndarray, d: np.ndarray, boot_changed: np.ndarray) -> np.ndarray:
+        """Deltas of the cumulative counters, with reset detection; updates the baselines."""
+        new, present = b.counters[idx], b.has_counter[idx]
+        old, known = self.counters[d], self.has_baseline[d]
+        first = ~self.seen[d]
+        went_down = (present & known & (new < old)).any(axis=1)
+        reset = (boot_changed | went_down) & ~first
+        if reset.any():
+            self.stats["resets"] += int(reset.sum())
+        reset_col = reset[:, None]
+        deltas = np.where(present & (known | reset_col), np.where(reset_col, new, new - old), 0)
+        self.counters[d] = np.where(present, new, np.where(reset_col, 0, old))
+        self.has_baseline[d] = present | known | reset_col
+        return deltas
+
+    def _emit_deltas(self, t: np.ndarray, d: np.ndarray, deltas: np.ndarray) -> None:
+        nonzero = deltas.any(axis=1)
+        if not nonzero.any() or not self.listeners:
+            return
+        slot = (t[nonzero] + UTC_OFFSET_US) // self.tick
+        groups = self.group[d[nonzero]]
+        first_slot = int(slot.min())
+        sums = np.zeros(((int(slot.max()) - first_slot + 1) * self.n_groups, len(COUNTERS)), dtype=np.int64)
+        np.add.at(sums, (slot - first_slot) * self.n_groups + groups, deltas[nonzero])
+        sums = sums.reshape(-1, self.n_groups, len(COUNTERS))
+        for k in np.flatnonzero(sums.any(axis=(1, 2))):
+            slot_start = (first_slot + int(k)) * self.tick - UTC_OFFSET_US
+            for listener in self.listeners:
+                listener.on_deltas(slot_start, sums[k].copy())
+
+    def _count_first_seen(self, day: np.ndarray, d: np.ndarray, under_lease: np.ndarray) -> None:
+        first_today = self.seen_day[d] != day
+        self.seen_day[d] = day
+        counted = first_today & under_lease
+        if not counted.any() or not self.listeners:
+            return
+        for one_day in np.unique(day[counted]):
+            on_day = counted & (day == one_day)
+            counts = np.bincount(self.group[d[on_day]], minlength=self.n_groups).astype(np.int64)
+            for listener in self.listeners:
+                listener.on_first_seen(int(one_day), counts)
+
+    # --- introspection ----------------------------------------------------------------
+
+    def state_bytes(self) -> int:
+        """Bytes held by the per-device state arrays."""
+        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
+
+    def ticks_per_day(self, contract: int) -> int:
+        return DAY_US // self.sample_interval[contract]
