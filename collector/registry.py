@@ -130,6 +130,11 @@ def load_registry(path: str | Path, rules: Rules) -> Registry:
     return _parse(str(p), text, hashlib.sha256(raw).hexdigest()[:16], rules)
 
 
+def parse_registry(text: str, rules: Rules, label: str = "<registry>") -> Registry:
+    """A registry from CSV text (tests, tools); same checks as :func:`load_registry`."""
+    return _parse(label, text, hashlib.sha256(text.encode()).hexdigest()[:16], rules)
+
+
 def _parse(label: str, text: str, version: str, rules: Rules) -> Registry:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)

@@ -1,0 +1,69 @@
+"""Shared helpers: tiny registries, heartbeat records and one-call replays."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from collector.registry import Registry, parse_registry
+from collector.replay import Replayer
+from collector.results import Results
+from collector.rules import DEFAULT_RULES_DIR, Rules, load_rules
+
+T0 = 1_793_462_400  # 2026-11-01T00:00:00+08:00, a Shanghai month start
+HEADER = "device_id,contract,type,street,scenario,community,gateway,accepted_on,retired_on"
+
+
+@pytest.fixture(scope="session")
+def rules() -> Rules:
+    return load_rules()
+
+
+def make_registry(rules: Rules, *rows: str) -> Registry:
+    """Registry from short rows ``id,contract,type,street[,accepted_on[,retired_on]]``."""
+    lines = [HEADER]
+    for row in rows:
+        device_id, contract, type_code, street, *dates = row.split(",")
+        accepted = dates[0] if dates else "2026-01-01"
+        retired = dates[1] if len(dates) > 1 else ""
+        lines.append(f"{device_id},{contract},{type_code},{street},scn,{street}-c1,gw-{street},{accepted},{retired}")
+    return parse_registry("\n".join(lines) + "\n", rules)
+
+
+def hb(t: float, device: str, contract: str = "cam", street: str = "taopu", **payload: object) -> tuple[float, str, str]:
+    """A heartbeat record received at ``t`` (unix seconds)."""
+    return (t, f"putuo/{contract}/{street}/{device}/hb", json.dumps(payload))
+
+
+def raw(t: float, topic: str, payload: str) -> tuple[float, str, str]:
+    return (t, topic, payload)
+
+
+def up(t: float) -> tuple[float, str, str]:
+    return (t, "$ptmon/monitor", "up")
+
+
+def down(t: float) -> tuple[float, str, str]:
+    return (t, "$ptmon/monitor", "down")
+
+
+def tick(t: float) -> tuple[float, str, str]:
+    return (t, "$ptmon/tick", "")
+
+
+def run(registry: Registry, records: list[tuple[float, str, str]], start: float, end: float) -> Results:
+    """Replay records (in the given order) over [start, end) unix seconds."""
+    replayer = Replayer(registry, int(start * 1_000_000), int(end * 1_000_000))
+    replayer.feed(records)
+    return replayer.results()
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    """A writable copy of the shipped rules, for tests that change them."""
+    target = tmp_path / "rules"
+    shutil.copytree(DEFAULT_RULES_DIR, target)
+    return target

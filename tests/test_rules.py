@@ -1,0 +1,71 @@
+"""Rule files: the shipped ones load; a bad one fails naming file, key and value."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from collector.errors import ConfigError
+from collector.rules import load_rules, parse_duration
+
+
+def test_shipped_rules_load_with_contract_thresholds(rules):
+    """Test that the shipped rules carry the contracts' thresholds and 33 + 3 device types."""
+    iot, cam = rules.contract("iot"), rules.contract("cam")
+    assert (iot.kpi("online").threshold, iot.kpi("sensing").threshold) == (Decimal("0.90"), Decimal("0.95"))
+    assert (cam.kpi("online").threshold, cam.kpi("capture").threshold) == (Decimal("0.95"), Decimal("0.95"))
+    assert cam.kpi("face").informational and not cam.kpi("capture").informational
+    kinds = [t.kind for t in rules.types if t.contract == "iot"]
+    assert (kinds.count("common"), kinds.count("custom")) == (24, 9)
+    assert len(rules.streets) == 10 and iot.sample_interval == 60
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        ("contracts.yaml", "监控点位在线率,       threshold: 0.95}", "监控点位在线率, threshold: 95}", "contracts.yaml: cam.kpis.online.threshold must be a fraction in (0, 1]: 95"),
+        ("contracts.yaml", "sample_interval: 60\n  kpis:\n    online:  {name: 物联", "sample_interval: 7\n  kpis:\n    online:  {name: 物联", "iot.sample_interval must divide a day (86400 s): 7"),
+        ("contracts.yaml", "\n  online_method: time_weighted", "\n  online_method: hourly", "iot.online_method must be one of time_weighted, daily: 'hourly'"),
+        ("contracts.yaml", "sensing: {", "smelling: {", "iot.kpis.smelling is not a known KPI"),
+        ("contracts.yaml", "online:  {name: 监控点位在线率,       threshold: 0.95}", "online:  {name: 监控点位在线率, threshold: 0.95, colour: red}", "cam.kpis.online.colour is not a known key"),
+        ("types.yaml", "online_timeout: 180s}", "online_timeout: 30s}", "types.yaml: face_cam.online_timeout must be at least heartbeat_period (60 s): '30s'"),
+        ("types.yaml", "heartbeat_period: 6h,  online_timeout: 13h}", "heartbeat_period: soon,  online_timeout: 13h}", "smoke.heartbeat_period must be a positive duration"),
+        ("types.yaml", "{contract: iot, kind: common, name: 烟感", "{contract: lora, kind: common, name: 烟感", "smoke.contract must be one of iot, cam: 'lora'"),
+        ("streets.yaml", "taopu:      {name: 桃浦镇,", "taopu:      {nom: 桃浦镇,", "streets.yaml: taopu.name is missing"),
+        ("streets.yaml", "changshou:", "Changshou:", "streets.yaml: Changshou is not a valid code"),
+        ("streets.yaml", "{name: 长寿路街道,", "{name: [长寿路街道,", "streets.yaml: not valid YAML"),
+    ],
+    ids=["percent-threshold", "interval", "method", "unknown-kpi", "unknown-key", "timeout", "duration", "type-contract", "missing-name", "code", "yaml"],
+)
+def test_bad_rule_file_names_file_key_and_value(rules_dir, file, old, new, message):
+    """Test that a broken rule file fails at load with the file, the key and what was expected."""
+    path = rules_dir / file
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_rules(rules_dir)
+    assert message in str(err.value)
+
+
+def test_missing_directory_and_file(tmp_path, rules_dir):
+    """Test that a missing rules directory or file is named in the error."""
+    with pytest.raises(ConfigError, match="rules directory not found"):
+        load_rules(tmp_path / "none")
+    (rules_dir / "types.yaml").unlink()
+    with pytest.raises(ConfigError, match="types.yaml: cannot read rule file"):
+        load_rules(rules_dir)
+
+
+def test_version_changes_with_content(rules_dir, rules):
+    """Test that the rules version is a hash of the files' content."""
+    assert load_rules(rules_dir).version == rules.version
+    (rules_dir / "streets.yaml").write_text((rules_dir / "streets.yaml").read_text() + "\n# note\n")
+    assert load_rules(rules_dir).version != rules.version
+
+
+@pytest.mark.parametrize(("text", "seconds"), [(90, 90), ("90s", 90), ("15m", 900), ("6h", 21600), ("1d", 86400), ("x", None), (True, None)])
+def test_parse_duration(text, seconds):
+    """Test that durations parse from numbers and unit strings only."""
+    assert parse_duration(text) == seconds
