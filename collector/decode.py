@@ -217,18 +217,26 @@ def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, An
             bad_by_field[name] = count
             np.logical_or(bad, mask, out=bad)
 
-    seq, has_seq, bad_seq = _int_column([o.get("seq") for o in objects], 0, MAX_SEQ)
+    present_keys: set[str] = set().union(*objects) if objects else set()
+
+    def column(name: str) -> list[Any] | None:
+        """The values of key ``name`` (None where absent), or None when no object has it."""
+        return [o.get(name) for o in objects] if name in present_keys else None
+
+    seq, has_seq, bad_seq = _int_column(column("seq"), n, 0, MAX_SEQ)
     note("seq", bad_seq)
     counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
     has_counter = np.zeros((n, len(COUNTERS)), dtype=bool)
     for j, name in enumerate(COUNTERS):
-        counters[:, j], has_counter[:, j], bad_counter = _int_column([o.get(name) for o in objects], 0, MAX_COUNTER)
-        note(name, bad_counter)
+        values = column(name)
+        if values is not None:
+            counters[:, j], has_counter[:, j], bad_counter = _int_column(values, n, 0, MAX_COUNTER)
+            note(name, bad_counter)
     floats = {}
     for name, (lo, hi) in FLOAT_RANGES.items():
-        floats[name], bad_float = _float_column([o.get(name) for o in objects], lo, hi)
+        floats[name], bad_float = _float_column(column(name), n, lo, hi)
         note(name, bad_float)
-    boot, has_boot, bad_boot = _boot_column([o.get("boot") for o in objects])
+    boot, has_boot, bad_boot = _boot_column(column("boot"), n)
     note("boot", bad_boot)
 
     mismatch = np.zeros(n, dtype=bool)
@@ -246,9 +254,10 @@ def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, An
     return batch if keep.all() else batch.take(keep)
 
 
-def _int_column(values: list[Any], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _int_column(values: list[Any] | None, n: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, present, bad) for a key that must be an integer in [lo, hi]; absent is 0."""
-    n = len(values)
+    if values is None:
+        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     kinds = set(map(type, values))
     if kinds <= {int, type(None)}:
         present = np.ones(n, dtype=bool) if type(None) not in kinds else np.array([v is not None for v in values], dtype=bool)
@@ -271,12 +280,15 @@ def _int_column(values: list[Any], lo: int, hi: int) -> tuple[np.ndarray, np.nda
     return array, present, bad
 
 
-def _float_column(values: list[Any], lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+def _float_column(values: list[Any] | None, n: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     """(values with NaN for absent, bad) for a key that must be a finite number in [lo, hi]."""
+    if values is None:
+        return np.full(n, np.nan), np.zeros(n, dtype=bool)
     kinds = set(map(type, values))
     if kinds <= {int, float, type(None)}:
         try:
-            array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            filled = values if type(None) not in kinds else [np.nan if v is None else v for v in values]
+            array = np.array(filled, dtype=np.float64)
         except OverflowError:
             pass  # an integer too large for a double: reject it on the slow path
         else:
@@ -295,13 +307,12 @@ def _float_column(values: list[Any], lo: float, hi: float) -> tuple[np.ndarray, 
     return array, bad
 
 
-def _boot_column(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _boot_column(values: list[Any] | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boot ids (strings or integers) as crc32, stable across processes unlike ``hash()``."""
-    n = len(values)
     boot = np.zeros(n, dtype=np.int64)
     present = np.zeros(n, dtype=bool)
     bad = np.zeros(n, dtype=bool)
-    if all(v is None for v in values):
+    if values is None:
         return boot, present, bad
     for i, v in enumerate(values):
         if v is None:
