@@ -1,0 +1,107 @@
+"""Real servers for integration tests: Mosquitto on a free loopback port, and a subscriber."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+@contextmanager
+def mosquitto(workdir: Path, extra_config: str = "", *, anonymous: bool = True) -> Iterator[int]:
+    """Run Debian's Mosquitto on a free port; yields the port.
+
+    ``max_queued_messages 0``: the default of 1,000 silently drops messages for a slow
+    subscriber (MEASURED.md), which would make counting tests flaky or wrong.
+    """
+    port = free_port()
+    config = workdir / f"mosquitto-{port}.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous {str(anonymous).lower()}\npersistence false\n"
+        f"max_queued_messages 0\nlog_dest stderr\nlog_type error\n{extra_config}"
+    )
+    log = (workdir / f"mosquitto-{port}.log").open("w")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+class Subscriber:
+    """A paho subscriber collecting (topic, payload, retain) in a background thread."""
+
+    def __init__(self, port: int, topic: str = "putuo/#") -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rc, p: self._ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise TimeoutError("subscription not acknowledged")
+
+    def _on_message(self, client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[tuple[str, bytes, bool]]:
+        """Wait until at least ``count`` messages arrived (or time out); returns them all."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.02)
+        with self._lock:
+            return list(self.messages)
+
+    def quiet(self, seconds: float = 0.3) -> list[tuple[str, bytes, bool]]:
+        """Wait until no message arrived for ``seconds``; returns them all."""
+        last, same_since = -1, time.monotonic()
+        while time.monotonic() - same_since < seconds:
+            time.sleep(0.05)
+            with self._lock:
+                if len(self.messages) != last:
+                    last, same_since = len(self.messages), time.monotonic()
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
