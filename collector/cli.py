@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from . import __version__
 from .errors import PtmonError, UsageError
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, load_rules
-from .timebase import format_instant, month_bounds, parse_instant
+from .timebase import day_of, day_to_date, format_instant, month_bounds, parse_instant, seconds_to_us
 
 log = logging.getLogger("ptmon")
 
@@ -129,10 +130,12 @@ def cmd_registry(args: argparse.Namespace) -> int:
         return 0
     if args.registry_command == "check":
         registry = load_registry(args.file, rules)
-        print(f"{args.file}: {len(registry):,} devices, version {registry.version}")
+        today = day_of(seconds_to_us(time.time()))
+        print(f"{args.file}: {len(registry):,} rows, version {registry.version}; under lease on {day_to_date(today)}:")
         for c in rules.contracts:
             sl = registry.contract_slices[c.code]
-            print(f"  {c.code}: {sl.stop - sl.start:,} devices")
+            active = int(registry.expected_mask(today, sl).sum())
+            print(f"  {c.code}: {active:,} devices ({sl.stop - sl.start - active:,} other rows: retired or not yet accepted)")
         return 0
     raise UsageError("registry needs an action: generate or check (see ptmon registry --help)")
 

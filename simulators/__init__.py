@@ -1,0 +1,1 @@
+"""Simulators: the district registry generator, synthetic heartbeat traffic and the offline demo."""
