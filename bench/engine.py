@@ -1,0 +1,255 @@
+"""Engine benchmark: the issue's targets, measured on the generated district.
+
+    python bench/engine.py [--days N] [--devices N] [--seed N]
+
+Figures (each printed with its target, the ratio figure / target and PASS or MISS):
+
+1. engine updates from pre-decoded batches (``simulators.synthetic.decoded_batches``,
+   16,384 per batch as in replay): events/s of ``Engine.apply`` with a ``Tally`` attached,
+   the samples it fires between events included. Target ≥ 1,000,000.
+2. the same traffic as ``(t, topic, payload)`` tuples through ``Decoder.decode`` and
+   ``Engine.apply``: events/s. Target ≥ 300,000. Generating the traffic is not timed.
+3. one full-district sample (every device of both contracts, with a Tally): ms per
+   ``Engine._sample``, over a day of sample instants after the traffic of (1). Target ≤ 5 ms.
+4. memory for ``--devices`` devices (default 2,000,000: the district's rows repeated with
+   suffixed ids), measured in a fresh process that loads the registry CSV and builds the
+   engine: engine state (``Engine.state_bytes()``) plus the registry's arrays, target < 300 MB;
+   shown beside it, not hidden, the registry's id list and id → index dict, the decoder's topic
+   cache once every device has reported, and the process's peak RSS.
+
+Default: one synthetic day (about 9 million heartbeats), ~1.5 min on 2 cores; ``--days 30``
+is the synthetic month (the decode figure alone then takes ~20 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+from collector.decode import Decoder
+from collector.engine import Engine
+from collector.registry import Registry, load_registry, parse_registry
+from collector.replay import BATCH_SIZE
+from collector.rules import load_rules
+from collector.tally import Tally
+from collector.timebase import US_PER_S, date_to_day, day_start, format_instant
+from simulators.district import COLUMNS, generate_registry
+from simulators.synthetic import Scenario, TrafficGenerator
+
+DAY_US = 86_400 * US_PER_S
+START_DAY = date_to_day(date(2026, 11, 1))  # a month start; the district's replacements are all done by then
+MB = 1_000_000
+
+
+def district(seed: int) -> Registry:
+    rules = load_rules()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(generate_registry(rules, seed))
+    return parse_registry(buffer.getvalue(), rules, "district")
+
+
+def batches(generator: TrafficGenerator, start: int, end: int, size: int = BATCH_SIZE) -> Iterator:
+    for traffic in generator.chunks(start, end):
+        for a in range(0, len(traffic), size):
+            yield traffic.take(slice(a, a + size))
+
+
+def bench_predecoded(registry: Registry, start: int, end: int, seed: int) -> tuple[int, float, Engine]:
+    """(events, seconds in Engine.apply, the engine) for pre-decoded traffic."""
+    generator = TrafficGenerator(registry, scenario=Scenario(seed=seed, lead_in=True))
+    engine = Engine(registry)
+    Tally.attach(engine, start, end)
+    events, busy = 0, 0.0
+    for traffic in batches(generator, start, end):
+        batch = generator.decoded(traffic)
+        began = time.perf_counter()
+        engine.apply(batch)
+        busy += time.perf_counter() - began
+        events += len(batch)
+    return events, busy, engine
+
+
+def bench_decoding(registry: Registry, start: int, end: int, seed: int) -> tuple[int, float, float]:
+    """(events, seconds in decode + apply, of which decode) for the same traffic as tuples."""
+    generator = TrafficGenerator(registry, scenario=Scenario(seed=seed, lead_in=True))
+    engine, decoder = Engine(registry), Decoder(registry)
+    Tally.attach(engine, start, end)
+    events, busy, decoding = 0, 0.0, 0.0
+    for traffic in batches(generator, start, end):
+        messages = list(zip((traffic.t / US_PER_S).tolist(), generator.topics[traffic.device].tolist(), generator.payloads(traffic)))
+        began = time.perf_counter()
+        batch = decoder.decode(messages)
+        decoded = time.perf_counter()
+        engine.apply(batch)
+        busy += time.perf_counter() - began
+        decoding += decoded - began
+        events += len(batch)
+    assert not decoder.rejects, decoder.rejects
+    return events, busy, decoding
+
+
+def bench_sample(engine: Engine, after: int, count: int) -> float:
+    """Milliseconds per full-district sample (both contracts), over ``count`` tick instants."""
+    first = engine.ceil_tick(after)
+    began = time.perf_counter()
+    for k in range(count):
+        engine._sample(first + k * engine.tick)
+    return (time.perf_counter() - began) * 1000 / count
+
+
+# --- memory, in a fresh process -----------------------------------------------------------
+
+
+def write_big_registry(path: Path, devices: int, seed: int) -> None:
+    """The district's rows repeated (ids suffixed ``-r``) until ``devices`` rows."""
+    rows = generate_registry(load_rules(), seed)
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for n in range(devices):
+            row = rows[n % len(rows)]
+            writer.writerow(row._replace(device_id=f"{row.device_id}-{n // len(rows)}"))
+
+
+def _deep_strings(strings: list[str]) -> int:
+    return sys.getsizeof(strings) + sum(map(sys.getsizeof, strings))
+
+
+def _dict_bytes(mapping: dict[str, int]) -> int:
+    # keys are shared with (or equal in size to) strings counted elsewhere only for the index
+    return sys.getsizeof(mapping) + sum(sys.getsizeof(v) for v in mapping.values() if v > 256)
+
+
+def _current_rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss() -> int:
+    """VmHWM: this process's peak RSS (``ru_maxrss`` would include the parent's, kept across exec)."""
+    with open("/proc/self/status") as status:
+        line = next(x for x in status if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def memory_child(path: str) -> None:
+    """Runs in a fresh process: load the registry, build the engine, report sizes as JSON."""
+    rules = load_rules()
+    began = time.perf_counter()
+    registry = load_registry(path, rules)
+    loaded = time.perf_counter() - began
+    engine = Engine(registry)
+    sample_ms = bench_sample(engine, day_start(START_DAY), 20)
+    arrays = sum(getattr(registry, f).nbytes for f in ("contract", "street", "type", "accepted_day", "retired_day",
+                                                       "community", "gateway", "scenario"))
+    ids = _deep_strings(registry.ids)
+    index = _dict_bytes(registry.index)
+    gc.collect()
+    rss_engine = _current_rss()
+    rss_load_peak = _peak_rss()
+    decoder = Decoder(registry)
+    contracts, streets = [c.code for c in rules.contracts], rules.street_codes()
+    for a in range(0, len(registry), 50_000):
+        decoder.decode([(1.0, f"putuo/{contracts[registry.contract[i]]}/{streets[registry.street[i]]}/{registry.ids[i]}/hb", "{}")
+                        for i in range(a, min(a + 50_000, len(registry)))])
+    topic_cache = decoder._topic_device
+    topics = sys.getsizeof(topic_cache) + sum(map(sys.getsizeof, topic_cache)) + sum(
+        sys.getsizeof(v) for v in topic_cache.values() if v > 256)
+    print(json.dumps({
+        "devices": len(registry), "load_s": loaded, "state": engine.state_bytes(), "arrays": arrays, "ids": ids,
+        "index": index, "topics": topics, "sample_ms": sample_ms, "rss_engine": rss_engine,
+        "rss_load_peak": rss_load_peak, "rss_topics": _current_rss(),
+    }))
+
+
+def bench_memory(devices: int, seed: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "registry.csv"
+        write_big_registry(path, devices, seed)
+        repo = str(Path(__file__).resolve().parent.parent)
+        done = subprocess.run([sys.executable, __file__, "--memory-child", str(path)], check=True,
+                              capture_output=True, text=True, env=os.environ | {"PYTHONPATH": repo})
+    return json.loads(done.stdout)
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def row(name: str, value: float, unit: str, limit: str, target: float) -> tuple[str, ...]:
+    """A table row; ``limit`` is ≥ (higher is better), ≤ or < (lower is better)."""
+    ok = {"≥": value >= target, "≤": value <= target, "<": value < target}[limit]
+    shown = f"{value:,.3g}" if value < 100 else f"{value:,.0f}"
+    return (name, f"{shown} {unit}", f"{limit} {target:,.0f} {unit}", f"{value / target:.2f}", "PASS" if ok else "MISS")
+
+
+def show(rows: list[tuple[str, ...]]) -> None:
+    header = ("figure", "measured", "target", "ratio", "")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for n, r in enumerate([header, *rows]):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=float, default=1.0, help="synthetic days of district traffic (default 1; 30 = a month)")
+    parser.add_argument("--devices", type=int, default=2_000_000, help="devices for the memory figure (default 2,000,000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--memory-child", metavar="CSV", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return 0
+
+    registry = district(args.seed)
+    start = day_start(START_DAY)
+    end = start + int(args.days * DAY_US) // (60 * US_PER_S) * (60 * US_PER_S)
+    print(f"district: {len(registry):,} devices; traffic {format_instant(start)} — {format_instant(end)}", flush=True)
+    gc.collect()
+
+    events, busy, engine = bench_predecoded(registry, start, end, args.seed)
+    print(f"pre-decoded: {events:,} events in {busy:.2f} s of Engine.apply", flush=True)
+    sample_ms = bench_sample(engine, end, 1440)
+    print(f"sample: {sample_ms:.3f} ms per full-district sample (1,440 instants)", flush=True)
+    del engine
+    decoded_events, decode_busy, decoding = bench_decoding(registry, start, end, args.seed)
+    print(f"decode + apply: {decoded_events:,} events in {decode_busy:.2f} s ({decoding:.2f} s decoding)", flush=True)
+    memory = bench_memory(args.devices, args.seed)
+    n = memory["devices"]
+    print(f"memory ({n:,} devices, fresh process): engine state {memory['state'] / MB:.0f} MB, registry arrays "
+          f"{memory['arrays'] / MB:.0f} MB, ids {memory['ids'] / MB:.0f} MB, id index {memory['index'] / MB:.0f} MB, "
+          f"decoder topic cache {memory['topics'] / MB:.0f} MB; RSS {memory['rss_engine'] / MB:.0f} MB with registry and "
+          f"engine, {memory['rss_topics'] / MB:.0f} MB with the topic cache too; peak RSS while loading the CSV "
+          f"{memory['rss_load_peak'] / MB:.0f} MB; registry load {memory['load_s']:.1f} s; "
+          f"sample {memory['sample_ms']:.1f} ms", flush=True)
+
+    print()
+    show([
+        row("engine updates, pre-decoded", events / busy, "events/s", "≥", 1_000_000),
+        row("decode + engine", decoded_events / decode_busy, "events/s", "≥", 300_000),
+        row("one full-district sample", sample_ms, "ms", "≤", 5),
+        row(f"state + registry arrays, {n / 1e6:g}M devices", (memory["state"] + memory["arrays"]) / MB, "MB", "<", 300),
+        row(f"  + ids, id index, {n / 1e6:g}M", sum(memory[k] for k in ("state", "arrays", "ids", "index")) / MB, "MB", "<", 300),
+        row(f"  RSS, {n / 1e6:g}M: registry + engine loaded", memory["rss_engine"] / MB, "MB", "<", 300),
+        row(f"  RSS, {n / 1e6:g}M: + decoder topic cache", memory["rss_topics"] / MB, "MB", "<", 300),
+        row(f"  peak RSS, {n / 1e6:g}M: during load_registry", memory["rss_load_peak"] / MB, "MB", "<", 300),
+    ])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
