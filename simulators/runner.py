@@ -1,0 +1,69 @@
+"""``ptmon simulate``: command-line arguments to a running :class:`~simulators.simulate.Simulator`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from collector.errors import UsageError
+from collector.registry import load_registry
+from collector.rules import load_rules, parse_duration
+from collector.timebase import US_PER_S, format_instant, parse_instant, seconds_to_us
+
+from .link import BrokerAddress, LinkError
+from .scenario import load_scenario
+from .simulate import Options, Simulator, Summary, install_signal_handlers
+
+
+def _options(args: argparse.Namespace) -> Options:
+    m = re.fullmatch(r"(\d+)/(\d+)", args.shard)
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise UsageError(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
+    if args.speed < 0:
+        raise UsageError(f"--speed must be ≥ 0 (0: as fast as possible), got {args.speed}")
+    duration = None
+    if args.duration is not None:
+        seconds = parse_duration(args.duration)
+        if not seconds or seconds <= 0:
+            raise UsageError(f"--duration must be a positive duration such as 90s, 15m, 6h, 1d: {args.duration!r}")
+        duration = seconds * US_PER_S
+    if args.speed == 0 and duration is None:
+        raise UsageError("--speed 0 (as fast as possible) needs --duration")
+    try:
+        broker = BrokerAddress.parse(args.broker, args.username, os.environ.get("PTMON_MQTT_PASSWORD"), args.ca)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    start = parse_instant(args.start) if args.start else seconds_to_us(time.time()) // US_PER_S * US_PER_S
+    return Options(broker=broker, start_us=start, duration_us=duration, speed=args.speed, qos=args.qos,
+                   record=Path(args.record) if args.record else None, shard=(int(m.group(1)), int(m.group(2))))
+
+
+def _progress(summary: Summary) -> None:
+    print(f"simulate: at {format_instant(summary.sim_reached_us)}, sent {sum(summary.sent.values()):,}, "
+          f"lag {summary.max_lag_s:.2f} s", file=sys.stderr, flush=True)
+
+
+def run_simulation(args: argparse.Namespace) -> int:
+    options = _options(args)
+    rules = load_rules(args.rules)
+    registry = load_registry(args.registry, rules)
+    end = options.start_us + (options.duration_us or 7 * 86_400 * US_PER_S)
+    plan = load_scenario(args.scenario, registry, options.start_us, end, args.seed)
+
+    async def main() -> Summary:
+        simulator = Simulator(registry, plan, options)
+        install_signal_handlers(simulator)
+        return await simulator.run(_progress)
+
+    try:
+        summary = asyncio.run(main())
+    except (OSError, LinkError, asyncio.TimeoutError) as exc:
+        raise UsageError(f"cannot reach the broker {args.broker}: {exc}") from exc
+    for line in summary.lines(plan):
+        print(line, file=sys.stderr)
+    return 130 if summary.interrupted else 0

@@ -1,0 +1,338 @@
+"""The live simulator: the district's devices and gateways over MQTT, in simulated time.
+
+Traffic comes from the same model as the synthetic archives (:mod:`simulators.synthetic`),
+one simulated hour at a time; this module paces it against the wall clock (``--speed K``:
+simulated time runs K times faster), adds the scenario's bad traffic, and sends every
+message through its gateway's MQTT link. Each gateway holds its own connection with
+``offline`` as its retained Last Will; a scenario's gateway death drops that connection
+abruptly so the broker announces it, exactly as a gateway losing power would.
+
+``--record FILE`` writes what was sent as an archive (``t`` = simulated send time), with
+``$ptmon/monitor`` up/down records at the ends of the simulated window, so ``ptmon replay``
+of the recording gives the KPIs the scenario implies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from collector.archive import MONITOR_TOPIC
+from collector.registry import Registry
+from collector.timebase import US_PER_S, format_instant
+
+from .link import BrokerAddress, Link, LinkError
+from .scenario import GatewayDeath, Plan
+from .synthetic import Traffic, TrafficGenerator
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT, DUPLICATE, REORDERED, UNKNOWN, MALFORMED = range(5)
+KIND_NAMES = ("heartbeat", "duplicate", "reordered", "unknown_device", "malformed")
+MALFORMED_PAYLOADS = (
+    '{"seq":',  # truncated JSON
+    "[1, 2, 3]",  # not an object
+    '{"reads":"many"}',  # wrong type
+    '{"bat":NaN}',  # NaN is not JSON
+    '{"reads":1,"read_ok":5}',  # more successes than attempts
+    '{"pad":"' + "x" * 5000 + '"}',  # oversize
+)
+MAX_BATCH = 20_000  # messages per publish round: bounds the lag a round can add
+CONNECT_CONCURRENCY = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """How to run: broker, pace, window, recording, shard."""
+
+    broker: BrokerAddress
+    start_us: int
+    duration_us: int | None = None  # None: until interrupted
+    speed: float = 1.0  # 0: as fast as possible
+    qos: int = 0
+    record: Path | None = None
+    shard: tuple[int, int] = (0, 1)
+    client_prefix: str = "ptmon-sim"
+    progress_every: float = 2.0
+
+
+@dataclass
+class Summary:
+    """What a run did, printed at the end."""
+
+    sent: Counter[str] = field(default_factory=Counter)
+    not_sent: int = 0
+    gateways_killed: int = 0
+    gateways_revived: int = 0
+    sim_start_us: int = 0
+    sim_reached_us: int = 0
+    wall_seconds: float = 0.0
+    max_lag_s: float = 0.0
+    interrupted: bool = False
+
+    def rate(self) -> float:
+        return sum(self.sent.values()) / self.wall_seconds if self.wall_seconds else 0.0
+
+    def lines(self, plan: Plan) -> list[str]:
+        out = [
+            f"simulated {format_instant(self.sim_start_us)} — {format_instant(self.sim_reached_us)}"
+            f" in {self.wall_seconds:.1f} s wall ({'interrupted' if self.interrupted else 'done'})",
+            f"sent {sum(self.sent.values()):,} messages, {self.rate():,.0f} msg/s; max lag behind schedule {self.max_lag_s:.2f} s",
+            "  by kind: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.sent.items())),
+        ]
+        if self.not_sent:
+            out.append(f"  not sent (gateway link down): {self.not_sent:,}")
+        out.append(f"scenario {plan.name!r}: gateways killed {self.gateways_killed}, revived {self.gateways_revived}")
+        out += [f"  {line}" for line in plan.summary]
+        return out
+
+
+class Recorder:
+    """What was sent, as an archive ``ptmon replay`` reads."""
+
+    def __init__(self, path: Path) -> None:
+        self._out = gzip.open(path, "wb", compresslevel=1)
+
+    def write(self, t_us: np.ndarray, topics: list[str], payloads: list[str]) -> None:
+        dumps = orjson.dumps
+        seconds = (t_us / US_PER_S).tolist()
+        self._out.write(b"".join(dumps({"t": t, "topic": topic, "payload": p}) + b"\n" for t, topic, p in zip(seconds, topics, payloads)))
+
+    def monitor(self, t_us: int, state: str) -> None:
+        self.write(np.array([t_us]), [MONITOR_TOPIC], [state])
+
+    def close(self) -> None:
+        self._out.close()
+
+
+class Simulator:
+    """One process's share of the district (``--shard i/n``: whole gateways per shard)."""
+
+    def __init__(self, registry: Registry, plan: Plan, options: Options) -> None:
+        self.registry, self.plan, self.options = registry, plan, options
+        self.generator = TrafficGenerator(registry, registry.rules, plan.traffic)
+        index, count = options.shard
+        self.in_shard = registry.gateway % count == index
+        gateways = sorted(set(registry.gateway[self.in_shard].tolist()))
+        self.gateway_names = registry.gateways
+        self.link_of_gateway = {g: n for n, g in enumerate(gateways)}
+        self.links = [self._gateway_link(g) for g in gateways]
+        self.rogue = Link(options.broker, f"{options.client_prefix}-rogue-{index}", qos=options.qos)
+        self.summary = Summary(sim_start_us=options.start_us, sim_reached_us=options.start_us)
+        self.stop = asyncio.Event()
+        self.deaths = sorted(
+            [(d.at_us, "kill", d) for d in plan.gateway_deaths if d.gateway in self._shard_gateway_names()]
+            + [(d.revive_us, "revive", d) for d in plan.gateway_deaths if d.revive_us is not None and d.gateway in self._shard_gateway_names()],
+            key=lambda e: e[0],
+        )
+        self.recorder = Recorder(options.record) if options.record else None
+
+    def _shard_gateway_names(self) -> set[str]:
+        return {self.gateway_names[g] for g in self.link_of_gateway}
+
+    def _gateway_link(self, g: int) -> Link:
+        name = self.gateway_names[g] or f"direct-{self.options.shard[0]}"
+        will = (f"putuo/gw/{name}/status", b"offline", 1, True) if self.gateway_names[g] else None
+        return Link(self.options.broker, f"{self.options.client_prefix}-{name}", qos=self.options.qos, will=will)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, progress: Callable[[Summary], None] | None = None) -> Summary:
+        began = time.monotonic()
+        await self._connect_all()
+        if self.recorder:
+            self.recorder.monitor(self.options.start_us, "up")
+        reporter = asyncio.create_task(self._report(progress)) if progress else None
+        try:
+            await self._play()
+        finally:
+            if reporter:
+                reporter.cancel()
+            self.summary.wall_seconds = time.monotonic() - began
+            self.summary.interrupted = self.stop.is_set()
+            await self._shutdown()
+        return self.summary
+
+    async def _connect_all(self) -> None:
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+        async def connect(link: Link, announce: bool) -> None:
+            async with gate:
+                await link.connect()
+                if announce:
+                    link.publish([(link.will[0], b"online")], retain=True)  # type: ignore[index]
+
+        await asyncio.gather(*(connect(link, link.will is not None) for link in self.links), connect(self.rogue, False))
+
+    async def _shutdown(self) -> None:
+        if self.recorder:
+            self.recorder.monitor(self.summary.sim_reached_us, "down")
+            self.recorder.close()
+        for link in self.links:
+            if link.connected and link.will is not None:
+                link.publish([(link.will[0], b"offline")], retain=True)
+        await asyncio.gather(*(link.close() for link in [*self.links, self.rogue]), return_exceptions=True)
+
+    # --- pacing -------------------------------------------------------------------------
+
+    def _sim_now(self, wall0: float) -> float:
+        if self.options.speed <= 0:
+            return float("inf")
+        return self.options.start_us + (time.monotonic() - wall0) * self.options.speed * US_PER_S
+
+    async def _play(self) -> None:
+        end = self.options.start_us + self.options.duration_us if self.options.duration_us else 2**62
+        wall0 = time.monotonic()
+        for number, chunk in enumerate(self.generator.chunks(self.options.start_us, end)):
+            t, topics, payloads, kinds, links = self._chunk_rows(chunk, number)
+            i = 0
+            while i < len(t):
+                if self.stop.is_set():
+                    return
+                now = self._sim_now(wall0)
+                j = min(int(np.searchsorted(t, now, side="right")), i + MAX_BATCH)
+                if j == i:
+                    wait = (t[i] - now) / US_PER_S / self.options.speed
+                    await self._sleep(min(max(wait, 0.001), 0.25))
+                    continue
+                await self._gateway_events(int(t[j - 1]))
+                await self._send(t[i:j], topics[i:j], payloads[i:j], kinds[i:j], links[i:j])
+                if now != float("inf"):
+                    self.summary.max_lag_s = max(self.summary.max_lag_s, (now - t[i]) / US_PER_S / max(self.options.speed, 1e-9))
+                i = j
+        await self._gateway_events(end)
+        if self.options.speed > 0:  # let simulated time reach the window's end
+            while not self.stop.is_set() and self._sim_now(wall0) < end:
+                await self._sleep(min((end - self._sim_now(wall0)) / US_PER_S / self.options.speed, 0.25))
+        if not self.stop.is_set():
+            self.summary.sim_reached_us = end
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _chunk_rows(self, chunk: Traffic, number: int) -> tuple[np.ndarray, list[str], list[str], np.ndarray, np.ndarray]:
+        """One chunk's messages for this shard, with the scenario's bad traffic, sorted by send time."""
+        chunk = chunk.take(self.in_shard[chunk.device])
+        payloads = self.generator.payloads(chunk)
+        topics = self.generator.topics[chunk.device].tolist()
+        rogue = len(self.links)
+        link_index = np.array([self.link_of_gateway[g] for g in self.registry.gateway[chunk.device].tolist()], dtype=np.int64)
+        t, kinds = chunk.t.copy(), np.full(len(chunk), HEARTBEAT, dtype=np.int8)
+        rng = np.random.default_rng([self.plan.traffic.seed & 0xFFFFFFFF, number, 0x1A])
+        inj = self.plan.injections
+        extra_t, extra_topics, extra_payloads, extra_kinds, extra_links = [], [], [], [], []
+        if len(chunk):
+            lo, hi = int(chunk.t.min()), int(chunk.t.max()) + 1
+            for fraction, kind, shift in ((inj.duplicate_fraction, DUPLICATE, None), (inj.reorder_fraction, REORDERED, inj.reorder_delay_us)):
+                picked = np.flatnonzero(rng.random(len(chunk)) < fraction) if fraction else np.zeros(0, np.int64)
+                if kind == REORDERED:
+                    t[picked] += shift  # sent late: a later message of the device may arrive first
+                    kinds[picked] = REORDERED
+                    continue
+                extra_t.append(t[picked] + (rng.random(len(picked)) * 2 * US_PER_S).astype(np.int64))
+                extra_topics += [topics[k] for k in picked.tolist()]
+                extra_payloads += [payloads[k] for k in picked.tolist()]
+                extra_kinds.append(np.full(len(picked), kind, np.int8))
+                extra_links.append(link_index[picked])  # a redelivery comes through the device's gateway
+            minutes = (hi - lo) / (60 * US_PER_S)
+            for rate, kind in ((inj.unknown_per_minute, UNKNOWN), (inj.malformed_per_minute, MALFORMED)):
+                count = int(rng.poisson(rate * minutes)) if rate else 0
+                if not count:
+                    continue
+                extra_t.append(lo + (rng.random(count) * (hi - lo)).astype(np.int64))
+                extra_kinds.append(np.full(count, kind, np.int8))
+                extra_links.append(np.full(count, rogue, np.int64))
+                if kind == UNKNOWN:
+                    streets, contracts = self.registry.rules.street_codes(), [c.code for c in self.registry.rules.contracts]
+                    extra_topics += [f"putuo/{contracts[rng.integers(len(contracts))]}/{streets[rng.integers(len(streets))]}/ghost-{number}-{k}/hb" for k in range(count)]
+                    extra_payloads += ['{"seq":1}'] * count
+                else:
+                    rows = rng.integers(0, len(chunk), count)
+                    extra_topics += [topics[k] for k in rows.tolist()]
+                    extra_payloads += [MALFORMED_PAYLOADS[k % len(MALFORMED_PAYLOADS)] for k in range(count)]
+        if extra_t:
+            t = np.concatenate([t, *extra_t])
+            kinds = np.concatenate([kinds, *extra_kinds])
+            link_index = np.concatenate([link_index, *extra_links])
+            topics, payloads = topics + extra_topics, payloads + extra_payloads
+        order = np.argsort(t, kind="stable")
+        return t[order], [topics[k] for k in order.tolist()], [payloads[k] for k in order.tolist()], kinds[order], link_index[order]
+
+    async def _send(self, t: np.ndarray, topics: list[str], payloads: list[str], kinds: np.ndarray, links: np.ndarray) -> None:
+        by_link: dict[int, list[int]] = {}
+        for row, link in enumerate(links.tolist()):
+            by_link.setdefault(link, []).append(row)
+        sent_rows: list[int] = []
+        touched = []
+        for n, rows in by_link.items():
+            link = self.rogue if n == len(self.links) else self.links[n]
+            if not link.connected:
+                self.summary.not_sent += len(rows)
+                continue
+            link.publish([(topics[r], payloads[r].encode()) for r in rows])
+            touched.append(link)
+            sent_rows += rows
+        sent_rows.sort()
+        if self.recorder and sent_rows:
+            self.recorder.write(t[sent_rows], [topics[r] for r in sent_rows], [payloads[r] for r in sent_rows])
+        for kind, count in zip(*np.unique(kinds[sent_rows], return_counts=True)):
+            self.summary.sent[KIND_NAMES[int(kind)]] += int(count)
+        self.summary.sim_reached_us = int(t[-1])
+        await asyncio.gather(*(link.drain() for link in touched), return_exceptions=True)
+
+    async def _gateway_events(self, until_us: int) -> None:
+        """Kill or revive gateway links whose moment has come."""
+        while self.deaths and self.deaths[0][0] <= until_us:
+            at, action, death = self.deaths.pop(0)
+            link = self.links[self.link_of_gateway[self.gateway_names.index(death.gateway)]]
+            status = f"putuo/gw/{death.gateway}/status"
+            if action == "kill":
+                link.kill()
+                self.summary.gateways_killed += 1
+                payload = "offline"
+            else:
+                try:
+                    await link.connect()
+                except (OSError, LinkError, asyncio.TimeoutError) as exc:
+                    log.warning("gateway %s could not reconnect: %s", death.gateway, exc)
+                    continue
+                link.publish([(status, b"online")], retain=True)
+                self.summary.gateways_revived += 1
+                payload = "online"
+            if self.recorder:
+                self.recorder.write(np.array([at]), [status], [payload])
+
+    async def _report(self, progress: Callable[[Summary], None]) -> None:
+        while True:
+            await asyncio.sleep(self.options.progress_every)
+            progress(self.summary)
+
+
+def install_signal_handlers(simulator: Simulator) -> None:
+    """First SIGINT/SIGTERM: stop cleanly (flush, close links). Second: exit at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if simulator.stop.is_set():
+            print("ptmon simulate: forced exit", file=sys.stderr)
+            os._exit(130)
+        print("ptmon simulate: stopping (again to force)", file=sys.stderr)
+        simulator.stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
