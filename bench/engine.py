@@ -40,7 +40,7 @@ from pathlib import Path
 from collector.decode import Decoder
 from collector.engine import Engine
 from collector.registry import Registry, load_registry, parse_registry
-from collector.replay import BATCH_SIZE
+from collector.replay import BATCH_SIZE, freeze_startup_heap
 from collector.rules import load_rules
 from collector.tally import Tally
 from collector.timebase import US_PER_S, date_to_day, day_start, format_instant
@@ -72,6 +72,7 @@ def bench_predecoded(registry: Registry, start: int, end: int, seed: int) -> tup
     generator = TrafficGenerator(registry, scenario=Scenario(seed=seed, lead_in=True))
     engine = Engine(registry)
     Tally.attach(engine, start, end)
+    freeze_startup_heap()
     events, busy = 0, 0.0
     for traffic in batches(generator, start, end):
         batch = generator.decoded(traffic)
@@ -87,6 +88,7 @@ def bench_decoding(registry: Registry, start: int, end: int, seed: int) -> tuple
     generator = TrafficGenerator(registry, scenario=Scenario(seed=seed, lead_in=True))
     engine, decoder = Engine(registry), Decoder(registry)
     Tally.attach(engine, start, end)
+    freeze_startup_heap()  # as replay and the collector do after start-up
     events, busy, decoding = 0, 0.0, 0.0
     for traffic in batches(generator, start, end):
         messages = list(zip((traffic.t / US_PER_S).tolist(), generator.topics[traffic.device].tolist(), generator.payloads(traffic)))

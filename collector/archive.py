@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import io
 import logging
 import math
 import zlib
@@ -46,7 +47,8 @@ def _open_text(path: Path) -> IO[bytes]:
         raise ArchiveError(f"{path}: cannot open archive: {exc.strerror}") from exc
     magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        # GzipFile's own readline is Python per line; a BufferedReader over it splits lines in C.
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)  # type: ignore[arg-type]
     return raw
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,13 +110,49 @@ class Decoder:
         self.unknown_topics: dict[str, int] = {}  # bounded by unknown_limit
         self.unknown_overflow = 0
         self.accepted = 0
-        self._topic_device: dict[str, int] = {}
+        self._topic_device = self._registry_topics(registry)
         self._gateway_index = {g: i for i, g in enumerate(registry.gateways) if g}
         self._contracts = {c.code: i for i, c in enumerate(registry.rules.contracts)}
         self._streets = {s.code: i for i, s in enumerate(registry.rules.streets)}
 
+    @staticmethod
+    def _registry_topics(registry: Registry) -> dict[str, int]:
+        """Every registry device's heartbeat topic: the hot path is then one dict lookup."""
+        contracts = [c.code for c in registry.rules.contracts]
+        streets = registry.rules.street_codes()
+        return {
+            f"putuo/{contracts[c]}/{streets[s]}/{device_id}/hb": i
+            for i, (c, s, device_id) in enumerate(zip(registry.contract.tolist(), registry.street.tolist(), registry.ids))
+        }
+
     def decode(self, messages: Iterable[Message]) -> DecodedBatch:
         """Decode a batch; rejected messages are counted and left out."""
+        messages = messages if isinstance(messages, list) else list(messages)
+        batch = self._decode_clean(messages)
+        if batch is None:
+            batch = self._decode_each(messages)
+        self.accepted += len(batch)
+        return batch
+
+    def _decode_clean(self, messages: list[Message]) -> DecodedBatch | None:
+        """The common batch, where every message is a known device's JSON object: C-level maps
+        only. None when anything needs a closer look, which :meth:`_decode_each` gives."""
+        if not messages:
+            return None
+        times, topics, payloads = zip(*messages)
+        devices = list(map(self._topic_device.get, topics))
+        if None in devices or max(map(len, payloads)) > self.max_payload:
+            return None
+        try:
+            objects = list(map(orjson.loads, payloads))
+        except orjson.JSONDecodeError:
+            return None
+        if set(map(type, objects)) != {dict}:
+            return None
+        return decode_columns(times_to_us(times), np.array(devices, dtype=np.int64), objects, self)
+
+    def _decode_each(self, messages: list[Message]) -> DecodedBatch:
+        """Message by message, rejecting and counting what is wrong."""
         times: list[float] = []
         devices: list[int] = []
         objects: list[dict[str, Any]] = []
@@ -144,7 +180,6 @@ class Decoder:
             objects.append(obj)
         batch = decode_columns(times_to_us(times), np.array(devices, dtype=np.int64), objects, self)
         batch.gateway_events = [(int(round(t * 1e6)), g, online) for t, g, online in gateway_events]
-        self.accepted += len(batch)
         return batch
 
     def _resolve(self, t: float, topic: str, payload: bytes | str, gateway_events: list[tuple[float, int, bool]]) -> int | None:
@@ -168,8 +203,7 @@ class Decoder:
         if self._streets.get(street) != self.registry.street[device]:
             self._reject("street_mismatch", topic, f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
             return None
-        self._topic_device[topic] = device
-        return device
+        return device  # unreachable for a registry topic, which the topic map holds
 
     def _gateway_status(self, t: float, topic: str, gateway: str, payload: bytes | str, events: list[tuple[float, int, bool]]) -> None:
         index = self._gateway_index.get(gateway)
@@ -205,59 +239,108 @@ class Decoder:
                     log.warning("rejected %d message(s) (%s); fields: %s", count, kind, dict(bad_by_field))
 
 
+MAX_SHAPES = 32  # distinct key sets per batch decoded shape by shape; more (hostile traffic) go key by key
+
+
 def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, Any]], decoder: Decoder | None = None) -> DecodedBatch:
-    """Pull every wire-contract key out of decoded payload objects, column by column."""
+    """Pull every wire-contract key out of decoded payload objects, column by column.
+
+    Payloads of one firmware share a key set, so objects are grouped by their keys and each
+    group's columns come out of ``zip(*values)`` in C, with no gaps to fill.
+    """
     n = len(objects)
-    bad = np.zeros(n, dtype=bool)
-    bad_by_field: dict[str, int] = {}
-
-    def note(name: str, mask: np.ndarray) -> None:
-        count = int(mask.sum())
-        if count:
-            bad_by_field[name] = count
-            np.logical_or(bad, mask, out=bad)
-
-    present_keys: set[str] = set().union(*objects) if objects else set()
-
-    def column(name: str) -> list[Any] | None:
-        """The values of key ``name`` (None where absent), or None when no object has it."""
-        return [o.get(name) for o in objects] if name in present_keys else None
-
-    seq, has_seq, bad_seq = _int_column(column("seq"), n, 0, MAX_SEQ)
-    note("seq", bad_seq)
-    counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
-    has_counter = np.zeros((n, len(COUNTERS)), dtype=bool)
-    for j, name in enumerate(COUNTERS):
-        values = column(name)
-        if values is not None:
-            counters[:, j], has_counter[:, j], bad_counter = _int_column(values, n, 0, MAX_COUNTER)
-            note(name, bad_counter)
-    floats = {}
-    for name, (lo, hi) in FLOAT_RANGES.items():
-        floats[name], bad_float = _float_column(column(name), n, lo, hi)
-        note(name, bad_float)
-    boot, has_boot, bad_boot = _boot_column(column("boot"), n)
-    note("boot", bad_boot)
-
+    out = _Columns(n)
+    for rows, column in _groups(objects):
+        out.fill(rows, column)
     mismatch = np.zeros(n, dtype=bool)
     for attempts, successes in COUNTER_PAIRS:
-        both = has_counter[:, attempts] & has_counter[:, successes]
-        mismatch |= both & (counters[:, successes] > counters[:, attempts])
-    mismatch &= ~bad
+        both = out.has_counter[:, attempts] & out.has_counter[:, successes]
+        mismatch |= both & (out.counters[:, successes] > out.counters[:, attempts])
+    mismatch &= ~out.bad
     if decoder is not None:
-        decoder.count_bad_values(bad_by_field, int(bad.sum()), int(mismatch.sum()))
-    keep = ~(bad | mismatch)
+        decoder.count_bad_values(out.bad_by_field, int(out.bad.sum()), int(mismatch.sum()))
+    keep = ~(out.bad | mismatch)
     batch = DecodedBatch(
-        t=t, device=device, seq=seq, has_seq=has_seq, boot=boot, has_boot=has_boot,
-        counters=counters, has_counter=has_counter, ts=floats["ts"], bat=floats["bat"], rssi=floats["rssi"],
+        t=t, device=device, seq=out.seq, has_seq=out.has_seq, boot=out.boot, has_boot=out.has_boot,
+        counters=out.counters, has_counter=out.has_counter, ts=out.floats["ts"], bat=out.floats["bat"], rssi=out.floats["rssi"],
     )
     return batch if keep.all() else batch.take(keep)
 
 
-def _int_column(values: list[Any] | None, n: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values, present, bad) for a key that must be an integer in [lo, hi]; absent is 0."""
-    if values is None:
-        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+Column = Callable[[str], "Sequence[Any] | None"]
+
+
+class _ShapeIds(dict):  # type: ignore[type-arg]
+    """Key set -> small int, assigning the next id on first sight (lookups stay in C)."""
+
+    def __missing__(self, shape: tuple[str, ...]) -> int:
+        self[shape] = found = len(self)
+        return found
+
+
+def _groups(objects: list[dict[str, Any]]) -> Iterator[tuple[Any, Column]]:
+    """(rows, column getter) per group of objects; a getter gives a key's values or None."""
+    n = len(objects)
+    shape_ids = _ShapeIds()
+    ids = np.fromiter(map(shape_ids.__getitem__, map(tuple, objects)), dtype=np.int64, count=n)
+    if len(shape_ids) > MAX_SHAPES:
+        keys = set().union(*objects)
+        yield slice(None), lambda name: [o.get(name) for o in objects] if name in keys else None
+        return
+    for shape, k in shape_ids.items():
+        if len(shape_ids) == 1:
+            rows, group = slice(None), objects
+        else:
+            rows = np.flatnonzero(ids == k)
+            group = [objects[i] for i in rows.tolist()]
+        columns = dict(zip(shape, zip(*map(dict.values, group)))) if shape else {}
+        yield rows, columns.get
+
+
+class _Columns:
+    """The batch's arrays, filled group by group, with every bad value noted."""
+
+    def __init__(self, n: int) -> None:
+        self.seq = np.zeros(n, dtype=np.int64)
+        self.has_seq = np.zeros(n, dtype=bool)
+        self.boot = np.zeros(n, dtype=np.int64)
+        self.has_boot = np.zeros(n, dtype=bool)
+        self.counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
+        self.has_counter = np.zeros((n, len(COUNTERS)), dtype=bool)
+        self.floats = {name: np.full(n, np.nan) for name in FLOAT_RANGES}
+        self.bad = np.zeros(n, dtype=bool)
+        self.bad_by_field: dict[str, int] = {}
+
+    def _note(self, name: str, rows: Any, bad: np.ndarray) -> None:
+        count = int(bad.sum())
+        if count:
+            self.bad_by_field[name] = self.bad_by_field.get(name, 0) + count
+            self.bad[rows] |= bad
+
+    def fill(self, rows: Any, column: Column) -> None:
+        values = column("seq")
+        if values is not None:
+            self.seq[rows], self.has_seq[rows], bad = _int_column(values, 0, MAX_SEQ)
+            self._note("seq", rows, bad)
+        for j, name in enumerate(COUNTERS):
+            values = column(name)
+            if values is not None:
+                self.counters[rows, j], self.has_counter[rows, j], bad = _int_column(values, 0, MAX_COUNTER)
+                self._note(name, rows, bad)
+        for name, (lo, hi) in FLOAT_RANGES.items():
+            values = column(name)
+            if values is not None:
+                self.floats[name][rows], bad = _float_column(values, lo, hi)
+                self._note(name, rows, bad)
+        values = column("boot")
+        if values is not None:
+            self.boot[rows], self.has_boot[rows], bad = _boot_column(values)
+            self._note("boot", rows, bad)
+
+
+def _int_column(values: Sequence[Any], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, present, bad) for a key that must be an integer in [lo, hi]; absent or null is 0."""
+    n = len(values)
     kinds = set(map(type, values))
     if kinds <= {int, type(None)}:
         present = np.ones(n, dtype=bool) if type(None) not in kinds else np.array([v is not None for v in values], dtype=bool)
@@ -280,10 +363,8 @@ def _int_column(values: list[Any] | None, n: int, lo: int, hi: int) -> tuple[np.
     return array, present, bad
 
 
-def _float_column(values: list[Any] | None, n: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """(values with NaN for absent, bad) for a key that must be a finite number in [lo, hi]."""
-    if values is None:
-        return np.full(n, np.nan), np.zeros(n, dtype=bool)
+def _float_column(values: Sequence[Any], lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """(values with NaN for absent or null, bad) for a key that must be a finite number in [lo, hi]."""
     kinds = set(map(type, values))
     if kinds <= {int, float, type(None)}:
         try:
@@ -307,18 +388,30 @@ def _float_column(values: list[Any] | None, n: int, lo: float, hi: float) -> tup
     return array, bad
 
 
-def _boot_column(values: list[Any] | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+_boot_crcs: dict[Any, int] = {}  # boot id -> crc32: a device keeps its boot id for months
+_BOOT_CACHE_LIMIT = 1 << 20
+
+
+def _boot_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boot ids (strings or integers) as crc32, stable across processes unlike ``hash()``."""
+    n = len(values)
+    if len(_boot_crcs) > _BOOT_CACHE_LIMIT:
+        _boot_crcs.clear()
+    if set(map(type, values)) <= {str, int}:  # bool and float would hash equal to cached ints
+        crcs = list(map(_boot_crcs.get, values))
+        if None not in crcs:
+            return np.array(crcs, dtype=np.int64), np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
     boot = np.zeros(n, dtype=np.int64)
     present = np.zeros(n, dtype=bool)
     bad = np.zeros(n, dtype=bool)
-    if values is None:
-        return boot, present, bad
     for i, v in enumerate(values):
         if v is None:
             continue
         if (type(v) is str and len(v) <= MAX_BOOT_LEN) or (type(v) is int and abs(v) < 2**63):
-            boot[i], present[i] = zlib.crc32(str(v).encode("utf-8", "surrogatepass")), True
+            crc = _boot_crcs.get(v)
+            if crc is None:
+                crc = _boot_crcs[v] = zlib.crc32(str(v).encode("utf-8", "surrogatepass"))
+            boot[i], present[i] = crc, True
         else:
             bad[i] = True
     return boot, present, bad

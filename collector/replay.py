@@ -8,6 +8,7 @@ before ``end``, observation ends at its last record, and the rest is a monitorin
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -112,6 +113,15 @@ class Replayer:
         return results
 
 
+def freeze_startup_heap() -> None:
+    """Exclude what start-up built (registry ids, topic map: a few hundred thousand objects)
+    from the cyclic GC. Decoding allocates a dict per message, which keeps triggering
+    collections; without this each full collection walks the whole registry again, which
+    costs about a third of the decode rate."""
+    gc.collect()
+    gc.freeze()
+
+
 def replay(
     paths: Iterable[str],
     registry: Registry,
@@ -122,6 +132,7 @@ def replay(
     """KPIs of ``[start, end)`` recomputed from message archives."""
     reader = ArchiveReader(paths)
     replayer = Replayer(registry, start, end)
+    freeze_startup_heap()
     replayer.feed(reader, progress)
     results = replayer.results()
     if reader.bad_lines:
