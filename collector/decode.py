@@ -94,6 +94,11 @@ class DecodedBatch:
 _ARRAY_FIELDS = ("t", "device", "seq", "has_seq", "boot", "has_boot", "counters", "has_counter", "ts", "bat", "rssi")
 
 
+def _size(payload: bytes | str) -> int:
+    """Payload size in bytes (archives hold payloads as text)."""
+    return len(payload) if isinstance(payload, bytes) else len(payload.encode("utf-8", "surrogatepass"))
+
+
 def times_to_us(times: Sequence[float]) -> np.ndarray:
     """Float unix seconds to int64 µs, rounded to nearest (as :func:`timebase.seconds_to_us`)."""
     return np.rint(np.asarray(times, dtype=np.float64) * 1e6).astype(np.int64)
@@ -151,7 +156,8 @@ class Decoder:
             return None
         times, topics, payloads = zip(*messages)
         devices = list(map(self._topic_device.get, topics))
-        if None in devices or max(map(len, payloads)) > self.max_payload:
+        # UTF-8 takes at most 4 bytes a character: shorter text cannot be oversize
+        if None in devices or max(map(len, payloads)) > self.max_payload // 4:
             return None
         try:
             objects = list(map(orjson.loads, payloads))
@@ -174,8 +180,8 @@ class Decoder:
                 device = self._resolve(t, topic, payload, gateway_events)
                 if device is None:
                     continue
-            if len(payload) > max_payload:
-                self._reject("oversize", topic, f"{len(payload)} bytes")
+            if len(payload) > max_payload // 4 and _size(payload) > max_payload:
+                self._reject("oversize", topic, f"{_size(payload)} bytes")
                 continue
             try:
                 obj = loads(payload)

@@ -96,6 +96,7 @@ class Engine:
 
         self.clock: int | None = None
         self.up = False
+        self._down_at: int | None = None  # when the monitor went down, its last sample still owed
         self.next_tick = 0
         self.spans: list[list[int]] = []  # observed [start, end] instants, in order
         self.stats: Counter[str] = Counter()
@@ -110,27 +111,34 @@ class Engine:
 
     def monitor_up(self, t: int) -> None:
         """The monitor (re)starts observing at ``t``; while already up, a crash gap ends here."""
-        if self.up:
-            assert self.clock is not None
-            self._fire_ticks(self.clock, inclusive=True)
-            self.stats["restarts"] += 1
-        if self.clock is not None and t < self.clock:
-            t = self.clock
+        if self.clock is not None:
+            t = max(t, self.clock)
+            last_alive = self.clock if self.up else self._down_at
+            if self.up:
+                self.stats["restarts"] += 1
+            if last_alive is not None and t > last_alive:
+                # The sample at the instant observation ended is owed now; a restart at that
+                # same instant instead leaves it to fire later, seeing the events at it too.
+                self._fire_ticks(last_alive, inclusive=True)
+                self.next_tick = self.ceil_tick(t)
+        else:
+            self.next_tick = self.ceil_tick(t)
         self.up = True
+        self._down_at = None
         self.clock = t
-        self.next_tick = self.ceil_tick(t)
         self.spans.append([t, t])
 
     def monitor_down(self, t: int) -> None:
-        """The monitor stops observing at ``t`` (a clean shutdown): samples up to ``t`` fire."""
+        """The monitor stops observing at ``t`` (a clean shutdown); the sample at ``t`` is owed."""
         if not self.up:
             return
         assert self.clock is not None
         t = max(t, self.clock)
-        self._fire_ticks(t, inclusive=True)
+        self._fire_ticks(t, inclusive=False)
         self.clock = t
         self.spans[-1][1] = t
         self.up = False
+        self._down_at = t
 
     def advance_to(self, t: int) -> None:
         """Time has reached ``t`` with no event: fire every sample instant before ``t``."""
@@ -144,9 +152,12 @@ class Engine:
         self.spans[-1][1] = t
 
     def finish(self) -> None:
-        """End of input: the monitor was alive at its last event, so samples up to it fire."""
+        """End of input: the monitor was alive at its last record, so samples up to it fire."""
         if self.up and self.clock is not None:
             self.monitor_down(self.clock)
+        if self._down_at is not None:
+            self._fire_ticks(self._down_at, inclusive=True)
+            self._down_at = None
 
     def _fire_ticks(self, until: int, *, inclusive: bool) -> None:
         while self.next_tick < until or (inclusive and self.next_tick == until):

@@ -80,7 +80,11 @@ class Replayer:
             self.reached_end = True
             del buffer[int(past_end[0]) :]
         if buffer:
+            # Every record, accepted or rejected, proves the monitor was observing at its time.
+            if not self.engine.up:
+                self.engine.monitor_up(int(times[0]))
             self.engine.apply(self.decoder.decode(buffer))
+            self.engine.advance_to(int(times[len(buffer) - 1]))
         buffer.clear()
 
     def _control(self, record: Record) -> bool:
@@ -102,10 +106,9 @@ class Replayer:
         return True
 
     def results(self) -> Results:
-        if self.reached_end:
+        if self.reached_end and self.engine.up:
             self.engine.advance_to(self.end)
-        else:
-            self.engine.finish()
+        self.engine.finish()
         results = self.tally.results()
         results.rejects = dict(self.decoder.rejects)
         results.engine_stats = dict(self.engine.stats)

@@ -1,0 +1,347 @@
+"""A slow, independent reference implementation of the KPI spec (rules/README.md).
+
+It is written from the spec alone, never from ``collector/engine.py``, ``decode.py`` or
+``tally.py``: plain dicts and lists, brute-force loops, one message at a time, so that a
+disagreement with the engine points at a bug in one of the two. Only the rules loader's
+dataclasses (contracts, types, streets) are used as input.
+
+Interpretations of points the spec leaves open are the module constants below; each is
+named so a test can say which reading it assumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date
+
+US = 1_000_000
+UTC_OFFSET_US = 8 * 3600 * US  # Asia/Shanghai has been UTC+8 without DST since 1991
+DAY_US = 86_400 * US
+EPOCH = date(1970, 1, 1)
+
+MONITOR_TOPIC = "$ptmon/monitor"
+TICK_TOPIC = "$ptmon/tick"
+CONTROL_PREFIX = "$ptmon/"
+COUNTERS = ("reads", "read_ok", "face_try", "face_ok", "plate_try", "plate_ok")
+PAIRS = (("read_ok", "reads"), ("face_ok", "face_try"), ("plate_ok", "plate_try"))
+RATIOS = {
+    "sensing": (("read_ok",), ("reads",)),
+    "face": (("face_ok",), ("face_try",)),
+    "plate": (("plate_ok",), ("plate_try",)),
+    "capture": (("face_ok", "plate_ok"), ("face_try", "plate_try")),
+}
+MAX_PAYLOAD_BYTES = 4096
+COUNTER_MAX = 2**40
+SEQ_MAX = 2**53
+TS_MAX = 2**33
+BOOT_MAX_CHARS = 64
+BOOT_INT_LIMIT = 2**63  # |boot| < 2**63
+SEQ_WINDOW = 64
+
+# --- readings of points the spec leaves open -------------------------------------------
+# A message without `boot` is taken to be in the same boot as the last one; a `boot` seen
+# for the first time (no earlier message carried one) is not a change.
+FIRST_BOOT_IS_RESET = False
+# After `$ptmon/monitor down`, the next record (an `up`, a `$ptmon/tick` or any message)
+# starts observing again, as the first record of the archive does.
+RECORD_RESTARTS_OBSERVATION = True
+
+
+def to_us(t: float) -> int:
+    """Receive time (unix seconds) to integer microseconds, rounded to the nearest."""
+    return int(round(t * US))
+
+
+def day_of(t_us: int) -> int:
+    """Shanghai day number (days since 1970-01-01) of an instant."""
+    return (t_us + UTC_OFFSET_US) // DAY_US
+
+
+def day_start(day: int) -> int:
+    return day * DAY_US - UTC_OFFSET_US
+
+
+def date_day(text: str) -> int:
+    return (date.fromisoformat(text) - EPOCH).days
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+class Reject(Exception):
+    """A message that counts toward nothing."""
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"non-finite JSON constant {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is not finite as a double")
+    return value
+
+
+def _has_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    return False
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def decode_payload(payload: str) -> dict:
+    """The heartbeat fields of a payload (nulls dropped), or raise Reject."""
+    try:
+        raw = payload.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Reject("bad_json") from None
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise Reject("oversize")
+    try:
+        doc = json.loads(payload, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        raise Reject("bad_json") from None
+    if _has_surrogate(doc):  # an escaped lone surrogate is not valid Unicode text
+        raise Reject("bad_json")
+    if not isinstance(doc, dict):
+        raise Reject("not_object")
+    msg = {k: v for k, v in doc.items() if v is not None}
+    for c in COUNTERS:
+        if c in msg and not (_is_int(msg[c]) and 0 <= msg[c] <= COUNTER_MAX):
+            raise Reject("bad_value")
+    if "seq" in msg and not (_is_int(msg["seq"]) and 0 <= msg["seq"] <= SEQ_MAX):
+        raise Reject("bad_value")
+    if "bat" in msg and not (_is_number(msg["bat"]) and 0 <= msg["bat"] <= 100):
+        raise Reject("bad_value")
+    if "rssi" in msg and not (_is_number(msg["rssi"]) and -200 <= msg["rssi"] <= 50):
+        raise Reject("bad_value")
+    if "ts" in msg and not (_is_number(msg["ts"]) and 0 <= msg["ts"] <= TS_MAX):
+        raise Reject("bad_value")
+    if "boot" in msg:
+        boot = msg["boot"]
+        ok = (isinstance(boot, str) and len(boot) <= BOOT_MAX_CHARS) or (_is_int(boot) and abs(boot) < BOOT_INT_LIMIT)
+        if not ok:
+            raise Reject("bad_value")
+    for ok_key, try_key in PAIRS:
+        if ok_key in msg and try_key in msg and msg[ok_key] > msg[try_key]:
+            raise Reject("counter_mismatch")
+    return msg
+
+
+def route(topic: str, devices: dict[str, dict]) -> str:
+    """The device id a heartbeat topic names, or raise Reject."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] != "putuo" or parts[4] != "hb":
+        raise Reject("bad_topic")
+    contract, street, device_id = parts[1], parts[2], parts[3]
+    row = devices.get(device_id)
+    if row is None:
+        raise Reject("unknown_device")
+    if row["contract"] != contract:
+        raise Reject("contract_mismatch")
+    if row["street"] != street:
+        raise Reject("street_mismatch")
+    return device_id
+
+
+# --- the reference --------------------------------------------------------------------------
+
+
+class _DeviceState:
+    def __init__(self) -> None:
+        self.boot: object = None  # last known boot, None when none seen yet
+        self.seq: int | None = None  # last accepted seq in the current boot
+        self.base: dict[str, int] = {}  # counter -> baseline (absent: not known yet)
+
+
+def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_records_observed=True):
+    """{(contract, street, kpi): (numerator, denominator, expected_device_samples, observed_seconds)}.
+
+    ``rules`` is a loaded :class:`collector.rules.Rules`; ``registry_rows`` dicts with the
+    registry columns; ``records`` ``(t seconds, topic, payload)`` in non-decreasing ``t``.
+
+    ``rejected_records_observed``: the spec says observation starts at the first archive
+    record and ends at the last one, so a rejected message (bad topic, unknown device, bad
+    payload...) still shows the monitor was running at its time (True, the default). False
+    reads "rejected messages count toward nothing" as including observation: a rejected
+    message neither starts, extends nor restarts it (only a record at or after the period's
+    end still stops the replay there).
+    """
+    timeout_us = {t.code: t.online_timeout * US for t in rules.types}
+    devices: dict[str, dict] = {}
+    for row in registry_rows:
+        devices[row["device_id"]] = {
+            "contract": row["contract"],
+            "street": row["street"],
+            "timeout": timeout_us[row["type"]],
+            "accepted": date_day(row["accepted_on"]),
+            "retired": date_day(row["retired_on"]) if row.get("retired_on") else None,
+        }
+
+    def leased(device_id: str, day: int) -> bool:
+        d = devices[device_id]
+        return d["accepted"] <= day and (d["retired"] is None or day < d["retired"])
+
+    # 1. Apply the records: observation spans, accepted heartbeats, counter deltas.
+    spans: list[tuple[int, int]] = []  # inclusive [a, b] in µs
+    up = False
+    span_start = 0
+    last_t: int | None = None
+    reached_end = False
+    heartbeats: dict[str, list[int]] = {d: [] for d in devices}
+    states: dict[str, _DeviceState] = {}
+    deltas: dict[tuple[str, str, str], int] = {}
+
+    for t, topic, payload in records:
+        t_us = to_us(t)
+        if t_us >= end_us:
+            reached_end = True
+            break
+        if topic.startswith(CONTROL_PREFIX):
+            word = payload.strip().strip('"')
+            if topic == MONITOR_TOPIC and word == "up":
+                if up:  # crash: the samples after the last record before it are a gap
+                    spans.append((span_start, last_t))
+                up, span_start = True, t_us
+                last_t = t_us
+            elif topic == MONITOR_TOPIC and word == "down":
+                if up:
+                    spans.append((span_start, t_us))
+                up = False
+                last_t = t_us
+            elif topic == TICK_TOPIC:  # the monitor's clock reached t: a record like any other
+                if not up and (last_t is None or RECORD_RESTARTS_OBSERVATION):
+                    up, span_start = True, t_us
+                last_t = t_us
+            # any other control record is unknown and ignored
+            continue
+        try:
+            device_id = route(topic, devices)
+            msg = decode_payload(payload)
+        except Reject:
+            device_id = msg = None
+            if not rejected_records_observed:
+                continue
+        if not up and (last_t is None or RECORD_RESTARTS_OBSERVATION):
+            up, span_start = True, t_us
+        last_t = t_us
+        if device_id is None:
+            continue
+        _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, start_us, end_us)
+
+    if up:
+        spans.append((span_start, end_us - 1 if reached_end else last_t))
+
+    # an instant is observed or not: one where a span ends and the next begins counts once
+    def observed(t_us: int) -> bool:
+        return any(a <= t_us <= b for a, b in spans)
+
+    # 2. Sample every contract on its own grid, brute force.
+    street_codes = [s.code for s in rules.streets]
+    out = {}
+    for contract in rules.contracts:
+        step = contract.sample_interval * US
+        first = start_us + (-(start_us + UTC_OFFSET_US)) % step  # first grid instant >= start
+        instants = list(range(first, end_us, step))
+        seen = [t for t in instants if observed(t)]
+        observed_seconds = len(seen) * contract.sample_interval
+        mine = [d for d in devices if devices[d]["contract"] == contract.code]
+        online = {s: 0 for s in street_codes}
+        expected = {s: 0 for s in street_codes}
+        if contract.online_method == "time_weighted":
+            for t_k in seen:
+                for d in mine:
+                    if not leased(d, day_of(t_k)):
+                        continue
+                    expected[devices[d]["street"]] += 1
+                    last = None
+                    for h in heartbeats[d]:
+                        if h <= t_k:
+                            last = h
+                    if last is not None and t_k - devices[d]["timeout"] < last:
+                        online[devices[d]["street"]] += 1
+        else:
+            day = day_of(start_us)
+            while day_start(day) < end_us:
+                a, b = day_start(day), day_start(day + 1)
+                whole = start_us <= a and b <= end_us
+                if whole and all(observed(t) for t in range(a, b, step)):
+                    for d in mine:
+                        if not leased(d, day):
+                            continue
+                        expected[devices[d]["street"]] += 1
+                        if any(day_of(h) == day for h in heartbeats[d]):
+                            online[devices[d]["street"]] += 1
+                day += 1
+        for street in street_codes + ["district"]:
+            group = street_codes if street == "district" else [street]
+            exp = sum(expected[s] for s in group)
+            for kpi in contract.kpis:
+                if kpi.code == "online":
+                    num, den = sum(online[s] for s in group), exp
+                else:
+                    oks, tries = RATIOS[kpi.code]
+                    num = sum(deltas.get((contract.code, s, c), 0) for s in group for c in oks)
+                    den = sum(deltas.get((contract.code, s, c), 0) for s in group for c in tries)
+                out[(contract.code, street, kpi.code)] = (num, den, exp, observed_seconds)
+    return out
+
+
+def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, start_us, end_us):
+    """One decoded heartbeat of a registered device, per the spec's counter rules."""
+    present = {c: msg[c] for c in COUNTERS if c in msg}
+    boot, seq = msg.get("boot"), msg.get("seq")
+    st = states.get(device_id)
+    if st is None:  # the first message ever seen: baseline only
+        st = states[device_id] = _DeviceState()
+        st.boot, st.seq, st.base = boot, seq, dict(present)
+        heartbeats[device_id].append(t_us)
+        return
+    # boots compare as JSON values: the integer 7 and the string "7" are different boots
+    if boot is not None and (st.boot is not None or FIRST_BOOT_IS_RESET):
+        boot_changed = st.boot is None or boot != st.boot or type(boot) is not type(st.boot)
+    else:
+        boot_changed = False
+    if not boot_changed and seq is not None and st.seq is not None:
+        behind = st.seq - seq
+        if 0 <= behind <= SEQ_WINDOW:  # duplicate (0) or stale (1..64): ignored entirely
+            return
+    reset = boot_changed or any(c in st.base and v < st.base[c] for c, v in present.items())
+    counted: dict[str, int] = {}
+    if reset:
+        for c in COUNTERS:
+            if c in present:
+                counted[c] = present[c]
+                st.base[c] = present[c]
+            else:
+                st.base[c] = 0
+    else:
+        for c, v in present.items():
+            if c in st.base:
+                counted[c] = v - st.base[c]
+            st.base[c] = v
+    if boot is not None:
+        st.boot = boot
+    if boot_changed:
+        st.seq = seq
+    elif seq is not None:
+        st.seq = seq
+    heartbeats[device_id].append(t_us)
+    dev = devices[device_id]
+    if start_us <= t_us < end_us and leased(device_id, day_of(t_us)):
+        for c, v in counted.items():
+            key = (dev["contract"], dev["street"], c)
+            deltas[key] = deltas.get(key, 0) + v
