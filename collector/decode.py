@@ -413,21 +413,18 @@ def _boot_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndar
     n = len(values)
     if len(_boot_crcs) > _BOOT_CACHE_LIMIT:
         _boot_crcs.clear()
+    present = np.ones(n, dtype=bool)
+    bad = np.zeros(n, dtype=bool)
     if set(map(type, values)) <= {str, int}:  # bool and float would hash equal to cached ints
         crcs = list(map(_boot_crcs.get, values))
-        if None not in crcs:
-            return np.array(crcs, dtype=np.int64), np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
-    boot = np.zeros(n, dtype=np.int64)
-    present = np.zeros(n, dtype=bool)
-    bad = np.zeros(n, dtype=bool)
-    for i, v in enumerate(values):
+    else:
+        crcs = [None] * n
+    for i in [i for i, crc in enumerate(crcs) if crc is None]:
+        v = values[i]
         if v is None:
-            continue
-        if (type(v) is str and len(v) <= MAX_BOOT_LEN) or (type(v) is int and abs(v) < 2**63):
-            crc = _boot_crcs.get(v)
-            if crc is None:
-                crc = _boot_crcs[v] = zlib.crc32(str(v).encode("utf-8", "surrogatepass"))
-            boot[i], present[i] = crc, True
+            present[i], crcs[i] = False, 0
+        elif (type(v) is str and len(v) <= MAX_BOOT_LEN) or (type(v) is int and abs(v) < 2**63):
+            crcs[i] = _boot_crcs.setdefault(v, zlib.crc32(str(v).encode("utf-8", "surrogatepass")))
         else:
-            bad[i] = True
-    return boot, present, bad
+            present[i], bad[i], crcs[i] = False, True, 0
+    return np.array(crcs, dtype=np.int64), present, bad
