@@ -43,9 +43,19 @@ def _options(args: argparse.Namespace) -> Options:
                    record=Path(args.record) if args.record else None, shard=(int(m.group(1)), int(m.group(2))))
 
 
-def _progress(summary: Summary) -> None:
-    print(f"simulate: at {format_instant(summary.sim_reached_us)}, sent {sum(summary.sent.values()):,}, "
-          f"lag {summary.max_lag_s:.2f} s", file=sys.stderr, flush=True)
+class _Progress:
+    """One line every few seconds: simulated time reached, messages sent, rate, lag."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.last_sent, self.last_at = 0, self.began
+
+    def __call__(self, summary: Summary) -> None:
+        now, sent = time.monotonic(), sum(summary.sent.values())
+        rate = (sent - self.last_sent) / max(now - self.last_at, 1e-9)
+        self.last_sent, self.last_at = sent, now
+        print(f"simulate: at {format_instant(summary.sim_reached_us)}, sent {sent:,}, {rate:,.0f} msg/s, "
+              f"max lag {summary.max_lag_s:.2f} s", file=sys.stderr, flush=True)
 
 
 def run_simulation(args: argparse.Namespace) -> int:
@@ -58,7 +68,7 @@ def run_simulation(args: argparse.Namespace) -> int:
     async def main() -> Summary:
         simulator = Simulator(registry, plan, options)
         install_signal_handlers(simulator)
-        return await simulator.run(_progress)
+        return await simulator.run(_Progress())
 
     try:
         summary = asyncio.run(main())
