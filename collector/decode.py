@@ -22,8 +22,8 @@ Reject kinds:
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -68,7 +68,7 @@ class DecodedBatch:
     device: np.ndarray  # int64 registry index
     seq: np.ndarray  # int64
     has_seq: np.ndarray  # bool
-    boot: np.ndarray  # int64, crc32 of the boot id
+    boot: np.ndarray  # int64, boot_key() of the boot id
     has_boot: np.ndarray  # bool
     counters: np.ndarray  # int64 [n, 6] in COUNTERS order
     has_counter: np.ndarray  # bool [n, 6]
@@ -404,27 +404,34 @@ def _float_column(values: Sequence[Any], lo: float, hi: float) -> tuple[np.ndarr
     return array, bad
 
 
-_boot_crcs: dict[Any, int] = {}  # boot id -> crc32: a device keeps its boot id for months
+_boot_keys: dict[Any, int] = {}  # boot id -> boot_key: a device keeps its boot id for months
 _BOOT_CACHE_LIMIT = 1 << 20
 
 
+def boot_key(boot: str | int) -> int:
+    """A boot id as a signed 64-bit key: BLAKE2b of its text, so 7 and "7" are one boot and two
+    different ids collide with odds of 2⁻⁶⁴ (a 32-bit checksum collides for real ids)."""
+    digest = hashlib.blake2b(str(boot).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 def _boot_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boot ids (strings or integers) as crc32, stable across processes unlike ``hash()``."""
+    """Boot ids (strings or integers) as :func:`boot_key`, stable across processes unlike ``hash()``."""
     n = len(values)
-    if len(_boot_crcs) > _BOOT_CACHE_LIMIT:
-        _boot_crcs.clear()
+    if len(_boot_keys) > _BOOT_CACHE_LIMIT:
+        _boot_keys.clear()
     present = np.ones(n, dtype=bool)
     bad = np.zeros(n, dtype=bool)
     if set(map(type, values)) <= {str, int}:  # bool and float would hash equal to cached ints
-        crcs = list(map(_boot_crcs.get, values))
+        keys = list(map(_boot_keys.get, values))
     else:
-        crcs = [None] * n
-    for i in [i for i, crc in enumerate(crcs) if crc is None]:
+        keys = [None] * n
+    for i in [i for i, key in enumerate(keys) if key is None]:
         v = values[i]
         if v is None:
-            present[i], crcs[i] = False, 0
+            present[i], keys[i] = False, 0
         elif (type(v) is str and len(v) <= MAX_BOOT_LEN) or (type(v) is int and abs(v) < 2**63):
-            crcs[i] = _boot_crcs.setdefault(v, zlib.crc32(str(v).encode("utf-8", "surrogatepass")))
+            keys[i] = _boot_keys.setdefault(v, boot_key(v))
         else:
-            present[i], bad[i], crcs[i] = False, True, 0
-    return np.array(crcs, dtype=np.int64), present, bad
+            present[i], bad[i], keys[i] = False, True, 0
+    return np.array(keys, dtype=np.int64), present, bad

@@ -130,6 +130,8 @@ class Engine:
 
     def monitor_down(self, t: int) -> None:
         """The monitor stops observing at ``t`` (a clean shutdown); the sample at ``t`` is owed."""
+        if self.clock is None:
+            self.monitor_up(t)  # the first record of any kind shows the monitor was running
         if not self.up:
             return
         assert self.clock is not None

@@ -156,8 +156,9 @@ class Tally:
     def gaps(self) -> list[tuple[int, int]]:
         """Runs of sample instants in the period the monitor did not observe, as [from, to).
 
-        ``from`` is the first missed instant and ``to`` one tick after the last, so the gaps
-        and ``observed_seconds`` add up to the period.
+        ``from`` is the first missed instant and ``to`` one tick after the last, on the shared
+        tick grid (the gcd of the contracts' sample intervals). With one interval, as shipped,
+        the gaps and each contract's ``observed_seconds`` add up to the period.
         """
         tick = self.engine.tick
         gaps, cursor = [], self.start  # cursor: first instant not yet known to be observed

@@ -202,12 +202,14 @@ class Simulator:
                 if self.stop.is_set():
                     return
                 now = self._sim_now(wall0)
-                j = min(int(np.searchsorted(t, now, side="right")), i + MAX_BATCH)
+                await self._gateway_events(min(now, int(t[i])))  # a kill or revive due before the next message
+                next_event = self.deaths[0][0] if self.deaths else 2**62
+                # send what is due, but never past the next gateway event: messages keep their order around it
+                j = min(int(np.searchsorted(t, now, side="right")), int(np.searchsorted(t, next_event, side="left")), i + MAX_BATCH)
                 if j == i:
-                    wait = (t[i] - now) / US_PER_S / self.options.speed
+                    wait = (min(int(t[i]), next_event) - now) / US_PER_S / self.options.speed
                     await self._sleep(min(max(wait, 0.001), 0.25))
                     continue
-                await self._gateway_events(int(t[j - 1]))
                 await self._send(t[i:j], topics[i:j], payloads[i:j], kinds[i:j], links[i:j])
                 if now != float("inf"):
                     self.summary.max_lag_s = max(self.summary.max_lag_s, (now - t[i]) / US_PER_S / max(self.options.speed, 1e-9))

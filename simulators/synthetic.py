@@ -41,7 +41,7 @@ import numpy as np
 import orjson
 
 from collector.archive import MONITOR_TOPIC
-from collector.decode import DecodedBatch
+from collector.decode import DecodedBatch, boot_key
 from collector.registry import Registry
 from collector.rules import COUNTERS, Rules
 from collector.timebase import US_PER_S, UTC_OFFSET_US, days_of
@@ -470,10 +470,10 @@ class TrafficGenerator:
 
     @property
     def boot_crc(self) -> np.ndarray:
-        """Boot ids as the decoder keeps them (crc32 of the text)."""
+        """Boot ids as the decoder keeps them (:func:`collector.decode.boot_key`)."""
         cached = getattr(self, "_boot_crc", None)
         if cached is None:
-            cached = self._boot_crc = np.array([zlib.crc32(str(b).encode()) for b in self.boot.tolist()], np.int64)
+            cached = self._boot_crc = np.array([boot_key(b) for b in self.boot.tolist()], np.int64)
         return cached
 
 

@@ -261,3 +261,25 @@ def test_engine_state_is_per_device_arrays(rules):
     replayer.feed([hb(T0 + k, f"d{k % 100}", seq=k) for k in range(500)])
     assert replayer.engine.state_bytes() == before
     assert replayer.engine.stats["heartbeats"] == 500
+
+
+def test_boot_ids_with_equal_crc32_are_different_boots(rules):
+    """Test that two boot ids whose CRC-32 collide ("plumless", "buckeroo") still mark a reboot."""
+    registry = make_registry(rules, "s1,iot,smoke,taopu")
+    records = [
+        hb(T0 + 10, "s1", "iot", boot="plumless", seq=50, reads=100, read_ok=90),
+        hb(T0 + 20, "s1", "iot", boot="buckeroo", seq=1, reads=10, read_ok=9),
+        hb(T0 + 30, "s1", "iot", boot="buckeroo", seq=2, reads=20, read_ok=19),
+    ]
+    results = run(registry, records, T0, T0 + 60)
+    sensing = results.row("iot", "taopu", "sensing")
+    assert (sensing.numerator, sensing.denominator) == (19, 20)
+    assert results.engine_stats["resets"] == 1 and results.engine_stats["heartbeats"] == 3
+
+
+def test_down_as_first_record_starts_observation(rules):
+    """Test that a 'down' record opening an archive still shows the monitor observing at its time."""
+    registry = make_registry(rules, "c1,cam,face_cam,taopu")
+    results = run(registry, [down(T0 + 60), hb(T0 + 120, "c1")], T0, T0 + 600)
+    assert results.coverage["cam"]["samples"] == 2
+    assert results.gaps[0] == (T0 * 10**6, (T0 + 60) * 10**6)

@@ -94,6 +94,8 @@ def test_gateway_death_fires_last_will_and_silences_its_devices(rules, registry_
     statuses = [(t, p) for t, p, retained in sub.quiet(0.5) if t == "putuo/gw/gw-taopu-cam-0/status" and not retained]
     sub.close()
     assert [p for _, p in statuses] == [b"online", b"offline", b"online", b"offline"]  # up, Will, revived, clean stop
+    times = [r[0] for r in records(record)]
+    assert times == sorted(times)  # kill and revive records sit in time order among the messages
     dead = [r for r in records(record) if "/taopu/" in r[1] and "/cam/" in r[1]]
     silent_devices = {f"taopu-cam{i}" for i in range(0, 12, 2)}
     in_window = [r for r in dead if T0 + 1800 <= r[0] < T0 + 3600 and r[1].split("/")[3] in silent_devices]
