@@ -220,6 +220,8 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
             elif topic == MONITOR_TOPIC and word == "down":
                 if up:
                     spans.append((span_start, t_us))
+                elif last_t is None:  # the first record of any kind shows the monitor observing
+                    spans.append((t_us, t_us))
                 up = False
                 last_t = t_us
             elif topic == TICK_TOPIC:  # the monitor's clock reached t: a record like any other
