@@ -86,10 +86,6 @@ class DecodedBatch:
             **{name: getattr(self, name)[rows] for name in _ARRAY_FIELDS}, gateway_events=[]
         )
 
-    @classmethod
-    def empty(cls) -> DecodedBatch:
-        return decode_columns(np.zeros(0, np.int64), np.zeros(0, np.int64), [])
-
 
 _ARRAY_FIELDS = ("t", "device", "seq", "has_seq", "boot", "has_boot", "counters", "has_counter", "ts", "bat", "rssi")
 
@@ -177,9 +173,8 @@ class Decoder:
         for t, topic, payload in messages:
             device = topic_device.get(topic)
             if device is None:
-                device = self._resolve(t, topic, payload, gateway_events)
-                if device is None:
-                    continue
+                self._other_topic(t, topic, payload, gateway_events)
+                continue
             if len(payload) > max_payload // 4 and _size(payload) > max_payload:
                 self._reject("oversize", topic, f"{_size(payload)} bytes")
                 continue
@@ -198,28 +193,23 @@ class Decoder:
         batch.gateway_events = [(int(round(t * 1e6)), g, online) for t, g, online in gateway_events]
         return batch
 
-    def _resolve(self, t: float, topic: str, payload: bytes | str, gateway_events: list[tuple[float, int, bool]]) -> int | None:
-        """Slow path for a topic not seen before: a device heartbeat, a gateway status, or a reject."""
+    def _other_topic(self, t: float, topic: str, payload: bytes | str, gateway_events: list[tuple[float, int, bool]]) -> None:
+        """A topic that is no registry device's heartbeat topic: a gateway status, or a reject by kind."""
         parts = topic.split("/")
         if len(parts) == 4 and parts[0] == "putuo" and parts[1] == "gw" and parts[3] == "status":
             self._gateway_status(t, topic, parts[2], payload, gateway_events)
-            return None
+            return
         if len(parts) != 5 or parts[0] != "putuo" or parts[4] != "hb" or parts[1] not in self._contracts:
             self._reject("bad_topic", topic, "")
-            return None
-        _, contract, street, device_id, _ = parts
-        device = self.registry.index.get(device_id)
+            return
+        device = self.registry.index.get(parts[3])
         if device is None:
             self._reject("unknown_device", topic, "")
             self._track_unknown(topic)
-            return None
-        if self.registry.contract[device] != self._contracts[contract]:
+        elif self.registry.contract[device] != self._contracts[parts[1]]:
             self._reject("contract_mismatch", topic, f"registry says {self.registry.rules.contracts[self.registry.contract[device]].code}")
-            return None
-        if self._streets.get(street) != self.registry.street[device]:
+        else:  # the id and contract match, so the street is what differs from the registry topic
             self._reject("street_mismatch", topic, f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
-            return None
-        return device  # unreachable for a registry topic, which the topic map holds
 
     def _gateway_status(self, t: float, topic: str, gateway: str, payload: bytes | str, events: list[tuple[float, int, bool]]) -> None:
         index = self._gateway_index.get(gateway)

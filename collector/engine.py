@@ -67,7 +67,7 @@ class Engine:
         n = len(registry)
         self.n_streets = len(rules.streets)
         self.n_groups = len(rules.contracts) * self.n_streets
-        self.group = (registry.contract.astype(np.int64) * self.n_streets + registry.street).astype(np.int16)
+        self.group = registry.group.astype(np.int16)
         timeouts = np.array([t.online_timeout for t in rules.types], dtype=np.int64) * US_PER_S
         self.timeout = timeouts[registry.type]
         self.contract_slices = [registry.contract_slices[c.code] for c in rules.contracts]

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from collector.archive import MONITOR_TOPIC
+from collector.archive import MONITOR_TOPIC, encode_record
 from collector.registry import Registry
 from collector.timebase import US_PER_S, format_instant
 
@@ -106,9 +105,7 @@ class Recorder:
         self._out = gzip.open(path, "wb", compresslevel=1)
 
     def write(self, t_us: np.ndarray, topics: list[str], payloads: list[str]) -> None:
-        dumps = orjson.dumps
-        seconds = (t_us / US_PER_S).tolist()
-        self._out.write(b"".join(dumps({"t": t, "topic": topic, "payload": p}) + b"\n" for t, topic, p in zip(seconds, topics, payloads)))
+        self._out.write(b"".join(map(encode_record, (t_us / US_PER_S).tolist(), topics, payloads)))
 
     def monitor(self, t_us: int, state: str) -> None:
         self.write(np.array([t_us]), [MONITOR_TOPIC], [state])

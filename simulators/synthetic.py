@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from collector.archive import MONITOR_TOPIC
+from collector.archive import MONITOR_TOPIC, encode_record
 from collector.decode import DecodedBatch, boot_key
 from collector.registry import Registry
 from collector.rules import COUNTERS, Rules
@@ -574,4 +574,4 @@ def _gzip_member(data: bytes, level: int) -> bytes:
 
 
 def _control_line(t_us: int, payload: str) -> bytes:
-    return orjson.dumps({"t": t_us / US_PER_S, "topic": MONITOR_TOPIC, "payload": payload}) + b"\n"
+    return encode_record(t_us / US_PER_S, MONITOR_TOPIC, payload)
