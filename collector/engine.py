@@ -73,11 +73,8 @@ class Engine:
         self.contract_slices = [registry.contract_slices[c.code] for c in rules.contracts]
         self.sample_interval = [c.sample_interval * US_PER_S for c in rules.contracts]
         self.tick = math.gcd(*self.sample_interval)
-        self.street_bounds = [
-            [
-                (int(registry.group_bounds[ci * self.n_streets + s]) - sl.start, int(registry.group_bounds[ci * self.n_streets + s + 1]) - sl.start)
-                for s in range(self.n_streets)
-            ]
+        self.street_bounds = [  # each street's devices within its contract's slice
+            [(g.start - sl.start, g.stop - sl.start) for g in map(registry.group_slice, range(ci * self.n_streets, (ci + 1) * self.n_streets))]
             for ci, sl in enumerate(self.contract_slices)
         ]
 
@@ -173,9 +170,12 @@ class Engine:
         cached = self._expected_cache.get(contract)
         if cached is None or cached[0] != day:
             mask = self.registry.expected_mask(day, self.contract_slices[contract])
-            counts = np.array([np.count_nonzero(mask[a:b]) for a, b in self.street_bounds[contract]], dtype=np.int64)
-            cached = self._expected_cache[contract] = (day, mask, counts)
+            cached = self._expected_cache[contract] = (day, mask, self._count_by_street(contract, mask))
         return cached[1], cached[2]
+
+    def _count_by_street(self, contract: int, mask: np.ndarray) -> np.ndarray:
+        """True entries of a mask over the contract's slice, per street (streets are contiguous)."""
+        return np.array([np.count_nonzero(mask[a:b]) for a, b in self.street_bounds[contract]], dtype=np.int64)
 
     def _sample(self, t: int) -> None:
         day = day_of(t)
@@ -184,7 +184,7 @@ class Engine:
                 continue
             expected, expected_counts = self.expected_by_street(contract, day)
             online = (self.online_until[self.contract_slices[contract]] > t) & expected
-            online_counts = np.array([np.count_nonzero(online[a:b]) for a, b in self.street_bounds[contract]], dtype=np.int64)
+            online_counts = self._count_by_street(contract, online)
             for listener in self.listeners:
                 listener.on_sample(contract, t, online_counts, expected_counts.copy())
         self.stats["samples"] += 1
