@@ -129,15 +129,12 @@ class Simulator:
         self.rogue = Link(options.broker, f"{options.client_prefix}-rogue-{index}", qos=options.qos)
         self.summary = Summary(sim_start_us=options.start_us, sim_reached_us=options.start_us)
         self.stop = asyncio.Event()
+        mine = [d for d in plan.gateway_deaths if d.gateway in {self.gateway_names[g] for g in gateways}]
         self.deaths = sorted(
-            [(d.at_us, "kill", d) for d in plan.gateway_deaths if d.gateway in self._shard_gateway_names()]
-            + [(d.revive_us, "revive", d) for d in plan.gateway_deaths if d.revive_us is not None and d.gateway in self._shard_gateway_names()],
+            [(d.at_us, "kill", d) for d in mine] + [(d.revive_us, "revive", d) for d in mine if d.revive_us is not None],
             key=lambda e: e[0],
         )
         self.recorder = Recorder(options.record) if options.record else None
-
-    def _shard_gateway_names(self) -> set[str]:
-        return {self.gateway_names[g] for g in self.link_of_gateway}
 
     def _gateway_link(self, g: int) -> Link:
         name = self.gateway_names[g] or f"direct-{self.options.shard[0]}"
@@ -209,7 +206,7 @@ class Simulator:
                     continue
                 await self._send(t[i:j], topics[i:j], payloads[i:j], kinds[i:j], links[i:j])
                 if now != float("inf"):
-                    self.summary.max_lag_s = max(self.summary.max_lag_s, (now - t[i]) / US_PER_S / max(self.options.speed, 1e-9))
+                    self.summary.max_lag_s = max(self.summary.max_lag_s, (now - t[i]) / US_PER_S / self.options.speed)
                 i = j
         await self._gateway_events(end)
         if self.options.speed > 0:  # let simulated time reach the window's end
@@ -237,17 +234,17 @@ class Simulator:
         extra_t, extra_topics, extra_payloads, extra_kinds, extra_links = [], [], [], [], []
         if len(chunk):
             lo, hi = int(chunk.t.min()), int(chunk.t.max()) + 1
-            for fraction, kind, shift in ((inj.duplicate_fraction, DUPLICATE, None), (inj.reorder_fraction, REORDERED, inj.reorder_delay_us)):
-                picked = np.flatnonzero(rng.random(len(chunk)) < fraction) if fraction else np.zeros(0, np.int64)
-                if kind == REORDERED:
-                    t[picked] += shift  # sent late: a later message of the device may arrive first
-                    kinds[picked] = REORDERED
-                    continue
+            if inj.duplicate_fraction:
+                picked = np.flatnonzero(rng.random(len(chunk)) < inj.duplicate_fraction)
                 extra_t.append(t[picked] + (rng.random(len(picked)) * 2 * US_PER_S).astype(np.int64))
                 extra_topics += [topics[k] for k in picked.tolist()]
                 extra_payloads += [payloads[k] for k in picked.tolist()]
-                extra_kinds.append(np.full(len(picked), kind, np.int8))
+                extra_kinds.append(np.full(len(picked), DUPLICATE, np.int8))
                 extra_links.append(link_index[picked])  # a redelivery comes through the device's gateway
+            if inj.reorder_fraction:
+                picked = np.flatnonzero(rng.random(len(chunk)) < inj.reorder_fraction)
+                t[picked] += inj.reorder_delay_us  # sent late: a later message of the device may arrive first
+                kinds[picked] = REORDERED
             minutes = (hi - lo) / (60 * US_PER_S)
             for rate, kind in ((inj.unknown_per_minute, UNKNOWN), (inj.malformed_per_minute, MALFORMED)):
                 count = int(rng.poisson(rate * minutes)) if rate else 0
