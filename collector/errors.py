@@ -28,3 +28,27 @@ class ArchiveError(PtmonError):
 
 class UsageError(PtmonError):
     """A command-line argument is wrong."""
+
+
+class BrokerError(PtmonError):
+    """The MQTT broker cannot be reached or refused us (bad credentials, TLS, ...)."""
+
+
+class SinkError(PtmonError):
+    """A sink (InfluxDB) failed to take a batch.
+
+    ``retryable``: keep the batch and try again later (5xx, 429, network); otherwise the batch
+    can never be written as it is (4xx, parse error) and goes to the dead-letter spool.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.too_large = too_large
+
+
+class CheckpointError(PtmonError):
+    """A state checkpoint cannot be read or does not fit the registry and rules."""

@@ -1,0 +1,1 @@
+"""Sinks: where decoded heartbeats and KPI samples go (archive, InfluxDB)."""
