@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -40,7 +40,57 @@ Record = tuple[float, str, str]
 LOGGED_BAD_LINES = 5
 
 
-def _open_text(path: Path) -> IO[bytes]:
+class _GzipUntilCut(io.RawIOBase):
+    """Gzip members decompressed in C, ending quietly where a crash cut the file, all data before kept.
+
+    A collector killed mid-file leaves a stream that was sync-flushed after every batch but
+    has no trailer. GzipFile refuses such a stream outright (EOFError before returning the
+    data it holds); zlib's decompressor gives back everything up to the cut.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.member: Any = None  # the current member's decompressor, None between members
+        self.pending = b""
+        self.cut: Exception | None = None
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending and not self.ended:
+            self._decompress(self.raw.read(1 << 16))
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def _decompress(self, chunk: bytes) -> None:
+        if not chunk:
+            self.ended = True
+            if self.member is not None:
+                self.cut = EOFError("no gzip trailer")
+            return
+        out = []
+        try:
+            while chunk:
+                if self.member is None:
+                    self.member = zlib.decompressobj(31)  # 31: a gzip header and trailer, CRC checked
+                out.append(self.member.decompress(chunk))
+                chunk = b""
+                if self.member.eof:
+                    chunk, self.member = self.member.unused_data, None
+        except zlib.error as exc:
+            self.cut, self.ended, self.member = exc, True, None
+        self.pending = b"".join(out)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | None]:
     try:
         raw = path.open("rb")
     except OSError as exc:
@@ -48,8 +98,9 @@ def _open_text(path: Path) -> IO[bytes]:
     magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
     if magic == b"\x1f\x8b":
         # GzipFile's own readline is Python per line; a BufferedReader over it splits lines in C.
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)  # type: ignore[arg-type]
-    return raw
+        stream = _GzipUntilCut(raw)
+        return io.BufferedReader(stream, buffer_size=1 << 20), stream
+    return raw, None
 
 
 class ArchiveReader:
@@ -70,7 +121,8 @@ class ArchiveReader:
 
     def _read(self, path: Path) -> Iterator[Record]:
         loads = orjson.loads
-        with _open_text(path) as stream:
+        stream, gz = _open_text(path)
+        with stream:
             lineno = 0
             try:
                 for line in stream:
@@ -87,8 +139,15 @@ class ArchiveReader:
                     self.records += 1
                     yield float(t), topic, payload
             except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                self.truncated.append(str(path))
-                log.warning("%s: archive ends early after line %d (%s); the rest of it is lost", path, lineno, exc)
+                gz = None
+                self._cut(path, lineno, exc)
+            if gz is not None and gz.cut is not None:
+                self._cut(path, lineno, gz.cut)
+
+    def _cut(self, path: Path, lineno: int, exc: Exception) -> None:
+        self.truncated.append(str(path))
+        log.warning("%s: archive is cut short after line %d (%s), as a crash while writing leaves it; read up to there",
+                    path, lineno, exc)
 
     def _bad_line(self, path: Path, lineno: int) -> None:
         self.bad_lines += 1
