@@ -76,6 +76,7 @@ class DecodedBatch:
     bat: np.ndarray  # float64, NaN when absent
     rssi: np.ndarray  # float64, NaN when absent
     gateway_events: list[tuple[int, int, bool]] = field(default_factory=list)  # (t µs, gateway, online)
+    accepted: np.ndarray | None = None  # bool, set by the engine: rows that were not duplicates or stale
 
     def __len__(self) -> int:
         return len(self.t)

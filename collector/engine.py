@@ -197,6 +197,7 @@ class Engine:
             self._apply_gateway_events(batch)
             return
         t = batch.t
+        batch.accepted = np.zeros(len(t), dtype=bool)
         if not self.up:
             self.monitor_up(int(t[0]))
         assert self.clock is not None
@@ -257,6 +258,8 @@ class Engine:
             idx, d, boot_changed = idx[keep], d[keep], boot_changed[keep]
             if len(idx) == 0:
                 return
+        assert b.accepted is not None
+        b.accepted[idx] = True
         t = b.t[idx]
         self.last_heartbeat[d] = t
         self.online_until[d] = t + self.timeout[d]

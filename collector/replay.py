@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .archive import CONTROL_PREFIX, MONITOR_TOPIC, TICK_TOPIC, ArchiveReader, Record
-from .decode import Decoder, times_to_us
+from .decode import DecodedBatch, Decoder, times_to_us
 from .engine import Engine
 from .registry import Registry
 from .results import Results
@@ -38,14 +38,20 @@ class Progress:
     elapsed: float
 
 
-class Replayer:
-    """Feeds records to a fresh engine and tally; the one place replay logic lives."""
+class Feed:
+    """Records (messages and ``$ptmon/`` control records) → decoder → engine, in arrival order.
 
-    def __init__(self, registry: Registry, start: int, end: int) -> None:
-        self.engine = Engine(registry)
-        self.decoder = Decoder(registry)
-        self.tally = Tally.attach(self.engine, start, end)
+    The one place this logic lives: replay, the live collector and its restart from a
+    checkpoint all drive it. ``on_batch`` sees each decoded batch after the engine applied it
+    (``batch.accepted`` marks the rows that were not duplicates or stale).
+    """
+
+    def __init__(self, engine: Engine, decoder: Decoder, *, end: int | None = None,
+                 on_batch: Callable[[DecodedBatch], None] | None = None) -> None:
+        self.engine = engine
+        self.decoder = decoder
         self.end = end
+        self.on_batch = on_batch
         self.reached_end = False
         self.control = {"monitor": 0, "tick": 0, "unknown": 0}
 
@@ -75,7 +81,7 @@ class Replayer:
             buffer.clear()
             return
         times = times_to_us([r[0] for r in buffer])
-        past_end = np.flatnonzero(times >= self.end)
+        past_end = np.flatnonzero(times >= self.end) if self.end is not None else ()
         if len(past_end):
             self.reached_end = True
             del buffer[int(past_end[0]) :]
@@ -83,14 +89,17 @@ class Replayer:
             # Every record, accepted or rejected, proves the monitor was observing at its time.
             if not self.engine.up:
                 self.engine.monitor_up(int(times[0]))
-            self.engine.apply(self.decoder.decode(buffer))
+            batch = self.decoder.decode(buffer)
+            self.engine.apply(batch)
             self.engine.advance_to(int(times[len(buffer) - 1]))
+            if self.on_batch is not None:
+                self.on_batch(batch)
         buffer.clear()
 
     def _control(self, record: Record) -> bool:
         """Apply a ``$ptmon/`` record; False when it lies at or past the period's end."""
         t = seconds_to_us(record[0])
-        if t >= self.end:
+        if self.end is not None and t >= self.end:
             self.reached_end = True
             return False
         topic, payload = record[1], record[2].strip().strip('"')
@@ -105,15 +114,30 @@ class Replayer:
             log.warning("unknown control record %r at %s; ignored", topic, record[0])
         return True
 
+
+
+class Replayer(Feed):
+    """A fresh engine and a tally of ``[start, end)`` fed from archives."""
+
+    def __init__(self, registry: Registry, start: int, end: int) -> None:
+        super().__init__(Engine(registry), Decoder(registry), end=end)
+        self.tally = Tally.attach(self.engine, start, end)
+
     def results(self) -> Results:
+        assert self.end is not None
         if self.reached_end and self.engine.up:
             self.engine.advance_to(self.end)
         self.engine.finish()
-        results = self.tally.results()
-        results.rejects = dict(self.decoder.rejects)
-        results.engine_stats = dict(self.engine.stats)
-        results.unknown_topics = dict(self.decoder.unknown_topics)
-        return results
+        return finish_results(self.tally, self.decoder)
+
+
+def finish_results(tally: Tally, decoder: Decoder) -> Results:
+    """A tally's results with the decoder's and engine's counts attached."""
+    results = tally.results()
+    results.rejects = dict(decoder.rejects)
+    results.engine_stats = dict(tally.engine.stats)
+    results.unknown_topics = dict(decoder.unknown_topics)
+    return results
 
 
 def freeze_startup_heap() -> None:
