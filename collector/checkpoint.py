@@ -1,0 +1,381 @@
+"""State checkpoints: what the live collector needs to continue the month after a restart.
+
+One ``.npz`` file (read with ``allow_pickle=False``; nothing is pickled) holding:
+
+* ``meta``: a UTF-8 JSON document as a uint8 array: format and version, saved-at (unix µs),
+  registry and rules versions, the contracts (sample interval, online method) and streets,
+  the gateway ids, the engine's scalars, every tally keyed by contract and street code, the
+  decoder's counts and the caller's ``extra`` (e.g. the archive position);
+* ``device_ids``: the registry's device ids, UTF-8 joined by ``\\n`` (ids cannot hold control
+  characters), as a uint8 array;
+* one array per per-device engine attribute (rows in ``device_ids`` order) and per gateway one.
+
+State is restored by id, so the registry may change between runs. Tally sums are restored by
+contract and street code; sums the current rules have no place for, or a changed sample grid,
+raise :class:`CheckpointError`: those numbers feed payments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .decode import Decoder
+from .engine import NEVER, Engine
+from .errors import CheckpointError, UsageError
+from .registry import Registry
+from .rules import COUNTERS, Rules
+from .tally import Tally
+
+FORMAT = "ptmon-checkpoint"
+FORMAT_VERSION = 1
+# online_until is not saved: it is last_heartbeat + the type's timeout, rebuilt on load.
+DEVICE_ARRAYS = ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot",
+                 "counters", "has_baseline", "seen_day")
+GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
+FRESH_START = ("move {path} away to start with a fresh checkpoint (the month so far can be "
+               "recomputed from the archive with `ptmon replay`)")
+_MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
+              UsageError)
+
+
+@dataclass(frozen=True)
+class DecoderCounts:
+    """The decoder's running counts, as saved."""
+
+    rejects: dict[str, int]
+    bad_fields: dict[str, int]
+    unknown_topics: dict[str, int]
+    unknown_overflow: int
+    accepted: int
+
+    @classmethod
+    def of(cls, decoder: Decoder) -> DecoderCounts:
+        return cls(dict(decoder.rejects), dict(decoder.bad_fields), dict(decoder.unknown_topics),
+                   decoder.unknown_overflow, decoder.accepted)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> DecoderCounts:
+        return cls(_int_map(doc["rejects"]), _int_map(doc["bad_fields"]),
+                   _int_map(doc["unknown_topics"]), _int(doc["unknown_overflow"]),
+                   _int(doc["accepted"]))
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: a restored engine with its tallies attached, and what else was saved."""
+
+    engine: Engine
+    tallies: list[Tally]
+    decoder_counts: DecoderCounts
+    extra: dict[str, Any]
+    saved_at: int  # unix µs
+    notes: list[str]  # what did not fit exactly (registry or rule changes), for the log
+
+
+# --- save -------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], decoder: Decoder,
+                    extra: Mapping[str, Any]) -> None:
+    """Write the state atomically and durably; ``extra`` must be JSON-serialisable."""
+    if any(tally.engine is not engine for tally in tallies):
+        raise ValueError("every tally saved must be attached to the engine saved")
+    registry, rules = engine.registry, engine.registry.rules
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "saved_at": time.time_ns() // 1000,
+        "registry_version": registry.version,
+        "rules_version": rules.version,
+        "counters": list(COUNTERS),
+        "contracts": {c.code: {"sample_interval": c.sample_interval,
+                               "online_method": c.online_method} for c in rules.contracts},
+        "streets": rules.street_codes(),
+        "gateways": list(registry.gateways),
+        "engine": {"clock": engine.clock, "up": engine.up, "down_at": engine._down_at,
+                   "next_tick": engine.next_tick, "tick": engine.tick, "spans": engine.spans,
+                   "stats": dict(engine.stats)},
+        "tallies": [_tally_doc(tally, rules) for tally in tallies],
+        "decoder": vars(DecoderCounts.of(decoder)),
+        "extra": dict(extra),
+    }
+    blob = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
+    arrays = {
+        "meta": np.frombuffer(blob, dtype=np.uint8),
+        "device_ids": np.frombuffer("\n".join(registry.ids).encode(), dtype=np.uint8),
+        **{name: getattr(engine, name) for name in DEVICE_ARRAYS + GATEWAY_ARRAYS},
+    }
+    _write_atomic(Path(path), arrays)
+
+
+def _tally_doc(tally: Tally, rules: Rules) -> dict[str, Any]:
+    contracts, streets = [c.code for c in rules.contracts], rules.street_codes()
+    grid = (len(contracts), len(streets))
+    return {
+        "start": tally.start,
+        "end": tally.end,
+        "samples": dict(zip(contracts, tally.samples.tolist())),
+        "online": _nest(tally.online, contracts, streets),
+        "expected": _nest(tally.expected, contracts, streets),
+        "counters": _nest(tally.counters.reshape(*grid, -1), contracts, streets),
+        "day_online": {str(day): _nest(counts.reshape(grid), contracts, streets)
+                       for day, counts in sorted(tally.day_online.items())},
+        "day_samples": [[contracts[ci], day, n]
+                        for (ci, day), n in sorted(tally.day_samples.items())],
+    }
+
+
+def _nest(a: np.ndarray, contracts: list[str], streets: list[str]) -> dict[str, dict[str, Any]]:
+    """[contract, street, ...] → {contract: {street: value}}."""
+    return {c: {s: a[ci, si].tolist() for si, s in enumerate(streets)}
+            for ci, c in enumerate(contracts)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    raise TypeError(f"checkpoint: {type(value).__name__} is not JSON-serialisable")
+
+
+def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``path.tmp``, fsync it, rename it over ``path``, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # makes the rename itself survive a power loss
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write the checkpoint: {exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# --- load -------------------------------------------------------------------------------
+
+
+def try_load_checkpoint(path: Path, registry: Registry) -> Checkpoint | None:
+    """:func:`load_checkpoint`, or None when there is no file at ``path`` (a first start)."""
+    return load_checkpoint(path, registry) if Path(path).exists() else None
+
+
+def load_checkpoint(path: Path, registry: Registry) -> Checkpoint:
+    """Restore a checkpoint onto a fresh engine of ``registry``; :class:`CheckpointError` when
+    the file is missing, unreadable, or its sums do not fit the current rules."""
+    path = Path(path)
+    arrays, meta = _read(path)
+    try:
+        return _restore(path, arrays, meta, registry)
+    except _MALFORMED as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(f"{path}: malformed checkpoint ({why})") from exc
+
+
+def restore_decoder(decoder: Decoder, checkpoint: Checkpoint) -> None:
+    """Give a fresh decoder the counts saved in ``checkpoint``."""
+    counts, limit = checkpoint.decoder_counts, decoder.unknown_limit
+    topics = list(counts.unknown_topics.items())
+    decoder.rejects = Counter(counts.rejects)
+    decoder.bad_fields = Counter(counts.bad_fields)
+    decoder.unknown_topics = dict(topics[:limit])
+    decoder.unknown_overflow = counts.unknown_overflow + sum(n for _, n in topics[limit:])
+    decoder.accepted = counts.accepted
+
+
+def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and the JSON document of a checkpoint file, or CheckpointError saying why not."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path}: not a ptmon checkpoint (one numpy array, not .npz)")
+        with loaded:
+            arrays = {name: loaded[name] for name in loaded.files}
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: no checkpoint file") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CheckpointError(f"{path}: not a readable ptmon checkpoint (corrupt or truncated?): "
+                              f"{type(exc).__name__}: {exc}") from exc
+    blob = arrays.pop("meta", None)
+    if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
+        raise CheckpointError(f"{path}: not a ptmon checkpoint (no meta document)")
+    try:
+        meta = json.loads(blob.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint's meta document is not JSON: {exc}") from exc
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    if found != FORMAT:
+        raise CheckpointError(f"{path}: not a ptmon checkpoint (format {found!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r}; "
+                              f"this ptmon reads version {FORMAT_VERSION}")
+    return arrays, meta
+
+
+def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+             registry: Registry) -> Checkpoint:
+    notes: list[str] = []
+    if meta["counters"] != list(COUNTERS):
+        raise CheckpointError(f"{path}: the checkpoint's counters {meta['counters']} differ")
+    _check_rules(path, meta, registry.rules, notes)
+    if meta["registry_version"] != registry.version:
+        notes.append("the registry changed since the checkpoint "
+                     f"(version {meta['registry_version']} → {registry.version})")
+    engine = Engine(registry)
+    if (tick := _int(meta["engine"]["tick"])) != engine.tick:
+        raise CheckpointError(f"{path}: the sample grid changed from {tick // 10**6} s to "
+                              f"{engine.tick // 10**6} s, so the month cannot be continued; "
+                              + FRESH_START.format(path=path))
+    device_ids = _ids(arrays.pop("device_ids"))
+    _restore_rows(path, arrays, DEVICE_ARRAYS, device_ids, registry.ids, engine, notes, "device")
+    gateway_ids = list(meta["gateways"])
+    _restore_rows(path, arrays, GATEWAY_ARRAYS, gateway_ids, registry.gateways, engine, notes,
+                  "gateway")
+    heard = engine.last_heartbeat != NEVER
+    engine.online_until = np.where(heard, engine.last_heartbeat + engine.timeout, NEVER)
+    _restore_scalars(meta["engine"], engine)
+    tallies = [_restore_tally(doc, engine) for doc in meta["tallies"]]
+    return Checkpoint(engine=engine, tallies=tallies,
+                      decoder_counts=DecoderCounts.from_doc(meta["decoder"]),
+                      extra=dict(meta["extra"]), saved_at=_int(meta["saved_at"]), notes=notes)
+
+
+def _check_rules(path: Path, meta: dict[str, Any], rules: Rules, notes: list[str]) -> None:
+    """Raise when saved sums have no place in the current rules or a sample interval changed."""
+    saved, streets = meta["contracts"], meta["streets"]
+    current = {c.code: c for c in rules.contracts}
+    gone = [f"contract {c}" for c in saved if c not in current]
+    gone += [f"street {s}" for s in streets if s not in rules.street_codes()]
+    if gone:
+        raise CheckpointError(f"{path}: the checkpoint holds the period's sums for "
+                              f"{', '.join(gone)}, which the rules no longer define; they feed "
+                              "payments and are not dropped silently. Restore the rules, or "
+                              + FRESH_START.format(path=path))
+    moved = [f"{c}: {s['sample_interval']} s → {current[c].sample_interval} s"
+             for c, s in saved.items() if s["sample_interval"] != current[c].sample_interval]
+    if moved:
+        raise CheckpointError(f"{path}: the sample interval changed ({'; '.join(moved)}), so the "
+                              "month's samples cannot be continued on the new grid; "
+                              + FRESH_START.format(path=path))
+    notes += [f"contract {c}'s online method changed from {s['online_method']} to "
+              f"{current[c].online_method}" for c, s in saved.items()
+              if s["online_method"] != current[c].online_method]
+    added = [f"contract {c}" for c in current if c not in saved]
+    added += [f"street {s}" for s in rules.street_codes() if s not in streets]
+    if added:
+        notes.append(f"new since the checkpoint, their sums starting at zero: {', '.join(added)}")
+    if meta["rules_version"] != rules.version:
+        notes.append("the rules changed since the checkpoint "
+                     f"(version {meta['rules_version']} → {rules.version})")
+
+
+def _ids(blob: np.ndarray) -> list[str]:
+    if blob.dtype != np.uint8 or blob.ndim != 1:
+        raise ValueError("device_ids is not a uint8 vector")
+    text = blob.tobytes().decode("utf-8")
+    return text.split("\n") if text else []
+
+
+def _restore_rows(path: Path, arrays: dict[str, np.ndarray], names: tuple[str, ...],
+                  saved_ids: list[str], ids: list[str], engine: Engine, notes: list[str],
+                  what: str) -> None:
+    """Copy saved rows onto the engine's rows of the same id; note the ids dropped and new."""
+    if len(set(saved_ids)) != len(saved_ids):
+        raise ValueError(f"the checkpoint lists a {what} id twice")
+    index = {key: i for i, key in enumerate(ids)}
+    target = np.fromiter((index.get(key, -1) for key in saved_ids), dtype=np.int64,
+                         count=len(saved_ids))
+    source = np.flatnonzero(target >= 0)
+    target = target[source]
+    for name in names:
+        saved, mine = arrays[name], getattr(engine, name)
+        shape = (len(saved_ids), *mine.shape[1:])
+        if saved.dtype != mine.dtype or saved.shape != shape:
+            raise CheckpointError(f"{path}: array {name} is {saved.dtype} {saved.shape}, "
+                                  f"expected {mine.dtype} {shape}")
+        mine[target] = saved[source]
+    if dropped := len(saved_ids) - len(source):
+        notes.append(f"{_count(dropped, what)} in the checkpoint {_are(dropped)} no longer in the "
+                     "registry; their state is dropped")
+    if new := len(ids) - len(source):
+        notes.append(f"{_count(new, 'registry ' + what)} {_are(new)} new since the checkpoint; "
+                     "they start afresh")
+
+
+def _restore_scalars(doc: dict[str, Any], engine: Engine) -> None:
+    if not isinstance(doc["up"], bool):
+        raise TypeError(f"engine.up is {doc['up']!r}")
+    engine.clock = None if doc["clock"] is None else _int(doc["clock"])
+    engine.up = doc["up"]
+    engine._down_at = None if doc["down_at"] is None else _int(doc["down_at"])
+    engine.next_tick = _int(doc["next_tick"])
+    engine.spans = [[_int(a), _int(b)] for a, b in doc["spans"]]
+    engine.stats = Counter(_int_map(doc["stats"]))
+
+
+def _restore_tally(doc: dict[str, Any], engine: Engine) -> Tally:
+    """A tally of the saved period with the saved sums, attached to ``engine``."""
+    rules = engine.registry.rules
+    contracts = {c.code: i for i, c in enumerate(rules.contracts)}
+    streets = {s: i for i, s in enumerate(rules.street_codes())}
+    tally = Tally(engine, _int(doc["start"]), _int(doc["end"]))
+    for code, n in doc["samples"].items():
+        tally.samples[contracts[code]] = _int(n)
+    tally.online[:] = _unnest(doc["online"], contracts, streets)
+    tally.expected[:] = _unnest(doc["expected"], contracts, streets)
+    tally.counters[:] = _unnest(doc["counters"], contracts, streets, (len(COUNTERS),)).reshape(
+        engine.n_groups, len(COUNTERS))
+    for day, counts in doc["day_online"].items():
+        tally.day_online[int(day)] = _unnest(counts, contracts, streets).reshape(engine.n_groups)
+    for code, day, n in doc["day_samples"]:
+        tally.day_samples[contracts[code], _int(day)] = _int(n)
+    engine.listeners.append(tally)
+    return tally
+
+
+def _unnest(doc: dict[str, dict[str, Any]], contracts: dict[str, int], streets: dict[str, int],
+            tail: tuple[int, ...] = ()) -> np.ndarray:
+    """{contract: {street: value}} → [contract, street, *tail] int64 (codes absent: zero)."""
+    out = np.zeros((len(contracts), len(streets), *tail), dtype=np.int64)
+    for contract, by_street in doc.items():
+        for street, value in by_street.items():
+            if np.shape(value) != tail or any(type(v) is not int for v in np.ravel(value).tolist()):
+                raise ValueError(f"{contract}/{street} holds {value!r}, not ints of shape {tail}")
+            out[contracts[contract], streets[street]] = value
+    return out
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _are(n: int) -> str:
+    return "is" if n == 1 else "are"
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, found {value!r}")
+    return value
+
+
+def _int_map(doc: Mapping[str, Any]) -> dict[str, int]:
+    return {str(key): _int(value) for key, value in doc.items()}
