@@ -1,0 +1,134 @@
+"""Fixtures and helpers for the InfluxDB sink tests: real servers, a scriptable stub, waits.
+
+Import the fixtures into a test module (``from tests.fixtures_influx import influx_server``);
+they are module-scoped there, so each module starts its servers once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from collector.sinks.lineproto import split_lines
+from tests.servers import InfluxServer, influx_rows, influxql, victoria_metrics
+
+T = TypeVar("T")
+Respond = Callable[[int, list[bytes]], "tuple[int, dict[str, str]]"]
+
+
+@pytest.fixture(scope="module")
+def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    with InfluxServer(tmp_path_factory.mktemp("influxdb")) as server:
+        yield server
+
+
+@pytest.fixture
+def influx_db(influx_server: InfluxServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database named after the test, dropped afterwards (influxd grows per database)."""
+    name = re.sub(r"\W", "_", request.node.name)[:60]
+    influxql(influx_server.url, name, f'CREATE DATABASE "{name}"')
+    yield name
+    if influx_server.proc is not None:
+        influxql(influx_server.url, name, f'DROP DATABASE "{name}"')
+
+
+@pytest.fixture(scope="module")
+def vm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with victoria_metrics(tmp_path_factory.mktemp("vm")) as url:
+        yield url
+
+
+def count_points(url: str, db: str, measurement: str, field: str = "v") -> int:
+    rows = influx_rows(url, db, f'SELECT count("{field}") FROM "{measurement}"')
+    return int(rows[0][1]) if rows else 0
+
+
+def run(scenario: Awaitable[T], timeout: float = 60.0) -> T:
+    """Run a test's async scenario with a hard timeout."""
+    async def bounded() -> T:
+        return await asyncio.wait_for(scenario, timeout)
+    return asyncio.run(bounded())
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def wait_until_sync(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        time.sleep(0.1)
+
+
+class StubInflux:
+    """A tiny write endpoint on a free loopback port.
+
+    ``respond(request_number, lines)`` gives the status and headers of each answer; the
+    lines of 2xx answers are collected in ``accepted``; ``requests`` holds (monotonic time,
+    lines) of every request.
+    """
+
+    def __init__(self, respond: Respond | None = None) -> None:
+        self.respond: Respond = respond or (lambda n, lines: (204, {}))
+        self.requests: list[tuple[float, list[bytes]]] = []
+        self.accepted: list[bytes] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                lines = split_lines(body)
+                with stub.lock:
+                    number = len(stub.requests)
+                    stub.requests.append((time.monotonic(), lines))
+                    status, headers = stub.respond(number, lines)
+                    if 200 <= status < 300:
+                        stub.accepted.extend(lines)
+                payload = b"" if status == 204 else b'{"error":"stub says %d"}' % status
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(payload))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> StubInflux:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def spool_points(spool_dir: Path) -> int:
+    """Points in the spool files of a directory, from their names."""
+    return sum(int(p.name.split("-")[1].split(".")[0]) for p in spool_dir.glob("*.lp.gz"))
