@@ -89,11 +89,44 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--qos", type=int, choices=[0, 1], default=0, help="MQTT QoS of heartbeats (default 0)")
     sim.add_argument("--username", help="MQTT user name; the password comes from $PTMON_MQTT_PASSWORD")
     sim.add_argument("--ca", metavar="FILE", help="CA certificate for mqtts://")
+    sim.add_argument("--anchor", type=float, metavar="UNIX_TIME",
+                     help="wall-clock unix time at which simulated time is --start (default: when sending begins); "
+                     "lets a collector share the simulated clock")
+    sim.add_argument("--warm-up", metavar="D", help="as if the district had been running: every device's last heartbeat "
+                     "before --start is sent first, squeezed into the D before it (e.g. 60s)")
 
-    demo = sub.add_parser("demo", help="run the pipeline on a generated district, nothing external needed",
-                          description="Generate the district registry, synthesise a day of heartbeats with a street "
-                          "outage and a degraded camera street, write them as an archive, replay it and print the KPIs.")
-    demo.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
+    col = sub.add_parser("collect", help="the live collector: MQTT in; archive, InfluxDB and Prometheus out",
+                         description="Subscribe to the district's heartbeats and gateway statuses, archive every message "
+                         "(gzip JSON Lines, one file per Shanghai day), keep the SLA engine's state (checkpointed, so a "
+                         "restart continues the month), write heartbeat and sla points to InfluxDB and serve Prometheus "
+                         "/metrics. Settings come from --config (see ptmon.sample.toml); the options below override it. "
+                         "Ctrl-C or SIGTERM shuts down in order; a second one exits at once.")
+    col.add_argument("--config", metavar="FILE", help="TOML config file (secrets come from the environment variables it names)")
+    col.add_argument("--check-config", action="store_true", help="validate the config and the registry, print the effective settings, exit")
+    col.add_argument("--broker", metavar="URL", help="mqtt://host:port or mqtts://host:port")
+    col.add_argument("--registry", metavar="FILE", help="device registry CSV")
+    _add_rules(col)
+    col.add_argument("--data-dir", metavar="DIR", help="where the archive, the InfluxDB spool and the checkpoint go")
+    col.add_argument("--topic", action="append", metavar="FILTER",
+                     help="MQTT topic filter, repeatable (default putuo/+/+/+/hb and putuo/gw/+/status)")
+    col.add_argument("--street", action="append", metavar="CODE",
+                     help="only these streets' devices (repeatable): a way to split the district over collectors")
+    col.add_argument("--influx-url", metavar="URL", help="InfluxDB base URL (http://host:8086); default: no InfluxDB")
+    col.add_argument("--influx-api", choices=["v1", "v2"], help="v1: /write (InfluxDB 1.x, 3.x); v2: influxdb-client (2.x, 3.x)")
+    col.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics here ('' disables)")
+    col.add_argument("--kpi-csv", metavar="FILE", help="keep the month-to-date KPIs in this CSV (rewritten at every checkpoint)")
+
+    demo = sub.add_parser("demo", help="the whole pipeline on a generated district, nothing external needed",
+                          description="Generate the district registry, start an embedded MQTT broker (Mosquitto if "
+                          "installed, else the pure-Python amqtt), run the simulator against it with a street outage, "
+                          "collect with the live collector (archive, SLA engine, optional InfluxDB) showing a live "
+                          "per-street table, and print the KPI table of the simulated period. --offline instead "
+                          "synthesises the traffic straight into an archive and replays it (no broker).")
+    demo.add_argument("--hours", type=float, help="simulated hours (default 0.5; --offline: 24)")
+    demo.add_argument("--speed", type=float, default=30.0, metavar="K",
+                      help="simulated time runs K times faster than wall time (default 30: half an hour in a minute)")
+    demo.add_argument("--influx-url", metavar="URL", help="also write points to this InfluxDB (v1 API, database ptmon)")
+    demo.add_argument("--offline", action="store_true", help="no broker: synthetic archive → replay (a day in about 80 s)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--workdir", metavar="DIR", default="ptmon-demo", help="where the registry and archive go (default ./ptmon-demo)")
     return parser
@@ -174,12 +207,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from simulators.demo import run_offline_demo
+    if args.offline:
+        from simulators.demo import run_offline_demo
 
-    return run_offline_demo(Path(args.workdir), hours=args.hours, seed=args.seed)
+        return run_offline_demo(Path(args.workdir), hours=args.hours or 24.0, seed=args.seed)
+    from simulators.live_demo import run_live_demo
+
+    return run_live_demo(Path(args.workdir), hours=args.hours or 0.5, speed=args.speed, seed=args.seed,
+                         influx_url=args.influx_url)
 
 
-COMMANDS = {"replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo}
+def cmd_collect(args: argparse.Namespace) -> int:
+    from .service import run_collect
+
+    return run_collect(args)
+
+
+COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

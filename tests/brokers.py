@@ -33,31 +33,49 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
-@contextmanager
-def mosquitto(workdir: Path, extra_config: str = "", *, anonymous: bool = True) -> Iterator[int]:
-    """Run Debian's Mosquitto on a free port; yields the port.
+class MosquittoServer:
+    """Debian's Mosquitto on a free port; ``stop()`` and ``start()`` again keep the port.
 
     ``max_queued_messages 0``: the default of 1,000 silently drops messages for a slow
     subscriber (MEASURED.md), which would make counting tests flaky or wrong.
     """
-    port = free_port()
-    config = workdir / f"mosquitto-{port}.conf"
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous {str(anonymous).lower()}\npersistence false\n"
-        f"max_queued_messages 0\nlog_dest stderr\nlog_type error\n{extra_config}"
-    )
-    log = (workdir / f"mosquitto-{port}.log").open("w")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port)
-        yield port
-    finally:
-        proc.terminate()
+
+    def __init__(self, workdir: Path, extra_config: str = "", *, anonymous: bool = True) -> None:
+        self.port = free_port()
+        self.config = workdir / f"mosquitto-{self.port}.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous {str(anonymous).lower()}\npersistence false\n"
+            f"max_queued_messages 0\nlog_dest stderr\nlog_type error\n{extra_config}"
+        )
+        self.log_path = workdir / f"mosquitto-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(5)
+            self.proc.wait(5)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+
+@contextmanager
+def mosquitto(workdir: Path, extra_config: str = "", *, anonymous: bool = True) -> Iterator[int]:
+    """Run Mosquitto until the block ends; yields the port."""
+    server = MosquittoServer(workdir, extra_config, anonymous=anonymous)
+    server.start()
+    try:
+        yield server.port
+    finally:
+        server.stop()
 
 
 class Subscriber:

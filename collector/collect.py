@@ -1,0 +1,268 @@
+"""The live collector: MQTT source → archive → decode → engine → sinks, in one process.
+
+Lifecycle, in order:
+
+1. **Startup**: rules and registry; the state checkpoint, if any, and then the archive
+   records written after it (a crash loses the state since the last checkpoint, never the
+   archive, so replaying that tail makes the state exact again and re-sends its points, which
+   InfluxDB stores idempotently); the InfluxDB sink (which resumes its spool); /metrics;
+   finally the MQTT source.
+2. **Main loop** (:meth:`Collector.step`), woken by arriving messages or once a second: take
+   what arrived, append it to the archive and commit it to the OS, acknowledge it to the
+   broker, feed it to the engine, hand the points to InfluxDB. Every
+   ``checkpoint_interval``, make the InfluxDB buffer durable and save the state.
+3. **Shutdown**: disconnect from the broker (no more intake), process what is left, close
+   the archive (fsync), save the state, flush InfluxDB within a deadline (the rest stays in
+   its spool for the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from .archive import TICK_TOPIC, ArchiveReader, Record
+from .checkpoint import load_checkpoint, restore_decoder, save_checkpoint
+from .config import CollectorConfig
+from .decode import DecodedBatch, Decoder
+from .engine import Engine
+from .errors import PtmonError
+from .live import HeartbeatPoints, MonthTallies, SlaPoints
+from .metrics import Metrics
+from .registry import Registry, load_registry
+from .replay import Feed, finish_results, freeze_startup_heap
+from .results import Results
+from .rules import DEFAULT_RULES_DIR, load_rules
+from .sinks.archive import ArchiveWriter, archive_files
+from .timebase import format_instant
+from .source import MqttSource
+
+log = logging.getLogger(__name__)
+
+IDLE_TICK = 1.0  # seconds: with no message, the clock still advances (and is archived) this often
+GATHER = 0.02  # seconds to let a batch gather after the first message wakes the loop
+
+
+class Collector:
+    """One collector process. ``await run(stop)``; set ``stop`` to shut down in order."""
+
+    def __init__(self, config: CollectorConfig, *, metrics: Metrics | None = None, registry: Registry | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.on_checkpoint: Callable[[Results], None] | None = None
+        self.metrics = metrics or Metrics()
+        rules = load_rules(config.rules or DEFAULT_RULES_DIR)
+        self.registry = registry or load_registry(config.registry, rules)
+        self.gaps_at_start: list[tuple[int, int]] = []
+        self.notes: list[str] = []
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_tick = 0.0
+        self._last_checkpoint = time.monotonic()
+        self._counted: dict[str, int] = {}
+        self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
+        self._restore()
+        self.archive = ArchiveWriter(config.archive_path, compresslevel=config.archive_compresslevel, metrics=self.metrics)
+        self.source = MqttSource(config.mqtt, self.metrics, wakeup=self._wakeup_threadsafe, clock=clock)
+
+    # --- startup ------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Engine, tallies and decoder from the checkpoint (or fresh), then the archive's tail."""
+        path = self.config.checkpoint_path
+        checkpoint = load_checkpoint(path, self.registry) if path.exists() else None
+        self.decoder = Decoder(self.registry)
+        if checkpoint is None:
+            self.engine = Engine(self.registry)
+            tallies: list[Any] = []
+            position: dict[str, Any] = {}
+        else:
+            self.engine = checkpoint.engine
+            tallies = checkpoint.tallies
+            restore_decoder(self.decoder, checkpoint)
+            position = dict(checkpoint.extra.get("archive") or {})
+            self.notes += checkpoint.notes
+            log.info("state restored from %s (saved %s)", path, checkpoint.saved_at)
+        self.months = MonthTallies(self.engine, tallies)
+        self.sla = SlaPoints(self.months, self._emit, self.metrics)
+        self.heartbeats = HeartbeatPoints(self.engine) if self.config.influx.url and self.config.influx.heartbeats else None
+        self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch)
+        self._pending_points: list[str] = []
+        if checkpoint is not None:
+            self._replay_tail(position)
+            if self.engine.up and self.engine.clock is not None:
+                self.notes.append(f"the previous run ended without a clean shutdown; its last record was at "
+                                  f"{format_instant(self.engine.clock)}: until the broker connection is back is a monitoring gap")
+        freeze_startup_heap()
+
+    def _replay_tail(self, position: dict[str, Any]) -> None:
+        """Feed the records archived after the checkpoint, so the state is as it was at the crash."""
+        files = archive_files(self.config.archive_path)
+        names = [p.name for p in files]
+        if position.get("file") not in names:
+            if position.get("file"):
+                self.notes.append(f"archive file {position['file']} of the checkpoint is missing; state is as checkpointed")
+            return
+        start = names.index(position["file"])
+        skip = int(position.get("records", 0))
+        count = 0
+        for i, path in enumerate(files[start:]):
+            records = ArchiveReader([path])
+            tail = islice(iter(records), skip if i == 0 else 0, None)
+            before = self.engine.clock
+            self.feed.feed(tail)
+            count += max(0, records.records - (skip if i == 0 else 0))
+            log.debug("replayed %s from %s", path.name, before)
+        if count:
+            self.notes.append(f"replayed {count} archived records written after the checkpoint")
+
+    def _wakeup_threadsafe(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # --- points ----------------------------------------------------------------------
+
+    def _emit(self, lines: list[str]) -> None:
+        self._pending_points.extend(lines)
+
+    def _on_batch(self, batch: DecodedBatch) -> None:
+        if self.heartbeats is not None:
+            self._pending_points.extend(self.heartbeats.lines(batch))
+
+    def _flush_points(self) -> None:
+        lines, self._pending_points = self._pending_points, []
+        if lines and self.influx is not None:
+            self.influx.submit(lines)
+
+    # --- the main loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        metrics_server = self._start_metrics()
+        if self.config.influx.url:
+            from .sinks.influx import InfluxSink
+
+            self.influx = InfluxSink(self.config.influx, spool_dir=self.config.spool_path, metrics=self.metrics)
+            await self.influx.start()
+        self._flush_points()  # points of the replayed tail
+        self.source.start()
+        try:
+            while not stop.is_set():
+                await self._wait(stop)
+                self.step(self.clock())
+                if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval:
+                    await self.checkpoint()
+        finally:
+            await self._shutdown(metrics_server)
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=IDLE_TICK, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        self._wake.clear()
+        if self.source.pending() < self.config.mqtt.batch_size:
+            await asyncio.sleep(GATHER)
+
+    def step(self, now: float) -> None:
+        """Take what arrived; archive, acknowledge, apply; the clock advances to ``now`` when idle."""
+        records, acks = self.source.take()
+        if not records and self.engine.up and now - self._last_tick >= IDLE_TICK:
+            records = [(now, TICK_TOPIC, "")]
+            self._last_tick = now
+        if not records:
+            return
+        self.archive.append(records)
+        self.archive.commit()
+        self.source.ack(acks)
+        for start in range(0, len(records), self.config.mqtt.batch_size):
+            self.feed.feed(records[start : start + self.config.mqtt.batch_size])
+        self._flush_points()
+        self._update_metrics(records, now)
+
+    def _update_metrics(self, records: list[Record], now: float) -> None:
+        m = self.metrics
+        m.batch_size.observe(len(records))
+        m.engine_lag.set(max(0.0, now - records[-1][0]))
+        counts = {"heartbeat": self.decoder.accepted, **{f"reject:{k}": v for k, v in self.decoder.rejects.items()},
+                  **{f"engine:{k}": v for k, v in self.engine.stats.items()}}
+        for key, value in counts.items():
+            delta = value - self._counted.get(key, 0)
+            if delta <= 0:
+                continue
+            self._counted[key] = value
+            if key == "heartbeat":
+                m.messages.labels("heartbeat").inc(delta)
+            elif key.startswith("reject:"):
+                m.messages.labels("rejected").inc(delta)
+                m.decode_errors.labels(key[7:]).inc(delta)
+            else:
+                m.engine_events.labels(key[7:]).inc(delta)
+        m.unknown_devices.set(len(self.decoder.unknown_topics) + self.decoder.unknown_overflow)
+
+    # --- checkpoint and shutdown --------------------------------------------------------------
+
+    async def checkpoint(self, *, persist_points: bool = True) -> None:
+        """Make every point so far durable, then save the state with the archive position."""
+        if self.influx is not None and persist_points:
+            await self.influx.persist()
+        save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
+                        decoder=self.decoder, extra={"archive": self.archive.position, "saved_wall": time.time()})
+        self._last_checkpoint = time.monotonic()
+        self.metrics.checkpoint_seconds.set(0)
+        results = self.month_results()
+        if self.on_checkpoint is not None and results is not None:
+            self.on_checkpoint(results)
+
+    async def _shutdown(self, metrics_server: Any) -> None:
+        log.info("shutting down: disconnecting from the broker")
+        await asyncio.to_thread(self.source.stop)
+        self.step(self.clock())  # what arrived last, and the monitor's 'down'
+        self.engine.finish()  # the sample owed at the instant observation ended
+        self._flush_points()
+        self.archive.close()
+        if self.influx is not None:
+            await self.influx.close()  # writes within its deadline, spools the rest: every point is durable
+        await self.checkpoint(persist_points=False)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        log.info("stopped; archive at %s", self.archive.path)
+
+    def _start_metrics(self) -> Any:
+        listen = self.config.metrics_listen
+        if not listen:
+            return None
+        host, _, port = listen.rpartition(":")
+        try:
+            server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.metrics.registry)
+        except OSError as exc:
+            raise PtmonError(f"cannot serve /metrics on {listen}: {exc.strerror}") from exc
+        log.info("Prometheus metrics on http://%s/metrics", listen)
+        return server
+
+    # --- what it has measured -----------------------------------------------------------------
+
+    def month_results(self) -> Results | None:
+        """Month-to-date KPIs of the current month, as the live engine has them."""
+        tally = self.months.current()
+        return None if tally is None else finish_results(tally, self.decoder)
+
+
+def write_results_csv(results: Results, path: Path) -> None:
+    """The KPI CSV, replaced atomically (readers never see half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as out:
+        results.write_csv(out)
+    os.replace(tmp, path)
+
