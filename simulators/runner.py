@@ -40,7 +40,17 @@ def _options(args: argparse.Namespace) -> Options:
         raise UsageError(str(exc)) from None
     start = parse_instant(args.start) if args.start else seconds_to_us(time.time()) // US_PER_S * US_PER_S
     return Options(broker=broker, start_us=start, duration_us=duration, speed=args.speed, qos=args.qos,
+                   anchor_wall=getattr(args, "anchor", None), warm_up_us=_warm_up(args),
                    record=Path(args.record) if args.record else None, shard=(int(m.group(1)), int(m.group(2))))
+
+
+def _warm_up(args: argparse.Namespace) -> int:
+    if not getattr(args, "warm_up", None):
+        return 0
+    seconds = parse_duration(args.warm_up)
+    if not seconds or seconds <= 0:
+        raise UsageError(f"--warm-up must be a positive duration such as 60s or 5m: {args.warm_up!r}")
+    return seconds * US_PER_S
 
 
 class _Progress:

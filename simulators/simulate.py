@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,8 @@ class Options:
     shard: tuple[int, int] = (0, 1)
     client_prefix: str = "ptmon-sim"
     progress_every: float = 2.0
+    anchor_wall: float | None = None  # unix time at which simulated time is start_us (default: when sending begins)
+    warm_up_us: int = 0  # >0: each device's last heartbeat before start_us, squeezed into this span before it
 
 
 @dataclass
@@ -119,7 +121,9 @@ class Simulator:
 
     def __init__(self, registry: Registry, plan: Plan, options: Options) -> None:
         self.registry, self.plan, self.options = registry, plan, options
-        self.generator = TrafficGenerator(registry, registry.rules, plan.traffic)
+        traffic = replace(plan.traffic, lead_in=True) if options.warm_up_us else plan.traffic
+        self.generator = TrafficGenerator(registry, registry.rules, traffic)
+        self.lead_us = int(self.generator.period.max())
         index, count = options.shard
         self.in_shard = registry.gateway % count == index
         gateways = sorted(set(registry.gateway[self.in_shard].tolist()))
@@ -147,7 +151,7 @@ class Simulator:
         began = time.monotonic()
         await self._connect_all()
         if self.recorder:
-            self.recorder.monitor(self.options.start_us, "up")
+            self.recorder.monitor(self.options.start_us - self.options.warm_up_us, "up")
         reporter = asyncio.create_task(self._report(progress)) if progress else None
         try:
             await self._play()
@@ -184,7 +188,9 @@ class Simulator:
     def _sim_now(self, wall0: float) -> float:
         if self.options.speed <= 0:
             return float("inf")
-        return self.options.start_us + (time.monotonic() - wall0) * self.options.speed * US_PER_S
+        if self.options.anchor_wall is not None:  # shared with a collector on the same simulated clock
+            return self.options.start_us + (time.time() - self.options.anchor_wall) * self.options.speed * US_PER_S
+        return self.options.start_us - self.options.warm_up_us + (time.monotonic() - wall0) * self.options.speed * US_PER_S
 
     async def _play(self) -> None:
         end = self.options.start_us + self.options.duration_us if self.options.duration_us else 2**62
@@ -229,6 +235,11 @@ class Simulator:
         rogue = len(self.links)
         link_index = np.array([self.link_of_gateway[g] for g in self.registry.gateway[chunk.device].tolist()], dtype=np.int64)
         t, kinds = chunk.t.copy(), np.full(len(chunk), HEARTBEAT, dtype=np.int8)
+        if self.options.warm_up_us:
+            # As if the district had been running: the lead-in (up to a period before the start) squeezed, in order.
+            start, warm = self.options.start_us, self.options.warm_up_us
+            early = t < start
+            t[early] = start - warm + (t[early] - (start - self.lead_us)) * warm // self.lead_us
         rng = np.random.default_rng([self.plan.traffic.seed & 0xFFFFFFFF, number, 0x1A])
         inj = self.plan.injections
         extra_t, extra_topics, extra_payloads, extra_kinds, extra_links = [], [], [], [], []
