@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=30.0, metavar="K",
                       help="simulated time runs K times faster than wall time (default 30: half an hour in a minute)")
     demo.add_argument("--influx-url", metavar="URL", help="also write points to this InfluxDB (v1 API, database ptmon)")
+    demo.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
+                      help="embedded broker: Mosquitto if installed, else amqtt (default auto)")
     demo.add_argument("--offline", action="store_true", help="no broker: synthetic archive → replay (a day in about 80 s)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--workdir", metavar="DIR", default="ptmon-demo", help="where the registry and archive go (default ./ptmon-demo)")
@@ -214,7 +216,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from simulators.live_demo import run_live_demo
 
     return run_live_demo(Path(args.workdir), hours=args.hours or 0.5, speed=args.speed, seed=args.seed,
-                         influx_url=args.influx_url)
+                         influx_url=args.influx_url, broker=args.broker)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
