@@ -114,16 +114,13 @@ class Collector:
             return
         start = names.index(position["file"])
         skip = int(position.get("records", 0))
-        count = 0
+        replayed = 0
         for i, path in enumerate(files[start:]):
-            records = ArchiveReader([path])
-            tail = islice(iter(records), skip if i == 0 else 0, None)
-            before = self.engine.clock
-            self.feed.feed(tail)
-            count += max(0, records.records - (skip if i == 0 else 0))
-            log.debug("replayed %s from %s", path.name, before)
-        if count:
-            self.notes.append(f"replayed {count} archived records written after the checkpoint")
+            reader = ArchiveReader([path])
+            self.feed.feed(islice(iter(reader), skip if i == 0 else 0, None))
+            replayed += reader.records - (skip if i == 0 else 0)
+        if replayed > 0:
+            self.notes.append(f"replayed {replayed} archived records written after the checkpoint")
 
     def _wakeup_threadsafe(self) -> None:
         if self._loop is not None:
