@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .decode import Decoder
+from .durable import fsync_directory
 from .engine import NEVER, Engine
 from .errors import CheckpointError, UsageError
 from .registry import Registry
@@ -157,11 +158,7 @@ def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # makes the rename itself survive a power loss
-        finally:
-            os.close(directory)
+        fsync_directory(path.parent)  # makes the rename itself survive a power loss
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: cannot write the checkpoint: {exc}") from exc

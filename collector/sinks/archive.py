@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..archive import Record, encode_record
+from ..durable import fsync_directory
 from ..metrics import Metrics
 from ..timebase import day_of, day_to_date, seconds_to_us
 
@@ -126,14 +127,6 @@ class ArchiveWriter:
         raw.close()  # type: ignore[attr-defined]
         if self.metrics is not None and self.path is not None:
             self.metrics.archive_bytes.inc(self.path.stat().st_size)
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
         self._gzip = None
         self._raw = None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..config import InfluxConfig
+from ..durable import fsync_directory
 from ..errors import ConfigError, SinkError
 from ..metrics import Metrics
 from .lineproto import split_lines
@@ -202,7 +203,7 @@ def write_spool_file(directory: Path, seq: int, batches: list[Batch]) -> SpoolFi
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(directory)
+    fsync_directory(directory)
     return SpoolFile(path, points, path.stat().st_size)
 
 
@@ -233,14 +234,6 @@ def scan_spool(directory: Path) -> list[SpoolFile]:
         if match := SPOOL_NAME.match(path.name):
             files.append(SpoolFile(path, int(match[2]), path.stat().st_size))
     return files
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink(path: Path) -> None:
