@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import shutil
 import socket
@@ -38,7 +37,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.brokers import free_port, mosquitto, wait_for_port  # noqa: E402
+from tests.brokers import mosquitto  # noqa: E402
 
 MB = 1_000_000
 

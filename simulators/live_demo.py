@@ -31,6 +31,7 @@ from collector.tally import Tally
 from collector.timebase import US_PER_S, format_instant
 
 from .district import write_registry
+from .loopback import free_port, wait_for_port
 
 SCENARIO = Path(__file__).resolve().parent / "scenarios" / "street-outage.yaml"
 STARTUP_ALLOWANCE = 10.0  # wall seconds for the simulator to load the registry and connect its gateways
@@ -41,14 +42,6 @@ WARM_UP_WALL = 8.0  # wall seconds before the period in which every device first
 
 def find_mosquitto() -> str | None:
     return shutil.which("mosquitto") or (path if os.access(path := "/usr/sbin/mosquitto", os.X_OK) else None)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_broker(workdir: Path, port: int, choice: str = "auto") -> tuple[subprocess.Popen[bytes], str]:
@@ -69,19 +62,13 @@ def start_broker(workdir: Path, port: int, choice: str = "auto") -> tuple[subpro
     return subprocess.Popen([sys.executable, "-c", code, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT), "amqtt"
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UsageError(f"the embedded broker exited with status {proc.returncode}; see its log")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise UsageError(f"the embedded broker did not listen on port {port} within {timeout:.0f} s")
+def _wait_for_broker(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    try:
+        wait_for_port(port, timeout, alive=lambda: proc.poll() is None)
+    except RuntimeError:
+        raise UsageError(f"the embedded broker exited with status {proc.returncode}; see its log") from None
+    except TimeoutError:
+        raise UsageError(f"the embedded broker did not listen on port {port} within {timeout:.0f} s") from None
 
 
 class SimulatedClock:
@@ -105,10 +92,10 @@ def run_live_demo(workdir: Path, *, hours: float, speed: float, seed: int, influ
         print(f"demo: generating the district registry → {registry_path}", file=sys.stderr)
         write_registry(registry_path, rules, seed)
     registry = load_registry(registry_path, rules)
-    port = _free_port()
+    port = free_port()
     broker_proc, broker_name = start_broker(workdir, port, broker)
     try:
-        _wait_port(port, broker_proc)
+        _wait_for_broker(port, broker_proc)
         print(f"demo: {broker_name} broker on 127.0.0.1:{port}", file=sys.stderr)
         if broker_name == "amqtt" and speed > AMQTT_SPEED:
             print(f"demo: amqtt is slower than Mosquitto: speed {speed:g} → {AMQTT_SPEED:g}", file=sys.stderr)

@@ -22,6 +22,29 @@ def rules() -> Rules:
     return load_rules()
 
 
+TWO_STREETS = ("changzheng", "taopu")
+
+
+def write_two_street_registry(path: Path) -> Path:
+    """Cameras (60 s heartbeats) and elevators (5 min) in two streets, two gateways per street."""
+    lines = [HEADER]
+    for s in TWO_STREETS:
+        for i in range(12):
+            lines.append(f"{s}-cam{i},cam,face_cam,{s},scn,{s}-c1,gw-{s}-cam-{i % 2},2026-01-01,")
+            lines.append(f"{s}-lift{i},iot,elevator,{s},scn,{s}-c1,gw-{s}-iot-{i % 2},2026-01-01,")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def broker_port(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A Mosquitto for the test module; yields its port."""
+    from .brokers import mosquitto
+
+    with mosquitto(tmp_path_factory.mktemp("mqtt")) as port:
+        yield port
+
+
 def make_registry(rules: Rules, *rows: str) -> Registry:
     """Registry from short rows ``id,contract,type,street[,accepted_on[,retired_on]]``."""
     lines = [HEADER]

@@ -4,12 +4,9 @@ written and survives restarts of the broker, of InfluxDB and of the collector it
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from collector.collect import Collector
@@ -20,21 +17,14 @@ from collector.rules import load_rules
 from collector.sinks.archive import archive_files
 from collector.timebase import US_PER_S
 from simulators.link import BrokerAddress
+from simulators.live_demo import SimulatedClock
 from simulators.scenario import load_scenario
 from simulators.simulate import Options, Simulator
 
-from .brokers import mosquitto
-from .conftest import HEADER
+from .conftest import write_two_street_registry
 from .servers import InfluxServer, influxql
 
-STREETS = ("changzheng", "taopu")
 SPEED = 120.0  # simulated seconds per wall second, shared by simulator and collector
-
-
-@pytest.fixture(scope="module")
-def broker_port(tmp_path_factory):
-    with mosquitto(tmp_path_factory.mktemp("mqtt")) as port:
-        yield port
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +35,7 @@ def influx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def registry_file(tmp_path_factory):
-    """Cameras (60 s heartbeats) and elevators (5 min) in two streets, two gateways per street."""
-    lines = [HEADER]
-    for s in STREETS:
-        for i in range(12):
-            lines.append(f"{s}-cam{i},cam,face_cam,{s},scn,{s}-c1,gw-{s}-cam-{i % 2},2026-01-01,")
-            lines.append(f"{s}-lift{i},iot,elevator,{s},scn,{s}-c1,gw-{s}-iot-{i % 2},2026-01-01,")
-    path = tmp_path_factory.mktemp("reg") / "registry.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_two_street_registry(tmp_path_factory.mktemp("reg") / "registry.csv")
 
 
 def make_config(tmp_path: Path, registry_file: Path, port: int, **influx: object) -> CollectorConfig:
@@ -67,18 +49,12 @@ def make_config(tmp_path: Path, registry_file: Path, port: int, **influx: object
     )
 
 
-class SimClock:
-    """Simulated time running ``SPEED`` times faster than the wall clock from an anchor."""
-
-    def __init__(self, start_s: float) -> None:
-        self.start_s = start_s
-        self.anchor = time.time() + 1.0
-
-    def __call__(self) -> float:
-        return self.start_s + (time.time() - self.anchor) * SPEED
+def sim_clock(start_s: float) -> SimulatedClock:
+    """Simulated time from ``start_s``, ``SPEED`` times faster than the wall clock from a second from now."""
+    return SimulatedClock(start_s, time.time() + 1.0, SPEED)
 
 
-async def run_simulator(registry, port: int, clock: SimClock, minutes: float, seed: int = 1) -> None:
+async def run_simulator(registry, port: int, clock: SimulatedClock, minutes: float, seed: int = 1) -> None:
     start_us = int(clock.start_s) * US_PER_S
     end = start_us + int(minutes * 60) * US_PER_S
     plan = load_scenario(None, registry, start_us, end, seed)
@@ -99,7 +75,7 @@ def test_simulated_district_reaches_influx_and_replays_to_the_same_kpis(tmp_path
     database = "collect_e2e"
     config = make_config(tmp_path, registry_file, broker_port, url=influx.url, database=database, flush_interval=0.2)
     influxql(influx.url, "", f"CREATE DATABASE {database}")
-    clock = SimClock(current_minute() - 3600)
+    clock = sim_clock(current_minute() - 3600)
     collector = Collector(config, clock=clock)
 
     async def main() -> None:
@@ -128,7 +104,8 @@ def test_simulated_district_reaches_influx_and_replays_to_the_same_kpis(tmp_path
     points = influxql(influx.url, database, "SELECT count(seq) FROM heartbeat")
     assert points["results"][0]["series"][0]["values"][0][1] == accepted
     streets = influxql(influx.url, database, "SHOW TAG VALUES FROM sla WITH KEY = street")
-    assert {v[1] for v in streets["results"][0]["series"][0]["values"]} == {*STREETS, *_other_streets(collector), "district"}
+    every_street = {s.code for s in collector.registry.rules.streets}
+    assert {v[1] for v in streets["results"][0]["series"][0]["values"]} == every_street | {"district"}
 
     rules = load_rules()
     registry = load_registry(registry_file, rules)
@@ -136,6 +113,3 @@ def test_simulated_district_reaches_influx_and_replays_to_the_same_kpis(tmp_path
     assert replayed.csv_text() == live.csv_text()
     assert live.row("cam", "taopu", "online").denominator > 0
 
-
-def _other_streets(collector: Collector) -> set[str]:
-    return {s.code for s in collector.registry.rules.streets}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from collector.sinks.archive import archive_files
 
 from .brokers import MosquittoServer
 from .conftest import HEADER
-from .test_collect import SimClock, current_minute, make_config
+from .test_collect import current_minute, make_config, sim_clock
 
 CAMERAS = [f"taopu-cam{i}" for i in range(4)]
 
@@ -78,7 +77,7 @@ def test_broker_restart_keeps_engine_state(tmp_path, registry_file):
     config = make_config(tmp_path, registry_file, broker.port)
     config = config.__class__(**{**config.__dict__, "mqtt": config.mqtt.__class__(
         **{**config.mqtt.__dict__, "reconnect_min": 0.2, "reconnect_max": 0.5})})
-    clock = SimClock(current_minute() - 3600)
+    clock = sim_clock(current_minute() - 3600)
     collector = Collector(config, clock=clock)
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()

@@ -23,29 +23,15 @@ from simulators.link import BrokerAddress
 from simulators.scenario import load_scenario
 from simulators.simulate import Options, Simulator
 
-from .brokers import Subscriber, mosquitto
-from .conftest import HEADER, T0
+from .brokers import Subscriber
+from .conftest import T0, TWO_STREETS, write_two_street_registry
 
-STREETS = ("changzheng", "taopu")
-
-
-@pytest.fixture(scope="module")
-def broker_port(tmp_path_factory):
-    with mosquitto(tmp_path_factory.mktemp("mqtt")) as port:
-        yield port
+STREETS = TWO_STREETS
 
 
 @pytest.fixture(scope="module")
 def registry_file(tmp_path_factory):
-    """Cameras (60 s heartbeats) and fast sensors in two streets, two gateways per street."""
-    lines = [HEADER]
-    for s in STREETS:
-        for i in range(12):
-            lines.append(f"{s}-cam{i},cam,face_cam,{s},scn,{s}-c1,gw-{s}-cam-{i % 2},2026-01-01,")
-            lines.append(f"{s}-lift{i},iot,elevator,{s},scn,{s}-c1,gw-{s}-iot-{i % 2},2026-01-01,")
-    path = tmp_path_factory.mktemp("reg") / "registry.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_two_street_registry(tmp_path_factory.mktemp("reg") / "registry.csv")
 
 
 def simulate(rules, registry_file, port, tmp_path, scenario_text=None, *, hours=2.0, seed=1, speed=0.0):
