@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--check-config", action="store_true", help="validate the config and the registry, print the effective settings, exit")
     col.add_argument("--broker", metavar="URL", help="mqtt://host:port or mqtts://host:port")
     col.add_argument("--registry", metavar="FILE", help="device registry CSV")
-    _add_rules(col)
+    col.add_argument("--rules", metavar="DIR", help="rule files directory (default: the config's, else the repo's rules/)")
     col.add_argument("--data-dir", metavar="DIR", help="where the archive, the InfluxDB spool and the checkpoint go")
     col.add_argument("--topic", action="append", metavar="FILTER",
                      help="MQTT topic filter, repeatable (default putuo/+/+/+/hb and putuo/gw/+/status)")

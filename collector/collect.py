@@ -30,7 +30,7 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from .archive import TICK_TOPIC, ArchiveReader, Record
-from .checkpoint import load_checkpoint, restore_decoder, save_checkpoint
+from .checkpoint import restore_decoder, save_checkpoint, try_load_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
 from .engine import Engine
@@ -60,8 +60,7 @@ class Collector:
         self.clock = clock
         self.on_checkpoint: Callable[[Results], None] | None = None
         self.metrics = metrics or Metrics()
-        rules = load_rules(config.rules or DEFAULT_RULES_DIR)
-        self.registry = registry or load_registry(config.registry, rules)
+        self.registry = registry or load_registry(config.registry, load_rules(config.rules or DEFAULT_RULES_DIR))
         self.gaps_at_start: list[tuple[int, int]] = []
         self.notes: list[str] = []
         self._wake = asyncio.Event()
@@ -79,7 +78,7 @@ class Collector:
     def _restore(self) -> None:
         """Engine, tallies and decoder from the checkpoint (or fresh), then the archive's tail."""
         path = self.config.checkpoint_path
-        checkpoint = load_checkpoint(path, self.registry) if path.exists() else None
+        checkpoint = try_load_checkpoint(path, self.registry)
         self.decoder = Decoder(self.registry)
         if checkpoint is None:
             self.engine = Engine(self.registry)

@@ -17,7 +17,7 @@ from .collect import Collector, write_results_csv
 from .config import DEFAULT_TOPICS, CollectorConfig, TlsConfig, check_config, load_config
 from .errors import UsageError
 from .registry import load_registry
-from .rules import load_rules
+from .rules import DEFAULT_RULES_DIR, load_rules
 from .timebase import format_instant
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
     influx: dict[str, object] = {}
     if args.registry:
         top["registry"] = Path(args.registry)
-    if args.rules and (args.config is None or args.rules != _default_rules()):
+    if args.rules:
         top["rules"] = Path(args.rules)
     if args.data_dir:
         top["data_dir"] = Path(args.data_dir)
@@ -56,12 +56,6 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
     )
 
 
-def _default_rules() -> str:
-    from .rules import DEFAULT_RULES_DIR
-
-    return str(DEFAULT_RULES_DIR)
-
-
 def broker_address(url: str) -> dict[str, object]:
     """host, port and tls of an ``mqtt://`` / ``mqtts://`` URL."""
     parts = urlsplit(url)
@@ -78,7 +72,7 @@ def broker_address(url: str) -> dict[str, object]:
 def run_collect(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.check_config:
-        rules = load_rules(config.rules) if config.rules else load_rules(_default_rules())
+        rules = load_rules(config.rules or DEFAULT_RULES_DIR)
         registry = load_registry(config.registry, rules)
         for line in check_config(config):
             print(line)
