@@ -1,0 +1,53 @@
+"""What a monthly report is made of, whichever source (ledger or raw archive) it came from.
+
+The builders in :mod:`collector.report.build` fill a :class:`ReportInputs`; the renderers
+(PDF, HTML, XLSX, CSV) only read it, so the same numbers reach every format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from ..ledger.records import Episode, Exemption
+from ..registry import Registry
+from ..results import Results
+from ..rules import Rules
+
+
+@dataclass(frozen=True, kw_only=True)
+class DailyKpi:
+    """One KPI of one contract × street (or ``district``) over one Shanghai day."""
+
+    day: date
+    contract: str
+    street: str
+    kpi: str
+    numerator: int
+    denominator: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputFile:
+    """A file the numbers came from, so a reviewer can check they hold the same bytes."""
+
+    role: str  # "ledger", "archive", "registry", "rules"
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportInputs:
+    month: str  # YYYY-MM
+    start: int  # µs, the month's first instant (Asia/Shanghai)
+    end: int  # µs, the next month's first instant
+    source: str  # "ledger" or "archive"
+    rules: Rules
+    registry: Registry
+    results: Results  # month KPIs per contract × street and district, coverage and gaps
+    daily: list[DailyKpi] = field(default_factory=list)
+    exemptions: list[Exemption] = field(default_factory=list)  # overlapping the month, revoked ones too
+    episodes: list[Episode] = field(default_factory=list)  # overlapping the month
+    files: list[InputFile] = field(default_factory=list)
+    digest: str = ""  # SHA-256 over the input files, in order
+    warnings: list[str] = field(default_factory=list)  # what a reviewer must know before signing
