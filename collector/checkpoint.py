@@ -78,6 +78,7 @@ class Checkpoint:
 
     engine: Engine
     tallies: list[Tally]
+    named: dict[str, Tally]  # tallies saved by name, not attached (the ledger's open hour and day)
     decoder_counts: DecoderCounts
     extra: dict[str, Any]
     saved_at: int  # unix µs
@@ -88,9 +89,10 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], decoder: Decoder,
-                    extra: Mapping[str, Any]) -> None:
+                    extra: Mapping[str, Any], named: Mapping[str, Tally | None] | None = None) -> None:
     """Write the state atomically and durably; ``extra`` must be JSON-serialisable."""
-    if any(tally.engine is not engine for tally in tallies):
+    named = {k: v for k, v in (named or {}).items() if v is not None}
+    if any(tally.engine is not engine for tally in [*tallies, *named.values()]):
         raise ValueError("every tally saved must be attached to the engine saved")
     registry, rules = engine.registry, engine.registry.rules
     meta = {
@@ -108,6 +110,7 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
                    "next_tick": engine.next_tick, "tick": engine.tick, "spans": engine.spans,
                    "stats": dict(engine.stats)},
         "tallies": [_tally_doc(tally, rules) for tally in tallies],
+        "named_tallies": {name: _tally_doc(tally, rules) for name, tally in named.items()},
         "decoder": vars(DecoderCounts.of(decoder)),
         "extra": dict(extra),
     }
@@ -250,7 +253,8 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
     engine.online_until = np.where(heard, engine.last_heartbeat + engine.timeout, NEVER)
     _restore_scalars(meta["engine"], engine)
     tallies = [_restore_tally(doc, engine) for doc in meta["tallies"]]
-    return Checkpoint(engine=engine, tallies=tallies,
+    named = {name: _restore_tally(doc, engine, attach=False) for name, doc in meta.get("named_tallies", {}).items()}
+    return Checkpoint(engine=engine, tallies=tallies, named=named,
                       decoder_counts=DecoderCounts.from_doc(meta["decoder"]),
                       extra=dict(meta["extra"]), saved_at=_int(meta["saved_at"]), notes=notes)
 
@@ -328,7 +332,7 @@ def _restore_scalars(doc: dict[str, Any], engine: Engine) -> None:
     engine.stats = Counter(_int_map(doc["stats"]))
 
 
-def _restore_tally(doc: dict[str, Any], engine: Engine) -> Tally:
+def _restore_tally(doc: dict[str, Any], engine: Engine, *, attach: bool = True) -> Tally:
     """A tally of the saved period with the saved sums, attached to ``engine``."""
     rules = engine.registry.rules
     contracts = {c.code: i for i, c in enumerate(rules.contracts)}
@@ -344,7 +348,8 @@ def _restore_tally(doc: dict[str, Any], engine: Engine) -> Tally:
         tally.day_online[int(day)] = _unnest(counts, contracts, streets).reshape(engine.n_groups)
     for code, day, n in doc["day_samples"]:
         tally.day_samples[contracts[code], _int(day)] = _int(n)
-    engine.listeners.append(tally)
+    if attach:
+        engine.listeners.append(tally)
     return tally
 
 

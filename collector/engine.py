@@ -37,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from .decode import DecodedBatch
+from .exemptions import ExemptionMask
 from .registry import Registry
 from .rules import COUNTERS
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, days_of
@@ -56,6 +57,16 @@ class EngineListener(Protocol):
 
     def on_first_seen(self, day: int, counts: np.ndarray) -> None:
         """Devices per group heard from for the first time on Shanghai day ``day``."""
+
+
+class DeviceListener(Protocol):
+    def on_device_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
+        """Masks over the contract's registry slice at sample ``t``; read-only, valid during the call."""
+
+
+class GatewayListener(Protocol):
+    def on_gateway(self, t: int, gateway: int, online: bool) -> None:
+        """A gateway's status changed (``offline`` is its MQTT Last Will)."""
 
 
 class Engine:
@@ -98,6 +109,9 @@ class Engine:
         self.spans: list[list[int]] = []  # observed [start, end] instants, in order
         self.stats: Counter[str] = Counter()
         self.listeners: list[EngineListener] = []
+        self.device_listeners: list[DeviceListener] = []  # per-device masks at each sample (episodes)
+        self.gateway_listeners: list[GatewayListener] = []
+        self.exemptions: ExemptionMask | None = None  # devices out of the denominator, by instant
         self._expected_cache: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
 
     # --- time -------------------------------------------------------------------------
@@ -183,10 +197,16 @@ class Engine:
             if (t + UTC_OFFSET_US) % interval:
                 continue
             expected, expected_counts = self.expected_by_street(contract, day)
+            exempt = self.exemptions.at(t) if self.exemptions is not None else None
+            if exempt is not None:
+                expected = expected & ~exempt[self.contract_slices[contract]]
+                expected_counts = self._count_by_street(contract, expected)
             online = (self.online_until[self.contract_slices[contract]] > t) & expected
             online_counts = self._count_by_street(contract, online)
             for listener in self.listeners:
                 listener.on_sample(contract, t, online_counts, expected_counts.copy())
+            for device_listener in self.device_listeners:
+                device_listener.on_device_sample(contract, t, online, expected)
         self.stats["samples"] += 1
 
     # --- events -----------------------------------------------------------------------
@@ -223,9 +243,13 @@ class Engine:
 
     def _apply_gateway_events(self, batch: DecodedBatch) -> None:
         for t, gateway, online in batch.gateway_events:
+            changed = bool(self.gateway_online[gateway]) != online
             self.gateway_online[gateway] = online
             self.gateway_since[gateway] = t
             self.stats["gateway_status"] += 1
+            if changed:
+                for listener in self.gateway_listeners:
+                    listener.on_gateway(t, gateway, online)
 
     def _update(self, batch: DecodedBatch, rows: np.ndarray) -> None:
         """Apply rows that all precede the next sample; a device's messages in arrival order."""

@@ -52,3 +52,7 @@ class SinkError(PtmonError):
 
 class CheckpointError(PtmonError):
     """A state checkpoint cannot be read or does not fit the registry and rules."""
+
+
+class LedgerError(PtmonError):
+    """The SLA ledger (SQLite) cannot be opened, is of another format, or refused a change."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,8 @@ import numpy as np
 from .archive import CONTROL_PREFIX, MONITOR_TOPIC, TICK_TOPIC, ArchiveReader, Record
 from .decode import DecodedBatch, Decoder, times_to_us
 from .engine import Engine
+from .exemptions import ExemptionMask
+from .ledger.records import Exemption
 from .registry import Registry
 from .results import Results
 from .tally import Tally
@@ -119,8 +121,11 @@ class Feed:
 class Replayer(Feed):
     """A fresh engine and a tally of ``[start, end)`` fed from archives."""
 
-    def __init__(self, registry: Registry, start: int, end: int) -> None:
+    def __init__(self, registry: Registry, start: int, end: int, exemptions: Sequence[Exemption] = ()) -> None:
         super().__init__(Engine(registry), Decoder(registry), end=end)
+        if exemptions:
+            self.engine.exemptions = ExemptionMask(registry)
+            self.engine.exemptions.load(exemptions)
         self.tally = Tally.attach(self.engine, start, end)
 
     def results(self) -> Results:
@@ -155,10 +160,11 @@ def replay(
     start: int,
     end: int,
     progress: Callable[[Progress], None] | None = None,
+    exemptions: Sequence[Exemption] = (),
 ) -> Results:
-    """KPIs of ``[start, end)`` recomputed from message archives."""
+    """KPIs of ``[start, end)`` recomputed from message archives, with the exemptions given."""
     reader = ArchiveReader(paths)
-    replayer = Replayer(registry, start, end)
+    replayer = Replayer(registry, start, end, exemptions)
     freeze_startup_heap()
     replayer.feed(reader, progress)
     results = replayer.results()

@@ -1,0 +1,111 @@
+"""Month KPIs from the ledger: the hours and days summed into the same Tally replay fills.
+
+Because the sums land in a :class:`~collector.tally.Tally` and leave through its
+``results()``, the ledger and a replay of the archive are turned into KPIs by one code path:
+equal sums give byte-equal CSVs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from ..engine import Engine
+from ..registry import Registry
+from ..report.model import DailyKpi
+from ..results import Results
+from ..rules import COUNTERS, RATIO_KPIS
+from ..tally import DISTRICT, Tally
+from ..timebase import day_of, day_to_date
+from .store import Ledger
+
+_COLUMN = {name: i for i, name in enumerate(COUNTERS)}
+
+
+def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int) -> Tally:
+    """A tally of ``[start, end)`` holding the ledger's sums, on an engine with its spans."""
+    engine = Engine(registry)
+    engine.spans = ledger.spans()
+    tally = Tally(engine, start, end)
+    rules = registry.rules
+    contracts = {c.code: i for i, c in enumerate(rules.contracts)}
+    streets = {s: i for i, s in enumerate(rules.street_codes())}
+    n_streets = len(streets)
+    samples: dict[tuple[int, int], int] = {}
+    for row in ledger.hours(start, end):
+        ci, si = contracts.get(row.contract), streets.get(row.street)
+        if ci is None or si is None:
+            continue  # a contract or street no longer in the rules: reported by versions
+        samples[ci, row.hour] = row.samples
+        tally.online[ci, si] += row.online
+        tally.expected[ci, si] += row.expected
+        tally.counters[ci * n_streets + si] += np.array(row.counters, dtype=np.int64)
+    for (ci, hour), n in samples.items():
+        tally.samples[ci] += n
+        tally.day_samples[ci, day_of(hour)] += n
+    for day in ledger.days(day_of(start), day_of(end)):
+        ci, si = contracts.get(day.contract), streets.get(day.street)
+        if ci is None or si is None:
+            continue
+        tally.day_online[day.day][ci * n_streets + si] += day.online_devices
+    return tally
+
+
+def ledger_results(ledger: Ledger, registry: Registry, start: int, end: int) -> Results:
+    return ledger_tally(ledger, registry, start, end).results()
+
+
+def ledger_daily(ledger: Ledger, registry: Registry, start: int, end: int) -> list[DailyKpi]:
+    """Each day's KPIs per contract × street and district (time-weighted online rate)."""
+    rules = registry.rules
+    sums: dict[tuple[int, str, str], np.ndarray] = defaultdict(lambda: np.zeros(2 + len(COUNTERS), dtype=np.int64))
+    for row in ledger.hours(start, end):
+        day = day_of(row.hour)
+        for street in (row.street, DISTRICT):
+            sums[day, row.contract, street] += np.array([row.online, row.expected, *row.counters], dtype=np.int64)
+    out = []
+    for (day, code, street), s in sorted(sums.items()):
+        if code not in {c.code for c in rules.contracts}:
+            continue
+        for kpi in rules.contract(code).kpis:
+            if kpi.code == "online":
+                num, den = int(s[0]), int(s[1])
+            else:
+                ok, tries = RATIO_KPIS[kpi.code]
+                num = sum(int(s[2 + _COLUMN[c]]) for c in ok)
+                den = sum(int(s[2 + _COLUMN[c]]) for c in tries)
+            out.append(DailyKpi(day=day_to_date(day), contract=code, street=street, kpi=kpi.code,
+                                numerator=num, denominator=den))
+    return out
+
+
+def ledger_warnings(ledger: Ledger, registry: Registry, start: int, end: int) -> list[str]:
+    """What a reviewer must know about the ledger's hours: versions that differ from the
+    current rules and registry, and hours an exemption was applied to only in part."""
+    warnings = []
+    hours = ledger.hours(start, end)
+    versions = {(h.rules_version, h.registry_version) for h in hours}
+    current = (registry.rules.version, registry.version)
+    other = sorted(v for v in versions if v != current)
+    for rules_version, registry_version in other:
+        warnings.append(f"部分小时由其他版本计算 (hours computed with other versions): 规则 rules {rules_version}, "
+                        f"登记 registry {registry_version}")
+    exemptions = {e.id: e for e in ledger.exemptions(start=start, end=end)}
+    stale: set[int] = set()
+    for h in hours:
+        applied = {x for x in h.exemptions.split(",") if x}
+        for e in exemptions.values():
+            covers = e.active and e.start < h.hour + 3_600_000_000 and h.hour < e.end
+            if covers and str(e.id) not in applied:
+                stale.add(e.id)
+            if not e.active and (str(e.id) in applied or f"~{e.id}" in applied):
+                stale.add(e.id)
+    for exemption_id in sorted(stale):
+        e = exemptions[exemption_id]
+        state = "已撤销 (revoked)" if not e.active else "在其窗口开始后才登记 (recorded after its window began)"
+        warnings.append(f"豁免 exemption {exemption_id} {state}: 所涉小时未完全按其计算，请用 --from-archive 复核 "
+                        "(the hours it covers were not all computed with it; verify with --from-archive)")
+    return warnings
+
+

@@ -1,0 +1,371 @@
+"""The SLA ledger: one SQLite file (WAL) holding the auditable record of the month.
+
+Tables:
+
+* ``hours`` — per contract × street × hour: observed sample instants, Σ online, Σ expected,
+  the counter delta sums, the exemptions applied, and the rule-file and registry versions
+  that produced the row. Rows are written when the hour closes; writing the same hour again
+  (the archive tail replayed after a crash) replaces it, so no hour counts twice.
+* ``days`` — per contract × street × day, for the ``daily`` online method: devices heard
+  that day and the day's observed sample instants.
+* ``spans`` — the instants the monitor observed; everything else is a monitoring gap.
+* ``exemptions`` — approved windows that take devices out of the denominator.
+* ``episodes`` — device offline episodes (运维记录: start, end, restored or not).
+* ``alert_state`` and ``alerts`` — the state of each alert rule, and every alert email
+  (queued, sent or failing) with its full message: the outbox and the record of what was sent.
+
+Instants are int64 µs since the Unix epoch; calendar boundaries are Asia/Shanghai.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import LedgerError
+from ..rules import COUNTERS
+from .records import EXEMPTION_SCOPES, Episode, Exemption
+
+SCHEMA_VERSION = 1
+FORMAT = "ptmon-ledger"
+
+_COUNTER_COLUMNS = ", ".join(f"{c} INTEGER NOT NULL" for c in COUNTERS)
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hours (
+    hour INTEGER NOT NULL, contract TEXT NOT NULL, street TEXT NOT NULL,
+    samples INTEGER NOT NULL, online INTEGER NOT NULL, expected INTEGER NOT NULL,
+    {_COUNTER_COLUMNS},
+    exemptions TEXT NOT NULL, rules_version TEXT NOT NULL, registry_version TEXT NOT NULL,
+    written_at INTEGER NOT NULL,
+    PRIMARY KEY (hour, contract, street));
+CREATE TABLE IF NOT EXISTS days (
+    day INTEGER NOT NULL, contract TEXT NOT NULL, street TEXT NOT NULL,
+    samples INTEGER NOT NULL, online_devices INTEGER NOT NULL,
+    rules_version TEXT NOT NULL, registry_version TEXT NOT NULL, written_at INTEGER NOT NULL,
+    PRIMARY KEY (day, contract, street));
+CREATE TABLE IF NOT EXISTS spans (start INTEGER PRIMARY KEY, "end" INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS exemptions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL CHECK (scope IN ('device', 'street', 'gateway')),
+    target TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL CHECK ("end" > start),
+    reason TEXT NOT NULL, approver TEXT NOT NULL, created_at INTEGER NOT NULL,
+    revoked_at INTEGER, revoked_by TEXT, revoke_reason TEXT);
+CREATE TABLE IF NOT EXISTS episodes (
+    device TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER, restored INTEGER NOT NULL DEFAULT 0,
+    contract TEXT NOT NULL, street TEXT NOT NULL, type TEXT NOT NULL, community TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    PRIMARY KEY (device, start));
+CREATE INDEX IF NOT EXISTS episodes_by_time ON episodes (start, "end");
+CREATE TABLE IF NOT EXISTS alert_state (key TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event_key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL, event TEXT NOT NULL, contract TEXT NOT NULL, street TEXT NOT NULL,
+    kpi TEXT NOT NULL, at INTEGER NOT NULL, subject TEXT NOT NULL, recipients TEXT NOT NULL,
+    message BLOB NOT NULL, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, next_try INTEGER NOT NULL DEFAULT 0, sent_at INTEGER, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (status, next_try);
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HourRow:
+    hour: int
+    contract: str
+    street: str
+    samples: int
+    online: int
+    expected: int
+    counters: tuple[int, ...]  # in COUNTERS order
+    exemptions: str = ""
+    rules_version: str = ""
+    registry_version: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DayRow:
+    day: int
+    contract: str
+    street: str
+    samples: int
+    online_devices: int
+    rules_version: str = ""
+    registry_version: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertMessage:
+    """One alert email in the outbox."""
+
+    id: int
+    event_key: str
+    kind: str
+    event: str
+    contract: str
+    street: str
+    kpi: str
+    at: int
+    subject: str
+    recipients: tuple[str, ...]
+    message: bytes
+    status: str
+    attempts: int
+    last_error: str | None
+    sent_at: int | None
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Ledger:
+    """The ledger file. One connection per thread; every write is one transaction."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise LedgerError(f"{self.path}: no ledger here (it is written by `ptmon collect`)")
+        try:
+            if not readonly:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+            self.db = sqlite3.connect(uri, uri=readonly, timeout=30.0, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:
+                raise LedgerError(f"{self.path}: not a ptmon ledger (an SQLite file with other tables)")
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = FULL")  # a committed hour survives power loss
+                with self.transaction():
+                    _create(self.db)
+            self._check_format()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.path}: not a usable ledger: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _check_format(self) -> None:
+        try:
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.OperationalError:
+            meta = {}
+        if meta.get("format") != FORMAT:
+            raise LedgerError(f"{self.path}: not a ptmon ledger")
+        if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
+            raise LedgerError(f"{self.path}: ledger schema {meta['schema_version']} is newer than this ptmon "
+                              f"({SCHEMA_VERSION}); upgrade ptmon")
+
+    def integrity_check(self) -> str:
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # --- KPI aggregates --------------------------------------------------------------------
+
+    def write_aggregates(self, hours: Sequence[HourRow], days: Sequence[DayRow],
+                         spans: Sequence[tuple[int, int]], episodes: Sequence[Episode] = ()) -> None:
+        """Closed hours and days, the monitor's spans and episode changes, in one transaction.
+
+        Every write is keyed, so writing the same hour again replaces it instead of adding to it.
+        """
+        written = now_us()
+        with self.transaction() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO hours VALUES ({', '.join('?' * (10 + len(COUNTERS)))})",
+                [(h.hour, h.contract, h.street, h.samples, h.online, h.expected, *h.counters,
+                  h.exemptions, h.rules_version, h.registry_version, written) for h in hours])
+            db.executemany(
+                "INSERT OR REPLACE INTO days VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(d.day, d.contract, d.street, d.samples, d.online_devices, d.rules_version,
+                  d.registry_version, written) for d in days])
+            db.executemany('INSERT OR REPLACE INTO spans (start, "end") VALUES (?, ?)', spans)
+            self._write_episodes(db, episodes)
+
+    def write_episodes(self, episodes: Sequence[Episode]) -> None:
+        with self.transaction() as db:
+            self._write_episodes(db, episodes)
+
+    @staticmethod
+    def _write_episodes(db: sqlite3.Connection, episodes: Iterable[Episode]) -> None:
+        db.executemany(
+            'INSERT INTO episodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, start) '
+            'DO UPDATE SET "end" = excluded."end", restored = excluded.restored',
+            [(e.device, e.start, e.end, int(e.restored), e.contract, e.street, e.type, e.community,
+              e.gateway) for e in episodes])
+
+    def hours(self, start: int, end: int) -> list[HourRow]:
+        rows = self.db.execute(
+            f"SELECT hour, contract, street, samples, online, expected, {', '.join(COUNTERS)}, exemptions, "
+            "rules_version, registry_version FROM hours WHERE hour >= ? AND hour < ? ORDER BY hour, contract, street",
+            (start, end)).fetchall()
+        n = len(COUNTERS)
+        return [HourRow(hour=r[0], contract=r[1], street=r[2], samples=r[3], online=r[4], expected=r[5],
+                        counters=tuple(r[6:6 + n]), exemptions=r[6 + n], rules_version=r[7 + n],
+                        registry_version=r[8 + n]) for r in rows]
+
+    def days(self, first_day: int, end_day: int) -> list[DayRow]:
+        rows = self.db.execute(
+            "SELECT day, contract, street, samples, online_devices, rules_version, registry_version "
+            "FROM days WHERE day >= ? AND day < ? ORDER BY day, contract, street", (first_day, end_day)).fetchall()
+        return [DayRow(day=r[0], contract=r[1], street=r[2], samples=r[3], online_devices=r[4],
+                       rules_version=r[5], registry_version=r[6]) for r in rows]
+
+    def spans(self) -> list[list[int]]:
+        return [[a, b] for a, b in self.db.execute('SELECT start, "end" FROM spans ORDER BY start')]
+
+    def episodes(self, start: int, end: int) -> list[Episode]:
+        """Episodes overlapping ``[start, end)``, open ones included."""
+        rows = self.db.execute(
+            'SELECT device, contract, street, type, community, gateway, start, "end", restored FROM episodes '
+            'WHERE start < ? AND ("end" IS NULL OR "end" > ?) ORDER BY street, device, start', (end, start))
+        return [Episode(device=r[0], contract=r[1], street=r[2], type=r[3], community=r[4], gateway=r[5],
+                        start=r[6], end=r[7], restored=bool(r[8])) for r in rows]
+
+    def episode_starts(self, before: int) -> dict[str, int]:
+        """Each device's latest episode start at or before ``before`` (to resume open episodes)."""
+        return dict(self.db.execute("SELECT device, max(start) FROM episodes WHERE start <= ? GROUP BY device",
+                                    (before,)).fetchall())
+
+    # --- exemptions ------------------------------------------------------------------------
+
+    def add_exemption(self, *, scope: str, target: str, start: int, end: int, reason: str,
+                      approver: str, created_at: int | None = None) -> Exemption:
+        if scope not in EXEMPTION_SCOPES:
+            raise LedgerError(f"exemption scope must be one of {', '.join(EXEMPTION_SCOPES)}: {scope!r}")
+        if end <= start:
+            raise LedgerError("an exemption must end after it starts")
+        if not reason.strip() or not approver.strip():
+            raise LedgerError("an exemption needs a reason and an approver")
+        with self.transaction() as db:
+            cur = db.execute(
+                'INSERT INTO exemptions (scope, target, start, "end", reason, approver, created_at) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (scope, target, start, end, reason, approver, created_at if created_at is not None else now_us()))
+            exemption_id = int(cur.lastrowid or 0)
+        return self.exemption(exemption_id)
+
+    def revoke_exemption(self, exemption_id: int, *, by: str, reason: str, at: int | None = None) -> Exemption:
+        with self.transaction() as db:
+            row = db.execute("SELECT revoked_at FROM exemptions WHERE id = ?", (exemption_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"no exemption {exemption_id}")
+            if row[0] is not None:
+                raise LedgerError(f"exemption {exemption_id} is already revoked")
+            db.execute("UPDATE exemptions SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ?",
+                       (at if at is not None else now_us(), by, reason, exemption_id))
+        return self.exemption(exemption_id)
+
+    def exemption(self, exemption_id: int) -> Exemption:
+        found = self.exemptions(ids=[exemption_id])
+        if not found:
+            raise LedgerError(f"no exemption {exemption_id}")
+        return found[0]
+
+    def exemptions(self, *, start: int | None = None, end: int | None = None,
+                   ids: Sequence[int] | None = None, include_revoked: bool = True) -> list[Exemption]:
+        """Exemptions overlapping ``[start, end)`` (all when unbounded), oldest first."""
+        where, args = [], []  # type: list[str], list[Any]
+        if start is not None:
+            where.append('"end" > ?')
+            args.append(start)
+        if end is not None:
+            where.append("start < ?")
+            args.append(end)
+        if ids is not None:
+            where.append(f"id IN ({', '.join('?' * len(ids))})")
+            args.extend(ids)
+        if not include_revoked:
+            where.append("revoked_at IS NULL")
+        sql = ('SELECT id, scope, target, start, "end", reason, approver, created_at, revoked_at, revoked_by, '
+               "revoke_reason FROM exemptions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id")
+        return [Exemption(id=r[0], scope=r[1], target=r[2], start=r[3], end=r[4], reason=r[5], approver=r[6],
+                          created_at=r[7], revoked_at=r[8], revoked_by=r[9], revoke_reason=r[10])
+                for r in self.db.execute(sql, args)]
+
+    def exemptions_version(self) -> tuple[int, int]:
+        """Changes to exemptions since opening can be told by this (count, latest change)."""
+        row = self.db.execute("SELECT count(*), max(max(created_at), coalesce(max(revoked_at), 0)) "
+                              "FROM exemptions").fetchone()
+        return int(row[0]), int(row[1] or 0)
+
+    # --- alerts ----------------------------------------------------------------------------
+
+    def alert_states(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, doc FROM alert_state").fetchall())
+
+    def record_alerts(self, states: dict[str, str], messages: Sequence[dict[str, Any]]) -> None:
+        """New alert states and the emails their transitions produce, in one transaction.
+
+        An email's ``event_key`` is unique: the same event computed again (the archive tail
+        replayed after a crash) is not queued twice.
+        """
+        written = now_us()
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?)",
+                           [(k, v, written) for k, v in states.items()])
+            db.executemany(
+                "INSERT OR IGNORE INTO alerts (event_key, kind, event, contract, street, kpi, at, subject, "
+                "recipients, message, created_at) VALUES (:event_key, :kind, :event, :contract, :street, :kpi, "
+                ":at, :subject, :recipients, :message, :created_at)",
+                [{**m, "recipients": ",".join(m["recipients"]), "created_at": written} for m in messages])
+
+    def due_alerts(self, now: int, limit: int = 20) -> list[AlertMessage]:
+        rows = self.db.execute(
+            "SELECT id, event_key, kind, event, contract, street, kpi, at, subject, recipients, message, status, "
+            "attempts, last_error, sent_at FROM alerts WHERE status = 'pending' AND next_try <= ? ORDER BY id LIMIT ?",
+            (now, limit)).fetchall()
+        return [_alert(r) for r in rows]
+
+    def alerts(self, *, start: int | None = None, end: int | None = None) -> list[AlertMessage]:
+        rows = self.db.execute(
+            "SELECT id, event_key, kind, event, contract, street, kpi, at, subject, recipients, message, status, "
+            "attempts, last_error, sent_at FROM alerts WHERE at >= ? AND at < ? ORDER BY id",
+            (start if start is not None else -(2**62), end if end is not None else 2**62)).fetchall()
+        return [_alert(r) for r in rows]
+
+    def mark_sent(self, alert_id: int, at: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE alerts SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL "
+                       "WHERE id = ?", (at, alert_id))
+
+    def mark_failed(self, alert_id: int, error: str, next_try: int, *, give_up: bool = False) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE alerts SET status = ?, attempts = attempts + 1, last_error = ?, next_try = ? "
+                       "WHERE id = ?", ("failed" if give_up else "pending", error[:500], next_try, alert_id))
+
+
+def _alert(r: tuple[Any, ...]) -> AlertMessage:
+    return AlertMessage(id=r[0], event_key=r[1], kind=r[2], event=r[3], contract=r[4], street=r[5], kpi=r[6],
+                        at=r[7], subject=r[8], recipients=tuple(x for x in r[9].split(",") if x),
+                        message=bytes(r[10]), status=r[11], attempts=r[12], last_error=r[13], sent_at=r[14])
+
+
+def _create(db: sqlite3.Connection) -> None:
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

@@ -1,0 +1,130 @@
+"""The engine's output summed per hour (and per day) and written to the ledger as hours close.
+
+An engine listener holding two open tallies, the current hour's and the current day's. When
+an event falls past the open hour, its rows (per contract × street) are written in one
+transaction with the monitor's spans and the episodes gathered since. The open tallies
+travel in the collector's checkpoint, so after a crash the restored hour continues where the
+checkpoint left it and the replayed archive tail completes it; the hour is then written
+again, replacing (never adding to) whatever was written before the crash.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..engine import Engine
+from ..tally import Tally
+from ..timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, day_start
+from .records import Episode
+from .store import DayRow, HourRow, Ledger
+
+log = logging.getLogger(__name__)
+
+HOUR_US = 3600 * US_PER_S
+
+
+class LedgerWriter:
+    def __init__(self, engine: Engine, ledger: Ledger, *, hour: Tally | None = None, day: Tally | None = None) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        self.bucket = HOUR_US if HOUR_US % engine.tick == 0 else engine.tick
+        self.hour = hour
+        self.day = day
+        self.pending_episodes: list[Episode] = []
+        self._closed_hours: list[HourRow] = []
+        self._closed_days: list[DayRow] = []
+        self.hours_written = 0
+        engine.listeners.append(self)
+
+    # --- engine listener -------------------------------------------------------------------
+
+    def on_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
+        self._roll(t).on_sample(contract, t, online, expected)
+        self._roll_day(t).on_sample(contract, t, online, expected)
+
+    def on_deltas(self, slot_start: int, sums: np.ndarray) -> None:
+        self._roll(slot_start).on_deltas(slot_start, sums)
+
+    def on_first_seen(self, day: int, counts: np.ndarray) -> None:
+        self._roll_day(day_start(day)).on_first_seen(day, counts)
+
+    def on_episodes(self, episodes: list[Episode]) -> None:
+        self.pending_episodes.extend(episodes)
+
+    # --- buckets ---------------------------------------------------------------------------
+
+    def _roll(self, t: int) -> Tally:
+        if self.hour is None or t >= self.hour.end:
+            if self.hour is not None:
+                self._closed_hours += self._hour_rows(self.hour)
+            start = t - (t + UTC_OFFSET_US) % self.bucket
+            self.hour = Tally(self.engine, start, start + self.bucket)
+            if self._closed_hours:
+                self.flush()
+        return self.hour
+
+    def _roll_day(self, t: int) -> Tally:
+        if self.day is None or t >= self.day.end:
+            if self.day is not None:
+                self._closed_days += self._day_rows(self.day)
+            start = day_start(day_of(t))
+            self.day = Tally(self.engine, start, start + DAY_US)
+        return self.day
+
+    def flush(self, *, open_buckets: bool = False) -> None:
+        """Write what has closed, the spans and the episodes gathered, in one transaction.
+
+        With ``open_buckets`` the open hour and day are written too, as they are so far. That is
+        safe at any time: the open tallies continue (through the checkpoint) and the completed
+        hour replaces the partial row.
+        """
+        hours, self._closed_hours = self._closed_hours, []
+        days, self._closed_days = self._closed_days, []
+        if open_buckets:
+            hours += self._hour_rows(self.hour) if self.hour is not None else []
+            days += self._day_rows(self.day) if self.day is not None else []
+        episodes, self.pending_episodes = self.pending_episodes, []
+        spans = [(a, b) for a, b in self.engine.spans]
+        self.ledger.write_aggregates(hours, days, spans[-8:] if len(spans) > 8 else spans, episodes)
+        self.hours_written += len({h.hour for h in hours})
+
+    def _versions(self) -> dict[str, str]:
+        return {"rules_version": self.engine.registry.rules.version,
+                "registry_version": self.engine.registry.version}
+
+    def _hour_rows(self, tally: Tally) -> list[HourRow]:
+        rules = self.engine.registry.rules
+        exemptions = self.engine.exemptions
+        applied = ",".join(exemptions.applied_in(tally.start, tally.end)) if exemptions is not None else ""
+        rows = []
+        n_streets = self.engine.n_streets
+        for ci, contract in enumerate(rules.contracts):
+            if not tally.samples[ci] and not tally.counters[ci * n_streets:(ci + 1) * n_streets].any():
+                continue
+            for si, street in enumerate(rules.street_codes()):
+                rows.append(HourRow(
+                    hour=tally.start, contract=contract.code, street=street, samples=int(tally.samples[ci]),
+                    online=int(tally.online[ci, si]), expected=int(tally.expected[ci, si]),
+                    counters=tuple(int(x) for x in tally.counters[ci * n_streets + si]),
+                    exemptions=applied, **self._versions()))
+        return rows
+
+    def _day_rows(self, tally: Tally) -> list[DayRow]:
+        rules = self.engine.registry.rules
+        day = day_of(tally.start)
+        counts = tally.day_online.get(day)
+        rows = []
+        n_streets = self.engine.n_streets
+        for ci, contract in enumerate(rules.contracts):
+            samples = tally.day_samples.get((ci, day), 0)
+            if not samples and counts is None:
+                continue
+            for si, street in enumerate(rules.street_codes()):
+                rows.append(DayRow(day=day, contract=contract.code, street=street, samples=samples,
+                                   online_devices=int(counts[ci * n_streets + si]) if counts is not None else 0,
+                                   **self._versions()))
+        return rows
+
+

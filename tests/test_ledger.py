@@ -1,0 +1,162 @@
+"""The SLA ledger: hours written as they close equal a replay, exemptions leave the
+denominator, episodes record offline spells, and nothing counts twice."""
+
+from __future__ import annotations
+
+import sqlite3
+from fractions import Fraction
+
+import pytest
+
+from collector.archive import ArchiveReader
+from collector.errors import LedgerError
+from collector.ledger.read import ledger_daily, ledger_results, ledger_warnings
+from collector.ledger.rebuild import rebuild_ledger
+from collector.ledger.store import Ledger
+from collector.replay import replay
+from simulators.synthetic import Outage, Scenario, write_archive
+
+from .conftest import T0, make_registry
+
+US = 1_000_000
+HOUR = 3600
+STREETS = ("changzheng", "taopu")
+
+
+@pytest.fixture(scope="module")
+def registry(rules):
+    rows = [f"s-{street}-{t}-{n},iot,{t},{street}" for street in STREETS for t in ("elevator", "noise") for n in range(3)]
+    rows += [f"c-{street}-{t},cam,{t},{street}" for street in STREETS for t in ("face_cam", "plate_cam")]
+    return make_registry(rules, *rows)
+
+
+@pytest.fixture(scope="module")
+def archive(registry, tmp_path_factory):
+    """Ten hours with a 3-hour outage of changzheng's sensors."""
+    start, end = T0 * US, (T0 + 10 * HOUR) * US
+    scenario = Scenario(seed=3, outages=(Outage(street="changzheng", contract="iot",
+                                                 from_us=start + 2 * HOUR * US, to_us=start + 5 * HOUR * US),))
+    path = tmp_path_factory.mktemp("archive") / "archive.jsonl.gz"
+    write_archive(path, registry, registry.rules, start, end, scenario)
+    return path
+
+
+def month(t0: int = T0) -> tuple[int, int]:
+    from collector.timebase import month_bounds
+
+    return month_bounds("2026-11")
+
+
+def test_ledger_rebuilt_from_the_archive_equals_the_replay(registry, archive, tmp_path):
+    """Test that the ledger's month KPIs are byte-equal to a replay's, hour by hour sums and all."""
+    start, end = month()
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        rebuild_ledger([str(archive)], registry, ledger)
+        from_ledger = ledger_results(ledger, registry, start, end)
+        assert ledger.integrity_check() == "ok"
+        hours = {h.hour for h in ledger.hours(start, end)}
+        assert len(hours) == 11  # ten hours, and the sample at the instant the archive ends
+    from_replay = replay([str(archive)], registry, start, end)
+    assert from_ledger.csv_text() == from_replay.csv_text()
+    assert from_ledger.gaps == from_replay.gaps
+
+
+def test_writing_the_same_hours_again_replaces_them(registry, archive, tmp_path):
+    """Test that rebuilding into a ledger that already holds the hours leaves every sum unchanged."""
+    start, end = month()
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        rebuild_ledger([str(archive)], registry, ledger)
+        once = ledger_results(ledger, registry, start, end).csv_text()
+        episodes = ledger.episodes(start, end)
+        rebuild_ledger([str(archive)], registry, ledger)
+        assert ledger_results(ledger, registry, start, end).csv_text() == once
+        assert ledger.episodes(start, end) == episodes
+
+
+def test_outage_shows_as_episodes_restored_when_heartbeats_return(registry, archive, tmp_path):
+    """Test that each changzheng sensor has one restored episode spanning the outage, and no other street has one."""
+    start, end = month()
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        rebuild_ledger([str(archive)], registry, ledger)
+        episodes = ledger.episodes(start, end)
+    outage = [e for e in episodes if e.street == "changzheng" and e.contract == "iot"]
+    assert {e.device for e in outage} == {d for d in registry.ids if d.startswith("s-changzheng")}
+    for e in outage:
+        assert e.restored and e.end is not None
+        assert (T0 + 2 * HOUR) * US < e.start < (T0 + 3 * HOUR) * US  # timed out after the outage began
+        assert (T0 + 5 * HOUR) * US <= e.end < (T0 + 6 * HOUR) * US
+    assert not [e for e in episodes if e.street == "taopu"]
+
+
+def test_exemption_takes_devices_out_of_the_denominator(registry, archive, tmp_path):
+    """Test that a street-wide exemption over the outage lifts changzheng's online rate to what
+    it is without those hours, in the ledger and in a replay alike."""
+    start, end = month()
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        exemption = ledger.add_exemption(scope="street", target="changzheng", start=(T0 + 2 * HOUR) * US,
+                                         end=(T0 + 5 * HOUR) * US, reason="区级停电", approver="王主任",
+                                         created_at=T0 * US)
+        rebuild_ledger([str(archive)], registry, ledger, exemptions=[exemption])
+        exempted = ledger_results(ledger, registry, start, end)
+        assert ledger_warnings(ledger, registry, start, end) == []
+    replayed = replay([str(archive)], registry, start, end, exemptions=[exemption])
+    assert exempted.csv_text() == replayed.csv_text()
+    plain = replay([str(archive)], registry, start, end)
+    row, plain_row = exempted.row("iot", "changzheng", "online"), plain.row("iot", "changzheng", "online")
+    assert row.value > plain_row.value
+    assert row.denominator == plain_row.denominator - 6 * 3 * 60  # six sensors × 3 h of minutes
+    assert exempted.row("iot", "taopu", "online") == plain.row("iot", "taopu", "online")
+
+
+def test_a_late_or_revoked_exemption_is_a_warning(registry, archive, tmp_path):
+    """Test that hours computed without an exemption now in force are named in a warning."""
+    start, end = month()
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        rebuild_ledger([str(archive)], registry, ledger)
+        ledger.add_exemption(scope="device", target="s-taopu-noise-0", start=(T0 + 1 * HOUR) * US,
+                             end=(T0 + 2 * HOUR) * US, reason="维修", approver="李工")
+        warnings = ledger_warnings(ledger, registry, start, end)
+    assert len(warnings) == 1 and "exemption 1" in warnings[0] and "--from-archive" in warnings[0]
+
+
+def test_daily_kpis_sum_to_the_month(registry, archive, tmp_path):
+    """Test that the day rows' numerators and denominators add up to the month's."""
+    start, end = month()
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        rebuild_ledger([str(archive)], registry, ledger)
+        daily = ledger_daily(ledger, registry, start, end)
+        results = ledger_results(ledger, registry, start, end)
+    for row in results.rows:
+        days = [d for d in daily if (d.contract, d.street, d.kpi) == (row.contract, row.street, row.kpi)]
+        assert sum(d.numerator for d in days) == row.numerator
+        assert sum(d.denominator for d in days) == row.denominator
+
+
+def test_exemption_commands_validate_and_revoke(tmp_path):
+    """Test that bad exemptions are refused with a reason and a revoked one says by whom."""
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        with pytest.raises(LedgerError, match="end after"):
+            ledger.add_exemption(scope="street", target="taopu", start=5, end=5, reason="x", approver="y")
+        with pytest.raises(LedgerError, match="scope"):
+            ledger.add_exemption(scope="city", target="taopu", start=1, end=5, reason="x", approver="y")
+        with pytest.raises(LedgerError, match="reason"):
+            ledger.add_exemption(scope="street", target="taopu", start=1, end=5, reason=" ", approver="y")
+        e = ledger.add_exemption(scope="street", target="taopu", start=1, end=5, reason="x", approver="y")
+        revoked = ledger.revoke_exemption(e.id, by="张三", reason="误登")
+        assert not revoked.active and revoked.revoked_by == "张三"
+        with pytest.raises(LedgerError, match="already revoked"):
+            ledger.revoke_exemption(e.id, by="张三", reason="again")
+
+
+def test_a_file_that_is_not_a_ledger_is_refused(tmp_path):
+    """Test that opening another SQLite database or garbage is a clear LedgerError."""
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(LedgerError, match="not a ptmon ledger"):
+        Ledger(other, readonly=True)
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(LedgerError, match="not a usable ledger"):
+        Ledger(garbage)
+    with pytest.raises(LedgerError, match="no ledger"):
+        Ledger(tmp_path / "missing.sqlite", readonly=True)
