@@ -30,11 +30,20 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from .archive import TICK_TOPIC, ArchiveReader, Record
-from .checkpoint import restore_decoder, save_checkpoint, try_load_checkpoint
+from .alerting.evaluate import AlertEvaluator, AlertEvent
+from .alerting.mailer import Mailer
+from .alerting.message import compose
+from .alerting.rules import ALERTS_FILE, AlertRules, load_alert_rules
+from .checkpoint import Checkpoint, restore_decoder, save_checkpoint, try_load_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
 from .engine import Engine
 from .errors import PtmonError
+from .exemptions import ExemptionMask
+from .ledger.episodes import EpisodeTracker, episode_line
+from .ledger.records import Episode
+from .ledger.store import Ledger
+from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .metrics import Metrics
 from .registry import Registry, load_registry
@@ -49,6 +58,7 @@ log = logging.getLogger(__name__)
 
 IDLE_TICK = 1.0  # seconds: with no message, the clock still advances (and is archived) this often
 GATHER = 0.02  # seconds to let a batch gather after the first message wakes the loop
+EXEMPTION_POLL = 5.0  # seconds between looks for exemptions recorded by `ptmon exempt`
 
 
 class Collector:
@@ -67,6 +77,7 @@ class Collector:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_tick = 0.0
         self._last_checkpoint = time.monotonic()
+        self._last_exemption_poll = time.monotonic()
         self._counted: dict[str, int] = {}
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
         self._restore()
@@ -93,6 +104,7 @@ class Collector:
             log.info("state restored from %s (saved %s)", path, checkpoint.saved_at)
         self.months = MonthTallies(self.engine, tallies)
         self.sla = SlaPoints(self.months, self._emit, self.metrics)
+        self._attach_ledger(checkpoint)
         self.heartbeats = HeartbeatPoints(self.engine) if self.config.influx.url and self.config.influx.heartbeats else None
         self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch)
         self._pending_points: list[str] = []
@@ -102,6 +114,59 @@ class Collector:
                 self.notes.append(f"the previous run ended without a clean shutdown; its last record was at "
                                   f"{format_instant(self.engine.clock)}: until the broker connection is back is a monitoring gap")
         freeze_startup_heap()
+
+    def _attach_ledger(self, checkpoint: Checkpoint | None) -> None:
+        """Exemptions, the ledger's hours and episodes, and alerting, before any record is fed."""
+        config, engine = self.config, self.engine
+        self.ledger = Ledger(config.ledger_path)
+        engine.exemptions = ExemptionMask(self.registry)
+        self._exemptions_version = self.ledger.exemptions_version()
+        saved_at = checkpoint.saved_at if checkpoint is not None else None
+        exemptions = self.ledger.exemptions(include_revoked=False)
+        engine.exemptions.load([e for e in exemptions if saved_at is None or e.created_at <= saved_at])
+        engine.exemptions.load(exemptions, known_from=engine.clock)  # recorded since the checkpoint
+        named = checkpoint.named if checkpoint is not None else {}
+        self.ledger_writer = LedgerWriter(engine, self.ledger, hour=named.get("ledger_hour"), day=named.get("ledger_day"))
+        open_starts = self.ledger.episode_starts(engine.clock) if engine.clock is not None else None
+        self.episodes = EpisodeTracker(engine, self._on_episodes, open_starts)
+        self.alerts: AlertEvaluator | None = None
+        self.alert_rules = self._load_alert_rules()
+        if self.alert_rules is not None:
+            self.alerts = AlertEvaluator(engine, self.months, self.sla, self.alert_rules, on_change=self._on_alerts,
+                                         emit_points=self._emit, states=self.ledger.alert_states())
+        self.mailer: Mailer | None = None
+
+    def _load_alert_rules(self) -> AlertRules | None:
+        if not self.config.alerts.enabled:
+            return None
+        path = self.config.alerts.rules_file or self.registry.rules.directory / ALERTS_FILE
+        if not path.is_file():
+            self.notes.append(f"no alert rules at {path}: alerting is off")
+            return None
+        return load_alert_rules(path, self.registry.rules)
+
+    def _on_episodes(self, episodes: list[Episode]) -> None:
+        self.ledger_writer.on_episodes(episodes)
+        if self.config.influx.url:
+            self._pending_points.extend(filter(None, map(episode_line, episodes)))
+
+    def _on_alerts(self, events: list[AlertEvent], states: dict[str, str]) -> None:
+        assert self.alert_rules is not None
+        messages = [compose(e, self.registry.rules, self.alert_rules, self.config.email.sender) for e in events]
+        self.ledger.record_alerts(states, messages)
+        for e in events:
+            self.metrics.alerts.labels(e.kind, e.event).inc()
+            log.warning("alert %s %s: %s %s %s", e.kind, e.event, e.contract, e.street, e.kpi)
+        if messages and self.mailer is not None:
+            self.mailer.wake()
+
+    def _poll_exemptions(self) -> None:
+        version = self.ledger.exemptions_version()
+        if version != self._exemptions_version and self.engine.exemptions is not None:
+            self._exemptions_version = version
+            added = self.engine.exemptions.load(self.ledger.exemptions(include_revoked=False), known_from=self.engine.clock)
+            for e in added:
+                log.info("exemption %d (%s %s) applies from now", e.id, e.scope, e.target)
 
     def _replay_tail(self, position: dict[str, Any]) -> None:
         """Feed the records archived after the checkpoint, so the state is as it was at the crash."""
@@ -150,11 +215,19 @@ class Collector:
             self.influx = InfluxSink(self.config.influx, spool_dir=self.config.spool_path, metrics=self.metrics)
             await self.influx.start()
         self._flush_points()  # points of the replayed tail
+        if self.config.email.host:
+            self.mailer = Mailer(str(self.config.ledger_path), self.config.email, self.metrics, clock=self.clock)
+            self.mailer.start()
+        elif self.alerts is not None:
+            log.warning("no [email] host configured: alert emails are kept in the ledger's outbox, unsent")
         self.source.start()
         try:
             while not stop.is_set():
                 await self._wait(stop)
                 self.step(self.clock())
+                if time.monotonic() - self._last_exemption_poll >= EXEMPTION_POLL:
+                    self._last_exemption_poll = time.monotonic()
+                    self._poll_exemptions()
                 if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval:
                     await self.checkpoint()
         finally:
@@ -213,8 +286,12 @@ class Collector:
         """Make every point so far durable, then save the state with the archive position."""
         if self.influx is not None and persist_points:
             await self.influx.persist()
+        self.ledger_writer.flush(open_buckets=True)
+        if self.alerts is not None:
+            self.ledger.record_alerts(self.alerts.checkpoint_states(), [])
         save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
-                        decoder=self.decoder, extra={"archive": self.archive.position, "saved_wall": time.time()})
+                        decoder=self.decoder, extra={"archive": self.archive.position, "saved_wall": time.time()},
+                        named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day})
         self._last_checkpoint = time.monotonic()
         self.metrics.checkpoint_seconds.set(0)
         results = self.month_results()
@@ -231,6 +308,9 @@ class Collector:
         if self.influx is not None:
             await self.influx.close()  # writes within its deadline, spools the rest: every point is durable
         await self.checkpoint(persist_points=False)
+        if self.mailer is not None:
+            await asyncio.to_thread(self.mailer.stop)
+        self.ledger.close()
         if metrics_server is not None:
             metrics_server.shutdown()
         log.info("stopped; archive at %s", self.archive.path)

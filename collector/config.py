@@ -78,6 +78,30 @@ class InfluxConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EmailConfig:
+    """SMTP for alert emails. An empty host keeps emails queued in the ledger, unsent."""
+
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"  # "starttls", "tls" (implicit, usually port 465) or "none"
+    username: str | None = None
+    password: str | None = None  # from the environment variable named by password_env
+    sender: str = "ptmon@localhost"
+    ca_file: Path | None = None  # empty: the system's CA store
+    timeout: float = 30.0
+    poll_interval: float = 2.0  # seconds between looks at the outbox
+    retry_min: float = 30.0  # first wait after a failed send, doubling ...
+    retry_max: float = 3600.0  # ... up to this
+    max_attempts: int = 0  # 0: keep trying
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertsConfig:
+    enabled: bool = True
+    rules_file: Path | None = None  # None: alerts.yaml of the rules directory
+
+
+@dataclass(frozen=True, kw_only=True)
 class CollectorConfig:
     """The whole config. ``data_dir`` holds the archive, the spool and the checkpoint by default."""
 
@@ -89,10 +113,17 @@ class CollectorConfig:
     archive_compresslevel: int = 3
     spool_dir: Path | None = None  # default data_dir/spool
     checkpoint_file: Path | None = None  # default data_dir/checkpoint.npz
+    ledger_file: Path | None = None  # default data_dir/ledger.sqlite
     checkpoint_interval: float = 60.0
     metrics_listen: str = "127.0.0.1:9464"  # host:port of Prometheus /metrics; empty disables
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     influx: InfluxConfig = field(default_factory=InfluxConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    email: EmailConfig = field(default_factory=EmailConfig)
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.ledger_file or self.data_dir / "ledger.sqlite"
 
     @property
     def archive_path(self) -> Path:
@@ -112,13 +143,18 @@ class CollectorConfig:
 MQTT_PASSWORD_ENV = "PTMON_MQTT_PASSWORD"
 INFLUX_PASSWORD_ENV = "PTMON_INFLUX_PASSWORD"
 INFLUX_TOKEN_ENV = "PTMON_INFLUX_TOKEN"
+SMTP_PASSWORD_ENV = "PTMON_SMTP_PASSWORD"
 
 # The keys each table may hold, so a typo fails before any value is read.
 _TOP_KEYS = ("registry", "rules", "data_dir", "archive_dir", "archive_compresslevel", "spool_dir",
-             "checkpoint_file", "checkpoint_interval", "metrics_listen", "mqtt", "influx")
+             "checkpoint_file", "checkpoint_interval", "metrics_listen", "mqtt", "influx",
+             "ledger_file", "alerts", "email")
 _MQTT_KEYS = ("url", "host", "port", "tls", "protocol", "client_id", "username", "password_env",
               "qos", "persistent_session", "session_expiry", "topics", "keepalive", "reconnect_min",
               "reconnect_max", "receive_maximum", "batch_size")
+_ALERTS_KEYS = ("enabled", "rules_file")
+_EMAIL_KEYS = ("host", "port", "security", "username", "password_env", "sender", "ca_file", "timeout",
+               "poll_interval", "retry_min", "retry_max", "max_attempts")
 _TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 _INFLUX_KEYS = ("url", "api", "database", "retention_policy", "username", "password_env", "org",
                 "bucket", "token_env", "batch_size", "flush_interval", "gzip", "timeout",
@@ -130,7 +166,7 @@ _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])i?)?b?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _DURATION = "a positive duration (seconds, or '90s', '15m', '6h', '1d')"
 # The dataclasses' defaults, so that a key left out gets exactly what the code declares.
-_TOP, _MQTT, _INFLUX = CollectorConfig(), MqttConfig(), InfluxConfig()
+_TOP, _MQTT, _INFLUX, _EMAIL = CollectorConfig(), MqttConfig(), InfluxConfig(), EmailConfig()
 
 
 class _Table:
@@ -253,6 +289,35 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Colle
         metrics_listen=_listen_address(top),
         mqtt=_mqtt(top.table("mqtt", _MQTT_KEYS), environ),
         influx=_influx(top.table("influx", _INFLUX_KEYS), environ),
+        ledger_file=top.path("ledger_file", ""),
+        alerts=_alerts(top.table("alerts", _ALERTS_KEYS)),
+        email=_email(top.table("email", _EMAIL_KEYS), environ),
+    )
+
+
+def _alerts(t: _Table) -> AlertsConfig:
+    return AlertsConfig(enabled=t.flag("enabled", True), rules_file=t.existing_file("rules_file"))
+
+
+def _email(t: _Table, env: Mapping[str, str]) -> EmailConfig:
+    security = t.choice("security", ("starttls", "tls", "none"), _EMAIL.security)
+    username, password = _credentials(t, SMTP_PASSWORD_ENV, env, wanted=bool(t.get("host")))
+    sender = t.text("sender", _EMAIL.sender)
+    if "@" not in sender or any(ch in sender for ch in "\r\n<>,;"):
+        raise t.fail("sender", "must be one e-mail address", sender)
+    return EmailConfig(
+        host=t.text("host", ""),
+        port=t.integer("port", 465 if security == "tls" else _EMAIL.port, 1, 65535),
+        security=security,
+        username=username,
+        password=password,
+        sender=sender,
+        ca_file=t.existing_file("ca_file"),
+        timeout=float(t.seconds("timeout", _EMAIL.timeout)),
+        poll_interval=float(t.seconds("poll_interval", _EMAIL.poll_interval)),
+        retry_min=float(t.seconds("retry_min", _EMAIL.retry_min)),
+        retry_max=float(t.seconds("retry_max", _EMAIL.retry_max)),
+        max_attempts=t.integer("max_attempts", _EMAIL.max_attempts, 0),
     )
 
 

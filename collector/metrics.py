@@ -45,5 +45,9 @@ class Metrics:
                                     registry=registry)
         self.expected_devices = Gauge("ptmon_expected_devices", "Expected devices at the last sample", ["contract", "street"],
                                       registry=registry)
+        self.alerts = Counter("ptmon_alerts", "Alert events queued, by kind and event", ["kind", "event"], registry=registry)
+        self.alert_emails = Counter("ptmon_alert_emails", "Alert email send attempts, by outcome (sent, failed)", ["outcome"],
+                                    registry=registry)
+        self.ledger_hours = Counter("ptmon_ledger_hours", "Hours written to the ledger", registry=registry)
         self.checkpoint_seconds = Gauge("ptmon_checkpoint_age_seconds", "Seconds since the last state checkpoint",
                                         registry=registry)

@@ -22,7 +22,8 @@ from collections.abc import Callable
 import numpy as np
 
 from ..engine import NEVER, Engine
-from ..timebase import UTC_OFFSET_US, day_of
+from ..sinks.lineproto import line
+from ..timebase import US_PER_S, UTC_OFFSET_US, day_of
 from .records import Episode
 
 OnEpisodes = Callable[[list[Episode]], None]
@@ -114,3 +115,13 @@ class EpisodeTracker:
         )
 
 
+
+
+def episode_line(e: Episode) -> str | None:
+    """The ``episode`` point of an episode opening (at its start) or closing (at its end)."""
+    closed = e.end is not None
+    fields = {"community": e.community, "gateway": e.gateway, "start": e.start // US_PER_S,
+              "end": (e.end or 0) // US_PER_S, "seconds": e.seconds(e.end) if closed and e.end is not None else 0.0,
+              "open": 0 if closed else 1}
+    return line("episode", {"contract": e.contract, "street": e.street, "type": e.type, "device": e.device},
+                fields, e.end if closed and e.end is not None else e.start)
