@@ -100,11 +100,25 @@ class AlertEvaluator:
         self._last_gateway_check = NEVER
         self._last_risk = NEVER
         engine.listeners.append(self)
+        engine.device_listeners.append(self)
         engine.gateway_listeners.append(self)
 
     # --- engine listener -------------------------------------------------------------------
 
     def on_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
+        pass  # evaluated in on_device_sample, which the engine calls after every on_sample
+
+    def on_device_sample(self, contract: int, t: int, online_mask: np.ndarray, expected_mask: np.ndarray) -> None:
+        """Evaluate at a sample instant. A device never heard from is left out of the alert's
+        denominator until it is overdue (one timeout after observation began): when the
+        monitor first starts, devices report over their period, and that is not an outage.
+        (The KPIs themselves count it as defined; only alerting waits.)"""
+        engine = self.engine
+        sl = engine.contract_slices[contract]
+        began = engine.spans[0][0] if engine.spans else t
+        unknown = (engine.last_heartbeat[sl] == NEVER) & (began + engine.timeout[sl] > t)
+        expected = engine._count_by_street(contract, expected_mask & ~unknown)
+        online = engine._count_by_street(contract, online_mask)
         window = self.window.get(contract, 0)
         samples = self.samples.setdefault(contract, deque())
         samples.append((t, online, expected))

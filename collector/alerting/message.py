@@ -69,8 +69,8 @@ def compose(event: AlertEvent, rules: Rules, alert_rules: AlertRules, sender: st
     msg.set_content(body, charset="utf-8")
     if attachment is not None:
         name, rows = attachment
-        msg.add_attachment(_csv(rows).encode("utf-8-sig"), maintype="text", subtype="csv",
-                           filename=header_safe(name, 120))
+        # The BOM makes spreadsheet programs read the Chinese names as UTF-8.
+        msg.add_attachment("\ufeff" + _csv(rows), subtype="csv", charset="utf-8", filename=header_safe(name, 120))
     return {"event_key": event.key, "kind": event.kind, "event": event.event, "contract": event.contract,
             "street": event.street, "kpi": event.kpi, "at": event.at, "subject": msg["Subject"],
             "recipients": list(recipients), "message": bytes(msg)}
