@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .ledger.commands import add_exempt_parser, cmd_exempt
 from .errors import PtmonError, UsageError
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, load_rules
@@ -115,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--influx-api", choices=["v1", "v2"], help="v1: /write (InfluxDB 1.x, 3.x); v2: influxdb-client (2.x, 3.x)")
     col.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics here ('' disables)")
     col.add_argument("--kpi-csv", metavar="FILE", help="keep the month-to-date KPIs in this CSV (rewritten at every checkpoint)")
+
+    add_exempt_parser(sub)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a generated district, nothing external needed",
                           description="Generate the district registry, start an embedded MQTT broker (Mosquitto if "
@@ -225,7 +228,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return run_collect(args)
 
 
-COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo}
+COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo,
+            "exempt": cmd_exempt}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,11 @@ import pytest
 from collector.alerting.mailer import Mailer
 from collector.collect import Collector
 from collector.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
+from collector.ledger.read import ledger_results
 from collector.ledger.store import Ledger
+from collector.replay import replay
+from collector.sinks.archive import archive_files
+from collector.timebase import month_bounds
 
 from .conftest import T0, TWO_STREETS, write_two_street_registry
 from .smtp import SmtpServer
@@ -177,8 +181,18 @@ def test_a_restart_mid_breach_sends_nothing_twice(tmp_path, setup):
         assert any("replayed" in note for note in restarted.notes)
         push(restarted, minutes(95, 240, outage, counters))
         send_all(config)
+        restarted.engine.finish()
+        restarted.ledger_writer.flush(open_buckets=True)
         restarted.ledger.close()
+        restarted.archive.close()
     assert summary(smtp.inbox) == EXPECTED
+    # The hours the replayed tail wrote again replaced the first writes: the ledger equals a replay.
+    month = month_bounds("2026-11")
+    files = [str(p) for p in archive_files(config.archive_path)]
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        assert ledger.integrity_check() == "ok"
+        from_ledger = ledger_results(ledger, restarted.registry, *month)
+    assert from_ledger.csv_text() == replay(files, restarted.registry, *month).csv_text()
 
 
 def test_an_smtp_server_down_at_first_still_gets_the_email(tmp_path, setup):

@@ -15,6 +15,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from collector.collect import Collector
+from collector.ledger.read import ledger_results
+from collector.ledger.store import Ledger
 from collector.registry import load_registry
 from collector.replay import replay
 from collector.live import month_of
@@ -136,7 +138,7 @@ def archived_heartbeats(data: Path) -> int:
 def test_sigkill_restart_continues_the_month_from_the_checkpoint(tmp_path, registry_file):
     """Test that a collector killed with SIGKILL and restarted continues its month-to-date KPIs (counts from before
     the kill, and those the broker queued while it was dead, each counted once), reports the crash, and that
-    replaying its archives gives the same KPIs."""
+    replaying its archives gives the same KPIs, as does its ledger (intact, no hour counted twice)."""
     broker = MosquittoServer(tmp_path)
     broker.start()
     config = write_config(tmp_path, registry_file, broker.port)
@@ -175,5 +177,9 @@ def test_sigkill_restart_continues_the_month_from_the_checkpoint(tmp_path, regis
     registry = load_registry(registry_file, load_rules())
     files = archive_files(tmp_path / "data" / "archive")
     assert len(files) == 2  # a new part after the restart
-    replayed = replay([str(p) for p in files], registry, *month_of(int(time.time() * 1_000_000)))
+    month = month_of(int(time.time() * 1_000_000))
+    replayed = replay([str(p) for p in files], registry, *month)
     assert replayed.csv_text() == kpi_csv.read_text()
+    with Ledger(tmp_path / "data" / "ledger.sqlite", readonly=True) as ledger:
+        assert ledger.integrity_check() == "ok"
+        assert ledger_results(ledger, registry, *month).csv_text() == replayed.csv_text()  # no hour twice

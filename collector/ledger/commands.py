@@ -1,0 +1,102 @@
+"""`ptmon exempt add | list | revoke`: exemptions recorded in the ledger.
+
+An exemption takes devices out of the denominator for a window (DOMAIN.md: Expected). The
+running collector picks a new one up within seconds; one recorded after its window began
+applies from then on, and the report names the hours it could not apply to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+from ..timebase import format_instant, parse_instant
+from .records import Exemption
+from .store import Ledger
+
+
+def add_exempt_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ex = sub.add_parser("exempt", help="record, list or revoke exemptions (maintenance windows, force majeure)",
+                        description="Exemptions take devices out of the SLA denominator for a window: a maintenance "
+                        "window, force majeure, a street-wide power cut approved by the center. They are kept in the "
+                        "ledger with their approver and reason, applied by the collector, and listed in the report.")
+    ex.add_argument("--config", metavar="FILE", help="collector config (its ledger_file / data_dir locate the ledger)")
+    ex.add_argument("--ledger", metavar="FILE", help="the ledger file (default: from --config, else ptmon-data/ledger.sqlite)")
+    ex.add_argument("--registry", metavar="FILE", help="check that the device, street or gateway is in this registry")
+    ex_sub = ex.add_subparsers(dest="exempt_command", metavar="ACTION", required=True)
+    add = ex_sub.add_parser("add", help="record an approved exemption")
+    target = add.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", metavar="ID", help="one device")
+    target.add_argument("--street", metavar="CODE", help="every device of a street (e.g. a street-wide power cut)")
+    target.add_argument("--gateway", metavar="ID", help="every device behind a gateway")
+    add.add_argument("--from", dest="start", required=True, metavar="TIME",
+                     help="start, ISO 8601 (Shanghai time unless an offset is given), e.g. 2026-11-03T09:00")
+    add.add_argument("--to", dest="end", required=True, metavar="TIME", help="end (exclusive)")
+    add.add_argument("--reason", required=True, help="why (shown in the report)")
+    add.add_argument("--approver", required=True, help="who approved it (shown in the report)")
+    lst = ex_sub.add_parser("list", help="list exemptions")
+    lst.add_argument("--month", metavar="YYYY-MM", help="only those overlapping this month")
+    lst.add_argument("--active", action="store_true", help="leave out revoked ones")
+    rev = ex_sub.add_parser("revoke", help="revoke an exemption (it stays listed, marked revoked)")
+    rev.add_argument("id", type=int, help="exemption id (see list)")
+    rev.add_argument("--by", required=True, help="who revokes it")
+    rev.add_argument("--reason", required=True, help="why")
+
+
+def cmd_exempt(args: argparse.Namespace) -> int:
+    path = _ledger_path(args)
+    action = args.exempt_command
+    with Ledger(path, readonly=action == "list") as ledger:
+        if action == "add":
+            scope, target = next((s, getattr(args, s)) for s in ("device", "street", "gateway") if getattr(args, s))
+            if args.registry:
+                _check_target(args, scope, target)
+            e = ledger.add_exemption(scope=scope, target=target, start=parse_instant(args.start),
+                                     end=parse_instant(args.end), reason=args.reason, approver=args.approver)
+            print(f"exemption {e.id} recorded: {_describe(e)}")
+        elif action == "revoke":
+            e = ledger.revoke_exemption(args.id, by=args.by, reason=args.reason)
+            print(f"exemption {e.id} revoked by {e.revoked_by}: {_describe(e)}")
+        else:
+            start = end = None
+            if args.month:
+                from ..timebase import month_bounds
+
+                start, end = month_bounds(args.month)
+            rows = ledger.exemptions(start=start, end=end, include_revoked=not args.active)
+            if not rows:
+                print("no exemptions")
+            for e in rows:
+                print(f"{e.id:>5}  {_describe(e)}")
+    return 0
+
+
+def _describe(e: Exemption) -> str:
+    state = "" if e.active else f"  [revoked {format_instant(e.revoked_at or 0)} by {e.revoked_by}: {e.revoke_reason}]"
+    return (f"{e.scope} {e.target}  {format_instant(e.start)} → {format_instant(e.end)}  "
+            f"reason: {e.reason}  approver: {e.approver}{state}")
+
+
+def _ledger_path(args: argparse.Namespace) -> Path:
+    if args.ledger:
+        return Path(args.ledger)
+    if args.config:
+        from ..config import load_config
+
+        return load_config(args.config).ledger_path
+    return Path("ptmon-data") / "ledger.sqlite"
+
+
+def _check_target(args: argparse.Namespace, scope: str, target: str) -> None:
+    from ..exemptions import ExemptionMask
+    from ..registry import load_registry
+    from ..rules import load_rules
+
+    registry = load_registry(args.registry, load_rules())
+    probe = Exemption(id=0, scope=scope, target=target, start=0, end=1, reason="", approver="", created_at=0)
+    covered = len(ExemptionMask(registry).rows_of(probe))
+    if not covered:
+        raise UsageError(f"no device of {args.registry} has {scope} {target!r}")
+    print(f"{covered} device(s) covered", file=sys.stderr)
