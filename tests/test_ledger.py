@@ -160,3 +160,31 @@ def test_a_file_that_is_not_a_ledger_is_refused(tmp_path):
         Ledger(garbage)
     with pytest.raises(LedgerError, match="no ledger"):
         Ledger(tmp_path / "missing.sqlite", readonly=True)
+
+
+def test_report_inputs_from_the_ledger_and_from_the_archive_agree(registry, archive, tmp_path):
+    """Test that the report's inputs read from the ledger equal those recomputed from the archive,
+    exemptions (taken from the ledger in both cases) included, and that the inputs are fingerprinted."""
+    from collector.report.build import build_inputs
+
+    registry_file = tmp_path / "registry.csv"
+    registry_file.write_text("")  # the digest reads the registry file; its content is not re-parsed here
+    reg = type(registry)(**{**vars(registry), "path": str(registry_file)})
+    ledger_path = tmp_path / "ledger.sqlite"
+    with Ledger(ledger_path) as ledger:
+        e = ledger.add_exemption(scope="device", target="s-taopu-noise-1", start=T0 * US, end=(T0 + HOUR) * US,
+                                 reason="维修", approver="李工", created_at=T0 * US)
+        rebuild_ledger([str(archive)], reg, ledger, exemptions=[e])
+    said: list[str] = []
+    from_ledger = build_inputs(month="2026-11", registry=reg, rules=reg.rules, ledger_path=ledger_path,
+                               archive_dirs=None, progress=said.append)
+    from_archive = build_inputs(month="2026-11", registry=reg, rules=reg.rules, ledger_path=ledger_path,
+                                archive_dirs=[archive], progress=said.append)
+    assert from_ledger.source == "ledger" and from_archive.source == "archive"
+    assert from_ledger.results.csv_text() == from_archive.results.csv_text()
+    assert from_ledger.daily == from_archive.daily and from_ledger.episodes == from_archive.episodes
+    assert [x.id for x in from_ledger.exemptions] == [x.id for x in from_archive.exemptions] == [e.id]
+    assert not from_ledger.warnings
+    assert len(from_ledger.digest) == 64 and from_ledger.digest != from_archive.digest
+    assert {f.role for f in from_archive.files} == {"registry", "rules", "archive"}
+    assert any("recomputing 2026-11" in line for line in said)

@@ -1,0 +1,118 @@
+"""The inputs of a monthly report, from the ledger or recomputed from the raw archive.
+
+``--from-archive`` replays the archive into a fresh in-memory ledger with the very listeners
+the live collector runs, then reads it with the same code as the real ledger: the two sources
+differ only in where the sums came from, so a reviewer can verify every figure. Exemptions
+always come from the real ledger (they are approvals, not measurements).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from ..errors import UsageError
+from ..ledger.read import ledger_daily, ledger_results, ledger_warnings
+from ..ledger.rebuild import rebuild_ledger
+from ..ledger.store import Ledger
+from ..registry import Registry
+from ..replay import Progress
+from ..rules import RULE_FILES, Rules
+from ..sinks.archive import archive_files
+from ..timebase import day_of, day_to_date, format_instant, month_bounds
+from .model import InputFile, ReportInputs
+
+_DAY = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})")
+
+
+def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: Path | None,
+                 archive_dirs: Sequence[Path] | None, progress: Callable[[str], None] | None = None) -> ReportInputs:
+    start, end = month_bounds(month)
+    say = progress or (lambda text: None)
+    real = Ledger(ledger_path, readonly=True) if ledger_path is not None and Path(ledger_path).exists() else None
+    if archive_dirs is None and real is None:
+        raise UsageError(f"no ledger at {ledger_path}: give --ledger, or --from-archive to recompute from the archive")
+    files = [InputFile(role="registry", path=registry.path, sha256=_sha256_file(Path(registry.path))),
+             *(InputFile(role="rules", path=str(rules.directory / name), sha256=_sha256_file(rules.directory / name))
+               for name in RULE_FILES)]
+    try:
+        exemptions = real.exemptions(start=start, end=end) if real is not None else []
+        if archive_dirs is not None:
+            paths = month_archives(archive_dirs, start, end)
+            if not paths:
+                raise UsageError(f"no archive files for {month} in {', '.join(map(str, archive_dirs))}")
+            say(f"recomputing {month} from {len(paths)} archive file(s)")
+            files += [InputFile(role="archive", path=str(p), sha256=_sha256_file(p)) for p in paths]
+            source, ledger = "archive", Ledger(":memory:")
+
+            def report(p: Progress) -> None:
+                at = format_instant(p.clock) if p.clock is not None else "-"
+                say(f"  {p.records:,} records, {p.records / max(p.elapsed, 1e-9):,.0f}/s, at {at}")
+
+            rebuild_ledger([str(p) for p in paths], registry, ledger, end=end,
+                           exemptions=[e for e in exemptions if e.active], progress=report)
+        else:
+            assert real is not None
+            source, ledger = "ledger", real
+            say(f"reading {month} from the ledger {ledger_path}")
+        results = ledger_results(ledger, registry, start, end)
+        warnings = ledger_warnings(ledger, registry, start, end) if source == "ledger" else []
+        inputs = ReportInputs(
+            month=month, start=start, end=end, source=source, rules=rules, registry=registry, results=results,
+            daily=ledger_daily(ledger, registry, start, end), exemptions=exemptions,
+            episodes=ledger.episodes(start, end), warnings=warnings,
+            files=files + ([InputFile(role="ledger", path=str(ledger_path), sha256=_ledger_digest(ledger, start, end))]
+                           if source == "ledger" else []),
+        )
+        if ledger is not real:
+            ledger.close()
+    finally:
+        if real is not None:
+            real.close()
+    digest = hashlib.sha256("".join(f"{f.role}\0{f.sha256}\n" for f in inputs.files).encode()).hexdigest()
+    say(f"{len(results.rows)} KPI rows, {len(inputs.episodes)} offline episodes, {len(exemptions)} exemptions")
+    return ReportInputs(**{**vars(inputs), "digest": digest})
+
+
+def month_archives(sources: Sequence[Path], start: int, end: int) -> list[Path]:
+    """Archive files of the month and of the day before it (device baselines and last heartbeats).
+
+    A directory is searched for the collector's daily files; a file given by name is taken as is.
+    """
+    first = (day_to_date(day_of(start)) - timedelta(days=1)).isoformat()
+    last = day_to_date(day_of(end - 1)).isoformat()
+    out: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            for path in archive_files(source):
+                m = _DAY.match(path.name)
+                if m and first <= m.group(1) <= last:
+                    out.append(path)
+        elif source.is_file():
+            out.append(source)
+        else:
+            raise UsageError(f"{source}: no such archive file or directory")
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ledger_digest(ledger: Ledger, start: int, end: int) -> str:
+    """SHA-256 of the ledger rows the month's figures come from (the file itself changes as it grows)."""
+    digest = hashlib.sha256()
+    for row in ledger.hours(start, end):
+        digest.update(repr(row).encode())
+    for day in ledger.days(day_of(start), day_of(end)):
+        digest.update(repr(day).encode())
+    for span in ledger.spans():
+        digest.update(repr(span).encode())
+    return digest.hexdigest()
