@@ -54,10 +54,12 @@ def test_sample_documents_every_key():
             shown[table].add(match[1])
             commented = " # " in line[2:] or lines[n + 1].lstrip().startswith("#")
             assert commented, f"{match[1]} has no comment"
-    assert shown[""] == set(config_module._TOP_KEYS) - {"mqtt", "influx"}
+    assert shown[""] == set(config_module._TOP_KEYS) - {"mqtt", "influx", "alerts", "email"}
     assert shown["mqtt"] == set(config_module._MQTT_KEYS) - {"tls"}
     assert shown["mqtt.tls"] == set(config_module._TLS_KEYS)
     assert shown["influx"] == set(config_module._INFLUX_KEYS)
+    assert shown["alerts"] == set(config_module._ALERTS_KEYS)
+    assert shown["email"] == set(config_module._EMAIL_KEYS)
 
 
 def test_sample_commented_keys_load_once_uncommented(tmp_path):
@@ -66,9 +68,13 @@ def test_sample_commented_keys_load_once_uncommented(tmp_path):
     text = re.sub(r"(?m)^(host|port) = .*\n", "", text)  # url replaces them
     text = text.replace('url = "mqtt://', 'url = "mqtts://').replace('username = ""', 'username = "ptmon"')
     text = text.replace('url = ""', 'url = "https://influx.example:8086/"')
-    for name in ("ca.pem", "client.pem", "client.key"):
+    for name in ("ca.pem", "client.pem", "client.key", "smtp-ca.pem"):
         write(tmp_path, "PEM", name)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "alerts.yaml").write_text("rules: []\n")
     config = load_config(write(tmp_path, text), env=SECRETS)
+    assert config.alerts.rules_file == tmp_path / "rules" / "alerts.yaml"
+    assert config.email.ca_file == tmp_path / "smtp-ca.pem" and config.email.username == "ptmon"
     m, i = config.mqtt, config.influx
     assert (m.host, m.port, m.username, m.password) == ("127.0.0.1", 1883, "ptmon", "mqtt-Secret-1")
     assert m.tls == TlsConfig(ca_file=tmp_path / "ca.pem", cert_file=tmp_path / "client.pem",
@@ -81,7 +87,7 @@ TOPIC_RULE = "mqtt.topics must be MQTT topic filters ('+' and '#' only as whole 
 DURATION = "must be a positive duration (seconds, or '90s', '15m', '6h', '1d')"
 # (id, config text, environment, the start of the message after "<file>: ")
 BAD_CONFIGS = [
-    ("top-typo", "registy = 'r.csv'", {}, "registy is not a known key; known: archive_compresslevel, archive_dir,"),
+    ("top-typo", "registy = 'r.csv'", {}, "registy is not a known key; known: alerts, archive_compresslevel, archive_dir,"),
     ("mqtt-typo", "[mqtt]\nqso = 1", {}, "mqtt.qso is not a known key; known: batch_size, client_id,"),
     ("tls-typo", "[mqtt.tls]\ncafile = 'ca.pem'", {}, "mqtt.tls.cafile is not a known key; known: ca_file,"),
     ("not-a-table", "mqtt = 3", {}, "mqtt must be a table: 3"),
