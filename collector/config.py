@@ -550,7 +550,17 @@ def check_config(config: CollectorConfig) -> list[str]:
         *_influx_lines(config.influx, config.spool_path),
         f"metrics: http://{config.metrics_listen}/metrics" if config.metrics_listen
         else "metrics: disabled",
+        f"ledger: {config.ledger_path}",
+        f"alerts: {(config.alerts.rules_file or 'alerts.yaml of the rules') if config.alerts.enabled else 'disabled'}",
+        _email_line(config.email),
     ]
+
+
+def _email_line(e: EmailConfig) -> str:
+    if not e.host:
+        return "email: no SMTP host (alert emails stay queued in the ledger)"
+    return (f"email: {e.security} {_host_port(e.host, e.port)}, from {e.sender}, "
+            f"login {_auth(e.username, e.password)}, retry {e.retry_min:g}–{e.retry_max:g} s")
 
 
 def _influx_lines(i: InfluxConfig, spool: Path) -> list[str]:

@@ -77,6 +77,15 @@ def run_collect(args: argparse.Namespace) -> int:
         for line in check_config(config):
             print(line)
         print(f"registry: {len(registry):,} devices, version {registry.version}; rules version {rules.version}")
+        if config.alerts.enabled:
+            from .alerting.rules import ALERTS_FILE, load_alert_rules
+
+            path = config.alerts.rules_file or rules.directory / ALERTS_FILE
+            if path.is_file():
+                alert_rules = load_alert_rules(path, rules)
+                print(f"alert rules: {len(alert_rules.rules)} in {path}, version {alert_rules.version}")
+            else:
+                print(f"alert rules: none at {path} (alerting will be off)")
         print("config OK")
         return 0
     kpi_csv = Path(args.kpi_csv) if args.kpi_csv else None
