@@ -235,3 +235,25 @@ def test_the_mailer_thread_sends_without_blocking_the_collector(tmp_path, setup)
         mailer.stop()
         collector.ledger.close()
     assert len(smtp.inbox.messages) == 3
+
+
+RISK_YAML = ALERTS_YAML.replace("month_risk: {enabled: false}", "month_risk: {enabled: true, every: 30m, min_elapsed: 1h}")
+
+
+def test_month_at_risk_warns_once_with_the_projection(tmp_path, setup):
+    """Test that a street whose cameras stay dark gets one month-at-risk email: at the recent rate
+    the month ends below the threshold (though it could still recover, so not 'unreachable')."""
+    registry, rules_file = setup
+    rules_file.write_text(RISK_YAML)
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, setup, smtp.port)
+        collector = Collector(config)
+        push(collector, minutes(0, 240, lambda street, i, m: street == "taopu" and m >= 60))
+        send_all(config)
+        collector.ledger.close()
+    risk = [m for m in smtp.inbox.messages if m["X-Ptmon-Event"].strip().startswith("month_risk:")]
+    assert [m["Subject"] for m in risk] == ["【月度风险】桃浦镇 监控点位在线率：按当前趋势月末将低于阈值"]
+    body = risk[0].get_body().get_content()
+    projected = body.split("按近期水平预计月末 (projected)：")[1].split("%")[0]
+    best = body.split("月末最高可达 (best case)：")[1].split("%")[0]
+    assert float(projected) < 20.0 and float(best) > 99.0  # at the last half hour's rate vs. everything back now
