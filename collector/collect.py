@@ -39,6 +39,7 @@ from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
 from .engine import Engine
 from .errors import PtmonError
+from .health import health_lines
 from .exemptions import ExemptionMask
 from .ledger.episodes import EpisodeTracker, episode_line
 from .ledger.records import Episode
@@ -51,7 +52,7 @@ from .replay import Feed, finish_results, freeze_startup_heap
 from .results import Results
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .sinks.archive import ArchiveWriter, archive_files
-from .timebase import format_instant
+from .timebase import US_PER_S, format_instant
 from .source import MqttSource
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 IDLE_TICK = 1.0  # seconds: with no message, the clock still advances (and is archived) this often
 GATHER = 0.02  # seconds to let a batch gather after the first message wakes the loop
 EXEMPTION_POLL = 5.0  # seconds between looks for exemptions recorded by `ptmon exempt`
+HEALTH_INTERVAL = 10.0  # seconds between the collector's own `collector` points
 
 
 class Collector:
@@ -78,6 +80,7 @@ class Collector:
         self._last_tick = 0.0
         self._last_checkpoint = time.monotonic()
         self._last_exemption_poll = time.monotonic()
+        self._last_health = 0.0
         self._counted: dict[str, int] = {}
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
         self._restore()
@@ -224,7 +227,12 @@ class Collector:
         try:
             while not stop.is_set():
                 await self._wait(stop)
-                self.step(self.clock())
+                now = self.clock()
+                self.step(now)
+                if self.influx is not None and now - self._last_health >= HEALTH_INTERVAL:
+                    # The collector's clock, so under a simulated clock these line up with the sla points.
+                    self._last_health = now
+                    self.influx.submit(health_lines(self.metrics, int(now * US_PER_S), instance=self.config.mqtt.client_id))
                 if time.monotonic() - self._last_exemption_poll >= EXEMPTION_POLL:
                     self._last_exemption_poll = time.monotonic()
                     self._poll_exemptions()

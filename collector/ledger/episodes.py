@@ -122,6 +122,6 @@ def episode_line(e: Episode) -> str | None:
     closed = e.end is not None
     fields = {"community": e.community, "gateway": e.gateway, "start": e.start // US_PER_S,
               "end": (e.end or 0) // US_PER_S, "seconds": e.seconds(e.end) if closed and e.end is not None else 0.0,
-              "open": 0 if closed else 1}
+              "open": 0 if closed else 1, "restored": int(e.restored)}
     return line("episode", {"contract": e.contract, "street": e.street, "type": e.type, "device": e.device},
                 fields, e.end if closed and e.end is not None else e.start)

@@ -1,0 +1,1 @@
+"""One module per dashboard; each has ``build(names) -> dict`` (the dashboard JSON)."""

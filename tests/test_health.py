@@ -1,0 +1,95 @@
+"""The collector's health point (measurement ``collector``) from its Prometheus metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.health import health_lines
+from collector.metrics import Metrics
+
+T_US = 1_793_462_400_000_000
+
+
+def fields_of(text: str) -> dict[str, str]:
+    """The raw field values of one line (no string fields or escapes in this measurement)."""
+    _series, field_set, timestamp = text.split(" ")
+    assert timestamp == str(T_US)
+    return dict(pair.split("=", 1) for pair in field_set.split(","))
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    m = Metrics()
+    m.messages.labels("heartbeat").inc(1200)
+    m.messages.labels("rejected").inc(7)
+    m.decode_errors.labels("bad_json").inc(4)
+    m.decode_errors.labels("unknown_device").inc(3)
+    m.engine_events.labels("duplicate").inc(2)
+    m.influx_points.labels("written").inc(5000)
+    m.influx_failures.labels("network").inc()
+    m.alerts.labels("breach", "firing").inc()
+    m.mqtt_reconnects.inc(2)
+    m.batch_size.observe(100)
+    m.batch_size.observe(50)
+    m.influx_write_seconds.observe(0.25)
+    m.influx_write_seconds.observe(0.5)
+    m.mqtt_connected.set(1)
+    m.unknown_devices.set(3)
+    m.engine_lag.set(0.125)
+    m.influx_buffered_points.set(42)
+    m.influx_spilled_bytes.set(1024)
+    return m
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("messages", "1207i"),
+    ("messages_heartbeat", "1200i"),
+    ("messages_rejected", "7i"),
+    ("rejects", "7i"),
+    ("rejects_bad_json", "4i"),
+    ("rejects_unknown_device", "3i"),
+    ("engine_duplicate", "2i"),
+    ("influx_points_written", "5000i"),
+    ("influx_failures", "1i"),
+    ("influx_failures_network", "1i"),
+    ("alerts_breach_firing", "1i"),
+    ("alert_emails", "0i"),
+    ("mqtt_reconnects", "2i"),
+    ("batches", "2i"),
+    ("batch_messages", "150i"),
+    ("influx_writes", "2i"),
+    ("influx_write_seconds", "0.75"),
+    ("mqtt_connected", "1i"),
+    ("unknown_devices", "3i"),
+    ("engine_lag_seconds", "0.125"),
+    ("influx_buffered_points", "42i"),
+    ("influx_spilled_bytes", "1024i"),
+    ("checkpoint_age_seconds", "0.0"),
+], ids=lambda v: str(v))
+def test_health_point_carries_each_metric(metrics, field, value):
+    """Test that each metric becomes its field, counters as integers and totals summed over labels."""
+    [text] = health_lines(metrics, T_US)
+    assert text.startswith("collector ")
+    assert fields_of(text)[field] == value
+
+
+def test_fresh_metrics_give_a_point_of_zeros():
+    """Test that a collector that has seen nothing still writes a point (the dashboard shows 0, not a gap)."""
+    [text] = health_lines(Metrics(), T_US)
+    fields = fields_of(text)
+    assert fields["messages"] == "0i" and fields["influx_buffered_points"] == "0i"
+    assert not any(name.startswith("messages_") for name in fields)
+
+
+def test_instance_becomes_an_escaped_tag(metrics):
+    """Test that the instance is a tag, escaped as line protocol wants."""
+    [text] = health_lines(metrics, T_US, instance="ptmon collector,1")
+    assert text.startswith("collector,instance=ptmon\\ collector\\,1 ")
+
+
+def test_label_values_become_safe_field_names():
+    """Test that a label value with odd characters still gives a plain field name."""
+    m = Metrics()
+    m.influx_failures.labels("HTTP 503/retry").inc()
+    [text] = health_lines(m, T_US)
+    assert fields_of(text)["influx_failures_HTTP_503_retry"] == "1i"
