@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--kpi-csv", metavar="FILE", help="keep the month-to-date KPIs in this CSV (rewritten at every checkpoint)")
 
     add_exempt_parser(sub)
+    _add_report_parser(sub)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a generated district, nothing external needed",
                           description="Generate the district registry, start an embedded MQTT broker (Mosquitto if "
@@ -222,6 +223,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          influx_url=args.influx_url, broker=args.broker)
 
 
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    rep = sub.add_parser(
+        "report", help="the monthly lease-payment acceptance report (月度租赁服务考核验收报告)",
+        description="Write the month's acceptance report per contract and street: KPIs against thresholds "
+        "(达标/未达标), lease fee, deduction and payable amount, monitoring coverage and gaps, exemptions, the "
+        "maintenance record, the worst devices and daily trends, with the versions and SHA-256 of every input. "
+        "Files: report-YYYY-MM[-CONTRACT].{pdf,html,xlsx,csv} in --out. By default the numbers come from the "
+        "ledger; --from-archive recomputes them from the raw message archive so that a reviewer can check them.")
+    rep.add_argument("--month", required=True, metavar="YYYY-MM", help="the calendar month (Asia/Shanghai)")
+    rep.add_argument("--contract", metavar="CODE", help="one contract only (iot or cam; default: every contract)")
+    rep.add_argument("--config", metavar="FILE", help="collector config: its registry, rules, ledger_file and archive_dir are the defaults")
+    rep.add_argument("--ledger", metavar="FILE", help="the ledger (default: from --config, else ptmon-data/ledger.sqlite)")
+    rep.add_argument("--from-archive", nargs="*", metavar="DIR", dest="from_archive",
+                     help="recompute from the archive: these directories (or files) of it; none given: the config's "
+                     "archive_dir, else ptmon-data/archive. Exemptions, being approvals, still come from the ledger")
+    rep.add_argument("--registry", metavar="FILE", help="device registry CSV (default: from --config)")
+    rep.add_argument("--rules", metavar="DIR", help="rule files directory (default: from --config, else the repo's rules/)")
+    rep.add_argument("--out", metavar="DIR", default=".", help="where the files go (default: the current directory)")
+    rep.add_argument("--format", default="pdf,html,xlsx,csv", metavar="LIST",
+                     help="comma-separated formats among pdf, html, xlsx, csv (default: all four)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.render import parse_formats, render
+
+    month_bounds(args.month)  # a bad month fails here, before anything is read
+    formats = parse_formats(args.format)
+    config = None
+    if args.config:
+        from .config import load_config
+
+        config = load_config(args.config)
+    rules = load_rules(args.rules or (config.rules if config and config.rules else DEFAULT_RULES_DIR))
+    if args.contract and args.contract not in [c.code for c in rules.contracts]:
+        raise UsageError(f"--contract {args.contract!r} is not a contract of the rules (known: "
+                         f"{', '.join(c.code for c in rules.contracts)})")
+    registry_path = args.registry or (config.registry if config else None)
+    if registry_path is None:
+        raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
+    registry = load_registry(registry_path, rules)
+    ledger = Path(args.ledger) if args.ledger else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
+    archive_dirs = None
+    if args.from_archive is not None:
+        archive_dirs = [Path(d) for d in args.from_archive] or [config.archive_path if config else Path("ptmon-data") / "archive"]
+        missing = [str(d) for d in archive_dirs if not d.exists()]
+        if missing:
+            raise UsageError(f"archive directory or file not found: {', '.join(missing)}")
+        ledger_path = ledger if ledger.is_file() else None
+    elif not ledger.is_file():
+        raise UsageError(f"ledger not found: {ledger} (give --ledger FILE or --config FILE, or recompute with --from-archive)")
+    else:
+        ledger_path = ledger
+
+    def say(message: str) -> None:
+        print(f"ptmon report: {message}", file=sys.stderr, flush=True)
+
+    try:
+        from .report.build import build_inputs
+    except ImportError as exc:  # pragma: no cover - the builder ships with the ledger
+        raise PtmonError(f"the report builder is not available: {exc}") from exc
+    began = time.monotonic()
+    inputs = build_inputs(month=args.month, registry=registry, rules=rules, ledger_path=ledger_path,
+                          archive_dirs=archive_dirs, progress=say)
+    say(f"inputs ready ({time.monotonic() - began:.1f} s)")
+    for path in render(inputs, Path(args.out), formats, contract=args.contract, progress=say):
+        print(path)
+    say(f"done in {time.monotonic() - began:.1f} s")
+    return 0
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from .service import run_collect
 
@@ -229,7 +300,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo,
-            "exempt": cmd_exempt}
+            "exempt": cmd_exempt, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,8 @@ KNOWN_KPIS = ("online", *RATIO_KPIS)
 ONLINE_METHODS = ("time_weighted", "daily")
 CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DAY_S = 86_400
+MAX_FEE = Decimal(10) ** 12  # yuan; a bound well above any lease fee, so quantize stays exact
+DEFAULT_RESPONSE_TIME = 86_400  # 24 h: repair response time when a contract does not set one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +72,22 @@ class Kpi:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Payment:
+    """A contract's payment rule (付款与扣款规则), see :mod:`collector.payment`.
+
+    ``fees`` is the monthly lease fee of every street in yuan, as ``(street, fee)`` pairs in
+    the file's order (a tuple, so the rules stay hashable).
+    """
+
+    rate_per_point: Decimal  # deduction fraction per percentage point below a threshold
+    cap: Decimal  # the largest deduction fraction of a month
+    fees: tuple[tuple[str, Decimal], ...]
+
+    def fee(self, street: str) -> Decimal | None:
+        return next((fee for code, fee in self.fees if code == street), None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Contract:
     """A lease contract and how its KPIs are measured."""
 
@@ -78,6 +96,8 @@ class Contract:
     online_method: str
     sample_interval: int
     kpis: tuple[Kpi, ...]
+    response_time: int = DEFAULT_RESPONSE_TIME  # s: repair response time (运维及维修响应速度)
+    payment: Payment | None = None  # None: the contract file gives no payment rule
 
     def kpi(self, code: str) -> Kpi | None:
         return next((k for k in self.kpis if k.code == code), None)
@@ -161,19 +181,38 @@ class _Section:
             raise self.fail(key, "must be a fraction in (0, 1]", value)
         return number
 
+    def decimal(self, key: str, low: Decimal, high: Decimal | None, default: Any = ...) -> Decimal:
+        """A decimal number in ``[low, high]`` (``high`` None: unbounded), given as a number or a string."""
+        value = self.get(key, default)
+        number = _to_decimal(value)
+        if number is None or number < low or (high is not None and number > high):
+            bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+            raise self.fail(key, f"must be a decimal number {bounds}", value)
+        return number
+
+    def money(self, key: str) -> Decimal:
+        """An amount in yuan: a non-negative decimal with at most two places (fen)."""
+        value = self.get(key)
+        number = _to_decimal(value)
+        if number is None or number < 0 or number > MAX_FEE or number != number.quantize(Decimal("0.01")):
+            raise self.fail(key, "must be an amount in yuan >= 0 with at most 2 decimals (write it as a string)", value)
+        return number
+
     def section(self, key: str) -> _Section:
         return _Section(self.file, self._where(key), self.get(key))
 
-    def items(self) -> list[tuple[str, _Section]]:
-        out = []
+    def codes(self) -> list[str]:
+        """The keys, each checked to be a code (a street, a KPI, a contract...)."""
         for key in self.data:
             if not isinstance(key, str) or not CODE_RE.fullmatch(key):
                 raise ConfigError(
                     f"{self.file}: {self._where(str(key))} is not a valid code "
                     "(lower-case letters, digits and _, starting with a letter)"
                 )
-            out.append((key, self.section(key)))
-        return out
+        return list(self.data)
+
+    def items(self) -> list[tuple[str, _Section]]:
+        return [(key, self.section(key)) for key in self.codes()]
 
     def done(self) -> None:
         unknown = sorted(str(k) for k in self.data if k not in self._seen)
@@ -182,6 +221,20 @@ class _Section:
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _to_decimal(value: Any) -> Decimal | None:
+    """A finite Decimal from a YAML number or string; None when it is not one.
+
+    A YAML float goes through ``str`` (its shortest repr), so ``0.3`` is ``Decimal("0.3")``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = Decimal(str(value).strip().replace(",", "").replace("_", ""))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
 
 
 def parse_duration(value: Any) -> int | None:
@@ -251,12 +304,45 @@ def _load_contracts(file: str, doc: Any) -> tuple[Contract, ...]:
                 online_method=sec.choice("online_method", ONLINE_METHODS, "time_weighted"),
                 sample_interval=interval,
                 kpis=tuple(kpis),
+                response_time=sec.duration("response_time", DEFAULT_RESPONSE_TIME),
+                payment=_load_payment(sec.section("payment")) if sec.get("payment", None) is not None else None,
             )
         )
         sec.done()
     if not contracts:
         raise ConfigError(f"{file}: defines no contract")
     return tuple(contracts)
+
+
+def _load_payment(sec: _Section) -> Payment:
+    """The ``payment`` section of a contract: deduction rate, cap and the fee of each street."""
+    fees_sec = sec.section("fees")
+    fees = tuple((street, fees_sec.money(street)) for street in fees_sec.codes())
+    fees_sec.done()
+    payment = Payment(
+        rate_per_point=sec.decimal("rate_per_point", Decimal(0), Decimal(1), "0.01"),
+        cap=sec.decimal("cap", Decimal(0), Decimal(1), "0.30"),
+        fees=fees,
+    )
+    sec.done()
+    return payment
+
+
+def _check_fees(file: str, contracts: tuple[Contract, ...], streets: tuple[Street, ...]) -> None:
+    """Every street has a fee under every contract with a payment rule, and no other street does."""
+    codes = [s.code for s in streets]
+    for contract in contracts:
+        if contract.payment is None:
+            continue
+        named = [street for street, _ in contract.payment.fees]
+        unknown = [street for street in named if street not in codes]
+        if unknown:
+            raise ConfigError(f"{file}: {contract.code}.payment.fees.{unknown[0]} is not a street of streets.yaml "
+                              f"(known: {', '.join(codes)})")
+        missing = [street for street in codes if street not in named]
+        if missing:
+            raise ConfigError(f"{file}: {contract.code}.payment.fees.{missing[0]} is missing "
+                              "(every street needs its monthly fee; write 0 where the contract pays none)")
 
 
 def _load_types(file: str, doc: Any, contracts: tuple[Contract, ...]) -> tuple[DeviceType, ...]:
@@ -297,6 +383,7 @@ def load_rules(directory: str | Path | None = None) -> Rules:
     label = {name: str(base / name) for name in RULE_FILES}
     streets = _load_streets(label["streets.yaml"], docs["streets.yaml"])
     contracts = _load_contracts(label["contracts.yaml"], docs["contracts.yaml"])
+    _check_fees(label["contracts.yaml"], contracts, streets)
     types = _load_types(label["types.yaml"], docs["types.yaml"], contracts)
     return Rules(
         directory=base,

@@ -1,0 +1,84 @@
+"""``render``: the report's files from its inputs, in any of PDF, HTML, XLSX and CSV.
+
+``report-YYYY-MM[-contract].{pdf,html,xlsx,csv}`` in ``out_dir``; each is written to a
+temporary name and renamed, so a file with the final name is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from ..errors import UsageError
+from .model import ReportInputs
+from .view import ReportView, build_view
+
+FORMATS = ("pdf", "html", "xlsx", "csv")
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``pdf,html`` → ('pdf', 'html'), in the order given, checked."""
+    chosen = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
+    bad = [f for f in chosen if f not in FORMATS]
+    if bad or not chosen:
+        raise UsageError(f"--format takes a comma-separated list of {', '.join(FORMATS)}: {text!r}")
+    return chosen
+
+
+def report_stem(month: str, contract: str | None) -> str:
+    return f"report-{month}" + (f"-{contract}" if contract else "")
+
+
+def render(inputs: ReportInputs, out_dir: Path, formats: Iterable[str] = FORMATS, *, contract: str | None = None,
+           progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Write the report of ``contract`` (default: every contract) in ``formats``; the paths written."""
+    say = progress or (lambda _: None)
+    chosen: Sequence[str] = tuple(formats)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    view = build_view(inputs, contract)
+    say(f"summaries built ({time.monotonic() - began:.1f} s)")
+    stem = out_dir / report_stem(inputs.month, contract)
+    html_text = ""
+    written = []
+    for fmt in chosen:
+        target = stem.with_suffix(f".{fmt}")
+        step = time.monotonic()
+        if fmt in ("html", "pdf") and not html_text:
+            from .html import render_html
+
+            html_text = render_html(view)  # one document for both: the PDF is this HTML laid out
+        _write(target, fmt, view, html_text)
+        written.append(target)
+        say(f"wrote {target} ({time.monotonic() - step:.1f} s)")
+    return written
+
+
+def _render_one(fmt: str, view: ReportView, html_text: str, path: Path) -> None:
+    if fmt == "html":
+        path.write_text(html_text, encoding="utf-8")
+    elif fmt == "pdf":
+        from .pdf import render_pdf
+
+        render_pdf(html_text, path)
+    elif fmt == "xlsx":
+        from .xlsx import render_xlsx
+
+        render_xlsx(view, path)
+    elif fmt == "csv":
+        from .csv_out import render_csv
+
+        render_csv(view, path)
+    else:
+        raise UsageError(f"unknown report format {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+def _write(target: Path, fmt: str, view: ReportView, html_text: str) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        _render_one(fmt, view, html_text, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
