@@ -188,3 +188,44 @@ def test_report_inputs_from_the_ledger_and_from_the_archive_agree(registry, arch
     assert len(from_ledger.digest) == 64 and from_ledger.digest != from_archive.digest
     assert {f.role for f in from_archive.files} == {"registry", "rules", "archive"}
     assert any("recomputing 2026-11" in line for line in said)
+
+
+def test_report_from_the_ledger_pays_what_the_contract_rule_gives(registry, archive, tmp_path):
+    """Test that the report made from a ledger of the outage scenario fails changzheng's sensor
+    online rate, deducts exactly what the payment rule gives to the fen, passes taopu, and that
+    its CSV carries the replay's KPI columns unchanged."""
+    import csv
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from collector.report.build import build_inputs
+    from collector.report.render import render
+
+    registry_file = tmp_path / "registry.csv"
+    registry_file.write_text("")
+    reg = type(registry)(**{**vars(registry), "path": str(registry_file)})
+    ledger_path = tmp_path / "ledger.sqlite"
+    with Ledger(ledger_path) as ledger:
+        rebuild_ledger([str(archive)], reg, ledger)
+    inputs = build_inputs(month="2026-11", registry=reg, rules=reg.rules, ledger_path=ledger_path, archive_dirs=None)
+    render(inputs, tmp_path / "out", ["csv"])
+    (path,) = (tmp_path / "out").glob("*.csv")
+    rows = list(csv.reader(path.open(encoding="utf-8")))
+    replayed = replay([str(archive)], reg, *month())
+    assert [r[:10] for r in rows] == list(csv.reader(replayed.csv_text().splitlines()))
+    header = rows[0]
+    by_key = {(r[0], r[1], r[2]): dict(zip(header, r)) for r in rows[1:]}
+
+    online = replayed.row("iot", "changzheng", "online")
+    assert online.passed is False and Fraction(7, 10) < online.value < Fraction(9, 10)
+    fee = Decimal("238958.33")  # rules/contracts.yaml: iot, every street
+    shortfall = Fraction(9, 10) - online.value  # in fraction = percentage points × 0.01 per point
+    sensing = replayed.row("iot", "changzheng", "sensing")
+    if sensing.value is not None and sensing.value < Fraction(95, 100):
+        shortfall += Fraction(95, 100) - sensing.value
+    deduction = min(Fraction(3, 10), shortfall) * Fraction(fee)
+    expected = (Decimal(deduction.numerator) / Decimal(deduction.denominator)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    line = by_key["iot", "changzheng", "online"]
+    assert (Decimal(line["fee"]), Decimal(line["deduction"]), Decimal(line["payable"])) == (fee, expected, fee - expected)
+    taopu = by_key["iot", "taopu", "online"]
+    assert replayed.row("iot", "taopu", "online").passed and Decimal(taopu["deduction"]) == 0
+    assert Decimal(taopu["payable"]) == fee
