@@ -75,12 +75,16 @@ RECORDS = [
 ]
 
 
-def edit_rules(rules_dir: Path, file: str, change: Callable[[dict[str, Any]], None]) -> Rules:
-    """Rules loaded from ``rules_dir`` after ``change`` edited one of its YAML files."""
-    target = rules_dir / file
-    doc = yaml.safe_load(target.read_text())
-    change(doc)
-    target.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+Edit = tuple[str, Callable[[dict[str, Any]], None]]
+
+
+def edit_rules(rules_dir: Path, *edits: Edit) -> Rules:
+    """Rules loaded from ``rules_dir`` after each (file, change) edited one of its YAML files."""
+    for file, change in edits:
+        target = rules_dir / file
+        doc = yaml.safe_load(target.read_text())
+        change(doc)
+        target.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
     return load_rules(rules_dir)
 
 
@@ -123,7 +127,7 @@ def run_parts(registry: Registry, parts: list[list[Any]], path: Path | None) -> 
 
 @pytest.fixture
 def daily_registry(rules_dir: Path) -> Registry:
-    return make_registry(edit_rules(rules_dir, "contracts.yaml", daily_cam), *ROWS)
+    return make_registry(edit_rules(rules_dir, ("contracts.yaml", daily_cam)), *ROWS)
 
 
 @pytest.mark.parametrize("cut", range(len(RECORDS) + 1))
@@ -220,6 +224,19 @@ def add_street(doc: dict[str, Any]) -> None:
     doc["new_town"] = {"name": "新镇"}
 
 
+def street_fees(change: Callable[[dict[str, str]], None]) -> Callable[[dict[str, Any]], None]:
+    """The contracts.yaml edit that makes every payment rule's fees follow a street edit."""
+    def edit(doc: dict[str, Any]) -> None:
+        for contract in doc.values():
+            if "payment" in contract:
+                change(contract["payment"]["fees"])
+    return edit
+
+
+def add_street_fee(fees: dict[str, str]) -> None:
+    fees["new_town"] = "1000.00"
+
+
 def drop_iot(doc: dict[str, Any]) -> None:
     del doc["iot"]
 
@@ -240,8 +257,10 @@ def stricter_cam(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("edits", "problem"),
     [
-        ([("streets.yaml", drop_street)], "sums for street wanli, which the rules no longer define"),
-        ([("streets.yaml", rename_street)], "sums for street wanli, which the rules no longer define"),
+        ([("streets.yaml", drop_street), ("contracts.yaml", street_fees(drop_street))],
+         "sums for street wanli, which the rules no longer define"),
+        ([("streets.yaml", rename_street), ("contracts.yaml", street_fees(rename_street))],
+         "sums for street wanli, which the rules no longer define"),
         ([("types.yaml", drop_iot_types), ("contracts.yaml", drop_iot)], "sums for contract iot"),
         ([("contracts.yaml", slower_cam)], r"sample interval changed \(cam: 60 s → 120 s\)"),
     ],
@@ -251,27 +270,27 @@ def test_rules_that_cannot_hold_the_saved_sums_refuse_to_load(rules, rules_dir, 
     """Test that rules without a place for saved sums, or with a new sample grid, raise CheckpointError."""
     path = tmp_path / "cp.npz"
     save_small(path, rules)
-    for file, change in edits:
-        changed = edit_rules(rules_dir, file, change)
+    changed = edit_rules(rules_dir, *edits)
     with pytest.raises(CheckpointError, match=problem) as info:
         load_checkpoint(path, make_registry(changed, "c1,cam,face_cam,taopu"))
     assert str(path) in str(info.value) and "move" in str(info.value)
 
 
 @pytest.mark.parametrize(
-    ("file", "change", "note"),
+    ("edits", "note"),
     [
-        ("contracts.yaml", stricter_cam, "the rules changed since the checkpoint"),
-        ("contracts.yaml", daily_cam, "contract cam's online method changed from time_weighted to daily"),
-        ("streets.yaml", add_street, "their sums starting at zero: street new_town"),
+        ([("contracts.yaml", stricter_cam)], "the rules changed since the checkpoint"),
+        ([("contracts.yaml", daily_cam)], "contract cam's online method changed from time_weighted to daily"),
+        ([("streets.yaml", add_street), ("contracts.yaml", street_fees(add_street_fee))],
+         "their sums starting at zero: street new_town"),
     ],
     ids=["threshold", "online-method", "street-added"],
 )
-def test_compatible_rule_changes_load_with_a_note(rules, rules_dir, tmp_path, file, change, note):
+def test_compatible_rule_changes_load_with_a_note(rules, rules_dir, tmp_path, edits, note):
     """Test that rule changes keeping contracts, streets and intervals load, keeping sums, with a note."""
     path = tmp_path / "cp.npz"
     save_small(path, rules, hb(T0 + 200, "c1", face_try=3, face_ok=2))
-    changed = make_registry(edit_rules(rules_dir, file, change), "c1,cam,face_cam,taopu")
+    changed = make_registry(edit_rules(rules_dir, *edits), "c1,cam,face_cam,taopu")
     restored = load_checkpoint(path, changed)
     assert any(note in line for line in restored.notes), restored.notes
     face = restored.tallies[0].results().row("cam", "taopu", "face")
