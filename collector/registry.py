@@ -2,7 +2,9 @@
 
 The CSV (columns ``device_id,contract,type,street,scenario,community,gateway,accepted_on,
 retired_on``) is read whole and checked row by row; any bad row fails the load with every
-problem listed as ``file:line: what``. A registry is never half-loaded.
+problem listed as ``file:line: what``. A registry is never half-loaded. Device and gateway
+ids name an MQTT topic level and an InfluxDB tag, so they may not hold ``/ + #``, control
+characters, edge spaces or a final backslash.
 
 In memory it is columnar: one numpy array per attribute, indexed by device, with contract,
 street and type as small ints. Devices are ordered by contract, then street (file order
@@ -106,13 +108,18 @@ def _parse_date(text: str) -> int | None:
         return None
 
 
-def _check_id(device_id: str) -> str | None:
-    if not device_id:
-        return "device_id is empty"
-    if device_id != device_id.strip():
-        return f"device_id {device_id!r} has leading or trailing spaces"
-    if _FORBIDDEN_ID_CHARS & set(device_id):
-        return f"device_id {device_id!r} contains a character not allowed in an MQTT topic level (/ + # or a control character)"
+def _check_id(value: str, column: str = "device_id") -> str | None:
+    """Why ``value`` cannot be an id that names a topic level and an InfluxDB tag, or None."""
+    if not value:
+        return f"{column} is empty"
+    if value != value.strip():
+        return f"{column} {value!r} has leading or trailing spaces"
+    if _FORBIDDEN_ID_CHARS & set(value):
+        return f"{column} {value!r} contains a character not allowed in an MQTT topic level (/ + # or a control character)"
+    if value.endswith("\\"):
+        # InfluxDB 1.x reads no escaping of a final backslash in a tag value: such an id
+        # would share the heartbeat series of the id without it.
+        return f"{column} {value!r} ends in a backslash, which an InfluxDB tag value cannot end with"
     return None
 
 
@@ -167,6 +174,8 @@ def _parse(label: str, text: str, version: str, rules: Rules) -> Registry:
         bad = []
         if (why := _check_id(device_id)) is not None:
             bad.append(why)
+        if gateway.strip() and (why := _check_id(gateway.strip(), "gateway")) is not None:
+            bad.append(why)  # a gateway reports on putuo/gw/{gateway}/status
         elif device_id in first_line:
             bad.append(f"duplicate device_id {device_id!r} (first on line {first_line[device_id]})")
         if contract not in contract_ix:
