@@ -9,6 +9,9 @@ them):
   at ``t``. An ``up`` with no ``down`` before it marks a restart after a crash.
 * ``$ptmon/tick``: the monitor's clock reached ``t`` with no message (keeps a replay of a quiet
   period identical to what the live engine sampled).
+* ``$ptmon/limits``: a JSON object of the decoder's limits (``max_payload``, ``device_rate``,
+  ``window``, ``unknown_limit``) from ``t`` on, written at each start, so a replay rejects
+  what the live collector rejected.
 
 A reader never stops on a bad line: it counts it, logs where it was, and goes on. A gzip
 stream cut short (a crash mid-write) ends that file with a warning.

@@ -5,10 +5,13 @@ One ``.npz`` file (read with ``allow_pickle=False``; nothing is pickled) holding
 * ``meta``: a UTF-8 JSON document as a uint8 array: format and version, saved-at (unix µs),
   registry and rules versions, the contracts (sample interval, online method) and streets,
   the gateway ids, the engine's scalars, every tally keyed by contract and street code, the
-  decoder's counts and the caller's ``extra`` (e.g. the archive position);
+  decoder's counts (and its rate clock and window length) and the caller's ``extra`` (e.g. the
+  archive position);
 * ``device_ids``: the registry's device ids, UTF-8 joined by ``\\n`` (ids cannot hold control
   characters), as a uint8 array;
-* one array per per-device engine attribute (rows in ``device_ids`` order) and per gateway one.
+* one array per per-device engine attribute (rows in ``device_ids`` order) and per gateway one;
+* with a rate limit, the decoder's rate windows per device and per gateway, so a replay of the
+  archive rejects exactly what the restarted collector did.
 
 State is restored by id, so the registry may change between runs. Tally sums are restored by
 contract and street code; sums the current rules have no place for, or a changed sample grid,
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .decode import Decoder
+from .decode import Decoder, RateState
 from .durable import fsync_directory
 from .engine import NEVER, Engine
 from .errors import CheckpointError, UsageError
@@ -44,6 +47,12 @@ FORMAT_VERSION = 1
 DEVICE_ARRAYS = ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot",
                  "counters", "has_baseline", "seen_day")
 GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
+RATE_ARRAYS = {  # RateState attribute: (array name, rows of, fill for a row new since the save)
+    "device_window": ("rate_device_window", "device", -1),
+    "device_count": ("rate_device_count", "device", 0),
+    "gateway_window": ("rate_gateway_window", "gateway", -1),
+    "gateway_count": ("rate_gateway_count", "gateway", 0),
+}
 FRESH_START = ("move {path} away to start with a fresh checkpoint (the month so far can be "
                "recomputed from the archive with `ptmon replay`)")
 _MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
@@ -80,6 +89,7 @@ class Checkpoint:
     tallies: list[Tally]
     named: dict[str, Tally]  # tallies saved by name, not attached (the ledger's open hour and day)
     decoder_counts: DecoderCounts
+    decoder_rates: RateState | None  # None: saved without a rate limit
     extra: dict[str, Any]
     saved_at: int  # unix µs
     notes: list[str]  # what did not fit exactly (registry or rule changes), for the log
@@ -114,12 +124,17 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
         "decoder": vars(DecoderCounts.of(decoder)),
         "extra": dict(extra),
     }
+    rates = decoder.rate_state()
+    if rates is not None:
+        meta["decoder_rate"] = {"window": rates.window, "clock": rates.clock}
     blob = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
     arrays = {
         "meta": np.frombuffer(blob, dtype=np.uint8),
         "device_ids": np.frombuffer("\n".join(registry.ids).encode(), dtype=np.uint8),
         **{name: getattr(engine, name) for name in DEVICE_ARRAYS + GATEWAY_ARRAYS},
     }
+    if rates is not None:
+        arrays |= {name: getattr(rates, attribute) for attribute, (name, _, _) in RATE_ARRAYS.items()}
     _write_atomic(Path(path), arrays)
 
 
@@ -199,6 +214,8 @@ def restore_decoder(decoder: Decoder, checkpoint: Checkpoint) -> None:
     decoder.unknown_topics = dict(topics[:limit])
     decoder.unknown_overflow = counts.unknown_overflow + sum(n for _, n in topics[limit:])
     decoder.accepted = counts.accepted
+    if checkpoint.decoder_rates is not None:
+        decoder.restore_rate_state(checkpoint.decoder_rates)
 
 
 def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -245,10 +262,15 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                               f"{engine.tick // 10**6} s, so the month cannot be continued; "
                               + FRESH_START.format(path=path))
     device_ids = _ids(arrays.pop("device_ids"))
-    _restore_rows(path, arrays, DEVICE_ARRAYS, device_ids, registry.ids, engine, notes, "device")
+    if len(set(device_ids)) != len(device_ids):
+        raise ValueError("the checkpoint lists a device id twice")
     gateway_ids = list(meta["gateways"])
-    _restore_rows(path, arrays, GATEWAY_ARRAYS, gateway_ids, registry.gateways, engine, notes,
-                  "gateway")
+    if len(set(gateway_ids)) != len(gateway_ids):
+        raise ValueError("the checkpoint lists a gateway id twice")
+    rows = {"device": _rows_by_id(device_ids, registry.ids),
+            "gateway": _rows_by_id(gateway_ids, registry.gateways)}
+    _restore_rows(path, arrays, DEVICE_ARRAYS, rows["device"], engine, notes, "device")
+    _restore_rows(path, arrays, GATEWAY_ARRAYS, rows["gateway"], engine, notes, "gateway")
     heard = engine.last_heartbeat != NEVER
     engine.online_until = np.where(heard, engine.last_heartbeat + engine.timeout, NEVER)
     _restore_scalars(meta["engine"], engine)
@@ -256,6 +278,7 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
     named = {name: _restore_tally(doc, engine, attach=False) for name, doc in meta.get("named_tallies", {}).items()}
     return Checkpoint(engine=engine, tallies=tallies, named=named,
                       decoder_counts=DecoderCounts.from_doc(meta["decoder"]),
+                      decoder_rates=_restore_rates(path, arrays, meta, rows),
                       extra=dict(meta["extra"]), saved_at=_int(meta["saved_at"]), notes=notes)
 
 
@@ -295,30 +318,62 @@ def _ids(blob: np.ndarray) -> list[str]:
     return text.split("\n") if text else []
 
 
-def _restore_rows(path: Path, arrays: dict[str, np.ndarray], names: tuple[str, ...],
-                  saved_ids: list[str], ids: list[str], engine: Engine, notes: list[str],
-                  what: str) -> None:
-    """Copy saved rows onto the engine's rows of the same id; note the ids dropped and new."""
-    if len(set(saved_ids)) != len(saved_ids):
-        raise ValueError(f"the checkpoint lists a {what} id twice")
+@dataclass(frozen=True)
+class _Rows:
+    """Saved row ``source[i]`` is row ``target[i]`` now; ``saved`` and ``now`` count the rows."""
+
+    source: np.ndarray
+    target: np.ndarray
+    saved: int
+    now: int
+
+
+def _rows_by_id(saved_ids: list[str], ids: list[str]) -> _Rows:
     index = {key: i for i, key in enumerate(ids)}
     target = np.fromiter((index.get(key, -1) for key in saved_ids), dtype=np.int64,
                          count=len(saved_ids))
     source = np.flatnonzero(target >= 0)
-    target = target[source]
+    return _Rows(source, target[source], len(saved_ids), len(ids))
+
+
+def _saved_rows(path: Path, arrays: dict[str, np.ndarray], name: str, rows: _Rows,
+                like: np.ndarray) -> np.ndarray:
+    """The saved array ``name``, checked to have a row per saved id shaped and typed as ``like``'s."""
+    saved = arrays[name]
+    shape = (rows.saved, *like.shape[1:])
+    if saved.dtype != like.dtype or saved.shape != shape:
+        raise CheckpointError(f"{path}: array {name} is {saved.dtype} {saved.shape}, "
+                              f"expected {like.dtype} {shape}")
+    return saved
+
+
+def _restore_rows(path: Path, arrays: dict[str, np.ndarray], names: tuple[str, ...], rows: _Rows,
+                  engine: Engine, notes: list[str], what: str) -> None:
+    """Copy saved rows onto the engine's rows of the same id; note the ids dropped and new."""
     for name in names:
-        saved, mine = arrays[name], getattr(engine, name)
-        shape = (len(saved_ids), *mine.shape[1:])
-        if saved.dtype != mine.dtype or saved.shape != shape:
-            raise CheckpointError(f"{path}: array {name} is {saved.dtype} {saved.shape}, "
-                                  f"expected {mine.dtype} {shape}")
-        mine[target] = saved[source]
-    if dropped := len(saved_ids) - len(source):
+        mine = getattr(engine, name)
+        mine[rows.target] = _saved_rows(path, arrays, name, rows, mine)[rows.source]
+    if dropped := rows.saved - len(rows.source):
         notes.append(f"{_count(dropped, what)} in the checkpoint {_are(dropped)} no longer in the "
                      "registry; their state is dropped")
-    if new := len(ids) - len(source):
+    if new := rows.now - len(rows.source):
         notes.append(f"{_count(new, 'registry ' + what)} {_are(new)} new since the checkpoint; "
                      "they start afresh")
+
+
+def _restore_rates(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                   rows: dict[str, _Rows]) -> RateState | None:
+    """The decoder's rate windows by id onto the current rows (new rows start fresh)."""
+    doc = meta.get("decoder_rate")
+    if doc is None:
+        return None
+    moved = {}
+    for attribute, (name, of, fill) in RATE_ARRAYS.items():
+        restored = np.full(rows[of].now, fill, dtype=np.int64)
+        restored[rows[of].target] = _saved_rows(path, arrays, name, rows[of], restored)[rows[of].source]
+        moved[attribute] = restored
+    clock = None if doc["clock"] is None else _int(doc["clock"])
+    return RateState(window=_int(doc["window"]), clock=clock, **moved)
 
 
 def _restore_scalars(doc: dict[str, Any], engine: Engine) -> None:

@@ -93,7 +93,7 @@ class Collector:
         """Engine, tallies and decoder from the checkpoint (or fresh), then the archive's tail."""
         path = self.config.checkpoint_path
         checkpoint = try_load_checkpoint(path, self.registry)
-        self.decoder = Decoder(self.registry)
+        self.decoder = Decoder.from_config(self.registry, self.config.limits)
         if checkpoint is None:
             self.engine = Engine(self.registry)
             tallies: list[Any] = []
@@ -223,6 +223,9 @@ class Collector:
             self.mailer.start()
         elif self.alerts is not None:
             log.warning("no [email] host configured: alert emails are kept in the ledger's outbox, unsent")
+        # The limits decoded with from here on, so a replay of the archive rejects alike.
+        self.archive.append([self.decoder.limits_record(self.clock())])
+        self.archive.commit()
         self.source.start()
         try:
             while not stop.is_set():

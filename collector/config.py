@@ -102,6 +102,16 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    """Bounds on what devices and anyone else on the broker can make the decoder do (README "Limits")."""
+
+    max_payload: int = 4096  # bytes; a larger payload is rejected as oversize
+    device_rate: int = 600  # messages per device (and per gateway) per window; more are rate_limited; 0: no limit
+    window: int = 60  # seconds, the fixed window device_rate counts in
+    unknown_limit: int = 10_000  # distinct unknown device topics tracked for the report; the rest only counted
+
+
+@dataclass(frozen=True, kw_only=True)
 class CollectorConfig:
     """The whole config. ``data_dir`` holds the archive, the spool and the checkpoint by default."""
 
@@ -118,6 +128,7 @@ class CollectorConfig:
     metrics_listen: str = "127.0.0.1:9464"  # host:port of Prometheus /metrics; empty disables
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     influx: InfluxConfig = field(default_factory=InfluxConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
 
@@ -148,13 +159,14 @@ SMTP_PASSWORD_ENV = "PTMON_SMTP_PASSWORD"
 # The keys each table may hold, so a typo fails before any value is read.
 _TOP_KEYS = ("registry", "rules", "data_dir", "archive_dir", "archive_compresslevel", "spool_dir",
              "checkpoint_file", "checkpoint_interval", "metrics_listen", "mqtt", "influx",
-             "ledger_file", "alerts", "email")
+             "ledger_file", "alerts", "email", "limits")
 _MQTT_KEYS = ("url", "host", "port", "tls", "protocol", "client_id", "username", "password_env",
               "qos", "persistent_session", "session_expiry", "topics", "keepalive", "reconnect_min",
               "reconnect_max", "receive_maximum", "batch_size")
 _ALERTS_KEYS = ("enabled", "rules_file")
 _EMAIL_KEYS = ("host", "port", "security", "username", "password_env", "sender", "ca_file", "timeout",
                "poll_interval", "retry_min", "retry_max", "max_attempts")
+_LIMITS_KEYS = ("max_payload", "device_rate", "window", "unknown_limit")
 _TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 _INFLUX_KEYS = ("url", "api", "database", "retention_policy", "username", "password_env", "org",
                 "bucket", "token_env", "batch_size", "flush_interval", "gzip", "timeout",
@@ -289,6 +301,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Colle
         metrics_listen=_listen_address(top),
         mqtt=_mqtt(top.table("mqtt", _MQTT_KEYS), environ),
         influx=_influx(top.table("influx", _INFLUX_KEYS), environ),
+        limits=_limits(top.table("limits", _LIMITS_KEYS)),
         ledger_file=top.path("ledger_file", ""),
         alerts=_alerts(top.table("alerts", _ALERTS_KEYS)),
         email=_email(top.table("email", _EMAIL_KEYS), environ),
@@ -319,6 +332,27 @@ def _email(t: _Table, env: Mapping[str, str]) -> EmailConfig:
         retry_max=float(t.seconds("retry_max", _EMAIL.retry_max)),
         max_attempts=t.integer("max_attempts", _EMAIL.max_attempts, 0),
     )
+
+
+def _limits(t: _Table) -> LimitsConfig:
+    default = LimitsConfig()
+    max_payload = t.size("max_payload", default.max_payload)
+    if not 64 <= max_payload <= 2**20:
+        raise t.fail("max_payload", "a size from 64 bytes to 1MB", t.get("max_payload"))
+    return LimitsConfig(
+        max_payload=max_payload,
+        device_rate=t.integer("device_rate", default.device_rate, 0),
+        window=_window(t),
+        unknown_limit=t.integer("unknown_limit", default.unknown_limit, 0, 10_000_000),
+    )
+
+
+def _window(t: _Table) -> int:
+    """The rate window: whole seconds dividing a day, so every day (and archive file) starts one."""
+    window = int(t.seconds("window", LimitsConfig().window, whole=True, high=86_400))
+    if 86_400 % window:
+        raise t.fail("window", "a divisor of a day (e.g. '10s', '60s', '5m', '1h')", t.get("window"))
+    return window
 
 
 def _read_toml(file: Path) -> dict[str, Any]:

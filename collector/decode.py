@@ -5,18 +5,40 @@ check; every field is then pulled out and validated per batch, column by column.
 that fails any check is rejected whole, counted by kind (``rejects``) and never reaches the
 engine, so it counts toward no KPI.
 
-Reject kinds:
+Reject kinds, checked in this order (a message counts under the first that fails):
   bad_topic          topic is not ``putuo/{contract}/{street}/{device}/hb`` nor a gateway status
   unknown_device     device id not in the registry (also tracked by topic, bounded)
   contract_mismatch  topic contract differs from the registry's
   street_mismatch    topic street differs from the registry's
+  unknown_gateway    gateway status from a gateway not in the registry
+  rate_limited       more than ``device_rate`` messages from one device (or gateway) in a window
   oversize           payload larger than ``max_payload`` bytes
-  bad_json           not JSON (or not UTF-8, NaN, Infinity)
+  bad_json           not JSON (or not UTF-8, NaN, Infinity, a number beyond a double, or nested
+                     deeper than ``MAX_JSON_DEPTH``)
   not_object         JSON, but not an object
   bad_value          a known key of the wrong type or out of range (``bad_fields`` says which)
   counter_mismatch   a success counter above its attempts counter (read_ok > reads, ...)
-  unknown_gateway    gateway status from a gateway not in the registry
   bad_gateway_status gateway status payload not ``online`` / ``offline``
+
+Types are compared exactly: JSON ``true`` is no number (Python's bool is an int, so a plain
+``isinstance`` would take it as 1), and ``1.0`` is no integer.
+
+Limits (the collector's ``[limits]`` config; README "Limits"), all counted when they bite:
+
+* ``max_payload`` bytes per payload.
+* ``device_rate`` messages per registry device, and per gateway, in each fixed ``window`` of
+  receive time (a divisor of a day, windows aligned to Shanghai midnight); every message on
+  the topic counts, rejected or not. Decided per batch with numpy from receive times and
+  arrival order only, which the archive keeps, and alike for any batching: a replay rejects
+  exactly what the live collector did, also of one day's archive file alone (a day starts
+  fresh windows). The collector writes its limits to the archive as a ``$ptmon/limits``
+  record (:meth:`Decoder.limits_record`), which replay applies (:meth:`apply_limits_record`).
+* ``unknown_limit`` distinct unknown topics tracked for the report (each cut to
+  ``TRACKED_TOPIC_CHARS`` characters, control characters escaped); beyond it they are only
+  counted (``unknown_overflow``), so a million invented ids cost no memory.
+* JSON nested deeper than ``MAX_JSON_DEPTH`` is ``bad_json`` before orjson sees it: orjson
+  3.8 has no depth limit and overflows the C stack (a segfault) at about 53,000 levels, a
+  212 KB payload.
 """
 
 from __future__ import annotations
@@ -24,16 +46,21 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from .registry import Registry
 from .rules import COUNTERS
+from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US
+
+if TYPE_CHECKING:
+    from .config import LimitsConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +69,7 @@ REJECT_KINDS = (
     "unknown_device",
     "contract_mismatch",
     "street_mismatch",
+    "rate_limited",
     "oversize",
     "bad_json",
     "not_object",
@@ -56,6 +84,10 @@ MAX_BOOT_LEN = 64
 FLOAT_RANGES = {"ts": (0.0, 2.0**33), "bat": (0.0, 100.0), "rssi": (-200.0, 50.0)}
 COUNTER_PAIRS = ((0, 1), (2, 3), (4, 5))  # (attempts, successes) columns of COUNTERS
 LOGGED_PER_KIND = 5  # first rejects of each kind are logged with detail; the rest only counted
+LIMITS_TOPIC = "$ptmon/limits"  # archive control record: the limits the collector decoded with
+LIMIT_KEYS = ("max_payload", "device_rate", "window", "unknown_limit")
+MAX_JSON_DEPTH = 512  # a heartbeat is a flat object; 512 levels need 1,024 bytes
+TRACKED_TOPIC_CHARS = 128  # an unknown topic is kept for the report cut to this length
 
 Message = tuple[float, str, "bytes | str"]
 
@@ -101,22 +133,45 @@ def times_to_us(times: Sequence[float]) -> np.ndarray:
     return np.rint(np.asarray(times, dtype=np.float64) * 1e6).astype(np.int64)
 
 
+@dataclass
+class RateState:
+    """Where each device's and gateway's rate window stands: the window (in windows since the
+    epoch, Shanghai-aligned) it last sent in and its messages there; ``clock`` the latest
+    receive time (µs) the limits saw."""
+
+    window: int  # seconds
+    clock: int | None
+    device_window: np.ndarray
+    device_count: np.ndarray
+    gateway_window: np.ndarray
+    gateway_count: np.ndarray
+
+
 class Decoder:
     """Turns raw messages into :class:`DecodedBatch` and keeps the reject counts."""
 
-    def __init__(self, registry: Registry, *, max_payload: int = 4096, unknown_limit: int = 10_000) -> None:
+    def __init__(self, registry: Registry, *, max_payload: int = 4096, unknown_limit: int = 10_000,
+                 device_rate: int = 600, window: int = 60) -> None:
         self.registry = registry
-        self.max_payload = max_payload
-        self.unknown_limit = unknown_limit
         self.rejects: Counter[str] = Counter()
         self.bad_fields: Counter[str] = Counter()
         self.unknown_topics: dict[str, int] = {}  # bounded by unknown_limit
-        self.unknown_overflow = 0
+        self.unknown_overflow = 0  # messages from unknown topics not tracked (the limit was reached)
         self.accepted = 0
         self._topic_device = self._registry_topics(registry)
         self._gateway_index = {g: i for i, g in enumerate(registry.gateways) if g}
         self._contracts = {c.code: i for i, c in enumerate(registry.rules.contracts)}
         self._streets = {s.code: i for i, s in enumerate(registry.rules.streets)}
+        self._device_limit: _WindowLimit | None = None
+        self._gateway_limit: _WindowLimit | None = None
+        self._clock: int | None = None  # latest receive time seen (µs): rate windows only move forward
+        self.set_limits(max_payload=max_payload, unknown_limit=unknown_limit, device_rate=device_rate, window=window)
+
+    @classmethod
+    def from_config(cls, registry: Registry, limits: LimitsConfig) -> Decoder:
+        """A decoder with the ``[limits]`` of the collector's config."""
+        return cls(registry, max_payload=limits.max_payload, unknown_limit=limits.unknown_limit,
+                   device_rate=limits.device_rate, window=limits.window)
 
     @staticmethod
     def _registry_topics(registry: Registry) -> dict[str, int]:
@@ -128,6 +183,72 @@ class Decoder:
             for i, (c, s, device_id) in enumerate(zip(registry.contract.tolist(), registry.street.tolist(), registry.ids))
         }
 
+    # --- limits --------------------------------------------------------------------------
+
+    def set_limits(self, *, max_payload: int, unknown_limit: int, device_rate: int, window: int) -> None:
+        """Set the limits (``device_rate`` 0: no rate limit); counts carry over while the window is kept."""
+        if window <= 0 or DAY_US % (window * US_PER_S):
+            raise ValueError(f"window must be a whole number of seconds dividing a day: {window!r}")
+        self.max_payload = max_payload
+        self.unknown_limit = unknown_limit
+        self.device_rate = device_rate
+        self.window = window
+        # Payloads no longer than this can be neither oversize (UTF-8 takes at most 4 bytes a
+        # character) nor nested deeper than MAX_JSON_DEPTH (a level takes 2 characters).
+        self._clean_length = min(max_payload // 4, 2 * MAX_JSON_DEPTH)
+        if device_rate <= 0:
+            self._device_limit = self._gateway_limit = None
+        elif self._device_limit is None or self._device_limit.window_us != window * US_PER_S:
+            self._device_limit = _WindowLimit(len(self.registry), device_rate, window * US_PER_S)
+            self._gateway_limit = _WindowLimit(len(self.registry.gateways), device_rate, window * US_PER_S)
+        else:
+            assert self._gateway_limit is not None
+            self._device_limit.rate = self._gateway_limit.rate = device_rate
+
+    @property
+    def limits(self) -> dict[str, int]:
+        return {"max_payload": self.max_payload, "device_rate": self.device_rate, "window": self.window,
+                "unknown_limit": self.unknown_limit}
+
+    def limits_record(self, t: float) -> tuple[float, str, str]:
+        """The archive control record of these limits at ``t``, for replay to decode alike."""
+        return (t, LIMITS_TOPIC, orjson.dumps(self.limits).decode())
+
+    def apply_limits_record(self, payload: str) -> bool:
+        """Take the limits of a ``$ptmon/limits`` record; False (limits kept, logged) when malformed."""
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            doc = None
+        valid = (type(doc) is dict and set(doc) <= set(LIMIT_KEYS)
+                 and all(type(v) is int and v >= 0 for v in doc.values())
+                 and doc.get("max_payload", 1) > 0 and doc.get("window", 1) > 0 and 86_400 % doc.get("window", 1) == 0)
+        if not valid:
+            log.warning("malformed %s record %r; limits kept", LIMITS_TOPIC, payload[:200])
+            return False
+        self.set_limits(**{**self.limits, **doc})
+        return True
+
+    def rate_state(self) -> RateState | None:
+        """The rate windows so far, for a checkpoint; None without a rate limit."""
+        if self._device_limit is None or self._gateway_limit is None:
+            return None
+        return RateState(window=self.window, clock=self._clock,
+                         device_window=self._device_limit.window, device_count=self._device_limit.count,
+                         gateway_window=self._gateway_limit.window, gateway_count=self._gateway_limit.count)
+
+    def restore_rate_state(self, state: RateState) -> bool:
+        """Continue the saved windows (rows in this registry's order); False when the window
+        length differs, which starts fresh windows as a changed ``$ptmon/limits`` record does."""
+        if self._device_limit is None or self._gateway_limit is None or state.window != self.window:
+            return False
+        self._clock = state.clock
+        self._device_limit.window[:], self._device_limit.count[:] = state.device_window, state.device_count
+        self._gateway_limit.window[:], self._gateway_limit.count[:] = state.gateway_window, state.gateway_count
+        return True
+
+    # --- decoding ------------------------------------------------------------------------
+
     def decode(self, messages: Iterable[Message]) -> DecodedBatch:
         """Decode a batch; rejected messages are counted and left out."""
         messages = messages if isinstance(messages, list) else list(messages)
@@ -137,47 +258,57 @@ class Decoder:
         paused = gc.isenabled()
         gc.disable()
         try:
-            batch = self._decode_clean(messages)
-            if batch is None:
-                batch = self._decode_each(messages)
+            batch = self._decode(messages)
         finally:
             if paused:
                 gc.enable()
         self.accepted += len(batch)
         return batch
 
-    def _decode_clean(self, messages: list[Message]) -> DecodedBatch | None:
-        """The common batch, where every message is a known device's JSON object: C-level maps
-        only. None when anything needs a closer look, which :meth:`_decode_each` gives."""
+    def _decode(self, messages: list[Message]) -> DecodedBatch:
+        """The common batch (known devices' small JSON objects, none over its rate) with C-level
+        maps only; anything else message by message in :meth:`_decode_each`."""
         if not messages:
-            return None
+            return decode_columns(np.zeros(0, np.int64), np.zeros(0, np.int64), [], self)
         times, topics, payloads = zip(*messages)
+        t = times_to_us(times)
         devices = list(map(self._topic_device.get, topics))
-        # UTF-8 takes at most 4 bytes a character: shorter text cannot be oversize
-        if None in devices or max(map(len, payloads)) > self.max_payload // 4:
-            return None
-        try:
-            objects = list(map(orjson.loads, payloads))
-        except orjson.JSONDecodeError:
-            return None
-        if set(map(type, objects)) != {dict}:
-            return None
-        return decode_columns(times_to_us(times), np.array(devices, dtype=np.int64), objects, self)
+        known = None not in devices
+        device = np.array(devices if known else [-1 if d is None else d for d in devices], dtype=np.int64)
+        rate_t = self._rate_times(t)
+        over = self._device_limit.over(device, rate_t) if self._device_limit is not None else None
+        if known and over is None and max(map(len, payloads)) <= self._clean_length:
+            try:
+                objects = list(map(orjson.loads, payloads))
+            except orjson.JSONDecodeError:
+                objects = []
+            if objects and set(map(type, objects)) == {dict}:
+                return decode_columns(t, device, objects, self)
+        return self._decode_each(messages, t, devices, over, rate_t)
 
-    def _decode_each(self, messages: list[Message]) -> DecodedBatch:
+    def _rate_times(self, t: np.ndarray) -> np.ndarray:
+        """Receive times made non-decreasing (a late message counts in the current window)."""
+        if self._device_limit is None:
+            return t
+        clocked = np.maximum.accumulate(t if self._clock is None else np.maximum(t, self._clock))
+        self._clock = int(clocked[-1])
+        return clocked
+
+    def _decode_each(self, messages: list[Message], t: np.ndarray, devices: list[int | None],
+                     over: np.ndarray | None, rate_t: np.ndarray) -> DecodedBatch:
         """Message by message, rejecting and counting what is wrong."""
-        times: list[float] = []
-        devices: list[int] = []
+        rows: list[int] = []
         objects: list[dict[str, Any]] = []
-        gateway_events: list[tuple[float, int, bool]] = []
-        topic_device, loads, max_payload = self._topic_device, orjson.loads, self.max_payload
-        for t, topic, payload in messages:
-            device = topic_device.get(topic)
+        gateways: list[tuple[int, int]] = []  # (row, gateway index) of gateway status messages
+        limited = over.tolist() if over is not None else [False] * len(messages)
+        loads, clean_length = orjson.loads, self._clean_length
+        for i, ((_, topic, payload), device) in enumerate(zip(messages, devices)):
             if device is None:
-                self._other_topic(t, topic, payload, gateway_events)
+                self._other_topic(i, topic, gateways)
                 continue
-            if len(payload) > max_payload // 4 and _size(payload) > max_payload:
-                self._reject("oversize", topic, f"{_size(payload)} bytes")
+            if limited[i]:
+                continue  # counted below, with the batch's other rate_limited messages
+            if len(payload) > clean_length and self._payload_refused(topic, payload):
                 continue
             try:
                 obj = loads(payload)
@@ -187,18 +318,40 @@ class Decoder:
             if type(obj) is not dict:
                 self._reject("not_object", topic, type(obj).__name__)
                 continue
-            times.append(t)
-            devices.append(device)
+            rows.append(i)
             objects.append(obj)
-        batch = decode_columns(times_to_us(times), np.array(devices, dtype=np.int64), objects, self)
-        batch.gateway_events = [(int(round(t * 1e6)), g, online) for t, g, online in gateway_events]
+        if over is not None:
+            self._reject_count("rate_limited", int(over.sum()), messages[int(np.argmax(over))][1])
+        index = np.array(rows, dtype=np.int64)
+        batch = decode_columns(t[index], np.array([devices[i] for i in rows], dtype=np.int64), objects, self)
+        batch.gateway_events = self._gateway_events(messages, gateways, t, rate_t)
         return batch
 
-    def _other_topic(self, t: float, topic: str, payload: bytes | str, gateway_events: list[tuple[float, int, bool]]) -> None:
+    def _oversize(self, topic: str, payload: bytes | str) -> bool:
+        """Reject (and count) a payload larger than max_payload bytes."""
+        if len(payload) > self.max_payload // 4 and (size := _size(payload)) > self.max_payload:
+            self._reject("oversize", topic, f"{size} bytes")
+            return True
+        return False
+
+    def _payload_refused(self, topic: str, payload: bytes | str) -> bool:
+        """Reject (and count) a heartbeat payload too large, or nested too deep for orjson to parse safely."""
+        if self._oversize(topic, payload):
+            return True
+        if len(payload) > 2 * MAX_JSON_DEPTH and _too_deep(payload):
+            self._reject("bad_json", topic, f"nested deeper than {MAX_JSON_DEPTH} levels")
+            return True
+        return False
+
+    def _other_topic(self, row: int, topic: str, gateways: list[tuple[int, int]]) -> None:
         """A topic that is no registry device's heartbeat topic: a gateway status, or a reject by kind."""
         parts = topic.split("/")
         if len(parts) == 4 and parts[0] == "putuo" and parts[1] == "gw" and parts[3] == "status":
-            self._gateway_status(t, topic, parts[2], payload, gateway_events)
+            gateway = self._gateway_index.get(parts[2])
+            if gateway is None:
+                self._reject("unknown_gateway", topic, "")
+            else:
+                gateways.append((row, gateway))
             return
         if len(parts) != 5 or parts[0] != "putuo" or parts[4] != "hb" or parts[1] not in self._contracts:
             self._reject("bad_topic", topic, "")
@@ -212,18 +365,31 @@ class Decoder:
         else:  # the id and contract match, so the street is what differs from the registry topic
             self._reject("street_mismatch", topic, f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
 
-    def _gateway_status(self, t: float, topic: str, gateway: str, payload: bytes | str, events: list[tuple[float, int, bool]]) -> None:
-        index = self._gateway_index.get(gateway)
-        if index is None:
-            self._reject("unknown_gateway", topic, "")
-            return
-        state = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-        if state.strip() not in ("online", "offline"):
-            self._reject("bad_gateway_status", topic, state[:40])
-            return
-        events.append((t, index, state.strip() == "online"))
+    def _gateway_events(self, messages: list[Message], gateways: list[tuple[int, int]], t: np.ndarray,
+                        rate_t: np.ndarray) -> list[tuple[int, int, bool]]:
+        """(t µs, gateway, online) of the batch's valid gateway statuses, rate-limited per gateway."""
+        if not gateways:
+            return []
+        rows = np.array([row for row, _ in gateways], dtype=np.int64)
+        index = np.array([gateway for _, gateway in gateways], dtype=np.int64)
+        over = self._gateway_limit.over(index, rate_t[rows]) if self._gateway_limit is not None else None
+        limited = over.tolist() if over is not None else [False] * len(gateways)
+        events = []
+        for (row, gateway), is_limited in zip(gateways, limited):
+            topic, payload = messages[row][1], messages[row][2]
+            if is_limited or self._oversize(topic, payload):
+                continue
+            state = (payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload).strip()
+            if state not in ("online", "offline"):
+                self._reject("bad_gateway_status", topic, repr(state[:40]))
+                continue
+            events.append((int(t[row]), gateway, state == "online"))
+        if over is not None:
+            self._reject_count("rate_limited", int(over.sum()), messages[int(rows[np.argmax(over)])][1])
+        return events
 
     def _track_unknown(self, topic: str) -> None:
+        topic = _shown(topic)
         if topic in self.unknown_topics:
             self.unknown_topics[topic] += 1
         elif len(self.unknown_topics) < self.unknown_limit:
@@ -236,6 +402,13 @@ class Decoder:
         if self.rejects[kind] <= LOGGED_PER_KIND:
             log.warning("rejected message (%s) on %r%s%s", kind, topic[:200], ": " if detail else "", detail[:200])
 
+    def _reject_count(self, kind: str, count: int, topic: str) -> None:
+        """``count`` rejects of one kind found together; ``topic`` is the first one's."""
+        if count:
+            self.rejects[kind] += count
+            if self.rejects[kind] - count < LOGGED_PER_KIND:
+                log.warning("rejected %d message(s) (%s), the first on %r", count, kind, topic[:200])
+
     def count_bad_values(self, bad_by_field: dict[str, int], bad_rows: int, mismatched_rows: int) -> None:
         for name, count in bad_by_field.items():
             self.bad_fields[name] += count
@@ -244,6 +417,103 @@ class Decoder:
                 self.rejects[kind] += count
                 if self.rejects[kind] - count < LOGGED_PER_KIND:
                     log.warning("rejected %d message(s) (%s); fields: %s", count, kind, dict(bad_by_field))
+
+
+MAX_BULK_WINDOWS = 8  # a batch spanning more windows is counted by sorting, not window by window
+
+
+class _WindowLimit:
+    """At most ``rate`` messages per key (a device or gateway index) in each fixed window of time.
+
+    Windows are ``[midnight + k·window, midnight + (k+1)·window)`` in Shanghai time.
+
+    Times must not go back across calls (the decoder hands in a monotone clock), so a key's
+    windows only move forward and its state is one (window, count) pair. Every message counts,
+    the refused ones too: a device flooding stays refused until its window ends.
+    """
+
+    def __init__(self, keys: int, rate: int, window_us: int) -> None:
+        self.rate = rate
+        self.window_us = window_us
+        self.window = np.full(keys, -1, dtype=np.int64)  # the window each key last sent in
+        self.count = np.zeros(keys, dtype=np.int64)  # messages the key sent in that window
+
+    def over(self, key: np.ndarray, t: np.ndarray) -> np.ndarray | None:
+        """Mask of the messages over the limit (a key < 0 is never limited); None when none is."""
+        rows = np.flatnonzero(key >= 0)
+        if not len(rows):
+            return None
+        k, w = key[rows], (t[rows] + UTC_OFFSET_US) // self.window_us
+        # Windows never go back, so the batch is a run per window (a replay batch spans a few):
+        # each is counted in bulk, in order, until one has a key over the limit.
+        ends = [*(np.flatnonzero(w[1:] != w[:-1]) + 1).tolist(), len(k)]
+        start = 0
+        if len(ends) <= MAX_BULK_WINDOWS:
+            for end in ends:
+                if not self._count_within(k[start:end], int(w[start])):
+                    break
+                start = end
+        return None if start == len(k) else self._count_ranked(rows[start:], k[start:], w[start:], len(key))
+
+    def _count_within(self, k: np.ndarray, w: int) -> bool:
+        """The common batch, all in one window and nobody over: counted in bulk (False: changed nothing)."""
+        total = np.where(self.window[k] == w, self.count[k], 0) + np.bincount(k)[k]
+        if int(total.max()) > self.rate:
+            return False
+        self.window[k] = w  # repeated keys write equal values
+        self.count[k] = total
+        return True
+
+    def _count_ranked(self, rows: np.ndarray, k: np.ndarray, w: np.ndarray, n: int) -> np.ndarray | None:
+        """Each message's number within its key's window, in arrival order (a stable sort by key)."""
+        order = np.argsort(k, kind="stable")
+        k, w = k[order], w[order]
+        position = np.arange(len(k))
+        run_start = np.ones(len(k), dtype=bool)
+        run_start[1:] = (k[1:] != k[:-1]) | (w[1:] != w[:-1])
+        rank = position - np.maximum.accumulate(np.where(run_start, position, 0))
+        # only a key's first run in the batch can be in the window it last sent in
+        number = np.where(self.window[k] == w, self.count[k], 0) + rank + 1
+        last = np.ones(len(k), dtype=bool)
+        last[:-1] = k[1:] != k[:-1]
+        self.window[k[last]] = w[last]
+        self.count[k[last]] = number[last]
+        over = np.zeros(n, dtype=bool)
+        over[rows[order]] = number > self.rate
+        return over if over.any() else None
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_STRING_BYTES = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _too_deep(payload: bytes | str) -> bool:
+    """Whether ``[``/``{`` nest deeper than MAX_JSON_DEPTH outside strings (conservative for
+    invalid JSON, which orjson refuses before going deeper anyway)."""
+    if isinstance(payload, bytes):
+        if payload.count(b"[") + payload.count(b"{") <= MAX_JSON_DEPTH:
+            return False
+        text = _JSON_STRING_BYTES.sub(b"", payload)
+    else:
+        if payload.count("[") + payload.count("{") <= MAX_JSON_DEPTH:
+            return False
+        text = _JSON_STRING.sub("", payload).encode("utf-8", "surrogatepass")
+    codes = np.frombuffer(text, dtype=np.uint8)
+    steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int64) - ((codes == 0x5D) | (codes == 0x7D))
+    return int(np.cumsum(steps).max(initial=0)) > MAX_JSON_DEPTH
+
+
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def _shown(topic: str) -> str:
+    """An unknown topic as kept for logs, terminals and reports: cut short, control characters
+    and lone surrogates escaped (a device cannot write escape sequences into a terminal)."""
+    if len(topic) > TRACKED_TOPIC_CHARS:
+        topic = topic[:TRACKED_TOPIC_CHARS] + "…"
+    if not topic.isprintable():
+        topic = topic.translate(_CONTROL_ESCAPES).encode("utf-8", "backslashreplace").decode("utf-8")
+    return topic
 
 
 MAX_SHAPES = 32  # distinct key sets per batch decoded shape by shape; more (hostile traffic) go key by key
@@ -295,6 +565,7 @@ def _groups(objects: list[dict[str, Any]]) -> Iterator[tuple[Any, Column]]:
         yield slice(None), lambda name: [o.get(name) for o in objects] if name in keys else None
         return
     for shape, k in shape_ids.items():
+        rows: Any
         if len(shape_ids) == 1:
             rows, group = slice(None), objects
         else:
@@ -396,7 +667,9 @@ def _float_column(values: Sequence[Any], lo: float, hi: float) -> tuple[np.ndarr
 
 
 _boot_keys: dict[Any, int] = {}  # boot id -> boot_key: a device keeps its boot id for months
-_BOOT_CACHE_LIMIT = 1 << 20
+# Cleared when full: the district's ~114k boot ids fit twice, and devices inventing a new
+# 64-character id per message hold it at ~47 MB (2**20 entries measured 187 MB).
+_BOOT_CACHE_LIMIT = 1 << 18
 
 
 def boot_key(boot: str | int) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .archive import CONTROL_PREFIX, MONITOR_TOPIC, TICK_TOPIC, ArchiveReader, Record
-from .decode import DecodedBatch, Decoder, times_to_us
+from .decode import LIMITS_TOPIC, DecodedBatch, Decoder, times_to_us
 from .engine import Engine
 from .exemptions import ExemptionMask
 from .ledger.records import Exemption
@@ -55,7 +55,7 @@ class Feed:
         self.end = end
         self.on_batch = on_batch
         self.reached_end = False
-        self.control = {"monitor": 0, "tick": 0, "unknown": 0}
+        self.control = {"monitor": 0, "tick": 0, "limits": 0, "unknown": 0}
 
     def feed(self, records: Iterable[Record], progress: Callable[[Progress], None] | None = None, every: float = 2.0) -> None:
         began = last_report = time.monotonic()
@@ -111,6 +111,9 @@ class Feed:
         elif topic == TICK_TOPIC:
             self.control["tick"] += 1
             self.engine.advance_to(t)
+        elif topic == LIMITS_TOPIC:  # the live collector's limits, so replay rejects what it rejected
+            self.control["limits"] += 1
+            self.decoder.apply_limits_record(record[2])
         else:
             self.control["unknown"] += 1
             log.warning("unknown control record %r at %s; ignored", topic, record[0])
