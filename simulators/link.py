@@ -7,17 +7,39 @@ faster than paho's per-message path (MEASURED.md: ~195k vs ~27k msg/s), which is
 one process play the district at ``--speed 60``. The collector, which must be a correct
 subscriber in every respect, uses paho.
 
-Only what a publishing device gateway needs: CONNECT (will, credentials, keepalive),
-PUBLISH QoS 0/1, PUBACK accounting, PINGREQ, DISCONNECT, and ``kill()`` (drop the TCP
-connection without DISCONNECT, as a gateway losing power does).
+Only what a publishing device gateway needs: CONNECT (will, credentials, keepalive, clean or
+persistent session), PUBLISH QoS 0/1, PUBACK accounting, PINGREQ, DISCONNECT, ``kill()``
+(drop the TCP connection without DISCONNECT, as a gateway losing power does), and surviving
+the broker going away:
+
+* **Delivered** means, at QoS 1, that the broker acknowledged the message (PUBACK); at QoS 0,
+  that it was written to the socket. Each message may carry a *tag*; ``on_delivered`` gets
+  the tags of delivered messages, in batches, so the caller can record exactly what the
+  broker has.
+* **Reconnect**: when the broker drops the connection, the link reconnects by itself with
+  capped, jittered exponential backoff (``kill()`` and ``close()`` are the only ways to stop
+  it), and calls ``on_connect`` after every CONNACK (a gateway announces itself there).
+* **Resend**: QoS 1 messages written but not acknowledged stay in flight and are written again
+  after the reconnect, with the DUP flag and their original packet ids, before anything newer
+  [MQTT-4.4.0-1, MQTT-3.3.1-1]; QoS 1 links use a persistent session (CleanSession 0), which
+  is where the standard asks for exactly that. Messages published while disconnected, or
+  beyond the in-flight window, wait in a bounded backlog and go out in order; past
+  ``max_backlog`` they are dropped and counted (``dropped``), never silently.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import ssl
 import struct
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class LinkError(Exception):
@@ -31,6 +53,12 @@ CONNACK_REASONS = {
     4: "bad user name or password",
     5: "not authorised",
 }
+WINDOW = 20_000  # QoS 1 messages in flight per link; packet ids are 16 bits, so well under 65,535
+MAX_BACKLOG = 200_000  # messages a link holds while the broker is away, beyond the window
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0  # seconds between reconnect attempts: doubling, jittered, capped
+DUP = 0x08
+
+Tag = Any  # what the caller attaches to a message; handed back once the message is delivered
 
 
 def _remaining_length(n: int) -> bytes:
@@ -73,10 +101,16 @@ def connect_packet(
     return b"\x10" + _remaining_length(len(body)) + body
 
 
-def publish_packet(topic: str, payload: bytes, qos: int = 0, retain: bool = False, packet_id: int = 0) -> bytes:
+def publish_packet(topic: str, payload: bytes, qos: int = 0, retain: bool = False, packet_id: int = 0,
+                   dup: bool = False) -> bytes:
     body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
-    header = 0x30 | (qos << 1) | (1 if retain else 0)
+    header = 0x30 | (DUP if dup else 0) | (qos << 1) | (1 if retain else 0)
     return bytes([header]) + _remaining_length(len(body)) + body
+
+
+def as_duplicate(packet: bytes) -> bytes:
+    """The same PUBLISH packet with the DUP flag set (a re-delivery attempt)."""
+    return bytes((packet[0] | DUP,)) + packet[1:]
 
 
 PINGREQ = b"\xc0\x00"
@@ -118,93 +152,307 @@ class BrokerAddress:
 
 
 class Link:
-    """One MQTT connection, publishing batches of pre-built packets."""
+    """One MQTT connection publishing batches of pre-built packets, reconnecting and resending by itself.
+
+    States: ``new`` → ``up`` ⇄ ``reconnecting`` (the broker went away); ``killed`` / ``closed``
+    end it until :meth:`connect` is called again. :attr:`accepting` says whether
+    :meth:`publish` takes messages (``up`` or ``reconnecting``).
+    """
 
     def __init__(self, broker: BrokerAddress, client_id: str, *, qos: int = 0, keepalive: int = 30,
-                 will: tuple[str, bytes, int, bool] | None = None) -> None:
+                 will: tuple[str, bytes, int, bool] | None = None, clean_session: bool | None = None,
+                 window: int = WINDOW, max_backlog: int = MAX_BACKLOG,
+                 on_connect: Callable[[Link], None] | None = None,
+                 on_delivered: Callable[[list[Tag]], None] | None = None) -> None:
+        if not 0 < window < 65_535:
+            raise ValueError(f"window must be in (0, 65535): {window}")
         self.broker, self.client_id, self.qos, self.keepalive, self.will = broker, client_id, qos, keepalive, will
+        self.clean_session = (qos == 0) if clean_session is None else clean_session
+        self.window, self.max_backlog = window, max_backlog
+        self.on_connect, self.on_delivered = on_connect, on_delivered
+        self.state = "new"
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self.sent = 0
-        self.acked = 0
+        self.written = 0  # PUBLISH packets written for the first time
+        self.resent = 0  # written again with DUP after a reconnect
+        self.acked = 0  # PUBACKs matched to a message in flight
+        self.dropped = 0  # refused: the backlog was full
+        self.abandoned = 0  # still undelivered when the link was killed or closed: fate unknown
+        self.connects = 0
+        self.reconnects = 0  # connections the link made by itself after the broker went away
+        self._inflight: dict[int, tuple[bytes, Tag]] = {}  # packet id → (packet, tag), in send order
+        self._backlog: deque[tuple[str, bytes, bool, Tag]] = deque()  # (topic, payload, retain, tag), not yet written
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._next_id = 0
+        self._rx = b""
         self._tasks: list[asyncio.Task[None]] = []
+        self._reconnector: asyncio.Task[None] | None = None
+
+    # --- state ----------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self.writer is not None and not self.writer.is_closing()
+        return self.state == "up" and self.writer is not None and not self.writer.is_closing()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether :meth:`publish` takes messages: connected, or reconnecting after the broker left."""
+        return self.state in ("up", "reconnecting")
+
+    @property
+    def sent(self) -> int:
+        """Messages delivered: acknowledged by the broker at QoS 1, written at QoS 0."""
+        return self.acked if self.qos else self.written
+
+    @property
+    def pending(self) -> int:
+        """Messages not delivered yet: in flight (written, unacknowledged) and in the backlog."""
+        return len(self._inflight) + len(self._backlog)
+
+    def oldest_pending_tag(self) -> Tag | None:
+        """The tag of the oldest undelivered message (in flight first, then the backlog), if any."""
+        for _, tag in self._inflight.values():
+            return tag
+        return self._backlog[0][3] if self._backlog else None
+
+    # --- connecting -------------------------------------------------------------------------
 
     async def connect(self, timeout: float = 10.0) -> None:
-        self.reader, self.writer = await asyncio.wait_for(
+        """Connect (or connect again after :meth:`kill`); raises ``LinkError``/``OSError`` on failure."""
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+            self._reconnector = None
+        await self._open(timeout)
+
+    async def _open(self, timeout: float) -> None:
+        reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.broker.host, self.broker.port, ssl=self.broker.ssl_context()), timeout
         )
-        self.writer.write(connect_packet(self.client_id, keepalive=self.keepalive, will=self.will,
-                                         username=self.broker.username, password=self.broker.password))
-        header = await asyncio.wait_for(self.reader.readexactly(4), timeout)
+        try:
+            writer.write(connect_packet(self.client_id, keepalive=self.keepalive, clean_session=self.clean_session,
+                                        will=self.will, username=self.broker.username, password=self.broker.password))
+            header = await asyncio.wait_for(reader.readexactly(4), timeout)
+        except BaseException:
+            writer.transport.abort()
+            raise
         if header[0] != 0x20 or header[3] != 0:
+            writer.transport.abort()
             code = header[3] if header[0] == 0x20 else -1
-            self._abort()
             raise LinkError(f"{self.client_id}: broker refused the connection: {CONNACK_REASONS.get(code, code)}")
-        self._tasks = [asyncio.create_task(self._read_acks()), asyncio.create_task(self._ping())]
+        self.reader, self.writer, self._rx = reader, writer, b""
+        self.state = "up"
+        self.connects += 1
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._ping())]
+        self._resend()  # the unacknowledged first: a device's messages keep their order
+        if self.on_connect is not None:
+            self.on_connect(self)
+        self._pump()
 
-    def publish(self, items: list[tuple[str, bytes]], retain: bool = False) -> None:
-        """Queue messages for sending (one write); QoS as the link's."""
-        if not self.connected:
+    def _lost(self) -> None:
+        """The broker went away: keep everything undelivered and reconnect in the background."""
+        if self.state != "up":
+            return
+        self.state = "reconnecting"
+        self._close_transport()
+        self._reconnector = asyncio.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = BACKOFF_MIN
+        while self.state == "reconnecting":
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter: a district of gateways must not reconnect in step
+            try:
+                await self._open(timeout=5.0)
+            except (TimeoutError, OSError, LinkError, asyncio.IncompleteReadError) as exc:
+                log.debug("%s: reconnect failed: %s", self.client_id, exc)
+                delay = min(BACKOFF_MAX, delay * 2)
+                continue
+            self.reconnects += 1
+            log.info("%s: reconnected; resent %d unacknowledged messages so far", self.client_id, self.resent)
+        self._reconnector = None
+
+    # --- publishing -------------------------------------------------------------------------
+
+    def publish(self, items: list[tuple[str, bytes]], retain: bool = False, tags: list[Tag] | None = None) -> int:
+        """Send messages (one write), or keep them until the broker is back; QoS as the link's.
+
+        Returns how many were taken; the rest (backlog full) are dropped and counted in ``dropped``.
+        """
+        if not self.accepting:
             raise LinkError(f"{self.client_id}: not connected")
+        tags = tags if tags is not None else [None] * len(items)
+        room = self.max_backlog - len(self._backlog)
+        if room < len(items):
+            self.dropped += len(items) - max(room, 0)
+            items, tags = items[: max(room, 0)], tags[: max(room, 0)]
+        self._backlog.extend((topic, payload, retain, tag) for (topic, payload), tag in zip(items, tags))
+        if self._backlog:
+            self._settled.clear()
+        self._pump()
+        return len(items)
+
+    def _pump(self) -> None:
+        """Write from the backlog as far as the connection and the in-flight window allow."""
+        if not self.connected or not self._backlog:
+            return
         assert self.writer is not None
-        packets = []
-        for topic, payload in items:
-            packet_id = 0
-            if self.qos:
-                self._next_id = self._next_id % 65535 + 1
-                packet_id = self._next_id
-            packets.append(publish_packet(topic, payload, self.qos, retain, packet_id))
+        backlog, inflight, qos = self._backlog, self._inflight, self.qos
+        count = min(len(backlog), self.window - len(inflight)) if qos else len(backlog)
+        if count <= 0:
+            return
+        packets, delivered = [], []
+        for _ in range(count):
+            topic, payload, retain, tag = backlog.popleft()
+            if qos:
+                packet_id = self._new_id()
+                packet = publish_packet(topic, payload, qos, retain, packet_id)
+                inflight[packet_id] = (packet, tag)
+            else:
+                packet = publish_packet(topic, payload, 0, retain)
+                delivered.append(tag)
+            packets.append(packet)
         self.writer.write(b"".join(packets))
-        self.sent += len(packets)
+        self.written += count
+        if delivered:
+            self._deliver(delivered)
+        self._check_settled()
+
+    def _new_id(self) -> int:
+        while True:
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self._inflight:
+                return self._next_id
+
+    def _resend(self) -> None:
+        """After a reconnect: every unacknowledged QoS 1 message again, DUP set, original ids, in order."""
+        if not self._inflight or self.writer is None:
+            return
+        self.writer.write(b"".join(as_duplicate(packet) for packet, _ in self._inflight.values()))
+        self.resent += len(self._inflight)
+
+    def _deliver(self, tags: list[Tag]) -> None:
+        if self.on_delivered is not None:
+            self.on_delivered(tags)
+
+    def _check_settled(self) -> None:
+        if not self._inflight and not self._backlog:
+            self._settled.set()
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait until every message taken is delivered (or ``timeout`` s pass); True when it is."""
+        if self.state not in ("up", "reconnecting"):
+            return self.pending == 0
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout)
+        except TimeoutError:
+            return False
+        if self.qos == 0:
+            await self.drain()
+        return True
 
     async def drain(self) -> None:
-        if self.writer is not None:
-            await self.writer.drain()
-
-    def kill(self) -> None:
-        """Drop the connection without DISCONNECT: the broker publishes the Last Will."""
-        self._abort()
-
-    async def close(self) -> None:
-        """Clean DISCONNECT: the broker discards the Will."""
         if self.connected:
             assert self.writer is not None
-            self.writer.write(DISCONNECT)
             try:
-                await asyncio.wait_for(self.writer.drain(), 5)
-            except (ConnectionError, asyncio.TimeoutError):
-                pass
-        self._abort()
+                await self.writer.drain()
+            except ConnectionError:
+                self._lost()
 
-    def _abort(self) -> None:
+    # --- ending -----------------------------------------------------------------------------
+
+    def kill(self) -> int:
+        """Drop the connection without DISCONNECT (the broker publishes the Last Will); forget
+        what was undelivered, as a gateway losing power does. Returns how many were forgotten."""
+        self.state = "killed"
+        return self._end()
+
+    async def close(self, settle_timeout: float = 5.0) -> int:
+        """Wait up to ``settle_timeout`` s for outstanding deliveries, then a clean DISCONNECT (the
+        broker discards the Will). Returns how many messages were still undelivered."""
+        if settle_timeout > 0:
+            await self.settle(settle_timeout)
+        if self.connected:
+            assert self.writer is not None
+            writer = self.writer
+            self.state = "closing"  # the broker closing its end now is no reason to reconnect
+            writer.write(DISCONNECT)
+            writer.close()  # unlike abort(), writes what is buffered first
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            except (TimeoutError, ConnectionError):
+                pass
+        self.state = "closed"
+        return self._end()
+
+    def _end(self) -> int:
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+            self._reconnector = None
+        self._close_transport()
+        forgotten = self.pending
+        self.abandoned += forgotten
+        self._inflight.clear()
+        self._backlog.clear()
+        self._settled.set()
+        return forgotten
+
+    def _close_transport(self) -> None:
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:  # no running loop
+            current = None
         for task in self._tasks:
-            task.cancel()
+            if task is not current:
+                task.cancel()
+        self._tasks = []
         if self.writer is not None:
             self.writer.transport.abort()
-        self.writer = None
+        self.writer = self.reader = None
 
-    async def _read_acks(self) -> None:
-        assert self.reader is not None
+    # --- the broker's side ------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        reader = self.reader
+        assert reader is not None
         try:
             while True:
-                first = await self.reader.readexactly(1)
-                length, shift = 0, 0
-                while True:
-                    byte = (await self.reader.readexactly(1))[0]
-                    length |= (byte & 0x7F) << shift
-                    shift += 7
-                    if not byte & 0x80:
-                        break
-                await self.reader.readexactly(length)
-                if first[0] & 0xF0 == 0x40:  # PUBACK
-                    self.acked += 1
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self.writer = None
+                data = await reader.read(1 << 16)
+                if not data:
+                    break
+                self._on_bytes(data)
+        except (ConnectionError, OSError):
+            pass
+        if self.reader is reader:  # not replaced by a newer connection meanwhile
+            self._lost()
+
+    def _on_bytes(self, data: bytes) -> None:
+        """Parse whole packets (PUBACK, PINGRESP); a packet cut by the read waits for the next."""
+        buf = self._rx + data if self._rx else data
+        pos, end, delivered = 0, len(buf), []
+        inflight = self._inflight
+        while end - pos >= 2:
+            length, shift, i, whole = 0, 0, pos + 1, False
+            while i < end and shift < 28:
+                byte = buf[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    whole = True
+                    break
+            if not whole or i + length > end:
+                break  # the rest of this packet has not arrived yet
+            if buf[pos] & 0xF0 == 0x40 and length >= 2:  # PUBACK
+                entry = inflight.pop((buf[i] << 8) | buf[i + 1], None)
+                if entry is not None:  # None: an id no longer in flight (nothing to account)
+                    delivered.append(entry[1])
+            pos = i + length
+        self._rx = buf[pos:]
+        if delivered:
+            self.acked += len(delivered)
+            self._deliver(delivered)
+            self._pump()
+            self._check_settled()
 
     async def _ping(self) -> None:
         while self.connected:

@@ -10,11 +10,20 @@ abruptly so the broker announces it, exactly as a gateway losing power would.
 ``--record FILE`` writes what was sent as an archive (``t`` = simulated send time), with
 ``$ptmon/monitor`` up/down records at the ends of the simulated window, so ``ptmon replay``
 of the recording gives the KPIs the scenario implies.
+
+**Sent** means delivered to the broker: at QoS 1 acknowledged by it (PUBACK), at QoS 0 written
+to the socket. Only sent messages are counted in :class:`Summary` and recorded. When the
+broker goes away the links reconnect by themselves and resend what it had not acknowledged
+(:mod:`simulators.link`), so at QoS 1 a broker restart loses nothing the summary calls sent;
+what a link could not keep (its backlog full) is counted as dropped. Acknowledgements come
+back out of send order across links, so the recording is written in time order up to the
+oldest message still undelivered (a watermark), the rest at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gzip
 import logging
 import os
@@ -23,7 +32,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +42,13 @@ from collector.registry import Registry
 from collector.timebase import US_PER_S, format_instant
 
 from .link import BrokerAddress, Link, LinkError
-from .scenario import GatewayDeath, Plan
+from .scenario import Plan
 from .synthetic import Traffic, TrafficGenerator
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT, DUPLICATE, REORDERED, UNKNOWN, MALFORMED = range(5)
-KIND_NAMES = ("heartbeat", "duplicate", "reordered", "unknown_device", "malformed")
+HEARTBEAT, DUPLICATE, REORDERED, UNKNOWN, MALFORMED, STATUS = range(6)
+KIND_NAMES = ("heartbeat", "duplicate", "reordered", "unknown_device", "malformed", "gateway_status")
 MALFORMED_PAYLOADS = (
     '{"seq":',  # truncated JSON
     "[1, 2, 3]",  # not an object
@@ -50,6 +59,9 @@ MALFORMED_PAYLOADS = (
 )
 MAX_BATCH = 20_000  # messages per publish round: bounds the lag a round can add
 CONNECT_CONCURRENCY = 64
+KILL_SETTLE = 2.0  # seconds a dying gateway's link gets to have its last messages acknowledged
+RECORD_EVERY = 1.0  # seconds between writes of the recording (each looks at every link's oldest undelivered message)
+Row = tuple[int, str, str, int]  # (simulated send time µs, topic, payload, kind): one message, as tagged and recorded
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,14 +79,19 @@ class Options:
     progress_every: float = 2.0
     anchor_wall: float | None = None  # unix time at which simulated time is start_us (default: when sending begins)
     warm_up_us: int = 0  # >0: each device's last heartbeat before start_us, squeezed into this span before it
+    settle_timeout: float = 30.0  # seconds to wait at the end for the broker to acknowledge what was published
 
 
 @dataclass
 class Summary:
     """What a run did, printed at the end."""
 
-    sent: Counter[str] = field(default_factory=Counter)
-    not_sent: int = 0
+    sent: Counter[str] = field(default_factory=Counter)  # delivered (QoS 1: acknowledged by the broker), by kind
+    not_sent: int = 0  # for a gateway the scenario had killed: its devices are silent
+    dropped: int = 0  # a link's backlog was full while the broker was away
+    unacknowledged: int = 0  # still undelivered at the end, or when a gateway was killed: not counted as sent
+    resent: int = 0  # unacknowledged QoS 1 messages written again (DUP) after a reconnect
+    reconnects: int = 0  # links reconnected after the broker went away
     gateways_killed: int = 0
     gateways_revived: int = 0
     sim_start_us: int = 0
@@ -95,6 +112,8 @@ class Summary:
         ]
         if self.not_sent:
             out.append(f"  not sent (gateway link down): {self.not_sent:,}")
+        out.append(f"links: reconnects {self.reconnects:,}, resent {self.resent:,}, dropped {self.dropped:,}, "
+                   f"unacknowledged {self.unacknowledged:,}")
         out.append(f"scenario {plan.name!r}: gateways killed {self.gateways_killed}, revived {self.gateways_revived}")
         out += [f"  {line}" for line in plan.summary]
         return out
@@ -106,11 +125,11 @@ class Recorder:
     def __init__(self, path: Path) -> None:
         self._out = gzip.open(path, "wb", compresslevel=1)
 
-    def write(self, t_us: np.ndarray, topics: list[str], payloads: list[str]) -> None:
-        self._out.write(b"".join(map(encode_record, (t_us / US_PER_S).tolist(), topics, payloads)))
+    def write(self, rows: list[Row]) -> None:
+        self._out.write(b"".join([encode_record(row[0] / US_PER_S, row[1], row[2]) for row in rows]))
 
     def monitor(self, t_us: int, state: str) -> None:
-        self.write(np.array([t_us]), [MONITOR_TOPIC], [state])
+        self.write([(t_us, MONITOR_TOPIC, state, -1)])
 
     def close(self) -> None:
         self._out.close()
@@ -130,7 +149,8 @@ class Simulator:
         self.gateway_names = registry.gateways
         self.link_of_gateway = {g: n for n, g in enumerate(gateways)}
         self.links = [self._gateway_link(g) for g in gateways]
-        self.rogue = Link(options.broker, f"{options.client_prefix}-rogue-{index}", qos=options.qos)
+        self.rogue = Link(options.broker, f"{options.client_prefix}-rogue-{index}", qos=options.qos,
+                          on_delivered=self._delivered)
         self.summary = Summary(sim_start_us=options.start_us, sim_reached_us=options.start_us)
         self.stop = asyncio.Event()
         mine = [d for d in plan.gateway_deaths if d.gateway in {self.gateway_names[g] for g in gateways}]
@@ -139,11 +159,47 @@ class Simulator:
             key=lambda e: e[0],
         )
         self.recorder = Recorder(options.record) if options.record else None
+        self._unrecorded: list[Row] = []  # delivered, waiting for the watermark to pass them
+        self._recorded_at = time.monotonic()
 
     def _gateway_link(self, g: int) -> Link:
         name = self.gateway_names[g] or f"direct-{self.options.shard[0]}"
         will = (f"putuo/gw/{name}/status", b"offline", 1, True) if self.gateway_names[g] else None
-        return Link(self.options.broker, f"{self.options.client_prefix}-{name}", qos=self.options.qos, will=will)
+        return Link(self.options.broker, f"{self.options.client_prefix}-{name}", qos=self.options.qos, will=will,
+                    on_connect=self._announce if will else None, on_delivered=self._delivered)
+
+    # --- what was sent ------------------------------------------------------------------
+
+    def _announce(self, link: Link) -> None:
+        """A gateway's birth message on every connect (first, after a broker restart, revived)."""
+        assert link.will is not None
+        t = self.summary.sim_reached_us
+        link.publish([(link.will[0], b"online")], retain=True, tags=[(t, link.will[0], "online", STATUS)])
+
+    def _delivered(self, tags: list[Row]) -> None:
+        """Messages the broker now has (QoS 1: acknowledged): counted as sent and recorded."""
+        kinds = Counter(tag[3] for tag in tags)
+        for kind, count in kinds.items():
+            self.summary.sent[KIND_NAMES[kind]] += count
+        if self.recorder:
+            self._unrecorded += tags
+
+    def _record(self, *, final: bool = False) -> None:
+        """Write delivered messages in time order, up to the oldest one still undelivered."""
+        if not self.recorder or not self._unrecorded:
+            return
+        if not final and time.monotonic() - self._recorded_at < RECORD_EVERY:
+            return
+        self._recorded_at = time.monotonic()
+        self._unrecorded.sort()  # by time, then topic and payload: the same run gives the same bytes
+        cut = len(self._unrecorded)
+        if not final:
+            oldest = [tag[0] for link in (*self.links, self.rogue) if (tag := link.oldest_pending_tag()) is not None]
+            if oldest:
+                watermark = min(oldest)
+                cut = bisect.bisect_left(self._unrecorded, (watermark,))  # the first row at or after it
+        self.recorder.write(self._unrecorded[:cut])
+        del self._unrecorded[:cut]
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -166,22 +222,29 @@ class Simulator:
     async def _connect_all(self) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-        async def connect(link: Link, announce: bool) -> None:
+        async def connect(link: Link) -> None:
             async with gate:
-                await link.connect()
-                if announce:
-                    link.publish([(link.will[0], b"online")], retain=True)  # type: ignore[index]
+                await link.connect()  # a gateway announces itself in its on_connect
 
-        await asyncio.gather(*(connect(link, link.will is not None) for link in self.links), connect(self.rogue, False))
+        self.summary.sim_reached_us = self.options.start_us - self.options.warm_up_us
+        await asyncio.gather(*(connect(link) for link in self.links), connect(self.rogue))
 
     async def _shutdown(self) -> None:
-        if self.recorder:
-            self.recorder.monitor(self.summary.sim_reached_us, "down")
-            self.recorder.close()
+        """Gateways announce ``offline``; wait for the broker to have everything; record; disconnect."""
+        t = self.summary.sim_reached_us
         for link in self.links:
-            if link.connected and link.will is not None:
-                link.publish([(link.will[0], b"offline")], retain=True)
-        await asyncio.gather(*(link.close() for link in [*self.links, self.rogue]), return_exceptions=True)
+            if link.accepting and link.will is not None:
+                link.publish([(link.will[0], b"offline")], retain=True, tags=[(t, link.will[0], "offline", STATUS)])
+        links = [*self.links, self.rogue]
+        results = await asyncio.gather(*(link.close(self.options.settle_timeout) for link in links), return_exceptions=True)
+        self.summary.unacknowledged += sum(r for r in results if isinstance(r, int))
+        self.summary.dropped = sum(link.dropped for link in links)
+        self.summary.resent = sum(link.resent for link in links)
+        self.summary.reconnects = sum(link.reconnects for link in links)
+        if self.recorder:
+            self._record(final=True)
+            self.recorder.monitor(t, "down")
+            self.recorder.close()
 
     # --- pacing -------------------------------------------------------------------------
 
@@ -202,7 +265,7 @@ class Simulator:
                 if self.stop.is_set():
                     return
                 now = self._sim_now(wall0)
-                await self._gateway_events(min(now, int(t[i])))  # a kill or revive due before the next message
+                await self._gateway_events(int(min(now, t[i])))  # a kill or revive due before the next message
                 next_event = self.deaths[0][0] if self.deaths else 2**62
                 # send what is due, but never past the next gateway event: messages keep their order around it
                 j = min(int(np.searchsorted(t, now, side="right")), int(np.searchsorted(t, next_event, side="left")), i + MAX_BATCH)
@@ -224,7 +287,7 @@ class Simulator:
     async def _sleep(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self.stop.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def _chunk_rows(self, chunk: Traffic, number: int) -> tuple[np.ndarray, list[str], list[str], np.ndarray, np.ndarray]:
@@ -284,22 +347,18 @@ class Simulator:
         by_link: dict[int, list[int]] = {}
         for row, link in enumerate(links.tolist()):
             by_link.setdefault(link, []).append(row)
-        sent_rows: list[int] = []
         touched = []
+        times, kind_list = t.tolist(), kinds.tolist()
+        self.summary.sim_reached_us = int(t[-1])
         for n, rows in by_link.items():
             link = self.rogue if n == len(self.links) else self.links[n]
-            if not link.connected:
+            if not link.accepting:  # killed by the scenario: the gateway's devices are silent
                 self.summary.not_sent += len(rows)
                 continue
-            link.publish([(topics[r], payloads[r].encode()) for r in rows])
+            link.publish([(topics[r], payloads[r].encode()) for r in rows],
+                         tags=[(times[r], topics[r], payloads[r], kind_list[r]) for r in rows])
             touched.append(link)
-            sent_rows += rows
-        sent_rows.sort()
-        if self.recorder and sent_rows:
-            self.recorder.write(t[sent_rows], [topics[r] for r in sent_rows], [payloads[r] for r in sent_rows])
-        for kind, count in zip(*np.unique(kinds[sent_rows], return_counts=True)):
-            self.summary.sent[KIND_NAMES[int(kind)]] += int(count)
-        self.summary.sim_reached_us = int(t[-1])
+        self._record()
         await asyncio.gather(*(link.drain() for link in touched), return_exceptions=True)
 
     async def _gateway_events(self, until_us: int) -> None:
@@ -308,21 +367,22 @@ class Simulator:
             at, action, death = self.deaths.pop(0)
             link = self.links[self.link_of_gateway[self.gateway_names.index(death.gateway)]]
             status = f"putuo/gw/{death.gateway}/status"
+            self.summary.sim_reached_us = max(self.summary.sim_reached_us, at)
             if action == "kill":
-                link.kill()
+                # What the broker has not acknowledged when the power goes is of unknown fate: give
+                # it a moment, so the recording and the broker agree on what was sent.
+                await link.settle(KILL_SETTLE)
+                self.summary.unacknowledged += link.kill()
                 self.summary.gateways_killed += 1
-                payload = "offline"
+                if self.recorder:  # the Last Will, published by the broker
+                    self._unrecorded.append((at, status, "offline", STATUS))
             else:
                 try:
-                    await link.connect()
-                except (OSError, LinkError, asyncio.TimeoutError) as exc:
+                    await link.connect()  # announces "online" in its on_connect
+                except (TimeoutError, OSError, LinkError) as exc:
                     log.warning("gateway %s could not reconnect: %s", death.gateway, exc)
                     continue
-                link.publish([(status, b"online")], retain=True)
                 self.summary.gateways_revived += 1
-                payload = "online"
-            if self.recorder:
-                self.recorder.write(np.array([at]), [status], [payload])
 
     async def _report(self, progress: Callable[[Summary], None]) -> None:
         while True:
