@@ -7,7 +7,9 @@ collector's point builders (``HeartbeatPoints``, ``SlaPoints``, the ledger's ``e
 → a real InfluxDB, and read back with ``SHOW MEASUREMENTS / SERIES / TAG KEYS / TAG VALUES /
 FIELD KEYS`` and SELECTs: tag values come back byte-exact, and there is no series, tag, field or
 measurement that was not meant. What no MQTT topic level can carry (CR, LF, ``/ + #``, other
-control characters) the registry refuses, each as a counted problem naming its line.
+control characters) the registry refuses, each as a counted problem naming its line. An alert
+email keeps CR/LF from names and ids out of its headers. (The report's escaping is tested in
+``test_report_render.py``.)
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from __future__ import annotations
 import csv
 import io
 import re
+from email import policy as email_policy
+from email.parser import BytesParser
 
 import pytest
 
+from collector.alerting.evaluate import AlertEvent
+from collector.alerting.message import compose
+from collector.alerting.rules import load_alert_rules
 from collector.config import InfluxConfig
 from collector.decode import Decoder
 from collector.engine import Engine
@@ -27,7 +34,8 @@ from collector.ledger.records import Episode
 from collector.live import HeartbeatPoints, MonthTallies, SlaPoints
 from collector.registry import Registry, parse_registry
 from collector.replay import Feed
-from collector.rules import Rules
+from collector.rules import Rules, load_rules
+from collector.timebase import US_PER_S
 from collector.sinks.influx import V1Transport
 from collector.sinks.lineproto import series_prefix
 from tests.fixtures_influx import influx_db, influx_server  # noqa: F401  (fixtures)
@@ -180,3 +188,30 @@ def test_series_prefix_of_every_id_is_one_series_key(registry: Registry) -> None
         # InfluxDB 1.x takes a delimiter as escaped when the byte before it is a backslash
         delimiters = re.findall(r"(?<!\\)[, =]", prefix)
         assert delimiters == [",", "=", ",", "=", ",", "=", ",", "=", " "], device_id
+
+
+# --- email headers ------------------------------------------------------------------------------
+
+
+def test_alert_email_headers_cannot_be_injected(rules_dir) -> None:
+    """Test that CR/LF and header text in a street name, a gateway id and a device's community
+    stay inside the subject and body: the message parses to exactly the headers compose set."""
+    streets = rules_dir / "streets.yaml"
+    streets.write_text(streets.read_text(encoding="utf-8").replace(
+        "name: 桃浦镇", 'name: "桃浦镇\\r\\nBcc: spy@example.com\\r\\n\\r\\n伪造正文"', 1), encoding="utf-8")
+    rules = load_rules(rules_dir)
+    alert_rules = load_alert_rules(rules_dir / "alerts.yaml", rules)
+    evil_gateway = "gw-1\r\nBcc: spy@example.com\nX-Evil: 1"
+    event = AlertEvent(kind="gateway", event="firing", contract="cam", street="taopu", kpi="", at=T0 * US_PER_S,
+                       since=(T0 - 600) * US_PER_S,
+                       details={"gateway": evil_gateway,
+                                "devices": [{"device": "c1", "community": "=HYPERLINK(\"x\")\r\nBcc: a@b"}]})
+    row = compose(event, rules, alert_rules, "ptmon@example.com")
+    message = BytesParser(policy=email_policy.default).parsebytes(row["message"])
+    assert sorted(message.keys()) == ["Content-Type", "Date", "From", "MIME-Version", "Message-ID", "Subject",
+                                      "To", "X-Ptmon-Event"]
+    assert "\n" not in message["Subject"] and "桃浦镇 Bcc: spy@example.com 伪造正文" in message["Subject"]
+    assert "gw-1 Bcc: spy@example.com X-Evil: 1" in message["Subject"]
+    body, attachment = (part.get_content() for part in message.iter_parts())
+    assert "网关 gw-1 Bcc: spy@example.com X-Evil: 1 离线" in body
+    assert attachment.splitlines()[1].startswith("c1,") and "'=HYPERLINK" in attachment
