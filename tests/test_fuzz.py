@@ -56,7 +56,7 @@ DEVICES = [
     ("'; DROP TABLE heartbeat;--", "cam", "face_cam", "wanli"),
     ("普陀\u2028曹\x85杨", "iot", "gas", "taopu"),
 ]
-GATEWAYS = ["gw,1", 'gw "2"', "gw=3\\", "<b>gw</b>"]
+GATEWAYS = ["gw,1", 'gw "2"', "gw=3\\x", "<b>gw<\\b>"]
 PAIRS = {"iot": (("reads", "read_ok"),), "cam": (("face_try", "face_ok"), ("plate_try", "plate_ok"))}
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 
