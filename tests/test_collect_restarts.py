@@ -71,14 +71,18 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> Non
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_broker_restart_keeps_engine_state(tmp_path, registry_file):
+PROTOCOLS = pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+
+
+@PROTOCOLS
+def test_broker_restart_keeps_engine_state(tmp_path, registry_file, protocol):
     """Test that after the broker is killed and restarted the collector reconnects, resubscribes and keeps its
     state: counter baselines survive (no delta lost or doubled) and the broker's downtime is a monitoring gap."""
     broker = MosquittoServer(tmp_path)
     broker.start()
     config = make_config(tmp_path, registry_file, broker.port)
     config = config.__class__(**{**config.__dict__, "mqtt": config.mqtt.__class__(
-        **{**config.mqtt.__dict__, "reconnect_min": 0.2, "reconnect_max": 0.5})})
+        **{**config.mqtt.__dict__, "reconnect_min": 0.2, "reconnect_max": 0.5, "protocol": protocol})})
     clock = sim_clock(current_minute() - 3600)
     collector = Collector(config, clock=clock)
     stop = asyncio.Event()
@@ -114,11 +118,11 @@ def test_broker_restart_keeps_engine_state(tmp_path, registry_file):
     assert any(b - a >= 120_000_000 for a, b in results.gaps if a > results.start), results.gaps
 
 
-def write_config(tmp_path: Path, registry_file: Path, port: int) -> Path:
+def write_config(tmp_path: Path, registry_file: Path, port: int, protocol: str = "3.1.1") -> Path:
     path = tmp_path / "ptmon.toml"
     path.write_text(
         f'registry = "{registry_file}"\ndata_dir = "{tmp_path / "data"}"\ncheckpoint_interval = 1\nmetrics_listen = ""\n'
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\nclient_id = "collector-kill-test"\nqos = 1\n'
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\nclient_id = "collector-kill-test"\nqos = 1\nprotocol = "{protocol}"\n'
     )
     return path
 
@@ -135,13 +139,14 @@ def archived_heartbeats(data: Path) -> int:
     return sum(1 for r in ArchiveReader(archive_files(data / "archive")) if r[1].endswith("/hb"))
 
 
-def test_sigkill_restart_continues_the_month_from_the_checkpoint(tmp_path, registry_file):
+@PROTOCOLS
+def test_sigkill_restart_continues_the_month_from_the_checkpoint(tmp_path, registry_file, protocol):
     """Test that a collector killed with SIGKILL and restarted continues its month-to-date KPIs (counts from before
     the kill, and those the broker queued while it was dead, each counted once), reports the crash, and that
     replaying its archives gives the same KPIs, as does its ledger (intact, no hour counted twice)."""
     broker = MosquittoServer(tmp_path)
     broker.start()
-    config = write_config(tmp_path, registry_file, broker.port)
+    config = write_config(tmp_path, registry_file, broker.port, protocol)
     kpi_csv, log = tmp_path / "kpis.csv", tmp_path / "collector.log"
     publisher = Publisher(broker.port)
     try:

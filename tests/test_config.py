@@ -34,7 +34,7 @@ def test_sample_loads_to_the_dataclass_defaults():
     assert config.archive_path == here / "ptmon-data" / "archive"
     assert config.checkpoint_interval == 60.0 and config.metrics_listen == "127.0.0.1:9464"
     m, i = config.mqtt, config.influx
-    assert (m.host, m.port, m.tls, m.protocol, m.qos) == ("127.0.0.1", 1883, None, "5", 1)
+    assert (m.host, m.port, m.tls, m.protocol, m.qos) == ("127.0.0.1", 1883, None, "3.1.1", 1)
     assert (m.session_expiry, m.keepalive, m.reconnect_min, m.reconnect_max) == (604_800, 30, 0.5, 30.0)
     assert m.topics == ("putuo/+/+/+/hb", "putuo/gw/+/status")
     assert (m.username, m.password) == (None, None)  # no username: the default variable is unused
