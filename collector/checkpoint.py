@@ -261,14 +261,8 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
         raise CheckpointError(f"{path}: the sample grid changed from {tick // 10**6} s to "
                               f"{engine.tick // 10**6} s, so the month cannot be continued; "
                               + FRESH_START.format(path=path))
-    device_ids = _ids(arrays.pop("device_ids"))
-    if len(set(device_ids)) != len(device_ids):
-        raise ValueError("the checkpoint lists a device id twice")
-    gateway_ids = list(meta["gateways"])
-    if len(set(gateway_ids)) != len(gateway_ids):
-        raise ValueError("the checkpoint lists a gateway id twice")
-    rows = {"device": _rows_by_id(device_ids, registry.ids),
-            "gateway": _rows_by_id(gateway_ids, registry.gateways)}
+    rows = {"device": _rows_by_id(_ids(arrays.pop("device_ids")), registry.ids, "device"),
+            "gateway": _rows_by_id(list(meta["gateways"]), registry.gateways, "gateway")}
     _restore_rows(path, arrays, DEVICE_ARRAYS, rows["device"], engine, notes, "device")
     _restore_rows(path, arrays, GATEWAY_ARRAYS, rows["gateway"], engine, notes, "gateway")
     heard = engine.last_heartbeat != NEVER
@@ -328,7 +322,9 @@ class _Rows:
     now: int
 
 
-def _rows_by_id(saved_ids: list[str], ids: list[str]) -> _Rows:
+def _rows_by_id(saved_ids: list[str], ids: list[str], what: str) -> _Rows:
+    if len(set(saved_ids)) != len(saved_ids):
+        raise ValueError(f"the checkpoint lists a {what} id twice")
     index = {key: i for i, key in enumerate(ids)}
     target = np.fromiter((index.get(key, -1) for key in saved_ids), dtype=np.int64,
                          count=len(saved_ids))
