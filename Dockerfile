@@ -21,21 +21,24 @@ WORKDIR /opt/ptmon
 
 # Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir collector simulators \
- && touch collector/__init__.py simulators/__init__.py \
+RUN mkdir -p collector simulators rules grafana/boards \
+ && touch collector/__init__.py simulators/__init__.py rules/__init__.py grafana/__init__.py grafana/boards/__init__.py \
  && pip install . \
  && pip uninstall -y ptmon \
- && rm -rf collector simulators build *.egg-info
+ && rm -rf collector simulators rules grafana build *.egg-info
 
-# Installed in place, so ptmon finds rules/ beside its package, as in a checkout. The demo
-# profile's district (114,416 devices) is generated once, here.
+# A regular install: the rules, scenarios and dashboards travel inside the package
+# (importlib.resources), so ptmon works from any directory. The demo profile's district
+# (114,416 devices) is generated once, here.
 COPY collector collector
 COPY simulators simulators
 COPY rules rules
-RUN pip install --no-deps -e . \
- && ptmon rules check \
- && mkdir demo \
- && ptmon registry generate --seed 1 --out demo/registry.csv 2>/dev/null
+COPY grafana grafana
+RUN pip install --no-deps . \
+ && rm -rf collector simulators rules grafana build *.egg-info \
+ && cd / && ptmon rules check \
+ && mkdir /opt/ptmon/demo \
+ && ptmon registry generate --seed 1 --out /opt/ptmon/demo/registry.csv 2>/dev/null
 
 USER ptmon
 EXPOSE 9464

@@ -37,15 +37,15 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-from collector.decode import Decoder
-from collector.engine import Engine
-from collector.registry import Registry, load_registry, parse_registry
-from collector.replay import BATCH_SIZE, freeze_startup_heap
-from collector.rules import load_rules
-from collector.tally import Tally
-from collector.timebase import US_PER_S, date_to_day, day_start, format_instant
-from simulators.district import COLUMNS, generate_registry
-from simulators.synthetic import Scenario, TrafficGenerator
+from ptmon.decode import Decoder
+from ptmon.engine import Engine
+from ptmon.registry import Registry, load_registry, parse_registry
+from ptmon.replay import BATCH_SIZE, freeze_startup_heap
+from ptmon.rules import load_rules
+from ptmon.tally import Tally
+from ptmon.timebase import US_PER_S, date_to_day, day_start, format_instant
+from ptmon.simulators.district import COLUMNS, generate_registry
+from ptmon.simulators.synthetic import Scenario, TrafficGenerator
 
 DAY_US = 86_400 * US_PER_S
 START_DAY = date_to_day(date(2026, 11, 1))  # a month start; the district's replacements are all done by then

@@ -50,10 +50,10 @@ def _instrumented_imports() -> object:
 
 
 with _instrumented_imports():  # type: ignore[attr-defined]
-    from collector.decode import MAX_JSON_DEPTH, REJECT_KINDS, TRACKED_TOPIC_CHARS, Decoder
-    from collector.engine import Engine
-from collector.registry import Registry, parse_registry
-from collector.rules import load_rules
+    from ptmon.decode import MAX_JSON_DEPTH, REJECT_KINDS, TRACKED_TOPIC_CHARS, Decoder
+    from ptmon.engine import Engine
+from ptmon.registry import Registry, parse_registry
+from ptmon.rules import load_rules
 from tests.test_fuzz import DEVICES, GATEWAYS, Reference, assert_engine_matches, run_engine
 
 T0 = 1_793_462_400

@@ -57,8 +57,8 @@ def encode_length(n: int) -> bytes:
 
 def heartbeats(registry_path: Path, count: int, seed: int) -> list[tuple[str, bytes]]:
     """``count`` heartbeats cycling over the district's devices, each with the wire contract's keys."""
-    from collector.registry import load_registry
-    from collector.rules import load_rules
+    from ptmon.registry import load_registry
+    from ptmon.rules import load_rules
 
     rules = load_rules()
     registry = load_registry(registry_path, rules)
@@ -151,8 +151,8 @@ def child_paho(port: int, client_id: str, count: int, register_only: bool) -> No
 
 def child_collector(port: int, client_id: str, count: int, register_only: bool, registry: str,
                     data_dir: str, influx_url: str, protocol: str) -> None:
-    from collector.collect import Collector
-    from collector.config import CollectorConfig, InfluxConfig, MqttConfig
+    from ptmon.collect import Collector
+    from ptmon.config import CollectorConfig, InfluxConfig, MqttConfig
 
     config = CollectorConfig(
         registry=Path(registry), data_dir=Path(data_dir), metrics_listen="", checkpoint_interval=3600,
@@ -246,8 +246,8 @@ def main() -> int:
 
 
 def orchestrate(args: argparse.Namespace) -> int:
-    from collector.rules import load_rules
-    from simulators.district import write_registry
+    from ptmon.rules import load_rules
+    from ptmon.simulators.district import write_registry
 
     work = Path(tempfile.mkdtemp(prefix="ptmon-bench-ingest-"))
     registry = work / "registry.csv"

@@ -51,18 +51,18 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from collector.archive import CONTROL_PREFIX, ArchiveReader
-from collector.live import month_of
-from collector.registry import Registry, load_registry
-from collector.replay import replay
-from collector.rules import load_rules
-from collector.sinks.archive import archive_files
-from collector.timebase import format_instant, seconds_to_us
-from simulators.loopback import free_port, wait_for_port
+from ptmon.archive import CONTROL_PREFIX, ArchiveReader
+from ptmon.live import month_of
+from ptmon.registry import Registry, load_registry
+from ptmon.replay import replay
+from ptmon.rules import load_rules
+from ptmon.sinks.archive import archive_files
+from ptmon.timebase import format_instant, seconds_to_us
+from ptmon.simulators.loopback import free_port, wait_for_port
 from tests.servers import InfluxServer, influx_rows, influxql
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-PTMON = [sys.executable, "-m", "collector.cli"]
+PTMON = [sys.executable, "-m", "ptmon.cli"]
 DATABASE = "ptmon_soak"
 STARTUP_ALLOWANCE = 120.0  # seconds a collector may take to come back (registry, checkpoint, archive tail)
 

@@ -178,7 +178,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_registry(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
     if args.registry_command == "generate":
-        from simulators.district import write_registry
+        from ptmon.simulators.district import write_registry
 
         if args.out == "-":
             summary = write_registry(sys.stdout, rules, args.seed)
@@ -207,17 +207,17 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulators.runner import run_simulation
+    from ptmon.simulators.runner import run_simulation
 
     return run_simulation(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.offline:
-        from simulators.demo import run_offline_demo
+        from ptmon.simulators.demo import run_offline_demo
 
         return run_offline_demo(Path(args.workdir), hours=args.hours or 24.0, seed=args.seed)
-    from simulators.live_demo import run_live_demo
+    from ptmon.simulators.live_demo import run_live_demo
 
     return run_live_demo(Path(args.workdir), hours=args.hours or 0.5, speed=args.speed, seed=args.seed,
                          influx_url=args.influx_url, broker=args.broker)

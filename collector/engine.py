@@ -25,7 +25,7 @@ What it does, in the order DOMAIN.md defines it:
 * **Daily method**: a device's first accepted heartbeat of a Shanghai day is reported per
   contract × street; listeners decide which days were fully observed.
 
-Results leave through listeners (:class:`EngineListener`), e.g. :class:`collector.tally.Tally`.
+Results leave through listeners (:class:`EngineListener`), e.g. :class:`ptmon.tally.Tally`.
 """
 
 from __future__ import annotations

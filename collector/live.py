@@ -1,6 +1,6 @@
 """Live KPIs: the engine's output turned into month-to-date tallies, InfluxDB points and gauges.
 
-* :class:`MonthTallies` keeps one :class:`~collector.tally.Tally` per Shanghai calendar month,
+* :class:`MonthTallies` keeps one :class:`~ptmon.tally.Tally` per Shanghai calendar month,
   opening the next one at the first event that falls in it.
 * :class:`SlaPoints` writes the ``sla`` measurement at every sample instant: per contract ×
   street (and ``district``) × KPI, ``value`` is the month-to-date KPI; the online KPI carries

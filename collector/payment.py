@@ -8,7 +8,7 @@ For a contract × street, with the contract's ``payment`` section (rules/contrac
     payable            = fee − deduction
 
 Only contract KPIs count (not ``informational`` ones such as face and plate beside capture).
-Values are the exact fractions of :class:`~collector.results.KpiRow`, so a shortfall is
+Values are the exact fractions of :class:`~ptmon.results.KpiRow`, so a shortfall is
 exact too: 0.9499999995 against 0.95 is 0.0000000005 points, never rounded away or up.
 
 The deduction is rounded, once, and the payable is what remains, so deduction + payable

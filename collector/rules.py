@@ -8,6 +8,7 @@ fails at load with ``ConfigError`` naming the file, the key and what was expecte
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ import yaml
 
 from .errors import ConfigError
 
-DEFAULT_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+# The shipped rules, as package data: rules/ of a checkout, ptmon/rules of an installed wheel.
+DEFAULT_RULES_DIR = Path(str(importlib.resources.files("ptmon.default_rules")))
 RULE_FILES = ("streets.yaml", "types.yaml", "contracts.yaml")
 
 # Cumulative counters of the wire contract, in the column order the engine keeps them.
@@ -73,7 +75,7 @@ class Kpi:
 
 @dataclass(frozen=True, kw_only=True)
 class Payment:
-    """A contract's payment rule (付款与扣款规则), see :mod:`collector.payment`.
+    """A contract's payment rule (付款与扣款规则), see :mod:`ptmon.payment`.
 
     ``fees`` is the monthly lease fee of every street in yuan, as ``(street, fee)`` pairs in
     the file's order (a tuple, so the rules stay hashable).

@@ -1,1 +1,1 @@
-"""ptmon's Grafana dashboards, generated from the rule files (``python -m grafana.build``)."""
+"""ptmon's Grafana dashboards, generated from the rule files (``python -m ptmon.grafana.build``)."""

@@ -1,4 +1,4 @@
-"""Write the dashboard JSON files from the rule files: ``python -m grafana.build [--check]``.
+"""Write the dashboard JSON files from the rule files: ``python -m ptmon.grafana.build [--check]``.
 
 Why generated, and by plain Python rather than grafanalib or grafana-foundation-sdk: the
 dashboards repeat the same facts dozens of times (ten street names, 36 device types, each
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collector.rules import Rules, load_rules
+from ptmon.rules import Rules, load_rules
 
 from .boards import cameras, collector, overview, street
 from .names import Names
@@ -46,7 +46,7 @@ def stale_files(directory: Path = DASHBOARD_DIR, rules: Rules | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grafana.build", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ptmon.grafana.build", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only check that the files are up to date")
     parser.add_argument("--rules", type=Path, help="rules directory (default: the shipped rules/)")
     args = parser.parse_args(argv)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_files(rules=rules)
         for name in stale:
-            print(f"{DASHBOARD_DIR / name} is out of date: run python -m grafana.build", file=sys.stderr)
+            print(f"{DASHBOARD_DIR / name} is out of date: run python -m ptmon.grafana.build", file=sys.stderr)
         return 1 if stale else 0
     DASHBOARD_DIR.mkdir(exist_ok=True)
     for name, text in render(rules).items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collector.rules import Rules
+from ptmon.rules import Rules
 
 DISTRICT = "district"  # the sla measurement's street tag for the district total
 CONTRACT_LABELS = {"iot": "物联感知", "cam": "智能安防"}  # short names; the full names are long

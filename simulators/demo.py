@@ -1,7 +1,7 @@
 """``ptmon demo``: the whole pipeline on a generated district, with nothing external.
 
 registry (simulators.district) → synthetic traffic with a scenario (simulators.synthetic) →
-gzip archive → ``collector.replay.replay`` → KPI table and ``kpis.csv``.
+gzip archive → ``ptmon.replay.replay`` → KPI table and ``kpis.csv``.
 
 The demo day: the window starts at the Shanghai midnight of the day that contains
 ``now − hours``, so the simulated traffic ends before now and, with the default 24 h, covers
@@ -24,11 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-from collector.errors import UsageError
-from collector.registry import Registry, load_registry
-from collector.replay import Progress, replay
-from collector.rules import DEFAULT_RULES_DIR, load_rules
-from collector.timebase import US_PER_S, day_of, day_start, format_instant, seconds_to_us
+from ptmon.errors import UsageError
+from ptmon.registry import Registry, load_registry
+from ptmon.replay import Progress, replay
+from ptmon.rules import DEFAULT_RULES_DIR, load_rules
+from ptmon.timebase import US_PER_S, day_of, day_start, format_instant, seconds_to_us
 
 from .district import write_registry
 from .synthetic import Degradation, Outage, Scenario, write_archive

@@ -56,8 +56,8 @@ from typing import NamedTuple, TextIO
 
 import numpy as np
 
-from collector.registry import COLUMNS
-from collector.rules import Rules
+from ptmon.registry import COLUMNS
+from ptmon.rules import Rules
 
 # --- sizes -------------------------------------------------------------------------------------
 

@@ -21,14 +21,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from collector.collect import Collector
-from collector.config import CollectorConfig, InfluxConfig, MqttConfig
-from collector.errors import UsageError
-from collector.registry import load_registry
-from collector.results import Results
-from collector.rules import DEFAULT_RULES_DIR, load_rules
-from collector.tally import Tally
-from collector.timebase import US_PER_S, format_instant
+from ptmon.collect import Collector
+from ptmon.config import CollectorConfig, InfluxConfig, MqttConfig
+from ptmon.errors import UsageError
+from ptmon.registry import load_registry
+from ptmon.results import Results
+from ptmon.rules import DEFAULT_RULES_DIR, load_rules
+from ptmon.tally import Tally
+from ptmon.timebase import US_PER_S, format_instant
 
 from .district import write_registry
 from .loopback import free_port, wait_for_port
@@ -126,7 +126,7 @@ async def _run(workdir: Path, registry, registry_path: Path, port: int, broker_n
     collector = Collector(config, registry=registry, clock=clock)
     period = Tally.attach(collector.engine, int(start_s) * US_PER_S, int(end_s) * US_PER_S)
     simulator = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "collector.cli", "simulate", "--registry", str(registry_path),
+        sys.executable, "-m", "ptmon.cli", "simulate", "--registry", str(registry_path),
         "--broker", f"mqtt://127.0.0.1:{port}", "--speed", str(speed), "--scenario", str(SCENARIO),
         "--start", format_instant(int(start_s) * US_PER_S), "--duration", f"{round(hours * 60)}m",
         "--anchor", str(clock.anchor), "--warm-up", f"{warm_up_s}s", "--seed", str(seed), stderr=asyncio.subprocess.DEVNULL)
@@ -146,7 +146,7 @@ async def _run(workdir: Path, registry, registry_path: Path, port: int, broker_n
         await task
         if simulator.returncode is None:
             simulator.terminate()
-    from collector.replay import finish_results
+    from ptmon.replay import finish_results
 
     results = finish_results(period, collector.decoder)
     print(results.table(collector.registry.rules))

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from collector.errors import UsageError
-from collector.registry import load_registry
-from collector.rules import load_rules, parse_duration
-from collector.timebase import US_PER_S, format_instant, parse_instant, seconds_to_us
+from ptmon.errors import UsageError
+from ptmon.registry import load_registry
+from ptmon.rules import load_rules, parse_duration
+from ptmon.timebase import US_PER_S, format_instant, parse_instant, seconds_to_us
 
 from .link import BrokerAddress, LinkError
 from .scenario import load_scenario

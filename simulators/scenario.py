@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from collector.errors import ConfigError
-from collector.registry import Registry
-from collector.rules import parse_duration
-from collector.timebase import US_PER_S, parse_instant
-from collector.errors import UsageError
+from ptmon.errors import ConfigError
+from ptmon.registry import Registry
+from ptmon.rules import parse_duration
+from ptmon.timebase import US_PER_S, parse_instant
+from ptmon.errors import UsageError
 
 from .synthetic import Flapping, Outage, Scenario, Silence, SuccessWindow
 

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from collector.archive import MONITOR_TOPIC, encode_record
-from collector.registry import Registry
-from collector.timebase import US_PER_S, format_instant
+from ptmon.archive import MONITOR_TOPIC, encode_record
+from ptmon.registry import Registry
+from ptmon.timebase import US_PER_S, format_instant
 
 from .link import BrokerAddress, Link, LinkError
 from .scenario import Plan

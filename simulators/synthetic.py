@@ -1,7 +1,7 @@
 """Synthetic heartbeat traffic of a registry: vectorised, memory-bounded, deterministic.
 
 Not an MQTT simulator: it writes message archives and yields ``(t, topic, payload)``
-tuples or pre-decoded :class:`~collector.decode.DecodedBatch` objects for the demo, the
+tuples or pre-decoded :class:`~ptmon.decode.DecodedBatch` objects for the demo, the
 tests and the benchmarks, over ``[start_us, end_us)``.
 
 The traffic model (the constants below are assumptions, chosen to look like the field):
@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from collector.archive import MONITOR_TOPIC, encode_record
-from collector.decode import DecodedBatch, boot_key
-from collector.registry import Registry
-from collector.rules import COUNTERS, Rules
-from collector.timebase import US_PER_S, UTC_OFFSET_US, days_of
+from ptmon.archive import MONITOR_TOPIC, encode_record
+from ptmon.decode import DecodedBatch, boot_key
+from ptmon.registry import Registry
+from ptmon.rules import COUNTERS, Rules
+from ptmon.timebase import US_PER_S, UTC_OFFSET_US, days_of
 
 CHUNK_US = 3600 * US_PER_S
 HOUR_US = 3600 * US_PER_S
@@ -470,7 +470,7 @@ class TrafficGenerator:
 
     @property
     def boot_crc(self) -> np.ndarray:
-        """Boot ids as the decoder keeps them (:func:`collector.decode.boot_key`)."""
+        """Boot ids as the decoder keeps them (:func:`ptmon.decode.boot_key`)."""
         cached = getattr(self, "_boot_crc", None)
         if cached is None:
             cached = self._boot_crc = np.array([boot_key(b) for b in self.boot.tolist()], np.int64)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.registry import Registry, parse_registry
-from collector.replay import Replayer
-from collector.results import Results
-from collector.rules import DEFAULT_RULES_DIR, Rules, load_rules
+from ptmon.registry import Registry, parse_registry
+from ptmon.replay import Replayer
+from ptmon.results import Results
+from ptmon.rules import DEFAULT_RULES_DIR, Rules, load_rules
 
 T0 = 1_793_462_400  # 2026-11-01T00:00:00+08:00, a Shanghai month start
 HEADER = "device_id,contract,type,street,scenario,community,gateway,accepted_on,retired_on"

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from collector.sinks.lineproto import split_lines
+from ptmon.sinks.lineproto import split_lines
 from tests.servers import InfluxServer, influx_rows, influxql, victoria_metrics
 
 T = TypeVar("T")

@@ -170,7 +170,7 @@ class _DeviceState:
 def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_records_observed=True):
     """{(contract, street, kpi): (numerator, denominator, expected_device_samples, observed_seconds)}.
 
-    ``rules`` is a loaded :class:`collector.rules.Rules`; ``registry_rows`` dicts with the
+    ``rules`` is a loaded :class:`ptmon.rules.Rules`; ``registry_rows`` dicts with the
     registry columns; ``records`` ``(t seconds, topic, payload)`` in non-decreasing ``t``.
 
     ``rejected_records_observed``: the spec says observation starts at the first archive

@@ -8,7 +8,7 @@ from email.policy import default
 
 from aiosmtpd.controller import Controller
 
-from simulators.loopback import free_port
+from ptmon.simulators.loopback import free_port
 
 
 class Inbox:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from collector.alerting.mailer import Mailer
-from collector.collect import Collector
-from collector.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
-from collector.ledger.read import ledger_results
-from collector.ledger.store import Ledger
-from collector.replay import replay
-from collector.sinks.archive import archive_files
-from collector.timebase import month_bounds
+from ptmon.alerting.mailer import Mailer
+from ptmon.collect import Collector
+from ptmon.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
+from ptmon.ledger.read import ledger_results
+from ptmon.ledger.store import Ledger
+from ptmon.replay import replay
+from ptmon.sinks.archive import archive_files
+from ptmon.timebase import month_bounds
 
 from .conftest import T0, TWO_STREETS, write_two_street_registry
 from .smtp import SmtpServer

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import yaml
 
-from collector import checkpoint as checkpoint_module
-from collector.checkpoint import load_checkpoint, restore_decoder, save_checkpoint, try_load_checkpoint
-from collector.decode import Decoder
-from collector.engine import NEVER, Engine
-from collector.errors import CheckpointError
-from collector.registry import Registry
-from collector.replay import Feed
-from collector.rules import Rules, load_rules
-from collector.tally import Tally
+from ptmon import checkpoint as checkpoint_module
+from ptmon.checkpoint import load_checkpoint, restore_decoder, save_checkpoint, try_load_checkpoint
+from ptmon.decode import Decoder
+from ptmon.engine import NEVER, Engine
+from ptmon.errors import CheckpointError
+from ptmon.registry import Registry
+from ptmon.replay import Feed
+from ptmon.rules import Rules, load_rules
+from ptmon.tally import Tally
 
 from .conftest import T0, down, hb, make_registry, raw, tick, up
 

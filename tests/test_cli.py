@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from collector.archive import write_archive
-from collector.cli import main
-from collector.results import CSV_COLUMNS
+from ptmon.archive import write_archive
+from ptmon.cli import main
+from ptmon.results import CSV_COLUMNS
 
 from .conftest import HEADER, T0, hb, raw
 
@@ -75,7 +75,7 @@ def test_replay_argument_errors(archive_and_registry, capsys, args, message):
 
 def test_help_explains_commands():
     """Test that `ptmon --help` lists the commands with their purpose (run as a real process)."""
-    out = subprocess.run([sys.executable, "-m", "collector.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "ptmon.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("replay", "registry", "rules", "demo"):
         assert command in out
     assert "上线率" in out
@@ -84,7 +84,7 @@ def test_help_explains_commands():
 def test_live_demo_runs_the_whole_pipeline(tmp_path):
     """Test that `ptmon demo` (embedded Mosquitto, simulator, live collector) ends with a KPI table and CSV in which
     the district's devices were heard and the outage-free streets' sensors are mostly online."""
-    out = subprocess.run([sys.executable, "-m", "collector.cli", "demo", "--hours", "0.1", "--broker", "mosquitto",
+    out = subprocess.run([sys.executable, "-m", "ptmon.cli", "demo", "--hours", "0.1", "--broker", "mosquitto",
                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "全区合计" in out.stdout

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from collector.collect import Collector
-from collector.config import CollectorConfig, InfluxConfig, MqttConfig
-from collector.registry import load_registry
-from collector.replay import replay
-from collector.rules import load_rules
-from collector.sinks.archive import archive_files
-from collector.timebase import US_PER_S
-from simulators.link import BrokerAddress
-from simulators.live_demo import SimulatedClock
-from simulators.scenario import load_scenario
-from simulators.simulate import Options, Simulator
+from ptmon.collect import Collector
+from ptmon.config import CollectorConfig, InfluxConfig, MqttConfig
+from ptmon.registry import load_registry
+from ptmon.replay import replay
+from ptmon.rules import load_rules
+from ptmon.sinks.archive import archive_files
+from ptmon.timebase import US_PER_S
+from ptmon.simulators.link import BrokerAddress
+from ptmon.simulators.live_demo import SimulatedClock
+from ptmon.simulators.scenario import load_scenario
+from ptmon.simulators.simulate import Options, Simulator
 
 from .conftest import write_two_street_registry
 from .servers import InfluxServer, influxql

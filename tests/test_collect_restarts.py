@@ -14,14 +14,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from collector.collect import Collector
-from collector.ledger.read import ledger_results
-from collector.ledger.store import Ledger
-from collector.registry import load_registry
-from collector.replay import replay
-from collector.live import month_of
-from collector.rules import load_rules
-from collector.sinks.archive import archive_files
+from ptmon.collect import Collector
+from ptmon.ledger.read import ledger_results
+from ptmon.ledger.store import Ledger
+from ptmon.registry import load_registry
+from ptmon.replay import replay
+from ptmon.live import month_of
+from ptmon.rules import load_rules
+from ptmon.sinks.archive import archive_files
 
 from .brokers import MosquittoServer
 from .conftest import HEADER
@@ -129,12 +129,12 @@ def write_config(tmp_path: Path, registry_file: Path, port: int, protocol: str =
 
 def start_collector(config: Path, kpi_csv: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "collector.cli", "-v", "collect", "--config", str(config),
+        return subprocess.Popen([sys.executable, "-m", "ptmon.cli", "-v", "collect", "--config", str(config),
                                  "--kpi-csv", str(kpi_csv)], stdout=out, stderr=subprocess.STDOUT)
 
 
 def archived_heartbeats(data: Path) -> int:
-    from collector.archive import ArchiveReader
+    from ptmon.archive import ArchiveReader
 
     return sum(1 for r in ArchiveReader(archive_files(data / "archive")) if r[1].endswith("/hb"))
 

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from collector.config import load_config
+from ptmon.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from collector import config as config_module
-from collector.config import CollectorConfig, TlsConfig, check_config, load_config
-from collector.errors import ConfigError
+from ptmon import config as config_module
+from ptmon.config import CollectorConfig, TlsConfig, check_config, load_config
+from ptmon.errors import ConfigError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "ptmon.sample.toml"
 SECRETS = {"PTMON_MQTT_PASSWORD": "mqtt-Secret-1", "PTMON_INFLUX_PASSWORD": "influx-Secret-2",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from collector.registry import load_registry
-from collector.rules import Rules
-from simulators.district import (
+from ptmon.registry import load_registry
+from ptmon.rules import Rules
+from ptmon.simulators.district import (
     COMMON_TOTAL,
     CUSTOM_TOTAL,
     SCENARIOS,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from collector.registry import Registry
-from collector.replay import Replayer
-from collector.rules import load_rules
+from ptmon.registry import Registry
+from ptmon.replay import Replayer
+from ptmon.rules import load_rules
 
 from .conftest import T0, down, hb, make_registry, raw, run, tick, up
 

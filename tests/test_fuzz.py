@@ -33,10 +33,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.decode import MAX_JSON_DEPTH, REJECT_KINDS, Decoder, boot_key
-from collector.engine import Engine
-from collector.registry import Registry, parse_registry
-from collector.rules import COUNTERS, Rules
+from ptmon.decode import MAX_JSON_DEPTH, REJECT_KINDS, Decoder, boot_key
+from ptmon.engine import Engine
+from ptmon.registry import Registry, parse_registry
+from ptmon.rules import COUNTERS, Rules
 
 from . import reference
 from .reference import Reject, _apply, decode_payload, to_us

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from collector.collect import Collector
-from collector.timebase import US_PER_S
-from grafana.build import DASHBOARD_DIR, stale_files
-from simulators.link import BrokerAddress
-from simulators.scenario import load_scenario
-from simulators.simulate import Options, Simulator
+from ptmon.collect import Collector
+from ptmon.timebase import US_PER_S
+from ptmon.grafana.build import DASHBOARD_DIR, stale_files
+from ptmon.simulators.link import BrokerAddress
+from ptmon.simulators.scenario import load_scenario
+from ptmon.simulators.simulate import Options, Simulator
 
 from .conftest import HEADER
 from .servers import InfluxServer, influxql
@@ -64,7 +64,7 @@ def provisioned_datasources() -> dict[str, dict[str, Any]]:
 
 
 def test_dashboard_files_match_the_generator():
-    """Test that the committed JSON is what `python -m grafana.build` makes from the shipped rules."""
+    """Test that the committed JSON is what `python -m ptmon.grafana.build` makes from the shipped rules."""
     assert [p.name for p in DASHBOARD_FILES] == sorted(["overview.json", "street.json", "cameras.json",
                                                         "collector.json"])
     assert stale_files() == []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from collector.health import health_lines
-from collector.metrics import Metrics
+from ptmon.health import health_lines
+from ptmon.metrics import Metrics
 
 T_US = 1_793_462_400_000_000
 

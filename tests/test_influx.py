@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from collector.config import InfluxConfig
-from collector.errors import SinkError
-from collector.metrics import Metrics
-from collector.sinks.influx import InfluxSink, V1Transport, V2Transport, failure_reason
+from ptmon.config import InfluxConfig
+from ptmon.errors import SinkError
+from ptmon.metrics import Metrics
+from ptmon.sinks.influx import InfluxSink, V1Transport, V2Transport, failure_reason
 from tests.brokers import free_port
 from tests.fixtures_influx import (  # noqa: F401  (fixtures)
     StubInflux,

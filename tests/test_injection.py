@@ -22,22 +22,22 @@ from email.parser import BytesParser
 
 import pytest
 
-from collector.alerting.evaluate import AlertEvent
-from collector.alerting.message import compose
-from collector.alerting.rules import load_alert_rules
-from collector.config import InfluxConfig
-from collector.decode import Decoder
-from collector.engine import Engine
-from collector.errors import RegistryError
-from collector.ledger.episodes import episode_line
-from collector.ledger.records import Episode
-from collector.live import HeartbeatPoints, MonthTallies, SlaPoints
-from collector.registry import Registry, parse_registry
-from collector.replay import Feed
-from collector.rules import Rules, load_rules
-from collector.timebase import US_PER_S
-from collector.sinks.influx import V1Transport
-from collector.sinks.lineproto import series_prefix
+from ptmon.alerting.evaluate import AlertEvent
+from ptmon.alerting.message import compose
+from ptmon.alerting.rules import load_alert_rules
+from ptmon.config import InfluxConfig
+from ptmon.decode import Decoder
+from ptmon.engine import Engine
+from ptmon.errors import RegistryError
+from ptmon.ledger.episodes import episode_line
+from ptmon.ledger.records import Episode
+from ptmon.live import HeartbeatPoints, MonthTallies, SlaPoints
+from ptmon.registry import Registry, parse_registry
+from ptmon.replay import Feed
+from ptmon.rules import Rules, load_rules
+from ptmon.timebase import US_PER_S
+from ptmon.sinks.influx import V1Transport
+from ptmon.sinks.lineproto import series_prefix
 from tests.fixtures_influx import influx_db, influx_server  # noqa: F401  (fixtures)
 from tests.servers import InfluxServer, influx_rows
 

@@ -8,13 +8,13 @@ from fractions import Fraction
 
 import pytest
 
-from collector.archive import ArchiveReader
-from collector.errors import LedgerError
-from collector.ledger.read import ledger_daily, ledger_results, ledger_warnings
-from collector.ledger.rebuild import rebuild_ledger
-from collector.ledger.store import Ledger
-from collector.replay import replay
-from simulators.synthetic import Outage, Scenario, write_archive
+from ptmon.archive import ArchiveReader
+from ptmon.errors import LedgerError
+from ptmon.ledger.read import ledger_daily, ledger_results, ledger_warnings
+from ptmon.ledger.rebuild import rebuild_ledger
+from ptmon.ledger.store import Ledger
+from ptmon.replay import replay
+from ptmon.simulators.synthetic import Outage, Scenario, write_archive
 
 from .conftest import T0, make_registry
 
@@ -42,7 +42,7 @@ def archive(registry, tmp_path_factory):
 
 
 def month(t0: int = T0) -> tuple[int, int]:
-    from collector.timebase import month_bounds
+    from ptmon.timebase import month_bounds
 
     return month_bounds("2026-11")
 
@@ -165,7 +165,7 @@ def test_a_file_that_is_not_a_ledger_is_refused(tmp_path):
 def test_report_inputs_from_the_ledger_and_from_the_archive_agree(registry, archive, tmp_path):
     """Test that the report's inputs read from the ledger equal those recomputed from the archive,
     exemptions (taken from the ledger in both cases) included, and that the inputs are fingerprinted."""
-    from collector.report.build import build_inputs
+    from ptmon.report.build import build_inputs
 
     registry_file = tmp_path / "registry.csv"
     registry_file.write_text("")  # the digest reads the registry file; its content is not re-parsed here
@@ -197,8 +197,8 @@ def test_report_from_the_ledger_pays_what_the_contract_rule_gives(registry, arch
     import csv
     from decimal import ROUND_HALF_UP, Decimal
 
-    from collector.report.build import build_inputs
-    from collector.report.render import render
+    from ptmon.report.build import build_inputs
+    from ptmon.report.render import render
 
     registry_file = tmp_path / "registry.csv"
     registry_file.write_text("")

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from collector import config as config_module
-from collector.archive import write_archive
-from collector.checkpoint import load_checkpoint, restore_decoder, save_checkpoint
-from collector.config import LimitsConfig, load_config
-from collector.decode import LIMITS_TOPIC, MAX_JSON_DEPTH, Decoder
-from collector.engine import Engine
-from collector.errors import ConfigError
-from collector.registry import Registry
-from collector.replay import Feed, Replayer, replay
-from collector.rules import Rules
+from ptmon import config as config_module
+from ptmon.archive import write_archive
+from ptmon.checkpoint import load_checkpoint, restore_decoder, save_checkpoint
+from ptmon.config import LimitsConfig, load_config
+from ptmon.decode import LIMITS_TOPIC, MAX_JSON_DEPTH, Decoder
+from ptmon.engine import Engine
+from ptmon.errors import ConfigError
+from ptmon.registry import Registry
+from ptmon.replay import Feed, Replayer, replay
+from ptmon.rules import Rules
 
 from .conftest import T0, hb, make_registry, up
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from collector.config import InfluxConfig
-from collector.sinks.influx import V1Transport
-from collector.sinks.lineproto import (
+from ptmon.config import InfluxConfig
+from ptmon.sinks.influx import V1Transport
+from ptmon.sinks.lineproto import (
     escape_field_key,
     escape_measurement,
     escape_string,

@@ -13,8 +13,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from simulators.link import BrokerAddress, Link, LinkError, as_duplicate, publish_packet
-from simulators.loopback import free_port
+from ptmon.simulators.link import BrokerAddress, Link, LinkError, as_duplicate, publish_packet
+from ptmon.simulators.loopback import free_port
 
 from .brokers import MosquittoServer, Subscriber, mosquitto
 

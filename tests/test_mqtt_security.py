@@ -21,8 +21,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from collector.config import MqttConfig, TlsConfig
-from collector.source import MqttSource
+from ptmon.config import MqttConfig, TlsConfig
+from ptmon.source import MqttSource
 
 from .brokers import MosquittoServer, free_port
 

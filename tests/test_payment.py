@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.errors import ConfigError
-from collector.payment import payment_for, round_fen, total
-from collector.results import KpiRow
-from collector.rules import Contract, Kpi, Payment, load_rules
+from ptmon.errors import ConfigError
+from ptmon.payment import payment_for, round_fen, total
+from ptmon.results import KpiRow
+from ptmon.rules import Contract, Kpi, Payment, load_rules
 
 
 def kpi_row(contract: str, street: str, kpi: str, value: Fraction | None, threshold: str) -> KpiRow:

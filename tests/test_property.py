@@ -3,7 +3,7 @@
 Random small registries and random message streams (heartbeats with duplicated, stale and
 restarted ``seq``, boot changes, counter resets, absent counters, malformed payloads, wrong
 topics, unknown devices, monitor down/up and crashes) are replayed through
-:class:`collector.replay.Replayer` and through ``reference_kpis``; every KPI row must agree
+:class:`ptmon.replay.Replayer` and through ``reference_kpis``; every KPI row must agree
 on numerator, denominator, expected device-samples and observed seconds.
 """
 
@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.registry import parse_registry
-from collector.replay import Replayer
-from collector.rules import DEFAULT_RULES_DIR, Rules, load_rules
+from ptmon.registry import parse_registry
+from ptmon.replay import Replayer
+from ptmon.rules import DEFAULT_RULES_DIR, Rules, load_rules
 
 from .reference import COUNTERS, EPOCH, day_of, reference_kpis, to_us
 

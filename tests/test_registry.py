@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from collector.errors import RegistryError
-from collector.registry import NEVER, load_registry
+from ptmon.errors import RegistryError
+from ptmon.registry import NEVER, load_registry
 
 from .conftest import HEADER
 

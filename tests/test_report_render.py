@@ -28,13 +28,13 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli import main
-from collector.ledger.records import Episode, Exemption
-from collector.report.model import DailyKpi, InputFile, ReportInputs
-from collector.report.render import render
-from collector.report.view import build_view
-from collector.results import CSV_COLUMNS
-from collector.rules import Rules
+from ptmon.cli import main
+from ptmon.ledger.records import Episode, Exemption
+from ptmon.report.model import DailyKpi, InputFile, ReportInputs
+from ptmon.report.render import render
+from ptmon.report.view import build_view
+from ptmon.results import CSV_COLUMNS
+from ptmon.rules import Rules
 
 from .conftest import T0, down, hb, make_registry, run, tick, up
 
@@ -271,7 +271,7 @@ def test_cli_report(inputs, tmp_path, monkeypatch, capsys):
         seen.update(kwargs)
         return inputs
 
-    monkeypatch.setitem(sys.modules, "collector.report.build", types.SimpleNamespace(build_inputs=build_inputs))
+    monkeypatch.setitem(sys.modules, "ptmon.report.build", types.SimpleNamespace(build_inputs=build_inputs))
     registry = tmp_path / "registry.csv"
     registry.write_text("device_id,contract,type,street,scenario,community,gateway,accepted_on,retired_on\n"
                         "x1,iot,smoke,taopu,s,c,g,2026-01-01,\n")

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from collector.results import KpiRow
+from ptmon.results import KpiRow
 
 
 def row(numerator, denominator, threshold="0.95"):

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from collector.errors import ConfigError
-from collector.rules import load_rules, parse_duration
+from ptmon.errors import ConfigError
+from ptmon.rules import load_rules, parse_duration
 
 
 def test_shipped_rules_load_with_contract_thresholds(rules):

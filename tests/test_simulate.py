@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from collector.archive import ArchiveReader
-from collector.errors import ConfigError
-from collector.registry import load_registry
-from collector.replay import replay
-from collector.timebase import US_PER_S
-from simulators.link import BrokerAddress
-from simulators.scenario import load_scenario
-from simulators.simulate import Options, Simulator
+from ptmon.archive import ArchiveReader
+from ptmon.errors import ConfigError
+from ptmon.registry import load_registry
+from ptmon.replay import replay
+from ptmon.timebase import US_PER_S
+from ptmon.simulators.link import BrokerAddress
+from ptmon.simulators.scenario import load_scenario
+from ptmon.simulators.simulate import Options, Simulator
 
 from .brokers import Subscriber
 from .conftest import T0, TWO_STREETS, write_two_street_registry
@@ -136,7 +136,7 @@ def test_bad_scenario_file_names_the_event_and_key(rules, registry_file, tmp_pat
 
 def test_shipped_scenarios_load(rules, tmp_path):
     """Test that every scenario in simulators/scenarios/ loads against the generated district."""
-    from simulators.district import write_registry
+    from ptmon.simulators.district import write_registry
 
     district = tmp_path / "district.csv"
     write_registry(district, rules, 1)
@@ -152,7 +152,7 @@ def test_sigint_stops_cleanly_with_a_summary(registry_file, broker_port, tmp_pat
     """Test that SIGINT stops `ptmon simulate`, closes the recording and prints the summary."""
     record = tmp_path / "sig.jsonl.gz"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "simulate", "--registry", str(registry_file), "--broker",
+        [sys.executable, "-m", "ptmon.cli", "simulate", "--registry", str(registry_file), "--broker",
          f"mqtt://127.0.0.1:{broker_port}", "--speed", "600", "--record", str(record)],
         stderr=subprocess.PIPE, text=True,
     )

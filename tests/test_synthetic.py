@@ -9,12 +9,12 @@ import numpy as np
 import orjson
 import pytest
 
-from collector.archive import ArchiveReader
-from collector.decode import Decoder
-from collector.replay import replay
-from collector.rules import COUNTERS
-from simulators.demo import demo_scenario, demo_window, run_offline_demo
-from simulators.synthetic import (
+from ptmon.archive import ArchiveReader
+from ptmon.decode import Decoder
+from ptmon.replay import replay
+from ptmon.rules import COUNTERS
+from ptmon.simulators.demo import demo_scenario, demo_window, run_offline_demo
+from ptmon.simulators.synthetic import (
     Degradation,
     Flapping,
     Outage,

@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from collector.errors import UsageError
-from collector.timebase import SHANGHAI, US_PER_S, date_to_day, day_of, day_start, format_instant, month_bounds, parse_instant
+from ptmon.errors import UsageError
+from ptmon.timebase import SHANGHAI, US_PER_S, date_to_day, day_of, day_start, format_instant, month_bounds, parse_instant
 
 
 def test_day_of_agrees_with_zoneinfo():

@@ -10,7 +10,7 @@ month at the month's pace so far (success rates):
   ends below the threshold.
 
 The lease amount at risk is the deduction the contract's payment rule gives for the
-projected month values (:mod:`collector.payment`).
+projected month values (:mod:`ptmon.payment`).
 """
 
 from __future__ import annotations

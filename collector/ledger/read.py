@@ -1,6 +1,6 @@
 """Month KPIs from the ledger: the hours and days summed into the same Tally replay fills.
 
-Because the sums land in a :class:`~collector.tally.Tally` and leave through its
+Because the sums land in a :class:`~ptmon.tally.Tally` and leave through its
 ``results()``, the ledger and a replay of the archive are turned into KPIs by one code path:
 equal sums give byte-equal CSVs.
 """

@@ -1,6 +1,6 @@
 """What a monthly report is made of, whichever source (ledger or raw archive) it came from.
 
-The builders in :mod:`collector.report.build` fill a :class:`ReportInputs`; the renderers
+The builders in :mod:`ptmon.report.build` fill a :class:`ReportInputs`; the renderers
 (PDF, HTML, XLSX, CSV) only read it, so the same numbers reach every format.
 """
 

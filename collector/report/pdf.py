@@ -33,7 +33,7 @@ def check_cjk_font() -> None:
 
 
 def render_pdf(html: str, path: Path) -> None:
-    """Lay out ``html`` (from :func:`collector.report.html.render_html`) as an A4 PDF at ``path``."""
+    """Lay out ``html`` (from :func:`ptmon.report.html.render_html`) as an A4 PDF at ``path``."""
     check_cjk_font()
     try:
         from weasyprint import HTML  # imported here: it takes most of a second and only the PDF needs it

@@ -1,6 +1,6 @@
 """The report's summaries of the month: maintenance record, worst devices, device rows, exemptions.
 
-Pure functions over :class:`~collector.report.model.ReportInputs`; every renderer reads them.
+Pure functions over :class:`~ptmon.report.model.ReportInputs`; every renderer reads them.
 
 Episode arithmetic (rules/README.md, "The maintenance record"): an episode overlapping the
 month ``[start, end)`` is

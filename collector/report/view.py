@@ -1,6 +1,6 @@
 """The report as every format shows it: per contract and street, KPIs, payment and summaries.
 
-Built once from :class:`~collector.report.model.ReportInputs` by :func:`build_view`; the PDF,
+Built once from :class:`~ptmon.report.model.ReportInputs` by :func:`build_view`; the PDF,
 HTML, XLSX and CSV renderers only read it, so they cannot disagree.
 """
 

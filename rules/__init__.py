@@ -1,0 +1,1 @@
+"""The contract rules: streets, device types, contracts and alerts (YAML), read as package data."""
