@@ -131,7 +131,10 @@ class Engine:
                 # The sample at the instant observation ended is owed now; a restart at that
                 # same instant instead leaves it to fire later, seeing the events at it too.
                 self._fire_ticks(last_alive, inclusive=True)
-                self.next_tick = self.ceil_tick(t)
+            # Nothing between the end of observation and ``t`` is sampled. After finish() (a clean
+            # shutdown) the owed sample was already taken and ``_down_at`` is gone, but the
+            # downtime is a gap all the same.
+            self.next_tick = max(self.next_tick, self.ceil_tick(t))
         else:
             self.next_tick = self.ceil_tick(t)
         self.up = True
@@ -260,15 +263,26 @@ class Engine:
         new_run[0] = True
         np.not_equal(sorted_devices[1:], sorted_devices[:-1], out=new_run[1:])
         if new_run.all():
-            self._apply_round(batch, rows)
-            return
-        run_start = np.maximum.accumulate(np.where(new_run, np.arange(len(rows)), 0))
-        occurrence = np.arange(len(rows)) - run_start
-        for k in range(int(occurrence.max()) + 1):
-            self._apply_round(batch, rows[np.sort(order[occurrence == k])])
+            rounds = [self._apply_round(batch, rows)]
+        else:
+            run_start = np.maximum.accumulate(np.where(new_run, np.arange(len(rows)), 0))
+            occurrence = np.arange(len(rows)) - run_start
+            rounds = [self._apply_round(batch, rows[np.sort(order[occurrence == k])])
+                      for k in range(int(occurrence.max()) + 1)]
+        # Emitted once for all rounds, in time order: a round holds the k-th message of each
+        # device, so round 2 of one device can precede round 1 of another in time, and a listener
+        # that closes a period at the first later event (the ledger's hour) must not see it first.
+        applied = [r for r in rounds if r is not None]
+        if applied:
+            t, d, deltas, day, counted = (np.concatenate(parts) for parts in zip(*applied))
+            self._emit_deltas(t, d, deltas)
+            self._emit_first_seen(day, d, counted)
 
-    def _apply_round(self, b: DecodedBatch, idx: np.ndarray) -> None:
-        """Apply rows of distinct devices (the k-th message of each), fully vectorised."""
+    def _apply_round(self, b: DecodedBatch, idx: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """Apply rows of distinct devices (the k-th message of each), fully vectorised.
+
+        Returns what the listeners are owed (times, devices, counter deltas, days, first seen
+        that day), or None when every row was a duplicate or stale."""
         d = b.device[idx]
         boot_changed = b.has_boot[idx] & self.has_boot[d] & (b.boot[idx] != self.boot[d])
         comparable = b.has_seq[idx] & self.has_seq[d] & ~boot_changed
@@ -281,7 +295,7 @@ class Engine:
             keep = ~(duplicate | stale)
             idx, d, boot_changed = idx[keep], d[keep], boot_changed[keep]
             if len(idx) == 0:
-                return
+                return None
         assert b.accepted is not None
         b.accepted[idx] = True
         t = b.t[idx]
@@ -294,8 +308,8 @@ class Engine:
         if not under_lease.all():
             self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
             deltas[~under_lease] = 0
-        self._emit_deltas(t, d, deltas)
-        self._count_first_seen(day, d, under_lease)
+        first_today = self.seen_day[d] != day
+        self.seen_day[d] = day
 
         has_seq = b.has_seq[idx]
         self.seq[d] = np.where(has_seq, b.seq[idx], self.seq[d])
@@ -305,6 +319,7 @@ class Engine:
         self.has_boot[d] |= has_boot
         self.seen[d] = True
         self.stats["heartbeats"] += len(idx)
+        return t, d, deltas, day, first_today & under_lease
 
     def _counter_deltas(self, b: DecodedBatch, idx: np.ndarray, d: np.ndarray, boot_changed: np.ndarray) -> np.ndarray:
         """Deltas of the cumulative counters, with reset detection; updates the baselines."""
@@ -336,10 +351,7 @@ class Engine:
             for listener in self.listeners:
                 listener.on_deltas(slot_start, sums[k].copy())
 
-    def _count_first_seen(self, day: np.ndarray, d: np.ndarray, under_lease: np.ndarray) -> None:
-        first_today = self.seen_day[d] != day
-        self.seen_day[d] = day
-        counted = first_today & under_lease
+    def _emit_first_seen(self, day: np.ndarray, d: np.ndarray, counted: np.ndarray) -> None:
         if not counted.any() or not self.listeners:
             return
         for one_day in np.unique(day[counted]):
