@@ -152,6 +152,9 @@ def _tally_doc(tally: Tally, rules: Rules) -> dict[str, Any]:
                        for day, counts in sorted(tally.day_online.items())},
         "day_samples": [[contracts[ci], day, n]
                         for (ci, day), n in sorted(tally.day_samples.items())],
+        "counts": {kind: {"groups": _nest(per_group[:-1].reshape(grid), contracts, streets), "none": int(per_group[-1])}
+                   for kind, per_group in sorted(tally.counts.items())},
+        "unknown": dict(tally.unknown),
     }
 
 
@@ -399,8 +402,13 @@ def _restore_tally(doc: dict[str, Any], engine: Engine, *, attach: bool = True) 
         tally.day_online[int(day)] = _unnest(counts, contracts, streets).reshape(engine.n_groups)
     for code, day, n in doc["day_samples"]:
         tally.day_samples[contracts[code], _int(day)] = _int(n)
+    for kind, by in doc.get("counts", {}).items():
+        groups = _unnest(by["groups"], contracts, streets).reshape(engine.n_groups)
+        tally.counts[str(kind)] = np.append(groups, _int(by["none"]))
+    tally.unknown = {str(topic): _int(n) for topic, n in doc.get("unknown", {}).items()}
     if attach:
         engine.listeners.append(tally)
+        engine.count_listeners.append(tally)
     return tally
 
 

@@ -78,6 +78,9 @@ REJECT_KINDS = (
     "unknown_gateway",
     "bad_gateway_status",
 )
+# Besides rejects, the decoder counts messages whose receive time is before one already
+# received (the collector's clock stepped back): they are applied at the clock's time.
+DECODER_COUNTED = (*REJECT_KINDS, "late")
 MAX_COUNTER = 2**40  # a trillion attempts since boot; larger is a broken device, and int64 sums stay exact
 MAX_SEQ = 2**53
 MAX_BOOT_LEN = 64
@@ -109,6 +112,7 @@ class DecodedBatch:
     rssi: np.ndarray  # float64, NaN when absent
     gateway_events: list[tuple[int, int, bool]] = field(default_factory=list)  # (t µs, gateway, online)
     accepted: np.ndarray | None = None  # bool, set by the engine: rows that were not duplicates or stale
+    counted: CountedEvents = field(default_factory=lambda: CountedEvents.empty())  # the batch's rejects and late arrivals
 
     def __len__(self) -> int:
         return len(self.t)
@@ -118,6 +122,66 @@ class DecodedBatch:
         return DecodedBatch(
             **{name: getattr(self, name)[rows] for name in _ARRAY_FIELDS}, gateway_events=[]
         )
+
+
+@dataclass(eq=False)
+class CountedEvents:
+    """Messages of a batch counted by kind (rejects, late arrivals), for per-period data quality.
+
+    ``t`` is the receive time (µs, as the monitor's clock saw it), ``device`` the registry index
+    or -1 (unknown device, bad topic, gateway status), ``kind`` an index into
+    :data:`DECODER_COUNTED`. ``unknown`` holds (t, topic) of unknown-device messages whose topic
+    the decoder tracks for the report.
+    """
+
+    t: np.ndarray
+    device: np.ndarray
+    kind: np.ndarray
+    unknown: list[tuple[int, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @classmethod
+    def empty(cls) -> CountedEvents:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16))
+
+    @classmethod
+    def join(cls, parts: list[CountedEvents]) -> CountedEvents:
+        """One set in time order (stable: equal times keep the order given)."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        t = np.concatenate([p.t for p in parts])
+        order = np.argsort(t, kind="stable")
+        return cls(t[order], np.concatenate([p.device for p in parts])[order],
+                   np.concatenate([p.kind for p in parts])[order],
+                   sorted((u for p in parts for u in p.unknown), key=lambda u: u[0]))
+
+
+_KIND_CODE = {kind: i for i, kind in enumerate(DECODER_COUNTED)}
+
+
+class _Noted:
+    """Rejects noted message by message while a batch is decoded, by row of the batch."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.kinds: list[int] = []
+        self.unknown: list[tuple[int, str]] = []  # (row, topic as tracked)
+
+    def add(self, row: int, kind: str) -> None:
+        self.rows.append(row)
+        self.kinds.append(_KIND_CODE[kind])
+
+    def add_mask(self, rows: np.ndarray, kind: str) -> None:
+        self.rows.extend(rows.tolist())
+        self.kinds.extend([_KIND_CODE[kind]] * len(rows))
+
+    def events(self, t: np.ndarray, device: np.ndarray) -> CountedEvents:
+        rows = np.array(self.rows, dtype=np.int64)
+        return CountedEvents(t[rows], device[rows], np.array(self.kinds, dtype=np.int16),
+                             [(int(t[row]), topic) for row, topic in self.unknown])
 
 
 _ARRAY_FIELDS = ("t", "device", "seq", "has_seq", "boot", "has_boot", "counters", "has_counter", "ts", "bat", "rssi")
@@ -249,8 +313,14 @@ class Decoder:
 
     # --- decoding ------------------------------------------------------------------------
 
-    def decode(self, messages: Iterable[Message]) -> DecodedBatch:
-        """Decode a batch; rejected messages are counted and left out."""
+    def decode(self, messages: Iterable[Message], times: np.ndarray | None = None,
+               late: np.ndarray | None = None) -> DecodedBatch:
+        """Decode a batch; rejected messages are counted and left out.
+
+        ``times`` are the receive times as the monitor's clock saw them (µs, made
+        non-decreasing by the caller), ``late`` marks the messages whose own time was earlier;
+        without them the messages' times are used as they are.
+        """
         messages = messages if isinstance(messages, list) else list(messages)
         # A batch allocates a dict per message, which would trigger several cyclic-GC passes
         # over the batch's own live objects; JSON objects cannot form cycles and refcounting
@@ -258,20 +328,28 @@ class Decoder:
         paused = gc.isenabled()
         gc.disable()
         try:
-            batch = self._decode(messages)
+            batch = self._decode(messages, times)
         finally:
             if paused:
                 gc.enable()
+        if late is not None and late.any():
+            batch.counted = CountedEvents.join([batch.counted, self._late(messages, times, late)])
         self.accepted += len(batch)
         return batch
 
-    def _decode(self, messages: list[Message]) -> DecodedBatch:
+    def _late(self, messages: list[Message], times: np.ndarray | None, late: np.ndarray) -> CountedEvents:
+        rows = np.flatnonzero(late)
+        t = times if times is not None else times_to_us([m[0] for m in messages])
+        device = np.array([self._topic_device.get(messages[i][1], -1) for i in rows.tolist()], dtype=np.int64)
+        return CountedEvents(t[rows], device, np.full(len(rows), _KIND_CODE["late"], dtype=np.int16))
+
+    def _decode(self, messages: list[Message], times: np.ndarray | None) -> DecodedBatch:
         """The common batch (known devices' small JSON objects, none over its rate) with C-level
         maps only; anything else message by message in :meth:`_decode_each`."""
         if not messages:
             return decode_columns(np.zeros(0, np.int64), np.zeros(0, np.int64), [], self)
-        times, topics, payloads = zip(*messages)
-        t = times_to_us(times)
+        received, topics, payloads = zip(*messages)
+        t = times if times is not None else times_to_us(received)
         devices = list(map(self._topic_device.get, topics))
         known = None not in devices
         device = np.array(devices if known else [-1 if d is None else d for d in devices], dtype=np.int64)
@@ -302,44 +380,48 @@ class Decoder:
         gateways: list[tuple[int, int]] = []  # (row, gateway index) of gateway status messages
         limited = over.tolist() if over is not None else [False] * len(messages)
         loads, clean_length = orjson.loads, self._clean_length
+        self._noted = noted = _Noted()
         for i, ((_, topic, payload), device) in enumerate(zip(messages, devices)):
             if device is None:
                 self._other_topic(i, topic, gateways)
                 continue
             if limited[i]:
                 continue  # counted below, with the batch's other rate_limited messages
-            if len(payload) > clean_length and self._payload_refused(topic, payload):
+            if len(payload) > clean_length and self._payload_refused(i, topic, payload):
                 continue
             try:
                 obj = loads(payload)
             except orjson.JSONDecodeError as exc:
-                self._reject("bad_json", topic, str(exc))
+                self._reject(i, "bad_json", topic, str(exc))
                 continue
             if type(obj) is not dict:
-                self._reject("not_object", topic, type(obj).__name__)
+                self._reject(i, "not_object", topic, type(obj).__name__)
                 continue
             rows.append(i)
             objects.append(obj)
         if over is not None:
             self._reject_count("rate_limited", int(over.sum()), messages[int(np.argmax(over))][1])
+            noted.add_mask(np.flatnonzero(over), "rate_limited")
         index = np.array(rows, dtype=np.int64)
         batch = decode_columns(t[index], np.array([devices[i] for i in rows], dtype=np.int64), objects, self)
         batch.gateway_events = self._gateway_events(messages, gateways, t, rate_t)
+        all_devices = np.array([-1 if d is None else d for d in devices], dtype=np.int64)
+        batch.counted = CountedEvents.join([batch.counted, noted.events(t, all_devices)])
         return batch
 
-    def _oversize(self, topic: str, payload: bytes | str) -> bool:
+    def _oversize(self, row: int, topic: str, payload: bytes | str) -> bool:
         """Reject (and count) a payload larger than max_payload bytes."""
         if len(payload) > self.max_payload // 4 and (size := _size(payload)) > self.max_payload:
-            self._reject("oversize", topic, f"{size} bytes")
+            self._reject(row, "oversize", topic, f"{size} bytes")
             return True
         return False
 
-    def _payload_refused(self, topic: str, payload: bytes | str) -> bool:
+    def _payload_refused(self, row: int, topic: str, payload: bytes | str) -> bool:
         """Reject (and count) a heartbeat payload too large, or nested too deep for orjson to parse safely."""
-        if self._oversize(topic, payload):
+        if self._oversize(row, topic, payload):
             return True
         if len(payload) > 2 * MAX_JSON_DEPTH and _too_deep(payload):
-            self._reject("bad_json", topic, f"nested deeper than {MAX_JSON_DEPTH} levels")
+            self._reject(row, "bad_json", topic, f"nested deeper than {MAX_JSON_DEPTH} levels")
             return True
         return False
 
@@ -349,21 +431,23 @@ class Decoder:
         if len(parts) == 4 and parts[0] == "putuo" and parts[1] == "gw" and parts[3] == "status":
             gateway = self._gateway_index.get(parts[2])
             if gateway is None:
-                self._reject("unknown_gateway", topic, "")
+                self._reject(row, "unknown_gateway", topic, "")
             else:
                 gateways.append((row, gateway))
             return
         if len(parts) != 5 or parts[0] != "putuo" or parts[4] != "hb" or parts[1] not in self._contracts:
-            self._reject("bad_topic", topic, "")
+            self._reject(row, "bad_topic", topic, "")
             return
         device = self.registry.index.get(parts[3])
         if device is None:
-            self._reject("unknown_device", topic, "")
-            self._track_unknown(topic)
+            self._reject(row, "unknown_device", topic, "")
+            tracked = self._track_unknown(topic)
+            if tracked is not None:
+                self._noted.unknown.append((row, tracked))
         elif self.registry.contract[device] != self._contracts[parts[1]]:
-            self._reject("contract_mismatch", topic, f"registry says {self.registry.rules.contracts[self.registry.contract[device]].code}")
+            self._reject(row, "contract_mismatch", topic, f"registry says {self.registry.rules.contracts[self.registry.contract[device]].code}")
         else:  # the id and contract match, so the street is what differs from the registry topic
-            self._reject("street_mismatch", topic, f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
+            self._reject(row, "street_mismatch", topic, f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
 
     def _gateway_events(self, messages: list[Message], gateways: list[tuple[int, int]], t: np.ndarray,
                         rate_t: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -377,18 +461,20 @@ class Decoder:
         events = []
         for (row, gateway), is_limited in zip(gateways, limited):
             topic, payload = messages[row][1], messages[row][2]
-            if is_limited or self._oversize(topic, payload):
+            if is_limited or self._oversize(row, topic, payload):
                 continue
             state = (payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload).strip()
             if state not in ("online", "offline"):
-                self._reject("bad_gateway_status", topic, repr(state[:40]))
+                self._reject(row, "bad_gateway_status", topic, repr(state[:40]))
                 continue
             events.append((int(t[row]), gateway, state == "online"))
         if over is not None:
             self._reject_count("rate_limited", int(over.sum()), messages[int(rows[np.argmax(over)])][1])
+            self._noted.add_mask(rows[over], "rate_limited")
         return events
 
-    def _track_unknown(self, topic: str) -> None:
+    def _track_unknown(self, topic: str) -> str | None:
+        """Count an unknown device's topic; the topic as tracked, or None past ``unknown_limit``."""
         topic = _shown(topic)
         if topic in self.unknown_topics:
             self.unknown_topics[topic] += 1
@@ -396,8 +482,11 @@ class Decoder:
             self.unknown_topics[topic] = 1
         else:
             self.unknown_overflow += 1
+            return None
+        return topic
 
-    def _reject(self, kind: str, topic: str, detail: str) -> None:
+    def _reject(self, row: int, kind: str, topic: str, detail: str) -> None:
+        self._noted.add(row, kind)
         self.rejects[kind] += 1
         if self.rejects[kind] <= LOGGED_PER_KIND:
             log.warning("rejected message (%s) on %r%s%s", kind, topic[:200], ": " if detail else "", detail[:200])
@@ -541,7 +630,14 @@ def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, An
         t=t, device=device, seq=out.seq, has_seq=out.has_seq, boot=out.boot, has_boot=out.has_boot,
         counters=out.counters, has_counter=out.has_counter, ts=out.floats["ts"], bat=out.floats["bat"], rssi=out.floats["rssi"],
     )
-    return batch if keep.all() else batch.take(keep)
+    if keep.all():
+        return batch
+    kept = batch.take(keep)
+    bad, mismatched = np.flatnonzero(out.bad), np.flatnonzero(mismatch)
+    kept.counted = CountedEvents.join([
+        CountedEvents(t[rows], device[rows], np.full(len(rows), _KIND_CODE[kind], dtype=np.int16))
+        for rows, kind in ((bad, "bad_value"), (mismatched, "counter_mismatch"))])
+    return kept
 
 
 Column = Callable[[str], "Sequence[Any] | None"]

@@ -36,7 +36,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .decode import DecodedBatch
+from .counting import KIND_CODE, CountListener, by_slot, engine_events
+from .decode import CountedEvents, DecodedBatch
 from .exemptions import ExemptionMask
 from .registry import Registry
 from .rules import COUNTERS
@@ -111,6 +112,8 @@ class Engine:
         self.listeners: list[EngineListener] = []
         self.device_listeners: list[DeviceListener] = []  # per-device masks at each sample (episodes)
         self.gateway_listeners: list[GatewayListener] = []
+        self.count_listeners: list[CountListener] = []  # messages counted by kind (data quality)
+        self._queued = CountedEvents.empty()  # the decoder's counted events not yet emitted, in time order
         self.exemptions: ExemptionMask | None = None  # devices out of the denominator, by instant
         self._expected_cache: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
 
@@ -125,8 +128,7 @@ class Engine:
         if self.clock is not None:
             t = max(t, self.clock)
             last_alive = self.clock if self.up else self._down_at
-            if self.up:
-                self.stats["restarts"] += 1
+            restarted = self.up
             if last_alive is not None and t > last_alive:
                 # The sample at the instant observation ended is owed now; a restart at that
                 # same instant instead leaves it to fire later, seeing the events at it too.
@@ -135,6 +137,9 @@ class Engine:
             # shutdown) the owed sample was already taken and ``_down_at`` is gone, but the
             # downtime is a gap all the same.
             self.next_tick = max(self.next_tick, self.ceil_tick(t))
+            if restarted:
+                self.stats["restarts"] += 1
+                self._emit_counted(engine_events(np.array([t], dtype=np.int64), np.array([-1], dtype=np.int64), "restarts"))
         else:
             self.next_tick = self.ceil_tick(t)
         self.up = True
@@ -151,6 +156,7 @@ class Engine:
         assert self.clock is not None
         t = max(t, self.clock)
         self._fire_ticks(t, inclusive=False)
+        self._emit_queued(t)
         self.clock = t
         self.spans[-1][1] = t
         self.up = False
@@ -162,13 +168,17 @@ class Engine:
             self.monitor_up(t)
         assert self.clock is not None
         if t <= self.clock:
+            self._emit_queued(self.clock)
             return
         self._fire_ticks(t, inclusive=False)
+        self._emit_queued(t)
         self.clock = t
         self.spans[-1][1] = t
 
     def finish(self) -> None:
         """End of input: the monitor was alive at its last record, so samples up to it fire."""
+        if self.clock is not None:
+            self._emit_queued(self.clock)
         if self.up and self.clock is not None:
             self.monitor_down(self.clock)
         if self._down_at is not None:
@@ -177,6 +187,7 @@ class Engine:
 
     def _fire_ticks(self, until: int, *, inclusive: bool) -> None:
         while self.next_tick < until or (inclusive and self.next_tick == until):
+            self._emit_queued(self.next_tick)  # what was received at or before the sample instant comes first
             self._sample(self.next_tick)
             self.next_tick += self.tick
 
@@ -215,7 +226,19 @@ class Engine:
     # --- events -----------------------------------------------------------------------
 
     def apply(self, batch: DecodedBatch) -> None:
-        """Apply decoded heartbeats (in arrival order), firing samples between them as time passes."""
+        """Apply decoded heartbeats (in arrival order), firing samples between them as time passes.
+
+        The batch's counted events (rejects, late arrivals) are emitted in time order with the
+        heartbeats' deltas and the samples; those after the last heartbeat wait for the next
+        :meth:`advance_to` (the caller's clock) or batch.
+        """
+        if not self.up and len(batch):
+            self.monitor_up(int(batch.t[0]))
+        if len(batch.counted):
+            counted = batch.counted
+            counted.t = np.maximum.accumulate(counted.t if self.clock is None else np.maximum(counted.t, self.clock))
+            self.stats["late"] += int(np.count_nonzero(counted.kind == KIND_CODE["late"]))
+            self._queued = CountedEvents.join([self._queued, counted])
         if len(batch) == 0:
             self._apply_gateway_events(batch)
             return
@@ -236,11 +259,14 @@ class Engine:
             end = int(np.searchsorted(t, self.next_tick, side="right"))
             if end > start:
                 self._update(batch, np.arange(start, end))
+            else:
+                self._emit_queued(self.next_tick)
             if end >= len(t):
                 break
             self._fire_ticks(int(t[end]), inclusive=False)
             start = end
         self.clock = int(t[-1])
+        self._emit_queued(self.clock)
         self.spans[-1][1] = self.clock
         self._apply_gateway_events(batch)
 
@@ -272,41 +298,51 @@ class Engine:
         # Emitted once for all rounds, in time order: a round holds the k-th message of each
         # device, so round 2 of one device can precede round 1 of another in time, and a listener
         # that closes a period at the first later event (the ledger's hour) must not see it first.
-        applied = [r for r in rounds if r is not None]
+        counted = CountedEvents.join([self._take_queued(self.next_tick), *(r[1] for r in rounds)])
+        applied = [r[0] for r in rounds if r[0] is not None]
         if applied:
-            t, d, deltas, day, counted = (np.concatenate(parts) for parts in zip(*applied))
-            self._emit_deltas(t, d, deltas)
-            self._emit_first_seen(day, d, counted)
+            t, d, deltas, day, first = (np.concatenate(parts) for parts in zip(*applied))
+            self._emit_slots(t, d, deltas, counted)
+            self._emit_first_seen(day, d, first)
+        else:
+            self._emit_counted(counted)
 
-    def _apply_round(self, b: DecodedBatch, idx: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    def _apply_round(self, b: DecodedBatch, idx: np.ndarray) -> tuple[tuple[np.ndarray, ...] | None, CountedEvents]:
         """Apply rows of distinct devices (the k-th message of each), fully vectorised.
 
-        Returns what the listeners are owed (times, devices, counter deltas, days, first seen
-        that day), or None when every row was a duplicate or stale."""
+        Returns what the listeners are owed: (times, devices, counter deltas, days, first seen
+        that day) of the applied rows, or None when every row was a duplicate or stale; and
+        the round's counted events (heartbeats, duplicate, stale, outside_lease, resets)."""
         d = b.device[idx]
         boot_changed = b.has_boot[idx] & self.has_boot[d] & (b.boot[idx] != self.boot[d])
         comparable = b.has_seq[idx] & self.has_seq[d] & ~boot_changed
         behind = self.seq[d] - b.seq[idx]
         duplicate = comparable & (behind == 0)
         stale = comparable & (behind > 0) & (behind <= REORDER_WINDOW)
+        counted = []
         if duplicate.any() or stale.any():
             self.stats["duplicate"] += int(duplicate.sum())
             self.stats["stale"] += int(stale.sum())
+            counted += [engine_events(b.t[idx[mask]], d[mask], kind) for kind, mask in (("duplicate", duplicate), ("stale", stale))]
             keep = ~(duplicate | stale)
             idx, d, boot_changed = idx[keep], d[keep], boot_changed[keep]
             if len(idx) == 0:
-                return None
+                return None, CountedEvents.join(counted)
         assert b.accepted is not None
         b.accepted[idx] = True
         t = b.t[idx]
         self.last_heartbeat[d] = t
         self.online_until[d] = t + self.timeout[d]
 
-        deltas = self._counter_deltas(b, idx, d, boot_changed)
+        deltas, reset = self._counter_deltas(b, idx, d, boot_changed)
         day = days_of(t)
         under_lease = (self.registry.accepted_day[d] <= day) & (day < self.registry.retired_day[d])
+        counted.append(engine_events(t, d, "heartbeats"))
+        if reset.any():
+            counted.append(engine_events(t[reset], d[reset], "resets"))
         if not under_lease.all():
             self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
+            counted.append(engine_events(t[~under_lease], d[~under_lease], "outside_lease"))
             deltas[~under_lease] = 0
         first_today = self.seen_day[d] != day
         self.seen_day[d] = day
@@ -319,10 +355,11 @@ class Engine:
         self.has_boot[d] |= has_boot
         self.seen[d] = True
         self.stats["heartbeats"] += len(idx)
-        return t, d, deltas, day, first_today & under_lease
+        return (t, d, deltas, day, first_today & under_lease), CountedEvents.join(counted)
 
-    def _counter_deltas(self, b: DecodedBatch, idx: np.ndarray, d: np.ndarray, boot_changed: np.ndarray) -> np.ndarray:
-        """Deltas of the cumulative counters, with reset detection; updates the baselines."""
+    def _counter_deltas(self, b: DecodedBatch, idx: np.ndarray, d: np.ndarray,
+                        boot_changed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Deltas of the cumulative counters and the rows that reset them; updates the baselines."""
         new, present = b.counters[idx], b.has_counter[idx]
         old, known = self.counters[d], self.has_baseline[d]
         first = ~self.seen[d]
@@ -334,22 +371,52 @@ class Engine:
         deltas = np.where(present & (known | reset_col), np.where(reset_col, new, new - old), 0)
         self.counters[d] = np.where(present, new, np.where(reset_col, 0, old))
         self.has_baseline[d] = present | known | reset_col
-        return deltas
+        return deltas, reset
 
-    def _emit_deltas(self, t: np.ndarray, d: np.ndarray, deltas: np.ndarray) -> None:
+    def _take_queued(self, until: int) -> CountedEvents:
+        """The queued counted events received at or before ``until``."""
+        n = int(np.searchsorted(self._queued.t, until, side="right"))
+        if n == 0:
+            return CountedEvents.empty()
+        q = self._queued
+        taken = CountedEvents(q.t[:n], q.device[:n], q.kind[:n], [u for u in q.unknown if u[0] <= until])
+        self._queued = CountedEvents(q.t[n:], q.device[n:], q.kind[n:], [u for u in q.unknown if u[0] > until])
+        return taken
+
+    def _emit_queued(self, until: int) -> None:
+        if len(self._queued):
+            self._emit_counted(self._take_queued(until))
+
+    def _emit_counted(self, counted: CountedEvents) -> None:
+        if self.count_listeners:
+            for slot in by_slot(counted, self.group, self.n_groups, self.tick):
+                for listener in self.count_listeners:
+                    listener.on_counts(slot.slot_start, slot.counts, slot.unknown)
+
+    def _emit_slots(self, t: np.ndarray, d: np.ndarray, deltas: np.ndarray, counted: CountedEvents) -> None:
+        """Counter deltas and counted events, slot by slot in time order (deltas first in a slot)."""
         nonzero = deltas.any(axis=1)
-        if not nonzero.any() or not self.listeners:
-            return
-        slot = (t[nonzero] + UTC_OFFSET_US) // self.tick
-        groups = self.group[d[nonzero]]
-        first_slot = int(slot.min())
-        sums = np.zeros(((int(slot.max()) - first_slot + 1) * self.n_groups, len(COUNTERS)), dtype=np.int64)
-        np.add.at(sums, (slot - first_slot) * self.n_groups + groups, deltas[nonzero])
-        sums = sums.reshape(-1, self.n_groups, len(COUNTERS))
-        for k in np.flatnonzero(sums.any(axis=(1, 2))):
-            slot_start = (first_slot + int(k)) * self.tick - UTC_OFFSET_US
-            for listener in self.listeners:
-                listener.on_deltas(slot_start, sums[k].copy())
+        slots: dict[int, list] = {}
+        if nonzero.any() and self.listeners:
+            slot = (t[nonzero] + UTC_OFFSET_US) // self.tick
+            groups = self.group[d[nonzero]]
+            first_slot = int(slot.min())
+            sums = np.zeros(((int(slot.max()) - first_slot + 1) * self.n_groups, len(COUNTERS)), dtype=np.int64)
+            np.add.at(sums, (slot - first_slot) * self.n_groups + groups, deltas[nonzero])
+            sums = sums.reshape(-1, self.n_groups, len(COUNTERS))
+            for k in np.flatnonzero(sums.any(axis=(1, 2))):
+                slots.setdefault((first_slot + int(k)) * self.tick - UTC_OFFSET_US, [None, None])[0] = sums[k]
+        if self.count_listeners:
+            for found in by_slot(counted, self.group, self.n_groups, self.tick):
+                slots.setdefault(found.slot_start, [None, None])[1] = found
+        for slot_start in sorted(slots):
+            sums_k, found = slots[slot_start]
+            if sums_k is not None:
+                for listener in self.listeners:
+                    listener.on_deltas(slot_start, sums_k.copy())
+            if found is not None:
+                for count_listener in self.count_listeners:
+                    count_listener.on_counts(slot_start, found.counts, found.unknown)
 
     def _emit_first_seen(self, day: np.ndarray, d: np.ndarray, counted: np.ndarray) -> None:
         if not counted.any() or not self.listeners:

@@ -48,6 +48,7 @@ class MonthTallies:
         self.engine = engine
         self.tallies: dict[int, Tally] = {t.start: t for t in restored or []}
         engine.listeners.insert(0, self)
+        engine.count_listeners.insert(0, self)
 
     def current(self) -> Tally | None:
         return self.tallies[max(self.tallies)] if self.tallies else None
@@ -58,7 +59,9 @@ class MonthTallies:
         if tally is None:
             tally = self.tallies[start] = Tally.attach(self.engine, start, end)
             for old in sorted(self.tallies)[:-KEEP_MONTHS]:
-                self.engine.listeners.remove(self.tallies.pop(old))
+                retired = self.tallies.pop(old)
+                self.engine.listeners.remove(retired)
+                self.engine.count_listeners.remove(retired)
             log.info("month from %s: new tally", day_to_date(day_of(start)))
         return tally
 
@@ -70,6 +73,9 @@ class MonthTallies:
 
     def on_first_seen(self, day: int, counts: np.ndarray) -> None:
         self.for_instant(day_start(day))
+
+    def on_counts(self, slot_start: int, counts: dict[str, np.ndarray], unknown: dict[str, int]) -> None:
+        self.for_instant(slot_start)
 
 
 class SlaPoints:

@@ -87,13 +87,19 @@ class Feed:
         if len(past_end):
             self.reached_end = True
             del buffer[int(past_end[0]) :]
+            times = times[: len(buffer)]
         if buffer:
             # Every record, accepted or rejected, proves the monitor was observing at its time.
             if not self.engine.up:
                 self.engine.monitor_up(int(times[0]))
-            batch = self.decoder.decode(buffer)
+            # A record stamped before one already received (the collector's clock stepped back)
+            # counts at the monitor's time, whatever the batching: the clock only moves forward.
+            assert self.engine.clock is not None
+            clock = np.maximum.accumulate(np.maximum(times, self.engine.clock))
+            late = clock != times
+            batch = self.decoder.decode(buffer, clock, late if late.any() else None)
             self.engine.apply(batch)
-            self.engine.advance_to(int(times[len(buffer) - 1]))
+            self.engine.advance_to(int(clock[-1]))
             if self.on_batch is not None:
                 self.on_batch(batch)
         buffer.clear()
@@ -140,12 +146,9 @@ class Replayer(Feed):
 
 
 def finish_results(tally: Tally, decoder: Decoder) -> Results:
-    """A tally's results with the decoder's and engine's counts attached."""
-    results = tally.results()
-    results.rejects = dict(decoder.rejects)
-    results.engine_stats = dict(tally.engine.stats)
-    results.unknown_topics = dict(decoder.unknown_topics)
-    return results
+    """A tally's results. The counts of rejects, duplicates and unknown devices are the
+    period's own (the tally's), so the ledger and a replay show the same ones."""
+    return tally.results()
 
 
 def freeze_startup_heap() -> None:

@@ -9,11 +9,13 @@ gap, counted neither online nor offline).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .counting import add_counts
+from .decode import REJECT_KINDS
 from .engine import Engine
 from .errors import UsageError
 from .rules import COUNTERS, RATIO_KPIS, Contract
@@ -37,6 +39,8 @@ class Tally:
     counters: np.ndarray = field(init=False)  # [group, counter] Σ deltas
     day_online: dict[int, np.ndarray] = field(init=False)  # day -> [group] devices seen that day
     day_samples: dict[tuple[int, int], int] = field(init=False)  # (contract, day) -> samples
+    counts: dict[str, np.ndarray] = field(init=False)  # kind -> [group, + no device] messages counted
+    unknown: dict[str, int] = field(init=False)  # unknown-device topic -> messages
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -51,11 +55,14 @@ class Tally:
         self.counters = np.zeros((self.engine.n_groups, len(COUNTERS)), dtype=np.int64)
         self.day_online = defaultdict(lambda: np.zeros(self.engine.n_groups, dtype=np.int64))
         self.day_samples = defaultdict(int)
+        self.counts = {}
+        self.unknown = {}
 
     @classmethod
     def attach(cls, engine: Engine, start: int, end: int) -> Tally:
         tally = cls(engine, start, end)
         engine.listeners.append(tally)
+        engine.count_listeners.append(tally)
         return tally
 
     def on_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
@@ -72,6 +79,12 @@ class Tally:
     def on_first_seen(self, day: int, counts: np.ndarray) -> None:
         if self.start <= day_start(day) and day_start(day + 1) <= self.end:
             self.day_online[day] += counts
+
+    def on_counts(self, slot_start: int, counts: dict[str, np.ndarray], unknown: dict[str, int]) -> None:
+        if self.start <= slot_start < self.end:
+            add_counts(self.counts, counts)
+            for topic, n in unknown.items():
+                self.unknown[topic] = self.unknown.get(topic, 0) + n
 
     # --- results ----------------------------------------------------------------------
 
@@ -106,6 +119,7 @@ class Tally:
                         counters[pick].sum(axis=0), observed,
                     )
                 )
+        totals = {kind: int(per_group.sum()) for kind, per_group in sorted(self.counts.items())}
         return Results(
             start=self.start,
             end=self.end,
@@ -114,6 +128,9 @@ class Tally:
             gaps=self.gaps(),
             rules_version=rules.version,
             registry_version=self.engine.registry.version,
+            rejects=Counter({k: n for k, n in totals.items() if k in REJECT_KINDS and n}),
+            engine_stats=Counter({k: n for k, n in totals.items() if k not in REJECT_KINDS and n}),
+            unknown_topics=dict(sorted(self.unknown.items())),
         )
 
     def _online_sums(self, ci: int, contract: Contract) -> tuple[np.ndarray, np.ndarray, list[int]]:

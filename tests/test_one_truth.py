@@ -71,3 +71,29 @@ def test_hour_rows_keep_deltas_received_just_before_a_message_on_the_hour(rules,
     capture = replayed.row("cam", "taopu", "face")
     assert (capture.numerator, capture.denominator) == (45, 50)
     assert from_ledger.csv_text() == replayed.csv_text()
+
+
+def test_data_quality_counts_come_from_the_period_in_ledger_and_replay(rules, tmp_path: Path) -> None:
+    """Test that rejects, duplicates, stale and unknown devices are counted per hour, so the ledger and a replay give the same figures for a period."""
+    registry = make_registry(rules, "c1,cam,face_cam,taopu", "s1,iot,smoke,changzheng")
+    records = [up(T0 - 600), hb(T0 - 300, "ghost"), (T0 - 200, "putuo/cam/taopu/c1/hb", "{bad")]  # before the period
+    records += [hb(T0 + 10, "c1", seq=1), hb(T0 + 20, "c1", seq=1), hb(T0 + 30, "c1", seq=3), hb(T0 + 40, "c1", seq=2)]
+    records += [hb(T0 + 50, "ghost"), hb(T0 + 55, "ghost"), (T0 + 60, "putuo/cam/taopu/c1/hb", "[1]"),
+                (T0 + 70, "not/a/topic", "{}"), hb(T0 + HOUR - 1, "s1", "iot", "changzheng", reads=5, read_ok=9)]
+    records += [hb(T0 + HOUR + s, "c1", seq=10 + s) for s in range(0, 300, 60)] + [tick(T0 + 2 * HOUR)]
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        engine = Engine(registry)
+        writer = LedgerWriter(engine, ledger)
+        Feed(engine, Decoder(registry)).feed(records)
+        engine.finish()
+        writer.flush(open_buckets=True)
+        from_ledger = ledger_results(ledger, registry, T0 * US, (T0 + 2 * HOUR) * US)
+    replayed = run(registry, records, T0, T0 + 2 * HOUR)
+    expected_rejects = {"unknown_device": 2, "not_object": 1, "bad_topic": 1, "counter_mismatch": 1}
+    for results in (from_ledger, replayed):
+        assert dict(results.rejects) == expected_rejects
+        assert results.engine_stats["duplicate"] == 1 and results.engine_stats["stale"] == 1
+        assert results.engine_stats["heartbeats"] == 2 + 5
+        assert results.unknown_topics == {"putuo/cam/taopu/ghost/hb": 2}
+    assert (from_ledger.rejects, from_ledger.engine_stats) == (replayed.rejects, replayed.engine_stats)

@@ -49,6 +49,14 @@ def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int) -> Ta
         if ci is None or si is None:
             continue
         tally.day_online[day.day][ci * n_streets + si] += day.online_devices
+    for count in ledger.counts(start, end):
+        ci, si = contracts.get(count.contract), streets.get(count.street)
+        group = engine.n_groups if count.contract == "" else (ci * n_streets + si if ci is not None and si is not None else None)
+        if group is None:
+            continue
+        per_group = tally.counts.setdefault(count.kind, np.zeros(engine.n_groups + 1, dtype=np.int64))
+        per_group[group] += count.n
+    tally.unknown = ledger.unknown_topics(start, end)
     return tally
 
 

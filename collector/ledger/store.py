@@ -9,6 +9,9 @@ Tables:
 * ``days`` — per contract × street × day, for the ``daily`` online method: devices heard
   that day and the day's observed sample instants.
 * ``spans`` — the instants the monitor observed; everything else is a monitoring gap.
+* ``counts`` and ``unknown_topics`` — per hour, the messages counted by kind (accepted
+  heartbeats, rejects, duplicates, late arrivals…) per contract × street (``''`` for messages
+  of no registry device), and the unknown devices' topics: the report's data quality.
 * ``exemptions`` — approved windows that take devices out of the denominator.
 * ``episodes`` — device offline episodes (运维记录: start, end, restored or not).
 * ``alert_state`` and ``alerts`` — the state of each alert rule, and every alert email
@@ -50,6 +53,11 @@ CREATE TABLE IF NOT EXISTS days (
     rules_version TEXT NOT NULL, registry_version TEXT NOT NULL, written_at INTEGER NOT NULL,
     PRIMARY KEY (day, contract, street));
 CREATE TABLE IF NOT EXISTS spans (start INTEGER PRIMARY KEY, "end" INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counts (
+    hour INTEGER NOT NULL, contract TEXT NOT NULL, street TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (hour, contract, street, kind));
+CREATE TABLE IF NOT EXISTS unknown_topics (
+    hour INTEGER NOT NULL, topic TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (hour, topic));
 CREATE TABLE IF NOT EXISTS exemptions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     scope TEXT NOT NULL CHECK (scope IN ('device', 'street', 'gateway')),
@@ -85,6 +93,15 @@ class HourRow:
     exemptions: str = ""
     rules_version: str = ""
     registry_version: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CountRow:
+    hour: int
+    contract: str  # '' with street '': messages of no registry device
+    street: str
+    kind: str
+    n: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,13 +203,22 @@ class Ledger:
     # --- KPI aggregates --------------------------------------------------------------------
 
     def write_aggregates(self, hours: Sequence[HourRow], days: Sequence[DayRow],
-                         spans: Sequence[tuple[int, int]], episodes: Sequence[Episode] = ()) -> None:
-        """Closed hours and days, the monitor's spans and episode changes, in one transaction.
+                         spans: Sequence[tuple[int, int]], episodes: Sequence[Episode] = (),
+                         counts: Sequence[CountRow] = (), unknown: Sequence[tuple[int, str, int]] = ()) -> None:
+        """Closed hours and days, the monitor's spans, episode changes and the hours' message
+        counts, in one transaction.
 
-        Every write is keyed, so writing the same hour again replaces it instead of adding to it.
+        Every write is keyed, so writing the same hour again replaces it instead of adding to it
+        (an hour's counts are replaced whole: those of every hour in ``hours`` are).
         """
         written = now_us()
         with self.transaction() as db:
+            rewritten = sorted({h.hour for h in hours} | {c.hour for c in counts} | {u[0] for u in unknown})
+            db.executemany("DELETE FROM counts WHERE hour = ?", [(h,) for h in rewritten])
+            db.executemany("DELETE FROM unknown_topics WHERE hour = ?", [(h,) for h in rewritten])
+            db.executemany("INSERT INTO counts VALUES (?, ?, ?, ?, ?)",
+                           [(c.hour, c.contract, c.street, c.kind, c.n) for c in counts])
+            db.executemany("INSERT INTO unknown_topics VALUES (?, ?, ?)", unknown)
             db.executemany(
                 f"INSERT OR REPLACE INTO hours VALUES ({', '.join('?' * (10 + len(COUNTERS)))})",
                 [(h.hour, h.contract, h.street, h.samples, h.online, h.expected, *h.counters,
@@ -225,6 +251,16 @@ class Ledger:
         return [HourRow(hour=r[0], contract=r[1], street=r[2], samples=r[3], online=r[4], expected=r[5],
                         counters=tuple(r[6:6 + n]), exemptions=r[6 + n], rules_version=r[7 + n],
                         registry_version=r[8 + n]) for r in rows]
+
+    def counts(self, start: int, end: int) -> list[CountRow]:
+        rows = self.db.execute("SELECT hour, contract, street, kind, n FROM counts WHERE hour >= ? AND hour < ? "
+                               "ORDER BY hour, contract, street, kind", (start, end)).fetchall()
+        return [CountRow(hour=r[0], contract=r[1], street=r[2], kind=r[3], n=r[4]) for r in rows]
+
+    def unknown_topics(self, start: int, end: int) -> dict[str, int]:
+        rows = self.db.execute("SELECT topic, sum(n) FROM unknown_topics WHERE hour >= ? AND hour < ? "
+                               "GROUP BY topic ORDER BY topic", (start, end)).fetchall()
+        return {topic: int(n) for topic, n in rows}
 
     def days(self, first_day: int, end_day: int) -> list[DayRow]:
         rows = self.db.execute(

@@ -18,7 +18,7 @@ from ..engine import Engine
 from ..tally import Tally
 from ..timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, day_start
 from .records import Episode
-from .store import DayRow, HourRow, Ledger
+from .store import CountRow, DayRow, HourRow, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,11 @@ class LedgerWriter:
         self.hour = hour
         self.day = day
         self.pending_episodes: list[Episode] = []
-        self._closed_hours: list[HourRow] = []
+        self._closed_hours: list[Tally] = []
         self._closed_days: list[DayRow] = []
         self.hours_written = 0
         engine.listeners.append(self)
+        engine.count_listeners.append(self)
 
     # --- engine listener -------------------------------------------------------------------
 
@@ -50,6 +51,9 @@ class LedgerWriter:
     def on_first_seen(self, day: int, counts: np.ndarray) -> None:
         self._roll_day(day_start(day)).on_first_seen(day, counts)
 
+    def on_counts(self, slot_start: int, counts: dict[str, np.ndarray], unknown: dict[str, int]) -> None:
+        self._roll(slot_start).on_counts(slot_start, counts, unknown)
+
     def on_episodes(self, episodes: list[Episode]) -> None:
         self.pending_episodes.extend(episodes)
 
@@ -58,7 +62,7 @@ class LedgerWriter:
     def _roll(self, t: int) -> Tally:
         if self.hour is None or t >= self.hour.end:
             if self.hour is not None:
-                self._closed_hours += self._hour_rows(self.hour)
+                self._closed_hours.append(self.hour)
             start = t - (t + UTC_OFFSET_US) % self.bucket
             self.hour = Tally(self.engine, start, start + self.bucket)
             if self._closed_hours:
@@ -80,14 +84,17 @@ class LedgerWriter:
         safe at any time: the open tallies continue (through the checkpoint) and the completed
         hour replaces the partial row.
         """
-        hours, self._closed_hours = self._closed_hours, []
+        tallies, self._closed_hours = self._closed_hours, []
         days, self._closed_days = self._closed_days, []
         if open_buckets:
-            hours += self._hour_rows(self.hour) if self.hour is not None else []
+            tallies += [self.hour] if self.hour is not None else []
             days += self._day_rows(self.day) if self.day is not None else []
+        hours = [row for tally in tallies for row in self._hour_rows(tally)]
+        counts = [row for tally in tallies for row in self._count_rows(tally)]
+        unknown = [(tally.start, topic, n) for tally in tallies for topic, n in sorted(tally.unknown.items())]
         episodes, self.pending_episodes = self.pending_episodes, []
         spans = [(a, b) for a, b in self.engine.spans]
-        self.ledger.write_aggregates(hours, days, spans[-8:] if len(spans) > 8 else spans, episodes)
+        self.ledger.write_aggregates(hours, days, spans[-8:] if len(spans) > 8 else spans, episodes, counts, unknown)
         self.hours_written += len({h.hour for h in hours})
 
     def _versions(self) -> dict[str, str]:
@@ -109,6 +116,16 @@ class LedgerWriter:
                     online=int(tally.online[ci, si]), expected=int(tally.expected[ci, si]),
                     counters=tuple(int(x) for x in tally.counters[ci * n_streets + si]),
                     exemptions=applied, **self._versions()))
+        return rows
+
+    def _count_rows(self, tally: Tally) -> list[CountRow]:
+        contracts = [c.code for c in self.engine.registry.rules.contracts]
+        streets = self.engine.registry.rules.street_codes()
+        rows = []
+        for kind, per_group in sorted(tally.counts.items()):
+            for g in np.flatnonzero(per_group).tolist():
+                contract, street = ("", "") if g == self.engine.n_groups else (contracts[g // len(streets)], streets[g % len(streets)])
+                rows.append(CountRow(hour=tally.start, contract=contract, street=street, kind=kind, n=int(per_group[g])))
         return rows
 
     def _day_rows(self, tally: Tally) -> list[DayRow]:
