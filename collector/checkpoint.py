@@ -42,10 +42,10 @@ from .rules import COUNTERS, Rules
 from .tally import Tally
 
 FORMAT = "ptmon-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sampled_online, the per-hour message counts
 # online_until is not saved: it is last_heartbeat + the type's timeout, rebuilt on load.
 DEVICE_ARRAYS = ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot",
-                 "counters", "has_baseline", "seen_day")
+                 "counters", "has_baseline", "seen_day", "sampled_online")
 GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
 RATE_ARRAYS = {  # RateState attribute: (array name, rows of, fill for a row new since the save)
     "device_window": ("rate_device_window", "device", -1),

@@ -65,6 +65,17 @@ class DeviceListener(Protocol):
         """Masks over the contract's registry slice at sample ``t``; read-only, valid during the call."""
 
 
+class UnexemptedListener(Protocol):
+    def on_unexempted_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
+        """A sample with exemptions left out: devices under lease (and those of them online) per street."""
+
+
+class StatusListener(Protocol):
+    def on_status(self, contract: int, t: int, changed: np.ndarray, online: np.ndarray) -> None:
+        """At sample ``t``: the registry rows of ``contract`` whose online status (heard within
+        their timeout, lease and exemptions aside) differs from their previous sample, and the new status."""
+
+
 class GatewayListener(Protocol):
     def on_gateway(self, t: int, gateway: int, online: bool) -> None:
         """A gateway's status changed (``offline`` is its MQTT Last Will)."""
@@ -100,6 +111,7 @@ class Engine:
         self.counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
         self.has_baseline = np.zeros((n, len(COUNTERS)), dtype=bool)
         self.seen_day = np.full(n, -1, dtype=np.int32)
+        self.sampled_online = np.zeros(n, dtype=bool)  # online status at the contract's last sample
         self.gateway_online = np.ones(len(registry.gateways), dtype=bool)
         self.gateway_since = np.full(len(registry.gateways), NEVER, dtype=np.int64)
 
@@ -111,6 +123,10 @@ class Engine:
         self.stats: Counter[str] = Counter()
         self.listeners: list[EngineListener] = []
         self.device_listeners: list[DeviceListener] = []  # per-device masks at each sample (episodes)
+        # The ledger: it keeps samples without exemptions and each device's status changes, and
+        # applies the exemptions as they stand when it is read (ledger/exempt.py).
+        self.unexempted_listeners: list[UnexemptedListener] = []
+        self.status_listeners: list[StatusListener] = []
         self.gateway_listeners: list[GatewayListener] = []
         self.count_listeners: list[CountListener] = []  # messages counted by kind (data quality)
         self._queued = CountedEvents.empty()  # the decoder's counted events not yet emitted, in time order
@@ -210,18 +226,33 @@ class Engine:
         for contract, interval in enumerate(self.sample_interval):
             if (t + UTC_OFFSET_US) % interval:
                 continue
+            sl = self.contract_slices[contract]
             expected, expected_counts = self.expected_by_street(contract, day)
+            status = self.online_until[sl] > t
+            self._note_status(contract, t, status)
+            if self.unexempted_listeners:
+                lease_online = self._count_by_street(contract, status & expected)
+                for unexempted in self.unexempted_listeners:
+                    unexempted.on_unexempted_sample(contract, t, lease_online, expected_counts.copy())
             exempt = self.exemptions.at(t) if self.exemptions is not None else None
             if exempt is not None:
-                expected = expected & ~exempt[self.contract_slices[contract]]
+                expected = expected & ~exempt[sl]
                 expected_counts = self._count_by_street(contract, expected)
-            online = (self.online_until[self.contract_slices[contract]] > t) & expected
+            online = status & expected
             online_counts = self._count_by_street(contract, online)
             for listener in self.listeners:
                 listener.on_sample(contract, t, online_counts, expected_counts.copy())
             for device_listener in self.device_listeners:
                 device_listener.on_device_sample(contract, t, online, expected)
         self.stats["samples"] += 1
+
+    def _note_status(self, contract: int, t: int, status: np.ndarray) -> None:
+        sl = self.contract_slices[contract]
+        changed = np.flatnonzero(self.sampled_online[sl] != status)
+        if len(changed):
+            self.sampled_online[sl.start + changed] = status[changed]
+            for listener in self.status_listeners:
+                listener.on_status(contract, t, changed + sl.start, status[changed])
 
     # --- events -----------------------------------------------------------------------
 

@@ -108,15 +108,29 @@ def test_exemption_takes_devices_out_of_the_denominator(registry, archive, tmp_p
     assert exempted.row("iot", "taopu", "online") == plain.row("iot", "taopu", "online")
 
 
-def test_a_late_or_revoked_exemption_is_a_warning(registry, archive, tmp_path):
-    """Test that hours computed without an exemption now in force are named in a warning."""
+def test_late_and_revoked_exemptions_count_as_in_a_replay(registry, archive, tmp_path):
+    """Test that an exemption recorded after the hours it covers were written, and a revoked one,
+    give the ledger exactly the KPIs of a replay with the exemptions in force: the late one counts
+    over its whole window, the revoked one nowhere."""
     start, end = month()
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         rebuild_ledger([str(archive)], registry, ledger)
-        ledger.add_exemption(scope="device", target="s-taopu-noise-0", start=(T0 + 1 * HOUR) * US,
-                             end=(T0 + 2 * HOUR) * US, reason="维修", approver="李工")
-        warnings = ledger_warnings(ledger, registry, start, end)
-    assert len(warnings) == 1 and "exemption 1" in warnings[0] and "--from-archive" in warnings[0]
+        late = ledger.add_exemption(scope="device", target="s-changzheng-noise-0", start=(T0 + 1 * HOUR + 90) * US,
+                                    end=(T0 + 4 * HOUR) * US, reason="维修", approver="李工")
+        street = ledger.add_exemption(scope="gateway", target="gw-changzheng", start=(T0 + 3 * HOUR) * US,
+                                      end=(T0 + 6 * HOUR + 30) * US, reason="停电", approver="王主任")
+        revoked = ledger.add_exemption(scope="street", target="taopu", start=T0 * US, end=(T0 + 9 * HOUR) * US,
+                                       reason="误报", approver="王主任")
+        ledger.revoke_exemption(revoked.id, by="王主任", reason="登记有误")
+        from_ledger = ledger_results(ledger, registry, start, end)
+        assert ledger_warnings(ledger, registry, start, end) == []
+        in_force = [e for e in ledger.exemptions() if e.active]
+    assert [e.id for e in in_force] == [late.id, street.id]
+    replayed = replay([str(archive)], registry, start, end, exemptions=in_force)
+    assert from_ledger.csv_text() == replayed.csv_text()
+    plain = replay([str(archive)], registry, start, end)
+    assert from_ledger.row("iot", "changzheng", "online").denominator < plain.row("iot", "changzheng", "online").denominator
+    assert from_ledger.row("iot", "taopu", "online") == plain.row("iot", "taopu", "online")
 
 
 def test_daily_kpis_sum_to_the_month(registry, archive, tmp_path):

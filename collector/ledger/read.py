@@ -11,6 +11,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from collections.abc import Sequence
+
 from ..engine import Engine
 from ..registry import Registry
 from ..report.model import DailyKpi
@@ -18,13 +20,17 @@ from ..results import Results
 from ..rules import COUNTERS, RATIO_KPIS
 from ..tally import DISTRICT, Tally
 from ..timebase import day_of, day_to_date
+from .exempt import exempted_hours
+from .records import Exemption
 from .store import Ledger
 
 _COLUMN = {name: i for i, name in enumerate(COUNTERS)}
 
 
-def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int) -> Tally:
-    """A tally of ``[start, end)`` holding the ledger's sums, on an engine with its spans."""
+def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int,
+                 exemptions: Sequence[Exemption] | None = None) -> Tally:
+    """A tally of ``[start, end)`` holding the ledger's sums, on an engine with its spans, with the
+    exemptions applied (the ledger's own unless ``exemptions`` is given)."""
     engine = Engine(registry)
     engine.spans = ledger.spans()
     tally = Tally(engine, start, end)
@@ -33,7 +39,7 @@ def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int) -> Ta
     streets = {s: i for i, s in enumerate(rules.street_codes())}
     n_streets = len(streets)
     samples: dict[tuple[int, int], int] = {}
-    for row in ledger.hours(start, end):
+    for row in exempted_hours(ledger, registry, start, end, exemptions):
         ci, si = contracts.get(row.contract), streets.get(row.street)
         if ci is None or si is None:
             continue  # a contract or street no longer in the rules: reported by versions
@@ -60,15 +66,17 @@ def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int) -> Ta
     return tally
 
 
-def ledger_results(ledger: Ledger, registry: Registry, start: int, end: int) -> Results:
-    return ledger_tally(ledger, registry, start, end).results()
+def ledger_results(ledger: Ledger, registry: Registry, start: int, end: int,
+                   exemptions: Sequence[Exemption] | None = None) -> Results:
+    return ledger_tally(ledger, registry, start, end, exemptions).results()
 
 
-def ledger_daily(ledger: Ledger, registry: Registry, start: int, end: int) -> list[DailyKpi]:
+def ledger_daily(ledger: Ledger, registry: Registry, start: int, end: int,
+                 exemptions: Sequence[Exemption] | None = None) -> list[DailyKpi]:
     """Each day's KPIs per contract × street and district (time-weighted online rate)."""
     rules = registry.rules
     sums: dict[tuple[int, str, str], np.ndarray] = defaultdict(lambda: np.zeros(2 + len(COUNTERS), dtype=np.int64))
-    for row in ledger.hours(start, end):
+    for row in exempted_hours(ledger, registry, start, end, exemptions):
         day = day_of(row.hour)
         for street in (row.street, DISTRICT):
             sums[day, row.contract, street] += np.array([row.online, row.expected, *row.counters], dtype=np.int64)
@@ -90,7 +98,7 @@ def ledger_daily(ledger: Ledger, registry: Registry, start: int, end: int) -> li
 
 def ledger_warnings(ledger: Ledger, registry: Registry, start: int, end: int) -> list[str]:
     """What a reviewer must know about the ledger's hours: versions that differ from the
-    current rules and registry, and hours an exemption was applied to only in part."""
+    current rules and registry. (Exemptions need no warning: they are applied when read.)"""
     warnings = []
     hours = ledger.hours(start, end)
     versions = {(h.rules_version, h.registry_version) for h in hours}
@@ -99,21 +107,6 @@ def ledger_warnings(ledger: Ledger, registry: Registry, start: int, end: int) ->
     for rules_version, registry_version in other:
         warnings.append(f"部分小时由其他版本计算 (hours computed with other versions): 规则 rules {rules_version}, "
                         f"登记 registry {registry_version}")
-    exemptions = {e.id: e for e in ledger.exemptions(start=start, end=end)}
-    stale: set[int] = set()
-    for h in hours:
-        applied = {x for x in h.exemptions.split(",") if x}
-        for e in exemptions.values():
-            covers = e.active and e.start < h.hour + 3_600_000_000 and h.hour < e.end
-            if covers and str(e.id) not in applied:
-                stale.add(e.id)
-            if not e.active and (str(e.id) in applied or f"~{e.id}" in applied):
-                stale.add(e.id)
-    for exemption_id in sorted(stale):
-        e = exemptions[exemption_id]
-        state = "已撤销 (revoked)" if not e.active else "在其窗口开始后才登记 (recorded after its window began)"
-        warnings.append(f"豁免 exemption {exemption_id} {state}: 所涉小时未完全按其计算，请用 --from-archive 复核 "
-                        "(the hours it covers were not all computed with it; verify with --from-archive)")
     return warnings
 
 

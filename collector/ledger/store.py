@@ -2,13 +2,16 @@
 
 Tables:
 
-* ``hours`` — per contract × street × hour: observed sample instants, Σ online, Σ expected,
-  the counter delta sums, the exemptions applied, and the rule-file and registry versions
-  that produced the row. Rows are written when the hour closes; writing the same hour again
+* ``hours`` — per contract × street × hour: observed sample instants, Σ online, Σ expected
+  (devices under lease; exemptions are applied when the ledger is read), the counter delta
+  sums, and the rule-file and registry versions that produced the row. Rows are written when the hour closes; writing the same hour again
   (the archive tail replayed after a crash) replaces it, so no hour counts twice.
 * ``days`` — per contract × street × day, for the ``daily`` online method: devices heard
   that day and the day's observed sample instants.
 * ``spans`` — the instants the monitor observed; everything else is a monitoring gap.
+* ``status`` — each device's online status (heard within its type's timeout) at the samples
+  where it changed: with ``spans`` it gives any device's status at any observed sample, which
+  is what applying an exemption at read time needs.
 * ``counts`` and ``unknown_topics`` — per hour, the messages counted by kind (accepted
   heartbeats, rejects, duplicates, late arrivals…) per contract × street (``''`` for messages
   of no registry device), and the unknown devices' topics: the report's data quality.
@@ -53,6 +56,8 @@ CREATE TABLE IF NOT EXISTS days (
     rules_version TEXT NOT NULL, registry_version TEXT NOT NULL, written_at INTEGER NOT NULL,
     PRIMARY KEY (day, contract, street));
 CREATE TABLE IF NOT EXISTS spans (start INTEGER PRIMARY KEY, "end" INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS status (
+    device TEXT NOT NULL, t INTEGER NOT NULL, online INTEGER NOT NULL, PRIMARY KEY (device, t)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counts (
     hour INTEGER NOT NULL, contract TEXT NOT NULL, street TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (hour, contract, street, kind));
@@ -204,7 +209,8 @@ class Ledger:
 
     def write_aggregates(self, hours: Sequence[HourRow], days: Sequence[DayRow],
                          spans: Sequence[tuple[int, int]], episodes: Sequence[Episode] = (),
-                         counts: Sequence[CountRow] = (), unknown: Sequence[tuple[int, str, int]] = ()) -> None:
+                         counts: Sequence[CountRow] = (), unknown: Sequence[tuple[int, str, int]] = (),
+                         status: Sequence[tuple[str, int, int]] = ()) -> None:
         """Closed hours and days, the monitor's spans, episode changes and the hours' message
         counts, in one transaction.
 
@@ -219,6 +225,7 @@ class Ledger:
             db.executemany("INSERT INTO counts VALUES (?, ?, ?, ?, ?)",
                            [(c.hour, c.contract, c.street, c.kind, c.n) for c in counts])
             db.executemany("INSERT INTO unknown_topics VALUES (?, ?, ?)", unknown)
+            db.executemany("INSERT OR REPLACE INTO status VALUES (?, ?, ?)", status)
             db.executemany(
                 f"INSERT OR REPLACE INTO hours VALUES ({', '.join('?' * (10 + len(COUNTERS)))})",
                 [(h.hour, h.contract, h.street, h.samples, h.online, h.expected, *h.counters,
@@ -261,6 +268,20 @@ class Ledger:
         rows = self.db.execute("SELECT topic, sum(n) FROM unknown_topics WHERE hour >= ? AND hour < ? "
                                "GROUP BY topic ORDER BY topic", (start, end)).fetchall()
         return {topic: int(n) for topic, n in rows}
+
+    def status_history(self, devices: Sequence[str], start: int, end: int) -> dict[str, list[tuple[int, bool]]]:
+        """Each device's status changes before ``end``, from its last one at or before ``start`` on."""
+        out: dict[str, list[tuple[int, bool]]] = {}
+        for chunk in range(0, len(devices), 500):
+            part = list(devices[chunk:chunk + 500])
+            marks = ", ".join("?" * len(part))
+            rows = self.db.execute(
+                f"SELECT s.device, s.t, s.online FROM status s WHERE s.device IN ({marks}) AND s.t < ? AND s.t >= "
+                f"coalesce((SELECT max(b.t) FROM status b WHERE b.device = s.device AND b.t <= ?), ?) ORDER BY s.device, s.t",
+                (*part, end, start, start)).fetchall()
+            for device, t, online in rows:
+                out.setdefault(device, []).append((t, bool(online)))
+        return out
 
     def days(self, first_day: int, end_day: int) -> list[DayRow]:
         rows = self.db.execute(

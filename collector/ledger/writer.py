@@ -1,5 +1,10 @@
 """The engine's output summed per hour (and per day) and written to the ledger as hours close.
 
+The hours hold samples without exemptions, and every device's online-status change at the
+samples is written too: exemptions are applied when the ledger is read (``exempt.py``), so
+an exemption recorded late, or revoked, counts exactly as a replay with the exemptions of
+that moment counts it.
+
 An engine listener holding two open tallies, the current hour's and the current day's. When
 an event falls past the open hour, its rows (per contract × street) are written in one
 transaction with the monitor's spans and the episodes gathered since. The open tallies
@@ -36,14 +41,24 @@ class LedgerWriter:
         self._closed_hours: list[Tally] = []
         self._closed_days: list[DayRow] = []
         self.hours_written = 0
+        self.pending_status: list[tuple[str, int, int]] = []  # (device, t, online) changes to write
         engine.listeners.append(self)
         engine.count_listeners.append(self)
+        engine.unexempted_listeners.append(self)
+        engine.status_listeners.append(self)
 
     # --- engine listener -------------------------------------------------------------------
 
     def on_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
+        """Samples with exemptions applied are not the ledger's: see :meth:`on_unexempted_sample`."""
+
+    def on_unexempted_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
         self._roll(t).on_sample(contract, t, online, expected)
         self._roll_day(t).on_sample(contract, t, online, expected)
+
+    def on_status(self, contract: int, t: int, changed: np.ndarray, online: np.ndarray) -> None:
+        ids = self.engine.registry.ids
+        self.pending_status.extend((ids[i], t, int(o)) for i, o in zip(changed.tolist(), online.tolist()))
 
     def on_deltas(self, slot_start: int, sums: np.ndarray) -> None:
         self._roll(slot_start).on_deltas(slot_start, sums)
@@ -93,8 +108,10 @@ class LedgerWriter:
         counts = [row for tally in tallies for row in self._count_rows(tally)]
         unknown = [(tally.start, topic, n) for tally in tallies for topic, n in sorted(tally.unknown.items())]
         episodes, self.pending_episodes = self.pending_episodes, []
+        status, self.pending_status = self.pending_status, []
         spans = [(a, b) for a, b in self.engine.spans]
-        self.ledger.write_aggregates(hours, days, spans[-8:] if len(spans) > 8 else spans, episodes, counts, unknown)
+        self.ledger.write_aggregates(hours, days, spans[-8:] if len(spans) > 8 else spans, episodes, counts, unknown,
+                                     status)
         self.hours_written += len({h.hour for h in hours})
 
     def _versions(self) -> dict[str, str]:
@@ -103,8 +120,6 @@ class LedgerWriter:
 
     def _hour_rows(self, tally: Tally) -> list[HourRow]:
         rules = self.engine.registry.rules
-        exemptions = self.engine.exemptions
-        applied = ",".join(exemptions.applied_in(tally.start, tally.end)) if exemptions is not None else ""
         rows = []
         n_streets = self.engine.n_streets
         for ci, contract in enumerate(rules.contracts):
@@ -115,7 +130,7 @@ class LedgerWriter:
                     hour=tally.start, contract=contract.code, street=street, samples=int(tally.samples[ci]),
                     online=int(tally.online[ci, si]), expected=int(tally.expected[ci, si]),
                     counters=tuple(int(x) for x in tally.counters[ci * n_streets + si]),
-                    exemptions=applied, **self._versions()))
+                    **self._versions()))
         return rows
 
     def _count_rows(self, tally: Tally) -> list[CountRow]:

@@ -52,17 +52,16 @@ def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: P
                 at = format_instant(p.clock) if p.clock is not None else "-"
                 say(f"  {p.records:,} records, {p.records / max(p.elapsed, 1e-9):,.0f}/s, at {at}")
 
-            rebuild_ledger([str(p) for p in paths], registry, ledger, end=end,
-                           exemptions=[e for e in exemptions if e.active], progress=report)
+            rebuild_ledger([str(p) for p in paths], registry, ledger, end=end, progress=report)
         else:
             assert real is not None
             source, ledger = "ledger", real
             say(f"reading {month} from the ledger {ledger_path}")
-        results = ledger_results(ledger, registry, start, end)
+        results = ledger_results(ledger, registry, start, end, exemptions)
         warnings = ledger_warnings(ledger, registry, start, end) if source == "ledger" else []
         inputs = ReportInputs(
             month=month, start=start, end=end, source=source, rules=rules, registry=registry, results=results,
-            daily=ledger_daily(ledger, registry, start, end), exemptions=exemptions,
+            daily=ledger_daily(ledger, registry, start, end, exemptions), exemptions=exemptions,
             episodes=ledger.episodes(start, end), warnings=warnings,
             files=files + ([InputFile(role="ledger", path=str(ledger_path), sha256=_ledger_digest(ledger, start, end))]
                            if source == "ledger" else []),
