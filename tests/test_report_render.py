@@ -239,18 +239,34 @@ def test_xlsx_has_contract_and_device_sheets(out, inputs):
 
 
 def test_csv_is_the_replay_csv_plus_money(out, inputs):
-    """Test that the CSV's first columns are the replay's rows byte for byte, plus fee, deduction and payable."""
+    """Test that the CSV's first columns are the replay's rows byte for byte, then fee, deduction and
+    payable, then the contract's coverage and whether the row is provisional."""
     lines = (out / f"report-{MONTH}.csv").read_text(encoding="utf-8").splitlines()
     replay = inputs.results.csv_text().splitlines()
-    assert lines[0] == ",".join(CSV_COLUMNS) + ",fee,deduction,payable"
+    assert lines[0] == ",".join(CSV_COLUMNS) + ",fee,deduction,payable,coverage,provisional"
     assert len(lines) == len(replay)
     for mine, theirs in zip(lines[1:], replay[1:]):
-        assert mine.rsplit(",", 3)[0] == theirs
+        assert mine.rsplit(",", 5)[0] == theirs
+        # 119 sample minutes missed on day 10 (13:01-14:59): the month is over but not wholly observed
+        assert mine.rsplit(",", 2)[1:] == ["0.997245370", "true"]
     rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
     cs = [r for r in rows if (r["contract"], r["street"]) == ("iot", "changshou")]
     assert {(r["fee"], r["deduction"], r["payable"]) for r in cs} == {("238958.33", "40622.92", "198335.41")}
     district = next(r for r in rows if (r["contract"], r["street"], r["kpi"]) == ("cam", "district", "online"))
     assert (district["fee"], district["deduction"], district["payable"]) == ("3582997.60", "107489.93", "3475507.67")
+
+
+def test_a_month_with_a_gap_is_provisional_but_runs_to_its_end(out, inputs):
+    """Test that the finished month with a 2-hour monitoring gap is provisional for its coverage,
+    while its durations still run to the month's end (the monitor saw the month's last sample)."""
+    status = build_view(inputs).status
+    assert (status.month_over, status.provisional, status.cut_short) == (True, True, False)
+    html = (out / f"report-{MONTH}.html").read_text(encoding="utf-8")
+    assert "<h1>月度租赁服务考核验收报告（临时报告）</h1>" in html
+    headline = "".join(html.split("<h2>")[:2])  # the title block and the summary
+    assert "本月未被完整监测 (month not wholly observed)" in headline and "截至" not in headline
+    assert '<td class="num">99.725%</td>' in html  # coverage beside the headline amounts
+    assert "<th>月末仍离线</th>" in html and "月末<br>仍离线" in html
 
 
 def test_one_contract_only(inputs, tmp_path):

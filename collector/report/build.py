@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -24,13 +25,18 @@ from ..rules import RULE_FILES, Rules
 from ..sinks.archive import archive_files
 from ..timebase import day_of, day_to_date, format_instant, month_bounds
 from .model import InputFile, ReportInputs
+from .status import last_observed
 
 _DAY = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})")
 
 
 def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: Path | None,
-                 archive_dirs: Sequence[Path] | None, progress: Callable[[str], None] | None = None) -> ReportInputs:
+                 archive_dirs: Sequence[Path] | None, progress: Callable[[str], None] | None = None,
+                 now: int | None = None) -> ReportInputs:
+    """The month's report inputs; ``now`` (µs, default the clock) is when the report is made,
+    which decides whether the month is over (:mod:`ptmon.report.status`)."""
     start, end = month_bounds(month)
+    made_at = time.time_ns() // 1000 if now is None else now
     say = progress or (lambda text: None)
     real = Ledger(ledger_path, readonly=True) if ledger_path is not None and Path(ledger_path).exists() else None
     if archive_dirs is None and real is None:
@@ -62,7 +68,8 @@ def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: P
         inputs = ReportInputs(
             month=month, start=start, end=end, source=source, rules=rules, registry=registry, results=results,
             daily=ledger_daily(ledger, registry, start, end, exemptions), exemptions=exemptions,
-            episodes=ledger.episodes(start, end), warnings=warnings,
+            episodes=ledger.episodes(start, end), warnings=warnings, made_at=made_at,
+            observed_until=last_observed(ledger.spans(), start, end),
             files=files + ([InputFile(role="ledger", path=str(ledger_path), sha256=_ledger_digest(ledger, start, end))]
                            if source == "ledger" else []),
         )

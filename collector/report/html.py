@@ -19,8 +19,9 @@ from ..payment import PaymentLine
 from ..rules import Contract
 from . import fmt
 from .charts import Series, legend_html, trend_svg
+from .status import PROVISIONAL, TITLE_MARK, coverage_text
 from .summary import WORST_DEVICES
-from .template import CSS, TEMPLATE
+from .template import CSS, PROVISIONAL_CSS, TEMPLATE
 from .view import ContractView, ReportView, StreetLine
 
 NUMERALS = "零一二三四五六七八九十"
@@ -41,15 +42,20 @@ def render_html(view: ReportView) -> str:
     types = {t.code: t.name for t in inputs.rules.types}
     results = inputs.results
     unknown = sorted(results.unknown_topics.items(), key=lambda kv: (-kv[1], kv[0]))
+    quality = view.quality()
+    status = view.status
     return _TEMPLATE.render(
         v=view,
+        st=status,
         f=fmt,
-        css=Markup(CSS + _page_css(view)),
+        css=Markup(CSS + (PROVISIONAL_CSS if status.provisional else "") + _page_css(view)),
         numerals=NUMERALS,
         sub=SUB_NUMERALS,
         source_label=SOURCE_LABELS.get(inputs.source, inputs.source),
         gaps=results.gaps,
-        rejects=sorted(results.rejects.items()),
+        quality=quality,
+        prov=provisional_mark,
+        coverage_cell=lambda c: coverage_cell(view, c),
         unknown=unknown[:UNKNOWN_SHOWN],
         unknown_more=max(0, len(unknown) - UNKNOWN_SHOWN),
         worst_n=WORST_DEVICES,
@@ -68,7 +74,7 @@ def render_html(view: ReportView) -> str:
 
 def _page_css(view: ReportView) -> str:
     """The running header of every page after the first: title, month and the input digest."""
-    title = f"月度租赁服务考核验收报告 · {view.month_label}"
+    title = f"月度租赁服务考核验收报告 · {view.month_label}" + (f" · {TITLE_MARK}" if view.status.provisional else "")
     digest = f"输入 SHA-256 {view.inputs.digest[:16]}…" if view.inputs.digest else ""
     return (f"\n@page {{ @top-left {{ content: {css_string(title)}; }} @top-right {{ content: {css_string(digest)}; }} }}\n"
             "@page :first { @top-left { content: none; } @top-right { content: none; } }\n")
@@ -83,6 +89,21 @@ def css_string(text: str) -> str:
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
+
+
+def provisional_mark(owner: ContractView | ReportView, amount: object) -> Markup:
+    """`` 暂定`` after an amount of a provisional contract (or report); nothing otherwise."""
+    provisional = owner.provisional if isinstance(owner, ContractView) else owner.status.provisional
+    if not provisional or amount is None:
+        return Markup("")
+    return Markup(' <span class="prov">{}</span>').format(PROVISIONAL)
+
+
+def coverage_cell(view: ReportView, contract: ContractView) -> Markup:
+    """The headline's coverage cell, present only in a provisional report."""
+    if not view.status.provisional:
+        return Markup("")
+    return Markup('<td class="num">{}</td>').format(coverage_text(contract.coverage))
 
 
 def method_label(contract: Contract) -> str:

@@ -51,3 +51,9 @@ class ReportInputs:
     files: list[InputFile] = field(default_factory=list)
     digest: str = ""  # SHA-256 over the input files, in order
     warnings: list[str] = field(default_factory=list)  # what a reviewer must know before signing
+    # µs, when the report was made: before ``end`` the month is not over (report.status). None:
+    # not known, taken as after the month (the renderers have no clock of their own).
+    made_at: int | None = None
+    # µs, the end of the monitor's last observed span within the month (ledger spans), capped at
+    # ``end``; None: not known, judged from ``results.gaps`` alone.
+    observed_until: int | None = None

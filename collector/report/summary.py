@@ -2,17 +2,20 @@
 
 Pure functions over :class:`~ptmon.report.model.ReportInputs`; every renderer reads them.
 
-Episode arithmetic (rules/README.md, "The maintenance record"): an episode overlapping the
-month ``[start, end)`` is
+Episode arithmetic (rules/README.md, "The maintenance record") runs to the *horizon*: the
+month's end, or the last observed instant when the monitor stopped observing before it
+(:func:`ptmon.report.status.observed_until`); nothing is known beyond it. An episode overlapping
+``[start, horizon)`` is
 
-* **restored** when a heartbeat ended it (``restored``) at or before the month's end; its time
+* **restored** when a heartbeat ended it (``restored``) at or before the horizon; its time
   to restore is its whole length, also the part before the month;
-* **open at the month's end** when it has no end yet or ends after the month;
+* **open at the horizon** (月末仍离线, or 截至 … 仍离线) when it has no end yet or ends after it;
 * **left** when it ended in the month without a repair (retired, exempted).
 
 Restored within the response time = restored episodes no longer than ``response_time``, out of
 the episodes that are *due*: all restored ones, plus open ones already older than
-``response_time`` at the month's end. Percentiles are nearest-rank (the ⌈p·n⌉-th shortest).
+``response_time`` at the horizon. Percentiles are nearest-rank (the ⌈p·n⌉-th shortest).
+Offline time is clipped to ``[start, horizon)``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ..ledger.records import Episode, Exemption
 from ..tally import DISTRICT
 from ..timebase import US_PER_S, day_of, day_to_date
 from .model import ReportInputs
+from .status import observed_until
 
 WORST_DEVICES = 20
 
@@ -55,7 +59,7 @@ class MaintenanceStats:
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceOutage:
-    """One device's offline time within the month, from its episodes clipped to the month."""
+    """One device's offline time within the month, from its episodes clipped to ``[start, horizon)``."""
 
     device: str
     contract: str
@@ -66,7 +70,7 @@ class DeviceOutage:
     offline_seconds: float
     episodes: int
     longest_seconds: float
-    open_at_end: bool
+    open_at_end: bool  # still offline at the horizon
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,21 +115,22 @@ def nearest_rank(sorted_values: Sequence[float], p: float) -> float | None:
 def maintenance(inputs: ReportInputs, contract: str) -> dict[str, MaintenanceStats]:
     """Per street of the contract, and ``district``, the month's maintenance record."""
     response = inputs.rules.contract(contract).response_time
+    horizon = observed_until(inputs)
     by_street: dict[str, list[Episode]] = defaultdict(list)
     for e in inputs.episodes:
-        if e.contract == contract and _overlaps(e, inputs.start, inputs.end):
+        if e.contract == contract and _overlaps(e, inputs.start, horizon):
             by_street[e.street].append(e)
             by_street[DISTRICT].append(e)
     streets = [*inputs.rules.street_codes(), DISTRICT]
-    return {street: _stats(by_street.get(street, []), inputs.end, response) for street in streets}
+    return {street: _stats(by_street.get(street, []), horizon, response) for street in streets}
 
 
-def _stats(episodes: list[Episode], month_end: int, response_time: int) -> MaintenanceStats:
+def _stats(episodes: list[Episode], horizon: int, response_time: int) -> MaintenanceStats:
     restore_times, left, open_at_end, overdue = [], 0, 0, 0
     for e in episodes:
-        if e.end is None or e.end > month_end:
+        if e.end is None or e.end > horizon:
             open_at_end += 1
-            overdue += (month_end - e.start) > response_time * US_PER_S
+            overdue += (horizon - e.start) > response_time * US_PER_S
         elif e.restored:
             restore_times.append((e.end - e.start) / US_PER_S)
         else:
@@ -144,14 +149,15 @@ def _overlaps(e: Episode, start: int, end: int) -> bool:
 
 
 def outages(inputs: ReportInputs, contract: str | None = None) -> dict[str, DeviceOutage]:
-    """Offline time within the month of every device with an episode, by device id."""
+    """Offline time within the month, up to the horizon, of every device with an episode, by device id."""
+    horizon = observed_until(inputs)
     acc: dict[str, list[Any]] = {}
     for e in inputs.episodes:
-        if (contract is not None and e.contract != contract) or not _overlaps(e, inputs.start, inputs.end):
+        if (contract is not None and e.contract != contract) or not _overlaps(e, inputs.start, horizon):
             continue
-        end = inputs.end if e.end is None else min(e.end, inputs.end)
+        end = horizon if e.end is None else min(e.end, horizon)
         seconds = (end - max(e.start, inputs.start)) / US_PER_S
-        still_open = e.end is None or e.end > inputs.end
+        still_open = e.end is None or e.end > horizon
         a = acc.get(e.device)
         if a is None:
             acc[e.device] = [e, seconds, 1, seconds, still_open]

@@ -73,18 +73,39 @@ svg.trend { width: 100%; height: auto; display: block; }
 }
 """
 
+# Only in a provisional report (a final one keeps its exact bytes).
+PROVISIONAL_CSS = """
+.provisional { border: 1.5pt solid #b3161b; background: #fdecec; padding: 2mm 3mm; margin: 2mm 0 4mm; }
+.provisional .headline { font-size: 12pt; font-weight: bold; color: #b3161b; margin: 0 0 1mm; }
+.provisional li { margin: 0.8mm 0; }
+caption.coverage { caption-side: top; text-align: left; font-size: 8.5pt; color: #b3161b; padding-bottom: 0.8mm; }
+.prov { color: #b3161b; font-size: 7.5pt; font-weight: bold; }
+"""
+
 TEMPLATE = r"""<!DOCTYPE html>
 <html lang="zh-CN">
 <head>
 <meta charset="utf-8">
-<title>月度租赁服务考核验收报告 {{ v.inputs.month }}</title>
+<title>月度租赁服务考核验收报告 {{ v.inputs.month }}{% if st.provisional %}（临时报告 Provisional）{% endif %}</title>
 <style>{{ css }}</style>
 </head>
 <body>
 <header>
 <div class="org">上海市普陀区城市运行管理中心</div>
-<h1>月度租赁服务考核验收报告</h1>
+<h1>月度租赁服务考核验收报告{% if st.provisional %}（临时报告）{% endif %}</h1>
 <div class="subtitle">{{ v.month_label }} · {% for c in v.contracts %}{{ c.contract.name }}{% if not loop.last %}、{% endif %}{% endfor %}</div>
+{% if st.provisional %}
+<div class="provisional">
+<p class="headline">临时报告（Provisional report）{% if st.cut_short %} · 截至 {{ st.as_of() }}（上海时间）{% endif %}</p>
+<ul>
+{% for r in st.reasons() %}<li>{{ r }}</li>
+{% endfor %}
+{% for c in v.contracts %}<li>{{ c.contract.name }}：{{ c.coverage_line() }}{% if c.provisional %}，金额暂定 (provisional){% endif %}</li>
+{% endfor %}
+<li>{{ st.amounts_note() }}</li>
+</ul>
+</div>
+{% endif %}
 <table class="meta">
 <tr><th>考核期间</th><td>{{ f.instant(v.inputs.start) }} 至 {{ f.instant(v.inputs.end) }}（北京时间，不含终点）</td></tr>
 <tr><th>数据来源</th><td>{{ source_label }}</td></tr>
@@ -96,16 +117,16 @@ TEMPLATE = r"""<!DOCTYPE html>
 <section>
 <h2>一、考核结论（Summary）</h2>
 <table>
-<thead><tr><th>合同</th><th>考核街镇</th><th>全部指标达标</th><th>月租赁费（元）</th><th>扣减金额（元）</th><th>应付金额（元）</th></tr></thead>
+<thead><tr><th>合同</th><th>考核街镇</th><th>全部指标达标</th>{% if st.provisional %}<th>监测覆盖率</th>{% endif %}<th>月租赁费（元）</th><th>扣减金额（元）</th><th>应付金额（元）</th></tr></thead>
 <tbody>
 {% for c in v.contracts %}{% set p = c.district.payment %}
 <tr><td>{{ c.contract.name }} [{{ c.contract.code }}]</td><td class="num">{{ c.streets|length }}</td>
-<td class="num">{{ c.street_passes() }} / {{ c.streets|length }}</td>
-<td class="num">{{ f.money(p.fee if p else none) }}</td><td class="num">{{ f.money(p.deduction if p else none) }}</td>
-<td class="num">{{ f.money(p.payable if p else none) }}</td></tr>
+<td class="num">{{ c.street_passes() }} / {{ c.streets|length }}</td>{{ coverage_cell(c) }}
+<td class="num">{{ f.money(p.fee if p else none) }}</td><td class="num">{{ f.money(p.deduction if p else none) }}{{ prov(c, p) }}</td>
+<td class="num">{{ f.money(p.payable if p else none) }}{{ prov(c, p) }}</td></tr>
 {% endfor %}
 {% set t = v.money_total() %}{% if t and v.contracts|length > 1 %}
-<tr class="total"><td colspan="3">合计</td><td class="num">{{ f.money(t.fee) }}</td><td class="num">{{ f.money(t.deduction) }}</td><td class="num">{{ f.money(t.payable) }}</td></tr>
+<tr class="total"><td colspan="{{ 4 if st.provisional else 3 }}">合计</td><td class="num">{{ f.money(t.fee) }}</td><td class="num">{{ f.money(t.deduction) }}{{ prov(v, t) }}</td><td class="num">{{ f.money(t.payable) }}{{ prov(v, t) }}</td></tr>
 {% endif %}
 </tbody>
 </table>
@@ -126,6 +147,9 @@ TEMPLATE = r"""<!DOCTYPE html>
 
 <h3>{{ sub[1] }}分街镇考核结果</h3>
 <table>
+{% if c.provisional %}
+<caption class="coverage">{{ c.coverage_line() }} · 以下指标只反映已观测的时段，暂定 (provisional)</caption>
+{% endif %}
 <thead><tr><th>街镇</th><th>在册设备（台）</th><th>平均应在线（台）</th>
 {% for k in c.terms %}<th>{{ k.name }}<br>{{ f.threshold(k.threshold) }}</th>{% endfor %}
 {% for k in c.informational %}<th class="info">{{ k.name }}<br>（参考）</th>{% endfor %}
@@ -145,6 +169,9 @@ TEMPLATE = r"""<!DOCTYPE html>
 <h3>{{ sub[2] }}租赁费与扣减</h3>
 {% if c.district.payment %}
 <table>
+{% if c.provisional %}
+<caption class="coverage">{{ c.coverage_line() }} · 扣减与应付金额暂定 (provisional)</caption>
+{% endif %}
 <thead><tr><th>街镇</th><th>月租赁费（元）</th>
 {% for k in c.terms %}<th>{{ k.name }}<br>低于阈值（百分点）</th>{% endfor %}
 <th>扣减比例</th><th>扣减金额（元）</th><th>应付金额（元）</th></tr></thead>
@@ -153,12 +180,12 @@ TEMPLATE = r"""<!DOCTYPE html>
 <tr><td>{{ s.name }}</td><td class="num">{{ f.money(p.fee) }}</td>
 {% for k in c.terms %}<td class="num">{{ shortfall(p, k.code) }}</td>{% endfor %}
 <td class="num">{{ p.deduction_percent_text() }}%{% if p.capped %}（封顶）{% endif %}</td>
-<td class="num">{{ f.money(p.deduction) }}</td><td class="num">{{ f.money(p.payable) }}</td></tr>
+<td class="num">{{ f.money(p.deduction) }}{{ prov(c, p) }}</td><td class="num">{{ f.money(p.payable) }}{{ prov(c, p) }}</td></tr>
 {% endfor %}
 {% set p = c.district.payment %}
 <tr class="total"><td>{{ c.district.name }}</td><td class="num">{{ f.money(p.fee) }}</td>
 {% for k in c.terms %}<td></td>{% endfor %}
-<td class="num">{{ p.deduction_percent_text() }}%</td><td class="num">{{ f.money(p.deduction) }}</td><td class="num">{{ f.money(p.payable) }}</td></tr>
+<td class="num">{{ p.deduction_percent_text() }}%</td><td class="num">{{ f.money(p.deduction) }}{{ prov(c, p) }}</td><td class="num">{{ f.money(p.payable) }}{{ prov(c, p) }}</td></tr>
 </tbody>
 </table>
 <p class="note">扣减比例 = min({{ pct(c.contract.payment.cap) }}, Σ 低于阈值的百分点 × {{ pct(c.contract.payment.rate_per_point) }})，按精确值计算，显示四舍五入到 0.0001%；
@@ -178,7 +205,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 <h3>{{ sub[4] }}运维及维修记录</h3>
 <table>
 <thead><tr><th>街镇</th><th>离线事件</th><th>已修复</th><th>修复时长<br>中位数</th><th>修复时长<br>P90</th>
-<th>{{ f.response(c.contract.response_time) }}内修复<br>（响应时限）</th><th>月末仍离线</th><th>退出考核<br>（退租/豁免）</th></tr></thead>
+<th>{{ f.response(c.contract.response_time) }}内修复<br>（响应时限）</th><th>{% if st.cut_short %}截至<br>{{ st.as_of() }}<br>仍离线{% else %}月末仍离线{% endif %}</th><th>退出考核<br>（退租/豁免）</th></tr></thead>
 <tbody>
 {% for s in c.streets + [c.district] %}{% set m = s.maintenance %}
 <tr{% if s.code == "district" %} class="total"{% endif %}><td>{{ s.name }}</td><td class="num">{{ f.count(m.episodes) }}</td>
@@ -189,9 +216,13 @@ TEMPLATE = r"""<!DOCTYPE html>
 </tbody>
 </table>
 <p class="note">离线事件：设备最后一次心跳超时起至心跳恢复止（与本月有重叠的事件）。修复时长为整个事件的长度；中位数、P90 取最近秩。
-响应时限内修复 = 时限内恢复的事件 / 应已处理的事件（本月已恢复的，加上月末仍离线且已超过时限的）。</p>
+响应时限内修复 = 时限内恢复的事件 / 应已处理的事件（本月已恢复的，加上月末仍离线且已超过时限的）。{% if st.cut_short %}
+本月监测只到 {{ st.as_of() }}（上海时间）：“月末”均指该最后观测时刻，其后的恢复情况尚无数据。{% endif %}</p>
 
 <h3>{{ sub[5] }}本月离线时长最长的设备（每街镇前 {{ worst_n }} 台）</h3>
+{% if st.cut_short %}
+<p class="note">离线时长只计到最后观测时刻 {{ st.as_of() }}（上海时间），不计入其后尚无数据的时段；末列为“是”的设备{{ st.open_label() }}。</p>
+{% endif %}
 {% set quiet = [] %}
 {% for s in c.streets %}{% set rows = c.worst[s.code] %}
 {% if rows %}
@@ -199,7 +230,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 <table class="fixed">
 <colgroup><col style="width: 5%"><col style="width: 18%"><col style="width: 12%"><col style="width: 15%"><col style="width: 13%">
 <col style="width: 11%"><col style="width: 6%"><col style="width: 12%"><col style="width: 8%"></colgroup>
-<thead><tr><th>序号</th><th>设备编号</th><th>类型</th><th>小区</th><th>网关</th><th>本月离线</th><th>次数</th><th>最长一次</th><th>月末<br>仍离线</th></tr></thead>
+<thead><tr><th>序号</th><th>设备编号</th><th>类型</th><th>小区</th><th>网关</th><th>本月离线</th><th>次数</th><th>最长一次</th><th>{% if st.cut_short %}截至<br>{{ st.as_of()[5:] }}<br>仍离线{% else %}月末<br>仍离线{% endif %}</th></tr></thead>
 <tbody>
 {% for d in rows %}
 <tr><td class="num">{{ loop.index }}</td><td class="id">{{ d.device|clean }}</td><td>{{ type_name(d.type) }}</td>
@@ -242,7 +273,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% if gaps %}
 <table>
 <thead><tr><th>序号</th><th>监测缺口开始</th><th>结束</th><th>时长</th></tr></thead>
-<tbody>{% for a, b in gaps %}<tr><td class="num">{{ loop.index }}</td><td>{{ f.instant(a) }}</td><td>{{ f.instant(b) }}</td><td class="num">{{ f.duration((b - a) / 1000000) }}</td></tr>{% endfor %}</tbody>
+<tbody>{% for a, b in gaps %}<tr><td class="num">{{ loop.index }}</td><td>{{ f.instant(a) }}</td><td>{{ f.instant(b) }}{% if not st.month_over and loop.last and b == v.inputs.end %}（月末，尚未到来）{% endif %}</td><td class="num">{{ f.duration((b - a) / 1000000) }}</td></tr>{% endfor %}</tbody>
 </table>
 <p class="note">监测缺口为监测系统本身未运行的时段：其间的采样缺失，既不计为设备离线，也不计为在线。</p>
 {% else %}
@@ -250,8 +281,16 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% endif %}
 
 <h3>数据质量</h3>
+<table class="fixed">
+<colgroup><col style="width: 10%"><col style="width: 18%"><col style="width: 12%"><col style="width: 60%"></colgroup>
+<thead><tr><th>处理</th><th>类别</th><th>报文数</th><th>说明</th></tr></thead>
+<tbody>
+{% for q in quality %}<tr><td>{{ q.group }}</td><td class="id">{{ (q.kind or "—")|clean }}</td><td class="num">{{ f.count(q.count) }}</td><td>{{ q.explanation or "（本报告未收录此类别的说明）" }}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+<p class="note">拒收：报文整体不被采用，不计入任何指标。另行处理：报文已接收，按说明计入或不计入。</p>
 <ul>
-<li>拒收报文（格式或登记不符，不计入任何指标）：{% if rejects %}{% for k, n in rejects %}{{ k }} {{ f.count(n) }}{% if not loop.last %}，{% endif %}{% endfor %}{% else %}无{% endif %}</li>
 <li>未登记设备的报文（不计入）：{% if unknown %}{% for t, n in unknown %}<span class="id">{{ t|clean }}</span> ×{{ f.count(n) }}{% if not loop.last %}，{% endif %}{% endfor %}{% if unknown_more %} 等 {{ f.count(unknown_more) }} 个主题{% endif %}{% else %}无{% endif %}</li>
 </ul>
 </section>
@@ -264,6 +303,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 <li><strong>成功率</strong>（感知、人脸、车辆、抓拍）：本月各街镇计数器增量之和的比值（Σ成功 / Σ尝试），不是各设备比率的平均。</li>
 <li><strong>监测覆盖</strong>：只统计监测系统运行期间的采样时刻；缺口期间不计在线也不计离线。</li>
 <li><strong>达标</strong>：以精确分数与阈值比较；表中百分比四舍五入到 0.001%。</li>
+<li><strong>正式报告与临时报告</strong>：报告生成时考核月已结束，且本报告各合同的监测覆盖率（已观测秒数 / 全月秒数）均为 100% 时为正式报告。考核月尚未结束（报告生成时刻早于月末，且监测尚未观测到月末），或有合同的监测覆盖率低于 100% 时为临时报告 (provisional)：标题与结论注明“临时报告”，考核结论、各考核结果表与扣减表旁列出监测覆盖率，扣减金额与应付金额标注“暂定”。离线时长一律只计到最后观测时刻（监测系统在本月最后一段观测的结束时刻），其时仍未恢复的设备记为“截至该时刻仍离线”。</li>
 <li><strong>付款</strong>：扣减比例 = min(上限, Σ 各合同指标 max(0, 阈值 − 实际值) × 100 × 每百分点扣减比例)；扣减金额 = 月租赁费 × 扣减比例，四舍五入到 0.01 元；应付金额 = 月租赁费 − 扣减金额，故扣减 + 应付 = 租赁费。无数据的指标不扣款，列入审核提示。</li>
 <li><strong>运维记录</strong>：离线事件来自{{ source_label }}；修复响应时限 {% for c in v.contracts %}{{ c.contract.code }} {{ f.response(c.contract.response_time) }}{% if not loop.last %}，{% endif %}{% endfor %}。</li>
 </ul>

@@ -20,6 +20,8 @@ from ..tally import DISTRICT
 from ..timebase import day_of, day_to_date
 from . import fmt
 from .model import ReportInputs
+from .quality import QualityLine, quality_lines
+from .status import ReportStatus, coverage_text, report_status
 from .summary import (
     DeviceOutage,
     DeviceTable,
@@ -64,6 +66,7 @@ class ContractView:
     period_seconds: int
     worst: dict[str, list[DeviceOutage]]
     daily: dict[tuple[str, str], list[Fraction | None]]  # (street, kpi) -> value per day of the month
+    provisional: bool = False  # month not over, or observed less than the whole month: amounts 暂定
 
     @property
     def terms(self) -> list[Kpi]:
@@ -81,6 +84,11 @@ class ContractView:
     def street_passes(self) -> int:
         return sum(1 for s in self.streets if s.passed)
 
+    def coverage_line(self) -> str:
+        """监测覆盖率 0.018%（观测 8 分 / 全月 30 天）."""
+        return (f"监测覆盖率 {coverage_text(self.coverage)}（观测 {fmt.duration(self.observed_seconds)} / "
+                f"全月 {fmt.duration(self.period_seconds)}）")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReportView:
@@ -88,6 +96,7 @@ class ReportView:
     contracts: list[ContractView]
     exemptions: list[ExemptionLine]
     days: list[date]
+    status: ReportStatus
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -107,6 +116,9 @@ class ReportView:
     def device_table(self) -> DeviceTable:
         return device_table(self.inputs, self.contract_codes)
 
+    def quality(self) -> list[QualityLine]:
+        return quality_lines(self.inputs.results)
+
 
 def build_view(inputs: ReportInputs, contract: str | None = None) -> ReportView:
     """The report of every contract in the rules, or of ``contract`` only."""
@@ -117,12 +129,14 @@ def build_view(inputs: ReportInputs, contract: str | None = None) -> ReportView:
     chosen = [c for c in rules.contracts if contract is None or c.code == contract]
     first, end = day_of(inputs.start), day_of(inputs.end)
     days = [day_to_date(d) for d in range(first, end)]
-    views = [_contract_view(inputs, c, days) for c in chosen]
+    status = report_status(inputs, [c.code for c in chosen])
+    views = [_contract_view(inputs, c, days, status.contract_provisional(c.code)) for c in chosen]
     return ReportView(inputs=inputs, contracts=views, exemptions=exemption_lines(inputs, [c.code for c in chosen]),
-                      days=days, warnings=[*map(fmt.clean, inputs.warnings), *_warnings(inputs, views)])
+                      days=days, status=status,
+                      warnings=[*map(fmt.clean, inputs.warnings), *_warnings(inputs, views, status)])
 
 
-def _contract_view(inputs: ReportInputs, contract: Contract, days: list[date]) -> ContractView:
+def _contract_view(inputs: ReportInputs, contract: Contract, days: list[date], provisional: bool) -> ContractView:
     rules, results = inputs.rules, inputs.results
     cov = results.coverage.get(contract.code, {"observed_seconds": 0, "period_seconds": 0, "samples": 0, "complete_days": 0})
     per = cov["samples"] if contract.online_method == "time_weighted" else cov["complete_days"]
@@ -149,7 +163,7 @@ def _contract_view(inputs: ReportInputs, contract: Contract, days: list[date]) -
     district = line(DISTRICT, DISTRICT_NAME, "", total(paid, contract=contract.code) if paid else None)
     return ContractView(contract=contract, streets=streets, district=district, observed_seconds=cov["observed_seconds"],
                         period_seconds=cov["period_seconds"], worst=worst_devices(inputs, contract.code),
-                        daily=_daily(inputs, contract, days))
+                        daily=_daily(inputs, contract, days), provisional=provisional)
 
 
 def _leased_devices(inputs: ReportInputs, contract: Contract) -> dict[str, int]:
@@ -175,7 +189,7 @@ def _daily(inputs: ReportInputs, contract: Contract, days: list[date]) -> dict[t
     return out
 
 
-def _warnings(inputs: ReportInputs, views: list[ContractView]) -> list[str]:
+def _warnings(inputs: ReportInputs, views: list[ContractView], status: ReportStatus) -> list[str]:
     """What the numbers alone do not say and a reviewer must know before signing."""
     out = []
     results = inputs.results
@@ -184,7 +198,10 @@ def _warnings(inputs: ReportInputs, views: list[ContractView]) -> list[str]:
                    f"(rules {inputs.rules.version}, registry {inputs.registry.version}) 不同 (versions differ)")
     for view in views:
         c = view.contract
-        if view.observed_seconds < view.period_seconds:
+        if not status.month_over:
+            out.append(f"[{c.code}] 本月尚未结束，{view.coverage_line()}，数据截至 {status.as_of()}：指标与金额均为暂定 "
+                       "(month not yet over: figures and amounts are provisional)")
+        elif view.observed_seconds < view.period_seconds:
             gap = view.period_seconds - view.observed_seconds
             out.append(f"[{c.code}] 监测覆盖 {fmt.fraction_percent(view.coverage, 3)}：监测缺口共 {fmt.duration(gap)}，"
                        "缺口期间既不计在线也不计离线 (monitoring gaps are not counted as offline)")

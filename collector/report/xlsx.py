@@ -2,7 +2,9 @@
 sheet, the worst devices, the exemptions and a sheet on how the numbers were made.
 
 Rates are numbers formatted as per cent (0.000 %), money numbers formatted ``#,##0.00``, so a
-reviewer can re-add them; the exact numerators and denominators are in the CSV.
+reviewer can re-add them; the exact numerators and denominators are in the CSV. A provisional
+contract (:mod:`ptmon.report.status`) says so in its sheet's title and gets two more columns at
+the end, its coverage and 金额状态 暂定, so the amounts stay plain numbers.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from . import fmt
 from .html import SCOPE_LABELS, SOURCE_LABELS, method_label
+from .status import PROVISIONAL, TITLE_MARK
 from .view import ContractView, ReportView, StreetLine
 from .xlsxml import Cell, Sheet, save
 
@@ -19,7 +22,8 @@ from .xlsxml import Cell, Sheet, save
 def render_xlsx(view: ReportView, path: Path) -> None:
     sheets = [_contract_sheet(view, c) for c in view.contracts]
     sheets += [_device_sheet(view), _worst_sheet(view), _exemption_sheet(view), _about_sheet(view)]
-    save(sheets, path, title=f"月度租赁服务考核验收报告 {view.inputs.month}")
+    mark = f"（{TITLE_MARK}）" if view.status.provisional else ""
+    save(sheets, path, title=f"月度租赁服务考核验收报告 {view.inputs.month}{mark}")
 
 
 def _value(line: StreetLine, kpi: str) -> Fraction | None:
@@ -36,8 +40,12 @@ def _contract_sheet(view: ReportView, c: ContractView) -> Sheet:
     header += ["全部指标结论", "月租赁费（元）", "扣减比例", "扣减金额（元）", "应付金额（元）",
                "离线事件", "已修复", "修复时长中位数（小时）", "修复时长 P90（小时）", "响应时限内修复率", "月末仍离线"]
     widths = [12, 14, 10, 10] + [11, 8, 8] * len(kpis) + [10, 14, 10, 13, 14, 9, 8, 11, 11, 11, 9]
+    if c.provisional:
+        header += ["监测覆盖率", "金额状态"]
+        widths += [11, 16]
     sheet = Sheet(f"{c.contract.code} 考核与付款", widths=widths, freeze_rows=4)
-    sheet.append([f"{c.contract.name} [{c.contract.code}] — {view.month_label}"], "title")
+    mark = f"（{TITLE_MARK} · 金额{PROVISIONAL} provisional）" if c.provisional else ""
+    sheet.append([f"{c.contract.name} [{c.contract.code}] — {view.month_label}{mark}"], "title")
     about = (f"考核期间 {fmt.instant(view.inputs.start)} 至 {fmt.instant(view.inputs.end)}；在线率口径 {method_label(c.contract)}；"
              f"监测覆盖 {fmt.fraction_percent(c.coverage, 3)}；规则 {view.inputs.rules.version}，设备清单 {view.inputs.registry.version}")
     sheet.append([about], "note")
@@ -59,6 +67,9 @@ def _contract_sheet(view: ReportView, c: ContractView) -> Sheet:
         money, pc, n, h = (("total_money", "total_percent4", "total_int", "total_hours") if total
                            else ("money", "percent4", "int", "hours"))
         styles += ["total" if total else "text", money, pc, money, money, n, n, h, h, "total_percent" if total else "percent", n]
+        if c.provisional:
+            values += [c.coverage, f"{PROVISIONAL} (provisional)" if p else ""]
+            styles += ["total_percent" if total else "percent", "total" if total else "text"]
         sheet.append(values, styles)
     sheet.append()
     if c.contract.payment is not None:
@@ -92,8 +103,10 @@ def _worst_sheet(view: ReportView) -> Sheet:
     types = {t.code: t.name for t in view.inputs.rules.types}
     names = {s.code: s.name for s in view.inputs.rules.streets}
     sheet = Sheet("离线最长设备", widths=[6, 14, 5, 22, 14, 20, 20, 12, 8, 12, 8], freeze_rows=1)
+    status = view.status
+    state = f"截至 {status.as_of()} 状态" if status.cut_short else "月末状态"
     sheet.append(["合同", "街镇", "序号", "设备编号", "类型", "小区", "网关", "本月离线（小时）", "离线次数",
-                  "最长一次（小时）", "月末状态"], "header")
+                  "最长一次（小时）", state], "header")
     for c in view.contracts:
         for street, devices in c.worst.items():
             for rank, d in enumerate(devices, 1):
@@ -128,7 +141,8 @@ def _about_sheet(view: ReportView) -> Sheet:
                        ("数据来源", SOURCE_LABELS.get(inputs.source, inputs.source)),
                        ("规则版本", f"{inputs.rules.version}（{fmt.clean(inputs.rules.directory)}）"),
                        ("设备清单版本", f"{inputs.registry.version}（{fmt.clean(inputs.registry.path)}）"),
-                       ("输入文件 SHA-256", inputs.digest or "—")):
+                       ("输入文件 SHA-256", inputs.digest or "—"),
+                       *_status_rows(view)):
         sheet.append([key, value], ["total", "text"])
     sheet.append()
     sheet.append(["输入文件", "路径", "SHA-256"], "header")
@@ -142,4 +156,19 @@ def _about_sheet(view: ReportView) -> Sheet:
     sheet.append(["审核提示"], "header")
     for w in view.warnings or ["无"]:
         sheet.append([w], "text")
+    sheet.append()
+    sheet.append(["数据质量（处理 类别）", "报文数", "说明"], "header")
+    for q in view.quality():
+        sheet.append([f"{q.group} {fmt.clean(q.kind or '—')}", q.count, q.explanation or "（本报告未收录此类别的说明）"],
+                     ["text", "int", "wrap"])
     return sheet
+
+
+def _status_rows(view: ReportView) -> list[tuple[str, str]]:
+    """The about sheet's lines on a provisional report; none on a final one."""
+    status = view.status
+    if not status.provisional:
+        return []
+    coverage = "；".join(f"{c.contract.code} {c.coverage_line()}" for c in view.contracts)
+    return [("报告状态", f"{TITLE_MARK} (provisional report)：" + "；".join(status.reasons())),
+            ("数据截至", f"{status.as_of()}（上海时间）"), ("监测覆盖率", coverage), ("金额", status.amounts_note())]
