@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .ledger.commands import add_exempt_parser, cmd_exempt
+from .ledger.month import add_ledger_parser, cmd_ledger
 from .errors import PtmonError, UsageError
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, load_rules
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--kpi-csv", metavar="FILE", help="keep the month-to-date KPIs in this CSV (rewritten at every checkpoint)")
 
     add_exempt_parser(sub)
+    add_ledger_parser(sub)
     _add_report_parser(sub)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a generated district, nothing external needed",
@@ -300,7 +302,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo,
-            "exempt": cmd_exempt, "report": cmd_report}
+            "exempt": cmd_exempt, "ledger": cmd_ledger, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

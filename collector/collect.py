@@ -34,24 +34,28 @@ from .alerting.evaluate import AlertEvaluator, AlertEvent
 from .alerting.mailer import Mailer
 from .alerting.message import compose
 from .alerting.rules import ALERTS_FILE, AlertRules, load_alert_rules
-from .checkpoint import Checkpoint, restore_decoder, save_checkpoint, try_load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, restore_decoder, save_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
 from .engine import Engine
-from .errors import PtmonError
+from .errors import CheckpointError, PtmonError
 from .health import health_lines
 from .exemptions import ExemptionMask
 from .ledger.episodes import EpisodeTracker, episode_line
+from .ledger.read import ledger_results
 from .ledger.records import Episode
 from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
+from .lock import DataDirLock
 from .metrics import Metrics
 from .registry import Registry, load_registry
-from .replay import Feed, finish_results, freeze_startup_heap
+from .replay import Feed, freeze_startup_heap
 from .results import Results
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .sinks.archive import ArchiveWriter, archive_files
+from .snapshots import load_snapshot, month_sources, save_snapshot
+from .tally import Tally
 from .timebase import US_PER_S, format_instant
 from .source import MqttSource
 
@@ -82,7 +86,11 @@ class Collector:
         self._last_exemption_poll = time.monotonic()
         self._last_health = 0.0
         self._counted: dict[str, int] = {}
+        self._replaying = False  # rebuilding from the whole archive: no InfluxDB points, no snapshots
+        self.final_results: Results | None = None  # the month's KPIs as the collector stopped
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
+        self.lock = DataDirLock(config.data_dir)
+        self.lock.acquire()
         self._restore()
         self.archive = ArchiveWriter(config.archive_path, compresslevel=config.archive_compresslevel, metrics=self.metrics)
         self.source = MqttSource(config.mqtt, self.metrics, wakeup=self._wakeup_threadsafe, clock=clock)
@@ -90,14 +98,20 @@ class Collector:
     # --- startup ------------------------------------------------------------------------
 
     def _restore(self) -> None:
-        """Engine, tallies and decoder from the checkpoint (or fresh), then the archive's tail."""
+        """Engine, tallies and decoder from the checkpoint, then the archive's tail; without a
+        usable checkpoint, from the archive (a month-start snapshot and the files after it)."""
         path = self.config.checkpoint_path
-        checkpoint = try_load_checkpoint(path, self.registry)
+        checkpoint, lost = self._read_checkpoint(path)
         self.decoder = Decoder.from_config(self.registry, self.config.limits)
-        if checkpoint is None:
-            self.engine = Engine(self.registry)
-            tallies: list[Any] = []
-            position: dict[str, Any] = {}
+        self.ledger = Ledger(self.config.ledger_path)
+        history = bool(archive_files(self.config.archive_path)) or self.ledger.has_hours()
+        if checkpoint is not None and self.ledger.created and history:
+            lost, checkpoint = f"the ledger {self.config.ledger_path} is new but the checkpoint is not", None
+        rebuild = checkpoint is None and history
+        if rebuild:
+            self.engine, tallies, position = self._start_from_snapshot(lost)
+        elif checkpoint is None:
+            self.engine, tallies, position = Engine(self.registry), [], {}
         else:
             self.engine = checkpoint.engine
             tallies = checkpoint.tallies
@@ -109,19 +123,63 @@ class Collector:
         self.sla = SlaPoints(self.months, self._emit, self.metrics)
         self._attach_ledger(checkpoint)
         self.heartbeats = HeartbeatPoints(self.engine) if self.config.influx.url and self.config.influx.heartbeats else None
-        self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch)
+        self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch, on_month=self._month_snapshot)
         self._pending_points: list[str] = []
-        if checkpoint is not None:
+        if rebuild:
+            self._replay_archive()
+        elif checkpoint is not None:
             self._replay_tail(position)
-            if self.engine.up and self.engine.clock is not None:
-                self.notes.append(f"the previous run ended without a clean shutdown; its last record was at "
-                                  f"{format_instant(self.engine.clock)}: until the broker connection is back is a monitoring gap")
+        if (rebuild or checkpoint is not None) and self.engine.up and self.engine.clock is not None:
+            self.notes.append(f"the previous run ended without a clean shutdown; its last record was at "
+                              f"{format_instant(self.engine.clock)}: until the broker connection is back is a monitoring gap")
         freeze_startup_heap()
+
+    def _read_checkpoint(self, path: Path) -> tuple[Checkpoint | None, str]:
+        """The checkpoint, or None and why not; an unreadable one is moved aside, never reused."""
+        if not path.exists():
+            return None, f"there is no checkpoint at {path}"
+        try:
+            return load_checkpoint(path, self.registry), ""
+        except CheckpointError as exc:
+            aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(path, aside)
+            return None, f"the checkpoint was unreadable ({exc}); it is kept as {aside.name}"
+
+    def _start_from_snapshot(self, why: str) -> tuple[Engine, list[Tally], dict[str, Any]]:
+        """An engine from the latest month-start snapshot (fresh without one), before the archive is fed."""
+        archive = self.config.archive_path
+        files = archive_files(archive)
+        last_month = files[-1].name[6:13] if files else time.strftime("%Y-%m")
+        self._sources = month_sources([archive], last_month)
+        self.notes.append(f"{why}: rebuilding the state and this month's ledger from the archive "
+                          f"({self._sources.describe()}); this reads every message again and takes a while")
+        if self._sources.snapshot is None:
+            return Engine(self.registry), [], {}
+        snapshot = load_snapshot(self._sources.snapshot, self.registry)
+        restore_decoder(self.decoder, snapshot)
+        return snapshot.engine, [], {}
+
+    def _replay_archive(self) -> None:
+        """Feed the archive files of the rebuild (points to InfluxDB were sent when they were live)."""
+        began = time.monotonic()
+        reader = ArchiveReader(self._sources.files)
+        self._replaying = True
+        try:
+            self.feed.feed(reader, progress=lambda p: log.warning(
+                "rebuilding from the archive: %s records, %s/s, at %s", f"{p.records:,}",
+                f"{p.records / max(p.elapsed, 1e-9):,.0f}", format_instant(p.clock) if p.clock else "-"), every=10.0)
+        finally:
+            self._replaying = False
+        self.ledger_writer.flush(open_buckets=True)
+        self.notes.append(f"rebuilt from {reader.records:,} archived records in {time.monotonic() - began:.0f} s")
+
+    def _month_snapshot(self, month_start: int) -> None:
+        if not self._replaying:
+            save_snapshot(self.config.archive_path, month_start, self.engine, self.decoder)
 
     def _attach_ledger(self, checkpoint: Checkpoint | None) -> None:
         """Exemptions, the ledger's hours and episodes, and alerting, before any record is fed."""
-        config, engine = self.config, self.engine
-        self.ledger = Ledger(config.ledger_path)
+        engine = self.engine
         engine.exemptions = ExemptionMask(self.registry)
         self._exemptions_version = self.ledger.exemptions_version()
         saved_at = checkpoint.saved_at if checkpoint is not None else None
@@ -196,10 +254,11 @@ class Collector:
     # --- points ----------------------------------------------------------------------
 
     def _emit(self, lines: list[str]) -> None:
-        self._pending_points.extend(lines)
+        if not self._replaying:
+            self._pending_points.extend(lines)
 
     def _on_batch(self, batch: DecodedBatch) -> None:
-        if self.heartbeats is not None:
+        if self.heartbeats is not None and not self._replaying:
             self._pending_points.extend(self.heartbeats.lines(batch))
 
     def _flush_points(self) -> None:
@@ -321,9 +380,11 @@ class Collector:
         await self.checkpoint(persist_points=False)
         if self.mailer is not None:
             await asyncio.to_thread(self.mailer.stop)
+        self.final_results = self.month_results()
         self.ledger.close()
         if metrics_server is not None:
             metrics_server.shutdown()
+        self.lock.release()
         log.info("stopped; archive at %s", self.archive.path)
 
     def _start_metrics(self) -> Any:
@@ -341,9 +402,15 @@ class Collector:
     # --- what it has measured -----------------------------------------------------------------
 
     def month_results(self) -> Results | None:
-        """Month-to-date KPIs of the current month, as the live engine has them."""
+        """Month-to-date KPIs of the current month as the ledger has them (what the report pays on);
+        after shutdown, those at shutdown."""
+        if self.final_results is not None:
+            return self.final_results
         tally = self.months.current()
-        return None if tally is None else finish_results(tally, self.decoder)
+        if tally is None:
+            return None
+        self.ledger_writer.flush(open_buckets=True)
+        return ledger_results(self.ledger, self.registry, tally.start, tally.end)
 
 
 def write_results_csv(results: Results, path: Path) -> None:

@@ -21,20 +21,16 @@ import numpy as np
 from .decode import DecodedBatch
 from .engine import Engine
 from .metrics import Metrics
+from .replay import month_of
 from .results import Results
 from .sinks.lineproto import series_prefix
 from .tally import Tally
-from .timebase import US_PER_S, day_of, day_start, day_to_date, month_bounds
+from .timebase import US_PER_S, day_of, day_start, day_to_date
 
 log = logging.getLogger(__name__)
 
 KEEP_MONTHS = 2  # the current month and the one before (its last samples may still arrive)
 Emit = Callable[[list[str]], None]
-
-
-def month_of(t: int) -> tuple[int, int]:
-    """``[start, end)`` of the Shanghai calendar month holding instant ``t``."""
-    return month_bounds(day_to_date(day_of(t)).strftime("%Y-%m"))
 
 
 class MonthTallies:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,12 @@ from .ledger.records import Exemption
 from .registry import Registry
 from .results import Results
 from .tally import Tally
-from .timebase import seconds_to_us
+from .timebase import US_PER_S, month_bounds, seconds_to_us, day_of, day_to_date
+
+
+def month_of(t: int) -> tuple[int, int]:
+    """``[start, end)`` of the Shanghai calendar month holding instant ``t``."""
+    return month_bounds(day_to_date(day_of(t)).strftime("%Y-%m"))
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +55,14 @@ class Feed:
     """
 
     def __init__(self, engine: Engine, decoder: Decoder, *, end: int | None = None,
-                 on_batch: Callable[[DecodedBatch], None] | None = None) -> None:
+                 on_batch: Callable[[DecodedBatch], None] | None = None,
+                 on_month: Callable[[int], None] | None = None) -> None:
         self.engine = engine
         self.decoder = decoder
         self.end = end
         self.on_batch = on_batch
+        self.on_month = on_month  # called with a month's start before its first record is fed
+        self._next_month_s = math.inf if engine.clock is None else month_of(engine.clock)[1] / US_PER_S
         self.reached_end = False
         self.control = {"monitor": 0, "tick": 0, "limits": 0, "unknown": 0}
 
@@ -63,6 +72,11 @@ class Feed:
         count = 0
         for record in records:
             count += 1
+            if record[0] >= self._next_month_s or self._next_month_s == math.inf:
+                self._flush(buffer)
+                if self.reached_end:
+                    break
+                self._month_crossed(record[0])
             if record[1].startswith(CONTROL_PREFIX):
                 self._flush(buffer)
                 if self.reached_end or not self._control(record):
@@ -77,6 +91,14 @@ class Feed:
                         last_report = time.monotonic()
                         progress(Progress(count, self.engine.clock, last_report - began))
         self._flush(buffer)
+
+    def _month_crossed(self, t: float) -> None:
+        """The first record of a month (or of the run) is next: the month-start hook sees the
+        state with every earlier record applied and none later."""
+        month_start, month_end = month_of(seconds_to_us(t))
+        if self.on_month is not None and self._next_month_s != math.inf and self.engine.clock is not None:
+            self.on_month(month_start)
+        self._next_month_s = month_end / US_PER_S
 
     def _flush(self, buffer: list[Record]) -> None:
         if not buffer or self.reached_end:

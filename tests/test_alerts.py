@@ -175,6 +175,7 @@ def test_a_restart_mid_breach_sends_nothing_twice(tmp_path, setup):
         send_all(config)
         assert sorted(x[1] for x in summary(smtp.inbox)) == ["breach:firing", "breach:firing", "street_silent:firing"]
         collector.ledger.close()  # SIGKILL: no shutdown, no checkpoint; the archive holds 70-95
+        collector.lock.release()  # (the kernel releases a killed process's lock)
         collector.archive._file.close() if getattr(collector.archive, "_file", None) else None
 
         restarted = Collector(config)

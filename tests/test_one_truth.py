@@ -97,3 +97,104 @@ def test_data_quality_counts_come_from_the_period_in_ledger_and_replay(rules, tm
         assert results.engine_stats["heartbeats"] == 2 + 5
         assert results.unknown_topics == {"putuo/cam/taopu/ghost/hb": 2}
     assert (from_ledger.rejects, from_ledger.engine_stats) == (replayed.rejects, replayed.engine_stats)
+
+
+# --- a lost checkpoint, and the ledger against the archive ---------------------------------------
+
+def _collector_config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from ptmon.config import CollectorConfig, MqttConfig
+
+    from .conftest import write_two_street_registry
+
+    registry = write_two_street_registry(tmp_path / "registry.csv")
+    return CollectorConfig(registry=registry, data_dir=tmp_path / "data", metrics_listen="", mqtt=MqttConfig(port=1))
+
+
+def _crash(collector) -> None:  # type: ignore[no-untyped-def]
+    """What SIGKILL leaves: the archive as committed, the ledger as last written, no shutdown."""
+    collector.archive.commit()
+    collector.ledger.close()
+    collector.lock.release()
+
+
+def _month_csv_equals_replay(config, collector) -> None:  # type: ignore[no-untyped-def]
+    from ptmon.replay import replay
+    from ptmon.sinks.archive import archive_files
+    from ptmon.timebase import month_bounds
+
+    collector.engine.finish()
+    collector.ledger_writer.flush(open_buckets=True)
+    month = month_bounds("2026-11")
+    from_ledger = ledger_results(collector.ledger, collector.registry, *month)
+    replayed = replay([str(p) for p in archive_files(config.archive_path)], collector.registry, *month)
+    assert from_ledger.csv_text() == replayed.csv_text()
+    row = from_ledger.row("cam", "taopu", "online")
+    assert row.observed_seconds > 180 * 60  # the hours before the checkpoint was lost are still there
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_lost_checkpoint_is_rebuilt_from_the_archive_not_started_empty(tmp_path: Path, damage: str) -> None:
+    """Test that a truncated or deleted checkpoint makes the collector rebuild its state from the archive, say so
+    in one note, keep the unreadable file aside, and leave the ledger's month equal to a replay."""
+    import asyncio
+
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(0, 120))
+    asyncio.run(collector.checkpoint())
+    push(collector, minutes(120, 150))
+    _crash(collector)
+    checkpoint = config.checkpoint_path
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    else:
+        checkpoint.unlink()
+
+    restarted = Collector(config)
+    notes = " ".join(restarted.notes)
+    assert "rebuilding the state and this month's ledger from the archive" in notes, notes
+    assert ("unreadable" in notes) == (damage == "truncated")
+    assert list(checkpoint.parent.glob("checkpoint.npz.unreadable-*")) if damage == "truncated" else True
+    push(restarted, minutes(150, 200))
+    _month_csv_equals_replay(config, restarted)
+
+
+def test_ledger_verify_finds_a_difference_and_rebuild_repairs_it(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that `ptmon ledger verify` exits 0 on a ledger equal to its archive, 1 listing the row when an hour was
+    altered, that `ptmon ledger rebuild` is refused while a collector runs and repairs the month once stopped."""
+    import asyncio
+
+    from ptmon.cli import main
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(0, 130))
+    asyncio.run(collector.checkpoint())
+    args = ["--month", "2026-11", "--ledger", str(config.ledger_path), "--archive", str(config.archive_path),
+            "--registry", str(config.registry)]
+    assert main(["ledger", "rebuild", *args]) == 2  # the collector holds the data directory
+    assert "stop it before rebuilding" in capsys.readouterr().err
+    collector.engine.finish()
+    collector.ledger_writer.flush(open_buckets=True)
+    _crash(collector)
+    assert main(["ledger", "verify", *args]) == 0, capsys.readouterr()
+    assert "OK: the ledger's month equals the archive's" in capsys.readouterr().out
+
+    with Ledger(config.ledger_path) as ledger:
+        ledger.db.execute("UPDATE hours SET online = online - 5 WHERE street = 'taopu' AND contract = 'cam' "
+                          "AND hour = (SELECT min(hour) FROM hours)")
+    assert main(["ledger", "verify", *args]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERENT" in out and "ledger:  hour 2026-11-01T00:00:00+08:00 cam taopu" in out, out
+    assert main(["ledger", "rebuild", *args]) == 0
+    assert main(["ledger", "verify", *args]) == 0

@@ -22,9 +22,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..errors import LedgerError
 from ..exemptions import ExemptionMask
 from ..registry import Registry
-from ..timebase import US_PER_S, UTC_OFFSET_US, day_start
+from ..timebase import US_PER_S, UTC_OFFSET_US, day_start, format_instant
 from .records import Exemption
 from .store import HourRow, Ledger
 
@@ -41,6 +42,12 @@ def exempted_hours(ledger: Ledger, registry: Registry, start: int, end: int,
     active = [e for e in found if e.active and e.start < end and start < e.end]
     if not active or not rows:
         return rows
+    since = ledger.status_since()
+    early = [e for e in active if e.start < since]
+    if early:
+        raise LedgerError(f"{ledger.path}: exemption {early[0].id} covers time before this ledger kept device status "
+                          f"({format_instant(since)}, when it was upgraded from an older ptmon): recompute the month "
+                          "from the archive with `ptmon ledger rebuild --month YYYY-MM`")
     minus = _corrections(ledger, registry, active, start, end)
     applied = _applied_ids(active)
     out = []

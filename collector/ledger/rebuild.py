@@ -1,41 +1,80 @@
 """A ledger recomputed from the raw archive, by the same listeners the live collector runs.
 
-``ptmon report --from-archive`` reads one of these (in memory) instead of the collector's
-ledger, so a reviewer can check every number against the messages themselves.
+``recompute_month`` reads what a month needs (the month-start snapshot, or nothing, and the
+archive files after it); ``ptmon ledger rebuild`` copies its month into the real ledger,
+``ptmon ledger verify`` compares the two, ``ptmon report --from-archive`` reads it, so a
+reviewer can check every number against the messages themselves. ``rebuild_ledger`` feeds
+given archive files from the beginning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from ..archive import ArchiveReader
+from ..checkpoint import restore_decoder
 from ..decode import Decoder
 from ..engine import Engine
 from ..exemptions import ExemptionMask
 from ..registry import Registry
 from ..replay import Feed, Progress, freeze_startup_heap
+from ..snapshots import MonthSources, load_snapshot, month_sources
+from ..timebase import month_bounds
 from .episodes import EpisodeTracker
 from .records import Exemption
 from .store import Ledger
 from .writer import LedgerWriter
 
 
-def rebuild_ledger(paths: Iterable[str], registry: Registry, ledger: Ledger, *, end: int | None = None,
+@dataclass
+class Recomputed:
+    sources: MonthSources
+    records: int  # archive records read
+
+
+def rebuild_ledger(paths: Iterable[str | Path], registry: Registry, ledger: Ledger, *, end: int | None = None,
                    exemptions: Sequence[Exemption] = (),
                    progress: Callable[[Progress], None] | None = None) -> Feed:
-    """Feed the archives through a fresh engine into ``ledger``; records at or after ``end`` are not read."""
+    """Feed the archives from a fresh engine into ``ledger``; records at or after ``end`` are not
+    read. ``exemptions`` shape the episodes (an exempted device is out of the denominator); the
+    ledger's sums apply exemptions when read."""
     engine = Engine(registry)
     if exemptions:
         engine.exemptions = ExemptionMask(registry)
         engine.exemptions.load(exemptions)
+    feed, _ = _feed_ledger(engine, Decoder(registry), ledger, [Path(p) for p in paths], end, progress)
+    return feed
+
+
+def recompute_month(archive_dirs: Sequence[Path], registry: Registry, month: str, ledger: Ledger, *,
+                    progress: Callable[[Progress], None] | None = None) -> Recomputed:
+    """Recompute ``month`` into ``ledger`` from the latest snapshot at or before it and the archive
+    files after the snapshot (every file before the month's end without a snapshot)."""
+    _, end = month_bounds(month)
+    sources = month_sources(list(archive_dirs), month)
+    decoder = Decoder(registry)
+    if sources.snapshot is not None:
+        snapshot = load_snapshot(sources.snapshot, registry)
+        engine = snapshot.engine
+        restore_decoder(decoder, snapshot)
+    else:
+        engine = Engine(registry)
+    _, records = _feed_ledger(engine, decoder, ledger, sources.files, end, progress)
+    return Recomputed(sources, records)
+
+
+def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[Path], end: int | None,
+                 progress: Callable[[Progress], None] | None) -> tuple[Feed, int]:
     writer = LedgerWriter(engine, ledger)
     EpisodeTracker(engine, writer.on_episodes)
-    feed = Feed(engine, Decoder(registry), end=end)
+    feed = Feed(engine, decoder, end=end)
     freeze_startup_heap()
-    reader = ArchiveReader(paths)
+    reader = ArchiveReader(files)
     feed.feed(reader, progress)
     if end is not None and feed.reached_end and engine.up:
         engine.advance_to(end)
     engine.finish()
     writer.flush(open_buckets=True)
-    return feed
+    return feed, reader.records

@@ -35,9 +35,10 @@ from typing import Any
 
 from ..errors import LedgerError
 from ..rules import COUNTERS
+from ..timebase import day_of
 from .records import EXEMPTION_SCOPES, Episode, Exemption
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: hours without exemptions, device status changes, message counts
 FORMAT = "ptmon-ledger"
 
 _COUNTER_COLUMNS = ", ".join(f"{c} INTEGER NOT NULL" for c in COUNTERS)
@@ -162,11 +163,14 @@ class Ledger:
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables and "meta" not in tables:
                 raise LedgerError(f"{self.path}: not a ptmon ledger (an SQLite file with other tables)")
+            self.created = not tables  # a new file: nothing written yet
             if not readonly:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = FULL")  # a committed hour survives power loss
                 with self.transaction():
                     _create(self.db)
+                    if tables:
+                        self._upgrade()
             self._check_format()
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path}: not a usable ledger: {exc}") from exc
@@ -191,6 +195,26 @@ class Ledger:
             raise
         self.db.execute("COMMIT")
 
+    def _upgrade(self) -> None:
+        """Schema 1 → 2, in the open transaction. Schema 1 hours hold exemptions as the collector
+        applied them; without any exemption they equal schema 2's, else the months must be
+        recomputed from the archive. Device status is kept from now on."""
+        version = int(dict(self.db.execute("SELECT key, value FROM meta").fetchall()).get("schema_version", "0"))
+        if version != 1:
+            return
+        if self.db.execute("SELECT count(*) FROM exemptions").fetchone()[0]:
+            raise LedgerError(
+                f"{self.path}: this ledger was written by an older ptmon (schema 1), whose hours hold the exemptions "
+                "as the collector applied them live; move it away and recompute each month from the archive with "
+                "`ptmon ledger rebuild --month YYYY-MM`, then record the exemptions again")
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('status_since', ?)", (str(now_us()),))
+
+    def status_since(self) -> int:
+        """From when device status changes are kept (exemptions can be applied to hours from then on)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'status_since'").fetchone()
+        return int(row[0]) if row else 0
+
     def _check_format(self) -> None:
         try:
             meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
@@ -201,6 +225,31 @@ class Ledger:
         if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
             raise LedgerError(f"{self.path}: ledger schema {meta['schema_version']} is newer than this ptmon "
                               f"({SCHEMA_VERSION}); upgrade ptmon")
+
+    def replace_month(self, source: Path, start: int, end: int) -> None:
+        """Replace ``[start, end)``'s hours, days, counts, device status, spans and episodes with
+        those of the ledger file ``source``, in one transaction; exemptions and alerts stay."""
+        first_day, end_day = day_of(start), day_of(end)
+        self.db.execute("ATTACH DATABASE ? AS src", (str(source),))
+        try:
+            with self.transaction() as db:
+                for table, column in (("hours", "hour"), ("counts", "hour"), ("unknown_topics", "hour"), ("status", "t")):
+                    db.execute(f"DELETE FROM main.{table} WHERE {column} >= ? AND {column} < ?", (start, end))
+                    db.execute(f"INSERT INTO main.{table} SELECT * FROM src.{table} WHERE {column} >= ? AND {column} < ?",
+                               (start, end))
+                db.execute("DELETE FROM main.days WHERE day >= ? AND day < ?", (first_day, end_day))
+                db.execute("INSERT INTO main.days SELECT * FROM src.days WHERE day >= ? AND day < ?", (first_day, end_day))
+                db.execute('DELETE FROM main.spans WHERE start < ? AND "end" >= ?', (end, start))
+                db.execute('INSERT OR REPLACE INTO main.spans SELECT * FROM src.spans WHERE start < ? AND "end" >= ?', (end, start))
+                db.execute("DELETE FROM main.episodes WHERE start >= ? AND start < ?", (start, end))
+                db.execute('INSERT INTO main.episodes SELECT * FROM src.episodes WHERE start < ? AND ("end" IS NULL OR "end" > ?) '
+                           'ON CONFLICT (device, start) DO UPDATE SET "end" = excluded."end", restored = excluded.restored',
+                           (end, start))
+        finally:
+            self.db.execute("DETACH DATABASE src")
+
+    def has_hours(self) -> bool:
+        return self.db.execute("SELECT 1 FROM hours LIMIT 1").fetchone() is not None
 
     def integrity_check(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])

@@ -12,18 +12,18 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from pathlib import Path
 
 from ..errors import UsageError
 from ..ledger.read import ledger_daily, ledger_results, ledger_warnings
-from ..ledger.rebuild import rebuild_ledger
+from ..ledger.rebuild import rebuild_ledger, recompute_month
 from ..ledger.store import Ledger
 from ..registry import Registry
 from ..replay import Progress
 from ..rules import RULE_FILES, Rules
 from ..sinks.archive import archive_files
-from ..timebase import day_of, day_to_date, format_instant, month_bounds
+from ..snapshots import month_sources
+from ..timebase import day_of, format_instant, month_bounds
 from .model import InputFile, ReportInputs
 from .status import last_observed
 
@@ -47,18 +47,13 @@ def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: P
     try:
         exemptions = real.exemptions(start=start, end=end) if real is not None else []
         if archive_dirs is not None:
-            paths = month_archives(archive_dirs, start, end)
-            if not paths:
-                raise UsageError(f"no archive files for {month} in {', '.join(map(str, archive_dirs))}")
-            say(f"recomputing {month} from {len(paths)} archive file(s)")
-            files += [InputFile(role="archive", path=str(p), sha256=_sha256_file(p)) for p in paths]
             source, ledger = "archive", Ledger(":memory:")
 
             def report(p: Progress) -> None:
                 at = format_instant(p.clock) if p.clock is not None else "-"
                 say(f"  {p.records:,} records, {p.records / max(p.elapsed, 1e-9):,.0f}/s, at {at}")
 
-            rebuild_ledger([str(p) for p in paths], registry, ledger, end=end, progress=report)
+            files += _recompute(month, registry, ledger, archive_dirs, say, report)
         else:
             assert real is not None
             source, ledger = "ledger", real
@@ -83,25 +78,29 @@ def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: P
     return ReportInputs(**{**vars(inputs), "digest": digest})
 
 
-def month_archives(sources: Sequence[Path], start: int, end: int) -> list[Path]:
-    """Archive files of the month and of the day before it (device baselines and last heartbeats).
-
-    A directory is searched for the collector's daily files; a file given by name is taken as is.
-    """
-    first = (day_to_date(day_of(start)) - timedelta(days=1)).isoformat()
-    last = day_to_date(day_of(end - 1)).isoformat()
-    out: list[Path] = []
-    for source in map(Path, sources):
-        if source.is_dir():
-            for path in archive_files(source):
-                m = _DAY.match(path.name)
-                if m and first <= m.group(1) <= last:
-                    out.append(path)
-        elif source.is_file():
-            out.append(source)
-        else:
-            raise UsageError(f"{source}: no such archive file or directory")
-    return out
+def _recompute(month: str, registry: Registry, ledger: Ledger, sources: Sequence[Path], say: Callable[[str], None],
+               progress: Callable[[Progress], None]) -> list[InputFile]:
+    """The month recomputed into ``ledger``: from directories, their month-start snapshot and the
+    archive files after it (every earlier file without a snapshot); files given by name are read
+    from the beginning, as they are. Returns the files read, fingerprinted."""
+    _, end = month_bounds(month)
+    missing = [str(p) for p in map(Path, sources) if not p.exists()]
+    if missing:
+        raise UsageError(f"no such archive file or directory: {', '.join(missing)}")
+    directories = [Path(p) for p in sources if Path(p).is_dir()]
+    if len(directories) == len(sources):
+        found = month_sources(directories, month)
+        if not found.files:
+            raise UsageError(f"no archive files for {month} in {', '.join(map(str, sources))}")
+        say(f"recomputing {month} from {found.describe()}")
+        recompute_month(directories, registry, month, ledger, progress=progress)
+        read = ([("snapshot", found.snapshot)] if found.snapshot else []) + [("archive", p) for p in found.files]
+    else:
+        paths = [p for source in map(Path, sources) for p in (archive_files(source) if source.is_dir() else [source])]
+        say(f"recomputing {month} from {len(paths)} archive file(s), read from the beginning")
+        rebuild_ledger(paths, registry, ledger, end=end, progress=progress)
+        read = [("archive", p) for p in paths]
+    return [InputFile(role=role, path=str(p), sha256=_sha256_file(p)) for role, p in read]
 
 
 def _sha256_file(path: Path) -> str:

@@ -1,0 +1,147 @@
+"""`ptmon ledger rebuild | verify --month YYYY-MM`: the ledger's month against the archive.
+
+``verify`` recomputes the month from the archive (month-start snapshot and the files after
+it) into a scratch ledger and compares it with the real one: the KPI rows with the ledger's
+exemptions, and every hour row. ``rebuild`` replaces the month's rows of the real ledger
+with the recomputed ones, in one transaction; it refuses while a collector runs on the data
+directory (the collector writes the month's hours as they close).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from ..lock import collector_running
+from ..registry import Registry, load_registry
+from ..replay import Progress
+from ..rules import DEFAULT_RULES_DIR, load_rules
+from ..timebase import format_instant, month_bounds
+from .read import ledger_results
+from .rebuild import Recomputed, recompute_month
+from .store import Ledger
+
+SHOWN_DIFFERENCES = 10
+
+
+def add_ledger_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    led = sub.add_parser("ledger", help="check or rebuild a month of the ledger against the archive",
+                         description="The ledger is the record the report pays on; the archive holds every message "
+                         "received. `verify` recomputes a month from the archive and compares; `rebuild` replaces the "
+                         "month's rows with the recomputed ones (after a lost checkpoint, a fixed registry, or when "
+                         "verify found a difference). Both show progress; a month of the district takes minutes.")
+    actions = led.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    for name, text in (("verify", "compare the ledger's month with a recomputation from the archive; exit 1 on a "
+                                  "difference, listing the first differing rows"),
+                       ("rebuild", "recompute the month from the archive and replace its rows in the ledger "
+                                   "(exemptions, alerts and other months are kept)")):
+        p = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("--month", required=True, metavar="YYYY-MM", help="the calendar month (Asia/Shanghai)")
+        p.add_argument("--config", metavar="FILE", help="collector config: its ledger, archive, registry and rules")
+        p.add_argument("--ledger", metavar="FILE", help="the ledger (default: from --config, else ptmon-data/ledger.sqlite)")
+        p.add_argument("--archive", metavar="DIR", help="the archive directory (default: from --config, else ptmon-data/archive)")
+        p.add_argument("--registry", metavar="FILE", help="device registry CSV (default: from --config)")
+        p.add_argument("--rules", metavar="DIR", help="rule files directory (default: from --config, else the shipped rules)")
+
+
+@dataclass(frozen=True)
+class _Paths:
+    ledger: Path
+    archive: Path
+    data_dir: Path | None
+    registry: Registry
+
+
+def _paths(args: argparse.Namespace) -> _Paths:
+    config = None
+    if args.config:
+        from ..config import load_config
+
+        config = load_config(args.config)
+    rules = load_rules(args.rules or (config.rules if config and config.rules else DEFAULT_RULES_DIR))
+    registry_path = args.registry or (config.registry if config else None)
+    if registry_path is None:
+        raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
+    ledger = Path(args.ledger) if args.ledger else config.ledger_path if config else Path("ptmon-data/ledger.sqlite")
+    archive = Path(args.archive) if args.archive else config.archive_path if config else Path("ptmon-data/archive")
+    if not archive.is_dir():
+        raise UsageError(f"archive directory not found: {archive}")
+    data_dir = config.data_dir if config else ledger.parent
+    return _Paths(ledger, archive, data_dir, load_registry(registry_path, rules))
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    month_bounds(args.month)
+    paths = _paths(args)
+    if not paths.ledger.is_file():
+        raise UsageError(f"ledger not found: {paths.ledger}")
+    if args.ledger_command == "rebuild" and paths.data_dir is not None and collector_running(paths.data_dir):
+        raise UsageError(f"a collector is running on {paths.data_dir}: stop it before rebuilding (it writes the "
+                         "month's hours as they close); `ptmon ledger verify` works while it runs")
+    with tempfile.TemporaryDirectory(prefix="ptmon-ledger-", dir=paths.ledger.parent) as scratch:
+        recomputed_path = Path(scratch) / "recomputed.sqlite"
+        with Ledger(recomputed_path) as recomputed:
+            done = _recompute(paths, args.month, recomputed)
+        if args.ledger_command == "verify":
+            return _verify(paths, args.month, recomputed_path, done)
+        with Ledger(paths.ledger) as ledger:
+            ledger.replace_month(recomputed_path, *month_bounds(args.month))
+        _say(f"{args.month}: the ledger's rows replaced by the recomputation ({done.sources.describe()})")
+        return 0
+
+
+def _recompute(paths: _Paths, month: str, into: Ledger) -> Recomputed:
+    began = time.monotonic()
+    last = [began]
+
+    def progress(p: Progress) -> None:
+        if time.monotonic() - last[0] >= 2.0:
+            last[0] = time.monotonic()
+            at = format_instant(p.clock) if p.clock is not None else "-"
+            _say(f"recomputing {month}: {p.records:,} records, {p.records / max(p.elapsed, 1e-9):,.0f}/s, at {at}")
+
+    done = recompute_month([paths.archive], paths.registry, month, into, progress=progress)
+    _say(f"recomputed {month} from {done.sources.describe()}: {done.records:,} records in {time.monotonic() - began:.0f} s")
+    return done
+
+
+def _verify(paths: _Paths, month: str, recomputed_path: Path, done: Recomputed) -> int:
+    start, end = month_bounds(month)
+    with Ledger(paths.ledger, readonly=True) as ledger, Ledger(recomputed_path, readonly=True) as recomputed:
+        exemptions = ledger.exemptions(start=start, end=end)
+        mine = ledger_results(ledger, paths.registry, start, end, exemptions)
+        theirs = ledger_results(recomputed, paths.registry, start, end, exemptions)
+        kpi = _differences(mine.csv_text().splitlines()[1:], theirs.csv_text().splitlines()[1:])
+        hours = _differences([_hour_key(h) for h in ledger.hours(start, end)], [_hour_key(h) for h in recomputed.hours(start, end)])
+        counts = _differences([repr(c) for c in ledger.counts(start, end)], [repr(c) for c in recomputed.counts(start, end)])
+    print(f"ledger verify {month}: {paths.ledger} against the archive ({done.sources.describe()}, {done.records:,} records)")
+    for what, diff, total in (("KPI rows", kpi, len(mine.rows)), ("hour rows", hours, None), ("count rows", counts, None)):
+        print(f"  {what}: {'equal' if not diff else f'{len(diff)} differ'}" + (f" ({total})" if total else ""))
+        for line in diff[:SHOWN_DIFFERENCES]:
+            print(f"    {line}")
+    if kpi or hours or counts:
+        print("DIFFERENT: `ptmon ledger rebuild --month {0}` replaces the ledger's month with the recomputation".format(month))
+        return 1
+    print("OK: the ledger's month equals the archive's")
+    return 0
+
+
+def _hour_key(h) -> str:  # type: ignore[no-untyped-def]
+    return (f"hour {format_instant(h.hour)} {h.contract} {h.street}: samples {h.samples} online {h.online} "
+            f"expected {h.expected} counters {','.join(map(str, h.counters))}")
+
+
+def _differences(ledger: list[str], archive: list[str]) -> list[str]:
+    """Lines only in one side, in order: '- ledger' / '+ archive'."""
+    only_ledger = set(ledger) - set(archive)
+    only_archive = set(archive) - set(ledger)
+    return [f"ledger:  {x}" for x in ledger if x in only_ledger] + [f"archive: {x}" for x in archive if x in only_archive]
+
+
+def _say(text: str) -> None:
+    print(f"ptmon ledger: {text}", file=sys.stderr, flush=True)

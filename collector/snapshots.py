@@ -1,0 +1,87 @@
+"""Month-start snapshots: the collector's state as a month begins, so a month can be recomputed
+from its own archive files.
+
+The state a month's KPIs depend on reaches back before the month: each device's last heartbeat
+(online at the first samples), counter baselines (the first delta of the month), sequence
+numbers and boot ids, the rate-limit windows. When the live collector's clock crosses into a
+new Shanghai month, it saves its state (the checkpoint format: engine and decoder, every
+record before the month applied, none after) as ``ptmon-YYYY-MM.state.npz`` beside the
+archive files. Recomputing month M — after a lost checkpoint, by ``ptmon ledger rebuild`` or
+``verify``, by ``ptmon report --from-archive`` — then reads the latest snapshot at or before M
+and the archive files from that month on, instead of every file ever written. Without any
+snapshot it reads every archive file before the month's end, which gives the same numbers,
+only slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .decode import Decoder
+from .engine import Engine
+from .errors import CheckpointError
+from .registry import Registry
+from .sinks.archive import archive_files
+from .timebase import day_of, day_to_date, month_bounds
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"ptmon-(\d{4}-\d{2})\.state\.npz")
+
+
+def month_code(t: int) -> str:
+    """``YYYY-MM`` of the Shanghai month holding instant ``t``."""
+    return day_to_date(day_of(t)).strftime("%Y-%m")
+
+
+def snapshot_path(archive_dir: Path, month: str) -> Path:
+    return archive_dir / f"ptmon-{month}.state.npz"
+
+
+def save_snapshot(archive_dir: Path, month_start: int, engine: Engine, decoder: Decoder) -> Path:
+    """The state as ``month_start`` begins (every earlier record applied, none later)."""
+    path = snapshot_path(archive_dir, month_code(month_start))
+    save_checkpoint(path, engine=engine, tallies=[], decoder=decoder, extra={"month_start": month_start})
+    log.info("month-start snapshot %s", path)
+    return path
+
+
+@dataclass(frozen=True)
+class MonthSources:
+    """What recomputing a month reads: a snapshot (or none) and the archive files after it."""
+
+    snapshot: Path | None
+    files: list[Path]
+
+    def describe(self) -> str:
+        base = f"snapshot {self.snapshot.name} + " if self.snapshot else "no snapshot: "
+        return f"{base}{len(self.files)} archive file(s)"
+
+
+def month_sources(archive_dirs: list[Path], month: str) -> MonthSources:
+    """The latest snapshot at or before ``month`` in the first directory that has one, and every
+    archive file from the snapshot's month to the end of ``month`` (all before it, without one)."""
+    start, end = month_bounds(month)
+    snapshot = None
+    for directory in archive_dirs:
+        found = sorted((m.group(1), p) for p in directory.glob("ptmon-*.state.npz") if (m := _NAME.fullmatch(p.name))
+                       and m.group(1) <= month)
+        if found:
+            snapshot = found[-1][1]
+            break
+    first = f"{_NAME.fullmatch(snapshot.name).group(1)}-01" if snapshot else ""  # type: ignore[union-attr]
+    last = day_to_date(day_of(end - 1)).isoformat()
+    files = [p for d in archive_dirs for p in archive_files(d) if first <= p.name[6:16] <= last]
+    return MonthSources(snapshot, sorted(files, key=lambda p: (p.name[6:16], p.name)))
+
+
+def load_snapshot(path: Path, registry: Registry) -> Checkpoint:
+    try:
+        return load_checkpoint(path, registry)
+    except CheckpointError as exc:
+        raise CheckpointError(f"month-start snapshot unusable: {exc}; move it away to recompute from every "
+                              "archive file before the month") from exc
