@@ -93,6 +93,8 @@ class Checkpoint:
     extra: dict[str, Any]
     saved_at: int  # unix µs
     notes: list[str]  # what did not fit exactly (registry or rule changes), for the log
+    registry_version: str = ""  # of the registry and rules the state was computed with
+    rules_version: str = ""
 
 
 # --- save -------------------------------------------------------------------------------
@@ -276,7 +278,8 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
     return Checkpoint(engine=engine, tallies=tallies, named=named,
                       decoder_counts=DecoderCounts.from_doc(meta["decoder"]),
                       decoder_rates=_restore_rates(path, arrays, meta, rows),
-                      extra=dict(meta["extra"]), saved_at=_int(meta["saved_at"]), notes=notes)
+                      extra=dict(meta["extra"]), saved_at=_int(meta["saved_at"]), notes=notes,
+                      registry_version=str(meta["registry_version"]), rules_version=str(meta["rules_version"]))
 
 
 def _check_rules(path: Path, meta: dict[str, Any], rules: Rules, notes: list[str]) -> None:

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     _period(rp)
     rp.add_argument("--registry", required=True, metavar="FILE", help="device registry CSV (the contract inventory)")
     _add_rules(rp)
+    rp.add_argument("--ledger", metavar="FILE", help="apply the exemptions recorded in this ledger (revoked ones "
+                    "excluded), as the report does; default: no exemptions")
     rp.add_argument("--csv", metavar="FILE", help="also write the KPIs as CSV ('-' for stdout)")
     rp.add_argument("--quiet", action="store_true", help="do not print the table")
 
@@ -117,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--influx-api", choices=["v1", "v2"], help="v1: /write (InfluxDB 1.x, 3.x); v2: influxdb-client (2.x, 3.x)")
     col.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics here ('' disables)")
     col.add_argument("--kpi-csv", metavar="FILE", help="keep the month-to-date KPIs in this CSV (rewritten at every checkpoint)")
+    sim_clock = col.add_argument_group("simulated clock", "for simulations and tests: the collector stamps receive times "
+                                       "on the clock `ptmon simulate --start T --anchor A --speed K` runs on")
+    sim_clock.add_argument("--sim-start", metavar="T", help="the simulated instant at wall time --sim-anchor")
+    sim_clock.add_argument("--sim-anchor", type=float, metavar="UNIX_TIME", help="wall-clock unix time at which it is --sim-start")
+    sim_clock.add_argument("--sim-speed", type=float, default=1.0, metavar="K", help="simulated time runs K times faster (default 1)")
 
     add_exempt_parser(sub)
     add_ledger_parser(sub)
@@ -166,7 +173,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     start, end = _resolve_period(args)
     rules = load_rules(args.rules)
     registry = load_registry(args.registry, rules)
-    results = replay(args.archives, registry, start, end, progress=_progress_printer())
+    exemptions = []
+    if args.ledger:
+        from .ledger.store import Ledger
+
+        with Ledger(args.ledger, readonly=True) as ledger:
+            exemptions = [e for e in ledger.exemptions(start=start, end=end) if e.active]
+    results = replay(args.archives, registry, start, end, progress=_progress_printer(), exemptions=exemptions)
     if args.csv == "-":
         results.write_csv(sys.stdout)
     elif args.csv:

@@ -56,7 +56,7 @@ from .rules import DEFAULT_RULES_DIR, load_rules
 from .sinks.archive import ArchiveWriter, archive_files
 from .snapshots import load_snapshot, month_sources, save_snapshot
 from .tally import Tally
-from .timebase import US_PER_S, format_instant
+from .timebase import US_PER_S, format_instant, month_bounds
 from .source import MqttSource
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,14 @@ IDLE_TICK = 1.0  # seconds: with no message, the clock still advances (and is ar
 GATHER = 0.02  # seconds to let a batch gather after the first message wakes the loop
 EXEMPTION_POLL = 5.0  # seconds between looks for exemptions recorded by `ptmon exempt`
 HEALTH_INTERVAL = 10.0  # seconds between the collector's own `collector` points
+
+
+def _inputs_changed(checkpoint: Checkpoint, registry: Registry) -> str:
+    """What changed in the registry and rules since the checkpoint ('' when nothing did)."""
+    changed = [f"the {what} changed ({old} → {new})" for what, old, new in (
+        ("registry", checkpoint.registry_version, registry.version),
+        ("rules", checkpoint.rules_version, registry.rules.version)) if old != new]
+    return " and ".join(changed)
 
 
 class Collector:
@@ -107,6 +115,8 @@ class Collector:
         history = bool(archive_files(self.config.archive_path)) or self.ledger.has_hours()
         if checkpoint is not None and self.ledger.created and history:
             lost, checkpoint = f"the ledger {self.config.ledger_path} is new but the checkpoint is not", None
+        elif checkpoint is not None and (changed := _inputs_changed(checkpoint, self.registry)):
+            lost, checkpoint = f"{changed} since the checkpoint, and the month's figures must come from one set of them", None
         rebuild = checkpoint is None and history
         if rebuild:
             self.engine, tallies, position = self._start_from_snapshot(lost)
@@ -126,7 +136,9 @@ class Collector:
         self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch, on_month=self._month_snapshot)
         self._pending_points: list[str] = []
         if rebuild:
+            self.ledger_writer.write_from = self._rebuild_from()
             self._replay_archive()
+            self.ledger_writer.write_from = None
         elif checkpoint is not None:
             self._replay_tail(position)
         if (rebuild or checkpoint is not None) and self.engine.up and self.engine.clock is not None:
@@ -158,6 +170,14 @@ class Collector:
         snapshot = load_snapshot(self._sources.snapshot, self.registry)
         restore_decoder(self.decoder, snapshot)
         return snapshot.engine, [], {}
+
+    def _rebuild_from(self) -> int:
+        """Where a rebuild starts writing the ledger: this month (the archive's last), or the last hour
+        the ledger holds if that is earlier; older months stay as they are."""
+        files = archive_files(self.config.archive_path)
+        month_start = month_bounds(files[-1].name[6:13])[0] if files else 0
+        last = self.ledger.last_hour()
+        return month_start if last is None else min(month_start, last)
 
     def _replay_archive(self) -> None:
         """Feed the archive files of the rebuild (points to InfluxDB were sent when they were live)."""

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ from .config import DEFAULT_TOPICS, CollectorConfig, TlsConfig, check_config, lo
 from .errors import UsageError
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, load_rules
-from .timebase import format_instant
+from .timebase import US_PER_S, SimulatedClock, format_instant, parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,18 @@ def run_collect(args: argparse.Namespace) -> int:
         print("config OK")
         return 0
     kpi_csv = Path(args.kpi_csv) if args.kpi_csv else None
-    return asyncio.run(serve(config, kpi_csv=kpi_csv))
+    clock = time.time
+    if getattr(args, "sim_start", None):
+        if args.sim_anchor is None or args.sim_speed <= 0:
+            raise UsageError("--sim-start needs --sim-anchor and a --sim-speed above 0")
+        clock = SimulatedClock(parse_instant(args.sim_start) / US_PER_S, args.sim_anchor, args.sim_speed)
+    return asyncio.run(serve(config, kpi_csv=kpi_csv, clock=clock))
 
 
-async def serve(config: CollectorConfig, *, kpi_csv: Path | None = None, collector: Collector | None = None) -> int:
+async def serve(config: CollectorConfig, *, kpi_csv: Path | None = None, collector: Collector | None = None,
+                clock: Callable[[], float] = time.time) -> int:
     """Run until SIGINT/SIGTERM (a second one exits at once); print the month-to-date KPIs."""
-    collector = collector or Collector(config)
+    collector = collector or Collector(config, clock=clock)
     for note in collector.notes:
         log.warning("%s", note)
         print(f"ptmon collect: {note}", file=sys.stderr)

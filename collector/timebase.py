@@ -11,6 +11,7 @@ calendar day is a fixed 86,400 s block offset by 8 h. The vectorised helpers rel
 from __future__ import annotations
 
 import re
+import time
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -93,3 +94,15 @@ def format_instant(t_us: int) -> str:
     dt = datetime.fromtimestamp(t_us // US_PER_S, SHANGHAI)
     frac = t_us % US_PER_S
     return (dt.replace(microsecond=frac) if frac else dt).isoformat()
+
+
+class SimulatedClock:
+    """Wall time mapped onto simulated time: ``start_s`` (unix seconds) at wall time ``anchor``,
+    running ``speed`` times faster. The demo, tests and ``ptmon collect --sim-*`` share one with
+    ``ptmon simulate --start/--anchor/--speed``, so receive times are those of the simulation."""
+
+    def __init__(self, start_s: float, anchor: float, speed: float) -> None:
+        self.start_s, self.anchor, self.speed = start_s, anchor, speed
+
+    def __call__(self) -> float:
+        return self.start_s + (time.time() - self.anchor) * self.speed

@@ -28,7 +28,7 @@ from ptmon.registry import load_registry
 from ptmon.results import Results
 from ptmon.rules import DEFAULT_RULES_DIR, load_rules
 from ptmon.tally import Tally
-from ptmon.timebase import US_PER_S, format_instant
+from ptmon.timebase import US_PER_S, SimulatedClock, format_instant
 
 from .district import write_registry
 from .loopback import free_port, wait_for_port
@@ -69,14 +69,6 @@ def _wait_for_broker(port: int, proc: subprocess.Popen[bytes], timeout: float = 
         raise UsageError(f"the embedded broker exited with status {proc.returncode}; see its log") from None
     except TimeoutError:
         raise UsageError(f"the embedded broker did not listen on port {port} within {timeout:.0f} s") from None
-
-
-class SimulatedClock:
-    def __init__(self, start_s: float, anchor: float, speed: float) -> None:
-        self.start_s, self.anchor, self.speed = start_s, anchor, speed
-
-    def __call__(self) -> float:
-        return self.start_s + (time.time() - self.anchor) * self.speed
 
 
 def run_live_demo(workdir: Path, *, hours: float, speed: float, seed: int, influx_url: str | None,

@@ -198,3 +198,44 @@ def test_ledger_verify_finds_a_difference_and_rebuild_repairs_it(tmp_path: Path,
     assert "DIFFERENT" in out and "ledger:  hour 2026-11-01T00:00:00+08:00 cam taopu" in out, out
     assert main(["ledger", "rebuild", *args]) == 0
     assert main(["ledger", "verify", *args]) == 0
+
+
+@pytest.mark.parametrize("change", ["registry", "rules"])
+def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_files(tmp_path: Path, rules_dir: Path,
+                                                                                        change: str) -> None:
+    """Test that a collector restarted with a changed registry or rules recomputes the month from the archive with
+    them, so its ledger equals a replay with the new files (one set of inputs for the whole month)."""
+    import asyncio
+    import dataclasses
+
+    from ptmon.collect import Collector
+    from ptmon.registry import load_registry
+    from ptmon.replay import replay
+    from ptmon.rules import load_rules
+    from ptmon.sinks.archive import archive_files
+    from ptmon.timebase import month_bounds
+
+    from .test_alerts import minutes, push
+
+    config = dataclasses.replace(_collector_config(tmp_path), rules=rules_dir)
+    collector = Collector(config)
+    push(collector, minutes(0, 120))
+    asyncio.run(collector.checkpoint())
+    _crash(collector)
+    if change == "registry":
+        text = config.registry.read_text().replace("taopu-cam3,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,",
+                                                   "taopu-cam3,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,2026-11-01")
+        config.registry.write_text(text + "taopu-cam99,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,\n")
+    else:
+        types = rules_dir / "types.yaml"
+        types.write_text(types.read_text().replace("online_timeout: 180s", "online_timeout: 150s"))
+    restarted = Collector(config)
+    notes = " ".join(restarted.notes)
+    assert f"the {change} changed" in notes and "rebuilding the state" in notes, notes
+    push(restarted, minutes(120, 200))
+    restarted.engine.finish()
+    restarted.ledger_writer.flush(open_buckets=True)
+    month = month_bounds("2026-11")
+    registry = load_registry(config.registry, load_rules(rules_dir))
+    replayed = replay([str(p) for p in archive_files(config.archive_path)], registry, *month)
+    assert ledger_results(restarted.ledger, registry, *month).csv_text() == replayed.csv_text()

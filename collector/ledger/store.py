@@ -251,6 +251,9 @@ class Ledger:
     def has_hours(self) -> bool:
         return self.db.execute("SELECT 1 FROM hours LIMIT 1").fetchone() is not None
 
+    def last_hour(self) -> int | None:
+        return self.db.execute("SELECT max(hour) FROM hours").fetchone()[0]
+
     def integrity_check(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
 

@@ -42,6 +42,7 @@ class LedgerWriter:
         self._closed_days: list[DayRow] = []
         self.hours_written = 0
         self.pending_status: list[tuple[str, int, int]] = []  # (device, t, online) changes to write
+        self.write_from: int | None = None  # rebuilding: leave what lies before this instant as the ledger has it
         engine.listeners.append(self)
         engine.count_listeners.append(self)
         engine.unexempted_listeners.append(self)
@@ -104,12 +105,17 @@ class LedgerWriter:
         if open_buckets:
             tallies += [self.hour] if self.hour is not None else []
             days += self._day_rows(self.day) if self.day is not None else []
-        hours = [row for tally in tallies for row in self._hour_rows(tally)]
-        counts = [row for tally in tallies for row in self._count_rows(tally)]
-        unknown = [(tally.start, topic, n) for tally in tallies for topic, n in sorted(tally.unknown.items())]
         episodes, self.pending_episodes = self.pending_episodes, []
         status, self.pending_status = self.pending_status, []
         spans = [(a, b) for a, b in self.engine.spans]
+        if self.write_from is not None:
+            tallies = [t for t in tallies if t.start >= self.write_from]
+            days = [d for d in days if day_start(d.day) >= self.write_from]
+            status = [s for s in status if s[1] >= self.write_from]
+            spans = [s for s in spans if s[1] >= self.write_from]
+        hours = [row for tally in tallies for row in self._hour_rows(tally)]
+        counts = [row for tally in tallies for row in self._count_rows(tally)]
+        unknown = [(tally.start, topic, n) for tally in tallies for topic, n in sorted(tally.unknown.items())]
         self.ledger.write_aggregates(hours, days, spans[-8:] if len(spans) > 8 else spans, episodes, counts, unknown,
                                      status)
         self.hours_written += len({h.hour for h in hours})
