@@ -161,7 +161,11 @@ class Collector:
         """An engine from the latest month-start snapshot (fresh without one), before the archive is fed."""
         archive = self.config.archive_path
         files = archive_files(archive)
-        last_month = files[-1].name[6:13] if files else time.strftime("%Y-%m")
+        if not files:
+            raise PtmonError(f"{why}, and the ledger {self.config.ledger_path} holds hours but there is no archive in "
+                             f"{archive} to rebuild the state from: restore the archive, or move the ledger away to "
+                             "start a new one (its months would then be lost)")
+        last_month = files[-1].name[6:13]
         self._sources = month_sources([archive], last_month)
         self.notes.append(f"{why}: rebuilding the state and this month's ledger from the archive "
                           f"({self._sources.describe()}); this reads every message again and takes a while")

@@ -239,3 +239,26 @@ def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_
     registry = load_registry(config.registry, load_rules(rules_dir))
     replayed = replay([str(p) for p in archive_files(config.archive_path)], registry, *month)
     assert ledger_results(restarted.ledger, registry, *month).csv_text() == replayed.csv_text()
+
+
+def test_a_ledger_without_archive_or_checkpoint_is_never_started_over(tmp_path: Path) -> None:
+    """Test that a collector whose checkpoint and archive are gone refuses to start over the ledger's hours."""
+    import asyncio
+    import shutil
+
+    from ptmon.collect import Collector
+    from ptmon.errors import PtmonError
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(0, 70))
+    asyncio.run(collector.checkpoint())
+    _crash(collector)
+    config.checkpoint_path.unlink()
+    shutil.rmtree(config.archive_path)
+    with pytest.raises(PtmonError, match="no archive .* to rebuild the state from"):
+        Collector(config)
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        assert ledger.has_hours()
