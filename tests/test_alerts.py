@@ -6,6 +6,8 @@ down, and earlier versions' alert state adopted."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -76,10 +78,10 @@ def minutes(first: int, last: int, silent=lambda street, i, m: False, counters: 
                     tries, ok = counters.get(device, (0, 0))
                     tries, ok = tries + 10, ok + (4 if failing(street, i, m) else 10)
                     counters[device] = (tries, ok)
-                    payload = {"seq": m, "face_try": tries, "face_ok": ok}
+                    payload = {"seq": m + 1000, "face_try": tries, "face_ok": ok}
                     out.append((float(t), f"putuo/cam/{street}/{device}/hb", json.dumps(payload)))
                 if m % 5 == 0 and not silent(street, i + 100, m):
-                    out.append((float(t) + 20, f"putuo/iot/{street}/{street}-lift{i}/hb", json.dumps({"seq": m})))
+                    out.append((float(t) + 20, f"putuo/iot/{street}/{street}-lift{i}/hb", json.dumps({"seq": m + 1000})))
     out.sort(key=lambda r: r[0])
     return out
 
@@ -109,7 +111,11 @@ def send_all(config: CollectorConfig, clock=None) -> Mailer:
 
 
 def event(message) -> dict[str, str]:
-    notice, cause, contract, recipient, opened, seq = message["X-Ptmon-Event"].strip().split("|")
+    """The parts of an email's event key: notice|cause|contract|recipient|opened|seq (digest|day|recipient|street)."""
+    parts = message["X-Ptmon-Event"].strip().split("|")
+    if parts[0] == "digest":
+        return {"notice": "digest", "cause": "digest", "day": parts[1], "to": parts[2], "street": parts[3]}
+    notice, cause, contract, recipient, opened, seq = parts
     return {"notice": notice, "cause": cause, "contract": contract, "to": recipient, "opened": opened, "seq": seq}
 
 
@@ -286,8 +292,8 @@ def test_flapping_around_the_threshold_sends_one_email_not_one_per_flap(tmp_path
 
 
 def test_a_restart_mid_incident_sends_nothing_twice(tmp_path, setup):
-    """Test that a collector that crashed after the first emails and restarted from an older
-    checkpoint (replaying the archive tail) sends each email exactly once."""
+    """Test that a collector that crashed after the first emails and restarted five minutes later
+    from an older checkpoint (replaying the archive tail) sends each email exactly once."""
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
         counters: dict = {}
@@ -303,7 +309,9 @@ def test_a_restart_mid_incident_sends_nothing_twice(tmp_path, setup):
         restarted = Collector(config)
         assert any("replayed" in note for note in restarted.notes)
         assert restarted.alerts.restored  # the windows came back with the checkpoint
-        push(restarted, minutes(95, 240, outage, counters))
+        # Back after five minutes down, taopu still silent: its silence goes on (no resolved email,
+        # no second firing one) until its cameras are heard again.
+        push(restarted, [(float(T0 + 100 * MIN), "$ptmon/monitor", "up")] + minutes(100, 240, outage, counters))
         send_all(config)
         restarted.engine.finish()
         restarted.ledger_writer.flush(open_buckets=True)
@@ -419,3 +427,79 @@ def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
     projected = body.split("预计月末 (projected)：")[1].split("%")[0]
     assert float(projected) < 20.0 and float(best) > 99.0
     assert "预计扣款 (lease amount at risk)：" in body
+
+
+def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_report(tmp_path, setup):
+    """Test that after 14 hours down, smoke detectors (a heartbeat every 6 h, offline after 13 h)
+    that timed out unseen are not counted offline until they had a timeout to report: no breach."""
+    from .conftest import HEADER
+
+    _, rules_file = setup
+    registry = tmp_path / "smoke.csv"
+    registry.write_text("\n".join([HEADER, *(f"taopu-smoke{i},iot,smoke,taopu,scn,taopu-c1,gw-taopu-iot,2026-01-01,"
+                                             for i in range(12)),
+                                   *(f"taopu-cam{i},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam,2026-01-01,"
+                                     for i in range(12))]) + "\n")
+
+    def cameras(first: int, last: int):
+        return [(float(T0 + m * MIN + i), f"putuo/cam/taopu/taopu-cam{i}/hb", json.dumps({"seq": m}))
+                for m in range(first, last) for i in range(12)]
+
+    smoke = [(float(T0 + 5 + i), f"putuo/iot/taopu/taopu-smoke{i}/hb", json.dumps({"seq": 1})) for i in range(12)]
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, (registry, rules_file), smtp.port)
+        collector = Collector(config)
+        push(collector, sorted(smoke + cameras(0, 60)))
+        collector.engine.finish()
+        asyncio.run(collector.checkpoint())
+        collector.ledger.close()
+        collector.archive.close()
+        restarted = Collector(config)
+        push(restarted, [(float(T0 + 900 * MIN), "$ptmon/monitor", "up")] + cameras(900, 1020))
+        iot = restarted.sla.latest
+        assert iot is not None and iot.row("iot", "taopu", "online").numerator > 0  # the KPI counts them as it must
+        send_all(config)
+        restarted.ledger.close()
+    assert summary(smtp.inbox) == []
+
+
+DIGEST_YAML = ALERTS_YAML.replace("digest: {enabled: false}", 'digest: {enabled: true, at: "00:20", streets: true}')
+
+
+def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
+    """Test that the daily digest, sent once after its hour to the district and (with streets: true)
+    to each street's contacts for their street, reports yesterday and the month so far exactly as the
+    ledger has them, with the open incidents, the provisional deduction and the rejected messages."""
+    registry, rules_file = setup
+    rules_file.write_text(DIGEST_YAML)
+    counters: dict = {}
+    records = minutes(-60, 40, counters=counters, failing=lambda street, i, m: street == "taopu" and i < 3)
+    records += [(float(T0 - 1800), "putuo/cam/taopu/taopu-cam0/hb", "{not json"),
+                (float(T0 - 1700), "putuo/cam/taopu/nobody/hb", "{}")]
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, setup, smtp.port)
+        collector = Collector(config)
+        push(collector, sorted(records, key=lambda r: r[0]))
+        send_all(config)
+        collector.ledger.close()
+    digests = [m for m in smtp.inbox.messages if event(m)["notice"] == "digest"]
+    assert sorted(m["To"] for m in digests) == ["center@example.org", "taopu@example.org"]
+    district = next(m for m in digests if m["To"] == "center@example.org")
+    assert district["Subject"].startswith("【每日简报】全区 2026-10-31：")
+    body = district.get_body().get_content()
+    assert "生成时间 (at)：2026-11-01 00:20:00" in body
+    assert "拒收 (rejected)：JSON 错误 1，未登记设备 1" in body and "丢失 (lost)：暂未统计" in body
+    (attachment,) = list(district.iter_attachments())
+    rows = list(csv.reader(io.StringIO(attachment.get_content().lstrip("\ufeff"))))
+    day = (T0 - 86_400) * US_PER_S
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        yesterday = ledger_results(ledger, collector.registry, day, T0 * US_PER_S)
+        month = ledger_results(ledger, collector.registry, month_bounds("2026-10")[0], T0 * US_PER_S)
+    expected = [[period, r.contract, r.street, r.kpi, str(r.numerator), str(r.denominator), r.value_text()]
+                for period, results in (("yesterday", yesterday), ("month", month)) for r in results.rows]
+    assert [row[:7] for row in rows[1:]] == expected
+    capture = yesterday.row("cam", "taopu", "capture")
+    assert capture.passed is False and f"桃浦镇 | 人脸车卡抓拍成功率 | {capture.percent_text(2)}%" in body
+    assert "桃浦镇 智能安防：" in body.split("暂估扣款")[1]  # its provisional deduction
+    street = next(m for m in digests if m["To"] == "taopu@example.org")
+    assert street["Subject"].startswith("【每日简报】桃浦镇 2026-10-31：") and "长征镇" not in street.get_body().get_content()

@@ -159,8 +159,16 @@ class AlertEvaluator:
         for si, street in enumerate(self.streets):
             holds, quiet = self._street_silent(ci, si, t)
             key = AlertKey(cause=Cause.STREET_SILENT, contract=self.contracts[ci], street=street)
-            self.book.set_alert(key, condition_step(self.book.alerts.get(key), key, holds=holds, since=quiet.since, t=t))
+            self._silence(key, holds, quiet, t)
         return points
+
+    def _silence(self, key: AlertKey, holds: bool, quiet: Quiet | None, t: int) -> None:
+        """A silence ends when a device is heard again, not when a restart makes it look short."""
+        state = self.book.alerts.get(key)
+        if state is not None and not holds and quiet is not None and quiet.devices and quiet.last_heard <= state.since:
+            holds = True
+        since = quiet.since if quiet is not None else t
+        self.book.set_alert(key, condition_step(state, key, holds=holds, since=since, t=t))
 
     def _rule_rate(self, ci: int, si: int, rule: AlertRule, t: int) -> WindowRate | None:
         obs = self.observations
@@ -187,11 +195,7 @@ class AlertEvaluator:
     # --- per instant -----------------------------------------------------------------------
 
     def _instant(self, t: int) -> None:
-        key = AlertKey(cause=Cause.PIPELINE)
-        quiet = self.observations.district_quiet
-        since = quiet.since if quiet is not None else t
-        self.book.set_alert(key, condition_step(self.book.alerts.get(key), key, holds=self._district_silent(t),
-                                                since=since, t=t))
+        self._silence(AlertKey(cause=Cause.PIPELINE), self._district_silent(t), self.observations.district_quiet, t)
         self._gateways(t)
         self._month_risk(t)
         self._group(t)
@@ -259,7 +263,15 @@ class AlertEvaluator:
     def _digest(self, t: int) -> None:
         setting = self.alert_rules.digest
         today = day_of(t)
-        if not setting.enabled or t < day_start(today) + setting.at * US_PER_S or self.book.digest.get("day", -1) >= today - 1:
+        if not setting.enabled:
+            return
+        due = t >= day_start(today) + setting.at * US_PER_S
+        if "day" not in self.book.digest:
+            # The first digest is the first one due after alerting began: none was owed before.
+            self.book.set_digest({"day": today - 1 if due else today - 2, "at": t,
+                                  "counts": dict(self.data_quality()) if self.data_quality is not None else {}})
+            return
+        if not due or self.book.digest["day"] >= today - 1:
             return
         quality = dict(self.data_quality()) if self.data_quality is not None else {}
         before = self.book.digest.get("counts", {})

@@ -24,8 +24,8 @@ def body_line(text: str, limit: int = 600) -> str:
 
 def when(t: int | None) -> str:
     """An instant as Shanghai time to the second: 2026-11-01 08:03:17."""
-    if t is None:
-        return "—"
+    if t is None or t < 0:
+        return "—"  # never (the engine's NEVER is far before 1970)
     return datetime.fromtimestamp(t // US_PER_S, SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -117,8 +117,10 @@ def _step(gk: GroupKey, g: GroupState | None, alerts: dict[AlertKey, Notified], 
     now = tuple(sorted(alerts.values()))
     signature = {(n.key, n.level) for n in now}
     if signature != {(n.key, n.level) for n in g.notified} and g.due is None:
-        # Something changed since the last email: the next one waits out group_interval.
-        g = replace(g, changed=t, due=max(t, (g.last_sent or t) + timing.group_interval * US_PER_S))
+        # Something changed since the last email: the next one waits out group_interval (the
+        # first one, group_wait).
+        wait, base = (timing.group_interval, g.last_sent or t) if g.sent else (timing.group_wait, t)
+        g = replace(g, changed=t, due=max(t, base + wait * US_PER_S))
     if g.due is not None and t >= g.due:
         return _flush(g, now, signature, rules, t)
     if g.due is None and now and g.sent and g.last_sent is not None and t - g.last_sent >= timing.repeat_interval * US_PER_S:
@@ -128,14 +130,13 @@ def _step(gk: GroupKey, g: GroupState | None, alerts: dict[AlertKey, Notified], 
 
 def _flush(g: GroupState, now: tuple[Notified, ...], signature: set[tuple[AlertKey, int]], rules: AlertRules,
            t: int) -> tuple[GroupState | None, Planned | None]:
+    if not now and (not g.sent or not rules.grouping.send_resolved):
+        return None, None  # resolved within group_wait, or resolved emails are off: nothing to say
     if signature == {(n.key, n.level) for n in g.notified}:
         return replace(g, due=None), None  # it changed and changed back: nothing new to say
     gone = tuple(n for n in g.notified if n.key not in {m.key for m in now})
     if not now:
-        if not g.sent or not rules.grouping.send_resolved:
-            return None, None  # resolved within group_wait, or resolved emails are off: nothing to say
-        planned = _sent(g, Notice.RESOLVED, (), gone, t)[1]
-        return None, planned
+        return None, _sent(g, Notice.RESOLVED, (), gone, t)[1]
     return _sent(g, Notice.FIRING if not g.sent else Notice.UPDATE, now, gone, t)
 
 

@@ -7,8 +7,10 @@ Breach (a rate over the rule's trailing window):
      └──────────────┘                            └──────────────below─────────────┤
      ◀─────────────────────────── above thr+hysteresis for `resolve_for` ─────────┘
 
-A reading of None (the window was not observed enough, or nothing was expected) changes
-nothing: the alert holds where it is until the monitor can judge again.
+A reading of None (the window was not observed enough, or nothing was expected) never
+fires or resolves anything: a firing alert holds until the monitor can judge again, a pending
+one starts over (its ``for`` counts observed time only, as Prometheus drops a pending alert
+whose series vanished).
 
 Causes read from silence and gateways (their ``for`` is part of the condition) fire as soon
 as the condition holds and are ok as soon as it does not. Month at risk carries a level.
@@ -27,7 +29,9 @@ from .rules import AlertRule
 def breach_step(state: AlertState | None, key: AlertKey, rule: AlertRule, *, below: bool | None,
                 recovered: bool, t: int) -> AlertState | None:
     if below is None:
-        return state
+        # Not judged (the window was not observed enough): a pending alert starts over once it
+        # can be judged again, a firing one holds.
+        return None if state is not None and state.phase is Phase.PENDING else state
     if state is None:
         return AlertState(key=key, phase=Phase.PENDING, since=t, changed=t) if below else None
     if state.phase is Phase.PENDING:

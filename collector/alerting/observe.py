@@ -165,13 +165,15 @@ class Observations:
     # --- silences as causes ----------------------------------------------------------------
 
     def mark(self, spans: list[Span], silent: bool, quiet: Quiet | None, t: int) -> None:
-        """Open a span when a silence holds; close it at the heartbeat that ended it."""
+        """Open a span when a silence holds; close it at the heartbeat that ended it (a restart,
+        which makes the silence look short, does not end it)."""
         open_span = spans[-1] if spans and spans[-1].end is None else None
         if silent and open_span is None and quiet is not None:
             spans.append(Span(quiet.since))
         elif not silent and open_span is not None:
             heard = quiet.last_heard if quiet is not None else t
-            open_span.end = heard if open_span.start < heard <= t else t
+            if quiet is None or not quiet.devices or open_span.start < heard <= t:
+                open_span.end = heard if open_span.start < heard <= t else t
         horizon = t - (max(self.window.values(), default=0) + self.max_timeout()) * US_PER_S
         while len(spans) > 1 and spans[0].end is not None and spans[0].end < horizon:
             spans.pop(0)
