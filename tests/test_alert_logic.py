@@ -11,7 +11,6 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ptmon.alerting.book import AlertBook
 from ptmon.alerting.group import plan
 from ptmon.alerting.machine import breach_step, condition_step
@@ -218,7 +217,10 @@ def cam_only(rules):
                  types=rules.types, contracts=(cam,), version=rules.version)
 
 
-def risks(rules, results: Results, expected: int, recent: Fraction | None, setting=MonthRiskRule(min_observed=Decimal(0))):
+ANY_SHARE = MonthRiskRule(min_observed=Decimal(0))
+
+
+def risks(rules, results: Results, expected: int, recent: Fraction | None, setting=ANY_SHARE):
     return list(month_risks(results, cam_only(rules), setting, as_of=AS_OF, month_end=MONTH[1],
                             expected_now={("cam", "taopu"): expected},
                             recent={} if recent is None else {("cam", "taopu", "online"): (recent, 1800)}))

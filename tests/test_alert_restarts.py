@@ -18,7 +18,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from ptmon.ledger.store import Ledger
 from ptmon.rules import DEFAULT_RULES_DIR
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
 import json
 import re
 from pathlib import Path
 
 import pytest
-
 from ptmon.alerting.mailer import Mailer
 from ptmon.collect import Collector
 from ptmon.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
@@ -286,7 +286,7 @@ def test_flapping_around_the_threshold_sends_one_email_not_one_per_flap(tmp_path
         push(collector, minutes(0, 300, flapping))
         send_all(config)
         collector.ledger.close()
-    crossings = sum(1 for a, b in zip(values, values[1:]) if (a < 0.95) != (b < 0.95))
+    crossings = sum(1 for a, b in itertools.pairwise(values) if (a < 0.95) != (b < 0.95))
     assert crossings >= 8  # the window rate really did flap across the threshold
     assert summary(smtp.inbox) == [("center@example.org", "breach:firing"), ("center@example.org", "breach:resolved")]
 
@@ -405,7 +405,7 @@ def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
     """Test that a street whose cameras stay dark gets one month-at-risk email, its figures those of
     the ledger's closed hours: at the recent rate the month ends below the threshold, though all
     devices coming back now would pass (so it is not 'unreachable')."""
-    registry, rules_file = setup
+    _, rules_file = setup
     rules_file.write_text(RISK_YAML)
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
@@ -470,7 +470,7 @@ def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
     """Test that the daily digest, sent once after its hour to the district and (with streets: true)
     to each street's contacts for their street, reports yesterday and the month so far exactly as the
     ledger has them, with the open incidents, the provisional deduction and the rejected messages."""
-    registry, rules_file = setup
+    _, rules_file = setup
     rules_file.write_text(DIGEST_YAML)
     counters: dict = {}
     records = minutes(-60, 40, counters=counters, failing=lambda street, i, m: street == "taopu" and i < 3)

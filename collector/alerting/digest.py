@@ -29,7 +29,7 @@ from ..results import Results
 from ..tally import DISTRICT
 from ..timebase import day_start, day_to_date, month_bounds
 from .evaluate import DigestRequest
-from .fmt import body_line, header_safe, percent, when
+from .fmt import body_line, percent, when
 from .message import message_row
 from .model import Notification
 from .rules import AlertRules

@@ -96,7 +96,7 @@ class AlertEvaluator:
 
     def _gateway_places(self) -> dict[str, tuple[str, str]]:
         registry = self.engine.registry
-        first = {}
+        first: dict[int, int] = {}
         for row, g in enumerate(registry.gateway.tolist()):
             first.setdefault(g, row)
         return {registry.gateways[g]: (self.contracts[int(registry.contract[row])],
@@ -128,7 +128,7 @@ class AlertEvaluator:
         if last:
             self._instant(t)
         if self.emit_points is not None and points:
-            self.emit_points(points)
+            self.emit_points([p for p in points if p])
 
     def _last_contract(self, t: int) -> int:
         due = [ci for ci, interval in enumerate(self.engine.sample_interval) if (t + UTC_OFFSET_US) % interval == 0]
@@ -357,5 +357,5 @@ class AlertEvaluator:
         if value is not None:
             fields["value"] = float(value)
         return line("alert", {"contract": key.contract, "street": key.street, "kpi": key.kpi, "kind": key.cause.value},
-                    fields, t)
+                    fields, t) or ""
 

@@ -34,7 +34,7 @@ def outbox_rows(notifications: list[Notification], *, ledger: Ledger, registry: 
                 rows.append(compose_digest(n, digest, registry, alert_rules, sender))
             else:
                 rows.append(compose(n, registry.rules, alert_rules, sender))
-        except Exception as exc:  # noqa: BLE001 - an email must not be lost to a composing defect
+        except Exception as exc:
             log.exception("alert email %s could not be composed; a short one is queued instead", n.event_key)
             rows.append(_fallback(n, sender, exc))
     return rows

@@ -68,8 +68,8 @@ def section(v: AlertView, names: Names, at: int) -> list[str]:
 
 def _pipeline(v: AlertView, names: Names, at: int) -> list[str]:
     d = v.details
-    return [f"  全区 {d.get('devices', 0)} 台应在线设备均无心跳，其间应收到约 {d.get('due', 0):.0f} 条 "
-            f"(no heartbeat from any of {d.get('devices', 0)} devices; about {d.get('due', 0):.0f} were due)",
+    return [(f"  全区 {d.get('devices', 0)} 台应在线设备均无心跳，其间应收到约 {d.get('due', 0):.0f} 条 "
+             f"(no heartbeat from any of {d.get('devices', 0)} devices; about {d.get('due', 0):.0f} were due)"),
             f"  最后收到心跳 (last heartbeat)：{when(d.get('last_heard'))}",
             "  判断 (cause)：全区同时中断，疑似采集链路故障（上行网络、MQTT 代理或采集器订阅），而非设备本身。",
             "  请检查代理与网络；期间各街镇的失联、网关离线与指标告警均由此引起。"]
@@ -117,9 +117,9 @@ def _month_risk(v: AlertView, names: Names, at: int) -> list[str]:
     unit = "设备·采样 (device-samples)" if online else "次 (attempts)"
     future = f"{float(risk.future):.0f}"
     lines = [f"  结论 (verdict)：{RISK_WORDS.get(risk.level, '无风险 (no risk)')}",
-             f"  账本本月至 {when(risk.as_of)} (ledger, month so far)：{risk.numerator}/{risk.denominator} = "
-             f"{percent(risk.month_value)}；已观测 (observed) {risk.observed_seconds / 3600:.1f} 小时，"
-             f"占本月 {percent(risk.observed_share, 1)}",
+             (f"  账本本月至 {when(risk.as_of)} (ledger, month so far)：{risk.numerator}/{risk.denominator} = "
+              f"{percent(risk.month_value)}；已观测 (observed) {risk.observed_seconds / 3600:.1f} 小时，"
+              f"占本月 {percent(risk.observed_share, 1)}"),
              f"  剩余 (left)：{float(risk.days_left):.2f} 天，"
              + (f"{risk.remaining} 个采样时刻 × 当前应在线 {risk.expected_now} 台 = {future} {unit}" if online
                 else f"按本月观测到的频率预计还有 {future} {unit}"),
