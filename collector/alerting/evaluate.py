@@ -155,7 +155,8 @@ class AlertEvaluator:
                 recovered = value is not None and value >= rule.threshold + rule.hysteresis
                 state = breach_step(self.book.alerts.get(key), key, rule, below=below, recovered=recovered, t=t)
                 self.book.set_alert(key, state)
-                points.append(self._point(key, state, value, rule, t))
+                if self.emit_points is not None:
+                    points.append(self._point(key, state, value, rule, t))
         for si, street in enumerate(self.streets):
             holds, quiet = self._street_silent(ci, si, t)
             key = AlertKey(cause=Cause.STREET_SILENT, contract=self.contracts[ci], street=street)

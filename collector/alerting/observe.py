@@ -95,6 +95,9 @@ class Observations:
         self.contract_quiet: dict[int, tuple[int, float, int]] = {}  # ci -> (last heard, due per s, devices)
         self.district_quiet: Quiet | None = None
         self.snapshots = Snapshots(engine, rules)
+        self._sample_cache: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._delta_cache: tuple[Any, np.ndarray, np.ndarray] | None = None
+        self._delta_version = 0
 
     # --- at each sample --------------------------------------------------------------------
 
@@ -116,10 +119,12 @@ class Observations:
         horizon = t - self.delta_window * US_PER_S
         while self.deltas and self.deltas[0][0] <= horizon:
             self.deltas.popleft()
+            self._delta_version += 1
 
     def on_deltas(self, slot_start: int, sums: np.ndarray) -> None:
         if self.delta_window:
             self.deltas.append((slot_start, sums))
+            self._delta_version += 1
 
     def _unknown(self, ci: int, t: int, online: np.ndarray, resume: int) -> np.ndarray:
         """Devices that look offline only because nobody could see them: see the module docstring."""
@@ -181,43 +186,62 @@ class Observations:
     def max_timeout(self) -> int:
         return max(t.online_timeout for t in self.engine.registry.rules.types)
 
-    def explained(self, ci: int, si: int, ts: int) -> bool:
-        return any(s.covers(ts) for s in self.district_spans) or any(
-            s.covers(ts) for s in self.street_spans.get((ci, si), ()))
-
     # --- window rates ----------------------------------------------------------------------
 
     def online_rate(self, ci: int, si: int, window: int, t: int, *, explain: bool = True) -> WindowRate | None:
         """Σ online / Σ expected of the judged devices over ``(t − window, t]``; with ``explain``
         without the devices of dead gateways and the samples of a silence."""
-        since = t - window * US_PER_S
-        num = den = counted = 0
-        for ts, counts in self.samples.get(ci, ()):
-            if ts <= since or (explain and self.explained(ci, si, ts)):
-                continue
-            counted += 1
-            num += int(counts[ONLINE, si]) - (int(counts[DEAD_ONLINE, si]) if explain else 0)
-            den += int(counts[EXPECTED, si]) - (int(counts[DEAD_EXPECTED, si]) if explain else 0)
-        coverage = Fraction(counted, self.instants(ci, window))
+        ts, counts = self._stacked_samples(ci)
+        keep = ts > t - window * US_PER_S
+        if explain:
+            keep &= ~self._explained(ci, si, ts)
+        picked = counts[keep, :, si]
+        num = int(picked[:, ONLINE].sum()) - (int(picked[:, DEAD_ONLINE].sum()) if explain else 0)
+        den = int(picked[:, EXPECTED].sum()) - (int(picked[:, DEAD_EXPECTED].sum()) if explain else 0)
+        coverage = Fraction(int(np.count_nonzero(keep)), self.instants(ci, window))
         return WindowRate(num, den, coverage) if den else None
 
     def success_rate(self, ci: int, si: int, kpi: str, window: int, t: int) -> WindowRate | None:
         since = t - window * US_PER_S
         ok_names, try_names = RATIO_KPIS[kpi]
-        group = ci * self.n_streets + si
-        ok = tries = 0
-        for slot, sums in self.deltas:
-            if since < slot <= t:
-                ok += sum(int(sums[group, _COLUMN[c]]) for c in ok_names)
-                tries += sum(int(sums[group, _COLUMN[c]]) for c in try_names)
-        observed = sum(1 for ts, _ in self.samples.get(ci, ()) if ts > since)
-        coverage = Fraction(observed, self.instants(ci, window))
+        slots, sums = self._stacked_deltas()
+        rows = sums[(slots > since) & (slots <= t), ci * self.n_streets + si]
+        ok = sum(int(rows[:, _COLUMN[c]].sum()) for c in ok_names)
+        tries = sum(int(rows[:, _COLUMN[c]].sum()) for c in try_names)
+        ts, _ = self._stacked_samples(ci)
+        coverage = Fraction(int(np.count_nonzero(ts > since)), self.instants(ci, window))
         return WindowRate(ok, tries, coverage) if tries else None
+
+    def _explained(self, ci: int, si: int, ts: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(ts), dtype=bool)
+        for s in (*self.district_spans, *self.street_spans.get((ci, si), ())):
+            out |= (ts > s.start) & (ts <= (s.end if s.end is not None else FOREVER))
+        return out
+
+    def _stacked_samples(self, ci: int) -> tuple[np.ndarray, np.ndarray]:
+        """The window's samples as arrays (instants; counts [sample, row, street]), built once per change."""
+        window = self.samples.get(ci, deque())
+        key = (len(window), window[-1][0] if window else None, window[0][0] if window else None)
+        cached = self._sample_cache.get(ci)
+        if cached is None or cached[0] != key:
+            ts = np.array([t for t, _ in window], dtype=np.int64)
+            counts = np.stack([c for _, c in window]) if window else np.zeros((0, 4, self.n_streets), dtype=np.int64)
+            cached = self._sample_cache[ci] = (key, ts, counts)
+        return cached[1], cached[2]
+
+    def _stacked_deltas(self) -> tuple[np.ndarray, np.ndarray]:
+        key = (self._delta_version, len(self.deltas))
+        if self._delta_cache is None or self._delta_cache[0] != key:
+            slots = np.array([slot for slot, _ in self.deltas], dtype=np.int64)
+            sums = (np.stack([s for _, s in self.deltas]) if self.deltas
+                    else np.zeros((0, self.engine.n_groups, len(COUNTERS)), dtype=np.int64))
+            self._delta_cache = (key, slots, sums)
+        return self._delta_cache[1], self._delta_cache[2]
 
     def complete(self, ci: int, window: int, t: int) -> bool:
         """Every sample instant of ``(t − window, t]`` was observed (no restart, no gap in it)."""
-        since = t - window * US_PER_S
-        return sum(1 for ts, _ in self.samples.get(ci, ()) if ts > since) >= self.instants(ci, window)
+        ts, _ = self._stacked_samples(ci)
+        return int(np.count_nonzero(ts > t - window * US_PER_S)) >= self.instants(ci, window)
 
     def projection_rate(self, ci: int, si: int, kpi: str, window: int, t: int) -> Fraction | None:
         """The recent rate a month projection may use: from a window the monitor observed at every
@@ -279,6 +303,11 @@ class Snapshots:
             if r.kpi != "online":
                 ci = codes.index(r.contract)
                 self.window[ci] = max(self.window.get(ci, 0), r.window)
+        self.columns: dict[int, list[int]] = {}  # the counters a success KPI of the contract reads
+        for r in rules.rules:
+            if r.kpi != "online":
+                cols = self.columns.setdefault(codes.index(r.contract), [])
+                cols += [_COLUMN[c] for c in (*RATIO_KPIS[r.kpi][0], *RATIO_KPIS[r.kpi][1]) if _COLUMN[c] not in cols]
         self.every: dict[int, int] = {}
         for ci in self.window:
             interval = engine.sample_interval[ci]
@@ -292,7 +321,7 @@ class Snapshots:
         engine = self.engine
         sl = engine.contract_slices[ci]
         taken = self.taken[ci]
-        taken.append((t, engine.counters[sl].copy(), engine.boot[sl].copy(), engine.seen[sl].copy()))
+        taken.append((t, engine.counters[sl][:, self.columns[ci]], engine.boot[sl].copy(), engine.seen[sl].copy()))
         while len(taken) > 1 and taken[1][0] <= t - self.window[ci] * US_PER_S:
             taken.popleft()
 
@@ -300,11 +329,14 @@ class Snapshots:
         """(from, ok, tries, known) per device row of the contract's slice since the snapshot
         nearest the window's start; ``known`` is False for devices not yet seen at it."""
         engine = self.engine
-        ok_cols = [_COLUMN[c] for c in RATIO_KPIS[kpi][0]]
-        try_cols = [_COLUMN[c] for c in RATIO_KPIS[kpi][1]]
-        taken = [s for s in self.taken.get(ci, ()) if s[0] >= t - window * US_PER_S and s[0] < t]
+        columns = self.columns.get(ci, [])
+        if not all(_COLUMN[c] in columns for c in (*RATIO_KPIS[kpi][0], *RATIO_KPIS[kpi][1])):
+            columns = []  # no rule reads this KPI: no snapshots of it
+        ok_cols = [columns.index(_COLUMN[c]) for c in RATIO_KPIS[kpi][0]] if columns else []
+        try_cols = [columns.index(_COLUMN[c]) for c in RATIO_KPIS[kpi][1]] if columns else []
+        taken = [s for s in self.taken.get(ci, ()) if s[0] >= t - window * US_PER_S and s[0] < t] if columns else []
         sl = engine.contract_slices[ci]
-        now = engine.counters[sl][rows]
+        now = engine.counters[sl][rows][:, columns]
         if not taken:
             return t, np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64), np.zeros(len(rows), bool)
         at, counters, boot, seen = taken[0]
