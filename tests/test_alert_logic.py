@@ -300,6 +300,8 @@ def test_the_shipped_alert_rules_load_with_their_documented_defaults(rules):
     assert shipped.digest.streets is False and shipped.district_always is True
     assert shipped.recipients("taopu") == ("taopu@ptcenter.example", "ops@ptcenter.example")
     assert shipped.digest_recipients() == [("ops@ptcenter.example", "")]
+    assert shipped.describe()[0] == "grouping: wait 60 s, interval 300 s, repeat 14400 s, resolved emails on"
+    assert "digest: at 08:30" in shipped.describe()
 
 
 def test_an_earlier_versions_file_still_loads(rules, tmp_path):

@@ -46,9 +46,6 @@ class Span:
     start: int
     end: int | None = None
 
-    def covers(self, t: int) -> bool:
-        return self.start < t and (self.end is None or t <= self.end)
-
 
 @dataclass(frozen=True)
 class Quiet:

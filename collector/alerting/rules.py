@@ -91,6 +91,25 @@ class AlertRules:
     def recipients_of(self, key: AlertKey) -> tuple[str, ...]:
         return self.district if key.cause is Cause.PIPELINE else self.recipients(key.street)
 
+    def describe(self) -> list[str]:
+        """What `ptmon collect --check-config` shows of these rules."""
+        g, m, d = self.grouping, self.month_risk, self.digest
+        risk = f"every {m.every // 3600} h, from {m.min_observed:%} of the month observed" if m.enabled else "off"
+        hour, minute = divmod(d.at // 60, 60)
+        digest = f"at {hour:02d}:{minute:02d}{', to street contacts too' if d.streets else ''}" if d.enabled else "off"
+        resolved = "on" if g.send_resolved else "off"
+        return [
+            (f"grouping: wait {g.group_wait} s, interval {g.group_interval} s, repeat {g.repeat_interval} s, "
+            f"resolved emails {resolved}"),
+            (f"causes: district silent {self.pipeline.for_} s, street silent {self.street_silent.for_} s, gateway "
+            f"{self.gateway_for} s; windows judged from {self.min_coverage:%} observed"),
+            f"month at risk: {risk}",
+            f"digest: {digest}",
+            (f"recipients: {len(self.district)} district, {len(self.streets)} streets with their own; district "
+            f"copied on every incident: {'yes' if self.district_always else 'no'}"),
+            f"dashboards: {self.grafana_url or self.dashboard_url or 'none (no links in emails)'}",
+        ]
+
     def digest_recipients(self) -> list[tuple[str, str]]:
         """(recipient, street or "" for the whole district) of each daily digest."""
         out = [(r, "") for r in self.district]
