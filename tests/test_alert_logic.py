@@ -143,6 +143,18 @@ def test_changes_wait_for_group_interval_and_an_unchanged_incident_repeats():
     assert [s[0] for s in tl.sent if s[1] == "ops@x.org" and s[3] == "repeat"] == [66]
 
 
+def test_a_month_at_risk_is_not_repeated():
+    """Test that a month-at-risk incident, which lasts weeks, is sent once and not every repeat_interval."""
+    tl = Timeline()
+    key = AlertKey(cause=Cause.MONTH_RISK, contract="cam", street="taopu", kpi="online", month="2026-11")
+    tl.states[key] = replace(firing(key, 0), level=1)
+    tl.run(60 * 24)
+    assert [(s[1], s[3]) for s in tl.sent] == [("ops@x.org", "firing"), ("taopu@x.org", "firing")]
+    tl.states[key] = replace(tl.states[key], level=2)
+    tl.run(60 * 24 + 10, 60 * 24)
+    assert [(s[1], s[3]) for s in tl.sent[2:]] == [("ops@x.org", "update"), ("taopu@x.org", "update")]
+
+
 def test_a_district_silence_holds_back_everything_else():
     """Test that while the district is silent only its email goes out, to the district recipients."""
     tl = Timeline()

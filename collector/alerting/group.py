@@ -14,7 +14,7 @@ silences across contracts): one group is one incident in that recipient's mailbo
 streets in one email. A group's first email waits ``group_wait`` from its first alert, so
 alerts of one cause arriving together go out together; later changes (alerts joining,
 resolving) wait ``group_interval`` after the previous email; an unchanged firing incident is
-sent again after ``repeat_interval``; when every alert has resolved, one resolved email
+sent again after ``repeat_interval`` (not a month at risk: the daily digest lists it); when every alert has resolved, one resolved email
 (``send_resolved``) closes it. An alert that is inhibited after it was sent stays in its
 group as it was (no false "resolved") until it resolves.
 
@@ -123,7 +123,10 @@ def _step(gk: GroupKey, g: GroupState | None, alerts: dict[AlertKey, Notified], 
         g = replace(g, changed=t, due=max(t, base + wait * US_PER_S))
     if g.due is not None and t >= g.due:
         return _flush(g, now, signature, rules, t)
-    if g.due is None and now and g.sent and g.last_sent is not None and t - g.last_sent >= timing.repeat_interval * US_PER_S:
+    # A month at risk stays so for weeks: the daily digest lists it instead of a repeat every few hours.
+    repeats = gk.cause is not Cause.MONTH_RISK
+    if (repeats and g.due is None and now and g.sent and g.last_sent is not None
+            and t - g.last_sent >= timing.repeat_interval * US_PER_S):
         return _sent(g, Notice.REPEAT, now, (), t)
     return g, None
 
