@@ -104,8 +104,8 @@ class Timeline:
 
 
 def test_alerts_of_one_cause_arriving_within_group_wait_are_one_email_per_recipient():
-    """Test that two streets going silent 40 s apart are one email to the district and one to each
-    street's contact after group_wait, and one resolved email each when both are back."""
+    """Test that two streets going silent a minute apart are one email to the district and one to each
+    street's contact after group_wait, and one resolved email each, group_wait after both are back."""
     tl = Timeline()
     tl.states[silent("taopu")] = firing(silent("taopu"), 0)
     tl.run(1)
@@ -117,9 +117,9 @@ def test_alerts_of_one_cause_arriving_within_group_wait_are_one_email_per_recipi
         (1, "ops@x.org", "street_silent", "firing", ("taopu", "wanli")),
         (1, "taopu@x.org", "street_silent", "firing", ("taopu",)),
         (2, "wanli@x.org", "street_silent", "firing", ("wanli",)),
-        (30, "ops@x.org", "street_silent", "resolved", ("taopu", "wanli")),
-        (30, "taopu@x.org", "street_silent", "resolved", ("taopu",)),
-        (30, "wanli@x.org", "street_silent", "resolved", ("wanli",)),
+        (31, "ops@x.org", "street_silent", "resolved", ("taopu", "wanli")),
+        (31, "taopu@x.org", "street_silent", "resolved", ("taopu",)),
+        (31, "wanli@x.org", "street_silent", "resolved", ("wanli",)),
     ]
 
 

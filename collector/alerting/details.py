@@ -59,6 +59,15 @@ def offline_devices(engine: Engine, ci: int, si: int, t: int, *, exclude_dead_ga
     return device_rows(engine, offline[order], t)
 
 
+def silent_devices(engine: Engine, ci: int, si: int, t: int) -> list[dict[str, Any]]:
+    """The street's expected devices behind a live gateway (those a street silence is about),
+    longest unheard first."""
+    rows = group_rows(engine, ci, si)
+    rows = rows[_expected(engine, ci, rows, t)]
+    rows = rows[engine.gateway_online[engine.registry.gateway[rows]]]
+    return device_rows(engine, rows[np.argsort(engine.last_heartbeat[rows], kind="stable")], t)
+
+
 def worst_success(engine: Engine, observations: Observations, ci: int, si: int, kpi: str, window: int,
                   t: int) -> tuple[int, list[dict[str, Any]]]:
     """(window start used, the devices with the lowest success rate in the window, worst first)."""

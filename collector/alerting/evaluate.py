@@ -319,8 +319,7 @@ class AlertEvaluator:
         elif key.cause is Cause.STREET_SILENT:
             ci, si = self.contracts.index(key.contract), self.streets.index(key.street)
             q = obs.street_quiet[ci, si]
-            d.update(last_heard=q.last_heard, due=q.due, devices=q.devices,
-                     table=dv.offline_devices(engine, ci, si, t, exclude_dead_gateways=True))
+            d.update(last_heard=q.last_heard, due=q.due, devices=q.devices, table=dv.silent_devices(engine, ci, si, t))
         elif key.cause is Cause.GATEWAY:
             registry = engine.registry
             g = registry.gateways.index(key.gateway) if key.gateway in registry.gateways else -1

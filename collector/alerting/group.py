@@ -13,7 +13,7 @@ that still fires is not the gateway's doing and is sent.)
 silences across contracts): one group is one incident in that recipient's mailbox, its
 streets in one email. A group's first email waits ``group_wait`` from its first alert, so
 alerts of one cause arriving together go out together; later changes (alerts joining,
-resolving) wait ``group_interval`` after the previous email; an unchanged firing incident is
+resolving) wait ``group_wait`` too, and at least ``group_interval`` after the previous email; an unchanged firing incident is
 sent again after ``repeat_interval`` (not a month at risk: the daily digest lists it); when every alert has resolved, one resolved email
 (``send_resolved``) closes it. An alert that is inhibited after it was sent stays in its
 group as it was (no false "resolved") until it resolves.
@@ -117,10 +117,13 @@ def _step(gk: GroupKey, g: GroupState | None, alerts: dict[AlertKey, Notified], 
     now = tuple(sorted(alerts.values()))
     signature = {(n.key, n.level) for n in now}
     if signature != {(n.key, n.level) for n in g.notified} and g.due is None:
-        # Something changed since the last email: the next one waits out group_interval (the
-        # first one, group_wait).
-        wait, base = (timing.group_interval, g.last_sent or t) if g.sent else (timing.group_wait, t)
-        g = replace(g, changed=t, due=max(t, base + wait * US_PER_S))
+        # Something changed since the last email: the next one waits group_wait for the rest of
+        # the change (streets of one cause come back within seconds of each other, not at once),
+        # and never comes sooner than group_interval after the previous one.
+        due = t + timing.group_wait * US_PER_S
+        if g.sent and g.last_sent is not None:
+            due = max(due, g.last_sent + timing.group_interval * US_PER_S)
+        g = replace(g, changed=t, due=due)
     if g.due is not None and t >= g.due:
         return _flush(g, now, signature, rules, t)
     # A month at risk stays so for weeks: the daily digest lists it instead of a repeat every few hours.

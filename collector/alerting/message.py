@@ -112,7 +112,8 @@ def _subject_item(v: AlertView, names: Names) -> str:
         value = f" {percent(rate.value)}（阈值 {percent(d['threshold'])}）" if rate is not None else ""
         return f"{street} {names.kpi(k.contract, k.kpi)}{value}"
     level = v.level or (d["risk"].level if d.get("risk") is not None else 0)
-    return f"{street} {names.kpi(k.contract, k.kpi)}" + (f"：{RISK_WORDS[level]}" if level in RISK_WORDS else "")
+    words = f"：{RISK_WORDS[level]}" if level in RISK_WORDS and v.phase is not None else ""
+    return f"{street} {names.kpi(k.contract, k.kpi)}{words}"
 
 
 def _head(n: Notification, names: Names) -> list[str]:
