@@ -30,9 +30,10 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from .archive import TICK_TOPIC, ArchiveReader, Record
-from .alerting.evaluate import AlertEvaluator, AlertEvent
+from .alerting.evaluate import AlertEvaluator
 from .alerting.mailer import Mailer
-from .alerting.message import compose
+from .alerting.model import Notification
+from .alerting.outbox import outbox_rows
 from .alerting.rules import ALERTS_FILE, AlertRules, load_alert_rules
 from .checkpoint import Checkpoint, load_checkpoint, restore_decoder, save_checkpoint
 from .config import CollectorConfig
@@ -217,8 +218,11 @@ class Collector:
         self.alerts: AlertEvaluator | None = None
         self.alert_rules = self._load_alert_rules()
         if self.alert_rules is not None:
-            self.alerts = AlertEvaluator(engine, self.months, self.sla, self.alert_rules, on_change=self._on_alerts,
-                                         emit_points=self._emit, states=self.ledger.alert_states())
+            restored = checkpoint.extra.get("alerting") if checkpoint is not None else None
+            self.alerts = AlertEvaluator(
+                engine, self.months, self.sla, self.alert_rules, on_change=self._on_alerts, emit_points=self._emit,
+                states=self.ledger.alert_states(), restored=restored, data_quality=self._data_quality,
+                month_to_date=lambda start, end: ledger_results(self.ledger, self.registry, start, end))
         self.mailer: Mailer | None = None
 
     def _load_alert_rules(self) -> AlertRules | None:
@@ -235,15 +239,23 @@ class Collector:
         if self.config.influx.url:
             self._pending_points.extend(filter(None, map(episode_line, episodes)))
 
-    def _on_alerts(self, events: list[AlertEvent], states: dict[str, str]) -> None:
+    def _on_alerts(self, notifications: list[Notification], states: dict[str, str | None]) -> None:
+        """Alert state changes and the emails they owe, into the ledger in one transaction."""
         assert self.alert_rules is not None
-        messages = [compose(e, self.registry.rules, self.alert_rules, self.config.email.sender) for e in events]
+        messages = outbox_rows(notifications, ledger=self.ledger, registry=self.registry, alert_rules=self.alert_rules,
+                               sender=self.config.email.sender)
         self.ledger.record_alerts(states, messages)
-        for e in events:
-            self.metrics.alerts.labels(e.kind, e.event).inc()
-            log.warning("alert %s %s: %s %s %s", e.kind, e.event, e.contract, e.street, e.kpi)
+        for m in messages:
+            self.metrics.alerts.labels(m["kind"], m["event"]).inc()
+            log.warning("alert email queued for %s: %s", ", ".join(m["recipients"]), m["subject"])
         if messages and self.mailer is not None:
             self.mailer.wake()
+
+    def _data_quality(self) -> dict[str, int]:
+        """Cumulative counts the daily digest reports the increase of."""
+        counts = {f"reject:{k}": int(v) for k, v in self.decoder.rejects.items()}
+        counts.update({f"engine:{k}": int(self.engine.stats.get(k, 0)) for k in ("duplicate", "stale", "late")})
+        return counts
 
     def _poll_exemptions(self) -> None:
         version = self.ledger.exemptions_version()
@@ -381,10 +393,12 @@ class Collector:
         if self.influx is not None and persist_points:
             await self.influx.persist()
         self.ledger_writer.flush(open_buckets=True)
+        extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time()}
         if self.alerts is not None:
             self.ledger.record_alerts(self.alerts.checkpoint_states(), [])
+            extra["alerting"] = self.alerts.checkpoint_doc()
         save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
-                        decoder=self.decoder, extra={"archive": self.archive.position, "saved_wall": time.time()},
+                        decoder=self.decoder, extra=extra,
                         named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day})
         self._last_checkpoint = time.monotonic()
         self.metrics.checkpoint_seconds.set(0)

@@ -85,6 +85,7 @@ def run_collect(args: argparse.Namespace) -> int:
             if path.is_file():
                 alert_rules = load_alert_rules(path, rules)
                 print(f"alert rules: {len(alert_rules.rules)} in {path}, version {alert_rules.version}")
+                print("\n".join(f"  {line}" for line in alert_rules.describe()))
             else:
                 print(f"alert rules: none at {path} (alerting will be off)")
         print("config OK")

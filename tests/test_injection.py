@@ -22,8 +22,8 @@ from email.parser import BytesParser
 
 import pytest
 
-from ptmon.alerting.evaluate import AlertEvent
 from ptmon.alerting.message import compose
+from ptmon.alerting.model import AlertKey, AlertView, Cause, GroupKey, Notice, Notification, Phase
 from ptmon.alerting.rules import load_alert_rules
 from ptmon.config import InfluxConfig
 from ptmon.decode import Decoder
@@ -202,10 +202,15 @@ def test_alert_email_headers_cannot_be_injected(rules_dir) -> None:
     rules = load_rules(rules_dir)
     alert_rules = load_alert_rules(rules_dir / "alerts.yaml", rules)
     evil_gateway = "gw-1\r\nBcc: spy@example.com\nX-Evil: 1"
-    event = AlertEvent(kind="gateway", event="firing", contract="cam", street="taopu", kpi="", at=T0 * US_PER_S,
-                       since=(T0 - 600) * US_PER_S,
-                       details={"gateway": evil_gateway,
-                                "devices": [{"device": "c1", "community": "=HYPERLINK(\"x\")\r\nBcc: a@b"}]})
+    key = AlertKey(cause=Cause.GATEWAY, contract="cam", street="taopu", gateway=evil_gateway)
+    device = {"device": "c1", "community": "=HYPERLINK(\"x\")\r\nBcc: a@b", "type": "t", "gateway": evil_gateway,
+              "street": "taopu", "last_heartbeat": None, "offline_since": None, "online": False}
+    view = AlertView(key=key, phase=Phase.FIRING, since=(T0 - 600) * US_PER_S, fired=T0 * US_PER_S,
+                     details={"table": [device]})
+    event = Notification(recipient="taopu@example.com", notice=Notice.FIRING, at=T0 * US_PER_S,
+                         group=GroupKey(recipient="taopu@example.com", cause=Cause.GATEWAY, contract="cam"),
+                         opened=T0 * US_PER_S, first_seen=(T0 - 600) * US_PER_S, last_change=T0 * US_PER_S,
+                         firing=(view,))
     row = compose(event, rules, alert_rules, "ptmon@example.com")
     message = BytesParser(policy=email_policy.default).parsebytes(row["message"])
     assert sorted(message.keys()) == ["Content-Type", "Date", "From", "MIME-Version", "Message-ID", "Subject",
@@ -214,4 +219,5 @@ def test_alert_email_headers_cannot_be_injected(rules_dir) -> None:
     assert "gw-1 Bcc: spy@example.com X-Evil: 1" in message["Subject"]
     body, attachment = (part.get_content() for part in message.iter_parts())
     assert "网关 gw-1 Bcc: spy@example.com X-Evil: 1 离线" in body
-    assert attachment.splitlines()[1].startswith("c1,") and "'=HYPERLINK" in attachment
+    assert "\nBcc" not in body and "\nX-Evil" not in body
+    assert attachment.splitlines()[1].startswith("taopu,,c1,") and "'=HYPERLINK" in attachment

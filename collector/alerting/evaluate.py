@@ -1,371 +1,361 @@
-"""Alert rules evaluated on the engine's samples: breach, month at risk, gateway, silent street.
+"""Alerts evaluated on the engine's samples: causes, breaches, month at risk, incidents, digest.
 
-An engine listener registered after the month tallies. Every instant is engine time (the
-receive times of the messages), so a replay, a simulation at speed and the live collector
-fire the same alerts at the same instants.
+An engine listener registered after the month tallies and the ledger writer. Every instant is
+engine time (the receive times of the messages), so a replay, a simulation at speed and the
+live collector raise the same alerts at the same instants. At each sample instant:
 
-Breach state machine, per contract × street × KPI (rate over the rule's trailing window):
-
-    ok ──below──▶ pending ──below for `for`──▶ firing ──above thr+hysteresis──▶ resolving
-     ▲              │ above                      ▲ repeat every `repeat`          │
-     └──────────────┘                            └──────────below──────────────────┤
-     ◀─────────────────────────── above thr+hysteresis for `resolve_for` ──────────┘
-
-Only ``firing`` (the first time), ``repeat`` and ``resolved`` are events (emails); a rate
-flapping around the threshold never leaves pending, or never leaves firing.
-
-State survives restarts: every change is handed to ``on_change`` (the ledger stores it with
-the email in one transaction) and evaluation resumes after the ``watermark``, the last
-instant evaluated before the restart, so the archive tail replayed after a crash re-sends
-nothing. Window sums are not checkpointed: after a restart the window refills from the
-replayed tail.
+1. :class:`~ptmon.alerting.observe.Observations` takes the street counts it needs (always,
+   also while the archive tail is replayed after a restart);
+2. after the ``watermark`` (the last instant evaluated before a restart), every alert's state
+   machine steps (:mod:`~ptmon.alerting.machine`): district silence (pipeline), street
+   silences, gateways, breaches per street × KPI, the month at risk on whole hours;
+3. the alerts become incidents per recipient, inhibited by their causes and grouped
+   (:mod:`~ptmon.alerting.group`), and the emails owed now become :class:`Notification`\\ s;
+4. the daily digest is owed once a day after its hour;
+5. every change, with the emails, goes to ``on_change`` (the ledger stores them in one
+   transaction): the evaluator keeps no state the ledger does not have.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from ..engine import NEVER, Engine
+from ..engine import Engine
 from ..live import MonthTallies, SlaPoints, month_of
-from ..rules import COUNTERS, RATIO_KPIS
+from ..results import Results
 from ..sinks.lineproto import line
-from ..timebase import US_PER_S, format_instant
+from ..timebase import US_PER_S, UTC_OFFSET_US, day_of, day_start, day_to_date
+from . import details as dv
+from .book import AlertBook
+from .group import Causes, plan
+from .machine import breach_step, condition_step
+from .model import AlertKey, AlertState, AlertView, Cause, Notice, Notification, Notified
+from .observe import Observations, Quiet, WindowRate
+from .risk import MonthRisk, month_risks
 from .rules import AlertRule, AlertRules
 
 log = logging.getLogger(__name__)
 
-WORST = 20
-_COLUMN = {name: i for i, name in enumerate(COUNTERS)}
+OnChange = Callable[[list[Notification], dict[str, str | None]], None]
+MonthToDate = Callable[[int, int], Results | None]  # the ledger's KPIs of [start, end)
+DataQuality = Callable[[], dict[str, int]]  # cumulative reject, duplicate and stale counts
 
 
-@dataclass(kw_only=True)
-class AlertEvent:
-    kind: str  # breach, month_risk, gateway, street_silent
-    event: str  # firing, repeat, resolved
-    contract: str
-    street: str
-    kpi: str
-    at: int  # µs, engine time
-    since: int  # µs, when the condition began
-    value: Fraction | None = None
-    threshold: Decimal | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+@dataclass(frozen=True, kw_only=True)
+class DigestRequest:
+    """A daily digest owed: the collector fills it from the ledger."""
 
-    @property
-    def key(self) -> str:
-        return f"{self.kind}:{self.contract}:{self.street}:{self.kpi}:{self.event}:{self.since}:{self.at}"
-
-
-OnChange = Callable[[list[AlertEvent], dict[str, str]], None]
+    day: int  # the Shanghai day it reports (yesterday)
+    at: int
+    street: str  # "" for the whole district
+    since: int | None  # the previous digest: data-quality counts are those since
+    quality: dict[str, int]
+    open: tuple[AlertView, ...]
 
 
 class AlertEvaluator:
     def __init__(self, engine: Engine, months: MonthTallies, sla: SlaPoints, rules: AlertRules, *,
                  on_change: OnChange, emit_points: Callable[[list[str]], None] | None = None,
-                 states: dict[str, str] | None = None) -> None:
+                 states: dict[str, str] | None = None, month_to_date: MonthToDate | None = None,
+                 data_quality: DataQuality | None = None, restored: dict[str, Any] | None = None) -> None:
         self.engine = engine
         self.months = months
         self.sla = sla
         self.alert_rules = rules
         self.on_change = on_change
         self.emit_points = emit_points
+        self.month_to_date = month_to_date
+        self.data_quality = data_quality
         registry = engine.registry
-        self.kpi_rules = registry.rules
         self.streets = registry.rules.street_codes()
+        self.contracts = [c.code for c in registry.rules.contracts]
         self.by_contract: dict[int, list[AlertRule]] = {}
         for r in rules.rules:
-            ci = [c.code for c in registry.rules.contracts].index(r.contract)
-            self.by_contract.setdefault(ci, []).append(r)
-        self.window = {ci: max(r.window for r in rs) for ci, rs in self.by_contract.items()}
-        self.samples: dict[int, deque[tuple[int, np.ndarray, np.ndarray]]] = {}
-        self.deltas: deque[tuple[int, np.ndarray]] = deque()
-        self.states: dict[str, dict[str, Any]] = {}
-        self.watermark = NEVER
-        for key, doc in (states or {}).items():
-            if key == "$watermark":
-                self.watermark = int(doc)
-            else:
-                self.states[key] = json.loads(doc)
-        self._changed: dict[str, str] = {}
-        self._events: list[AlertEvent] = []
-        self._last_gateway_check = NEVER
-        self._last_risk = NEVER
+            self.by_contract.setdefault(self.contracts.index(r.contract), []).append(r)
+        self.observations = Observations(engine, rules)
+        self.restored = bool(restored) and self.observations.restore(restored or {})
+        self.book = AlertBook(states)
+        self.gateway_place = self._gateway_places()
+        adopted = self.book.adopt_legacy(rules, lambda g: self.gateway_place.get(g))
+        if adopted:
+            log.info("%d alert states of an earlier version adopted", adopted)
+        self.risks: dict[AlertKey, MonthRisk] = {}
+        self._notifications: list[Notification] = []
         engine.listeners.append(self)
         engine.device_listeners.append(self)
-        engine.gateway_listeners.append(self)
+
+    @property
+    def watermark(self) -> int:
+        return self.book.watermark
+
+    def _gateway_places(self) -> dict[str, tuple[str, str]]:
+        registry = self.engine.registry
+        first: dict[int, int] = {}
+        for row, g in enumerate(registry.gateway.tolist()):
+            first.setdefault(g, row)
+        return {registry.gateways[g]: (self.contracts[int(registry.contract[row])],
+                                       self.streets[int(registry.street[row])]) for g, row in first.items()}
 
     # --- engine listener -------------------------------------------------------------------
 
     def on_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
         pass  # evaluated in on_device_sample, which the engine calls after every on_sample
 
-    def on_device_sample(self, contract: int, t: int, online_mask: np.ndarray, expected_mask: np.ndarray) -> None:
-        """Evaluate at a sample instant. A device never heard from is left out of the alert's
-        denominator until it is overdue (one timeout after observation began): when the
-        monitor first starts, devices report over their period, and that is not an outage.
-        (The KPIs themselves count it as defined; only alerting waits.)"""
-        engine = self.engine
-        sl = engine.contract_slices[contract]
-        began = engine.spans[0][0] if engine.spans else t
-        unknown = (engine.last_heartbeat[sl] == NEVER) & (began + engine.timeout[sl] > t)
-        expected = engine._count_by_street(contract, expected_mask & ~unknown)
-        online = engine._count_by_street(contract, online_mask)
-        window = self.window.get(contract, 0)
-        samples = self.samples.setdefault(contract, deque())
-        samples.append((t, online, expected))
-        horizon = t - max(window, self.alert_rules.silent_for) * US_PER_S
-        while samples and samples[0][0] <= horizon:
-            samples.popleft()
-        oldest_delta = t - max(self.window.values(), default=0) * US_PER_S
-        while self.deltas and self.deltas[0][0] <= oldest_delta:
-            self.deltas.popleft()
-        if t <= self.watermark:
-            return  # evaluated before a restart: the window refills, nothing is sent again
-        points: list[str] = []
-        for rule in self.by_contract.get(contract, []):
-            for si, street in enumerate(self.streets):
-                value = self._window_rate(contract, si, rule, t)
-                self._breach(rule, street, si, contract, value, t)
-                points.append(self._point("breach", rule.contract, street, rule.kpi, value, rule.threshold, t))
-        self._silent(contract, online, expected, t)
-        if t != self._last_gateway_check:
-            self._last_gateway_check = t
-            self._gateways(t)
-        if self.alert_rules.month_risk and t - self._last_risk >= self.alert_rules.month_risk_every * US_PER_S:
-            self._last_risk = t
-            self._month_risk(t)
-        self._commit(t)
-        if self.emit_points is not None:
-            self.emit_points([p for p in points if p])
-
     def on_deltas(self, slot_start: int, sums: np.ndarray) -> None:
-        if self.by_contract:
-            self.deltas.append((slot_start, sums))
+        self.observations.on_deltas(slot_start, sums)
 
     def on_first_seen(self, day: int, counts: np.ndarray) -> None:
         pass
 
-    def on_gateway(self, t: int, gateway: int, online: bool) -> None:
-        pass  # the engine's gateway_online/gateway_since are read at each sample
+    def on_device_sample(self, contract: int, t: int, online_mask: np.ndarray, expected_mask: np.ndarray) -> None:
+        obs = self.observations
+        obs.sample(contract, t, online_mask, expected_mask)
+        for si in range(len(self.streets)):
+            holds, quiet = self._street_silent(contract, si, t)
+            obs.mark(obs.street_spans.setdefault((contract, si), []), holds, quiet, t)
+        last = self._last_contract(t) == contract
+        if last:
+            obs.mark(obs.district_spans, self._district_silent(t), obs.district_quiet, t)
+        if t <= self.book.watermark:
+            return  # evaluated before a restart: the windows refill, nothing is sent again
+        points = self._contract(contract, t)
+        if last:
+            self._instant(t)
+        if self.emit_points is not None and points:
+            self.emit_points([p for p in points if p])
 
-    def checkpoint_states(self) -> dict[str, str]:
+    def _last_contract(self, t: int) -> int:
+        due = [ci for ci, interval in enumerate(self.engine.sample_interval) if (t + UTC_OFFSET_US) % interval == 0]
+        return max(due)
+
+    def checkpoint_doc(self) -> dict[str, Any]:
+        """The windows to save with the collector's checkpoint (see Observations.restore)."""
+        return self.observations.doc()
+
+    def checkpoint_states(self) -> dict[str, str | None]:
         """The watermark to persist with a checkpoint: evaluation up to here is done."""
-        return {"$watermark": str(self.engine.next_tick - 1)}
+        return self.book.take(max(self.book.watermark, self.engine.next_tick - 1))
 
-    # --- rates -----------------------------------------------------------------------------
+    # --- per contract ----------------------------------------------------------------------
 
-    def _window_rate(self, contract: int, si: int, rule: AlertRule, t: int) -> Fraction | None:
-        since = t - rule.window * US_PER_S
-        if rule.kpi == "online":
-            num = den = 0
-            for ts, online, expected in self.samples.get(contract, ()):
-                if ts > since:
-                    num += int(online[si])
-                    den += int(expected[si])
-            return Fraction(num, den) if den else None
-        ok_names, try_names = RATIO_KPIS[rule.kpi]
-        group = contract * len(self.streets) + si
-        ok = tries = 0
-        for slot, sums in self.deltas:
-            if since < slot <= t:
-                ok += sum(int(sums[group, _COLUMN[c]]) for c in ok_names)
-                tries += sum(int(sums[group, _COLUMN[c]]) for c in try_names)
-        return Fraction(ok, tries) if tries else None
-
-    # --- breach ----------------------------------------------------------------------------
-
-    def _breach(self, rule: AlertRule, street: str, si: int, contract: int, value: Fraction | None, t: int) -> None:
-        if value is None:
-            return
-        key = f"breach:{rule.contract}:{street}:{rule.kpi}"
-        s = self.states.get(key, {"state": "ok"})
-        state = s["state"]
-        below = value < rule.threshold
-        recovered = value >= rule.threshold + rule.hysteresis
-        new = dict(s)
-        event = None
-        if state == "ok" and below:
-            new = {"state": "pending", "since": t}
-        elif state == "pending":
-            if not below:
-                new = {"state": "ok"}
-            elif t - s["since"] >= rule.for_ * US_PER_S:
-                new = {"state": "firing", "since": s["since"], "fired": t, "last_sent": t}
-                event = "firing"
-        elif state == "firing":
-            if recovered:
-                new = {**s, "state": "resolving", "ok_since": t}
-            elif t - s["last_sent"] >= rule.repeat * US_PER_S:
-                new = {**s, "last_sent": t}
-                event = "repeat"
-        elif state == "resolving":
-            if not recovered:
-                new = {k: v for k, v in s.items() if k != "ok_since"} | {"state": "firing"}
-            elif t - s["ok_since"] >= rule.resolve_for * US_PER_S:
-                new = {"state": "ok"}
-                event = "resolved"
-        if new != s:
-            self._set(key, new)
-        if event is not None:
-            details = {"window": rule.window, "month": self._month_value(rule.contract, street, rule.kpi),
-                       "worst": self.worst_devices(contract, si, rule.kpi, t)}
-            self._events.append(AlertEvent(kind="breach", event=event, contract=rule.contract, street=street,
-                                           kpi=rule.kpi, at=t, since=int(s.get("since", t)), value=value,
-                                           threshold=rule.threshold, details=details))
-
-    def _month_value(self, contract: str, street: str, kpi: str) -> Fraction | None:
-        results = self.sla.latest
-        if results is None:
-            return None
-        try:
-            return results.row(contract, street, kpi).value
-        except StopIteration:
-            return None
-
-    # --- root causes -----------------------------------------------------------------------
-
-    def _silent(self, contract: int, online: np.ndarray, expected: np.ndarray, t: int) -> None:
-        code = self.kpi_rules.contracts[contract].code
+    def _contract(self, ci: int, t: int) -> list[str]:
+        points = []
+        for rule in self.by_contract.get(ci, []):
+            for si, street in enumerate(self.streets):
+                rate = self._rule_rate(ci, si, rule, t)
+                key = AlertKey(cause=Cause.BREACH, contract=rule.contract, street=street, kpi=rule.kpi)
+                value = rate.value if rate is not None else None
+                below = None if value is None else value < rule.threshold
+                recovered = value is not None and value >= rule.threshold + rule.hysteresis
+                state = breach_step(self.book.alerts.get(key), key, rule, below=below, recovered=recovered, t=t)
+                self.book.set_alert(key, state)
+                if self.emit_points is not None:
+                    points.append(self._point(key, state, value, rule, t))
         for si, street in enumerate(self.streets):
-            key = f"street_silent:{code}:{street}:online"
-            s = self.states.get(key, {"state": "ok"})
-            silent = expected[si] > 0 and online[si] == 0
-            if silent and s["state"] == "ok":
-                self._set(key, {"state": "pending", "since": t})
-            elif silent and s["state"] == "pending" and t - s["since"] >= self.alert_rules.silent_for * US_PER_S:
-                self._set(key, {"state": "firing", "since": s["since"], "fired": t})
-                self._events.append(AlertEvent(
-                    kind="street_silent", event="firing", contract=code, street=street, kpi="online", at=t,
-                    since=s["since"], value=Fraction(0), details={"devices": self.devices_of(contract, si, t),
-                                                                  "expected": int(expected[si])}))
-            elif not silent and s["state"] != "ok":
-                self._set(key, {"state": "ok"})
-                if s["state"] == "firing":
-                    self._events.append(AlertEvent(kind="street_silent", event="resolved", contract=code, street=street,
-                                                   kpi="online", at=t, since=s["since"],
-                                                   details={"online": int(online[si])}))
+            holds, quiet = self._street_silent(ci, si, t)
+            key = AlertKey(cause=Cause.STREET_SILENT, contract=self.contracts[ci], street=street)
+            self._silence(key, holds, quiet, t)
+        return points
+
+    def _silence(self, key: AlertKey, holds: bool, quiet: Quiet | None, t: int) -> None:
+        """A silence ends when a device is heard again, not when a restart makes it look short."""
+        state = self.book.alerts.get(key)
+        if state is not None and not holds and quiet is not None and quiet.devices and quiet.last_heard <= state.since:
+            holds = True
+        since = quiet.since if quiet is not None else t
+        self.book.set_alert(key, condition_step(state, key, holds=holds, since=since, t=t))
+
+    def _rule_rate(self, ci: int, si: int, rule: AlertRule, t: int) -> WindowRate | None:
+        obs = self.observations
+        rate = (obs.online_rate(ci, si, rule.window, t) if rule.kpi == "online"
+                else obs.success_rate(ci, si, rule.kpi, rule.window, t))
+        if rate is None or rate.coverage < self.alert_rules.min_coverage:
+            return None
+        return rate
+
+    def _street_silent(self, ci: int, si: int, t: int) -> tuple[bool, Quiet]:
+        """Every reporting device of the street × contract (behind a live gateway) silent."""
+        quiet = self.observations.street_quiet[ci, si]
+        rule = self.alert_rules.street_silent
+        holds = quiet.devices > 0 and quiet.due >= rule.min_messages and t - quiet.since >= rule.for_ * US_PER_S
+        return holds, quiet
+
+    def _district_silent(self, t: int) -> bool:
+        """No device of the district heard for pipeline.for though many heartbeats were due."""
+        quiet = self.observations.district_quiet
+        rule = self.alert_rules.pipeline
+        return (quiet is not None and quiet.devices > 0 and quiet.due >= rule.min_messages
+                and t - quiet.since >= rule.for_ * US_PER_S)
+
+    # --- per instant -----------------------------------------------------------------------
+
+    def _instant(self, t: int) -> None:
+        self._silence(AlertKey(cause=Cause.PIPELINE), self._district_silent(t), self.observations.district_quiet, t)
+        self._gateways(t)
+        self._month_risk(t)
+        self._group(t)
+        self._digest(t)
+        self._commit(t)
 
     def _gateways(self, t: int) -> None:
         engine, registry = self.engine, self.engine.registry
         due = self.alert_rules.gateway_for * US_PER_S
-        for g in np.flatnonzero(~engine.gateway_online):
-            gateway = registry.gateways[g]
-            key = f"gateway:{gateway}"
-            since = int(engine.gateway_since[g])
-            s = self.states.get(key, {"state": "ok"})
-            if s["state"] == "firing" and s.get("since") == since:
-                continue
-            if t - since >= due:
-                rows = np.flatnonzero(registry.gateway == g)
-                street = self.streets[int(registry.street[rows[0]])] if len(rows) else ""
-                contract = self.kpi_rules.contracts[int(registry.contract[rows[0]])].code if len(rows) else ""
-                self._set(key, {"state": "firing", "since": since, "fired": t})
-                self._events.append(AlertEvent(kind="gateway", event="firing", contract=contract, street=street,
-                                               kpi=gateway, at=t, since=since,
-                                               details={"gateway": gateway, "devices": self._rows_table(rows, t)}))
-        for key, s in list(self.states.items()):
-            if not key.startswith("gateway:") or s["state"] != "firing":
-                continue
-            gateway = key.split(":", 1)[1]
-            if gateway in registry.gateways and engine.gateway_online[registry.gateways.index(gateway)]:
-                g = registry.gateways.index(gateway)
-                rows = np.flatnonzero(registry.gateway == g)
-                street = self.streets[int(registry.street[rows[0]])] if len(rows) else ""
-                contract = self.kpi_rules.contracts[int(registry.contract[rows[0]])].code if len(rows) else ""
-                self._set(key, {"state": "ok"})
-                self._events.append(AlertEvent(kind="gateway", event="resolved", contract=contract, street=street,
-                                               kpi=gateway, at=t, since=int(s["since"]),
-                                               details={"gateway": gateway, "back_at": int(engine.gateway_since[g])}))
-
-    # --- month at risk ---------------------------------------------------------------------
+        down = {registry.gateways[int(g)]: int(engine.gateway_since[g]) for g in np.flatnonzero(~engine.gateway_online)}
+        known = {k.gateway for k in self.book.alerts if k.cause is Cause.GATEWAY}
+        for gateway in sorted(set(down) | known):
+            contract, street = self.gateway_place.get(gateway, ("", ""))
+            key = AlertKey(cause=Cause.GATEWAY, contract=contract, street=street, gateway=gateway)
+            since = down.get(gateway)
+            state = self.book.alerts.get(key)
+            holds = since is not None and t - since >= due
+            if state is not None and since is None and gateway in self.gateway_place:
+                # Back only once its "online" status is seen: after a start without a checkpoint the
+                # engine has heard nothing yet (the retained Last Will may still be on its way).
+                holds = int(engine.gateway_since[registry.gateways.index(gateway)]) < state.since
+            self.book.set_alert(key, condition_step(state, key, holds=holds, since=since or t, t=t))
 
     def _month_risk(self, t: int) -> None:
-        from .risk import month_risks
-
-        tally = self.months.current()
-        if tally is None:
-            return
+        setting = self.alert_rules.month_risk
         start, end = month_of(t)
-        for risk in month_risks(self, tally, t, end):
-            key = f"month_risk:{risk.contract}:{risk.street}:{risk.kpi}:{start}"
-            s = self.states.get(key, {"state": "ok", "level": 0})
-            if risk.level <= s.get("level", 0):
-                continue
-            self._set(key, {"state": "firing", "level": risk.level, "since": t})
-            self._events.append(AlertEvent(kind="month_risk", event="firing", contract=risk.contract,
-                                           street=risk.street, kpi=risk.kpi, at=t, since=t, value=risk.month_value,
-                                           threshold=risk.threshold, details=risk.details()))
+        if not setting.enabled or self.month_to_date is None or t == start or (t - start) % (setting.every * US_PER_S):
+            return
+        month = day_to_date(day_of(start)).strftime("%Y-%m")
+        for key in [k for k in self.book.alerts if k.cause is Cause.MONTH_RISK and k.month != month]:
+            self.book.set_alert(key, None)  # a month that has ended is no longer at risk
+        so_far = self.month_to_date(start, t)
+        if so_far is None:
+            return
+        expected = {(self.contracts[ci], street): dv.expected_now(self.engine, ci, si, t)
+                    for ci in range(len(self.contracts)) for si, street in enumerate(self.streets)}
+        recent = {}
+        for ci, rules in self.by_contract.items():
+            for rule in rules:
+                for si, street in enumerate(self.streets):
+                    rate = self.observations.projection_rate(ci, si, rule.kpi, rule.window, t)
+                    if rate is not None:
+                        recent[rule.contract, street, rule.kpi] = (rate, rule.window)
+        for risk in month_risks(so_far, self.engine.registry.rules, setting, as_of=t, month_end=end,
+                                expected_now=expected, recent=recent):
+            key = AlertKey(cause=Cause.MONTH_RISK, contract=risk.contract, street=risk.street, kpi=risk.kpi, month=month)
+            self.risks[key] = risk
+            self.book.set_alert(key, condition_step(self.book.alerts.get(key), key, holds=risk.level > 0, since=t, t=t,
+                                                    level=risk.level))
 
-    # --- devices ---------------------------------------------------------------------------
+    def _group(self, t: int) -> None:
+        changed, owed = plan(self.book.alerts, self.book.groups, self.alert_rules, t)
+        for gk, state in changed.items():
+            self.book.set_group(gk, state)
+        views: dict[AlertKey, AlertView] = {}
+        for p in owed:
+            firing = tuple(self._view(n, t, views) for n in p.firing)
+            resolved = tuple(self._view(n, t, views, resolved=True) for n in p.resolved)
+            every = [*p.firing, *p.resolved]
+            self._notifications.append(Notification(
+                recipient=p.group.recipient, group=p.group, notice=p.notice, at=t, opened=p.state.opened,
+                first_seen=min((n.since for n in every), default=p.state.opened), last_change=p.state.changed,
+                seq=p.state.sent, firing=firing, resolved=resolved))
 
-    def worst_devices(self, contract: int, si: int, kpi: str, t: int) -> list[dict[str, Any]]:
-        """The street's 20 worst devices for the KPI: offline longest, or lowest success since boot."""
-        engine, registry = self.engine, self.engine.registry
-        group = contract * len(self.streets) + si
-        rows = np.arange(registry.group_bounds[group], registry.group_bounds[group + 1])
-        if kpi == "online":
-            offline = rows[engine.online_until[rows] <= t]
-            order = np.argsort(engine.last_heartbeat[offline], kind="stable")
-            return self._rows_table(offline[order][:WORST], t)
-        ok_names, try_names = RATIO_KPIS[kpi]
-        tries = sum(engine.counters[rows, _COLUMN[c]] for c in try_names)
-        ok = sum(engine.counters[rows, _COLUMN[c]] for c in ok_names)
-        has = tries > 0
-        rate = np.where(has, ok / np.maximum(tries, 1), 2.0)
-        order = np.argsort(rate, kind="stable")[: WORST]
-        table = self._rows_table(rows[order][has[order]], t)
-        for entry, i in zip(table, order[has[order]]):
-            entry["ok"], entry["tries"] = int(ok[i]), int(tries[i])
-        return table
-
-    def devices_of(self, contract: int, si: int, t: int) -> list[dict[str, Any]]:
-        registry = self.engine.registry
-        group = contract * len(self.streets) + si
-        return self._rows_table(np.arange(registry.group_bounds[group], registry.group_bounds[group + 1]), t)
-
-    def _rows_table(self, rows: np.ndarray, t: int) -> list[dict[str, Any]]:
-        engine, registry = self.engine, self.engine.registry
-        rules = registry.rules
-        out = []
-        for i in rows.tolist():
-            heard = int(engine.last_heartbeat[i])
-            out.append({
-                "device": registry.ids[i],
-                "type": rules.types[int(registry.type[i])].name,
-                "community": registry.communities[int(registry.community[i])],
-                "gateway": registry.gateways[int(registry.gateway[i])],
-                "last_heartbeat": format_instant(heard) if heard != NEVER else "",
-                "online": bool(engine.online_until[i] > t),
-            })
-        return out
-
-    # --- state -----------------------------------------------------------------------------
-
-    def _set(self, key: str, state: dict[str, Any]) -> None:
-        self.states[key] = state
-        self._changed[key] = json.dumps(state, sort_keys=True)
+    def _digest(self, t: int) -> None:
+        setting = self.alert_rules.digest
+        today = day_of(t)
+        if not setting.enabled:
+            return
+        due = t >= day_start(today) + setting.at * US_PER_S
+        if "day" not in self.book.digest:
+            # The first digest is the first one due after alerting began: none was owed before.
+            self.book.set_digest({"day": today - 1 if due else today - 2, "at": t,
+                                  "counts": dict(self.data_quality()) if self.data_quality is not None else {}})
+            return
+        if not due or self.book.digest["day"] >= today - 1:
+            return
+        quality = dict(self.data_quality()) if self.data_quality is not None else {}
+        before = self.book.digest.get("counts", {})
+        since = {k: v - before.get(k, 0) if v >= before.get(k, 0) else v for k, v in quality.items()}
+        views: dict[AlertKey, AlertView] = {}
+        open_alerts = tuple(self._view(Notified.of(s), t, views)
+                            for s in sorted(self.book.alerts.values(), key=lambda s: s.key) if s.phase.active)
+        for recipient, street in self.alert_rules.digest_recipients():
+            mine = tuple(v for v in open_alerts if not street or v.key.street == street)
+            request = DigestRequest(day=today - 1, at=t, street=street, since=self.book.digest.get("at"),
+                                    quality=since, open=mine)
+            self._notifications.append(Notification(recipient=recipient, notice=Notice.DIGEST, at=t, digest=request))
+        self.book.set_digest({"day": today - 1, "at": t, "counts": quality})
 
     def _commit(self, t: int) -> None:
-        if not self._changed and not self._events:
+        if not self.book.dirty and not self._notifications:
             return
-        events, self._events = self._events, []
-        changed, self._changed = self._changed, {}
-        changed["$watermark"] = str(t - 1)  # other contracts sample at this same instant after us
-        self.on_change(events, changed)
+        notifications, self._notifications = self._notifications, []
+        self.on_change(notifications, self.book.take(t))
 
-    def _point(self, kind: str, contract: str, street: str, kpi: str, value: Fraction | None,
-               threshold: Decimal, t: int) -> str | None:
-        state = self.states.get(f"{kind}:{contract}:{street}:{kpi}", {"state": "ok"})["state"]
-        fields: dict[str, Any] = {"firing": int(state in ("firing", "resolving")), "threshold": float(threshold)}
+    # --- what an email shows ---------------------------------------------------------------
+
+    def _view(self, n: Notified, t: int, cache: dict[AlertKey, AlertView], *, resolved: bool = False) -> AlertView:
+        if n.key in cache and not resolved:
+            return cache[n.key]
+        state = self.book.alerts.get(n.key)
+        causes = Causes.of(self.book.alerts)
+        details = {"inhibited_by": causes.inhibitor(n.key)} if resolved else self._details(n.key, t, causes)
+        view = AlertView(key=n.key, phase=state.phase if state is not None else None, since=n.since,
+                         fired=state.fired if state is not None else None, level=n.level, details=details)
+        if not resolved:
+            cache[n.key] = view
+        return view
+
+    def _details(self, key: AlertKey, t: int, causes: Causes) -> dict[str, Any]:
+        engine, obs = self.engine, self.observations
+        d: dict[str, Any] = {"inhibited_by": causes.inhibitor(key)}
+        if key.cause in (Cause.PIPELINE, Cause.STREET_SILENT):
+            explained = [k for k in self.book.alerts if self.book.alerts[k].phase.active and causes.inhibitor(k) == key]
+            d["explains"] = sorted(explained)
+        if key.cause is Cause.PIPELINE and obs.district_quiet is not None:
+            q = obs.district_quiet
+            d.update(last_heard=q.last_heard, due=q.due, devices=q.devices)
+        elif key.cause is Cause.STREET_SILENT:
+            ci, si = self.contracts.index(key.contract), self.streets.index(key.street)
+            q = obs.street_quiet[ci, si]
+            d.update(last_heard=q.last_heard, due=q.due, devices=q.devices, table=dv.silent_devices(engine, ci, si, t))
+        elif key.cause is Cause.GATEWAY:
+            registry = engine.registry
+            g = registry.gateways.index(key.gateway) if key.gateway in registry.gateways else -1
+            rows = np.flatnonzero(registry.gateway == g) if g >= 0 else np.zeros(0, dtype=np.int64)
+            d.update(table=dv.device_rows(engine, rows, t), online=bool(g >= 0 and engine.gateway_online[g]))
+        elif key.cause is Cause.BREACH:
+            d.update(self._breach_details(key, t))
+        elif key.cause is Cause.MONTH_RISK:
+            d["risk"] = self.risks.get(key)
+        return d
+
+    def _breach_details(self, key: AlertKey, t: int) -> dict[str, Any]:
+        ci, si = self.contracts.index(key.contract), self.streets.index(key.street)
+        rule = next(r for r in self.by_contract[ci] if r.kpi == key.kpi)
+        rate = self._rule_rate(ci, si, rule, t)
+        d: dict[str, Any] = {"window": rule.window, "threshold": rule.threshold, "rate": rate,
+                             "month": self._month_value(key)}
+        if key.kpi == "online":
+            d["table"] = dv.offline_devices(self.engine, ci, si, t, exclude_dead_gateways=True)
+        else:
+            d["window_from"], d["table"] = dv.worst_success(self.engine, self.observations, ci, si, key.kpi, rule.window, t)
+        return d
+
+    def _month_value(self, key: AlertKey) -> Fraction | None:
+        results = self.sla.latest
+        if results is None:
+            return None
+        try:
+            return results.row(key.contract, key.street, key.kpi).value
+        except StopIteration:
+            return None
+
+    def _point(self, key: AlertKey, state: AlertState | None, value: Fraction | None, rule: AlertRule, t: int) -> str:
+        fields: dict[str, Any] = {"firing": int(state is not None and state.phase.active), "threshold": float(rule.threshold)}
         if value is not None:
             fields["value"] = float(value)
-        return line("alert", {"contract": contract, "street": street, "kpi": kpi, "kind": kind}, fields, t)
+        return line("alert", {"contract": key.contract, "street": key.street, "kpi": key.kpi, "kind": key.cause.value},
+                    fields, t) or ""
+

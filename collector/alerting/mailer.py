@@ -4,7 +4,8 @@ The collector only queues (a row in the ledger, in the same transaction as the a
 so a slow or absent mail server never blocks intake. This thread sends what is due, marks it
 sent, or keeps it with the error and a next try that backs off (``retry_min`` doubling up to
 ``retry_max``). A restart finds the unsent rows still queued: nothing is lost, nothing sent twice
-(a row is marked sent right after the server accepted it; a crash in between may repeat one).
+(a row is marked sent right after the server accepted it; a crash in that instant may send one
+again, with the same Message-ID, which mail clients show once).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import time
 from collections.abc import Callable
 
 from ..config import EmailConfig
-from ..ledger.store import Ledger, now_us
+from ..ledger.store import AlertMessage, Ledger, now_us
 from ..metrics import Metrics
+from ..timebase import US_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class Mailer:
             while not self._stop.is_set():
                 try:
                     self.send_due(ledger)
-                except Exception:  # noqa: BLE001 - the mailer must keep running; the rows stay queued
+                except Exception:  # the mailer must keep running; the rows stay queued
                     log.exception("mailer: unexpected error; will retry")
                 self._wake.wait(self.config.poll_interval)
                 self._wake.clear()
@@ -63,33 +65,59 @@ class Mailer:
             ledger.close()
 
     def send_due(self, ledger: Ledger) -> int:
-        """Send every alert due now; returns how many were sent."""
+        """Send every alert email due now over one SMTP connection; returns how many were sent.
+
+        A row is marked sent right after the server accepted it. A refusal the server says is
+        permanent (5xx) marks that email failed and the rest go on; anything else (the server
+        down, the connection lost, 4xx) keeps it queued with a backoff and ends the round.
+        """
+        due = ledger.due_alerts(int(self.clock() * US_PER_S))
+        if not due:
+            return 0
+        try:
+            smtp = self._connect()
+        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            for alert in due:
+                self._failed(ledger, alert, exc)
+            return 0
         sent = 0
-        for alert in ledger.due_alerts(int(self.clock() * 1_000_000)):
-            if self._stop.is_set():
-                break
-            try:
-                self._send(alert.recipients, alert.message)
-            except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
-                self.failures += 1
-                delay = min(self.config.retry_max, self.config.retry_min * 2 ** min(alert.attempts, 20))
-                give_up = bool(self.config.max_attempts) and alert.attempts + 1 >= self.config.max_attempts
-                ledger.mark_failed(alert.id, f"{type(exc).__name__}: {exc}", int((self.clock() + delay) * 1_000_000),
-                                   give_up=give_up)
-                log.warning("alert email %d (%s) not sent, attempt %d: %s; %s", alert.id, alert.subject,
-                            alert.attempts + 1, exc, "giving up" if give_up else f"retry in {delay:.0f} s")
+        try:
+            for alert in due:
+                if self._stop.is_set():
+                    break
+                try:
+                    smtp.sendmail(self.config.sender, list(alert.recipients), alert.message)
+                except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+                    permanent = _permanent(exc)
+                    self._failed(ledger, alert, exc, give_up=permanent)
+                    if not permanent:
+                        break  # the server is likely failing for the others too; they wait for the next round
+                    continue
+                ledger.mark_sent(alert.id, now_us())
+                sent += 1
+                self.sent += 1
+                log.info("alert email %d sent to %s: %s", alert.id, ", ".join(alert.recipients), alert.subject)
                 if self.metrics is not None:
-                    self.metrics.alert_emails.labels("failed").inc()
-                break  # the server is likely down for the others too; they wait for the next round
-            ledger.mark_sent(alert.id, now_us())
-            sent += 1
-            self.sent += 1
-            log.info("alert email %d sent to %s: %s", alert.id, ", ".join(alert.recipients), alert.subject)
-            if self.metrics is not None:
-                self.metrics.alert_emails.labels("sent").inc()
+                    self.metrics.alert_emails.labels("sent").inc()
+        finally:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
         return sent
 
-    def _send(self, recipients: tuple[str, ...], message: bytes) -> None:
+    def _failed(self, ledger: Ledger, alert: AlertMessage, exc: BaseException, *, give_up: bool = False) -> None:
+        self.failures += 1
+        delay = min(self.config.retry_max, self.config.retry_min * 2 ** min(alert.attempts, 20))
+        give_up = give_up or (bool(self.config.max_attempts) and alert.attempts + 1 >= self.config.max_attempts)
+        ledger.mark_failed(alert.id, f"{type(exc).__name__}: {exc}", int((self.clock() + delay) * US_PER_S),
+                           give_up=give_up)
+        log.warning("alert email %d (%s) not sent, attempt %d: %s; %s", alert.id, alert.subject, alert.attempts + 1,
+                    exc, "giving up" if give_up else f"retry in {delay:.0f} s")
+        if self.metrics is not None:
+            self.metrics.alert_emails.labels("failed").inc()
+
+    def _connect(self) -> smtplib.SMTP:
         c = self.config
         context = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
         smtp: smtplib.SMTP
@@ -97,9 +125,20 @@ class Mailer:
             smtp = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=context)
         else:
             smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
-        with smtp:
+        try:
             if c.security == "starttls":
                 smtp.starttls(context=context)
             if c.username:
                 smtp.login(c.username, c.password or "")
-            smtp.sendmail(c.sender, list(recipients), message)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+
+def _permanent(exc: BaseException) -> bool:
+    """A 5xx answer: sending the same email again would be refused again."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    code = getattr(exc, "smtp_code", None)
+    return isinstance(exc, smtplib.SMTPResponseException) and isinstance(code, int) and code >= 500

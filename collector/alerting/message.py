@@ -1,4 +1,9 @@
-"""An alert event as an email: Chinese subject and body, UTF-8 MIME, device lists as CSV.
+"""An incident notification as an email: Chinese subject and body, UTF-8 MIME, devices as CSV.
+
+One email is one recipient's view of one incident: every street and alert of that cause in
+it, the incident's history (first seen, last change, which email of the incident this is),
+per device what happened in the alert's window, and links to the Grafana dashboards with the
+street and the time range filled in. Times are Shanghai time to the second.
 
 Header values are built from rule-file names, codes and numbers, and anything that came from
 a device (ids, gateway and community names) goes through :func:`header_safe`, which drops
@@ -9,147 +14,136 @@ The stdlib's ``email.policy.SMTP`` refuses such a header anyway; this keeps the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
-import unicodedata
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, make_msgid
-from fractions import Fraction
+from email.utils import format_datetime
 from typing import Any
 
 from ..rules import Rules
-from ..timebase import SHANGHAI, US_PER_S, format_instant
-from .evaluate import AlertEvent
+from ..timebase import SHANGHAI, US_PER_S
+from .fmt import body_line, duration_text, header_safe, percent, when
+from .links import links_for
+from .model import AlertKey, AlertView, Cause, Notice, Notification
 from .rules import AlertRules
+from .sections import RISK_WORDS, Names, section
 
-EVENT_WORDS = {"firing": "告警", "repeat": "持续告警", "resolved": "恢复"}
-RISK_WORDS = {1: "按当前趋势月末将低于阈值", 2: "本月已无法达到阈值"}
+__all__ = ["compose", "csv_text", "duration_text", "header_safe", "message_row", "percent", "when"]
+
+NOTICE_WORDS = {Notice.FIRING: "", Notice.UPDATE: "·更新", Notice.REPEAT: "·持续", Notice.RESOLVED: ""}
+CAUSE_TITLES = {Cause.PIPELINE: ("全区失联", "全区恢复"), Cause.STREET_SILENT: ("整街失联", "整街恢复"),
+                Cause.GATEWAY: ("网关离线", "网关恢复"), Cause.BREACH: ("SLA告警", "SLA恢复"),
+                Cause.MONTH_RISK: ("月度风险", "月度风险解除")}
+CSV_COLUMNS = ("street", "contract", "device", "type", "community", "gateway", "last_heartbeat", "offline_since",
+               "online", "window_tries", "window_ok")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
-def header_safe(text: str, limit: int = 200) -> str:
-    """One line of printable text: control, format and line/paragraph separators become spaces."""
-    cleaned = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in str(text))
-    return " ".join(cleaned.split())[:limit]
+def compose(n: Notification, rules: Rules, alert_rules: AlertRules, sender: str) -> dict[str, Any]:
+    """The outbox row of an incident notification: subject, recipient and the whole MIME message."""
+    assert n.group is not None
+    names = Names(rules)
+    subject = _subject(n, names)
+    lines = _head(n, names)
+    for view in n.firing:
+        lines += ["", *section(view, names, n.at)]
+    if n.resolved:
+        lines += ["", "已恢复 (resolved since the last email)："]
+        lines += [f"  {names.alert(v.key)}（{when(v.since)} 起，持续 {duration_text((n.at - v.since) / US_PER_S)}）"
+                  for v in n.resolved]
+    keys = [v.key for v in (*n.firing, *n.resolved)]
+    links = links_for(alert_rules, keys, n.first_seen, n.at)
+    if links:
+        lines += ["", "仪表盘 (dashboards)："] + [f"  {label}：{url}" for label, url in links]
+    lines += ["", "时间均为北京时间 (Asia/Shanghai)。", "—— ptmon SLA 监测（普陀区城市运行管理中心）"]
+    table = [row for v in n.firing for row in v.details.get("table") or []]
+    attachment = (f"{n.group.cause.value}-devices.csv", csv_text(table)) if table else None
+    row = message_row(n, subject, "\n".join(body_line(x) for x in lines) + "\n", sender,
+                      attachment)
+    first = keys[0] if keys else AlertKey(cause=n.group.cause)
+    return {**row, "kind": n.group.cause.value, "contract": n.group.contract or first.contract,
+            "street": first.street if len({k.street for k in keys}) == 1 else "", "kpi": first.kpi if len(keys) == 1 else ""}
 
 
-def percent(value: Fraction | Decimal | None, places: int = 2) -> str:
-    if value is None:
-        return "—"
-    q = Decimal(value.numerator) / Decimal(value.denominator) if isinstance(value, Fraction) else Decimal(value)
-    return f"{(q * 100).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)}%"
-
-
-def duration_text(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    days, rest = divmod(minutes, 1440)
-    hours, minutes = divmod(rest, 60)
-    parts = [f"{days} 天" if days else "", f"{hours} 小时" if hours else "", f"{minutes} 分钟"]
-    return " ".join(p for p in parts if p)
-
-
-def compose(event: AlertEvent, rules: Rules, alert_rules: AlertRules, sender: str) -> dict[str, Any]:
-    """The outbox row for an event: subject, recipients and the whole MIME message."""
-    street = next((s.name for s in rules.streets if s.code == event.street), event.street)
-    contract = next((c for c in rules.contracts if c.code == event.contract), None)
-    kpi = contract.kpi(event.kpi) if contract is not None else None
-    kpi_name = kpi.name if kpi is not None else event.kpi
-    recipients = alert_rules.recipients(event.street) if event.street else alert_rules.district
-    subject, body, attachment = _content(event, street, contract.name if contract else event.contract, kpi_name,
-                                         alert_rules)
+def message_row(n: Notification, subject: str, body: str, sender: str,
+                attachment: tuple[str, str] | None) -> dict[str, Any]:
+    """The MIME message and its outbox columns; the Message-ID is fixed by the event key, so a
+    resend after a crash mid-send carries the same id (mail clients show it once)."""
     msg = EmailMessage(policy=SMTP)
     msg["Subject"] = header_safe(subject, 250)
     msg["From"] = _address(sender)
-    msg["To"] = ", ".join(_address(r) for r in recipients) if recipients else _address(sender)
-    msg["Date"] = format_datetime(_aware(event.at))
-    msg["Message-ID"] = make_msgid(domain="ptmon.local")
-    msg["X-Ptmon-Event"] = header_safe(event.key, 300)
+    msg["To"] = _address(n.recipient)
+    msg["Date"] = format_datetime(datetime.fromtimestamp(n.at / US_PER_S, SHANGHAI))
+    msg["Message-ID"] = f"<{hashlib.sha256(n.event_key.encode()).hexdigest()[:32]}@ptmon.local>"
+    msg["X-Ptmon-Event"] = header_safe(n.event_key, 300)
     msg.set_content(body, charset="utf-8")
     if attachment is not None:
-        name, rows = attachment
+        name, text = attachment
         # The BOM makes spreadsheet programs read the Chinese names as UTF-8.
-        msg.add_attachment("\ufeff" + _csv(rows), subtype="csv", charset="utf-8", filename=header_safe(name, 120))
-    return {"event_key": event.key, "kind": event.kind, "event": event.event, "contract": event.contract,
-            "street": event.street, "kpi": event.kpi, "at": event.at, "subject": msg["Subject"],
-            "recipients": list(recipients), "message": bytes(msg)}
+        msg.add_attachment("\ufeff" + text, subtype="csv", charset="utf-8", filename=header_safe(name, 120))
+    return {"event_key": n.event_key, "event": n.notice.value, "at": n.at, "subject": msg["Subject"],
+            "recipients": [n.recipient], "message": bytes(msg)}
 
 
-def _content(event: AlertEvent, street: str, contract: str, kpi_name: str, alert_rules: AlertRules
-             ) -> tuple[str, str, tuple[str, list[dict[str, Any]]] | None]:
-    d = event.details
-    at = format_instant(event.at)
-    lines = [f"街镇 (street)：{street} ({event.street})", f"合同 (contract)：{contract} ({event.contract})"]
-    attachment = None
-    if event.kind == "breach":
-        word = EVENT_WORDS[event.event]
-        subject = f"【SLA{word}】{street} {kpi_name} {percent(event.value)}（阈值 {percent(event.threshold)}）"
-        lines += [f"指标 (KPI)：{kpi_name} ({event.kpi})",
-                  f"近 {d['window'] // 60} 分钟值 (window rate)：{percent(event.value)}",
-                  f"阈值 (threshold)：{percent(event.threshold)}",
-                  f"本月累计 (month to date)：{percent(d.get('month'))}",
-                  f"开始时间 (since)：{format_instant(event.since)}",
-                  f"持续时间 (duration)：{duration_text((event.at - event.since) / US_PER_S)}",
-                  f"时间 (at)：{at}"]
-        if event.event == "resolved":
-            lines.insert(0, "该街镇指标已恢复至阈值以上 (back above threshold)。")
-        worst = d.get("worst") or []
-        if worst:
-            lines += ["", f"最差设备（前 {len(worst)}）(worst devices)："]
-            for w in worst:
-                extra = f"  成功 {w['ok']}/{w['tries']}" if "tries" in w else ""
-                lines.append(f"  {header_safe(w['device'], 80)}  {w['type']}  {header_safe(w['community'], 60)}  "
-                             f"最后心跳 {w['last_heartbeat'] or '从未'}{extra}")
-    elif event.kind == "month_risk":
-        level = int(d["level"])
-        subject = f"【月度风险】{street} {kpi_name}：{RISK_WORDS[level]}"
-        lines += [f"指标 (KPI)：{kpi_name} ({event.kpi})",
-                  f"本月累计 (month to date)：{percent(d.get('month'))}",
-                  f"即使全部恢复，月末最高可达 (best case)：{percent(d['best'])}",
-                  f"按近期水平预计月末 (projected)：{percent(d['projected'])}",
-                  f"阈值 (threshold)：{percent(event.threshold)}"]
-        if d.get("at_risk") is not None:
-            lines.append(f"按合同扣款规则预计扣款 (lease amount at risk)：{d['at_risk']} 元（月租 {d['fee']} 元）")
-        lines.append(f"时间 (at)：{at}")
-    elif event.kind == "gateway":
-        gateway = header_safe(d["gateway"], 80)
-        devices = d.get("devices") or []
-        if event.event == "firing":
-            subject = f"【网关离线】{street} 网关 {gateway}：{len(devices)} 台设备受影响"
-            lines += [f"原因 (cause)：网关 {gateway} 离线（遗嘱消息 LWT）",
-                      f"受影响设备 (devices)：{len(devices)} 台，清单见附件 CSV",
-                      f"离线时间 (since)：{format_instant(event.since)}", f"时间 (at)：{at}"]
-            attachment = (f"gateway-{gateway}-devices.csv", devices)
-        else:
-            subject = f"【网关恢复】{street} 网关 {gateway}"
-            lines += [f"网关 {gateway} 已恢复在线 (back online)：{format_instant(d['back_at'])}",
-                      f"离线时长 (down for)：{duration_text((d['back_at'] - event.since) / US_PER_S)}"]
-    else:  # street_silent
-        if event.event == "firing":
-            devices = d.get("devices") or []
-            subject = f"【整街失联】{street} {contract}：{d['expected']} 台设备全部离线"
-            lines += ["原因 (cause)：该街镇本合同全部设备无心跳，疑似街道级停电或网络中断",
-                      f"应在线设备 (expected)：{d['expected']} 台，清单见附件 CSV",
-                      f"开始时间 (since)：{format_instant(event.since)}", f"时间 (at)：{at}"]
-            attachment = (f"{event.street}-{event.contract}-devices.csv", devices)
-        else:
-            subject = f"【整街恢复】{street} {contract}"
-            lines += [f"已有 {d.get('online', 0)} 台设备恢复心跳 (devices back)：{at}"]
-    link = alert_rules.dashboard(event.street)
-    if link:
-        lines += ["", f"仪表盘 (dashboard)：{link}"]
-    lines += ["", "—— ptmon SLA 监测（普陀区城市运行管理中心）"]
-    return subject, "\n".join(header_safe(x, 400) if x else "" for x in lines) + "\n", attachment
+def _subject(n: Notification, names: Names) -> str:
+    assert n.group is not None
+    cause = n.group.cause
+    title = CAUSE_TITLES[cause][1 if n.notice is Notice.RESOLVED else 0] + NOTICE_WORDS[n.notice]
+    views = n.resolved if n.notice is Notice.RESOLVED else n.firing
+    if cause is Cause.PIPELINE:
+        return f"【{title}】全区设备心跳{'已恢复' if n.notice is Notice.RESOLVED else '同时中断：疑似采集链路故障'}"
+    items = [_subject_item(v, names) for v in views]
+    shown = "、".join(items[:3]) + (f" 等 {len(items)} 项" if len(items) > 3 else "")
+    return f"【{title}】{shown}"
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def _subject_item(v: AlertView, names: Names) -> str:
+    k, d = v.key, v.details
+    street = names.street(k.street)
+    if k.cause is Cause.STREET_SILENT:
+        return f"{street} {names.contract_short(k.contract)}" + (f"：{d['devices']} 台设备全部无心跳" if "devices" in d else "")
+    if k.cause is Cause.GATEWAY:
+        return f"{street} 网关 {header_safe(k.gateway, 80)}" + (f"：{len(d['table'])} 台设备受影响" if d.get("table") else "")
+    if k.cause is Cause.BREACH:
+        rate = d.get("rate")
+        value = f" {percent(rate.value)}（阈值 {percent(d['threshold'])}）" if rate is not None else ""
+        return f"{street} {names.kpi(k.contract, k.kpi)}{value}"
+    level = v.level or (d["risk"].level if d.get("risk") is not None else 0)
+    words = f"：{RISK_WORDS[level]}" if level in RISK_WORDS and v.phase is not None else ""
+    return f"{street} {names.kpi(k.contract, k.kpi)}{words}"
+
+
+def _head(n: Notification, names: Names) -> list[str]:
+    assert n.group is not None
+    status = {Notice.FIRING: "告警 (firing)", Notice.UPDATE: "有变化 (changed)", Notice.REPEAT: "持续告警 (still firing)",
+              Notice.RESOLVED: "已全部恢复 (resolved)"}[n.notice]
+    streets = sorted({v.key.street for v in (*n.firing, *n.resolved) if v.key.street})
+    scope = (names.contract_name(n.group.contract) if n.group.contract else
+             "全区 (district)" if n.group.cause is Cause.PIPELINE else "、".join(names.street(s) for s in streets))
+    lines = [f"事件 (incident)：{CAUSE_TITLES[n.group.cause][0]} · {scope}",
+             f"状态 (status)：{status}",
+             f"首次发现 (first seen)：{when(n.first_seen)}",
+             f"最近变化 (last change)：{when(n.last_change)}",
+             f"本事件第 {n.seq} 封邮件 (email {n.seq} of this incident)，发送时间 (at)：{when(n.at)}"]
+    if n.notice is Notice.RESOLVED:
+        lines.insert(2, f"持续 (lasted)：{duration_text((n.at - n.first_seen) / US_PER_S)}")
+    elif n.firing:
+        lines.insert(2, f"涉及 (alerts)：{len(n.firing)} 项，{len({v.key.street for v in n.firing if v.key.street})} 个街镇")
+    return lines
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
-    columns = ["device", "type", "community", "gateway", "last_heartbeat", "online"]
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
+    writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow([_cell(row.get(c, "")) for c in columns])
+        values = {**row, "last_heartbeat": when(row.get("last_heartbeat")) if row.get("last_heartbeat") else "",
+                  "offline_since": when(row.get("offline_since")) if row.get("offline_since") else "",
+                  "window_tries": row.get("tries", ""), "window_ok": row.get("ok", "")}
+        writer.writerow([_cell(values.get(c, "")) for c in CSV_COLUMNS])
     return out.getvalue()
 
 
@@ -161,9 +155,3 @@ def _cell(value: Any) -> str:
 def _address(text: str) -> str:
     local, _, domain = header_safe(text).partition("@")
     return str(Address(addr_spec=f"{local}@{domain}"))
-
-
-def _aware(t: int):  # type: ignore[no-untyped-def]
-    from datetime import datetime
-
-    return datetime.fromtimestamp(t / US_PER_S, SHANGHAI)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -425,8 +425,9 @@ class Ledger:
     def alert_states(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, doc FROM alert_state").fetchall())
 
-    def record_alerts(self, states: dict[str, str], messages: Sequence[dict[str, Any]]) -> None:
-        """New alert states and the emails their transitions produce, in one transaction.
+    def record_alerts(self, states: Mapping[str, str | None], messages: Sequence[dict[str, Any]]) -> None:
+        """New alert states (None: the row is deleted) and the emails their transitions produce,
+        in one transaction.
 
         An email's ``event_key`` is unique: the same event computed again (the archive tail
         replayed after a crash) is not queued twice.
@@ -434,7 +435,8 @@ class Ledger:
         written = now_us()
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO alert_state VALUES (?, ?, ?)",
-                           [(k, v, written) for k, v in states.items()])
+                           [(k, v, written) for k, v in states.items() if v is not None])
+            db.executemany("DELETE FROM alert_state WHERE key = ?", [(k,) for k, v in states.items() if v is None])
             db.executemany(
                 "INSERT OR IGNORE INTO alerts (event_key, kind, event, contract, street, kpi, at, subject, "
                 "recipients, message, created_at) VALUES (:event_key, :kind, :event, :contract, :street, :kpi, "

@@ -1,5 +1,5 @@
 """街镇详情 (Street drill-down): one street's KPIs, which devices are offline since when, by device
-type, and how long repairs take. The alert emails link here (rules/alerts.yaml dashboard_url)."""
+type, and how long repairs take. The alert emails link here (collector/alerting/links.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ..names import SUCCESS_KPIS, Names
 from ..panels import (Panel, choice_variable, column_unit, dashboard, display_names, row, series_thresholds,
                       stat, table, target, thresholds, timeseries, value_names)
 
-UID = "ptmon-street"  # rules/alerts.yaml: dashboard_url .../d/ptmon-street?var-street={street}
+UID = "ptmon-street"  # alert emails link .../d/ptmon-street?var-street={street}&from=…&to=…
 WHERE = "\"street\" = '$street'"
 
 

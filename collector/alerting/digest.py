@@ -1,0 +1,178 @@
+"""The daily digest (每日简报): yesterday and the month so far, from the ledger, once a day.
+
+Sent to the district recipients at ``digest.at`` (Shanghai time), and to each street's
+contacts for their own street when ``digest.streets`` is true (off by default). Every KPI
+figure is the ledger's: yesterday is ``ledger_results`` of ``[yesterday 00:00, today 00:00)``
+and the month so far of ``[month start, today 00:00)`` — a reviewer gets the same numbers from
+the ledger (the CSV attachment lists them with their numerators and denominators). Beside
+them: the open incidents, the provisional money at risk (the payment rule applied to the
+month so far, as if the month ended now), the monitor's coverage, and the data-quality
+counts since the previous digest (rejected messages by kind, duplicates, stale and late
+ones; ``lost`` once the ledger counts lost messages).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ..errors import ConfigError
+from ..grafana.names import REJECT_NAMES
+from ..ledger.read import ledger_results
+from ..ledger.store import Ledger
+from ..payment import PaymentLine, payment_for
+from ..registry import Registry
+from ..results import Results
+from ..tally import DISTRICT
+from ..timebase import day_start, day_to_date, month_bounds
+from .evaluate import DigestRequest
+from .fmt import body_line, percent, when
+from .message import message_row
+from .model import Notification
+from .rules import AlertRules
+from .sections import Names
+
+QUALITY_NAMES = {"engine:duplicate": "重复消息 (duplicate)", "engine:stale": "过期乱序 (stale)",
+                 "engine:late": "迟到 (late)", "lost": "丢失 (lost)"}
+DIGEST_COLUMNS = ("period", "contract", "street", "kpi", "numerator", "denominator", "value", "threshold", "pass")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Digest:
+    request: DigestRequest
+    yesterday: Results
+    month: Results
+    payments: tuple[PaymentLine, ...]  # provisional, per contract × street of the digest
+
+    def streets(self, registry: Registry) -> list[str]:
+        codes = registry.rules.street_codes()
+        return [self.request.street] if self.request.street else [*codes, DISTRICT]
+
+
+def build_digest(ledger: Ledger, registry: Registry, request: DigestRequest) -> Digest:
+    """The digest's figures, read from the ledger."""
+    end = day_start(request.day + 1)
+    month_start, _ = month_bounds(day_to_date(request.day).strftime("%Y-%m"))
+    yesterday = ledger_results(ledger, registry, day_start(request.day), end)
+    month = ledger_results(ledger, registry, month_start, end)
+    payments = []
+    streets = [request.street] if request.street else registry.rules.street_codes()
+    for contract in registry.rules.contracts:
+        for street in streets:
+            try:
+                payments.append(payment_for(contract, street, month.rows))
+            except ConfigError:
+                continue  # no payment rule or fee for it: the KPIs are still shown
+    return Digest(request=request, yesterday=yesterday, month=month, payments=tuple(payments))
+
+
+def compose_digest(n: Notification, digest: Digest, registry: Registry, alert_rules: AlertRules,
+                   sender: str) -> dict[str, Any]:
+    names = Names(registry.rules)
+    request = digest.request
+    date = day_to_date(request.day).isoformat()
+    scope = names.street(request.street) if request.street else "全区"
+    lines = [f"每日简报 (daily digest)：{scope}，{date}", f"生成时间 (at)：{when(n.at)}", ""]
+    lines += _kpis(digest, names, registry)
+    lines += ["", *_money(digest, names)]
+    lines += ["", *_incidents(request, names)]
+    lines += ["", *_quality(request)]
+    lines += ["", f"规则版本 rules {digest.month.rules_version} · 设备清单版本 registry {digest.month.registry_version}",
+              "数字均取自账本 (ledger)，明细（分子/分母）见附件 CSV。时间均为北京时间 (Asia/Shanghai)。",
+              "—— ptmon SLA 监测（普陀区城市运行管理中心）"]
+    subject = f"【每日简报】{scope} {date}：" + _headline(digest, registry)
+    body = "\n".join(body_line(x) for x in lines) + "\n"
+    name = f"digest-{date}{'-' + request.street if request.street else ''}.csv"
+    row = message_row(n, subject, body, sender, (name, digest_csv(digest, registry)))
+    return {**row, "kind": "digest", "contract": "", "street": request.street, "kpi": ""}
+
+
+def digest_csv(digest: Digest, registry: Registry) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(DIGEST_COLUMNS)
+    streets = set(digest.streets(registry))
+    for period, results in (("yesterday", digest.yesterday), ("month", digest.month)):
+        for r in results.rows:
+            if r.street in streets:
+                passed = r.passed
+                writer.writerow([period, r.contract, r.street, r.kpi, r.numerator, r.denominator, r.value_text(),
+                                 str(r.threshold), "" if passed is None else str(passed).lower()])
+    return out.getvalue()
+
+
+def _headline(digest: Digest, registry: Registry) -> str:
+    failing = [r for r in digest.month.rows if r.street in set(digest.streets(registry)) and r.street != DISTRICT
+               and r.passed is False and not _informational(registry, r.contract, r.kpi)]
+    return f"本月 {len(failing)} 项未达标，{len(digest.request.open)} 项告警未恢复"
+
+
+def _informational(registry: Registry, contract: str, kpi: str) -> bool:
+    found = registry.rules.contract(contract).kpi(kpi)
+    return bool(found is not None and found.informational)
+
+
+def _kpis(digest: Digest, names: Names, registry: Registry) -> list[str]:
+    lines = []
+    for contract in registry.rules.contracts:
+        cov_y = digest.yesterday.coverage[contract.code]
+        cov_m = digest.month.coverage[contract.code]
+        lines += [f"{contract.name} ({contract.code})：昨日监测覆盖 {_share(cov_y)}，本月 {_share(cov_m)}",
+                  "  街镇 | 指标 | 昨日 (yesterday) | 本月累计 (month) | 阈值 | 本月达标"]
+        for street in digest.streets(registry):
+            for kpi in contract.kpis:
+                y = digest.yesterday.row(contract.code, street, kpi.code)
+                m = digest.month.row(contract.code, street, kpi.code)
+                mark = {True: "达标", False: "未达标", None: "无数据"}[m.passed]
+                name = "全区合计" if street == DISTRICT else names.street(street)
+                lines.append(f"  {name} | {kpi.name} | {_value(y)} | {_value(m)} | {percent(kpi.threshold)} | {mark}")
+    for a, b in digest.yesterday.gaps:
+        lines.append(f"昨日监测缺口 (monitoring gap)：{when(a)} — {when(b)}")
+    return lines
+
+
+def _money(digest: Digest, names: Names) -> list[str]:
+    lines = ["暂估扣款 (provisional deduction, 按本月累计值与合同扣款规则，若月末仍如此)："]
+    total = sum((p.deduction for p in digest.payments), Decimal(0))
+    for p in digest.payments:
+        if p.deduction:
+            lines.append(f"  {names.street(p.street)} {names.contract_short(p.contract)}：{p.deduction} 元"
+                         f"（月租 {p.fee} 元，扣 {p.deduction_percent_text(2)}%）")
+    lines.append(f"  合计 (total)：{total} 元")
+    return lines
+
+
+def _incidents(request: DigestRequest, names: Names) -> list[str]:
+    if not request.open:
+        return ["未恢复的告警 (open alerts)：无"]
+    lines = [f"未恢复的告警 (open alerts)：{len(request.open)} 项"]
+    for v in request.open[:30]:
+        held = v.details.get("inhibited_by")
+        lines.append(f"  {names.alert(v.key)}，{when(v.since)} 起" + (f"（由「{names.alert(held)}」引起）" if held else ""))
+    return lines
+
+
+def _quality(request: DigestRequest) -> list[str]:
+    since = f"自 {when(request.since)} 起" if request.since is not None else "自采集器启动起"
+    q = request.quality
+    rejects = {k[7:]: v for k, v in q.items() if k.startswith("reject:") and v}
+    lines = [f"数据质量 (data quality，{since})："]
+    lines.append("  拒收 (rejected)：" + ("，".join(f"{REJECT_NAMES.get(k, k)} {v}" for k, v in sorted(rejects.items()))
+                                       if rejects else "0"))
+    for key in ("engine:duplicate", "engine:stale", "engine:late"):
+        lines.append(f"  {QUALITY_NAMES[key]}：{q.get(key, 0)}")
+    lost = q.get("lost")
+    lines.append(f"  {QUALITY_NAMES['lost']}：{lost if lost is not None else '暂未统计 (not counted yet)'}")
+    return lines
+
+
+def _value(row: Any) -> str:
+    return f"{row.percent_text(2)}%" if row.denominator else "—"
+
+
+def _share(coverage: dict[str, int]) -> str:
+    period = coverage.get("period_seconds") or 0
+    return percent(Decimal(coverage["observed_seconds"]) / Decimal(period), 1) if period else "—"

@@ -1,0 +1,153 @@
+"""One alert's part of an email body, per cause, in Chinese (English labels in brackets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..rules import Rules
+from ..timebase import US_PER_S
+from .fmt import duration_text, header_safe, percent, when
+from .model import AlertKey, AlertView, Cause
+
+SHOWN = 20  # devices listed in the body; all of them are in the CSV attachment
+CONTRACT_SHORT = {"iot": "物联感知", "cam": "智能安防"}
+RISK_WORDS = {1: "按当前趋势月末将低于阈值", 2: "本月已无法达到阈值"}
+
+
+class Names:
+    """Chinese names of streets, contracts and KPIs from the rule files."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.streets = {s.code: s.name for s in rules.streets}
+        self.contracts = {c.code: c for c in rules.contracts}
+
+    def street(self, code: str) -> str:
+        return self.streets.get(code, code)
+
+    def contract_name(self, code: str) -> str:
+        c = self.contracts.get(code)
+        return f"{c.name} ({code})" if c is not None else code
+
+    def contract_short(self, code: str) -> str:
+        return CONTRACT_SHORT.get(code, code)
+
+    def kpi(self, contract: str, code: str) -> str:
+        c = self.contracts.get(contract)
+        kpi = c.kpi(code) if c is not None else None
+        return kpi.name if kpi is not None else code
+
+    def alert(self, key: AlertKey) -> str:
+        """A short name of an alert: 桃浦镇 监控点位在线率, 网关 gw-1, 全区 …"""
+        if key.cause is Cause.PIPELINE:
+            return "全区设备心跳中断 (district silent)"
+        where = f"{self.street(key.street)} {self.contract_short(key.contract)}"
+        if key.cause is Cause.STREET_SILENT:
+            return f"{where} 整街无心跳 (street silent)"
+        if key.cause is Cause.GATEWAY:
+            return f"{where} 网关 {header_safe(key.gateway, 80)} 离线 (gateway down)"
+        suffix = f" {key.month} 月度风险 (month at risk)" if key.cause is Cause.MONTH_RISK else " 低于阈值 (breach)"
+        return f"{self.street(key.street)} {self.kpi(key.contract, key.kpi)}{suffix}"
+
+
+def section(v: AlertView, names: Names, at: int) -> list[str]:
+    k, d = v.key, v.details
+    lines = [f"■ {names.alert(k)}"]
+    if k.cause is not Cause.PIPELINE:
+        lines.append(f"  街镇 (street)：{names.street(k.street)} ({k.street})；合同 (contract)：{names.contract_name(k.contract)}")
+    lines.append(f"  开始 (since)：{when(v.since)}，已持续 (for) {duration_text((at - v.since) / US_PER_S)}")
+    if d.get("inhibited_by") is not None:
+        lines.append(f"  由「{names.alert(d['inhibited_by'])}」引起 (explained by it)")
+    lines += _BY_CAUSE[k.cause](v, names, at)
+    explained = d.get("explains") or []
+    if explained:
+        lines.append(f"  由此引起、不再单独发送的告警 (explained, not sent separately)：{len(explained)} 项")
+        lines += [f"    {names.alert(x)}" for x in explained[:SHOWN]]
+    return lines
+
+
+def _pipeline(v: AlertView, names: Names, at: int) -> list[str]:
+    d = v.details
+    return [(f"  全区 {d.get('devices', 0)} 台应在线设备均无心跳，其间应收到约 {d.get('due', 0):.0f} 条 "
+             f"(no heartbeat from any of {d.get('devices', 0)} devices; about {d.get('due', 0):.0f} were due)"),
+            f"  最后收到心跳 (last heartbeat)：{when(d.get('last_heard'))}",
+            "  判断 (cause)：全区同时中断，疑似采集链路故障（上行网络、MQTT 代理或采集器订阅），而非设备本身。",
+            "  请检查代理与网络；期间各街镇的失联、网关离线与指标告警均由此引起。"]
+
+
+def _street_silent(v: AlertView, names: Names, at: int) -> list[str]:
+    d = v.details
+    return [f"  该街镇本合同 {d.get('devices', 0)} 台设备（网关在线者）均无心跳，其间应收到约 {d.get('due', 0):.0f} 条",
+            f"  最后收到心跳 (last heartbeat)：{when(d.get('last_heard'))}",
+            "  判断 (cause)：疑似街道级停电或网络中断；清单见附件 CSV。", *_devices(d.get("table") or [], online=True)]
+
+
+def _gateway(v: AlertView, names: Names, at: int) -> list[str]:
+    d = v.details
+    table = d.get("table") or []
+    return [f"  网关遗嘱消息 (Last Will)：离线；受影响设备 (devices) {len(table)} 台，清单见附件 CSV",
+            *_devices(table, online=True)]
+
+
+def _breach(v: AlertView, names: Names, at: int) -> list[str]:
+    d = v.details
+    rate = d.get("rate")
+    window = int(d.get("window", 0)) // 60
+    if rate is not None:
+        value = f"{percent(rate.value)}（{rate.numerator}/{rate.denominator}）"
+    else:
+        value = "暂无足够观测 (not enough observed)"
+    lines = [f"  近 {window} 分钟 (window rate)：{value}；阈值 (threshold)：{percent(d.get('threshold'))}",
+             f"  本月累计 (month to date)：{percent(d.get('month'))}"]
+    table = d.get("table") or []
+    if v.key.kpi == "online":
+        lines.append(f"  离线设备 (offline devices)：{len(table)} 台（不含网关离线者，见网关告警）")
+        lines += _devices(table, online=True)
+    else:
+        lines.append(f"  成功率最低的设备，{when(d.get('window_from'))} 起的窗口内 (worst devices in the window)：")
+        lines += _devices(table, online=False)
+    return lines
+
+
+def _month_risk(v: AlertView, names: Names, at: int) -> list[str]:
+    risk = v.details.get("risk")
+    if risk is None:
+        return [f"  {RISK_WORDS.get(v.level, '')}（详细数字见下一次评估 (figures at the next evaluation)）"]
+    online = risk.kpi == "online"
+    unit = "设备·采样 (device-samples)" if online else "次 (attempts)"
+    future = f"{float(risk.future):.0f}"
+    lines = [f"  结论 (verdict)：{RISK_WORDS.get(risk.level, '无风险 (no risk)')}",
+             (f"  账本本月至 {when(risk.as_of)} (ledger, month so far)：{risk.numerator}/{risk.denominator} = "
+              f"{percent(risk.month_value)}；已观测 (observed) {risk.observed_seconds / 3600:.1f} 小时，"
+              f"占本月 {percent(risk.observed_share, 1)}"),
+             f"  剩余 (left)：{float(risk.days_left):.2f} 天，"
+             + (f"{risk.remaining} 个采样时刻 × 当前应在线 {risk.expected_now} 台 = {future} {unit}" if online
+                else f"按本月观测到的频率预计还有 {future} {unit}"),
+             f"  即使全部恢复，月末最高可达 (best case)：{percent(risk.best)}",
+             f"  按近 {risk.recent_window // 60} 分钟水平 {percent(risk.recent)} 预计月末 (projected)：{percent(risk.projected)}"
+             if risk.recent is not None else "  近期窗口未完整观测，不作趋势预测 (no complete recent window: no projection)",
+             f"  阈值 (threshold)：{percent(risk.threshold)}"]
+    if risk.at_risk is not None:
+        lines.append(f"  按合同扣款规则预计扣款 (lease amount at risk)：{risk.at_risk} 元（月租 {risk.fee} 元；"
+                     f"若按目前数字结算 {risk.deduction_now} 元）")
+    return lines
+
+
+def _devices(table: list[dict[str, Any]], *, online: bool) -> list[str]:
+    lines = []
+    for row in table[:SHOWN]:
+        where = f"{row['type']}  小区 {header_safe(row['community'], 60)}  网关 {header_safe(row['gateway'], 60)}"
+        if online:
+            state = (f"离线起 {when(row['offline_since'])}" if row.get("offline_since") else
+                     "从未上报 (never heard)" if row.get("last_heartbeat") is None else "在线 (online)")
+            lines.append(f"    {header_safe(row['device'], 80)}  {where}  {state}  最后心跳 {when(row.get('last_heartbeat'))}")
+        else:
+            lines.append(f"    {header_safe(row['device'], 80)}  {where}  尝试 {row['tries']}  成功 {row['ok']}  "
+                         f"成功率 {percent(row['rate'])}")
+    if len(table) > SHOWN:
+        lines.append(f"    …… 另有 {len(table) - SHOWN} 台，见附件 CSV (the rest in the CSV attachment)")
+    return lines
+
+
+_BY_CAUSE = {Cause.PIPELINE: _pipeline, Cause.STREET_SILENT: _street_silent, Cause.GATEWAY: _gateway,
+             Cause.BREACH: _breach, Cause.MONTH_RISK: _month_risk}
