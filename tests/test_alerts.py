@@ -143,6 +143,7 @@ def test_an_outage_is_one_incident_per_cause_and_recipient(tmp_path, setup):
         push(collector, minutes(0, 240, outage))
         send_all(config)
         collector.ledger.close()
+        collector.lock.release()
     assert summary(smtp.inbox) == EXPECTED
     assert all(rcpts == [m["To"]] for (_, rcpts), m in zip(smtp.inbox.envelopes, smtp.inbox.messages))
 
@@ -189,6 +190,7 @@ def test_a_success_breach_lists_what_each_device_did_in_the_window(tmp_path, set
         push(collector, minutes(0, 150, failing=failing))
         send_all(config)
         collector.ledger.close()
+        collector.lock.release()
     assert summary(smtp.inbox) == [("center@example.org", "breach:firing")]
     (message,) = smtp.inbox.messages
     assert message["Subject"].startswith("【SLA告警】长征镇 人脸车卡抓拍成功率 ")
@@ -222,6 +224,7 @@ def test_a_dead_gateway_is_one_gateway_email_and_no_street_email(tmp_path, setup
         push(collector, records)
         send_all(config)
         collector.ledger.close()
+        collector.lock.release()
     assert summary(smtp.inbox) == [("center@example.org", "gateway:firing"), ("center@example.org", "gateway:resolved"),
                                    ("taopu@example.org", "gateway:firing"), ("taopu@example.org", "gateway:resolved")]
     firing = next(m for m in smtp.inbox.messages if event(m)["notice"] == "firing")
@@ -241,6 +244,7 @@ def test_the_whole_district_silent_is_one_pipeline_email(tmp_path, setup):
         push(collector, minutes(0, 180, everything))
         send_all(config)
         collector.ledger.close()
+        collector.lock.release()
     assert summary(smtp.inbox) == [("center@example.org", "pipeline:firing"), ("center@example.org", "pipeline:resolved")]
     firing = next(m for m in smtp.inbox.messages if event(m)["notice"] == "firing")
     assert firing["Subject"] == "【全区失联】全区设备心跳同时中断：疑似采集链路故障"
@@ -261,11 +265,13 @@ def test_a_monitoring_gap_raises_nothing_for_the_time_it_could_not_see(tmp_path,
         collector.engine.finish()
         asyncio.run(collector.checkpoint())
         collector.ledger.close()
+        collector.lock.release()
         collector.archive.close()
         restarted = Collector(config)
         push(restarted, [(float(T0 + 100 * MIN), "$ptmon/monitor", "up")] + minutes(100, 200, counters=counters))
         send_all(config)
         restarted.ledger.close()
+        restarted.lock.release()
     assert summary(smtp.inbox) == []
 
 
@@ -286,6 +292,7 @@ def test_flapping_around_the_threshold_sends_one_email_not_one_per_flap(tmp_path
         push(collector, minutes(0, 300, flapping))
         send_all(config)
         collector.ledger.close()
+        collector.lock.release()
     crossings = sum(1 for a, b in itertools.pairwise(values) if (a < 0.95) != (b < 0.95))
     assert crossings >= 8  # the window rate really did flap across the threshold
     assert summary(smtp.inbox) == [("center@example.org", "breach:firing"), ("center@example.org", "breach:resolved")]
@@ -317,6 +324,7 @@ def test_a_restart_mid_incident_sends_nothing_twice(tmp_path, setup):
         restarted.engine.finish()
         restarted.ledger_writer.flush(open_buckets=True)
         restarted.ledger.close()
+        restarted.lock.release()
         restarted.archive.close()
     assert summary(smtp.inbox) == EXPECTED
     # The hours the replayed tail wrote again replaced the first writes: the ledger equals a replay.
@@ -350,6 +358,7 @@ def test_an_smtp_server_down_at_first_still_gets_the_email(tmp_path, setup):
         assert {a.status for a in ledger.alerts()} == {"sent"}
     assert len(server.inbox.messages) == 1 + len(rest) == 3
     collector.ledger.close()
+    collector.lock.release()
 
 
 def test_the_mailer_thread_sends_without_blocking_the_collector(tmp_path, setup):
@@ -367,6 +376,7 @@ def test_the_mailer_thread_sends_without_blocking_the_collector(tmp_path, setup)
             time.sleep(0.1)
         mailer.stop()
         collector.ledger.close()
+        collector.lock.release()
     assert len(smtp.inbox.messages) == 3
 
 
@@ -393,6 +403,7 @@ def test_alert_state_of_an_earlier_version_is_adopted(tmp_path, setup):
         send_all(config)
         rows = collector.ledger.alert_states()
         collector.ledger.close()
+        collector.lock.release()
     assert summary(smtp.inbox) == [("center@example.org", "breach:resolved"), ("center@example.org", "gateway:resolved"),
                                    ("taopu@example.org", "gateway:resolved")]
     assert not any(":" in k.split(" ")[0] for k in rows if not k.startswith("$"))
@@ -414,6 +425,7 @@ def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
         push(collector, minutes(0, 240, lambda street, i, m: street == "taopu" and i < 12 and m >= 60))
         send_all(config)
         collector.ledger.close()
+        collector.lock.release()
     risk = [m for m in smtp.inbox.messages if event(m)["cause"] == "month_risk"]
     assert [(m["To"], m["Subject"]) for m in risk] == [
         ("center@example.org", "【月度风险】桃浦镇 监控点位在线率：按当前趋势月末将低于阈值"),
@@ -454,6 +466,7 @@ def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_repo
         collector.engine.finish()
         asyncio.run(collector.checkpoint())
         collector.ledger.close()
+        collector.lock.release()
         collector.archive.close()
         restarted = Collector(config)
         push(restarted, [(float(T0 + 900 * MIN), "$ptmon/monitor", "up")] + cameras(900, 1020))
@@ -461,6 +474,7 @@ def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_repo
         assert iot is not None and iot.row("iot", "taopu", "online").numerator > 0  # the KPI counts them as it must
         send_all(config)
         restarted.ledger.close()
+        restarted.lock.release()
     assert summary(smtp.inbox) == []
 
 
@@ -483,6 +497,7 @@ def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
         push(collector, sorted(records, key=lambda r: r[0]))
         send_all(config)
         collector.ledger.close()
+        collector.lock.release()
     digests = [m for m in smtp.inbox.messages if event(m)["notice"] == "digest"]
     assert sorted(m["To"] for m in digests) == ["center@example.org", "taopu@example.org"]
     district = next(m for m in digests if m["To"] == "center@example.org")
