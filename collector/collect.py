@@ -9,11 +9,17 @@ Lifecycle, in order:
    finally the MQTT source.
 2. **Main loop** (:meth:`Collector.step`), woken by arriving messages or once a second: take
    what arrived, append it to the archive and commit it to the OS, acknowledge it to the
-   broker, feed it to the engine, hand the points to InfluxDB. Every
+   broker, feed it to the engine, hand the points to InfluxDB (collector/intake.py). Every
    ``checkpoint_interval``, make the InfluxDB buffer durable and save the state.
 3. **Shutdown**: disconnect from the broker (no more intake), process what is left, close
    the archive (fsync), save the state, flush InfluxDB within a deadline (the rest stays in
    its spool for the next start).
+
+Storage faults (collector/faults.py) never stop the loop: a full disk holds intake (nothing
+unarchived is acknowledged), a locked ledger keeps its rows in memory, a failed checkpoint
+waits; each is retried with capped backoff and reported until it clears. Only storage that
+vanished (:class:`StorageGone`: the data directory deleted) stops the collector, with exit
+status 3 and no checkpoint over the state it can no longer match.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -38,7 +46,8 @@ from .checkpoint import Checkpoint, restore_decoder, save_checkpoint, try_load_c
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
 from .engine import Engine
-from .errors import PtmonError
+from .errors import CheckpointError, PtmonError, SinkError, StorageGone
+from .faults import FaultCollector, Fault, Faults, storage_alert
 from .health import health_lines
 from .exemptions import ExemptionMask
 from .ledger.episodes import EpisodeTracker, episode_line
@@ -46,7 +55,8 @@ from .ledger.records import Episode
 from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
-from .metrics import Metrics
+from .intake import Intake
+from .metrics import Metrics, PipelineCounts
 from .registry import Registry, load_registry
 from .replay import Feed, finish_results, freeze_startup_heap
 from .results import Results
@@ -57,10 +67,11 @@ from .source import MqttSource
 
 log = logging.getLogger(__name__)
 
-IDLE_TICK = 1.0  # seconds: with no message, the clock still advances (and is archived) this often
+IDLE_TICK = 1.0  # seconds: the loop wakes at least this often (and intake archives a clock tick)
 GATHER = 0.02  # seconds to let a batch gather after the first message wakes the loop
 EXEMPTION_POLL = 5.0  # seconds between looks for exemptions recorded by `ptmon exempt`
 HEALTH_INTERVAL = 10.0  # seconds between the collector's own `collector` points
+LEDGER_BUSY_TIMEOUT_MS = 250  # in the main loop a locked ledger waits this long per try, then backs off
 
 
 class Collector:
@@ -77,15 +88,34 @@ class Collector:
         self.notes: list[str] = []
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_tick = 0.0
         self._last_checkpoint = time.monotonic()
         self._last_exemption_poll = time.monotonic()
         self._last_health = 0.0
-        self._counted: dict[str, int] = {}
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
         self._restore()
         self.archive = ArchiveWriter(config.archive_path, compresslevel=config.archive_compresslevel, metrics=self.metrics)
         self.source = MqttSource(config.mqtt, self.metrics, wakeup=self._wakeup_threadsafe, clock=clock)
+        self._watch_storage()
+
+    def _watch_storage(self) -> None:
+        """Fault handling and the metrics that read the pipeline's own counts when scraped."""
+        self.faults = Faults(self.config.storage)
+        self.faults.on_alert = self._storage_alert
+        self.faults.details["ledger"] = lambda: self.ledger_writer.pending
+        self.intake = Intake(self.source, self.archive, self.faults, self.metrics, clock=self.clock,
+                             blocked=lambda: self.influx.holding() if self.influx is not None else None)
+        self._pending_alerts: tuple[dict[str, str], list[dict[str, Any]]] = ({}, [])
+        self.metrics.pipeline.read = self._pipeline_counts
+        self.metrics.registry.register(FaultCollector(self.faults))
+        if self.config.checkpoint_path.exists():
+            self.metrics.checkpoint_saved(self.config.checkpoint_path.stat().st_mtime)
+
+    def _pipeline_counts(self) -> PipelineCounts:
+        """Read by Prometheus' thread: copies are taken in C, so a concurrent batch cannot break them."""
+        decoder, engine = self.decoder, self.engine
+        return PipelineCounts(accepted=decoder.accepted, rejects=dict(decoder.rejects), engine=dict(engine.stats),
+                              unknown_devices=len(decoder.unknown_topics) + decoder.unknown_overflow,
+                              ledger_hours=self.ledger_writer.hours_written)
 
     # --- startup ------------------------------------------------------------------------
 
@@ -156,11 +186,46 @@ class Collector:
     def _on_alerts(self, events: list[AlertEvent], states: dict[str, str]) -> None:
         assert self.alert_rules is not None
         messages = [compose(e, self.registry.rules, self.alert_rules, self.config.email.sender) for e in events]
-        self.ledger.record_alerts(states, messages)
         for e in events:
             self.metrics.alerts.labels(e.kind, e.event).inc()
             log.warning("alert %s %s: %s %s %s", e.kind, e.event, e.contract, e.street, e.kpi)
-        if messages and self.mailer is not None:
+        self._record_alerts(states, messages)
+
+    def _record_alerts(self, states: dict[str, str], messages: list[dict[str, Any]]) -> None:
+        """Alert states and emails to the ledger; while it refuses (called from inside the engine, so
+        never raising) they wait in memory, later states replacing earlier ones, for the ledger retry."""
+        pending_states, pending_messages = self._pending_alerts
+        pending_states.update(states)
+        pending_messages.extend(messages)
+        if self.faults.waiting("ledger"):
+            return  # the ledger retry writes them
+        try:
+            self.ledger.record_alerts(pending_states, pending_messages)
+        except sqlite3.Error as exc:
+            if not self.faults.waiting("ledger"):
+                self.faults.failed("ledger", str(exc))
+            return
+        self._pending_alerts = ({}, [])
+        if pending_messages and self.mailer is not None:
+            self.mailer.wake()
+
+    def _storage_alert(self, fault: Fault, event: str, waited: float) -> None:
+        """The alert email of a long storage fault: through the outbox, or straight to SMTP when the
+        ledger (which holds the outbox) is what fails."""
+        recipients = self.alert_rules.district if self.alert_rules is not None else ()
+        row = storage_alert(fault, event, waited, recipients=recipients or (self.config.email.sender,),
+                            sender=self.config.email.sender, instance=self.config.mqtt.client_id)
+        self.metrics.alerts.labels("storage", event).inc()
+        try:
+            self.ledger.record_alerts({}, [row])
+        except sqlite3.Error as exc:
+            if self.mailer is None:
+                log.error("storage alert email not queued (the ledger refuses: %s) and no [email] host to send it", exc)
+                return
+            mailer = self.mailer
+            threading.Thread(target=mailer.send_now, args=(row["recipients"], row["message"]), daemon=True).start()
+            return
+        if self.mailer is not None:
             self.mailer.wake()
 
     def _poll_exemptions(self) -> None:
@@ -210,8 +275,23 @@ class Collector:
     # --- the main loop -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set; raises :class:`StorageGone` (after an emergency shutdown) when the storage vanished."""
         self._loop = asyncio.get_running_loop()
         metrics_server = self._start_metrics()
+        fatal = False
+        try:
+            await self._start_sinks()
+            while not stop.is_set():
+                await self._wait(stop)
+                await self._tick(self.clock())
+        except StorageGone as exc:
+            fatal = True
+            log.critical("stopping: %s", exc)
+            raise
+        finally:
+            await self._shutdown(metrics_server, fatal=fatal)
+
+    async def _start_sinks(self) -> None:
         if self.config.influx.url:
             from .sinks.influx import InfluxSink
 
@@ -223,26 +303,31 @@ class Collector:
             self.mailer.start()
         elif self.alerts is not None:
             log.warning("no [email] host configured: alert emails are kept in the ledger's outbox, unsent")
-        # The limits decoded with from here on, so a replay of the archive rejects alike.
-        self.archive.append([self.decoder.limits_record(self.clock())])
-        self.archive.commit()
+        # From here on a locked ledger must not stall intake: short waits, retried with backoff.
+        self.ledger.db.execute(f"PRAGMA busy_timeout = {LEDGER_BUSY_TIMEOUT_MS}")
+        self._ledger_inode = os.stat(self.config.ledger_path).st_ino
+        # The limits decoded with from here on, first in the archive, so a replay of it rejects alike.
+        self.intake.held.append(self.decoder.limits_record(self.clock()))
         self.source.start()
-        try:
-            while not stop.is_set():
-                await self._wait(stop)
-                now = self.clock()
-                self.step(now)
-                if self.influx is not None and now - self._last_health >= HEALTH_INTERVAL:
-                    # The collector's clock, so under a simulated clock these line up with the sla points.
-                    self._last_health = now
-                    self.influx.submit(health_lines(self.metrics, int(now * US_PER_S), instance=self.config.mqtt.client_id))
-                if time.monotonic() - self._last_exemption_poll >= EXEMPTION_POLL:
-                    self._last_exemption_poll = time.monotonic()
-                    self._poll_exemptions()
-                if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval:
-                    await self.checkpoint()
-        finally:
-            await self._shutdown(metrics_server)
+
+    async def _tick(self, now: float) -> None:
+        self.step(now)
+        if self.influx is not None and now - self._last_health >= HEALTH_INTERVAL:
+            # The collector's clock, so under a simulated clock these line up with the sla points.
+            self._last_health = now
+            self.influx.submit(health_lines(self.metrics, int(now * US_PER_S), instance=self.config.mqtt.client_id))
+        if time.monotonic() - self._last_exemption_poll >= EXEMPTION_POLL:
+            self._last_exemption_poll = time.monotonic()
+            try:
+                self._poll_exemptions()
+            except sqlite3.Error as exc:  # read again at the next poll
+                log.warning("cannot read exemptions from the ledger now: %s", exc)
+        if self.faults.waiting("ledger") and self.faults.due("ledger"):
+            self._flush_ledger(open_buckets=False)
+        if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval \
+                and self.faults.due("checkpoint") and not self.faults.waiting("ledger"):
+            await self.checkpoint()
+        self.faults.tick()
 
     async def _wait(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -252,79 +337,124 @@ class Collector:
             for w in waiters:
                 w.cancel()
         self._wake.clear()
-        if self.source.pending() < self.config.mqtt.batch_size:
+        if self.source.pending() < self.config.mqtt.batch_size and not self.intake.holding:
             await asyncio.sleep(GATHER)
 
     def step(self, now: float) -> None:
         """Take what arrived; archive, acknowledge, apply; the clock advances to ``now`` when idle."""
-        records, acks = self.source.take()
-        if not records and self.engine.up and now - self._last_tick >= IDLE_TICK:
-            records = [(now, TICK_TOPIC, "")]
-            self._last_tick = now
+        records = self.intake.take(now, ticking=self.engine.up)
         if not records:
             return
-        self.archive.append(records)
-        self.archive.commit()
-        self.source.ack(acks)
         for start in range(0, len(records), self.config.mqtt.batch_size):
             self.feed.feed(records[start : start + self.config.mqtt.batch_size])
         self._flush_points()
         self._update_metrics(records, now)
+        if self.ledger_writer.error is not None and not self.faults.waiting("ledger"):
+            self.faults.failed("ledger", str(self.ledger_writer.error))
 
     def _update_metrics(self, records: list[Record], now: float) -> None:
-        m = self.metrics
-        m.batch_size.observe(len(records))
-        m.engine_lag.set(max(0.0, now - records[-1][0]))
-        counts = {"heartbeat": self.decoder.accepted, **{f"reject:{k}": v for k, v in self.decoder.rejects.items()},
-                  **{f"engine:{k}": v for k, v in self.engine.stats.items()}}
-        for key, value in counts.items():
-            delta = value - self._counted.get(key, 0)
-            if delta <= 0:
-                continue
-            self._counted[key] = value
-            if key == "heartbeat":
-                m.messages.labels("heartbeat").inc(delta)
-            elif key.startswith("reject:"):
-                m.messages.labels("rejected").inc(delta)
-                m.decode_errors.labels(key[7:]).inc(delta)
-            else:
-                m.engine_events.labels(key[7:]).inc(delta)
-        m.unknown_devices.set(len(self.decoder.unknown_topics) + self.decoder.unknown_overflow)
+        self.metrics.batch_size.observe(len(records))
+        self.metrics.engine_lag.set(max(0.0, now - records[-1][0]))
+
+    # --- storage -------------------------------------------------------------------------------
+
+    def _flush_ledger(self, *, open_buckets: bool) -> bool:
+        """Everything waiting for the ledger (and with ``open_buckets`` the open hour and day, and the
+        alert states) in; False when it refuses, the fault reported and retried with backoff."""
+        try:
+            self.ledger_writer.flush(open_buckets=open_buckets)
+            states, messages = self._pending_alerts
+            if open_buckets and self.alerts is not None:
+                states = {**states, **self.alerts.checkpoint_states()}
+            if states or messages:
+                self.ledger.record_alerts(states, messages)
+                self._pending_alerts = ({}, [])
+                if messages and self.mailer is not None:
+                    self.mailer.wake()
+        except sqlite3.Error as exc:
+            self._check_storage()
+            self.faults.failed("ledger", str(exc))
+            return False
+        self.faults.cleared("ledger")
+        return True
+
+    def _check_storage(self) -> None:
+        """StorageGone when a directory or the ledger file the collector writes to has vanished."""
+        for what, directory in (("archive", self.config.archive_path), ("checkpoint", self.config.checkpoint_path.parent)):
+            if not directory.is_dir():
+                raise StorageGone(f"the {what} directory {directory} is gone (was the data directory deleted?)")
+        try:
+            inode = os.stat(self.config.ledger_path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode != getattr(self, "_ledger_inode", inode):
+            raise StorageGone(f"the ledger {self.config.ledger_path} was deleted or replaced while in use")
 
     # --- checkpoint and shutdown --------------------------------------------------------------
 
-    async def checkpoint(self, *, persist_points: bool = True) -> None:
-        """Make every point so far durable, then save the state with the archive position."""
-        if self.influx is not None and persist_points:
-            await self.influx.persist()
-        self.ledger_writer.flush(open_buckets=True)
-        if self.alerts is not None:
-            self.ledger.record_alerts(self.alerts.checkpoint_states(), [])
-        save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
-                        decoder=self.decoder, extra={"archive": self.archive.position, "saved_wall": time.time()},
-                        named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day})
+    async def checkpoint(self, *, persist_points: bool = True) -> bool:
+        """Make every point so far durable, then save the state with the archive position.
+
+        False when the storage refused: the fault is reported and retried, and the previous checkpoint
+        with the archive written after it still gives the exact state after a crash."""
+        self._check_storage()
+        if not self._flush_ledger(open_buckets=True):
+            return False
+        try:
+            if self.influx is not None and persist_points:
+                await self.influx.persist()
+            save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
+                            decoder=self.decoder, extra={"archive": self.archive.position, "saved_wall": time.time()},
+                            named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day})
+        except (OSError, SinkError, CheckpointError) as exc:
+            self._check_storage()
+            self.faults.failed("checkpoint", str(exc))
+            return False
+        self.faults.cleared("checkpoint")
         self._last_checkpoint = time.monotonic()
-        self.metrics.checkpoint_seconds.set(0)
+        self.metrics.checkpoint_saved(time.time())
         results = self.month_results()
         if self.on_checkpoint is not None and results is not None:
-            self.on_checkpoint(results)
+            try:
+                self.on_checkpoint(results)
+            except OSError as exc:
+                log.warning("cannot write the month-to-date KPIs now: %s; again at the next checkpoint", exc)
+        return True
 
-    async def _shutdown(self, metrics_server: Any) -> None:
+    async def _shutdown(self, metrics_server: Any, *, fatal: bool = False) -> None:
         log.info("shutting down: disconnecting from the broker")
-        await asyncio.to_thread(self.source.stop)
-        self.step(self.clock())  # what arrived last, and the monitor's 'down'
-        self.engine.finish()  # the sample owed at the instant observation ended
-        self._flush_points()
-        self.archive.close()
+        await asyncio.to_thread(self.source.stop)  # only archived messages were acknowledged
+        if not fatal:
+            self._finish_intake()
         if self.influx is not None:
             await self.influx.close()  # writes within its deadline, spools the rest: every point is durable
-        await self.checkpoint(persist_points=False)
+        if not fatal and not await self.checkpoint(persist_points=False):
+            log.error("the state could not be saved at shutdown (%s); the next start replays the archive from "
+                      "the previous checkpoint instead", self.faults.describe())
         if self.mailer is not None:
             await asyncio.to_thread(self.mailer.stop)
         self.ledger.close()
         if metrics_server is not None:
             metrics_server.shutdown()
         log.info("stopped; archive at %s", self.archive.path)
+
+    def _finish_intake(self) -> None:
+        """What arrived last and the monitor's 'down', then the archive closed (fsync'd)."""
+        try:
+            self.step(self.clock())
+        except StorageGone:
+            self.archive.abandon()
+            raise
+        if self.intake.held:
+            log.error("%d messages could not be archived before shutdown (%s); they were not acknowledged: the "
+                      "broker delivers them again at the next start", len(self.intake.held), self.faults.describe())
+        self.engine.finish()  # the sample owed at the instant observation ended
+        self._flush_points()
+        try:
+            self.archive.close()
+        except OSError as exc:
+            self.archive.abandon()
+            log.error("cannot finish the archive file %s (%s): it stays readable up to its last batch", self.archive.path, exc)
 
     def _start_metrics(self) -> Any:
         listen = self.config.metrics_listen

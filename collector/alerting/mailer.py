@@ -89,6 +89,15 @@ class Mailer:
                 self.metrics.alert_emails.labels("sent").inc()
         return sent
 
+    def send_now(self, recipients: list[str] | tuple[str, ...], message: bytes) -> None:
+        """Send one message at once, outside the outbox (for when the ledger holding it is what fails)."""
+        try:
+            self._send(tuple(recipients), message)
+        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            log.error("email to %s not sent: %s", ", ".join(recipients), exc)
+            return
+        log.info("email sent to %s outside the outbox", ", ".join(recipients))
+
     def _send(self, recipients: tuple[str, ...], message: bytes) -> None:
         c = self.config
         context = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)

@@ -6,11 +6,16 @@ transaction with the monitor's spans and the episodes gathered since. The open t
 travel in the collector's checkpoint, so after a crash the restored hour continues where the
 checkpoint left it and the replayed archive tail completes it; the hour is then written
 again, replacing (never adding to) whatever was written before the crash.
+
+A write the ledger refuses (locked by another process, disk full) never reaches the engine that
+called the listener: the rows stay pending, ``error`` says why, and :meth:`LedgerWriter.flush`
+writes them later (the collector retries it, and saves no checkpoint ahead of them).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import numpy as np
 
@@ -36,6 +41,8 @@ class LedgerWriter:
         self._closed_hours: list[HourRow] = []
         self._closed_days: list[DayRow] = []
         self.hours_written = 0
+        self.error: sqlite3.Error | None = None  # the last write refused, None once one succeeds
+        self._spans_from: int | None = None  # the first span that may not be in the ledger as it is now
         engine.listeners.append(self)
 
     # --- engine listener -------------------------------------------------------------------
@@ -61,8 +68,11 @@ class LedgerWriter:
                 self._closed_hours += self._hour_rows(self.hour)
             start = t - (t + UTC_OFFSET_US) % self.bucket
             self.hour = Tally(self.engine, start, start + self.bucket)
-            if self._closed_hours:
-                self.flush()
+            if self._closed_hours and self.error is None:
+                try:
+                    self.flush()
+                except sqlite3.Error:
+                    pass  # kept pending with self.error set; raising here would break the engine mid-sample
         return self.hour
 
     def _roll_day(self, t: int) -> Tally:
@@ -80,15 +90,28 @@ class LedgerWriter:
         safe at any time: the open tallies continue (through the checkpoint) and the completed
         hour replaces the partial row.
         """
-        hours, self._closed_hours = self._closed_hours, []
-        days, self._closed_days = self._closed_days, []
+        hours, days, episodes = list(self._closed_hours), list(self._closed_days), self.pending_episodes
         if open_buckets:
             hours += self._hour_rows(self.hour) if self.hour is not None else []
             days += self._day_rows(self.day) if self.day is not None else []
-        episodes, self.pending_episodes = self.pending_episodes, []
         spans = [(a, b) for a, b in self.engine.spans]
-        self.ledger.write_aggregates(hours, days, spans[-8:] if len(spans) > 8 else spans, episodes)
+        # the last few spans (the latest still grows), and every one since the last write that succeeded
+        first = max(0, min(len(spans) - 8, self._spans_from if self._spans_from is not None else len(spans)))
+        try:
+            self.ledger.write_aggregates(hours, days, spans[first:], episodes)
+        except sqlite3.Error as exc:
+            self.error = exc  # everything stays pending for the next flush
+            raise
+        self.error = None
+        self._spans_from = max(0, len(spans) - 1)
+        self._closed_hours, self._closed_days, self.pending_episodes = [], [], []
         self.hours_written += len({h.hour for h in hours})
+
+    @property
+    def pending(self) -> str:
+        """What waits for the ledger, for the collector's log line."""
+        return (f"{len({h.hour for h in self._closed_hours})} closed hours, {len(self._closed_days)} day rows and "
+                f"{len(self.pending_episodes)} episode changes kept in memory")
 
     def _versions(self) -> dict[str, str]:
         return {"rules_version": self.engine.registry.rules.version,
