@@ -421,21 +421,38 @@ class InfluxSink:
             self._cut(full_only=True)
 
     async def persist(self) -> None:
-        """Make every point submitted so far durable in the spool (fsync'd); SinkError if the disk fails."""
+        """Make every point submitted so far durable: in the spool (fsync'd), or, while the spool's disk
+        fails, written to InfluxDB within ``timeout``; SinkError when neither can be done."""
         async with self._spool_lock:
             self._cut()
             batches = list(self._memory)
             self._memory.clear()
-            if not await self._spill(batches):
-                raise SinkError(f"cannot persist InfluxDB points to {self.spool_dir}", retryable=True)
+            unspilled = [] if await self._spill(batches) else [b for b in batches if b in self._memory]
             inflight = self._inflight
             if inflight is not None and inflight.origin is None and inflight.copy is None:
-                copy = await asyncio.to_thread(write_spool_file, self.spool_dir, self._next_seq(), [inflight])
-                if inflight.resolved:  # written while we were copying it
-                    await asyncio.to_thread(_unlink, copy.path)
+                try:
+                    copy = await asyncio.to_thread(write_spool_file, self.spool_dir, self._next_seq(), [inflight])
+                except OSError as exc:
+                    self._spill_failed(exc)
+                    unspilled.append(inflight)
                 else:
-                    inflight.copy = copy
-                    self._copies_bytes += copy.size
+                    if inflight.resolved:  # written while we were copying it
+                        await asyncio.to_thread(_unlink, copy.path)
+                    else:
+                        inflight.copy = copy
+                        self._copies_bytes += copy.size
+        if unspilled and not await self._written(unspilled, self.config.timeout):
+            raise SinkError(f"cannot persist InfluxDB points: the spool {self.spool_dir} fails ({self.spill_error}) "
+                            f"and InfluxDB did not take them ({self.last_error})", retryable=True)
+
+    async def _written(self, batches: list[Batch], timeout: float) -> bool:
+        """Wait until InfluxDB has taken every one of ``batches`` (a written point is durable too)."""
+        end = time.monotonic() + timeout
+        while not all(b.resolved for b in batches):
+            if time.monotonic() >= end or self._failing_since is not None or self._stop.is_set():
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def close(self, deadline: float = 10.0) -> None:
         """Write what can be written within ``deadline`` seconds, spill the rest, stop the writer."""
@@ -541,7 +558,10 @@ class InfluxSink:
         except OSError as exc:
             self._spill_failed(exc)
         finally:  # also when cancelled: what is not on disk must stay in memory
-            self._memory.extendleft(reversed([b for g in groups[written:] for b in g]))
+            unwritten = [b for g in groups[written:] for b in g]
+            if unwritten:
+                self._memory.extendleft(reversed(unwritten))
+                self._wakeup.set()  # the writer may have gone to sleep while they were out of memory
             self._enforce_spool_limit()
             self._update_gauges()
         if written == len(groups) and groups and self.spill_error is not None:
