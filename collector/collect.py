@@ -312,7 +312,7 @@ class Collector:
 
     async def _tick(self, now: float) -> None:
         self.step(now)
-        if self.influx is not None and now - self._last_health >= HEALTH_INTERVAL:
+        if self.influx is not None and now - self._last_health >= HEALTH_INTERVAL and not self.faults.waiting("spool"):
             # The collector's clock, so under a simulated clock these line up with the sla points.
             self._last_health = now
             self.influx.submit(health_lines(self.metrics, int(now * US_PER_S), instance=self.config.mqtt.client_id))
