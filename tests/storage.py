@@ -24,26 +24,38 @@ def _run(*args: str) -> bool:
     return subprocess.run(args, capture_output=True, timeout=60).returncode == 0
 
 
+def mount_small_filesystem(path: Path, size_mb: int) -> str | None:
+    """Mount a ``size_mb`` filesystem at ``path``: a tmpfs, else a loop-mounted ext4 image beside it;
+    returns which, or None when neither can be mounted here."""
+    path.mkdir(parents=True, exist_ok=True)
+    if _run("mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(path)):
+        return f"a {size_mb} MB tmpfs"
+    image = path.with_name(path.name + ".img")
+    with image.open("wb") as f:
+        f.truncate(size_mb * 2**20)
+    if _run("mkfs.ext4", "-q", "-F", str(image)) and _run("mount", "-o", "loop", str(image), str(path)):
+        return f"a {size_mb} MB loop-mounted ext4 image"
+    image.unlink(missing_ok=True)
+    return None
+
+
+def unmount(path: Path) -> None:
+    if not _run("umount", str(path)):
+        _run("umount", "-l", str(path))
+    path.with_name(path.name + ".img").unlink(missing_ok=True)
+
+
 @contextmanager
 def small_filesystem(path: Path, size_mb: int) -> Iterator[str]:
-    """Mount a ``size_mb`` filesystem at ``path`` until the block ends; yields what it is."""
-    path.mkdir(parents=True, exist_ok=True)
-    kind = None
-    if _run("mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(path)):
-        kind = "tmpfs"
-    else:
-        image = path.with_name(path.name + ".img")
-        with image.open("wb") as f:
-            f.truncate(size_mb * 2**20)
-        if _run("mkfs.ext4", "-q", "-F", str(image)) and _run("mount", "-o", "loop", str(image), str(path)):
-            kind = "loop-mounted ext4"
+    """A ``size_mb`` filesystem at ``path`` until the block ends; yields what it is. Skips the test
+    where none can be mounted (a fault on the machine's real disk would hit everyone on it)."""
+    kind = mount_small_filesystem(path, size_mb)
     if kind is None:
         pytest.skip("cannot mount a size-limited filesystem here (needs root for tmpfs or a loop device)")
     try:
         yield kind
     finally:
-        if not _run("umount", str(path)):
-            _run("umount", "-l", str(path))
+        unmount(path)
 
 
 class Filler:
@@ -81,15 +93,23 @@ print("released", flush=True)
 """
 
 
+def lock_ledger(ledger: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding ``BEGIN EXCLUSIVE`` on the ledger for ``seconds`` (as an operator's
+    sqlite3 shell or a backup tool would); returns once the lock is held."""
+    proc = subprocess.Popen([sys.executable, "-c", LOCKER, str(ledger), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "locked":
+        proc.kill()
+        raise RuntimeError(f"could not lock {ledger}: {line!r}")
+    return proc
+
+
 @contextmanager
 def ledger_locked(ledger: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
-    """Another process holding ``BEGIN EXCLUSIVE`` on the ledger for ``seconds`` (as an operator's
-    sqlite3 shell or a backup tool would); yields once the lock is held."""
-    proc = subprocess.Popen([sys.executable, "-c", LOCKER, str(ledger), str(seconds)], stdout=subprocess.PIPE, text=True)
+    """:func:`lock_ledger` for the block; the block's end waits until the lock is released."""
+    proc = lock_ledger(ledger, seconds)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "locked", line
         yield proc
     finally:
         try:
