@@ -28,42 +28,47 @@ import asyncio
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import start_http_server
-
-from .archive import TICK_TOPIC, ArchiveReader, Record
 from .alerting.evaluate import AlertEvaluator, AlertEvent
 from .alerting.mailer import Mailer
 from .alerting.message import compose
 from .alerting.rules import ALERTS_FILE, AlertRules, load_alert_rules
+from .archive import ArchiveReader, Record
 from .checkpoint import Checkpoint, restore_decoder, save_checkpoint, try_load_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
 from .engine import Engine
-from .errors import CheckpointError, PtmonError, SinkError, StorageGone
-from .faults import FaultCollector, Fault, Faults, storage_alert
-from .health import health_lines
+from .errors import CheckpointError, SinkError, StorageGone
 from .exemptions import ExemptionMask
+from .faults import (
+    Fault,
+    FaultCollector,
+    Faults,
+    check_storage_present,
+    send_storage_alert,
+    storage_alert,
+)
+from .health import health_lines
+from .intake import Intake
 from .ledger.episodes import EpisodeTracker, episode_line
+from .ledger.keeper import LedgerKeeper
 from .ledger.records import Episode
 from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
-from .intake import Intake
-from .metrics import Metrics, PipelineCounts
+from .metrics import Metrics, PipelineCounts, serve_metrics
 from .registry import Registry, load_registry
 from .replay import Feed, finish_results, freeze_startup_heap
 from .results import Results
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .sinks.archive import ArchiveWriter, archive_files
-from .timebase import US_PER_S, format_instant
 from .source import MqttSource
+from .timebase import US_PER_S, format_instant
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,8 @@ class Collector:
         self._last_exemption_poll = time.monotonic()
         self._last_health = 0.0
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
+        self.faults = Faults(config.storage)
+        self.keeper = LedgerKeeper(self.faults, wake_mailer=lambda: self.mailer.wake() if self.mailer else None)
         self._restore()
         self.archive = ArchiveWriter(config.archive_path, compresslevel=config.archive_compresslevel, metrics=self.metrics)
         self.source = MqttSource(config.mqtt, self.metrics, wakeup=self._wakeup_threadsafe, clock=clock)
@@ -99,12 +106,11 @@ class Collector:
 
     def _watch_storage(self) -> None:
         """Fault handling and the metrics that read the pipeline's own counts when scraped."""
-        self.faults = Faults(self.config.storage)
         self.faults.on_alert = self._storage_alert
-        self.faults.details["ledger"] = lambda: self.ledger_writer.pending
+        self.keeper.bind(self.ledger, self.ledger_writer)
+        self.keeper.record_alerts({}, [])  # those of the replayed archive tail
         self.intake = Intake(self.source, self.archive, self.faults, self.metrics, clock=self.clock,
                              blocked=lambda: self.influx.holding() if self.influx is not None else None)
-        self._pending_alerts: tuple[dict[str, str], list[dict[str, Any]]] = ({}, [])
         self.metrics.pipeline.read = self._pipeline_counts
         self.metrics.registry.register(FaultCollector(self.faults))
         if self.config.checkpoint_path.exists():
@@ -189,44 +195,15 @@ class Collector:
         for e in events:
             self.metrics.alerts.labels(e.kind, e.event).inc()
             log.warning("alert %s %s: %s %s %s", e.kind, e.event, e.contract, e.street, e.kpi)
-        self._record_alerts(states, messages)
-
-    def _record_alerts(self, states: dict[str, str], messages: list[dict[str, Any]]) -> None:
-        """Alert states and emails to the ledger; while it refuses (called from inside the engine, so
-        never raising) they wait in memory, later states replacing earlier ones, for the ledger retry."""
-        pending_states, pending_messages = self._pending_alerts
-        pending_states.update(states)
-        pending_messages.extend(messages)
-        if self.faults.waiting("ledger"):
-            return  # the ledger retry writes them
-        try:
-            self.ledger.record_alerts(pending_states, pending_messages)
-        except sqlite3.Error as exc:
-            if not self.faults.waiting("ledger"):
-                self.faults.failed("ledger", str(exc))
-            return
-        self._pending_alerts = ({}, [])
-        if pending_messages and self.mailer is not None:
-            self.mailer.wake()
+        self.keeper.record_alerts(states, messages)  # never raises: a refusing ledger keeps them for the retry
 
     def _storage_alert(self, fault: Fault, event: str, waited: float) -> None:
-        """The alert email of a long storage fault: through the outbox, or straight to SMTP when the
-        ledger (which holds the outbox) is what fails."""
+        """The email of a storage fault that lasted ``alert_after``, to the district's recipients."""
         recipients = self.alert_rules.district if self.alert_rules is not None else ()
         row = storage_alert(fault, event, waited, recipients=recipients or (self.config.email.sender,),
                             sender=self.config.email.sender, instance=self.config.mqtt.client_id)
         self.metrics.alerts.labels("storage", event).inc()
-        try:
-            self.ledger.record_alerts({}, [row])
-        except sqlite3.Error as exc:
-            if self.mailer is None:
-                log.error("storage alert email not queued (the ledger refuses: %s) and no [email] host to send it", exc)
-                return
-            mailer = self.mailer
-            threading.Thread(target=mailer.send_now, args=(row["recipients"], row["message"]), daemon=True).start()
-            return
-        if self.mailer is not None:
-            self.mailer.wake()
+        send_storage_alert(row, self.ledger, self.mailer)
 
     def _poll_exemptions(self) -> None:
         version = self.ledger.exemptions_version()
@@ -277,7 +254,7 @@ class Collector:
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set; raises :class:`StorageGone` (after an emergency shutdown) when the storage vanished."""
         self._loop = asyncio.get_running_loop()
-        metrics_server = self._start_metrics()
+        metrics_server = serve_metrics(self.config.metrics_listen, self.metrics)
         fatal = False
         try:
             await self._start_sinks()
@@ -340,17 +317,16 @@ class Collector:
         if self.source.pending() < self.config.mqtt.batch_size and not self.intake.holding:
             await asyncio.sleep(GATHER)
 
-    def step(self, now: float) -> None:
+    def step(self, now: float, *, retry_now: bool = False) -> None:
         """Take what arrived; archive, acknowledge, apply; the clock advances to ``now`` when idle."""
-        records = self.intake.take(now, ticking=self.engine.up)
+        records = self.intake.take(now, ticking=self.engine.up, retry_now=retry_now)
         if not records:
             return
         for start in range(0, len(records), self.config.mqtt.batch_size):
             self.feed.feed(records[start : start + self.config.mqtt.batch_size])
         self._flush_points()
         self._update_metrics(records, now)
-        if self.ledger_writer.error is not None and not self.faults.waiting("ledger"):
-            self.faults.failed("ledger", str(self.ledger_writer.error))
+        self.keeper.note_writer_error()
 
     def _update_metrics(self, records: list[Record], now: float) -> None:
         self.metrics.batch_size.observe(len(records))
@@ -359,36 +335,15 @@ class Collector:
     # --- storage -------------------------------------------------------------------------------
 
     def _flush_ledger(self, *, open_buckets: bool) -> bool:
-        """Everything waiting for the ledger (and with ``open_buckets`` the open hour and day, and the
-        alert states) in; False when it refuses, the fault reported and retried with backoff."""
-        try:
-            self.ledger_writer.flush(open_buckets=open_buckets)
-            states, messages = self._pending_alerts
-            if open_buckets and self.alerts is not None:
-                states = {**states, **self.alerts.checkpoint_states()}
-            if states or messages:
-                self.ledger.record_alerts(states, messages)
-                self._pending_alerts = ({}, [])
-                if messages and self.mailer is not None:
-                    self.mailer.wake()
-        except sqlite3.Error as exc:
-            self._check_storage()
-            self.faults.failed("ledger", str(exc))
-            return False
-        self.faults.cleared("ledger")
-        return True
+        """What waits for the ledger, with ``open_buckets`` the open hour and day and the alert states."""
+        states = self.alerts.checkpoint_states() if open_buckets and self.alerts is not None else None
+        if self.keeper.flush(open_buckets=open_buckets, states=states):
+            return True
+        self._check_storage()
+        return False
 
     def _check_storage(self) -> None:
-        """StorageGone when a directory or the ledger file the collector writes to has vanished."""
-        for what, directory in (("archive", self.config.archive_path), ("checkpoint", self.config.checkpoint_path.parent)):
-            if not directory.is_dir():
-                raise StorageGone(f"the {what} directory {directory} is gone (was the data directory deleted?)")
-        try:
-            inode = os.stat(self.config.ledger_path).st_ino
-        except FileNotFoundError:
-            inode = None
-        if inode != getattr(self, "_ledger_inode", inode):
-            raise StorageGone(f"the ledger {self.config.ledger_path} was deleted or replaced while in use")
+        check_storage_present(self.config, getattr(self, "_ledger_inode", None))
 
     # --- checkpoint and shutdown --------------------------------------------------------------
 
@@ -441,7 +396,7 @@ class Collector:
     def _finish_intake(self) -> None:
         """What arrived last and the monitor's 'down', then the archive closed (fsync'd)."""
         try:
-            self.step(self.clock())
+            self.step(self.clock(), retry_now=True)
         except StorageGone:
             self.archive.abandon()
             raise
@@ -455,18 +410,6 @@ class Collector:
         except OSError as exc:
             self.archive.abandon()
             log.error("cannot finish the archive file %s (%s): it stays readable up to its last batch", self.archive.path, exc)
-
-    def _start_metrics(self) -> Any:
-        listen = self.config.metrics_listen
-        if not listen:
-            return None
-        host, _, port = listen.rpartition(":")
-        try:
-            server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.metrics.registry)
-        except OSError as exc:
-            raise PtmonError(f"cannot serve /metrics on {listen}: {exc.strerror}") from exc
-        log.info("Prometheus metrics on http://%s/metrics", listen)
-        return server
 
     # --- what it has measured -----------------------------------------------------------------
 

@@ -22,7 +22,10 @@ collector's health point), and an alert email once it has lasted ``alert_after``
 from __future__ import annotations
 
 import logging
+import os
 import random
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,7 +37,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .config import StorageConfig
+from .config import CollectorConfig, StorageConfig
+from .errors import StorageGone
 from .timebase import SHANGHAI, US_PER_S
 
 log = logging.getLogger(__name__)
@@ -180,9 +184,9 @@ def storage_alert(fault: Fault, event: str, waited: float, *, recipients: Sequen
              f"已持续 (for)：{waited / 60:.1f} 分钟 (minutes)，重试 {fault.attempts} 次 (tries)",
              f"最近错误 (last error)：{' '.join(fault.error.split())[:300]}"]
     if firing:
-        lines += ["", "采集器仍在运行并自动重试；归档失败期间不确认 MQTT 消息，由消息代理保留。",
-                  "(The collector keeps running and retries by itself; while the archive fails it acknowledges "
-                  "nothing, and the broker keeps the messages.) 请检查磁盘空间或占用台账的进程。"]
+        lines += ["", "采集器仍在运行并自动重试；归档失败期间不确认 MQTT 消息，由消息代理保留。请检查磁盘空间或占用台账的进程。",
+                  ("(The collector keeps running and retries by itself; while the archive fails it acknowledges "
+                   "nothing, and the broker keeps the messages. Check the disk space, or what holds the ledger.)")]
     else:
         lines += ["", "已恢复正常 (working again)。"]
     msg = EmailMessage(policy=SMTP)
@@ -197,3 +201,32 @@ def storage_alert(fault: Fault, event: str, waited: float, *, recipients: Sequen
     return {"event_key": key, "kind": "storage", "event": event, "contract": "", "street": "", "kpi": fault.stage,
             "at": int(at.timestamp() * US_PER_S), "subject": subject, "recipients": list(recipients),
             "message": bytes(msg)}
+
+
+def send_storage_alert(row: dict[str, Any], ledger: Any, mailer: Any) -> None:
+    """Queue the email in the ledger's outbox; when the ledger (which holds the outbox) is what fails,
+    hand it straight to the SMTP sender instead (in a thread: intake must not wait for a mail server)."""
+    try:
+        ledger.record_alerts({}, [row])
+    except sqlite3.Error as exc:
+        if mailer is None:
+            log.error("storage alert email not queued (the ledger refuses: %s) and no [email] host to send it", exc)
+            return
+        threading.Thread(target=mailer.send_now, args=(row["recipients"], row["message"]), daemon=True).start()
+        return
+    if mailer is not None:
+        mailer.wake()
+
+
+def check_storage_present(config: CollectorConfig, ledger_inode: int | None) -> None:
+    """StorageGone when a directory or the ledger file the collector writes to has vanished (the data
+    directory deleted): writing on would only fill files nobody can find."""
+    for what, directory in (("archive", config.archive_path), ("checkpoint", config.checkpoint_path.parent)):
+        if not directory.is_dir():
+            raise StorageGone(f"the {what} directory {directory} is gone (was the data directory deleted?)")
+    try:
+        inode: int | None = os.stat(config.ledger_path).st_ino
+    except FileNotFoundError:
+        inode = None
+    if ledger_inode is not None and inode != ledger_inode:
+        raise StorageGone(f"the ledger {config.ledger_path} was deleted or replaced while in use")

@@ -50,10 +50,11 @@ class Intake:
     def holding(self) -> bool:
         return bool(self.held) or self.faults.waiting("archive") or self.faults.waiting("spool")
 
-    def take(self, now: float, *, ticking: bool) -> list[Record]:
+    def take(self, now: float, *, ticking: bool, retry_now: bool = False) -> list[Record]:
         """Archive and acknowledge what arrived; returns what was archived. ``ticking``: with nothing
-        received, archive a clock tick once per ``IDLE_TICK`` (the engine is up)."""
-        if not self._may_take():
+        received, archive a clock tick once per ``IDLE_TICK`` (the engine is up). ``retry_now``: a held
+        batch is tried again without waiting for its backoff (the last try, at shutdown)."""
+        if not self._may_take(retry_now):
             return []
         stored: list[Record] = []
         if self.held:
@@ -68,7 +69,7 @@ class Intake:
             stored += self._store(records, [acks], drained=True)
         return stored
 
-    def _may_take(self) -> bool:
+    def _may_take(self, retry_now: bool) -> bool:
         reason = self.blocked()
         if reason is not None:
             if self.faults.due("spool"):
@@ -77,7 +78,7 @@ class Intake:
         if self.faults.waiting("spool"):
             self.faults.cleared("spool")
             self._resumed = True
-        return self.faults.due("archive")
+        return retry_now or self.faults.due("archive")
 
     def _store(self, records: list[Record], acks: list[Acks], *, drained: bool) -> list[Record]:
         """Write held + ``records``; returns the records written now and holds the rest.

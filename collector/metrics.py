@@ -13,14 +13,28 @@ standard ``process_*`` (memory, CPU, file descriptors) and ``python_*`` (GC, ver
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client import (CollectorRegistry, Counter, GCCollector, Gauge, Histogram, PlatformCollector,
-                               ProcessCollector)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from .errors import PtmonError
+
+log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 10, 100, 1_000, 4_096, 16_384, 65_536)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -121,3 +135,16 @@ class Metrics:
     def _checkpoint_age(self) -> float:
         """Measured when scraped, so a collector that stopped checkpointing shows it growing."""
         return max(0.0, time.time() - (self._last_checkpoint or self._started))
+
+
+def serve_metrics(listen: str, metrics: Metrics) -> Any:
+    """Serve ``/metrics`` on ``host:port`` in a thread (None when ``listen`` is empty); ``.shutdown()`` stops it."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    try:
+        server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
+    except OSError as exc:
+        raise PtmonError(f"cannot serve /metrics on {listen}: {exc.strerror}") from exc
+    log.info("Prometheus metrics on http://%s/metrics", listen)
+    return server

@@ -14,8 +14,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .collect import Collector, write_results_csv
-from .config import (DEFAULT_TOPICS, INFLUX_PASSWORD_ENV, MQTT_PASSWORD_ENV, CollectorConfig, TlsConfig, check_config,
-                     load_config)
+from .config import (
+    DEFAULT_TOPICS,
+    INFLUX_PASSWORD_ENV,
+    MQTT_PASSWORD_ENV,
+    CollectorConfig,
+    TlsConfig,
+    check_config,
+    load_config,
+)
 from .credentials import redact, split_credentials
 from .errors import StorageGone, UsageError
 from .registry import load_registry

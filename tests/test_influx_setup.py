@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ptmon.config import InfluxConfig
 from ptmon.sinks.influx import InfluxSink
 from ptmon.sinks.influx_setup import create_database_statement, query_error
+
 from tests.fixtures_influx import count_points, influx_server, run, wait_until  # noqa: F401 (fixture)
 from tests.servers import InfluxServer, influxql
 
@@ -31,7 +31,7 @@ def errors_from_the_sink(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def write_and_wait(sink: InfluxSink, failures: int) -> None:
     """Submit the lines and let ``failures`` retries fail (a real failing write, several times)."""
     sink.submit(LINES)
-    await wait_until(lambda: sink._failures >= failures, 15, f"{failures} failed writes")  # noqa: SLF001
+    await wait_until(lambda: sink._failures >= failures, 15, f"{failures} failed writes")
 
 
 def test_database_is_created_at_start(influx_server: InfluxServer, tmp_path: Path) -> None:
@@ -118,8 +118,8 @@ def test_account_that_may_not_create_gets_one_warning_and_one_error_per_problem(
         async with InfluxSink(settings, spool_dir=tmp_path) as sink:
             await write_and_wait(sink, 6)
             await asyncio.to_thread(as_admin, secured_influx.url, "CREATE DATABASE not_yet")
-            failures = sink._failures  # noqa: SLF001
-            await wait_until(lambda: sink._failures >= failures + 6, 15, "writes refused for want of the right")  # noqa: SLF001
+            failures = sink._failures
+            await wait_until(lambda: sink._failures >= failures + 6, 15, "writes refused for want of the right")
             await asyncio.to_thread(as_admin, secured_influx.url, f"GRANT WRITE ON not_yet TO {WRITER[0]}")
             await wait_until(lambda: sink.pending_points == 0, 15, "points written")
 

@@ -7,7 +7,6 @@ equal a replay of its archive afterwards."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import shutil
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ptmon.archive import ArchiveReader
 from ptmon.collect import Collector
 from ptmon.config import CollectorConfig, EmailConfig, InfluxConfig, MqttConfig, StorageConfig
@@ -33,14 +31,28 @@ from ptmon.rules import load_rules
 from ptmon.sinks.archive import ArchiveWriteError, ArchiveWriter, archive_files
 
 from .brokers import MosquittoServer
+from .conftest import HEADER
 from .servers import InfluxServer, influx_rows, influxql
 from .smtp import SmtpServer
 from .storage import Filler, ledger_locked, small_filesystem, wait_until
-from .test_collect_restarts import CAMERAS, Publisher, registry_file  # noqa: F401 (fixture)
+from .test_collect_restarts import CAMERAS, Publisher
+
+
+@pytest.fixture
+def registry_file(tmp_path: Path) -> Path:
+    """Four cameras of taopu (heartbeats every minute)."""
+    return write_registry(tmp_path)
+
 
 LAST = 160  # rounds of heartbeats (one per camera) in the disk-full tests: ~13 bytes each in the archive,
 # so more than a page (the room the archive file still has in its last page when the disk fills)
 FAST = StorageConfig(retry_min=0.05, retry_max=0.5, alert_after=1.0)
+
+
+def write_registry(tmp_path: Path) -> Path:
+    path = tmp_path / "registry.csv"
+    path.write_text("\n".join([HEADER] + [f"{d},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-0,2026-01-01," for d in CAMERAS]) + "\n")
+    return path
 
 
 def collector_config(tmp_path: Path, data: Path, registry: Path, port: int, **changes: Any) -> CollectorConfig:
@@ -265,7 +277,9 @@ def test_checkpoint_without_room_is_retried_while_intake_goes_on(tmp_path, regis
         run = Running(config)
         collector, filler = run.collector, Filler(own)
         publisher = Publisher(broker.port)
-        age = lambda: collector.metrics.registry.get_sample_value("ptmon_checkpoint_age_seconds")  # noqa: E731
+        def age() -> float:
+            return collector.metrics.registry.get_sample_value("ptmon_checkpoint_age_seconds") or 0.0
+
         try:
             publish_round(publisher, 1)
             wait_until(lambda: run.heartbeats() == 4 and (own / "state.npz").exists(), what="a first checkpoint")
