@@ -44,7 +44,12 @@ class Intake:
         self._held_acks: list[Acks] = []
         self._resumed = False  # a hold ended: the next write starts with the gap's end
         self._last_tick = 0.0
-        faults.details["archive"] = lambda: f"{len(self.held):,} messages held, not acknowledged (the broker keeps the rest)"
+        faults.details["archive"] = lambda: f"{self.unarchived():,} messages held, not acknowledged (the broker keeps the rest)"
+        metrics.held_messages.set_function(self.unarchived)
+
+    def unarchived(self) -> int:
+        """Messages received and not yet archived (nor acknowledged): held, and waiting in the source."""
+        return len(self.held) + self.source.pending()
 
     @property
     def holding(self) -> bool:
@@ -94,11 +99,9 @@ class Intake:
         except ArchiveWriteError as exc:
             written = min(exc.written, len(batch))
             self.held = batch[written:]
-            self.metrics.held_messages.set(len(self.held))
             self.faults.failed("archive", str(exc))
             return batch[:written]
         self.held = []
-        self.metrics.held_messages.set(0)
         for a in self._held_acks:
             self.source.ack(a)
         self._held_acks = []

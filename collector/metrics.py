@@ -97,7 +97,7 @@ class Metrics:
         self.engine_lag = Gauge("ptmon_engine_lag_seconds", "Wall time minus the receive time of the last applied message",
                                 registry=registry)
         self.held_messages = Gauge("ptmon_collector_held_messages",
-                                   "Messages taken from the broker but not yet archived (so not acknowledged)",
+                                   "Messages received but not yet archived, so not acknowledged (read when scraped)",
                                    registry=registry)
         self.archive_records = Counter("ptmon_archive_records", "Records appended to the archive", registry=registry)
         self.archive_bytes = Counter("ptmon_archive_bytes", "Compressed bytes appended to the archive", registry=registry)
