@@ -1,14 +1,18 @@
 """Soak: the whole pipeline for a set time with things going wrong, then what must still hold.
 
     python bench/soak.py [--minutes 10] [--speed 60] [--registry FILE] [--workdir DIR] [--rss-limit-mb N]
+                         [--disk-full SECONDS] [--ledger-lock SECONDS] [--data-fs-mb N]
 
 Separate processes on this machine: Mosquitto (persistent, queues sized for the collector's
 outage), InfluxDB 1.6.7, ``ptmon collect`` (a generated config, ``--kpi-csv``) and ``ptmon
 simulate --qos 1 --record`` on the registry (default: the whole generated district) with a
 scenario of street outage, gateway deaths, device churn, flapping, duplicates, unknown and
 malformed messages. Injected while it runs: broker restarts (SIGTERM; Mosquitto saves its
-sessions), an InfluxDB outage, and one collector SIGKILL and restart. Then it waits until the
-collector has drained the broker and InfluxDB has every point, stops the collector and checks:
+sessions), an InfluxDB outage, one collector SIGKILL and restart, another process holding
+``BEGIN EXCLUSIVE`` on the collector's ledger (``--ledger-lock``), and a full disk: the collector's
+data directory lives on a size-limited tmpfs (else a loop-mounted image; as root), filled to the
+last byte for ``--disk-full`` seconds. Then it waits until the collector has drained the broker
+and InfluxDB has every point, stops the collector and checks:
 
 1. **messages**: the archive holds every heartbeat-topic message the simulator recorded as
    sent (acknowledged by the broker, QoS 1), as a multiset of (topic, payload), and nothing it
@@ -21,12 +25,15 @@ collector has drained the broker and InfluxDB has every point, stops the collect
    ``reorder``: a message arriving behind a newer one of its device is stale, a distinct key
    that is never accepted, and the last equality would not hold.)
 3. **KPIs**: ``ptmon replay --month`` of the archive gives byte for byte the collector's live
-   month-to-date CSV.
+   month-to-date CSV, and the ledger's month gives the same.
 4. **memory**: the collector's RSS (VmRSS, sampled twice a second, every process) stays under
    ``--rss-limit-mb``.
+5. **storage faults**: the collector reported each injected one (the archive held while the disk was
+   full, the ledger waited while locked) and resumed from it by itself, never exiting.
 
 Prints a summary table (check, expected, got, PASS/FAIL) and exits 1 when a check fails.
-Everything it ran and wrote stays in ``--workdir`` (logs, archive, recording, configs).
+Everything it ran and wrote stays in ``--workdir`` (logs, archive, recording, configs; the
+collector's data is copied off its small filesystem before that is unmounted).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,7 +67,10 @@ from ptmon.rules import load_rules
 from ptmon.sinks.archive import archive_files
 from ptmon.timebase import format_instant, seconds_to_us
 from ptmon.simulators.loopback import free_port, wait_for_port
+from ptmon.ledger.read import ledger_results
+from ptmon.ledger.store import Ledger
 from tests.servers import InfluxServer, influx_rows, influxql
+from tests.storage import Filler, lock_ledger, mount_small_filesystem, unmount
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PTMON = [sys.executable, "-m", "ptmon.cli"]
@@ -82,6 +93,9 @@ class SoakOptions:
     influx_outage: float = 25.0  # seconds; 0: none
     collector_kill: bool = True  # one SIGKILL and restart of the collector
     collector_down: float = 5.0
+    ledger_lock: float = 45.0  # seconds another process holds BEGIN EXCLUSIVE on the ledger (busy timeout: 30 s); 0: none
+    disk_full: float = 30.0  # seconds the collector's data filesystem stays full; 0: none (and no small filesystem)
+    data_fs_mb: int = 2048  # size of that filesystem: the district's archive, ledger, checkpoint and spool fit
     checkpoint_interval: float = 10.0
     drain_timeout: float = 600.0
     progress: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
@@ -133,7 +147,8 @@ class Broker:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}"
             f"persistence true\npersistence_location {store}/\nautosave_interval 0\n"  # saved at each clean stop
             f"max_queued_messages {max_queued}\nmax_queued_bytes 0\n"  # the default 1000 drops silently (MEASURED.md)
-            "max_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n")
+            # as deploy/mosquitto: what a collector that cannot archive holds is bounded by this window
+            "max_inflight_messages 20000\nlog_dest stderr\nlog_type error\nlog_type warning\n")
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -258,7 +273,8 @@ def write_collector_config(path: Path, *, registry: Path, data: Path, broker_por
         f'metrics_listen = "127.0.0.1:{metrics_port}"\n'
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{broker_port}"\nclient_id = "ptmon-soak"\nqos = 1\n'
         'reconnect_min = 0.2\nreconnect_max = 2\n'
-        f'[influx]\nurl = "{influx_url}"\ndatabase = "{DATABASE}"\nflush_interval = 1\nretry_max = 2\n')
+        f'[influx]\nurl = "{influx_url}"\ndatabase = "{DATABASE}"\nflush_interval = 1\nretry_max = 2\n'
+        '[storage]\nretry_max = 5\n')
     return path
 
 
@@ -276,21 +292,51 @@ class Run:
     influx_url: str
     rss: list[tuple[float, int, float]]
     info: list[str]
+    ledger: Path
+    collector_log: Path
+    faults: list[str] = field(default_factory=list)  # the storage faults injected ("archive", "ledger")
+
+
+class DataFilesystem:
+    """The collector's data directory on a small filesystem of its own, to fill (the real disk is shared)."""
+
+    def __init__(self, directory: Path, size_mb: int) -> None:
+        self.directory = directory
+        self.kind = mount_small_filesystem(directory, size_mb)
+        self.filler = Filler(directory)
+
+    def close(self) -> None:
+        """Copy the data off, unmount, and put the copy where the data was."""
+        if self.kind is None:
+            return
+        self.filler.release()
+        keep = self.directory.with_name(self.directory.name + ".copy")
+        shutil.copytree(self.directory, keep, symlinks=True)
+        unmount(self.directory)
+        shutil.copytree(keep, self.directory, symlinks=True, dirs_exist_ok=True)
+        shutil.rmtree(keep)
 
 
 def run(options: SoakOptions) -> Report:
     """Everything: the processes, the injections, the drain, and the checks."""
     options.workdir.mkdir(parents=True, exist_ok=True)
+    fs = DataFilesystem(options.workdir / "collector", options.data_fs_mb) if options.disk_full > 0 else None
     influx = InfluxServer(options.workdir)
-    influx.start()
     try:
-        return check(_run_processes(options, influx), options)
+        influx.start()
+        return check(_run_processes(options, influx, fs), options)
     finally:
         influx.stop()
+        if fs is not None:
+            fs.close()
 
 
-def _events(options: SoakOptions, duration: float) -> list[tuple[float, str]]:
+def _events(options: SoakOptions, duration: float, disk_full: bool) -> list[tuple[float, str]]:
     events: list[tuple[float, str]] = []
+    if options.ledger_lock > 0:
+        events.append((0.3 * duration, "ledger lock"))
+    if disk_full:
+        events += [(0.85 * duration, "disk full"), (0.85 * duration + options.disk_full, "disk freed")]
     n = options.broker_restarts
     events += [((0.2 + 0.55 * i / max(n - 1, 1)) * duration, "broker restart") for i in range(n)]
     if options.influx_outage > 0:
@@ -300,7 +346,7 @@ def _events(options: SoakOptions, duration: float) -> list[tuple[float, str]]:
     return sorted(events)
 
 
-def _run_processes(options: SoakOptions, influx: InfluxServer) -> Run:
+def _run_processes(options: SoakOptions, influx: InfluxServer, fs: DataFilesystem | None) -> Run:
     w, say = options.workdir, options.progress
     registry_path = options.registry or w / "registry.csv"
     if not registry_path.exists():
@@ -324,7 +370,7 @@ def _run_processes(options: SoakOptions, influx: InfluxServer) -> Run:
     info = [(f"registry {len(registry):,} devices; speed {options.speed:g} → ~{rate:,.0f} heartbeats/s; "
              f"{options.minutes:g} min wall = {window / 3600:.1f} simulated h"),
             (f"mosquitto: persistence on, max_queued_messages {max_queued:,} "
-             f"(≈ {max_queued / max(rate, 1):.0f} s of traffic), max_queued_bytes 0, max_inflight_messages 0")]
+             f"(≈ {max_queued / max(rate, 1):.0f} s of traffic), max_queued_bytes 0, max_inflight_messages 20,000")]
     sim_log = w / "simulate.log"
     try:
         collector.start()
@@ -337,7 +383,11 @@ def _run_processes(options: SoakOptions, influx: InfluxServer) -> Run:
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_until(lambda: "simulate: at" in sim_log.read_text(errors="replace"), STARTUP_ALLOWANCE,
                    "the simulator to start sending", alive=simulator)
-        info += _inject(options, broker, influx, collector, simulator, metrics_port, sim_log)
+        if fs is not None:
+            info.append(f"collector data on {fs.kind}" if fs.kind else
+                        "no disk-full window: neither a tmpfs nor a loop device could be mounted here")
+        faults, lines = _inject(options, broker, influx, collector, simulator, metrics_port, sim_log, fs, data)
+        info += lines
         if simulator.wait() != 0:
             raise RuntimeError(f"the simulator exited with {simulator.returncode}: see {sim_log}")
         info += [line for line in sim_log.read_text(errors="replace").splitlines()
@@ -353,14 +403,20 @@ def _run_processes(options: SoakOptions, influx: InfluxServer) -> Run:
         broker.stop()
     spool = [p for p in (data / "spool").rglob("*") if p.is_file()] if (data / "spool").exists() else []
     info.append(f"InfluxDB spool left after shutdown: {len(spool)} files")
-    return Run(registry, recording, archive_files(data / "archive"), collector.kpi_csv, influx.url, collector.rss, info)
+    return Run(registry, recording, archive_files(data / "archive"), collector.kpi_csv, influx.url, collector.rss, info,
+               data / "ledger.sqlite", collector.log, faults)
 
 
 def _inject(options: SoakOptions, broker: Broker, influx: InfluxServer, collector: Collector,
-            simulator: subprocess.Popen[bytes], metrics_port: int, sim_log: Path) -> list[str]:
-    """The scheduled breakages while the simulator runs; returns when it has exited."""
+            simulator: subprocess.Popen[bytes], metrics_port: int, sim_log: Path, fs: DataFilesystem | None,
+            data: Path) -> tuple[list[str], list[str]]:
+    """The scheduled breakages while the simulator runs; returns (storage faults injected, report lines)
+    when it has exited."""
     began = time.monotonic()
-    events, done, last_progress = _events(options, options.minutes * 60), [], began
+    disk_full = fs is not None and fs.kind is not None
+    events, done, last_progress = _events(options, options.minutes * 60, disk_full), [], began
+    lockers: list[subprocess.Popen[str]] = []
+    faults: list[str] = []
     while simulator.poll() is None:
         elapsed = time.monotonic() - began
         while events and events[0][0] <= elapsed:
@@ -378,6 +434,15 @@ def _inject(options: SoakOptions, broker: Broker, influx: InfluxServer, collecto
                 collector.kill()
             elif what == "collector start":
                 collector.start()
+            elif what == "ledger lock":
+                lockers.append(lock_ledger(data / "ledger.sqlite", options.ledger_lock))
+                faults.append("ledger")
+                what += f" for {options.ledger_lock:g} s"
+            elif what == "disk full" and fs is not None:
+                what += f" ({fs.filler.fill() / 2**20:,.0f} MB filler)"
+                faults.append("archive")
+            elif what == "disk freed" and fs is not None:
+                fs.filler.release()
             line = f"{elapsed:6.1f} s  {what} ({time.monotonic() - t0:.1f} s)"
             done.append(line)
             options.progress(f"soak: {line}")
@@ -388,11 +453,17 @@ def _inject(options: SoakOptions, broker: Broker, influx: InfluxServer, collecto
             rss = collector.rss[-1][2] if collector.rss else 0.0
             options.progress(f"soak: {elapsed:5.0f} s | {sim[-1][10:] if sim else '-'} | collector "
                              f"{m.get('ptmon_archive_records_total', 0):,.0f} archived since start, RSS {rss:.0f} MB, "
-                             f"InfluxDB buffer {m.get('ptmon_influx_buffered_points', 0):,.0f} points")
+                             f"InfluxDB buffer {m.get('ptmon_influx_buffered_points', 0):,.0f} points, "
+                             f"held {m.get('ptmon_collector_held_messages', 0):,.0f}, waiting on storage "
+                             f"{m.get('ptmon_storage_waiting_seconds', 0):.0f} s")
         if collector.proc is not None and collector.proc.poll() not in (None, -signal.SIGKILL):
             raise RuntimeError(f"the collector died with {collector.proc.returncode}: see {collector.log}")
         time.sleep(0.5)
-    return ["injected (seconds after the simulator began sending):"] + [f"  {line}" for line in done] + \
+    if fs is not None:
+        fs.filler.release()
+    for locker in lockers:
+        locker.wait(options.ledger_lock + 30)
+    return faults, ["injected (seconds after the simulator began sending):"] + [f"  {line}" for line in done] + \
         [f"  not reached before the simulator ended: {what}" for _, what in events]
 
 
@@ -480,7 +551,9 @@ def check(result: Run, options: SoakOptions) -> Report:
     start, end = month_of(seconds_to_us(time.time()))
     check_points(report, result, distinct_keys, start, end)
     check_kpis(report, result, options, format_instant(start)[:7])
+    check_ledger(report, result, start, end)
     check_rss(report, result.rss, options.rss_limit_mb)
+    check_faults(report, result)
     return report
 
 
@@ -533,6 +606,33 @@ def check_kpis(report: Report, result: Run, options: SoakOptions, month: str) ->
                                "; ".join(differing)))
 
 
+def check_ledger(report: Report, result: Run, start: int, end: int) -> None:
+    """(3) the ledger's month (hours written through the lock, the full disk and the SIGKILL) = the replay."""
+    replayed = replay([str(p) for p in result.archives], result.registry, start, end).csv_text()
+    with Ledger(result.ledger, readonly=True) as ledger:
+        integrity = ledger.integrity_check()
+        ledger_csv = ledger_results(ledger, result.registry, start, end).csv_text()
+    report.checks.append(Check("3 ledger month = replay", f"{len(replayed.splitlines())} lines identical",
+                               "identical" if ledger_csv == replayed else "differs", ledger_csv == replayed
+                               and integrity == "ok", f"integrity_check: {integrity}"))
+
+
+def check_faults(report: Report, result: Run) -> None:
+    """(5) each injected storage fault was reported and ended by itself (the collector never exited on it)."""
+    log = result.collector_log.read_text(errors="replace")
+    stages = {"archive": "the archive to take messages", "ledger": "the ledger to take its writes"}
+    got, ok = [], True
+    for stage in result.faults:
+        began = log.count(f"storage fault: waiting for {stages[stage]}")
+        ended = [float(m) for m in re.findall(rf"storage fault over: {stages[stage]} after ([0-9.]+) s", log)]
+        ok = ok and began >= 1 and len(ended) >= 1  # a SIGKILL in the middle of one leaves it unended: it recurs
+        got.append(f"{stage} {began}× (longest {max(ended, default=0):.0f} s)")
+    others = sorted(set(re.findall(r"storage fault: waiting for (the [a-z ]+?) to", log)) - {"the archive", "the ledger"})
+    note = "also waited for: " + ", ".join(others) if others else ""
+    report.checks.append(Check("5 storage faults reported and resumed by itself", ", ".join(result.faults) or "none",
+                               "; ".join(got) or "none injected", ok, note))
+
+
 def check_rss(report: Report, samples: list[tuple[float, int, float]], limit_mb: float) -> None:
     """(4) the collector's resident memory over the run, every process (the restart is a new pid)."""
     peak = max((mb for _, _, mb in samples), default=0.0)
@@ -560,6 +660,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-restarts", type=int, default=2, help="Mosquitto restarts (default 2)")
     parser.add_argument("--influx-outage", type=float, default=25.0, help="seconds InfluxDB is stopped (default 25; 0: none)")
     parser.add_argument("--no-collector-kill", action="store_true", help="do not SIGKILL and restart the collector")
+    parser.add_argument("--ledger-lock", type=float, default=45.0,
+                        help="seconds another process holds BEGIN EXCLUSIVE on the ledger (default 45; 0: none)")
+    parser.add_argument("--disk-full", type=float, default=30.0,
+                        help="seconds the collector's data filesystem is kept full (default 30; 0: none, and the data "
+                        "stays on the workdir's disk)")
+    parser.add_argument("--data-fs-mb", type=int, default=2048,
+                        help="size of the tmpfs (else loop image) the collector's data lives on (default 2048)")
     args = parser.parse_args(argv)
     if args.workdir.exists() and any(p.name != "registry.csv" for p in args.workdir.iterdir()):
         parser.error(f"--workdir {args.workdir} is not empty (a registry.csv alone may stay)")
@@ -570,7 +677,8 @@ def main(argv: list[str] | None = None) -> int:
     options = SoakOptions(workdir=args.workdir.resolve(), minutes=args.minutes, speed=args.speed,
                           registry=args.registry.resolve() if args.registry else None, seed=args.seed,
                           rss_limit_mb=args.rss_limit_mb, broker_restarts=args.broker_restarts,
-                          influx_outage=args.influx_outage, collector_kill=not args.no_collector_kill)
+                          influx_outage=args.influx_outage, collector_kill=not args.no_collector_kill,
+                          ledger_lock=args.ledger_lock, disk_full=args.disk_full, data_fs_mb=args.data_fs_mb)
     began = time.monotonic()
     report = run(options)
     report.info.append(f"soak took {time.monotonic() - began:.0f} s wall; files in {options.workdir}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,14 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "before --start is sent first, squeezed into the D before it (e.g. 60s)")
 
     col = sub.add_parser("collect", help="the live collector: MQTT in; archive, InfluxDB and Prometheus out",
-                         description="Subscribe to the district's heartbeats and gateway statuses, archive every message "
+                         epilog=COLLECT_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description=textwrap.fill("Subscribe to the district's heartbeats and gateway statuses, archive every message "
                          "(gzip JSON Lines, one file per Shanghai day), keep the SLA engine's state (checkpointed, so a "
                          "restart continues the month), write heartbeat and sla points to InfluxDB and serve Prometheus "
                          "/metrics. Settings come from --config (see ptmon.sample.toml); the options below override it. "
-                         "Ctrl-C or SIGTERM shuts down in order; a second one exits at once.")
+                         "Ctrl-C or SIGTERM shuts down in order; a second one exits at once.", 78))
     col.add_argument("--config", metavar="FILE", help="TOML config file (secrets come from the environment variables it names)")
     col.add_argument("--check-config", action="store_true", help="validate the config and the registry, print the effective settings, exit")
-    col.add_argument("--broker", metavar="URL", help="mqtt://host:port or mqtts://host:port")
+    col.add_argument("--broker", metavar="URL", help="mqtt://[user[:password]@]host:port or mqtts://...; a user without "
+                     "password takes it from $PTMON_MQTT_PASSWORD (never printed)")
     col.add_argument("--registry", metavar="FILE", help="device registry CSV")
     col.add_argument("--rules", metavar="DIR", help="rule files directory (default: the config's, else the repo's rules/)")
     col.add_argument("--data-dir", metavar="DIR", help="where the archive, the InfluxDB spool and the checkpoint go")
@@ -115,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MQTT topic filter, repeatable (default putuo/+/+/+/hb and putuo/gw/+/status)")
     col.add_argument("--street", action="append", metavar="CODE",
                      help="only these streets' devices (repeatable): a way to split the district over collectors")
-    col.add_argument("--influx-url", metavar="URL", help="InfluxDB base URL (http://host:8086); default: no InfluxDB")
+    col.add_argument("--influx-url", metavar="URL", help="InfluxDB base URL (http://[user[:password]@]host:8086; credentials "
+                     "for the v1 API only); default: no InfluxDB")
     col.add_argument("--influx-api", choices=["v1", "v2"], help="v1: /write (InfluxDB 1.x, 3.x); v2: influxdb-client (2.x, 3.x)")
     col.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics here ('' disables)")
     col.add_argument("--kpi-csv", metavar="FILE", help="keep the month-to-date KPIs in this CSV (rewritten at every checkpoint)")
@@ -145,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--workdir", metavar="DIR", default="ptmon-demo", help="where the registry and archive go (default ./ptmon-demo)")
     return parser
+
+
+COLLECT_EXIT_STATUSES = """\
+A full disk, a locked ledger or a failing write do not stop the collector: it waits, says what it
+waits for (log once a minute, ptmon_storage_waiting_seconds, an email after [storage] alert_after),
+acknowledges nothing it could not archive, and resumes by itself.
+
+exit status:
+  0    stopped by SIGINT or SIGTERM, in order (archive closed, checkpoint saved)
+  1    an unexpected error (a bug: please report the traceback)
+  2    bad options, config, registry or rule files, or a ledger/checkpoint that cannot be used (nothing started)
+  3    its storage vanished while running (data directory, archive file or ledger deleted): unrecoverable
+  130  a second SIGINT/SIGTERM forced it out at once (a restart continues from the checkpoint)
+"""
 
 
 def _resolve_period(args: argparse.Namespace) -> tuple[int, int]:

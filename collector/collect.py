@@ -9,11 +9,17 @@ Lifecycle, in order:
    finally the MQTT source.
 2. **Main loop** (:meth:`Collector.step`), woken by arriving messages or once a second: take
    what arrived, append it to the archive and commit it to the OS, acknowledge it to the
-   broker, feed it to the engine, hand the points to InfluxDB. Every
+   broker, feed it to the engine, hand the points to InfluxDB (collector/intake.py). Every
    ``checkpoint_interval``, make the InfluxDB buffer durable and save the state.
 3. **Shutdown**: disconnect from the broker (no more intake), process what is left, close
    the archive (fsync), save the state, flush InfluxDB within a deadline (the rest stays in
    its spool for the next start).
+
+Storage faults (collector/faults.py) never stop the loop: a full disk holds intake (nothing
+unarchived is acknowledged), a locked ledger keeps its rows in memory, a failed checkpoint
+waits; each is retried with capped backoff and reported until it clears. Only storage that
+vanished (:class:`StorageGone`: the data directory deleted) stops the collector, with exit
+status 3 and no checkpoint over the state it can no longer match.
 """
 
 from __future__ import annotations
@@ -21,51 +27,61 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import start_http_server
-
-from .archive import TICK_TOPIC, ArchiveReader, Record
 from .alerting.evaluate import AlertEvaluator
 from .alerting.mailer import Mailer
 from .alerting.model import Notification
 from .alerting.outbox import outbox_rows
 from .alerting.rules import ALERTS_FILE, AlertRules, load_alert_rules
+from .archive import ArchiveReader, Record
 from .checkpoint import Checkpoint, load_checkpoint, restore_decoder, save_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
 from .engine import Engine
-from .errors import CheckpointError, PtmonError
-from .health import health_lines
+from .errors import CheckpointError, PtmonError, SinkError, StorageGone
 from .exemptions import ExemptionMask
+from .faults import (
+    Fault,
+    FaultCollector,
+    Faults,
+    check_storage_present,
+    send_storage_alert,
+    storage_alert,
+)
+from .health import health_lines
+from .intake import Intake
 from .ledger.episodes import EpisodeTracker, episode_line
+from .ledger.keeper import LedgerKeeper
 from .ledger.read import ledger_results
 from .ledger.records import Episode
 from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .lock import DataDirLock
-from .metrics import Metrics
+from .metrics import Metrics, PipelineCounts, serve_metrics
 from .registry import Registry, load_registry
 from .replay import Feed, freeze_startup_heap
 from .results import Results
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .sinks.archive import ArchiveWriter, archive_files
 from .snapshots import load_snapshot, month_sources, save_snapshot
+from .source import MqttSource
 from .tally import Tally
 from .timebase import US_PER_S, format_instant, month_bounds
-from .source import MqttSource
 
 log = logging.getLogger(__name__)
 
-IDLE_TICK = 1.0  # seconds: with no message, the clock still advances (and is archived) this often
+IDLE_TICK = 1.0  # seconds: the loop wakes at least this often (and intake archives a clock tick)
 GATHER = 0.02  # seconds to let a batch gather after the first message wakes the loop
 EXEMPTION_POLL = 5.0  # seconds between looks for exemptions recorded by `ptmon exempt`
 HEALTH_INTERVAL = 10.0  # seconds between the collector's own `collector` points
+LEDGER_BUSY_TIMEOUT_MS = 250  # in the main loop a locked ledger waits this long per try, then backs off
 
 
 def _inputs_changed(checkpoint: Checkpoint, registry: Registry) -> str:
@@ -90,19 +106,39 @@ class Collector:
         self.notes: list[str] = []
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_tick = 0.0
         self._last_checkpoint = time.monotonic()
         self._last_exemption_poll = time.monotonic()
         self._last_health = 0.0
-        self._counted: dict[str, int] = {}
         self._replaying = False  # rebuilding from the whole archive: no InfluxDB points, no snapshots
         self.final_results: Results | None = None  # the month's KPIs as the collector stopped
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
         self.lock = DataDirLock(config.data_dir)
         self.lock.acquire()
+        self.faults = Faults(config.storage)
+        self.keeper = LedgerKeeper(self.faults, wake_mailer=lambda: self.mailer.wake() if self.mailer else None)
         self._restore()
         self.archive = ArchiveWriter(config.archive_path, compresslevel=config.archive_compresslevel, metrics=self.metrics)
         self.source = MqttSource(config.mqtt, self.metrics, wakeup=self._wakeup_threadsafe, clock=clock)
+        self._watch_storage()
+
+    def _watch_storage(self) -> None:
+        """Fault handling and the metrics that read the pipeline's own counts when scraped."""
+        self.faults.on_alert = self._storage_alert
+        self.keeper.bind(self.ledger, self.ledger_writer)
+        self.keeper.record_alerts({}, [])  # those of the replayed archive tail
+        self.intake = Intake(self.source, self.archive, self.faults, self.metrics, clock=self.clock,
+                             blocked=lambda: self.influx.holding() if self.influx is not None else None)
+        self.metrics.pipeline.read = self._pipeline_counts
+        self.metrics.registry.register(FaultCollector(self.faults))
+        if self.config.checkpoint_path.exists():
+            self.metrics.checkpoint_saved(self.config.checkpoint_path.stat().st_mtime)
+
+    def _pipeline_counts(self) -> PipelineCounts:
+        """Read by Prometheus' thread: copies are taken in C, so a concurrent batch cannot break them."""
+        decoder, engine = self.decoder, self.engine
+        return PipelineCounts(accepted=decoder.accepted, rejects=dict(decoder.rejects), engine=dict(engine.stats),
+                              unknown_devices=len(decoder.unknown_topics) + decoder.unknown_overflow,
+                              ledger_hours=self.ledger_writer.hours_written)
 
     # --- startup ------------------------------------------------------------------------
 
@@ -244,18 +280,24 @@ class Collector:
         assert self.alert_rules is not None
         messages = outbox_rows(notifications, ledger=self.ledger, registry=self.registry, alert_rules=self.alert_rules,
                                sender=self.config.email.sender)
-        self.ledger.record_alerts(states, messages)
         for m in messages:
             self.metrics.alerts.labels(m["kind"], m["event"]).inc()
             log.warning("alert email queued for %s: %s", ", ".join(m["recipients"]), m["subject"])
-        if messages and self.mailer is not None:
-            self.mailer.wake()
+        self.keeper.record_alerts(states, messages)  # never raises: a refusing ledger keeps them for the retry
 
     def _data_quality(self) -> dict[str, int]:
         """Cumulative counts the daily digest reports the increase of."""
         counts = {f"reject:{k}": int(v) for k, v in self.decoder.rejects.items()}
         counts.update({f"engine:{k}": int(self.engine.stats.get(k, 0)) for k in ("duplicate", "stale", "late")})
         return counts
+
+    def _storage_alert(self, fault: Fault, event: str, waited: float) -> None:
+        """The email of a storage fault that lasted ``alert_after``, to the district's recipients."""
+        recipients = self.alert_rules.district if self.alert_rules is not None else ()
+        row = storage_alert(fault, event, waited, recipients=recipients or (self.config.email.sender,),
+                            sender=self.config.email.sender, instance=self.config.mqtt.client_id)
+        self.metrics.alerts.labels("storage", event).inc()
+        send_storage_alert(row, self.ledger, self.mailer)
 
     def _poll_exemptions(self) -> None:
         version = self.ledger.exemptions_version()
@@ -305,8 +347,23 @@ class Collector:
     # --- the main loop -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set; raises :class:`StorageGone` (after an emergency shutdown) when the storage vanished."""
         self._loop = asyncio.get_running_loop()
-        metrics_server = self._start_metrics()
+        metrics_server = serve_metrics(self.config.metrics_listen, self.metrics)
+        fatal = False
+        try:
+            await self._start_sinks()
+            while not stop.is_set():
+                await self._wait(stop)
+                await self._tick(self.clock())
+        except StorageGone as exc:
+            fatal = True
+            log.critical("stopping: %s", exc)
+            raise
+        finally:
+            await self._shutdown(metrics_server, fatal=fatal)
+
+    async def _start_sinks(self) -> None:
         if self.config.influx.url:
             from .sinks.influx import InfluxSink
 
@@ -318,26 +375,31 @@ class Collector:
             self.mailer.start()
         elif self.alerts is not None:
             log.warning("no [email] host configured: alert emails are kept in the ledger's outbox, unsent")
-        # The limits decoded with from here on, so a replay of the archive rejects alike.
-        self.archive.append([self.decoder.limits_record(self.clock())])
-        self.archive.commit()
+        # From here on a locked ledger must not stall intake: short waits, retried with backoff.
+        self.ledger.db.execute(f"PRAGMA busy_timeout = {LEDGER_BUSY_TIMEOUT_MS}")
+        self._ledger_inode = os.stat(self.config.ledger_path).st_ino
+        # The limits decoded with from here on, first in the archive, so a replay of it rejects alike.
+        self.intake.held.append(self.decoder.limits_record(self.clock()))
         self.source.start()
-        try:
-            while not stop.is_set():
-                await self._wait(stop)
-                now = self.clock()
-                self.step(now)
-                if self.influx is not None and now - self._last_health >= HEALTH_INTERVAL:
-                    # The collector's clock, so under a simulated clock these line up with the sla points.
-                    self._last_health = now
-                    self.influx.submit(health_lines(self.metrics, int(now * US_PER_S), instance=self.config.mqtt.client_id))
-                if time.monotonic() - self._last_exemption_poll >= EXEMPTION_POLL:
-                    self._last_exemption_poll = time.monotonic()
-                    self._poll_exemptions()
-                if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval:
-                    await self.checkpoint()
-        finally:
-            await self._shutdown(metrics_server)
+
+    async def _tick(self, now: float) -> None:
+        self.step(now)
+        if self.influx is not None and now - self._last_health >= HEALTH_INTERVAL and not self.faults.waiting("spool"):
+            # The collector's clock, so under a simulated clock these line up with the sla points.
+            self._last_health = now
+            self.influx.submit(health_lines(self.metrics, int(now * US_PER_S), instance=self.config.mqtt.client_id))
+        if time.monotonic() - self._last_exemption_poll >= EXEMPTION_POLL:
+            self._last_exemption_poll = time.monotonic()
+            try:
+                self._poll_exemptions()
+            except sqlite3.Error as exc:  # read again at the next poll
+                log.warning("cannot read exemptions from the ledger now: %s", exc)
+        if self.faults.waiting("ledger") and self.faults.due("ledger"):
+            self._flush_ledger(open_buckets=False)
+        if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval \
+                and self.faults.due("checkpoint") and not self.faults.waiting("ledger"):
+            await self.checkpoint()
+        self.faults.tick()
 
     async def _wait(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -347,108 +409,125 @@ class Collector:
             for w in waiters:
                 w.cancel()
         self._wake.clear()
-        if self.source.pending() < self.config.mqtt.batch_size:
+        if self.source.pending() < self.config.mqtt.batch_size and not self.intake.holding:
             await asyncio.sleep(GATHER)
 
-    def step(self, now: float) -> None:
+    def step(self, now: float, *, retry_now: bool = False) -> None:
         """Take what arrived; archive, acknowledge, apply; the clock advances to ``now`` when idle."""
-        records, acks = self.source.take()
-        if not records and self.engine.up and now - self._last_tick >= IDLE_TICK:
-            records = [(now, TICK_TOPIC, "")]
-            self._last_tick = now
+        records = self.intake.take(now, ticking=self.engine.up, retry_now=retry_now)
         if not records:
             return
-        self.archive.append(records)
-        self.archive.commit()
-        self.source.ack(acks)
         for start in range(0, len(records), self.config.mqtt.batch_size):
             self.feed.feed(records[start : start + self.config.mqtt.batch_size])
         self._flush_points()
         self._update_metrics(records, now)
+        self.keeper.note_writer_error()
 
     def _update_metrics(self, records: list[Record], now: float) -> None:
-        m = self.metrics
-        m.batch_size.observe(len(records))
-        m.engine_lag.set(max(0.0, now - records[-1][0]))
-        counts = {"heartbeat": self.decoder.accepted, **{f"reject:{k}": v for k, v in self.decoder.rejects.items()},
-                  **{f"engine:{k}": v for k, v in self.engine.stats.items()}}
-        for key, value in counts.items():
-            delta = value - self._counted.get(key, 0)
-            if delta <= 0:
-                continue
-            self._counted[key] = value
-            if key == "heartbeat":
-                m.messages.labels("heartbeat").inc(delta)
-            elif key.startswith("reject:"):
-                m.messages.labels("rejected").inc(delta)
-                m.decode_errors.labels(key[7:]).inc(delta)
-            else:
-                m.engine_events.labels(key[7:]).inc(delta)
-        m.unknown_devices.set(len(self.decoder.unknown_topics) + self.decoder.unknown_overflow)
+        self.metrics.batch_size.observe(len(records))
+        self.metrics.engine_lag.set(max(0.0, now - records[-1][0]))
+
+    # --- storage -------------------------------------------------------------------------------
+
+    def _flush_ledger(self, *, open_buckets: bool) -> bool:
+        """What waits for the ledger, with ``open_buckets`` the open hour and day and the alert states."""
+        states = self.alerts.checkpoint_states() if open_buckets and self.alerts is not None else None
+        if self.keeper.flush(open_buckets=open_buckets, states=states):
+            return True
+        self._check_storage()
+        return False
+
+    def _check_storage(self) -> None:
+        check_storage_present(self.config, getattr(self, "_ledger_inode", None))
 
     # --- checkpoint and shutdown --------------------------------------------------------------
 
-    async def checkpoint(self, *, persist_points: bool = True) -> None:
-        """Make every point so far durable, then save the state with the archive position."""
-        if self.influx is not None and persist_points:
-            await self.influx.persist()
-        self.ledger_writer.flush(open_buckets=True)
+    async def checkpoint(self, *, persist_points: bool = True) -> bool:
+        """Make every point so far durable, then save the state with the archive position.
+
+        False when the storage refused: the fault is reported and retried, and the previous checkpoint
+        with the archive written after it still gives the exact state after a crash."""
+        self._check_storage()
+        if not self._flush_ledger(open_buckets=True):
+            return False
         extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time()}
         if self.alerts is not None:
-            self.ledger.record_alerts(self.alerts.checkpoint_states(), [])
             extra["alerting"] = self.alerts.checkpoint_doc()
-        save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
-                        decoder=self.decoder, extra=extra,
-                        named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day})
+        try:
+            if self.influx is not None and persist_points:
+                await self.influx.persist()
+            save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
+                            decoder=self.decoder, extra=extra,
+                            named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day})
+        except (OSError, SinkError, CheckpointError) as exc:
+            self._check_storage()
+            self.faults.failed("checkpoint", str(exc))
+            return False
+        self.faults.cleared("checkpoint")
         self._last_checkpoint = time.monotonic()
-        self.metrics.checkpoint_seconds.set(0)
+        self.metrics.checkpoint_saved(time.time())
         results = self.month_results()
         if self.on_checkpoint is not None and results is not None:
-            self.on_checkpoint(results)
+            try:
+                self.on_checkpoint(results)
+            except OSError as exc:
+                log.warning("cannot write the month-to-date KPIs now: %s; again at the next checkpoint", exc)
+        return True
 
-    async def _shutdown(self, metrics_server: Any) -> None:
+    async def _shutdown(self, metrics_server: Any, *, fatal: bool = False) -> None:
         log.info("shutting down: disconnecting from the broker")
-        await asyncio.to_thread(self.source.stop)
-        self.step(self.clock())  # what arrived last, and the monitor's 'down'
-        self.engine.finish()  # the sample owed at the instant observation ended
-        self._flush_points()
-        self.archive.close()
+        await asyncio.to_thread(self.source.stop)  # only archived messages were acknowledged
+        if not fatal:
+            self._finish_intake()
         if self.influx is not None:
             await self.influx.close()  # writes within its deadline, spools the rest: every point is durable
-        await self.checkpoint(persist_points=False)
+        if not fatal and not await self.checkpoint(persist_points=False):
+            log.error("the state could not be saved at shutdown (%s); the next start replays the archive from "
+                      "the previous checkpoint instead", self.faults.describe())
         if self.mailer is not None:
             await asyncio.to_thread(self.mailer.stop)
-        self.final_results = self.month_results()
+        if not fatal:
+            self.final_results = self.month_results()
         self.ledger.close()
         if metrics_server is not None:
             metrics_server.shutdown()
         self.lock.release()
         log.info("stopped; archive at %s", self.archive.path)
 
-    def _start_metrics(self) -> Any:
-        listen = self.config.metrics_listen
-        if not listen:
-            return None
-        host, _, port = listen.rpartition(":")
+    def _finish_intake(self) -> None:
+        """What arrived last and the monitor's 'down', then the archive closed (fsync'd)."""
         try:
-            server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.metrics.registry)
+            self.step(self.clock(), retry_now=True)
+        except StorageGone:
+            self.archive.abandon()
+            raise
+        if self.intake.held:
+            log.error("%d messages could not be archived before shutdown (%s); they were not acknowledged: the "
+                      "broker delivers them again at the next start", len(self.intake.held), self.faults.describe())
+        self.engine.finish()  # the sample owed at the instant observation ended
+        self._flush_points()
+        try:
+            self.archive.close()
         except OSError as exc:
-            raise PtmonError(f"cannot serve /metrics on {listen}: {exc.strerror}") from exc
-        log.info("Prometheus metrics on http://%s/metrics", listen)
-        return server
+            self.archive.abandon()
+            log.error("cannot finish the archive file %s (%s): it stays readable up to its last batch", self.archive.path, exc)
 
     # --- what it has measured -----------------------------------------------------------------
 
     def month_results(self) -> Results | None:
         """Month-to-date KPIs of the current month as the ledger has them (what the report pays on);
-        after shutdown, those at shutdown."""
+        after shutdown, those at shutdown; None while the ledger cannot be written."""
         if self.final_results is not None:
             return self.final_results
         tally = self.months.current()
         if tally is None:
             return None
-        self.ledger_writer.flush(open_buckets=True)
-        return ledger_results(self.ledger, self.registry, tally.start, tally.end)
+        try:
+            self.ledger_writer.flush(open_buckets=True)
+            return ledger_results(self.ledger, self.registry, tally.start, tally.end)
+        except sqlite3.Error as exc:
+            log.warning("the month-to-date KPIs wait for the ledger: %s", exc)
+            return None
 
 
 def write_results_csv(results: Results, path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from .credentials import redact
 from .errors import ConfigError
 from .rules import parse_duration
 
@@ -45,7 +46,7 @@ class MqttConfig:
     protocol: str = "3.1.1"
     client_id: str = "ptmon-collector"
     username: str | None = None
-    password: str | None = None  # from the environment variable named by password_env
+    password: str | None = field(default=None, repr=False)  # from the variable password_env names; never shown
     qos: int = 1
     persistent_session: bool = True  # clean_session=False (3.1.1) / session expiry (5)
     session_expiry: int = 7 * 86_400  # seconds the broker keeps the session while we are away (MQTT 5)
@@ -64,10 +65,11 @@ class InfluxConfig:
     database: str = "ptmon"  # v1
     retention_policy: str = ""  # v1, empty = the database's default
     username: str | None = None  # v1
-    password: str | None = None  # v1, from password_env
+    password: str | None = field(default=None, repr=False)  # v1, from password_env; never shown
     org: str = ""  # v2
     bucket: str = "ptmon"  # v2
-    token: str | None = None  # v2, from token_env
+    token: str | None = field(default=None, repr=False)  # v2, from token_env; never shown
+    skip_database_creation: bool = False  # v1: do not CREATE DATABASE at start (an account without the right)
     batch_size: int = 5_000  # points per write request
     flush_interval: float = 1.0  # seconds a partial batch may wait
     gzip: bool = True
@@ -87,7 +89,7 @@ class EmailConfig:
     port: int = 587
     security: str = "starttls"  # "starttls", "tls" (implicit, usually port 465) or "none"
     username: str | None = None
-    password: str | None = None  # from the environment variable named by password_env
+    password: str | None = field(default=None, repr=False)  # from the variable password_env names; never shown
     sender: str = "ptmon@localhost"
     ca_file: Path | None = None  # empty: the system's CA store
     timeout: float = 30.0
@@ -114,6 +116,15 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StorageConfig:
+    """What the collector does while its disk is full or its ledger locked (collector/faults.py)."""
+
+    retry_min: float = 0.5  # first wait before trying a failed write again, seconds, doubling ...
+    retry_max: float = 30.0  # ... up to this
+    alert_after: float = 600.0  # an alert email when a storage fault lasts this long; 0: never
+
+
+@dataclass(frozen=True, kw_only=True)
 class CollectorConfig:
     """The whole config. ``data_dir`` holds the archive, the spool and the checkpoint by default."""
 
@@ -133,6 +144,7 @@ class CollectorConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
     def ledger_path(self) -> Path:
@@ -161,7 +173,7 @@ SMTP_PASSWORD_ENV = "PTMON_SMTP_PASSWORD"
 # The keys each table may hold, so a typo fails before any value is read.
 _TOP_KEYS = ("registry", "rules", "data_dir", "archive_dir", "archive_compresslevel", "spool_dir",
              "checkpoint_file", "checkpoint_interval", "metrics_listen", "mqtt", "influx",
-             "ledger_file", "alerts", "email", "limits")
+             "ledger_file", "alerts", "email", "limits", "storage")
 _MQTT_KEYS = ("url", "host", "port", "tls", "protocol", "client_id", "username", "password_env",
               "qos", "persistent_session", "session_expiry", "topics", "keepalive", "reconnect_min",
               "reconnect_max", "receive_maximum", "batch_size")
@@ -169,10 +181,12 @@ _ALERTS_KEYS = ("enabled", "rules_file")
 _EMAIL_KEYS = ("host", "port", "security", "username", "password_env", "sender", "ca_file", "timeout",
                "poll_interval", "retry_min", "retry_max", "max_attempts")
 _LIMITS_KEYS = ("max_payload", "device_rate", "window", "unknown_limit")
+_STORAGE_KEYS = ("retry_min", "retry_max", "alert_after")
 _TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 _INFLUX_KEYS = ("url", "api", "database", "retention_policy", "username", "password_env", "org",
                 "bucket", "token_env", "batch_size", "flush_interval", "gzip", "timeout",
-                "retry_min", "retry_max", "memory_limit", "spool_limit", "heartbeats")
+                "retry_min", "retry_max", "memory_limit", "spool_limit", "heartbeats",
+                "skip_database_creation")
 
 _PROTOCOLS = {"5": "5", "3.1.1": "3.1.1", "311": "3.1.1"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -181,6 +195,7 @@ _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _DURATION = "a positive duration (seconds, or '90s', '15m', '6h', '1d')"
 # The dataclasses' defaults, so that a key left out gets exactly what the code declares.
 _TOP, _MQTT, _INFLUX, _EMAIL = CollectorConfig(), MqttConfig(), InfluxConfig(), EmailConfig()
+_STORAGE = StorageConfig()
 
 
 class _Table:
@@ -307,7 +322,19 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Colle
         ledger_file=top.path("ledger_file", ""),
         alerts=_alerts(top.table("alerts", _ALERTS_KEYS)),
         email=_email(top.table("email", _EMAIL_KEYS), environ),
+        storage=_storage(top.table("storage", _STORAGE_KEYS)),
     )
+
+
+def _storage(t: _Table) -> StorageConfig:
+    config = StorageConfig(
+        retry_min=float(t.seconds("retry_min", _STORAGE.retry_min)),
+        retry_max=float(t.seconds("retry_max", _STORAGE.retry_max)),
+        alert_after=0.0 if t.get("alert_after") == 0 else float(t.seconds("alert_after", _STORAGE.alert_after)),
+    )
+    if config.retry_min > config.retry_max:
+        raise t.fail("retry_min", f"at most storage.retry_max ({config.retry_max:g} s)", t.get("retry_min"))
+    return config
 
 
 def _alerts(t: _Table) -> AlertsConfig:
@@ -419,10 +446,13 @@ def _broker(t: _Table) -> tuple[str, int, TlsConfig | None]:
             raise t.fail("host", "a host name or address (or give mqtt.url instead)", host)
         return host, t.integer("port", 8883 if tls else 1883, 1, 65_535), tls
     parts = _split_url(url)
+    if parts is not None and "@" in parts.netloc:
+        raise ConfigError(f"{t.file}: {t.key('url')} holds credentials ({redact(url)}): a config file never "
+                          f"holds a password; give {t.key('username')} and put the password in the environment "
+                          f"variable {t.key('password_env')} names ({MQTT_PASSWORD_ENV} by default)")
     if (parts is None or parts.scheme not in ("mqtt", "mqtts") or not parts.hostname
-            or parts.username is not None or parts.path not in ("", "/") or parts.query
-            or parts.fragment):
-        shown = _redacted(url) if isinstance(url, str) else url
+            or parts.path not in ("", "/") or parts.query or parts.fragment):
+        shown = redact(url) if isinstance(url, str) else url
         raise t.fail("url", "mqtt://host[:port] or mqtts://host[:port]", shown)
     if "host" in t.data or "port" in t.data:
         raise t.fail("url", "given without mqtt.host and mqtt.port", url)
@@ -531,6 +561,7 @@ def _influx(t: _Table, env: Mapping[str, str]) -> InfluxConfig:
         memory_limit=t.size("memory_limit", _INFLUX.memory_limit),
         spool_limit=t.size("spool_limit", _INFLUX.spool_limit),
         heartbeats=t.flag("heartbeats", _INFLUX.heartbeats),
+        skip_database_creation=t.flag("skip_database_creation", _INFLUX.skip_database_creation),
     )
     if url and api == "v2" and not config.org.strip():
         raise t.fail("org", "set with api 'v2'", config.org)
@@ -546,11 +577,16 @@ def _influx_url(t: _Table) -> str:
     if not url:
         return ""
     parts = _split_url(url)
-    # Credentials belong in the environment, never in a URL that gets logged.
+    # Credentials belong in the environment, never in a file or in a URL that gets logged.
+    if parts is not None and "@" in parts.netloc:
+        raise ConfigError(f"{t.file}: {t.key('url')} holds credentials ({redact(url)}): a config file never "
+                          f"holds a password; give {t.key('username')} and put the password in the environment "
+                          f"variable {t.key('password_env')} names ({INFLUX_PASSWORD_ENV} by default), or with "
+                          f"api = \"v2\" the token in {INFLUX_TOKEN_ENV}")
     if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-            or parts.username is not None or parts.query or parts.fragment):
+            or parts.query or parts.fragment):
         raise t.fail("url", "http(s)://host[:port][/path] without credentials or query",
-                     _redacted(url))
+                     redact(url))
     return url
 
 
@@ -589,6 +625,8 @@ def check_config(config: CollectorConfig) -> list[str]:
         f"ledger: {config.ledger_path}",
         f"alerts: {(config.alerts.rules_file or 'alerts.yaml of the rules') if config.alerts.enabled else 'disabled'}",
         _email_line(config.email),
+        f"storage faults: retry {config.storage.retry_min:g}–{config.storage.retry_max:g} s, alert email after "
+        + (_span(config.storage.alert_after) if config.storage.alert_after else "never"),
     ]
 
 
@@ -603,7 +641,8 @@ def _influx_lines(i: InfluxConfig, spool: Path) -> list[str]:
     if not i.url:
         return ["influx: disabled (no influx.url)", f"spool: {spool} (unused)"]
     if i.api == "v1":
-        target = (f"database {i.database!r}, retention policy {i.retention_policy or 'default'!r}, "
+        creation = "not created by ptmon" if i.skip_database_creation else "created at start if missing"
+        target = (f"database {i.database!r} ({creation}), retention policy {i.retention_policy or 'default'!r}, "
                   f"auth: {_auth(i.username, i.password)}")
     else:
         target = f"org {i.org!r}, bucket {i.bucket!r}, token {'set' if i.token else 'not set'}"
@@ -612,7 +651,7 @@ def _influx_lines(i: InfluxConfig, spool: Path) -> list[str]:
               f"retry {i.retry_min:g}–{i.retry_max:g} s, "
               f"heartbeats {'on' if i.heartbeats else 'off'}")
     limits = f"memory limit {_bytes(i.memory_limit)}, disk limit {_bytes(i.spool_limit)}"
-    return [f"influx: {_redacted(i.url)} api {i.api}, {target}", writes, f"spool: {spool} ({limits})"]
+    return [f"influx: {redact(i.url)} api {i.api}, {target}", writes, f"spool: {spool} ({limits})"]
 
 
 def _host_port(host: str, port: int) -> str:
@@ -634,14 +673,6 @@ def _auth(username: str | None, password: str | None) -> str:
     if username is None:
         return "anonymous"
     return f"username {username!r}, password {'set' if password else 'not set'}"
-
-
-def _redacted(url: str) -> str:
-    """``url`` with user info and query masked: they may hold credentials."""
-    parts = urlsplit(url)
-    _, at, host = parts.netloc.rpartition("@")
-    return parts._replace(netloc=f"***@{host}" if at else host,
-                          query="***" if parts.query else "").geturl()
 
 
 def _span(seconds: float) -> str:

@@ -56,3 +56,11 @@ class CheckpointError(PtmonError):
 
 class LedgerError(PtmonError):
     """The SLA ledger (SQLite) cannot be opened, is of another format, or refused a change."""
+
+
+class StorageGone(PtmonError):
+    """The collector's storage vanished under it (the data directory, the archive file or the
+    ledger deleted or replaced): nothing more can be stored or trusted, so the collector stops
+    with exit status 3. Faults that can clear (a full disk, a locked ledger) are never this."""
+
+    exit_status = 3

@@ -1,34 +1,104 @@
 """Every Prometheus metric of the collector, declared once.
 
 Names follow ``ptmon_<subsystem>_<name>_<unit>``; labels stay low-cardinality (kinds,
-contracts, streets). The registry is passed in, so each test gets a fresh one.
+contracts, streets, stages). The registry is passed in, so each test gets a fresh one.
+
+Counts the pipeline keeps anyway (messages accepted, rejects by kind, engine outcomes, unknown
+devices, ledger hours) are not copied into metrics by hand: :class:`PipelineCollector` reads
+them from the decoder, the engine and the ledger writer when Prometheus scrapes, as
+client_python recommends for values that live elsewhere. Those counts are restored from the
+checkpoint at a restart, so they continue across restarts. The registry also carries the
+standard ``process_*`` (memory, CPU, file descriptors) and ``python_*`` (GC, version) metrics.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .errors import PtmonError
+
+log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 10, 100, 1_000, 4_096, 16_384, 65_536)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+@dataclass(frozen=True)
+class PipelineCounts:
+    """The counts the decoder, the engine and the ledger writer keep, at one instant."""
+
+    accepted: int = 0
+    rejects: Mapping[str, int] = field(default_factory=dict)
+    engine: Mapping[str, int] = field(default_factory=dict)
+    unknown_devices: int = 0
+    ledger_hours: int = 0
+
+
+class PipelineCollector(Collector):
+    """Messages, rejects, engine outcomes, unknown devices and ledger hours, read when scraped."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], PipelineCounts] = PipelineCounts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.read()
+        messages = CounterMetricFamily("ptmon_mqtt_messages", "MQTT messages decoded, by kind (heartbeat, rejected)",
+                                       labels=["kind"])
+        messages.add_metric(["heartbeat"], counts.accepted)
+        messages.add_metric(["rejected"], sum(counts.rejects.values()))
+        yield messages
+        yield _labelled(CounterMetricFamily("ptmon_decode_errors", "Rejected messages, by kind", labels=["kind"]),
+                        counts.rejects)
+        yield _labelled(CounterMetricFamily("ptmon_engine_events", "Engine outcomes (heartbeats, duplicate, stale, "
+                                            "resets, late, ...)", labels=["kind"]), counts.engine)
+        yield GaugeMetricFamily("ptmon_decode_unknown_devices", "Distinct unknown device topics seen",
+                                value=counts.unknown_devices)
+        yield CounterMetricFamily("ptmon_ledger_hours", "Hours written to the ledger", value=counts.ledger_hours)
+
+
+def _labelled(family: CounterMetricFamily, values: Mapping[str, int]) -> CounterMetricFamily:
+    for kind, value in sorted(values.items()):
+        family.add_metric([kind], value)
+    return family
+
+
 class Metrics:
     """The collector's metrics in one registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
         self.registry = registry = registry if registry is not None else CollectorRegistry()
-        self.messages = Counter("ptmon_mqtt_messages", "MQTT messages received, by kind (heartbeat, gateway_status, rejected, control)",
-                                ["kind"], registry=registry)
+        if process:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+        self.pipeline = PipelineCollector()
+        registry.register(self.pipeline)
         self.mqtt_connected = Gauge("ptmon_mqtt_connected", "1 while connected to the broker", registry=registry)
         self.mqtt_reconnects = Counter("ptmon_mqtt_reconnects", "Connections to the broker after the first", registry=registry)
-        self.decode_errors = Counter("ptmon_decode_errors", "Rejected messages, by kind", ["kind"], registry=registry)
-        self.unknown_devices = Gauge("ptmon_decode_unknown_devices", "Distinct unknown device topics seen", registry=registry)
         self.batch_size = Histogram("ptmon_collector_batch_messages", "Messages per processed batch", buckets=BATCH_BUCKETS,
                                     registry=registry)
         self.engine_lag = Gauge("ptmon_engine_lag_seconds", "Wall time minus the receive time of the last applied message",
                                 registry=registry)
-        self.engine_events = Counter("ptmon_engine_events", "Engine outcomes (duplicate, stale, resets, late, ...)", ["kind"],
-                                     registry=registry)
+        self.held_messages = Gauge("ptmon_collector_held_messages",
+                                   "Messages received but not yet archived, so not acknowledged (read when scraped)",
+                                   registry=registry)
         self.archive_records = Counter("ptmon_archive_records", "Records appended to the archive", registry=registry)
         self.archive_bytes = Counter("ptmon_archive_bytes", "Compressed bytes appended to the archive", registry=registry)
         self.influx_write_seconds = Histogram("ptmon_influx_write_seconds", "InfluxDB write request latency",
@@ -48,6 +118,33 @@ class Metrics:
         self.alerts = Counter("ptmon_alerts", "Alert events queued, by kind and event", ["kind", "event"], registry=registry)
         self.alert_emails = Counter("ptmon_alert_emails", "Alert email send attempts, by outcome (sent, failed)", ["outcome"],
                                     registry=registry)
-        self.ledger_hours = Counter("ptmon_ledger_hours", "Hours written to the ledger", registry=registry)
-        self.checkpoint_seconds = Gauge("ptmon_checkpoint_age_seconds", "Seconds since the last state checkpoint",
+        self.checkpoint_last_success = Gauge("ptmon_checkpoint_last_success_timestamp_seconds",
+                                             "Unix time the state checkpoint was last saved (0: never)", registry=registry)
+        self.checkpoint_seconds = Gauge("ptmon_checkpoint_age_seconds",
+                                        "Seconds since the state checkpoint was last saved (since start when never)",
                                         registry=registry)
+        self._started = time.time()
+        self._last_checkpoint = 0.0
+        self.checkpoint_seconds.set_function(self._checkpoint_age)
+
+    def checkpoint_saved(self, at: float) -> None:
+        """A checkpoint was saved (or found on disk at start) at unix time ``at``."""
+        self._last_checkpoint = at
+        self.checkpoint_last_success.set(at)
+
+    def _checkpoint_age(self) -> float:
+        """Measured when scraped, so a collector that stopped checkpointing shows it growing."""
+        return max(0.0, time.time() - (self._last_checkpoint or self._started))
+
+
+def serve_metrics(listen: str, metrics: Metrics) -> Any:
+    """Serve ``/metrics`` on ``host:port`` in a thread (None when ``listen`` is empty); ``.shutdown()`` stops it."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    try:
+        server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
+    except OSError as exc:
+        raise PtmonError(f"cannot serve /metrics on {listen}: {exc.strerror}") from exc
+    log.info("Prometheus metrics on http://%s/metrics", listen)
+    return server

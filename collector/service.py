@@ -15,8 +15,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .collect import Collector, write_results_csv
-from .config import DEFAULT_TOPICS, CollectorConfig, TlsConfig, check_config, load_config
-from .errors import UsageError
+from .config import (
+    DEFAULT_TOPICS,
+    INFLUX_PASSWORD_ENV,
+    MQTT_PASSWORD_ENV,
+    CollectorConfig,
+    TlsConfig,
+    check_config,
+    load_config,
+)
+from .credentials import redact, split_credentials
+from .errors import StorageGone, UsageError
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .timebase import US_PER_S, SimulatedClock, format_instant, parse_instant
@@ -46,10 +55,10 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         if args.street:
             topics.append(DEFAULT_TOPICS[1])  # gateway statuses are few: every collector takes them all
         mqtt["topics"] = tuple(topics)
-    if args.influx_url:
-        influx["url"] = args.influx_url.rstrip("/")
     if args.influx_api:
         influx["api"] = args.influx_api
+    if args.influx_url:
+        influx.update(influx_address(args.influx_url, str(influx.get("api", config.influx.api))))
     return dataclasses.replace(
         config, **top,
         mqtt=dataclasses.replace(config.mqtt, **mqtt),  # type: ignore[arg-type]
@@ -58,16 +67,47 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
 
 
 def broker_address(url: str) -> dict[str, object]:
-    """host, port and tls of an ``mqtt://`` / ``mqtts://`` URL."""
-    parts = urlsplit(url)
+    """host, port and tls of an ``mqtt://`` / ``mqtts://`` URL, and the user and password it holds.
+
+    ``mqtt://user:password@host`` logs in as ``user``; ``mqtt://user@host`` takes the password from
+    $PTMON_MQTT_PASSWORD. The password is taken out of the URL and never shown.
+    """
+    creds = split_credentials(url)
+    parts = urlsplit(creds.url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise UsageError(f"--broker must be mqtt://host[:port] or mqtts://host[:port]: {url!r}")
+        raise UsageError(f"--broker must be mqtt://[user[:password]@]host[:port] or mqtts://...: {redact(url)!r}")
     tls = parts.scheme == "mqtts"
     try:
         port = parts.port or (8883 if tls else 1883)
     except ValueError:
-        raise UsageError(f"--broker has a bad port: {url!r}") from None
-    return {"host": parts.hostname, "port": port, "tls": TlsConfig() if tls else None}
+        raise UsageError(f"--broker has a bad port: {redact(url)!r}") from None
+    address: dict[str, object] = {"host": parts.hostname, "port": port, "tls": TlsConfig() if tls else None}
+    if creds.password is not None and creds.username is None:
+        raise UsageError(f"--broker has a password but no user name: {redact(url)!r}")
+    if creds.username is not None:
+        address["username"] = creds.username
+        address["password"] = creds.password if creds.password is not None else os.environ.get(MQTT_PASSWORD_ENV) or None
+    return address
+
+
+def influx_address(url: str, api: str) -> dict[str, object]:
+    """The InfluxDB base URL without user info, and (v1) the user and password it held.
+
+    ``http://user:password@host:8086`` authenticates as ``user`` with the v1 API; the v2 API takes a
+    token ($PTMON_INFLUX_TOKEN), so credentials in its URL are refused rather than ignored.
+    """
+    creds = split_credentials(url)
+    address: dict[str, object] = {"url": creds.url.rstrip("/")}
+    if creds.username is None and creds.password is None:
+        return address
+    if api == "v2":
+        raise UsageError(f"--influx-url holds credentials ({redact(url)}), but the v2 API authenticates with a "
+                         "token: put it in $PTMON_INFLUX_TOKEN and give the URL without user:password@")
+    if creds.username is None:
+        raise UsageError(f"--influx-url has a password but no user name: {redact(url)!r}")
+    address["username"] = creds.username
+    address["password"] = creds.password if creds.password is not None else os.environ.get(INFLUX_PASSWORD_ENV) or None
+    return address
 
 
 def run_collect(args: argparse.Namespace) -> int:
@@ -96,7 +136,12 @@ def run_collect(args: argparse.Namespace) -> int:
         if args.sim_anchor is None or args.sim_speed <= 0:
             raise UsageError("--sim-start needs --sim-anchor and a --sim-speed above 0")
         clock = SimulatedClock(parse_instant(args.sim_start) / US_PER_S, args.sim_anchor, args.sim_speed)
-    return asyncio.run(serve(config, kpi_csv=kpi_csv, clock=clock))
+    try:
+        return asyncio.run(serve(config, kpi_csv=kpi_csv, clock=clock))
+    except StorageGone as exc:
+        print(f"ptmon collect: stopped, storage gone: {exc}. Nothing unarchived was acknowledged: the broker "
+              f"keeps it for the next start (exit status {exc.exit_status})", file=sys.stderr)
+        return exc.exit_status
 
 
 async def serve(config: CollectorConfig, *, kpi_csv: Path | None = None, collector: Collector | None = None,

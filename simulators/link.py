@@ -36,7 +36,7 @@ import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -125,23 +125,31 @@ class BrokerAddress:
     port: int
     tls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never shown
     ca_file: str | None = None
 
     @classmethod
     def parse(cls, url: str, username: str | None = None, password: str | None = None, ca_file: str | None = None) -> BrokerAddress:
+        """``mqtt://[user[:password]@]host[:port]``; ``username`` and ``password`` given apart take precedence."""
         from urllib.parse import urlsplit
 
-        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise ValueError(f"broker must look like mqtt://host:port or mqtts://host:port, got {url!r}")
+        from ptmon.credentials import redact, split_credentials
+
+        creds = split_credentials(url if "://" in url else f"mqtt://{url}")
+        parts = urlsplit(creds.url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname or port == -1:
+            raise ValueError(f"broker must look like mqtt://[user[:password]@]host:port or mqtts://..., got {redact(url)!r}")
         tls = parts.scheme in ("mqtts", "ssl")
         return cls(
             host=parts.hostname,
-            port=parts.port or (8883 if tls else 1883),
+            port=port or (8883 if tls else 1883),
             tls=tls,
-            username=username if username is not None else parts.username,
-            password=password if password is not None else parts.password,
+            username=username if username is not None else creds.username,
+            password=password if password is not None else creds.password,
             ca_file=ca_file,
         )
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ptmon.credentials import redact
 from ptmon.errors import UsageError
 from ptmon.registry import load_registry
 from ptmon.rules import load_rules, parse_duration
@@ -83,7 +84,7 @@ def run_simulation(args: argparse.Namespace) -> int:
     try:
         summary = asyncio.run(main())
     except (OSError, LinkError, asyncio.TimeoutError) as exc:
-        raise UsageError(f"cannot reach the broker {args.broker}: {exc}") from exc
+        raise UsageError(f"cannot reach the broker {redact(args.broker)}: {exc}") from exc
     for line in summary.lines(plan):
         print(line, file=sys.stderr)
     return 130 if summary.interrupted else 0

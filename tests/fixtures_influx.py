@@ -87,6 +87,7 @@ class StubInflux:
         self.respond: Respond = respond or (lambda n, lines: (204, {}))
         self.requests: list[tuple[float, list[bytes]]] = []
         self.accepted: list[bytes] = []
+        self.queries: list[bytes] = []  # bodies of POST /query (CREATE DATABASE)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -98,6 +99,10 @@ class StubInflux:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.startswith("/query"):  # CREATE DATABASE at the sink's start: not a write
+                    stub.queries.append(body)
+                    self._answer(200, {}, b'{"results":[{"statement_id":0}]}')
+                    return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 lines = split_lines(body)
@@ -108,6 +113,9 @@ class StubInflux:
                     if 200 <= status < 300:
                         stub.accepted.extend(lines)
                 payload = b"" if status == 204 else b'{"error":"stub says %d"}' % status
+                self._answer(status, headers, payload)
+
+            def _answer(self, status: int, headers: dict[str, str], payload: bytes) -> None:
                 self.send_response(status)
                 for key, value in {**headers, "Content-Length": str(len(payload))}.items():
                     self.send_header(key, value)

@@ -7,6 +7,7 @@ from email.message import EmailMessage
 from email.policy import default
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from ptmon.simulators.loopback import free_port
 
@@ -25,15 +26,29 @@ class Inbox:
 
 
 class SmtpServer:
-    def __init__(self, port: int | None = None) -> None:
+    """``login``: (user, password) the server requires (AUTH without TLS, as on a closed test network)."""
+
+    def __init__(self, port: int | None = None, *, login: tuple[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.inbox = Inbox()
+        self.login = login
+        self.logins: list[str] = []  # user names that logged in
         self.controller: Controller | None = None
 
     def start(self) -> SmtpServer:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        if self.login is None:
+            self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        else:
+            self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, auth_required=True,
+                                         auth_require_tls=False, authenticator=self._authenticate)
         self.controller.start()
         return self
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == self.login
+        if ok:
+            self.logins.append(auth_data.login.decode())
+        return AuthResult(success=ok)
 
     def stop(self) -> None:
         if self.controller is not None:

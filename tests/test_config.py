@@ -54,13 +54,14 @@ def test_sample_documents_every_key():
             shown[table].add(match[1])
             commented = " # " in line[2:] or lines[n + 1].lstrip().startswith("#")
             assert commented, f"{match[1]} has no comment"
-    assert shown[""] == set(config_module._TOP_KEYS) - {"mqtt", "influx", "alerts", "email", "limits"}
+    assert shown[""] == set(config_module._TOP_KEYS) - {"mqtt", "influx", "alerts", "email", "limits", "storage"}
     assert shown["mqtt"] == set(config_module._MQTT_KEYS) - {"tls"}
     assert shown["mqtt.tls"] == set(config_module._TLS_KEYS)
     assert shown["influx"] == set(config_module._INFLUX_KEYS)
     assert shown["alerts"] == set(config_module._ALERTS_KEYS)
     assert shown["email"] == set(config_module._EMAIL_KEYS)
     assert shown["limits"] == set(config_module._LIMITS_KEYS)
+    assert shown["storage"] == set(config_module._STORAGE_KEYS)
 
 
 def test_sample_commented_keys_load_once_uncommented(tmp_path):
@@ -103,7 +104,7 @@ BAD_CONFIGS = [
     ("protocol", "[mqtt]\nprotocol = '4'", {}, "mqtt.protocol must be '5' or '3.1.1': '4'"),
     ("url-scheme", "[mqtt]\nurl = 'tcp://broker:1883'", {}, "mqtt.url must be mqtt://host[:port] or mqtts://host[:port]: 'tcp://broker:1883'"),
     ("url-port", "[mqtt]\nurl = 'mqtt://broker:99999'", {}, "mqtt.url must be mqtt://host[:port] or mqtts://host[:port]: 'mqtt://broker:99999'"),
-    ("url-credentials", "[mqtt]\nurl = 'mqtt://u:hunter2@broker'", {}, "mqtt.url must be mqtt://host[:port] or mqtts://host[:port]: 'mqtt://***@broker'"),
+    ("url-credentials", "[mqtt]\nurl = 'mqtt://u:hunter2@broker'", {}, "mqtt.url holds credentials (mqtt://***@broker): a config file never holds a password; give mqtt.username and put the password in the environment variable mqtt.password_env names (PTMON_MQTT_PASSWORD by default)"),
     ("url-and-port", "[mqtt]\nurl = 'mqtt://broker'\nport = 1884", {}, "mqtt.url must be given without mqtt.host and mqtt.port: 'mqtt://broker'"),
     ("host-url", "[mqtt]\nhost = 'mqtt://broker'", {}, "mqtt.host must be a host name or address (or give mqtt.url instead): 'mqtt://broker'"),
     ("port", "[mqtt]\nport = 0", {}, "mqtt.port must be an integer from 1 to 65535: 0"),
@@ -129,7 +130,7 @@ BAD_CONFIGS = [
     ("password-empty", "[mqtt]\nusername = 'u'\npassword_env = 'MY_PW'", {"MY_PW": ""}, "mqtt.password_env must be the name of a set, non-empty environment variable: 'MY_PW'"),
     ("password-env-name", "[mqtt]\nusername = 'u'\npassword_env = '$PW'", SECRETS, "mqtt.password_env must be an environment variable name: '$PW'"),
     ("influx-scheme", "[influx]\nurl = 'ftp://influx:8086'", {}, "influx.url must be http(s)://host[:port][/path] without credentials or query: 'ftp://influx:8086'"),
-    ("influx-credentials", "[influx]\nurl = 'http://admin:hunter2@influx:8086'", {}, "influx.url must be http(s)://host[:port][/path] without credentials or query: 'http://***@influx:8086'"),
+    ("influx-credentials", "[influx]\nurl = 'http://admin:hunter2@influx:8086'", {}, "influx.url holds credentials (http://***@influx:8086): a config file never holds a password; give influx.username and put the password in the environment variable influx.password_env names (PTMON_INFLUX_PASSWORD by default), or with api = \"v2\" the token in PTMON_INFLUX_TOKEN"),
     ("influx-api", "[influx]\napi = 'v3'", {}, "influx.api must be 'v1' or 'v2': 'v3'"),
     ("v2-token", "[influx]\nurl = 'http://influx:8086'\napi = 'v2'\norg = 'putuo'", {}, "influx.token_env must be the name of a set, non-empty environment variable: 'PTMON_INFLUX_TOKEN'"),
     ("v2-org", "[influx]\nurl = 'http://influx:8086'\napi = 'v2'", SECRETS, "influx.org must be set with api 'v2': ''"),

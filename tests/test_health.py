@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+import time
+
+from ptmon.config import StorageConfig
+from ptmon.faults import FaultCollector, Faults
 from ptmon.health import health_lines
-from ptmon.metrics import Metrics
+from ptmon.metrics import Metrics, PipelineCounts
 
 T_US = 1_793_462_400_000_000
 
@@ -20,11 +24,8 @@ def fields_of(text: str) -> dict[str, str]:
 @pytest.fixture
 def metrics() -> Metrics:
     m = Metrics()
-    m.messages.labels("heartbeat").inc(1200)
-    m.messages.labels("rejected").inc(7)
-    m.decode_errors.labels("bad_json").inc(4)
-    m.decode_errors.labels("unknown_device").inc(3)
-    m.engine_events.labels("duplicate").inc(2)
+    m.pipeline.read = lambda: PipelineCounts(accepted=1200, rejects={"bad_json": 4, "unknown_device": 3},
+                                             engine={"duplicate": 2}, unknown_devices=3, ledger_hours=5)
     m.influx_points.labels("written").inc(5000)
     m.influx_failures.labels("network").inc()
     m.alerts.labels("breach", "firing").inc()
@@ -34,8 +35,8 @@ def metrics() -> Metrics:
     m.influx_write_seconds.observe(0.25)
     m.influx_write_seconds.observe(0.5)
     m.mqtt_connected.set(1)
-    m.unknown_devices.set(3)
     m.engine_lag.set(0.125)
+    m.held_messages.set(17)
     m.influx_buffered_points.set(42)
     m.influx_spilled_bytes.set(1024)
     return m
@@ -64,7 +65,9 @@ def metrics() -> Metrics:
     ("engine_lag_seconds", "0.125"),
     ("influx_buffered_points", "42i"),
     ("influx_spilled_bytes", "1024i"),
-    ("checkpoint_age_seconds", "0.0"),
+    ("held_messages", "17i"),
+    ("ledger_hours", "5i"),
+    ("waiting_seconds", "0.0"),
 ], ids=lambda v: str(v))
 def test_health_point_carries_each_metric(metrics, field, value):
     """Test that each metric becomes its field, counters as integers and totals summed over labels."""
@@ -78,7 +81,33 @@ def test_fresh_metrics_give_a_point_of_zeros():
     [text] = health_lines(Metrics(), T_US)
     fields = fields_of(text)
     assert fields["messages"] == "0i" and fields["influx_buffered_points"] == "0i"
-    assert not any(name.startswith("messages_") for name in fields)
+    assert fields["messages_heartbeat"] == "0i" and not any(name.startswith("rejects_") for name in fields)
+
+
+def test_checkpoint_age_and_memory_are_measured():
+    """Test that the checkpoint age is measured from the last save when the point is made, and the
+    process's resident memory is in the point."""
+    m = Metrics()
+    m.checkpoint_saved(time.time() - 90)
+    fields = fields_of(health_lines(m, T_US)[0])
+    assert 90 <= float(fields["checkpoint_age_seconds"]) < 120
+    assert int(fields["rss_bytes"].rstrip("i")) > 10 * 2**20
+
+
+def test_waiting_storage_stage_shows_per_stage_and_longest():
+    """Test that a storage fault shows as waiting_seconds_<stage> and as the longest wait."""
+    now = [1000.0]
+    faults = Faults(StorageConfig(), monotonic=lambda: now[0])
+    m = Metrics()
+    m.registry.register(FaultCollector(faults))
+    faults.failed("ledger", "database is locked")
+    now[0] += 42
+    faults.failed("archive", "No space left on device")
+    now[0] += 3
+    fields = fields_of(health_lines(m, T_US)[0])
+    assert (fields["waiting_seconds_ledger"], fields["waiting_seconds_archive"]) == ("45.0", "3.0")
+    assert fields["waiting_seconds"] == "45.0" and fields["waiting_seconds_spool"] == "0.0"
+    assert (fields["storage_faults_ledger"], fields["storage_faults"]) == ("1i", "2i")
 
 
 def test_instance_becomes_an_escaped_tag(metrics):

@@ -210,7 +210,8 @@ def test_missing_database_is_retried_until_created(influx_server: InfluxServer, 
     metrics = Metrics()
 
     async def scenario() -> InfluxSink:
-        async with InfluxSink(config(influx_server.url, database="late"), spool_dir=tmp_path, metrics=metrics) as sink:
+        async with InfluxSink(config(influx_server.url, database="late", skip_database_creation=True), spool_dir=tmp_path,
+                              metrics=metrics) as sink:
             sink.submit(heartbeats(0, 100))
             await wait_until(lambda: failures(metrics, "config") >= 2, 10, "404s")
             await asyncio.to_thread(influxql, influx_server.url, "late", "CREATE DATABASE late")

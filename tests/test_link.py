@@ -90,8 +90,13 @@ def test_broker_url_parsing():
     a = BrokerAddress.parse("mqtts://u:p@example:8884")
     assert (a.host, a.port, a.tls, a.username, a.password) == ("example", 8884, True, "u", "p")
     assert BrokerAddress.parse("localhost").port == 1883
-    with pytest.raises(ValueError, match="mqtt://host:port"):
+    with pytest.raises(ValueError, match=r"mqtt://\[user\[:password\]@\]host:port"):
         BrokerAddress.parse("http://x")
+    with pytest.raises(ValueError) as error:
+        BrokerAddress.parse("http://u:hunter2@x")
+    assert "hunter2" not in str(error.value) and "http://***@x" in str(error.value)
+    assert "hunter2" not in repr(BrokerAddress.parse("mqtt://u:hunter2@x"))
+    assert BrokerAddress.parse("mqtt://us%40er:p%3Aw@x").password == "p:w"  # percent-decoded
 
 
 def test_duplicate_flag_is_the_only_difference():

@@ -26,17 +26,20 @@ def soak():  # type: ignore[no-untyped-def]
 
 
 def test_short_soak_passes_every_check(soak, tmp_path):
-    """Test that through a broker restart, an InfluxDB outage and a collector SIGKILL, the archive holds every
-    acknowledged message, InfluxDB one point per accepted heartbeat, the replay the live KPIs, in bounded memory."""
+    """Test that through a broker restart, an InfluxDB outage, a collector SIGKILL, a ledger lock and a full disk,
+    the archive holds every acknowledged message, InfluxDB one point per accepted heartbeat, the replay the live KPIs
+    and the ledger's, in bounded memory, and the collector resumed from each storage fault by itself."""
     lines: list[str] = []
     options = soak.SoakOptions(workdir=tmp_path, registry=write_two_street_registry(tmp_path / "registry.csv"),
                                minutes=1.0, speed=120.0, broker_restarts=1, influx_outage=5.0, rss_limit_mb=400,
-                               checkpoint_interval=2.0, progress=lines.append)
+                               checkpoint_interval=2.0, ledger_lock=5.0, disk_full=5.0, data_fs_mb=256,
+                               progress=lines.append)
     report = soak.run(options)
     table = report.table()
     assert report.passed, table
-    assert [c.name[0] for c in report.checks] == ["1", "1", "2", "2", "3", "4"]
+    assert [c.name[0] for c in report.checks] == ["1", "1", "2", "2", "3", "3", "4", "5"]
     assert "broker restart" in table and "collector SIGKILL" in table and "influx stop" in table
+    assert "ledger lock for 5 s" in table and "disk full" in table and "disk freed" in table
     assert "not reached" not in table, table
     assert len(list((tmp_path / "collector" / "archive").glob("*.jsonl.gz"))) >= 2  # a part per collector start
     assert "links: reconnects" in table  # the simulator's links came back by themselves
@@ -57,5 +60,6 @@ def test_soak_help_explains_its_options():
 
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for word in ("--minutes", "--speed", "--registry", "--workdir", "--rss-limit-mb", "InfluxDB", "replay"):
+    for word in ("--minutes", "--speed", "--registry", "--workdir", "--rss-limit-mb", "--disk-full", "--ledger-lock",
+                 "InfluxDB", "replay"):
         assert word in out

@@ -117,6 +117,19 @@ class Mailer:
         if self.metrics is not None:
             self.metrics.alert_emails.labels("failed").inc()
 
+    def send_now(self, recipients: list[str] | tuple[str, ...], message: bytes) -> None:
+        """Send one message at once, outside the outbox (for when the ledger holding it is what fails)."""
+        try:
+            smtp = self._connect()
+            try:
+                smtp.sendmail(self.config.sender, list(recipients), message)
+            finally:
+                smtp.close()
+        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            log.error("email to %s not sent: %s", ", ".join(recipients), exc)
+            return
+        log.info("email sent to %s outside the outbox", ", ".join(recipients))
+
     def _connect(self) -> smtplib.SMTP:
         c = self.config
         context = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)

@@ -11,11 +11,16 @@ transaction with the monitor's spans and the episodes gathered since. The open t
 travel in the collector's checkpoint, so after a crash the restored hour continues where the
 checkpoint left it and the replayed archive tail completes it; the hour is then written
 again, replacing (never adding to) whatever was written before the crash.
+
+A write the ledger refuses (locked by another process, disk full) never reaches the engine that
+called the listener: the rows stay pending, ``error`` says why, and :meth:`LedgerWriter.flush`
+writes them later (the collector retries it, and saves no checkpoint ahead of them).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import numpy as np
 
@@ -43,6 +48,8 @@ class LedgerWriter:
         self.hours_written = 0
         self.pending_status: list[tuple[str, int, int]] = []  # (device, t, online) changes to write
         self.write_from: int | None = None  # rebuilding: leave what lies before this instant as the ledger has it
+        self.error: sqlite3.Error | None = None  # the last write refused, None once one succeeds
+        self._spans_from: int | None = None  # the first span that may not be in the ledger as it is now
         engine.listeners.append(self)
         engine.count_listeners.append(self)
         engine.unexempted_listeners.append(self)
@@ -81,8 +88,11 @@ class LedgerWriter:
                 self._closed_hours.append(self.hour)
             start = t - (t + UTC_OFFSET_US) % self.bucket
             self.hour = Tally(self.engine, start, start + self.bucket)
-            if self._closed_hours:
-                self.flush()
+            if self._closed_hours and self.error is None:
+                try:
+                    self.flush()
+                except sqlite3.Error:
+                    pass  # kept pending with self.error set; raising here would break the engine mid-sample
         return self.hour
 
     def _roll_day(self, t: int) -> Tally:
@@ -94,20 +104,22 @@ class LedgerWriter:
         return self.day
 
     def flush(self, *, open_buckets: bool = False) -> None:
-        """Write what has closed, the spans and the episodes gathered, in one transaction.
+        """Write what has closed, the spans, device status changes and the episodes gathered, in
+        one transaction; when the ledger refuses (busy, disk full) it all stays pending.
 
         With ``open_buckets`` the open hour and day are written too, as they are so far. That is
         safe at any time: the open tallies continue (through the checkpoint) and the completed
         hour replaces the partial row.
         """
-        tallies, self._closed_hours = self._closed_hours, []
-        days, self._closed_days = self._closed_days, []
+        tallies, days = list(self._closed_hours), list(self._closed_days)
         if open_buckets:
             tallies += [self.hour] if self.hour is not None else []
             days += self._day_rows(self.day) if self.day is not None else []
-        episodes, self.pending_episodes = self.pending_episodes, []
-        status, self.pending_status = self.pending_status, []
-        spans = [(a, b) for a, b in self.engine.spans]
+        status = self.pending_status
+        all_spans = [(a, b) for a, b in self.engine.spans]
+        # the last few spans (the latest still grows), and every one since the last write that succeeded
+        first = max(0, min(len(all_spans) - 8, self._spans_from if self._spans_from is not None else len(all_spans)))
+        spans = all_spans[first:]
         if self.write_from is not None:
             tallies = [t for t in tallies if t.start >= self.write_from]
             days = [d for d in days if day_start(d.day) >= self.write_from]
@@ -116,9 +128,22 @@ class LedgerWriter:
         hours = [row for tally in tallies for row in self._hour_rows(tally)]
         counts = [row for tally in tallies for row in self._count_rows(tally)]
         unknown = [(tally.start, topic, n) for tally in tallies for topic, n in sorted(tally.unknown.items())]
-        self.ledger.write_aggregates(hours, days, spans[-8:] if len(spans) > 8 else spans, episodes, counts, unknown,
-                                     status)
+        try:
+            self.ledger.write_aggregates(hours, days, spans, self.pending_episodes, counts, unknown, status)
+        except sqlite3.Error as exc:
+            self.error = exc  # everything stays pending for the next flush
+            raise
+        self.error = None
+        self._spans_from = max(0, len(all_spans) - 1)
+        self._closed_hours, self._closed_days, self.pending_episodes, self.pending_status = [], [], [], []
         self.hours_written += len({h.hour for h in hours})
+
+    @property
+    def pending(self) -> str:
+        """What waits for the ledger, for the collector's log line."""
+        return (f"{len({t.start for t in self._closed_hours})} closed hours, {len(self._closed_days)} day rows, "
+                f"{len(self.pending_status)} device status changes and {len(self.pending_episodes)} episode changes "
+                "kept in memory")
 
     def _versions(self) -> dict[str, str]:
         return {"rules_version": self.engine.registry.rules.version,

@@ -4,29 +4,40 @@ Files are ``ptmon-YYYY-MM-DD.jsonl.gz`` by Shanghai day of receive time. Every s
 the collector opens a new part (``ptmon-YYYY-MM-DD.1.jsonl.gz``, ...): a file left by a crash
 has no gzip trailer, and a member appended after it could not be read.
 
-:meth:`ArchiveWriter.commit` pushes what was appended through zlib (a sync flush) into the
-operating system, so once it returns a SIGKILL of the collector loses none of it; the
-collector acknowledges messages to the broker only after that. Rotation and close also
-fsync, so a power cut loses at most the current day's unsynced tail.
+:meth:`ArchiveWriter.append` compresses the records, ends them with a zlib sync flush and
+writes them to the operating system before it returns, so a SIGKILL of the collector loses
+none of them; the collector acknowledges messages to the broker only after that. Rotation and
+close also fsync, so a power cut loses at most the current day's unsynced tail.
+
+A write either lands whole or not at all. When the disk is full (or any write fails), the file
+is cut back to the end of the last batch that was written and the compressor goes back to the
+state it had there, so the file stays one clean gzip stream and the same records can be
+appended again once there is room: :class:`ArchiveWriteError` says how many records of the
+call were written before the failure. A file that vanished under the collector (the data
+directory deleted) is :class:`StorageGone`: nothing written there can be trusted any more.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import re
+import struct
+import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..archive import Record, encode_record
 from ..durable import fsync_directory
+from ..errors import StorageGone
 from ..metrics import Metrics
 from ..timebase import day_of, day_to_date, seconds_to_us
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl\.gz")
+_FINAL_EMPTY_BLOCK = b"\x03\x00"  # a final, empty fixed-Huffman deflate block: ends a stream after a sync flush
 
 
 def archive_files(directory: Path) -> list[Path]:
@@ -37,6 +48,86 @@ def archive_files(directory: Path) -> list[Path]:
         if m:
             found.append(((m.group(1), int(m.group(2) or 0)), path))
     return [path for _, path in sorted(found)]
+
+
+class ArchiveWriteError(OSError):
+    """Records could not be written; the first ``written`` records of the call were."""
+
+    def __init__(self, cause: OSError, written: int, path: Path | None) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path) if path else None)
+        self.written = written
+
+
+class _Member:
+    """One gzip member on a raw file descriptor, written in batches that land whole or not at all."""
+
+    def __init__(self, path: Path, compresslevel: int) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.inode = os.fstat(self.fd).st_ino
+        self._z = zlib.compressobj(compresslevel, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._crc = self._size = self.offset = 0
+        self._trailer_written = False
+        header = b"\x1f\x8b\x08\x00" + struct.pack("<I", int(time.time())) + b"\x00\xff"
+        try:
+            self._write_or_undo(header, self._z)
+        except OSError:
+            self.abandon()
+            path.unlink(missing_ok=True)  # empty: the next try makes it again
+            raise
+
+    def write(self, data: bytes) -> int:
+        """Compress, sync-flush and write ``data``; on failure nothing of it stays. Returns the bytes written."""
+        before = self._z.copy()  # the compressor's state at the last byte on disk
+        out = self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
+        self._write_or_undo(out, before)
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        return len(out)
+
+    def finish(self) -> None:
+        """The gzip trailer, then fsync and close; may be called again after it failed."""
+        if not self._trailer_written:
+            self._write_or_undo(_FINAL_EMPTY_BLOCK + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF), self._z)
+            self._trailer_written = True
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+
+    def abandon(self) -> None:
+        """Close without a trailer: readable up to the last batch, as after a crash."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def check_present(self) -> None:
+        """StorageGone when the file is no longer at its path (deleted, or its directory was)."""
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode != self.inode:
+            raise StorageGone(f"archive file {self.path} is gone (was the data directory deleted?)")
+
+    def _write_or_undo(self, data: bytes, state: zlib._Compress) -> None:
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, view[done:])
+        except OSError:
+            self._undo(state)
+            raise
+        self.offset += len(data)
+
+    def _undo(self, state: zlib._Compress) -> None:
+        try:
+            os.ftruncate(self.fd, self.offset)
+            os.lseek(self.fd, self.offset, os.SEEK_SET)
+        except OSError as exc:
+            # A cut that cannot be undone leaves half a batch in the file: do not write after it.
+            self.abandon()
+            raise StorageGone(f"archive file {self.path}: cannot undo a failed write ({exc.strerror})") from exc
+        self._z = state
 
 
 class ArchiveWriter:
@@ -50,8 +141,7 @@ class ArchiveWriter:
         self.records_in_file = 0
         self.records = 0
         self._day: int | None = None
-        self._raw: object = None
-        self._gzip: gzip.GzipFile | None = None
+        self._member: _Member | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -60,52 +150,57 @@ class ArchiveWriter:
         return {"file": self.path.name if self.path else None, "records": self.records_in_file}
 
     def append(self, records: Sequence[Record]) -> None:
-        if not records:
-            return
-        start = 0
-        for i in self._day_changes(records):
-            self._write(records[start:i])
-            self._rotate(day_of(seconds_to_us(records[i][0])))
-            start = i
-        self._write(records[start:])
+        """Write the records to the operating system, in order; :class:`ArchiveWriteError` says how
+        many were written when one cannot be, :class:`StorageGone` when the archive vanished."""
+        written = 0
+        try:
+            for start, end, day in self._segments(records):
+                if day != self._day or self._member is None:
+                    self._rotate(day)
+                self._write(records[start:end])
+                written = end
+        except StorageGone:
+            raise
+        except OSError as exc:
+            self._check_directory(exc)
+            raise ArchiveWriteError(exc, written, self.path) from exc
 
-    def _day_changes(self, records: Sequence[Record]) -> list[int]:
-        """Indices where a record's Shanghai day is later than the open file's (clock steps back stay put)."""
-        if self._day is None:
-            self._rotate(day_of(seconds_to_us(records[0][0])))
-        last_day = day_of(seconds_to_us(records[-1][0]))
-        if last_day <= (self._day or 0):
-            return []
-        changes, day = [], self._day
+    def commit(self) -> None:
+        """Kept for the two-step callers: :meth:`append` already hands every record to the OS."""
+
+    def _segments(self, records: Sequence[Record]) -> list[tuple[int, int, int]]:
+        """(start, end, day) runs of records by the file they go to (clock steps back stay put)."""
+        runs: list[tuple[int, int, int]] = []
+        if not records:
+            return runs
+        day = self._day if self._day is not None else day_of(seconds_to_us(records[0][0]))
+        if day_of(seconds_to_us(records[-1][0])) <= day:
+            return [(0, len(records), day)]
+        start = 0
         for i, record in enumerate(records):
             d = day_of(seconds_to_us(record[0]))
-            if day is not None and d > day:
-                changes.append(i)
-                day = d
-        return changes
+            if d > day:
+                if i > start:
+                    runs.append((start, i, day))
+                start, day = i, d
+        runs.append((start, len(records), day))
+        return runs
 
     def _write(self, records: Sequence[Record]) -> None:
-        if not records:
-            return
-        assert self._gzip is not None
-        self._gzip.write(b"".join([encode_record(t, topic, payload) for t, topic, payload in records]))
+        assert self._member is not None
+        size = self._member.write(b"".join([encode_record(t, topic, payload) for t, topic, payload in records]))
+        self._member.check_present()  # before anything written here is acknowledged
         self.records_in_file += len(records)
         self.records += len(records)
         if self.metrics is not None:
             self.metrics.archive_records.inc(len(records))
-
-    def commit(self) -> None:
-        """Everything appended so far reaches the operating system (not yet the disk)."""
-        if self._gzip is not None:
-            self._gzip.flush()  # zlib sync flush, then the file object's buffer
+            self.metrics.archive_bytes.inc(size)
 
     def _rotate(self, day: int) -> None:
         self.close()
-        self._day = day
-        self.path = self._new_path(day)
-        self._raw = self.path.open("xb")
-        self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=self.compresslevel)  # type: ignore[arg-type]
-        self.records_in_file = 0
+        path = self._new_path(day)
+        member = _Member(path, self.compresslevel)
+        self._member, self.path, self._day, self.records_in_file = member, path, day, 0
         log.info("archiving to %s", self.path)
 
     def _new_path(self, day: int) -> Path:
@@ -116,17 +211,25 @@ class ArchiveWriter:
             path = self.directory / f"ptmon-{date}.{part}.jsonl.gz"
         return path
 
+    def _check_directory(self, exc: OSError) -> None:
+        if not self.directory.is_dir():
+            raise StorageGone(f"archive directory {self.directory} is gone ({exc.strerror})") from exc
+
     def close(self) -> None:
-        """Finish the current file (gzip trailer) and fsync it and the directory."""
-        if self._gzip is None:
+        """Finish the current file (gzip trailer) and fsync it and the directory.
+
+        When that fails (a full disk) the file stays open for another try, and the error is raised;
+        :meth:`abandon` then leaves it readable up to its last batch, as a crash would.
+        """
+        member = self._member
+        if member is None:
             return
-        self._gzip.close()
-        raw = self._raw
-        raw.flush()  # type: ignore[attr-defined]
-        os.fsync(raw.fileno())  # type: ignore[attr-defined]
-        raw.close()  # type: ignore[attr-defined]
-        if self.metrics is not None and self.path is not None:
-            self.metrics.archive_bytes.inc(self.path.stat().st_size)
+        member.finish()
+        self._member = None
         fsync_directory(self.directory)
-        self._gzip = None
-        self._raw = None
+
+    def abandon(self) -> None:
+        """Close the current file without its trailer (shutdown on a disk that stays full)."""
+        if self._member is not None:
+            self._member.abandon()
+            self._member = None

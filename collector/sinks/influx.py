@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Protocol
 
 from ..config import InfluxConfig
+from ..credentials import redact, split_credentials
 from ..durable import fsync_directory
 from ..errors import ConfigError, SinkError
 from ..metrics import Metrics
+from .influx_setup import advice, create_database_statement, needs_a_person, query_error
 from .lineproto import split_lines
 
 log = logging.getLogger(__name__)
@@ -95,16 +97,22 @@ class V1Transport:
     """POST ``/write`` (InfluxDB 1.x, and the 1.x compatibility API of 2.x/3.x)."""
 
     def __init__(self, config: InfluxConfig) -> None:
-        if urllib.parse.urlsplit(config.url).scheme not in ("http", "https"):
-            raise ConfigError(f"influx.url must be http:// or https://: {config.url!r}")
+        # user:password@ in the URL (a caller that did not split it off) is used, never sent as a host name
+        creds = split_credentials(config.url)
+        if urllib.parse.urlsplit(creds.url).scheme not in ("http", "https"):
+            raise ConfigError(f"influx.url must be http:// or https://: {redact(config.url)!r}")
         params = {"db": config.database, "precision": "u"}
         if config.retention_policy:
             params["rp"] = config.retention_policy
-        self.url = f"{config.url.rstrip('/')}/write?{urllib.parse.urlencode(params)}"
+        base = creds.url.rstrip("/")
+        self.url = f"{base}/write?{urllib.parse.urlencode(params)}"
+        self.query_url = f"{base}/query"
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if config.username:
-            user = f"{config.username}:{config.password or ''}".encode()
+        username, password = (config.username, config.password) if config.username else (creds.username, creds.password)
+        if username:
+            user = f"{username}:{password or ''}".encode()
             self.headers["Authorization"] = "Basic " + base64.b64encode(user).decode()
+        self.database = config.database
         self.timeout = config.timeout
         # environment proxies are for people's browsers, not for the path to the database
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -120,6 +128,24 @@ class V1Transport:
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, a cut-short answer
             # the server is away or the network is: the batch is fine
             raise SinkError(f"InfluxDB unreachable: {getattr(exc, 'reason', exc)}", retryable=True) from exc
+
+
+    def create_database(self) -> None:
+        """``CREATE DATABASE`` (a no-op when it exists); SinkError when refused or unreachable."""
+        body = urllib.parse.urlencode({"q": create_database_statement(self.database)}).encode()
+        headers = {**self.headers, "Content-Type": "application/x-www-form-urlencoded"}
+        request = urllib.request.Request(self.query_url, data=body, headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                error = query_error(response.read())
+        except urllib.error.HTTPError as exc:
+            raise SinkError(f"InfluxDB answered {exc.code}: {query_error(exc.read()) or exc.reason}", retryable=True,
+                            status=exc.code) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise SinkError(f"InfluxDB unreachable: {getattr(exc, 'reason', exc)}", retryable=True) from exc
+        if error:  # InfluxDB 1.x answers 200 with the statement's error (e.g. "requires admin privilege")
+            status = 403 if "authoriz" in error or "privilege" in error else 400
+            raise SinkError(f"InfluxDB refused CREATE DATABASE: {error}", retryable=True, status=status)
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
@@ -138,6 +164,9 @@ class V2Transport:
         from influxdb_client import InfluxDBClient, WritePrecision
         from influxdb_client.client.write_api import SYNCHRONOUS
 
+        if split_credentials(config.url).username is not None:
+            raise ConfigError(f"influx.url holds credentials ({redact(config.url)}), but the v2 API authenticates "
+                              "with a token: put it in $PTMON_INFLUX_TOKEN and give the URL without user:password@")
         self._client = InfluxDBClient(url=config.url, token=config.token, org=config.org,
                                       enable_gzip=config.gzip, timeout=int(config.timeout * 1000))
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
@@ -315,6 +344,12 @@ class InfluxSink:
         self._seq = 0
         self._failures = 0  # consecutive retryable failures
         self._failing_since: float | None = None
+        self._told: str | None = None  # the failure a person must fix, already logged once
+        self._creation = "not tried yet" if config.api == "v1" and not config.skip_database_creation else \
+            "influx.skip_database_creation is set" if config.api == "v1" else "v2: buckets are not created by ptmon"
+        self.spill_error: str | None = None  # the spool's last write error, None once a spill succeeds
+        self._spill_failures = 0
+        self._spill_retry_at = 0.0  # monotonic: no new spill before this after a failed one
         self._wakeup = asyncio.Event()
         self._stop = asyncio.Event()
         self._spool_lock = asyncio.Lock()
@@ -339,7 +374,37 @@ class InfluxSink:
             log.info("InfluxDB spool: %d points in %d files from an earlier run", self._disk_points, len(files))
         self._enforce_spool_limit()
         self._update_gauges()
+        if self._creation == "not tried yet":
+            await self._create_database()
         self._writer = asyncio.create_task(self._run_writer(), name="influx-writer")
+
+    async def _create_database(self) -> None:
+        """CREATE DATABASE, as Telegraf does; the outcome is kept to explain a later 'database not found'."""
+        create = getattr(self.transport, "create_database", None)
+        if create is None:
+            self._creation = "this transport cannot create databases"
+            return
+        try:
+            await asyncio.to_thread(create)
+        except SinkError as exc:
+            if exc.status in (401, 403):
+                self._creation = f"this account may not: {exc}"
+                log.warning("InfluxDB at %s: this account may not create databases (%s); assuming %r exists "
+                            "(influx.skip_database_creation = true skips the attempt)", redact(self.config.url), exc,
+                            self.config.database)
+            else:
+                self._creation = f"it failed: {exc}"  # unreachable or refused: tried again when a write finds it missing
+            return
+        if self._creation != "created":
+            log.info("InfluxDB database %r ready at %s (CREATE DATABASE)", self.config.database, redact(self.config.url))
+        self._creation = "created"
+
+    def holding(self) -> str | None:
+        """Why intake should wait: InfluxDB cannot take points and the spool cannot either, with
+        memory at its limit (points are not dropped while the collector can still hold messages)."""
+        if self.spill_error is not None and self._memory_bytes > self.config.memory_limit:
+            return f"InfluxDB unavailable ({self.last_error or 'writing'}) and its spool failing ({self.spill_error})"
+        return None
 
     def submit(self, lines: list[str]) -> None:
         """Queue ready lines (no trailing newline). Never blocks; InfluxDB's state never raises here."""
@@ -356,21 +421,38 @@ class InfluxSink:
             self._cut(full_only=True)
 
     async def persist(self) -> None:
-        """Make every point submitted so far durable in the spool (fsync'd); SinkError if the disk fails."""
+        """Make every point submitted so far durable: in the spool (fsync'd), or, while the spool's disk
+        fails, written to InfluxDB within ``timeout``; SinkError when neither can be done."""
         async with self._spool_lock:
             self._cut()
             batches = list(self._memory)
             self._memory.clear()
-            if not await self._spill(batches):
-                raise SinkError(f"cannot persist InfluxDB points to {self.spool_dir}", retryable=True)
+            unspilled = [] if await self._spill(batches) else [b for b in batches if b in self._memory]
             inflight = self._inflight
             if inflight is not None and inflight.origin is None and inflight.copy is None:
-                copy = await asyncio.to_thread(write_spool_file, self.spool_dir, self._next_seq(), [inflight])
-                if inflight.resolved:  # written while we were copying it
-                    await asyncio.to_thread(_unlink, copy.path)
+                try:
+                    copy = await asyncio.to_thread(write_spool_file, self.spool_dir, self._next_seq(), [inflight])
+                except OSError as exc:
+                    self._spill_failed(exc)
+                    unspilled.append(inflight)
                 else:
-                    inflight.copy = copy
-                    self._copies_bytes += copy.size
+                    if inflight.resolved:  # written while we were copying it
+                        await asyncio.to_thread(_unlink, copy.path)
+                    else:
+                        inflight.copy = copy
+                        self._copies_bytes += copy.size
+        if unspilled and not await self._written(unspilled, self.config.timeout):
+            raise SinkError(f"cannot persist InfluxDB points: the spool {self.spool_dir} fails ({self.spill_error}) "
+                            f"and InfluxDB did not take them ({self.last_error})", retryable=True)
+
+    async def _written(self, batches: list[Batch], timeout: float) -> bool:
+        """Wait until InfluxDB has taken every one of ``batches`` (a written point is durable too)."""
+        end = time.monotonic() + timeout
+        while not all(b.resolved for b in batches):
+            if time.monotonic() >= end or self._failing_since is not None or self._stop.is_set():
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def close(self, deadline: float = 10.0) -> None:
         """Write what can be written within ``deadline`` seconds, spill the rest, stop the writer."""
@@ -415,7 +497,7 @@ class InfluxSink:
         state = "ok" if self._failing_since is None else \
             f"failing for {time.monotonic() - self._failing_since:.0f} s ({self.last_error})"
         files = len(self._files) + (self._draining is not None)
-        return (f"InfluxDB {self.config.api} {self.config.url}: {state}; written {self.written_points}, "
+        return (f"InfluxDB {self.config.api} {redact(self.config.url)}: {state}; written {self.written_points}, "
                 f"pending {self.pending_points} (memory {self.buffered_points}, spool {files} files, "
                 f"{self.spilled_bytes} bytes), dead-letter {self.dead_letter_points}, dropped {self.dropped_points}")
 
@@ -445,7 +527,8 @@ class InfluxSink:
             batch = self._memory.popleft()
             self._forget([batch])
             self._drop(batch.points, "memory full and the spool cannot keep up")
-        if self._memory_bytes > limit and not self._closed and (self._spill_task is None or self._spill_task.done()):
+        if self._memory_bytes > limit and not self._closed and (self._spill_task is None or self._spill_task.done()) \
+                and time.monotonic() >= self._spill_retry_at:
             try:
                 self._spill_task = asyncio.get_running_loop().create_task(self._spill_overflow())
             except RuntimeError:  # submitted outside the loop (before it runs): the next cut spills
@@ -473,12 +556,27 @@ class InfluxSink:
                 self._forget(group)
                 self._add_file(spool)
         except OSError as exc:
-            log.error("cannot spill InfluxDB points to %s: %s; they stay in memory", self.spool_dir, exc)
+            self._spill_failed(exc)
         finally:  # also when cancelled: what is not on disk must stay in memory
-            self._memory.extendleft(reversed([b for g in groups[written:] for b in g]))
+            unwritten = [b for g in groups[written:] for b in g]
+            if unwritten:
+                self._memory.extendleft(reversed(unwritten))
+                self._wakeup.set()  # the writer may have gone to sleep while they were out of memory
             self._enforce_spool_limit()
             self._update_gauges()
+        if written == len(groups) and groups and self.spill_error is not None:
+            log.warning("InfluxDB spool %s works again", self.spool_dir)
+            self.spill_error, self._spill_failures = None, 0
         return written == len(groups)
+
+    def _spill_failed(self, exc: OSError) -> None:
+        """Keep the points in memory and try the disk again after a capped backoff, logging once."""
+        if self.spill_error is None:
+            log.error("cannot spill InfluxDB points to %s: %s; they stay in memory", self.spool_dir, exc)
+        self.spill_error = f"{exc.strerror or exc}"
+        self._spill_failures += 1
+        delay = min(self.config.retry_max, self.config.retry_min * 2 ** min(self._spill_failures - 1, 30))
+        self._spill_retry_at = time.monotonic() + delay
 
     async def _final_spill(self) -> None:
         async with self._spool_lock:
@@ -631,6 +729,9 @@ class InfluxSink:
                 await self._send(body)
             except SinkError as exc:
                 self._note_failure(exc)
+                if exc.status == 404 and self.config.api == "v1" and not self.config.skip_database_creation \
+                        and not self._creation.startswith("this account may not"):
+                    await self._create_database()  # it went missing, or InfluxDB was away at start
                 halves = _halves(body, points) if exc.too_large else []
                 if halves:
                     if points == batch.points:
@@ -697,7 +798,7 @@ class InfluxSink:
         if self._failing_since is not None:
             log.warning("InfluxDB writes work again after %.0f s and %d failures; %d points pending",
                         time.monotonic() - self._failing_since, self._failures, self.pending_points)
-            self._failing_since, self._failures = None, 0
+            self._failing_since, self._failures, self._told = None, 0, None
 
     def _note_failure(self, exc: SinkError) -> None:
         if self.metrics is not None:
@@ -708,11 +809,14 @@ class InfluxSink:
         self._failures += 1
         if self._failing_since is None:
             self._failing_since = time.monotonic()
-        if self._failures == 1 or self._failures % 10 == 0:
-            # wrong credentials or a missing database need a human; an outage usually just needs time
-            level = logging.ERROR if exc.status in (401, 403, 404) else logging.WARNING
-            log.log(level, "InfluxDB write failed (%d in a row), retrying; %d points pending: %s",
-                    self._failures, self.pending_points, exc)
+        if needs_a_person(exc):
+            # wrong credentials, a missing database or bucket: said once, clearly, not once per batch
+            if self._told != f"{exc.status}":
+                self._told = f"{exc.status}"
+                log.error("%s", advice(self.config, exc, self._creation))
+        elif self._failures == 1 or self._failures % 10 == 0:  # an outage usually just needs time
+            log.warning("InfluxDB write failed (%d in a row), retrying; %d points pending: %s",
+                        self._failures, self.pending_points, exc)
 
     async def _dead_letter(self, body: bytes, points: int, exc: SinkError) -> None:
         self.dead_letter_points += points
