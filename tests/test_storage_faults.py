@@ -387,3 +387,30 @@ def test_archive_writer_on_a_full_filesystem_keeps_one_clean_stream(tmp_path):
         reader = ArchiveReader(archive_files(directory / "archive"))
         assert failures > 50 and list(reader) == written and len(written) == 4000
         assert reader.truncated == [] and len(archive_files(directory / "archive")) == 2
+
+
+def test_an_email_sent_while_the_ledger_is_locked_is_not_sent_again(tmp_path):
+    """Test that the mailer, when the server accepted an email but the ledger is locked by another process and
+    cannot record it, sends nothing more (that email least of all) until it could record it, then goes on."""
+    from ptmon.alerting.mailer import Mailer
+
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        ledger.record_alerts({}, [{"event_key": f"k{i}", "kind": "breach", "event": "firing", "contract": "cam",
+                                   "street": "taopu", "kpi": "online", "at": 0, "subject": f"test {i}",
+                                   "recipients": ["ops@example.org"],
+                                   "message": f"Subject: test {i}\r\n\r\nbody\r\n".encode()} for i in range(2)])
+    with SmtpServer() as smtp:
+        mailer = Mailer(str(path), EmailConfig(host="127.0.0.1", port=smtp.port, security="none",
+                                               sender="ptmon@example.org", timeout=5.0), clock=lambda: 2e9)
+        with Ledger(path) as ledger:
+            ledger.db.execute("PRAGMA busy_timeout = 100")
+            with ledger_locked(path, 3.0):
+                time.sleep(0.5)  # the other process holds BEGIN EXCLUSIVE now
+                assert mailer.send_due(ledger) == 2
+                for _ in range(3):
+                    assert mailer.send_due(ledger) == 0
+            assert len(smtp.inbox.messages) == 2
+            assert mailer.send_due(ledger) == 0  # recorded now: nothing is due
+            assert {a.status for a in ledger.alerts()} == {"sent"}
+        assert len(smtp.inbox.messages) == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import sqlite3
 import ssl
 import threading
 import time
@@ -37,6 +38,8 @@ class Mailer:
         self._thread: threading.Thread | None = None
         self.sent = 0
         self.failures = 0
+        # Sent, but the ledger refused to record it (locked, disk full): never sent again meanwhile.
+        self._unrecorded: dict[int, int] = {}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ptmon-mailer", daemon=True)
@@ -71,6 +74,8 @@ class Mailer:
         permanent (5xx) marks that email failed and the rest go on; anything else (the server
         down, the connection lost, 4xx) keeps it queued with a backoff and ends the round.
         """
+        if not self._record_sent(ledger):
+            return 0
         due = ledger.due_alerts(int(self.clock() * US_PER_S))
         if not due:
             return 0
@@ -93,7 +98,8 @@ class Mailer:
                     if not permanent:
                         break  # the server is likely failing for the others too; they wait for the next round
                     continue
-                ledger.mark_sent(alert.id, now_us())
+                self._unrecorded[alert.id] = now_us()
+                self._record_sent(ledger)
                 sent += 1
                 self.sent += 1
                 log.info("alert email %d sent to %s: %s", alert.id, ", ".join(alert.recipients), alert.subject)
@@ -129,6 +135,17 @@ class Mailer:
             log.error("email to %s not sent: %s", ", ".join(recipients), exc)
             return
         log.info("email sent to %s outside the outbox", ", ".join(recipients))
+
+    def _record_sent(self, ledger: Ledger) -> bool:
+        """Mark sent what the server accepted; False while the ledger refuses (nothing more is sent then)."""
+        for alert_id, at in list(self._unrecorded.items()):
+            try:
+                ledger.mark_sent(alert_id, at)
+            except sqlite3.Error as exc:
+                log.warning("alert email %d was sent but the ledger cannot record it yet (%s); sending waits", alert_id, exc)
+                return False
+            del self._unrecorded[alert_id]
+        return True
 
     def _connect(self) -> smtplib.SMTP:
         c = self.config
