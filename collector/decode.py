@@ -409,14 +409,20 @@ class Decoder:
             if self.rejects[kind] - count < LOGGED_PER_KIND:
                 log.warning("rejected %d message(s) (%s), the first on %r", count, kind, topic[:200])
 
-    def count_bad_values(self, bad_by_field: dict[str, int], bad_rows: int, mismatched_rows: int) -> None:
+    def count_bad_values(self, bad_by_field: dict[str, int], bad: np.ndarray, mismatched: np.ndarray,
+                         device: np.ndarray) -> None:
+        """Count the rows refused for a bad value or a success counter above its attempts; the first
+        few of each kind are logged with the device they came from."""
         for name, count in bad_by_field.items():
             self.bad_fields[name] += count
-        for kind, count in (("bad_value", bad_rows), ("counter_mismatch", mismatched_rows)):
+        for kind, rows in (("bad_value", bad), ("counter_mismatch", mismatched)):
+            count = int(rows.sum())
             if count:
                 self.rejects[kind] += count
                 if self.rejects[kind] - count < LOGGED_PER_KIND:
-                    log.warning("rejected %d message(s) (%s); fields: %s", count, kind, dict(bad_by_field))
+                    first = self.registry.ids[int(device[int(np.argmax(rows))])]
+                    fields = f"; fields: {dict(bad_by_field)}" if kind == "bad_value" else ""
+                    log.warning("rejected %d message(s) (%s), the first from device %s%s", count, kind, first, fields)
 
 
 MAX_BULK_WINDOWS = 8  # a batch spanning more windows is counted by sorting, not window by window
@@ -535,7 +541,7 @@ def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, An
         mismatch |= both & (out.counters[:, successes] > out.counters[:, attempts])
     mismatch &= ~out.bad
     if decoder is not None:
-        decoder.count_bad_values(out.bad_by_field, int(out.bad.sum()), int(mismatch.sum()))
+        decoder.count_bad_values(out.bad_by_field, out.bad, mismatch, device)
     keep = ~(out.bad | mismatch)
     batch = DecodedBatch(
         t=t, device=device, seq=out.seq, has_seq=out.has_seq, boot=out.boot, has_boot=out.has_boot,

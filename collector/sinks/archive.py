@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..archive import Record, encode_record
 from ..durable import fsync_directory
+from ..errors import ArchiveError
 from ..metrics import Metrics
 from ..timebase import day_of, day_to_date, seconds_to_us
 
@@ -37,6 +38,24 @@ def archive_files(directory: Path) -> list[Path]:
         if m:
             found.append(((m.group(1), int(m.group(2) or 0)), path))
     return [path for _, path in sorted(found)]
+
+
+def archive_paths(sources: Sequence[str | Path]) -> list[Path]:
+    """Archive files named, and every archive file of the directories named (the collector's
+    ``archive_dir``), in order. A replay reads all of a directory: what came before the period
+    sets the devices' baselines and last heartbeats exactly as the live collector had them."""
+    out: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = archive_files(source)
+            if not found:
+                raise ArchiveError(f"{source}: no archive files (ptmon-YYYY-MM-DD[.N].jsonl.gz) in this directory")
+            out += found
+        elif source.is_file():
+            out.append(source)
+        else:
+            raise ArchiveError(f"{source}: no such archive file or directory")
+    return out
 
 
 class ArchiveWriter:
