@@ -53,11 +53,11 @@ def resolve_broker(choice: str) -> str:
     if choice in ("auto", "mosquitto") and find_mosquitto():
         return "mosquitto"
     if choice == "mosquitto":
-        raise UsageError("--broker mosquitto: Mosquitto is not installed (apt-get install mosquitto)")
+        raise UsageError("the demo's broker was set to mosquitto, which is not installed: apt-get install mosquitto")
     if amqtt_installed():
         return "amqtt"
     if choice == "amqtt":
-        raise UsageError("--broker amqtt: amqtt is not installed (pip install 'ptmon[demo]')")
+        raise UsageError("the demo's broker was set to amqtt, which is not installed: pip install 'ptmon[demo]'")
     raise UsageError(f"the demo needs an MQTT broker and found none: {INSTALL_HINT}")
 
 
