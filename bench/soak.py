@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -59,9 +58,9 @@ from ptmon.rules import load_rules
 from ptmon.sinks.archive import archive_files
 from ptmon.timebase import format_instant, seconds_to_us
 from ptmon.simulators.loopback import free_port, wait_for_port
+from tests.programs import program
 from tests.servers import InfluxServer, influx_rows, influxql
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PTMON = [sys.executable, "-m", "ptmon.cli"]
 DATABASE = "ptmon_soak"
 STARTUP_ALLOWANCE = 120.0  # seconds a collector may take to come back (registry, checkpoint, archive tail)
@@ -132,14 +131,14 @@ class Broker:
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}"
             f"persistence true\npersistence_location {store}/\nautosave_interval 0\n"  # saved at each clean stop
-            f"max_queued_messages {max_queued}\nmax_queued_bytes 0\n"  # the default 1000 drops silently (MEASURED.md)
+            f"max_queued_messages {max_queued}\nmax_queued_bytes 0\n"  # the default 1000 drops the rest silently
             "max_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n")
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([program("mosquitto"), "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT)
         wait_for_port(self.port, 60, alive=lambda: self.proc is not None and self.proc.poll() is None)
 
     def stop(self) -> None:

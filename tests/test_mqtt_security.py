@@ -25,6 +25,7 @@ from ptmon.config import MqttConfig, TlsConfig
 from ptmon.source import MqttSource
 
 from .brokers import MosquittoServer, free_port
+from .programs import program
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "mosquitto"
@@ -78,7 +79,7 @@ def adapted_config(text: str, *, port: int, passwd: Path, acl: Path, conf_d: Pat
 
 
 def add_user(passwd: Path, user: str, password: str = PASSWORD) -> None:
-    subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True, timeout=TIMEOUT)
+    subprocess.run([program("mosquitto_passwd"), "-b", str(passwd), user, password], check=True, timeout=TIMEOUT)
 
 
 @dataclass
@@ -120,7 +121,7 @@ def broker(tmp_path_factory) -> Iterator[Broker]:
 
 
 def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+    subprocess.run([program("openssl"), *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
 def make_certificates(folder: Path) -> dict[str, Path]:
@@ -279,7 +280,7 @@ def test_collector_subscribes_but_cannot_publish(broker, collector):
 
 def test_the_compose_health_check_works(broker):
     """Test that the health check docker-compose.yml runs (mosquitto_sub on $SYS) answers."""
-    command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", "healthcheck", "-P", PASSWORD,
+    command = [program("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(broker.port), "-u", "healthcheck", "-P", PASSWORD,
                "-t", "$SYS/broker/uptime", "-C", "1", "-W", "5"]
     assert subprocess.run(command, capture_output=True, timeout=TIMEOUT).returncode == 0
 

@@ -37,6 +37,7 @@ from ptmon.results import CSV_COLUMNS
 from ptmon.rules import Rules
 
 from .conftest import T0, down, hb, make_registry, run, tick, up
+from .programs import program
 
 DAY = 86_400
 US = 1_000_000
@@ -182,7 +183,7 @@ def test_pdf_pages_are_a4_numbered_and_not_blank(out, tmp_path):
     from PIL import Image
 
     pdf = out / f"report-{MONTH}.pdf"
-    subprocess.run(["pdftoppm", "-r", "30", "-gray", "-png", str(pdf), str(tmp_path / "page")], check=True, timeout=120)
+    subprocess.run([program("pdftoppm"), "-r", "30", "-gray", "-png", str(pdf), str(tmp_path / "page")], check=True, timeout=120)
     pages = sorted(tmp_path.glob("page-*.png"))
     assert len(pages) == PAGES
     for page in pages:
@@ -194,7 +195,7 @@ def test_pdf_pages_are_a4_numbered_and_not_blank(out, tmp_path):
 
 def test_pdf_text_has_streets_figures_and_signature(out):
     """Test that the PDF's text holds the street names, the money, the marks and the signature block."""
-    text = subprocess.run(["pdftotext", "-layout", str(out / f"report-{MONTH}.pdf"), "-"], capture_output=True,
+    text = subprocess.run([program("pdftotext"), "-layout", str(out / f"report-{MONTH}.pdf"), "-"], capture_output=True,
                           text=True, check=True, timeout=120).stdout
     for expected in ("月度租赁服务考核验收报告", "长寿路街道", "桃浦镇", "曹杨新村街道", "达标", "未达标",
                      "40,622.92", "198,335.41", "107,489.93", "250,809.83", "2,348,960.38", "75.000%", "93.000%",
