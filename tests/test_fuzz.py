@@ -411,6 +411,7 @@ def split(messages: list, sizes: list[int]) -> list[list]:
 # --- the properties ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=HEALTH)
 @given(case=stream())
 def test_hostile_streams_match_the_reference(registry: Registry, case) -> None:
@@ -455,6 +456,7 @@ def test_arbitrary_bytes_never_raise(registry: Registry, messages: list) -> None
     assert all(key.isprintable() and len(key) <= 129 for key in decoder.unknown_topics)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=HEALTH)
 @given(case=stream(), data=st.data())
 def test_batch_boundaries_change_nothing(registry: Registry, case, data: st.DataObject) -> None:

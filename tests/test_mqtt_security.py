@@ -29,7 +29,7 @@ from .programs import program
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy" / "mosquitto"
-TIMEOUT = 10.0
+TIMEOUT = 30.0  # generous: the suite must pass on a loaded machine
 NOT_AUTHORIZED = 0x87
 COLLECTOR = "ptmon-collector"
 PASSWORD = "s3cret-for-tests"
@@ -301,8 +301,7 @@ def test_collector_over_tls_with_a_client_certificate(broker):
     source = tls_source(broker, client_certificate=True)
     source.start()
     try:
-        wait_until(lambda: source.connected)
-        time.sleep(0.3)  # the subscription is sent right after CONNACK
+        assert source.subscribed.wait(TIMEOUT)
         device = Client(broker.port, DEVICE)
         device.publish(hb(DEVICE), '{"seq":7}')
         device.close()
@@ -317,7 +316,7 @@ def test_tls_without_a_client_certificate_is_refused(broker):
     source = tls_source(broker, client_certificate=False)
     source.start()
     try:
-        time.sleep(1.5)
-        assert not source.connected and source.connects == 0 and source.last_error
+        wait_until(lambda: source.last_error is not None)
+        assert not source.connected and source.connects == 0
     finally:
         source.stop()

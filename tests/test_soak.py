@@ -27,6 +27,7 @@ def soak():  # type: ignore[no-untyped-def]
     return module
 
 
+@pytest.mark.slow
 def test_short_soak_passes_every_check(soak, tmp_path):
     """Test that through a broker restart, an InfluxDB outage and a collector SIGKILL, the archive holds every
     acknowledged message, InfluxDB one point per accepted heartbeat, the replay the live KPIs, in bounded memory."""
