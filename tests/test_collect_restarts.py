@@ -134,9 +134,12 @@ def start_collector(config: Path, kpi_csv: Path, log: Path) -> subprocess.Popen[
 
 
 def archived_heartbeats(data: Path) -> int:
+    """Distinct heartbeats (device, seq) in the archive. A message archived but not yet acknowledged
+    when the collector is killed comes again after the restart: a duplicate, the same heartbeat."""
     from ptmon.archive import ArchiveReader
 
-    return sum(1 for r in ArchiveReader(archive_files(data / "archive")) if r[1].endswith("/hb"))
+    return len({(r[1], json.loads(r[2])["seq"]) for r in ArchiveReader(archive_files(data / "archive"))
+                if r[1].endswith("/hb")})
 
 
 @PROTOCOLS

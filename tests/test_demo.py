@@ -138,7 +138,7 @@ def test_simulator_holds_the_window_until_told(rules, broker_port, tmp_path):
 
 
 def _run_demo(tmp_path: Path, *options: str) -> tuple[str, Path]:
-    out = subprocess.run([sys.executable, "-m", "ptmon.cli", "demo", "--hours", "0.25", "--speed", "20",
+    out = subprocess.run([sys.executable, "-m", "ptmon.cli", "demo", "--hours", "0.25", "--speed", "30",
                           "--workdir", str(tmp_path), *options], capture_output=True, text=True, timeout=DEMO_TIMEOUT)
     assert out.returncode == 0, out.stderr[-4000:]
     (kpis,) = tmp_path.glob("live-*/kpis.csv")
