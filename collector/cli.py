@@ -64,13 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     gen.add_argument("--out", metavar="FILE", default="-", help="output CSV (default: stdout)")
     _add_rules(gen)
-    chk = reg_sub.add_parser("check", help="validate a registry CSV and summarise it")
-    chk.add_argument("file", metavar="FILE")
+    chk = reg_sub.add_parser("check", help="validate a registry CSV and summarise it",
+                             description="Validate a registry CSV (columns device_id, contract, type, street, "
+                             "scenario, community, gateway, accepted_on, retired_on: see the README) against the rule "
+                             "files and print how many devices of each contract are under lease today. An error names "
+                             "the line and the column; the exit status is then 2.")
+    chk.add_argument("file", metavar="FILE", help="the registry CSV")
     _add_rules(chk)
 
-    rules = sub.add_parser("rules", help="validate the rule files")
-    rules.add_argument("action", choices=["check"])
-    rules.add_argument("dir", nargs="?", default=str(DEFAULT_RULES_DIR), metavar="DIR")
+    rules = sub.add_parser("rules", help="validate the rule files",
+                           description="`ptmon rules check [DIR]`: validate the rule files of DIR (streets.yaml, "
+                           "types.yaml, contracts.yaml, and alerts.yaml as the collector loads it) and print their "
+                           "version. An error names the file and the key; the exit status is then 2.")
+    rules.add_argument("action", choices=["check"], help="check: validate the rule files")
+    rules.add_argument("dir", nargs="?", default=str(DEFAULT_RULES_DIR), metavar="DIR",
+                       help="the rule files' directory (default: the rules shipped with ptmon)")
 
     sim = sub.add_parser("simulate", help="act as the district's sensors, cameras and gateways over MQTT",
                          description="Publish heartbeats for every registry device at its type's period over MQTT, "
@@ -210,9 +218,13 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
+    from .service import check_alert_rules
+
     rules = load_rules(args.dir)
+    alerts = check_alert_rules(None, rules)  # exactly what `collect --check-config` loads
     print(f"{args.dir}: {len(rules.streets)} streets, {len(rules.types)} device types, "
           f"{len(rules.contracts)} contracts; version {rules.version}")
+    print(alerts)
     return 0
 
 

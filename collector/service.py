@@ -17,7 +17,7 @@ from .collect import Collector, write_results_csv
 from .config import DEFAULT_TOPICS, CollectorConfig, TlsConfig, check_config, load_config
 from .errors import UsageError
 from .registry import load_registry
-from .rules import DEFAULT_RULES_DIR, load_rules
+from .rules import DEFAULT_RULES_DIR, Rules, load_rules
 from .timebase import format_instant
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,18 @@ def broker_address(url: str) -> dict[str, object]:
     return {"host": parts.hostname, "port": port, "tls": TlsConfig() if tls else None}
 
 
+def check_alert_rules(path: Path | None, rules: Rules) -> str:
+    """Load the alert rules (``path``, else alerts.yaml beside the rules) as the collector will; a line
+    saying what they are. A bad file raises the ConfigError naming its key."""
+    from .alerting.rules import ALERTS_FILE, load_alert_rules
+
+    path = path or rules.directory / ALERTS_FILE
+    if not path.is_file():
+        return f"alert rules: none at {path} (alerting will be off)"
+    alert_rules = load_alert_rules(path, rules)
+    return f"alert rules: {len(alert_rules.rules)} in {path}, version {alert_rules.version}"
+
+
 def run_collect(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.check_config:
@@ -78,14 +90,7 @@ def run_collect(args: argparse.Namespace) -> int:
             print(line)
         print(f"registry: {len(registry):,} devices, version {registry.version}; rules version {rules.version}")
         if config.alerts.enabled:
-            from .alerting.rules import ALERTS_FILE, load_alert_rules
-
-            path = config.alerts.rules_file or rules.directory / ALERTS_FILE
-            if path.is_file():
-                alert_rules = load_alert_rules(path, rules)
-                print(f"alert rules: {len(alert_rules.rules)} in {path}, version {alert_rules.version}")
-            else:
-                print(f"alert rules: none at {path} (alerting will be off)")
+            print(check_alert_rules(config.alerts.rules_file, rules))
         print("config OK")
         return 0
     kpi_csv = Path(args.kpi_csv) if args.kpi_csv else None
