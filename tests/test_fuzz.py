@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import sys
 from collections import Counter
 from typing import Any
 
@@ -123,10 +124,14 @@ def reference_payload(payload: bytes | str, max_payload: int) -> dict[str, Any]:
         raise Reject("oversize")
     if text is None or _json_depth(text) > MAX_JSON_DEPTH:
         raise Reject("bad_json")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * MAX_JSON_DEPTH))  # json's C parser counts nesting as recursion
     try:
         json.loads(text, parse_int=_parse_int)  # numbers orjson refuses (beyond a double)
     except (ValueError, RecursionError):
         raise Reject("bad_json") from None
+    finally:
+        sys.setrecursionlimit(limit)
     limit, reference.MAX_PAYLOAD_BYTES = reference.MAX_PAYLOAD_BYTES, max_payload  # its own check is 4,096 bytes
     try:
         msg = decode_payload(text)
