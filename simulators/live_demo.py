@@ -118,7 +118,8 @@ def run_live_demo(workdir: Path, *, hours: float, speed: float, seed: int, influ
                          f"(its scenario needs {MIN_MINUTES} minutes): {hours:g}")
     if not 1 <= speed <= 3600:
         raise UsageError(f"--speed must be in [1, 3600]: {speed:g}")
-    name = resolve_broker(broker_choice(broker))
+    choice = broker_choice(broker)
+    name = resolve_broker(choice)
     if scale is None:
         scale = AMQTT_SCALE if name == "amqtt" else 1.0
     if not 0 < scale <= 1:
@@ -132,7 +133,7 @@ def run_live_demo(workdir: Path, *, hours: float, speed: float, seed: int, influ
     data.mkdir(parents=True)
     scenario = write_scenario(data / "scenario.yaml", minutes, registry)
     plan = load_scenario(scenario, registry, start, end, seed)
-    _introduce(name, registry, scale, start, end, speed, scenario)
+    _introduce(name, choice, registry, scale, start, end, speed, scenario)
     port = free_port()
     proc = start_broker(data, port, name)
     try:
@@ -143,13 +144,15 @@ def run_live_demo(workdir: Path, *, hours: float, speed: float, seed: int, influ
         stop_broker(proc)
 
 
-def _introduce(name: str, registry: Registry, scale: float, start: int, end: int, speed: float, scenario: Path) -> None:
+def _introduce(name: str, choice: str, registry: Registry, scale: float, start: int, end: int, speed: float,
+               scenario: Path) -> None:
     size = f"{len(registry):,} registry rows"
     if name == "amqtt":
-        say(f"broker: amqtt (pure Python; Mosquitto was {'not found' if scale == AMQTT_SCALE else 'not chosen'}). "
-            f"amqtt carries about 6,000 msg/s here against Mosquitto's 100,000, so the demo district is "
-            f"{scale:.0%} of Putuo ({size}: that share of every street's communities, each whole); "
-            "for the whole district: apt-get install mosquitto")
+        why = "Mosquitto is not installed" if choice == "auto" else "chosen by --broker or $PTMON_DEMO_BROKER"
+        say(f"broker: amqtt (pure Python; {why}). amqtt carries about 6,000 msg/s here against Mosquitto's "
+            f"100,000 and is slow to connect many gateways, so the demo district is {scale:.0%} of Putuo "
+            f"({size}: that share of every street's communities, each whole); for the whole district: "
+            "apt-get install mosquitto")
     else:
         say(f"broker: {name}; the district: {size}" + ("" if scale >= 1 else f" ({scale:.0%} of every street's communities)"))
     minutes = (end - start) // (60 * US_PER_S)
