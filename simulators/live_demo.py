@@ -189,7 +189,7 @@ class LiveDemo:
         stop = asyncio.Event()
         collecting = asyncio.create_task(self.collector.run(stop))
         try:
-            status = await self._run_simulation(collecting)
+            status = await self._run_simulation()
         finally:
             stop.set()
             await collecting
@@ -200,7 +200,7 @@ class LiveDemo:
             return status
         return self._report(finish_results(self.period, self.collector.decoder))
 
-    async def _run_simulation(self, collecting: asyncio.Task[None]) -> int:
+    async def _run_simulation(self) -> int:
         if not await asyncio.to_thread(self.collector.source.subscribed.wait, SUBSCRIBE_TIMEOUT):
             return self._fail(f"the collector could not subscribe to the broker on port {self.port} within "
                               f"{SUBSCRIBE_TIMEOUT:.0f} s: {self.collector.source.last_error or 'no answer'}")
