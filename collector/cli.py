@@ -138,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "optional InfluxDB) showing a live line, and print the KPI table of the simulated window, "
                           "why each failing street fails, and the replay command that recomputes the same CSV from "
                           "the archive. The window is 09:00 Shanghai time of yesterday onwards. On amqtt the "
-                          "district is a quarter of Putuo (amqtt carries about 6,000 msg/s). --offline instead "
-                          "synthesises a day straight into an archive and replays it (no broker).")
+                          "district is a quarter of Putuo's communities (amqtt is slow to connect the district's "
+                          "1,290 gateways). --offline instead synthesises a day straight into an archive and replays "
+                          "it (no broker).")
     demo.add_argument("--hours", type=float, help="simulated hours (default 0.5, at least 0.25; --offline: 24)")
     demo.add_argument("--speed", type=float, default=30.0, metavar="K",
                       help="simulated time runs K times faster than wall time (default 30: half an hour in a minute)")
