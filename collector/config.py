@@ -633,7 +633,8 @@ def check_config(config: CollectorConfig) -> list[str]:
 def _email_line(e: EmailConfig) -> str:
     if not e.host:
         return "email: no SMTP host (alert emails stay queued in the ledger)"
-    return (f"email: {e.security} {_host_port(e.host, e.port)}, from {e.sender}, "
+    security = {"starttls": "STARTTLS", "tls": "TLS", "none": "no TLS"}.get(e.security, e.security)
+    return (f"email: {_host_port(e.host, e.port)}, {security}, from {e.sender}, "
             f"login {_auth(e.username, e.password)}, retry {e.retry_min:g}–{e.retry_max:g} s")
 
 

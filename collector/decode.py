@@ -14,7 +14,7 @@ Reject kinds, checked in this order (a message counts under the first that fails
   rate_limited       more than ``device_rate`` messages from one device (or gateway) in a window
   oversize           payload larger than ``max_payload`` bytes
   bad_json           not JSON (or not UTF-8, NaN, Infinity, a number beyond a double, or nested
-                     deeper than ``MAX_JSON_DEPTH``)
+                     deeper than ``MAX_JSON_DEPTH``, orjson's own limit)
   not_object         JSON, but not an object
   bad_value          a known key of the wrong type or out of range (``bad_fields`` says which)
   counter_mismatch   a success counter above its attempts counter (read_ok > reads, ...)
@@ -36,9 +36,10 @@ Limits (the collector's ``[limits]`` config; README "Limits"), all counted when 
 * ``unknown_limit`` distinct unknown topics tracked for the report (each cut to
   ``TRACKED_TOPIC_CHARS`` characters, control characters escaped); beyond it they are only
   counted (``unknown_overflow``), so a million invented ids cost no memory.
-* JSON nested deeper than ``MAX_JSON_DEPTH`` is ``bad_json`` before orjson sees it: orjson
-  3.8 has no depth limit and overflows the C stack (a segfault) at about 53,000 levels, a
-  212 KB payload.
+* JSON nested deeper than ``MAX_JSON_DEPTH`` (1,024 levels) is ``bad_json``: orjson 3.9.15 and
+  later refuse it with a ``JSONDecodeError`` like any unparsable payload (orjson 3.8 had no
+  limit and crashed at about 53,000 levels, which ``orjson>=3.9.15`` rules out;
+  docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -89,7 +89,7 @@ COUNTER_PAIRS = ((0, 1), (2, 3), (4, 5))  # (attempts, successes) columns of COU
 LOGGED_PER_KIND = 5  # first rejects of each kind are logged with detail; the rest only counted
 LIMITS_TOPIC = "$ptmon/limits"  # archive control record: the limits the collector decoded with
 LIMIT_KEYS = ("max_payload", "device_rate", "window", "unknown_limit")
-MAX_JSON_DEPTH = 512  # a heartbeat is a flat object; 512 levels need 1,024 bytes
+MAX_JSON_DEPTH = 1024  # orjson's limit (3.9.15+): deeper is a JSONDecodeError, so bad_json; tests check it
 TRACKED_TOPIC_CHARS = 128  # an unknown topic is kept for the report cut to this length
 
 Message = tuple[float, str, "bytes | str"]
@@ -257,9 +257,8 @@ class Decoder:
         self.unknown_limit = unknown_limit
         self.device_rate = device_rate
         self.window = window
-        # Payloads no longer than this can be neither oversize (UTF-8 takes at most 4 bytes a
-        # character) nor nested deeper than MAX_JSON_DEPTH (a level takes 2 characters).
-        self._clean_length = min(max_payload // 4, 2 * MAX_JSON_DEPTH)
+        # Payloads no longer than this cannot be oversize (UTF-8 takes at most 4 bytes a character).
+        self._clean_length = max_payload // 4
         if device_rate <= 0:
             self._device_limit = self._gateway_limit = None
         elif self._device_limit is None or self._device_limit.window_us != window * US_PER_S:
@@ -387,7 +386,7 @@ class Decoder:
                 continue
             if limited[i]:
                 continue  # counted below, with the batch's other rate_limited messages
-            if len(payload) > clean_length and self._payload_refused(i, topic, payload):
+            if len(payload) > clean_length and self._oversize(i, topic, payload):
                 continue
             try:
                 obj = loads(payload)
@@ -413,15 +412,6 @@ class Decoder:
         """Reject (and count) a payload larger than max_payload bytes."""
         if len(payload) > self.max_payload // 4 and (size := _size(payload)) > self.max_payload:
             self._reject(row, "oversize", topic, f"{size} bytes")
-            return True
-        return False
-
-    def _payload_refused(self, row: int, topic: str, payload: bytes | str) -> bool:
-        """Reject (and count) a heartbeat payload too large, or nested too deep for orjson to parse safely."""
-        if self._oversize(row, topic, payload):
-            return True
-        if len(payload) > 2 * MAX_JSON_DEPTH and _too_deep(payload):
-            self._reject(row, "bad_json", topic, f"nested deeper than {MAX_JSON_DEPTH} levels")
             return True
         return False
 
@@ -498,14 +488,20 @@ class Decoder:
             if self.rejects[kind] - count < LOGGED_PER_KIND:
                 log.warning("rejected %d message(s) (%s), the first on %r", count, kind, topic[:200])
 
-    def count_bad_values(self, bad_by_field: dict[str, int], bad_rows: int, mismatched_rows: int) -> None:
+    def count_bad_values(self, bad_by_field: dict[str, int], bad: np.ndarray, mismatched: np.ndarray,
+                         device: np.ndarray) -> None:
+        """Count the rows refused for a bad value or a success counter above its attempts; the first
+        few of each kind are logged with the device they came from."""
         for name, count in bad_by_field.items():
             self.bad_fields[name] += count
-        for kind, count in (("bad_value", bad_rows), ("counter_mismatch", mismatched_rows)):
+        for kind, rows in (("bad_value", bad), ("counter_mismatch", mismatched)):
+            count = int(rows.sum())
             if count:
                 self.rejects[kind] += count
                 if self.rejects[kind] - count < LOGGED_PER_KIND:
-                    log.warning("rejected %d message(s) (%s); fields: %s", count, kind, dict(bad_by_field))
+                    first = self.registry.ids[int(device[int(np.argmax(rows))])]
+                    fields = f"; fields: {dict(bad_by_field)}" if kind == "bad_value" else ""
+                    log.warning("rejected %d message(s) (%s), the first from device %s%s", count, kind, first, fields)
 
 
 MAX_BULK_WINDOWS = 8  # a batch spanning more windows is counted by sorting, not window by window
@@ -572,26 +568,6 @@ class _WindowLimit:
         return over if over.any() else None
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_JSON_STRING_BYTES = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
-def _too_deep(payload: bytes | str) -> bool:
-    """Whether ``[``/``{`` nest deeper than MAX_JSON_DEPTH outside strings (conservative for
-    invalid JSON, which orjson refuses before going deeper anyway)."""
-    if isinstance(payload, bytes):
-        if payload.count(b"[") + payload.count(b"{") <= MAX_JSON_DEPTH:
-            return False
-        text = _JSON_STRING_BYTES.sub(b"", payload)
-    else:
-        if payload.count("[") + payload.count("{") <= MAX_JSON_DEPTH:
-            return False
-        text = _JSON_STRING.sub("", payload).encode("utf-8", "surrogatepass")
-    codes = np.frombuffer(text, dtype=np.uint8)
-    steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int64) - ((codes == 0x5D) | (codes == 0x7D))
-    return int(np.cumsum(steps).max(initial=0)) > MAX_JSON_DEPTH
-
-
 _CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
@@ -624,7 +600,7 @@ def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, An
         mismatch |= both & (out.counters[:, successes] > out.counters[:, attempts])
     mismatch &= ~out.bad
     if decoder is not None:
-        decoder.count_bad_values(out.bad_by_field, int(out.bad.sum()), int(mismatch.sum()))
+        decoder.count_bad_values(out.bad_by_field, out.bad, mismatch, device)
     keep = ~(out.bad | mismatch)
     batch = DecodedBatch(
         t=t, device=device, seq=out.seq, has_seq=out.has_seq, boot=out.boot, has_boot=out.has_boot,

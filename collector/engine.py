@@ -3,7 +3,7 @@
 Pure: no I/O and no clock of its own. Time is what the events and the caller say it is
 (int64 µs), so the live collector, replay, tests and benchmarks all drive the same code.
 
-What it does, in the order DOMAIN.md defines it:
+What it does, in the order docs/domain.md defines it:
 
 * **Heartbeats** set a device's last receive time ``h``. A device is online at sample instant
   ``t`` when it is expected and ``t - timeout(type) < h <= t``. Events are applied in time

@@ -53,6 +53,8 @@ class MqttSource:
         self.connected = False
         self.connects = 0
         self.dropped = 0
+        self.received = 0  # messages handed over since start (control records not counted)
+        self.subscribed = threading.Event()  # set once the broker granted the subscription
         self.last_error: str | None = None
         self._records: list[Record] = []
         self._mids: list[int] = []
@@ -228,6 +230,7 @@ class MqttSource:
             self._note_error(f"subscription refused: {', '.join(refused)} (topics {', '.join(self.config.topics)})")
         else:
             log.info("subscribed to %s", ", ".join(self.config.topics))
+            self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._set_disconnected()
@@ -261,6 +264,7 @@ class MqttSource:
                 self.dropped += 1
                 return
             self._records.append((received, topic, text))
+            self.received += 1
             first = len(self._records) == 1
         if first:
             self.wakeup()

@@ -1,6 +1,6 @@
 """The InfluxQL the dashboards run, in one place.
 
-They read the collector's low-cardinality measurements (MEASURED.md: dashboards must not scan
+They read the collector's low-cardinality measurements (docs/measurements.md: dashboards must not scan
 the per-device ``heartbeat`` series): ``sla`` (per contract × street × KPI, every sample
 instant), ``alert`` (every alert evaluation), ``episode`` (a device's offline episode opening and
 closing) and ``collector`` (the collector's own health). ``where`` is InfluxQL conditions

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from datetime import date
 
 US = 1_000_000
@@ -85,13 +86,29 @@ def _finite_float(text: str) -> float:
 
 
 def _has_surrogate(value: object) -> bool:
-    if isinstance(value, str):
-        return any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    """Whether any string in ``value`` holds a lone surrogate; iterative, as JSON may nest 1,024 deep."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any(0xD800 <= ord(ch) <= 0xDFFF for ch in item):
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
     return False
+
+
+def _loads(payload: str) -> object:
+    """``json.loads`` with room for the 1,024 levels the decoder accepts (json's parser recurses per level)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 5_000))
+    try:
+        return json.loads(payload, parse_constant=_no_constant, parse_float=_finite_float)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _is_int(value: object) -> bool:
@@ -111,7 +128,7 @@ def decode_payload(payload: str) -> dict:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise Reject("oversize")
     try:
-        doc = json.loads(payload, parse_constant=_no_constant, parse_float=_finite_float)
+        doc = _loads(payload)
     except (ValueError, RecursionError):
         raise Reject("bad_json") from None
     if _has_surrogate(doc):  # an escaped lone surrogate is not valid Unicode text

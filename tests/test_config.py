@@ -274,3 +274,11 @@ def test_check_config_of_defaults_says_what_is_off():
     lines = check_config(CollectorConfig())
     assert lines[0] == "config: none (built-in defaults)"
     assert "mqtt auth: anonymous" in lines and "influx: disabled (no influx.url)" in lines
+
+
+@pytest.mark.parametrize(("security", "shown"), [("none", "no TLS"), ("starttls", "STARTTLS"), ("tls", "TLS")])
+def test_check_config_email_line_reads_plainly(tmp_path, security, shown):
+    """Test that the email line says host:port and the transport security in words."""
+    config = load_config(write(tmp_path, f"[email]\nhost = '127.0.0.1'\nport = 28282\nsecurity = '{security}'\n"))
+    (line,) = [line for line in check_config(config) if line.startswith("email:")]
+    assert line.startswith(f"email: 127.0.0.1:28282, {shown}, from ")

@@ -378,6 +378,7 @@ def _date(day: int) -> str:
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 
 
+@pytest.mark.slow
 @settings(max_examples=450, deadline=None, suppress_health_check=HEALTH)
 @given(case=scenario("tw"))
 def test_time_weighted_kpis_match_reference(rules_tw: Rules, case) -> None:
@@ -385,6 +386,7 @@ def test_time_weighted_kpis_match_reference(rules_tw: Rules, case) -> None:
     assert_same(rules_tw, *case)
 
 
+@pytest.mark.slow
 @settings(max_examples=180, deadline=None, suppress_health_check=HEALTH)
 @given(case=scenario("daily"))
 def test_daily_kpis_match_reference(rules_daily: Rules, case) -> None:

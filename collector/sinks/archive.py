@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..archive import Record, encode_record
 from ..durable import fsync_directory
-from ..errors import StorageGone
+from ..errors import ArchiveError, StorageGone
 from ..metrics import Metrics
 from ..timebase import day_of, day_to_date, seconds_to_us
 
@@ -128,6 +128,22 @@ class _Member:
             self.abandon()
             raise StorageGone(f"archive file {self.path}: cannot undo a failed write ({exc.strerror})") from exc
         self._z = state
+def archive_paths(sources: Sequence[str | Path]) -> list[Path]:
+    """Archive files named, and every archive file of the directories named (the collector's
+    ``archive_dir``), in order. A replay reads all of a directory: what came before the period
+    sets the devices' baselines and last heartbeats exactly as the live collector had them."""
+    out: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = archive_files(source)
+            if not found:
+                raise ArchiveError(f"{source}: no archive files (ptmon-YYYY-MM-DD[.N].jsonl.gz) in this directory")
+            out += found
+        elif source.is_file():
+            out.append(source)
+        else:
+            raise ArchiveError(f"{source}: no such archive file or directory")
+    return out
 
 
 class ArchiveWriter:
