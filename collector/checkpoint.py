@@ -45,7 +45,10 @@ FORMAT = "ptmon-checkpoint"
 FORMAT_VERSION = 1
 # online_until is not saved: it is last_heartbeat + the type's timeout, rebuilt on load.
 DEVICE_ARRAYS = ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot",
-                 "counters", "has_baseline", "seen_day")
+                 "counters", "has_baseline", "seen_day", "resets_today", "unmatched", "allowance", "missing")
+# Added after checkpoints were first written: a checkpoint without them restores the rest, and
+# these start as for a device's first message (no allowance saved, nothing unmatched or missing).
+LATER_DEVICE_ARRAYS = ("resets_today", "unmatched", "allowance", "missing")
 GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
 RATE_ARRAYS = {  # RateState attribute: (array name, rows of, fill for a row new since the save)
     "device_window": ("rate_device_window", "device", -1),
@@ -266,7 +269,11 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                               + FRESH_START.format(path=path))
     rows = {"device": _rows_by_id(_ids(arrays.pop("device_ids")), registry.ids, "device"),
             "gateway": _rows_by_id(list(meta["gateways"]), registry.gateways, "gateway")}
-    _restore_rows(path, arrays, DEVICE_ARRAYS, rows["device"], engine, notes, "device")
+    absent = [name for name in LATER_DEVICE_ARRAYS if name not in arrays]
+    if absent:
+        notes.append(f"the checkpoint predates the counter plausibility and loss state ({', '.join(absent)}); "
+                     "it starts afresh")
+    _restore_rows(path, arrays, tuple(n for n in DEVICE_ARRAYS if n not in absent), rows["device"], engine, notes, "device")
     _restore_rows(path, arrays, GATEWAY_ARRAYS, rows["gateway"], engine, notes, "gateway")
     heard = engine.last_heartbeat != NEVER
     engine.online_until = np.where(heard, engine.last_heartbeat + engine.timeout, NEVER)

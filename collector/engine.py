@@ -16,8 +16,18 @@ What it does, in the order DOMAIN.md defines it:
   received, and only while the device is under lease.
 * **Duplicates and reordering**: with a ``seq`` in the same boot, a message whose ``seq`` equals
   the last one is a duplicate and one up to ``REORDER_WINDOW`` behind it is stale; both are
-  counted and ignored (no heartbeat, no counts). Further behind is taken as a restart of the
-  sequence. Cumulative counters mean an ignored message loses no counts.
+  counted and ignored (no heartbeat, no counts). Further behind, or at least two behind with a
+  ``seq`` smaller than the distance (nearer the start of a sequence than the last ``seq``: a
+  device that rebooted without a ``boot`` id), is taken as a restart of the sequence.
+  Cumulative counters mean an ignored message loses no counts.
+* **Plausible counters**: a heartbeat's counter deltas count only when plausible for its type
+  (rules/README.md "Plausible counters"): no more resets in a day than ``max_resets_per_day``,
+  no more successes than the attempts the device's accounting left unmatched, and no more
+  attempts than ``max_attempt_rate`` allows for the receive time elapsed (with at most a day
+  saved up). Otherwise the heartbeat counts but its deltas are rejected, counted by reason.
+* **Loss in transit**: a ``seq`` more than one ahead of the last opens a gap of lost messages
+  (``lost``); a stale message filling one of them is ``recovered`` (a bitmap of the last
+  ``REORDER_WINDOW`` seqs per device says which are still missing).
 * **Observed time**: samples fire only while the monitor is up. The first event (or an
   explicit :meth:`monitor_up`) starts observation; :meth:`monitor_down` ends it at an instant;
   a :meth:`monitor_up` while already up is a restart after a crash, and the time since the
@@ -44,7 +54,13 @@ from .rules import COUNTERS
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, days_of
 
 REORDER_WINDOW = 64  # how far behind the last seq a message is taken as reordered, not restarted
+RESTART_MIN_BEHIND = 2  # a seq this far behind or more, and smaller than the distance, restarts the sequence
 NEVER = np.iinfo(np.int64).min // 4  # last heartbeat of a device never heard from
+MAX_LOSS_GAP = 2**16  # a seq gap larger than this is a seq_jump, not lost messages (45 days of 1-minute heartbeats)
+ALLOWANCE_CAP_MS = 86_400_000  # attempt allowance saved up: at most a day of max_attempt_rate
+MAX_UNMATCHED = 2**16 - 1  # unmatched attempts remembered per counter pair (uint16, saturating)
+ATTEMPTS, SUCCESSES = slice(0, None, 2), slice(1, None, 2)  # COUNTERS columns: reads, face_try, plate_try / the _ok
+ALL_MISSING = np.uint64(2**64 - 1)
 
 
 class EngineListener(Protocol):
@@ -82,6 +98,8 @@ class Engine:
         self.group = registry.group.astype(np.int16)
         timeouts = np.array([t.online_timeout for t in rules.types], dtype=np.int64) * US_PER_S
         self.timeout = timeouts[registry.type]
+        self.type_attempt_cost = np.array([t.attempt_cost_ms for t in rules.types], dtype=np.int64)
+        self.type_max_resets = np.array([t.max_resets_per_day for t in rules.types], dtype=np.int16)
         self.contract_slices = [registry.contract_slices[c.code] for c in rules.contracts]
         self.sample_interval = [c.sample_interval * US_PER_S for c in rules.contracts]
         self.tick = math.gcd(*self.sample_interval)
@@ -100,6 +118,11 @@ class Engine:
         self.counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
         self.has_baseline = np.zeros((n, len(COUNTERS)), dtype=bool)
         self.seen_day = np.full(n, -1, dtype=np.int32)
+        # plausibility and loss accounting (kept small: a few bytes per device)
+        self.resets_today = np.zeros(n, dtype=np.uint8)  # resets on seen_day, saturating at 255
+        self.unmatched = np.zeros((n, len(COUNTERS) // 2), dtype=np.uint16)  # attempts not yet matched by successes, per pair
+        self.allowance = np.zeros(n, dtype=np.int32)  # ms of max_attempt_rate saved up, ≤ ALLOWANCE_CAP_MS
+        self.missing = np.zeros(n, dtype=np.uint64)  # bit j: seq (last seq − 1 − j) counted lost, not yet recovered
         self.gateway_online = np.ones(len(registry.gateways), dtype=bool)
         self.gateway_since = np.full(len(registry.gateways), NEVER, dtype=np.int64)
 
@@ -321,30 +344,37 @@ class Engine:
         stale = comparable & (behind > 0) & (behind <= REORDER_WINDOW)
         counted = []
         if duplicate.any() or stale.any():
+            stale &= ~((behind >= RESTART_MIN_BEHIND) & (b.seq[idx] < behind))  # restarted without a boot id
             self.stats["duplicate"] += int(duplicate.sum())
             self.stats["stale"] += int(stale.sum())
             counted += [engine_events(b.t[idx[mask]], d[mask], kind) for kind, mask in (("duplicate", duplicate), ("stale", stale))]
+            if stale.any():
+                counted.append(self._recover(b.t[idx[stale]], d[stale], behind[stale]))
             keep = ~(duplicate | stale)
-            idx, d, boot_changed = idx[keep], d[keep], boot_changed[keep]
+            idx, d, boot_changed, comparable, behind = idx[keep], d[keep], boot_changed[keep], comparable[keep], behind[keep]
             if len(idx) == 0:
                 return None, CountedEvents.join(counted)
         assert b.accepted is not None
         b.accepted[idx] = True
         t = b.t[idx]
+        previous = self.last_heartbeat[d]
         self.last_heartbeat[d] = t
         self.online_until[d] = t + self.timeout[d]
 
+        first = ~self.seen[d]
         deltas, reset = self._counter_deltas(b, idx, d, boot_changed)
         day = days_of(t)
+        first_today = self.seen_day[d] != day
         under_lease = (self.registry.accepted_day[d] <= day) & (day < self.registry.retired_day[d])
         counted.append(engine_events(t, d, "heartbeats"))
         if reset.any():
             counted.append(engine_events(t[reset], d[reset], "resets"))
+        counted += self._plausible(t, d, deltas, reset, first, first_today, previous)
+        counted += self._seq_gaps(b, idx, t, d, comparable, behind, boot_changed)
         if not under_lease.all():
             self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
             counted.append(engine_events(t[~under_lease], d[~under_lease], "outside_lease"))
             deltas[~under_lease] = 0
-        first_today = self.seen_day[d] != day
         self.seen_day[d] = day
 
         has_seq = b.has_seq[idx]
@@ -373,14 +403,84 @@ class Engine:
         self.has_baseline[d] = present | known | reset_col
         return deltas, reset
 
+    def _plausible(self, t: np.ndarray, d: np.ndarray, deltas: np.ndarray, reset: np.ndarray, first: np.ndarray,
+                   first_today: np.ndarray, previous: np.ndarray) -> list[CountedEvents]:
+        """Reject (zero) the deltas of heartbeats implausible for their type, counted by the first
+        reason that holds: more resets today than ``max_resets_per_day``; a pair's successes above
+        its unmatched attempts (none after a reset) plus the message's attempts; more attempts than
+        the ``max_attempt_rate`` allowance saved up since the last heartbeat (at most a day)."""
+        kind = self.registry.type[d]
+        if first_today.any():
+            self.resets_today[d[first_today]] = 0
+        too_many_resets = np.zeros(len(d), dtype=bool)
+        if reset.any():
+            resets = self.resets_today[d].astype(np.int16) + reset
+            self.resets_today[d] = np.minimum(resets, 255)
+            too_many_resets = reset & (resets > self.type_max_resets[kind])
+        tries, oks = deltas[:, ATTEMPTS], deltas[:, SUCCESSES]
+        unmatched = self.unmatched[d].astype(np.int64)
+        if reset.any():
+            unmatched[reset] = 0
+        unmatched_success = (oks > unmatched + tries).any(axis=1) & ~too_many_resets
+        saved = self.allowance[d] + (t // 1000 - previous // 1000)
+        allowance = np.where(first, 0, np.minimum(saved, ALLOWANCE_CAP_MS))
+        need = tries.sum(axis=1) * self.type_attempt_cost[kind]
+        too_many_attempts = (need > allowance) & ~(too_many_resets | unmatched_success)
+        rejected = too_many_resets | unmatched_success | too_many_attempts
+        self.allowance[d] = allowance - np.where(rejected, 0, need)
+        self.unmatched[d] = np.where(rejected[:, None], unmatched, np.minimum(unmatched + tries - oks, MAX_UNMATCHED))
+        if not rejected.any():
+            return []
+        deltas[rejected] = 0
+        out = []
+        for name, mask in (("too_many_resets", too_many_resets), ("unmatched_success", unmatched_success),
+                           ("too_many_attempts", too_many_attempts)):
+            if mask.any():
+                self.stats[name] += int(mask.sum())
+                out.append(engine_events(t[mask], d[mask], name))
+        return out
+
+    def _seq_gaps(self, b: DecodedBatch, idx: np.ndarray, t: np.ndarray, d: np.ndarray, comparable: np.ndarray,
+                  behind: np.ndarray, boot_changed: np.ndarray) -> list[CountedEvents]:
+        """Lost messages from the gaps accepted heartbeats open in their device's ``seq``, and the
+        bitmap of still-missing seqs moved along; a new sequence (first seq, new boot, restart)
+        starts with nothing missing and counts no loss before its first message."""
+        ahead = comparable & (behind < 0)
+        step = np.where(ahead, -behind, 0)  # how far the last seq moves on
+        gap = np.maximum(step - 1, 0)
+        jump = gap > MAX_LOSS_GAP
+        lost = ahead & (gap > 0) & ~jump
+        moved = np.where(step >= 64, np.uint64(0), self.missing[d] << np.minimum(step, 63).astype(np.uint64))
+        gap_bits = np.where(gap >= 64, ALL_MISSING, (np.uint64(1) << np.minimum(gap, 63).astype(np.uint64)) - np.uint64(1))
+        restarted = (b.has_seq[idx] & ~ahead) | boot_changed | jump
+        self.missing[d] = np.where(restarted, np.uint64(0), np.where(ahead, moved | gap_bits, self.missing[d]))
+        out = []
+        if lost.any():
+            self.stats["lost"] += int(gap[lost].sum())
+            out.append(engine_events(t[lost], d[lost], "lost", gap[lost]))
+        if jump.any():
+            self.stats["seq_jump"] += int(jump.sum())
+            out.append(engine_events(t[jump], d[jump], "seq_jump"))
+        return out
+
+    def _recover(self, t: np.ndarray, d: np.ndarray, behind: np.ndarray) -> CountedEvents:
+        """Stale messages that fill a gap counted as lost: ``recovered``, and no longer missing."""
+        bit = np.uint64(1) << (behind - 1).astype(np.uint64)
+        filled = (self.missing[d] & bit) != 0
+        if not filled.any():
+            return CountedEvents.empty()
+        self.missing[d[filled]] &= ~bit[filled]
+        self.stats["recovered"] += int(filled.sum())
+        return engine_events(t[filled], d[filled], "recovered")
+
     def _take_queued(self, until: int) -> CountedEvents:
         """The queued counted events received at or before ``until``."""
         n = int(np.searchsorted(self._queued.t, until, side="right"))
         if n == 0:
             return CountedEvents.empty()
         q = self._queued
-        taken = CountedEvents(q.t[:n], q.device[:n], q.kind[:n], [u for u in q.unknown if u[0] <= until])
-        self._queued = CountedEvents(q.t[n:], q.device[n:], q.kind[n:], [u for u in q.unknown if u[0] > until])
+        taken = q.take(slice(None, n), [u for u in q.unknown if u[0] <= until])
+        self._queued = q.take(slice(n, None), [u for u in q.unknown if u[0] > until])
         return taken
 
     def _emit_queued(self, until: int) -> None:
