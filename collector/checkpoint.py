@@ -35,7 +35,7 @@ import numpy as np
 
 from .decode import Decoder, RateState
 from .durable import fsync_directory
-from .engine import NEVER, Engine
+from .engine import ALLOWANCE_CAP_MS, NEVER, Engine
 from .errors import CheckpointError, UsageError
 from .registry import Registry
 from .rules import COUNTERS, Rules
@@ -47,7 +47,7 @@ FORMAT_VERSION = 1
 DEVICE_ARRAYS = ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot",
                  "counters", "has_baseline", "seen_day", "resets_today", "unmatched", "allowance", "missing")
 # Added after checkpoints were first written: a checkpoint without them restores the rest, and
-# these start as for a device's first message (no allowance saved, nothing unmatched or missing).
+# these start as at a device's first message (a day's allowance, nothing unmatched or missing).
 LATER_DEVICE_ARRAYS = ("resets_today", "unmatched", "allowance", "missing")
 GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
 RATE_ARRAYS = {  # RateState attribute: (array name, rows of, fill for a row new since the save)
@@ -273,6 +273,7 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
     if absent:
         notes.append(f"the checkpoint predates the counter plausibility and loss state ({', '.join(absent)}); "
                      "it starts afresh")
+        engine.allowance[:] = ALLOWANCE_CAP_MS  # as a device's first message would
     _restore_rows(path, arrays, tuple(n for n in DEVICE_ARRAYS if n not in absent), rows["device"], engine, notes, "device")
     _restore_rows(path, arrays, GATEWAY_ARRAYS, rows["gateway"], engine, notes, "gateway")
     heard = engine.last_heartbeat != NEVER

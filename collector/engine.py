@@ -57,7 +57,7 @@ REORDER_WINDOW = 64  # how far behind the last seq a message is taken as reorder
 RESTART_MIN_BEHIND = 2  # a seq this far behind or more, and smaller than the distance, restarts the sequence
 NEVER = np.iinfo(np.int64).min // 4  # last heartbeat of a device never heard from
 MAX_LOSS_GAP = 2**16  # a seq gap larger than this is a seq_jump, not lost messages (45 days of 1-minute heartbeats)
-ALLOWANCE_CAP_MS = 86_400_000  # attempt allowance saved up: at most a day of max_attempt_rate
+ALLOWANCE_CAP_MS = 86_400_000  # attempt allowance saved up: at most a day of max_attempt_rate (and a device's first message starts with it)
 MAX_UNMATCHED = 2**16 - 1  # unmatched attempts remembered per counter pair (uint16, saturating)
 ATTEMPTS, SUCCESSES = slice(0, None, 2), slice(1, None, 2)  # COUNTERS columns: reads, face_try, plate_try / the _ok
 ALL_MISSING = np.uint64(2**64 - 1)
@@ -408,7 +408,8 @@ class Engine:
         """Reject (zero) the deltas of heartbeats implausible for their type, counted by the first
         reason that holds: more resets today than ``max_resets_per_day``; a pair's successes above
         its unmatched attempts (none after a reset) plus the message's attempts; more attempts than
-        the ``max_attempt_rate`` allowance saved up since the last heartbeat (at most a day)."""
+        the ``max_attempt_rate`` allowance saved up (at most a day's, which a device's first message
+        starts with: a broker backlog drained at once after a fresh start is honest)."""
         kind = self.registry.type[d]
         if first_today.any():
             self.resets_today[d[first_today]] = 0
@@ -423,7 +424,7 @@ class Engine:
             unmatched[reset] = 0
         unmatched_success = (oks > unmatched + tries).any(axis=1) & ~too_many_resets
         saved = self.allowance[d] + (t // 1000 - previous // 1000)
-        allowance = np.where(first, 0, np.minimum(saved, ALLOWANCE_CAP_MS))
+        allowance = np.where(first, ALLOWANCE_CAP_MS, np.minimum(saved, ALLOWANCE_CAP_MS))
         need = tries.sum(axis=1) * self.type_attempt_cost[kind]
         too_many_attempts = (need > allowance) & ~(too_many_resets | unmatched_success)
         rejected = too_many_resets | unmatched_success | too_many_attempts

@@ -364,6 +364,7 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
         st = states[device_id] = _DeviceState()
         st.boot, st.seq, st.base = boot, seq, dict(present)
         st.last_t, st.day = t_us, day_of(t_us)
+        st.allowance_ms = ALLOWANCE_MAX_MS  # a day's allowance to start with
         heartbeats[device_id].append(t_us)
         return
     # boots compare as JSON values: the integer 7 and the string "7" are different boots
