@@ -45,10 +45,11 @@ FORMAT = "ptmon-checkpoint"
 FORMAT_VERSION = 1
 # online_until is not saved: it is last_heartbeat + the type's timeout, rebuilt on load.
 DEVICE_ARRAYS = ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot",
-                 "counters", "has_baseline", "seen_day", "resets_today", "unmatched", "allowance", "missing")
+                 "counters", "has_baseline", "seen_day", "resets_today", "unmatched", "allowance", "missing",
+                 "last_ts")
 # Added after checkpoints were first written: a checkpoint without them restores the rest, and
 # these start as at a device's first message (a day's allowance, nothing unmatched or missing).
-LATER_DEVICE_ARRAYS = ("resets_today", "unmatched", "allowance", "missing")
+LATER_DEVICE_ARRAYS = ("resets_today", "unmatched", "allowance", "missing", "last_ts")
 GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
 RATE_ARRAYS = {  # RateState attribute: (array name, rows of, fill for a row new since the save)
     "device_window": ("rate_device_window", "device", -1),

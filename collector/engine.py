@@ -58,7 +58,8 @@ RESTART_MIN_BEHIND = 2  # a seq this far behind or more, and smaller than the di
 NEVER = np.iinfo(np.int64).min // 4  # last heartbeat of a device never heard from
 MAX_LOSS_GAP = 2**16  # a seq gap larger than this is a seq_jump, not lost messages (45 days of 1-minute heartbeats)
 ALLOWANCE_CAP_MS = 86_400_000  # attempt allowance saved up: at most a day of max_attempt_rate (and a device's first message starts with it)
-MAX_UNMATCHED = 2**16 - 1  # unmatched attempts remembered per counter pair (uint16, saturating)
+MAX_UNMATCHED = 255  # unmatched attempts remembered per counter pair (uint8, saturating): enough for late successes
+MAX_TS_KEY = 2**32 - 1  # ts_key of a ts at or after 2106-02-07 (⌊ts⌋ capped at 2^32 − 2)
 ATTEMPTS, SUCCESSES = slice(0, None, 2), slice(1, None, 2)  # COUNTERS columns: reads, face_try, plate_try / the _ok
 ALL_MISSING = np.uint64(2**64 - 1)
 
@@ -96,8 +97,8 @@ class Engine:
         self.n_streets = len(rules.streets)
         self.n_groups = len(rules.contracts) * self.n_streets
         self.group = registry.group.astype(np.int16)
-        timeouts = np.array([t.online_timeout for t in rules.types], dtype=np.int64) * US_PER_S
-        self.timeout = timeouts[registry.type]
+        # per type, looked up through registry.type: a per-device copy would cost 8 bytes a device
+        self.type_timeout = np.array([t.online_timeout for t in rules.types], dtype=np.int64) * US_PER_S
         self.type_attempt_cost = np.array([t.attempt_cost_ms for t in rules.types], dtype=np.int64)
         self.type_max_resets = np.array([t.max_resets_per_day for t in rules.types], dtype=np.int16)
         self.contract_slices = [registry.contract_slices[c.code] for c in rules.contracts]
@@ -120,9 +121,10 @@ class Engine:
         self.seen_day = np.full(n, -1, dtype=np.int32)
         # plausibility and loss accounting (kept small: a few bytes per device)
         self.resets_today = np.zeros(n, dtype=np.uint8)  # resets on seen_day, saturating at 255
-        self.unmatched = np.zeros((n, len(COUNTERS) // 2), dtype=np.uint16)  # attempts not yet matched by successes, per pair
+        self.unmatched = np.zeros((n, len(COUNTERS) // 2), dtype=np.uint8)  # attempts not yet matched by successes, per pair
         self.allowance = np.zeros(n, dtype=np.int32)  # ms of max_attempt_rate saved up, ≤ ALLOWANCE_CAP_MS
         self.missing = np.zeros(n, dtype=np.uint64)  # bit j: seq (last seq − 1 − j) counted lost, not yet recovered
+        self.last_ts = np.zeros(n, dtype=np.uint32)  # ts_key() of the last accepted heartbeat; 0: it had no ts
         self.gateway_online = np.ones(len(registry.gateways), dtype=bool)
         self.gateway_since = np.full(len(registry.gateways), NEVER, dtype=np.int64)
 
@@ -340,26 +342,29 @@ class Engine:
         boot_changed = b.has_boot[idx] & self.has_boot[d] & (b.boot[idx] != self.boot[d])
         comparable = b.has_seq[idx] & self.has_seq[d] & ~boot_changed
         behind = self.seq[d] - b.seq[idx]
-        duplicate = comparable & (behind == 0)
-        stale = comparable & (behind > 0) & (behind <= REORDER_WINDOW)
+        ts = ts_key(b.ts[idx])
+        back = comparable & (behind >= 0) & (behind <= REORDER_WINDOW)
         counted = []
-        if duplicate.any() or stale.any():
-            stale &= ~((behind >= RESTART_MIN_BEHIND) & (b.seq[idx] < behind))  # restarted without a boot id
+        if back.any():
+            back &= ~self._restarted(d, b.seq[idx], behind, ts)
+            duplicate, stale = back & (behind == 0), back & (behind > 0)
             self.stats["duplicate"] += int(duplicate.sum())
             self.stats["stale"] += int(stale.sum())
             counted += [engine_events(b.t[idx[mask]], d[mask], kind) for kind, mask in (("duplicate", duplicate), ("stale", stale))]
             if stale.any():
                 counted.append(self._recover(b.t[idx[stale]], d[stale], behind[stale]))
-            keep = ~(duplicate | stale)
-            idx, d, boot_changed, comparable, behind = idx[keep], d[keep], boot_changed[keep], comparable[keep], behind[keep]
+            keep = ~back
+            idx, d, boot_changed, comparable, behind, ts = (a[keep] for a in (idx, d, boot_changed, comparable, behind, ts))
             if len(idx) == 0:
                 return None, CountedEvents.join(counted)
         assert b.accepted is not None
         b.accepted[idx] = True
         t = b.t[idx]
+        kind = self.registry.type[d]
         previous = self.last_heartbeat[d]
         self.last_heartbeat[d] = t
-        self.online_until[d] = t + self.timeout[d]
+        self.online_until[d] = t + self.type_timeout[kind]
+        self.last_ts[d] = ts
 
         first = ~self.seen[d]
         deltas, reset = self._counter_deltas(b, idx, d, boot_changed)
@@ -369,7 +374,7 @@ class Engine:
         counted.append(engine_events(t, d, "heartbeats"))
         if reset.any():
             counted.append(engine_events(t[reset], d[reset], "resets"))
-        counted += self._plausible(t, d, deltas, reset, first, first_today, previous)
+        counted += self._plausible(t, d, kind, deltas, reset, first, first_today, previous)
         counted += self._seq_gaps(b, idx, t, d, comparable, behind, boot_changed)
         if not under_lease.all():
             self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
@@ -403,14 +408,22 @@ class Engine:
         self.has_baseline[d] = present | known | reset_col
         return deltas, reset
 
-    def _plausible(self, t: np.ndarray, d: np.ndarray, deltas: np.ndarray, reset: np.ndarray, first: np.ndarray,
-                   first_today: np.ndarray, previous: np.ndarray) -> list[CountedEvents]:
+    def _restarted(self, d: np.ndarray, seq: np.ndarray, behind: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Which messages 0–64 behind the last seq (of the same boot) restart the sequence: the device
+        rebooted without a ``boot`` id. With a ``ts`` on both, the device's clock decides (a copy or a late
+        message carries the ts it was sent with, never a later one); otherwise the seq must be at least
+        two behind and smaller than the distance (nearer the start of a sequence than the last seq)."""
+        last_ts = self.last_ts[d]
+        by_clock = (ts > 0) & (last_ts > 0)
+        return np.where(by_clock, ts > last_ts, (behind >= RESTART_MIN_BEHIND) & (seq < behind))
+
+    def _plausible(self, t: np.ndarray, d: np.ndarray, kind: np.ndarray, deltas: np.ndarray, reset: np.ndarray,
+                   first: np.ndarray, first_today: np.ndarray, previous: np.ndarray) -> list[CountedEvents]:
         """Reject (zero) the deltas of heartbeats implausible for their type, counted by the first
         reason that holds: more resets today than ``max_resets_per_day``; a pair's successes above
         its unmatched attempts (none after a reset) plus the message's attempts; more attempts than
         the ``max_attempt_rate`` allowance saved up (at most a day's, which a device's first message
         starts with: a broker backlog drained at once after a fresh start is honest)."""
-        kind = self.registry.type[d]
         if first_today.any():
             self.resets_today[d[first_today]] = 0
         too_many_resets = np.zeros(len(d), dtype=bool)
@@ -530,9 +543,19 @@ class Engine:
 
     # --- introspection ----------------------------------------------------------------
 
+    @property
+    def timeout(self) -> np.ndarray:
+        """Each device's online timeout (µs), by registry row."""
+        return self.type_timeout[self.registry.type]
+
     def state_bytes(self) -> int:
         """Bytes held by the per-device state arrays."""
         return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
 
     def ticks_per_day(self, contract: int) -> int:
         return DAY_US // self.sample_interval[contract]
+
+
+def ts_key(ts: np.ndarray) -> np.ndarray:
+    """A heartbeat's ``ts`` as the engine keeps it: ⌊ts⌋ + 1 (whole seconds; at most 2^32 − 1), 0 when absent."""
+    return np.where(np.isnan(ts), 0, np.minimum(np.floor(np.nan_to_num(ts)), MAX_TS_KEY - 1) + 1).astype(np.uint32)

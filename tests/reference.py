@@ -42,7 +42,8 @@ SEQ_WINDOW = 64
 RESTART_MIN_BEHIND = 2  # a seq at least this far behind and below the distance restarts the sequence
 LOSS_GAP_MAX = 65_536  # a larger gap in seq is a seq_jump, not lost messages
 ALLOWANCE_MAX_MS = 86_400_000  # a day of attempts saved up
-UNMATCHED_MAX = 65_535
+UNMATCHED_MAX = 255
+TS_SECONDS_MAX = 2**32 - 2  # ts compares in whole seconds, capped here (2106)
 
 # --- readings of points the spec leaves open -------------------------------------------
 # A message without `boot` is taken to be in the same boot as the last one; a `boot` seen
@@ -176,6 +177,7 @@ class _DeviceState:
         self.unmatched = {pair: 0 for pair in PAIRS}  # attempts not yet matched by successes, per pair
         self.allowance_ms = 0  # attempt allowance saved up
         self.lost: set[int] = set()  # seqs of the current sequence counted lost and not recovered
+        self.ts: int | None = None  # ⌊ts⌋ of the last accepted heartbeat, None when it had none
 
 
 def type_limits(device_type) -> dict:
@@ -341,17 +343,27 @@ def _count(counts, kind: str, t_us: int, start_us: int, end_us: int, n: int = 1)
         counts[kind] = counts.get(kind, 0) + n
 
 
-def _sequence(st: _DeviceState, seq, boot_changed: bool) -> str:
+def _whole_seconds(ts) -> int | None:
+    return None if ts is None else min(math.floor(ts), TS_SECONDS_MAX)
+
+
+def _sequence(st: _DeviceState, seq, ts, boot_changed: bool) -> str:
     """What a message's seq says: "duplicate", "stale", "next" (continues the sequence) or "new"."""
     if boot_changed or seq is None or st.seq is None:
         return "new"
     behind = st.seq - seq
-    if behind == 0:
-        return "duplicate"
-    if 1 <= behind <= SEQ_WINDOW:
-        # a device that rebooted without a boot id starts again near 0
-        return "new" if behind >= RESTART_MIN_BEHIND and seq < behind else "stale"
-    return "next" if behind < 0 else "new"
+    if behind < 0:
+        return "next"
+    if behind > SEQ_WINDOW:
+        return "new"
+    # 0–64 behind: a copy, a late message, or a device that rebooted without a boot id
+    if ts is not None and st.ts is not None:
+        restarted = _whole_seconds(ts) > st.ts  # its clock says it was sent after the last one
+    else:
+        restarted = behind >= RESTART_MIN_BEHIND and seq < behind  # it started again near 0
+    if restarted:
+        return "new"
+    return "duplicate" if behind == 0 else "stale"
 
 
 def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, start_us, end_us, counts=None):
@@ -362,7 +374,7 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
     st = states.get(device_id)
     if st is None:  # the first message ever seen: baseline only
         st = states[device_id] = _DeviceState()
-        st.boot, st.seq, st.base = boot, seq, dict(present)
+        st.boot, st.seq, st.base, st.ts = boot, seq, dict(present), _whole_seconds(msg.get("ts"))
         st.last_t, st.day = t_us, day_of(t_us)
         st.allowance_ms = ALLOWANCE_MAX_MS  # a day's allowance to start with
         heartbeats[device_id].append(t_us)
@@ -372,7 +384,7 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
         boot_changed = st.boot is None or boot != st.boot or type(boot) is not type(st.boot)
     else:
         boot_changed = False
-    where = _sequence(st, seq, boot_changed)
+    where = _sequence(st, seq, msg.get("ts"), boot_changed)
     if where in ("duplicate", "stale"):  # ignored entirely: no heartbeat, no counts
         _count(counts, where, t_us, start_us, end_us)
         if where == "stale" and seq in st.lost:
@@ -400,7 +412,7 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
     if implausible is not None:  # the heartbeat counts, its deltas do not
         counted = {}
         _count(counts, implausible, t_us, start_us, end_us)
-    st.last_t, st.day = t_us, day
+    st.last_t, st.day, st.ts = t_us, day, _whole_seconds(msg.get("ts"))
     if boot is not None:
         st.boot = boot
     if boot_changed:

@@ -270,6 +270,7 @@ def assert_engine_matches(registry: Registry, engine: Engine, sums: DeltaSums, r
         baselines = {c: int(engine.counters[i, j]) for j, c in enumerate(COUNTERS) if engine.has_baseline[i, j]}
         assert baselines == st_.base, device_id
         assert int(engine.allowance[i]) == st_.allowance_ms, device_id
+        assert int(engine.last_ts[i]) == (0 if st_.ts is None else st_.ts + 1), device_id
         assert {pair: int(engine.unmatched[i, k]) for k, pair in enumerate(REF_PAIRS)} == st_.unmatched, device_id
         missing = {seq - 1 - j for j in range(64) if int(engine.missing[i]) >> j & 1} if seq is not None else set()
         assert missing == {lost for lost in st_.lost if seq is not None and seq - 64 <= lost < seq}, device_id
@@ -302,7 +303,7 @@ BOOTS = ['"A"', '"B"', "7", "0", '"' + "x" * 64 + '"', '"' + "x" * 65 + '"', '"ä
 
 class _Sim:
     def __init__(self, seq: int) -> None:
-        self.seq, self.boot = seq, '"A"'
+        self.seq, self.boot, self.clock = seq, '"A"', T0
         self.counters = dict.fromkeys(COUNTERS, 0)
 
 
@@ -339,7 +340,8 @@ def heartbeat_payload(draw: Any, sim: _Sim, contract: str) -> str:
         if op != "absent":
             fields[tries], fields[oks] = str(c[tries]), str(c[oks])
     if draw(st.integers(0, 2)) == 0:
-        fields["bat"], fields["rssi"], fields["ts"] = "97.5", "-80", str(T0)
+        sim.clock += draw(st.sampled_from([0, 0.5, 1, 60]))
+        fields["bat"], fields["rssi"], fields["ts"] = "97.5", "-80", str(sim.clock)
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):  # hostile values where numbers belong
         fields[draw(st.sampled_from(KEYS))] = draw(st.one_of(
             st.sampled_from(NUMBER_TEXTS), st.sampled_from(BOOTS),
@@ -448,7 +450,7 @@ def test_hostile_streams_match_the_reference(registry: Registry, case) -> None:
     # an engine fed only what was accepted ends in the same state: rejects changed nothing
     _, clean, clean_sums, _ = run_engine(registry, [kept], device_rate=0)
     for name in ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot", "counters", "has_baseline",
-                 "gateway_online", "gateway_since", "allowance", "unmatched", "resets_today", "missing"):
+                 "gateway_online", "gateway_since", "allowance", "unmatched", "resets_today", "missing", "last_ts"):
         assert np.array_equal(getattr(engine, name), getattr(clean, name)), name
     assert np.array_equal(sums.sums, clean_sums.sums)
 

@@ -202,6 +202,7 @@ class _Sim:
         self.seq = seq
         self.boot: object = None
         self.counters: dict[str, int] = {c: 0 for c in COUNTERS}
+        self.clock = T0  # the device's ts
 
 
 @st.composite
@@ -257,7 +258,14 @@ def heartbeat_fields(draw, sim: _Sim, contract: str) -> dict[str, str]:
     if draw(st.integers(0, 3)) == 0:
         fields["bat"] = str(draw(st.integers(0, 100)))
         fields["rssi"] = str(draw(st.integers(-120, -40)))
+    clock = draw(st.sampled_from(["none", "none", "on", "on", "on", "random", "fraction"]))
+    if clock == "on":  # the device's clock, going forward (a restart with a later ts is one)
+        sim.clock += draw(st.sampled_from([0, 1, 30, 300]))
+        fields["ts"] = str(sim.clock)
+    elif clock == "random":
         fields["ts"] = str(T0 + draw(st.integers(-100, 100)))
+    elif clock == "fraction":  # the same whole second
+        fields["ts"] = str(sim.clock + draw(st.sampled_from([0.25, 0.75])))
     if draw(st.integers(0, 7)) == 0:
         fields[draw(st.sampled_from(["seq", "reads", "face_ok", "bat"]))] = "null"
     if draw(st.integers(0, 7)) == 0:
