@@ -118,6 +118,7 @@ class DecodedBatch:
     gateway_events: list[tuple[int, int, bool]] = field(default_factory=list)  # (t µs, gateway, online)
     accepted: np.ndarray | None = None  # bool, set by the engine: rows that were not duplicates or stale
     counted: CountedEvents = field(default_factory=lambda: CountedEvents.empty())  # the batch's rejects and late arrivals
+    engine_columns: Any = None  # what the engine derives per row once a batch (engine.RowColumns)
 
     def __len__(self) -> int:
         return len(self.t)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -62,6 +63,11 @@ MAX_UNMATCHED = 255  # unmatched attempts remembered per counter pair (uint8, sa
 MAX_TS_KEY = 2**32 - 1  # ts_key of a ts at or after 2106-02-07 (⌊ts⌋ capped at 2^32 − 2)
 ATTEMPTS, SUCCESSES = slice(0, None, 2), slice(1, None, 2)  # COUNTERS columns: reads, face_try, plate_try / the _ok
 ALL_MISSING = np.uint64(2**64 - 1)
+PLAUSIBILITY = np.dtype([
+    ("allowance", "<i4"),  # ms of max_attempt_rate saved up, ≤ ALLOWANCE_CAP_MS
+    ("unmatched", "u1", (len(COUNTERS) // 2,)),  # attempts not yet matched by successes, per pair, ≤ MAX_UNMATCHED
+    ("resets_today", "u1"),  # resets on seen_day, saturating at 255
+])
 
 
 class EngineListener(Protocol):
@@ -120,10 +126,10 @@ class Engine:
         self.has_baseline = np.zeros((n, len(COUNTERS)), dtype=bool)
         self.seen_day = np.full(n, -1, dtype=np.int32)
         # plausibility and loss accounting (kept small: a few bytes per device)
-        self.resets_today = np.zeros(n, dtype=np.uint8)  # resets on seen_day, saturating at 255
-        self.unmatched = np.zeros((n, len(COUNTERS) // 2), dtype=np.uint8)  # attempts not yet matched by successes, per pair
-        self.allowance = np.zeros(n, dtype=np.int32)  # ms of max_attempt_rate saved up, ≤ ALLOWANCE_CAP_MS
+        # a device's plausibility state in one 8-byte record: one random access per heartbeat, not three
+        self.plausibility = np.zeros(n, dtype=PLAUSIBILITY)
         self.missing = np.zeros(n, dtype=np.uint64)  # bit j: seq (last seq − 1 − j) counted lost, not yet recovered
+        self._missing_devices: int | None = None  # devices whose missing is not 0 (None: count it when needed)
         self.last_ts = np.zeros(n, dtype=np.uint32)  # ts_key() of the last accepted heartbeat; 0: it had no ts
         self.gateway_online = np.ones(len(registry.gateways), dtype=bool)
         self.gateway_since = np.full(len(registry.gateways), NEVER, dtype=np.int64)
@@ -337,16 +343,19 @@ class Engine:
 
         Returns what the listeners are owed: (times, devices, counter deltas, days, first seen
         that day) of the applied rows, or None when every row was a duplicate or stale; and
-        the round's counted events (heartbeats, duplicate, stale, outside_lease, resets)."""
-        d = b.device[idx]
-        boot_changed = b.has_boot[idx] & self.has_boot[d] & (b.boot[idx] != self.boot[d])
-        comparable = b.has_seq[idx] & self.has_seq[d] & ~boot_changed
-        behind = self.seq[d] - b.seq[idx]
-        ts = ts_key(b.ts[idx])
+        the round's counted events (heartbeats, duplicate, stale, outside_lease, resets, the
+        implausible kinds, lost, recovered, seq_jump)."""
+        rows = _contiguous(idx)  # a slice when it can be: views instead of copies of the batch's columns
+        cols = self._row_columns(b)
+        d = b.device[rows]
+        seq, had_seq, boot, had_boot = self.seq[d], self.has_seq[d], self.boot[d], self.has_boot[d]  # gathered once
+        boot_changed = b.has_boot[rows] & had_boot & (b.boot[rows] != boot)
+        comparable = b.has_seq[rows] & had_seq & ~boot_changed
+        behind = seq - b.seq[rows]
         back = comparable & (behind >= 0) & (behind <= REORDER_WINDOW)
         counted = []
         if back.any():
-            back &= ~self._restarted(d, b.seq[idx], behind, ts)
+            back &= ~self._restarted(d, b.seq[rows], behind, cols.ts[rows])
             duplicate, stale = back & (behind == 0), back & (behind > 0)
             self.stats["duplicate"] += int(duplicate.sum())
             self.stats["stale"] += int(stale.sum())
@@ -354,54 +363,67 @@ class Engine:
             if stale.any():
                 counted.append(self._recover(b.t[idx[stale]], d[stale], behind[stale]))
             keep = ~back
-            idx, d, boot_changed, comparable, behind, ts = (a[keep] for a in (idx, d, boot_changed, comparable, behind, ts))
+            idx, d, boot_changed, comparable, behind = idx[keep], d[keep], boot_changed[keep], comparable[keep], behind[keep]
+            seq, had_seq, boot, had_boot = seq[keep], had_seq[keep], boot[keep], had_boot[keep]
             if len(idx) == 0:
                 return None, CountedEvents.join(counted)
+            rows = idx
         assert b.accepted is not None
-        b.accepted[idx] = True
-        t = b.t[idx]
-        kind = self.registry.type[d]
+        b.accepted[rows] = True
+        t = b.t[rows]
         previous = self.last_heartbeat[d]
         self.last_heartbeat[d] = t
-        self.online_until[d] = t + self.type_timeout[kind]
-        self.last_ts[d] = ts
+        self.online_until[d] = t + cols.timeout[rows]
+        self.last_ts[d] = cols.ts[rows]
 
         first = ~self.seen[d]
-        deltas, reset = self._counter_deltas(b, idx, d, boot_changed)
-        day = days_of(t)
+        deltas, reset = self._counter_deltas(b, rows, d, boot_changed, first)
+        day = cols.day[rows]
         first_today = self.seen_day[d] != day
-        under_lease = (self.registry.accepted_day[d] <= day) & (day < self.registry.retired_day[d])
+        under_lease = cols.under_lease[rows]
         counted.append(engine_events(t, d, "heartbeats"))
-        if reset.any():
+        if reset is not None:
             counted.append(engine_events(t[reset], d[reset], "resets"))
-        counted += self._plausible(t, d, kind, deltas, reset, first, first_today, previous)
-        counted += self._seq_gaps(b, idx, t, d, comparable, behind, boot_changed)
+        counted += self._plausible(t, d, rows, cols, deltas, reset, first, first_today, previous)
+        counted += self._seq_gaps(b, rows, t, d, comparable, behind, boot_changed)
         if not under_lease.all():
             self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
             counted.append(engine_events(t[~under_lease], d[~under_lease], "outside_lease"))
             deltas[~under_lease] = 0
         self.seen_day[d] = day
 
-        has_seq = b.has_seq[idx]
-        self.seq[d] = np.where(has_seq, b.seq[idx], self.seq[d])
-        self.has_seq[d] = has_seq | (self.has_seq[d] & ~boot_changed)
-        has_boot = b.has_boot[idx]
-        self.boot[d] = np.where(has_boot, b.boot[idx], self.boot[d])
-        self.has_boot[d] |= has_boot
+        has_seq = b.has_seq[rows]
+        self.seq[d] = np.where(has_seq, b.seq[rows], seq)
+        self.has_seq[d] = has_seq | (had_seq & ~boot_changed)
+        has_boot = b.has_boot[rows]
+        self.boot[d] = np.where(has_boot, b.boot[rows], boot)
+        self.has_boot[d] = has_boot | had_boot
         self.seen[d] = True
-        self.stats["heartbeats"] += len(idx)
+        self.stats["heartbeats"] += len(d)
         return (t, d, deltas, day, first_today & under_lease), CountedEvents.join(counted)
 
-    def _counter_deltas(self, b: DecodedBatch, idx: np.ndarray, d: np.ndarray,
-                        boot_changed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Deltas of the cumulative counters and the rows that reset them; updates the baselines."""
-        new, present = b.counters[idx], b.has_counter[idx]
+    def _row_columns(self, b: DecodedBatch) -> RowColumns:
+        """What each row of a batch needs that depends on no device state, computed once a batch."""
+        cols = b.engine_columns
+        if cols is None or len(cols.cost) != len(b):
+            kind, day = self.registry.type[b.device], days_of(b.t)
+            under_lease = (self.registry.accepted_day[b.device] <= day) & (day < self.registry.retired_day[b.device])
+            cols = b.engine_columns = RowColumns(timeout=self.type_timeout[kind], cost=self.type_attempt_cost[kind],
+                                                 ts=ts_key(b.ts), day=day, under_lease=under_lease)
+        return cols
+
+    def _counter_deltas(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray, boot_changed: np.ndarray,
+                        first: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Deltas of the cumulative counters and the rows that reset them (None: none did); updates the baselines."""
+        new, present = b.counters[rows], b.has_counter[rows]
         old, known = self.counters[d], self.has_baseline[d]
-        first = ~self.seen[d]
         went_down = (present & known & (new < old)).any(axis=1)
         reset = (boot_changed | went_down) & ~first
-        if reset.any():
-            self.stats["resets"] += int(reset.sum())
+        if not reset.any():
+            self.counters[d] = np.where(present, new, old)
+            self.has_baseline[d] = present | known
+            return np.where(present & known, new - old, 0), None
+        self.stats["resets"] += int(reset.sum())
         reset_col = reset[:, None]
         deltas = np.where(present & (known | reset_col), np.where(reset_col, new, new - old), 0)
         self.counters[d] = np.where(present, new, np.where(reset_col, 0, old))
@@ -417,32 +439,41 @@ class Engine:
         by_clock = (ts > 0) & (last_ts > 0)
         return np.where(by_clock, ts > last_ts, (behind >= RESTART_MIN_BEHIND) & (seq < behind))
 
-    def _plausible(self, t: np.ndarray, d: np.ndarray, kind: np.ndarray, deltas: np.ndarray, reset: np.ndarray,
-                   first: np.ndarray, first_today: np.ndarray, previous: np.ndarray) -> list[CountedEvents]:
+    def _plausible(self, t: np.ndarray, d: np.ndarray, rows: np.ndarray | slice, cols: RowColumns, deltas: np.ndarray,
+                   reset: np.ndarray | None, first: np.ndarray, first_today: np.ndarray,
+                   previous: np.ndarray) -> list[CountedEvents]:
         """Reject (zero) the deltas of heartbeats implausible for their type, counted by the first
         reason that holds: more resets today than ``max_resets_per_day``; a pair's successes above
         its unmatched attempts (none after a reset) plus the message's attempts; more attempts than
         the ``max_attempt_rate`` allowance saved up (at most a day's, which a device's first message
         starts with: a broker backlog drained at once after a fresh start is honest)."""
+        state = self.plausibility[d]
         if first_today.any():
-            self.resets_today[d[first_today]] = 0
+            state["resets_today"][first_today] = 0
+        excess = deltas[:, SUCCESSES] - deltas[:, ATTEMPTS]
+        unmatched = state["unmatched"]
+        allowance = state["allowance"] + (t - previous) // 1000
+        np.minimum(allowance, ALLOWANCE_CAP_MS, out=allowance)
+        if first.any():
+            allowance[first] = ALLOWANCE_CAP_MS
+        need = (deltas[:, 0] + deltas[:, 2] + deltas[:, 4]) * cols.cost[rows]  # reads + face_try + plate_try
+        if reset is None and excess.max(initial=0) <= 0 and not (need > allowance).any():
+            state["allowance"] = allowance - need  # the common case: every row plausible
+            state["unmatched"] = np.minimum(unmatched - excess, MAX_UNMATCHED)
+            self.plausibility[d] = state
+            return []
         too_many_resets = np.zeros(len(d), dtype=bool)
-        if reset.any():
-            resets = self.resets_today[d].astype(np.int16) + reset
-            self.resets_today[d] = np.minimum(resets, 255)
-            too_many_resets = reset & (resets > self.type_max_resets[kind])
-        tries, oks = deltas[:, ATTEMPTS], deltas[:, SUCCESSES]
-        unmatched = self.unmatched[d].astype(np.int64)
-        if reset.any():
-            unmatched[reset] = 0
-        unmatched_success = (oks > unmatched + tries).any(axis=1) & ~too_many_resets
-        saved = self.allowance[d] + (t // 1000 - previous // 1000)
-        allowance = np.where(first, ALLOWANCE_CAP_MS, np.minimum(saved, ALLOWANCE_CAP_MS))
-        need = tries.sum(axis=1) * self.type_attempt_cost[kind]
+        if reset is not None:
+            resets = state["resets_today"] + reset.astype(np.int16)
+            state["resets_today"] = np.minimum(resets, 255)
+            too_many_resets = reset & (resets > self.type_max_resets[self.registry.type[d]])
+            unmatched = np.where(reset[:, None], 0, unmatched)
+        unmatched_success = (excess > unmatched).any(axis=1) & ~too_many_resets
         too_many_attempts = (need > allowance) & ~(too_many_resets | unmatched_success)
         rejected = too_many_resets | unmatched_success | too_many_attempts
-        self.allowance[d] = allowance - np.where(rejected, 0, need)
-        self.unmatched[d] = np.where(rejected[:, None], unmatched, np.minimum(unmatched + tries - oks, MAX_UNMATCHED))
+        state["allowance"] = allowance - np.where(rejected, 0, need)
+        state["unmatched"] = np.where(rejected[:, None], unmatched, np.minimum(unmatched - excess, MAX_UNMATCHED))
+        self.plausibility[d] = state
         if not rejected.any():
             return []
         deltas[rejected] = 0
@@ -454,20 +485,28 @@ class Engine:
                 out.append(engine_events(t[mask], d[mask], name))
         return out
 
-    def _seq_gaps(self, b: DecodedBatch, idx: np.ndarray, t: np.ndarray, d: np.ndarray, comparable: np.ndarray,
+    def _seq_gaps(self, b: DecodedBatch, rows: np.ndarray | slice, t: np.ndarray, d: np.ndarray, comparable: np.ndarray,
                   behind: np.ndarray, boot_changed: np.ndarray) -> list[CountedEvents]:
         """Lost messages from the gaps accepted heartbeats open in their device's ``seq``, and the
         bitmap of still-missing seqs moved along; a new sequence (first seq, new boot, restart)
         starts with nothing missing and counts no loss before its first message."""
+        gapped = comparable & (behind < -1)
+        if not gapped.any() and not self._missing_count():
+            return []  # no device is missing anything, and no gap now: every bitmap stays empty
+        missing = self.missing[d]
+        if not gapped.any() and not missing.any():
+            return []
         ahead = comparable & (behind < 0)
         step = np.where(ahead, -behind, 0)  # how far the last seq moves on
         gap = np.maximum(step - 1, 0)
         jump = gap > MAX_LOSS_GAP
-        lost = ahead & (gap > 0) & ~jump
-        moved = np.where(step >= 64, np.uint64(0), self.missing[d] << np.minimum(step, 63).astype(np.uint64))
+        lost = gapped & ~jump
+        moved = np.where(step >= 64, np.uint64(0), missing << np.minimum(step, 63).astype(np.uint64))
         gap_bits = np.where(gap >= 64, ALL_MISSING, (np.uint64(1) << np.minimum(gap, 63).astype(np.uint64)) - np.uint64(1))
-        restarted = (b.has_seq[idx] & ~ahead) | boot_changed | jump
-        self.missing[d] = np.where(restarted, np.uint64(0), np.where(ahead, moved | gap_bits, self.missing[d]))
+        restarted = (b.has_seq[rows] & ~ahead) | boot_changed | jump
+        now = np.where(restarted, np.uint64(0), np.where(ahead, moved | gap_bits, missing))
+        self.missing[d] = now
+        self._missing_devices = self._missing_count() + int(np.count_nonzero(now)) - int(np.count_nonzero(missing))
         out = []
         if lost.any():
             self.stats["lost"] += int(gap[lost].sum())
@@ -483,9 +522,16 @@ class Engine:
         filled = (self.missing[d] & bit) != 0
         if not filled.any():
             return CountedEvents.empty()
-        self.missing[d[filled]] &= ~bit[filled]
+        before = self.missing[d[filled]]
+        after = self.missing[d[filled]] = before & ~bit[filled]
+        self._missing_devices = self._missing_count() - int(np.count_nonzero(after == 0))
         self.stats["recovered"] += int(filled.sum())
         return engine_events(t[filled], d[filled], "recovered")
+
+    def _missing_count(self) -> int:
+        if self._missing_devices is None:  # a fresh or restored engine
+            self._missing_devices = int(np.count_nonzero(self.missing))
+        return self._missing_devices
 
     def _take_queued(self, until: int) -> CountedEvents:
         """The queued counted events received at or before ``until``."""
@@ -548,6 +594,21 @@ class Engine:
         """Each device's online timeout (µs), by registry row."""
         return self.type_timeout[self.registry.type]
 
+    @property
+    def allowance(self) -> np.ndarray:
+        """Each device's attempt allowance in ms (a view of :attr:`plausibility`)."""
+        return self.plausibility["allowance"]
+
+    @property
+    def unmatched(self) -> np.ndarray:
+        """Each device's unmatched attempts per counter pair (a view)."""
+        return self.plausibility["unmatched"]
+
+    @property
+    def resets_today(self) -> np.ndarray:
+        """Each device's resets on its last heartbeat's day (a view)."""
+        return self.plausibility["resets_today"]
+
     def state_bytes(self) -> int:
         """Bytes held by the per-device state arrays."""
         return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
@@ -556,6 +617,25 @@ class Engine:
         return DAY_US // self.sample_interval[contract]
 
 
+@dataclass(eq=False)
+class RowColumns:
+    """A batch's per-row values that need no device state (the device's type's, the receive time in ms)."""
+
+    timeout: np.ndarray  # µs, the type's online timeout
+    cost: np.ndarray  # ms of allowance an attempt uses
+    ts: np.ndarray  # ts_key
+    day: np.ndarray  # Shanghai day of the receive time
+    under_lease: np.ndarray  # the device is under lease that day
+
+
+def _contiguous(idx: np.ndarray) -> np.ndarray | slice:
+    """Ascending indices as a slice when they are a run (the common round: every row of a stretch)."""
+    if len(idx) and int(idx[-1]) - int(idx[0]) == len(idx) - 1:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
 def ts_key(ts: np.ndarray) -> np.ndarray:
     """A heartbeat's ``ts`` as the engine keeps it: ⌊ts⌋ + 1 (whole seconds; at most 2^32 − 1), 0 when absent."""
-    return np.where(np.isnan(ts), 0, np.minimum(np.floor(np.nan_to_num(ts)), MAX_TS_KEY - 1) + 1).astype(np.uint32)
+    key = np.minimum(ts + 1.0, MAX_TS_KEY)  # ts ≥ 0 (decode.py), so truncating ts + 1 is ⌊ts⌋ + 1
+    return np.nan_to_num(key, copy=False, nan=0.0).astype(np.uint32)

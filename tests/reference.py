@@ -448,7 +448,7 @@ def _implausible(st: _DeviceState, dev: dict, counted: dict[str, int], reset: bo
     if reset:
         st.resets_today += 1
         st.unmatched = {pair: 0 for pair in PAIRS}
-    elapsed_ms = t_us // 1000 - st.last_t // 1000
+    elapsed_ms = (t_us - st.last_t) // 1000  # whole milliseconds since the last accepted heartbeat
     st.allowance_ms = min(ALLOWANCE_MAX_MS, st.allowance_ms + elapsed_ms)
     attempts = sum(counted.get(tries, 0) for _, tries in PAIRS)
     reason = None
