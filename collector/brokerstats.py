@@ -19,6 +19,7 @@ broker restarts.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -88,4 +89,4 @@ def _number(payload: str) -> int | None:
         value = float(text)
     except ValueError:
         return None
-    return int(value) if value == value and abs(value) < 2**62 else None
+    return int(value) if math.isfinite(value) and abs(value) < 2**62 else None

@@ -35,8 +35,9 @@ import numpy as np
 
 from .decode import Decoder, RateState
 from .durable import fsync_directory
-from .engine import ALLOWANCE_CAP_MS, NEVER, Engine
+from .engine import NEVER, Engine
 from .errors import CheckpointError, UsageError
+from .plausibility import ALLOWANCE_CAP_MS
 from .registry import Registry
 from .rules import COUNTERS, Rules
 from .tally import Tally

@@ -50,24 +50,13 @@ import numpy as np
 from .counting import KIND_CODE, CountListener, by_slot, engine_events
 from .decode import CountedEvents, DecodedBatch
 from .exemptions import ExemptionMask
+from .plausibility import PLAUSIBILITY, judge
 from .registry import Registry
 from .rules import COUNTERS
+from .sequence import REORDER_WINDOW, advance, fill, restarted, ts_key
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, days_of
 
-REORDER_WINDOW = 64  # how far behind the last seq a message is taken as reordered, not restarted
-RESTART_MIN_BEHIND = 2  # a seq this far behind or more, and smaller than the distance, restarts the sequence
 NEVER = np.iinfo(np.int64).min // 4  # last heartbeat of a device never heard from
-MAX_LOSS_GAP = 2**16  # a seq gap larger than this is a seq_jump, not lost messages (45 days of 1-minute heartbeats)
-ALLOWANCE_CAP_MS = 86_400_000  # attempt allowance saved up: at most a day of max_attempt_rate (and a device's first message starts with it)
-MAX_UNMATCHED = 255  # unmatched attempts remembered per counter pair (uint8, saturating): enough for late successes
-MAX_TS_KEY = 2**32 - 1  # ts_key of a ts at or after 2106-02-07 (⌊ts⌋ capped at 2^32 − 2)
-ATTEMPTS, SUCCESSES = slice(0, None, 2), slice(1, None, 2)  # COUNTERS columns: reads, face_try, plate_try / the _ok
-ALL_MISSING = np.uint64(2**64 - 1)
-PLAUSIBILITY = np.dtype([
-    ("allowance", "<i4"),  # ms of max_attempt_rate saved up, ≤ ALLOWANCE_CAP_MS
-    ("unmatched", "u1", (len(COUNTERS) // 2,)),  # attempts not yet matched by successes, per pair, ≤ MAX_UNMATCHED
-    ("resets_today", "u1"),  # resets on seen_day, saturating at 255
-])
 
 
 class EngineListener(Protocol):
@@ -355,7 +344,7 @@ class Engine:
         back = comparable & (behind >= 0) & (behind <= REORDER_WINDOW)
         counted = []
         if back.any():
-            back &= ~self._restarted(d, b.seq[rows], behind, cols.ts[rows])
+            back &= ~restarted(b.seq[rows], behind, cols.ts[rows], self.last_ts[d])
             duplicate, stale = back & (behind == 0), back & (behind > 0)
             self.stats["duplicate"] += int(duplicate.sum())
             self.stats["stale"] += int(stale.sum())
@@ -430,59 +419,23 @@ class Engine:
         self.has_baseline[d] = present | known | reset_col
         return deltas, reset
 
-    def _restarted(self, d: np.ndarray, seq: np.ndarray, behind: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Which messages 0–64 behind the last seq (of the same boot) restart the sequence: the device
-        rebooted without a ``boot`` id. With a ``ts`` on both, the device's clock decides (a copy or a late
-        message carries the ts it was sent with, never a later one); otherwise the seq must be at least
-        two behind and smaller than the distance (nearer the start of a sequence than the last seq)."""
-        last_ts = self.last_ts[d]
-        by_clock = (ts > 0) & (last_ts > 0)
-        return np.where(by_clock, ts > last_ts, (behind >= RESTART_MIN_BEHIND) & (seq < behind))
-
     def _plausible(self, t: np.ndarray, d: np.ndarray, rows: np.ndarray | slice, cols: RowColumns, deltas: np.ndarray,
                    reset: np.ndarray | None, first: np.ndarray, first_today: np.ndarray,
                    previous: np.ndarray) -> list[CountedEvents]:
-        """Reject (zero) the deltas of heartbeats implausible for their type, counted by the first
-        reason that holds: more resets today than ``max_resets_per_day``; a pair's successes above
-        its unmatched attempts (none after a reset) plus the message's attempts; more attempts than
-        the ``max_attempt_rate`` allowance saved up (at most a day's, which a device's first message
-        starts with: a broker backlog drained at once after a fresh start is honest)."""
+        """Zero the deltas of heartbeats implausible for their type (plausibility.py) and count them by reason."""
         state = self.plausibility[d]
-        if first_today.any():
-            state["resets_today"][first_today] = 0
-        excess = deltas[:, SUCCESSES] - deltas[:, ATTEMPTS]
-        unmatched = state["unmatched"]
-        allowance = state["allowance"] + (t - previous) // 1000
-        np.minimum(allowance, ALLOWANCE_CAP_MS, out=allowance)
-        if first.any():
-            allowance[first] = ALLOWANCE_CAP_MS
-        need = (deltas[:, 0] + deltas[:, 2] + deltas[:, 4]) * cols.cost[rows]  # reads + face_try + plate_try
-        if reset is None and excess.max(initial=0) <= 0 and not (need > allowance).any():
-            state["allowance"] = allowance - need  # the common case: every row plausible
-            state["unmatched"] = np.minimum(unmatched - excess, MAX_UNMATCHED)
-            self.plausibility[d] = state
-            return []
-        too_many_resets = np.zeros(len(d), dtype=bool)
-        if reset is not None:
-            resets = state["resets_today"] + reset.astype(np.int16)
-            state["resets_today"] = np.minimum(resets, 255)
-            too_many_resets = reset & (resets > self.type_max_resets[self.registry.type[d]])
-            unmatched = np.where(reset[:, None], 0, unmatched)
-        unmatched_success = (excess > unmatched).any(axis=1) & ~too_many_resets
-        too_many_attempts = (need > allowance) & ~(too_many_resets | unmatched_success)
-        rejected = too_many_resets | unmatched_success | too_many_attempts
-        state["allowance"] = allowance - np.where(rejected, 0, need)
-        state["unmatched"] = np.where(rejected[:, None], unmatched, np.minimum(unmatched - excess, MAX_UNMATCHED))
+        max_resets = self.type_max_resets[self.registry.type[d]] if reset is not None else None
+        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], first=first,
+                        first_today=first_today, reset=reset, max_resets=max_resets)
         self.plausibility[d] = state
-        if not rejected.any():
+        if verdict is None:
             return []
-        deltas[rejected] = 0
+        deltas[verdict.rejected] = 0
         out = []
-        for name, mask in (("too_many_resets", too_many_resets), ("unmatched_success", unmatched_success),
-                           ("too_many_attempts", too_many_attempts)):
+        for kind, mask in verdict.by_kind():
             if mask.any():
-                self.stats[name] += int(mask.sum())
-                out.append(engine_events(t[mask], d[mask], name))
+                self.stats[kind] += int(mask.sum())
+                out.append(engine_events(t[mask], d[mask], kind))
         return out
 
     def _seq_gaps(self, b: DecodedBatch, rows: np.ndarray | slice, t: np.ndarray, d: np.ndarray, comparable: np.ndarray,
@@ -496,17 +449,9 @@ class Engine:
         missing = self.missing[d]
         if not gapped.any() and not missing.any():
             return []
-        ahead = comparable & (behind < 0)
-        step = np.where(ahead, -behind, 0)  # how far the last seq moves on
-        gap = np.maximum(step - 1, 0)
-        jump = gap > MAX_LOSS_GAP
-        lost = gapped & ~jump
-        moved = np.where(step >= 64, np.uint64(0), missing << np.minimum(step, 63).astype(np.uint64))
-        gap_bits = np.where(gap >= 64, ALL_MISSING, (np.uint64(1) << np.minimum(gap, 63).astype(np.uint64)) - np.uint64(1))
-        restarted = (b.has_seq[rows] & ~ahead) | boot_changed | jump
-        now = np.where(restarted, np.uint64(0), np.where(ahead, moved | gap_bits, missing))
-        self.missing[d] = now
+        now, gap, lost, jump = advance(missing, comparable, behind, b.has_seq[rows], boot_changed)
         self._missing_devices = self._missing_count() + int(np.count_nonzero(now)) - int(np.count_nonzero(missing))
+        self.missing[d] = now
         out = []
         if lost.any():
             self.stats["lost"] += int(gap[lost].sum())
@@ -518,13 +463,12 @@ class Engine:
 
     def _recover(self, t: np.ndarray, d: np.ndarray, behind: np.ndarray) -> CountedEvents:
         """Stale messages that fill a gap counted as lost: ``recovered``, and no longer missing."""
-        bit = np.uint64(1) << (behind - 1).astype(np.uint64)
-        filled = (self.missing[d] & bit) != 0
+        before = self.missing[d]
+        after, filled = fill(before, behind)
         if not filled.any():
             return CountedEvents.empty()
-        before = self.missing[d[filled]]
-        after = self.missing[d[filled]] = before & ~bit[filled]
-        self._missing_devices = self._missing_count() - int(np.count_nonzero(after == 0))
+        self._missing_devices = self._missing_count() - int(np.count_nonzero(filled & (after == 0)))
+        self.missing[d] = after
         self.stats["recovered"] += int(filled.sum())
         return engine_events(t[filled], d[filled], "recovered")
 
@@ -633,9 +577,3 @@ def _contiguous(idx: np.ndarray) -> np.ndarray | slice:
     if len(idx) and int(idx[-1]) - int(idx[0]) == len(idx) - 1:
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx
-
-
-def ts_key(ts: np.ndarray) -> np.ndarray:
-    """A heartbeat's ``ts`` as the engine keeps it: ⌊ts⌋ + 1 (whole seconds; at most 2^32 − 1), 0 when absent."""
-    key = np.minimum(ts + 1.0, MAX_TS_KEY)  # ts ≥ 0 (decode.py), so truncating ts + 1 is ⌊ts⌋ + 1
-    return np.nan_to_num(key, copy=False, nan=0.0).astype(np.uint32)

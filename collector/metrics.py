@@ -99,8 +99,8 @@ class LossCollector(Collector):
 
 # (stat, help, counter?) of the broker's $SYS values exposed (brokerstats.SYS_TOPICS)
 BROKER_FAMILIES = (
-    ("dropped_messages", "Messages the broker dropped (a client's queue full: max_queued_messages / max_queued_bytes), "
-                         "since it started", True),
+    ("dropped_messages", ("Messages the broker dropped (a client's queue full: max_queued_messages / "
+                          "max_queued_bytes), since it started"), True),
     ("stored_messages", "Messages the broker holds (retained and queued)", False),
     ("stored_bytes", "Bytes of messages the broker holds", False),
     ("received_messages", "PUBLISH messages the broker received, since it started", True),

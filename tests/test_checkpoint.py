@@ -10,12 +10,18 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-
 from ptmon import checkpoint as checkpoint_module
-from ptmon.checkpoint import LATER_DEVICE_ARRAYS, load_checkpoint, restore_decoder, save_checkpoint, try_load_checkpoint
+from ptmon.checkpoint import (
+    LATER_DEVICE_ARRAYS,
+    load_checkpoint,
+    restore_decoder,
+    save_checkpoint,
+    try_load_checkpoint,
+)
 from ptmon.decode import Decoder
-from ptmon.engine import ALLOWANCE_CAP_MS, NEVER, Engine
+from ptmon.engine import NEVER, Engine
 from ptmon.errors import CheckpointError
+from ptmon.plausibility import ALLOWANCE_CAP_MS
 from ptmon.registry import Registry
 from ptmon.replay import Feed
 from ptmon.rules import Rules, load_rules

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from ptmon.collect import Collector
 from ptmon.config import CollectorConfig
 from ptmon.replay import replay

@@ -32,7 +32,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from ptmon.decode import MAX_JSON_DEPTH, REJECT_KINDS, Decoder, boot_key
 from ptmon.engine import Engine
 from ptmon.registry import Registry, parse_registry

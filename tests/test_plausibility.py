@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from ptmon.engine import ALLOWANCE_CAP_MS
+from ptmon.plausibility import ALLOWANCE_CAP_MS
 from ptmon.registry import Registry
 from ptmon.rules import load_rules
 

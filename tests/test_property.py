@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from ptmon.registry import parse_registry
 from ptmon.replay import Replayer
 from ptmon.rules import DEFAULT_RULES_DIR, Rules, load_rules
