@@ -159,3 +159,14 @@ def test_the_device_clock_decides_when_both_carry_ts(rules):
     records = [up(T0)] + [hb(T0 + t, "e1", "iot", "changshou", seq=seq, ts=T0 + ts) for t, seq, ts in sent] + [tick(T0 + H)]
     stats = run(registry, records, T0, T0 + H).engine_stats
     assert (stats["heartbeats"], stats["stale"], stats["duplicate"]) == (8, 1, 1)
+
+
+def test_replay_table_shows_loss_and_implausible_counts(rules):
+    """Test that the replay's terminal table tells lost from missed: net lost with lost and recovered, and the
+    implausible counts that were not counted."""
+    registry = make_registry(rules, "c1,cam,face_cam,taopu", "c2,cam,face_cam,wanli")
+    records = lossy_case()[:-1] + [hb(T0 + 1000, "c2", "cam", "wanli", seq=15, face_try=0, face_ok=0),
+                                   hb(T0 + 1060, "c2", "cam", "wanli", seq=16, face_ok=3), tick(T0 + H)]
+    table = run(registry, records, T0, T0 + H).table(rules)
+    assert "传输丢失 (lost in transit): 5 (lost 6, recovered 1)" in table
+    assert "计数不可信，未计入 (implausible counters, not counted): unmatched_success 1" in table
