@@ -114,8 +114,7 @@ class Engine:
         self.counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
         self.has_baseline = np.zeros((n, len(COUNTERS)), dtype=bool)
         self.seen_day = np.full(n, -1, dtype=np.int32)
-        # plausibility and loss accounting (kept small: a few bytes per device)
-        # a device's plausibility state in one 8-byte record: one random access per heartbeat, not three
+        # plausibility (one 8-byte record: one random access a heartbeat) and loss accounting
         self.plausibility = np.zeros(n, dtype=PLAUSIBILITY)
         self.missing = np.zeros(n, dtype=np.uint64)  # bit j: seq (last seq − 1 − j) counted lost, not yet recovered
         self._missing_devices: int | None = None  # devices whose missing is not 0 (None: count it when needed)
@@ -563,7 +562,7 @@ class Engine:
 
 @dataclass(eq=False)
 class RowColumns:
-    """A batch's per-row values that need no device state (the device's type's, the receive time in ms)."""
+    """A batch's per-row values that need no device state: its device type's, its day's, its ts."""
 
     timeout: np.ndarray  # µs, the type's online timeout
     cost: np.ndarray  # ms of allowance an attempt uses
