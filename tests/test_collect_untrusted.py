@@ -115,6 +115,26 @@ def test_live_device_cannot_inflate_its_street(tmp_path, registry_file, broker):
     replayed_csv(config, collector)
 
 
+def test_live_boot_flips_at_the_counter_limit_add_nothing(tmp_path, registry_file, broker):
+    """Test that over MQTT a device flipping boot with counters at 2^40 on every message (which wrapped
+    Σ reads past int64 before) adds nothing: each claim is beyond any allowance, or beyond the resets a
+    day allows."""
+    config = config_for(tmp_path, registry_file, broker.port)
+    publisher = Publisher(broker.port)
+    with running(config, sim_clock(current_minute() - 3600)) as collector:
+        for k in range(30):
+            publisher.hb("iot", "changshou", "liar", seq=k, boot=f"b{k}", reads=2**40, read_ok=2**40)
+        wait_until(lambda: collector.engine.stats["heartbeats"] == 30, what="30 heartbeats")
+    publisher.close()
+    results = collector.month_results()
+    assert results is not None
+    row = results.row("iot", "changshou", "sensing")
+    assert (row.numerator, row.denominator) == (0, 0)
+    stats = results.engine_stats  # resets beyond 24 a day are refused first, the rest for their attempts
+    assert stats["resets"] == 29 and stats["too_many_attempts"] + stats["too_many_resets"] == 29
+    replayed_csv(config, collector)
+
+
 def test_live_retained_heartbeat_is_not_counted_again_after_a_restart(tmp_path, registry_file, broker):
     """Test that a heartbeat published retained counts once when it arrives live; after an ordinary collector
     restart the broker's redelivered copy is archived as $ptmon/retained and counts nothing (900/1000, not
