@@ -12,6 +12,14 @@ them):
 * ``$ptmon/limits``: a JSON object of the decoder's limits (``max_payload``, ``device_rate``,
   ``window``, ``unknown_limit``) from ``t`` on, written at each start, so a replay rejects
   what the live collector rejected.
+* ``$ptmon/retained``: a message the broker delivered with the MQTT retain flag set — its
+  stored copy, sent again on every subscribe — received at ``t``. The payload is a JSON object
+  ``{"topic": <the message's topic>, "payload": <its raw payload>}``. It is never a heartbeat and
+  counts toward nothing but the ``retained`` count of the device its topic names. Gateway
+  statuses are retained by design and stay ordinary records. Unlike the others this record is
+  a received message: it proves the monitor was observing, as a rejected message does.
+  Archives written before it existed hold retained messages as ordinary records and read as
+  they always did.
 
 A reader never stops on a bad line: it counts it, logs where it was, and goes on. A gzip
 stream cut short (a crash mid-write) ends that file with a warning.
@@ -39,6 +47,7 @@ log = logging.getLogger(__name__)
 CONTROL_PREFIX = "$ptmon/"
 MONITOR_TOPIC = "$ptmon/monitor"
 TICK_TOPIC = "$ptmon/tick"
+RETAINED_TOPIC = "$ptmon/retained"
 Record = tuple[float, str, str]
 LOGGED_BAD_LINES = 5
 
@@ -156,6 +165,11 @@ class ArchiveReader:
         self.bad_lines += 1
         if self.bad_lines <= LOGGED_BAD_LINES:
             log.warning("%s:%d: not an archive record (t, topic, payload); skipped", path, lineno)
+
+
+def retained_record(t: float, topic: str, payload: str) -> Record:
+    """The archive record of a retained message received at ``t`` (see ``$ptmon/retained``)."""
+    return (t, RETAINED_TOPIC, orjson.dumps({"topic": topic, "payload": payload}).decode())
 
 
 def encode_record(t: float, topic: str, payload: str) -> bytes:

@@ -64,7 +64,8 @@ from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .lock import DataDirLock
-from .metrics import Metrics, PipelineCounts, serve_metrics
+from .loss import LossAlert, LossAlerts, LossPoints, LossWindow, broker_lines
+from .metrics import LossCounts, Metrics, PipelineCounts, serve_metrics
 from .registry import Registry, load_registry
 from .replay import Feed, freeze_startup_heap
 from .results import Results
@@ -168,6 +169,7 @@ class Collector:
             log.info("state restored from %s (saved %s)", path, checkpoint.saved_at)
         self.months = MonthTallies(self.engine, tallies)
         self.sla = SlaPoints(self.months, self._emit, self.metrics)
+        self._attach_loss()
         self._attach_ledger(checkpoint)
         self.heartbeats = HeartbeatPoints(self.engine) if self.config.influx.url and self.config.influx.heartbeats else None
         self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch, on_month=self._month_snapshot)
@@ -260,6 +262,52 @@ class Collector:
                 states=self.ledger.alert_states(), restored=restored, data_quality=self._data_quality,
                 month_to_date=lambda start, end: ledger_results(self.ledger, self.registry, start, end))
         self.mailer: Mailer | None = None
+
+    def _attach_loss(self) -> None:
+        """Loss in transit: the trailing window, its InfluxDB points, its alerts and its metrics."""
+        self.loss_window = LossWindow(self.engine, self.config.loss.window)
+        self.loss_points = LossPoints(self.months, self.loss_window, self._emit) if self.config.influx.url else None
+        self.loss_alerts = (LossAlerts(self.loss_window, self.config.loss, self._on_loss_alerts)
+                            if self.config.loss.enabled else None)
+        self.metrics.loss.read = self._loss_counts
+
+    # --- HOOK(loss alerts) ----------------------------------------------------------------------
+    # Loss alerts are decided in ptmon.loss (LossAlerts); until the reworked alerting framework
+    # takes them (emails, the ledger's alert states), they are logged and counted here. Wire
+    # them in by replacing this method's body: each LossAlert has kind, event, contract,
+    # street, rate, lost, messages, level and text().
+    def _on_loss_alerts(self, alerts: list[LossAlert]) -> None:
+        for alert in alerts:
+            self.metrics.alerts.labels(alert.kind, alert.event).inc()
+            log.warning("loss alert %s %s: %s", alert.kind, alert.event, alert.text())
+    # --- end HOOK(loss alerts) ------------------------------------------------------------------
+
+    def _loss_counts(self) -> LossCounts:
+        """What /metrics shows of loss in transit and of the broker, read when scraped."""
+        tally = self.months.current()
+        streets = self.registry.rules.street_codes()
+        by_street: dict[str, dict[tuple[str, str], int]] = {"lost": {}, "recovered": {}}
+        for kind, out in by_street.items():
+            per_group = tally.counts.get(kind) if tally is not None else None
+            for ci, contract in enumerate(self.registry.rules.contracts):
+                for si, street in enumerate(streets):
+                    out[contract.code, street] = int(per_group[ci * len(streets) + si]) if per_group is not None else 0
+        ratios = self.loss_window.latest
+        broker = self.source.broker_stats.snapshot() if self.source.broker_stats is not None else None
+        return LossCounts(lost=by_street["lost"], recovered=by_street["recovered"],
+                          ratio={key: rate for key, (rate, _, _) in ratios.items() if rate is not None},
+                          broker=broker.values if broker else {}, broker_dropped_seen=broker.dropped_seen if broker else 0,
+                          broker_updated=broker.updated if broker else 0.0)
+
+    def _watch_broker(self, now: float, health_due: bool) -> None:
+        """The broker's $SYS statistics: drops alert, and they go to InfluxDB with the health point."""
+        if self.source.broker_stats is None:
+            return
+        snapshot = self.source.broker_stats.snapshot()
+        if self.loss_alerts is not None:
+            self.loss_alerts.on_broker(snapshot, int(now * US_PER_S))
+        if health_due and self.influx is not None:
+            self.influx.submit(broker_lines(snapshot, int(now * US_PER_S), instance=self.config.mqtt.client_id))
 
     def _load_alert_rules(self) -> AlertRules | None:
         if not self.config.alerts.enabled:
@@ -384,10 +432,12 @@ class Collector:
 
     async def _tick(self, now: float) -> None:
         self.step(now)
-        if self.influx is not None and now - self._last_health >= HEALTH_INTERVAL and not self.faults.waiting("spool"):
+        health_due = now - self._last_health >= HEALTH_INTERVAL
+        if self.influx is not None and health_due and not self.faults.waiting("spool"):
             # The collector's clock, so under a simulated clock these line up with the sla points.
             self._last_health = now
             self.influx.submit(health_lines(self.metrics, int(now * US_PER_S), instance=self.config.mqtt.client_id))
+        self._watch_broker(now, health_due)
         if time.monotonic() - self._last_exemption_poll >= EXEMPTION_POLL:
             self._last_exemption_poll = time.monotonic()
             try:

@@ -6,6 +6,9 @@ that fails any check is rejected whole, counted by kind (``rejects``) and never 
 engine, so it counts toward no KPI.
 
 Reject kinds, checked in this order (a message counts under the first that fails):
+  retained           a ``$ptmon/retained`` record: the broker's stored copy of a message, redelivered
+                     on a subscribe (the source wraps every retained message but a gateway status
+                     so); never a heartbeat, counted for the device its topic names
   bad_topic          topic is not ``putuo/{contract}/{street}/{device}/hb`` nor a gateway status
   unknown_device     device id not in the registry (also tracked by topic, bounded)
   contract_mismatch  topic contract differs from the registry's
@@ -55,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from .archive import RETAINED_TOPIC
 from .registry import Registry
 from .rules import COUNTERS
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REJECT_KINDS = (
+    "retained",
     "bad_topic",
     "unknown_device",
     "contract_mismatch",
@@ -113,6 +118,7 @@ class DecodedBatch:
     gateway_events: list[tuple[int, int, bool]] = field(default_factory=list)  # (t µs, gateway, online)
     accepted: np.ndarray | None = None  # bool, set by the engine: rows that were not duplicates or stale
     counted: CountedEvents = field(default_factory=lambda: CountedEvents.empty())  # the batch's rejects and late arrivals
+    engine_columns: Any = None  # what the engine derives per row once a batch (engine.RowColumns)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -131,13 +137,15 @@ class CountedEvents:
     ``t`` is the receive time (µs, as the monitor's clock saw it), ``device`` the registry index
     or -1 (unknown device, bad topic, gateway status), ``kind`` an index into
     :data:`DECODER_COUNTED`. ``unknown`` holds (t, topic) of unknown-device messages whose topic
-    the decoder tracks for the report.
+    the decoder tracks for the report. ``n``, when given, is how many each event counts (the
+    engine's ``lost``: the messages a gap in ``seq`` says were lost); None: one each.
     """
 
     t: np.ndarray
     device: np.ndarray
     kind: np.ndarray
     unknown: list[tuple[int, str]] = field(default_factory=list)
+    n: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -145,6 +153,15 @@ class CountedEvents:
     @classmethod
     def empty(cls) -> CountedEvents:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16))
+
+    def counts(self) -> np.ndarray:
+        """How many each event counts (int64)."""
+        return self.n if self.n is not None else np.ones(len(self.t), dtype=np.int64)
+
+    def take(self, rows: Any, unknown: list[tuple[int, str]]) -> CountedEvents:
+        """The events at ``rows`` (a slice or an index array), with the unknown topics given."""
+        return CountedEvents(self.t[rows], self.device[rows], self.kind[rows], unknown,
+                             None if self.n is None else self.n[rows])
 
     @classmethod
     def join(cls, parts: list[CountedEvents]) -> CountedEvents:
@@ -154,9 +171,11 @@ class CountedEvents:
             return cls.empty()
         t = np.concatenate([p.t for p in parts])
         order = np.argsort(t, kind="stable")
+        weighted = any(p.n is not None for p in parts)
         return cls(t[order], np.concatenate([p.device for p in parts])[order],
                    np.concatenate([p.kind for p in parts])[order],
-                   sorted((u for p in parts for u in p.unknown), key=lambda u: u[0]))
+                   sorted((u for p in parts for u in p.unknown), key=lambda u: u[0]),
+                   np.concatenate([p.counts() for p in parts])[order] if weighted else None)
 
 
 _KIND_CODE = {kind: i for i, kind in enumerate(DECODER_COUNTED)}
@@ -382,7 +401,7 @@ class Decoder:
         self._noted = noted = _Noted()
         for i, ((_, topic, payload), device) in enumerate(zip(messages, devices)):
             if device is None:
-                self._other_topic(i, topic, gateways)
+                devices[i] = self._other_topic(i, topic, payload, gateways)
                 continue
             if limited[i]:
                 continue  # counted below, with the batch's other rate_limited messages
@@ -415,8 +434,11 @@ class Decoder:
             return True
         return False
 
-    def _other_topic(self, row: int, topic: str, gateways: list[tuple[int, int]]) -> None:
-        """A topic that is no registry device's heartbeat topic: a gateway status, or a reject by kind."""
+    def _other_topic(self, row: int, topic: str, payload: bytes | str, gateways: list[tuple[int, int]]) -> int | None:
+        """A topic that is no registry device's heartbeat topic: a gateway status, or a reject by kind.
+        Returns the registry device a ``retained`` record names (its count goes to the device's street)."""
+        if topic == RETAINED_TOPIC:
+            return self._retained(row, payload)
         parts = topic.split("/")
         if len(parts) == 4 and parts[0] == "putuo" and parts[1] == "gw" and parts[3] == "status":
             gateway = self._gateway_index.get(parts[2])
@@ -424,20 +446,35 @@ class Decoder:
                 self._reject(row, "unknown_gateway", topic, "")
             else:
                 gateways.append((row, gateway))
-            return
+            return None
         if len(parts) != 5 or parts[0] != "putuo" or parts[4] != "hb" or parts[1] not in self._contracts:
             self._reject(row, "bad_topic", topic, "")
-            return
+            return None
         device = self.registry.index.get(parts[3])
         if device is None:
             self._reject(row, "unknown_device", topic, "")
             tracked = self._track_unknown(topic)
             if tracked is not None:
                 self._noted.unknown.append((row, tracked))
-        elif self.registry.contract[device] != self._contracts[parts[1]]:
+            return None
+        if self.registry.contract[device] != self._contracts[parts[1]]:
             self._reject(row, "contract_mismatch", topic, f"registry says {self.registry.rules.contracts[self.registry.contract[device]].code}")
         else:  # the id and contract match, so the street is what differs from the registry topic
             self._reject(row, "street_mismatch", topic, f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
+        return None
+
+    def _retained(self, row: int, payload: bytes | str) -> int | None:
+        """A retained message as the source archived it (``{"topic": ..., "payload": ...}``): the
+        broker's stored copy, never a heartbeat. Counted as ``retained`` for the registry device
+        its topic names (None: no registry heartbeat topic, or a record this decoder cannot read)."""
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            doc = None
+        inner = doc.get("topic") if type(doc) is dict else None
+        inner = inner if type(inner) is str else ""
+        self._reject(row, "retained", RETAINED_TOPIC, _shown(inner))
+        return self._topic_device.get(inner)
 
     def _gateway_events(self, messages: list[Message], gateways: list[tuple[int, int]], t: np.ndarray,
                         rate_t: np.ndarray) -> list[tuple[int, int, bool]]:

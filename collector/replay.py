@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .archive import CONTROL_PREFIX, MONITOR_TOPIC, TICK_TOPIC, ArchiveReader, Record
+from .archive import CONTROL_PREFIX, MONITOR_TOPIC, RETAINED_TOPIC, TICK_TOPIC, ArchiveReader, Record
 from .decode import LIMITS_TOPIC, DecodedBatch, Decoder, times_to_us
 from .engine import Engine
 from .exemptions import ExemptionMask
@@ -77,7 +77,7 @@ class Feed:
                 if self.reached_end:
                     break
                 self._month_crossed(record[0])
-            if record[1].startswith(CONTROL_PREFIX):
+            if record[1].startswith(CONTROL_PREFIX) and record[1] != RETAINED_TOPIC:  # a retained message is a message
                 self._flush(buffer)
                 if self.reached_end or not self._control(record):
                     break

@@ -262,3 +262,37 @@ def test_a_ledger_without_archive_or_checkpoint_is_never_started_over(tmp_path: 
         Collector(config)
     with Ledger(config.ledger_path, readonly=True) as ledger:
         assert ledger.has_hours()
+def test_untrusted_input_counts_agree_in_ledger_and_replay(rules, tmp_path: Path) -> None:
+    """Test that retained copies, implausible counters and messages lost and recovered are counted per hour
+    for their street, so the ledger (written across a checkpoint restore) and a replay give the same counts."""
+    registry = make_registry(rules, "c1,cam,face_cam,taopu", "s1,iot,elevator,changzheng")
+    records = [up(T0)]
+    records += [hb(T0 + 60 * k, "c1", seq=seq, ts=T0 + 60 * k) for k, seq in enumerate((1, 2, 5, 6, 7, 12))]  # 2 + 4 lost
+    records += [hb(T0 + 400, "c1", seq=4, ts=T0 + 180 - 1), (T0 + 500, "$ptmon/retained", '{"topic": "putuo/cam/taopu/c1/hb"}')]
+    records += [hb(T0 + 600, "s1", "iot", "changzheng", seq=1, reads=10, read_ok=10),
+                hb(T0 + 660, "s1", "iot", "changzheng", seq=2, boot="x", read_ok=50),  # unmatched_success
+                hb(T0 + HOUR + 60, "s1", "iot", "changzheng", seq=3, boot="x", reads=10**9, read_ok=0)]  # too_many_attempts
+    records += [hb(T0 + HOUR + 120, "c1", seq=10**9, ts=T0 + HOUR + 120), tick(T0 + 2 * HOUR)]  # a seq_jump
+    cut = 6
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        engine = Engine(registry)
+        writer = LedgerWriter(engine, ledger)
+        Feed(engine, Decoder(registry)).feed(records[:cut])
+        writer.flush(open_buckets=True)
+        path = tmp_path / "state.npz"
+        save_checkpoint(path, engine=engine, tallies=[], decoder=Decoder(registry), extra={},
+                        named={"ledger_hour": writer.hour, "ledger_day": writer.day})
+        restored = load_checkpoint(path, registry)
+        writer = LedgerWriter(restored.engine, ledger, hour=restored.named.get("ledger_hour"),
+                              day=restored.named.get("ledger_day"))
+        Feed(restored.engine, Decoder(registry)).feed(records[cut:])
+        restored.engine.finish()
+        writer.flush(open_buckets=True)
+        from_ledger = ledger_results(ledger, registry, T0 * US, (T0 + 2 * HOUR) * US)
+    replayed = run(registry, records, T0, T0 + 2 * HOUR)
+    wanted = {"lost": 6, "recovered": 1, "stale": 1, "unmatched_success": 1, "too_many_attempts": 1, "seq_jump": 1}
+    for results in (from_ledger, replayed):
+        assert {k: results.engine_stats.get(k) for k in wanted} == wanted
+        assert results.rejects["retained"] == 1
+    assert (from_ledger.rejects, from_ledger.engine_stats) == (replayed.rejects, replayed.engine_stats)
+    assert from_ledger.csv_text() == replayed.csv_text()
