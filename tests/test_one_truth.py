@@ -296,3 +296,38 @@ def test_untrusted_input_counts_agree_in_ledger_and_replay(rules, tmp_path: Path
         assert results.rejects["retained"] == 1
     assert (from_ledger.rejects, from_ledger.engine_stats) == (replayed.rejects, replayed.engine_stats)
     assert from_ledger.csv_text() == replayed.csv_text()
+
+
+def test_a_month_recomputed_from_its_snapshot_applies_exemptions_as_the_ledger_does(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that a month recomputed from its month-start snapshot knows which devices were online as it began, so an
+    exemption over devices online since the previous month counts alike in the ledger and in `ledger verify`."""
+    import asyncio
+
+    from ptmon.cli import main
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(-90, 150))  # from 2026-10-31 22:30: the month-start snapshot is written at midnight
+    asyncio.run(collector.checkpoint())
+    collector.engine.finish()
+    collector.ledger_writer.flush(open_buckets=True)
+    _crash(collector)
+    assert (config.archive_path / "ptmon-2026-11.state.npz").is_file()
+    with Ledger(config.ledger_path) as ledger:
+        ledger.add_exemption(scope="street", target="taopu", start=(T0 + 30 * 60) * US, end=(T0 + 50 * 60) * US,
+                             reason="停电", approver="王主任")
+    args = ["--month", "2026-11", "--ledger", str(config.ledger_path), "--archive", str(config.archive_path),
+            "--registry", str(config.registry)]
+    assert main(["ledger", "verify", *args]) == 0, capsys.readouterr()
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        row = ledger_results(ledger, collector.registry, *_november()).row("cam", "taopu", "online")
+    assert row.numerator <= row.denominator
+
+
+def _november() -> tuple[int, int]:
+    from ptmon.timebase import month_bounds
+
+    return month_bounds("2026-11")
