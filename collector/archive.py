@@ -30,8 +30,10 @@ from __future__ import annotations
 import gzip
 import heapq
 import io
+import itertools
 import logging
 import math
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
@@ -128,8 +130,18 @@ class ArchiveReader:
         self.truncated: list[str] = []
 
     def __iter__(self) -> Iterator[Record]:
-        # heapq.merge is stable: equal times keep file order, so the stream is deterministic.
-        return heapq.merge(*(self._read(p) for p in self.paths), key=itemgetter(0))
+        """One collector's files (one directory, the collector's names) in the order it wrote them
+        (day, then part): the order its engine saw the records in, also where its clock stepped
+        back at a restart. Different directories, or other names, merge by receive time (stable:
+        equal times keep file order, so the stream is deterministic)."""
+        streams = []
+        for _, group in itertools.groupby(sorted(self.paths, key=_write_order), key=lambda p: p.parent):
+            paths = list(group)
+            if all(ARCHIVE_FILE_NAME.fullmatch(p.name) for p in paths):
+                streams.append(itertools.chain.from_iterable(map(self._read, paths)))
+            else:
+                streams += [self._read(p) for p in paths]
+        return heapq.merge(*streams, key=itemgetter(0))
 
     def _read(self, path: Path) -> Iterator[Record]:
         loads = orjson.loads
@@ -170,6 +182,16 @@ class ArchiveReader:
 def retained_record(t: float, topic: str, payload: str) -> Record:
     """The archive record of a retained message received at ``t`` (see ``$ptmon/retained``)."""
     return (t, RETAINED_TOPIC, orjson.dumps({"topic": topic, "payload": payload}).decode())
+
+
+# The collector's archive files: ptmon-YYYY-MM-DD.jsonl.gz, then .1, .2, ... a part per start.
+ARCHIVE_FILE_NAME = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl\.gz")
+
+
+def _write_order(path: Path) -> tuple[str, str, int, str]:
+    """A collector's files by directory, day, part; other names after, by name."""
+    m = ARCHIVE_FILE_NAME.fullmatch(path.name)
+    return (str(path.parent), m.group(1), int(m.group(2) or 0), "") if m else (str(path.parent), "~", 0, path.name)
 
 
 def encode_record(t: float, topic: str, payload: str) -> bytes:

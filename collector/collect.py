@@ -63,7 +63,7 @@ from .ledger.records import Episode
 from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
-from .lock import DataDirLock
+from .lock import CollectorLocks
 from .loss import LossAlert, LossAlerts, LossPoints, LossWindow, broker_lines
 from .metrics import LossCounts, Metrics, PipelineCounts, serve_metrics
 from .registry import Registry, load_registry
@@ -113,7 +113,7 @@ class Collector:
         self._replaying = False  # rebuilding from the whole archive: no InfluxDB points, no snapshots
         self.final_results: Results | None = None  # the month's KPIs as the collector stopped
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
-        self.lock = DataDirLock(config.data_dir)
+        self.lock = CollectorLocks(config.data_dir, config.ledger_path)
         self.lock.acquire()
         self.faults = Faults(config.storage)
         self.keeper = LedgerKeeper(self.faults, wake_mailer=lambda: self.mailer.wake() if self.mailer else None)

@@ -331,3 +331,37 @@ def _november() -> tuple[int, int]:
     from ptmon.timebase import month_bounds
 
     return month_bounds("2026-11")
+
+
+def test_a_clock_stepped_back_at_a_restart_replays_in_the_order_the_collector_saw(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that after a restart whose clock stepped back (records of the new archive part stamped before the end of
+    the previous part) the ledger, `ledger verify` and a replay of the directory agree: a collector's files are read
+    in the order it wrote them, not merged by time."""
+    import asyncio
+
+    from ptmon.cli import main
+    from ptmon.collect import Collector
+    from ptmon.replay import replay
+    from ptmon.sinks.archive import archive_paths
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(0, 40))
+    asyncio.run(collector.checkpoint())
+    _crash(collector)
+    restarted = Collector(config)
+    counters: dict = {f"{street}-cam{i}": (400, 400) for street in ("changzheng", "taopu") for i in range(12)}
+    push(restarted, [(float(T0 + 30 * 60 - 1), "$ptmon/monitor", "up")] + minutes(30, 90, counters=counters))
+    restarted.engine.finish()
+    restarted.ledger_writer.flush(open_buckets=True)
+    from_ledger = ledger_results(restarted.ledger, restarted.registry, *_november())
+    _crash(restarted)
+    assert len(list(config.archive_path.glob("ptmon-*.jsonl.gz"))) == 2
+    replayed = replay(archive_paths([config.archive_path]), restarted.registry, *_november())
+    assert from_ledger.csv_text() == replayed.csv_text()
+    assert replayed.engine_stats["late"] > 0
+    args = ["--month", "2026-11", "--ledger", str(config.ledger_path), "--archive", str(config.archive_path),
+            "--registry", str(config.registry)]
+    assert main(["ledger", "verify", *args]) == 0, capsys.readouterr().out

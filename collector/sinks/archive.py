@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import struct
 import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..archive import Record, encode_record
+from ..archive import ARCHIVE_FILE_NAME, Record, encode_record
 from ..durable import fsync_directory
 from ..errors import ArchiveError, StorageGone
 from ..metrics import Metrics
@@ -36,7 +35,6 @@ from ..timebase import day_of, day_to_date, seconds_to_us
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl\.gz")
 _FINAL_EMPTY_BLOCK = b"\x03\x00"  # a final, empty fixed-Huffman deflate block: ends a stream after a sync flush
 
 
@@ -44,7 +42,7 @@ def archive_files(directory: Path) -> list[Path]:
     """The archive's files in the order they were written (day, then part)."""
     found = []
     for path in directory.glob("ptmon-*.jsonl.gz") if directory.is_dir() else ():
-        m = _NAME.fullmatch(path.name)
+        m = ARCHIVE_FILE_NAME.fullmatch(path.name)
         if m:
             found.append(((m.group(1), int(m.group(2) or 0)), path))
     return [path for _, path in sorted(found)]
