@@ -39,7 +39,7 @@ from .alerting.mailer import Mailer
 from .alerting.model import Notification
 from .alerting.outbox import outbox_rows
 from .alerting.rules import ALERTS_FILE, AlertRules, load_alert_rules
-from .archive import ArchiveReader, Record
+from .archive import MONITOR_TOPIC, ArchiveReader, Record
 from .checkpoint import Checkpoint, load_checkpoint, restore_decoder, save_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
@@ -111,6 +111,7 @@ class Collector:
         self._last_exemption_poll = time.monotonic()
         self._last_health = 0.0
         self._replaying = False  # rebuilding from the whole archive: no InfluxDB points, no snapshots
+        self._last_turn = (0.0, 0.0)  # (monotonic, clock) of the main loop's last turn
         self.final_results: Results | None = None  # the month's KPIs as the collector stopped
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
         self.lock = CollectorLocks(config.data_dir, config.ledger_path)
@@ -431,6 +432,7 @@ class Collector:
         self.source.start()
 
     async def _tick(self, now: float) -> None:
+        self._watch_stall(now)
         self.step(now)
         health_due = now - self._last_health >= HEALTH_INTERVAL
         if self.influx is not None and health_due and not self.faults.waiting("spool"):
@@ -450,6 +452,18 @@ class Collector:
                 and self.faults.due("checkpoint") and not self.faults.waiting("ledger"):
             await self.checkpoint()
         self.faults.tick()
+
+    def _watch_stall(self, now: float) -> None:
+        """A main loop that did not run for ``stall_gap`` (the process frozen, the host suspended) could
+        not observe: its last turn's instant to now is a monitoring gap, archived as a 'down' and an 'up'
+        before anything received after it (stamped late, it would make the frozen time devices offline)."""
+        wall = time.monotonic()
+        last_wall, last_clock = self._last_turn
+        self._last_turn = (wall, now)
+        if last_wall and wall - last_wall > self.config.stall_gap and self.engine.up:
+            log.warning("the collector did not run for %.0f s (frozen or suspended): a monitoring gap from %s to %s",
+                        wall - last_wall, format_instant(int(last_clock * US_PER_S)), format_instant(int(now * US_PER_S)))
+            self.intake.held += [(last_clock, MONITOR_TOPIC, "down"), (now, MONITOR_TOPIC, "up")]
 
     async def _wait(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]

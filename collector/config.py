@@ -151,6 +151,7 @@ class CollectorConfig:
     checkpoint_file: Path | None = None  # default data_dir/checkpoint.npz
     ledger_file: Path | None = None  # default data_dir/ledger.sqlite
     checkpoint_interval: float = 60.0
+    stall_gap: float = 30.0  # the main loop stopped this long (process frozen, host suspended): a monitoring gap
     metrics_listen: str = "127.0.0.1:9464"  # host:port of Prometheus /metrics; empty disables
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     influx: InfluxConfig = field(default_factory=InfluxConfig)
@@ -186,7 +187,7 @@ SMTP_PASSWORD_ENV = "PTMON_SMTP_PASSWORD"
 
 # The keys each table may hold, so a typo fails before any value is read.
 _TOP_KEYS = ("registry", "rules", "data_dir", "archive_dir", "archive_compresslevel", "spool_dir",
-             "checkpoint_file", "checkpoint_interval", "metrics_listen", "mqtt", "influx",
+             "checkpoint_file", "checkpoint_interval", "stall_gap", "metrics_listen", "mqtt", "influx",
              "ledger_file", "alerts", "email", "limits", "storage", "loss")
 _MQTT_KEYS = ("url", "host", "port", "tls", "protocol", "client_id", "username", "password_env",
               "qos", "persistent_session", "session_expiry", "topics", "keepalive", "reconnect_min",
@@ -330,6 +331,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Colle
         spool_dir=top.path("spool_dir", ""),
         checkpoint_file=top.path("checkpoint_file", ""),
         checkpoint_interval=float(top.seconds("checkpoint_interval", _TOP.checkpoint_interval)),
+        stall_gap=float(top.seconds("stall_gap", _TOP.stall_gap)),
         metrics_listen=_listen_address(top),
         mqtt=_mqtt(top.table("mqtt", _MQTT_KEYS), environ),
         influx=_influx(top.table("influx", _INFLUX_KEYS), environ),
@@ -655,7 +657,8 @@ def check_config(config: CollectorConfig) -> list[str]:
         f"registry: {config.registry}",
         f"rules: {config.rules or 'shipped with ptmon'}",
         f"archive: {config.archive_path} (gzip level {config.archive_compresslevel})",
-        f"checkpoint: {config.checkpoint_path}, every {config.checkpoint_interval:g} s",
+        f"checkpoint: {config.checkpoint_path}, every {config.checkpoint_interval:g} s; a main loop stalled over "
+        f"{config.stall_gap:g} s is a monitoring gap",
         *_influx_lines(config.influx, config.spool_path),
         f"metrics: http://{config.metrics_listen}/metrics" if config.metrics_listen
         else "metrics: disabled",
