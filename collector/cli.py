@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="recompute the KPIs of a period from message archives",
                         description="Read message archives (gzip JSON Lines: t, topic, payload), run them through the "
                         "SLA engine and print the KPI table of the period. The same archives and registry always give "
-                        "byte-identical CSV.")
+                        "byte-identical CSV. Records before the period set the devices' baselines and last heartbeats: "
+                        "with --month and the collector's archive directory, replay starts from the month-start snapshot "
+                        "there (the state as the month began) and reads the files after it; files named one by one are "
+                        "read from their beginning, so name every file before the month too.")
     rp.add_argument("archives", nargs="+", metavar="ARCHIVE",
                     help="archive files (.jsonl.gz or plain .jsonl), or directories of them (the collector's archive_dir)")
     _period(rp)
@@ -210,13 +213,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     paths = archive_paths(args.archives)
     rules = load_rules(args.rules)
     registry = load_registry(args.registry, rules)
+    state = None
+    if args.month and all(Path(a).is_dir() for a in args.archives):
+        from .snapshots import load_snapshot, month_sources
+
+        sources = month_sources([Path(a) for a in args.archives], args.month)
+        paths, state = sources.files, load_snapshot(sources.snapshot, registry) if sources.snapshot else None
+        print(f"replay: {sources.describe()}", file=sys.stderr)
     exemptions = []
     if args.ledger:
         from .ledger.store import Ledger
 
         with Ledger(args.ledger, readonly=True) as ledger:
             exemptions = [e for e in ledger.exemptions(start=start, end=end) if e.active]
-    results = replay(paths, registry, start, end, progress=_progress_printer(), exemptions=exemptions)
+    results = replay(paths, registry, start, end, progress=_progress_printer(), exemptions=exemptions, state=state)
     if args.csv == "-":
         results.write_csv(sys.stdout)
     elif args.csv:

@@ -152,10 +152,8 @@ class Collector:
         self.decoder = Decoder.from_config(self.registry, self.config.limits)
         self.ledger = Ledger(self.config.ledger_path)
         history = bool(archive_files(self.config.archive_path)) or self.ledger.has_hours()
-        if checkpoint is not None and self.ledger.created and history:
-            lost, checkpoint = f"the ledger {self.config.ledger_path} is new but the checkpoint is not", None
-        elif checkpoint is not None and (changed := _inputs_changed(checkpoint, self.registry)):
-            lost, checkpoint = f"{changed} since the checkpoint, and the month's figures must come from one set of them", None
+        if checkpoint is not None and (mismatch := self._mismatch(checkpoint, history)):
+            lost, checkpoint = mismatch, None
         rebuild = checkpoint is None and history
         if rebuild:
             self.engine, tallies, position = self._start_from_snapshot(lost)
@@ -177,6 +175,7 @@ class Collector:
         self._pending_points: list[str] = []
         if rebuild:
             self.ledger_writer.write_from = self._rebuild_from()
+            self.ledger.clear_from(self.ledger_writer.write_from)  # rows of other registries or rules go too
             self._replay_archive()
             self.ledger_writer.write_from = None
         elif checkpoint is not None:
@@ -185,6 +184,19 @@ class Collector:
             self.notes.append(f"the previous run ended without a clean shutdown; its last record was at "
                               f"{format_instant(self.engine.clock)}: until the broker connection is back is a monitoring gap")
         freeze_startup_heap()
+
+    def _mismatch(self, checkpoint: Checkpoint, history: bool) -> str:
+        """Why the checkpoint cannot be continued with this ledger, registry and rules ('' when it can)."""
+        if self.ledger.created and history:
+            return f"the ledger {self.config.ledger_path} is new but the checkpoint is not"
+        through, last = checkpoint.extra.get("ledger_last_hour"), self.ledger.last_hour()
+        if isinstance(through, int) and (last is None or last < through):
+            return (f"the ledger {self.config.ledger_path} is older than the checkpoint (its last hour "
+                    f"{format_instant(last) if last is not None else 'none'}, the checkpoint's {format_instant(through)}; "
+                    "restored from a backup?)")
+        if changed := _inputs_changed(checkpoint, self.registry):
+            return f"{changed} since the checkpoint, and the month's figures must come from one set of them"
+        return ""
 
     def _read_checkpoint(self, path: Path) -> tuple[Checkpoint | None, str]:
         """The checkpoint, or None and why not; an unreadable one is moved aside, never reused."""
@@ -206,14 +218,26 @@ class Collector:
                              f"{archive} to rebuild the state from: restore the archive, or move the ledger away to "
                              "start a new one (its months would then be lost)")
         last_month = files[-1].name[6:13]
-        self._sources = month_sources([archive], last_month)
-        self.notes.append(f"{why}: rebuilding the state and this month's ledger from the archive "
-                          f"({self._sources.describe()}); this reads every message again and takes a while")
-        if self._sources.snapshot is None:
-            return Engine(self.registry), [], {}
-        snapshot = load_snapshot(self._sources.snapshot, self.registry)
-        restore_decoder(self.decoder, snapshot)
-        return snapshot.engine, [], {}
+        while True:
+            self._sources = month_sources([archive], last_month)
+            if self._sources.snapshot is None:
+                engine = Engine(self.registry)
+                break
+            try:
+                snapshot = load_snapshot(self._sources.snapshot, self.registry)
+            except CheckpointError as exc:  # an earlier snapshot, or every file, gives the same state
+                aside = self._sources.snapshot.with_name(f"{self._sources.snapshot.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+                os.replace(self._sources.snapshot, aside)
+                self.notes.append(f"{exc}; it is kept as {aside.name}")
+                continue
+            restore_decoder(self.decoder, snapshot)
+            engine = snapshot.engine
+            break
+        note = (f"{why}: rebuilding the state and this month's ledger from the archive "
+                f"({self._sources.describe()}); this reads every message again and takes a while")
+        log.warning("%s", note)
+        self.notes.append(note)
+        return engine, [], {}
 
     def _rebuild_from(self) -> int:
         """Where a rebuild starts writing the ledger: this month (the archive's last), or the last hour
@@ -329,6 +353,9 @@ class Collector:
         assert self.alert_rules is not None
         messages = outbox_rows(notifications, ledger=self.ledger, registry=self.registry, alert_rules=self.alert_rules,
                                sender=self.config.email.sender)
+        if self._replaying and messages:  # a rebuild relives the past: its emails went out when it happened
+            log.info("rebuilding: %d alert emails of the past not queued again", len(messages))
+            messages = []
         for m in messages:
             self.metrics.alerts.labels(m["kind"], m["event"]).inc()
             log.warning("alert email queued for %s: %s", ", ".join(m["recipients"]), m["subject"])
@@ -514,7 +541,8 @@ class Collector:
         self._check_storage()
         if not self._flush_ledger(open_buckets=True):
             return False
-        extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time()}
+        extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time(),
+                                 "ledger_last_hour": self.ledger.last_hour()}
         if self.alerts is not None:
             extra["alerting"] = self.alerts.checkpoint_doc()
         try:

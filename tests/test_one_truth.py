@@ -222,9 +222,14 @@ def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_
     push(collector, minutes(0, 120))
     asyncio.run(collector.checkpoint())
     _crash(collector)
-    if change == "registry":
+    with Ledger(config.ledger_path) as ledger:
+        ledger.add_exemption(scope="gateway", target="gw-taopu-cam-1", start=(T0 + 60 * 60) * US,
+                             end=(T0 + 150 * 60) * US, reason="网关更换", approver="李工")
+    if change == "registry":  # one camera retired, one moved to the other street, one added
         text = config.registry.read_text().replace("taopu-cam3,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,",
                                                    "taopu-cam3,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,2026-11-01")
+        text = text.replace("taopu-cam5,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,",
+                            "taopu-cam5,cam,face_cam,changzheng,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,")
         config.registry.write_text(text + "taopu-cam99,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,\n")
     else:
         types = rules_dir / "types.yaml"
@@ -237,7 +242,8 @@ def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_
     restarted.ledger_writer.flush(open_buckets=True)
     month = month_bounds("2026-11")
     registry = load_registry(config.registry, load_rules(rules_dir))
-    replayed = replay([str(p) for p in archive_files(config.archive_path)], registry, *month)
+    exemptions = restarted.ledger.exemptions()
+    replayed = replay([str(p) for p in archive_files(config.archive_path)], registry, *month, exemptions=exemptions)
     assert ledger_results(restarted.ledger, registry, *month).csv_text() == replayed.csv_text()
 
 
@@ -365,3 +371,84 @@ def test_a_clock_stepped_back_at_a_restart_replays_in_the_order_the_collector_sa
     args = ["--month", "2026-11", "--ledger", str(config.ledger_path), "--archive", str(config.archive_path),
             "--registry", str(config.registry)]
     assert main(["ledger", "verify", *args]) == 0, capsys.readouterr().out
+
+
+def test_a_ledger_restored_from_an_older_backup_is_rebuilt(tmp_path: Path) -> None:
+    """Test that a ledger older than the checkpoint beside it (restored from a backup) makes the collector rebuild the
+    month from the archive instead of continuing the checkpoint over the missing hours."""
+    import asyncio
+    import shutil
+
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(0, 70))
+    asyncio.run(collector.checkpoint())
+    backup = tmp_path / "backup.sqlite"
+    with Ledger(backup) as copy:
+        collector.ledger.db.backup(copy.db)
+    push(collector, minutes(70, 190))
+    asyncio.run(collector.checkpoint())
+    _crash(collector)
+    shutil.copy(backup, config.ledger_path)
+    for sidecar in ("-wal", "-shm"):
+        Path(str(config.ledger_path) + sidecar).unlink(missing_ok=True)
+    restarted = Collector(config)
+    notes = " ".join(restarted.notes)
+    assert "older than the checkpoint" in notes and "rebuilding the state" in notes, notes
+    push(restarted, minutes(190, 230))
+    _month_csv_equals_replay(config, restarted)
+
+
+def test_a_corrupt_snapshot_is_set_aside_and_the_rebuild_reads_every_file(tmp_path: Path) -> None:
+    """Test that a corrupt month-start snapshot met in a rebuild is kept aside, and the state comes from every
+    archive file instead, equal to a replay."""
+    import asyncio
+
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(-60, 90))
+    asyncio.run(collector.checkpoint())
+    _crash(collector)
+    snapshot = config.archive_path / "ptmon-2026-11.state.npz"
+    snapshot.write_bytes(b"not a snapshot")
+    config.checkpoint_path.unlink()
+    restarted = Collector(config)
+    notes = " ".join(restarted.notes)
+    assert "snapshot unusable" in notes and "no snapshot" in notes, notes
+    assert list(config.archive_path.glob("ptmon-2026-11.state.npz.unreadable-*"))
+    push(restarted, minutes(90, 200))
+    _month_csv_equals_replay(config, restarted)
+
+
+def test_replay_of_an_archive_directory_for_a_month_starts_from_its_snapshot(tmp_path: Path) -> None:
+    """Test that `ptmon replay DIR --month` reads the month-start snapshot and the files after it, and gives the
+    ledger's KPIs, while the month's files alone (devices' baselines unknown) would not."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(-60, 120))
+    asyncio.run(collector.checkpoint())
+    collector.engine.finish()
+    collector.ledger_writer.flush(open_buckets=True)
+    from_ledger = ledger_results(collector.ledger, collector.registry, *_november())
+    _crash(collector)
+    done = subprocess.run([sys.executable, "-m", "ptmon.cli", "replay", str(config.archive_path), "--month", "2026-11",
+                           "--registry", str(config.registry), "--csv", "-", "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "snapshot ptmon-2026-11.state.npz" in done.stderr
+    assert done.stdout == from_ledger.csv_text()
