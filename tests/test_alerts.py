@@ -64,10 +64,17 @@ def make_config(tmp_path: Path, setup, smtp_port: int = 1) -> CollectorConfig:
 
 
 def minutes(first: int, last: int, silent=lambda street, i, m: False, counters: dict | None = None,
-            failing=lambda street, i, m: False):
+            failing=lambda street, i, m: False, lost=lambda street, i, m: False):
     """Heartbeat records, minute by minute: cameras every minute (10 captures, all good unless
-    failing: then 4 of 10), elevators every 5 minutes; nothing from a silent device."""
+    failing: then 4 of 10), elevators (i + 100) every 5 minutes. A silent device sends nothing
+    (its seq stands still); a heartbeat lost in transit was sent (its seq and counters moved on)
+    but never arrives."""
     counters = counters if counters is not None else {}
+
+    def sent(device: str) -> int:
+        seq = counters[device, "seq"] = counters.get((device, "seq"), 999) + 1
+        return seq
+
     out = []
     for m in range(first, last):
         for street in TWO_STREETS:
@@ -78,10 +85,14 @@ def minutes(first: int, last: int, silent=lambda street, i, m: False, counters: 
                     tries, ok = counters.get(device, (0, 0))
                     tries, ok = tries + 10, ok + (4 if failing(street, i, m) else 10)
                     counters[device] = (tries, ok)
-                    payload = {"seq": m + 1000, "face_try": tries, "face_ok": ok}
-                    out.append((float(t), f"putuo/cam/{street}/{device}/hb", json.dumps(payload)))
+                    payload = {"seq": sent(device), "face_try": tries, "face_ok": ok}
+                    if not lost(street, i, m):
+                        out.append((float(t), f"putuo/cam/{street}/{device}/hb", json.dumps(payload)))
+                lift = f"{street}-lift{i}"
                 if m % 5 == 0 and not silent(street, i + 100, m):
-                    out.append((float(t) + 20, f"putuo/iot/{street}/{street}-lift{i}/hb", json.dumps({"seq": m + 1000})))
+                    payload = {"seq": sent(lift)}
+                    if not lost(street, i + 100, m):
+                        out.append((float(t) + 20, f"putuo/iot/{street}/{lift}/hb", json.dumps(payload)))
     out.sort(key=lambda r: r[0])
     return out
 
