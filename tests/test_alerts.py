@@ -515,7 +515,8 @@ def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
     assert district["Subject"].startswith("【每日简报】全区 2026-10-31：")
     body = district.get_body().get_content()
     assert "生成时间 (at)：2026-11-01 00:20:00" in body
-    assert "拒收 (rejected)：JSON 错误 1，未登记设备 1" in body and "丢失 (lost)：暂未统计" in body
+    assert "拒收 (rejected)：JSON 错误 1，未登记设备 1" in body and "暂未统计" not in body
+    assert "  桃浦镇 | 0 条 (0.00%) | 0 条 (0.00%)" in body  # nothing lost in transit (test_loss_alerts.py loses some)
     (attachment,) = list(district.iter_attachments())
     rows = list(csv.reader(io.StringIO(attachment.get_content().lstrip("\ufeff"))))
     day = (T0 - 86_400) * US_PER_S

@@ -50,7 +50,7 @@ def compose(n: Notification, rules: Rules, alert_rules: AlertRules, sender: str)
     names = Names(rules)
     subject = _subject(n, names)
     lines = _head(n, names)
-    for view in n.firing:
+    for view in sorted(n.firing, key=lambda v: not v.key.street):  # streets, then the district
         lines += ["", *section(view, names, n.at)]
     if n.resolved:
         lines += ["", "已恢复 (resolved since the last email)："]

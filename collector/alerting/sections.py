@@ -163,9 +163,9 @@ def _loss(v: AlertView, names: Names, at: int) -> list[str]:
     r: LossReading | None = v.details.get("loss")
     if r is None:
         return ["  暂无读数 (no reading yet)"]
-    lines = [(f"  近 {window_text(r.window)} (window)：应到 {r.messages} 条，{max(r.lost, 0)} 条未到达，丢失率 (loss rate) "
-              f"{loss_rate(r)}（告警线 (level) {share(r.level)}，降至 {share(r.level * RESOLVE_FACTOR)} 及以下恢复）"),
-             f"  收到 (received)：{r.received} 条；净丢失 (lost − recovered)：{r.lost} 条"]
+    lines = [(f"  近 {window_text(r.window)} (window)：丢失率 (loss rate) {loss_rate(r)} = 净丢失 {max(r.lost, 0)} / "
+              f"(收到 {r.received} + 净丢失 {max(r.lost, 0)}) 条 (lost − recovered, of received + lost)"),
+             f"  告警线 (level)：{share(r.level)}，降至 {share(r.level * RESOLVE_FACTOR)} 及以下恢复 (resolves at or below)"]
     month = v.details.get("month")
     if month:
         lines.append(f"  本月累计 (month to date)：丢失 {month['lost']} 条，迟到补回 (recovered) {month['recovered']} 条，"
