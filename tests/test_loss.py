@@ -170,3 +170,36 @@ def test_broker_stats_parse_sys_values_and_count_drops_across_restarts():
     [point] = broker_lines(snapshot, 5_000_000, instance="c 1")
     assert point == "broker,instance=c\\ 1 uptime_seconds=123i,dropped_messages=4i,dropped_seen=16i 5000000"
     assert broker_lines(BrokerStats().snapshot(), 5_000_000) == []
+
+
+def test_what_explains_a_loss_while_it_lasts_and_for_a_window_after(rules):
+    """Test that a street's silence or a dead gateway of it explains that street's loss (and is left out of
+    the district's rate) while it fires and for one loss window after it ended; the district silence and the
+    broker's drops explain every loss, and nothing holds back the broker's drops."""
+    from ptmon.alerting.group import Causes
+    from ptmon.alerting.model import AlertState
+
+    watch = Watch(rules, LossConfig(window=600)).feed(lossy_minutes([1] * 12))
+    silent = AlertKey(cause=Cause.STREET_SILENT, contract="cam", street="taopu")
+    gateway = AlertKey(cause=Cause.GATEWAY, contract="cam", street="taopu", gateway="gw-taopu")
+    pipeline = AlertKey(cause=Cause.PIPELINE)
+
+    def at(minute: int, *firing: AlertKey) -> dict[AlertKey, AlertKey]:
+        t = (T0 + 60 * minute) * US
+        for key in [k for k in watch.book.alerts if k.cause is not Cause.LOSS]:
+            watch.book.set_alert(key, None)
+        for key in firing:
+            watch.book.set_alert(key, AlertState(key=key, phase=Phase.FIRING, since=t, changed=t, fired=t))
+        return watch.transit.evaluate(t)
+
+    assert at(20, gateway) == {STREET: gateway}
+    assert watch.transit.readings[DISTRICT_LOSS].left_out == (gateway,)
+    assert at(21) == {STREET: gateway}  # ended at 21: explains until 31
+    assert at(25, silent) == {STREET: silent}  # a silence before a gateway
+    assert at(30) == {STREET: silent}  # ended now; the gateway's end (21) explains too
+    assert at(36) == {STREET: silent}  # the gateway ended 15 minutes ago, the silence 6
+    assert at(40) == {}  # a whole window (10 min) after the silence ended
+    explained = at(50, pipeline)
+    assert explained[STREET] == explained[DISTRICT_LOSS] == pipeline and len(explained) == 21
+    causes = Causes.of(watch.book.alerts | {DROPS: watch.book.alerts[pipeline]}, explained)
+    assert causes.inhibitor(STREET) == pipeline and causes.inhibitor(DROPS) is None

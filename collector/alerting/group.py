@@ -3,7 +3,8 @@
 **Inhibition.** An alert a wider cause explains sends nothing of its own while that cause is
 firing (its state still runs, and it shows in the cause's email as context):
 
-* a district silence (pipeline) inhibits every other alert;
+* a district silence (pipeline) inhibits every other alert but the broker's drops (the broker's
+  own word on the pipe, and maybe why the district looks silent);
 * a street × contract silence inhibits that street's gateway and breach alerts of the contract;
 * a loss in transit is inhibited by the cause that explains it (:mod:`~ptmon.alerting.transit`):
   the broker's drops, the district silence, its street's silence or a dead gateway of its
@@ -70,8 +71,8 @@ class Causes:
 
     def inhibitor(self, key: AlertKey) -> AlertKey | None:
         """The alert whose cause explains ``key``, if any."""
-        if key.cause is Cause.PIPELINE:
-            return None
+        if key.cause in (Cause.PIPELINE, Cause.BROKER_DROPS):
+            return None  # the broker's drops are its own word about the pipe: they may be why the district is silent
         if self.pipeline is not None:
             return self.pipeline
         if key.cause in (Cause.GATEWAY, Cause.BREACH):
