@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from . import __version__
 from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
 from .errors import PtmonError, UsageError
+from .merge import merged_ledger_file, open_partition_ledgers, replay_partitions, tagged_archives
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .timebase import day_of, day_to_date, format_instant, month_bounds, parse_instant, seconds_to_us
@@ -54,12 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "there (the state as the month began) and reads the files after it; files named one by one are "
                         "read from their beginning, so name every file before the month too.")
     rp.add_argument("archives", nargs="+", metavar="ARCHIVE",
-                    help="archive files (.jsonl.gz or plain .jsonl), or directories of them (the collector's archive_dir)")
+                    help="archive files (.jsonl.gz or plain .jsonl), or directories of them (the collector's archive_dir); "
+                    "partition collectors' archive directories (tagged partition.json) are replayed each with its "
+                    "streets' registry rows and merged into one district, once checked to be disjoint, to cover every "
+                    "street and to have run with the same rules and registry")
     _period(rp)
     rp.add_argument("--registry", required=True, metavar="FILE", help="device registry CSV (the contract inventory)")
     _add_rules(rp)
-    rp.add_argument("--ledger", metavar="FILE", help="apply the exemptions recorded in this ledger (revoked ones "
-                    "excluded), as the report does; default: no exemptions")
+    rp.add_argument("--ledger", metavar="FILE", nargs="+", help="apply the exemptions recorded in this ledger (revoked ones "
+                    "excluded), as the report does; several: each partition's; default: no exemptions")
     rp.add_argument("--csv", metavar="FILE", help="also write the KPIs as CSV ('-' for stdout)")
     rp.add_argument("--quiet", action="store_true", help="do not print the table")
 
@@ -210,9 +215,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .sinks.archive import archive_paths
 
     start, end = _resolve_period(args)
-    paths = archive_paths(args.archives)
     rules = load_rules(args.rules)
     registry = load_registry(args.registry, rules)
+    exemptions = _replay_exemptions(args.ledger, start, end)
+    if (partitions := tagged_archives([Path(a) for a in args.archives])) is not None:
+        results = replay_partitions(partitions, registry, start, end, month=args.month, exemptions=exemptions,
+                                    progress=_progress_printer(), say=lambda text: print(f"replay: {text}", file=sys.stderr))
+        return _show_replay(args, results, rules)
+    paths = archive_paths(args.archives)
     state = None
     if args.month and all(Path(a).is_dir() for a in args.archives):
         from .snapshots import load_snapshot, month_sources
@@ -220,13 +230,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sources = month_sources([Path(a) for a in args.archives], args.month)
         paths, state = sources.files, load_snapshot(sources.snapshot, registry) if sources.snapshot else None
         print(f"replay: {sources.describe()}", file=sys.stderr)
-    exemptions = []
-    if args.ledger:
-        from .ledger.store import Ledger
-
-        with Ledger(args.ledger, readonly=True) as ledger:
-            exemptions = [e for e in ledger.exemptions(start=start, end=end) if e.active]
     results = replay(paths, registry, start, end, progress=_progress_printer(), exemptions=exemptions, state=state)
+    return _show_replay(args, results, rules)
+
+
+def _replay_exemptions(ledgers: list[str] | None, start: int, end: int) -> list:  # type: ignore[type-arg]
+    """The active exemptions of the period in the ledgers named (each once), none without one."""
+    from .ledger.store import Ledger
+
+    found = []
+    for path in ledgers or []:
+        with Ledger(path, readonly=True) as ledger:
+            found += [e for e in ledger.exemptions(start=start, end=end) if e.active]
+    unique = {(e.scope, e.target, e.start, e.end, e.reason, e.approver): e for e in found}
+    return list(unique.values())
+
+
+def _show_replay(args: argparse.Namespace, results, rules) -> int:  # type: ignore[no-untyped-def]
     if args.csv == "-":
         results.write_csv(sys.stdout)
     elif args.csv:
@@ -300,10 +320,14 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     rep.add_argument("--month", required=True, metavar="YYYY-MM", help="the calendar month (Asia/Shanghai)")
     rep.add_argument("--contract", metavar="CODE", help="one contract only (iot or cam; default: every contract)")
     rep.add_argument("--config", metavar="FILE", help="collector config: its registry, rules, ledger_file and archive_dir are the defaults")
-    rep.add_argument("--ledger", metavar="FILE", help="the ledger (default: from --config, else ptmon-data/ledger.sqlite)")
+    rep.add_argument("--ledger", metavar="FILE", nargs="+", help="the ledger (default: from --config, else "
+                     "ptmon-data/ledger.sqlite); several: the ledgers of partition collectors, merged into one district "
+                     "once checked to be disjoint, to cover every street and to have run with the same rules and registry")
     rep.add_argument("--from-archive", nargs="*", metavar="DIR", dest="from_archive",
                      help="recompute from the archive: these directories (or files) of it; none given: the config's "
-                     "archive_dir, else ptmon-data/archive. Exemptions, being approvals, still come from the ledger")
+                     "archive_dir, else ptmon-data/archive; partition collectors' archive directories are recomputed "
+                     "each with its streets' registry rows and merged (checked as for --ledger). Exemptions, being "
+                     "approvals, still come from the ledger(s)")
     rep.add_argument("--registry", metavar="FILE", help="device registry CSV (default: from --config)")
     rep.add_argument("--rules", metavar="DIR", help="rule files directory (default: from --config, else the repo's rules/)")
     rep.add_argument("--out", metavar="DIR", default=".", help="where the files go (default: the current directory)")
@@ -312,7 +336,7 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report.render import parse_formats, render
+    from .report.render import parse_formats
 
     month_bounds(args.month)  # a bad month fails here, before anything is read
     formats = parse_formats(args.format)
@@ -329,7 +353,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     if registry_path is None:
         raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
     registry = load_registry(registry_path, rules)
-    ledger = Path(args.ledger) if args.ledger else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
+    with tempfile.TemporaryDirectory(prefix="ptmon-report-") as scratch:
+        ledger, label = _report_ledger(args.ledger, config, rules, Path(scratch))
+        return _report(args, config, rules, registry, formats, ledger, label)
+
+
+def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tuple[Path, str | None]:  # type: ignore[no-untyped-def]
+    """The report's ledger, and what to call it: several partitions' ledgers are merged into one."""
+    if not paths or len(paths) == 1:
+        path = Path(paths[0]) if paths else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
+        if path.is_file():
+            open_partition_ledgers([path], rules)[0][1].close()  # one partition alone is not the district
+        return path, None
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise UsageError(f"ledger not found: {', '.join(missing)}")
+    return merged_ledger_file([Path(p) for p in paths], rules, scratch / "merged.sqlite"), " + ".join(paths)
+
+
+def _report(args, config, rules, registry, formats, ledger: Path, label: str | None) -> int:  # type: ignore[no-untyped-def]
+    from .report.render import render
+
     archive_dirs = None
     if args.from_archive is not None:
         archive_dirs = [Path(d) for d in args.from_archive] or [config.archive_path if config else Path("ptmon-data") / "archive"]
@@ -351,7 +395,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise PtmonError(f"the report builder is not available: {exc}") from exc
     began = time.monotonic()
     inputs = build_inputs(month=args.month, registry=registry, rules=rules, ledger_path=ledger_path,
-                          archive_dirs=archive_dirs, progress=say)
+                          archive_dirs=archive_dirs, progress=say, ledger_label=label)
     say(f"inputs ready ({time.monotonic() - began:.1f} s)")
     for path in render(inputs, Path(args.out), formats, contract=args.contract, progress=say):
         print(path)

@@ -66,6 +66,7 @@ from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .lock import CollectorLocks
 from .loss import LossPoints, LossWindow, broker_lines
 from .metrics import LossCounts, Metrics, PipelineCounts, serve_metrics
+from .partition import claim, partition_of, partitioned_config, restrict_registry
 from .registry import Registry, load_registry
 from .replay import Feed, freeze_startup_heap
 from .results import Results
@@ -98,11 +99,13 @@ class Collector:
 
     def __init__(self, config: CollectorConfig, *, metrics: Metrics | None = None, registry: Registry | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.config = config
+        config = self.config = partitioned_config(config)
         self.clock = clock
         self.on_checkpoint: Callable[[Results], None] | None = None
         self.metrics = metrics or Metrics()
         self.registry = registry or load_registry(config.registry, load_rules(config.rules or DEFAULT_RULES_DIR))
+        if config.streets:
+            self.registry = restrict_registry(self.registry, config.streets)
         self.gaps_at_start: list[tuple[int, int]] = []
         self.notes: list[str] = []
         self._wake = asyncio.Event()
@@ -151,6 +154,8 @@ class Collector:
         checkpoint, lost = self._read_checkpoint(path)
         self.decoder = Decoder.from_config(self.registry, self.config.limits)
         self.ledger = Ledger(self.config.ledger_path)
+        if self.config.streets:  # before any history is read: refuse another partition's storage
+            claim(partition_of(self.registry, self.config.streets), self.config.archive_path, self.ledger)
         history = bool(archive_files(self.config.archive_path)) or self.ledger.has_hours()
         if checkpoint is not None and (mismatch := self._mismatch(checkpoint, history)):
             lost, checkpoint = mismatch, None

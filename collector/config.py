@@ -160,6 +160,7 @@ class CollectorConfig:
     email: EmailConfig = field(default_factory=EmailConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    streets: tuple[str, ...] = ()  # a partition: only these streets (empty: the whole district)
 
     @property
     def ledger_path(self) -> Path:
@@ -187,7 +188,7 @@ SMTP_PASSWORD_ENV = "PTMON_SMTP_PASSWORD"
 
 # The keys each table may hold, so a typo fails before any value is read.
 _TOP_KEYS = ("registry", "rules", "data_dir", "archive_dir", "archive_compresslevel", "spool_dir",
-             "checkpoint_file", "checkpoint_interval", "stall_gap", "metrics_listen", "mqtt", "influx",
+             "checkpoint_file", "checkpoint_interval", "streets", "stall_gap", "metrics_listen", "mqtt", "influx",
              "ledger_file", "alerts", "email", "limits", "storage", "loss")
 _MQTT_KEYS = ("url", "host", "port", "tls", "protocol", "client_id", "username", "password_env",
               "qos", "persistent_session", "session_expiry", "topics", "keepalive", "reconnect_min",
@@ -341,6 +342,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Colle
         email=_email(top.table("email", _EMAIL_KEYS), environ),
         storage=_storage(top.table("storage", _STORAGE_KEYS)),
         loss=_loss(top.table("loss", _LOSS_KEYS)),
+        streets=_streets(top),
     )
 
 
@@ -539,6 +541,14 @@ def _topics(t: _Table) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _streets(t: _Table) -> tuple[str, ...]:
+    """``streets``: the partition's street codes (checked against the rules when the collector starts)."""
+    value = t.get("streets", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+        raise t.fail("streets", "a list of distinct street codes (a partition; empty: the whole district)", value)
+    return tuple(value)
+
+
 def _valid_filter(topic: Any) -> bool:
     if not isinstance(topic, str) or not topic or "\0" in topic or len(topic.encode()) > 65_535:
         return False
@@ -654,7 +664,7 @@ def check_config(config: CollectorConfig) -> list[str]:
         mqtt,
         f"mqtt auth: {_auth(m.username, m.password)}",
         f"topics: {', '.join(m.topics)}" + (" (and $SYS/broker/# for the broker's statistics)" if m.broker_stats else ""),
-        f"registry: {config.registry}",
+        f"registry: {config.registry}" + (f" (partition: streets {', '.join(config.streets)} only)" if config.streets else ""),
         f"rules: {config.rules or 'shipped with ptmon'}",
         f"archive: {config.archive_path} (gzip level {config.archive_compresslevel})",
         f"checkpoint: {config.checkpoint_path}, every {config.checkpoint_interval:g} s; a main loop stalled over "

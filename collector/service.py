@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 from .collect import Collector, write_results_csv
 from .config import (
-    DEFAULT_TOPICS,
     INFLUX_PASSWORD_ENV,
     MQTT_PASSWORD_ENV,
     CollectorConfig,
@@ -26,6 +25,7 @@ from .config import (
 )
 from .credentials import redact, split_credentials
 from .errors import StorageGone, UsageError
+from .partition import partitioned_config
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, Rules, load_rules
 from .timebase import US_PER_S, SimulatedClock, format_instant, parse_instant
@@ -49,21 +49,19 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         top["metrics_listen"] = args.metrics
     if args.broker:
         mqtt.update(broker_address(args.broker))
-    if args.topic or args.street:
-        topics = list(args.topic or [])
-        topics += [f"putuo/+/{street}/+/hb" for street in args.street or []]
-        if args.street:
-            topics.append(DEFAULT_TOPICS[1])  # gateway statuses are few: every collector takes them all
-        mqtt["topics"] = tuple(topics)
+    if args.topic:
+        mqtt["topics"] = tuple(args.topic)
+    if args.street:
+        top["streets"] = tuple(args.street)  # a partition: its topics, registry rows, tagged storage
     if args.influx_api:
         influx["api"] = args.influx_api
     if args.influx_url:
         influx.update(influx_address(args.influx_url, str(influx.get("api", config.influx.api))))
-    return dataclasses.replace(
+    return partitioned_config(dataclasses.replace(
         config, **top,
         mqtt=dataclasses.replace(config.mqtt, **mqtt),  # type: ignore[arg-type]
         influx=dataclasses.replace(config.influx, **influx),  # type: ignore[arg-type]
-    )
+    ))
 
 
 def broker_address(url: str) -> dict[str, object]:
