@@ -6,8 +6,8 @@ For partitions of 1, 3, 5 and all 10 streets of the generated district, each in 
 the registry CSV loaded and restricted to the partition's streets (as ``ptmon collect --street``
 does), the engine and decoder built, then ``--minutes`` (default 60) of the partition's simulated
 traffic decoded and applied. Printed per partition: devices, messages per hour, decode + engine
-events/s on one core, the share of one core the live traffic needs, RSS once running and the
-process's peak RSS. docs/scale.md sizes a city deployment from these figures.
+events/s on one core, the share of one core the live traffic needs, RSS with registry, engine and
+decoder built (before any traffic), and the process's peak RSS (the traffic generator included). docs/scale.md sizes a city deployment from these figures.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def child(registry_path: str, streets: list[str], minutes: float, seed: int) -> 
     gc.collect()
     engine, decoder = Engine(registry), Decoder(registry)
     Tally.attach(engine, start, end)
-    generator = TrafficGenerator(registry, scenario=Scenario(seed=seed, lead_in=True))
+    ready = _rss()  # what the partition's collector holds for its registry, engine and decoder
+    generator = TrafficGenerator(registry, scenario=Scenario(seed=seed))  # steady traffic, no lead-in burst
     freeze_startup_heap()
     events, busy = 0, 0.0
     for traffic in generator.chunks(start, end):
@@ -57,10 +58,13 @@ def child(registry_path: str, streets: list[str], minutes: float, seed: int) -> 
         engine.apply(decoder.decode(messages))
         busy += time.perf_counter() - began
         events += len(messages)
-    with open("/proc/self/statm") as f:
-        rss = int(f.read().split()[1]) * resource.getpagesize()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"devices": len(registry), "events": events, "busy": busy, "rss": rss, "peak": peak}))
+    print(json.dumps({"devices": len(registry), "events": events, "busy": busy, "rss": ready, "peak": peak}))
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 def main() -> int:
@@ -77,7 +81,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         registry = str(Path(tmp) / "registry.csv")
         ptmon(["registry", "generate", "--out", registry, "--seed", str(args.seed)])
-        print(f"{'streets':>8} {'devices':>9} {'msgs/h':>11} {'events/s':>10} {'core share':>10} {'RSS MB':>7} {'peak MB':>8}")
+        print(f"{'streets':>8} {'devices':>9} {'msgs/h':>11} {'events/s':>10} {'core share':>10} {'ready MB':>8} {'peak MB':>8}")
         for streets in PARTITIONS:
             out = subprocess.run([sys.executable, __file__, "--minutes", str(args.minutes), "--seed", str(args.seed),
                                   "--child", registry, ",".join(streets)], check=True, capture_output=True, text=True)
@@ -85,7 +89,7 @@ def main() -> int:
             per_hour = r["events"] * 60 / args.minutes
             rate = r["events"] / r["busy"]
             print(f"{len(streets) or 10:>8} {r['devices']:>9,} {per_hour:>11,.0f} {rate:>10,.0f} "
-                  f"{per_hour / 3600 / rate:>10.2%} {r['rss'] / MB:>7.0f} {r['peak'] / MB:>8.0f}", flush=True)
+                  f"{per_hour / 3600 / rate:>10.2%} {r['rss'] / MB:>8.0f} {r['peak'] / MB:>8.0f}", flush=True)
     return 0
 
 
