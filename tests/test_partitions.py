@@ -251,3 +251,65 @@ def test_a_data_directory_of_another_partition_is_refused(collected, tmp_path) -
     cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=moved, metrics_listen="", streets=("changzheng",))
     with pytest.raises(UsageError, match="belongs to partition wanli, not changzheng"):
         Collector(cfg)
+
+
+def test_a_ledger_holding_streets_outside_its_tag_is_refused(collected, tmp_path, capsys) -> None:
+    """Test that a ledger whose tag leaves out streets it holds devices of is refused, not merged."""
+    tmp = collected["tmp"]
+    for name, streets in (("a", ["changzheng"]), ("b", ["wanli", "taopu"])):
+        shutil.copy(tmp / name / "ledger.sqlite", tmp_path / f"{name}.sqlite")
+        with sqlite3.connect(tmp_path / f"{name}.sqlite") as db:
+            doc = json.loads(db.execute("SELECT value FROM meta WHERE key = 'partition'").fetchone()[0])
+            db.execute("UPDATE meta SET value = ? WHERE key = 'partition'", (json.dumps({**doc, "streets": streets}),))
+    code = main(["report", "--month", "2026-11", "--format", "csv", "--out", str(tmp_path / "out"), "--registry",
+                 str(collected["registry"]), "--rules", str(collected["rules"]),
+                 "--ledger", str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")])
+    assert code == 2
+    assert "a.sqlite: holds devices of street taopu, which is not in its partition" in capsys.readouterr().err
+
+
+def test_spans_intersect_and_results_merge_by_owner() -> None:
+    """Test that the merged observed time is what every partition observed, and that merged results
+    take each street's row from its owner and sum the district's."""
+    from decimal import Decimal
+
+    from ptmon.merge import intersect_spans, merge_results
+    from ptmon.partition import Partition
+    from ptmon.results import KpiRow, Results
+
+    assert intersect_spans([[0, 10], [20, 30]], [[5, 25]]) == [[5, 10], [20, 25]]
+    assert intersect_spans([[0, 10]], [[11, 20]]) == []
+
+    def results(nums: dict[str, tuple[int, int]], observed: int, gaps: list[tuple[int, int]]) -> Results:
+        rows = [KpiRow(contract="cam", street=s, kpi="online", numerator=n, denominator=d, threshold=Decimal("0.95"),
+                       expected_device_samples=d, observed_seconds=observed) for s, (n, d) in nums.items()]
+        return Results(start=0, end=100, rows=rows, coverage={"cam": {"observed_seconds": observed, "period_seconds": 100}},
+                       gaps=gaps, rules_version="r", registry_version="g", rejects={"bad_json": 1})
+
+    a = results({"x": (9, 10), "y": (0, 0), "district": (9, 10)}, 90, [(90, 100)])
+    b = results({"x": (0, 0), "y": (3, 4), "district": (3, 4)}, 80, [(0, 10), (95, 100)])
+    merged = merge_results([(Partition(("x",), "r", "g"), a), (Partition(("y",), "r", "g"), b)], None)  # type: ignore[arg-type]
+    assert [(r.street, r.numerator, r.denominator, r.observed_seconds) for r in merged.rows] == [
+        ("x", 9, 10, 90), ("y", 3, 4, 80), ("district", 12, 14, 80)]
+    assert merged.gaps == [(0, 10), (90, 100)] and merged.coverage["cam"]["observed_seconds"] == 80
+    assert merged.rejects == {"bad_json": 2}
+
+
+def test_config_streets_make_a_partition(tmp_path) -> None:
+    """Test that `streets` in the config narrows the topics, and bad values fail with the key named."""
+    from ptmon.config import load_config
+    from ptmon.errors import ConfigError, UsageError
+    from ptmon.partition import partitioned_config
+
+    path = tmp_path / "ptmon.toml"
+    path.write_text('registry = "r.csv"\nstreets = ["wanli", "taopu"]\n')
+    config = partitioned_config(load_config(path))
+    assert config.streets == ("wanli", "taopu")
+    assert config.mqtt.topics == ("putuo/+/wanli/+/hb", "putuo/+/taopu/+/hb", "putuo/gw/+/status")
+    for bad in ('"wanli"', '["wanli", "wanli"]', '[""]'):
+        path.write_text(f'registry = "r.csv"\nstreets = {bad}\n')
+        with pytest.raises(ConfigError, match="streets"):
+            load_config(path)
+    registry = load_registry(write_registry(tmp_path / "registry.csv"), load_rules())
+    with pytest.raises(UsageError, match="unknown street"):
+        restrict_registry(registry, ["atlantis"])
