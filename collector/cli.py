@@ -15,7 +15,7 @@ from . import __version__
 from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
 from .errors import PtmonError, UsageError
-from .merge import merged_ledger_file, open_partition_ledgers, replay_partitions, tagged_archives
+from .merge import merged_ledger_file, replay_partitions, tagged_archives
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .timebase import day_of, day_to_date, format_instant, month_bounds, parse_instant, seconds_to_us
@@ -362,13 +362,27 @@ def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tup
     """The report's ledger, and what to call it: several partitions' ledgers are merged into one."""
     if not paths or len(paths) == 1:
         path = Path(paths[0]) if paths else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
-        if path.is_file():
-            open_partition_ledgers([path], rules)[0][1].close()  # one partition alone is not the district
+        _refuse_one_partition(path, rules)
         return path, None
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise UsageError(f"ledger not found: {', '.join(missing)}")
     return merged_ledger_file([Path(p) for p in paths], rules, scratch / "merged.sqlite"), " + ".join(paths)
+
+
+def _refuse_one_partition(path: Path, rules) -> None:  # type: ignore[no-untyped-def]
+    """One partition's ledger alone is not the district (an unusable file is the builder's to report)."""
+    from .errors import LedgerError
+    from .ledger.store import Ledger
+    from .partition import check_partitions, ledger_tag
+
+    try:
+        with Ledger(path, readonly=True) as ledger:
+            tag = ledger_tag(ledger.db, str(path))
+    except LedgerError:
+        return
+    if tag is not None:
+        check_partitions(rules, [(str(path), tag)])
 
 
 def _report(args, config, rules, registry, formats, ledger: Path, label: str | None) -> int:  # type: ignore[no-untyped-def]

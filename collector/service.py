@@ -25,7 +25,7 @@ from .config import (
 )
 from .credentials import redact, split_credentials
 from .errors import StorageGone, UsageError
-from .partition import partitioned_config
+from .partition import partitioned_config, restrict_registry
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, Rules, load_rules
 from .timebase import US_PER_S, SimulatedClock, format_instant, parse_instant
@@ -126,6 +126,8 @@ def run_collect(args: argparse.Namespace) -> int:
     if args.check_config:
         rules = load_rules(config.rules or DEFAULT_RULES_DIR)
         registry = load_registry(config.registry, rules)
+        if config.streets:
+            registry = restrict_registry(registry, config.streets)
         for line in check_config(config):
             print(line)
         print(f"registry: {len(registry):,} devices, version {registry.version}; rules version {rules.version}")
