@@ -66,7 +66,7 @@ from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .lock import CollectorLocks
 from .loss import LossPoints, LossWindow, broker_lines
 from .metrics import LossCounts, Metrics, PipelineCounts, serve_metrics
-from .partition import claim, partition_of, partitioned_config, restrict_registry
+from .partition import claim, owned_points, partition_of, partitioned_config, restrict_registry
 from .registry import Registry, load_registry
 from .replay import Feed, freeze_startup_heap
 from .results import Results
@@ -402,6 +402,8 @@ class Collector:
     # --- points ----------------------------------------------------------------------
 
     def _emit(self, lines: list[str]) -> None:
+        if self.config.streets:
+            lines = owned_points(lines, self.config.streets)
         if not self._replaying:
             self._pending_points.extend(lines)
 

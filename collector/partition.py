@@ -106,6 +106,20 @@ def partitioned_config(config: CollectorConfig) -> CollectorConfig:
     return dataclasses.replace(config, mqtt=dataclasses.replace(config.mqtt, topics=partition_topics(config.streets)))
 
 
+def owned_points(lines: list[str], streets: Sequence[str]) -> list[str]:
+    """A partition's ``sla`` and ``loss`` points of its own streets only: another street's would
+    overwrite its owner's series with zeros, and its "district" is only its share of the district."""
+    keep = {f"street={s}" for s in streets}
+    out = []
+    for line in lines:
+        if line.startswith(("sla,", "loss,")):
+            tags = line.split(" ", 1)[0].split(",")[1:]
+            if not keep.intersection(tags):
+                continue
+        out.append(line)
+    return out
+
+
 # --- tags ---------------------------------------------------------------------------------------
 
 def archive_tag(directory: Path) -> Partition | None:

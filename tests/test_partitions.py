@@ -313,3 +313,15 @@ def test_config_streets_make_a_partition(tmp_path) -> None:
     registry = load_registry(write_registry(tmp_path / "registry.csv"), load_rules())
     with pytest.raises(UsageError, match="unknown street"):
         restrict_registry(registry, ["atlantis"])
+
+
+def test_a_partition_writes_sla_and_loss_points_of_its_streets_only() -> None:
+    """Test that a partition's live points never overwrite another street's series or the district's."""
+    from ptmon.partition import owned_points
+    from ptmon.sinks.lineproto import series_prefix
+
+    lines = [f"{series_prefix(m, {'contract': 'cam', 'street': s, 'kpi': 'online'})}value=1.0 1"
+             for m in ("sla", "loss") for s in ("wanli", "taopu", "district")]
+    lines.append(f"{series_prefix('heartbeat', {'device': 'wanli-cam1', 'street': 'wanli', 'type': 'face_cam'})}seq=1i 1")
+    kept = owned_points(lines, ["wanli"])
+    assert kept == [lines[0], lines[3], lines[6]]
