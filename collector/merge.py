@@ -115,7 +115,7 @@ def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> l
     return out
 
 
-def merge_results(parts: Sequence[tuple[Partition, Results]], rules: Rules) -> Results:
+def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
     """One district's results from the partitions': street rows from their owner, district rows
     summed, the observed time every partition had, rejects and counts summed."""
     owner = {street: i for i, (part, _) in enumerate(parts) for street in part.streets}
@@ -185,7 +185,7 @@ def replay_partitions(archives: list[tuple[Path, Partition | None]], registry: R
             paths, state = sources.files, load_snapshot(sources.snapshot, own) if sources.snapshot else None
         say(f"partition {part.label}: {len(paths)} archive file(s) in {directory}")
         parts.append((part, replay(paths, own, start, end, progress=progress, exemptions=exemptions, state=state)))
-    return merge_results(parts, registry.rules)
+    return merge_results(parts)
 
 
 def recompute_partitions(archives: list[tuple[Path, Partition | None]], registry: Registry, month: str,

@@ -288,7 +288,7 @@ def test_spans_intersect_and_results_merge_by_owner() -> None:
 
     a = results({"x": (9, 10), "y": (0, 0), "district": (9, 10)}, 90, [(90, 100)])
     b = results({"x": (0, 0), "y": (3, 4), "district": (3, 4)}, 80, [(0, 10), (95, 100)])
-    merged = merge_results([(Partition(("x",), "r", "g"), a), (Partition(("y",), "r", "g"), b)], None)  # type: ignore[arg-type]
+    merged = merge_results([(Partition(("x",), "r", "g"), a), (Partition(("y",), "r", "g"), b)])
     assert [(r.street, r.numerator, r.denominator, r.observed_seconds) for r in merged.rows] == [
         ("x", 9, 10, 90), ("y", 3, 4, 80), ("district", 12, 14, 80)]
     assert merged.gaps == [(0, 10), (90, 100)] and merged.coverage["cam"]["observed_seconds"] == 80
