@@ -13,6 +13,7 @@ from pathlib import Path
 from . import __version__
 from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
+from .month.commands import add_month_parser, cmd_month
 from .errors import PtmonError, UsageError
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, load_rules
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_exempt_parser(sub)
     add_ledger_parser(sub)
+    add_month_parser(sub)
     _add_report_parser(sub)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a generated district, nothing external needed",
@@ -276,6 +278,9 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     rep.add_argument("--out", metavar="DIR", default=".", help="where the files go (default: the current directory)")
     rep.add_argument("--format", default="pdf,html,xlsx,csv", metavar="LIST",
                      help="comma-separated formats among pdf, html, xlsx, csv (default: all four)")
+    rep.add_argument("--version", type=int, metavar="N", dest="closing_version",
+                     help="a closed month: render its version N (第 N 版) instead of the latest. A closed contract's "
+                     "report always comes from its sealed closing (report-YYYY-MM-CONTRACT-vN.*), see `ptmon month`")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -292,11 +297,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.contract and args.contract not in [c.code for c in rules.contracts]:
         raise UsageError(f"--contract {args.contract!r} is not a contract of the rules (known: "
                          f"{', '.join(c.code for c in rules.contracts)})")
+    ledger = Path(args.ledger) if args.ledger else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
+    live_contracts: list[str | None] = [args.contract]
+    if args.from_archive is None:
+        from .report.sealed import render_closed_month
+
+        live_contracts = render_closed_month(ledger, args.month, args.contract, [c.code for c in rules.contracts],
+                                             Path(args.out), formats, args.closing_version)
+        if not live_contracts:
+            return 0
     registry_path = args.registry or (config.registry if config else None)
     if registry_path is None:
         raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
     registry = load_registry(registry_path, rules)
-    ledger = Path(args.ledger) if args.ledger else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
     archive_dirs = None
     if args.from_archive is not None:
         archive_dirs = [Path(d) for d in args.from_archive] or [config.archive_path if config else Path("ptmon-data") / "archive"]
@@ -320,8 +333,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     inputs = build_inputs(month=args.month, registry=registry, rules=rules, ledger_path=ledger_path,
                           archive_dirs=archive_dirs, progress=say)
     say(f"inputs ready ({time.monotonic() - began:.1f} s)")
-    for path in render(inputs, Path(args.out), formats, contract=args.contract, progress=say):
-        print(path)
+    for contract in live_contracts:
+        for path in render(inputs, Path(args.out), formats, contract=contract, progress=say):
+            print(path)
     say(f"done in {time.monotonic() - began:.1f} s")
     return 0
 
@@ -333,7 +347,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo,
-            "exempt": cmd_exempt, "ledger": cmd_ledger, "report": cmd_report}
+            "exempt": cmd_exempt, "ledger": cmd_ledger, "month": cmd_month, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -125,6 +125,14 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MonthConfig:
+    """Closing the month (`ptmon month close`, docs/month-close.md)."""
+
+    close_grace: float = 3 * 86_400.0  # a month can be closed this long after its end, not before
+    late_horizon: float = 7 * 86_400.0  # late records are looked for in the archive this long after the month
+
+
+@dataclass(frozen=True, kw_only=True)
 class CollectorConfig:
     """The whole config. ``data_dir`` holds the archive, the spool and the checkpoint by default."""
 
@@ -145,6 +153,7 @@ class CollectorConfig:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    month: MonthConfig = field(default_factory=MonthConfig)
 
     @property
     def ledger_path(self) -> Path:
@@ -173,7 +182,7 @@ SMTP_PASSWORD_ENV = "PTMON_SMTP_PASSWORD"
 # The keys each table may hold, so a typo fails before any value is read.
 _TOP_KEYS = ("registry", "rules", "data_dir", "archive_dir", "archive_compresslevel", "spool_dir",
              "checkpoint_file", "checkpoint_interval", "metrics_listen", "mqtt", "influx",
-             "ledger_file", "alerts", "email", "limits", "storage")
+             "ledger_file", "alerts", "email", "limits", "storage", "month")
 _MQTT_KEYS = ("url", "host", "port", "tls", "protocol", "client_id", "username", "password_env",
               "qos", "persistent_session", "session_expiry", "topics", "keepalive", "reconnect_min",
               "reconnect_max", "receive_maximum", "batch_size")
@@ -182,6 +191,7 @@ _EMAIL_KEYS = ("host", "port", "security", "username", "password_env", "sender",
                "poll_interval", "retry_min", "retry_max", "max_attempts")
 _LIMITS_KEYS = ("max_payload", "device_rate", "window", "unknown_limit")
 _STORAGE_KEYS = ("retry_min", "retry_max", "alert_after")
+_MONTH_KEYS = ("close_grace", "late_horizon")
 _TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 _INFLUX_KEYS = ("url", "api", "database", "retention_policy", "username", "password_env", "org",
                 "bucket", "token_env", "batch_size", "flush_interval", "gzip", "timeout",
@@ -323,7 +333,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Colle
         alerts=_alerts(top.table("alerts", _ALERTS_KEYS)),
         email=_email(top.table("email", _EMAIL_KEYS), environ),
         storage=_storage(top.table("storage", _STORAGE_KEYS)),
+        month=_month(top.table("month", _MONTH_KEYS)),
     )
+
+
+def _month(t: _Table) -> MonthConfig:
+    default = MonthConfig()
+    return MonthConfig(close_grace=0.0 if t.get("close_grace") == 0 else float(t.seconds("close_grace", default.close_grace)),
+                       late_horizon=float(t.seconds("late_horizon", default.late_horizon)))
 
 
 def _storage(t: _Table) -> StorageConfig:
