@@ -35,8 +35,8 @@ from ..registry import Registry, load_registry
 from ..results import KpiRow
 from ..rules import RULE_FILES
 from .context import MonthContext
-from .fingerprint import FileChange, compare_files, exemption_changes, registry_changes, sha256_file
 from .figures import Difference, Figures, difference, ledger_month_digest, month_figures
+from .fingerprint import FileChange, compare_files, exemption_changes, registry_changes, sha256_file
 from .late import LateHeartbeat, counted, describe, of_contract
 from .sealdoc import Money
 from .sealed import Sealed, load_sealed
@@ -110,10 +110,10 @@ def analyse(ctx: MonthContext, closing: Closing, *, want_final: bool = False) ->
         latest = _figures(ctx, basis, current, closing.contract, exemptions, late)
         before = _apply(_added(out, Step("exemptions", lines)), latest, before)
     late_now = ctx.late_scan().heartbeats
-    if (step := _late_step(current, closing.contract, ctx.month, sealed.late, late_now)) is not None:
+    if (late_step := _late_step(current, closing.contract, ctx.month, sealed.late, late_now)) is not None:
         late = late_now
         latest = _figures(ctx, basis, current, closing.contract, exemptions, late)
-        before = _apply(_added(out, step), latest, before)
+        before = _apply(_added(out, late_step), latest, before)
     if latest is None and want_final:
         latest = _figures(ctx, basis, current, closing.contract, exemptions, late)
     out.final = latest

@@ -28,22 +28,29 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from .words import span, when
 from .. import __version__
 from ..errors import PtmonError
-from ..ledger.closing import FORMAT, FORMAT_VERSION, Closing, canonical, closing, record_closing, sha256_bytes
+from ..ledger.closing import (
+    FORMAT,
+    FORMAT_VERSION,
+    Closing,
+    canonical,
+    closing,
+    record_closing,
+    sha256_bytes,
+)
 from ..ledger.month import month_differences
 from ..ledger.store import Ledger
 from ..lock import collector_running
 from ..report.model import InputFile
 from ..rules import RULE_FILES
-
 from .analysis import Analysis, analyse
 from .context import MonthContext
 from .figures import Figures, ledger_month_digest, month_figures
 from .fingerprint import exemption_docs, mark, sha256_file
 from .late import LateHeartbeat
 from .sealdoc import file_bytes, inputs_to_doc, money_to_doc, row_to_doc
+from .words import span, when
 
 SHOWN_DIFFERENCES = 10
 
@@ -67,7 +74,7 @@ class Sealing:
 
 def check_closable(ctx: MonthContext) -> None:
     """The grace period is over and no collector still writes the month."""
-    start, end = ctx.bounds
+    end = ctx.bounds[1]
     opens = end + ctx.setup.close_grace
     if ctx.now < opens:
         raise CloseRefused(
@@ -100,11 +107,11 @@ def close_month(ctx: MonthContext, contracts: Sequence[str], *, by: str, accept_
     files, blobs, inputs = seal_inputs(ctx, ctx.ledger, exemptions, late)
     all_figures = {c: month_figures(ctx.ledger, ctx.setup.registry, ctx.month, c, exemptions, late, source="ledger",
                                     made_at=ctx.now, files=files) for c in contracts}
-    for c, figures in all_figures.items():
+    for figures in all_figures.values():
         _check_coverage(ctx, figures, accept_gaps)
     _check_against_archive(ctx, contracts, exemptions)
     out = []
-    for c, figures in all_figures.items():
+    for figures in all_figures.values():
         doc = _doc(ctx, figures, inputs, blobs, version=1, previous=None, by=by, reason="", changes=[],
                    gaps_accepted=accept_gaps and _coverage(figures) < 1)
         out.append(Sealing(record_closing(ctx.ledger, doc, blobs), figures))

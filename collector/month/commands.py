@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-from .words import when
 from ..errors import UsageError
 from ..ledger.closing import closings
 from ..ledger.store import Ledger
@@ -22,6 +21,7 @@ from .close import NothingChanged, Sealing, close_month, restate_month
 from .context import MonthContext, MonthSetup, now_us
 from .status import state_of, status_lines
 from .verify import verify_month
+from .words import when
 
 DESCRIPTION = """\
 Close a month's lease-payment acceptance (月度结账): `close` seals the month in the ledger — the

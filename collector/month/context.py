@@ -15,7 +15,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .words import when
 from ..errors import UsageError
 from ..ledger.rebuild import Recomputed
 from ..ledger.store import Ledger
@@ -25,6 +24,7 @@ from ..snapshots import MonthSources, month_sources
 from ..timebase import US_PER_S, month_bounds
 from .figures import recomputed
 from .late import LateScan, scan_late
+from .words import when
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +68,7 @@ class MonthContext:
         self._stack.close()
         self.ledger.close()
 
-    def __enter__(self) -> MonthContext:
+    def __enter__(self) -> MonthContext:  # noqa: PYI034 - a dataclass, not subclassed
         return self
 
     def __exit__(self, *exc: object) -> None:

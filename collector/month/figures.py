@@ -103,10 +103,10 @@ def money_lines(contract: Contract, rows: Sequence[KpiRow], streets: Sequence[st
 def recomputed(archive_dirs: Sequence[Path], registry: Registry, month: str, beside: Path,
                progress: Callable[[Progress], None] | None = None) -> Iterator[tuple[Ledger, Recomputed]]:
     """A scratch ledger holding ``month`` recomputed from the archive (deleted afterwards)."""
-    with tempfile.TemporaryDirectory(prefix="ptmon-month-", dir=beside) as scratch:
-        with Ledger(Path(scratch) / "recomputed.sqlite") as ledger:
-            done = recompute_month(list(archive_dirs), registry, month, ledger, progress=progress)
-            yield ledger, done
+    with tempfile.TemporaryDirectory(prefix="ptmon-month-", dir=beside) as scratch, \
+            Ledger(Path(scratch) / "recomputed.sqlite") as ledger:
+        done = recompute_month(list(archive_dirs), registry, month, ledger, progress=progress)
+        yield ledger, done
 
 
 def ledger_month_digest(ledger: Ledger, month: str) -> str:

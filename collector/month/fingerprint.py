@@ -22,9 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .words import when
 from ..ledger.records import Exemption
-
+from .words import when
 
 BLOCK = 1 << 20
 

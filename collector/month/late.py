@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .words import when
 from ..archive import CONTROL_PREFIX, ArchiveReader, Record
 from ..decode import LIMITS_TOPIC, Decoder
 from ..exemptions import ExemptionMask
@@ -43,6 +42,7 @@ from ..registry import Registry
 from ..rules import Contract
 from ..sinks.archive import archive_files
 from ..timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, day_start, day_to_date, month_bounds
+from .words import when
 
 BATCH = 16_384
 
@@ -100,7 +100,7 @@ def scan_late(archive_dirs: Sequence[Path], registry: Registry, month: str, unti
     if until <= end or not files:
         return scan
     decoder = Decoder(registry)
-    reader = ArchiveReader(sorted(files, key=lambda p: (p.name[6:16], p.name)))
+    reader = ArchiveReader(sorted(files, key=lambda p: (Path(p).name[6:16], Path(p).name)))
     buffer: list[Record] = []
     for record in reader:
         if record[0] * US_PER_S >= until:
@@ -128,7 +128,7 @@ def _decode(decoder: Decoder, buffer: list[Record], start: int, end: int, until:
     keep = np.flatnonzero((stamped >= start) & (stamped < end) & (batch.t >= end) & (batch.t < until))
     ids = decoder.registry.ids
     scan.heartbeats.extend(LateHeartbeat(received=int(batch.t[i]), device=ids[int(batch.device[i])],
-                                         stamped=int(round(float(stamped[i])))) for i in keep.tolist())
+                                         stamped=round(float(stamped[i]))) for i in keep.tolist())
 
 
 def counted(heartbeats: Iterable[LateHeartbeat], registry: Registry, contract: Contract, month: str) -> list[LateHeartbeat]:

@@ -16,7 +16,14 @@ from ..results import KpiRow
 from ..rules import RULE_FILES, Rules
 from .fingerprint import FileMark, exemptions_from_docs
 from .late import LateHeartbeat
-from .sealdoc import Money, inputs_from_doc, money_from_doc, registry_from_bytes, row_from_doc, rules_from_files
+from .sealdoc import (
+    Money,
+    inputs_from_doc,
+    money_from_doc,
+    registry_from_bytes,
+    row_from_doc,
+    rules_from_files,
+)
 
 _LOADED: dict[tuple[str, ...], Registry] = {}  # sealed registries by their files' SHA-256: parsed once per process
 

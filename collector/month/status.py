@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from .words import when
 from ..ledger.closing import Closing, closings
 from ..tally import DISTRICT
-
 from .analysis import Analysis, Step, analyse
 from .close import CloseRefused, check_closable
 from .context import MonthContext
 from .figures import Difference
+from .words import when
+
 
 def state_of(versions: Sequence[Closing]) -> str:
     if not versions:
@@ -63,7 +63,7 @@ def analysis_lines(ctx: MonthContext, a: Analysis) -> list[str]:
     label = a.closing.label
     out = []
     if a.tampered:
-        out.append(f"WARNING: sealed archive files altered or gone (`ptmon month verify`): "
+        out.append("WARNING: sealed archive files altered or gone (`ptmon month verify`): "
                    + "; ".join(c.describe() for c in a.tampered))
     if not a.changed:
         out.append(f"nothing changed since {label}: archive files of the month, registry, rules, exemptions and late "

@@ -83,7 +83,7 @@ class KpiPair:
 
     @property
     def changed(self) -> bool:
-        key = lambda r: None if r is None else (r.numerator, r.denominator, r.observed_seconds)  # noqa: E731
+        key = lambda r: None if r is None else (r.numerator, r.denominator, r.observed_seconds)
         return key(self.before) != key(self.after)
 
     @property
