@@ -129,7 +129,7 @@ class MonthConfig:
     """Closing the month (`ptmon month close`, docs/month-close.md)."""
 
     close_grace: float = 3 * 86_400.0  # a month can be closed this long after its end, not before
-    late_horizon: float = 7 * 86_400.0  # late records are looked for in the archive this long after the month
+    late_horizon: float = 3 * 86_400.0  # late heartbeats are looked for in the archive this long after the month
 
 
 @dataclass(frozen=True, kw_only=True)
