@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from ptmon.archive import ArchiveReader, write_archive
 from ptmon.cli import main
 from ptmon.ledger.closing import closing, closings
@@ -98,6 +98,11 @@ def test_closing_before_the_grace_period_or_while_a_collector_writes_the_month_i
     assert main(month.month("close", md.MONTH, "--by", "张三", now="2026-12-01T05:59")) == 2
     err = capsys.readouterr().err
     assert "it can be closed from 2026-12-01T06:00:00+08:00, after the grace period" in err and "close_grace = 6h" in err
+    assert main(month.month("status", md.MONTH, now="2026-12-01T05:59")) == 0
+    out = capsys.readouterr().out
+    assert "2026-11 iot “智联普陀”物联感知设施租赁服务项目: 未结账 open" in out and "not closable yet" in out
+    assert main(month.month("status")) == 0
+    assert capsys.readouterr().out.splitlines() == ["2026-11 iot: 未结账 open", "2026-11 cam: 未结账 open"]
 
     behind = month.root / "data" / "ledger.sqlite"
     behind.unlink()
@@ -142,11 +147,12 @@ def test_close_seals_the_ledgers_month_once_and_its_report_is_the_same_bytes_eve
             assert inputs["registry"]["sha256"] == _sha(month.registry)
             assert set(inputs["rules"]["files"]) == {"streets.yaml", "types.yaml", "contracts.yaml"}
             assert inputs["config"]["sha256"] == _sha(month.config)
-    iot_v1 = _money(c.doc, "district")  # cam
-    assert Decimal(iot_v1["deduction"]) > 0  # changzheng's and taopu's cameras were below 95 %
+    assert Decimal(_money(c.doc, "district")["deduction"]) > 0  # cam: changzheng's and taopu's cameras below 95 %
 
     assert main(month.month("close", md.MONTH, "--by", "李四", now=LATER)) == 2
     assert "already closed (第 1 版, by 张三 at 2026-12-01T06:00:00+08:00)" in capsys.readouterr().err
+    assert main(month.month("status", now=LATER)) == 0
+    assert "2026-11 cam: 已结账 closed, 第 1 版 2026-12-01T06:00:00+08:00 by 张三" in capsys.readouterr().out
 
     first = _report(month, tmp_path / "r1")
     second = _report(month, tmp_path / "r2")
@@ -170,9 +176,14 @@ def _sha(path: Path) -> str:
 # --- after the closing -----------------------------------------------------------------------------
 
 def _late_data_arrives(m: Month) -> None:
-    """After the closing: the gateway's flush (and the rest of 1 Dec) is archived, an exemption is approved for
-    changzheng's camera, and the contract office corrects changzheng lift0's acceptance date."""
+    """After the closing: the gateway's flush (and the rest of 1 Dec) is archived; a standby collector's archive
+    part for 12 Nov turns up, with changzheng cam0's heartbeats of that day; an exemption is approved for that
+    camera; the contract office corrects changzheng lift0's acceptance date."""
     md.write_after_close(m.archive, m.registry_object())
+    day = parse_instant("2026-11-12T00:00") // 1_000_000
+    write_archive(m.archive / "ptmon-2026-11-12.1.jsonl.gz",
+                  [(day + 60 * i + 30.0, "putuo/cam/changzheng/changzheng-cam0/hb", f'{{"ts": {day + 60 * i + 29}}}')
+                   for i in range(1440)])
     assert main(["exempt", "--config", str(m.config), "add", "--device", "changzheng-cam0", "--from", "2026-11-10",
                  "--to", "2026-11-12", "--reason", "小区改造断电", "--approver", "李四"]) == 0
     old = "changzheng-lift0,iot,elevator,changzheng,scn,changzheng-c1,gw-changzheng-iot,2026-01-01,"
@@ -199,18 +210,26 @@ def test_status_and_restatement_after_late_records_an_exemption_and_a_registry_c
     assert main(month.month("status", md.MONTH, now=LATER)) == 0
     status = capsys.readouterr().out
     iot, cam = status.split("2026-11 cam ")
-    # the registry correction: changzheng's iot deduction of 第 1 版 is paid after all
+    # the registry correction: changzheng's iot deduction of 第 1 版 is paid after all (the archive part moves
+    # nothing for iot)
     lift = Decimal(_money(v1["iot"].doc, "changzheng")["deduction"])
-    assert lift > 0
+    assert lift > 0 and "[报文存档 archive]" in iot
     assert "changzheng-lift0：accepted_on 2026-01-01 → 2026-11-09" in iot
-    assert f"payable +{lift:,.2f} (changzheng +{lift:,.2f})" in iot and "changzheng online: 0.866782407 (FAIL) →" in iot
+    assert f"payable +{lift:,.2f} (changzheng +{lift:,.2f})" in iot
+    assert re.search(r"changzheng online: 0\.86\d+ \(FAIL\) → [01]\.\d+ \(pass\)", iot)
     assert "豁免" not in iot.split("total against")[0]  # the exemption covers a camera: nothing for iot
-    # the exemption: changzheng's camera rate passes; the late heartbeats are shown and count for nothing
+    # the archive records of 12 Nov lift changzheng's camera rate to 95 % (the money, step by step); on top of
+    # them the exemption moves nothing more; the late heartbeats are shown and count for nothing
     camera = Decimal(_money(v1["cam"].doc, "changzheng")["deduction"])
-    assert "豁免 1 补登" in cam and f"payable +{camera:,.2f} (changzheng +{camera:,.2f})" in cam
-    assert "结账后新到 (new since the closing)：5,760 条（2 台设备）" in cam and "对金额无影响" in cam
-    late_step = cam.split("[迟到心跳 late heartbeats]")[1]
-    assert "money: no change (0.00)" in late_step.split("total against")[0]
+    archive, rest = cam.split("[报文存档 archive]")[1].split("[设备清单 registry]")
+    assert "ptmon-2026-11-12.1.jsonl.gz：结账后新增的文件" in archive
+    assert f"payable +{camera:,.2f} (changzheng +{camera:,.2f})" in archive
+    exemption, late = rest.split("[豁免 exemptions]")[1].split("[迟到心跳 late heartbeats]")
+    assert "豁免 1 补登" in exemption and "money: no change (0.00)" in exemption
+    assert "结账后新到 (new since the closing)：5,760 条（2 台设备）" in late and "对金额无影响" in late
+    assert "money: no change (0.00)" in late.split("total against")[0]
+    assert f"total against 第 1 版: payable +{camera:,.2f}" in cam
+    assert re.search(r"changzheng online: 0\.93\d+ \(FAIL\) → 0\.9\d+ \(pass\)", cam)
     assert "restate 2026-11 --contract cam" in cam
 
     assert main(month.month("restate", md.MONTH, "--reason", "设备验收日期更正；补登豁免", "--by", "王五", now=LATER)) == 0
@@ -236,7 +255,7 @@ def test_status_and_restatement_after_late_records_an_exemption_and_a_registry_c
     reports = _report(month, tmp_path / "v2")
     html = reports["report-2026-11-cam-v2.html"].decode()
     assert "月度租赁服务考核验收报告（第 2 版）" in html and "第 2 版与第 1 版对照" in html and "设备验收日期更正；补登豁免" in html
-    assert f"+{camera:,.2f}" in html and v1["cam"].seal in html
+    assert f"+{camera:,.2f}" in html and v1["cam"].seal in html and "ptmon-2026-11-12.1.jsonl.gz" in html
     changes = list(csv.DictReader(io.StringIO(reports["report-2026-11-iot-v2-changes.csv"].decode())))
     row = next(r for r in changes if (r["street"], r["kpi"]) == ("changzheng", "online"))
     assert (row["previous_pass"], row["pass"], row["payable_delta"]) == ("false", "true", str(lift))
