@@ -80,13 +80,8 @@ def month_sources(archive_dirs: list[Path], month: str) -> MonthSources:
 
 
 def load_snapshot(path: Path, registry: Registry) -> Checkpoint:
-    """The state as the month began. Its device status record starts afresh: the month's first
-    sample then writes every device's status, so a ledger recomputed from the snapshot alone
-    knows which devices were online from before the month (exemptions need it when read)."""
     try:
-        snapshot = load_checkpoint(path, registry)
+        return load_checkpoint(path, registry)
     except CheckpointError as exc:
         raise CheckpointError(f"month-start snapshot unusable: {exc}; move it away to recompute from every "
                               "archive file before the month") from exc
-    snapshot.engine.sampled_online[:] = False
-    return snapshot

@@ -82,9 +82,9 @@ def check_closable(ctx: MonthContext) -> None:
             f"period ([month] close_grace = {span(ctx.setup.close_grace)} in the config) in which late "
             "exemptions, registry corrections and buffered heartbeats still come in")
     data_dir = ctx.setup.data_dir
-    if data_dir is not None and collector_running(data_dir) and not _written_past(ctx.ledger, end):
+    if collector_running(data_dir, ctx.setup.ledger) and not _written_past(ctx.ledger, end):
         raise CloseRefused(
-            f"a collector on {data_dir} is still writing {ctx.month} into the ledger (it has written nothing after "
+            f"a collector on {data_dir or ctx.setup.ledger} is still writing {ctx.month} into the ledger (it has written nothing after "
             f"{when(end)} yet: catching up, or rebuilding the month); wait until it has, then close")
 
 
