@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
+from .month.commands import add_month_parser, cmd_month
 from .errors import PtmonError, UsageError
 from .merge import merged_ledger_file, replay_partitions, tagged_archives
 from .registry import load_registry
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_exempt_parser(sub)
     add_ledger_parser(sub)
+    add_month_parser(sub)
     _add_report_parser(sub)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a generated district, nothing external needed",
@@ -333,6 +335,9 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     rep.add_argument("--out", metavar="DIR", default=".", help="where the files go (default: the current directory)")
     rep.add_argument("--format", default="pdf,html,xlsx,csv", metavar="LIST",
                      help="comma-separated formats among pdf, html, xlsx, csv (default: all four)")
+    rep.add_argument("--version", type=int, metavar="N", dest="closing_version",
+                     help="a closed month: render its version N (第 N 版) instead of the latest. A closed contract's "
+                     "report always comes from its sealed closing (report-YYYY-MM-CONTRACT-vN.*), see `ptmon month`")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -349,13 +354,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.contract and args.contract not in [c.code for c in rules.contracts]:
         raise UsageError(f"--contract {args.contract!r} is not a contract of the rules (known: "
                          f"{', '.join(c.code for c in rules.contracts)})")
-    registry_path = args.registry or (config.registry if config else None)
-    if registry_path is None:
-        raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
-    registry = load_registry(registry_path, rules)
     with tempfile.TemporaryDirectory(prefix="ptmon-report-") as scratch:
         ledger, label = _report_ledger(args.ledger, config, rules, Path(scratch))
-        return _report(args, config, rules, registry, formats, ledger, label)
+        live_contracts: list[str | None] = [args.contract]
+        if args.from_archive is None:
+            from .report.sealed import render_closed_month
+
+            live_contracts = render_closed_month(ledger, args.month, args.contract, [c.code for c in rules.contracts],
+                                                 Path(args.out), formats, args.closing_version)
+            if not live_contracts:
+                return 0
+        registry_path = args.registry or (config.registry if config else None)
+        if registry_path is None:
+            raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
+        registry = load_registry(registry_path, rules)
+        return _report(args, config, rules, registry, formats, ledger, label, live_contracts)
 
 
 def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tuple[Path, str | None]:  # type: ignore[no-untyped-def]
@@ -385,7 +398,8 @@ def _refuse_one_partition(path: Path, rules) -> None:  # type: ignore[no-untyped
         check_partitions(rules, [(str(path), tag)])
 
 
-def _report(args, config, rules, registry, formats, ledger: Path, label: str | None) -> int:  # type: ignore[no-untyped-def]
+def _report(args, config, rules, registry, formats, ledger: Path, label: str | None,  # type: ignore[no-untyped-def]
+            live_contracts: list[str | None]) -> int:
     from .report.render import render
 
     archive_dirs = None
@@ -411,8 +425,9 @@ def _report(args, config, rules, registry, formats, ledger: Path, label: str | N
     inputs = build_inputs(month=args.month, registry=registry, rules=rules, ledger_path=ledger_path,
                           archive_dirs=archive_dirs, progress=say, ledger_label=label)
     say(f"inputs ready ({time.monotonic() - began:.1f} s)")
-    for path in render(inputs, Path(args.out), formats, contract=args.contract, progress=say):
-        print(path)
+    for contract in live_contracts:
+        for path in render(inputs, Path(args.out), formats, contract=contract, progress=say):
+            print(path)
     say(f"done in {time.monotonic() - began:.1f} s")
     return 0
 
@@ -424,7 +439,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo,
-            "exempt": cmd_exempt, "ledger": cmd_ledger, "report": cmd_report}
+            "exempt": cmd_exempt, "ledger": cmd_ledger, "month": cmd_month, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,6 +126,14 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MonthConfig:
+    """Closing the month (`ptmon month close`, docs/month-close.md)."""
+
+    close_grace: float = 3 * 86_400.0  # a month can be closed this long after its end, not before
+    late_horizon: float = 3 * 86_400.0  # late heartbeats are looked for in the archive this long after the month
+
+
+@dataclass(frozen=True, kw_only=True)
 class LossConfig:
     """Alerts on messages lost in transit between devices and collector (collector/loss.py)."""
 
@@ -159,6 +167,7 @@ class CollectorConfig:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    month: MonthConfig = field(default_factory=MonthConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     streets: tuple[str, ...] = ()  # a partition: only these streets (empty: the whole district)
 
@@ -189,7 +198,7 @@ SMTP_PASSWORD_ENV = "PTMON_SMTP_PASSWORD"
 # The keys each table may hold, so a typo fails before any value is read.
 _TOP_KEYS = ("registry", "rules", "data_dir", "archive_dir", "archive_compresslevel", "spool_dir",
              "checkpoint_file", "checkpoint_interval", "streets", "stall_gap", "metrics_listen", "mqtt", "influx",
-             "ledger_file", "alerts", "email", "limits", "storage", "loss")
+             "ledger_file", "alerts", "email", "limits", "storage", "loss", "month")
 _MQTT_KEYS = ("url", "host", "port", "tls", "protocol", "client_id", "username", "password_env",
               "qos", "persistent_session", "session_expiry", "topics", "keepalive", "reconnect_min",
               "reconnect_max", "receive_maximum", "batch_size", "broker_stats")
@@ -198,6 +207,7 @@ _EMAIL_KEYS = ("host", "port", "security", "username", "password_env", "sender",
                "poll_interval", "retry_min", "retry_max", "max_attempts")
 _LIMITS_KEYS = ("max_payload", "device_rate", "window", "unknown_limit")
 _STORAGE_KEYS = ("retry_min", "retry_max", "alert_after")
+_MONTH_KEYS = ("close_grace", "late_horizon")
 _LOSS_KEYS = ("enabled", "window", "street_rate", "broker_rate", "min_messages", "broker_drops")
 _TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 _INFLUX_KEYS = ("url", "api", "database", "retention_policy", "username", "password_env", "org",
@@ -341,9 +351,16 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Colle
         alerts=_alerts(top.table("alerts", _ALERTS_KEYS)),
         email=_email(top.table("email", _EMAIL_KEYS), environ),
         storage=_storage(top.table("storage", _STORAGE_KEYS)),
+        month=_month(top.table("month", _MONTH_KEYS)),
         loss=_loss(top.table("loss", _LOSS_KEYS)),
         streets=_streets(top),
     )
+
+
+def _month(t: _Table) -> MonthConfig:
+    default = MonthConfig()
+    return MonthConfig(close_grace=0.0 if t.get("close_grace") == 0 else float(t.seconds("close_grace", default.close_grace)),
+                       late_horizon=float(t.seconds("late_horizon", default.late_horizon)))
 
 
 def _storage(t: _Table) -> StorageConfig:

@@ -54,7 +54,7 @@ def test_sample_documents_every_key():
             shown[table].add(match[1])
             commented = " # " in line[2:] or lines[n + 1].lstrip().startswith("#")
             assert commented, f"{match[1]} has no comment"
-    assert shown[""] == set(config_module._TOP_KEYS) - {"mqtt", "influx", "alerts", "email", "limits", "storage", "loss"}
+    assert shown[""] == set(config_module._TOP_KEYS) - {"mqtt", "influx", "alerts", "email", "limits", "storage", "loss", "month"}
     assert shown["mqtt"] == set(config_module._MQTT_KEYS) - {"tls"}
     assert shown["mqtt.tls"] == set(config_module._TLS_KEYS)
     assert shown["influx"] == set(config_module._INFLUX_KEYS)
@@ -62,6 +62,7 @@ def test_sample_documents_every_key():
     assert shown["email"] == set(config_module._EMAIL_KEYS)
     assert shown["limits"] == set(config_module._LIMITS_KEYS)
     assert shown["storage"] == set(config_module._STORAGE_KEYS)
+    assert shown["month"] == set(config_module._MONTH_KEYS)
     assert shown["loss"] == set(config_module._LOSS_KEYS)
 
 
