@@ -62,6 +62,7 @@ from .archive import RETAINED_TOPIC
 from .registry import Registry
 from .rules import COUNTERS
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US
+from .topics import TopicMap
 
 if TYPE_CHECKING:
     from .config import LimitsConfig
@@ -241,7 +242,7 @@ class Decoder:
         self.unknown_topics: dict[str, int] = {}  # bounded by unknown_limit
         self.unknown_overflow = 0  # messages from unknown topics not tracked (the limit was reached)
         self.accepted = 0
-        self._topic_device = self._registry_topics(registry)
+        self.topics = TopicMap(registry)  # heartbeat topic → registry row, verified byte for byte
         self._gateway_index = {g: i for i, g in enumerate(registry.gateways) if g}
         self._contracts = {c.code: i for i, c in enumerate(registry.rules.contracts)}
         self._streets = {s.code: i for i, s in enumerate(registry.rules.streets)}
@@ -255,16 +256,6 @@ class Decoder:
         """A decoder with the ``[limits]`` of the collector's config."""
         return cls(registry, max_payload=limits.max_payload, unknown_limit=limits.unknown_limit,
                    device_rate=limits.device_rate, window=limits.window)
-
-    @staticmethod
-    def _registry_topics(registry: Registry) -> dict[str, int]:
-        """Every registry device's heartbeat topic: the hot path is then one dict lookup."""
-        contracts = [c.code for c in registry.rules.contracts]
-        streets = registry.rules.street_codes()
-        return {
-            f"putuo/{contracts[c]}/{streets[s]}/{device_id}/hb": i
-            for i, (c, s, device_id) in enumerate(zip(registry.contract.tolist(), registry.street.tolist(), registry.ids))
-        }
 
     # --- limits --------------------------------------------------------------------------
 
@@ -358,7 +349,7 @@ class Decoder:
     def _late(self, messages: list[Message], times: np.ndarray | None, late: np.ndarray) -> CountedEvents:
         rows = np.flatnonzero(late)
         t = times if times is not None else times_to_us([m[0] for m in messages])
-        device = np.array([self._topic_device.get(messages[i][1], -1) for i in rows.tolist()], dtype=np.int64)
+        device = self.topics.rows([messages[i][1] for i in rows.tolist()])
         return CountedEvents(t[rows], device, np.full(len(rows), _KIND_CODE["late"], dtype=np.int16))
 
     def _decode(self, messages: list[Message], times: np.ndarray | None) -> DecodedBatch:
@@ -368,9 +359,8 @@ class Decoder:
             return decode_columns(np.zeros(0, np.int64), np.zeros(0, np.int64), [], self)
         received, topics, payloads = zip(*messages)
         t = times if times is not None else times_to_us(received)
-        devices = list(map(self._topic_device.get, topics))
-        known = None not in devices
-        device = np.array(devices if known else [-1 if d is None else d for d in devices], dtype=np.int64)
+        device = self.topics.rows(list(topics))
+        known = bool(device.min() >= 0)
         rate_t = self._rate_times(t)
         over = self._device_limit.over(device, rate_t) if self._device_limit is not None else None
         if known and over is None and max(map(len, payloads)) <= self._clean_length:
@@ -380,6 +370,7 @@ class Decoder:
                 objects = []
             if objects and set(map(type, objects)) == {dict}:
                 return decode_columns(t, device, objects, self)
+        devices: list[int | None] = device.tolist() if known else [None if d < 0 else d for d in device.tolist()]
         return self._decode_each(messages, t, devices, over, rate_t)
 
     def _rate_times(self, t: np.ndarray) -> np.ndarray:
@@ -474,7 +465,7 @@ class Decoder:
         inner = doc.get("topic") if type(doc) is dict else None
         inner = inner if type(inner) is str else ""
         self._reject(row, "retained", RETAINED_TOPIC, _shown(inner))
-        return self._topic_device.get(inner)
+        return self.topics.row(inner)
 
     def _gateway_events(self, messages: list[Message], gateways: list[tuple[int, int]], t: np.ndarray,
                         rate_t: np.ndarray) -> list[tuple[int, int, bool]]:
