@@ -16,14 +16,16 @@ sample with a compare over the contract's slice and one ``count_nonzero`` per st
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -45,7 +47,7 @@ COLUMNS = (
 )
 NEVER = np.iinfo(np.int32).max  # retired_day of a device with no retired_on
 MAX_PROBLEMS_SHOWN = 20
-_FORBIDDEN_ID_CHARS = set("/+#") | {chr(c) for c in range(32)} | {"\x7f"}
+_FORBIDDEN_ID_CHAR = re.compile(r"[/+#\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,7 +146,7 @@ def _check_id(value: str, column: str = "device_id") -> str | None:
         return f"{column} is empty"
     if value != value.strip():
         return f"{column} {value!r} has leading or trailing spaces"
-    if _FORBIDDEN_ID_CHARS & set(value):
+    if _FORBIDDEN_ID_CHAR.search(value):
         return f"{column} {value!r} contains a character not allowed in an MQTT topic level (/ + # or a control character)"
     if value.endswith("\\"):
         # InfluxDB 1.x reads no escaping of a final backslash in a tag value: such an id
@@ -157,33 +159,64 @@ def load_registry(path: str | Path, rules: Rules) -> Registry:
     """Read and validate a registry CSV; raise :class:`RegistryError` listing every bad row."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = p.open("rb", buffering=0)
     except OSError as exc:
         raise RegistryError(f"{p}: cannot read registry: {exc.strerror}") from exc
-    _check_utf8(str(p), raw)
-    stream = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", newline="")
-    return _parse(str(p), stream, hashlib.sha256(raw).hexdigest()[:16], rules)
+    checked = _CheckedBytes(raw, str(p))
+    with io.TextIOWrapper(io.BufferedReader(checked, 1 << 20), encoding="utf-8-sig", newline="") as stream:
+        try:
+            return _parse(str(p), stream, checked.version, rules)
+        except OSError as exc:
+            raise RegistryError(f"{p}: cannot read registry: {exc.strerror}") from exc
+        except RegistryError:
+            checked.drain()  # a file that is not UTF-8 says so first, whatever else is wrong
+            raise
 
 
 def parse_registry(text: str, rules: Rules, label: str = "<registry>") -> Registry:
     """A registry from CSV text (tests, tools); same checks as :func:`load_registry`."""
-    return _parse(label, io.StringIO(text, newline=""), hashlib.sha256(text.encode()).hexdigest()[:16], rules)
+    version = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _parse(label, io.StringIO(text, newline=""), lambda: version, rules)
 
 
-def _check_utf8(label: str, raw: bytes) -> None:
-    """RegistryError naming the first byte that is not UTF-8; checked in slices, never split
-    inside a character, so no text copy of the whole file is made."""
-    view, step, a = memoryview(raw), 1 << 24, 0
-    while a < len(raw):
-        b = min(a + step, len(raw))
-        for _ in range(3):  # a UTF-8 character is at most 4 bytes: never cut one in two
-            if b < len(raw) and raw[b] & 0xC0 == 0x80:
-                b -= 1
+class _CheckedBytes(io.RawIOBase):
+    """The file's bytes as read, hashed (the registry's version) and checked to be UTF-8 on the way,
+    so the file is read once and never held whole; the first bad byte is named by its offset."""
+
+    def __init__(self, raw: io.RawIOBase, label: str) -> None:
+        self.raw, self.label = raw, label
+        self.sha = hashlib.sha256()
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.offset = 0  # bytes checked so far
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer) or 0
+        data = bytes(memoryview(buffer)[:n])
+        self.sha.update(data)
+        pending = len(self.utf8.getstate()[0])  # an unfinished character from the last read
         try:
-            str(view[a:b], "utf-8")
+            self.utf8.decode(data, final=n == 0)
         except UnicodeDecodeError as exc:
-            raise RegistryError(f"{label}: registry is not UTF-8 (byte {a + exc.start})") from exc
-        a = b
+            raise RegistryError(f"{self.label}: registry is not UTF-8 (byte {self.offset - pending + exc.start})") from exc
+        self.offset += n
+        return n
+
+    def drain(self) -> None:
+        """Read (and check) the rest of the file."""
+        buffer = bytearray(1 << 20)
+        while self.readinto(buffer):
+            pass
+
+    def version(self) -> str:
+        """The hash of the whole file (once it has all been read)."""
+        return self.sha.hexdigest()[:16]
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 class _Tables:
@@ -219,7 +252,7 @@ class _Chunks:
         return np.concatenate(self.arrays[name]) if name in self.arrays else np.zeros(0, np.int64)
 
 
-def _parse(label: str, stream: IO[str], version: str, rules: Rules) -> Registry:
+def _parse(label: str, stream: IO[str], version: Callable[[], str], rules: Rules) -> Registry:
     reader = csv.reader(stream)
     header = next(reader, None)
     if header is None:
@@ -240,7 +273,7 @@ def _parse(label: str, stream: IO[str], version: str, rules: Rules) -> Registry:
         _raise(label, problems)
     if not len(ids):
         raise RegistryError(f"{label}: registry has no devices")
-    return _columnar(label, version, rules, ids, chunks, tables)
+    return _columnar(label, version(), rules, ids, chunks, tables)
 
 
 def _row_chunks(reader: Iterator[list[str]], width: int, problems: dict[int, list[str]]) -> Iterator[tuple[list[int], list[list[str]]]]:
