@@ -64,7 +64,7 @@ from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .lock import CollectorLocks
-from .loss import LossAlert, LossAlerts, LossPoints, LossWindow, broker_lines
+from .loss import LossPoints, LossWindow, broker_lines
 from .metrics import LossCounts, Metrics, PipelineCounts, serve_metrics
 from .registry import Registry, load_registry
 from .replay import Feed, freeze_startup_heap
@@ -285,27 +285,16 @@ class Collector:
             self.alerts = AlertEvaluator(
                 engine, self.months, self.sla, self.alert_rules, on_change=self._on_alerts, emit_points=self._emit,
                 states=self.ledger.alert_states(), restored=restored, data_quality=self._data_quality,
-                month_to_date=lambda start, end: ledger_results(self.ledger, self.registry, start, end))
+                month_to_date=lambda start, end: ledger_results(self.ledger, self.registry, start, end),
+                loss_window=self.loss_window, loss=self.config.loss)
         self.mailer: Mailer | None = None
 
     def _attach_loss(self) -> None:
-        """Loss in transit: the trailing window, its InfluxDB points, its alerts and its metrics."""
+        """Loss in transit: the trailing window, its InfluxDB points and its metrics (its alerts are
+        the alert evaluator's: causes ``loss`` and ``broker_drops``)."""
         self.loss_window = LossWindow(self.engine, self.config.loss.window)
         self.loss_points = LossPoints(self.months, self.loss_window, self._emit) if self.config.influx.url else None
-        self.loss_alerts = (LossAlerts(self.loss_window, self.config.loss, self._on_loss_alerts)
-                            if self.config.loss.enabled else None)
         self.metrics.loss.read = self._loss_counts
-
-    # --- HOOK(loss alerts) ----------------------------------------------------------------------
-    # Loss alerts are decided in ptmon.loss (LossAlerts); until the reworked alerting framework
-    # takes them (emails, the ledger's alert states), they are logged and counted here. Wire
-    # them in by replacing this method's body: each LossAlert has kind, event, contract,
-    # street, rate, lost, messages, level and text().
-    def _on_loss_alerts(self, alerts: list[LossAlert]) -> None:
-        for alert in alerts:
-            self.metrics.alerts.labels(alert.kind, alert.event).inc()
-            log.warning("loss alert %s %s: %s", alert.kind, alert.event, alert.text())
-    # --- end HOOK(loss alerts) ------------------------------------------------------------------
 
     def _loss_counts(self) -> LossCounts:
         """What /metrics shows of loss in transit and of the broker, read when scraped."""
@@ -329,8 +318,8 @@ class Collector:
         if self.source.broker_stats is None:
             return
         snapshot = self.source.broker_stats.snapshot()
-        if self.loss_alerts is not None:
-            self.loss_alerts.on_broker(snapshot, int(now * US_PER_S))
+        if self.alerts is not None:
+            self.alerts.on_broker(snapshot, int(now * US_PER_S))
         if health_due and self.influx is not None:
             self.influx.submit(broker_lines(snapshot, int(now * US_PER_S), instance=self.config.mqtt.client_id))
 

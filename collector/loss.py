@@ -11,14 +11,12 @@ needs to tell a lossy pipe from a silent device:
   ``contract``, ``street``, ``street=district`` for the contract's total; month-to-date fields
   ``lost``, ``recovered``, ``missing`` = lost − recovered, ``heartbeats``; ``rate`` over the
   window when the window saw a message) and ``broker`` (the broker's ``$SYS`` statistics);
-* :class:`LossAlerts` — alerts when a street's or the whole broker's loss rate passes the
-  ``[loss]`` level, and when the broker reports dropped messages (naming the setting to raise).
+* the alerts (a street's or the whole broker's loss rate above the ``[loss]`` level, the broker
+  reporting dropped messages) are the alert framework's causes ``loss`` and ``broker_drops``
+  (:mod:`~ptmon.alerting.transit`), grouped, inhibited and emailed like the others.
 
 A heartbeat lost in transit is still a missed heartbeat for the contract: the online rate sees
 only heartbeats received. These numbers change no KPI; they say where missing heartbeats went.
-
-Alerting is being reworked elsewhere; this module only decides *when* (firing / resolved) and
-hands :class:`LossAlert` events to one callback — the hook collect.py marks ``HOOK(loss alerts)``.
 """
 
 from __future__ import annotations
@@ -26,21 +24,18 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-from .brokerstats import QUEUE_SETTINGS, BrokerSnapshot
-from .config import LossConfig
+from .brokerstats import BrokerSnapshot
 from .engine import Engine
 from .live import MonthTallies
 from .sinks.lineproto import line, series_prefix
-from .timebase import US_PER_S, format_instant
+from .timebase import US_PER_S
 
 log = logging.getLogger(__name__)
 
 DISTRICT = "district"
-RESOLVE_FACTOR = 0.8  # a firing loss alert resolves once the rate is at or below this share of its level
 
 
 Rates = dict[tuple[str, str], tuple[float | None, int, int]]  # (contract, street) → (rate, net lost, messages)
@@ -117,103 +112,6 @@ class LossWindow:
             put((contract.code, DISTRICT), int(net[groups].sum()), int(heard[groups].sum()))
         put((DISTRICT, DISTRICT), int(net.sum()), int(heard.sum()))
         return out
-
-
-@dataclass(frozen=True)
-class LossAlert:
-    """A loss alert firing or resolved. ``kind``: ``street_loss`` (a contract × street),
-    ``broker_loss`` (the whole district) or ``broker_drops`` (the broker's own count)."""
-
-    kind: str
-    event: str  # "firing" or "resolved"
-    t: int  # µs
-    contract: str = ""
-    street: str = ""
-    rate: float | None = None
-    lost: int = 0  # net lost in the window; for broker_drops, messages the broker dropped
-    messages: int = 0  # received + lost in the window
-    level: float = 0.0
-
-    def text(self) -> str:
-        """One line for the log and the email subject and body."""
-        at = format_instant(self.t)
-        if self.kind == "broker_drops":
-            if self.event == "resolved":
-                return f"{at} 代理不再丢弃消息 (broker drops stopped)"
-            return (f"{at} MQTT 代理丢弃了 {self.lost} 条消息 (broker dropped {self.lost} messages: a client's queue was "
-                    f"full). Raise {QUEUE_SETTINGS} in mosquitto.conf (0 = no count limit, bound memory with "
-                    "max_queued_bytes) and check that the collector keeps up.")
-        where = "全区 (district)" if self.kind == "broker_loss" else f"{self.contract} {self.street}"
-        rate = "—" if self.rate is None else f"{self.rate:.2%}"
-        if self.event == "resolved":
-            return f"{at} {where} 传输丢失已恢复 (loss in transit back to {rate})"
-        return (f"{at} {where} 传输丢失率 {rate} > {self.level:.2%} (loss in transit: {self.lost} of {self.messages} "
-                "messages in the window never arrived). Lost heartbeats still count as missed for the contract; "
-                "the devices are sending, the pipe (network, gateway, broker queue) is losing them.")
-
-
-class LossAlerts:
-    """Decides when loss alerts fire and resolve; evaluated at each sample instant and broker update."""
-
-    def __init__(self, window: LossWindow, config: LossConfig, on_alert: Callable[[list[LossAlert]], None]) -> None:
-        self.window = window
-        self.config = config
-        self.on_alert = on_alert
-        self.firing: dict[tuple[str, str, str], LossAlert] = {}  # (kind, contract, street) → the firing alert
-        self._evaluated: int | None = None
-        self._dropped = 0
-        self._dropped_at: int | None = None  # when the broker's drop count last grew
-        window.engine.listeners.append(self)
-
-    def on_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
-        if t != self._evaluated:
-            self._evaluated = t
-            self.evaluate(t)
-
-    def on_deltas(self, slot_start: int, sums: np.ndarray) -> None:
-        pass
-
-    def on_first_seen(self, day: int, counts: np.ndarray) -> None:
-        pass
-
-    def evaluate(self, t: int) -> None:
-        events = []
-        for (contract, street), (rate, lost, messages) in self.window.latest.items():
-            if street == DISTRICT and contract != DISTRICT:
-                continue  # a contract's total: shown, not alerted (the streets and the broker are)
-            broker = contract == DISTRICT
-            kind = "broker_loss" if broker else "street_loss"
-            level = self.config.broker_rate if broker else self.config.street_rate
-            key = (kind, "" if broker else contract, "" if broker else street)
-            alert = LossAlert(kind, "firing", t, key[1], key[2], rate, lost, messages, level)
-            if key not in self.firing:
-                if rate is not None and rate > level and messages >= self.config.min_messages:
-                    self.firing[key] = alert
-                    events.append(alert)
-            elif rate is None or rate <= level * RESOLVE_FACTOR:
-                del self.firing[key]
-                events.append(LossAlert(kind, "resolved", t, key[1], key[2], rate, lost, messages, level))
-        self._emit(events)
-
-    def on_broker(self, snapshot: BrokerSnapshot, t: int) -> None:
-        """The broker's statistics at ``t`` (µs): a drop count that grew fires, none for a window resolves."""
-        if not self.config.broker_drops:
-            return
-        key = ("broker_drops", "", "")
-        grown = snapshot.dropped_seen - self._dropped
-        if grown > 0:
-            self._dropped, self._dropped_at = snapshot.dropped_seen, t
-            alert = LossAlert("broker_drops", "firing", t, lost=grown)
-            if key not in self.firing:
-                self.firing[key] = alert
-                self._emit([alert])
-        elif key in self.firing and self._dropped_at is not None and t - self._dropped_at >= self.window.window:
-            del self.firing[key]
-            self._emit([LossAlert("broker_drops", "resolved", t)])
-
-    def _emit(self, events: list[LossAlert]) -> None:
-        if events:
-            self.on_alert(events)
 
 
 class LossPoints:
