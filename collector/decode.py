@@ -59,6 +59,7 @@ import numpy as np
 import orjson
 
 from .archive import RETAINED_TOPIC
+from .payloads import parse_payloads
 from .registry import Registry
 from .rules import COUNTERS
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US
@@ -364,14 +365,27 @@ class Decoder:
         rate_t = self._rate_times(t)
         over = self._device_limit.over(device, rate_t) if self._device_limit is not None else None
         if known and over is None and max(map(len, payloads)) <= self._clean_length:
-            try:
-                objects = list(map(orjson.loads, payloads))
-            except orjson.JSONDecodeError:
-                objects = []
-            if objects and set(map(type, objects)) == {dict}:
-                return decode_columns(t, device, objects, self)
+            batch = self._decode_bulk(t, device, payloads)
+            if batch is not None:
+                return batch
         devices: list[int | None] = device.tolist() if known else [None if d < 0 else d for d in device.tolist()]
         return self._decode_each(messages, t, devices, over, rate_t)
+
+    def _decode_bulk(self, t: np.ndarray, device: np.ndarray, payloads: Sequence[bytes | str]) -> DecodedBatch | None:
+        """Flat integer payloads parsed in bulk (payloads.py), the others by orjson; None when one
+        is no JSON object (then every message is looked at alone)."""
+        parsed = parse_payloads(list(payloads))  # type: ignore[arg-type]
+        slow = np.arange(len(payloads)) if parsed is None else parsed.slow
+        groups: list[tuple[Any, Column]] = [] if parsed is None else [(s.rows, s.column) for s in parsed.shapes]
+        if len(slow):
+            try:
+                objects = [orjson.loads(payloads[i]) for i in slow.tolist()]
+            except orjson.JSONDecodeError:
+                return None
+            if set(map(type, objects)) != {dict}:
+                return None
+            groups += [(slow if isinstance(rows, slice) else slow[rows], column) for rows, column in _groups(objects)]
+        return decode_groups(t, device, len(payloads), groups, self)
 
     def _rate_times(self, t: np.ndarray) -> np.ndarray:
         """Receive times made non-decreasing (a late message counts in the current window)."""
@@ -618,9 +632,15 @@ def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, An
     Payloads of one firmware share a key set, so objects are grouped by their keys and each
     group's columns come out of ``zip(*values)`` in C, with no gaps to fill.
     """
-    n = len(objects)
+    return decode_groups(t, device, len(objects), _groups(objects), decoder)
+
+
+def decode_groups(t: np.ndarray, device: np.ndarray, n: int, groups: Iterable[tuple[Any, Column]],
+                  decoder: Decoder | None = None) -> DecodedBatch:
+    """:func:`decode_columns` from payloads already split into groups of rows with a column
+    getter each (a key's values as a list, or an int64 array from payloads.py; None: absent)."""
     out = _Columns(n)
-    for rows, column in _groups(objects):
+    for rows, column in groups:
         out.fill(rows, column)
     mismatch = np.zeros(n, dtype=bool)
     for attempts, successes in COUNTER_PAIRS:
@@ -719,6 +739,8 @@ class _Columns:
 def _int_column(values: Sequence[Any], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, present, bad) for a key that must be an integer in [lo, hi]; absent or null is 0."""
     n = len(values)
+    if isinstance(values, np.ndarray):  # integers parsed in bulk
+        return values, np.ones(n, dtype=bool), (values < lo) | (values > hi)
     kinds = set(map(type, values))
     if kinds <= {int, type(None)}:
         present = np.ones(n, dtype=bool) if type(None) not in kinds else np.array([v is not None for v in values], dtype=bool)
@@ -743,6 +765,9 @@ def _int_column(values: Sequence[Any], lo: int, hi: int) -> tuple[np.ndarray, np
 
 def _float_column(values: Sequence[Any], lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     """(values with NaN for absent or null, bad) for a key that must be a finite number in [lo, hi]."""
+    if isinstance(values, np.ndarray):  # integers parsed in bulk: rounded to a double as Python's int → float is
+        array = values.astype(np.float64)
+        return array, ~((array >= lo) & (array <= hi))
     kinds = set(map(type, values))
     if kinds <= {int, float, type(None)}:
         try:
@@ -781,6 +806,8 @@ def boot_key(boot: str | int) -> int:
 
 def _boot_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boot ids (strings or integers) as :func:`boot_key`, stable across processes unlike ``hash()``."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
     n = len(values)
     if len(_boot_keys) > _BOOT_CACHE_LIMIT:
         _boot_keys.clear()
