@@ -804,10 +804,38 @@ def boot_key(boot: str | int) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+class _IntBootKeys:
+    """:func:`boot_key` of integer boot ids parsed in bulk (|id| < 10**18), cached in sorted
+    arrays and looked up with numpy; cleared when full like the dict of the other ids."""
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.keys = np.zeros(0, dtype=np.int64)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        at = np.minimum(np.searchsorted(self.ids, values), max(len(self.ids) - 1, 0))
+        keys = self.keys[at] if len(self.ids) else np.zeros(len(values), dtype=np.int64)
+        miss = np.flatnonzero(self.ids[at] != values) if len(self.ids) else np.arange(len(values))
+        if len(miss):
+            new = np.unique(values[miss])
+            new_keys = np.array([boot_key(v) for v in new.tolist()], dtype=np.int64)
+            keys[miss] = new_keys[np.searchsorted(new, values[miss])]
+            if len(self.ids) + len(new) > _BOOT_CACHE_LIMIT:
+                self.ids, self.keys = new, new_keys
+            else:
+                ids, merged = np.concatenate([self.ids, new]), np.concatenate([self.keys, new_keys])
+                order = np.argsort(ids, kind="stable")
+                self.ids, self.keys = ids[order], merged[order]
+        return keys
+
+
+_int_boot_keys = _IntBootKeys()
+
+
 def _boot_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boot ids (strings or integers) as :func:`boot_key`, stable across processes unlike ``hash()``."""
-    if isinstance(values, np.ndarray):
-        values = values.tolist()
+    if isinstance(values, np.ndarray):  # integers parsed in bulk, all within int64
+        return _int_boot_keys(values), np.ones(len(values), dtype=bool), np.zeros(len(values), dtype=bool)
     n = len(values)
     if len(_boot_keys) > _BOOT_CACHE_LIMIT:
         _boot_keys.clear()

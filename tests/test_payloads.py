@@ -108,3 +108,17 @@ def test_mutated_bytes_never_differ_from_orjson(noise: list[bytes], data: st.Dat
     for shape in parsed.shapes:
         for i, row in enumerate(shape.rows.tolist()):
             assert orjson.loads(payloads[row]) == dict(zip(shape.keys, shape.values[i].tolist()))
+
+
+def test_integer_boot_ids_parsed_in_bulk_key_as_boot_key() -> None:
+    from ptmon.decode import _BOOT_CACHE_LIMIT, _IntBootKeys, boot_key
+
+    cache = _IntBootKeys()
+    rng = np.random.default_rng(1)
+    for size in (5000, 5000, _BOOT_CACHE_LIMIT):  # new ids, then some seen, then past the limit (cleared)
+        values = rng.integers(-(10**17), 10**17, size)
+        values[::3] = values[0]
+        values[1::5] = 7
+        expected = [boot_key(v) for v in values[:20000].tolist()]
+        assert cache(values)[:20000].tolist() == expected
+        assert boot_key(7) == boot_key("7")  # the same key as the id sent as a string
