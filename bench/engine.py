@@ -1,6 +1,6 @@
 """Engine benchmark: the issue's targets, measured on the generated district.
 
-    python bench/engine.py [--days N] [--devices N] [--seed N]
+    python bench/engine.py [--days N] [--devices N] [--seed N] [--only all|traffic|memory]
 
 Figures (each printed with its target, the ratio figure / target and PASS or MISS):
 
@@ -8,14 +8,17 @@ Figures (each printed with its target, the ratio figure / target and PASS or MIS
    16,384 per batch as in replay): events/s of ``Engine.apply`` with a ``Tally`` attached,
    the samples it fires between events included. Target ≥ 1,000,000.
 2. the same traffic as ``(t, topic, payload)`` tuples through ``Decoder.decode`` and
-   ``Engine.apply``: events/s. Target ≥ 300,000. Generating the traffic is not timed.
+   ``Engine.apply``: events/s (target ≥ 300,000), and its ratio to bare ``orjson.loads`` of
+   the same payloads, timed batch by batch in the same run (target ≥ 0.5). Generating the
+   traffic is not timed.
 3. one full-district sample (every device of both contracts, with a Tally): ms per
    ``Engine._sample``, over a day of sample instants after the traffic of (1). Target ≤ 5 ms.
 4. memory for ``--devices`` devices (default 2,000,000: the district's rows repeated with
    suffixed ids), measured in a fresh process that loads the registry CSV and builds the
-   engine: engine state (``Engine.state_bytes()``) plus the registry's arrays, target < 300 MB;
-   shown beside it, not hidden, the registry's id list and id → index dict, the decoder's topic
-   cache once every device has reported, and the process's peak RSS.
+   engine and the decoder: engine state (``Engine.state_bytes()``) plus the registry's arrays,
+   target < 300 MB; the process's RSS with registry, engine and decoder once every device has
+   reported, target ≤ 500 MB; its peak RSS while ``load_registry`` reads the CSV, target
+   ≤ 700 MB; beside them, the id blob, the id index and the decoder's topic lookup.
 
 Default: one synthetic day (about 9 million heartbeats), ~1.5 min on 2 cores; ``--days 30``
 is the synthetic month (the decode figure alone then takes ~20 min).
