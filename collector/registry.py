@@ -309,7 +309,7 @@ def _parse_chunk(lines: list[int], rows: list[list[str]], col: list[int], tables
     accepted_day = np.fromiter(map(tables.accepted.__getitem__, map(str.strip, accepted)), np.int64, n)
     retired_day = np.fromiter(map(tables.retired.__getitem__, map(str.strip, retired)), np.int64, n)
     id_why = list(map(_check_id, ids))
-    id_ok = np.fromiter(map(operator_is_none, id_why), bool, n)
+    id_ok = np.fromiter(map(_is_none, id_why), bool, n)
     gateway_names = list(map(str.strip, gateways))
     gateway_ok = np.fromiter((_gateway_ok(tables, g) for g in gateway_names), bool, n)
     bad = (~id_ok | ~gateway_ok | (contract < 0) | (type_ < 0) | (street < 0)
@@ -331,7 +331,7 @@ def _parse_chunk(lines: list[int], rows: list[list[str]], col: list[int], tables
     )
 
 
-def operator_is_none(value: object) -> bool:
+def _is_none(value: object) -> bool:
     return value is None
 
 
