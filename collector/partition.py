@@ -26,6 +26,7 @@ import numpy as np
 
 from .config import DEFAULT_TOPICS, CollectorConfig
 from .errors import PtmonError, UsageError
+from .ids import IdIndex
 from .registry import Registry
 from .rules import Rules
 
@@ -81,13 +82,13 @@ def restrict_registry(registry: Registry, streets: Sequence[str]) -> Registry:
     codes = registry.rules.street_codes()
     keep = np.isin(registry.street, [codes.index(s) for s in owned_streets(registry.rules, streets)])
     rows = np.flatnonzero(keep)
-    ids = [registry.ids[i] for i in rows]
+    ids = registry.ids.take(rows)
     contract, street = registry.contract[rows], registry.street[rows]
     n_streets = len(codes)
     group = contract.astype(np.int64) * n_streets + street
     bounds = np.searchsorted(contract, np.arange(len(registry.rules.contracts) + 1))
     return dataclasses.replace(
-        registry, ids=ids, index={d: i for i, d in enumerate(ids)}, contract=contract, street=street,
+        registry, ids=ids, index=IdIndex(ids), contract=contract, street=street,
         type=registry.type[rows], accepted_day=registry.accepted_day[rows], retired_day=registry.retired_day[rows],
         community=registry.community[rows], gateway=registry.gateway[rows], scenario=registry.scenario[rows],
         contract_slices={c.code: slice(int(bounds[i]), int(bounds[i + 1])) for i, c in enumerate(registry.rules.contracts)},
