@@ -21,7 +21,6 @@ raise :class:`CheckpointError`: those numbers feed payments.
 from __future__ import annotations
 
 import json
-import os
 import time
 import zipfile
 import zlib
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .decode import Decoder, RateState
-from .durable import fsync_directory
+from .durable import replacing_file
 from .engine import NEVER, Engine
 from .errors import CheckpointError, UsageError
 from .plausibility import ALLOWANCE_CAP_MS
@@ -178,21 +177,11 @@ def _plain(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``path.tmp``, fsync it, rename it over ``path``, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
+        with replacing_file(path) as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_directory(path.parent)  # makes the rename itself survive a power loss
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: cannot write the checkpoint: {exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --- load -------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import base64
 import gzip
 import http.client
 import logging
-import os
 import random
 import re
 import time
@@ -39,7 +38,7 @@ from typing import Protocol
 
 from ..config import InfluxConfig
 from ..credentials import redact, split_credentials
-from ..durable import fsync_directory
+from ..durable import replacing_file
 from ..errors import ConfigError, SinkError
 from ..metrics import Metrics
 from .influx_setup import advice, create_database_statement, needs_a_person, query_error
@@ -218,21 +217,12 @@ def write_spool_file(directory: Path, seq: int, batches: list[Batch]) -> SpoolFi
     directory.mkdir(parents=True, exist_ok=True)
     points = sum(b.points for b in batches)
     path = directory / f"{seq:016d}-{points}.lp.gz"
-    tmp = directory / f".{path.name}.tmp"
-    try:
-        with tmp.open("wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=SPOOL_GZIP_LEVEL, mtime=0) as out:
-                for batch in batches:
-                    out.write(b"#ptmon-batch points=%d bytes=%d\n" % (batch.points, len(batch.body)))
-                    out.write(batch.body)
-                    out.write(b"\n")
-            raw.flush()
-            os.fsync(raw.fileno())
-        tmp.rename(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(directory)
+    with replacing_file(path) as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=SPOOL_GZIP_LEVEL,
+                                                    mtime=0) as out:
+        for batch in batches:
+            out.write(b"#ptmon-batch points=%d bytes=%d\n" % (batch.points, len(batch.body)))
+            out.write(batch.body)
+            out.write(b"\n")
     return SpoolFile(path, points, path.stat().st_size)
 
 
