@@ -12,7 +12,7 @@ from ptmon.config import InfluxConfig
 from ptmon.sinks.influx import InfluxSink
 from ptmon.sinks.influx_setup import create_database_statement, query_error
 
-from tests.fixtures_influx import count_points, influx_server, run, wait_until  # noqa: F401 (fixture)
+from tests.fixtures_influx import count_points, run, wait_until
 from tests.servers import InfluxServer, influxql
 
 FAST = {"flush_interval": 0.05, "retry_min": 0.05, "retry_max": 0.2, "timeout": 5.0}
