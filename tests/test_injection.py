@@ -34,7 +34,7 @@ from ptmon.live import HeartbeatPoints, MonthTallies, SlaPoints
 from ptmon.registry import Registry, parse_registry
 from ptmon.replay import Feed
 from ptmon.rules import Rules, load_rules
-from ptmon.sinks.influx import V1Transport
+from ptmon.sinks.influx_transport import V1Transport
 from ptmon.sinks.lineproto import series_prefix
 from ptmon.timebase import US_PER_S
 

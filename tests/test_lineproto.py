@@ -6,7 +6,7 @@ import math
 
 import pytest
 from ptmon.config import InfluxConfig
-from ptmon.sinks.influx import V1Transport
+from ptmon.sinks.influx_transport import V1Transport
 from ptmon.sinks.lineproto import (
     escape_field_key,
     escape_measurement,
