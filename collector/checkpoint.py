@@ -122,7 +122,7 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
                                "online_method": c.online_method} for c in rules.contracts},
         "streets": rules.street_codes(),
         "gateways": list(registry.gateways),
-        "engine": {"clock": engine.clock, "up": engine.up, "down_at": engine._down_at,
+        "engine": {"clock": engine.clock, "up": engine.up, "down_at": engine.down_at,
                    "next_tick": engine.next_tick, "tick": engine.tick, "spans": engine.spans,
                    "stats": dict(engine.stats)},
         "tallies": [_tally_doc(tally, rules) for tally in tallies],
@@ -382,7 +382,7 @@ def _restore_scalars(doc: dict[str, Any], engine: Engine) -> None:
         raise TypeError(f"engine.up is {doc['up']!r}")
     engine.clock = None if doc["clock"] is None else _int(doc["clock"])
     engine.up = doc["up"]
-    engine._down_at = None if doc["down_at"] is None else _int(doc["down_at"])
+    engine.down_at = None if doc["down_at"] is None else _int(doc["down_at"])
     engine.next_tick = _int(doc["next_tick"])
     engine.spans = [[_int(a), _int(b)] for a, b in doc["spans"]]
     engine.stats = Counter(_int_map(doc["stats"]))

@@ -103,7 +103,7 @@ def state(engine: Engine, tallies: list[Tally], decoder: Decoder) -> dict[str, A
     arrays = {name: _plain(value) for name, value in vars(engine).items() if isinstance(value, np.ndarray)}
     return {
         "arrays": arrays,
-        "scalars": (engine.clock, engine.up, engine._down_at, engine.next_tick, engine.spans,
+        "scalars": (engine.clock, engine.up, engine.down_at, engine.next_tick, engine.spans,
                     dict(engine.stats)),
         "csv": [tally.results().csv_text() for tally in tallies],
         "gaps": [tally.gaps() for tally in tallies],
