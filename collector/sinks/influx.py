@@ -126,7 +126,11 @@ class InfluxSink:
         try:
             await asyncio.to_thread(create)
         except SinkError as exc:
-            if exc.status in (401, 403):
+            if exc.status == 401:  # authentication failed: the writes will say so, with the user
+                self._creation = f"the credentials were refused: {exc}"
+                log.warning("InfluxDB at %s refused the credentials for CREATE DATABASE (%s)", redact(self.config.url),
+                            exc)
+            elif exc.status == 403:
                 self._creation = f"this account may not: {exc}"
                 log.warning("InfluxDB at %s: this account may not create databases (%s); assuming %r exists "
                             "(influx.skip_database_creation = true skips the attempt)", redact(self.config.url), exc,
