@@ -22,7 +22,6 @@ raise :class:`CheckpointError`: those numbers feed payments.
 from __future__ import annotations
 
 import json
-import os
 import time
 import zipfile
 import zlib
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .decode import Decoder, RateState
-from .durable import fsync_directory
+from .durable import replacing_file
 from .engine import NEVER, Engine
 from .errors import CheckpointError, UsageError
 from .ids import DeviceIds
@@ -125,7 +124,7 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
                                "online_method": c.online_method} for c in rules.contracts},
         "streets": rules.street_codes(),
         "gateways": list(registry.gateways),
-        "engine": {"clock": engine.clock, "up": engine.up, "down_at": engine._down_at,
+        "engine": {"clock": engine.clock, "up": engine.up, "down_at": engine.down_at,
                    "next_tick": engine.next_tick, "tick": engine.tick, "spans": engine.spans,
                    "stats": dict(engine.stats)},
         "tallies": [_tally_doc(tally, rules) for tally in tallies],
@@ -180,21 +179,11 @@ def _plain(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``path.tmp``, fsync it, rename it over ``path``, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
+        with replacing_file(path) as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_directory(path.parent)  # makes the rename itself survive a power loss
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: cannot write the checkpoint: {exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --- load -------------------------------------------------------------------------------
@@ -406,7 +395,7 @@ def _restore_scalars(doc: dict[str, Any], engine: Engine) -> None:
         raise TypeError(f"engine.up is {doc['up']!r}")
     engine.clock = None if doc["clock"] is None else _int(doc["clock"])
     engine.up = doc["up"]
-    engine._down_at = None if doc["down_at"] is None else _int(doc["down_at"])
+    engine.down_at = None if doc["down_at"] is None else _int(doc["down_at"])
     engine.next_tick = _int(doc["next_tick"])
     engine.spans = [[_int(a), _int(b)] for a, b in doc["spans"]]
     engine.stats = Counter(_int_map(doc["stats"]))

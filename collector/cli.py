@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--config", metavar="FILE", help="TOML config file (secrets come from the environment variables it names)")
     col.add_argument("--check-config", action="store_true", help="validate the config and the registry, print the effective settings, exit")
     col.add_argument("--broker", metavar="URL", help="mqtt://[user[:password]@]host:port or mqtts://...; a user without "
-                     "password takes it from $PTMON_MQTT_PASSWORD (never printed)")
+                     "password takes it from $PTMON_MQTT_PASSWORD (never printed; prefer it: a password on the command line is "
+                     "visible to other users in ps)")
     col.add_argument("--registry", metavar="FILE", help="device registry CSV")
     col.add_argument("--rules", metavar="DIR", help="rule files directory (default: the config's, else the repo's rules/)")
     col.add_argument("--data-dir", metavar="DIR", help="where the archive, the InfluxDB spool and the checkpoint go")

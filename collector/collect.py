@@ -43,6 +43,7 @@ from .archive import MONITOR_TOPIC, ArchiveReader, Record
 from .checkpoint import Checkpoint, load_checkpoint, restore_decoder, save_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
+from .durable import replacing_file
 from .engine import Engine
 from .errors import CheckpointError, PtmonError, SinkError, StorageGone
 from .exemptions import ExemptionMask
@@ -620,8 +621,6 @@ class Collector:
 
 def write_results_csv(results: Results, path: Path) -> None:
     """The KPI CSV, replaced atomically (readers never see half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as out:
+    with replacing_file(path, "w", durable=False, newline="", encoding="utf-8") as out:
         results.write_csv(out)
-    os.replace(tmp, path)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from .credentials import redact
+from .credentials import parse_broker_url, redact
 from .errors import ConfigError
 from .rules import parse_duration
 
@@ -503,22 +503,21 @@ def _broker(t: _Table) -> tuple[str, int, TlsConfig | None]:
         if any(c.isspace() or c in "/@[]" for c in host):
             raise t.fail("host", "a host name or address (or give mqtt.url instead)", host)
         return host, t.integer("port", 8883 if tls else 1883, 1, 65_535), tls
-    parts = _split_url(url)
-    if parts is not None and "@" in parts.netloc:
+    if isinstance(url, str) and "@" in urlsplit(url).netloc:
         raise ConfigError(f"{t.file}: {t.key('url')} holds credentials ({redact(url)}): a config file never "
                           f"holds a password; give {t.key('username')} and put the password in the environment "
                           f"variable {t.key('password_env')} names ({MQTT_PASSWORD_ENV} by default)")
-    if (parts is None or parts.scheme not in ("mqtt", "mqtts") or not parts.hostname
-            or parts.path not in ("", "/") or parts.query or parts.fragment):
-        shown = redact(url) if isinstance(url, str) else url
-        raise t.fail("url", "mqtt://host[:port] or mqtts://host[:port]", shown)
+    try:
+        broker = parse_broker_url(url) if isinstance(url, str) else None
+    except ValueError:
+        broker = None
+    if broker is None:
+        raise t.fail("url", "mqtt://host[:port] or mqtts://host[:port]", redact(url) if isinstance(url, str) else url)
     if "host" in t.data or "port" in t.data:
         raise t.fail("url", "given without mqtt.host and mqtt.port", url)
-    if tls is not None and parts.scheme != "mqtts":
+    if tls is not None and not broker.secure:
         raise t.fail("url", "mqtts:// with a [mqtt.tls] table", url)
-    secure = parts.scheme == "mqtts"
-    port = parts.port or (8883 if secure else 1883)
-    return parts.hostname, port, tls or (TlsConfig() if secure else None)
+    return broker.host, broker.port, tls or (TlsConfig() if broker.secure else None)
 
 
 def _split_url(url: Any) -> SplitResult | None:

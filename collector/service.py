@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .collect import Collector, write_results_csv
 from .config import (
@@ -23,7 +22,7 @@ from .config import (
     check_config,
     load_config,
 )
-from .credentials import redact, split_credentials
+from .credentials import parse_broker_url, redact, split_credentials
 from .errors import StorageGone, UsageError
 from .partition import partitioned_config, restrict_registry
 from .registry import load_registry
@@ -70,21 +69,16 @@ def broker_address(url: str) -> dict[str, object]:
     ``mqtt://user:password@host`` logs in as ``user``; ``mqtt://user@host`` takes the password from
     $PTMON_MQTT_PASSWORD. The password is taken out of the URL and never shown.
     """
-    creds = split_credentials(url)
-    parts = urlsplit(creds.url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise UsageError(f"--broker must be mqtt://[user[:password]@]host[:port] or mqtts://...: {redact(url)!r}")
-    tls = parts.scheme == "mqtts"
     try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError:
-        raise UsageError(f"--broker has a bad port: {redact(url)!r}") from None
-    address: dict[str, object] = {"host": parts.hostname, "port": port, "tls": TlsConfig() if tls else None}
-    if creds.password is not None and creds.username is None:
-        raise UsageError(f"--broker has a password but no user name: {redact(url)!r}")
-    if creds.username is not None:
-        address["username"] = creds.username
-        address["password"] = creds.password if creds.password is not None else os.environ.get(MQTT_PASSWORD_ENV) or None
+        broker = parse_broker_url(url)
+    except ValueError as exc:
+        raise UsageError(f"--broker {redact(url)!r}: {exc}") from None
+    address: dict[str, object] = {"host": broker.host, "port": broker.port,
+                                  "tls": TlsConfig() if broker.secure else None}
+    if broker.username is not None:
+        address["username"] = broker.username
+        address["password"] = broker.password if broker.password is not None \
+            else os.environ.get(MQTT_PASSWORD_ENV) or None
     return address
 
 

@@ -6,11 +6,11 @@ temporary name and renamed, so a file with the final name is always complete.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ..durable import replacing
 from ..errors import PtmonError, UsageError
 from .model import ReportInputs
 from .view import ReportView, build_view
@@ -84,9 +84,5 @@ def _render_one(fmt: str, view: ReportView, html_text: str, path: Path) -> None:
 
 
 def _write(target: Path, fmt: str, view: ReportView, html_text: str) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(target, durable=False) as tmp:
         _render_one(fmt, view, html_text, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
