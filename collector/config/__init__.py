@@ -43,7 +43,8 @@ from .sections import (
 from .summary import check_config
 
 __all__ = [
-    "DEFAULT_TOPICS", "INFLUX_PASSWORD_ENV", "INFLUX_TOKEN_ENV", "MQTT_PASSWORD_ENV", "SMTP_PASSWORD_ENV",
+    "DEFAULT_TOPICS", "INFLUX_PASSWORD_ENV", "INFLUX_TOKEN_ENV", "MQTT_PASSWORD_ENV",
+    "SMTP_PASSWORD_ENV",
     "AlertsConfig", "CollectorConfig", "EmailConfig", "InfluxConfig", "LimitsConfig", "LossConfig",
     "MqttConfig", "StorageConfig", "TlsConfig", "check_config", "load_config", "with_overrides",
 ]

@@ -32,7 +32,8 @@ class Section:
     @classmethod
     def file_keys(cls) -> tuple[str, ...]:
         """The keys its table may hold in ptmon.toml, sorted."""
-        names = {field.name for field in dataclasses.fields(cls)} - set(cls.code_only)  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        names = {field.name for field in fields} - set(cls.code_only)
         return tuple(sorted(names | set(cls.file_only)))
 
     @model_validator(mode="wrap")
@@ -46,7 +47,9 @@ class Section:
                 raise refused(f"is not a known key; known: {', '.join(known)}", key=unknown[0])
             data = cls.from_file(dict(data), context)
         section = handler(data)
-        given = data if isinstance(data, dict) else (data.kwargs or {}) if isinstance(data, ArgsKwargs) else {}
+        given = data if isinstance(data, dict) else {}
+        if isinstance(data, ArgsKwargs):  # built in code: MqttConfig(host=...)
+            given = data.kwargs or {}
         section.check(given)
         return section
 
@@ -74,7 +77,8 @@ def credentials(data: dict[str, Any], table: str, default_env: str, context: Fil
     has_user = isinstance(username, str) and username != ""
     if not has_user and named is not None:
         raise invalid(f"given with {table}.username", named, key="password_env")
-    data["password"] = secret(named, "password_env", default_env, context, wanted=wanted and has_user)
+    data["password"] = secret(named, "password_env", default_env, context,
+                              wanted=wanted and has_user)
 
 
 def secret(named: Any, key: str, default_env: str, context: FileContext, *, wanted: bool,
@@ -86,5 +90,6 @@ def secret(named: Any, key: str, default_env: str, context: FileContext, *, want
         return None
     value = context.env.get(named or default_env) or None
     if value is None and (required or named is not None):
-        raise invalid("the name of a set, non-empty environment variable", named or default_env, key=key)
+        raise invalid("the name of a set, non-empty environment variable", named or default_env,
+                      key=key)
     return value

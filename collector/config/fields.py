@@ -142,7 +142,8 @@ def share() -> BeforeValidator:
 
 
 def path(*, required: bool = False, existing: bool = False) -> BeforeValidator:
-    """A path, relative to the config file's directory in a file; empty is None unless ``required``."""
+    """A path, relative to the config file's directory in a file; empty is None unless
+    ``required``."""
     def check(value: Any, info: ValidationInfo) -> Path | None:
         context = file_context(info)
         if isinstance(value, Path):  # a default, or built in code

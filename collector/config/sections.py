@@ -1,5 +1,6 @@
 """The sections of ptmon.toml, a frozen dataclass each: every key declared once, with its type,
-default, bounds and unit (collector/config/fields.py), in the order ``--check-config`` shows them."""
+default, bounds and unit (collector/config/fields.py), in the order ``--check-config`` shows
+them."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def _host(value: Any) -> str:
 
 
 def _protocol(value: Any) -> str:
-    protocol = {"5": "5", "3.1.1": "3.1.1", "311": "3.1.1"}.get(str(value) if isinstance(value, (str, int)) else "")
+    spelled = str(value) if isinstance(value, (str, int)) else ""
+    protocol = {"5": "5", "3.1.1": "3.1.1", "311": "3.1.1"}.get(spelled)
     if protocol is None:
         raise invalid("'5' or '3.1.1'", value)
     return protocol
@@ -92,8 +94,11 @@ class TlsConfig(Section):
 
     def check(self, given: dict[str, Any]) -> None:
         if (self.cert_file is None) != (self.key_file is None):
-            key, missing = ("key_file", "cert_file") if self.cert_file is None else ("cert_file", "key_file")
-            raise self.fail(key, f"given with mqtt.tls.{missing} (the same file for a combined PEM)", given)
+            key, missing = ("cert_file", "key_file")
+            if self.cert_file is None:
+                key, missing = missing, key
+            expected = f"given with mqtt.tls.{missing} (the same file for a combined PEM)"
+            raise self.fail(key, expected, given)
 
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
@@ -107,7 +112,8 @@ class MqttConfig(Section):
     protocol: Annotated[str, BeforeValidator(_protocol)] = "3.1.1"
     client_id: Text = "ptmon-collector"
     username: User = None
-    password: Secret = field(default=None, repr=False)  # from the variable password_env names; never shown
+    # from the variable password_env names; never shown
+    password: Secret = field(default=None, repr=False)
     qos: Annotated[int, choice(0, 1)] = 1
     persistent_session: Flag = True  # clean_session=False (3.1.1) / session expiry (5)
     # seconds the broker keeps the session while we are away (MQTT 5)
@@ -118,7 +124,8 @@ class MqttConfig(Section):
     reconnect_min: Seconds = 0.5
     reconnect_max: Seconds = 30.0
     receive_maximum: Port = 65_535  # unacknowledged QoS 1 messages the broker may send us (MQTT 5)
-    batch_size: Annotated[int, integer(1)] = 16_384  # most messages decoded and applied in one batch
+    # most messages decoded and applied in one batch
+    batch_size: Annotated[int, integer(1)] = 16_384
     broker_stats: Flag = True  # subscribe to the broker's $SYS/broker/# statistics (brokerstats.py)
 
     @classmethod
@@ -133,31 +140,33 @@ class MqttConfig(Section):
 
     def check(self, given: dict[str, Any]) -> None:
         if self.reconnect_min > self.reconnect_max:
-            raise self.fail("reconnect_min", f"at most mqtt.reconnect_max ({self.reconnect_max:g} s)", given)
+            expected = f"at most mqtt.reconnect_max ({self.reconnect_max:g} s)"
+            raise self.fail("reconnect_min", expected, given)
         if self.qos == 1 and self.persistent_session and not self.client_id.strip():
             # The broker keeps a session under the client id: an empty one cannot be resumed.
             raise self.fail("client_id", "non-empty with qos 1 and a persistent session", given)
 
 
 def _broker(url: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """host, port and tls of ``mqtt.url``, which excludes host and port and needs mqtts:// for TLS."""
+    """host, port and tls of ``mqtt.url``: it excludes host and port, and needs mqtts:// for TLS."""
     if isinstance(url, str) and "@" in _netloc(url):
-        raise refused(f"holds credentials ({redact(url)}): a config file never holds a password; give "
-                      "mqtt.username and put the password in the environment variable mqtt.password_env "
-                      f"names ({MQTT_PASSWORD_ENV} by default)", key="url")
+        raise refused(f"holds credentials ({redact(url)}): a config file never holds a password; "
+                      "give mqtt.username and put the password in the environment variable "
+                      f"mqtt.password_env names ({MQTT_PASSWORD_ENV} by default)", key="url")
     try:
         broker = parse_broker_url(url) if isinstance(url, str) else None
     except ValueError:
         broker = None
     if broker is None:
-        raise invalid("mqtt://host[:port] or mqtts://host[:port]", redact(url) if isinstance(url, str) else url,
-                      key="url")
+        shown = redact(url) if isinstance(url, str) else url
+        raise invalid("mqtt://host[:port] or mqtts://host[:port]", shown, key="url")
     if "host" in data or "port" in data:
         raise invalid("given without mqtt.host and mqtt.port", url, key="url")
     tls = data.get("tls")
     if tls is not None and not broker.secure:
         raise invalid("mqtts:// with a [mqtt.tls] table", url, key="url")
-    return {"host": broker.host, "port": broker.port, "tls": {} if tls is None and broker.secure else tls}
+    tls = {} if tls is None and broker.secure else tls
+    return {"host": broker.host, "port": broker.port, "tls": tls}
 
 
 def _netloc(url: str) -> str:
@@ -179,11 +188,12 @@ def _influx_url(value: Any) -> str:
         parts = None
     # Credentials belong in the environment, never in a file or in a URL that gets logged.
     if parts is not None and "@" in parts.netloc:
-        raise refused(f"holds credentials ({redact(url)}): a config file never holds a password; give "
-                      "influx.username and put the password in the environment variable influx.password_env "
-                      f"names ({INFLUX_PASSWORD_ENV} by default), or with api = \"v2\" the token in "
-                      f"{INFLUX_TOKEN_ENV}")
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise refused(f"holds credentials ({redact(url)}): a config file never holds a password; "
+                      "give influx.username and put the password in the environment variable "
+                      f"influx.password_env names ({INFLUX_PASSWORD_ENV} by default), or with "
+                      f"api = \"v2\" the token in {INFLUX_TOKEN_ENV}")
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.query or parts.fragment):
         raise invalid("http(s)://host[:port][/path] without credentials or query", redact(url))
     return url
 
@@ -201,7 +211,8 @@ class InfluxConfig(Section):
     org: Text = ""  # v2
     bucket: Required = "ptmon"  # v2
     token: Secret = field(default=None, repr=False)  # v2, from token_env; never shown
-    skip_database_creation: Flag = False  # v1: do not CREATE DATABASE at start (an account without the right)
+    # v1: do not CREATE DATABASE at start (an account without the right)
+    skip_database_creation: Flag = False
     batch_size: Annotated[int, integer(1)] = 5_000  # points per write request
     flush_interval: Seconds = 1.0  # seconds a partial batch may wait
     gzip: Flag = True
@@ -209,8 +220,10 @@ class InfluxConfig(Section):
     retry_min: Seconds = 0.5  # first backoff after a retryable failure, seconds
     retry_max: Seconds = 30.0  # backoff cap, seconds
     memory_limit: Size = 64 * 2**20  # bytes of line protocol held in memory before spilling to disk
-    spool_limit: Size = 10 * 2**30  # bytes on disk; beyond, the oldest spilled points are dropped and counted
-    heartbeats: Flag = True  # write the per-device heartbeat measurement (the sla measurement is always written)
+    # bytes on disk; beyond, the oldest spilled points are dropped and counted
+    spool_limit: Size = 10 * 2**30
+    # write the per-device heartbeat measurement (the sla measurement is always written)
+    heartbeats: Flag = True
 
     @classmethod
     def from_file(cls, data: dict[str, Any], context: FileContext) -> dict[str, Any]:
@@ -242,9 +255,11 @@ class EmailConfig(Section):
     table, file_only, code_only = "email", ("password_env",), ("password",)
     host: Text = ""
     port: Port = 587  # in a file: 465 with security "tls"
-    security: Annotated[str, choice("starttls", "tls", "none")] = "starttls"  # "tls": implicit, usually port 465
+    # "tls": implicit, usually port 465
+    security: Annotated[str, choice("starttls", "tls", "none")] = "starttls"
     username: User = None
-    password: Secret = field(default=None, repr=False)  # from the variable password_env names; never shown
+    # from the variable password_env names; never shown
+    password: Secret = field(default=None, repr=False)
     sender: Annotated[str, BeforeValidator(_sender)] = "ptmon@localhost"
     ca_file: ExistingFile = None  # empty: the system's CA store
     timeout: Seconds = 30.0
@@ -278,13 +293,16 @@ def _window(value: Any) -> int:
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)
 class LimitsConfig(Section):
-    """Bounds on what devices and anyone else on the broker can make the decoder do (README "Limits")."""
+    """Bounds on what devices and anyone else on the broker can make the decoder do (README
+    "Limits")."""
 
     table = "limits"
-    max_payload: Annotated[int, size(64, 2**20, "a size from 64 bytes to 1MB")] = 4096  # larger is rejected as oversize
+    # larger is rejected as oversize
+    max_payload: Annotated[int, size(64, 2**20, "a size from 64 bytes to 1MB")] = 4096
     # messages per device (and per gateway) per window; more are rate_limited; 0: no limit
     device_rate: Annotated[int, integer(0)] = 600
-    window: Annotated[int, BeforeValidator(_window)] = 60  # seconds, the fixed window device_rate counts in
+    # seconds, the fixed window device_rate counts in
+    window: Annotated[int, BeforeValidator(_window)] = 60
     # distinct unknown device topics tracked for the report; the rest only counted
     unknown_limit: Annotated[int, integer(0, 10_000_000)] = 10_000
 
@@ -296,7 +314,8 @@ class StorageConfig(Section):
     table = "storage"
     retry_min: Seconds = 0.5  # first wait before trying a failed write again, seconds, doubling ...
     retry_max: Seconds = 30.0  # ... up to this
-    alert_after: Annotated[float, seconds(zero=True)] = 600.0  # an alert email when a fault lasts this long; 0: never
+    # an alert email when a fault lasts this long; 0: never
+    alert_after: Annotated[float, seconds(zero=True)] = 600.0
 
     def check(self, given: dict[str, Any]) -> None:
         if self.retry_min > self.retry_max:
@@ -309,10 +328,14 @@ class LossConfig(Section):
 
     table = "loss"
     enabled: Flag = True
-    window: Annotated[int, seconds(whole=True, high=7 * 86_400)] = 3600  # seconds the loss rate is taken over
-    street_rate: Annotated[float, share()] = 0.02  # a contract × street losing more than this share alerts
-    broker_rate: Annotated[float, share()] = 0.01  # the district (everything through the broker) above this alerts
-    min_messages: Annotated[int, integer(1)] = 100  # no rate alert on fewer messages (received + lost) in the window
+    # seconds the loss rate is taken over
+    window: Annotated[int, seconds(whole=True, high=7 * 86_400)] = 3600
+    # a contract × street losing more than this share alerts
+    street_rate: Annotated[float, share()] = 0.02
+    # the district (everything through the broker) above this alerts
+    broker_rate: Annotated[float, share()] = 0.01
+    # no rate alert on fewer messages (received + lost) in the window
+    min_messages: Annotated[int, integer(1)] = 100
     broker_drops: Flag = True  # alert when the broker's $SYS says it dropped messages
 
 
@@ -334,17 +357,21 @@ class CollectorConfig(Section):
 
     code_only = ("source",)
     source: Path | None = None  # the file it was read from
-    registry: Annotated[Path, path(required=True)] = Field(Path("registry.csv"), validate_default=True)
+    registry: Annotated[Path, path(required=True)] = Field(Path("registry.csv"),
+                                                           validate_default=True)
     rules: OptionalPath = None  # None: the rules shipped with ptmon
-    data_dir: Annotated[Path, path(required=True)] = Field(Path("ptmon-data"), validate_default=True)
+    data_dir: Annotated[Path, path(required=True)] = Field(Path("ptmon-data"),
+                                                           validate_default=True)
     archive_dir: OptionalPath = None  # default data_dir/archive
     archive_compresslevel: Annotated[int, integer(0, 9)] = 3
     spool_dir: OptionalPath = None  # default data_dir/spool
     checkpoint_file: OptionalPath = None  # default data_dir/checkpoint.npz
     ledger_file: OptionalPath = None  # default data_dir/ledger.sqlite
     checkpoint_interval: Seconds = 60.0
-    stall_gap: Seconds = 30.0  # the main loop stopped this long (process frozen, host suspended): a monitoring gap
-    metrics_listen: Annotated[str, BeforeValidator(_listen)] = "127.0.0.1:9464"  # Prometheus /metrics; empty disables
+    # the main loop stopped this long (process frozen, host suspended): a monitoring gap
+    stall_gap: Seconds = 30.0
+    # Prometheus /metrics; empty disables
+    metrics_listen: Annotated[str, BeforeValidator(_listen)] = "127.0.0.1:9464"
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     influx: InfluxConfig = field(default_factory=InfluxConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
