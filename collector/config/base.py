@@ -32,7 +32,7 @@ class Section:
     @classmethod
     def file_keys(cls) -> tuple[str, ...]:
         """The keys its table may hold in ptmon.toml, sorted."""
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)
         names = {field.name for field in fields} - set(cls.code_only)
         return tuple(sorted(names | set(cls.file_only)))
 

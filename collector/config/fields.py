@@ -76,14 +76,19 @@ def flag() -> BeforeValidator:
     return _check(check)
 
 
+def as_text(value: Any, *, required: bool = False) -> str:
+    """A string without NUL; ``required``: not blank."""
+    if not isinstance(value, str) or "\0" in value or (required and not value.strip()):
+        raise invalid("a non-empty string" if required else "a string", value)
+    return value
+
+
 def text(*, required: bool = False, empty_is_none: bool = False) -> BeforeValidator:
     """A string without NUL; ``required``: not blank; ``empty_is_none``: "" (or None) is None."""
     def check(value: Any) -> str | None:
         if empty_is_none and value in (None, ""):
             return None
-        if not isinstance(value, str) or "\0" in value or (required and not value.strip()):
-            raise invalid("a non-empty string" if required else "a string", value)
-        return value
+        return as_text(value, required=required)
     return _check(check)
 
 
@@ -101,19 +106,21 @@ def choice(*options: Any) -> BeforeValidator:
 def seconds(*, whole: bool = False, high: float = math.inf, zero: bool = False) -> BeforeValidator:
     """A duration as in the rule files ('90s', '15m'); a plain non-integer number too unless
     ``whole`` (then the value is an int); ``zero``: 0 means "never"."""
-    span = f", at most {high:.0f} s" if high < math.inf else ""
-    expected = (DURATION if whole else DURATION + " or a number of seconds like 0.5") + span
+    return _check(lambda value: as_seconds(value, whole=whole, high=high, zero=zero))
 
-    def check(value: Any) -> float | int:
-        if zero and value == 0:
-            return 0
-        result: float | None = parse_duration(value)
-        if result is None and not whole and isinstance(value, float):
-            result = value
-        if result is None or not 0 < result <= high or math.isinf(result):
-            raise invalid(expected, value)
-        return int(result) if whole else float(result)
-    return _check(check)
+
+def as_seconds(value: Any, *, whole: bool = False, high: float = math.inf,
+               zero: bool = False) -> float | int:
+    if zero and value == 0:
+        return 0
+    result: float | None = parse_duration(value)
+    if result is None and not whole and isinstance(value, float):
+        result = value
+    if result is None or not 0 < result <= high or math.isinf(result):
+        span = f", at most {high:.0f} s" if high < math.inf else ""
+        raise invalid((DURATION if whole else DURATION + " or a number of seconds like 0.5") + span,
+                      value)
+    return int(result) if whole else float(result)
 
 
 def size(low: int = 1, high: int | None = None, span: str = "") -> BeforeValidator:

@@ -17,6 +17,8 @@ from ..credentials import parse_broker_url, redact
 from .base import SECTION, Section, credentials, secret
 from .fields import (
     FileContext,
+    as_seconds,
+    as_text,
     choice,
     flag,
     integer,
@@ -43,12 +45,14 @@ Flag = Annotated[bool, flag()]
 Port = Annotated[int, integer(1, 65_535)]
 Seconds = Annotated[float, seconds()]
 OptionalPath = Annotated[Path | None, path()]
+# In a file a default path is relative to its directory too, so the default is validated.
+RequiredPath = Annotated[Path, path(required=True), Field(validate_default=True)]
 ExistingFile = Annotated[Path | None, path(existing=True)]
 Size = Annotated[int, size()]
 
 
 def _host(value: Any) -> str:
-    host = text(required=True).func(value).strip()  # type: ignore[call-arg]
+    host = as_text(value, required=True).strip()
     if any(c.isspace() or c in "/@[]" for c in host):
         raise invalid("a host name or address (or give mqtt.url instead)", host)
     return host
@@ -178,7 +182,7 @@ def _netloc(url: str) -> str:
 
 def _influx_url(value: Any) -> str:
     """``http(s)://host[:port][/prefix]`` without a trailing slash, or empty (no sink)."""
-    url = text().func(value).strip().rstrip("/")  # type: ignore[call-arg]
+    url = as_text(value).strip().rstrip("/")
     if not url:
         return ""
     try:
@@ -242,7 +246,7 @@ class InfluxConfig(Section):
 
 
 def _sender(value: Any) -> str:
-    sender = text().func(value)  # type: ignore[call-arg]
+    sender = as_text(value)
     if "@" not in sender or any(ch in sender for ch in "\r\n<>,;"):
         raise invalid("one e-mail address", sender)
     return sender
@@ -285,7 +289,7 @@ class AlertsConfig(Section):
 
 def _window(value: Any) -> int:
     """The rate window: whole seconds dividing a day, so every day (and archive file) starts one."""
-    window = seconds(whole=True, high=86_400).func(value)  # type: ignore[call-arg]
+    window = as_seconds(value, whole=True, high=86_400)
     if 86_400 % window:
         raise invalid("a divisor of a day (e.g. '10s', '60s', '5m', '1h')", value)
     return int(window)
@@ -344,7 +348,7 @@ _LISTEN = re.compile(r"([^\s\[\]/]*):(\d+)")
 
 def _listen(value: Any) -> str:
     """``host:port`` for /metrics (an empty host listens on every interface), or empty."""
-    address = text().func(value).strip()  # type: ignore[call-arg]
+    address = as_text(value).strip()
     match = _LISTEN.fullmatch(address)
     if address and not (match and 0 < int(match[2]) < 65_536):
         raise invalid("host:port or empty", address)
@@ -357,11 +361,9 @@ class CollectorConfig(Section):
 
     code_only = ("source",)
     source: Path | None = None  # the file it was read from
-    registry: Annotated[Path, path(required=True)] = Field(Path("registry.csv"),
-                                                           validate_default=True)
+    registry: RequiredPath = Path("registry.csv")
     rules: OptionalPath = None  # None: the rules shipped with ptmon
-    data_dir: Annotated[Path, path(required=True)] = Field(Path("ptmon-data"),
-                                                           validate_default=True)
+    data_dir: RequiredPath = Path("ptmon-data")
     archive_dir: OptionalPath = None  # default data_dir/archive
     archive_compresslevel: Annotated[int, integer(0, 9)] = 3
     spool_dir: OptionalPath = None  # default data_dir/spool

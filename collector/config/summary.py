@@ -33,8 +33,8 @@ def check_config(config: CollectorConfig) -> list[str]:
         f"registry: {config.registry}",
         f"rules: {config.rules or 'shipped with ptmon'}",
         f"archive: {config.archive_path} (gzip level {config.archive_compresslevel})",
-        f"checkpoint: {config.checkpoint_path}, every {config.checkpoint_interval:g} s; a main loop stalled over "
-        f"{config.stall_gap:g} s is a monitoring gap",
+        (f"checkpoint: {config.checkpoint_path}, every {config.checkpoint_interval:g} s; "
+         f"a main loop stalled over {config.stall_gap:g} s is a monitoring gap"),
         *_influx_lines(config.influx, config.spool_path),
         f"metrics: http://{config.metrics_listen}/metrics" if config.metrics_listen
         else "metrics: disabled",
