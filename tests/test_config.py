@@ -150,6 +150,14 @@ BAD_CONFIGS = [
     ("timeout", "[influx]\ntimeout = -1", {}, f"influx.timeout {DURATION} or a number of seconds like 0.5: -1"),
     ("retry-order", "[influx]\nretry_min = 60", {}, "influx.retry_min must be at most influx.retry_max (30 s): 60"),
     ("gzip", "[influx]\ngzip = 1", {}, "influx.gzip must be true or false: 1"),
+    ("password-in-file", "[mqtt]\nusername = 'u'\npassword = 'hunter2'", {}, "mqtt.password is not a known key; known: "),
+    ("token-in-file", "[influx]\ntoken = 'hunter2'", {}, "influx.token is not a known key; known: "),
+    ("source-in-file", "source = 'other.toml'", {}, "source is not a known key; known: "),
+    ("email-sender", "[email]\nsender = 'ptmon'", {}, "email.sender must be one e-mail address: 'ptmon'"),
+    ("email-port-bool", "[email]\nport = true", {}, "email.port must be an integer from 1 to 65535: True"),
+    ("loss-share", "[loss]\nstreet_rate = 2", {}, "loss.street_rate must be a fraction between 0 and 1 (0.02 for 2 %): 2"),
+    ("storage-order", "[storage]\nretry_min = '1m'", {}, "storage.retry_min must be at most storage.retry_max (30 s): '1m'"),
+    ("alerts-rules-missing", "[alerts]\nrules_file = 'none.yaml'", {}, "alerts.rules_file must be an existing file: 'none.yaml'"),
 ]
 
 
