@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ from .config import (
     TlsConfig,
     check_config,
     load_config,
+    with_overrides,
 )
 from .credentials import parse_broker_url, redact, split_credentials
 from .errors import StorageGone, UsageError
@@ -32,8 +32,16 @@ from .timebase import US_PER_S, SimulatedClock, format_instant, parse_instant
 log = logging.getLogger(__name__)
 
 
+# The option that sets each key, so an override's error names what the user typed.
+OPTION_OF_KEY = {"registry": "--registry", "rules": "--rules", "data_dir": "--data-dir", "metrics_listen": "--metrics",
+                 "mqtt.host": "--broker", "mqtt.port": "--broker", "mqtt.tls": "--broker", "mqtt.username": "--broker",
+                 "mqtt.topics": "--topic", "streets": "--street", "influx.api": "--influx-api", "influx.url": "--influx-url",
+                 "influx.username": "--influx-url", "influx.org": "--influx-api"}
+
+
 def config_from_args(args: argparse.Namespace) -> CollectorConfig:
-    """The config file (if any) with the command line's options laid over it."""
+    """The config file (if any) with the command line's options laid over it, validated by the
+    same model as the file (an override's error names its option, the key and the value)."""
     config = load_config(args.config) if args.config else CollectorConfig()
     top: dict[str, object] = {}
     mqtt: dict[str, object] = {}
@@ -56,11 +64,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         influx["api"] = args.influx_api
     if args.influx_url:
         influx.update(influx_address(args.influx_url, str(influx.get("api", config.influx.api))))
-    return partitioned_config(dataclasses.replace(
-        config, **top,
-        mqtt=dataclasses.replace(config.mqtt, **mqtt),  # type: ignore[arg-type]
-        influx=dataclasses.replace(config.influx, **influx),  # type: ignore[arg-type]
-    ))
+    return partitioned_config(with_overrides(config, {**top, "mqtt": mqtt, "influx": influx}, OPTION_OF_KEY))
 
 
 def broker_address(url: str) -> dict[str, object]:
@@ -73,8 +77,7 @@ def broker_address(url: str) -> dict[str, object]:
         broker = parse_broker_url(url)
     except ValueError as exc:
         raise UsageError(f"--broker {redact(url)!r}: {exc}") from None
-    address: dict[str, object] = {"host": broker.host, "port": broker.port,
-                                  "tls": TlsConfig() if broker.secure else None}
+    address: dict[str, object] = {"host": broker.host, "port": broker.port, "tls": TlsConfig() if broker.secure else None}
     if broker.username is not None:
         address["username"] = broker.username
         address["password"] = broker.password if broker.password is not None \
