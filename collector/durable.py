@@ -17,11 +17,7 @@ from typing import IO, Any
 
 def fsync_directory(directory: Path) -> None:
     """Flush a directory's entries, so a file created or renamed in it survives a power loss."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(directory)
 
 
 def temporary_beside(path: Path, *, durable: bool) -> Path:
@@ -39,7 +35,7 @@ def replacing(path: Path, *, durable: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         if durable:
-            _fsync_file(tmp)
+            _fsync(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -54,7 +50,8 @@ def replacing_file(path: Path, mode: str = "wb", *, durable: bool = True, **open
         yield f
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """A file's data, or a directory's entries, to disk (both are opened read-only to be fsync'd)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

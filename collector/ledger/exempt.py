@@ -26,6 +26,7 @@ from ..errors import LedgerError
 from ..exemptions import ExemptionMask
 from ..registry import Registry
 from ..timebase import US_PER_S, UTC_OFFSET_US, day_start, format_instant
+from .grid import SampleGrid
 from .records import Exemption
 from .store import HourRow, Ledger
 
@@ -81,7 +82,7 @@ def _corrections(ledger: Ledger, registry: Registry, exemptions: list[Exemption]
     history = ledger.status_history([registry.ids[i] for i in sorted(windows)], start, end)
     out: dict[tuple[int, str, str], tuple[int, int]] = {}
     for ci, contract in enumerate(rules.contracts):
-        grid = _Grid(start, end, contract.sample_interval * US_PER_S)
+        grid = SampleGrid(start, end, contract.sample_interval * US_PER_S)
         expected = np.zeros((len(streets), grid.k + 1), dtype=np.int64)
         online = np.zeros((len(streets), grid.k + 1), dtype=np.int64)
         for row, ranges in windows.items():
@@ -102,42 +103,6 @@ def _corrections(ledger: Ledger, registry: Registry, exemptions: list[Exemption]
                 out[hour, contract.code, street] = (int(per_sample_online[in_hour].sum()),
                                                     int(per_sample_expected[in_hour].sum()))
     return out
-
-
-class _Grid:
-    """A contract's sample instants in ``[start, end)`` (aligned to Shanghai midnight), by index."""
-
-    def __init__(self, start: int, end: int, interval: int) -> None:
-        self.first = start + (-(start + UTC_OFFSET_US)) % interval
-        self.interval = interval
-        self.k = max(0, -(-(end - self.first) // interval))
-        self.instants = self.first + np.arange(self.k, dtype=np.int64) * interval
-
-    def index(self, t: int) -> int:
-        """Index of the first instant at or after ``t``, within [0, k]."""
-        return min(self.k, max(0, -(-(t - self.first) // self.interval)))
-
-    def observed(self, spans: list[list[int]]) -> np.ndarray:
-        """Instants the monitor sampled: those inside a span of observation, its ends included."""
-        out = np.zeros(self.k, dtype=np.int64)
-        for a, b in spans:
-            lo, hi = self.index(a), self.index(b + 1)
-            if lo < hi:
-                out[lo:hi] = 1
-        return out
-
-    def online_ranges(self, changes: list[tuple[int, bool]]) -> Ranges:
-        """Index ranges where a device's status was online, from its changes (at sample instants)."""
-        ranges, since = [], None
-        for t, online in changes:
-            if online and since is None:
-                since = self.index(t)
-            elif not online and since is not None:
-                ranges.append((since, self.index(t)))
-                since = None
-        if since is not None:
-            ranges.append((since, self.k))
-        return [(a, b) for a, b in ranges if a < b]
 
 
 def _union(ranges: Ranges) -> Ranges:

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..inputs import command_inputs
 from ..lock import collector_running
 from ..registry import Registry, load_registry
 from ..replay import Progress
 from ..results import Results
-from ..rules import DEFAULT_RULES_DIR, load_rules
+from ..rules import load_rules
 from ..timebase import format_instant, month_bounds
 from .read import ledger_results
 from .rebuild import Recomputed, recompute_month
@@ -61,21 +62,11 @@ class _Paths:
 
 
 def _paths(args: argparse.Namespace) -> _Paths:
-    config = None
-    if args.config:
-        from ..config import load_config
-
-        config = load_config(args.config)
-    rules = load_rules(args.rules or (config.rules if config and config.rules else DEFAULT_RULES_DIR))
-    registry_path = args.registry or (config.registry if config else None)
-    if registry_path is None:
-        raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
-    ledger = Path(args.ledger) if args.ledger else config.ledger_path if config else Path("ptmon-data/ledger.sqlite")
-    archive = Path(args.archive) if args.archive else config.archive_path if config else Path("ptmon-data/archive")
-    if not archive.is_dir():
-        raise UsageError(f"archive directory not found: {archive}")
-    data_dir = config.data_dir if config else ledger.parent
-    return _Paths(ledger, archive, data_dir, load_registry(registry_path, rules))
+    inputs = command_inputs(args)
+    if not inputs.archive.is_dir():
+        raise UsageError(f"archive directory not found: {inputs.archive}")
+    registry = load_registry(inputs.registry_path, load_rules(inputs.rules_dir))
+    return _Paths(inputs.ledger, inputs.archive, inputs.data_dir, registry)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:

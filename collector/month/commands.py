@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
+from ..inputs import command_inputs
 from ..ledger.closing import closings
 from ..ledger.store import Ledger
 from ..registry import load_registry
-from ..rules import DEFAULT_RULES_DIR, load_rules
+from ..rules import load_rules
 from ..timebase import US_PER_S, day_of, day_to_date, month_bounds, parse_instant
 from .close import NothingChanged, Sealing, close_month, restate_month
 from .context import MonthContext, MonthSetup, now_us
@@ -80,25 +81,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def setup_from(args: argparse.Namespace) -> MonthSetup:
-    config = None
-    if args.config:
-        from ..config import load_config
-
-        config = load_config(args.config)
-    rules_dir = Path(args.rules or (config.rules if config and config.rules else DEFAULT_RULES_DIR))
-    registry_path = args.registry or (config.registry if config else None)
-    if registry_path is None:
-        raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
-    ledger = Path(args.ledger) if args.ledger else config.ledger_path if config else Path("ptmon-data/ledger.sqlite")
-    archive = Path(args.archive) if args.archive else config.archive_path if config else Path("ptmon-data/archive")
-    month = config.month if config else None
+    inputs = command_inputs(args)
     from ..config import MonthConfig
 
-    month = month or MonthConfig()
-    return MonthSetup(ledger=ledger, archive=archive, registry=load_registry(registry_path, load_rules(rules_dir)),
-                      registry_path=Path(registry_path), rules_dir=rules_dir,
-                      config_path=Path(args.config).absolute() if args.config else None,
-                      data_dir=config.data_dir if config else ledger.parent,
+    month = inputs.config.month if inputs.config else MonthConfig()
+    registry = load_registry(inputs.registry_path, load_rules(inputs.rules_dir))
+    return MonthSetup(ledger=inputs.ledger, archive=inputs.archive, registry=registry,
+                      registry_path=inputs.registry_path, rules_dir=inputs.rules_dir,
+                      config_path=Path(args.config).absolute() if args.config else None, data_dir=inputs.data_dir,
                       close_grace=int(month.close_grace * US_PER_S), late_horizon=int(month.late_horizon * US_PER_S))
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from ..archive import CONTROL_PREFIX, ArchiveReader, Record
 from ..decode import LIMITS_TOPIC, Decoder
 from ..exemptions import ExemptionMask
+from ..ledger.grid import SampleGrid
 from ..ledger.records import Exemption
 from ..ledger.store import Ledger
 from ..registry import Registry
@@ -161,7 +162,7 @@ def late_credit(ledger: Ledger, registry: Registry, month: str, contract: Contra
     if not heartbeats:
         return credit
     start, end = month_bounds(month)
-    grid = _Grid(start, end, contract.sample_interval * US_PER_S)
+    grid = SampleGrid(start, end, contract.sample_interval * US_PER_S)
     observed = grid.observed(ledger.spans())
     by_device: dict[int, list[LateHeartbeat]] = defaultdict(list)
     for h in heartbeats:
@@ -205,39 +206,6 @@ def _exempt_windows(registry: Registry, exemptions: Sequence[Exemption], rows: s
             for row in set(mask.rows_of(e).tolist()) & rows:
                 out[row].append((e.start, e.end))
     return out
-
-
-class _Grid:
-    """A contract's sample instants of the month (aligned to Shanghai midnight), by index."""
-
-    def __init__(self, start: int, end: int, interval: int) -> None:
-        self.start, self.interval = start, interval
-        self.k = (end - start) // interval
-        self.instants = start + np.arange(self.k, dtype=np.int64) * interval
-
-    def index(self, t: int) -> int:
-        """Index of the first instant at or after ``t``, within [0, k]."""
-        return min(self.k, max(0, -(-(t - self.start) // self.interval)))
-
-    def observed(self, spans: Iterable[Sequence[int]]) -> np.ndarray:
-        """Instants inside a span of observation, its ends included (as the engine samples)."""
-        out = np.zeros(self.k, dtype=bool)
-        for a, b in spans:
-            out[self.index(a):self.index(b + 1)] = True
-        return out
-
-    def online_ranges(self, changes: Sequence[tuple[int, bool]]) -> list[tuple[int, int]]:
-        """Index ranges where a device was online, from its status changes (at sample instants)."""
-        ranges, since = [], None
-        for t, online in changes:
-            if online and since is None:
-                since = self.index(t)
-            elif not online and since is not None:
-                ranges.append((since, self.index(t)))
-                since = None
-        if since is not None:
-            ranges.append((since, self.k))
-        return ranges
 
 
 def describe(heartbeats: Sequence[LateHeartbeat]) -> str:
