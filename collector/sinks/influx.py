@@ -147,6 +147,8 @@ class InfluxSink:
         memory at its limit (points are not dropped while the collector can still hold messages)."""
         if self.spill_error is not None and self._memory_bytes > self.config.memory_limit:
             return f"InfluxDB unavailable ({self.last_error or 'writing'}) and its spool failing ({self.spill_error})"
+        if self._memory_bytes > 2 * self.config.memory_limit:
+            return f"InfluxDB unavailable ({self.last_error or 'writing'}) and its spool not keeping up"
         return None
 
     def submit(self, lines: list[str]) -> None:
@@ -265,8 +267,11 @@ class InfluxSink:
 
     def _check_memory(self) -> None:
         limit = self.config.memory_limit
-        while self._memory_bytes > 2 * limit and self._memory:
-            # the spool cannot keep up (slow or failing disk): memory must stay bounded all the same
+        spilling = self._spill_task is not None and not self._spill_task.done()
+        while spilling and self._memory_bytes > 2 * limit and self._memory:
+            # a spill is under way and cannot keep up (a slow disk): memory must stay bounded all the same.
+            # Not before a spill was tried, nor while the spool fails: then ``holding`` stops intake, and what
+            # is over the limit came with the intake step already under way.
             batch = self._memory.popleft()
             self._forget([batch])
             self._drop(batch.points, "memory full and the spool cannot keep up")
