@@ -49,7 +49,7 @@ DEVICE_ARRAYS = ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot",
                  "counters", "has_baseline", "seen_day", "sampled_online", "resets_today", "unmatched", "allowance",
                  "missing", "last_ts")
 # Added after checkpoints were first written: a checkpoint without them restores the rest, and
-# these start as at a device's first message (a day's allowance, nothing unmatched or missing).
+# these start as at a device's first message (a burst of allowance, nothing unmatched or missing).
 LATER_DEVICE_ARRAYS = ("resets_today", "unmatched", "allowance", "missing", "last_ts")
 GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
 RATE_ARRAYS = {  # RateState attribute: (array name, rows of, fill for a row new since the save)
@@ -277,7 +277,7 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
     if absent:
         notes.append(f"the checkpoint predates the counter plausibility and loss state ({', '.join(absent)}); "
                      "it starts afresh")
-        engine.allowance[:] = ALLOWANCE_CAP_MS  # as a device's first message would
+        engine.allowance[:] = ALLOWANCE_CAP_MS  # as a device's first message would: cut to its type's burst when used
     _restore_rows(path, arrays, tuple(n for n in DEVICE_ARRAYS if n not in absent), rows["device"], engine, notes, "device")
     _restore_rows(path, arrays, GATEWAY_ARRAYS, rows["gateway"], engine, notes, "gateway")
     heard = engine.last_heartbeat != NEVER

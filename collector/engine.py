@@ -50,7 +50,7 @@ import numpy as np
 from .counting import KIND_CODE, CountListener, by_slot, engine_events
 from .decode import CountedEvents, DecodedBatch
 from .exemptions import ExemptionMask
-from .plausibility import PLAUSIBILITY, judge
+from .plausibility import ALLOWANCE_CAP_MS, PLAUSIBILITY, judge
 from .registry import Registry
 from .rules import COUNTERS
 from .sequence import REORDER_WINDOW, advance, fill, restarted, ts_key
@@ -107,6 +107,7 @@ class Engine:
         self.type_timeout = np.array([t.online_timeout for t in rules.types], dtype=np.int64) * US_PER_S
         self.type_attempt_cost = np.array([t.attempt_cost_ms for t in rules.types], dtype=np.int64)
         self.type_max_resets = np.array([t.max_resets_per_day for t in rules.types], dtype=np.int16)
+        self.type_burst_ms = np.array([min(t.heartbeat_period * 1000, ALLOWANCE_CAP_MS) for t in rules.types], dtype=np.int64)
         self.contract_slices = [registry.contract_slices[c.code] for c in rules.contracts]
         self.sample_interval = [c.sample_interval * US_PER_S for c in rules.contracts]
         self.tick = math.gcd(*self.sample_interval)
@@ -455,7 +456,8 @@ class Engine:
         """Zero the deltas of heartbeats implausible for their type (plausibility.py) and count them by reason."""
         state = self.plausibility[d]
         max_resets = self.type_max_resets[self.registry.type[d]] if reset is not None else None
-        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], first=first,
+        burst_ms = self.type_burst_ms[self.registry.type[d]]
+        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], burst_ms=burst_ms, first=first,
                         first_today=first_today, reset=reset, max_resets=max_resets)
         self.plausibility[d] = state
         if verdict is None:

@@ -42,7 +42,7 @@ BOOT_INT_LIMIT = 2**63  # |boot| < 2**63
 SEQ_WINDOW = 64
 RESTART_MIN_BEHIND = 2  # a seq at least this far behind and below the distance restarts the sequence
 LOSS_GAP_MAX = 65_536  # a larger gap in seq is a seq_jump, not lost messages
-ALLOWANCE_MAX_MS = 86_400_000  # a day of attempts saved up
+ALLOWANCE_MAX_MS = 86_400_000  # the largest burst: a type's burst is its heartbeat period, at most a day
 UNMATCHED_MAX = 255
 TS_SECONDS_MAX = 2**32 - 2  # ts compares in whole seconds, capped here (2106)
 
@@ -200,7 +200,8 @@ class _DeviceState:
 def type_limits(device_type) -> dict:
     """A type's plausibility limits as the spec states them (rules/README.md "Plausible counters")."""
     rate = device_type.max_attempt_rate
-    return {"cost_ms": max(1, math.floor(1000 / rate)), "max_resets": device_type.max_resets_per_day}
+    return {"cost_ms": max(1, math.floor(1000 / rate)), "max_resets": device_type.max_resets_per_day,
+            "burst_ms": min(ALLOWANCE_MAX_MS, device_type.heartbeat_period * 1000)}
 
 
 def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_records_observed=True, counts=None):
@@ -393,7 +394,7 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
         st = states[device_id] = _DeviceState()
         st.boot, st.seq, st.base, st.ts = boot, seq, dict(present), _whole_seconds(msg.get("ts"))
         st.last_t, st.day = t_us, day_of(t_us)
-        st.allowance_ms = ALLOWANCE_MAX_MS  # a day's allowance to start with
+        st.allowance_ms = dev["burst_ms"]  # one burst to start with: the first message counts nothing
         heartbeats[device_id].append(t_us)
         return
     # boots compare as JSON values: the integer 7 and the string "7" are different boots
@@ -466,7 +467,8 @@ def _implausible(st: _DeviceState, dev: dict, counted: dict[str, int], reset: bo
         st.resets_today += 1
         st.unmatched = {pair: 0 for pair in PAIRS}
     elapsed_ms = (t_us - st.last_t) // 1000  # whole milliseconds since the last accepted heartbeat
-    st.allowance_ms = min(ALLOWANCE_MAX_MS, st.allowance_ms + elapsed_ms)
+    # what it saved up (at most a burst) and the time since it was last heard: never a day in one message
+    st.allowance_ms = min(dev["burst_ms"], st.allowance_ms) + elapsed_ms
     attempts = sum(counted.get(tries, 0) for _, tries in PAIRS)
     reason = None
     if reset and st.resets_today > dev["max_resets"]:
@@ -480,4 +482,5 @@ def _implausible(st: _DeviceState, dev: dict, counted: dict[str, int], reset: bo
         for ok, tries in PAIRS:
             left = st.unmatched[(ok, tries)] + counted.get(tries, 0) - counted.get(ok, 0)
             st.unmatched[(ok, tries)] = min(UNMATCHED_MAX, left)
+    st.allowance_ms = min(dev["burst_ms"], st.allowance_ms)
     return reason

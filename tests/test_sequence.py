@@ -70,11 +70,11 @@ def test_fill_recovers_a_missing_seq_once():
 
 
 def judged(deltas, *, elapsed_s=3600, cost_ms=1000, allowance=ALLOWANCE_CAP_MS, unmatched=(0, 0, 0), resets=0,
-           reset=False, max_resets=24, first_today=False):
+           reset=False, max_resets=24, first_today=False, burst_ms=ALLOWANCE_CAP_MS):
     state = np.zeros(1, PLAUSIBILITY)
     state["allowance"], state["unmatched"][0], state["resets_today"] = allowance, unmatched, resets
     verdict = judge(state, np.array([deltas], np.int64), elapsed_us=np.array([elapsed_s * 1_000_000]),
-                    cost_ms=np.array([cost_ms]), first=np.array([False]), first_today=np.array([first_today]),
+                    cost_ms=np.array([cost_ms]), burst_ms=np.array([burst_ms]), first=np.array([False]), first_today=np.array([first_today]),
                     reset=np.array([reset]) if reset else None, max_resets=np.array([max_resets]) if reset else None)
     kind = next((k for k, mask in verdict.by_kind() if mask[0]), None) if verdict is not None else None
     return kind, int(state["allowance"][0]), state["unmatched"][0].tolist(), int(state["resets_today"][0])
@@ -83,19 +83,23 @@ def judged(deltas, *, elapsed_s=3600, cost_ms=1000, allowance=ALLOWANCE_CAP_MS, 
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        (dict(deltas=[10, 9, 0, 0, 0, 0]), (None, ALLOWANCE_CAP_MS - 10_000, [1, 0, 0], 0)),
+        (dict(deltas=[10, 9, 0, 0, 0, 0]), (None, ALLOWANCE_CAP_MS, [1, 0, 0], 0)),
         (dict(deltas=[0, 5, 0, 0, 0, 0], unmatched=(5, 0, 0)), (None, ALLOWANCE_CAP_MS, [0, 0, 0], 0)),
         (dict(deltas=[0, 6, 0, 0, 0, 0], unmatched=(5, 0, 0)), ("unmatched_success", ALLOWANCE_CAP_MS, [5, 0, 0], 0)),
-        (dict(deltas=[0, 0, 300, 0, 0, 0], unmatched=(0, 250, 0)), (None, ALLOWANCE_CAP_MS - 300_000, [0, 255, 0], 0)),
+        (dict(deltas=[0, 0, 300, 0, 0, 0], unmatched=(0, 250, 0)), (None, ALLOWANCE_CAP_MS, [0, 255, 0], 0)),
         (dict(deltas=[0, 5, 0, 0, 0, 0], unmatched=(5, 0, 0), reset=True), ("unmatched_success", ALLOWANCE_CAP_MS, [0, 0, 0], 1)),
         (dict(deltas=[3, 3, 0, 0, 0, 0], reset=True, resets=24), ("too_many_resets", ALLOWANCE_CAP_MS, [0, 0, 0], 25)),
-        (dict(deltas=[3, 3, 0, 0, 0, 0], reset=True, resets=24, first_today=True), (None, ALLOWANCE_CAP_MS - 3000, [0, 0, 0], 1)),
+        (dict(deltas=[3, 3, 0, 0, 0, 0], reset=True, resets=24, first_today=True), (None, ALLOWANCE_CAP_MS, [0, 0, 0], 1)),
         (dict(deltas=[3601, 0, 0, 0, 0, 0], allowance=0), ("too_many_attempts", 3_600_000, [0, 0, 0], 0)),
         (dict(deltas=[3600, 0, 0, 0, 0, 0], allowance=0), (None, 0, [255, 0, 0], 0)),
         (dict(deltas=[2, 0, 2, 0, 2, 0], cost_ms=200, allowance=1000, elapsed_s=0), ("too_many_attempts", 1000, [0, 0, 0], 0)),
+        (dict(deltas=[961, 0, 0, 0, 0, 0], elapsed_s=660, burst_ms=300_000), ("too_many_attempts", 300_000, [0, 0, 0], 0)),
+        (dict(deltas=[960, 0, 0, 0, 0, 0], elapsed_s=660, burst_ms=300_000), (None, 0, [255, 0, 0], 0)),
+        (dict(deltas=[10, 0, 0, 0, 0, 0], elapsed_s=660, burst_ms=300_000, allowance=0), (None, 300_000, [10, 0, 0], 0)),
     ],
     ids=["honest", "late-successes", "beyond-unmatched", "saturates-at-255", "reset-forgets", "reset-limit",
-         "new-day", "over-allowance", "at-allowance", "attempts-of-all-pairs"],
+         "new-day", "over-allowance", "at-allowance", "attempts-of-all-pairs", "a-day-saved-is-a-burst",
+         "burst-and-elapsed", "saves-at-most-a-burst"],
 )
 def test_judge(case, expected):
     """Test each plausibility rule, its precedence and the state it leaves (allowance, unmatched, resets)."""
