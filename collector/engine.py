@@ -18,7 +18,9 @@ What it does, in the order docs/domain.md defines it:
   the last one is a duplicate and one up to ``REORDER_WINDOW`` behind it is stale; both are
   counted and ignored (no heartbeat, no counts). Further behind, or at least two behind with a
   ``seq`` smaller than the distance (nearer the start of a sequence than the last ``seq``: a
-  device that rebooted without a ``boot`` id), is taken as a restart of the sequence.
+  device that rebooted without a ``boot`` id), or by its ``ts`` (later, or set back by more than
+  a month, or a ``seq`` back at 0/1), is taken as a restart of the sequence. A message of a gap
+  arriving late is heard (online) but counts nothing, so a forged jump hides no real message.
   Cumulative counters mean an ignored message loses no counts.
 * **Plausible counters**: a heartbeat's counter deltas count only when plausible for its type
   (rules/README.md "Plausible counters"): no more resets in a day than ``max_resets_per_day``,
@@ -26,8 +28,9 @@ What it does, in the order docs/domain.md defines it:
   attempts than ``max_attempt_rate`` allows for the receive time elapsed (with at most a day
   saved up). Otherwise the heartbeat counts but its deltas are rejected, counted by reason.
 * **Loss in transit**: a ``seq`` more than one ahead of the last opens a gap of lost messages
-  (``lost``); a stale message filling one of them is ``recovered`` (a bitmap of the last
-  ``REORDER_WINDOW`` seqs per device says which are still missing).
+  (``lost``); a late message filling one of them is ``recovered`` (a bitmap of the last
+  ``REORDER_WINDOW`` seqs per device says which are still missing; ``jump`` remembers a gap
+  until a message continues from it, for ``seq_suspect``).
 * **Observed time**: samples fire only while the monitor is up. The first event (or an
   explicit :meth:`monitor_up`) starts observation; :meth:`monitor_down` ends it at an instant;
   a :meth:`monitor_up` while already up is a restart after a crash, and the time since the
