@@ -6,7 +6,8 @@ Pure logic over arrays the engine gathered for one round of heartbeats (rules/RE
 * :func:`future_ts` — a ``ts`` too far ahead of the receive time is no clock: ignored;
 * :func:`restarted` — which messages 0–64 behind the last seq start a new sequence: with a
   ``ts`` on both, a later whole second, a clock set back by more than a month, or a seq back at
-  its start (0 or 1); without, at least 2 behind and below the distance;
+  its start (0 or 1) with a clock counting from boot; without, at least 2 behind and below the
+  distance;
 * :func:`advance` — the gaps accepted messages open (``lost``, or a ``seq_jump``) and each
   device's bitmap of seqs still missing, moved along; a gap of at most 64 is also remembered as
   the device's ``jump`` (the step that opened it) until a message continues from it;
@@ -29,7 +30,8 @@ MAX_TS_KEY = 2**32 - 1  # ts_key of a ts at or after 2106-02-07 (⌊ts⌋ capped
 ALL_MISSING = np.uint64(2**64 - 1)
 FUTURE_TS_TOLERANCE_S = 3_600  # a ts more than this after the receive time (whole seconds) is ignored: future_ts
 CLOCK_RESET_S = 30 * 86_400  # a ts this much before the last one's is a clock set back at a reboot (64 × 6 h < 17 days)
-SEQ_START = 1  # a seq at or below this, two or more behind, is a sequence started again
+SEQ_START = 1  # a seq at or below this, two or more behind, with a clock counting from boot: a sequence started again
+BOOT_CLOCK_KEY = 1_000_000_000 + 1  # ts_key below this (a ts before 2001-09-09) is no wall clock: time since boot
 
 
 def future_ts(key: np.ndarray, t_us: np.ndarray) -> np.ndarray:
@@ -54,11 +56,12 @@ def restarted(seq: np.ndarray, behind: np.ndarray, ts: np.ndarray, last_ts: np.n
     """Which messages 0–64 behind the last seq (of the same boot) restart the sequence: the device rebooted
     without a ``boot`` id. With a ``ts`` on both: a later ts (a copy or a late message carries the ts it
     was sent with, never a later one), a ts more than CLOCK_RESET_S earlier (a clock that restarts from
-    2000-01-01 or from 0 at boot), or a seq back at its start (0 or 1) at least two behind; otherwise the
-    seq must be at least two behind and smaller than the distance (nearer the start than the last seq)."""
+    2000-01-01 or from 0 at boot), or a seq back at its start (0 or 1) at least two behind with a ts that
+    counts from boot (before 2001); otherwise the seq must be at least two behind and smaller than the
+    distance (nearer the start than the last seq)."""
     by_clock = (ts > 0) & (last_ts > 0)
     clock_says = (ts > last_ts) | (last_ts.astype(np.int64) - ts.astype(np.int64) > CLOCK_RESET_S)
-    at_start = (behind >= RESTART_MIN_BEHIND) & (seq <= SEQ_START)
+    at_start = (behind >= RESTART_MIN_BEHIND) & (seq <= SEQ_START) & (ts < BOOT_CLOCK_KEY)
     return np.where(by_clock, clock_says | at_start, (behind >= RESTART_MIN_BEHIND) & (seq < behind))
 
 

@@ -394,7 +394,7 @@ def _sequence(st: _DeviceState, seq, ts, boot_changed: bool) -> str:
     if ts is not None and st.ts is not None:
         whole = _whole_seconds(ts)
         restarted = (whole > st.ts or st.ts - whole > CLOCK_RESET_S  # its clock: later, or set back at a boot
-                     or (behind >= RESTART_MIN_BEHIND and seq <= 1))  # its seq back at the start
+                     or (behind >= RESTART_MIN_BEHIND and seq <= 1 and whole < 10**9))  # seq and a boot clock at the start
     else:
         restarted = behind >= RESTART_MIN_BEHIND and seq < behind  # it started again near 0
     if restarted:

@@ -31,11 +31,12 @@ NO_TS = 0
         (10, 8, 61, 601, False),  # 2 behind, not at the start, clock a little earlier: a late message
         (2, 1, 61, 601, False),  # 1 behind: stale, even at the start
         (65, 30, 1_793_400_000, 1_793_462_401, False),  # 35 behind, 17 h older: a 6-hourly device's late message
+        (10, 1, 1_793_459_401, 1_793_462_401, False),  # a wall clock: a late copy of seq 1, stale
     ],
     ids=["no-ts-reboot", "one-behind", "young-copy", "far-low", "late-copy-of-seq-64", "near-zero-one-behind",
          "clock-older", "clock-newer", "stuck-seq", "same-second", "ts-one-side", "clock-reset-to-2000",
          "clock-reset-seq-3", "uptime-clock", "uptime-clock-seq-0", "uptime-clock-late", "uptime-one-behind",
-         "slow-device-late"],
+         "slow-device-late", "wall-clock-copy-of-seq-1"],
 )
 def test_restarted(last, seq, ts, last_ts, expected):
     """Test that a message 0–64 behind restarts the sequence by the device's clock, else by seq < distance."""
