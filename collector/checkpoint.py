@@ -48,10 +48,13 @@ FORMAT_VERSION = 2  # 2: sampled_online, the per-hour message counts
 # online_until is not saved: it is last_heartbeat + the type's timeout, rebuilt on load.
 DEVICE_ARRAYS = ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot",
                  "counters", "has_baseline", "seen_day", "sampled_online", "resets_today", "unmatched", "allowance",
-                 "missing", "last_ts")
+                 "missing", "last_ts", "jump")
 # Added after checkpoints were first written: a checkpoint without them restores the rest, and
-# these start as at a device's first message (a day's allowance, nothing unmatched or missing).
+# these start as at a device's first message (a burst of allowance, nothing unmatched or missing).
 LATER_DEVICE_ARRAYS = ("resets_today", "unmatched", "allowance", "missing", "last_ts")
+# A checkpoint written before provisional seq gaps has no "jump": every gap it holds was counted lost
+# already, which is what jump 0 (no provisional gap) means, so it restores exactly with zeros.
+SINCE_PROVISIONAL_GAPS = ("jump",)
 GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
 RATE_ARRAYS = {  # RateState attribute: (array name, rows of, fill for a row new since the save)
     "device_window": ("rate_device_window", "device", -1),
@@ -264,11 +267,11 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                               + FRESH_START.format(path=path))
     rows = {"device": _device_rows(_ids(arrays.pop("device_ids")), registry),
             "gateway": _rows_by_id(list(meta["gateways"]), registry.gateways, "gateway")}
-    absent = [name for name in LATER_DEVICE_ARRAYS if name not in arrays]
-    if absent:
+    absent = [name for name in (*LATER_DEVICE_ARRAYS, *SINCE_PROVISIONAL_GAPS) if name not in arrays]
+    if set(absent) - set(SINCE_PROVISIONAL_GAPS):
         notes.append(f"the checkpoint predates the counter plausibility and loss state ({', '.join(absent)}); "
                      "it starts afresh")
-        engine.allowance[:] = ALLOWANCE_CAP_MS  # as a device's first message would
+        engine.allowance[:] = ALLOWANCE_CAP_MS  # as a device's first message would: cut to its type's burst when used
     _restore_rows(path, arrays, tuple(n for n in DEVICE_ARRAYS if n not in absent), rows["device"], engine, notes, "device")
     _restore_rows(path, arrays, GATEWAY_ARRAYS, rows["gateway"], engine, notes, "gateway")
     heard = engine.last_heartbeat != NEVER

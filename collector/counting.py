@@ -7,7 +7,9 @@ and one whose counter deltas the engine finds implausible and rejects under the 
 (``too_many_resets``, ``unmatched_success``, ``too_many_attempts``). Besides messages received,
 the engine counts messages lost in transit from gaps in a device's ``seq``: ``lost`` counts
 the gap's messages when it opens, ``recovered`` a late message that fills one of them, so
-lost − recovered is what never arrived; ``seq_jump`` is a gap too large to be a loss. The engine hands these counts to
+lost − recovered is what never arrived; ``seq_jump`` is a gap too large to be a loss;
+``seq_suspect`` a jump ahead that the device's own later messages contradicted; ``future_ts`` a
+heartbeat whose ``ts`` was too far ahead of its receive time to be believed (ignored). The engine hands these counts to
 count listeners per tick slot, in time order with its samples and counter deltas, so a
 period's data-quality figures (the report's 数据质量) are sums over the period exactly like
 its KPIs: the ledger's hours and a replay of the archive give the same ones.
@@ -28,7 +30,8 @@ from .decode import DECODER_COUNTED, CountedEvents
 from .timebase import UTC_OFFSET_US
 
 ENGINE_COUNTED = ("heartbeats", "duplicate", "stale", "outside_lease", "resets", "restarts",
-                  "too_many_resets", "unmatched_success", "too_many_attempts", "lost", "recovered", "seq_jump")
+                  "too_many_resets", "unmatched_success", "too_many_attempts", "lost", "recovered", "seq_jump",
+                  "future_ts", "seq_suspect")
 # Engine kinds that reject a heartbeat's counter deltas (the heartbeat itself still counts).
 IMPLAUSIBLE_KINDS = ("too_many_resets", "unmatched_success", "too_many_attempts")
 COUNT_KINDS = (*DECODER_COUNTED, *ENGINE_COUNTED)

@@ -18,7 +18,9 @@ What it does, in the order docs/domain.md defines it:
   the last one is a duplicate and one up to ``REORDER_WINDOW`` behind it is stale; both are
   counted and ignored (no heartbeat, no counts). Further behind, or at least two behind with a
   ``seq`` smaller than the distance (nearer the start of a sequence than the last ``seq``: a
-  device that rebooted without a ``boot`` id), is taken as a restart of the sequence.
+  device that rebooted without a ``boot`` id), or by its ``ts`` (later, or set back by more than
+  a month, or a ``seq`` back at 0/1), is taken as a restart of the sequence. A message of a gap
+  arriving late is heard (online) but counts nothing, so a forged jump hides no real message.
   Cumulative counters mean an ignored message loses no counts.
 * **Plausible counters**: a heartbeat's counter deltas count only when plausible for its type
   (rules/README.md "Plausible counters"): no more resets in a day than ``max_resets_per_day``,
@@ -26,8 +28,9 @@ What it does, in the order docs/domain.md defines it:
   attempts than ``max_attempt_rate`` allows for the receive time elapsed (with at most a day
   saved up). Otherwise the heartbeat counts but its deltas are rejected, counted by reason.
 * **Loss in transit**: a ``seq`` more than one ahead of the last opens a gap of lost messages
-  (``lost``); a stale message filling one of them is ``recovered`` (a bitmap of the last
-  ``REORDER_WINDOW`` seqs per device says which are still missing).
+  (``lost``); a late message filling one of them is ``recovered`` (a bitmap of the last
+  ``REORDER_WINDOW`` seqs per device says which are still missing; ``jump`` remembers a gap
+  until a message continues from it, for ``seq_suspect``).
 * **Observed time**: samples fire only while the monitor is up. The first event (or an
   explicit :meth:`monitor_up`) starts observation; :meth:`monitor_down` ends it at an instant;
   a :meth:`monitor_up` while already up is a restart after a crash, and the time since the
@@ -50,10 +53,10 @@ import numpy as np
 from .counting import KIND_CODE, CountListener, by_slot, engine_events
 from .decode import CountedEvents, DecodedBatch
 from .exemptions import ExemptionMask
-from .plausibility import PLAUSIBILITY, judge
+from .plausibility import ALLOWANCE_CAP_MS, PLAUSIBILITY, judge
 from .registry import Registry
 from .rules import COUNTERS
-from .sequence import REORDER_WINDOW, advance, fill, restarted, ts_key
+from .sequence import REORDER_WINDOW, advance, fill, future_ts, head_met, restarted, ts_key
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, days_of
 
 NEVER = np.iinfo(np.int64).min // 4  # last heartbeat of a device never heard from
@@ -107,6 +110,7 @@ class Engine:
         self.type_timeout = np.array([t.online_timeout for t in rules.types], dtype=np.int64) * US_PER_S
         self.type_attempt_cost = np.array([t.attempt_cost_ms for t in rules.types], dtype=np.int64)
         self.type_max_resets = np.array([t.max_resets_per_day for t in rules.types], dtype=np.int16)
+        self.type_burst_ms = np.array([min(t.heartbeat_period * 1000, ALLOWANCE_CAP_MS) for t in rules.types], dtype=np.int64)
         self.contract_slices = [registry.contract_slices[c.code] for c in rules.contracts]
         self.sample_interval = [c.sample_interval * US_PER_S for c in rules.contracts]
         self.tick = math.gcd(*self.sample_interval)
@@ -128,8 +132,10 @@ class Engine:
         self.sampled_online = np.zeros(n, dtype=bool)  # online status at the contract's last sample
         # plausibility (one 8-byte record: one random access a heartbeat) and loss accounting
         self.plausibility = np.zeros(n, dtype=PLAUSIBILITY)
-        self.missing = np.zeros(n, dtype=np.uint64)  # bit j: seq (last seq − 1 − j) counted lost, not yet recovered
+        self.missing = np.zeros(n, dtype=np.uint64)  # bit j: seq (last seq − 1 − j) skipped by a gap, not arrived yet
+        self.jump = np.zeros(n, dtype=np.uint8)  # the step of a provisional gap (2–65) not yet confirmed; 0: none
         self._missing_devices: int | None = None  # devices whose missing is not 0 (None: count it when needed)
+        self._jump_devices: int | None = None  # devices whose jump is not 0 (likewise)
         self.last_ts = np.zeros(n, dtype=np.uint32)  # ts_key() of the last accepted heartbeat; 0: it had no ts
         self.gateway_online = np.ones(len(registry.gateways), dtype=bool)
         self.gateway_since = np.full(len(registry.gateways), NEVER, dtype=np.int64)
@@ -373,19 +379,31 @@ class Engine:
         behind = seq - b.seq[rows]
         back = comparable & (behind >= 0) & (behind <= REORDER_WINDOW)
         counted = []
+        future = cols.future[rows]
+        if future.any():  # its ts is ignored (RowColumns.ts is 0); the message is judged without it
+            self.stats["future_ts"] += int(future.sum())
+            counted.append(engine_events(b.t[idx[future]], d[future], "future_ts"))
+        heard_out = None
         if back.any():
+            missing, jump = self.missing[d], self.jump[d]
+            bit = np.uint64(1) << (np.clip(behind, 1, 64) - 1).astype(np.uint64)
+            late = back & (behind > 0) & ((missing & bit) != 0)  # a missing seq arriving: heard, not a copy
+            met = back & (behind == 0) & head_met(missing, jump)
+            back &= ~(late | met)
             back &= ~restarted(b.seq[rows], behind, cols.ts[rows], self.last_ts[d])
             duplicate, stale = back & (behind == 0), back & (behind > 0)
             self.stats["duplicate"] += int(duplicate.sum())
             self.stats["stale"] += int(stale.sum())
             counted += [engine_events(b.t[idx[mask]], d[mask], kind) for kind, mask in (("duplicate", duplicate), ("stale", stale))]
-            if stale.any():
-                counted.append(self._recover(b.t[idx[stale]], d[stale], behind[stale]))
-            keep = ~back
+            heard = late | met
+            if heard.any():
+                heard_out, heard_counted = self._heard_late(b, idx[heard], d[heard], behind[heard], met[heard], cols)
+                counted += heard_counted
+            keep = ~(back | heard)
             idx, d, boot_changed, comparable, behind = idx[keep], d[keep], boot_changed[keep], comparable[keep], behind[keep]
             seq, had_seq, boot, had_boot = seq[keep], had_seq[keep], boot[keep], had_boot[keep]
             if len(idx) == 0:
-                return None, CountedEvents.join(counted)
+                return heard_out, CountedEvents.join(counted)
             rows = idx
         assert b.accepted is not None
         b.accepted[rows] = True
@@ -419,7 +437,35 @@ class Engine:
         self.has_boot[d] = has_boot | had_boot
         self.seen[d] = True
         self.stats["heartbeats"] += len(d)
-        return (t, d, deltas, day, first_today & under_lease), CountedEvents.join(counted)
+        out = (t, d, deltas, day, first_today & under_lease)
+        if heard_out is not None:
+            out = tuple(np.concatenate(parts) for parts in zip(heard_out, out))
+        return out, CountedEvents.join(counted)
+
+    def _heard_late(self, b: DecodedBatch, idx: np.ndarray, d: np.ndarray, behind: np.ndarray, met: np.ndarray,
+                    cols: RowColumns) -> tuple[tuple[np.ndarray, ...], list[CountedEvents]]:
+        """Messages of a gap arriving late (and a provisional jump's seq reached by the device's own sequence):
+        heartbeats received — online, seen that day — whose counters and seq change nothing (cumulative
+        counters lose nothing; the next message counts them). The allowance's clock (last_heartbeat) stays."""
+        assert b.accepted is not None
+        b.accepted[idx] = True
+        t, day = b.t[idx], cols.day[idx]
+        self.online_until[d] = np.maximum(self.online_until[d], t + cols.timeout[idx])
+        first_today = self.seen_day[d] != day
+        if first_today.any():  # as any heartbeat: the device's resets are counted afresh on a new day
+            self.plausibility["resets_today"][d[first_today]] = 0
+        self.seen_day[d] = day
+        self.stats["heartbeats"] += len(d)
+        counted = [engine_events(t, d, "heartbeats")]
+        if met.any():
+            self.jump[d[met]] = 0
+            self.stats["seq_suspect"] += int(met.sum())
+            counted.append(engine_events(t[met], d[met], "seq_suspect"))
+        late = ~met
+        if late.any():
+            counted.append(self._recover(t[late], d[late], behind[late]))
+        deltas = np.zeros((len(d), len(COUNTERS)), dtype=np.int64)
+        return (t, d, deltas, day, first_today & cols.under_lease[idx]), counted
 
     def _row_columns(self, b: DecodedBatch) -> RowColumns:
         """What each row of a batch needs that depends on no device state, computed once a batch."""
@@ -427,8 +473,11 @@ class Engine:
         if cols is None or len(cols.cost) != len(b):
             kind, day = self.registry.type[b.device], days_of(b.t)
             under_lease = (self.registry.accepted_day[b.device] <= day) & (day < self.registry.retired_day[b.device])
+            ts = ts_key(b.ts)
+            future = future_ts(ts, b.t)
+            ts[future] = 0
             cols = b.engine_columns = RowColumns(timeout=self.type_timeout[kind], cost=self.type_attempt_cost[kind],
-                                                 ts=ts_key(b.ts), day=day, under_lease=under_lease)
+                                                 ts=ts, future=future, day=day, under_lease=under_lease)
         return cols
 
     def _counter_deltas(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray, boot_changed: np.ndarray,
@@ -455,7 +504,8 @@ class Engine:
         """Zero the deltas of heartbeats implausible for their type (plausibility.py) and count them by reason."""
         state = self.plausibility[d]
         max_resets = self.type_max_resets[self.registry.type[d]] if reset is not None else None
-        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], first=first,
+        burst_ms = self.type_burst_ms[self.registry.type[d]]
+        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], burst_ms=burst_ms, first=first,
                         first_today=first_today, reset=reset, max_resets=max_resets)
         self.plausibility[d] = state
         if verdict is None:
@@ -474,25 +524,28 @@ class Engine:
         bitmap of still-missing seqs moved along; a new sequence (first seq, new boot, restart)
         starts with nothing missing and counts no loss before its first message."""
         gapped = comparable & (behind < -1)
-        if not gapped.any() and not self._missing_count():
-            return []  # no device is missing anything, and no gap now: every bitmap stays empty
-        missing = self.missing[d]
-        if not gapped.any() and not missing.any():
+        if not gapped.any() and not self._missing_count() and not self._jump_count():
+            return []  # no device is missing anything or holds a provisional jump, and no gap now
+        missing, jump = self.missing[d], self.jump[d]
+        if not gapped.any() and not missing.any() and not jump.any():
             return []
-        now, gap, lost, jump = advance(missing, comparable, behind, b.has_seq[rows], boot_changed)
+        now, jump_now, lost, big = advance(missing, jump, comparable, behind, b.has_seq[rows], boot_changed)
         self._missing_devices = self._missing_count() + int(np.count_nonzero(now)) - int(np.count_nonzero(missing))
+        self._jump_devices = self._jump_count() + int(np.count_nonzero(jump_now)) - int(np.count_nonzero(jump))
         self.missing[d] = now
+        self.jump[d] = jump_now
         out = []
-        if lost.any():
-            self.stats["lost"] += int(gap[lost].sum())
-            out.append(engine_events(t[lost], d[lost], "lost", gap[lost]))
-        if jump.any():
-            self.stats["seq_jump"] += int(jump.sum())
-            out.append(engine_events(t[jump], d[jump], "seq_jump"))
+        counted_lost = lost > 0
+        if counted_lost.any():
+            self.stats["lost"] += int(lost.sum())
+            out.append(engine_events(t[counted_lost], d[counted_lost], "lost", lost[counted_lost]))
+        if big.any():
+            self.stats["seq_jump"] += int(big.sum())
+            out.append(engine_events(t[big], d[big], "seq_jump"))
         return out
 
     def _recover(self, t: np.ndarray, d: np.ndarray, behind: np.ndarray) -> CountedEvents:
-        """Stale messages that fill a gap counted as lost: ``recovered``, and no longer missing."""
+        """Messages of a gap counted lost arriving late: ``recovered``, and no longer missing."""
         before = self.missing[d]
         after, filled = fill(before, behind)
         if not filled.any():
@@ -501,6 +554,11 @@ class Engine:
         self.missing[d] = after
         self.stats["recovered"] += int(filled.sum())
         return engine_events(t[filled], d[filled], "recovered")
+
+    def _jump_count(self) -> int:
+        if self._jump_devices is None:  # a fresh or restored engine
+            self._jump_devices = int(np.count_nonzero(self.jump))
+        return self._jump_devices
 
     def _missing_count(self) -> int:
         if self._missing_devices is None:  # a fresh or restored engine
@@ -597,7 +655,8 @@ class RowColumns:
 
     timeout: np.ndarray  # µs, the type's online timeout
     cost: np.ndarray  # ms of allowance an attempt uses
-    ts: np.ndarray  # ts_key
+    ts: np.ndarray  # ts_key, 0 for a ts too far ahead of the receive time (sequence.future_ts)
+    future: np.ndarray  # its ts was too far ahead of the receive time and is ignored
     day: np.ndarray  # Shanghai day of the receive time
     under_lease: np.ndarray  # the device is under lease that day
 

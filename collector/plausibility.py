@@ -9,8 +9,9 @@ Three rules, the first that fails rejecting all of a heartbeat's deltas:
 1. ``too_many_resets`` — a reset beyond the type's ``max_resets_per_day`` that Shanghai day;
 2. ``unmatched_success`` — a pair's success delta above its attempt delta plus the attempts the
    device's plausible heartbeats since its last reset left unmatched (at most 255 remembered);
-3. ``too_many_attempts`` — attempts costing more than the allowance saved up: a day's worth at
-   a device's first message, growing by the whole ms between heartbeats, capped at a day.
+3. ``too_many_attempts`` — attempts costing more than the allowance: the whole ms since the
+   device's previous accepted heartbeat plus what it saved up, at most a burst of one heartbeat
+   period of its type (which is also what a device's first message starts with).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import numpy as np
 
 from .rules import COUNTERS
 
-ALLOWANCE_CAP_MS = 86_400_000  # attempt allowance saved up: at most a day of max_attempt_rate (a first message starts with it)
+ALLOWANCE_CAP_MS = 86_400_000  # the largest burst a type may save up (a day; a type's burst is its heartbeat period, capped here)
 MAX_UNMATCHED = 255  # unmatched attempts remembered per counter pair (a byte, saturating): enough for late successes
 ATTEMPTS, SUCCESSES = slice(0, None, 2), slice(1, None, 2)  # COUNTERS columns: reads, face_try, plate_try / the _ok
 PLAUSIBILITY = np.dtype([  # one 8-byte record a device: one random access per heartbeat
-    ("allowance", "<i4"),  # ms of max_attempt_rate saved up, ≤ ALLOWANCE_CAP_MS
+    ("allowance", "<i4"),  # ms of max_attempt_rate saved up, ≤ the type's burst ≤ ALLOWANCE_CAP_MS
     ("unmatched", "u1", (len(COUNTERS) // 2,)),  # attempts not yet matched by successes, per pair, ≤ MAX_UNMATCHED
     ("resets_today", "u1"),  # resets on the day of the device's last heartbeat, saturating at 255
 ])
@@ -48,26 +49,32 @@ class Verdict:
         return [(kind, getattr(self, kind)) for kind in KINDS]
 
 
-def judge(state: np.ndarray, deltas: np.ndarray, *, elapsed_us: np.ndarray, cost_ms: np.ndarray, first: np.ndarray,
-          first_today: np.ndarray, reset: np.ndarray | None, max_resets: np.ndarray | None) -> Verdict | None:
+def judge(state: np.ndarray, deltas: np.ndarray, *, elapsed_us: np.ndarray, cost_ms: np.ndarray, burst_ms: np.ndarray,
+          first: np.ndarray, first_today: np.ndarray, reset: np.ndarray | None,
+          max_resets: np.ndarray | None) -> Verdict | None:
     """Judge a round's heartbeats and update their ``state`` records in place; None when all are plausible.
 
     ``deltas`` [row, COUNTERS] as counted (a reset's full values), ``elapsed_us`` since each
     device's previous heartbeat (ignored on its ``first``), ``cost_ms`` of an attempt for its
-    type, ``first_today`` its first heartbeat of the day, ``reset`` the rows that reset (None:
-    none did) and then ``max_resets`` per row.
+    type, ``burst_ms`` the most allowance its type may save up (its heartbeat period),
+    ``first_today`` its first heartbeat of the day, ``reset`` the rows that reset (None: none
+    did) and then ``max_resets`` per row.
+
+    What a heartbeat may add is bounded by the time since the device's previous accepted
+    heartbeat (plus one burst), never by a day saved up: one message, a reset with its full
+    values included, carries at most what the device could have attempted since it was last heard.
     """
     if first_today.any():
         state["resets_today"][first_today] = 0
     excess = deltas[:, SUCCESSES] - deltas[:, ATTEMPTS]
     unmatched = state["unmatched"]
-    allowance = state["allowance"] + elapsed_us // 1000
-    np.minimum(allowance, ALLOWANCE_CAP_MS, out=allowance)
+    # int64: the time since the last heartbeat is not capped (a device silent for a month may report a month)
+    allowance = np.minimum(state["allowance"], burst_ms) + elapsed_us // 1000
     if first.any():
-        allowance[first] = ALLOWANCE_CAP_MS
+        allowance[first] = burst_ms[first]  # a first message only sets the baseline: it counts nothing
     need = (deltas[:, 0] + deltas[:, 2] + deltas[:, 4]) * cost_ms  # reads + face_try + plate_try
     if reset is None and excess.max(initial=0) <= 0 and not (need > allowance).any():
-        state["allowance"] = allowance - need  # the common case: every heartbeat plausible
+        state["allowance"] = np.minimum(allowance - need, burst_ms)  # the common case: every heartbeat plausible
         state["unmatched"] = np.minimum(unmatched - excess, MAX_UNMATCHED)
         return None
     too_many_resets = np.zeros(len(deltas), dtype=bool)
@@ -81,6 +88,6 @@ def judge(state: np.ndarray, deltas: np.ndarray, *, elapsed_us: np.ndarray, cost
     too_many_attempts = (need > allowance) & ~(too_many_resets | unmatched_success)
     verdict = Verdict(too_many_resets, unmatched_success, too_many_attempts)
     rejected = verdict.rejected
-    state["allowance"] = allowance - np.where(rejected, 0, need)
+    state["allowance"] = np.minimum(allowance - np.where(rejected, 0, need), burst_ms)
     state["unmatched"] = np.where(rejected[:, None], unmatched, np.minimum(unmatched - excess, MAX_UNMATCHED))
     return verdict if rejected.any() else None

@@ -42,9 +42,11 @@ BOOT_INT_LIMIT = 2**63  # |boot| < 2**63
 SEQ_WINDOW = 64
 RESTART_MIN_BEHIND = 2  # a seq at least this far behind and below the distance restarts the sequence
 LOSS_GAP_MAX = 65_536  # a larger gap in seq is a seq_jump, not lost messages
-ALLOWANCE_MAX_MS = 86_400_000  # a day of attempts saved up
+ALLOWANCE_MAX_MS = 86_400_000  # the largest burst: a type's burst is its heartbeat period, at most a day
 UNMATCHED_MAX = 255
 TS_SECONDS_MAX = 2**32 - 2  # ts compares in whole seconds, capped here (2106)
+FUTURE_TS_S = 3_600  # a ts more than this after the receive time (whole seconds) is ignored
+CLOCK_RESET_S = 30 * 86_400  # a ts this much before the last one's is a clock set back at a reboot
 
 # --- readings of points the spec leaves open -------------------------------------------
 # A message without `boot` is taken to be in the same boot as the last one; a `boot` seen
@@ -194,13 +196,16 @@ class _DeviceState:
         self.unmatched = {pair: 0 for pair in PAIRS}  # attempts not yet matched by successes, per pair
         self.allowance_ms = 0  # attempt allowance saved up
         self.lost: set[int] = set()  # seqs of the current sequence counted lost and not recovered
+        self.gap: set[int] = set()  # seqs skipped by the gap (≤ 64) the last seq opened, not arrived yet
+        self.jump = False  # the last seq opened a gap of ≤ 64 and no message continued from it
         self.ts: int | None = None  # ⌊ts⌋ of the last accepted heartbeat, None when it had none
 
 
 def type_limits(device_type) -> dict:
     """A type's plausibility limits as the spec states them (rules/README.md "Plausible counters")."""
     rate = device_type.max_attempt_rate
-    return {"cost_ms": max(1, math.floor(1000 / rate)), "max_resets": device_type.max_resets_per_day}
+    return {"cost_ms": max(1, math.floor(1000 / rate)), "max_resets": device_type.max_resets_per_day,
+            "burst_ms": min(ALLOWANCE_MAX_MS, device_type.heartbeat_period * 1000)}
 
 
 def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_records_observed=True, counts=None):
@@ -352,7 +357,7 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
 
 
 COUNTED_KINDS = ("duplicate", "stale", "resets", "too_many_resets", "unmatched_success", "too_many_attempts",
-                 "lost", "recovered", "seq_jump", "retained")
+                 "lost", "recovered", "seq_jump", "retained", "future_ts", "seq_suspect")
 
 
 def _count(counts, kind: str, t_us: int, start_us: int, end_us: int, n: int = 1) -> None:
@@ -364,8 +369,16 @@ def _whole_seconds(ts) -> int | None:
     return None if ts is None else min(math.floor(ts), TS_SECONDS_MAX)
 
 
+def _believed_ts(ts, t_us: int):
+    """The message's ts, or None when it is more than FUTURE_TS_S whole seconds after the receive time."""
+    if ts is None or _whole_seconds(ts) <= t_us // 1_000_000 + FUTURE_TS_S:
+        return ts
+    return None
+
+
 def _sequence(st: _DeviceState, seq, ts, boot_changed: bool) -> str:
-    """What a message's seq says: "duplicate", "stale", "next" (continues the sequence) or "new"."""
+    """What a message's seq says: "duplicate", "stale", "late" (a skipped seq arriving), "met" (a
+    provisional jump reached by the device's own sequence), "next" (continues) or "new"."""
     if boot_changed or seq is None or st.seq is None:
         return "new"
     behind = st.seq - seq
@@ -373,9 +386,15 @@ def _sequence(st: _DeviceState, seq, ts, boot_changed: bool) -> str:
         return "next"
     if behind > SEQ_WINDOW:
         return "new"
+    if behind > 0 and seq in st.lost:
+        return "late"
+    if behind == 0 and st.jump and not st.gap:
+        return "met"
     # 0–64 behind: a copy, a late message, or a device that rebooted without a boot id
     if ts is not None and st.ts is not None:
-        restarted = _whole_seconds(ts) > st.ts  # its clock says it was sent after the last one
+        whole = _whole_seconds(ts)
+        restarted = (whole > st.ts or st.ts - whole > CLOCK_RESET_S  # its clock: later, or set back at a boot
+                     or (behind >= RESTART_MIN_BEHIND and seq <= 1 and whole < 10**9))  # seq and a boot clock at the start
     else:
         restarted = behind >= RESTART_MIN_BEHIND and seq < behind  # it started again near 0
     if restarted:
@@ -387,13 +406,16 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
     """One decoded heartbeat of a registered device, per the spec's counter rules."""
     present = {c: msg[c] for c in COUNTERS if c in msg}
     boot, seq = msg.get("boot"), msg.get("seq")
+    ts = _believed_ts(msg.get("ts"), t_us)
+    if ts is None and msg.get("ts") is not None:
+        _count(counts, "future_ts", t_us, start_us, end_us)
     dev = devices[device_id]
     st = states.get(device_id)
     if st is None:  # the first message ever seen: baseline only
         st = states[device_id] = _DeviceState()
-        st.boot, st.seq, st.base, st.ts = boot, seq, dict(present), _whole_seconds(msg.get("ts"))
+        st.boot, st.seq, st.base, st.ts = boot, seq, dict(present), _whole_seconds(ts)
         st.last_t, st.day = t_us, day_of(t_us)
-        st.allowance_ms = ALLOWANCE_MAX_MS  # a day's allowance to start with
+        st.allowance_ms = dev["burst_ms"]  # one burst to start with: the first message counts nothing
         heartbeats[device_id].append(t_us)
         return
     # boots compare as JSON values: the integer 7 and the string "7" are different boots
@@ -401,12 +423,23 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
         boot_changed = st.boot is None or boot != st.boot or type(boot) is not type(st.boot)
     else:
         boot_changed = False
-    where = _sequence(st, seq, msg.get("ts"), boot_changed)
+    where = _sequence(st, seq, ts, boot_changed)
     if where in ("duplicate", "stale"):  # ignored entirely: no heartbeat, no counts
         _count(counts, where, t_us, start_us, end_us)
-        if where == "stale" and seq in st.lost:
+        return
+    if where in ("late", "met"):  # a heartbeat received; its counters and seq change nothing
+        if where == "met":
+            st.jump = False
+            _count(counts, "seq_suspect", t_us, start_us, end_us)
+        else:
             st.lost.discard(seq)
+            st.gap.discard(seq)
             _count(counts, "recovered", t_us, start_us, end_us)
+        day = day_of(t_us)
+        if st.day != day:
+            st.resets_today = 0
+        st.day = day
+        heartbeats[device_id].append(t_us)
         return
     _seq_loss(st, seq, where, boot_changed, t_us, start_us, end_us, counts)
     reset = boot_changed or any(c in st.base and v < st.base[c] for c, v in present.items())
@@ -429,7 +462,7 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
     if implausible is not None:  # the heartbeat counts, its deltas do not
         counted = {}
         _count(counts, implausible, t_us, start_us, end_us)
-    st.last_t, st.day, st.ts = t_us, day, _whole_seconds(msg.get("ts"))
+    st.last_t, st.day, st.ts = t_us, day, _whole_seconds(ts)
     if boot is not None:
         st.boot = boot
     if boot_changed:
@@ -447,14 +480,17 @@ def _seq_loss(st: _DeviceState, seq, where: str, boot_changed: bool, t_us: int, 
     """Messages lost in transit: the seqs skipped between the last accepted seq and this one."""
     if where == "next":
         gap = seq - st.seq - 1
+        st.gap, st.jump = set(), False
         if gap > LOSS_GAP_MAX:
             _count(counts, "seq_jump", t_us, start_us, end_us)
             st.lost = set()
         elif gap > 0:
             _count(counts, "lost", t_us, start_us, end_us, gap)
             st.lost.update(range(st.seq + 1, seq))
+            if gap <= SEQ_WINDOW:
+                st.gap, st.jump = set(range(st.seq + 1, seq)), True
     elif seq is not None or boot_changed:  # a new sequence: nothing before it is known lost
-        st.lost = set()
+        st.lost, st.gap, st.jump = set(), set(), False
 
 
 def _implausible(st: _DeviceState, dev: dict, counted: dict[str, int], reset: bool, day: int, t_us: int) -> str | None:
@@ -466,7 +502,8 @@ def _implausible(st: _DeviceState, dev: dict, counted: dict[str, int], reset: bo
         st.resets_today += 1
         st.unmatched = {pair: 0 for pair in PAIRS}
     elapsed_ms = (t_us - st.last_t) // 1000  # whole milliseconds since the last accepted heartbeat
-    st.allowance_ms = min(ALLOWANCE_MAX_MS, st.allowance_ms + elapsed_ms)
+    # what it saved up (at most a burst) and the time since it was last heard: never a day in one message
+    st.allowance_ms = min(dev["burst_ms"], st.allowance_ms) + elapsed_ms
     attempts = sum(counted.get(tries, 0) for _, tries in PAIRS)
     reason = None
     if reset and st.resets_today > dev["max_resets"]:
@@ -480,4 +517,5 @@ def _implausible(st: _DeviceState, dev: dict, counted: dict[str, int], reset: bo
         for ok, tries in PAIRS:
             left = st.unmatched[(ok, tries)] + counted.get(tries, 0) - counted.get(ok, 0)
             st.unmatched[(ok, tries)] = min(UNMATCHED_MAX, left)
+    st.allowance_ms = min(dev["burst_ms"], st.allowance_ms)
     return reason

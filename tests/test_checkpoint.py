@@ -457,3 +457,27 @@ def test_checkpoint_from_before_the_plausibility_state_loads(daily_registry, tmp
     assert (loaded.engine.allowance == ALLOWANCE_CAP_MS).all() and not loaded.engine.missing.any()
     assert not loaded.engine.unmatched.any() and not loaded.engine.last_ts.any()
     assert np.array_equal(loaded.engine.counters, engine.counters) and np.array_equal(loaded.engine.seq, engine.seq)
+
+
+def test_checkpoint_from_before_provisional_jumps_restores_exactly(rules, tmp_path):
+    """Test that a checkpoint without the per-device jump (written before it existed) restores every other
+    array exactly, with no note and no jump pending: its gaps were all counted lost already, which is
+    what no jump means; and that a saved jump is restored."""
+    registry = make_registry(rules, "v1,iot,elevator,wanli")
+    engine, decoder = Engine(registry), Decoder(registry)
+    records = [up(T0)] + [hb(T0 + 300 * k, "v1", "iot", "wanli", seq=k) for k in range(1, 5)]
+    records.append(hb(T0 + 1300, "v1", "iot", "wanli", seq=10))  # a jump of 6: 5 seqs skipped
+    Feed(engine, decoder, end=END).feed(records)
+    assert int(engine.jump[0]) == 6
+    path = tmp_path / "cp.npz"
+    save_checkpoint(path, engine=engine, tallies=[], decoder=decoder, extra={})
+    kept = load_checkpoint(path, registry)
+    assert int(kept.engine.jump[0]) == 6 and not kept.notes
+    with np.load(path, allow_pickle=False) as saved:
+        older = {name: saved[name] for name in saved.files if name != "jump"}
+    with open(path, "wb") as out:
+        np.savez(out, **older)
+    loaded = load_checkpoint(path, registry)
+    assert not loaded.notes and not loaded.engine.jump.any()
+    for name in ("missing", "allowance", "seq", "last_ts", "counters"):
+        assert np.array_equal(getattr(loaded.engine, name), getattr(engine, name)), name

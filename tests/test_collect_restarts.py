@@ -44,7 +44,8 @@ def registry_file(tmp_path):
 class Publisher:
     """A paho publisher at QoS 1 that reconnects by itself (paho's loop thread)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, tries: int = 10, ok: int = 9) -> None:
+        self.tries, self.ok = tries, ok  # camera counters grow by these per heartbeat
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{time.monotonic_ns()}")
         self.client.reconnect_delay_set(0.1, 0.5)
         self.connected = threading.Event()
@@ -54,9 +55,9 @@ class Publisher:
         self.client.loop_start()
 
     def heartbeat(self, device: str, seq: int) -> None:
-        """Camera counters grow by 10 tries and 9 successes per heartbeat."""
+        """Camera counters grow by ``tries`` tries and ``ok`` successes per heartbeat (10 and 9)."""
         assert self.connected.wait(60), "publisher not connected"
-        payload = {"seq": seq, "boot": "b1", "face_try": 10 * seq, "face_ok": 9 * seq, "plate_try": 0, "plate_ok": 0}
+        payload = {"seq": seq, "boot": "b1", "face_try": self.tries * seq, "face_ok": self.ok * seq, "plate_try": 0, "plate_ok": 0}
         info = self.client.publish(f"putuo/cam/taopu/{device}/hb", json.dumps(payload), qos=1)
         info.wait_for_publish(60)
 

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -104,14 +105,14 @@ def test_live_device_cannot_inflate_its_street(tmp_path, registry_file, broker):
     publisher = Publisher(broker.port)
     with running(config, sim_clock(current_minute() - 3600)) as collector:
         for k in range(12):
-            publisher.hb("iot", "changshou", "honest", seq=k, boot="h", reads=100 * k, read_ok=50 * k)
+            publisher.hb("iot", "changshou", "honest", seq=k, boot="h", reads=10 * k, read_ok=5 * k)
             publisher.hb("iot", "changshou", "liar", seq=k, boot=f"b{k}", read_ok=1000)
         wait_until(lambda: collector.engine.stats["heartbeats"] == 24, what="24 heartbeats")
     publisher.close()
     results = collector.month_results()
     assert results is not None
     row = results.row("iot", "changshou", "sensing")
-    assert (row.numerator, row.denominator) == (550, 1100)
+    assert (row.numerator, row.denominator) == (55, 110)
     assert results.engine_stats["unmatched_success"] == 11
     replayed_csv(config, collector)
 
@@ -138,12 +139,12 @@ def test_live_boot_flips_at_the_counter_limit_add_nothing(tmp_path, registry_fil
 
 def test_live_retained_heartbeat_is_not_counted_again_after_a_restart(tmp_path, registry_file, broker):
     """Test that a heartbeat published retained counts once when it arrives live; after an ordinary collector
-    restart the broker's redelivered copy is archived as $ptmon/retained and counts nothing (900/1000, not
-    1900/2000), and replaying both archive parts gives the same KPIs."""
+    restart the broker's redelivered copy is archived as $ptmon/retained and counts nothing (90/100, not
+    190/200), and replaying both archive parts gives the same KPIs."""
     config = config_for(tmp_path, registry_file, broker.port)
     clock = sim_clock(current_minute() - 3600)
     publisher = Publisher(broker.port)
-    counters = [{"reads": 1000 + round(1000 * (k - 1) / 99), "read_ok": 1000 + round(900 * (k - 1) / 99)} for k in range(1, 101)]
+    counters = [{"reads": 100 + round(100 * (k - 1) / 99), "read_ok": 100 + round(90 * (k - 1) / 99)} for k in range(1, 101)]
     with running(config, clock) as collector:
         publisher.hb("iot", "changshou", "honest", retain=True, seq=1, **counters[0])
         for k in range(2, 101):
@@ -155,7 +156,7 @@ def test_live_retained_heartbeat_is_not_counted_again_after_a_restart(tmp_path, 
     results = restarted.month_results()
     assert results is not None
     row = results.row("iot", "changshou", "sensing")
-    assert (row.numerator, row.denominator) == (900, 1000)
+    assert (row.numerator, row.denominator) == (90, 100)
     assert results.rejects["retained"] == 1 and "resets" not in results.engine_stats
     assert restarted.engine.stats["heartbeats"] == 100
     replayed_csv(config, restarted)
@@ -169,14 +170,59 @@ def test_live_reboot_without_boot_id_stays_accepted(tmp_path, registry_file, bro
     with running(config, sim_clock(current_minute() - 3600)) as collector:
         for k in range(40):
             seq = k + 1 if k < 24 else k - 23
-            publisher.hb("iot", "changshou", "honest", seq=seq, reads=10 * seq, read_ok=9 * seq)
+            publisher.hb("iot", "changshou", "honest", seq=seq, reads=2 * seq, read_ok=seq)
         wait_until(lambda: collector.engine.stats["heartbeats"] == 40, timeout=10, what="40 heartbeats accepted")
     publisher.close()
     assert (collector.engine.stats["stale"], collector.engine.stats["resets"]) == (0, 1)
     results = collector.month_results()
     assert results is not None
     row = results.row("iot", "changshou", "sensing")
-    assert (row.numerator, row.denominator) == (9 * 23 + 9 * 16, 10 * 23 + 10 * 16)
+    assert (row.numerator, row.denominator) == (23 + 16, 2 * 23 + 2 * 16)  # within an elevator's burst (300)
+    replayed_csv(config, collector)
+
+
+def test_live_reset_on_another_devices_topic_cannot_pass_its_street(tmp_path, registry_file, broker):
+    """Test that over MQTT one message on a lift's topic claiming a day of attempts, all good, with a new boot,
+    is refused (so is the lift's own boot coming back with its counts since boot) and changshou's sensing stays
+    its honest 50 % (a day saved up let it pass before), live and in replay alike."""
+    config = config_for(tmp_path, registry_file, broker.port)
+    publisher = Publisher(broker.port)
+    with running(config, sim_clock(current_minute() - 3600)) as collector:
+        for k in range(1, 13):
+            publisher.hb("iot", "changshou", "honest", seq=k, boot="h", reads=100_000 + 10 * k, read_ok=100_000 + 5 * k)
+            if k == 6:
+                publisher.hb("iot", "changshou", "honest", seq=1, boot="evil", reads=86_400, read_ok=86_400)
+        wait_until(lambda: collector.engine.stats["heartbeats"] == 13, what="13 heartbeats")
+    publisher.close()
+    results = collector.month_results()
+    assert results is not None
+    row = results.row("iot", "changshou", "sensing")
+    assert row.value == Fraction(1, 2) and (row.numerator, row.denominator) == (5 * 10, 10 * 10)  # 11 deltas, 1 refused
+    assert results.engine_stats["too_many_attempts"] == 2
+    replayed_csv(config, collector)
+
+
+def test_live_forged_seq_and_future_ts_hide_no_heartbeat(tmp_path, registry_file, broker):
+    """Test that over MQTT one message with a lift's boot, its seq + 64 and a ts in the year 2223 hides none of
+    the lift's own messages: every one is a heartbeat (none stale), the ts is counted future_ts, the jump
+    seq_suspect, the loss it claimed is all recovered, its counts all arrive, and replay agrees."""
+    config = config_for(tmp_path, registry_file, broker.port)
+    publisher = Publisher(broker.port)
+    start = current_minute() - 3600
+    with running(config, sim_clock(start)) as collector:
+        for k in range(1, 76):
+            publisher.hb("iot", "changshou", "honest", seq=k, boot="v1", ts=start + k, reads=1000 + 2 * k, read_ok=1000 + k)
+            if k == 7:
+                publisher.hb("iot", "changshou", "honest", seq=71, boot="v1", ts=8_000_000_000)
+        wait_until(lambda: collector.engine.stats["heartbeats"] == 76, what="76 heartbeats")
+    publisher.close()
+    stats = collector.engine.stats
+    assert (stats["future_ts"], stats["seq_suspect"], stats["stale"], stats["duplicate"]) == (1, 1, 0, 0)
+    assert stats["lost"] == stats["recovered"] == 63
+    results = collector.month_results()
+    assert results is not None
+    row = results.row("iot", "changshou", "sensing")
+    assert (row.numerator, row.denominator) == (74, 2 * 74)  # seq 1 is the baseline; every later count arrives
     replayed_csv(config, collector)
 
 
@@ -196,15 +242,15 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_live_loss_is_counted_and_exported(tmp_path, registry_file, broker):
-    """Test that gaps in seq are counted lost and a late message recovered, live and in replay alike, and that
-    /metrics shows them per contract × street with the loss ratio of the window."""
+    """Test that gaps in seq are counted lost and a late message recovered (and heard: a heartbeat), live and in
+    replay alike, and that /metrics shows them per contract × street with the loss ratio of the window."""
     port = free_port()
     config = config_for(tmp_path, registry_file, broker.port, metrics_listen=f"127.0.0.1:{port}")
     publisher = Publisher(broker.port)
     with running(config, sim_clock(current_minute() - 3600)) as collector:
         for seq in (1, 2, 5, 4, 6, 8, 9, 13, 14):  # 3, 7, 10-12 lost; 4 arrives late
             publisher.hb("cam", "taopu", "cam0", seq=seq, boot="a", ts=1_700_000_000 + 60 * seq)
-        wait_until(lambda: collector.engine.stats["heartbeats"] == 8, what="8 heartbeats")
+        wait_until(lambda: collector.engine.stats["heartbeats"] == 9, what="9 heartbeats")
         wait_until(lambda: (metric(scrape(port), "ptmon_mqtt_loss_ratio", contract="cam", street="taopu") or 0) > 0,
                    what="a sample with the loss ratio")
         text = scrape(port)
@@ -212,7 +258,7 @@ def test_live_loss_is_counted_and_exported(tmp_path, registry_file, broker):
     assert (collector.engine.stats["lost"], collector.engine.stats["recovered"]) == (6, 1)
     assert metric(text, "ptmon_mqtt_lost_messages_total", contract="cam", street="taopu") == 6
     assert metric(text, "ptmon_mqtt_recovered_messages_total", contract="cam", street="taopu") == 1
-    assert metric(text, "ptmon_mqtt_loss_ratio", contract="cam", street="taopu") == pytest.approx(5 / 13)
+    assert metric(text, "ptmon_mqtt_loss_ratio", contract="cam", street="taopu") == pytest.approx(5 / 14)
     assert metric(text, "ptmon_mqtt_lost_messages_total", contract="iot", street="taopu") == 0
     replayed_csv(config, collector)
 

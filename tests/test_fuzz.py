@@ -266,7 +266,9 @@ def assert_engine_matches(registry: Registry, engine: Engine, sums: DeltaSums, r
         assert bool(engine.seen[i]) == (st_ is not None), device_id
         if st_ is None:
             continue
-        assert int(engine.last_heartbeat[i]) == heartbeats[device_id][-1], device_id
+        assert int(engine.last_heartbeat[i]) == st_.last_t, device_id  # the last heartbeat whose counters counted
+        assert int(engine.online_until[i]) == heartbeats[device_id][-1] + int(engine.timeout[i]), device_id
+        assert bool(engine.jump[i]) == st_.jump, device_id
         seq = int(engine.seq[i]) if engine.has_seq[i] else None
         assert seq == st_.seq, device_id
         boot = int(engine.boot[i]) if engine.has_boot[i] else None

@@ -77,7 +77,7 @@ def test_data_quality_counts_come_from_the_period_in_ledger_and_replay(rules, tm
     """Test that rejects, duplicates, stale and unknown devices are counted per hour, so the ledger and a replay give the same figures for a period."""
     registry = make_registry(rules, "c1,cam,face_cam,taopu", "s1,iot,smoke,changzheng")
     records = [up(T0 - 600), hb(T0 - 300, "ghost"), (T0 - 200, "putuo/cam/taopu/c1/hb", "{bad")]  # before the period
-    records += [hb(T0 + 10, "c1", seq=1), hb(T0 + 20, "c1", seq=1), hb(T0 + 30, "c1", seq=3), hb(T0 + 40, "c1", seq=2)]
+    records += [hb(T0 + 10, "c1", seq=1), hb(T0 + 20, "c1", seq=1), hb(T0 + 30, "c1", seq=2), hb(T0 + 40, "c1", seq=1)]
     records += [hb(T0 + 50, "ghost"), hb(T0 + 55, "ghost"), (T0 + 60, "putuo/cam/taopu/c1/hb", "[1]"),
                 (T0 + 70, "not/a/topic", "{}"), hb(T0 + HOUR - 1, "s1", "iot", "changzheng", reads=5, read_ok=9)]
     records += [hb(T0 + HOUR + s, "c1", seq=10 + s) for s in range(0, 300, 60)] + [tick(T0 + 2 * HOUR)]
@@ -274,7 +274,8 @@ def test_untrusted_input_counts_agree_in_ledger_and_replay(rules, tmp_path: Path
     registry = make_registry(rules, "c1,cam,face_cam,taopu", "s1,iot,elevator,changzheng")
     records = [up(T0)]
     records += [hb(T0 + 60 * k, "c1", seq=seq, ts=T0 + 60 * k) for k, seq in enumerate((1, 2, 5, 6, 7, 12))]  # 2 + 4 lost
-    records += [hb(T0 + 400, "c1", seq=4, ts=T0 + 180 - 1), (T0 + 500, "$ptmon/retained", '{"topic": "putuo/cam/taopu/c1/hb"}')]
+    records += [hb(T0 + 400, "c1", seq=4, ts=T0 + 180 - 1), hb(T0 + 410, "c1", seq=4, ts=T0 + 180 - 1),  # late, then a copy
+                (T0 + 500, "$ptmon/retained", '{"topic": "putuo/cam/taopu/c1/hb"}')]
     records += [hb(T0 + 600, "s1", "iot", "changzheng", seq=1, reads=10, read_ok=10),
                 hb(T0 + 660, "s1", "iot", "changzheng", seq=2, boot="x", read_ok=50),  # unmatched_success
                 hb(T0 + HOUR + 60, "s1", "iot", "changzheng", seq=3, boot="x", reads=10**9, read_ok=0)]  # too_many_attempts

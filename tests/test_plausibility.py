@@ -100,33 +100,50 @@ def fast_rules(rules_dir: Path) -> Registry:
 
 
 def test_attempts_beyond_the_allowance_are_rejected(rules_dir: Path):
-    """Test that the first claim one attempt above the day's allowance is rejected (too_many_attempts), keeps
-    the allowance, and a later claim within it counts."""
+    """Test that a claim one attempt above what the time since the device's previous heartbeat allows, plus
+    one burst (a heartbeat period of the type, not a day), is rejected (too_many_attempts), and that a later
+    claim within the allowance counts."""
     registry = make_registry(fast_rules(rules_dir), "f1,iot,fast,taopu")
-    cap = ALLOWANCE_CAP_MS  # attempts, at 1 ms an attempt
+    burst = 3_600_000  # the type's heartbeat period (1 h) of attempts, at 1 ms an attempt
     records = [up(T0), hb(T0, "f1", "iot", "taopu", seq=0, reads=0, read_ok=0),
-               hb(T0 + H, "f1", "iot", "taopu", seq=1, boot="b1", reads=cap + 1, read_ok=cap + 1),  # a day's + 1
-               hb(T0 + 2 * H, "f1", "iot", "taopu", seq=2, boot="b2", reads=cap, read_ok=cap)]  # a day's, capped
+               hb(T0 + H, "f1", "iot", "taopu", seq=1, boot="b1", reads=2 * burst + 1, read_ok=2 * burst + 1),
+               hb(T0 + 2 * H, "f1", "iot", "taopu", seq=2, boot="b2", reads=2 * burst, read_ok=2 * burst)]
     results = run(registry, records, T0, T0 + 3 * H)
     assert results.engine_stats["too_many_attempts"] == 1
-    assert sensing(results, "taopu") == (cap, cap)
+    assert sensing(results, "taopu") == (2 * burst, 2 * burst)
+
+
+def test_a_day_saved_up_is_not_one_message(rules) -> None:
+    """Test that an elevator (1 attempt a second, heartbeat every 5 min) heard a minute ago cannot claim a day in
+    one reset: its allowance is the minute plus one heartbeat period, whatever it saved."""
+    registry = make_registry(rules, "e1,iot,elevator,wanli")
+    records = [up(T0), hb(T0, "e1", "iot", "wanli", seq=1, boot="a", reads=0, read_ok=0)]
+    records += [hb(T0 + 60 * k, "e1", "iot", "wanli", seq=1 + k, boot="a", reads=0, read_ok=0) for k in range(1, 1440)]
+    t = T0 + DAY
+    records += [hb(t, "e1", "iot", "wanli", seq=2000, boot="evil", reads=86_400, read_ok=86_400),
+                hb(t + 60, "e1", "iot", "wanli", seq=2001, boot="evil2", reads=360, read_ok=360),
+                hb(t + 120, "e1", "iot", "wanli", seq=2002, boot="evil3", reads=361, read_ok=361)]
+    results = run(registry, records, T0, T0 + 2 * DAY)
+    assert results.engine_stats["too_many_attempts"] == 2  # 86,400 and 361 > 60 + 300 (a burst)
+    assert sensing(results, "wanli") == (360, 360)
 
 
 def test_a_month_at_the_bound_sums_exactly_far_inside_int64(rules_dir: Path):
     """Test that 100 devices of the fastest type, each claiming every hour exactly what its allowance permits
     with a new boot (24 resets a day, the limit), sum over a month to exactly the documented bound
-    max_attempt_rate × (elapsed + one day) per device, with nothing rejected and no overflow."""
+    max_attempt_rate × (elapsed + one heartbeat period) per device, with nothing rejected and no overflow."""
     devices = [f"f{i}" for i in range(100)]
     registry = make_registry(fast_rules(rules_dir), *(f"{d},iot,fast,taopu" for d in devices))
     hours = 30 * 24  # November
+    burst = 3_600_000  # a heartbeat period (1 h) of attempts
     records = [up(T0)] + [hb(T0, d, "iot", "taopu", boot="b0", reads=0, read_ok=0) for d in devices]
     for k in range(1, hours):
-        claim = ALLOWANCE_CAP_MS if k == 1 else 3_600_000  # a day saved up, then an hour's worth
+        claim = 2 * burst if k == 1 else 3_600_000  # the burst saved up and the first hour, then an hour's worth
         records += [hb(T0 + H * k, d, "iot", "taopu", boot=f"b{k}", reads=claim, read_ok=claim) for d in devices]
     results = run(registry, records, T0, T0 + hours * H)
-    per_device = ALLOWANCE_CAP_MS + (hours - 2) * 3_600_000
-    bound_per_device = 1000 * ((hours - 1) * H + DAY)  # attempts/s × (seconds elapsed + a day)
-    assert bound_per_device == per_device + 3_600_000  # the bound, less the first hour (the allowance was full)
+    per_device = 2 * burst + (hours - 2) * 3_600_000
+    bound_per_device = 1000 * ((hours - 1) * H + H)  # attempts/s × (seconds elapsed + a heartbeat period)
+    assert bound_per_device == per_device
     assert sensing(results, "taopu") == (100 * per_device, 100 * per_device)
     assert not {"too_many_attempts", "too_many_resets", "unmatched_success"} & set(results.engine_stats)
     # the bound of rules/README.md: 3,000,000 devices of this type for 31 days stay exact in a double
@@ -135,7 +152,7 @@ def test_a_month_at_the_bound_sums_exactly_far_inside_int64(rules_dir: Path):
 
 def test_boot_flips_at_the_counter_limit_cannot_wrap_the_sums(rules):
     """Test that 100 devices flipping boot with counters at 2^40 every second (Σ reads wrapped past int64
-    before) add nothing: their first reset may spend a day's allowance, no more."""
+    before) add nothing: their first reset may spend a burst of allowance, no more."""
     devices = [f"s{i}" for i in range(100)]
     registry = make_registry(rules, *(f"{d},iot,elevator,wanli" for d in devices))
     records = [up(T0)]

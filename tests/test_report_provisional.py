@@ -294,7 +294,8 @@ def _quality_view(rules) -> ReportView:  # type: ignore[no-untyped-def]
     messages; plus kinds the collector is growing (retained, lost) and one this report does not know."""
     registry = make_registry(rules, "cam-1,cam,face_cam,taopu")
     records = [up(T0), hb(T0 + 10, "cam-1", seq=1), hb(T0 + 70, "cam-1", seq=3), hb(T0 + 75, "cam-1", seq=3),
-               hb(T0 + 80, "cam-1", seq=2), hb(T0 + 130, "cam-1", seq=4), hb(T0 + 120, "cam-1", seq=5),
+               hb(T0 + 80, "cam-1", seq=2), hb(T0 + 85, "cam-1", seq=2),  # seq 2 arrives late (heard), then a copy
+               hb(T0 + 130, "cam-1", seq=4), hb(T0 + 120, "cam-1", seq=5),
                raw(T0 + 140, "putuo/cam/taopu/cam-1/hb", "{not json"), hb(T0 + 150, "ghost-9", seq=1),
                tick(T0 + 600)]
     results = run(registry, records, T0, T0 + 30 * 86_400)

@@ -67,10 +67,10 @@ def _records() -> list[tuple[float, str, str]]:
         t = T0 + 120 * k
         if GAP[0] <= t < GAP[1]:
             continue
-        first = k < 5  # 3,000 captures 10 minutes after the baseline: within a camera's 5 a second
-        records.append(hb(t, "cam-cs-1", "cam", "changshou", seq=k, face_try=0 if first else 2000,
-                          face_ok=0 if first else 1900, plate_try=0 if first else 1000, plate_ok=0 if first else 800))
-        records.append(hb(t, "cam-tp-1", "cam", "taopu", seq=k, face_try=0 if first else 1000, face_ok=0 if first else 1000))
+        first = k < 5  # 600 captures 2 minutes after the last heartbeat: within a camera's 5 a second (+ a minute's burst)
+        records.append(hb(t, "cam-cs-1", "cam", "changshou", seq=k, face_try=0 if first else 400,
+                          face_ok=0 if first else 380, plate_try=0 if first else 200, plate_ok=0 if first else 160))
+        records.append(hb(t, "cam-tp-1", "cam", "taopu", seq=k, face_try=0 if first else 200, face_ok=0 if first else 200))
     records += [down(GAP[0]), up(GAP[1]), tick(T0 + 30 * DAY)]
     return sorted(records, key=lambda r: r[0])
 
