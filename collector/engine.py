@@ -19,7 +19,9 @@ What it does, in the order docs/domain.md defines it:
   counted and ignored (no heartbeat, no counts). Further behind, or at least two behind with a
   ``seq`` smaller than the distance (nearer the start of a sequence than the last ``seq``: a
   device that rebooted without a ``boot`` id), or by its ``ts`` (later, or set back by more than
-  a month, or a ``seq`` back at 0/1), is taken as a restart of the sequence. A message of a gap
+  a month, or a ``seq`` back at 0/1), is taken as a restart of the sequence, except that a message
+  further behind in the same explicit ``boot`` with a counter below the last is an old message
+  (stale): a device that restarts changes its ``boot``. A message of a gap
   arriving late is heard (online) but counts nothing, so a forged jump hides no real message.
   Cumulative counters mean an ignored message loses no counts.
 * **Plausible counters**: a heartbeat's counter deltas count only when plausible for its type
@@ -405,6 +407,16 @@ class Engine:
             if len(idx) == 0:
                 return heard_out, CountedEvents.join(counted)
             rows = idx
+        old = comparable & (behind > REORDER_WINDOW) & b.has_boot[rows] & had_boot & self._counters_down(b, rows, d)
+        if old.any():  # an old message of the same boot (a late archive part, a broker's backlog): not a reset
+            self.stats["stale"] += int(old.sum())
+            counted.append(engine_events(b.t[idx[old]], d[old], "stale"))
+            keep = ~old
+            idx, d, boot_changed, comparable, behind = idx[keep], d[keep], boot_changed[keep], comparable[keep], behind[keep]
+            seq, had_seq, boot, had_boot = seq[keep], had_seq[keep], boot[keep], had_boot[keep]
+            if len(idx) == 0:
+                return heard_out, CountedEvents.join(counted)
+            rows = idx
         assert b.accepted is not None
         b.accepted[rows] = True
         t = b.t[rows]
@@ -480,12 +492,16 @@ class Engine:
                                                  ts=ts, future=future, day=day, under_lease=under_lease)
         return cols
 
+    def _counters_down(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray) -> np.ndarray:
+        """Rows with a counter below the device's baseline."""
+        return (b.has_counter[rows] & self.has_baseline[d] & (b.counters[rows] < self.counters[d])).any(axis=1)
+
     def _counter_deltas(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray, boot_changed: np.ndarray,
                         first: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Deltas of the cumulative counters and the rows that reset them (None: none did); updates the baselines."""
         new, present = b.counters[rows], b.has_counter[rows]
         old, known = self.counters[d], self.has_baseline[d]
-        went_down = (present & known & (new < old)).any(axis=1)
+        went_down = self._counters_down(b, rows, d)
         reset = (boot_changed | went_down) & ~first
         if not reset.any():
             self.counters[d] = np.where(present, new, old)

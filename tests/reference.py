@@ -376,7 +376,7 @@ def _believed_ts(ts, t_us: int):
     return None
 
 
-def _sequence(st: _DeviceState, seq, ts, boot_changed: bool) -> str:
+def _sequence(st: _DeviceState, seq, ts, boot_changed: bool, older_in_boot: bool = False) -> str:
     """What a message's seq says: "duplicate", "stale", "late" (a skipped seq arriving), "met" (a
     provisional jump reached by the device's own sequence), "next" (continues) or "new"."""
     if boot_changed or seq is None or st.seq is None:
@@ -384,8 +384,8 @@ def _sequence(st: _DeviceState, seq, ts, boot_changed: bool) -> str:
     behind = st.seq - seq
     if behind < 0:
         return "next"
-    if behind > SEQ_WINDOW:
-        return "new"
+    if behind > SEQ_WINDOW:  # further behind: a restart, unless the same named boot's counters say it is older
+        return "stale" if older_in_boot else "new"
     if behind > 0 and seq in st.lost:
         return "late"
     if behind == 0 and st.jump and not st.gap:
@@ -423,7 +423,9 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
         boot_changed = st.boot is None or boot != st.boot or type(boot) is not type(st.boot)
     else:
         boot_changed = False
-    where = _sequence(st, seq, ts, boot_changed)
+    older_in_boot = boot is not None and st.boot is not None and not boot_changed \
+        and any(c in st.base and v < st.base[c] for c, v in present.items())
+    where = _sequence(st, seq, ts, boot_changed, older_in_boot)
     if where in ("duplicate", "stale"):  # ignored entirely: no heartbeat, no counts
         _count(counts, where, t_us, start_us, end_us)
         return

@@ -158,3 +158,18 @@ def test_a_reboot_that_resets_the_clock_is_a_restart_not_offline(rules):
     assert rate(clocks, "wanli", "online") > Fraction(99, 100)  # offline only before the first heartbeat
     stats = clocks.engine_stats
     assert (stats["resets"], stats["stale"], stats["duplicate"]) == (2, 1, 1)
+
+
+def test_an_old_message_of_the_same_boot_is_stale_not_a_reset(rules):
+    """Test that a backlog of a lift's earlier messages delivered after newer ones (a late archive part: the same
+    boot, more than 64 behind, counters below the last) is stale and adds nothing to wanli: taken for resets,
+    each would have counted the lift's running totals again."""
+    devices = ["w1,iot,elevator,wanli"]
+    honest = elevator("w1", "wanli", 7)
+    backlog = [hb(T0 + DAY / 2 + 10 * k, "w1", "iot", "wanli", seq=k, boot="h", reads=100_000 + 10 * k,
+                  read_ok=100_000 + 7 * k) for k in range(1, 6)]
+    before, after = replayed(rules, devices, honest), replayed(rules, devices, [*honest, *backlog])
+    assert rate(before, "wanli", "sensing") == rate(after, "wanli", "sensing") == Fraction(7, 10)
+    assert after.row("iot", "wanli", "sensing").denominator == before.row("iot", "wanli", "sensing").denominator
+    assert after.engine_stats["stale"] - before.engine_stats["stale"] == 5
+    assert after.engine_stats["resets"] == before.engine_stats["resets"]
