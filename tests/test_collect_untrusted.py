@@ -305,7 +305,8 @@ def test_broker_queue_overflow_is_reported_as_loss(tmp_path, registry_file):
     assert metric(text, "ptmon_broker_dropped_seen_messages_total") == pytest.approx(true_lost, rel=0.05)
     assert (metric(text, "ptmon_broker_dropped_messages_total") or 0) >= 800
     # The cameras stop after the burst, so the district may also go silent (a pipeline email): nothing else.
-    assert {m["Subject"][:6] for m in smtp.inbox.messages} <= {"【代理丢弃】", "【全区失联】"}
+    # no loss email (the drops explain it); the daily digest may fall due under a loaded machine's clock
+    assert {m["Subject"][:6] for m in smtp.inbox.messages} <= {"【代理丢弃】", "【全区失联】", "【每日简报】"}
     (message,) = [m for m in smtp.inbox.messages if m["Subject"].startswith("【代理丢弃】")]
     assert message["To"] == "ops@ptcenter.example"  # the shipped rules/alerts.yaml's district recipients
     assert re.fullmatch(r"【代理丢弃】MQTT 代理丢弃了 \d+ 条消息：请调大 max_queued_messages / max_queued_bytes",
