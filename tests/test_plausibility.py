@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptmon.plausibility import ALLOWANCE_CAP_MS
 from ptmon.registry import Registry
 from ptmon.rules import load_rules
 
