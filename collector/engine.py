@@ -407,7 +407,10 @@ class Engine:
             if len(idx) == 0:
                 return heard_out, CountedEvents.join(counted)
             rows = idx
-        old = comparable & (behind > REORDER_WINDOW) & b.has_boot[rows] & had_boot & self._counters_down(b, rows, d)
+        old = comparable & (behind > REORDER_WINDOW) & b.has_boot[rows] & had_boot
+        if old.any():  # counters looked at only for the rare rows far behind in the same named boot
+            far = np.flatnonzero(old)
+            old[far] = self._counters_down(b, idx[far], d[far])
         if old.any():  # an old message of the same boot (a late archive part, a broker's backlog): not a reset
             self.stats["stale"] += int(old.sum())
             counted.append(engine_events(b.t[idx[old]], d[old], "stale"))
