@@ -39,6 +39,11 @@ from .alerting.mailer import Mailer
 from .alerting.model import Notification
 from .alerting.outbox import outbox_rows
 from .alerting.rules import ALERTS_FILE, AlertRules, load_alert_rules
+from .anomaly import DeviceHealth
+from .anomaly.ledger import write_anomalies
+from .anomaly.metrics import AnomalyCollector
+from .anomaly.records import Anomaly
+from .anomaly.rules import rules_in
 from .archive import ArchiveReader, Record
 from .checkpoint import Checkpoint, load_checkpoint, restore_decoder, save_checkpoint
 from .config import CollectorConfig
@@ -155,11 +160,13 @@ class Collector:
         elif checkpoint is not None and (changed := _inputs_changed(checkpoint, self.registry)):
             lost, checkpoint = f"{changed} since the checkpoint, and the month's figures must come from one set of them", None
         rebuild = checkpoint is None and history
+        self._saved_extensions: dict | None = None  # the device-health state the engine's goes with
         if rebuild:
             self.engine, tallies, position = self._start_from_snapshot(lost)
         elif checkpoint is None:
             self.engine, tallies, position = Engine(self.registry), [], {}
         else:
+            self._saved_extensions = checkpoint.extensions
             self.engine = checkpoint.engine
             tallies = checkpoint.tallies
             restore_decoder(self.decoder, checkpoint)
@@ -210,6 +217,7 @@ class Collector:
             return Engine(self.registry), [], {}
         snapshot = load_snapshot(self._sources.snapshot, self.registry)
         restore_decoder(self.decoder, snapshot)
+        self._saved_extensions = snapshot.extensions
         return snapshot.engine, [], {}
 
     def _rebuild_from(self) -> int:
@@ -232,11 +240,13 @@ class Collector:
         finally:
             self._replaying = False
         self.ledger_writer.flush(open_buckets=True)
+        self._write_anomalies()
         self.notes.append(f"rebuilt from {reader.records:,} archived records in {time.monotonic() - began:.0f} s")
 
     def _month_snapshot(self, month_start: int) -> None:
         if not self._replaying:
-            save_snapshot(self.config.archive_path, month_start, self.engine, self.decoder)
+            save_snapshot(self.config.archive_path, month_start, self.engine, self.decoder,
+                          extensions=self.health.state_arrays() if self.health is not None else None)
 
     def _attach_ledger(self, checkpoint: Checkpoint | None) -> None:
         """Exemptions, the ledger's hours and episodes, and alerting, before any record is fed."""
@@ -251,6 +261,7 @@ class Collector:
         self.ledger_writer = LedgerWriter(engine, self.ledger, hour=named.get("ledger_hour"), day=named.get("ledger_day"))
         open_starts = self.ledger.episode_starts(engine.clock) if engine.clock is not None else None
         self.episodes = EpisodeTracker(engine, self._on_episodes, open_starts)
+        self._attach_health()
         self.alerts: AlertEvaluator | None = None
         self.alert_rules = self._load_alert_rules()
         if self.alert_rules is not None:
@@ -258,8 +269,36 @@ class Collector:
             self.alerts = AlertEvaluator(
                 engine, self.months, self.sla, self.alert_rules, on_change=self._on_alerts, emit_points=self._emit,
                 states=self.ledger.alert_states(), restored=restored, data_quality=self._data_quality,
-                month_to_date=lambda start, end: ledger_results(self.ledger, self.registry, start, end))
+                month_to_date=lambda start, end: ledger_results(self.ledger, self.registry, start, end),
+                device_health=self.health.monitor if self.health is not None else None)
         self.mailer: Mailer | None = None
+
+    def _attach_health(self) -> None:
+        """Device health (rules/anomaly.yaml): before alerting, which reads its open anomalies."""
+        self.anomalies_pending: list[Anomaly] = []
+        anomaly_rules = rules_in(self.registry.rules.directory)
+        if anomaly_rules is None:
+            self.health: DeviceHealth | None = None
+            self.notes.append(f"no anomaly.yaml in {self.registry.rules.directory}: device health is off")
+            return
+        self.health = DeviceHealth(self.engine, anomaly_rules, on_anomalies=self.anomalies_pending.extend,
+                                   emit_points=self._emit if self.config.influx.url else None,
+                                   saved=self._saved_extensions)
+        self.notes += self.health.notes
+        self.metrics.registry.register(AnomalyCollector(self.health.monitor))
+
+    def _write_anomalies(self) -> bool:
+        """Anomalies raised and cleared, and every open one's figures so far, into the ledger."""
+        if self.health is None:
+            return True
+        written = len(self.anomalies_pending)
+        try:
+            write_anomalies(self.ledger, self.anomalies_pending + self.health.monitor.open_anomalies())
+        except sqlite3.Error as exc:
+            self.faults.failed("ledger", str(exc))
+            return False
+        del self.anomalies_pending[:written]
+        return True
 
     def _load_alert_rules(self) -> AlertRules | None:
         if not self.config.alerts.enabled:
@@ -432,7 +471,7 @@ class Collector:
     def _flush_ledger(self, *, open_buckets: bool) -> bool:
         """What waits for the ledger, with ``open_buckets`` the open hour and day and the alert states."""
         states = self.alerts.checkpoint_states() if open_buckets and self.alerts is not None else None
-        if self.keeper.flush(open_buckets=open_buckets, states=states):
+        if self.keeper.flush(open_buckets=open_buckets, states=states) and self._write_anomalies():
             return True
         self._check_storage()
         return False
@@ -448,6 +487,8 @@ class Collector:
         False when the storage refused: the fault is reported and retried, and the previous checkpoint
         with the archive written after it still gives the exact state after a crash."""
         self._check_storage()
+        if self.health is not None:
+            self.health.monitor.settle()  # its changes reach the ledger before the state that made them is saved
         if not self._flush_ledger(open_buckets=True):
             return False
         extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time()}
@@ -458,7 +499,8 @@ class Collector:
                 await self.influx.persist()
             save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
                             decoder=self.decoder, extra=extra,
-                            named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day})
+                            named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day},
+                            extensions=self.health.state_arrays() if self.health is not None else None)
         except (OSError, SinkError, CheckpointError) as exc:
             self._check_storage()
             self.faults.failed("checkpoint", str(exc))

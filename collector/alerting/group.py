@@ -4,7 +4,7 @@
 firing (its state still runs, and it shows in the cause's email as context):
 
 * a district silence (pipeline) inhibits every other alert;
-* a street × contract silence inhibits that street's gateway and breach alerts of the contract.
+* a street × contract silence inhibits that street's gateway, breach and device alerts of the contract.
 
 (A dead gateway's devices are already left out of the street's breach counts, so a breach
 that still fires is not the gateway's doing and is sent.)
@@ -68,7 +68,7 @@ class Causes:
             return None
         if self.pipeline is not None:
             return self.pipeline
-        if key.cause in (Cause.GATEWAY, Cause.BREACH):
+        if key.cause in (Cause.GATEWAY, Cause.BREACH, Cause.DEVICE):
             return self.streets.get((key.contract, key.street))
         return None
 

@@ -24,6 +24,8 @@ def dashboard_uid(key: AlertKey) -> str:
         return OVERVIEW
     if key.cause is Cause.BREACH and key.kpi in CAMERA_KPIS:
         return CAMERAS
+    if key.cause is Cause.DEVICE and key.kpi in ("blind", "degraded"):
+        return CAMERAS
     return STREET
 
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..anomaly.ledger import read_anomalies
+from ..anomaly.ledger import replace_month as replace_anomalies
 from ..errors import UsageError
 from ..lock import collector_running
 from ..registry import Registry, load_registry
@@ -89,8 +91,9 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             done = _recompute(paths, args.month, recomputed)
         if args.ledger_command == "verify":
             return _verify(paths, args.month, recomputed_path, done)
-        with Ledger(paths.ledger) as ledger:
+        with Ledger(paths.ledger) as ledger, Ledger(recomputed_path, readonly=True) as recomputed:
             ledger.replace_month(recomputed_path, *month_bounds(args.month))
+            replace_anomalies(ledger, recomputed, args.month)
         _say(f"{args.month}: the ledger's rows replaced by the recomputation ({done.sources.describe()})")
         return 0
 
@@ -119,12 +122,14 @@ def _verify(paths: _Paths, month: str, recomputed_path: Path, done: Recomputed) 
         kpi = _differences(mine.csv_text().splitlines()[1:], theirs.csv_text().splitlines()[1:])
         hours = _differences([_hour_key(h) for h in ledger.hours(start, end)], [_hour_key(h) for h in recomputed.hours(start, end)])
         counts = _differences([repr(c) for c in ledger.counts(start, end)], [repr(c) for c in recomputed.counts(start, end)])
+        anomalies = _differences([repr(a) for a in read_anomalies(ledger, month)], [repr(a) for a in read_anomalies(recomputed, month)])
     print(f"ledger verify {month}: {paths.ledger} against the archive ({done.sources.describe()}, {done.records:,} records)")
-    for what, diff, total in (("KPI rows", kpi, len(mine.rows)), ("hour rows", hours, None), ("count rows", counts, None)):
+    for what, diff, total in (("KPI rows", kpi, len(mine.rows)), ("hour rows", hours, None), ("count rows", counts, None),
+                              ("anomaly rows", anomalies, None)):
         print(f"  {what}: {'equal' if not diff else f'{len(diff)} differ'}" + (f" ({total})" if total else ""))
         for line in diff[:SHOWN_DIFFERENCES]:
             print(f"    {line}")
-    if kpi or hours or counts:
+    if kpi or hours or counts or anomalies:
         print("DIFFERENT: `ptmon ledger rebuild --month {0}` replaces the ledger's month with the recomputation".format(month))
         return 1
     print("OK: the ledger's month equals the archive's")
