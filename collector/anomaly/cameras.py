@@ -80,9 +80,12 @@ class Cameras:
         self.slot_attempts += np.bincount(c, weights=attempts, minlength=n)
         self.slot_successes += np.bincount(c, weights=successes, minlength=n)
 
-    def add_sample(self, online: np.ndarray, interval_us: int) -> None:
-        """A sample instant: the cameras online (a mask over all cameras) were heard for ``interval_us``."""
-        self.slot_heard_us += online * interval_us
+    def add_sample(self, cameras: np.ndarray | None, online: np.ndarray, interval_us: int) -> None:
+        """A sample instant: the ``cameras`` (None: all, in order) ``online`` were heard for ``interval_us``."""
+        if cameras is None:
+            np.add(self.slot_heard_us, interval_us, out=self.slot_heard_us, where=online)
+        else:
+            self.slot_heard_us[cameras[online]] += interval_us
 
     def take_slot(self) -> SlotCounts | None:
         """The slot's sums per camera (float64 sums of integer counts: exact, in any order)."""
@@ -104,7 +107,7 @@ class Cameras:
         quiet = ~(self.blind.regimes[regime].on[c] | self.degraded.regimes[regime].on[c])
         self.shapes.add(g[quiet], a[quiet], f[quiet], s.heard_us[quiet])
         self.acc[c, regime] += np.stack([a, f, shape * hours, a * fshape, hours], axis=1)
-        f0 = np.clip(self.fail[c, regime] * fshape, *F0_RANGE)
+        f0 = np.minimum(np.maximum(self.fail[c, regime] * fshape, F0_RANGE[0]), F0_RANGE[1])
         blind = self._blind(s, regime, hours, shape, f0, start, end)
         degraded = self._degraded(s, regime, f0, start, end)
         self.disturbed[c, regime] |= self.blind.regimes[regime].on[c] | self.degraded.regimes[regime].on[c]

@@ -67,11 +67,14 @@ class AnomalyMonitor:
         self.group_codes = [f"{t.code}/{s.code}" for t in registry.rules.types for s in registry.rules.streets]
         groups = registry.type[self.camera_rows].astype(np.int64) * n_streets + registry.street[self.camera_rows]
         self.cameras = Cameras(rules, groups, len(self.group_codes))
-        # per contract: (positions in its registry slice, camera indices) of its cameras, for the samples
-        self.sampled = []
+        # per contract: (any cameras, their positions in its registry slice, their camera indices) for the
+        # samples; None, None when the slice is the cameras, in order (the district's cam contract)
+        self.sampled: list[tuple[bool, np.ndarray | None, np.ndarray | None]] = []
         for sl in engine.contract_slices:
             positions = np.flatnonzero(self.camera_of[sl] >= 0)
-            self.sampled.append((positions, self.camera_of[sl][positions]))
+            cameras = self.camera_of[sl][positions]
+            whole = len(positions) == sl.stop - sl.start and np.array_equal(cameras, np.arange(len(cameras)))
+            self.sampled.append((len(positions) > 0, None if whole else positions, None if whole else cameras))
         self.sensors = Sensors(rules, len(self.sensor_rows))
         self.night_to_hour = rules.night_to // 3600
         self.hour: int | None = None  # the open hour (Shanghai hours since 1970)
@@ -102,17 +105,17 @@ class AnomalyMonitor:
             self._close_slot()
         self.slot = slot
         self._advance((t + UTC_OFFSET_US) // US_PER_HOUR)
-        positions, cameras = self.sampled[contract]
-        if len(cameras):
-            heard = np.zeros(len(self.camera_rows), dtype=bool)
-            heard[cameras] = online[positions]
-            self.cameras.add_sample(heard, self.engine.sample_interval[contract])
+        has_cameras, positions, cameras = self.sampled[contract]
+        if has_cameras:
+            self.cameras.add_sample(cameras, online if positions is None else online[positions],
+                                    self.engine.sample_interval[contract])
         self.flush()
 
     def settle(self) -> None:
         """Apply what is kept for the next sample instant and hand over what changed (before a
         checkpoint): sums are order-free, so nothing differs from applying it later."""
         self._drain()
+        self._note("stuck", self.sensors.take_slot(), self.sensors.stuck, self.sensor_rows)
         self.sensors.fold()
         self.flush()
 
@@ -147,16 +150,16 @@ class AnomalyMonitor:
 
     def _apply(self, t: np.ndarray, d: np.ndarray, deltas: np.ndarray) -> None:
         assert self.slot is not None
-        place = self._places(self.slot * SLOT_US // (24 * US_PER_HOUR))[d]
-        cams = place >= 0
-        if cams.any():
+        place = self._places(self.slot * SLOT_US // (24 * US_PER_HOUR)).take(d)
+        cams = np.flatnonzero(place >= 0)
+        if len(cams):
             attempts = deltas[:, ATTEMPTS[0]] + deltas[:, ATTEMPTS[1]]
             successes = deltas[:, SUCCESSES[0]] + deltas[:, SUCCESSES[1]]
-            self.cameras.add(place[cams], attempts[cams], successes[cams])
-        sens = place <= -2
-        if sens.any():
-            steps = self.sensors.update(-2 - place[sens], t[sens], deltas[sens, READS], deltas[sens, READ_OK])
-            self._note("stuck", steps, self.sensors.stuck, self.sensor_rows)
+            self.cameras.add(place.take(cams), attempts.take(cams), successes.take(cams))
+        sens = np.flatnonzero(place <= -2)
+        if len(sens):
+            self.sensors.add(-2 - place.take(sens), t.take(sens), deltas[:, READS].take(sens),
+                             deltas[:, READ_OK].take(sens))
 
     def _places(self, day: int) -> np.ndarray:
         """Per registry row on ``day``: its camera index (≥ 0), −2 − its sensor index, or −1 (neither, or
@@ -180,6 +183,7 @@ class AnomalyMonitor:
         hour = (start + UTC_OFFSET_US) // US_PER_HOUR
         self._advance(hour)
         end = start + SLOT_US
+        self._note("stuck", self.sensors.take_slot(), self.sensors.stuck, self.sensor_rows)
         counts = self.cameras.take_slot()
         if counts is not None:
             blind, degraded = self.cameras.update(counts, hour, start, end)

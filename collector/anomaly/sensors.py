@@ -33,26 +33,28 @@ class Sensors:
     def __init__(self, rules: AnomalyRules, n: int) -> None:
         self.rules = rules
         self.decay = np.float32(1.0 - 1.0 / rules.window_days)
-        # [SUMS, n]: one contiguous row per figure, because adding to four 1-D rows at a round's sensors
-        # is several times faster than to an [n, 4] array's rows.
+        # [SUMS, n]: one contiguous row per figure (bincount folds add a whole row at a time)
         self.sums = np.zeros((len(SUMS), n), dtype=np.float32)  # the forgotten baseline sums
         self.day = np.zeros((len(SUMS), n), dtype=np.float32)  # the open day's
         self.days = np.zeros(n, dtype=np.uint16)  # days of history in the baseline
         self.disturbed = np.zeros(n, dtype=bool)
         self.stuck = Detector(n, 1, np.float32)
         self.gate = np.zeros(n, dtype=np.uint8)
+        self._mark = np.zeros(n, dtype=bool)  # scratch
         self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # heartbeats not yet in the day's sums
         self.buffered = 0
+        self.candidates: list[tuple[np.ndarray, ...]] = []  # heartbeats to judge at the slot's end
         self.derive()
 
-    def update(self, s: np.ndarray, t: np.ndarray, reads: np.ndarray, successes: np.ndarray) -> Steps:
-        """Heartbeats of distinct sensors, judged one by one: a sensor reports every few minutes at most,
-        so there is nothing to gather per slot; ``s`` may repeat (a sensor's heartbeats in arrival order).
-        A sensor's first heartbeat ever is left out: the engine takes it as its counters' baselines.
+    def add(self, s: np.ndarray, t: np.ndarray, reads: np.ndarray, successes: np.ndarray) -> None:
+        """Heartbeats (``s`` may repeat: a sensor's heartbeats in arrival order), judged one by one at
+        the slot's end (:meth:`take_slot`). A sensor's first heartbeat ever is left out: the engine
+        takes it as its counters' baselines.
 
         Per heartbeat only one byte of the sensor's state is read (``gate``): its counts wait in a buffer
         for the hour's end, when they join the day's sums in one pass (touching four arrays at random
-        for every one of a hundred thousand sensors' heartbeats costs more than the engine itself)."""
+        for every one of a hundred thousand sensors' heartbeats costs more than the engine itself), and
+        only the heartbeats that can change a sensor's evidence wait for the slot's end."""
         gate = self.gate[s]
         new = (gate & HEARD) == 0
         if new.any():  # a sensor's first heartbeat ever: its zero counts are no heartbeat without reads
@@ -66,9 +68,21 @@ class Sensors:
         # Only a heartbeat without a successful read, or a sensor already collecting evidence, can change it.
         moving = ((gate & JUDGED) > 0) & ((successes == 0) | ((gate & RUNNING) > 0))
         if not rule.enabled or not moving.any():
+            return
+        chosen = s[moving]
+        self._mark[chosen] = True  # every heartbeat of those sensors, in arrival order
+        rows = np.flatnonzero(self._mark[s])
+        self._mark[chosen] = False
+        self.gate[chosen] |= RUNNING  # until judged at the slot's end, their next heartbeats wait too
+        self.candidates.append((s[rows], t[rows], reads[rows], successes[rows]))
+
+    def take_slot(self) -> Steps:
+        """Judge the heartbeats kept since the last slot, each sensor's in arrival order."""
+        if not self.candidates:
             return no_steps()
-        rows = np.flatnonzero(np.isin(s, s[moving]))  # every heartbeat of those sensors, in arrival order
-        steps = [self._step(s[r], t[r], reads[r], successes[r]) for r in (rows[g] for g in in_turn(s[rows]))]
+        s, t, reads, successes = (np.concatenate(p) for p in zip(*self.candidates))
+        self.candidates = []
+        steps = [self._step(s[r], t[r], reads[r], successes[r]) for r in in_turn(s)]
         return concat_steps(steps)
 
     def _step(self, s: np.ndarray, t: np.ndarray, r: np.ndarray, ok: np.ndarray) -> Steps:
