@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
 import yaml
@@ -130,9 +129,12 @@ def _number(sec: _Section, key: str, default: float, low: float, high: float, *,
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high
     if not ok or (whole and not float(value).is_integer()):
         kind = "a whole number" if whole else "a number"
-        raise sec.fail(key, f"must be {kind} in [{Decimal(str(low)).normalize()}, {Decimal(str(high)).normalize()}]",
-                       value)
+        raise sec.fail(key, f"must be {kind} in [{_plain(low)}, {_plain(high)}]", value)
     return float(value)
+
+
+def _plain(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def _clock(sec: _Section, key: str, default: str) -> int:
