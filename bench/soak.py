@@ -69,10 +69,10 @@ from ptmon.timebase import format_instant, seconds_to_us
 from ptmon.simulators.loopback import free_port, wait_for_port
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
+from tests.programs import program
 from tests.servers import InfluxServer, influx_rows, influxql
 from tests.storage import Filler, lock_ledger, mount_small_filesystem, unmount
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PTMON = [sys.executable, "-m", "ptmon.cli"]
 DATABASE = "ptmon_soak"
 STARTUP_ALLOWANCE = 120.0  # seconds a collector may take to come back (registry, checkpoint, archive tail)
@@ -146,7 +146,7 @@ class Broker:
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}"
             f"persistence true\npersistence_location {store}/\nautosave_interval 0\n"  # saved at each clean stop
-            f"max_queued_messages {max_queued}\nmax_queued_bytes 0\n"  # the default 1000 drops silently (MEASURED.md)
+            f"max_queued_messages {max_queued}\nmax_queued_bytes 0\n"  # the default 1000 drops the rest silently
             # as deploy/mosquitto: what a collector that cannot archive holds is bounded by this window
             "max_inflight_messages 20000\nlog_dest stderr\nlog_type error\nlog_type warning\n")
         self.log = workdir / "mosquitto.log"
@@ -154,7 +154,7 @@ class Broker:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([program("mosquitto"), "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT)
         wait_for_port(self.port, 60, alive=lambda: self.proc is not None and self.proc.poll() is None)
 
     def stop(self) -> None:

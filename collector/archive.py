@@ -12,6 +12,14 @@ them):
 * ``$ptmon/limits``: a JSON object of the decoder's limits (``max_payload``, ``device_rate``,
   ``window``, ``unknown_limit``) from ``t`` on, written at each start, so a replay rejects
   what the live collector rejected.
+* ``$ptmon/retained``: a message the broker delivered with the MQTT retain flag set — its
+  stored copy, sent again on every subscribe — received at ``t``. The payload is a JSON object
+  ``{"topic": <the message's topic>, "payload": <its raw payload>}``. It is never a heartbeat and
+  counts toward nothing but the ``retained`` count of the device its topic names. Gateway
+  statuses are retained by design and stay ordinary records. Unlike the others this record is
+  a received message: it proves the monitor was observing, as a rejected message does.
+  Archives written before it existed hold retained messages as ordinary records and read as
+  they always did.
 
 A reader never stops on a bad line: it counts it, logs where it was, and goes on. A gzip
 stream cut short (a crash mid-write) ends that file with a warning.
@@ -22,8 +30,10 @@ from __future__ import annotations
 import gzip
 import heapq
 import io
+import itertools
 import logging
 import math
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
@@ -39,6 +49,7 @@ log = logging.getLogger(__name__)
 CONTROL_PREFIX = "$ptmon/"
 MONITOR_TOPIC = "$ptmon/monitor"
 TICK_TOPIC = "$ptmon/tick"
+RETAINED_TOPIC = "$ptmon/retained"
 Record = tuple[float, str, str]
 LOGGED_BAD_LINES = 5
 
@@ -119,8 +130,18 @@ class ArchiveReader:
         self.truncated: list[str] = []
 
     def __iter__(self) -> Iterator[Record]:
-        # heapq.merge is stable: equal times keep file order, so the stream is deterministic.
-        return heapq.merge(*(self._read(p) for p in self.paths), key=itemgetter(0))
+        """One collector's files (one directory, the collector's names) in the order it wrote them
+        (day, then part): the order its engine saw the records in, also where its clock stepped
+        back at a restart. Different directories, or other names, merge by receive time (stable:
+        equal times keep file order, so the stream is deterministic)."""
+        streams = []
+        for _, group in itertools.groupby(sorted(self.paths, key=_write_order), key=lambda p: p.parent):
+            paths = list(group)
+            if all(ARCHIVE_FILE_NAME.fullmatch(p.name) for p in paths):
+                streams.append(itertools.chain.from_iterable(map(self._read, paths)))
+            else:
+                streams += [self._read(p) for p in paths]
+        return heapq.merge(*streams, key=itemgetter(0))
 
     def _read(self, path: Path) -> Iterator[Record]:
         loads = orjson.loads
@@ -156,6 +177,21 @@ class ArchiveReader:
         self.bad_lines += 1
         if self.bad_lines <= LOGGED_BAD_LINES:
             log.warning("%s:%d: not an archive record (t, topic, payload); skipped", path, lineno)
+
+
+def retained_record(t: float, topic: str, payload: str) -> Record:
+    """The archive record of a retained message received at ``t`` (see ``$ptmon/retained``)."""
+    return (t, RETAINED_TOPIC, orjson.dumps({"topic": topic, "payload": payload}).decode())
+
+
+# The collector's archive files: ptmon-YYYY-MM-DD.jsonl.gz, then .1, .2, ... a part per start.
+ARCHIVE_FILE_NAME = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl\.gz")
+
+
+def _write_order(path: Path) -> tuple[str, str, int, str]:
+    """A collector's files by directory, day, part; other names after, by name."""
+    m = ARCHIVE_FILE_NAME.fullmatch(path.name)
+    return (str(path.parent), m.group(1), int(m.group(2) or 0), "") if m else (str(path.parent), "~", 0, path.name)
 
 
 def encode_record(t: float, topic: str, payload: str) -> bytes:

@@ -39,6 +39,7 @@ from .decode import Decoder, RateState
 from .durable import fsync_directory
 from .engine import NEVER, Engine
 from .errors import CheckpointError, UsageError
+from .plausibility import ALLOWANCE_CAP_MS
 from .registry import Registry
 from .rules import COUNTERS, Rules
 from .tally import Tally
@@ -47,7 +48,11 @@ FORMAT = "ptmon-checkpoint"
 FORMAT_VERSION = 2  # 2: sampled_online, the per-hour message counts
 # online_until is not saved: it is last_heartbeat + the type's timeout, rebuilt on load.
 DEVICE_ARRAYS = ("last_heartbeat", "seen", "seq", "has_seq", "boot", "has_boot",
-                 "counters", "has_baseline", "seen_day", "sampled_online")
+                 "counters", "has_baseline", "seen_day", "sampled_online", "resets_today", "unmatched", "allowance",
+                 "missing", "last_ts")
+# Added after checkpoints were first written: a checkpoint without them restores the rest, and
+# these start as at a device's first message (a day's allowance, nothing unmatched or missing).
+LATER_DEVICE_ARRAYS = ("resets_today", "unmatched", "allowance", "missing", "last_ts")
 GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
 RATE_ARRAYS = {  # RateState attribute: (array name, rows of, fill for a row new since the save)
     "device_window": ("rate_device_window", "device", -1),
@@ -274,7 +279,12 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                               + FRESH_START.format(path=path))
     rows = {"device": _rows_by_id(_ids(arrays.pop("device_ids")), registry.ids, "device"),
             "gateway": _rows_by_id(list(meta["gateways"]), registry.gateways, "gateway")}
-    _restore_rows(path, arrays, DEVICE_ARRAYS, rows["device"], engine, notes, "device")
+    absent = [name for name in LATER_DEVICE_ARRAYS if name not in arrays]
+    if absent:
+        notes.append(f"the checkpoint predates the counter plausibility and loss state ({', '.join(absent)}); "
+                     "it starts afresh")
+        engine.allowance[:] = ALLOWANCE_CAP_MS  # as a device's first message would
+    _restore_rows(path, arrays, tuple(n for n in DEVICE_ARRAYS if n not in absent), rows["device"], engine, notes, "device")
     _restore_rows(path, arrays, GATEWAY_ARRAYS, rows["gateway"], engine, notes, "gateway")
     heard = engine.last_heartbeat != NEVER
     engine.online_until = np.where(heard, engine.last_heartbeat + engine.timeout, NEVER)

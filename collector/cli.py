@@ -49,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="recompute the KPIs of a period from message archives",
                         description="Read message archives (gzip JSON Lines: t, topic, payload), run them through the "
                         "SLA engine and print the KPI table of the period. The same archives and registry always give "
-                        "byte-identical CSV.")
-    rp.add_argument("archives", nargs="+", metavar="ARCHIVE", help="archive files (.jsonl.gz or plain .jsonl)")
+                        "byte-identical CSV. Records before the period set the devices' baselines and last heartbeats: "
+                        "with --month and the collector's archive directory, replay starts from the month-start snapshot "
+                        "there (the state as the month began) and reads the files after it; files named one by one are "
+                        "read from their beginning, so name every file before the month too.")
+    rp.add_argument("archives", nargs="+", metavar="ARCHIVE",
+                    help="archive files (.jsonl.gz or plain .jsonl), or directories of them (the collector's archive_dir)")
     _period(rp)
     rp.add_argument("--registry", required=True, metavar="FILE", help="device registry CSV (the contract inventory)")
     _add_rules(rp)
@@ -67,13 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     gen.add_argument("--out", metavar="FILE", default="-", help="output CSV (default: stdout)")
     _add_rules(gen)
-    chk = reg_sub.add_parser("check", help="validate a registry CSV and summarise it")
-    chk.add_argument("file", metavar="FILE")
+    chk = reg_sub.add_parser("check", help="validate a registry CSV and summarise it",
+                             description="Validate a registry CSV (columns device_id, contract, type, street, "
+                             "scenario, community, gateway, accepted_on, retired_on: see the README) against the rule "
+                             "files and print how many devices of each contract are under lease today. An error names "
+                             "the line and the column; the exit status is then 2.")
+    chk.add_argument("file", metavar="FILE", help="the registry CSV")
     _add_rules(chk)
 
-    rules = sub.add_parser("rules", help="validate the rule files")
-    rules.add_argument("action", choices=["check"])
-    rules.add_argument("dir", nargs="?", default=str(DEFAULT_RULES_DIR), metavar="DIR")
+    rules = sub.add_parser("rules", help="validate the rule files",
+                           description="`ptmon rules check [DIR]`: validate the rule files of DIR (streets.yaml, "
+                           "types.yaml, contracts.yaml, and alerts.yaml as the collector loads it) and print their "
+                           "version. An error names the file and the key; the exit status is then 2.")
+    rules.add_argument("action", choices=["check"], help="check: validate the rule files")
+    rules.add_argument("dir", nargs="?", default=str(DEFAULT_RULES_DIR), metavar="DIR",
+                       help="the rule files' directory (default: the rules shipped with ptmon)")
 
     sim = sub.add_parser("simulate", help="act as the district's sensors, cameras and gateways over MQTT",
                          description="Publish heartbeats for every registry device at its type's period over MQTT, "
@@ -94,11 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--qos", type=int, choices=[0, 1], default=0, help="MQTT QoS of heartbeats (default 0)")
     sim.add_argument("--username", help="MQTT user name; the password comes from $PTMON_MQTT_PASSWORD")
     sim.add_argument("--ca", metavar="FILE", help="CA certificate for mqtts://")
-    sim.add_argument("--anchor", type=float, metavar="UNIX_TIME",
+    sim.add_argument("--anchor", metavar="UNIX_TIME",
                      help="wall-clock unix time at which simulated time is --start (default: when sending begins); "
-                     "lets a collector share the simulated clock")
+                     "lets a collector share the simulated clock. '-': send the warm-up at once, print 'ready N' "
+                     "(messages delivered so far) on stdout, read the unix time from stdin, and print 'done N' at the end")
     sim.add_argument("--warm-up", metavar="D", help="as if the district had been running: every device's last heartbeat "
-                     "before --start is sent first, squeezed into the D before it (e.g. 60s)")
+                     "before --start is sent first, spread evenly over the D before it (e.g. 60s)")
 
     col = sub.add_parser("collect", help="the live collector: MQTT in; archive, InfluxDB and Prometheus out",
                          epilog=COLLECT_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -135,18 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole pipeline on a generated district, nothing external needed",
                           description="Generate the district registry, start an embedded MQTT broker (Mosquitto if "
-                          "installed, else the pure-Python amqtt), run the simulator against it with a street outage, "
-                          "collect with the live collector (archive, SLA engine, optional InfluxDB) showing a live "
-                          "per-street table, and print the KPI table of the simulated period. --offline instead "
-                          "synthesises the traffic straight into an archive and replays it (no broker).")
-    demo.add_argument("--hours", type=float, help="simulated hours (default 0.5; --offline: 24)")
+                          "installed, else the pure-Python amqtt of the [demo] extra), run the simulator against it "
+                          "with the demo scenario (a street's power cut, dying gateways, worse capture and sensing on "
+                          "two streets, bad traffic), collect with the live collector (archive, SLA engine, ledger, "
+                          "optional InfluxDB) showing a live line, and print the KPI table of the simulated window, "
+                          "why each failing street fails, and the replay command that recomputes the same CSV from "
+                          "the archive. The window is 09:00 Shanghai time of yesterday onwards. On amqtt the "
+                          "district is a quarter of Putuo's communities (amqtt is slow to connect the district's "
+                          "1,290 gateways). --offline instead synthesises a day straight into an archive and replays "
+                          "it (no broker).")
+    demo.add_argument("--hours", type=float, help="simulated hours (default 0.5, at least 0.25; --offline: 24)")
     demo.add_argument("--speed", type=float, default=30.0, metavar="K",
                       help="simulated time runs K times faster than wall time (default 30: half an hour in a minute)")
     demo.add_argument("--influx-url", metavar="URL", help="also write points to this InfluxDB (v1 API, database ptmon)")
-    demo.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
-                      help="embedded broker: Mosquitto if installed, else amqtt (default auto)")
+    demo.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"],
+                      help="embedded broker (default: $PTMON_DEMO_BROKER, else auto: Mosquitto if installed, else amqtt)")
+    demo.add_argument("--scale", type=float, metavar="F",
+                      help="share of every gateway's devices to simulate, in (0, 1] (default 1 on Mosquitto, 0.25 on amqtt)")
     demo.add_argument("--offline", action="store_true", help="no broker: synthetic archive → replay (a day in about 80 s)")
-    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the district and its traffic (default 1)")
     demo.add_argument("--workdir", metavar="DIR", default="ptmon-demo", help="where the registry and archive go (default ./ptmon-demo)")
     return parser
 
@@ -187,17 +207,26 @@ def _progress_printer():  # type: ignore[no-untyped-def]
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay
+    from .sinks.archive import archive_paths
 
     start, end = _resolve_period(args)
+    paths = archive_paths(args.archives)
     rules = load_rules(args.rules)
     registry = load_registry(args.registry, rules)
+    state = None
+    if args.month and all(Path(a).is_dir() for a in args.archives):
+        from .snapshots import load_snapshot, month_sources
+
+        sources = month_sources([Path(a) for a in args.archives], args.month)
+        paths, state = sources.files, load_snapshot(sources.snapshot, registry) if sources.snapshot else None
+        print(f"replay: {sources.describe()}", file=sys.stderr)
     exemptions = []
     if args.ledger:
         from .ledger.store import Ledger
 
         with Ledger(args.ledger, readonly=True) as ledger:
             exemptions = [e for e in ledger.exemptions(start=start, end=end) if e.active]
-    results = replay(args.archives, registry, start, end, progress=_progress_printer(), exemptions=exemptions)
+    results = replay(paths, registry, start, end, progress=_progress_printer(), exemptions=exemptions, state=state)
     if args.csv == "-":
         results.write_csv(sys.stdout)
     elif args.csv:
@@ -233,9 +262,13 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
+    from .service import check_alert_rules
+
     rules = load_rules(args.dir)
+    alerts = check_alert_rules(None, rules)  # exactly what `collect --check-config` loads
     print(f"{args.dir}: {len(rules.streets)} streets, {len(rules.types)} device types, "
           f"{len(rules.contracts)} contracts; version {rules.version}")
+    print(alerts)
     return 0
 
 
@@ -253,7 +286,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ptmon.simulators.live_demo import run_live_demo
 
     return run_live_demo(Path(args.workdir), hours=args.hours or 0.5, speed=args.speed, seed=args.seed,
-                         influx_url=args.influx_url, broker=args.broker)
+                         influx_url=args.influx_url, broker=args.broker, scale=args.scale)
 
 
 def _add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -44,7 +44,7 @@ from .anomaly.ledger import write_anomalies
 from .anomaly.metrics import AnomalyCollector
 from .anomaly.records import Anomaly
 from .anomaly.rules import rules_in
-from .archive import ArchiveReader, Record
+from .archive import MONITOR_TOPIC, ArchiveReader, Record
 from .checkpoint import Checkpoint, load_checkpoint, restore_decoder, save_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
@@ -68,8 +68,9 @@ from .ledger.records import Episode
 from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
-from .lock import DataDirLock
-from .metrics import Metrics, PipelineCounts, serve_metrics
+from .lock import CollectorLocks
+from .loss import LossPoints, LossWindow, broker_lines
+from .metrics import LossCounts, Metrics, PipelineCounts, serve_metrics
 from .registry import Registry, load_registry
 from .replay import Feed, freeze_startup_heap
 from .results import Results
@@ -115,9 +116,10 @@ class Collector:
         self._last_exemption_poll = time.monotonic()
         self._last_health = 0.0
         self._replaying = False  # rebuilding from the whole archive: no InfluxDB points, no snapshots
+        self._last_turn = (0.0, 0.0)  # (monotonic, clock) of the main loop's last turn
         self.final_results: Results | None = None  # the month's KPIs as the collector stopped
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
-        self.lock = DataDirLock(config.data_dir)
+        self.lock = CollectorLocks(config.data_dir, config.ledger_path)
         self.lock.acquire()
         self.faults = Faults(config.storage)
         self.keeper = LedgerKeeper(self.faults, wake_mailer=lambda: self.mailer.wake() if self.mailer else None)
@@ -155,10 +157,8 @@ class Collector:
         self.decoder = Decoder.from_config(self.registry, self.config.limits)
         self.ledger = Ledger(self.config.ledger_path)
         history = bool(archive_files(self.config.archive_path)) or self.ledger.has_hours()
-        if checkpoint is not None and self.ledger.created and history:
-            lost, checkpoint = f"the ledger {self.config.ledger_path} is new but the checkpoint is not", None
-        elif checkpoint is not None and (changed := _inputs_changed(checkpoint, self.registry)):
-            lost, checkpoint = f"{changed} since the checkpoint, and the month's figures must come from one set of them", None
+        if checkpoint is not None and (mismatch := self._mismatch(checkpoint, history)):
+            lost, checkpoint = mismatch, None
         rebuild = checkpoint is None and history
         self._saved_extensions: dict | None = None  # the device-health state the engine's goes with
         if rebuild:
@@ -175,12 +175,14 @@ class Collector:
             log.info("state restored from %s (saved %s)", path, checkpoint.saved_at)
         self.months = MonthTallies(self.engine, tallies)
         self.sla = SlaPoints(self.months, self._emit, self.metrics)
+        self._attach_loss()
         self._attach_ledger(checkpoint)
         self.heartbeats = HeartbeatPoints(self.engine) if self.config.influx.url and self.config.influx.heartbeats else None
         self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch, on_month=self._month_snapshot)
         self._pending_points: list[str] = []
         if rebuild:
             self.ledger_writer.write_from = self._rebuild_from()
+            self.ledger.clear_from(self.ledger_writer.write_from)  # rows of other registries or rules go too
             self._replay_archive()
             self.ledger_writer.write_from = None
         elif checkpoint is not None:
@@ -189,6 +191,19 @@ class Collector:
             self.notes.append(f"the previous run ended without a clean shutdown; its last record was at "
                               f"{format_instant(self.engine.clock)}: until the broker connection is back is a monitoring gap")
         freeze_startup_heap()
+
+    def _mismatch(self, checkpoint: Checkpoint, history: bool) -> str:
+        """Why the checkpoint cannot be continued with this ledger, registry and rules ('' when it can)."""
+        if self.ledger.created and history:
+            return f"the ledger {self.config.ledger_path} is new but the checkpoint is not"
+        through, last = checkpoint.extra.get("ledger_last_hour"), self.ledger.last_hour()
+        if isinstance(through, int) and (last is None or last < through):
+            return (f"the ledger {self.config.ledger_path} is older than the checkpoint (its last hour "
+                    f"{format_instant(last) if last is not None else 'none'}, the checkpoint's {format_instant(through)}; "
+                    "restored from a backup?)")
+        if changed := _inputs_changed(checkpoint, self.registry):
+            return f"{changed} since the checkpoint, and the month's figures must come from one set of them"
+        return ""
 
     def _read_checkpoint(self, path: Path) -> tuple[Checkpoint | None, str]:
         """The checkpoint, or None and why not; an unreadable one is moved aside, never reused."""
@@ -210,15 +225,27 @@ class Collector:
                              f"{archive} to rebuild the state from: restore the archive, or move the ledger away to "
                              "start a new one (its months would then be lost)")
         last_month = files[-1].name[6:13]
-        self._sources = month_sources([archive], last_month)
-        self.notes.append(f"{why}: rebuilding the state and this month's ledger from the archive "
-                          f"({self._sources.describe()}); this reads every message again and takes a while")
-        if self._sources.snapshot is None:
-            return Engine(self.registry), [], {}
-        snapshot = load_snapshot(self._sources.snapshot, self.registry)
-        restore_decoder(self.decoder, snapshot)
-        self._saved_extensions = snapshot.extensions
-        return snapshot.engine, [], {}
+        while True:
+            self._sources = month_sources([archive], last_month)
+            if self._sources.snapshot is None:
+                engine = Engine(self.registry)
+                break
+            try:
+                snapshot = load_snapshot(self._sources.snapshot, self.registry)
+            except CheckpointError as exc:  # an earlier snapshot, or every file, gives the same state
+                aside = self._sources.snapshot.with_name(f"{self._sources.snapshot.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+                os.replace(self._sources.snapshot, aside)
+                self.notes.append(f"{exc}; it is kept as {aside.name}")
+                continue
+            restore_decoder(self.decoder, snapshot)
+            self._saved_extensions = snapshot.extensions
+            engine = snapshot.engine
+            break
+        note = (f"{why}: rebuilding the state and this month's ledger from the archive "
+                f"({self._sources.describe()}); this reads every message again and takes a while")
+        log.warning("%s", note)
+        self.notes.append(note)
+        return engine, [], {}
 
     def _rebuild_from(self) -> int:
         """Where a rebuild starts writing the ledger: this month (the archive's last), or the last hour
@@ -270,8 +297,43 @@ class Collector:
                 engine, self.months, self.sla, self.alert_rules, on_change=self._on_alerts, emit_points=self._emit,
                 states=self.ledger.alert_states(), restored=restored, data_quality=self._data_quality,
                 month_to_date=lambda start, end: ledger_results(self.ledger, self.registry, start, end),
+                loss_window=self.loss_window, loss=self.config.loss,
                 device_health=self.health.monitor if self.health is not None else None)
         self.mailer: Mailer | None = None
+
+    def _attach_loss(self) -> None:
+        """Loss in transit: the trailing window, its InfluxDB points and its metrics (its alerts are
+        the alert evaluator's: causes ``loss`` and ``broker_drops``)."""
+        self.loss_window = LossWindow(self.engine, self.config.loss.window)
+        self.loss_points = LossPoints(self.months, self.loss_window, self._emit) if self.config.influx.url else None
+        self.metrics.loss.read = self._loss_counts
+
+    def _loss_counts(self) -> LossCounts:
+        """What /metrics shows of loss in transit and of the broker, read when scraped."""
+        tally = self.months.current()
+        streets = self.registry.rules.street_codes()
+        by_street: dict[str, dict[tuple[str, str], int]] = {"lost": {}, "recovered": {}}
+        for kind, out in by_street.items():
+            per_group = tally.counts.get(kind) if tally is not None else None
+            for ci, contract in enumerate(self.registry.rules.contracts):
+                for si, street in enumerate(streets):
+                    out[contract.code, street] = int(per_group[ci * len(streets) + si]) if per_group is not None else 0
+        ratios = self.loss_window.latest
+        broker = self.source.broker_stats.snapshot() if self.source.broker_stats is not None else None
+        return LossCounts(lost=by_street["lost"], recovered=by_street["recovered"],
+                          ratio={key: rate for key, (rate, _, _) in ratios.items() if rate is not None},
+                          broker=broker.values if broker else {}, broker_dropped_seen=broker.dropped_seen if broker else 0,
+                          broker_updated=broker.updated if broker else 0.0)
+
+    def _watch_broker(self, now: float, health_due: bool) -> None:
+        """The broker's $SYS statistics: drops alert, and they go to InfluxDB with the health point."""
+        if self.source.broker_stats is None:
+            return
+        snapshot = self.source.broker_stats.snapshot()
+        if self.alerts is not None:
+            self.alerts.on_broker(snapshot, int(now * US_PER_S))
+        if health_due and self.influx is not None:
+            self.influx.submit(broker_lines(snapshot, int(now * US_PER_S), instance=self.config.mqtt.client_id))
 
     def _attach_health(self) -> None:
         """Device health (rules/anomaly.yaml): before alerting, which reads its open anomalies."""
@@ -319,6 +381,9 @@ class Collector:
         assert self.alert_rules is not None
         messages = outbox_rows(notifications, ledger=self.ledger, registry=self.registry, alert_rules=self.alert_rules,
                                sender=self.config.email.sender)
+        if self._replaying and messages:  # a rebuild relives the past: its emails went out when it happened
+            log.info("rebuilding: %d alert emails of the past not queued again", len(messages))
+            messages = []
         for m in messages:
             self.metrics.alerts.labels(m["kind"], m["event"]).inc()
             log.warning("alert email queued for %s: %s", ", ".join(m["recipients"]), m["subject"])
@@ -422,11 +487,14 @@ class Collector:
         self.source.start()
 
     async def _tick(self, now: float) -> None:
+        self._watch_stall(now)
         self.step(now)
-        if self.influx is not None and now - self._last_health >= HEALTH_INTERVAL and not self.faults.waiting("spool"):
+        health_due = now - self._last_health >= HEALTH_INTERVAL
+        if self.influx is not None and health_due and not self.faults.waiting("spool"):
             # The collector's clock, so under a simulated clock these line up with the sla points.
             self._last_health = now
             self.influx.submit(health_lines(self.metrics, int(now * US_PER_S), instance=self.config.mqtt.client_id))
+        self._watch_broker(now, health_due)
         if time.monotonic() - self._last_exemption_poll >= EXEMPTION_POLL:
             self._last_exemption_poll = time.monotonic()
             try:
@@ -439,6 +507,18 @@ class Collector:
                 and self.faults.due("checkpoint") and not self.faults.waiting("ledger"):
             await self.checkpoint()
         self.faults.tick()
+
+    def _watch_stall(self, now: float) -> None:
+        """A main loop that did not run for ``stall_gap`` (the process frozen, the host suspended) could
+        not observe: its last turn's instant to now is a monitoring gap, archived as a 'down' and an 'up'
+        before anything received after it (stamped late, it would make the frozen time devices offline)."""
+        wall = time.monotonic()
+        last_wall, last_clock = self._last_turn
+        self._last_turn = (wall, now)
+        if last_wall and wall - last_wall > self.config.stall_gap and self.engine.up:
+            log.warning("the collector did not run for %.0f s (frozen or suspended): a monitoring gap from %s to %s",
+                        wall - last_wall, format_instant(int(last_clock * US_PER_S)), format_instant(int(now * US_PER_S)))
+            self.intake.held += [(last_clock, MONITOR_TOPIC, "down"), (now, MONITOR_TOPIC, "up")]
 
     async def _wait(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -491,7 +571,8 @@ class Collector:
             self.health.monitor.settle()  # its changes reach the ledger before the state that made them is saved
         if not self._flush_ledger(open_buckets=True):
             return False
-        extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time()}
+        extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time(),
+                                 "ledger_last_hour": self.ledger.last_hour()}
         if self.alerts is not None:
             extra["alerting"] = self.alerts.checkpoint_doc()
         try:

@@ -56,6 +56,7 @@ class MqttConfig:
     reconnect_max: float = 30.0
     receive_maximum: int = 65_535  # unacknowledged QoS 1 messages the broker may send us (MQTT 5)
     batch_size: int = 16_384  # most messages decoded and applied in one batch
+    broker_stats: bool = True  # subscribe to the broker's $SYS/broker/# statistics (brokerstats.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +126,18 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    """Alerts on messages lost in transit between devices and collector (collector/loss.py)."""
+
+    enabled: bool = True
+    window: int = 3600  # seconds of receive time the loss rate is taken over
+    street_rate: float = 0.02  # a contract × street losing more than this share of its messages alerts
+    broker_rate: float = 0.01  # the district (everything through the broker) losing more than this alerts
+    min_messages: int = 100  # no rate alert on fewer messages (received + lost) in the window
+    broker_drops: bool = True  # alert when the broker's $SYS says it dropped messages
+
+
+@dataclass(frozen=True, kw_only=True)
 class CollectorConfig:
     """The whole config. ``data_dir`` holds the archive, the spool and the checkpoint by default."""
 
@@ -138,6 +151,7 @@ class CollectorConfig:
     checkpoint_file: Path | None = None  # default data_dir/checkpoint.npz
     ledger_file: Path | None = None  # default data_dir/ledger.sqlite
     checkpoint_interval: float = 60.0
+    stall_gap: float = 30.0  # the main loop stopped this long (process frozen, host suspended): a monitoring gap
     metrics_listen: str = "127.0.0.1:9464"  # host:port of Prometheus /metrics; empty disables
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     influx: InfluxConfig = field(default_factory=InfluxConfig)
@@ -145,6 +159,7 @@ class CollectorConfig:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     @property
     def ledger_path(self) -> Path:
@@ -172,16 +187,17 @@ SMTP_PASSWORD_ENV = "PTMON_SMTP_PASSWORD"
 
 # The keys each table may hold, so a typo fails before any value is read.
 _TOP_KEYS = ("registry", "rules", "data_dir", "archive_dir", "archive_compresslevel", "spool_dir",
-             "checkpoint_file", "checkpoint_interval", "metrics_listen", "mqtt", "influx",
-             "ledger_file", "alerts", "email", "limits", "storage")
+             "checkpoint_file", "checkpoint_interval", "stall_gap", "metrics_listen", "mqtt", "influx",
+             "ledger_file", "alerts", "email", "limits", "storage", "loss")
 _MQTT_KEYS = ("url", "host", "port", "tls", "protocol", "client_id", "username", "password_env",
               "qos", "persistent_session", "session_expiry", "topics", "keepalive", "reconnect_min",
-              "reconnect_max", "receive_maximum", "batch_size")
+              "reconnect_max", "receive_maximum", "batch_size", "broker_stats")
 _ALERTS_KEYS = ("enabled", "rules_file")
 _EMAIL_KEYS = ("host", "port", "security", "username", "password_env", "sender", "ca_file", "timeout",
                "poll_interval", "retry_min", "retry_max", "max_attempts")
 _LIMITS_KEYS = ("max_payload", "device_rate", "window", "unknown_limit")
 _STORAGE_KEYS = ("retry_min", "retry_max", "alert_after")
+_LOSS_KEYS = ("enabled", "window", "street_rate", "broker_rate", "min_messages", "broker_drops")
 _TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure")
 _INFLUX_KEYS = ("url", "api", "database", "retention_policy", "username", "password_env", "org",
                 "bucket", "token_env", "batch_size", "flush_interval", "gzip", "timeout",
@@ -315,6 +331,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Colle
         spool_dir=top.path("spool_dir", ""),
         checkpoint_file=top.path("checkpoint_file", ""),
         checkpoint_interval=float(top.seconds("checkpoint_interval", _TOP.checkpoint_interval)),
+        stall_gap=float(top.seconds("stall_gap", _TOP.stall_gap)),
         metrics_listen=_listen_address(top),
         mqtt=_mqtt(top.table("mqtt", _MQTT_KEYS), environ),
         influx=_influx(top.table("influx", _INFLUX_KEYS), environ),
@@ -323,6 +340,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Colle
         alerts=_alerts(top.table("alerts", _ALERTS_KEYS)),
         email=_email(top.table("email", _EMAIL_KEYS), environ),
         storage=_storage(top.table("storage", _STORAGE_KEYS)),
+        loss=_loss(top.table("loss", _LOSS_KEYS)),
     )
 
 
@@ -376,6 +394,26 @@ def _limits(t: _Table) -> LimitsConfig:
     )
 
 
+def _loss(t: _Table) -> LossConfig:
+    default = LossConfig()
+    return LossConfig(
+        enabled=t.flag("enabled", default.enabled),
+        window=int(t.seconds("window", default.window, whole=True, high=7 * 86_400)),
+        street_rate=_share(t, "street_rate", default.street_rate),
+        broker_rate=_share(t, "broker_rate", default.broker_rate),
+        min_messages=t.integer("min_messages", default.min_messages, 1),
+        broker_drops=t.flag("broker_drops", default.broker_drops),
+    )
+
+
+def _share(t: _Table, key: str, default: float) -> float:
+    """A fraction in (0, 1): write 0.02 for 2 %."""
+    value = t.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise t.fail(key, "a fraction between 0 and 1 (0.02 for 2 %)", value)
+    return float(value)
+
+
 def _window(t: _Table) -> int:
     """The rate window: whole seconds dividing a day, so every day (and archive file) starts one."""
     window = int(t.seconds("window", LimitsConfig().window, whole=True, high=86_400))
@@ -425,6 +463,7 @@ def _mqtt(t: _Table, env: Mapping[str, str]) -> MqttConfig:
         reconnect_max=float(t.seconds("reconnect_max", _MQTT.reconnect_max)),
         receive_maximum=t.integer("receive_maximum", _MQTT.receive_maximum, 1, 65_535),
         batch_size=t.integer("batch_size", _MQTT.batch_size, 1),
+        broker_stats=t.flag("broker_stats", _MQTT.broker_stats),
     )
     if config.reconnect_min > config.reconnect_max:
         raise t.fail("reconnect_min", f"at most mqtt.reconnect_max ({config.reconnect_max:g} s)",
@@ -614,11 +653,12 @@ def check_config(config: CollectorConfig) -> list[str]:
         f"broker: {'mqtts' if m.tls else 'mqtt'}://{_host_port(m.host, m.port)}{_tls_note(m.tls)}",
         mqtt,
         f"mqtt auth: {_auth(m.username, m.password)}",
-        f"topics: {', '.join(m.topics)}",
+        f"topics: {', '.join(m.topics)}" + (" (and $SYS/broker/# for the broker's statistics)" if m.broker_stats else ""),
         f"registry: {config.registry}",
         f"rules: {config.rules or 'shipped with ptmon'}",
         f"archive: {config.archive_path} (gzip level {config.archive_compresslevel})",
-        f"checkpoint: {config.checkpoint_path}, every {config.checkpoint_interval:g} s",
+        f"checkpoint: {config.checkpoint_path}, every {config.checkpoint_interval:g} s; a main loop stalled over "
+        f"{config.stall_gap:g} s is a monitoring gap",
         *_influx_lines(config.influx, config.spool_path),
         f"metrics: http://{config.metrics_listen}/metrics" if config.metrics_listen
         else "metrics: disabled",
@@ -627,13 +667,23 @@ def check_config(config: CollectorConfig) -> list[str]:
         _email_line(config.email),
         f"storage faults: retry {config.storage.retry_min:g}–{config.storage.retry_max:g} s, alert email after "
         + (_span(config.storage.alert_after) if config.storage.alert_after else "never"),
+        _loss_line(config.loss),
     ]
+
+
+def _loss_line(loss: LossConfig) -> str:
+    if not loss.enabled:
+        return "loss alerts: disabled"
+    drops = ", broker drops ($SYS)" if loss.broker_drops else ""
+    return (f"loss alerts: a street above {loss.street_rate:.2%}, the broker above {loss.broker_rate:.2%} of its "
+            f"messages lost over {_span(loss.window)} (at least {loss.min_messages} messages){drops}")
 
 
 def _email_line(e: EmailConfig) -> str:
     if not e.host:
         return "email: no SMTP host (alert emails stay queued in the ledger)"
-    return (f"email: {e.security} {_host_port(e.host, e.port)}, from {e.sender}, "
+    security = {"starttls": "STARTTLS", "tls": "TLS", "none": "no TLS"}.get(e.security, e.security)
+    return (f"email: {_host_port(e.host, e.port)}, {security}, from {e.sender}, "
             f"login {_auth(e.username, e.password)}, retry {e.retry_min:g}–{e.retry_max:g} s")
 
 

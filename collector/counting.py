@@ -1,8 +1,13 @@
 """Counted messages: every message received counts somewhere, per tick slot and street.
 
 An accepted heartbeat counts as ``heartbeats``; a message refused by the decoder counts under
-its reject kind; one the engine ignores (``duplicate``, ``stale``) or applies with a caveat
-(``late``, ``outside_lease``, ``resets``) under that kind. The engine hands these counts to
+its reject kind (a retained message as ``retained``); one the engine ignores (``duplicate``,
+``stale``) or applies with a caveat (``late``, ``outside_lease``, ``resets``) under that kind,
+and one whose counter deltas the engine finds implausible and rejects under the reason
+(``too_many_resets``, ``unmatched_success``, ``too_many_attempts``). Besides messages received,
+the engine counts messages lost in transit from gaps in a device's ``seq``: ``lost`` counts
+the gap's messages when it opens, ``recovered`` a late message that fills one of them, so
+lost − recovered is what never arrived; ``seq_jump`` is a gap too large to be a loss. The engine hands these counts to
 count listeners per tick slot, in time order with its samples and counter deltas, so a
 period's data-quality figures (the report's 数据质量) are sums over the period exactly like
 its KPIs: the ledger's hours and a replay of the archive give the same ones.
@@ -22,7 +27,10 @@ import numpy as np
 from .decode import DECODER_COUNTED, CountedEvents
 from .timebase import UTC_OFFSET_US
 
-ENGINE_COUNTED = ("heartbeats", "duplicate", "stale", "outside_lease", "resets", "restarts")
+ENGINE_COUNTED = ("heartbeats", "duplicate", "stale", "outside_lease", "resets", "restarts",
+                  "too_many_resets", "unmatched_success", "too_many_attempts", "lost", "recovered", "seq_jump")
+# Engine kinds that reject a heartbeat's counter deltas (the heartbeat itself still counts).
+IMPLAUSIBLE_KINDS = ("too_many_resets", "unmatched_success", "too_many_attempts")
 COUNT_KINDS = (*DECODER_COUNTED, *ENGINE_COUNTED)
 KIND_CODE = {kind: code for code, kind in enumerate(COUNT_KINDS)}
 
@@ -40,9 +48,9 @@ class SlotCounts:
     unknown: dict[str, int]
 
 
-def engine_events(t: np.ndarray, device: np.ndarray, kind: str) -> CountedEvents:
-    """Events the engine counts itself, all of one kind."""
-    return CountedEvents(t, device, np.full(len(t), KIND_CODE[kind], dtype=np.int16))
+def engine_events(t: np.ndarray, device: np.ndarray, kind: str, n: np.ndarray | None = None) -> CountedEvents:
+    """Events the engine counts itself, all of one kind (each counting ``n``, or one)."""
+    return CountedEvents(t, device, np.full(len(t), KIND_CODE[kind], dtype=np.int16), n=n)
 
 
 def by_slot(events: CountedEvents, group_of: np.ndarray, n_groups: int, tick: int) -> list[SlotCounts]:
@@ -56,12 +64,19 @@ def by_slot(events: CountedEvents, group_of: np.ndarray, n_groups: int, tick: in
         by_topic = unknown.setdefault((t + UTC_OFFSET_US) // tick, {})
         by_topic[topic] = by_topic.get(topic, 0) + 1
     out = []
+    weights = events.n
     for s in np.unique(slot).tolist():
         in_slot = slot == s
         kinds, groups = events.kind[in_slot], group[in_slot]
         counts = {}
         for code in np.unique(kinds).tolist():
-            counts[COUNT_KINDS[code]] = np.bincount(groups[kinds == code], minlength=n_groups + 1).astype(np.int64)
+            of_kind = kinds == code
+            if weights is None:
+                per_group = np.bincount(groups[of_kind], minlength=n_groups + 1).astype(np.int64)
+            else:  # summed exactly: bincount's weights would go through float64
+                per_group = np.zeros(n_groups + 1, dtype=np.int64)
+                np.add.at(per_group, groups[of_kind], weights[in_slot][of_kind])
+            counts[COUNT_KINDS[code]] = per_group
         out.append(SlotCounts(s * tick - UTC_OFFSET_US, counts, unknown.get(s, {})))
     return out
 

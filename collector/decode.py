@@ -6,6 +6,9 @@ that fails any check is rejected whole, counted by kind (``rejects``) and never 
 engine, so it counts toward no KPI.
 
 Reject kinds, checked in this order (a message counts under the first that fails):
+  retained           a ``$ptmon/retained`` record: the broker's stored copy of a message, redelivered
+                     on a subscribe (the source wraps every retained message but a gateway status
+                     so); never a heartbeat, counted for the device its topic names
   bad_topic          topic is not ``putuo/{contract}/{street}/{device}/hb`` nor a gateway status
   unknown_device     device id not in the registry (also tracked by topic, bounded)
   contract_mismatch  topic contract differs from the registry's
@@ -14,7 +17,7 @@ Reject kinds, checked in this order (a message counts under the first that fails
   rate_limited       more than ``device_rate`` messages from one device (or gateway) in a window
   oversize           payload larger than ``max_payload`` bytes
   bad_json           not JSON (or not UTF-8, NaN, Infinity, a number beyond a double, or nested
-                     deeper than ``MAX_JSON_DEPTH``)
+                     deeper than ``MAX_JSON_DEPTH``, orjson's own limit)
   not_object         JSON, but not an object
   bad_value          a known key of the wrong type or out of range (``bad_fields`` says which)
   counter_mismatch   a success counter above its attempts counter (read_ok > reads, ...)
@@ -36,9 +39,10 @@ Limits (the collector's ``[limits]`` config; README "Limits"), all counted when 
 * ``unknown_limit`` distinct unknown topics tracked for the report (each cut to
   ``TRACKED_TOPIC_CHARS`` characters, control characters escaped); beyond it they are only
   counted (``unknown_overflow``), so a million invented ids cost no memory.
-* JSON nested deeper than ``MAX_JSON_DEPTH`` is ``bad_json`` before orjson sees it: orjson
-  3.8 has no depth limit and overflows the C stack (a segfault) at about 53,000 levels, a
-  212 KB payload.
+* JSON nested deeper than ``MAX_JSON_DEPTH`` (1,024 levels) is ``bad_json``: orjson 3.9.15 and
+  later refuse it with a ``JSONDecodeError`` like any unparsable payload (orjson 3.8 had no
+  limit and crashed at about 53,000 levels, which ``orjson>=3.9.15`` rules out;
+  docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from .archive import RETAINED_TOPIC
 from .registry import Registry
 from .rules import COUNTERS
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REJECT_KINDS = (
+    "retained",
     "bad_topic",
     "unknown_device",
     "contract_mismatch",
@@ -89,7 +94,7 @@ COUNTER_PAIRS = ((0, 1), (2, 3), (4, 5))  # (attempts, successes) columns of COU
 LOGGED_PER_KIND = 5  # first rejects of each kind are logged with detail; the rest only counted
 LIMITS_TOPIC = "$ptmon/limits"  # archive control record: the limits the collector decoded with
 LIMIT_KEYS = ("max_payload", "device_rate", "window", "unknown_limit")
-MAX_JSON_DEPTH = 512  # a heartbeat is a flat object; 512 levels need 1,024 bytes
+MAX_JSON_DEPTH = 1024  # orjson's limit (3.9.15+): deeper is a JSONDecodeError, so bad_json; tests check it
 TRACKED_TOPIC_CHARS = 128  # an unknown topic is kept for the report cut to this length
 
 Message = tuple[float, str, "bytes | str"]
@@ -113,6 +118,7 @@ class DecodedBatch:
     gateway_events: list[tuple[int, int, bool]] = field(default_factory=list)  # (t µs, gateway, online)
     accepted: np.ndarray | None = None  # bool, set by the engine: rows that were not duplicates or stale
     counted: CountedEvents = field(default_factory=lambda: CountedEvents.empty())  # the batch's rejects and late arrivals
+    engine_columns: Any = None  # what the engine derives per row once a batch (engine.RowColumns)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -131,13 +137,15 @@ class CountedEvents:
     ``t`` is the receive time (µs, as the monitor's clock saw it), ``device`` the registry index
     or -1 (unknown device, bad topic, gateway status), ``kind`` an index into
     :data:`DECODER_COUNTED`. ``unknown`` holds (t, topic) of unknown-device messages whose topic
-    the decoder tracks for the report.
+    the decoder tracks for the report. ``n``, when given, is how many each event counts (the
+    engine's ``lost``: the messages a gap in ``seq`` says were lost); None: one each.
     """
 
     t: np.ndarray
     device: np.ndarray
     kind: np.ndarray
     unknown: list[tuple[int, str]] = field(default_factory=list)
+    n: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -145,6 +153,15 @@ class CountedEvents:
     @classmethod
     def empty(cls) -> CountedEvents:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16))
+
+    def counts(self) -> np.ndarray:
+        """How many each event counts (int64)."""
+        return self.n if self.n is not None else np.ones(len(self.t), dtype=np.int64)
+
+    def take(self, rows: Any, unknown: list[tuple[int, str]]) -> CountedEvents:
+        """The events at ``rows`` (a slice or an index array), with the unknown topics given."""
+        return CountedEvents(self.t[rows], self.device[rows], self.kind[rows], unknown,
+                             None if self.n is None else self.n[rows])
 
     @classmethod
     def join(cls, parts: list[CountedEvents]) -> CountedEvents:
@@ -154,9 +171,11 @@ class CountedEvents:
             return cls.empty()
         t = np.concatenate([p.t for p in parts])
         order = np.argsort(t, kind="stable")
+        weighted = any(p.n is not None for p in parts)
         return cls(t[order], np.concatenate([p.device for p in parts])[order],
                    np.concatenate([p.kind for p in parts])[order],
-                   sorted((u for p in parts for u in p.unknown), key=lambda u: u[0]))
+                   sorted((u for p in parts for u in p.unknown), key=lambda u: u[0]),
+                   np.concatenate([p.counts() for p in parts])[order] if weighted else None)
 
 
 _KIND_CODE = {kind: i for i, kind in enumerate(DECODER_COUNTED)}
@@ -257,9 +276,8 @@ class Decoder:
         self.unknown_limit = unknown_limit
         self.device_rate = device_rate
         self.window = window
-        # Payloads no longer than this can be neither oversize (UTF-8 takes at most 4 bytes a
-        # character) nor nested deeper than MAX_JSON_DEPTH (a level takes 2 characters).
-        self._clean_length = min(max_payload // 4, 2 * MAX_JSON_DEPTH)
+        # Payloads no longer than this cannot be oversize (UTF-8 takes at most 4 bytes a character).
+        self._clean_length = max_payload // 4
         if device_rate <= 0:
             self._device_limit = self._gateway_limit = None
         elif self._device_limit is None or self._device_limit.window_us != window * US_PER_S:
@@ -383,11 +401,11 @@ class Decoder:
         self._noted = noted = _Noted()
         for i, ((_, topic, payload), device) in enumerate(zip(messages, devices)):
             if device is None:
-                self._other_topic(i, topic, gateways)
+                devices[i] = self._other_topic(i, topic, payload, gateways)
                 continue
             if limited[i]:
                 continue  # counted below, with the batch's other rate_limited messages
-            if len(payload) > clean_length and self._payload_refused(i, topic, payload):
+            if len(payload) > clean_length and self._oversize(i, topic, payload):
                 continue
             try:
                 obj = loads(payload)
@@ -416,17 +434,11 @@ class Decoder:
             return True
         return False
 
-    def _payload_refused(self, row: int, topic: str, payload: bytes | str) -> bool:
-        """Reject (and count) a heartbeat payload too large, or nested too deep for orjson to parse safely."""
-        if self._oversize(row, topic, payload):
-            return True
-        if len(payload) > 2 * MAX_JSON_DEPTH and _too_deep(payload):
-            self._reject(row, "bad_json", topic, f"nested deeper than {MAX_JSON_DEPTH} levels")
-            return True
-        return False
-
-    def _other_topic(self, row: int, topic: str, gateways: list[tuple[int, int]]) -> None:
-        """A topic that is no registry device's heartbeat topic: a gateway status, or a reject by kind."""
+    def _other_topic(self, row: int, topic: str, payload: bytes | str, gateways: list[tuple[int, int]]) -> int | None:
+        """A topic that is no registry device's heartbeat topic: a gateway status, or a reject by kind.
+        Returns the registry device a ``retained`` record names (its count goes to the device's street)."""
+        if topic == RETAINED_TOPIC:
+            return self._retained(row, payload)
         parts = topic.split("/")
         if len(parts) == 4 and parts[0] == "putuo" and parts[1] == "gw" and parts[3] == "status":
             gateway = self._gateway_index.get(parts[2])
@@ -434,20 +446,35 @@ class Decoder:
                 self._reject(row, "unknown_gateway", topic, "")
             else:
                 gateways.append((row, gateway))
-            return
+            return None
         if len(parts) != 5 or parts[0] != "putuo" or parts[4] != "hb" or parts[1] not in self._contracts:
             self._reject(row, "bad_topic", topic, "")
-            return
+            return None
         device = self.registry.index.get(parts[3])
         if device is None:
             self._reject(row, "unknown_device", topic, "")
             tracked = self._track_unknown(topic)
             if tracked is not None:
                 self._noted.unknown.append((row, tracked))
-        elif self.registry.contract[device] != self._contracts[parts[1]]:
+            return None
+        if self.registry.contract[device] != self._contracts[parts[1]]:
             self._reject(row, "contract_mismatch", topic, f"registry says {self.registry.rules.contracts[self.registry.contract[device]].code}")
         else:  # the id and contract match, so the street is what differs from the registry topic
             self._reject(row, "street_mismatch", topic, f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
+        return None
+
+    def _retained(self, row: int, payload: bytes | str) -> int | None:
+        """A retained message as the source archived it (``{"topic": ..., "payload": ...}``): the
+        broker's stored copy, never a heartbeat. Counted as ``retained`` for the registry device
+        its topic names (None: no registry heartbeat topic, or a record this decoder cannot read)."""
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            doc = None
+        inner = doc.get("topic") if type(doc) is dict else None
+        inner = inner if type(inner) is str else ""
+        self._reject(row, "retained", RETAINED_TOPIC, _shown(inner))
+        return self._topic_device.get(inner)
 
     def _gateway_events(self, messages: list[Message], gateways: list[tuple[int, int]], t: np.ndarray,
                         rate_t: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -498,14 +525,20 @@ class Decoder:
             if self.rejects[kind] - count < LOGGED_PER_KIND:
                 log.warning("rejected %d message(s) (%s), the first on %r", count, kind, topic[:200])
 
-    def count_bad_values(self, bad_by_field: dict[str, int], bad_rows: int, mismatched_rows: int) -> None:
+    def count_bad_values(self, bad_by_field: dict[str, int], bad: np.ndarray, mismatched: np.ndarray,
+                         device: np.ndarray) -> None:
+        """Count the rows refused for a bad value or a success counter above its attempts; the first
+        few of each kind are logged with the device they came from."""
         for name, count in bad_by_field.items():
             self.bad_fields[name] += count
-        for kind, count in (("bad_value", bad_rows), ("counter_mismatch", mismatched_rows)):
+        for kind, rows in (("bad_value", bad), ("counter_mismatch", mismatched)):
+            count = int(rows.sum())
             if count:
                 self.rejects[kind] += count
                 if self.rejects[kind] - count < LOGGED_PER_KIND:
-                    log.warning("rejected %d message(s) (%s); fields: %s", count, kind, dict(bad_by_field))
+                    first = self.registry.ids[int(device[int(np.argmax(rows))])]
+                    fields = f"; fields: {dict(bad_by_field)}" if kind == "bad_value" else ""
+                    log.warning("rejected %d message(s) (%s), the first from device %s%s", count, kind, first, fields)
 
 
 MAX_BULK_WINDOWS = 8  # a batch spanning more windows is counted by sorting, not window by window
@@ -572,26 +605,6 @@ class _WindowLimit:
         return over if over.any() else None
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_JSON_STRING_BYTES = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
-def _too_deep(payload: bytes | str) -> bool:
-    """Whether ``[``/``{`` nest deeper than MAX_JSON_DEPTH outside strings (conservative for
-    invalid JSON, which orjson refuses before going deeper anyway)."""
-    if isinstance(payload, bytes):
-        if payload.count(b"[") + payload.count(b"{") <= MAX_JSON_DEPTH:
-            return False
-        text = _JSON_STRING_BYTES.sub(b"", payload)
-    else:
-        if payload.count("[") + payload.count("{") <= MAX_JSON_DEPTH:
-            return False
-        text = _JSON_STRING.sub("", payload).encode("utf-8", "surrogatepass")
-    codes = np.frombuffer(text, dtype=np.uint8)
-    steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int64) - ((codes == 0x5D) | (codes == 0x7D))
-    return int(np.cumsum(steps).max(initial=0)) > MAX_JSON_DEPTH
-
-
 _CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
@@ -624,7 +637,7 @@ def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, An
         mismatch |= both & (out.counters[:, successes] > out.counters[:, attempts])
     mismatch &= ~out.bad
     if decoder is not None:
-        decoder.count_bad_values(out.bad_by_field, int(out.bad.sum()), int(mismatch.sum()))
+        decoder.count_bad_values(out.bad_by_field, out.bad, mismatch, device)
     keep = ~(out.bad | mismatch)
     batch = DecodedBatch(
         t=t, device=device, seq=out.seq, has_seq=out.has_seq, boot=out.boot, has_boot=out.has_boot,

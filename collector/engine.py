@@ -3,7 +3,7 @@
 Pure: no I/O and no clock of its own. Time is what the events and the caller say it is
 (int64 µs), so the live collector, replay, tests and benchmarks all drive the same code.
 
-What it does, in the order DOMAIN.md defines it:
+What it does, in the order docs/domain.md defines it:
 
 * **Heartbeats** set a device's last receive time ``h``. A device is online at sample instant
   ``t`` when it is expected and ``t - timeout(type) < h <= t``. Events are applied in time
@@ -16,8 +16,18 @@ What it does, in the order DOMAIN.md defines it:
   received, and only while the device is under lease.
 * **Duplicates and reordering**: with a ``seq`` in the same boot, a message whose ``seq`` equals
   the last one is a duplicate and one up to ``REORDER_WINDOW`` behind it is stale; both are
-  counted and ignored (no heartbeat, no counts). Further behind is taken as a restart of the
-  sequence. Cumulative counters mean an ignored message loses no counts.
+  counted and ignored (no heartbeat, no counts). Further behind, or at least two behind with a
+  ``seq`` smaller than the distance (nearer the start of a sequence than the last ``seq``: a
+  device that rebooted without a ``boot`` id), is taken as a restart of the sequence.
+  Cumulative counters mean an ignored message loses no counts.
+* **Plausible counters**: a heartbeat's counter deltas count only when plausible for its type
+  (rules/README.md "Plausible counters"): no more resets in a day than ``max_resets_per_day``,
+  no more successes than the attempts the device's accounting left unmatched, and no more
+  attempts than ``max_attempt_rate`` allows for the receive time elapsed (with at most a day
+  saved up). Otherwise the heartbeat counts but its deltas are rejected, counted by reason.
+* **Loss in transit**: a ``seq`` more than one ahead of the last opens a gap of lost messages
+  (``lost``); a stale message filling one of them is ``recovered`` (a bitmap of the last
+  ``REORDER_WINDOW`` seqs per device says which are still missing).
 * **Observed time**: samples fire only while the monitor is up. The first event (or an
   explicit :meth:`monitor_up`) starts observation; :meth:`monitor_down` ends it at an instant;
   a :meth:`monitor_up` while already up is a restart after a crash, and the time since the
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -39,11 +50,12 @@ import numpy as np
 from .counting import KIND_CODE, CountListener, by_slot, engine_events
 from .decode import CountedEvents, DecodedBatch
 from .exemptions import ExemptionMask
+from .plausibility import PLAUSIBILITY, judge
 from .registry import Registry
 from .rules import COUNTERS
+from .sequence import REORDER_WINDOW, advance, fill, restarted, ts_key
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, days_of
 
-REORDER_WINDOW = 64  # how far behind the last seq a message is taken as reordered, not restarted
 NEVER = np.iinfo(np.int64).min // 4  # last heartbeat of a device never heard from
 
 
@@ -98,8 +110,10 @@ class Engine:
         self.n_streets = len(rules.streets)
         self.n_groups = len(rules.contracts) * self.n_streets
         self.group = registry.group.astype(np.int16)
-        timeouts = np.array([t.online_timeout for t in rules.types], dtype=np.int64) * US_PER_S
-        self.timeout = timeouts[registry.type]
+        # per type, looked up through registry.type: a per-device copy would cost 8 bytes a device
+        self.type_timeout = np.array([t.online_timeout for t in rules.types], dtype=np.int64) * US_PER_S
+        self.type_attempt_cost = np.array([t.attempt_cost_ms for t in rules.types], dtype=np.int64)
+        self.type_max_resets = np.array([t.max_resets_per_day for t in rules.types], dtype=np.int16)
         self.contract_slices = [registry.contract_slices[c.code] for c in rules.contracts]
         self.sample_interval = [c.sample_interval * US_PER_S for c in rules.contracts]
         self.tick = math.gcd(*self.sample_interval)
@@ -119,6 +133,11 @@ class Engine:
         self.has_baseline = np.zeros((n, len(COUNTERS)), dtype=bool)
         self.seen_day = np.full(n, -1, dtype=np.int32)
         self.sampled_online = np.zeros(n, dtype=bool)  # online status at the contract's last sample
+        # plausibility (one 8-byte record: one random access a heartbeat) and loss accounting
+        self.plausibility = np.zeros(n, dtype=PLAUSIBILITY)
+        self.missing = np.zeros(n, dtype=np.uint64)  # bit j: seq (last seq − 1 − j) counted lost, not yet recovered
+        self._missing_devices: int | None = None  # devices whose missing is not 0 (None: count it when needed)
+        self.last_ts = np.zeros(n, dtype=np.uint32)  # ts_key() of the last accepted heartbeat; 0: it had no ts
         self.gateway_online = np.ones(len(registry.gateways), dtype=bool)
         self.gateway_since = np.full(len(registry.gateways), NEVER, dtype=np.int64)
 
@@ -351,68 +370,152 @@ class Engine:
 
         Returns what the listeners are owed: (times, devices, counter deltas, days, first seen
         that day) of the applied rows, or None when every row was a duplicate or stale; and
-        the round's counted events (heartbeats, duplicate, stale, outside_lease, resets)."""
-        d = b.device[idx]
-        boot_changed = b.has_boot[idx] & self.has_boot[d] & (b.boot[idx] != self.boot[d])
-        comparable = b.has_seq[idx] & self.has_seq[d] & ~boot_changed
-        behind = self.seq[d] - b.seq[idx]
-        duplicate = comparable & (behind == 0)
-        stale = comparable & (behind > 0) & (behind <= REORDER_WINDOW)
+        the round's counted events (heartbeats, duplicate, stale, outside_lease, resets, the
+        implausible kinds, lost, recovered, seq_jump)."""
+        rows = _contiguous(idx)  # a slice when it can be: views instead of copies of the batch's columns
+        cols = self._row_columns(b)
+        d = b.device[rows]
+        seq, had_seq, boot, had_boot = self.seq[d], self.has_seq[d], self.boot[d], self.has_boot[d]  # gathered once
+        boot_changed = b.has_boot[rows] & had_boot & (b.boot[rows] != boot)
+        comparable = b.has_seq[rows] & had_seq & ~boot_changed
+        behind = seq - b.seq[rows]
+        back = comparable & (behind >= 0) & (behind <= REORDER_WINDOW)
         counted = []
-        if duplicate.any() or stale.any():
+        if back.any():
+            back &= ~restarted(b.seq[rows], behind, cols.ts[rows], self.last_ts[d])
+            duplicate, stale = back & (behind == 0), back & (behind > 0)
             self.stats["duplicate"] += int(duplicate.sum())
             self.stats["stale"] += int(stale.sum())
             counted += [engine_events(b.t[idx[mask]], d[mask], kind) for kind, mask in (("duplicate", duplicate), ("stale", stale))]
-            keep = ~(duplicate | stale)
-            idx, d, boot_changed = idx[keep], d[keep], boot_changed[keep]
+            if stale.any():
+                counted.append(self._recover(b.t[idx[stale]], d[stale], behind[stale]))
+            keep = ~back
+            idx, d, boot_changed, comparable, behind = idx[keep], d[keep], boot_changed[keep], comparable[keep], behind[keep]
+            seq, had_seq, boot, had_boot = seq[keep], had_seq[keep], boot[keep], had_boot[keep]
             if len(idx) == 0:
                 return None, CountedEvents.join(counted)
+            rows = idx
         assert b.accepted is not None
-        b.accepted[idx] = True
-        t = b.t[idx]
+        b.accepted[rows] = True
+        t = b.t[rows]
+        previous = self.last_heartbeat[d]
         self.last_heartbeat[d] = t
-        self.online_until[d] = t + self.timeout[d]
+        self.online_until[d] = t + cols.timeout[rows]
+        self.last_ts[d] = cols.ts[rows]
 
-        deltas, reset = self._counter_deltas(b, idx, d, boot_changed)
-        day = days_of(t)
-        under_lease = (self.registry.accepted_day[d] <= day) & (day < self.registry.retired_day[d])
+        first = ~self.seen[d]
+        deltas, reset = self._counter_deltas(b, rows, d, boot_changed, first)
+        day = cols.day[rows]
+        first_today = self.seen_day[d] != day
+        under_lease = cols.under_lease[rows]
         counted.append(engine_events(t, d, "heartbeats"))
-        if reset.any():
+        if reset is not None:
             counted.append(engine_events(t[reset], d[reset], "resets"))
+        counted += self._plausible(t, d, rows, cols, deltas, reset, first, first_today, previous)
+        counted += self._seq_gaps(b, rows, t, d, comparable, behind, boot_changed)
         if not under_lease.all():
             self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
             counted.append(engine_events(t[~under_lease], d[~under_lease], "outside_lease"))
             deltas[~under_lease] = 0
         for delta_listener in self.delta_listeners:
             delta_listener.on_device_deltas(t, d, deltas)
-        first_today = self.seen_day[d] != day
         self.seen_day[d] = day
 
-        has_seq = b.has_seq[idx]
-        self.seq[d] = np.where(has_seq, b.seq[idx], self.seq[d])
-        self.has_seq[d] = has_seq | (self.has_seq[d] & ~boot_changed)
-        has_boot = b.has_boot[idx]
-        self.boot[d] = np.where(has_boot, b.boot[idx], self.boot[d])
-        self.has_boot[d] |= has_boot
+        has_seq = b.has_seq[rows]
+        self.seq[d] = np.where(has_seq, b.seq[rows], seq)
+        self.has_seq[d] = has_seq | (had_seq & ~boot_changed)
+        has_boot = b.has_boot[rows]
+        self.boot[d] = np.where(has_boot, b.boot[rows], boot)
+        self.has_boot[d] = has_boot | had_boot
         self.seen[d] = True
-        self.stats["heartbeats"] += len(idx)
+        self.stats["heartbeats"] += len(d)
         return (t, d, deltas, day, first_today & under_lease), CountedEvents.join(counted)
 
-    def _counter_deltas(self, b: DecodedBatch, idx: np.ndarray, d: np.ndarray,
-                        boot_changed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Deltas of the cumulative counters and the rows that reset them; updates the baselines."""
-        new, present = b.counters[idx], b.has_counter[idx]
+    def _row_columns(self, b: DecodedBatch) -> RowColumns:
+        """What each row of a batch needs that depends on no device state, computed once a batch."""
+        cols = b.engine_columns
+        if cols is None or len(cols.cost) != len(b):
+            kind, day = self.registry.type[b.device], days_of(b.t)
+            under_lease = (self.registry.accepted_day[b.device] <= day) & (day < self.registry.retired_day[b.device])
+            cols = b.engine_columns = RowColumns(timeout=self.type_timeout[kind], cost=self.type_attempt_cost[kind],
+                                                 ts=ts_key(b.ts), day=day, under_lease=under_lease)
+        return cols
+
+    def _counter_deltas(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray, boot_changed: np.ndarray,
+                        first: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Deltas of the cumulative counters and the rows that reset them (None: none did); updates the baselines."""
+        new, present = b.counters[rows], b.has_counter[rows]
         old, known = self.counters[d], self.has_baseline[d]
-        first = ~self.seen[d]
         went_down = (present & known & (new < old)).any(axis=1)
         reset = (boot_changed | went_down) & ~first
-        if reset.any():
-            self.stats["resets"] += int(reset.sum())
+        if not reset.any():
+            self.counters[d] = np.where(present, new, old)
+            self.has_baseline[d] = present | known
+            return np.where(present & known, new - old, 0), None
+        self.stats["resets"] += int(reset.sum())
         reset_col = reset[:, None]
         deltas = np.where(present & (known | reset_col), np.where(reset_col, new, new - old), 0)
         self.counters[d] = np.where(present, new, np.where(reset_col, 0, old))
         self.has_baseline[d] = present | known | reset_col
         return deltas, reset
+
+    def _plausible(self, t: np.ndarray, d: np.ndarray, rows: np.ndarray | slice, cols: RowColumns, deltas: np.ndarray,
+                   reset: np.ndarray | None, first: np.ndarray, first_today: np.ndarray,
+                   previous: np.ndarray) -> list[CountedEvents]:
+        """Zero the deltas of heartbeats implausible for their type (plausibility.py) and count them by reason."""
+        state = self.plausibility[d]
+        max_resets = self.type_max_resets[self.registry.type[d]] if reset is not None else None
+        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], first=first,
+                        first_today=first_today, reset=reset, max_resets=max_resets)
+        self.plausibility[d] = state
+        if verdict is None:
+            return []
+        deltas[verdict.rejected] = 0
+        out = []
+        for kind, mask in verdict.by_kind():
+            if mask.any():
+                self.stats[kind] += int(mask.sum())
+                out.append(engine_events(t[mask], d[mask], kind))
+        return out
+
+    def _seq_gaps(self, b: DecodedBatch, rows: np.ndarray | slice, t: np.ndarray, d: np.ndarray, comparable: np.ndarray,
+                  behind: np.ndarray, boot_changed: np.ndarray) -> list[CountedEvents]:
+        """Lost messages from the gaps accepted heartbeats open in their device's ``seq``, and the
+        bitmap of still-missing seqs moved along; a new sequence (first seq, new boot, restart)
+        starts with nothing missing and counts no loss before its first message."""
+        gapped = comparable & (behind < -1)
+        if not gapped.any() and not self._missing_count():
+            return []  # no device is missing anything, and no gap now: every bitmap stays empty
+        missing = self.missing[d]
+        if not gapped.any() and not missing.any():
+            return []
+        now, gap, lost, jump = advance(missing, comparable, behind, b.has_seq[rows], boot_changed)
+        self._missing_devices = self._missing_count() + int(np.count_nonzero(now)) - int(np.count_nonzero(missing))
+        self.missing[d] = now
+        out = []
+        if lost.any():
+            self.stats["lost"] += int(gap[lost].sum())
+            out.append(engine_events(t[lost], d[lost], "lost", gap[lost]))
+        if jump.any():
+            self.stats["seq_jump"] += int(jump.sum())
+            out.append(engine_events(t[jump], d[jump], "seq_jump"))
+        return out
+
+    def _recover(self, t: np.ndarray, d: np.ndarray, behind: np.ndarray) -> CountedEvents:
+        """Stale messages that fill a gap counted as lost: ``recovered``, and no longer missing."""
+        before = self.missing[d]
+        after, filled = fill(before, behind)
+        if not filled.any():
+            return CountedEvents.empty()
+        self._missing_devices = self._missing_count() - int(np.count_nonzero(filled & (after == 0)))
+        self.missing[d] = after
+        self.stats["recovered"] += int(filled.sum())
+        return engine_events(t[filled], d[filled], "recovered")
+
+    def _missing_count(self) -> int:
+        if self._missing_devices is None:  # a fresh or restored engine
+            self._missing_devices = int(np.count_nonzero(self.missing))
+        return self._missing_devices
 
     def _take_queued(self, until: int) -> CountedEvents:
         """The queued counted events received at or before ``until``."""
@@ -420,8 +523,8 @@ class Engine:
         if n == 0:
             return CountedEvents.empty()
         q = self._queued
-        taken = CountedEvents(q.t[:n], q.device[:n], q.kind[:n], [u for u in q.unknown if u[0] <= until])
-        self._queued = CountedEvents(q.t[n:], q.device[n:], q.kind[n:], [u for u in q.unknown if u[0] > until])
+        taken = q.take(slice(None, n), [u for u in q.unknown if u[0] <= until])
+        self._queued = q.take(slice(n, None), [u for u in q.unknown if u[0] > until])
         return taken
 
     def _emit_queued(self, until: int) -> None:
@@ -470,9 +573,47 @@ class Engine:
 
     # --- introspection ----------------------------------------------------------------
 
+    @property
+    def timeout(self) -> np.ndarray:
+        """Each device's online timeout (µs), by registry row."""
+        return self.type_timeout[self.registry.type]
+
+    @property
+    def allowance(self) -> np.ndarray:
+        """Each device's attempt allowance in ms (a view of :attr:`plausibility`)."""
+        return self.plausibility["allowance"]
+
+    @property
+    def unmatched(self) -> np.ndarray:
+        """Each device's unmatched attempts per counter pair (a view)."""
+        return self.plausibility["unmatched"]
+
+    @property
+    def resets_today(self) -> np.ndarray:
+        """Each device's resets on its last heartbeat's day (a view)."""
+        return self.plausibility["resets_today"]
+
     def state_bytes(self) -> int:
         """Bytes held by the per-device state arrays."""
         return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
 
     def ticks_per_day(self, contract: int) -> int:
         return DAY_US // self.sample_interval[contract]
+
+
+@dataclass(eq=False)
+class RowColumns:
+    """A batch's per-row values that need no device state: its device type's, its day's, its ts."""
+
+    timeout: np.ndarray  # µs, the type's online timeout
+    cost: np.ndarray  # ms of allowance an attempt uses
+    ts: np.ndarray  # ts_key
+    day: np.ndarray  # Shanghai day of the receive time
+    under_lease: np.ndarray  # the device is under lease that day
+
+
+def _contiguous(idx: np.ndarray) -> np.ndarray | slice:
+    """Ascending indices as a slice when they are a run (the common round: every row of a stretch)."""
+    if len(idx) and int(idx[-1]) - int(idx[0]) == len(idx) - 1:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx

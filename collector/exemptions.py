@@ -2,7 +2,7 @@
 
 An exemption names a device, a street or a gateway; here it becomes the set of registry rows
 it covers. The engine asks :meth:`ExemptionMask.at` at each sample instant and drops the
-exempted devices from ``expected`` (DOMAIN.md: Expected … minus devices with an approved
+exempted devices from ``expected`` (docs/domain.md: Expected … minus devices with an approved
 exemption covering t). Revoked exemptions are not applied.
 
 A live collector learns of an exemption when it is recorded, possibly after its window has

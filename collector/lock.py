@@ -1,9 +1,11 @@
-"""One collector per data directory: an advisory lock (``collector.lock``) held while it runs.
+"""One collector per data directory and per ledger: advisory locks held while it runs.
 
-Two collectors writing one archive, checkpoint and ledger would interleave their records and
-overwrite each other's state; ``ptmon ledger rebuild`` of the month a collector is writing
-would race its hours. The lock is ``flock`` on a file, released by the kernel when the
-process ends, SIGKILL included, so a crash never leaves a stale lock behind.
+Two collectors writing one archive, checkpoint or ledger would interleave their records and
+overwrite each other's rows (collectors splitting the district by street each keep their own
+ledger); ``ptmon ledger rebuild`` of the month a collector is writing would race its hours.
+The locks are ``flock`` on files beside what they guard (``data_dir/collector.lock``,
+``ledger.sqlite.lock``), released by the kernel when the process ends, SIGKILL included, so a
+crash never leaves a stale lock behind.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ from .errors import PtmonError
 LOCK_NAME = "collector.lock"
 
 
-class DataDirLock:
-    def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / LOCK_NAME
+def ledger_lock_path(ledger: Path) -> Path:
+    return Path(ledger).with_name(Path(ledger).name + ".lock")
+
+
+class ProcessLock:
+    """An exclusive lock on ``path`` for this process; ``what`` names what it guards in errors."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = Path(path)
+        self.what = what
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
@@ -33,8 +42,9 @@ class DataDirLock:
             f.seek(0)
             holder = f.read().strip() or "another process"
             f.close()
-            raise PtmonError(f"{self.path.parent}: a collector is already running on this data directory "
-                             f"(pid {holder}); one collector per data directory") from None
+            raise PtmonError(f"{self.what}: a collector is already running on it (pid {holder}); one collector "
+                             "per data directory and per ledger (collectors splitting the district keep a ledger "
+                             "each)") from None
         f.truncate(0)
         f.write(str(os.getpid()))
         f.flush()
@@ -46,9 +56,29 @@ class DataDirLock:
             self._file = None
 
 
-def collector_running(data_dir: Path) -> bool:
-    """Whether a collector holds the lock of ``data_dir`` right now."""
-    path = Path(data_dir) / LOCK_NAME
+class CollectorLocks:
+    """The data directory's and the ledger's locks, taken together."""
+
+    def __init__(self, data_dir: Path, ledger: Path) -> None:
+        self.locks = [ProcessLock(Path(data_dir) / LOCK_NAME, f"data directory {data_dir}"),
+                      ProcessLock(ledger_lock_path(ledger), f"ledger {ledger}")]
+
+    def acquire(self) -> None:
+        for i, lock in enumerate(self.locks):
+            try:
+                lock.acquire()
+            except PtmonError:
+                for held in self.locks[:i]:
+                    held.release()
+                raise
+
+    def release(self) -> None:
+        for lock in self.locks:
+            lock.release()
+
+
+def held(path: Path) -> bool:
+    """Whether a process holds the lock file ``path`` right now."""
     if not path.exists():
         return False
     with path.open("a+") as f:
@@ -58,3 +88,9 @@ def collector_running(data_dir: Path) -> bool:
             return True
         fcntl.flock(f, fcntl.LOCK_UN)
         return False
+
+
+def collector_running(data_dir: Path | None = None, ledger: Path | None = None) -> bool:
+    """Whether a collector holds the data directory's or the ledger's lock right now."""
+    return ((data_dir is not None and held(Path(data_dir) / LOCK_NAME))
+            or (ledger is not None and held(ledger_lock_path(ledger))))

@@ -123,6 +123,8 @@ class Metrics:
         self.checkpoint_seconds = Gauge("ptmon_checkpoint_age_seconds",
                                         "Seconds since the state checkpoint was last saved (since start when never)",
                                         registry=registry)
+        self.loss = LossCollector()
+        registry.register(self.loss)
         self._started = time.time()
         self._last_checkpoint = 0.0
         self.checkpoint_seconds.set_function(self._checkpoint_age)
@@ -148,3 +150,59 @@ def serve_metrics(listen: str, metrics: Metrics) -> Any:
         raise PtmonError(f"cannot serve /metrics on {listen}: {exc.strerror}") from exc
     log.info("Prometheus metrics on http://%s/metrics", listen)
     return server
+
+
+@dataclass(frozen=True)
+class LossCounts:
+    """Loss in transit and the broker's statistics, at one instant (collector/loss.py, brokerstats.py)."""
+
+    lost: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (contract, street) → month to date
+    recovered: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    ratio: Mapping[tuple[str, str], float] = field(default_factory=dict)  # over the [loss] window; street "district" too
+    broker: Mapping[str, int] = field(default_factory=dict)  # brokerstats.STAT_NAMES → last $SYS value
+    broker_dropped_seen: int = 0
+    broker_updated: float = 0.0  # unix s of the last $SYS value; 0: none yet (off, or the broker's ACL hides $SYS)
+
+
+class LossCollector(Collector):
+    """Messages lost in transit per contract × street, and the broker's $SYS counts, read when scraped."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], LossCounts] = LossCounts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.read()
+        yield _by_street(CounterMetricFamily("ptmon_mqtt_lost_messages", "Messages lost in transit (gaps in a device's "
+                                             "seq), month to date", labels=["contract", "street"]), counts.lost)
+        yield _by_street(CounterMetricFamily("ptmon_mqtt_recovered_messages", "Messages counted lost that arrived late, "
+                                             "month to date", labels=["contract", "street"]), counts.recovered)
+        yield _by_street(GaugeMetricFamily("ptmon_mqtt_loss_ratio", "Lost / (received + lost) over the [loss] window",
+                                           labels=["contract", "street"]), counts.ratio)
+        b = counts.broker
+        for name, help_text, counter in BROKER_FAMILIES:
+            if name in b:
+                family = CounterMetricFamily if counter else GaugeMetricFamily
+                yield family(f"ptmon_broker_{name}", help_text, value=b[name])
+        yield CounterMetricFamily("ptmon_broker_dropped_seen_messages", "Messages the broker reported dropped since "
+                                  "the collector first heard it, across broker restarts", value=counts.broker_dropped_seen)
+        yield GaugeMetricFamily("ptmon_broker_stats_updated_timestamp_seconds", "Unix time of the broker's last $SYS "
+                                "value (0: none received)", value=counts.broker_updated)
+
+
+# (stat, help, counter?) of the broker's $SYS values exposed (brokerstats.SYS_TOPICS)
+BROKER_FAMILIES = (
+    ("dropped_messages", ("Messages the broker dropped (a client's queue full: max_queued_messages / "
+                          "max_queued_bytes), since it started"), True),
+    ("stored_messages", "Messages the broker holds (retained and queued)", False),
+    ("stored_bytes", "Bytes of messages the broker holds", False),
+    ("received_messages", "PUBLISH messages the broker received, since it started", True),
+    ("sent_messages", "PUBLISH messages the broker sent, since it started", True),
+    ("connected_clients", "Clients connected to the broker", False),
+    ("uptime_seconds", "Seconds since the broker started", False),
+)
+
+
+def _by_street(family: CounterMetricFamily | GaugeMetricFamily, values: Mapping[tuple[str, str], float]) -> Metric:
+    for (contract, street), value in sorted(values.items()):
+        family.add_metric([contract, street], value)
+    return family

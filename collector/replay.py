@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .archive import CONTROL_PREFIX, MONITOR_TOPIC, TICK_TOPIC, ArchiveReader, Record
+from .checkpoint import Checkpoint, restore_decoder
+from .archive import CONTROL_PREFIX, MONITOR_TOPIC, RETAINED_TOPIC, TICK_TOPIC, ArchiveReader, Record
 from .decode import LIMITS_TOPIC, DecodedBatch, Decoder, times_to_us
 from .engine import Engine
 from .exemptions import ExemptionMask
@@ -77,7 +78,7 @@ class Feed:
                 if self.reached_end:
                     break
                 self._month_crossed(record[0])
-            if record[1].startswith(CONTROL_PREFIX):
+            if record[1].startswith(CONTROL_PREFIX) and record[1] != RETAINED_TOPIC:  # a retained message is a message
                 self._flush(buffer)
                 if self.reached_end or not self._control(record):
                     break
@@ -150,10 +151,14 @@ class Feed:
 
 
 class Replayer(Feed):
-    """A fresh engine and a tally of ``[start, end)`` fed from archives."""
+    """An engine (fresh, or a saved state's) and a tally of ``[start, end)`` fed from archives."""
 
-    def __init__(self, registry: Registry, start: int, end: int, exemptions: Sequence[Exemption] = ()) -> None:
-        super().__init__(Engine(registry), Decoder(registry), end=end)
+    def __init__(self, registry: Registry, start: int, end: int, exemptions: Sequence[Exemption] = (),
+                 state: Checkpoint | None = None) -> None:
+        decoder = Decoder(registry)
+        if state is not None:
+            restore_decoder(decoder, state)
+        super().__init__(state.engine if state is not None else Engine(registry), decoder, end=end)
         if exemptions:
             self.engine.exemptions = ExemptionMask(registry)
             self.engine.exemptions.load(exemptions)
@@ -189,10 +194,12 @@ def replay(
     end: int,
     progress: Callable[[Progress], None] | None = None,
     exemptions: Sequence[Exemption] = (),
+    state: Checkpoint | None = None,
 ) -> Results:
-    """KPIs of ``[start, end)`` recomputed from message archives, with the exemptions given."""
+    """KPIs of ``[start, end)`` recomputed from message archives, with the exemptions given, from a
+    saved state (a month-start snapshot) when one is given."""
     reader = ArchiveReader(paths)
-    replayer = Replayer(registry, start, end, exemptions)
+    replayer = Replayer(registry, start, end, exemptions, state)
     freeze_startup_heap()
     replayer.feed(reader, progress)
     results = replayer.results()

@@ -15,6 +15,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import TextIO
 
+from .counting import IMPLAUSIBLE_KINDS
 from .rules import Rules
 from .timebase import format_instant
 
@@ -143,6 +144,14 @@ class Results:
         ignored = {k: v for k, v in self.engine_stats.items() if k in ("duplicate", "stale", "late", "outside_lease") and v}
         if ignored:
             lines.append("忽略消息 (ignored): " + ", ".join(f"{k} {v}" for k, v in sorted(ignored.items())))
+        implausible = {k: v for k, v in self.engine_stats.items() if k in IMPLAUSIBLE_KINDS and v}
+        if implausible:
+            lines.append("计数不可信，未计入 (implausible counters, not counted): "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(implausible.items())))
+        lost, recovered = self.engine_stats.get("lost", 0), self.engine_stats.get("recovered", 0)
+        if lost or recovered:
+            lines.append(f"传输丢失 (lost in transit): {lost - recovered} (lost {lost}, recovered {recovered}); "
+                         "丢失的心跳仍计为未上报 (still missed heartbeats for the contract)")
         if self.unknown_topics:
             top = sorted(self.unknown_topics.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
             lines.append("未登记设备 (unknown devices): " + ", ".join(f"{t} ×{n}" for t, n in top))

@@ -40,6 +40,12 @@ CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DAY_S = 86_400
 MAX_FEE = Decimal(10) ** 12  # yuan; a bound well above any lease fee, so quantize stays exact
 DEFAULT_RESPONSE_TIME = 86_400  # 24 h: repair response time when a contract does not set one
+# Plausibility limits of a type's counters (types.yaml); the bounds keep every month's sum of
+# counter deltas far inside int64 (rules/README.md "Plausible counters").
+DEFAULT_MAX_ATTEMPT_RATE = Decimal(1)
+MAX_ATTEMPT_RATE_RANGE = (Decimal("0.001"), Decimal(1000))
+DEFAULT_MAX_RESETS_PER_DAY = 24
+MAX_RESETS_PER_DAY = 254
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +59,8 @@ class Street:
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceType:
-    """A device type with its heartbeat period and online timeout (seconds)."""
+    """A device type with its heartbeat period and online timeout (seconds), and the plausibility
+    limits its counters are held to (rules/README.md "Plausible counters")."""
 
     code: str
     contract: str
@@ -61,6 +68,13 @@ class DeviceType:
     kind: str
     heartbeat_period: int
     online_timeout: int
+    max_attempt_rate: Decimal = DEFAULT_MAX_ATTEMPT_RATE  # attempts per second of receive time
+    max_resets_per_day: int = DEFAULT_MAX_RESETS_PER_DAY  # counter resets per Shanghai day
+
+    @property
+    def attempt_cost_ms(self) -> int:
+        """Milliseconds of allowance one attempt uses: 1000 / max_attempt_rate, rounded down."""
+        return max(1, int(Decimal(1000) / self.max_attempt_rate))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +205,12 @@ class _Section:
             bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
             raise self.fail(key, f"must be a decimal number {bounds}", value)
         return number
+
+    def integer(self, key: str, low: int, high: int, default: Any = ...) -> int:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"must be a whole number in [{low}, {high}]", value)
+        return value
 
     def money(self, key: str) -> Decimal:
         """An amount in yuan: a non-negative decimal with at most two places (fen)."""
@@ -356,6 +376,7 @@ def _load_types(file: str, doc: Any, contracts: tuple[Contract, ...]) -> tuple[D
         timeout = sec.duration("online_timeout")
         if timeout < period:
             raise sec.fail("online_timeout", f"must be at least heartbeat_period ({period} s)", sec.get("online_timeout"))
+        low, high = MAX_ATTEMPT_RATE_RANGE
         types.append(
             DeviceType(
                 code=code,
@@ -364,6 +385,8 @@ def _load_types(file: str, doc: Any, contracts: tuple[Contract, ...]) -> tuple[D
                 kind=sec.choice("kind", ("common", "custom"), "common"),
                 heartbeat_period=period,
                 online_timeout=timeout,
+                max_attempt_rate=sec.decimal("max_attempt_rate", low, high, str(DEFAULT_MAX_ATTEMPT_RATE)),
+                max_resets_per_day=sec.integer("max_resets_per_day", 0, MAX_RESETS_PER_DAY, DEFAULT_MAX_RESETS_PER_DAY),
             )
         )
         sec.done()

@@ -27,7 +27,7 @@ from .config import (
 from .credentials import redact, split_credentials
 from .errors import StorageGone, UsageError
 from .registry import load_registry
-from .rules import DEFAULT_RULES_DIR, load_rules
+from .rules import DEFAULT_RULES_DIR, Rules, load_rules
 from .timebase import US_PER_S, SimulatedClock, format_instant, parse_instant
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,19 @@ def influx_address(url: str, api: str) -> dict[str, object]:
     return address
 
 
+def check_alert_rules(path: Path | None, rules: Rules) -> str:
+    """Load the alert rules (``path``, else alerts.yaml beside the rules) as the collector will; a line
+    saying what they are. A bad file raises the ConfigError naming its key."""
+    from .alerting.rules import ALERTS_FILE, load_alert_rules
+
+    path = path or rules.directory / ALERTS_FILE
+    if not path.is_file():
+        return f"alert rules: none at {path} (alerting will be off)"
+    alert_rules = load_alert_rules(path, rules)
+    return "\n".join([f"alert rules: {len(alert_rules.rules)} in {path}, version {alert_rules.version}",
+                      *(f"  {line}" for line in alert_rules.describe())])
+
+
 def run_collect(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.check_config:
@@ -119,15 +132,7 @@ def run_collect(args: argparse.Namespace) -> int:
             print(line)
         print(f"registry: {len(registry):,} devices, version {registry.version}; rules version {rules.version}")
         if config.alerts.enabled:
-            from .alerting.rules import ALERTS_FILE, load_alert_rules
-
-            path = config.alerts.rules_file or rules.directory / ALERTS_FILE
-            if path.is_file():
-                alert_rules = load_alert_rules(path, rules)
-                print(f"alert rules: {len(alert_rules.rules)} in {path}, version {alert_rules.version}")
-                print("\n".join(f"  {line}" for line in alert_rules.describe()))
-            else:
-                print(f"alert rules: none at {path} (alerting will be off)")
+            print(check_alert_rules(config.alerts.rules_file, rules))
         print("config OK")
         return 0
     kpi_csv = Path(args.kpi_csv) if args.kpi_csv else None

@@ -15,6 +15,12 @@ Connecting and reconnecting is the loop in :meth:`MqttSource._run`: capped expon
 backoff with jitter, re-subscribe on every connect. Each connect and disconnect is handed
 over in the message stream as a ``$ptmon/monitor`` control record (``up`` / ``down``), so the
 engine and the archive see exactly when the monitor could observe.
+
+A message delivered with the retain flag is the broker's stored copy, sent again on every
+subscribe: it is handed over as a ``$ptmon/retained`` record (archive.py), which the decoder
+counts as ``retained`` and never as a heartbeat — except a gateway status, which is retained
+by design. The broker's ``$SYS`` statistics (brokerstats.py) go to :attr:`MqttSource.broker_stats`,
+not into the stream.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .archive import MONITOR_TOPIC, Record
+from .archive import MONITOR_TOPIC, Record, retained_record
+from .brokerstats import SYS_FILTER, SYS_PREFIX, BrokerStats
 from .config import MqttConfig
 from .metrics import Metrics
 
@@ -53,7 +60,10 @@ class MqttSource:
         self.connected = False
         self.connects = 0
         self.dropped = 0
+        self.received = 0  # messages handed over since start (control records not counted)
+        self.subscribed = threading.Event()  # set once the broker granted the subscription
         self.last_error: str | None = None
+        self.broker_stats = BrokerStats() if config.broker_stats else None
         self._records: list[Record] = []
         self._mids: list[int] = []
         self._generation = 0  # bumped on every connect: acknowledgements belong to one connection
@@ -219,7 +229,10 @@ class MqttSource:
             if self.connects > 1:
                 self.metrics.mqtt_reconnects.inc()
         log.info("connected to %s:%d (session present: %s)", self.config.host, self.config.port, flags.session_present)
-        client.subscribe([(topic, self.config.qos) for topic in self.config.topics])
+        topics = [(topic, self.config.qos) for topic in self.config.topics]
+        if self.broker_stats is not None:
+            topics.append((SYS_FILTER, 0))  # published at QoS 0 anyway: nothing to acknowledge
+        client.subscribe(topics)
         self.wakeup()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
@@ -228,6 +241,7 @@ class MqttSource:
             self._note_error(f"subscription refused: {', '.join(refused)} (topics {', '.join(self.config.topics)})")
         else:
             log.info("subscribed to %s", ", ".join(self.config.topics))
+            self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._set_disconnected()
@@ -254,13 +268,24 @@ class MqttSource:
             topic = message.topic
         except UnicodeDecodeError:
             topic = message._topic.decode("utf-8", "replace")
+        if topic.startswith(SYS_PREFIX) and message.qos == 0:
+            if self.broker_stats is not None:
+                self.broker_stats.update(topic, text, received)
+            return
+        record = retained_record(received, topic, text) if message.retain and not _gateway_status(topic) else (received, topic, text)
         with self._lock:
             if message.qos:
                 self._mids.append(message.mid)
             elif len(self._records) >= QOS0_BACKLOG_LIMIT:
                 self.dropped += 1
                 return
-            self._records.append((received, topic, text))
+            self._records.append(record)
+            self.received += 1
             first = len(self._records) == 1
         if first:
             self.wakeup()
+
+
+def _gateway_status(topic: str) -> bool:
+    """``putuo/gw/{gateway}/status``: retained by design (the gateway's Last Will), a status all the same."""
+    return topic.startswith("putuo/gw/") and topic.endswith("/status") and topic.count("/") == 3

@@ -97,12 +97,16 @@ def format_instant(t_us: int) -> str:
 
 
 class SimulatedClock:
-    """Wall time mapped onto simulated time: ``start_s`` (unix seconds) at wall time ``anchor``,
-    running ``speed`` times faster. The demo, tests and ``ptmon collect --sim-*`` share one with
-    ``ptmon simulate --start/--anchor/--speed``, so receive times are those of the simulation."""
+    """Wall time mapped onto simulated unix seconds: ``start_s`` at wall time ``anchor``, ``speed``
+    times faster. The demo, tests and ``ptmon collect --sim-*`` share one with ``ptmon simulate
+    --start/--anchor/--speed``, so receive times are those of the simulation. With ``anchor`` None
+    (not known yet) the clock stands at ``hold_s``; it never goes back."""
 
-    def __init__(self, start_s: float, anchor: float, speed: float) -> None:
+    def __init__(self, start_s: float, anchor: float | None, speed: float, hold_s: float | None = None) -> None:
         self.start_s, self.anchor, self.speed = start_s, anchor, speed
+        self.hold_s = start_s if hold_s is None else hold_s
 
     def __call__(self) -> float:
-        return self.start_s + (time.time() - self.anchor) * self.speed
+        if self.anchor is None:
+            return self.hold_s
+        return max(self.hold_s, self.start_s + (time.time() - self.anchor) * self.speed)

@@ -13,7 +13,7 @@ ALERT_KINDS = {"breach": "低于阈值", "month_risk": "本月达标风险", "ga
                "street_silent": "街镇无信号"}
 SUCCESS_KPIS = ("sensing", "face", "plate", "capture")
 REJECT_NAMES = {  # collector/decode.py REJECT_KINDS
-    "bad_topic": "主题格式错误", "unknown_device": "未登记设备", "contract_mismatch": "合同不符",
+    "retained": "代理保留副本", "bad_topic": "主题格式错误", "unknown_device": "未登记设备", "contract_mismatch": "合同不符",
     "street_mismatch": "街镇不符", "rate_limited": "发送过频", "oversize": "消息过长", "bad_json": "JSON 错误",
     "not_object": "不是 JSON 对象", "bad_value": "字段值错误", "counter_mismatch": "计数不一致",
     "unknown_gateway": "未登记网关", "bad_gateway_status": "网关状态错误",

@@ -1,9 +1,10 @@
 """The InfluxQL the dashboards run, in one place.
 
-They read the collector's low-cardinality measurements (MEASURED.md: dashboards must not scan
+They read the collector's low-cardinality measurements (docs/measurements.md: dashboards must not scan
 the per-device ``heartbeat`` series): ``sla`` (per contract × street × KPI, every sample
 instant), ``alert`` (every alert evaluation), ``episode`` (a device's offline episode opening and
-closing) and ``collector`` (the collector's own health). ``where`` is InfluxQL conditions
+closing), ``collector`` (the collector's own health), ``loss`` (messages lost in transit per
+contract × street, every sample instant) and ``broker`` (the broker's ``$SYS`` statistics). ``where`` is InfluxQL conditions
 joined by AND, e.g. ``"contract" = 'iot' AND "kpi" = 'online'``; ``by`` the GROUP BY tags.
 
 Every statement works on InfluxDB 1.x, on 2.x through its DBRP mapping and on 3.x (subqueries,
@@ -152,3 +153,28 @@ def collector_rates_matching(prefix: str) -> str:
     """Per-second rates of every ``collector`` counter named ``<prefix>_…`` (one series per field)."""
     return (f'SELECT non_negative_derivative(last(/^{prefix}_/), 1s) FROM "collector" WHERE $timeFilter '
             f'GROUP BY time($__interval), "instance" fill(none)')
+
+
+# Loss in transit (collector/loss.py): month-to-date counts and the window's rate per contract × street.
+
+
+def loss_rate(where: str, by: str) -> str:
+    """The loss rate over the collector's [loss] window, as of each interval's last sample instant."""
+    return (f'SELECT last("rate") FROM "loss" WHERE {where} AND $timeFilter'
+            f"{_group(by, interval=True)} fill(none)")
+
+
+def loss_now(where: str, by: str) -> str:
+    return f'SELECT last("rate") FROM "loss" WHERE {where} AND $timeFilter{_group(by)}'
+
+
+def lost_per_interval(where: str, by: str) -> str:
+    """Messages counted lost and recovered in each interval (increases of the month-to-date counts)."""
+    return (f'SELECT non_negative_difference(last("lost")) AS "lost", non_negative_difference(last("recovered")) '
+            f'AS "recovered" FROM "loss" WHERE {where} AND $timeFilter{_group(by, interval=True)} fill(none)')
+
+
+def broker_drops() -> str:
+    """Messages the broker dropped per second, and what it holds (the ``broker`` measurement)."""
+    return ('SELECT non_negative_derivative(last("dropped_seen"), 1s) AS "dropped", max("stored_messages") AS "stored" '
+            'FROM "broker" WHERE $timeFilter GROUP BY time($__interval), "instance" fill(none)')

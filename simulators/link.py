@@ -3,7 +3,7 @@
 Why not paho here: the simulator holds one connection per gateway (over a thousand for the
 district), each with its own Last Will, and must be able to die abruptly so the broker fires
 that Will. Pre-built PUBLISH packets written in one ``write`` per batch are several times
-faster than paho's per-message path (MEASURED.md: ~195k vs ~27k msg/s), which is what lets
+faster than paho's per-message path (docs/measurements.md: ~195k vs ~27k msg/s), which is what lets
 one process play the district at ``--speed 60``. The collector, which must be a correct
 subscriber in every respect, uses paho.
 

@@ -41,8 +41,31 @@ def _options(args: argparse.Namespace) -> Options:
         raise UsageError(str(exc)) from None
     start = parse_instant(args.start) if args.start else seconds_to_us(time.time()) // US_PER_S * US_PER_S
     return Options(broker=broker, start_us=start, duration_us=duration, speed=args.speed, qos=args.qos,
-                   anchor_wall=getattr(args, "anchor", None), warm_up_us=_warm_up(args),
+                   anchor_wall=_anchor(args), warm_up_us=_warm_up(args),
                    record=Path(args.record) if args.record else None, shard=(int(m.group(1)), int(m.group(2))))
+
+
+def _anchor(args: argparse.Namespace) -> float | None:
+    anchor = getattr(args, "anchor", None)
+    if anchor is None or anchor == "-":
+        return None
+    try:
+        return float(anchor)
+    except ValueError:
+        raise UsageError(f"--anchor must be a unix time or '-' (read from standard input): {anchor!r}") from None
+
+
+async def anchor_from_stdin(delivered: int) -> float:
+    """``--anchor -``: say ``ready N`` (messages delivered so far) on stdout, read the anchor from stdin."""
+    print(f"ready {delivered}", flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    line = (await reader.readline()).decode().strip()
+    try:
+        return float(line)
+    except ValueError:
+        raise UsageError(f"--anchor -: expected a unix time on standard input, got {line!r}") from None
 
 
 def _warm_up(args: argparse.Namespace) -> int:
@@ -76,8 +99,10 @@ def run_simulation(args: argparse.Namespace) -> int:
     end = options.start_us + (options.duration_us or 7 * 86_400 * US_PER_S)
     plan = load_scenario(args.scenario, registry, options.start_us, end, args.seed)
 
+    from_stdin = getattr(args, "anchor", None) == "-"
+
     async def main() -> Summary:
-        simulator = Simulator(registry, plan, options)
+        simulator = Simulator(registry, plan, options, anchor_source=anchor_from_stdin if from_stdin else None)
         install_signal_handlers(simulator)
         return await simulator.run(_Progress())
 
@@ -87,4 +112,6 @@ def run_simulation(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot reach the broker {redact(args.broker)}: {exc}") from exc
     for line in summary.lines(plan):
         print(line, file=sys.stderr)
+    if from_stdin:
+        print(f"done {sum(summary.sent.values())}", flush=True)
     return 130 if summary.interrupted else 0

@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -78,7 +78,7 @@ class Options:
     client_prefix: str = "ptmon-sim"
     progress_every: float = 2.0
     anchor_wall: float | None = None  # unix time at which simulated time is start_us (default: when sending begins)
-    warm_up_us: int = 0  # >0: each device's last heartbeat before start_us, squeezed into this span before it
+    warm_up_us: int = 0  # >0: each device's last heartbeat before start_us, spread evenly over this span before it
     settle_timeout: float = 30.0  # seconds to wait at the end for the broker to acknowledge what was published
 
 
@@ -135,16 +135,32 @@ class Recorder:
         self._out.close()
 
 
-class Simulator:
-    """One process's share of the district (``--shard i/n``: whole gateways per shard)."""
+AnchorSource = Callable[[int], Awaitable[float]]
 
-    def __init__(self, registry: Registry, plan: Plan, options: Options) -> None:
+
+class Simulator:
+    """One process's share of the district (``--shard i/n``: whole gateways per shard).
+
+    ``anchor_source``, when given, holds the window back: the warm-up (every device's last
+    heartbeat before the start) is sent at once, then ``await anchor_source(delivered)`` (with
+    the number of messages delivered so far) gives the unix time at which simulated time is
+    ``start_us``. A collector sharing the simulated clock can so take the whole warm-up in,
+    however long its broker needs, before the window begins.
+    """
+
+    def __init__(self, registry: Registry, plan: Plan, options: Options, *,
+                 anchor_source: AnchorSource | None = None) -> None:
         self.registry, self.plan, self.options = registry, plan, options
         traffic = replace(plan.traffic, lead_in=True) if options.warm_up_us else plan.traffic
         self.generator = TrafficGenerator(registry, registry.rules, traffic)
         self.lead_us = int(self.generator.period.max())
+        self.anchor_source = anchor_source
+        self.anchor_wall = options.anchor_wall
         index, count = options.shard
         self.in_shard = registry.gateway % count == index
+        # The warm-up's messages go out evenly spread (by rank, in time order): one per device at most.
+        self.lead_in_total = max(1, int((self.in_shard & ~self.generator.silent).sum()))
+        self.lead_in_sent = 0
         gateways = sorted(set(registry.gateway[self.in_shard].tolist()))
         self.gateway_names = registry.gateways
         self.link_of_gateway = {g: n for n, g in enumerate(gateways)}
@@ -251,9 +267,27 @@ class Simulator:
     def _sim_now(self, wall0: float) -> float:
         if self.options.speed <= 0:
             return float("inf")
-        if self.options.anchor_wall is not None:  # shared with a collector on the same simulated clock
-            return self.options.start_us + (time.time() - self.options.anchor_wall) * self.options.speed * US_PER_S
+        if self.anchor_source is not None:  # holding the window back: only the warm-up is due
+            return float(self.options.start_us - 1)
+        if self.anchor_wall is not None:  # shared with a collector on the same simulated clock
+            return self.options.start_us + (time.time() - self.anchor_wall) * self.options.speed * US_PER_S
         return self.options.start_us - self.options.warm_up_us + (time.monotonic() - wall0) * self.options.speed * US_PER_S
+
+    async def _take_anchor(self) -> None:
+        """The warm-up is out: once the broker has it all, ask when the window starts."""
+        assert self.anchor_source is not None
+        links = [*self.links, self.rogue]
+        await asyncio.gather(*(link.drain() for link in links if link.accepting), return_exceptions=True)
+        self._record(final=True)
+        source, self.anchor_source = self.anchor_source, None
+        waiter = asyncio.ensure_future(source(sum(self.summary.sent.values())))
+        stopper = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not waiter.done():
+            waiter.cancel()
+            return
+        self.anchor_wall = waiter.result()
 
     async def _play(self) -> None:
         end = self.options.start_us + self.options.duration_us if self.options.duration_us else 2**62
@@ -264,19 +298,24 @@ class Simulator:
             while i < len(t):
                 if self.stop.is_set():
                     return
+                if self.anchor_source is not None and t[i] >= self.options.start_us:
+                    await self._take_anchor()
+                    continue
                 now = self._sim_now(wall0)
                 await self._gateway_events(int(min(now, t[i])))  # a kill or revive due before the next message
                 next_event = self.deaths[0][0] if self.deaths else 2**62
                 # send what is due, but never past the next gateway event: messages keep their order around it
                 j = min(int(np.searchsorted(t, now, side="right")), int(np.searchsorted(t, next_event, side="left")), i + MAX_BATCH)
-                if j == i:
+                if j <= i:  # nothing due yet (a shared clock may start behind what the warm-up sent)
                     wait = (min(int(t[i]), next_event) - now) / US_PER_S / self.options.speed
                     await self._sleep(min(max(wait, 0.001), 0.25))
                     continue
                 await self._send(t[i:j], topics[i:j], payloads[i:j], kinds[i:j], links[i:j])
-                if now != float("inf"):
+                if now != float("inf") and self.anchor_source is None:  # not while holding for the anchor
                     self.summary.max_lag_s = max(self.summary.max_lag_s, (now - t[i]) / US_PER_S / self.options.speed)
                 i = j
+        if self.anchor_source is not None and not self.stop.is_set():
+            await self._take_anchor()  # a window without a message still starts when told
         await self._gateway_events(end)
         if self.options.speed > 0:  # let simulated time reach the window's end
             while not self.stop.is_set() and self._sim_now(wall0) < end:
@@ -299,15 +338,21 @@ class Simulator:
         link_index = np.array([self.link_of_gateway[g] for g in self.registry.gateway[chunk.device].tolist()], dtype=np.int64)
         t, kinds = chunk.t.copy(), np.full(len(chunk), HEARTBEAT, dtype=np.int8)
         if self.options.warm_up_us:
-            # As if the district had been running: the lead-in (up to a period before the start) squeezed, in order.
+            # As if the district had been running: each device's last heartbeat before the start, in time
+            # order and evenly spread over the warm-up. Spread by time instead, the short-period devices'
+            # heartbeats (cameras: a minute) would all crowd into its last instants, a burst a slow
+            # broker delivers late, so that cameras look offline when the window starts.
             start, warm = self.options.start_us, self.options.warm_up_us
-            early = t < start
-            t[early] = start - warm + (t[early] - (start - self.lead_us)) * warm // self.lead_us
+            early = np.flatnonzero(t < start)  # a prefix: the chunk is in time order
+            rank = self.lead_in_sent + np.arange(len(early))
+            t[early] = start - warm + np.minimum(rank, self.lead_in_total - 1) * warm // self.lead_in_total
+            self.lead_in_sent += len(early)
         rng = np.random.default_rng([self.plan.traffic.seed & 0xFFFFFFFF, number, 0x1A])
         inj = self.plan.injections
         extra_t, extra_topics, extra_payloads, extra_kinds, extra_links = [], [], [], [], []
+        # Bad traffic belongs to the window: the warm-up is what the devices last said before it.
+        lo, hi = (max(int(chunk.t.min()), self.options.start_us), int(chunk.t.max()) + 1) if len(chunk) else (0, 0)
         if len(chunk):
-            lo, hi = int(chunk.t.min()), int(chunk.t.max()) + 1
             if inj.duplicate_fraction:
                 picked = np.flatnonzero(rng.random(len(chunk)) < inj.duplicate_fraction)
                 extra_t.append(t[picked] + (rng.random(len(picked)) * 2 * US_PER_S).astype(np.int64))
@@ -319,7 +364,7 @@ class Simulator:
                 picked = np.flatnonzero(rng.random(len(chunk)) < inj.reorder_fraction)
                 t[picked] += inj.reorder_delay_us  # sent late: a later message of the device may arrive first
                 kinds[picked] = REORDERED
-            minutes = (hi - lo) / (60 * US_PER_S)
+            minutes = max(0, hi - lo) / (60 * US_PER_S)
             for rate, kind in ((inj.unknown_per_minute, UNKNOWN), (inj.malformed_per_minute, MALFORMED)):
                 count = int(rng.poisson(rate * minutes)) if rate else 0
                 if not count:

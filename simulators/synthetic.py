@@ -9,7 +9,7 @@ The traffic model (the constants below are assumptions, chosen to look like the 
 * every device reports every ``heartbeat_period`` of its type (rules/types.yaml), from a
   per-device random phase, each message a little late by a jitter of up to ``jitter`` ×
   period (never early, so a device's messages stay in order);
-* the payload follows the wire contract (DOMAIN.md): ``ts`` (the device clock, a few seconds
+* the payload follows the wire contract (docs/domain.md): ``ts`` (the device clock, a few seconds
   off), ``seq`` (+1 per heartbeat), ``boot``, sensors also ``bat`` and ``rssi`` (cameras are
   mains-powered and wired), and the **cumulative** counters: sensors ``reads``/``read_ok``
   (a few reads per heartbeat, 98–99.5 % successful), face cameras ``face_try``/``face_ok``,

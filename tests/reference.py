@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from datetime import date
 
 US = 1_000_000
@@ -22,6 +23,7 @@ EPOCH = date(1970, 1, 1)
 
 MONITOR_TOPIC = "$ptmon/monitor"
 TICK_TOPIC = "$ptmon/tick"
+RETAINED_TOPIC = "$ptmon/retained"
 CONTROL_PREFIX = "$ptmon/"
 COUNTERS = ("reads", "read_ok", "face_try", "face_ok", "plate_try", "plate_ok")
 PAIRS = (("read_ok", "reads"), ("face_ok", "face_try"), ("plate_ok", "plate_try"))
@@ -38,6 +40,11 @@ TS_MAX = 2**33
 BOOT_MAX_CHARS = 64
 BOOT_INT_LIMIT = 2**63  # |boot| < 2**63
 SEQ_WINDOW = 64
+RESTART_MIN_BEHIND = 2  # a seq at least this far behind and below the distance restarts the sequence
+LOSS_GAP_MAX = 65_536  # a larger gap in seq is a seq_jump, not lost messages
+ALLOWANCE_MAX_MS = 86_400_000  # a day of attempts saved up
+UNMATCHED_MAX = 255
+TS_SECONDS_MAX = 2**32 - 2  # ts compares in whole seconds, capped here (2106)
 
 # --- readings of points the spec leaves open -------------------------------------------
 # A message without `boot` is taken to be in the same boot as the last one; a `boot` seen
@@ -85,13 +92,29 @@ def _finite_float(text: str) -> float:
 
 
 def _has_surrogate(value: object) -> bool:
-    if isinstance(value, str):
-        return any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    """Whether any string in ``value`` holds a lone surrogate; iterative, as JSON may nest 1,024 deep."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any(0xD800 <= ord(ch) <= 0xDFFF for ch in item):
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
     return False
+
+
+def _loads(payload: str) -> object:
+    """``json.loads`` with room for the 1,024 levels the decoder accepts (json's parser recurses per level)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 5_000))
+    try:
+        return json.loads(payload, parse_constant=_no_constant, parse_float=_finite_float)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _is_int(value: object) -> bool:
@@ -111,7 +134,7 @@ def decode_payload(payload: str) -> dict:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise Reject("oversize")
     try:
-        doc = json.loads(payload, parse_constant=_no_constant, parse_float=_finite_float)
+        doc = _loads(payload)
     except (ValueError, RecursionError):
         raise Reject("bad_json") from None
     if _has_surrogate(doc):  # an escaped lone surrogate is not valid Unicode text
@@ -165,10 +188,26 @@ class _DeviceState:
         self.boot: object = None  # last known boot, None when none seen yet
         self.seq: int | None = None  # last accepted seq in the current boot
         self.base: dict[str, int] = {}  # counter -> baseline (absent: not known yet)
+        self.last_t: int = 0  # receive time of the last accepted heartbeat (µs)
+        self.day: int | None = None  # Shanghai day of the last accepted heartbeat
+        self.resets_today = 0  # resets received on that day
+        self.unmatched = {pair: 0 for pair in PAIRS}  # attempts not yet matched by successes, per pair
+        self.allowance_ms = 0  # attempt allowance saved up
+        self.lost: set[int] = set()  # seqs of the current sequence counted lost and not recovered
+        self.ts: int | None = None  # ⌊ts⌋ of the last accepted heartbeat, None when it had none
 
 
-def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_records_observed=True):
+def type_limits(device_type) -> dict:
+    """A type's plausibility limits as the spec states them (rules/README.md "Plausible counters")."""
+    rate = device_type.max_attempt_rate
+    return {"cost_ms": max(1, math.floor(1000 / rate)), "max_resets": device_type.max_resets_per_day}
+
+
+def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_records_observed=True, counts=None):
     """{(contract, street, kpi): (numerator, denominator, expected_device_samples, observed_seconds)}.
+
+    ``counts``, when a dict, receives the messages counted by kind in ``[start_us, end_us)``
+    for the kinds this reference follows (see :data:`COUNTED_KINDS`).
 
     ``rules`` is a loaded :class:`ptmon.rules.Rules`; ``registry_rows`` dicts with the
     registry columns; ``records`` ``(t seconds, topic, payload)`` in non-decreasing ``t``.
@@ -181,6 +220,7 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
     end still stops the replay there).
     """
     timeout_us = {t.code: t.online_timeout * US for t in rules.types}
+    limits = {t.code: type_limits(t) for t in rules.types}
     devices: dict[str, dict] = {}
     for row in registry_rows:
         devices[row["device_id"]] = {
@@ -189,7 +229,9 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
             "timeout": timeout_us[row["type"]],
             "accepted": date_day(row["accepted_on"]),
             "retired": date_day(row["retired_on"]) if row.get("retired_on") else None,
+            **limits[row["type"]],
         }
+    counts = counts if counts is not None else {}
 
     def leased(device_id: str, day: int) -> bool:
         d = devices[device_id]
@@ -210,6 +252,13 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
         if t_us >= end_us:
             reached_end = True
             break
+        if topic == RETAINED_TOPIC:  # a retained message: never a heartbeat, but the monitor received it
+            if start_us <= t_us:
+                counts["retained"] = counts.get("retained", 0) + 1
+            if not up and (last_t is None or RECORD_RESTARTS_OBSERVATION):
+                up, span_start = True, t_us
+            last_t = t_us
+            continue
         if topic.startswith(CONTROL_PREFIX):
             word = payload.strip().strip('"')
             if topic == MONITOR_TOPIC and word == "up":
@@ -242,7 +291,7 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
         last_t = t_us
         if device_id is None:
             continue
-        _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, start_us, end_us)
+        _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, start_us, end_us, counts)
 
     if up:
         spans.append((span_start, end_us - 1 if reached_end else last_t))
@@ -302,14 +351,49 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
     return out
 
 
-def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, start_us, end_us):
+COUNTED_KINDS = ("duplicate", "stale", "resets", "too_many_resets", "unmatched_success", "too_many_attempts",
+                 "lost", "recovered", "seq_jump", "retained")
+
+
+def _count(counts, kind: str, t_us: int, start_us: int, end_us: int, n: int = 1) -> None:
+    if counts is not None and start_us <= t_us < end_us and n:
+        counts[kind] = counts.get(kind, 0) + n
+
+
+def _whole_seconds(ts) -> int | None:
+    return None if ts is None else min(math.floor(ts), TS_SECONDS_MAX)
+
+
+def _sequence(st: _DeviceState, seq, ts, boot_changed: bool) -> str:
+    """What a message's seq says: "duplicate", "stale", "next" (continues the sequence) or "new"."""
+    if boot_changed or seq is None or st.seq is None:
+        return "new"
+    behind = st.seq - seq
+    if behind < 0:
+        return "next"
+    if behind > SEQ_WINDOW:
+        return "new"
+    # 0–64 behind: a copy, a late message, or a device that rebooted without a boot id
+    if ts is not None and st.ts is not None:
+        restarted = _whole_seconds(ts) > st.ts  # its clock says it was sent after the last one
+    else:
+        restarted = behind >= RESTART_MIN_BEHIND and seq < behind  # it started again near 0
+    if restarted:
+        return "new"
+    return "duplicate" if behind == 0 else "stale"
+
+
+def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, start_us, end_us, counts=None):
     """One decoded heartbeat of a registered device, per the spec's counter rules."""
     present = {c: msg[c] for c in COUNTERS if c in msg}
     boot, seq = msg.get("boot"), msg.get("seq")
+    dev = devices[device_id]
     st = states.get(device_id)
     if st is None:  # the first message ever seen: baseline only
         st = states[device_id] = _DeviceState()
-        st.boot, st.seq, st.base = boot, seq, dict(present)
+        st.boot, st.seq, st.base, st.ts = boot, seq, dict(present), _whole_seconds(msg.get("ts"))
+        st.last_t, st.day = t_us, day_of(t_us)
+        st.allowance_ms = ALLOWANCE_MAX_MS  # a day's allowance to start with
         heartbeats[device_id].append(t_us)
         return
     # boots compare as JSON values: the integer 7 and the string "7" are different boots
@@ -317,13 +401,18 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
         boot_changed = st.boot is None or boot != st.boot or type(boot) is not type(st.boot)
     else:
         boot_changed = False
-    if not boot_changed and seq is not None and st.seq is not None:
-        behind = st.seq - seq
-        if 0 <= behind <= SEQ_WINDOW:  # duplicate (0) or stale (1..64): ignored entirely
-            return
+    where = _sequence(st, seq, msg.get("ts"), boot_changed)
+    if where in ("duplicate", "stale"):  # ignored entirely: no heartbeat, no counts
+        _count(counts, where, t_us, start_us, end_us)
+        if where == "stale" and seq in st.lost:
+            st.lost.discard(seq)
+            _count(counts, "recovered", t_us, start_us, end_us)
+        return
+    _seq_loss(st, seq, where, boot_changed, t_us, start_us, end_us, counts)
     reset = boot_changed or any(c in st.base and v < st.base[c] for c, v in present.items())
     counted: dict[str, int] = {}
     if reset:
+        _count(counts, "resets", t_us, start_us, end_us)
         for c in COUNTERS:
             if c in present:
                 counted[c] = present[c]
@@ -335,6 +424,12 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
             if c in st.base:
                 counted[c] = v - st.base[c]
             st.base[c] = v
+    day = day_of(t_us)
+    implausible = _implausible(st, dev, counted, reset, day, t_us)
+    if implausible is not None:  # the heartbeat counts, its deltas do not
+        counted = {}
+        _count(counts, implausible, t_us, start_us, end_us)
+    st.last_t, st.day, st.ts = t_us, day, _whole_seconds(msg.get("ts"))
     if boot is not None:
         st.boot = boot
     if boot_changed:
@@ -342,8 +437,47 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
     elif seq is not None:
         st.seq = seq
     heartbeats[device_id].append(t_us)
-    dev = devices[device_id]
-    if start_us <= t_us < end_us and leased(device_id, day_of(t_us)):
+    if start_us <= t_us < end_us and leased(device_id, day):
         for c, v in counted.items():
             key = (dev["contract"], dev["street"], c)
             deltas[key] = deltas.get(key, 0) + v
+
+
+def _seq_loss(st: _DeviceState, seq, where: str, boot_changed: bool, t_us: int, start_us: int, end_us: int, counts) -> None:
+    """Messages lost in transit: the seqs skipped between the last accepted seq and this one."""
+    if where == "next":
+        gap = seq - st.seq - 1
+        if gap > LOSS_GAP_MAX:
+            _count(counts, "seq_jump", t_us, start_us, end_us)
+            st.lost = set()
+        elif gap > 0:
+            _count(counts, "lost", t_us, start_us, end_us, gap)
+            st.lost.update(range(st.seq + 1, seq))
+    elif seq is not None or boot_changed:  # a new sequence: nothing before it is known lost
+        st.lost = set()
+
+
+def _implausible(st: _DeviceState, dev: dict, counted: dict[str, int], reset: bool, day: int, t_us: int) -> str | None:
+    """Why a heartbeat's counter deltas are not believed, or None when they are. Updates the
+    device's resets of the day, unmatched attempts and attempt allowance."""
+    if st.day != day:
+        st.resets_today = 0
+    if reset:
+        st.resets_today += 1
+        st.unmatched = {pair: 0 for pair in PAIRS}
+    elapsed_ms = (t_us - st.last_t) // 1000  # whole milliseconds since the last accepted heartbeat
+    st.allowance_ms = min(ALLOWANCE_MAX_MS, st.allowance_ms + elapsed_ms)
+    attempts = sum(counted.get(tries, 0) for _, tries in PAIRS)
+    reason = None
+    if reset and st.resets_today > dev["max_resets"]:
+        reason = "too_many_resets"
+    elif any(counted.get(ok, 0) > st.unmatched[(ok, tries)] + counted.get(tries, 0) for ok, tries in PAIRS):
+        reason = "unmatched_success"
+    elif attempts * dev["cost_ms"] > st.allowance_ms:
+        reason = "too_many_attempts"
+    if reason is None:
+        st.allowance_ms -= attempts * dev["cost_ms"]
+        for ok, tries in PAIRS:
+            left = st.unmatched[(ok, tries)] + counted.get(tries, 0) - counted.get(ok, 0)
+            st.unmatched[(ok, tries)] = min(UNMATCHED_MAX, left)
+    return reason

@@ -8,7 +8,6 @@ data dir, so tests can take InfluxDB away under load and bring it back.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -22,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.brokers import free_port, wait_for_port
+from tests.programs import program
 
-INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
-VICTORIA_METRICS = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 HTTP_TIMEOUT = 30.0
@@ -32,7 +30,7 @@ HTTP_TIMEOUT = 30.0
 
 def _influx_config(root: Path, http_port: int, rpc_port: int, extra_http: str) -> str:
     # max-values-per-tag = 0: the default 100,000 turns a district's device tags into
-    # "partial write" 400s (MEASURED.md). The RPC port defaults to 8088 on every instance,
+    # "partial write" 400s. The RPC port defaults to 8088 on every instance,
     # so it must move too; monitor/CQs/subscriber off keep the server quiet and small.
     # Debian's build renamed upstream's reporting-disabled to reporting-enabled; either is ignored by the other
     return f"""\
@@ -110,7 +108,7 @@ class InfluxServer:
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([INFLUXD, "run", "-config", str(self.config)],
+            self.proc = subprocess.Popen([program("influxd"), "run", "-config", str(self.config)],
                                          stdout=log, stderr=subprocess.STDOUT)
         _wait_http(self.proc, f"{self.url}/ping", 204, self.log, timeout)
 
@@ -142,7 +140,7 @@ def victoria_metrics(workdir: Path) -> Iterator[str]:
     root.mkdir(parents=True)
     log = root / "victoria-metrics.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([VICTORIA_METRICS, f"-httpListenAddr=127.0.0.1:{port}",
+        proc = subprocess.Popen([program("victoria-metrics"), f"-httpListenAddr=127.0.0.1:{port}",
                                  f"-storageDataPath={root / 'data'}", "-loggerLevel=ERROR"],
                                 stdout=out, stderr=subprocess.STDOUT)
     try:

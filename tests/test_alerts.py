@@ -64,10 +64,17 @@ def make_config(tmp_path: Path, setup, smtp_port: int = 1) -> CollectorConfig:
 
 
 def minutes(first: int, last: int, silent=lambda street, i, m: False, counters: dict | None = None,
-            failing=lambda street, i, m: False):
+            failing=lambda street, i, m: False, lost=lambda street, i, m: False):
     """Heartbeat records, minute by minute: cameras every minute (10 captures, all good unless
-    failing: then 4 of 10), elevators every 5 minutes; nothing from a silent device."""
+    failing: then 4 of 10), elevators (i + 100) every 5 minutes. A silent device sends nothing
+    (its seq stands still); a heartbeat lost in transit was sent (its seq and counters moved on)
+    but never arrives."""
     counters = counters if counters is not None else {}
+
+    def sent(device: str) -> int:
+        seq = counters[device, "seq"] = counters.get((device, "seq"), 999) + 1
+        return seq
+
     out = []
     for m in range(first, last):
         for street in TWO_STREETS:
@@ -78,10 +85,14 @@ def minutes(first: int, last: int, silent=lambda street, i, m: False, counters: 
                     tries, ok = counters.get(device, (0, 0))
                     tries, ok = tries + 10, ok + (4 if failing(street, i, m) else 10)
                     counters[device] = (tries, ok)
-                    payload = {"seq": m + 1000, "face_try": tries, "face_ok": ok}
-                    out.append((float(t), f"putuo/cam/{street}/{device}/hb", json.dumps(payload)))
+                    payload = {"seq": sent(device), "face_try": tries, "face_ok": ok}
+                    if not lost(street, i, m):
+                        out.append((float(t), f"putuo/cam/{street}/{device}/hb", json.dumps(payload)))
+                lift = f"{street}-lift{i}"
                 if m % 5 == 0 and not silent(street, i + 100, m):
-                    out.append((float(t) + 20, f"putuo/iot/{street}/{street}-lift{i}/hb", json.dumps({"seq": m + 1000})))
+                    payload = {"seq": sent(lift)}
+                    if not lost(street, i + 100, m):
+                        out.append((float(t) + 20, f"putuo/iot/{street}/{lift}/hb", json.dumps(payload)))
     out.sort(key=lambda r: r[0])
     return out
 
@@ -504,7 +515,8 @@ def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
     assert district["Subject"].startswith("【每日简报】全区 2026-10-31：")
     body = district.get_body().get_content()
     assert "生成时间 (at)：2026-11-01 00:20:00" in body
-    assert "拒收 (rejected)：JSON 错误 1，未登记设备 1" in body and "丢失 (lost)：暂未统计" in body
+    assert "拒收 (rejected)：JSON 错误 1，未登记设备 1" in body and "暂未统计" not in body
+    assert "  桃浦镇 | 0 条 (0.00%) | 0 条 (0.00%)" in body  # nothing lost in transit (test_loss_alerts.py loses some)
     (attachment,) = list(district.iter_attachments())
     rows = list(csv.reader(io.StringIO(attachment.get_content().lstrip("\ufeff"))))
     day = (T0 - 86_400) * US_PER_S

@@ -10,12 +10,18 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-
 from ptmon import checkpoint as checkpoint_module
-from ptmon.checkpoint import load_checkpoint, restore_decoder, save_checkpoint, try_load_checkpoint
+from ptmon.checkpoint import (
+    LATER_DEVICE_ARRAYS,
+    load_checkpoint,
+    restore_decoder,
+    save_checkpoint,
+    try_load_checkpoint,
+)
 from ptmon.decode import Decoder
 from ptmon.engine import NEVER, Engine
 from ptmon.errors import CheckpointError
+from ptmon.plausibility import ALLOWANCE_CAP_MS
 from ptmon.registry import Registry
 from ptmon.replay import Feed
 from ptmon.rules import Rules, load_rules
@@ -94,7 +100,7 @@ def daily_cam(doc: dict[str, Any]) -> None:
 
 def state(engine: Engine, tallies: list[Tally], decoder: Decoder) -> dict[str, Any]:
     """Everything observable of a run, for comparing two runs."""
-    arrays = {name: value.tolist() for name, value in vars(engine).items() if isinstance(value, np.ndarray)}
+    arrays = {name: _plain(value) for name, value in vars(engine).items() if isinstance(value, np.ndarray)}
     return {
         "arrays": arrays,
         "scalars": (engine.clock, engine.up, engine._down_at, engine.next_tick, engine.spans,
@@ -105,6 +111,13 @@ def state(engine: Engine, tallies: list[Tally], decoder: Decoder) -> dict[str, A
         "decoder": (dict(decoder.rejects), dict(decoder.bad_fields), decoder.unknown_topics,
                     decoder.accepted),
     }
+
+
+def _plain(array: np.ndarray) -> Any:
+    """An array as lists (a record array field by field), comparable with ==."""
+    if array.dtype.names:
+        return {name: array[name].tolist() for name in array.dtype.names}
+    return array.tolist()
 
 
 def run_parts(registry: Registry, parts: list[list[Any]], path: Path | None) -> dict[str, Any]:
@@ -425,3 +438,22 @@ def test_restored_decoder_keeps_its_unknown_topic_bound(rules, tmp_path):
     small = Decoder(registry, unknown_limit=2)
     restore_decoder(small, load_checkpoint(tmp_path / "cp.npz", registry))
     assert (len(small.unknown_topics), small.unknown_overflow, small.rejects["unknown_device"]) == (2, 1, 3)
+
+
+def test_checkpoint_from_before_the_plausibility_state_loads(daily_registry, tmp_path):
+    """Test that a checkpoint written before the plausibility and loss state existed still loads: the rest
+    restored, a note saying so, and every device as at a first message (a day's allowance, nothing
+    unmatched or missing)."""
+    engine, decoder = Engine(daily_registry), Decoder(daily_registry)
+    Feed(engine, decoder, end=END).feed(RECORDS[:8])
+    path = tmp_path / "cp.npz"
+    save_checkpoint(path, engine=engine, tallies=[], decoder=decoder, extra={})
+    with np.load(path, allow_pickle=False) as saved:
+        older = {name: saved[name] for name in saved.files if name not in LATER_DEVICE_ARRAYS}
+    with open(path, "wb") as out:
+        np.savez(out, **older)
+    loaded = load_checkpoint(path, daily_registry)
+    assert any("predates the counter plausibility" in note for note in loaded.notes)
+    assert (loaded.engine.allowance == ALLOWANCE_CAP_MS).all() and not loaded.engine.missing.any()
+    assert not loaded.engine.unmatched.any() and not loaded.engine.last_ts.any()
+    assert np.array_equal(loaded.engine.counters, engine.counters) and np.array_equal(loaded.engine.seq, engine.seq)

@@ -81,15 +81,87 @@ def test_help_explains_commands():
     assert "上线率" in out
 
 
-def test_live_demo_runs_the_whole_pipeline(tmp_path):
-    """Test that `ptmon demo` (embedded Mosquitto, simulator, live collector) ends with a KPI table and CSV in which
-    the district's devices were heard and the outage-free streets' sensors are mostly online."""
-    out = subprocess.run([sys.executable, "-m", "ptmon.cli", "demo", "--hours", "0.1", "--broker", "mosquitto",
-                          "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "全区合计" in out.stdout
-    (kpis,) = tmp_path.glob("live-*/kpis.csv")
-    rows = {(r["contract"], r["street"], r["kpi"]): r for r in csv.DictReader(kpis.open(encoding="utf-8"))}
-    online = rows["iot", "district", "online"]
-    assert int(online["denominator"]) > 100_000 * 6  # every expected sensor at each of the 6 sample instants
-    assert float(online["value"]) > 0.5
+def test_replay_reads_an_archive_directory(tmp_path, archive_and_registry, capsys):
+    """Test that `ptmon replay DIR` reads the archive files of a directory, as the collector names them,
+    and gives the CSV of the files named one by one; an empty or missing directory is an error."""
+    parts, registry = archive_and_registry
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for n, part in enumerate(parts):
+        (archive / f"ptmon-2026-11-01{'.' + str(n) if n else ''}.jsonl.gz").write_bytes(part.read_bytes())
+    period = ["--start", "2026-11-01T00:00", "--end", "2026-11-01T02:00", "--registry", str(registry), "--quiet"]
+    assert main(["replay", str(archive), *period, "--csv", str(tmp_path / "dir.csv")]) == 0
+    assert main(["replay", *map(str, parts), *period, "--csv", str(tmp_path / "files.csv")]) == 0
+    assert (tmp_path / "dir.csv").read_bytes() == (tmp_path / "files.csv").read_bytes()
+    (tmp_path / "empty").mkdir()
+    assert main(["replay", str(tmp_path / "empty"), *period]) == 2
+    assert "no archive files" in capsys.readouterr().err
+    assert main(["replay", str(tmp_path / "nowhere"), *period]) == 2
+    assert "no such archive file or directory" in capsys.readouterr().err
+
+
+EXEMPT = ["--from", "2026-11-03T09:00", "--to", "2026-11-03T12:00", "--reason", "停电检修", "--approver", "王工"]
+
+
+def test_exempt_options_work_after_the_action(tmp_path, capsys):
+    """Test that --config (and --ledger) are taken before or after `exempt add`, and locate the config's ledger."""
+    config = tmp_path / "ptmon.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    assert main(["exempt", "add", "--config", str(config), "--street", "taopu", *EXEMPT]) == 0
+    assert main(["exempt", "--config", str(config), "add", "--street", "wanli", *EXEMPT]) == 0
+    assert main(["exempt", "list", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out
+    assert "street taopu" in listed and "street wanli" in listed
+    assert (tmp_path / "data" / "ledger.sqlite").is_file()
+
+
+@pytest.mark.parametrize(
+    ("target", "with_registry", "message"),
+    [
+        (["--street", "nowhere"], False, "--street 'nowhere' is not a street of the rules (known: changshou,"),
+        (["--device", "s999"], True, "--device 's999' is not in the registry"),
+        (["--gateway", "gw-nowhere"], True, "--gateway 'gw-nowhere' has no device in the registry"),
+        (["--device", "s1"], False, "--device 's1' cannot be checked: give the registry"),
+    ],
+    ids=["street", "device", "gateway", "no-registry"],
+)
+def test_exempt_add_refuses_unknown_targets(tmp_path, archive_and_registry, capsys, target, with_registry, message):
+    """Test that an exemption of a street, device or gateway that does not exist is refused with status 2,
+    a message saying why, and no ledger written."""
+    _, registry = archive_and_registry
+    ledger = tmp_path / "ledger.sqlite"
+    extra = ["--registry", str(registry)] if with_registry else []
+    assert main(["exempt", "add", "--ledger", str(ledger), *target, *EXEMPT, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not ledger.exists()
+    assert main(["exempt", "add", "--ledger", str(ledger), "--device", "s1", *EXEMPT, "--registry", str(registry)]) == 0
+
+
+def test_rules_check_validates_alerts_as_the_collector_does(tmp_path, capsys):
+    """Test that `ptmon rules check` fails on an alerts.yaml typo exactly as `collect --check-config` does."""
+    import shutil
+
+    from ptmon.rules import DEFAULT_RULES_DIR
+
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(DEFAULT_RULES_DIR, rules_dir, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    assert main(["rules", "check", str(rules_dir)]) == 0
+    assert "alert rules: 4 in" in capsys.readouterr().out
+    alerts = rules_dir / "alerts.yaml"
+    alerts.write_text(alerts.read_text().replace("resolve_for: 10m", "resolve_fro: 10m"))
+    assert main(["rules", "check", str(rules_dir)]) == 2
+    rules_error = capsys.readouterr().err
+    config = tmp_path / "ptmon.toml"
+    config.write_text(f'rules = "{rules_dir}"\nregistry = "{tmp_path / "registry.csv"}"\n')
+    (tmp_path / "registry.csv").write_text(HEADER + "\ns1,iot,smoke,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
+    assert main(["collect", "--config", str(config), "--check-config"]) == 2
+    assert "resolve_fro" in rules_error and rules_error == capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["rules", "check"], ["registry", "check"]], ids=["rules", "registry"])
+def test_check_commands_explain_themselves(command, capsys):
+    """Test that `rules check --help` and `registry check --help` say what they validate."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "validate" in text.lower() and "exit status is then 2" in text

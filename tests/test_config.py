@@ -54,7 +54,7 @@ def test_sample_documents_every_key():
             shown[table].add(match[1])
             commented = " # " in line[2:] or lines[n + 1].lstrip().startswith("#")
             assert commented, f"{match[1]} has no comment"
-    assert shown[""] == set(config_module._TOP_KEYS) - {"mqtt", "influx", "alerts", "email", "limits", "storage"}
+    assert shown[""] == set(config_module._TOP_KEYS) - {"mqtt", "influx", "alerts", "email", "limits", "storage", "loss"}
     assert shown["mqtt"] == set(config_module._MQTT_KEYS) - {"tls"}
     assert shown["mqtt.tls"] == set(config_module._TLS_KEYS)
     assert shown["influx"] == set(config_module._INFLUX_KEYS)
@@ -62,6 +62,7 @@ def test_sample_documents_every_key():
     assert shown["email"] == set(config_module._EMAIL_KEYS)
     assert shown["limits"] == set(config_module._LIMITS_KEYS)
     assert shown["storage"] == set(config_module._STORAGE_KEYS)
+    assert shown["loss"] == set(config_module._LOSS_KEYS)
 
 
 def test_sample_commented_keys_load_once_uncommented(tmp_path):
@@ -90,7 +91,7 @@ DURATION = "must be a positive duration (seconds, or '90s', '15m', '6h', '1d')"
 # (id, config text, environment, the start of the message after "<file>: ")
 BAD_CONFIGS = [
     ("top-typo", "registy = 'r.csv'", {}, "registy is not a known key; known: alerts, archive_compresslevel, archive_dir,"),
-    ("mqtt-typo", "[mqtt]\nqso = 1", {}, "mqtt.qso is not a known key; known: batch_size, client_id,"),
+    ("mqtt-typo", "[mqtt]\nqso = 1", {}, "mqtt.qso is not a known key; known: batch_size, broker_stats, client_id,"),
     ("tls-typo", "[mqtt.tls]\ncafile = 'ca.pem'", {}, "mqtt.tls.cafile is not a known key; known: ca_file,"),
     ("not-a-table", "mqtt = 3", {}, "mqtt must be a table: 3"),
     ("toml", "[mqtt\nqos = 1", {}, "not valid TOML: "),
@@ -261,7 +262,7 @@ def test_check_config_summarises_without_secrets(tmp_path):
     assert "broker: mqtts://broker.example:8883 (TLS: CA system store)" in lines
     assert "mqtt auth: username 'ptmon', password set" in lines
     assert f"registry: {tmp_path / 'registry.csv'}" in lines
-    assert "topics: putuo/+/+/+/hb, putuo/gw/+/status" in lines
+    assert "topics: putuo/+/+/+/hb, putuo/gw/+/status (and $SYS/broker/# for the broker's statistics)" in lines
     assert any(line.startswith("influx: http://influx:8086 api v1, database 'ptmon'") and "password set" in line
                for line in lines)
     assert any(line.startswith("influx: http://***@influx:8086?*** api v2") and "token set" in line
@@ -274,3 +275,11 @@ def test_check_config_of_defaults_says_what_is_off():
     lines = check_config(CollectorConfig())
     assert lines[0] == "config: none (built-in defaults)"
     assert "mqtt auth: anonymous" in lines and "influx: disabled (no influx.url)" in lines
+
+
+@pytest.mark.parametrize(("security", "shown"), [("none", "no TLS"), ("starttls", "STARTTLS"), ("tls", "TLS")])
+def test_check_config_email_line_reads_plainly(tmp_path, security, shown):
+    """Test that the email line says host:port and the transport security in words."""
+    config = load_config(write(tmp_path, f"[email]\nhost = '127.0.0.1'\nport = 28282\nsecurity = '{security}'\n"))
+    (line,) = [line for line in check_config(config) if line.startswith("email:")]
+    assert line.startswith(f"email: 127.0.0.1:28282, {shown}, from ")

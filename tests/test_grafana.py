@@ -206,6 +206,7 @@ def has_data(result: dict[str, Any]) -> bool:
                for r in result["results"] for s in r.get("series", []) for row in s["values"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("board_file", "title", "ref", "query"), queries(),
                          ids=[f"{b}:{t}:{r}" for b, t, r, _ in queries()])
 def test_query_returns_data(filled_influx, board_file, title, ref, query):

@@ -8,7 +8,6 @@ from fractions import Fraction
 
 import pytest
 
-from ptmon.archive import ArchiveReader
 from ptmon.errors import LedgerError
 from ptmon.ledger.read import ledger_daily, ledger_results, ledger_warnings
 from ptmon.ledger.rebuild import rebuild_ledger

@@ -10,6 +10,7 @@ import re
 import tracemalloc
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ptmon import config as config_module
@@ -315,12 +316,16 @@ def test_oversize_is_configurable_and_in_bytes(registry: Registry) -> None:
 @pytest.mark.parametrize(("depth", "accepted"), [(MAX_JSON_DEPTH, True), (MAX_JSON_DEPTH + 1, False), (200_000, False)])
 @pytest.mark.parametrize("kind", ["array", "object"])
 def test_deep_json_is_bad_json_not_a_crash(registry: Registry, depth: int, accepted: bool, kind: str) -> None:
-    """Test that JSON nested past MAX_JSON_DEPTH is counted bad_json before orjson (which segfaults near 53,000 levels) sees it."""
+    """Test that JSON nested past MAX_JSON_DEPTH (orjson's own limit since 3.9.15, which fixed its crash on deep
+    nesting) is counted bad_json, however deep, and that the installed orjson still has that limit."""
     opener, closer = ("[", "]") if kind == "array" else ('{"":', "}")
     payload = '{"x":' + opener * (depth - 1) + "1" + closer * (depth - 1) + "}"
     decoder = Decoder(registry, max_payload=2**20)
     decoder.decode([(T0, CAM, payload[:2**20]), (T0 + 1, CAM, payload[:2**20].encode())])
     assert (decoder.accepted, dict(decoder.rejects)) == ((2, {}) if accepted else (0, {"bad_json": 2}))
+    if not accepted:
+        with pytest.raises(orjson.JSONDecodeError, match="depth limit exceeded"):
+            orjson.loads(payload[:2**20])
 
 
 def test_a_gateway_status_is_never_json(registry: Registry) -> None:

@@ -222,9 +222,14 @@ def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_
     push(collector, minutes(0, 120))
     asyncio.run(collector.checkpoint())
     _crash(collector)
-    if change == "registry":
+    with Ledger(config.ledger_path) as ledger:
+        ledger.add_exemption(scope="gateway", target="gw-taopu-cam-1", start=(T0 + 60 * 60) * US,
+                             end=(T0 + 150 * 60) * US, reason="网关更换", approver="李工")
+    if change == "registry":  # one camera retired, one moved to the other street, one added
         text = config.registry.read_text().replace("taopu-cam3,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,",
                                                    "taopu-cam3,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,2026-11-01")
+        text = text.replace("taopu-cam5,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,",
+                            "taopu-cam5,cam,face_cam,changzheng,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,")
         config.registry.write_text(text + "taopu-cam99,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-1,2026-01-01,\n")
     else:
         types = rules_dir / "types.yaml"
@@ -237,7 +242,8 @@ def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_
     restarted.ledger_writer.flush(open_buckets=True)
     month = month_bounds("2026-11")
     registry = load_registry(config.registry, load_rules(rules_dir))
-    replayed = replay([str(p) for p in archive_files(config.archive_path)], registry, *month)
+    exemptions = restarted.ledger.exemptions()
+    replayed = replay([str(p) for p in archive_files(config.archive_path)], registry, *month, exemptions=exemptions)
     assert ledger_results(restarted.ledger, registry, *month).csv_text() == replayed.csv_text()
 
 
@@ -262,3 +268,187 @@ def test_a_ledger_without_archive_or_checkpoint_is_never_started_over(tmp_path: 
         Collector(config)
     with Ledger(config.ledger_path, readonly=True) as ledger:
         assert ledger.has_hours()
+def test_untrusted_input_counts_agree_in_ledger_and_replay(rules, tmp_path: Path) -> None:
+    """Test that retained copies, implausible counters and messages lost and recovered are counted per hour
+    for their street, so the ledger (written across a checkpoint restore) and a replay give the same counts."""
+    registry = make_registry(rules, "c1,cam,face_cam,taopu", "s1,iot,elevator,changzheng")
+    records = [up(T0)]
+    records += [hb(T0 + 60 * k, "c1", seq=seq, ts=T0 + 60 * k) for k, seq in enumerate((1, 2, 5, 6, 7, 12))]  # 2 + 4 lost
+    records += [hb(T0 + 400, "c1", seq=4, ts=T0 + 180 - 1), (T0 + 500, "$ptmon/retained", '{"topic": "putuo/cam/taopu/c1/hb"}')]
+    records += [hb(T0 + 600, "s1", "iot", "changzheng", seq=1, reads=10, read_ok=10),
+                hb(T0 + 660, "s1", "iot", "changzheng", seq=2, boot="x", read_ok=50),  # unmatched_success
+                hb(T0 + HOUR + 60, "s1", "iot", "changzheng", seq=3, boot="x", reads=10**9, read_ok=0)]  # too_many_attempts
+    records += [hb(T0 + HOUR + 120, "c1", seq=10**9, ts=T0 + HOUR + 120), tick(T0 + 2 * HOUR)]  # a seq_jump
+    cut = 6
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        engine = Engine(registry)
+        writer = LedgerWriter(engine, ledger)
+        Feed(engine, Decoder(registry)).feed(records[:cut])
+        writer.flush(open_buckets=True)
+        path = tmp_path / "state.npz"
+        save_checkpoint(path, engine=engine, tallies=[], decoder=Decoder(registry), extra={},
+                        named={"ledger_hour": writer.hour, "ledger_day": writer.day})
+        restored = load_checkpoint(path, registry)
+        writer = LedgerWriter(restored.engine, ledger, hour=restored.named.get("ledger_hour"),
+                              day=restored.named.get("ledger_day"))
+        Feed(restored.engine, Decoder(registry)).feed(records[cut:])
+        restored.engine.finish()
+        writer.flush(open_buckets=True)
+        from_ledger = ledger_results(ledger, registry, T0 * US, (T0 + 2 * HOUR) * US)
+    replayed = run(registry, records, T0, T0 + 2 * HOUR)
+    wanted = {"lost": 6, "recovered": 1, "stale": 1, "unmatched_success": 1, "too_many_attempts": 1, "seq_jump": 1}
+    for results in (from_ledger, replayed):
+        assert {k: results.engine_stats.get(k) for k in wanted} == wanted
+        assert results.rejects["retained"] == 1
+    assert (from_ledger.rejects, from_ledger.engine_stats) == (replayed.rejects, replayed.engine_stats)
+    assert from_ledger.csv_text() == replayed.csv_text()
+
+
+def test_a_month_recomputed_from_its_snapshot_applies_exemptions_as_the_ledger_does(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that a month recomputed from its month-start snapshot knows which devices were online as it began, so an
+    exemption over devices online since the previous month counts alike in the ledger and in `ledger verify`."""
+    import asyncio
+
+    from ptmon.cli import main
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(-90, 150))  # from 2026-10-31 22:30: the month-start snapshot is written at midnight
+    asyncio.run(collector.checkpoint())
+    collector.engine.finish()
+    collector.ledger_writer.flush(open_buckets=True)
+    _crash(collector)
+    assert (config.archive_path / "ptmon-2026-11.state.npz").is_file()
+    with Ledger(config.ledger_path) as ledger:
+        ledger.add_exemption(scope="street", target="taopu", start=(T0 + 30 * 60) * US, end=(T0 + 50 * 60) * US,
+                             reason="停电", approver="王主任")
+    args = ["--month", "2026-11", "--ledger", str(config.ledger_path), "--archive", str(config.archive_path),
+            "--registry", str(config.registry)]
+    assert main(["ledger", "verify", *args]) == 0, capsys.readouterr()
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        row = ledger_results(ledger, collector.registry, *_november()).row("cam", "taopu", "online")
+    assert row.numerator <= row.denominator
+
+
+def _november() -> tuple[int, int]:
+    from ptmon.timebase import month_bounds
+
+    return month_bounds("2026-11")
+
+
+def test_a_clock_stepped_back_at_a_restart_replays_in_the_order_the_collector_saw(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that after a restart whose clock stepped back (records of the new archive part stamped before the end of
+    the previous part) the ledger, `ledger verify` and a replay of the directory agree: a collector's files are read
+    in the order it wrote them, not merged by time."""
+    import asyncio
+
+    from ptmon.cli import main
+    from ptmon.collect import Collector
+    from ptmon.replay import replay
+    from ptmon.sinks.archive import archive_paths
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(0, 40))
+    asyncio.run(collector.checkpoint())
+    _crash(collector)
+    restarted = Collector(config)
+    counters: dict = {f"{street}-cam{i}": (400, 400) for street in ("changzheng", "taopu") for i in range(12)}
+    push(restarted, [(float(T0 + 30 * 60 - 1), "$ptmon/monitor", "up")] + minutes(30, 90, counters=counters))
+    restarted.engine.finish()
+    restarted.ledger_writer.flush(open_buckets=True)
+    from_ledger = ledger_results(restarted.ledger, restarted.registry, *_november())
+    _crash(restarted)
+    assert len(list(config.archive_path.glob("ptmon-*.jsonl.gz"))) == 2
+    replayed = replay(archive_paths([config.archive_path]), restarted.registry, *_november())
+    assert from_ledger.csv_text() == replayed.csv_text()
+    assert replayed.engine_stats["late"] > 0
+    args = ["--month", "2026-11", "--ledger", str(config.ledger_path), "--archive", str(config.archive_path),
+            "--registry", str(config.registry)]
+    assert main(["ledger", "verify", *args]) == 0, capsys.readouterr().out
+
+
+def test_a_ledger_restored_from_an_older_backup_is_rebuilt(tmp_path: Path) -> None:
+    """Test that a ledger older than the checkpoint beside it (restored from a backup) makes the collector rebuild the
+    month from the archive instead of continuing the checkpoint over the missing hours."""
+    import asyncio
+    import shutil
+
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(0, 70))
+    asyncio.run(collector.checkpoint())
+    backup = tmp_path / "backup.sqlite"
+    with Ledger(backup) as copy:
+        collector.ledger.db.backup(copy.db)
+    push(collector, minutes(70, 190))
+    asyncio.run(collector.checkpoint())
+    _crash(collector)
+    shutil.copy(backup, config.ledger_path)
+    for sidecar in ("-wal", "-shm"):
+        Path(str(config.ledger_path) + sidecar).unlink(missing_ok=True)
+    restarted = Collector(config)
+    notes = " ".join(restarted.notes)
+    assert "older than the checkpoint" in notes and "rebuilding the state" in notes, notes
+    push(restarted, minutes(190, 230))
+    _month_csv_equals_replay(config, restarted)
+
+
+def test_a_corrupt_snapshot_is_set_aside_and_the_rebuild_reads_every_file(tmp_path: Path) -> None:
+    """Test that a corrupt month-start snapshot met in a rebuild is kept aside, and the state comes from every
+    archive file instead, equal to a replay."""
+    import asyncio
+
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(-60, 90))
+    asyncio.run(collector.checkpoint())
+    _crash(collector)
+    snapshot = config.archive_path / "ptmon-2026-11.state.npz"
+    snapshot.write_bytes(b"not a snapshot")
+    config.checkpoint_path.unlink()
+    restarted = Collector(config)
+    notes = " ".join(restarted.notes)
+    assert "snapshot unusable" in notes and "no snapshot" in notes, notes
+    assert list(config.archive_path.glob("ptmon-2026-11.state.npz.unreadable-*"))
+    push(restarted, minutes(90, 200))
+    _month_csv_equals_replay(config, restarted)
+
+
+def test_replay_of_an_archive_directory_for_a_month_starts_from_its_snapshot(tmp_path: Path) -> None:
+    """Test that `ptmon replay DIR --month` reads the month-start snapshot and the files after it, and gives the
+    ledger's KPIs, while the month's files alone (devices' baselines unknown) would not."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from ptmon.collect import Collector
+
+    from .test_alerts import minutes, push
+
+    config = _collector_config(tmp_path)
+    collector = Collector(config)
+    push(collector, minutes(-60, 120))
+    asyncio.run(collector.checkpoint())
+    collector.engine.finish()
+    collector.ledger_writer.flush(open_buckets=True)
+    from_ledger = ledger_results(collector.ledger, collector.registry, *_november())
+    _crash(collector)
+    done = subprocess.run([sys.executable, "-m", "ptmon.cli", "replay", str(config.archive_path), "--month", "2026-11",
+                           "--registry", str(config.registry), "--csv", "-", "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "snapshot ptmon-2026-11.state.npz" in done.stderr
+    assert done.stdout == from_ledger.csv_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -42,7 +43,13 @@ def test_rules_scenarios_and_dashboards_are_package_data() -> None:
 
 def test_wheel_holds_the_data_and_runs_from_elsewhere(tmp_path: Path) -> None:
     """Test that a built wheel carries rules, scenarios and dashboards, and that `ptmon rules check` runs from it outside the checkout."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+    source = tmp_path / "source"  # a copy: setuptools builds in the source tree's build/
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout.split(b"\0")
+    for name in filter(None, (t.decode() for t in tracked)):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True)
     wheel = next(tmp_path.glob("ptmon-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -317,6 +317,7 @@ def test_data_quality_lists_every_kind_with_its_explanation(rules, tmp_path):
                 "duplicate": (1, ENGINE_KINDS["duplicate"]), "stale": (1, ENGINE_KINDS["stale"]),
                 "late": (1, ENGINE_KINDS["late"]), "outside_lease": (0, ENGINE_KINDS["outside_lease"]),
                 "retained": (4, ENGINE_KINDS["retained"]), "lost": (7, ENGINE_KINDS["lost"]),
+                "recovered": (1, ENGINE_KINDS["recovered"]),
                 "brand_new_kind": (5, "（本报告未收录此类别的说明）")}
     rows = dict(re.findall(r'<td class="id">([^<]+)</td><td class="num">[\d,]+</td><td>([^<]+)</td>', section))
     counts = dict(re.findall(r'<td class="id">([^<]+)</td><td class="num">([\d,]+)</td>', section))

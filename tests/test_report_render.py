@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import subprocess
 import sys
 import types
@@ -37,6 +38,7 @@ from ptmon.results import CSV_COLUMNS
 from ptmon.rules import Rules
 
 from .conftest import T0, down, hb, make_registry, run, tick, up
+from .programs import program
 
 DAY = 86_400
 US = 1_000_000
@@ -65,7 +67,7 @@ def _records() -> list[tuple[float, str, str]]:
         t = T0 + 120 * k
         if GAP[0] <= t < GAP[1]:
             continue
-        first = k == 0
+        first = k < 5  # 3,000 captures 10 minutes after the baseline: within a camera's 5 a second
         records.append(hb(t, "cam-cs-1", "cam", "changshou", seq=k, face_try=0 if first else 2000,
                           face_ok=0 if first else 1900, plate_try=0 if first else 1000, plate_ok=0 if first else 800))
         records.append(hb(t, "cam-tp-1", "cam", "taopu", seq=k, face_try=0 if first else 1000, face_ok=0 if first else 1000))
@@ -138,7 +140,7 @@ def inputs(rules: Rules) -> ReportInputs:
 def out(inputs: ReportInputs, tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("report")
     written = render(inputs, target)
-    assert [p.name for p in written] == [f"report-{MONTH}.{f}" for f in ("pdf", "html", "xlsx", "csv")]
+    assert [p.name for p in written] == [f"report-{MONTH}.{f}" for f in ("html", "xlsx", "csv", "pdf")]  # the PDF last
     return target
 
 
@@ -182,7 +184,7 @@ def test_pdf_pages_are_a4_numbered_and_not_blank(out, tmp_path):
     from PIL import Image
 
     pdf = out / f"report-{MONTH}.pdf"
-    subprocess.run(["pdftoppm", "-r", "30", "-gray", "-png", str(pdf), str(tmp_path / "page")], check=True, timeout=120)
+    subprocess.run([program("pdftoppm"), "-r", "30", "-gray", "-png", str(pdf), str(tmp_path / "page")], check=True, timeout=120)
     pages = sorted(tmp_path.glob("page-*.png"))
     assert len(pages) == PAGES
     for page in pages:
@@ -194,7 +196,7 @@ def test_pdf_pages_are_a4_numbered_and_not_blank(out, tmp_path):
 
 def test_pdf_text_has_streets_figures_and_signature(out):
     """Test that the PDF's text holds the street names, the money, the marks and the signature block."""
-    text = subprocess.run(["pdftotext", "-layout", str(out / f"report-{MONTH}.pdf"), "-"], capture_output=True,
+    text = subprocess.run([program("pdftotext"), "-layout", str(out / f"report-{MONTH}.pdf"), "-"], capture_output=True,
                           text=True, check=True, timeout=120).stdout
     for expected in ("月度租赁服务考核验收报告", "长寿路街道", "桃浦镇", "曹杨新村街道", "达标", "未达标",
                      "40,622.92", "198,335.41", "107,489.93", "250,809.83", "2,348,960.38", "75.000%", "93.000%",
@@ -300,6 +302,33 @@ def test_cli_report(inputs, tmp_path, monkeypatch, capsys):
     assert seen["month"] == MONTH and seen["ledger_path"] == ledger and seen["archive_dirs"] is None
     assert captured.out.strip() == str(tmp_path / "out" / f"report-{MONTH}-iot.csv")
     assert "ptmon report: wrote" in captured.err
+
+
+@pytest.mark.parametrize(("missing", "hint"), [("fonts", "apt-get install fonts-noto-cjk"),
+                                               ("weasyprint", "pip install 'ptmon[pdf]'")])
+def test_without_what_the_pdf_needs_the_other_formats_are_written(inputs, tmp_path, monkeypatch, capsys, missing, hint):
+    """Test that without the CJK fonts (fontconfig knows no Chinese font) or without the [pdf] extra, `ptmon
+    report` still writes HTML, XLSX and CSV, and the PDF alone fails with one line naming what to install."""
+    if missing == "fonts":
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "fc-list").write_text("#!/bin/sh\nexit 0\n")  # a fontconfig with no Chinese font
+        (bin_dir / "fc-list").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    else:
+        monkeypatch.setitem(sys.modules, "weasyprint", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "ptmon.report.build", types.SimpleNamespace(build_inputs=lambda **kw: inputs))
+    registry = tmp_path / "registry.csv"
+    registry.write_text("device_id,contract,type,street,scenario,community,gateway,accepted_on,retired_on\n"
+                        "x1,iot,smoke,taopu,s,c,g,2026-01-01,\n")
+    ledger = tmp_path / "ledger.sqlite"
+    ledger.write_bytes(b"")
+    code = main(["report", "--month", MONTH, "--registry", str(registry), "--ledger", str(ledger), "--out",
+                 str(tmp_path / "out")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("ptmon report:")]
+    assert code == 2
+    assert len(errors) == 1 and errors[0].startswith("ptmon: error:") and hint in errors[0], errors
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"report-{MONTH}.{f}" for f in ("csv", "html", "xlsx")]
 
 
 @pytest.mark.parametrize(

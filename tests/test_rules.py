@@ -29,14 +29,19 @@ def test_shipped_rules_load_with_contract_thresholds(rules):
         ("contracts.yaml", "\n  online_method: time_weighted", "\n  online_method: hourly", "iot.online_method must be one of time_weighted, daily: 'hourly'"),
         ("contracts.yaml", "sensing: {", "smelling: {", "iot.kpis.smelling is not a known KPI"),
         ("contracts.yaml", "online:  {name: 监控点位在线率,       threshold: 0.95}", "online:  {name: 监控点位在线率, threshold: 0.95, colour: red}", "cam.kpis.online.colour is not a known key"),
-        ("types.yaml", "online_timeout: 180s}", "online_timeout: 30s}", "types.yaml: face_cam.online_timeout must be at least heartbeat_period (60 s): '30s'"),
+        ("types.yaml", "online_timeout: 180s,", "online_timeout: 30s,", "types.yaml: face_cam.online_timeout must be at least heartbeat_period (60 s): '30s'"),
+        ("types.yaml", "max_attempt_rate: 5}", "max_attempt_rate: 5000}", "types.yaml: face_cam.max_attempt_rate must be a decimal number [0.001, 1000]: 5000"),
+        ("types.yaml", "max_attempt_rate: 5}", "max_attempt_rate: 0}", "face_cam.max_attempt_rate must be a decimal number [0.001, 1000]: 0"),
+        ("types.yaml", "online_timeout: 13h}", "online_timeout: 13h, max_resets_per_day: 255}", "smoke.max_resets_per_day must be a whole number in [0, 254]: 255"),
+        ("types.yaml", "online_timeout: 13h}", "online_timeout: 13h, max_resets_per_day: 2.5}", "smoke.max_resets_per_day must be a whole number in [0, 254]: 2.5"),
         ("types.yaml", "heartbeat_period: 6h,  online_timeout: 13h}", "heartbeat_period: soon,  online_timeout: 13h}", "smoke.heartbeat_period must be a positive duration"),
         ("types.yaml", "{contract: iot, kind: common, name: 烟感", "{contract: lora, kind: common, name: 烟感", "smoke.contract must be one of iot, cam: 'lora'"),
         ("streets.yaml", "taopu:      {name: 桃浦镇,", "taopu:      {nom: 桃浦镇,", "streets.yaml: taopu.name is missing"),
         ("streets.yaml", "changshou:", "Changshou:", "streets.yaml: Changshou is not a valid code"),
         ("streets.yaml", "{name: 长寿路街道,", "{name: [长寿路街道,", "streets.yaml: not valid YAML"),
     ],
-    ids=["percent-threshold", "interval", "method", "unknown-kpi", "unknown-key", "timeout", "duration", "type-contract", "missing-name", "code", "yaml"],
+    ids=["percent-threshold", "interval", "method", "unknown-kpi", "unknown-key", "timeout", "attempt-rate-high",
+         "attempt-rate-zero", "resets-high", "resets-fraction", "duration", "type-contract", "missing-name", "code", "yaml"],
 )
 def test_bad_rule_file_names_file_key_and_value(rules_dir, file, old, new, message):
     """Test that a broken rule file fails at load with the file, the key and what was expected."""
@@ -47,6 +52,13 @@ def test_bad_rule_file_names_file_key_and_value(rules_dir, file, old, new, messa
     with pytest.raises(ConfigError) as err:
         load_rules(rules_dir)
     assert message in str(err.value)
+
+
+def test_plausibility_limits_default_and_override(rules):
+    """Test that a type without plausibility limits gets the defaults and cameras their own attempt rate."""
+    smoke, face = rules.device_type("smoke"), rules.device_type("face_cam")
+    assert (smoke.max_attempt_rate, smoke.max_resets_per_day, smoke.attempt_cost_ms) == (Decimal(1), 24, 1000)
+    assert (face.max_attempt_rate, face.attempt_cost_ms) == (Decimal(5), 200)
 
 
 def test_missing_directory_and_file(tmp_path, rules_dir):

@@ -2,7 +2,9 @@
 
 Rows (an opaque key → a JSON document): ``alert {key}`` per alert not ok, ``group {key}`` per
 open incident of a recipient, ``$watermark`` (the last engine instant evaluated: the archive
-tail replayed after a crash is not evaluated again) and ``$digest`` (the last daily digest).
+tail replayed after a crash is not evaluated again), ``$digest`` (the last daily digest) and
+``$transit`` (what loss-in-transit alerting must remember: the broker's drop count last
+accounted for, and when the causes that explain a loss ended; see :mod:`~ptmon.alerting.transit`).
 Every change is handed to the ledger with the emails it causes, in one transaction.
 
 Rows of earlier versions (``breach:cam:taopu:online`` …) are read by
@@ -25,7 +27,7 @@ from .rules import AlertRules
 
 log = logging.getLogger(__name__)
 
-WATERMARK, DIGEST = "$watermark", "$digest"
+WATERMARK, DIGEST, TRANSIT = "$watermark", "$digest", "$transit"
 Place = Callable[[str], tuple[str, str] | None]  # gateway id -> (contract, street)
 
 
@@ -35,6 +37,7 @@ class AlertBook:
         self.groups: dict[GroupKey, GroupState] = {}
         self.watermark = NEVER
         self.digest: dict[str, Any] = {}
+        self.transit: dict[str, Any] = {}
         self._changed: dict[str, str | None] = {}
         self._legacy: list[AlertState] = []
         self._legacy_notified: list[AlertState] = []
@@ -53,6 +56,8 @@ class AlertBook:
             self.watermark = int(text)
         elif row == DIGEST:
             self.digest = json.loads(text)
+        elif row == TRANSIT:
+            self.transit = json.loads(text)
         elif row.startswith("alert "):
             state = AlertState.from_doc(json.loads(text))
             self.alerts[state.key] = state
@@ -106,6 +111,11 @@ class AlertBook:
     def set_digest(self, doc: dict[str, Any]) -> None:
         self.digest = doc
         self._changed[DIGEST] = dumps(doc)
+
+    def set_transit(self, doc: dict[str, Any]) -> None:
+        if doc != self.transit:
+            self.transit = doc
+            self._changed[TRANSIT] = dumps(doc)
 
     @property
     def dirty(self) -> bool:

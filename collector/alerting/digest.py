@@ -6,9 +6,10 @@ figure is the ledger's: yesterday is ``ledger_results`` of ``[yesterday 00:00, t
 and the month so far of ``[month start, today 00:00)`` — a reviewer gets the same numbers from
 the ledger (the CSV attachment lists them with their numerators and denominators). Beside
 them: the open incidents, the provisional money at risk (the payment rule applied to the
-month so far, as if the month ended now), the monitor's coverage, and the data-quality
-counts since the previous digest (rejected messages by kind, duplicates, stale and late
-ones; ``lost`` once the ledger counts lost messages).
+month so far, as if the month ended now), the monitor's coverage, the messages lost in
+transit per street (yesterday and the month so far: the ledger's hourly ``lost`` net of
+``recovered``, and their share of received + lost), and the data-quality counts since the
+previous digest (rejected messages by kind, duplicates, stale and late ones).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..grafana.names import REJECT_NAMES
-from ..ledger.read import ledger_results
+from ..ledger.read import ledger_tally
 from ..ledger.store import Ledger
 from ..payment import PaymentLine, payment_for
 from ..registry import Registry
 from ..results import Results
-from ..tally import DISTRICT
+from ..tally import DISTRICT, Tally
 from ..timebase import day_start, day_to_date, month_bounds
 from .evaluate import DigestRequest
 from .fmt import body_line, percent, when
@@ -36,7 +37,8 @@ from .rules import AlertRules
 from .sections import Names
 
 QUALITY_NAMES = {"engine:duplicate": "重复消息 (duplicate)", "engine:stale": "过期乱序 (stale)",
-                 "engine:late": "迟到 (late)", "lost": "丢失 (lost)"}
+                 "engine:late": "迟到 (late)"}
+LOSS_KINDS = ("lost", "recovered", "heartbeats")
 DIGEST_COLUMNS = ("period", "contract", "street", "kpi", "numerator", "denominator", "value", "threshold", "pass")
 
 
@@ -46,6 +48,7 @@ class Digest:
     yesterday: Results
     month: Results
     payments: tuple[PaymentLine, ...]  # provisional, per contract × street of the digest
+    loss: dict[tuple[str, str, str], dict[str, int]]  # (period, contract, street or district) -> lost, recovered, heartbeats
 
     def streets(self, registry: Registry) -> list[str]:
         codes = registry.rules.street_codes()
@@ -56,8 +59,10 @@ def build_digest(ledger: Ledger, registry: Registry, request: DigestRequest) -> 
     """The digest's figures, read from the ledger."""
     end = day_start(request.day + 1)
     month_start, _ = month_bounds(day_to_date(request.day).strftime("%Y-%m"))
-    yesterday = ledger_results(ledger, registry, day_start(request.day), end)
-    month = ledger_results(ledger, registry, month_start, end)
+    tallies = {"yesterday": ledger_tally(ledger, registry, day_start(request.day), end),
+               "month": ledger_tally(ledger, registry, month_start, end)}
+    yesterday, month = tallies["yesterday"].results(), tallies["month"].results()
+    loss = {key: n for period, tally in tallies.items() for key, n in _loss_counts(period, tally, registry).items()}
     payments = []
     streets = [request.street] if request.street else registry.rules.street_codes()
     for contract in registry.rules.contracts:
@@ -66,7 +71,20 @@ def build_digest(ledger: Ledger, registry: Registry, request: DigestRequest) -> 
                 payments.append(payment_for(contract, street, month.rows))
             except ConfigError:
                 continue  # no payment rule or fee for it: the KPIs are still shown
-    return Digest(request=request, yesterday=yesterday, month=month, payments=tuple(payments))
+    return Digest(request=request, yesterday=yesterday, month=month, payments=tuple(payments), loss=loss)
+
+
+def _loss_counts(period: str, tally: Tally, registry: Registry) -> dict[tuple[str, str, str], dict[str, int]]:
+    """The ledger's lost, recovered and heartbeat counts per contract × street and contract total."""
+    streets = registry.rules.street_codes()
+    n = len(streets)
+    out = {}
+    for ci, contract in enumerate(registry.rules.contracts):
+        for si, street in enumerate([*streets, DISTRICT]):
+            pick = slice(ci * n, (ci + 1) * n) if street == DISTRICT else slice(ci * n + si, ci * n + si + 1)
+            out[period, contract.code, street] = {kind: int(tally.counts[kind][pick].sum()) if kind in tally.counts else 0
+                                                  for kind in LOSS_KINDS}
+    return out
 
 
 def compose_digest(n: Notification, digest: Digest, registry: Registry, alert_rules: AlertRules,
@@ -78,6 +96,7 @@ def compose_digest(n: Notification, digest: Digest, registry: Registry, alert_ru
     lines = [f"每日简报 (daily digest)：{scope}，{date}", f"生成时间 (at)：{when(n.at)}", ""]
     lines += _kpis(digest, names, registry)
     lines += ["", *_money(digest, names)]
+    lines += ["", *_loss(digest, names, registry)]
     lines += ["", *_incidents(request, names)]
     lines += ["", *_quality(request)]
     lines += ["", f"规则版本 rules {digest.month.rules_version} · 设备清单版本 registry {digest.month.registry_version}",
@@ -164,9 +183,28 @@ def _quality(request: DigestRequest) -> list[str]:
                                        if rejects else "0"))
     for key in ("engine:duplicate", "engine:stale", "engine:late"):
         lines.append(f"  {QUALITY_NAMES[key]}：{q.get(key, 0)}")
-    lost = q.get("lost")
-    lines.append(f"  {QUALITY_NAMES['lost']}：{lost if lost is not None else '暂未统计 (not counted yet)'}")
     return lines
+
+
+def _loss(digest: Digest, names: Names, registry: Registry) -> list[str]:
+    lines = ["传输丢失 (lost in transit)：净丢失 = 丢失 − 迟到补回 (lost − recovered)，丢失率 = 净丢失 / (收到 + 净丢失)",
+             "  丢失的心跳对合同仍计为未上报 (a heartbeat lost in transit is still a missed heartbeat for the contract)"]
+    for contract in registry.rules.contracts:
+        lines += [f"  {contract.name} ({contract.code})", "  街镇 | 昨日净丢失 (yesterday) | 本月净丢失 (month)"]
+        for street in digest.streets(registry):
+            name = "全区合计" if street == DISTRICT else names.street(street)
+            cells = [_lost(digest.loss[period, contract.code, street]) for period in ("yesterday", "month")]
+            lines.append(f"  {name} | {cells[0]} | {cells[1]}")
+    return lines
+
+
+def _lost(counts: dict[str, int]) -> str:
+    net = counts["lost"] - counts["recovered"]
+    messages = counts["heartbeats"] + max(net, 0)
+    if not messages and not net:
+        return "—"  # nothing heard, nothing lost
+    rate = percent(Decimal(max(net, 0)) / Decimal(messages)) if messages else "—"
+    return f"{net} 条 ({rate})"
 
 
 def _value(row: Any) -> str:

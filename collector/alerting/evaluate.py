@@ -8,7 +8,8 @@ live collector raise the same alerts at the same instants. At each sample instan
    also while the archive tail is replayed after a restart);
 2. after the ``watermark`` (the last instant evaluated before a restart), every alert's state
    machine steps (:mod:`~ptmon.alerting.machine`): district silence (pipeline), street
-   silences, gateways, breaches per street × KPI, the month at risk on whole hours;
+   silences, gateways, breaches per street × KPI, the broker's drops and loss in transit
+   (:mod:`~ptmon.alerting.transit`), the month at risk on whole hours;
 3. the alerts become incidents per recipient, inhibited by their causes and grouped
    (:mod:`~ptmon.alerting.group`), and the emails owed now become :class:`Notification`\\ s;
 4. the daily digest is owed once a day after its hour;
@@ -27,8 +28,11 @@ from typing import Any
 import numpy as np
 
 from ..anomaly.monitor import AnomalyMonitor
+from ..brokerstats import BrokerSnapshot
+from ..config import LossConfig
 from ..engine import Engine
 from ..live import MonthTallies, SlaPoints, month_of
+from ..loss import LossWindow
 from ..results import Results
 from ..sinks.lineproto import line
 from ..timebase import US_PER_S, UTC_OFFSET_US, day_of, day_start, day_to_date
@@ -40,6 +44,7 @@ from .model import AlertKey, AlertState, AlertView, Cause, Notice, Notification,
 from .observe import Observations, Quiet, WindowRate
 from .risk import MonthRisk, month_risks
 from .rules import AlertRule, AlertRules
+from .transit import TRANSIT_CAUSES, TransitAlerts
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,7 @@ class AlertEvaluator:
                  on_change: OnChange, emit_points: Callable[[list[str]], None] | None = None,
                  states: dict[str, str] | None = None, month_to_date: MonthToDate | None = None,
                  data_quality: DataQuality | None = None, restored: dict[str, Any] | None = None,
+                 loss_window: LossWindow | None = None, loss: LossConfig | None = None,
                  device_health: AnomalyMonitor | None = None) -> None:
         self.engine = engine
         self.months = months
@@ -88,6 +94,12 @@ class AlertEvaluator:
         adopted = self.book.adopt_legacy(rules, lambda g: self.gateway_place.get(g))
         if adopted:
             log.info("%d alert states of an earlier version adopted", adopted)
+        self.transit = (TransitAlerts(engine, months, loss_window, loss, self.book)
+                        if loss_window is not None and loss is not None and loss.enabled else None)
+        if self.transit is None:  # loss alerts turned off: those of an earlier run end (resolved if sent)
+            for key in [k for k in self.book.alerts if k.cause in TRANSIT_CAUSES]:
+                self.book.set_alert(key, None)
+        self.explained: dict[AlertKey, AlertKey] = {}
         self.risks: dict[AlertKey, MonthRisk] = {}
         self._notifications: list[Notification] = []
         engine.listeners.append(self)
@@ -136,6 +148,11 @@ class AlertEvaluator:
     def _last_contract(self, t: int) -> int:
         due = [ci for ci, interval in enumerate(self.engine.sample_interval) if (t + UTC_OFFSET_US) % interval == 0]
         return max(due)
+
+    def on_broker(self, snapshot: BrokerSnapshot, t: int) -> None:
+        """The broker's ``$SYS`` statistics as the collector's main loop last read them (live only)."""
+        if self.transit is not None:
+            self.transit.on_broker(snapshot, t)
 
     def checkpoint_doc(self) -> dict[str, Any]:
         """The windows to save with the collector's checkpoint (see Observations.restore)."""
@@ -202,6 +219,8 @@ class AlertEvaluator:
         self._silence(AlertKey(cause=Cause.PIPELINE), self._district_silent(t), self.observations.district_quiet, t)
         self._gateways(t)
         self._devices(t)
+        if self.transit is not None:
+            self.explained = self.transit.evaluate(t)
         self._month_risk(t)
         self._group(t)
         self._digest(t)
@@ -268,7 +287,7 @@ class AlertEvaluator:
                                                     level=risk.level))
 
     def _group(self, t: int) -> None:
-        changed, owed = plan(self.book.alerts, self.book.groups, self.alert_rules, t)
+        changed, owed = plan(self.book.alerts, self.book.groups, self.alert_rules, t, self.explained)
         for gk, state in changed.items():
             self.book.set_group(gk, state)
         views: dict[AlertKey, AlertView] = {}
@@ -319,8 +338,10 @@ class AlertEvaluator:
         if n.key in cache and not resolved:
             return cache[n.key]
         state = self.book.alerts.get(n.key)
-        causes = Causes.of(self.book.alerts)
+        causes = Causes.of(self.book.alerts, self.explained)
         details = {"inhibited_by": causes.inhibitor(n.key)} if resolved else self._details(n.key, t, causes)
+        if resolved and n.key.cause in TRANSIT_CAUSES and self.transit is not None:
+            details.update(self.transit.details(n.key, t))  # the window as it is now
         view = AlertView(key=n.key, phase=state.phase if state is not None else None, since=n.since,
                          fired=state.fired if state is not None else None, level=n.level, details=details)
         if not resolved:
@@ -330,9 +351,11 @@ class AlertEvaluator:
     def _details(self, key: AlertKey, t: int, causes: Causes) -> dict[str, Any]:
         engine, obs = self.engine, self.observations
         d: dict[str, Any] = {"inhibited_by": causes.inhibitor(key)}
-        if key.cause in (Cause.PIPELINE, Cause.STREET_SILENT):
+        if key.cause in (Cause.PIPELINE, Cause.STREET_SILENT, Cause.GATEWAY, Cause.BROKER_DROPS):
             explained = [k for k in self.book.alerts if self.book.alerts[k].phase.active and causes.inhibitor(k) == key]
             d["explains"] = sorted(explained)
+        if key.cause in TRANSIT_CAUSES and self.transit is not None:
+            d.update(self.transit.details(key, t))
         if key.cause is Cause.PIPELINE and obs.district_quiet is not None:
             q = obs.district_quiet
             d.update(last_heard=q.last_heard, due=q.due, devices=q.devices)

@@ -3,8 +3,13 @@
 **Inhibition.** An alert a wider cause explains sends nothing of its own while that cause is
 firing (its state still runs, and it shows in the cause's email as context):
 
-* a district silence (pipeline) inhibits every other alert;
-* a street × contract silence inhibits that street's gateway, breach and device alerts of the contract.
+* a district silence (pipeline) inhibits every other alert but the broker's drops (the broker's
+  own word on the pipe, and maybe why the district looks silent);
+* a street × contract silence inhibits that street's gateway, breach and device alerts of the contract;
+* a loss in transit is inhibited by the cause that explains it (:mod:`~ptmon.alerting.transit`):
+  the broker's drops, the district silence, its street's silence or a dead gateway of its
+  street, while that cause fires and for one loss window after it ended (the messages a
+  silence kept from the collector are counted lost only when the devices are heard again).
 
 (A dead gateway's devices are already left out of the street's breach counts, so a breach
 that still fires is not the gateway's doing and is sent.)
@@ -25,7 +30,7 @@ new states and the emails owed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..timebase import US_PER_S
 from .model import AlertKey, AlertState, Cause, GroupKey, GroupState, Notice, Notified
@@ -45,13 +50,15 @@ class Planned:
 
 @dataclass(frozen=True)
 class Causes:
-    """The firing alerts that can explain others: the district silence and the street silences."""
+    """The alerts that can explain others: the district silence, the street silences, and the
+    causes of each loss in transit (firing, or ended less than a loss window ago)."""
 
     pipeline: AlertKey | None
     streets: dict[tuple[str, str], AlertKey]  # (contract, street) -> its silence
+    explained: Mapping[AlertKey, AlertKey] = field(default_factory=dict)  # loss alert -> its cause
 
     @classmethod
-    def of(cls, states: Mapping[AlertKey, AlertState]) -> Causes:
+    def of(cls, states: Mapping[AlertKey, AlertState], explained: Mapping[AlertKey, AlertKey] | None = None) -> Causes:
         pipeline, streets = None, {}
         for key, state in states.items():
             if not state.phase.active:
@@ -60,23 +67,26 @@ class Causes:
                 pipeline = key
             elif key.cause is Cause.STREET_SILENT:
                 streets[key.contract, key.street] = key
-        return cls(pipeline, streets)
+        return cls(pipeline, streets, explained or {})
 
     def inhibitor(self, key: AlertKey) -> AlertKey | None:
-        """The firing alert whose cause explains ``key``, if any."""
-        if key.cause is Cause.PIPELINE:
-            return None
+        """The alert whose cause explains ``key``, if any."""
+        if key.cause in (Cause.PIPELINE, Cause.BROKER_DROPS):
+            return None  # the broker's drops are its own word about the pipe: they may be why the district is silent
         if self.pipeline is not None:
             return self.pipeline
         if key.cause in (Cause.GATEWAY, Cause.BREACH, Cause.DEVICE):
             return self.streets.get((key.contract, key.street))
+        if key.cause is Cause.LOSS:
+            return self.explained.get(key)
         return None
 
 
 def plan(states: Mapping[AlertKey, AlertState], groups: Mapping[GroupKey, GroupState], rules: AlertRules,
-         t: int) -> tuple[dict[GroupKey, GroupState | None], list[Planned]]:
-    """The groups changed at ``t`` (None: closed) and the emails owed."""
-    current = _current(states, groups, rules)
+         t: int, explained: Mapping[AlertKey, AlertKey] | None = None) -> tuple[dict[GroupKey, GroupState | None], list[Planned]]:
+    """The groups changed at ``t`` (None: closed) and the emails owed; ``explained``: the cause of
+    each loss alert a cause explains (see :class:`Causes`)."""
+    current = _current(states, groups, rules, explained)
     changed: dict[GroupKey, GroupState | None] = {}
     owed: list[Planned] = []
     for gk in sorted(set(current) | set(groups)):
@@ -90,11 +100,11 @@ def plan(states: Mapping[AlertKey, AlertState], groups: Mapping[GroupKey, GroupS
     return changed, owed
 
 
-def _current(states: Mapping[AlertKey, AlertState], groups: Mapping[GroupKey, GroupState],
-             rules: AlertRules) -> dict[GroupKey, dict[AlertKey, Notified]]:
+def _current(states: Mapping[AlertKey, AlertState], groups: Mapping[GroupKey, GroupState], rules: AlertRules,
+             explained: Mapping[AlertKey, AlertKey] | None) -> dict[GroupKey, dict[AlertKey, Notified]]:
     """Per group, the firing alerts to report: those not inhibited, and those inhibited since sent."""
     sent = {gk: {n.key for n in g.notified} for gk, g in groups.items()}
-    causes = Causes.of(states)
+    causes = Causes.of(states, explained)
     out: dict[GroupKey, dict[AlertKey, Notified]] = {}
     for key, state in states.items():
         if not state.phase.active:

@@ -22,6 +22,8 @@ AFTER = 900 * US_PER_S  # ... and ends a quarter of an hour after the email
 def dashboard_uid(key: AlertKey) -> str:
     if key.cause is Cause.PIPELINE:
         return OVERVIEW
+    if key.cause in (Cause.LOSS, Cause.BROKER_DROPS):
+        return COLLECTOR  # its row 传输丢失: loss rate by street, lost and recovered, the broker's drops
     if key.cause is Cause.BREACH and key.kpi in CAMERA_KPIS:
         return CAMERAS
     if key.cause is Cause.DEVICE and key.kpi in ("blind", "degraded"):
@@ -46,7 +48,7 @@ def links_for(rules: AlertRules, keys: list[AlertKey], start: int, end: int) -> 
     seen: dict[tuple[str, str], str] = {}
     for key in keys:
         uid = dashboard_uid(key)
-        code = "" if uid == OVERVIEW else key.street
+        code = "" if uid in (OVERVIEW, COLLECTOR) else key.street
         seen.setdefault((uid, code), link(rules, uid, code, start, end))
         if key.cause is Cause.PIPELINE:
             seen.setdefault((COLLECTOR, ""), link(rules, COLLECTOR, "", start, end))

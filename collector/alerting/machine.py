@@ -13,7 +13,8 @@ one starts over (its ``for`` counts observed time only, as Prometheus drops a pe
 whose series vanished).
 
 Causes read from silence and gateways (their ``for`` is part of the condition) fire as soon
-as the condition holds and are ok as soon as it does not. Month at risk carries a level.
+as the condition holds and are ok as soon as it does not. Month at risk carries a level. Loss in
+transit fires above its level and ends at or below a lower one (:func:`level_step`).
 ``None`` stands for ok: ok alerts are not stored.
 """
 
@@ -60,3 +61,15 @@ def condition_step(state: AlertState | None, key: AlertKey, *, holds: bool, sinc
     if state.level != level:
         return replace(state, level=level, changed=t)
     return state
+
+
+def level_step(state: AlertState | None, key: AlertKey, *, fires: bool | None, resolved: bool,
+               t: int) -> AlertState | None:
+    """A rate over a trailing window that fires above a level and is ok again at or below a
+    lower one (loss in transit). ``fires`` None: the window cannot be judged now (the monitor
+    has not watched a whole window, or a cause explains what it holds): nothing fires or ends."""
+    if fires is None:
+        return state
+    if state is None:
+        return AlertState(key=key, phase=Phase.FIRING, since=t, fired=t, changed=t) if fires else None
+    return None if resolved else state

@@ -23,20 +23,22 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from typing import Any
 
+from ..brokerstats import QUEUE_SETTINGS
 from ..rules import Rules
 from ..timebase import SHANGHAI, US_PER_S
 from .fmt import body_line, duration_text, header_safe, percent, when
 from .links import links_for
 from .model import AlertKey, AlertView, Cause, Notice, Notification
 from .rules import AlertRules
-from .sections import KIND_WORDS, RISK_WORDS, Names, section
+from .sections import KIND_WORDS, RISK_WORDS, Names, loss_rate, section, share
 
 __all__ = ["compose", "csv_text", "duration_text", "header_safe", "message_row", "percent", "when"]
 
 NOTICE_WORDS = {Notice.FIRING: "", Notice.UPDATE: "·更新", Notice.REPEAT: "·持续", Notice.RESOLVED: ""}
 CAUSE_TITLES = {Cause.PIPELINE: ("全区失联", "全区恢复"), Cause.STREET_SILENT: ("整街失联", "整街恢复"),
                 Cause.GATEWAY: ("网关离线", "网关恢复"), Cause.BREACH: ("SLA告警", "SLA恢复"),
-                Cause.MONTH_RISK: ("月度风险", "月度风险解除"), Cause.DEVICE: ("设备失效", "设备恢复")}
+                Cause.MONTH_RISK: ("月度风险", "月度风险解除"), Cause.LOSS: ("传输丢失", "传输丢失恢复"), Cause.DEVICE: ("设备失效", "设备恢复"),
+                Cause.BROKER_DROPS: ("代理丢弃", "代理丢弃停止")}
 CSV_COLUMNS = ("street", "contract", "device", "type", "community", "gateway", "last_heartbeat", "offline_since",
                "online", "window_tries", "window_ok", "anomaly", "anomaly_since")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -48,12 +50,12 @@ def compose(n: Notification, rules: Rules, alert_rules: AlertRules, sender: str)
     names = Names(rules)
     subject = _subject(n, names)
     lines = _head(n, names)
-    for view in n.firing:
+    for view in sorted(n.firing, key=lambda v: not v.key.street):  # streets, then the district
         lines += ["", *section(view, names, n.at)]
     if n.resolved:
         lines += ["", "已恢复 (resolved since the last email)："]
-        lines += [f"  {names.alert(v.key)}（{when(v.since)} 起，持续 {duration_text((n.at - v.since) / US_PER_S)}）"
-                  for v in n.resolved]
+        lines += [f"  {names.alert(v.key)}（{when(v.since)} 起，持续 {duration_text((n.at - v.since) / US_PER_S)}"
+                  f"{_now(v)}）" for v in n.resolved]
     keys = [v.key for v in (*n.firing, *n.resolved)]
     links = links_for(alert_rules, keys, n.first_seen, n.at)
     if links:
@@ -95,7 +97,12 @@ def _subject(n: Notification, names: Names) -> str:
     views = n.resolved if n.notice is Notice.RESOLVED else n.firing
     if cause is Cause.PIPELINE:
         return f"【{title}】全区设备心跳{'已恢复' if n.notice is Notice.RESOLVED else '同时中断：疑似采集链路故障'}"
-    items = [_subject_item(v, names) for v in views]
+    if cause is Cause.BROKER_DROPS:
+        if n.notice is Notice.RESOLVED:
+            return f"【{title}】MQTT 代理已不再丢弃消息"
+        dropped = next((v.details.get("drops", {}).get("dropped") for v in views), None)
+        return f"【{title}】MQTT 代理丢弃了 {dropped if dropped is not None else '若干'} 条消息：请调大 {QUEUE_SETTINGS}"
+    items = [_subject_item(v, names) for v in sorted(views, key=lambda v: not v.key.street)]  # streets, then 全区
     shown = "、".join(items[:3]) + (f" 等 {len(items)} 项" if len(items) > 3 else "")
     return f"【{title}】{shown}"
 
@@ -109,6 +116,10 @@ def _subject_item(v: AlertView, names: Names) -> str:
         return f"{street} 网关 {header_safe(k.gateway, 80)}" + (f"：{len(d['table'])} 台设备受影响" if d.get("table") else "")
     if k.cause is Cause.DEVICE:
         return f"{street} {header_safe(k.device, 80)} {KIND_WORDS.get(k.kpi, k.kpi)}"
+    if k.cause is Cause.LOSS:
+        r = d.get("loss")
+        where = f"{street} {names.contract_short(k.contract)}" if k.street else "全区"
+        return where + (f"：丢失率 {loss_rate(r)}（告警线 {share(r.level)}）" if r is not None and v.phase is not None else "")
     if k.cause is Cause.BREACH:
         rate = d.get("rate")
         value = f" {percent(rate.value)}（阈值 {percent(d['threshold'])}）" if rate is not None else ""
@@ -123,8 +134,10 @@ def _head(n: Notification, names: Names) -> list[str]:
     status = {Notice.FIRING: "告警 (firing)", Notice.UPDATE: "有变化 (changed)", Notice.REPEAT: "持续告警 (still firing)",
               Notice.RESOLVED: "已全部恢复 (resolved)"}[n.notice]
     streets = sorted({v.key.street for v in (*n.firing, *n.resolved) if v.key.street})
+    district = any(not v.key.street for v in (*n.firing, *n.resolved)) and n.group.cause is Cause.LOSS
+    places = [names.street(s) for s in streets] + (["全区"] if district else [])
     scope = (names.contract_name(n.group.contract) if n.group.contract else
-             "全区 (district)" if n.group.cause is Cause.PIPELINE else "、".join(names.street(s) for s in streets))
+             "全区 (district)" if n.group.cause.district_only or not places else "、".join(places))
     lines = [f"事件 (incident)：{CAUSE_TITLES[n.group.cause][0]} · {scope}",
              f"状态 (status)：{status}",
              f"首次发现 (first seen)：{when(n.first_seen)}",
@@ -135,6 +148,12 @@ def _head(n: Notification, names: Names) -> list[str]:
     elif n.firing:
         lines.insert(2, f"涉及 (alerts)：{len(n.firing)} 项，{len({v.key.street for v in n.firing if v.key.street})} 个街镇")
     return lines
+
+
+def _now(v: AlertView) -> str:
+    """What a resolved alert's window holds now, where it has a number (loss in transit)."""
+    r = v.details.get("loss")
+    return f"，现丢失率 {loss_rate(r)}" if v.key.cause is Cause.LOSS and r is not None else ""
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:

@@ -31,11 +31,18 @@ class Cause(str, Enum):
     BREACH = "breach"  # a street's KPI below its threshold over the rule's window
     MONTH_RISK = "month_risk"  # the month ends (or must end) below the threshold
     DEVICE = "device"  # a device online but not doing its job: blind, degraded, stuck (kpi holds the kind)
+    BROKER_DROPS = "broker_drops"  # the MQTT broker's $SYS says it dropped messages (a client's queue was full)
+    LOSS = "loss"  # messages lost in transit (seq gaps) over the loss window: a street × contract, or the district
 
     @property
     def cross_contract(self) -> bool:
         """Grouped across contracts: one district or street cause, whichever contract it hits."""
-        return self in (Cause.PIPELINE, Cause.STREET_SILENT)
+        return self in (Cause.PIPELINE, Cause.STREET_SILENT, Cause.LOSS)
+
+    @property
+    def district_only(self) -> bool:
+        """About the district's pipeline as a whole: told to the district recipients only."""
+        return self in (Cause.PIPELINE, Cause.BROKER_DROPS)
 
 
 class Phase(str, Enum):
@@ -225,6 +232,7 @@ def _opt_int(value: Any) -> int | None:
 
 # --- rows written by earlier versions --------------------------------------------------------
 
+LEGACY_CAUSES = {c.value for c in Cause if c not in (Cause.BROKER_DROPS, Cause.LOSS)}  # newer than those rows
 LEGACY_PHASES = {"ok": Phase.OK, "pending": Phase.PENDING, "firing": Phase.FIRING, "resolving": Phase.RESOLVING}
 
 
@@ -240,7 +248,7 @@ def legacy_states(rows: dict[str, str]) -> tuple[list[AlertState], list[AlertSta
     keys: list[str] = []
     for row, text in rows.items():
         kind, _, rest = row.partition(":")
-        if row.startswith(("alert ", "group ", "$")) or kind not in {c.value for c in Cause}:
+        if row.startswith(("alert ", "group ", "$")) or kind not in LEGACY_CAUSES:
             continue
         keys.append(row)
         try:

@@ -13,7 +13,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..rules import Rules, _Section, parse_duration
-from .model import AlertKey, Cause
+from .model import AlertKey
 
 ALERTS_FILE = "alerts.yaml"
 _ADDRESS = re.compile(r"[^@\s<>,;\"'\\\x00-\x1f\x7f]+@[^@\s<>,;\"'\\\x00-\x1f\x7f]+")
@@ -99,7 +99,7 @@ class AlertRules:
         return tuple(dict.fromkeys(own + self.district)) if self.district_always else own
 
     def recipients_of(self, key: AlertKey) -> tuple[str, ...]:
-        return self.district if key.cause is Cause.PIPELINE else self.recipients(key.street)
+        return self.district if key.cause.district_only else self.recipients(key.street)
 
     def describe(self) -> list[str]:
         """What `ptmon collect --check-config` shows of these rules."""

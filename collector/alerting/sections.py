@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
+from ..brokerstats import QUEUE_SETTINGS
 from ..rules import Rules
 from ..timebase import US_PER_S
 from .fmt import duration_text, header_safe, percent, when
 from .model import AlertKey, AlertView, Cause
+from .transit import RESOLVE_FACTOR, LossReading
 
 SHOWN = 20  # devices listed in the body; all of them are in the CSV attachment
 CONTRACT_SHORT = {"iot": "物联感知", "cam": "智能安防"}
@@ -47,7 +51,13 @@ class Names:
         """A short name of an alert: 桃浦镇 监控点位在线率, 网关 gw-1, 全区 …"""
         if key.cause is Cause.PIPELINE:
             return "全区设备心跳中断 (district silent)"
+        if key.cause is Cause.BROKER_DROPS:
+            return "MQTT 代理丢弃消息 (broker drops)"
+        if key.cause is Cause.LOSS and not key.street:
+            return "全区 传输丢失 (loss in transit, whole broker)"
         where = f"{self.street(key.street)} {self.contract_short(key.contract)}"
+        if key.cause is Cause.LOSS:
+            return f"{where} 传输丢失 (loss in transit)"
         if key.cause is Cause.STREET_SILENT:
             return f"{where} 整街无心跳 (street silent)"
         if key.cause is Cause.GATEWAY:
@@ -61,7 +71,7 @@ class Names:
 def section(v: AlertView, names: Names, at: int) -> list[str]:
     k, d = v.key, v.details
     lines = [f"■ {names.alert(k)}"]
-    if k.cause is not Cause.PIPELINE:
+    if k.street:
         lines.append(f"  街镇 (street)：{names.street(k.street)} ({k.street})；合同 (contract)：{names.contract_name(k.contract)}")
     lines.append(f"  开始 (since)：{when(v.since)}，已持续 (for) {duration_text((at - v.since) / US_PER_S)}")
     if d.get("inhibited_by") is not None:
@@ -173,5 +183,58 @@ def _device(v: AlertView, names: Names, at: int) -> list[str]:
     return lines
 
 
+def _loss(v: AlertView, names: Names, at: int) -> list[str]:
+    r: LossReading | None = v.details.get("loss")
+    if r is None:
+        return ["  暂无读数 (no reading yet)"]
+    lines = [(f"  近 {window_text(r.window)} (window)：丢失率 (loss rate) {loss_rate(r)} = 净丢失 {max(r.lost, 0)} / "
+              f"(收到 {r.received} + 净丢失 {max(r.lost, 0)}) 条 (lost − recovered, of received + lost)"),
+             f"  告警线 (level)：{share(r.level)}，降至 {share(r.level * RESOLVE_FACTOR)} 及以下恢复 (resolves at or below)"]
+    month = v.details.get("month")
+    if month:
+        lines.append(f"  本月累计 (month to date)：丢失 {month['lost']} 条，迟到补回 (recovered) {month['recovered']} 条，"
+                     f"收到 {month['heartbeats']} 条")
+    if r.left_out:
+        lines.append("  不含近期失联的街镇 (left out, their silence explains their loss)："
+                     + "、".join(names.alert(k) for k in r.left_out[:SHOWN]))
+    lines += ["  判断 (cause)：设备在发送，消息在传输中丢失（网关、网络或 MQTT 代理队列），而非设备停发。",
+              "  丢失的心跳对合同仍计为未上报 (a heartbeat lost in transit is still a missed heartbeat for the contract)。"]
+    return lines
+
+
+def _broker_drops(v: AlertView, names: Names, at: int) -> list[str]:
+    drops = v.details.get("drops") or {}
+    broker = drops.get("broker") or {}
+    lines = [(f"  MQTT 代理报告丢弃 (broker dropped)：本事件共 {drops.get('dropped', 0)} 条"
+              f"（$SYS/broker/publish/messages/dropped），最近一次增长 (last growth) {when(drops.get('last'))}"),
+             "  原因 (cause)：某个客户端（通常是采集器）的消息队列已满，代理丢弃了发给它的消息 (a client's queue was full)。",
+             (f"  处理 (what to do)：在 mosquitto.conf 中调大 {QUEUE_SETTINGS}（max_queued_messages 0 取消条数上限，"
+              "再用 max_queued_bytes 限制内存），并检查采集器是否跟得上 (raise them; check the collector keeps up)。")]
+    if broker:
+        lines.append(f"  代理当前 (broker now)：累计丢弃 {broker.get('dropped_messages', '—')} 条，存储消息 "
+                     f"{broker.get('stored_messages', '—')} 条 / {broker.get('stored_bytes', '—')} 字节，"
+                     f"连接客户端 {broker.get('connected_clients', '—')} 个")
+    r: LossReading | None = v.details.get("loss")
+    if r is not None and r.messages:
+        lines.append(f"  采集器按序号推算 (the collector's own count)：近 {window_text(r.window)} 全区 {max(r.lost, 0)}/"
+                     f"{r.messages} 条未到达 = {loss_rate(r)}；期间的传输丢失告警由此引起，不再单独发送")
+    return lines
+
+
+def loss_rate(r: LossReading) -> str:
+    return percent(Fraction(max(r.lost, 0), r.messages)) if r.messages else "—"
+
+
+def share(level: float) -> str:
+    return percent(Decimal(repr(level)))
+
+
+def window_text(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} 小时"
+    return f"{seconds // 60} 分钟" if seconds % 60 == 0 else f"{seconds} 秒"
+
+
 _BY_CAUSE = {Cause.PIPELINE: _pipeline, Cause.STREET_SILENT: _street_silent, Cause.GATEWAY: _gateway,
-             Cause.BREACH: _breach, Cause.MONTH_RISK: _month_risk, Cause.DEVICE: _device}
+             Cause.BREACH: _breach, Cause.MONTH_RISK: _month_risk, Cause.LOSS: _loss, Cause.BROKER_DROPS: _broker_drops,
+             Cause.DEVICE: _device}

@@ -1,6 +1,6 @@
 """`ptmon exempt add | list | revoke`: exemptions recorded in the ledger.
 
-An exemption takes devices out of the denominator for a window (DOMAIN.md: Expected). The
+An exemption takes devices out of the denominator for a window (docs/domain.md: Expected). The
 running collector picks a new one up within seconds; one recorded after its window began
 applies from then on, and the report names the hours it could not apply to.
 """
@@ -17,16 +17,26 @@ from .records import Exemption
 from .store import Ledger
 
 
+def _add_locations(p: argparse.ArgumentParser, default: object = None) -> None:
+    """Where the ledger and registry are: accepted before the action and after it alike."""
+    p.add_argument("--config", metavar="FILE", default=default,
+                   help="collector config (its ledger_file / data_dir locate the ledger, its registry and rules check targets)")
+    p.add_argument("--ledger", metavar="FILE", default=default,
+                   help="the ledger file (default: from --config, else ptmon-data/ledger.sqlite)")
+    p.add_argument("--registry", metavar="FILE", default=default,
+                   help="the registry the device, street or gateway is checked against (default: from --config)")
+
+
 def add_exempt_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ex = sub.add_parser("exempt", help="record, list or revoke exemptions (maintenance windows, force majeure)",
                         description="Exemptions take devices out of the SLA denominator for a window: a maintenance "
                         "window, force majeure, a street-wide power cut approved by the center. They are kept in the "
                         "ledger with their approver and reason, applied by the collector, and listed in the report.")
-    ex.add_argument("--config", metavar="FILE", help="collector config (its ledger_file / data_dir locate the ledger)")
-    ex.add_argument("--ledger", metavar="FILE", help="the ledger file (default: from --config, else ptmon-data/ledger.sqlite)")
-    ex.add_argument("--registry", metavar="FILE", help="check that the device, street or gateway is in this registry")
+    _add_locations(ex)
     ex_sub = ex.add_subparsers(dest="exempt_command", metavar="ACTION", required=True)
-    add = ex_sub.add_parser("add", help="record an approved exemption")
+    add = ex_sub.add_parser("add", help="record an approved exemption",
+                            description="Record an approved exemption. The street must be one of the rules; a device "
+                            "or gateway must be in the registry (--registry, or the one --config names).")
     target = add.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", metavar="ID", help="one device")
     target.add_argument("--street", metavar="CODE", help="every device of a street (e.g. a street-wide power cut)")
@@ -36,31 +46,35 @@ def add_exempt_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     add.add_argument("--to", dest="end", required=True, metavar="TIME", help="end (exclusive)")
     add.add_argument("--reason", required=True, help="why (shown in the report)")
     add.add_argument("--approver", required=True, help="who approved it (shown in the report)")
-    lst = ex_sub.add_parser("list", help="list exemptions")
+    lst = ex_sub.add_parser("list", help="list exemptions", description="List the ledger's exemptions, revoked ones marked.")
     lst.add_argument("--month", metavar="YYYY-MM", help="only those overlapping this month")
     lst.add_argument("--active", action="store_true", help="leave out revoked ones")
-    rev = ex_sub.add_parser("revoke", help="revoke an exemption (it stays listed, marked revoked)")
+    rev = ex_sub.add_parser("revoke", help="revoke an exemption (it stays listed, marked revoked)",
+                            description="Revoke an exemption: it stays in the ledger and the report, marked revoked.")
     rev.add_argument("id", type=int, help="exemption id (see list)")
     rev.add_argument("--by", required=True, help="who revokes it")
     rev.add_argument("--reason", required=True, help="why")
+    for action in (add, lst, rev):
+        _add_locations(action, default=argparse.SUPPRESS)  # given after the action, they override
 
 
 def cmd_exempt(args: argparse.Namespace) -> int:
     path = _ledger_path(args)
     action = args.exempt_command
+    if action == "add":  # before the ledger is opened (or created)
+        scope, target = next((s, getattr(args, s)) for s in ("device", "street", "gateway") if getattr(args, s))
+        start, end = parse_instant(args.start), parse_instant(args.end)
+        _check_target(args, scope, target)
     with Ledger(path, readonly=action == "list") as ledger:
         if action == "add":
-            scope, target = next((s, getattr(args, s)) for s in ("device", "street", "gateway") if getattr(args, s))
-            if args.registry:
-                _check_target(args, scope, target)
-            e = ledger.add_exemption(scope=scope, target=target, start=parse_instant(args.start),
-                                     end=parse_instant(args.end), reason=args.reason, approver=args.approver)
+            e = ledger.add_exemption(scope=scope, target=target, start=start, end=end, reason=args.reason,
+                                     approver=args.approver)
             print(f"exemption {e.id} recorded: {_describe(e)}")
         elif action == "revoke":
             e = ledger.revoke_exemption(args.id, by=args.by, reason=args.reason)
             print(f"exemption {e.id} revoked by {e.revoked_by}: {_describe(e)}")
         else:
-            start = end = None
+            start = end = None  # type: ignore[assignment]
             if args.month:
                 from ..timebase import month_bounds
 
@@ -90,13 +104,29 @@ def _ledger_path(args: argparse.Namespace) -> Path:
 
 
 def _check_target(args: argparse.Namespace, scope: str, target: str) -> None:
+    """Refuse a street the rules do not have, and a device or gateway the registry does not have."""
     from ..exemptions import ExemptionMask
     from ..registry import load_registry
-    from ..rules import load_rules
+    from ..rules import DEFAULT_RULES_DIR, load_rules
 
-    registry = load_registry(args.registry, load_rules())
+    config = None
+    if args.config:
+        from ..config import load_config
+
+        config = load_config(args.config)
+    rules = load_rules(config.rules if config and config.rules else DEFAULT_RULES_DIR)
+    registry_path = args.registry or (config.registry if config else None)
+    if scope == "street":
+        if target not in rules.street_codes():
+            raise UsageError(f"--street {target!r} is not a street of the rules (known: {', '.join(rules.street_codes())})")
+        return
+    if registry_path is None:
+        raise UsageError(f"--{scope} {target!r} cannot be checked: give the registry (--registry FILE, or --config FILE "
+                         "naming it)")
+    registry = load_registry(registry_path, rules)
     probe = Exemption(id=0, scope=scope, target=target, start=0, end=1, reason="", approver="", created_at=0)
     covered = len(ExemptionMask(registry).rows_of(probe))
     if not covered:
-        raise UsageError(f"no device of {args.registry} has {scope} {target!r}")
+        where = "is not in" if scope == "device" else "has no device in"
+        raise UsageError(f"--{scope} {target!r} {where} the registry {registry_path}")
     print(f"{covered} device(s) covered", file=sys.stderr)

@@ -82,8 +82,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if not paths.ledger.is_file():
         raise UsageError(f"ledger not found: {paths.ledger}")
-    if args.ledger_command == "rebuild" and paths.data_dir is not None and collector_running(paths.data_dir):
-        raise UsageError(f"a collector is running on {paths.data_dir}: stop it before rebuilding (it writes the "
+    if args.ledger_command == "rebuild" and collector_running(paths.data_dir, paths.ledger):
+        raise UsageError(f"a collector is running on {paths.ledger}: stop it before rebuilding (it writes the "
                          "month's hours as they close); `ptmon ledger verify` works while it runs")
     with tempfile.TemporaryDirectory(prefix="ptmon-ledger-", dir=paths.ledger.parent) as scratch:
         recomputed_path = Path(scratch) / "recomputed.sqlite"

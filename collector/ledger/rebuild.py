@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..anomaly import DeviceHealth
 from ..anomaly.ledger import write_anomalies
 from ..anomaly.records import Anomaly
@@ -65,6 +67,7 @@ def recompute_month(archive_dirs: Sequence[Path], registry: Registry, month: str
         engine = snapshot.engine
         restore_decoder(decoder, snapshot)
         saved = snapshot.extensions
+        _seed_status(ledger, engine)
     else:
         engine = Engine(registry)
     _, records = _feed_ledger(engine, decoder, ledger, sources.files, end, progress, saved)
@@ -90,3 +93,14 @@ def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[P
         health.monitor.settle()
         write_anomalies(ledger, found + health.monitor.open_anomalies())
     return feed, reader.records
+
+
+def _seed_status(ledger: Ledger, engine: Engine) -> None:
+    """Devices online at the snapshot's last sample, as status rows before the month: the status
+    log written from the snapshot on records changes only, and exemptions applied when the ledger
+    is read need every device's status (most stay online for weeks)."""
+    if engine.clock is None:
+        return
+    ids = engine.registry.ids
+    online = np.flatnonzero(engine.sampled_online).tolist()
+    ledger.write_aggregates([], [], [], status=[(ids[i], engine.clock, 1) for i in online])

@@ -13,7 +13,7 @@ EXEMPTION_SCOPES = ("device", "street", "gateway")
 
 @dataclass(frozen=True, kw_only=True)
 class Exemption:
-    """An approved window in which some devices leave the denominator (DOMAIN.md, Expected)."""
+    """An approved window in which some devices leave the denominator (docs/domain.md, Expected)."""
 
     id: int
     scope: str  # one of EXEMPTION_SCOPES

@@ -248,6 +248,16 @@ class Ledger:
         finally:
             self.db.execute("DETACH DATABASE src")
 
+    def clear_from(self, t: int) -> None:
+        """Forget the rows a rebuild writes again from ``t`` on (hours, days, counts, device status,
+        spans, episodes), in one transaction; exemptions and alerts stay."""
+        with self.transaction() as db:
+            for table, column in (("hours", "hour"), ("counts", "hour"), ("unknown_topics", "hour"), ("status", "t"),
+                                  ("episodes", "start"), ("spans", '"end"')):
+                db.execute(f"DELETE FROM {table} WHERE {column} >= ?", (t,))
+            first_whole_day = day_of(t - 1) + 1  # a day the rebuild writes whole: it starts at or after t
+            db.execute("DELETE FROM days WHERE day >= ?", (first_whole_day,))
+
     def has_hours(self) -> bool:
         return self.db.execute("SELECT 1 FROM hours LIMIT 1").fetchone() is not None
 

@@ -19,6 +19,7 @@ from ..errors import PtmonError
 log = logging.getLogger(__name__)
 
 FONT_HINT = "install a Simplified Chinese font, e.g. `apt-get install fonts-noto-cjk`"
+EXTRA_HINT = "pip install 'ptmon[pdf]'"
 LIB_HINT = "install Pango and HarfBuzz-Subset, e.g. `apt-get install libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0`"
 
 
@@ -34,10 +35,12 @@ def check_cjk_font() -> None:
 
 def render_pdf(html: str, path: Path) -> None:
     """Lay out ``html`` (from :func:`ptmon.report.html.render_html`) as an A4 PDF at ``path``."""
-    check_cjk_font()
     try:
         from weasyprint import HTML  # imported here: it takes most of a second and only the PDF needs it
+    except ModuleNotFoundError as exc:
+        raise PtmonError(f"the PDF report needs WeasyPrint, which is not installed: {EXTRA_HINT}") from exc
     except (ImportError, OSError) as exc:
         raise PtmonError(f"cannot load WeasyPrint for the PDF report ({exc}): {LIB_HINT}") from exc
+    check_cjk_font()
     logging.getLogger("fontTools").setLevel(logging.WARNING)
     HTML(string=html).write_pdf(path)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import PtmonError, UsageError
 from .model import ReportInputs
 from .view import ReportView, build_view
 
@@ -43,14 +43,21 @@ def render(inputs: ReportInputs, out_dir: Path, formats: Iterable[str] = FORMATS
     stem = out_dir / report_stem(inputs.month, contract)
     html_text = ""
     written = []
-    for fmt in chosen:
+    # The PDF last: it alone needs more than Python (the [pdf] extra, Pango, the CJK fonts), and
+    # when that is missing the other formats are written all the same.
+    for fmt in sorted(chosen, key=lambda f: f == "pdf"):
         target = stem.with_suffix(f".{fmt}")
         step = time.monotonic()
         if fmt in ("html", "pdf") and not html_text:
             from .html import render_html
 
             html_text = render_html(view)  # one document for both: the PDF is this HTML laid out
-        _write(target, fmt, view, html_text)
+        try:
+            _write(target, fmt, view, html_text)
+        except PtmonError as exc:
+            if fmt != "pdf" or not written:
+                raise
+            raise PtmonError(f"{exc} (written: {', '.join(p.name for p in written)})") from exc
         written.append(target)
         say(f"wrote {target} ({time.monotonic() - step:.1f} s)")
     return written

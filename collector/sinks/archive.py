@@ -21,22 +21,20 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import struct
 import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..archive import Record, encode_record
+from ..archive import ARCHIVE_FILE_NAME, Record, encode_record
 from ..durable import fsync_directory
-from ..errors import StorageGone
+from ..errors import ArchiveError, StorageGone
 from ..metrics import Metrics
 from ..timebase import day_of, day_to_date, seconds_to_us
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl\.gz")
 _FINAL_EMPTY_BLOCK = b"\x03\x00"  # a final, empty fixed-Huffman deflate block: ends a stream after a sync flush
 
 
@@ -44,7 +42,7 @@ def archive_files(directory: Path) -> list[Path]:
     """The archive's files in the order they were written (day, then part)."""
     found = []
     for path in directory.glob("ptmon-*.jsonl.gz") if directory.is_dir() else ():
-        m = _NAME.fullmatch(path.name)
+        m = ARCHIVE_FILE_NAME.fullmatch(path.name)
         if m:
             found.append(((m.group(1), int(m.group(2) or 0)), path))
     return [path for _, path in sorted(found)]
@@ -128,6 +126,22 @@ class _Member:
             self.abandon()
             raise StorageGone(f"archive file {self.path}: cannot undo a failed write ({exc.strerror})") from exc
         self._z = state
+def archive_paths(sources: Sequence[str | Path]) -> list[Path]:
+    """Archive files named, and every archive file of the directories named (the collector's
+    ``archive_dir``), in order. A replay reads all of a directory: what came before the period
+    sets the devices' baselines and last heartbeats exactly as the live collector had them."""
+    out: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = archive_files(source)
+            if not found:
+                raise ArchiveError(f"{source}: no archive files (ptmon-YYYY-MM-DD[.N].jsonl.gz) in this directory")
+            out += found
+        elif source.is_file():
+            out.append(source)
+        else:
+            raise ArchiveError(f"{source}: no such archive file or directory")
+    return out
 
 
 class ArchiveWriter:

@@ -23,6 +23,7 @@ def build(names: Names) -> dict[str, Any]:
         row("状态 (status)"), *status_panels(),
         row("消息 (messages)"), *message_panels(),
         row("InfluxDB"), *influx_panels(),
+        row("传输丢失 (loss in transit)"), *loss_panels(names),
     ]
     return dashboard(UID, "采集器健康 (Collector health)", panels, time_from="now-6h",
                      description="采集器自身的运行指标：消息速率、拒收、未知设备、处理延迟、InfluxDB 写入延迟与缓冲。")
@@ -85,6 +86,32 @@ def influx_panels() -> list[Panel]:
                                                                "influx_points_dead_letter": "死信",
                                                                "influx_points_dropped": "丢弃"}),
                    description="死信：InfluxDB 拒绝的数据（见 spool/dead-letter）；丢弃：落盘超过上限时最旧的数据。"),
+    ]
+
+
+def loss_panels(names: Names) -> list[Panel]:
+    """Heartbeats lost between device and collector (from seq gaps) and what the broker dropped: a lossy
+    pipe, apart from silent devices (which lose nothing, they send nothing)."""
+    streets = {f"{c} {code}": f"{label} {name}" for c, label in names.contracts.items() for code, name in names.streets.items()}
+    return [
+        stat("传输丢失率 · 当前 (loss now)", [target(q.loss_now("\"street\" = 'district'", '"contract"'), alias="$tag_contract")],
+             w=6, h=8, unit="percentunit", colours=thresholds(0.02, below="green", above="red"),
+             overrides=display_names(names.contracts),
+             description="最近窗口（[loss] window，默认 1 小时）内未到达的消息 / (收到 + 未到达)；按设备 seq 的缺口计算。"),
+        timeseries("传输丢失率（按街镇）(loss rate by street)",
+                   [target(q.loss_rate("\"street\" != 'district'", '"contract", "street"'), alias="$tag_contract $tag_street")],
+                   w=10, h=8, overrides=display_names(streets),
+                   description="各合同 × 街镇的传输丢失率（窗口内）。丢失的心跳仍按合同计为未上报；"
+                               "此图区分“设备不发”（无丢失）与“链路丢消息”（有丢失）。"),
+        timeseries("丢失与补到 (lost / recovered per interval)",
+                   [target(q.lost_per_interval("\"street\" = 'district'", '"contract"'), alias="$tag_contract $col")],
+                   w=8, h=8, unit="none", decimals=0, bars=True,
+                   description="每个时间段新计为丢失的消息，以及迟到后补回的消息（按设备 seq）。"),
+        timeseries("MQTT 代理丢弃 (broker drops)", [target(q.broker_drops(), alias="$col")],
+                   w=24, h=7, unit="short", overrides=[*display_names({"dropped": "代理丢弃/秒", "stored": "代理存储消息数"}),
+                                                       _right_axis("stored"), column_unit("stored", "none")],
+                   description="代理（Mosquitto）报告的丢弃消息：某客户端的队列满了。请调大 mosquitto.conf 的 "
+                               "max_queued_messages / max_queued_bytes（0 为不限条数），并确认采集器跟得上。"),
     ]
 
 
