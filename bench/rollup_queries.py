@@ -158,7 +158,7 @@ def main() -> None:
                 slowest = max(slowest, max(times))
                 label = "taopu" if street_value == "taopu" else "all"
                 print(f"{uid:<14} {title[:52]:<52} {label:<11} {statistics.median(times):>9.0f} {max(times):>7.0f}")
-        print(f"slowest panel query on a month of the district: {slowest:.0f} ms")
+        print(f"slowest panel query on {args.days} days of the district: {slowest:.0f} ms")
 
 
 if __name__ == "__main__":
