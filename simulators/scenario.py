@@ -266,9 +266,8 @@ def _fault(kind: str):  # type: ignore[no-untyped-def]
         devices = b.pick(b.selection(r), r.count("count"))
         start, end = r.instant("from", "0s"), r.instant("to", None)
         assert start is not None
-        end = b.end_us if end is None else end
         spread = r.duration_us("spread") if "spread" in r.data else 0
-        if end <= start + spread:
+        if end is not None and end <= start + spread:
             raise r.fail("to", "must be after from + spread")
         settings: dict[str, Any] = {}
         if kind == "blind":
@@ -277,6 +276,12 @@ def _fault(kind: str):  # type: ignore[no-untyped-def]
             settings = {"points": r.number("points", 0.0, 1.0, 0.30)}
         else:
             settings = {"reads_stop": _flag(r, "reads_stop")}
+        if end is None:  # until the run's end: a run shorter than from + spread starts fewer faults
+            end = b.end_us
+            if start >= end:
+                b.summary.append(f"{kind} ×{len(devices)}: begins after the run's end, not injected")
+                return
+            spread = min(spread, end - start - 1)
         offsets = (b.rng.random(len(devices)) * spread).astype(np.int64) if spread else np.zeros(len(devices), np.int64)
         for d, offset in zip(devices.tolist(), offsets.tolist()):
             b.faults.append(DeviceFault(kind=kind, devices=np.array([d]), from_us=start + offset, to_us=end, **settings))
