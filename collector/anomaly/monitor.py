@@ -64,9 +64,12 @@ class AnomalyMonitor:
         self.camera_of = _index_of(self.camera_rows, len(registry))
         self.sensor_of = _index_of(self.sensor_rows, len(registry))
         n_streets = len(registry.rules.streets)
-        self.group_codes = [f"{t.code}/{s.code}" for t in registry.rules.types for s in registry.rules.streets]
-        groups = registry.type[self.camera_rows].astype(np.int64) * n_streets + registry.street[self.camera_rows]
-        self.cameras = Cameras(rules, groups, len(self.group_codes))
+        # pooled shapes only for the type × street groups that have cameras (the checkpoint carries them)
+        pairs = registry.type[self.camera_rows].astype(np.int64) * n_streets + registry.street[self.camera_rows]
+        present, groups = np.unique(pairs, return_inverse=True)
+        types, streets = registry.rules.types, registry.rules.streets
+        self.group_codes = [f"{types[p // n_streets].code}/{streets[p % n_streets].code}" for p in present.tolist()]
+        self.cameras = Cameras(rules, groups.astype(np.int64), len(self.group_codes))
         # per contract: (any cameras, their positions in its registry slice, their camera indices) for the
         # samples; None, None when the slice is the cameras, in order (the district's cam contract)
         self.sampled: list[tuple[bool, np.ndarray | None, np.ndarray | None]] = []
