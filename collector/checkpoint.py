@@ -8,7 +8,8 @@ One ``.npz`` file (read with ``allow_pickle=False``; nothing is pickled) holding
   decoder's counts (and its rate clock and window length) and the caller's ``extra`` (e.g. the
   archive position);
 * ``device_ids``: the registry's device ids, UTF-8 joined by ``\\n`` (ids cannot hold control
-  characters), as a uint8 array;
+  characters), as a uint8 array (the registry's id blob as it is; restored through its index,
+  so no two-million-entry dict is built);
 * one array per per-device engine attribute (rows in ``device_ids`` order) and per gateway one;
 * with a rate limit, the decoder's rate windows per device and per gateway, so a replay of the
   archive rejects exactly what the restarted collector did;
@@ -23,7 +24,6 @@ raise :class:`CheckpointError`: those numbers feed payments.
 from __future__ import annotations
 
 import json
-import os
 import time
 import zipfile
 import zlib
@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from .decode import Decoder, RateState
-from .durable import fsync_directory
+from .durable import replacing_file
 from .engine import NEVER, Engine
 from .errors import CheckpointError, UsageError
+from .ids import DeviceIds
 from .plausibility import ALLOWANCE_CAP_MS
 from .registry import Registry
 from .rules import COUNTERS, Rules
@@ -128,7 +129,7 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
                                "online_method": c.online_method} for c in rules.contracts},
         "streets": rules.street_codes(),
         "gateways": list(registry.gateways),
-        "engine": {"clock": engine.clock, "up": engine.up, "down_at": engine._down_at,
+        "engine": {"clock": engine.clock, "up": engine.up, "down_at": engine.down_at,
                    "next_tick": engine.next_tick, "tick": engine.tick, "spans": engine.spans,
                    "stats": dict(engine.stats)},
         "tallies": [_tally_doc(tally, rules) for tally in tallies],
@@ -142,7 +143,7 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
     blob = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), default=_plain).encode()
     arrays = {
         "meta": np.frombuffer(blob, dtype=np.uint8),
-        "device_ids": np.frombuffer("\n".join(registry.ids).encode(), dtype=np.uint8),
+        "device_ids": np.frombuffer(registry.ids.joined(), dtype=np.uint8),
         **{name: getattr(engine, name) for name in DEVICE_ARRAYS + GATEWAY_ARRAYS},
     }
     if rates is not None:
@@ -184,21 +185,11 @@ def _plain(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``path.tmp``, fsync it, rename it over ``path``, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
+        with replacing_file(path) as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_directory(path.parent)  # makes the rename itself survive a power loss
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: cannot write the checkpoint: {exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --- load -------------------------------------------------------------------------------
@@ -277,7 +268,7 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
         raise CheckpointError(f"{path}: the sample grid changed from {tick // 10**6} s to "
                               f"{engine.tick // 10**6} s, so the month cannot be continued; "
                               + FRESH_START.format(path=path))
-    rows = {"device": _rows_by_id(_ids(arrays.pop("device_ids")), registry.ids, "device"),
+    rows = {"device": _device_rows(_ids(arrays.pop("device_ids")), registry),
             "gateway": _rows_by_id(list(meta["gateways"]), registry.gateways, "gateway")}
     absent = [name for name in LATER_DEVICE_ARRAYS if name not in arrays]
     if absent:
@@ -328,11 +319,12 @@ def _check_rules(path: Path, meta: dict[str, Any], rules: Rules, notes: list[str
                      f"(version {meta['rules_version']} → {rules.version})")
 
 
-def _ids(blob: np.ndarray) -> list[str]:
+def _ids(blob: np.ndarray) -> DeviceIds:
     if blob.dtype != np.uint8 or blob.ndim != 1:
         raise ValueError("device_ids is not a uint8 vector")
-    text = blob.tobytes().decode("utf-8")
-    return text.split("\n") if text else []
+    raw = blob.tobytes()
+    raw.decode("utf-8")  # UnicodeDecodeError (a ValueError): not a ptmon checkpoint's ids
+    return DeviceIds.from_joined(raw)
 
 
 @dataclass(frozen=True)
@@ -343,6 +335,16 @@ class _Rows:
     target: np.ndarray
     saved: int
     now: int
+
+
+def _device_rows(saved: DeviceIds, registry: Registry) -> _Rows:
+    """Saved device rows onto the registry's rows of the same id, looked up in the registry's
+    index in bulk (no dict of two million ids)."""
+    if saved.has_duplicates():
+        raise ValueError("the checkpoint lists a device id twice")
+    target = registry.index.lookup(saved.words, saved.starts, saved.lengths)
+    source = np.flatnonzero(target >= 0)
+    return _Rows(source, target[source], len(saved), len(registry))
 
 
 def _rows_by_id(saved_ids: list[str], ids: list[str], what: str) -> _Rows:
@@ -400,7 +402,7 @@ def _restore_scalars(doc: dict[str, Any], engine: Engine) -> None:
         raise TypeError(f"engine.up is {doc['up']!r}")
     engine.clock = None if doc["clock"] is None else _int(doc["clock"])
     engine.up = doc["up"]
-    engine._down_at = None if doc["down_at"] is None else _int(doc["down_at"])
+    engine.down_at = None if doc["down_at"] is None else _int(doc["down_at"])
     engine.next_tick = _int(doc["next_tick"])
     engine.spans = [[_int(a), _int(b)] for a, b in doc["spans"]]
     engine.stats = Counter(_int_map(doc["stats"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Sequence
@@ -13,7 +14,9 @@ from pathlib import Path
 from . import __version__
 from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
+from .month.commands import add_month_parser, cmd_month
 from .errors import PtmonError, UsageError
+from .merge import merged_ledger_file, replay_partitions, tagged_archives
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .timebase import day_of, day_to_date, format_instant, month_bounds, parse_instant, seconds_to_us
@@ -54,12 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "there (the state as the month began) and reads the files after it; files named one by one are "
                         "read from their beginning, so name every file before the month too.")
     rp.add_argument("archives", nargs="+", metavar="ARCHIVE",
-                    help="archive files (.jsonl.gz or plain .jsonl), or directories of them (the collector's archive_dir)")
+                    help="archive files (.jsonl.gz or plain .jsonl), or directories of them (the collector's archive_dir); "
+                    "partition collectors' archive directories (tagged partition.json) are replayed each with its "
+                    "streets' registry rows and merged into one district, once checked to be disjoint, to cover every "
+                    "street and to have run with the same rules and registry")
     _period(rp)
     rp.add_argument("--registry", required=True, metavar="FILE", help="device registry CSV (the contract inventory)")
     _add_rules(rp)
-    rp.add_argument("--ledger", metavar="FILE", help="apply the exemptions recorded in this ledger (revoked ones "
-                    "excluded), as the report does; default: no exemptions")
+    rp.add_argument("--ledger", metavar="FILE", nargs="+", help="apply the exemptions recorded in this ledger (revoked ones "
+                    "excluded), as the report does; several: each partition's; default: no exemptions")
     rp.add_argument("--csv", metavar="FILE", help="also write the KPIs as CSV ('-' for stdout)")
     rp.add_argument("--quiet", action="store_true", help="do not print the table")
 
@@ -123,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--config", metavar="FILE", help="TOML config file (secrets come from the environment variables it names)")
     col.add_argument("--check-config", action="store_true", help="validate the config and the registry, print the effective settings, exit")
     col.add_argument("--broker", metavar="URL", help="mqtt://[user[:password]@]host:port or mqtts://...; a user without "
-                     "password takes it from $PTMON_MQTT_PASSWORD (never printed)")
+                     "password takes it from $PTMON_MQTT_PASSWORD (never printed; prefer it: a password on the command line is "
+                     "visible to other users in ps)")
     col.add_argument("--registry", metavar="FILE", help="device registry CSV")
     col.add_argument("--rules", metavar="DIR", help="rule files directory (default: the config's, else the repo's rules/)")
     col.add_argument("--data-dir", metavar="DIR", help="where the archive, the InfluxDB spool and the checkpoint go")
@@ -144,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_exempt_parser(sub)
     add_ledger_parser(sub)
+    add_month_parser(sub)
     _add_report_parser(sub)
 
     demo = sub.add_parser("demo", help="the whole pipeline on a generated district, nothing external needed",
@@ -210,9 +218,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .sinks.archive import archive_paths
 
     start, end = _resolve_period(args)
-    paths = archive_paths(args.archives)
     rules = load_rules(args.rules)
     registry = load_registry(args.registry, rules)
+    exemptions = _replay_exemptions(args.ledger, start, end)
+    if (partitions := tagged_archives([Path(a) for a in args.archives])) is not None:
+        results = replay_partitions(partitions, registry, start, end, month=args.month, exemptions=exemptions,
+                                    progress=_progress_printer(), say=lambda text: print(f"replay: {text}", file=sys.stderr))
+        return _show_replay(args, results, rules)
+    paths = archive_paths(args.archives)
     state = None
     if args.month and all(Path(a).is_dir() for a in args.archives):
         from .snapshots import load_snapshot, month_sources
@@ -220,13 +233,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sources = month_sources([Path(a) for a in args.archives], args.month)
         paths, state = sources.files, load_snapshot(sources.snapshot, registry) if sources.snapshot else None
         print(f"replay: {sources.describe()}", file=sys.stderr)
-    exemptions = []
-    if args.ledger:
-        from .ledger.store import Ledger
-
-        with Ledger(args.ledger, readonly=True) as ledger:
-            exemptions = [e for e in ledger.exemptions(start=start, end=end) if e.active]
     results = replay(paths, registry, start, end, progress=_progress_printer(), exemptions=exemptions, state=state)
+    return _show_replay(args, results, rules)
+
+
+def _replay_exemptions(ledgers: list[str] | None, start: int, end: int) -> list:  # type: ignore[type-arg]
+    """The active exemptions of the period in the ledgers named (each once), none without one."""
+    from .ledger.store import Ledger
+
+    found = []
+    for path in ledgers or []:
+        with Ledger(path, readonly=True) as ledger:
+            found += [e for e in ledger.exemptions(start=start, end=end) if e.active]
+    unique = {(e.scope, e.target, e.start, e.end, e.reason, e.approver): e for e in found}
+    return list(unique.values())
+
+
+def _show_replay(args: argparse.Namespace, results, rules) -> int:  # type: ignore[no-untyped-def]
     if args.csv == "-":
         results.write_csv(sys.stdout)
     elif args.csv:
@@ -300,19 +323,26 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     rep.add_argument("--month", required=True, metavar="YYYY-MM", help="the calendar month (Asia/Shanghai)")
     rep.add_argument("--contract", metavar="CODE", help="one contract only (iot or cam; default: every contract)")
     rep.add_argument("--config", metavar="FILE", help="collector config: its registry, rules, ledger_file and archive_dir are the defaults")
-    rep.add_argument("--ledger", metavar="FILE", help="the ledger (default: from --config, else ptmon-data/ledger.sqlite)")
+    rep.add_argument("--ledger", metavar="FILE", nargs="+", help="the ledger (default: from --config, else "
+                     "ptmon-data/ledger.sqlite); several: the ledgers of partition collectors, merged into one district "
+                     "once checked to be disjoint, to cover every street and to have run with the same rules and registry")
     rep.add_argument("--from-archive", nargs="*", metavar="DIR", dest="from_archive",
                      help="recompute from the archive: these directories (or files) of it; none given: the config's "
-                     "archive_dir, else ptmon-data/archive. Exemptions, being approvals, still come from the ledger")
+                     "archive_dir, else ptmon-data/archive; partition collectors' archive directories are recomputed "
+                     "each with its streets' registry rows and merged (checked as for --ledger). Exemptions, being "
+                     "approvals, still come from the ledger(s)")
     rep.add_argument("--registry", metavar="FILE", help="device registry CSV (default: from --config)")
     rep.add_argument("--rules", metavar="DIR", help="rule files directory (default: from --config, else the repo's rules/)")
     rep.add_argument("--out", metavar="DIR", default=".", help="where the files go (default: the current directory)")
     rep.add_argument("--format", default="pdf,html,xlsx,csv", metavar="LIST",
                      help="comma-separated formats among pdf, html, xlsx, csv (default: all four)")
+    rep.add_argument("--version", type=int, metavar="N", dest="closing_version",
+                     help="a closed month: render its version N (第 N 版) instead of the latest. A closed contract's "
+                     "report always comes from its sealed closing (report-YYYY-MM-CONTRACT-vN.*), see `ptmon month`")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report.render import parse_formats, render
+    from .report.render import parse_formats
 
     month_bounds(args.month)  # a bad month fails here, before anything is read
     formats = parse_formats(args.format)
@@ -325,11 +355,54 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.contract and args.contract not in [c.code for c in rules.contracts]:
         raise UsageError(f"--contract {args.contract!r} is not a contract of the rules (known: "
                          f"{', '.join(c.code for c in rules.contracts)})")
-    registry_path = args.registry or (config.registry if config else None)
-    if registry_path is None:
-        raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
-    registry = load_registry(registry_path, rules)
-    ledger = Path(args.ledger) if args.ledger else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
+    with tempfile.TemporaryDirectory(prefix="ptmon-report-") as scratch:
+        ledger, label = _report_ledger(args.ledger, config, rules, Path(scratch))
+        live_contracts: list[str | None] = [args.contract]
+        if args.from_archive is None:
+            from .report.sealed import render_closed_month
+
+            live_contracts = render_closed_month(ledger, args.month, args.contract, [c.code for c in rules.contracts],
+                                                 Path(args.out), formats, args.closing_version)
+            if not live_contracts:
+                return 0
+        registry_path = args.registry or (config.registry if config else None)
+        if registry_path is None:
+            raise UsageError("give the registry: --registry FILE, or --config FILE naming it")
+        registry = load_registry(registry_path, rules)
+        return _report(args, config, rules, registry, formats, ledger, label, live_contracts)
+
+
+def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tuple[Path, str | None]:  # type: ignore[no-untyped-def]
+    """The report's ledger, and what to call it: several partitions' ledgers are merged into one."""
+    if not paths or len(paths) == 1:
+        path = Path(paths[0]) if paths else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
+        _refuse_one_partition(path, rules)
+        return path, None
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise UsageError(f"ledger not found: {', '.join(missing)}")
+    return merged_ledger_file([Path(p) for p in paths], rules, scratch / "merged.sqlite"), " + ".join(paths)
+
+
+def _refuse_one_partition(path: Path, rules) -> None:  # type: ignore[no-untyped-def]
+    """One partition's ledger alone is not the district (an unusable file is the builder's to report)."""
+    from .errors import LedgerError
+    from .ledger.store import Ledger
+    from .partition import check_partitions, ledger_tag
+
+    try:
+        with Ledger(path, readonly=True) as ledger:
+            tag = ledger_tag(ledger.db, str(path))
+    except LedgerError:
+        return
+    if tag is not None:
+        check_partitions(rules, [(str(path), tag)])
+
+
+def _report(args, config, rules, registry, formats, ledger: Path, label: str | None,  # type: ignore[no-untyped-def]
+            live_contracts: list[str | None]) -> int:
+    from .report.render import render
+
     archive_dirs = None
     if args.from_archive is not None:
         archive_dirs = [Path(d) for d in args.from_archive] or [config.archive_path if config else Path("ptmon-data") / "archive"]
@@ -351,10 +424,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise PtmonError(f"the report builder is not available: {exc}") from exc
     began = time.monotonic()
     inputs = build_inputs(month=args.month, registry=registry, rules=rules, ledger_path=ledger_path,
-                          archive_dirs=archive_dirs, progress=say)
+                          archive_dirs=archive_dirs, progress=say, ledger_label=label)
     say(f"inputs ready ({time.monotonic() - began:.1f} s)")
-    for path in render(inputs, Path(args.out), formats, contract=args.contract, progress=say):
-        print(path)
+    for contract in live_contracts:
+        for path in render(inputs, Path(args.out), formats, contract=contract, progress=say):
+            print(path)
     say(f"done in {time.monotonic() - began:.1f} s")
     return 0
 
@@ -366,7 +440,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo,
-            "exempt": cmd_exempt, "ledger": cmd_ledger, "report": cmd_report}
+            "exempt": cmd_exempt, "ledger": cmd_ledger, "month": cmd_month, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

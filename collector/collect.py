@@ -48,6 +48,7 @@ from .archive import MONITOR_TOPIC, ArchiveReader, Record
 from .checkpoint import Checkpoint, load_checkpoint, restore_decoder, save_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch, Decoder
+from .durable import replacing_file
 from .engine import Engine
 from .errors import CheckpointError, PtmonError, SinkError, StorageGone
 from .exemptions import ExemptionMask
@@ -71,6 +72,7 @@ from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .lock import CollectorLocks
 from .loss import LossPoints, LossWindow, broker_lines
 from .metrics import LossCounts, Metrics, PipelineCounts, serve_metrics
+from .partition import claim, owned_points, partition_of, partitioned_config, restrict_registry
 from .registry import Registry, load_registry
 from .replay import Feed, freeze_startup_heap
 from .results import Results
@@ -103,11 +105,13 @@ class Collector:
 
     def __init__(self, config: CollectorConfig, *, metrics: Metrics | None = None, registry: Registry | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.config = config
+        config = self.config = partitioned_config(config)
         self.clock = clock
         self.on_checkpoint: Callable[[Results], None] | None = None
         self.metrics = metrics or Metrics()
         self.registry = registry or load_registry(config.registry, load_rules(config.rules or DEFAULT_RULES_DIR))
+        if config.streets:
+            self.registry = restrict_registry(self.registry, config.streets)
         self.gaps_at_start: list[tuple[int, int]] = []
         self.notes: list[str] = []
         self._wake = asyncio.Event()
@@ -156,6 +160,8 @@ class Collector:
         checkpoint, lost = self._read_checkpoint(path)
         self.decoder = Decoder.from_config(self.registry, self.config.limits)
         self.ledger = Ledger(self.config.ledger_path)
+        if self.config.streets:  # before any history is read: refuse another partition's storage
+            claim(partition_of(self.registry, self.config.streets), self.config.archive_path, self.ledger)
         history = bool(archive_files(self.config.archive_path)) or self.ledger.has_hours()
         if checkpoint is not None and (mismatch := self._mismatch(checkpoint, history)):
             lost, checkpoint = mismatch, None
@@ -436,6 +442,8 @@ class Collector:
     # --- points ----------------------------------------------------------------------
 
     def _emit(self, lines: list[str]) -> None:
+        if self.config.streets:
+            lines = owned_points(lines, self.config.streets)
         if not self._replaying:
             self._pending_points.extend(lines)
 
@@ -655,8 +663,6 @@ class Collector:
 
 def write_results_csv(results: Results, path: Path) -> None:
     """The KPI CSV, replaced atomically (readers never see half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as out:
+    with replacing_file(path, "w", durable=False, newline="", encoding="utf-8") as out:
         results.write_csv(out)
-    os.replace(tmp, path)
 

@@ -40,3 +40,39 @@ def redact(url: str) -> str:
         return url.split("://", 1)[0] + "://***" if "://" in url else "***"
     _, at, host = parts.netloc.rpartition("@")
     return parts._replace(netloc=f"***@{host}" if at else host, query="***" if parts.query else "").geturl()
+
+
+MQTT_URL_FORM = "mqtt://[user[:password]@]host[:port] or mqtts://..."
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """What an ``mqtt://`` / ``mqtts://`` URL says: where the broker is, TLS or not, who logs in."""
+
+    host: str
+    port: int
+    secure: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.username is not None or self.password is not None
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """The one parser of broker URLs (configuration and command line alike); ValueError says what
+    is wrong without showing the password."""
+    creds = split_credentials(url)
+    parts = urlsplit(creds.url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment:
+        raise ValueError(f"expected {MQTT_URL_FORM}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("its port is no number from 1 to 65535") from None
+    if creds.password is not None and creds.username is None:
+        raise ValueError("it has a password but no user name")
+    secure = parts.scheme == "mqtts"
+    return BrokerUrl(parts.hostname, port or (8883 if secure else 1883), secure, creds.username, creds.password)

@@ -59,9 +59,11 @@ import numpy as np
 import orjson
 
 from .archive import RETAINED_TOPIC
+from .payloads import parse_payloads
 from .registry import Registry
 from .rules import COUNTERS
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US
+from .topics import TopicMap
 
 if TYPE_CHECKING:
     from .config import LimitsConfig
@@ -241,7 +243,7 @@ class Decoder:
         self.unknown_topics: dict[str, int] = {}  # bounded by unknown_limit
         self.unknown_overflow = 0  # messages from unknown topics not tracked (the limit was reached)
         self.accepted = 0
-        self._topic_device = self._registry_topics(registry)
+        self.topics = TopicMap(registry)  # heartbeat topic → registry row, verified byte for byte
         self._gateway_index = {g: i for i, g in enumerate(registry.gateways) if g}
         self._contracts = {c.code: i for i, c in enumerate(registry.rules.contracts)}
         self._streets = {s.code: i for i, s in enumerate(registry.rules.streets)}
@@ -255,16 +257,6 @@ class Decoder:
         """A decoder with the ``[limits]`` of the collector's config."""
         return cls(registry, max_payload=limits.max_payload, unknown_limit=limits.unknown_limit,
                    device_rate=limits.device_rate, window=limits.window)
-
-    @staticmethod
-    def _registry_topics(registry: Registry) -> dict[str, int]:
-        """Every registry device's heartbeat topic: the hot path is then one dict lookup."""
-        contracts = [c.code for c in registry.rules.contracts]
-        streets = registry.rules.street_codes()
-        return {
-            f"putuo/{contracts[c]}/{streets[s]}/{device_id}/hb": i
-            for i, (c, s, device_id) in enumerate(zip(registry.contract.tolist(), registry.street.tolist(), registry.ids))
-        }
 
     # --- limits --------------------------------------------------------------------------
 
@@ -358,7 +350,7 @@ class Decoder:
     def _late(self, messages: list[Message], times: np.ndarray | None, late: np.ndarray) -> CountedEvents:
         rows = np.flatnonzero(late)
         t = times if times is not None else times_to_us([m[0] for m in messages])
-        device = np.array([self._topic_device.get(messages[i][1], -1) for i in rows.tolist()], dtype=np.int64)
+        device = self.topics.rows([messages[i][1] for i in rows.tolist()])
         return CountedEvents(t[rows], device, np.full(len(rows), _KIND_CODE["late"], dtype=np.int16))
 
     def _decode(self, messages: list[Message], times: np.ndarray | None) -> DecodedBatch:
@@ -368,19 +360,32 @@ class Decoder:
             return decode_columns(np.zeros(0, np.int64), np.zeros(0, np.int64), [], self)
         received, topics, payloads = zip(*messages)
         t = times if times is not None else times_to_us(received)
-        devices = list(map(self._topic_device.get, topics))
-        known = None not in devices
-        device = np.array(devices if known else [-1 if d is None else d for d in devices], dtype=np.int64)
+        device = self.topics.rows(list(topics))
+        known = bool(device.min() >= 0)
         rate_t = self._rate_times(t)
         over = self._device_limit.over(device, rate_t) if self._device_limit is not None else None
         if known and over is None and max(map(len, payloads)) <= self._clean_length:
-            try:
-                objects = list(map(orjson.loads, payloads))
-            except orjson.JSONDecodeError:
-                objects = []
-            if objects and set(map(type, objects)) == {dict}:
-                return decode_columns(t, device, objects, self)
+            batch = self._decode_bulk(t, device, payloads)
+            if batch is not None:
+                return batch
+        devices: list[int | None] = device.tolist() if known else [None if d < 0 else d for d in device.tolist()]
         return self._decode_each(messages, t, devices, over, rate_t)
+
+    def _decode_bulk(self, t: np.ndarray, device: np.ndarray, payloads: Sequence[bytes | str]) -> DecodedBatch | None:
+        """Flat integer payloads parsed in bulk (payloads.py), the others by orjson; None when one
+        is no JSON object (then every message is looked at alone)."""
+        parsed = parse_payloads(list(payloads))  # type: ignore[arg-type]
+        slow = np.arange(len(payloads)) if parsed is None else parsed.slow
+        groups: list[tuple[Any, Column]] = [] if parsed is None else [(s.rows, s.column) for s in parsed.shapes]
+        if len(slow):
+            try:
+                objects = [orjson.loads(payloads[i]) for i in slow.tolist()]
+            except orjson.JSONDecodeError:
+                return None
+            if set(map(type, objects)) != {dict}:
+                return None
+            groups += [(slow if isinstance(rows, slice) else slow[rows], column) for rows, column in _groups(objects)]
+        return decode_groups(t, device, len(payloads), groups, self)
 
     def _rate_times(self, t: np.ndarray) -> np.ndarray:
         """Receive times made non-decreasing (a late message counts in the current window)."""
@@ -474,7 +479,7 @@ class Decoder:
         inner = doc.get("topic") if type(doc) is dict else None
         inner = inner if type(inner) is str else ""
         self._reject(row, "retained", RETAINED_TOPIC, _shown(inner))
-        return self._topic_device.get(inner)
+        return self.topics.row(inner)
 
     def _gateway_events(self, messages: list[Message], gateways: list[tuple[int, int]], t: np.ndarray,
                         rate_t: np.ndarray) -> list[tuple[int, int, bool]]:
@@ -627,9 +632,15 @@ def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, An
     Payloads of one firmware share a key set, so objects are grouped by their keys and each
     group's columns come out of ``zip(*values)`` in C, with no gaps to fill.
     """
-    n = len(objects)
+    return decode_groups(t, device, len(objects), _groups(objects), decoder)
+
+
+def decode_groups(t: np.ndarray, device: np.ndarray, n: int, groups: Iterable[tuple[Any, Column]],
+                  decoder: Decoder | None = None) -> DecodedBatch:
+    """:func:`decode_columns` from payloads already split into groups of rows with a column
+    getter each (a key's values as a list, or an int64 array from payloads.py; None: absent)."""
     out = _Columns(n)
-    for rows, column in _groups(objects):
+    for rows, column in groups:
         out.fill(rows, column)
     mismatch = np.zeros(n, dtype=bool)
     for attempts, successes in COUNTER_PAIRS:
@@ -728,6 +739,8 @@ class _Columns:
 def _int_column(values: Sequence[Any], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, present, bad) for a key that must be an integer in [lo, hi]; absent or null is 0."""
     n = len(values)
+    if isinstance(values, np.ndarray):  # integers parsed in bulk
+        return values, np.ones(n, dtype=bool), (values < lo) | (values > hi)
     kinds = set(map(type, values))
     if kinds <= {int, type(None)}:
         present = np.ones(n, dtype=bool) if type(None) not in kinds else np.array([v is not None for v in values], dtype=bool)
@@ -752,6 +765,9 @@ def _int_column(values: Sequence[Any], lo: int, hi: int) -> tuple[np.ndarray, np
 
 def _float_column(values: Sequence[Any], lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     """(values with NaN for absent or null, bad) for a key that must be a finite number in [lo, hi]."""
+    if isinstance(values, np.ndarray):  # integers parsed in bulk: rounded to a double as Python's int → float is
+        array = values.astype(np.float64)
+        return array, ~((array >= lo) & (array <= hi))
     kinds = set(map(type, values))
     if kinds <= {int, float, type(None)}:
         try:
@@ -788,8 +804,38 @@ def boot_key(boot: str | int) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+class _IntBootKeys:
+    """:func:`boot_key` of integer boot ids parsed in bulk (|id| < 10**18), cached in sorted
+    arrays and looked up with numpy; cleared when full like the dict of the other ids."""
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.keys = np.zeros(0, dtype=np.int64)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        at = np.minimum(np.searchsorted(self.ids, values), max(len(self.ids) - 1, 0))
+        keys = self.keys[at] if len(self.ids) else np.zeros(len(values), dtype=np.int64)
+        miss = np.flatnonzero(self.ids[at] != values) if len(self.ids) else np.arange(len(values))
+        if len(miss):
+            new = np.unique(values[miss])
+            new_keys = np.array([boot_key(v) for v in new.tolist()], dtype=np.int64)
+            keys[miss] = new_keys[np.searchsorted(new, values[miss])]
+            if len(self.ids) + len(new) > _BOOT_CACHE_LIMIT:
+                self.ids, self.keys = new, new_keys
+            else:
+                ids, merged = np.concatenate([self.ids, new]), np.concatenate([self.keys, new_keys])
+                order = np.argsort(ids, kind="stable")
+                self.ids, self.keys = ids[order], merged[order]
+        return keys
+
+
+_int_boot_keys = _IntBootKeys()
+
+
 def _boot_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boot ids (strings or integers) as :func:`boot_key`, stable across processes unlike ``hash()``."""
+    if isinstance(values, np.ndarray):  # integers parsed in bulk, all within int64
+        return _int_boot_keys(values), np.ones(len(values), dtype=bool), np.zeros(len(values), dtype=bool)
     n = len(values)
     if len(_boot_keys) > _BOOT_CACHE_LIMIT:
         _boot_keys.clear()

@@ -1,14 +1,61 @@
-"""Making files survive a crash or a power cut: the one place the collector fsyncs a directory."""
+"""Making files survive a crash or a power cut: the one place files are replaced atomically and
+directories fsync'd.
+
+Every file a reader may open while it is being rewritten (the checkpoint, a spool file, a
+report, the KPI CSV) is written beside its target under a hidden temporary name and renamed
+over it, so a reader sees the old file or the new one, never half of one; with ``durable``
+the data and the rename are fsync'd too, so a power cut leaves one of the two on disk."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 
 def fsync_directory(directory: Path) -> None:
     """Flush a directory's entries, so a file created or renamed in it survives a power loss."""
     fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temporary_beside(path: Path, *, durable: bool) -> Path:
+    """The hidden name a new version of ``path`` is written under before the rename. The collector's
+    durable files have one writer (it holds the data dir's lock), so a crash's leftover is reused and
+    removed by the next write; files any process may write (reports) get the writer's pid."""
+    return path.with_name(f".{path.name}.tmp" if durable else f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def replacing(path: Path, *, durable: bool = True) -> Iterator[Path]:
+    """A temporary path to write the new ``path`` at; renamed over ``path`` when the block ends
+    cleanly, removed when it raises (``path`` is then as it was)."""
+    tmp = temporary_beside(path, durable=durable)
+    try:
+        yield tmp
+        if durable:
+            _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        fsync_directory(path.parent)  # makes the rename itself survive a power loss
+
+
+@contextmanager
+def replacing_file(path: Path, mode: str = "wb", *, durable: bool = True, **open_args: Any) -> Iterator[IO[Any]]:
+    """:func:`replacing`, with the temporary file opened in ``mode``."""
+    with replacing(path, durable=durable) as tmp, open(tmp, mode, **open_args) as f:
+        yield f
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -143,7 +143,7 @@ class Engine:
 
         self.clock: int | None = None
         self.up = False
-        self._down_at: int | None = None  # when the monitor went down, its last sample still owed
+        self.down_at: int | None = None  # when the monitor went down, its last sample still owed
         self.next_tick = 0
         self.spans: list[list[int]] = []  # observed [start, end] instants, in order
         self.stats: Counter[str] = Counter()
@@ -170,14 +170,14 @@ class Engine:
         """The monitor (re)starts observing at ``t``; while already up, a crash gap ends here."""
         if self.clock is not None:
             t = max(t, self.clock)
-            last_alive = self.clock if self.up else self._down_at
+            last_alive = self.clock if self.up else self.down_at
             restarted = self.up
             if last_alive is not None and t > last_alive:
                 # The sample at the instant observation ended is owed now; a restart at that
                 # same instant instead leaves it to fire later, seeing the events at it too.
                 self._fire_ticks(last_alive, inclusive=True)
             # Nothing between the end of observation and ``t`` is sampled. After finish() (a clean
-            # shutdown) the owed sample was already taken and ``_down_at`` is gone, but the
+            # shutdown) the owed sample was already taken and ``down_at`` is gone, but the
             # downtime is a gap all the same.
             self.next_tick = max(self.next_tick, self.ceil_tick(t))
             if restarted:
@@ -186,7 +186,7 @@ class Engine:
         else:
             self.next_tick = self.ceil_tick(t)
         self.up = True
-        self._down_at = None
+        self.down_at = None
         self.clock = t
         self.spans.append([t, t])
 
@@ -203,7 +203,7 @@ class Engine:
         self.clock = t
         self.spans[-1][1] = t
         self.up = False
-        self._down_at = t
+        self.down_at = t
 
     def advance_to(self, t: int) -> None:
         """Time has reached ``t`` with no event: fire every sample instant before ``t``."""
@@ -224,9 +224,9 @@ class Engine:
             self._emit_queued(self.clock)
         if self.up and self.clock is not None:
             self.monitor_down(self.clock)
-        if self._down_at is not None:
-            self._fire_ticks(self._down_at, inclusive=True)
-            self._down_at = None
+        if self.down_at is not None:
+            self._fire_ticks(self.down_at, inclusive=True)
+            self.down_at = None
 
     def _fire_ticks(self, until: int, *, inclusive: bool) -> None:
         while self.next_tick < until or (inclusive and self.next_tick == until):
@@ -241,10 +241,10 @@ class Engine:
         cached = self._expected_cache.get(contract)
         if cached is None or cached[0] != day:
             mask = self.registry.expected_mask(day, self.contract_slices[contract])
-            cached = self._expected_cache[contract] = (day, mask, self._count_by_street(contract, mask))
+            cached = self._expected_cache[contract] = (day, mask, self.count_by_street(contract, mask))
         return cached[1], cached[2]
 
-    def _count_by_street(self, contract: int, mask: np.ndarray) -> np.ndarray:
+    def count_by_street(self, contract: int, mask: np.ndarray) -> np.ndarray:
         """True entries of a mask over the contract's slice, per street (streets are contiguous)."""
         return np.array([np.count_nonzero(mask[a:b]) for a, b in self.street_bounds[contract]], dtype=np.int64)
 
@@ -258,15 +258,15 @@ class Engine:
             status = self.online_until[sl] > t
             self._note_status(contract, t, status)
             if self.unexempted_listeners:
-                lease_online = self._count_by_street(contract, status & expected)
+                lease_online = self.count_by_street(contract, status & expected)
                 for unexempted in self.unexempted_listeners:
                     unexempted.on_unexempted_sample(contract, t, lease_online, expected_counts.copy())
             exempt = self.exemptions.at(t) if self.exemptions is not None else None
             if exempt is not None:
                 expected = expected & ~exempt[sl]
-                expected_counts = self._count_by_street(contract, expected)
+                expected_counts = self.count_by_street(contract, expected)
             online = status & expected
-            online_counts = self._count_by_street(contract, online)
+            online_counts = self.count_by_street(contract, online)
             for listener in self.listeners:
                 listener.on_sample(contract, t, online_counts, expected_counts.copy())
             for device_listener in self.device_listeners:

@@ -104,6 +104,20 @@ class Payment:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LateHeartbeats:
+    """迟到心跳: heartbeats received after the month's end but stamped (``ts``) inside it.
+
+    ``count`` False (the default) keeps receive time deciding everything; True lets such a
+    heartbeat count its device online for the month it describes, within the limits, when the
+    month is closed or restated (rules/README.md "Late heartbeats"; :mod:`ptmon.month.late`).
+    """
+
+    count: bool = False
+    max_delay: int = 86_400  # s: received at most this long after its ts
+    received_within: int = 3 * 86_400  # s: received at most this long after the month's end
+
+
+@dataclass(frozen=True, kw_only=True)
 class Contract:
     """A lease contract and how its KPIs are measured."""
 
@@ -114,6 +128,7 @@ class Contract:
     kpis: tuple[Kpi, ...]
     response_time: int = DEFAULT_RESPONSE_TIME  # s: repair response time (运维及维修响应速度)
     payment: Payment | None = None  # None: the contract file gives no payment rule
+    late_heartbeats: LateHeartbeats = LateHeartbeats()
 
     def kpi(self, code: str) -> Kpi | None:
         return next((k for k in self.kpis if k.code == code), None)
@@ -328,6 +343,7 @@ def _load_contracts(file: str, doc: Any) -> tuple[Contract, ...]:
                 kpis=tuple(kpis),
                 response_time=sec.duration("response_time", DEFAULT_RESPONSE_TIME),
                 payment=_load_payment(sec.section("payment")) if sec.get("payment", None) is not None else None,
+                late_heartbeats=_load_late(sec),
             )
         )
         sec.done()
@@ -348,6 +364,22 @@ def _load_payment(sec: _Section) -> Payment:
     )
     sec.done()
     return payment
+
+
+def _load_late(contract: _Section) -> LateHeartbeats:
+    """The optional ``late_heartbeats`` section; only the time-weighted online method can use it
+    (a late heartbeat credits sample instants, and the daily method keeps no per-device days)."""
+    if contract.get("late_heartbeats", None) is None:
+        return LateHeartbeats()
+    sec = contract.section("late_heartbeats")
+    default = LateHeartbeats()
+    late = LateHeartbeats(count=sec.flag("count", default.count),
+                          max_delay=sec.duration("max_delay", default.max_delay),
+                          received_within=sec.duration("received_within", default.received_within))
+    sec.done()
+    if late.count and contract.get("online_method", "time_weighted") != "time_weighted":
+        raise sec.fail("count", "can be true only with online_method time_weighted", True)
+    return late
 
 
 def _check_fees(file: str, contracts: tuple[Contract, ...], streets: tuple[Street, ...]) -> None:

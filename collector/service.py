@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -12,20 +11,20 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .collect import Collector, write_results_csv
 from .config import (
-    DEFAULT_TOPICS,
     INFLUX_PASSWORD_ENV,
     MQTT_PASSWORD_ENV,
     CollectorConfig,
     TlsConfig,
     check_config,
     load_config,
+    with_overrides,
 )
-from .credentials import redact, split_credentials
+from .credentials import parse_broker_url, redact, split_credentials
 from .errors import StorageGone, UsageError
+from .partition import partitioned_config, restrict_registry
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, Rules, load_rules
 from .timebase import US_PER_S, SimulatedClock, format_instant, parse_instant
@@ -33,8 +32,16 @@ from .timebase import US_PER_S, SimulatedClock, format_instant, parse_instant
 log = logging.getLogger(__name__)
 
 
+# The option that sets each key, so an override's error names what the user typed.
+OPTION_OF_KEY = {"registry": "--registry", "rules": "--rules", "data_dir": "--data-dir", "metrics_listen": "--metrics",
+                 "mqtt.host": "--broker", "mqtt.port": "--broker", "mqtt.tls": "--broker", "mqtt.username": "--broker",
+                 "mqtt.topics": "--topic", "streets": "--street", "influx.api": "--influx-api", "influx.url": "--influx-url",
+                 "influx.username": "--influx-url", "influx.org": "--influx-api"}
+
+
 def config_from_args(args: argparse.Namespace) -> CollectorConfig:
-    """The config file (if any) with the command line's options laid over it."""
+    """The config file (if any) with the command line's options laid over it, validated by the
+    same model as the file (an override's error names its option, the key and the value)."""
     config = load_config(args.config) if args.config else CollectorConfig()
     top: dict[str, object] = {}
     mqtt: dict[str, object] = {}
@@ -49,21 +56,15 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         top["metrics_listen"] = args.metrics
     if args.broker:
         mqtt.update(broker_address(args.broker))
-    if args.topic or args.street:
-        topics = list(args.topic or [])
-        topics += [f"putuo/+/{street}/+/hb" for street in args.street or []]
-        if args.street:
-            topics.append(DEFAULT_TOPICS[1])  # gateway statuses are few: every collector takes them all
-        mqtt["topics"] = tuple(topics)
+    if args.topic:
+        mqtt["topics"] = tuple(args.topic)
+    if args.street:
+        top["streets"] = tuple(args.street)  # a partition: its topics, registry rows, tagged storage
     if args.influx_api:
         influx["api"] = args.influx_api
     if args.influx_url:
         influx.update(influx_address(args.influx_url, str(influx.get("api", config.influx.api))))
-    return dataclasses.replace(
-        config, **top,
-        mqtt=dataclasses.replace(config.mqtt, **mqtt),  # type: ignore[arg-type]
-        influx=dataclasses.replace(config.influx, **influx),  # type: ignore[arg-type]
-    )
+    return partitioned_config(with_overrides(config, {**top, "mqtt": mqtt, "influx": influx}, OPTION_OF_KEY))
 
 
 def broker_address(url: str) -> dict[str, object]:
@@ -72,21 +73,15 @@ def broker_address(url: str) -> dict[str, object]:
     ``mqtt://user:password@host`` logs in as ``user``; ``mqtt://user@host`` takes the password from
     $PTMON_MQTT_PASSWORD. The password is taken out of the URL and never shown.
     """
-    creds = split_credentials(url)
-    parts = urlsplit(creds.url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise UsageError(f"--broker must be mqtt://[user[:password]@]host[:port] or mqtts://...: {redact(url)!r}")
-    tls = parts.scheme == "mqtts"
     try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError:
-        raise UsageError(f"--broker has a bad port: {redact(url)!r}") from None
-    address: dict[str, object] = {"host": parts.hostname, "port": port, "tls": TlsConfig() if tls else None}
-    if creds.password is not None and creds.username is None:
-        raise UsageError(f"--broker has a password but no user name: {redact(url)!r}")
-    if creds.username is not None:
-        address["username"] = creds.username
-        address["password"] = creds.password if creds.password is not None else os.environ.get(MQTT_PASSWORD_ENV) or None
+        broker = parse_broker_url(url)
+    except ValueError as exc:
+        raise UsageError(f"--broker {redact(url)!r}: {exc}") from None
+    address: dict[str, object] = {"host": broker.host, "port": broker.port, "tls": TlsConfig() if broker.secure else None}
+    if broker.username is not None:
+        address["username"] = broker.username
+        address["password"] = broker.password if broker.password is not None \
+            else os.environ.get(MQTT_PASSWORD_ENV) or None
     return address
 
 
@@ -128,6 +123,8 @@ def run_collect(args: argparse.Namespace) -> int:
     if args.check_config:
         rules = load_rules(config.rules or DEFAULT_RULES_DIR)
         registry = load_registry(config.registry, rules)
+        if config.streets:
+            registry = restrict_registry(registry, config.streets)
         for line in check_config(config):
             print(line)
         print(f"registry: {len(registry):,} devices, version {registry.version}; rules version {rules.version}")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from ptmon.registry import Registry, parse_registry
 from ptmon.replay import Replayer
 from ptmon.results import Results
 from ptmon.rules import DEFAULT_RULES_DIR, Rules, load_rules
+
+from tests.servers import InfluxServer, influxql, victoria_metrics
 
 T0 = 1_793_462_400  # 2026-11-01T00:00:00+08:00, a Shanghai month start
 HEADER = "device_id,contract,type,street,scenario,community,gateway,accepted_on,retired_on"
@@ -90,3 +93,27 @@ def rules_dir(tmp_path: Path) -> Path:
     target = tmp_path / "rules"
     shutil.copytree(DEFAULT_RULES_DIR, target)
     return target
+
+
+# --- real InfluxDB 1.x and VictoriaMetrics servers ------------------------------------------
+
+@pytest.fixture(scope="module")
+def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    with InfluxServer(tmp_path_factory.mktemp("influxdb")) as server:
+        yield server
+
+
+@pytest.fixture
+def influx_db(influx_server: InfluxServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database named after the test, dropped afterwards (influxd grows per database)."""
+    name = re.sub(r"\W", "_", request.node.name)[:60]
+    influxql(influx_server.url, name, f'CREATE DATABASE "{name}"')
+    yield name
+    if influx_server.proc is not None:
+        influxql(influx_server.url, name, f'DROP DATABASE "{name}"')
+
+
+@pytest.fixture(scope="module")
+def vm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with victoria_metrics(tmp_path_factory.mktemp("vm")) as url:
+        yield url

@@ -1,50 +1,24 @@
-"""Fixtures and helpers for the InfluxDB sink tests: real servers, a scriptable stub, waits.
-
-Import the fixtures into a test module (``from tests.fixtures_influx import influx_server``);
-they are module-scoped there, so each module starts its servers once.
-"""
+"""Helpers for the InfluxDB sink tests: a scriptable stub, point counts, waits. The real servers'
+fixtures (``influx_server``, ``influx_db``, ``vm_url``) are in conftest.py, module-scoped, so each
+module that uses them starts its servers once."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
 from ptmon.sinks.lineproto import split_lines
-from tests.servers import InfluxServer, influx_rows, influxql, victoria_metrics
+
+from tests.servers import influx_rows
 
 T = TypeVar("T")
 Respond = Callable[[int, list[bytes]], "tuple[int, dict[str, str]]"]
-
-
-@pytest.fixture(scope="module")
-def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
-    with InfluxServer(tmp_path_factory.mktemp("influxdb")) as server:
-        yield server
-
-
-@pytest.fixture
-def influx_db(influx_server: InfluxServer, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh database named after the test, dropped afterwards (influxd grows per database)."""
-    name = re.sub(r"\W", "_", request.node.name)[:60]
-    influxql(influx_server.url, name, f'CREATE DATABASE "{name}"')
-    yield name
-    if influx_server.proc is not None:
-        influxql(influx_server.url, name, f'DROP DATABASE "{name}"')
-
-
-@pytest.fixture(scope="module")
-def vm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with victoria_metrics(tmp_path_factory.mktemp("vm")) as url:
-        yield url
 
 
 def count_points(url: str, db: str, measurement: str, field: str = "v") -> int:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from ptmon import checkpoint as checkpoint_module
+from ptmon import durable
 from ptmon.checkpoint import (
     LATER_DEVICE_ARRAYS,
     load_checkpoint,
@@ -103,7 +103,7 @@ def state(engine: Engine, tallies: list[Tally], decoder: Decoder) -> dict[str, A
     arrays = {name: _plain(value) for name, value in vars(engine).items() if isinstance(value, np.ndarray)}
     return {
         "arrays": arrays,
-        "scalars": (engine.clock, engine.up, engine._down_at, engine.next_tick, engine.spans,
+        "scalars": (engine.clock, engine.up, engine.down_at, engine.next_tick, engine.spans,
                     dict(engine.stats)),
         "csv": [tally.results().csv_text() for tally in tallies],
         "gaps": [tally.gaps() for tally in tallies],
@@ -408,7 +408,7 @@ def test_save_is_atomic(rules, tmp_path, monkeypatch):
     path = tmp_path / "cp.npz"
     registry = save_small(path, rules)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cp.npz"]
-    (tmp_path / "cp.npz.tmp").write_bytes(b"half a checkpoint from a crash")
+    (tmp_path / ".cp.npz.tmp").write_bytes(b"half a checkpoint from a crash")
     assert load_checkpoint(path, registry).extra == {"archive": ["a.gz", 42]}
 
     restored = load_checkpoint(path, registry)
@@ -417,7 +417,7 @@ def test_save_is_atomic(rules, tmp_path, monkeypatch):
     def crash(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", crash)
+    monkeypatch.setattr(durable.os, "replace", crash)
     with pytest.raises(CheckpointError, match="No space left on device"):
         save_checkpoint(path, engine=restored.engine, tallies=restored.tallies,
                         decoder=Decoder(registry), extra={})

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from ptmon.collect import Collector
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
+from ptmon.live import month_of
 from ptmon.registry import load_registry
 from ptmon.replay import replay
-from ptmon.live import month_of
 from ptmon.rules import load_rules
 from ptmon.sinks.archive import archive_files
 
@@ -30,12 +29,16 @@ from .test_collect import current_minute, make_config, sim_clock
 CAMERAS = [f"taopu-cam{i}" for i in range(4)]
 
 
-@pytest.fixture
-def registry_file(tmp_path):
+def write_camera_registry(directory: Path) -> Path:
     lines = [HEADER] + [f"{d},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-0,2026-01-01," for d in CAMERAS]
-    path = tmp_path / "registry.csv"
+    path = directory / "registry.csv"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture
+def registry_file(tmp_path):
+    return write_camera_registry(tmp_path)
 
 
 class Publisher:

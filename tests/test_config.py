@@ -7,10 +7,17 @@ import re
 from pathlib import Path
 
 import pytest
-
 from ptmon import config as config_module
-from ptmon.config import CollectorConfig, TlsConfig, check_config, load_config
+from ptmon.config import (
+    CollectorConfig,
+    InfluxConfig,
+    MqttConfig,
+    TlsConfig,
+    check_config,
+    load_config,
+)
 from ptmon.errors import ConfigError
+from pydantic import ValidationError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "ptmon.sample.toml"
 SECRETS = {"PTMON_MQTT_PASSWORD": "mqtt-Secret-1", "PTMON_INFLUX_PASSWORD": "influx-Secret-2",
@@ -54,15 +61,16 @@ def test_sample_documents_every_key():
             shown[table].add(match[1])
             commented = " # " in line[2:] or lines[n + 1].lstrip().startswith("#")
             assert commented, f"{match[1]} has no comment"
-    assert shown[""] == set(config_module._TOP_KEYS) - {"mqtt", "influx", "alerts", "email", "limits", "storage", "loss"}
-    assert shown["mqtt"] == set(config_module._MQTT_KEYS) - {"tls"}
-    assert shown["mqtt.tls"] == set(config_module._TLS_KEYS)
-    assert shown["influx"] == set(config_module._INFLUX_KEYS)
-    assert shown["alerts"] == set(config_module._ALERTS_KEYS)
-    assert shown["email"] == set(config_module._EMAIL_KEYS)
-    assert shown["limits"] == set(config_module._LIMITS_KEYS)
-    assert shown["storage"] == set(config_module._STORAGE_KEYS)
-    assert shown["loss"] == set(config_module._LOSS_KEYS)
+    sections = {"mqtt": config_module.MqttConfig, "mqtt.tls": config_module.TlsConfig,
+                "influx": config_module.InfluxConfig, "alerts": config_module.AlertsConfig,
+                "email": config_module.EmailConfig, "limits": config_module.LimitsConfig,
+                "storage": config_module.StorageConfig, "loss": config_module.LossConfig,
+                "month": config_module.MonthConfig}
+    assert shown[""] == set(config_module.CollectorConfig.file_keys()) - set(sections)
+    assert shown["mqtt"] == set(config_module.MqttConfig.file_keys()) - {"tls"}
+    for table, section in sections.items():
+        if table != "mqtt":
+            assert shown[table] == set(section.file_keys()), table
 
 
 def test_sample_commented_keys_load_once_uncommented(tmp_path):
@@ -143,6 +151,14 @@ BAD_CONFIGS = [
     ("timeout", "[influx]\ntimeout = -1", {}, f"influx.timeout {DURATION} or a number of seconds like 0.5: -1"),
     ("retry-order", "[influx]\nretry_min = 60", {}, "influx.retry_min must be at most influx.retry_max (30 s): 60"),
     ("gzip", "[influx]\ngzip = 1", {}, "influx.gzip must be true or false: 1"),
+    ("password-in-file", "[mqtt]\nusername = 'u'\npassword = 'hunter2'", {}, "mqtt.password is not a known key; known: "),
+    ("token-in-file", "[influx]\ntoken = 'hunter2'", {}, "influx.token is not a known key; known: "),
+    ("source-in-file", "source = 'other.toml'", {}, "source is not a known key; known: "),
+    ("email-sender", "[email]\nsender = 'ptmon'", {}, "email.sender must be one e-mail address: 'ptmon'"),
+    ("email-port-bool", "[email]\nport = true", {}, "email.port must be an integer from 1 to 65535: True"),
+    ("loss-share", "[loss]\nstreet_rate = 2", {}, "loss.street_rate must be a fraction between 0 and 1 (0.02 for 2 %): 2"),
+    ("storage-order", "[storage]\nretry_min = '1m'", {}, "storage.retry_min must be at most storage.retry_max (30 s): '1m'"),
+    ("alerts-rules-missing", "[alerts]\nrules_file = 'none.yaml'", {}, "alerts.rules_file must be an existing file: 'none.yaml'"),
 ]
 
 
@@ -253,11 +269,10 @@ def test_check_config_summarises_without_secrets(tmp_path):
     text = ("[mqtt]\nurl = 'mqtts://broker.example'\nusername = 'ptmon'\n"
             "[influx]\nurl = 'http://influx:8086'\nusername = 'writer'")
     config = load_config(write(tmp_path, text), env=SECRETS)
-    v2 = dataclasses.replace(config.influx, api="v2", org="putuo", token=SECRETS["PTMON_INFLUX_TOKEN"],
-                             url="http://u:cli-Secret-5@influx:8086?p=cli-Secret-6")
+    v2 = dataclasses.replace(config.influx, api="v2", org="putuo", token=SECRETS["PTMON_INFLUX_TOKEN"])
     lines = check_config(config) + check_config(dataclasses.replace(config, influx=v2))
     text = "\n".join(lines)
-    for secret in [*SECRETS.values(), "cli-Secret-5", "cli-Secret-6"]:
+    for secret in SECRETS.values():
         assert secret not in text
     assert "broker: mqtts://broker.example:8883 (TLS: CA system store)" in lines
     assert "mqtt auth: username 'ptmon', password set" in lines
@@ -265,9 +280,24 @@ def test_check_config_summarises_without_secrets(tmp_path):
     assert "topics: putuo/+/+/+/hb, putuo/gw/+/status (and $SYS/broker/# for the broker's statistics)" in lines
     assert any(line.startswith("influx: http://influx:8086 api v1, database 'ptmon'") and "password set" in line
                for line in lines)
-    assert any(line.startswith("influx: http://***@influx:8086?*** api v2") and "token set" in line
-               for line in lines)
+    assert any(line.startswith("influx: http://influx:8086 api v2") and "token set" in line for line in lines)
     assert "metrics: http://127.0.0.1:9464/metrics" in lines
+
+
+def test_sections_built_in_code_are_validated_without_showing_secrets():
+    """Test that a section built or replaced in code is checked like a file: a URL holding a
+    password is refused, and the error shows neither it nor the query."""
+    influx = InfluxConfig(url="http://influx:8086/")
+    assert influx.url == "http://influx:8086"
+    with pytest.raises(ValidationError) as err:
+        dataclasses.replace(influx, url="http://u:cli-Secret-5@influx:8086?p=cli-Secret-6")
+    assert "holds credentials (http://***@influx:8086?***)" in str(err.value)
+    assert "cli-Secret" not in str(err.value)
+    with pytest.raises(ValidationError, match="must be 0 or 1"):
+        MqttConfig(qos=2)
+    with pytest.raises(ValidationError, match="mqtt.reconnect_max"):
+        MqttConfig(reconnect_min=60)
+    assert "hunter2" not in repr(MqttConfig(username="u", password="hunter2"))
 
 
 def test_check_config_of_defaults_says_what_is_off():

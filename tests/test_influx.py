@@ -10,20 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ptmon.config import InfluxConfig
 from ptmon.errors import SinkError
 from ptmon.metrics import Metrics
-from ptmon.sinks.influx import InfluxSink, V1Transport, V2Transport, failure_reason
+from ptmon.sinks.influx import InfluxSink
+from ptmon.sinks.influx_transport import V1Transport, V2Transport, failure_reason
+
 from tests.brokers import free_port
-from tests.fixtures_influx import (  # noqa: F401  (fixtures)
+from tests.fixtures_influx import (
     StubInflux,
     count_points,
-    influx_db,
-    influx_server,
     run,
     spool_points,
-    vm_url,
     wait_until,
     wait_until_sync,
 )

@@ -12,7 +12,7 @@ from ptmon.config import InfluxConfig
 from ptmon.sinks.influx import InfluxSink
 from ptmon.sinks.influx_setup import create_database_statement, query_error
 
-from tests.fixtures_influx import count_points, influx_server, run, wait_until  # noqa: F401 (fixture)
+from tests.fixtures_influx import count_points, run, wait_until
 from tests.servers import InfluxServer, influxql
 
 FAST = {"flush_interval": 0.05, "retry_min": 0.05, "retry_max": 0.2, "timeout": 5.0}
@@ -132,6 +132,22 @@ def test_account_that_may_not_create_gets_one_warning_and_one_error_per_problem(
     assert "has no database 'not_yet'" in missing and "this account may not" in missing
     assert "refused the writes with user 'writer'" in refused and "not_yet" in refused
     assert ADMIN[1] not in caplog.text and WRITER[1] not in caplog.text
+
+
+def test_a_wrong_password_is_said_to_be_one_not_a_missing_right(secured_influx: InfluxServer, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Test that credentials InfluxDB refuses (401) are reported as refused credentials, not as an account that
+    may not create databases, and that the password is never shown."""
+    async def scenario() -> None:
+        settings = config(secured_influx.url, database="wrong_pw", username=ADMIN[0], password="not-" + ADMIN[1])
+        async with InfluxSink(settings, spool_dir=tmp_path) as sink:
+            await write_and_wait(sink, 3)
+
+    caplog.set_level(logging.INFO)
+    run(scenario())
+    text = caplog.text
+    assert "refused the credentials" in text and "may not create" not in text
+    assert ADMIN[1] not in text
 
 
 def test_v2_without_the_bucket_is_one_clear_error(influx_server: InfluxServer, tmp_path: Path,

@@ -21,7 +21,6 @@ from email import policy as email_policy
 from email.parser import BytesParser
 
 import pytest
-
 from ptmon.alerting.message import compose
 from ptmon.alerting.model import AlertKey, AlertView, Cause, GroupKey, Notice, Notification, Phase
 from ptmon.alerting.rules import load_alert_rules
@@ -35,10 +34,10 @@ from ptmon.live import HeartbeatPoints, MonthTallies, SlaPoints
 from ptmon.registry import Registry, parse_registry
 from ptmon.replay import Feed
 from ptmon.rules import Rules, load_rules
-from ptmon.timebase import US_PER_S
-from ptmon.sinks.influx import V1Transport
+from ptmon.sinks.influx_transport import V1Transport
 from ptmon.sinks.lineproto import series_prefix
-from tests.fixtures_influx import influx_db, influx_server  # noqa: F401  (fixtures)
+from ptmon.timebase import US_PER_S
+
 from tests.servers import InfluxServer, influx_rows
 
 T0 = 1_793_462_400  # 2026-11-01T00:00:00+08:00

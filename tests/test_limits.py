@@ -12,8 +12,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from ptmon import config as config_module
 from ptmon.archive import write_archive
 from ptmon.checkpoint import load_checkpoint, restore_decoder, save_checkpoint
 from ptmon.config import LimitsConfig, load_config
@@ -53,7 +51,7 @@ def test_sample_documents_and_loads_the_limits() -> None:
     table = text[text.index("\n[limits]\n"):]
     table = table[:m.start()] if (m := re.search(r"\n\[(?!limits\])", table[1:])) else table
     shown = re.findall(r"(?m)^(\w+) = .*#", table)
-    assert sorted(shown) == sorted(config_module._LIMITS_KEYS)
+    assert sorted(shown) == sorted(LimitsConfig.file_keys())
     config = load_config(SAMPLE, env={"PTMON_MQTT_PASSWORD": "x", "PTMON_INFLUX_TOKEN": "y"})
     assert config.limits == LimitsConfig()
 

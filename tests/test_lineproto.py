@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from ptmon.config import InfluxConfig
-from ptmon.sinks.influx import V1Transport
+from ptmon.sinks.influx_transport import V1Transport
 from ptmon.sinks.lineproto import (
     escape_field_key,
     escape_measurement,
@@ -18,7 +17,7 @@ from ptmon.sinks.lineproto import (
     series_prefix,
     split_lines,
 )
-from tests.fixtures_influx import influx_db, influx_server  # noqa: F401  (fixtures)
+
 from tests.servers import InfluxServer, influx_rows
 
 T0 = 1_700_000_000_000_000  # µs

@@ -152,7 +152,7 @@ def test_no_secret_appears_anywhere(tmp_path: Path, servers: Any) -> None:
 
     wrong = collect(config, log, mqtt_password=WRONG_MQTT, influx_password=WRONG_INFLUX, broker=broker.port,
                     influx_url=influx.url)
-    wait_until(lambda: "broker refused the connection" in log.read_text() and "may not create" in log.read_text(),
+    wait_until(lambda: "broker refused the connection" in log.read_text() and "refused the credentials" in log.read_text(),
                timeout=60, what="the refusals logged")
     texts.append(scrape(metrics_port))
     assert stop(wrong) == 0

@@ -16,15 +16,16 @@ from ptmon.sinks.archive import archive_files
 from ptmon.timebase import month_bounds
 
 from .brokers import MosquittoServer
-from .test_collect_restarts import CAMERAS, Publisher, registry_file, wait_until  # noqa: F401  (fixture)
+from .test_collect_restarts import CAMERAS, Publisher, wait_until, write_camera_registry
 
 SPEED = 60.0  # a simulated minute per wall second: a camera heartbeat each second
 START = "2026-11-10T08:00"
 
 
-def test_a_frozen_collector_counts_the_freeze_as_a_gap_not_devices_offline(tmp_path: Path, registry_file: Path) -> None:
+def test_a_frozen_collector_counts_the_freeze_as_a_gap_not_devices_offline(tmp_path: Path) -> None:
     """Test that a collector stopped with SIGSTOP for six simulated minutes (cameras kept publishing) shows the freeze
     as a monitoring gap, every observed sample online, and the same KPIs in its CSV and a replay of its archive."""
+    registry_file = write_camera_registry(tmp_path)
     broker = MosquittoServer(tmp_path)
     broker.start()
     config = tmp_path / "ptmon.toml"

@@ -105,7 +105,7 @@ class Observations:
         judged = expected & ~self._unknown(ci, t, online, resume)
         counts = np.zeros((4, self.n_streets), dtype=np.int64)
         for row, mask in enumerate((online & judged, judged, online & judged & dead, judged & dead)):
-            counts[row] = engine._count_by_street(ci, mask)
+            counts[row] = engine.count_by_street(ci, mask)
         if self.window[ci]:
             window = self.samples[ci]
             window.append((t, counts))

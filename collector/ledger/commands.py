@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from ..timebase import format_instant, parse_instant
+from ..timebase import format_instant, month_bounds, parse_instant
 from .records import Exemption
 from .store import Ledger
 
@@ -70,14 +70,14 @@ def cmd_exempt(args: argparse.Namespace) -> int:
             e = ledger.add_exemption(scope=scope, target=target, start=start, end=end, reason=args.reason,
                                      approver=args.approver)
             print(f"exemption {e.id} recorded: {_describe(e)}")
+            _closed_note(ledger, e)
         elif action == "revoke":
             e = ledger.revoke_exemption(args.id, by=args.by, reason=args.reason)
             print(f"exemption {e.id} revoked by {e.revoked_by}: {_describe(e)}")
+            _closed_note(ledger, e)
         else:
             start = end = None  # type: ignore[assignment]
             if args.month:
-                from ..timebase import month_bounds
-
                 start, end = month_bounds(args.month)
             rows = ledger.exemptions(start=start, end=end, include_revoked=not args.active)
             if not rows:
@@ -85,6 +85,19 @@ def cmd_exempt(args: argparse.Namespace) -> int:
             for e in rows:
                 print(f"{e.id:>5}  {_describe(e)}")
     return 0
+
+
+def _closed_note(ledger: Ledger, e: Exemption) -> None:
+    """Say so when the exemption's window touches a closed month: it changes that month only
+    through a restatement (`ptmon month`)."""
+    from .closing import closings
+
+    touched = sorted({(c.month, c.contract) for c in closings(ledger)
+                      if e.start < month_bounds(c.month)[1] and month_bounds(c.month)[0] < e.end})
+    for month in sorted({m for m, _ in touched}):
+        contracts = ", ".join(c for m, c in touched if m == month)
+        print(f"note: {month} is closed ({contracts}): this changes its figures only through a restatement; "
+              f"`ptmon month status {month}` shows the effect, `ptmon month restate {month}` seals it", file=sys.stderr)
 
 
 def _describe(e: Exemption) -> str:

@@ -13,6 +13,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +23,12 @@ from ..errors import UsageError
 from ..lock import collector_running
 from ..registry import Registry, load_registry
 from ..replay import Progress
+from ..results import Results
 from ..rules import DEFAULT_RULES_DIR, load_rules
 from ..timebase import format_instant, month_bounds
 from .read import ledger_results
 from .rebuild import Recomputed, recompute_month
+from .records import Exemption
 from .store import Ledger
 
 SHOWN_DIFFERENCES = 10
@@ -117,23 +120,66 @@ def _verify(paths: _Paths, month: str, recomputed_path: Path, done: Recomputed) 
     start, end = month_bounds(month)
     with Ledger(paths.ledger, readonly=True) as ledger, Ledger(recomputed_path, readonly=True) as recomputed:
         exemptions = ledger.exemptions(start=start, end=end)
-        mine = ledger_results(ledger, paths.registry, start, end, exemptions)
-        theirs = ledger_results(recomputed, paths.registry, start, end, exemptions)
-        kpi = _differences(mine.csv_text().splitlines()[1:], theirs.csv_text().splitlines()[1:])
-        hours = _differences([_hour_key(h) for h in ledger.hours(start, end)], [_hour_key(h) for h in recomputed.hours(start, end)])
-        counts = _differences([repr(c) for c in ledger.counts(start, end)], [repr(c) for c in recomputed.counts(start, end)])
-        anomalies = _differences([repr(a) for a in read_anomalies(ledger, month)], [repr(a) for a in read_anomalies(recomputed, month)])
+        found = compare_month(ledger, recomputed, paths.registry, month, exemptions)
     print(f"ledger verify {month}: {paths.ledger} against the archive ({done.sources.describe()}, {done.records:,} records)")
-    for what, diff, total in (("KPI rows", kpi, len(mine.rows)), ("hour rows", hours, None), ("count rows", counts, None),
-                              ("anomaly rows", anomalies, None)):
+    for what, diff, total in (("KPI rows", found.kpi, found.kpi_rows), ("hour rows", found.hours, None),
+                              ("count rows", found.counts, None), ("anomaly rows", found.anomalies, None)):
         print(f"  {what}: {'equal' if not diff else f'{len(diff)} differ'}" + (f" ({total})" if total else ""))
         for line in diff[:SHOWN_DIFFERENCES]:
             print(f"    {line}")
-    if kpi or hours or counts or anomalies:
+    if found.any:
         print("DIFFERENT: `ptmon ledger rebuild --month {0}` replaces the ledger's month with the recomputation".format(month))
         return 1
     print("OK: the ledger's month equals the archive's")
     return 0
+
+
+@dataclass(frozen=True)
+class MonthComparison:
+    """Lines only in the ledger ('ledger:  …') or only in the recomputation ('archive: …')."""
+
+    kpi: list[str]
+    hours: list[str]
+    counts: list[str]
+    anomalies: list[str]
+    kpi_rows: int
+
+    @property
+    def any(self) -> bool:
+        return bool(self.kpi or self.hours or self.counts or self.anomalies)
+
+
+def compare_month(ledger: Ledger, recomputed: Ledger, registry: Registry, month: str, exemptions: Sequence[Exemption],
+                  contracts: Sequence[str] | None = None) -> MonthComparison:
+    """The ledger's month against its recomputation: KPI rows (with ``exemptions``), hour rows and
+    message count rows; only those of ``contracts`` when given (count rows of no device too)."""
+    start, end = month_bounds(month)
+    wanted = set(contracts) if contracts is not None else None
+    mine = ledger_results(ledger, registry, start, end, exemptions)
+    theirs = ledger_results(recomputed, registry, start, end, exemptions)
+
+    def kpi_lines(results: Results) -> list[str]:
+        return [line for line in results.csv_text().splitlines()[1:] if wanted is None or line.split(",")[0] in wanted]
+
+    def hour_lines(db: Ledger) -> list[str]:
+        return [_hour_key(h) for h in db.hours(start, end) if wanted is None or h.contract in wanted]
+
+    def count_lines(db: Ledger) -> list[str]:
+        return [repr(c) for c in db.counts(start, end) if wanted is None or c.contract in wanted or not c.contract]
+
+    return MonthComparison(kpi=_differences(kpi_lines(mine), kpi_lines(theirs)),
+                           hours=_differences(hour_lines(ledger), hour_lines(recomputed)),
+                           counts=_differences(count_lines(ledger), count_lines(recomputed)),
+                           anomalies=_differences([repr(a) for a in read_anomalies(ledger, month)],
+                                                  [repr(a) for a in read_anomalies(recomputed, month)]),
+                           kpi_rows=len(kpi_lines(mine)))
+
+
+def month_differences(ledger: Ledger, recomputed: Ledger, registry: Registry, month: str,
+                      exemptions: Sequence[Exemption], contracts: Sequence[str] | None = None) -> list[str]:
+    """Every differing line of :func:`compare_month`, KPI rows first."""
+    found = compare_month(ledger, recomputed, registry, month, exemptions, contracts)
+    return [*found.kpi, *found.hours, *found.counts, *found.anomalies]
 
 
 def _hour_key(h) -> str:  # type: ignore[no-untyped-def]

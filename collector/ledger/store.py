@@ -19,6 +19,9 @@ Tables:
 * ``episodes`` — device offline episodes (运维记录: start, end, restored or not).
 * ``alert_state`` and ``alerts`` — the state of each alert rule, and every alert email
   (queued, sent or failing) with its full message: the outbox and the record of what was sent.
+* ``closings`` and ``closing_blobs`` — the sealed closings of months (`ptmon month close`,
+  ``restate``): every version kept, never changed (triggers refuse UPDATE and DELETE); see
+  :mod:`ptmon.ledger.closing`.
 
 Instants are int64 µs since the Unix epoch; calendar boundaries are Asia/Shanghai.
 """
@@ -38,7 +41,7 @@ from ..rules import COUNTERS
 from ..timebase import day_of
 from .records import EXEMPTION_SCOPES, Episode, Exemption
 
-SCHEMA_VERSION = 2  # 2: hours without exemptions, device status changes, message counts
+SCHEMA_VERSION = 3  # 2: hours without exemptions, device status changes, message counts; 3: closings
 FORMAT = "ptmon-ledger"
 
 _COUNTER_COLUMNS = ", ".join(f"{c} INTEGER NOT NULL" for c in COUNTERS)
@@ -84,6 +87,17 @@ CREATE TABLE IF NOT EXISTS alerts (
     message BLOB NOT NULL, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT, next_try INTEGER NOT NULL DEFAULT 0, sent_at INTEGER, created_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (status, next_try);
+CREATE TABLE IF NOT EXISTS closings (
+    month TEXT NOT NULL, contract TEXT NOT NULL, version INTEGER NOT NULL CHECK (version >= 1),
+    closed_at INTEGER NOT NULL, closed_by TEXT NOT NULL, reason TEXT NOT NULL,
+    doc BLOB NOT NULL, seal TEXT NOT NULL, PRIMARY KEY (month, contract, version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS closing_blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS closings_never_updated BEFORE UPDATE ON closings
+    BEGIN SELECT RAISE(ABORT, 'a sealed closing is never changed: restate the month instead'); END;
+CREATE TRIGGER IF NOT EXISTS closings_never_deleted BEFORE DELETE ON closings
+    BEGIN SELECT RAISE(ABORT, 'a sealed closing is never deleted: restate the month instead'); END;
+CREATE TRIGGER IF NOT EXISTS closing_blobs_never_updated BEFORE UPDATE ON closing_blobs
+    BEGIN SELECT RAISE(ABORT, 'a sealed file is never changed'); END;
 """
 
 
@@ -196,10 +210,14 @@ class Ledger:
         self.db.execute("COMMIT")
 
     def _upgrade(self) -> None:
-        """Schema 1 → 2, in the open transaction. Schema 1 hours hold exemptions as the collector
-        applied them; without any exemption they equal schema 2's, else the months must be
-        recomputed from the archive. Device status is kept from now on."""
+        """Schema 1 → 2 → 3, in the open transaction. Schema 2 → 3 only adds the closings tables
+        (created above). Schema 1 hours hold exemptions as the collector applied them; without any
+        exemption they equal schema 2's, else the months must be recomputed from the archive.
+        Device status is kept from now on."""
         version = int(dict(self.db.execute("SELECT key, value FROM meta").fetchall()).get("schema_version", "0"))
+        if version == 2:
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            return
         if version != 1:
             return
         if self.db.execute("SELECT count(*) FROM exemptions").fetchone()[0]:
@@ -485,8 +503,12 @@ def _alert(r: tuple[Any, ...]) -> AlertMessage:
 
 
 def _create(db: sqlite3.Connection) -> None:
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    statement = ""
+    for part in SCHEMA.split(";"):  # a trigger's body holds ';' too: run each statement once it is complete
+        statement += part + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                db.execute(statement)
+            statement = ""
     db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
     db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..ledger.read import ledger_daily, ledger_results, ledger_warnings
 from ..ledger.rebuild import rebuild_ledger, recompute_month
 from ..ledger.store import Ledger
+from ..merge import recompute_partitions, tagged_archives
 from ..registry import Registry
 from ..replay import Progress
 from ..rules import RULE_FILES, Rules
@@ -33,9 +34,10 @@ _DAY = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})")
 
 def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: Path | None,
                  archive_dirs: Sequence[Path] | None, progress: Callable[[str], None] | None = None,
-                 now: int | None = None) -> ReportInputs:
+                 now: int | None = None, ledger_label: str | None = None) -> ReportInputs:
     """The month's report inputs; ``now`` (µs, default the clock) is when the report is made,
-    which decides whether the month is over (:mod:`ptmon.report.status`)."""
+    which decides whether the month is over (:mod:`ptmon.report.status`); ``ledger_label`` names
+    the ledger in the report when it is not ``ledger_path`` itself (partitions' ledgers merged)."""
     start, end = month_bounds(month)
     made_at = time.time_ns() // 1000 if now is None else now
     say = progress or (lambda text: None)
@@ -67,7 +69,8 @@ def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: P
             episodes=ledger.episodes(start, end), anomalies=read_anomalies(ledger, month), warnings=warnings,
             made_at=made_at,
             observed_until=last_observed(ledger.spans(), start, end),
-            files=files + ([InputFile(role="ledger", path=str(ledger_path), sha256=_ledger_digest(ledger, start, end))]
+            files=files + ([InputFile(role="ledger", path=ledger_label or str(ledger_path),
+                                      sha256=_ledger_digest(ledger, start, end))]
                            if source == "ledger" else []),
         )
         if ledger is not real:
@@ -90,7 +93,9 @@ def _recompute(month: str, registry: Registry, ledger: Ledger, sources: Sequence
     if missing:
         raise UsageError(f"no such archive file or directory: {', '.join(missing)}")
     directories = [Path(p) for p in sources if Path(p).is_dir()]
-    if len(directories) == len(sources):
+    if (partitions := tagged_archives(list(map(Path, sources)))) is not None:
+        read = recompute_partitions(partitions, registry, month, ledger, progress=progress, say=say)
+    elif len(directories) == len(sources):
         found = month_sources(directories, month)
         if not found.files:
             raise UsageError(f"no archive files for {month} in {', '.join(map(str, sources))}")

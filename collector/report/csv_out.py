@@ -7,6 +7,9 @@ Summing a money column over all rows therefore counts each street once per KPI: 
 ``kpi`` (e.g. ``online``) and on ``street != district`` first. Empty when the contract has no
 payment rule.
 
+A report of a sealed closing (第 N 版) adds ``version`` (N) and ``seal`` (the closing's SHA-256)
+after them, the same on every row; a report from the live ledger has neither.
+
 ``coverage`` is the contract's monitoring coverage (observed seconds / the month's seconds),
 rounded half-up to 9 decimals like ``value``; ``provisional`` is ``true`` when the contract's
 figures and amounts are provisional (month not over, or coverage below 1: see
@@ -25,6 +28,7 @@ from .view import ReportView
 
 MONEY_COLUMNS = ("fee", "deduction", "payable")
 STATUS_COLUMNS = ("coverage", "provisional")
+CLOSING_COLUMNS = ("version", "seal")
 
 
 def csv_text(view: ReportView) -> str:
@@ -42,11 +46,13 @@ def csv_text(view: ReportView) -> str:
     assert tuple(header) == CSV_COLUMNS
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow((*CSV_COLUMNS, *MONEY_COLUMNS, *STATUS_COLUMNS))
+    closing = view.inputs.closing
+    sealed = (str(closing.version), closing.seal) if closing is not None else ()
+    writer.writerow((*CSV_COLUMNS, *MONEY_COLUMNS, *STATUS_COLUMNS, *(CLOSING_COLUMNS if sealed else ())))
     for row in reader:
         contract, street = row[0], row[1]
         if contract in wanted:
-            writer.writerow((*row, *money.get((contract, street), ("", "", "")), *status[contract]))
+            writer.writerow((*row, *money.get((contract, street), ("", "", "")), *status[contract], *sealed))
     return out.getvalue()
 
 

@@ -22,13 +22,16 @@ from .charts import Series, legend_html, trend_svg
 from .status import PROVISIONAL, TITLE_MARK, coverage_text
 from .summary import WORST_DEVICES
 from .template import CSS, PROVISIONAL_CSS, TEMPLATE
+from .versions_html import CSS as CLOSING_CSS
+from .versions_html import closing_rows, closing_section
 from .view import ContractView, ReportView, StreetLine
 
 NUMERALS = "零一二三四五六七八九十"
 SUB_NUMERALS = ("", "（一）", "（二）", "（三）", "（四）", "（五）", "（六）", "（七）", "（八）")
 KIND_LABELS = {"blind": "失明", "degraded": "劣化", "stuck": "卡死"}
 SOURCE_LABELS = {"ledger": "SLA 台账（ledger）", "archive": "原始报文存档重新计算（archive）"}
-ROLE_LABELS = {"ledger": "台账", "archive": "报文存档", "registry": "设备清单", "rules": "规则文件"}
+ROLE_LABELS = {"ledger": "台账", "archive": "报文存档", "registry": "设备清单", "rules": "规则文件", "snapshot": "月初状态快照",
+               "config": "配置文件", "exemptions": "豁免记录", "late": "迟到心跳"}
 SCOPE_LABELS = {"device": "设备", "street": "街镇", "gateway": "网关"}
 UNKNOWN_SHOWN = 20
 
@@ -46,11 +49,15 @@ def render_html(view: ReportView) -> str:
     unknown = sorted(results.unknown_topics.items(), key=lambda kv: (-kv[1], kv[0]))
     quality = view.quality()
     status = view.status
+    closing = inputs.closing
     return _TEMPLATE.render(
         v=view,
         st=status,
         f=fmt,
-        css=Markup(CSS + (PROVISIONAL_CSS if status.provisional else "") + _page_css(view)),
+        cl=closing,
+        closing_rows=closing_rows(view),
+        closing_section=closing_section(view),
+        css=Markup(CSS + (PROVISIONAL_CSS if status.provisional else "") + (CLOSING_CSS if closing else "") + _page_css(view)),
         numerals=NUMERALS,
         sub=SUB_NUMERALS,
         source_label=SOURCE_LABELS.get(inputs.source, inputs.source),
@@ -79,6 +86,8 @@ def render_html(view: ReportView) -> str:
 def _page_css(view: ReportView) -> str:
     """The running header of every page after the first: title, month and the input digest."""
     title = f"月度租赁服务考核验收报告 · {view.month_label}" + (f" · {TITLE_MARK}" if view.status.provisional else "")
+    if view.inputs.closing is not None:
+        title += f" · {view.inputs.closing.label}"
     digest = f"输入 SHA-256 {view.inputs.digest[:16]}…" if view.inputs.digest else ""
     return (f"\n@page {{ @top-left {{ content: {css_string(title)}; }} @top-right {{ content: {css_string(digest)}; }} }}\n"
             "@page :first { @top-left { content: none; } @top-right { content: none; } }\n")

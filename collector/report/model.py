@@ -14,6 +14,7 @@ from ..ledger.records import Episode, Exemption
 from ..registry import Registry
 from ..results import Results
 from ..rules import Rules
+from .versions import ClosingInfo
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,3 +60,6 @@ class ReportInputs:
     # µs, the end of the monitor's last observed span within the month (ledger spans), capped at
     # ``end``; None: not known, judged from ``results.gaps`` alone.
     observed_until: int | None = None
+    # A report of a sealed closing (第 N 版): its version, seal and history (report.versions);
+    # None for a report read from the live ledger or recomputed from the archive.
+    closing: ClosingInfo | None = None

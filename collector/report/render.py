@@ -6,11 +6,11 @@ temporary name and renamed, so a file with the final name is always complete.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ..durable import replacing
 from ..errors import PtmonError, UsageError
 from .model import ReportInputs
 from .view import ReportView, build_view
@@ -32,21 +32,22 @@ def report_stem(month: str, contract: str | None) -> str:
 
 
 def render(inputs: ReportInputs, out_dir: Path, formats: Iterable[str] = FORMATS, *, contract: str | None = None,
-           progress: Callable[[str], None] | None = None) -> list[Path]:
-    """Write the report of ``contract`` (default: every contract) in ``formats``; the paths written."""
+           progress: Callable[[str], None] | None = None, stem: str | None = None) -> list[Path]:
+    """Write the report of ``contract`` (default: every contract) in ``formats``; the paths written.
+    ``stem`` names the files (default ``report-YYYY-MM[-contract]``)."""
     say = progress or (lambda _: None)
     chosen: Sequence[str] = tuple(formats)
     out_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     view = build_view(inputs, contract)
     say(f"summaries built ({time.monotonic() - began:.1f} s)")
-    stem = out_dir / report_stem(inputs.month, contract)
+    base = out_dir / (stem or report_stem(inputs.month, contract))
     html_text = ""
     written = []
     # The PDF last: it alone needs more than Python (the [pdf] extra, Pango, the CJK fonts), and
     # when that is missing the other formats are written all the same.
     for fmt in sorted(chosen, key=lambda f: f == "pdf"):
-        target = stem.with_suffix(f".{fmt}")
+        target = base.with_name(f"{base.name}.{fmt}")
         step = time.monotonic()
         if fmt in ("html", "pdf") and not html_text:
             from .html import render_html
@@ -83,9 +84,5 @@ def _render_one(fmt: str, view: ReportView, html_text: str, path: Path) -> None:
 
 
 def _write(target: Path, fmt: str, view: ReportView, html_text: str) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(target, durable=False) as tmp:
         _render_one(fmt, view, html_text, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

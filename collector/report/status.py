@@ -40,13 +40,14 @@ class ReportStatus:
     month_over: bool
     observed_until: int  # µs, the last observed instant of the month (``end`` when observed to the end)
     coverage: dict[str, Fraction]  # contract code → observed seconds / the month's seconds
+    gaps_accepted: bool = False  # a sealed closing whose reviewers accepted the gaps: final all the same
 
     def contract_provisional(self, code: str) -> bool:
-        return not self.month_over or self.coverage.get(code, Fraction(0)) < 1
+        return not self.month_over or (self.coverage.get(code, Fraction(0)) < 1 and not self.gaps_accepted)
 
     @property
     def provisional(self) -> bool:
-        return not self.month_over or any(c < 1 for c in self.coverage.values())
+        return not self.month_over or (any(c < 1 for c in self.coverage.values()) and not self.gaps_accepted)
 
     @property
     def cut_short(self) -> bool:
@@ -66,7 +67,7 @@ class ReportStatus:
         out = []
         if not self.month_over:
             out.append(f"本月尚未结束 (month not yet over)：数据截至 {self.as_of()}（上海时间），其后的时段尚未观测")
-        elif any(c < 1 for c in self.coverage.values()):
+        elif any(c < 1 for c in self.coverage.values()) and not self.gaps_accepted:
             until = f"，数据截至 {self.as_of()}（上海时间）" if self.cut_short else ""
             out.append(f"本月未被完整监测 (month not wholly observed)：监测覆盖率不足 100%{until}；"
                        "监测缺口期间既不计在线也不计离线，须审核人对缺口作出认定")
@@ -90,7 +91,9 @@ def report_status(inputs: ReportInputs, contracts: Sequence[str]) -> ReportStatu
         cov = inputs.results.coverage.get(code, {})
         period = cov.get("period_seconds", 0)
         coverage[code] = Fraction(cov.get("observed_seconds", 0), period) if period else Fraction(0)
-    return ReportStatus(start=inputs.start, end=inputs.end, month_over=over, observed_until=until, coverage=coverage)
+    accepted = inputs.closing is not None and inputs.closing.gaps_accepted
+    return ReportStatus(start=inputs.start, end=inputs.end, month_over=over, observed_until=until, coverage=coverage,
+                        gaps_accepted=accepted)
 
 
 def observed_until(inputs: ReportInputs) -> int:

@@ -86,13 +86,13 @@ TEMPLATE = r"""<!DOCTYPE html>
 <html lang="zh-CN">
 <head>
 <meta charset="utf-8">
-<title>月度租赁服务考核验收报告 {{ v.inputs.month }}{% if st.provisional %}（临时报告 Provisional）{% endif %}</title>
+<title>月度租赁服务考核验收报告 {{ v.inputs.month }}{% if cl %}（{{ cl.label }}）{% endif %}{% if st.provisional %}（临时报告 Provisional）{% endif %}</title>
 <style>{{ css }}</style>
 </head>
 <body>
 <header>
 <div class="org">上海市普陀区城市运行管理中心</div>
-<h1>月度租赁服务考核验收报告{% if st.provisional %}（临时报告）{% endif %}</h1>
+<h1>月度租赁服务考核验收报告{% if cl %}（{{ cl.label }}）{% endif %}{% if st.provisional %}（临时报告）{% endif %}</h1>
 <div class="subtitle">{{ v.month_label }} · {% for c in v.contracts %}{{ c.contract.name }}{% if not loop.last %}、{% endif %}{% endfor %}</div>
 {% if st.provisional %}
 <div class="provisional">
@@ -111,6 +111,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 <tr><th>数据来源</th><td>{{ source_label }}</td></tr>
 <tr><th>规则版本 / 设备清单版本</th><td>{{ v.inputs.rules.version }} / {{ v.inputs.registry.version }}</td></tr>
 <tr><th>输入文件 SHA-256</th><td class="hash">{{ v.inputs.digest or "—" }}</td></tr>
+{% if cl %}{{ closing_rows }}{% endif %}
 </table>
 </header>
 
@@ -138,6 +139,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 </ul></div>
 {% endif %}
 </section>
+{% if cl %}{{ closing_section }}{% endif %}
 
 {% for c in v.contracts %}{% set n = loop.index %}
 <section class="major contract" id="contract-{{ c.contract.code }}">

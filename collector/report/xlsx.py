@@ -21,8 +21,13 @@ from .xlsxml import Cell, Sheet, save
 
 def render_xlsx(view: ReportView, path: Path) -> None:
     sheets = [_contract_sheet(view, c) for c in view.contracts]
+    if view.inputs.closing is not None:
+        from .versions_xlsx import versions_sheet
+
+        sheets.append(versions_sheet(view))
     sheets += [_device_sheet(view), _worst_sheet(view), _exemption_sheet(view), _about_sheet(view)]
     mark = f"（{TITLE_MARK}）" if view.status.provisional else ""
+    mark += f"（{view.inputs.closing.label}）" if view.inputs.closing is not None else ""
     save(sheets, path, title=f"月度租赁服务考核验收报告 {view.inputs.month}{mark}")
 
 

@@ -165,14 +165,15 @@ def save(sheets: Iterable[Sheet], path: Path, *, title: str = "") -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate sheet names: {names}")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as z:
-        z.writestr("[Content_Types].xml", _content_types(len(sheets)))
-        z.writestr("_rels/.rels", _ROOT_RELS)
-        z.writestr("docProps/core.xml", _core(title))
-        z.writestr("xl/workbook.xml", _workbook(sheets))
-        z.writestr("xl/_rels/workbook.xml.rels", _workbook_rels(len(sheets)))
-        z.writestr("xl/styles.xml", _STYLES_XML)
-        for i, sheet in enumerate(sheets, 1):
-            z.writestr(f"xl/worksheets/sheet{i}.xml", sheet.xml())
+        parts = [("[Content_Types].xml", _content_types(len(sheets))), ("_rels/.rels", _ROOT_RELS),
+                 ("docProps/core.xml", _core(title)), ("xl/workbook.xml", _workbook(sheets)),
+                 ("xl/_rels/workbook.xml.rels", _workbook_rels(len(sheets))), ("xl/styles.xml", _STYLES_XML)]
+        parts += [(f"xl/worksheets/sheet{i}.xml", sheet.xml()) for i, sheet in enumerate(sheets, 1)]
+        for name, text in parts:
+            # A fixed timestamp (the zip epoch), not the clock: the same report gives the same bytes.
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, text, compresslevel=6)
 
 
 _ROOT_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>

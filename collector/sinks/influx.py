@@ -8,8 +8,7 @@ points first, so memory keeps the newest and dashboards catch up from the presen
 spool is bounded by ``spool_limit`` (the oldest files are dropped and counted). When InfluxDB
 is back the writer drains memory, then the spool oldest first.
 
-A spool file is line protocol, a ``#ptmon-batch points=N bytes=M`` comment before each
-batch: ``zcat f.lp.gz | curl --data-binary @- '.../write?db=ptmon&precision=u'`` replays it.
+The spool's file format is in :mod:`.spool`, the HTTP transports in :mod:`.influx_transport`.
 Batches InfluxDB rejects (parse errors, type conflicts) go to ``spool_dir/dead-letter/``
 with the error as a comment, never retried. Delivery is at-least-once: a batch cut short by
 a crash or a shutdown is written again, which InfluxDB treats as the same points.
@@ -18,298 +17,38 @@ a crash or a shutdown is written again, which InfluxDB treats as the same points
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
-import http.client
 import logging
-import os
 import random
-import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Protocol
 
 from ..config import InfluxConfig
-from ..credentials import redact, split_credentials
-from ..durable import fsync_directory
-from ..errors import ConfigError, SinkError
+from ..credentials import redact
+from ..errors import SinkError
 from ..metrics import Metrics
-from .influx_setup import advice, create_database_statement, needs_a_person, query_error
-from .lineproto import split_lines
+from .influx_setup import advice, needs_a_person
+from .influx_transport import Transport, failure_reason, make_transport
+from .spool import (
+    Batch,
+    SpoolFile,
+    bytes_under,
+    file_groups,
+    halves,
+    read_spool_file,
+    scan_spool,
+    set_aside,
+    unlink,
+    write_dead_letter,
+    write_spool_file,
+)
 
 log = logging.getLogger(__name__)
 
-SPOOL_GLOB = "*.lp.gz"
-SPOOL_NAME = re.compile(r"^(\d+)-(\d+)\.lp\.gz$")
-FRAME = re.compile(rb"#ptmon-batch points=(\d+) bytes=(\d+)\n")
 RETRY_AFTER_CAP = 600.0  # seconds; a larger Retry-After is more likely a bug than a plan
-SPOOL_GZIP_LEVEL = 1  # the spool is written under load, speed matters more than size
 WIRE_GZIP_LEVEL = 1
-
-
-class Transport(Protocol):
-    """Sends one body; raises ``SinkError`` saying what to do. Called in a worker thread.
-
-    A transport with ``self_compressing = True`` compresses by itself and wants plain bodies.
-    """
-
-    def write(self, body: bytes, *, gzipped: bool) -> None: ...
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def classify(status: int, message: str, retry_after: str | None = None) -> SinkError:
-    """The SinkError for a non-2xx answer, by what the sink should do with the batch."""
-    text = f"InfluxDB answered {status}: {' '.join(message.split())[:500]}"
-    if status == 413:
-        # the body exceeds the server's max-body-size: halves of it may fit
-        return SinkError(text, retryable=False, status=status, too_large=True)
-    if status in (400, 422):
-        # the data itself is bad (parse error, type conflict, partial write): it never will be written
-        return SinkError(text, retryable=False, status=status)
-    if status == 429 or status >= 500:
-        # overloaded or failing server: the same batch goes through later
-        return SinkError(text, retryable=True, status=status, retry_after=_retry_after(retry_after))
-    # 401/403/404 (credentials, missing database) and the unexpected: a config fix must not lose data
-    return SinkError(text, retryable=True, status=status)
-
-
-class V1Transport:
-    """POST ``/write`` (InfluxDB 1.x, and the 1.x compatibility API of 2.x/3.x)."""
-
-    def __init__(self, config: InfluxConfig) -> None:
-        # user:password@ in the URL (a caller that did not split it off) is used, never sent as a host name
-        creds = split_credentials(config.url)
-        if urllib.parse.urlsplit(creds.url).scheme not in ("http", "https"):
-            raise ConfigError(f"influx.url must be http:// or https://: {redact(config.url)!r}")
-        params = {"db": config.database, "precision": "u"}
-        if config.retention_policy:
-            params["rp"] = config.retention_policy
-        base = creds.url.rstrip("/")
-        self.url = f"{base}/write?{urllib.parse.urlencode(params)}"
-        self.query_url = f"{base}/query"
-        self.headers = {"Content-Type": "text/plain; charset=utf-8"}
-        username, password = (config.username, config.password) if config.username else (creds.username, creds.password)
-        if username:
-            user = f"{username}:{password or ''}".encode()
-            self.headers["Authorization"] = "Basic " + base64.b64encode(user).decode()
-        self.database = config.database
-        self.timeout = config.timeout
-        # environment proxies are for people's browsers, not for the path to the database
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def write(self, body: bytes, *, gzipped: bool) -> None:
-        headers = {**self.headers, "Content-Encoding": "gzip"} if gzipped else self.headers
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            raise classify(exc.code, _error_text(exc), exc.headers.get("Retry-After")) from exc
-        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, a cut-short answer
-            # the server is away or the network is: the batch is fine
-            raise SinkError(f"InfluxDB unreachable: {getattr(exc, 'reason', exc)}", retryable=True) from exc
-
-
-    def create_database(self) -> None:
-        """``CREATE DATABASE`` (a no-op when it exists); SinkError when refused or unreachable."""
-        body = urllib.parse.urlencode({"q": create_database_statement(self.database)}).encode()
-        headers = {**self.headers, "Content-Type": "application/x-www-form-urlencoded"}
-        request = urllib.request.Request(self.query_url, data=body, headers=headers, method="POST")
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                error = query_error(response.read())
-        except urllib.error.HTTPError as exc:
-            raise SinkError(f"InfluxDB answered {exc.code}: {query_error(exc.read()) or exc.reason}", retryable=True,
-                            status=exc.code) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise SinkError(f"InfluxDB unreachable: {getattr(exc, 'reason', exc)}", retryable=True) from exc
-        if error:  # InfluxDB 1.x answers 200 with the statement's error (e.g. "requires admin privilege")
-            status = 403 if "authoriz" in error or "privilege" in error else 400
-            raise SinkError(f"InfluxDB refused CREATE DATABASE: {error}", retryable=True, status=status)
-
-
-def _error_text(exc: urllib.error.HTTPError) -> str:
-    try:
-        return exc.read().decode(errors="replace")
-    except (OSError, http.client.HTTPException):
-        return str(exc.reason)
-
-
-class V2Transport:
-    """influxdb-client's ``/api/v2/write`` (InfluxDB 2.x, 1.8+, 3.x; VictoriaMetrics)."""
-
-    self_compressing = True  # the client gzips itself when enable_gzip
-
-    def __init__(self, config: InfluxConfig) -> None:
-        from influxdb_client import InfluxDBClient, WritePrecision
-        from influxdb_client.client.write_api import SYNCHRONOUS
-
-        if split_credentials(config.url).username is not None:
-            raise ConfigError(f"influx.url holds credentials ({redact(config.url)}), but the v2 API authenticates "
-                              "with a token: put it in $PTMON_INFLUX_TOKEN and give the URL without user:password@")
-        self._client = InfluxDBClient(url=config.url, token=config.token, org=config.org,
-                                      enable_gzip=config.gzip, timeout=int(config.timeout * 1000))
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._bucket, self._org, self._precision = config.bucket, config.org, WritePrecision.US
-
-    def write(self, body: bytes, *, gzipped: bool) -> None:
-        import urllib3
-        from influxdb_client.rest import ApiException
-
-        if gzipped:
-            body = gzip.decompress(body)  # the client compresses (again) by itself
-        try:
-            self._write_api.write(self._bucket, self._org, record=body, write_precision=self._precision)
-        except ApiException as exc:
-            raise classify(int(exc.status or 0), str(exc.message or exc.reason), exc.retry_after) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            # the server is away or the network is: the batch is fine
-            raise SinkError(f"InfluxDB unreachable: {exc}", retryable=True) from exc
-
-    def close(self) -> None:
-        self._client.close()
-
-
-def make_transport(config: InfluxConfig) -> Transport:
-    return V2Transport(config) if config.api == "v2" else V1Transport(config)
-
-
-@dataclass(eq=False)
-class Batch:
-    """Up to ``batch_size`` lines, joined; ``points`` counts lines (a string may hold a newline)."""
-
-    body: bytes
-    points: int
-    origin: SpoolFile | None = None  # the spool file it was read from
-    copy: SpoolFile | None = None  # persist() wrote it to disk while it was in flight
-    resolved: bool = False  # written or dead-lettered
-
-
-@dataclass(eq=False)
-class SpoolFile:
-    path: Path
-    points: int
-    size: int  # bytes on disk
-    done: int = 0  # points of it already written or dead-lettered
-
-
-def write_spool_file(directory: Path, seq: int, batches: list[Batch]) -> SpoolFile:
-    """One gzip file holding the batches, made durable: tmp, fsync, rename, fsync the directory."""
-    directory.mkdir(parents=True, exist_ok=True)
-    points = sum(b.points for b in batches)
-    path = directory / f"{seq:016d}-{points}.lp.gz"
-    tmp = directory / f".{path.name}.tmp"
-    try:
-        with tmp.open("wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=SPOOL_GZIP_LEVEL, mtime=0) as out:
-                for batch in batches:
-                    out.write(b"#ptmon-batch points=%d bytes=%d\n" % (batch.points, len(batch.body)))
-                    out.write(batch.body)
-                    out.write(b"\n")
-            raw.flush()
-            os.fsync(raw.fileno())
-        tmp.rename(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(directory)
-    return SpoolFile(path, points, path.stat().st_size)
-
-
-def read_spool_file(spool: SpoolFile) -> list[Batch]:
-    """The batches of a spool file; ValueError when it is not one."""
-    data = gzip.decompress(spool.path.read_bytes())
-    batches, pos = [], 0
-    while pos < len(data):
-        frame = FRAME.match(data, pos)
-        if frame is None:
-            raise ValueError(f"no batch header at byte {pos}")
-        points, size = int(frame[1]), int(frame[2])
-        start = frame.end()
-        if data[start + size:start + size + 1] != b"\n":
-            raise ValueError(f"batch at byte {pos} is cut short")
-        batches.append(Batch(data[start:start + size], points, origin=spool))
-        pos = start + size + 1
-    return batches
-
-
-def scan_spool(directory: Path) -> list[SpoolFile]:
-    """Spool files left by earlier runs, oldest first; removes half-written ones."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for tmp in directory.glob(".*.tmp"):
-        tmp.unlink()  # never renamed: its points were still in memory and are not ours to restore
-    files = []
-    for path in sorted(directory.glob(SPOOL_GLOB)):
-        if match := SPOOL_NAME.match(path.name):
-            files.append(SpoolFile(path, int(match[2]), path.stat().st_size))
-    return files
-
-
-def _unlink(path: Path) -> None:
-    path.unlink(missing_ok=True)
-
-
-def _bytes_under(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.glob("*") if p.is_file()) if directory.is_dir() else 0
-
-
-def failure_reason(exc: SinkError) -> str:
-    """The ``reason`` label of ``ptmon_influx_failures``."""
-    if exc.too_large:
-        return "too_large"
-    if exc.status is None:
-        return "network"
-    if exc.status == 429:
-        return "throttled"
-    if exc.status >= 500:
-        return "server_error"
-    if exc.status in (401, 403, 404):
-        return "config"
-    return "other" if exc.retryable else "rejected"
-
-
-def _halves(body: bytes, points: int) -> list[tuple[bytes, int]]:
-    """The body cut in two at a line boundary; [] when it is one line."""
-    # every newline ends a line unless a string field holds one (then there are fewer lines than newlines+1)
-    lines = body.split(b"\n") if body.count(b"\n") + 1 == points else split_lines(body)
-    if len(lines) < 2:
-        return []
-    mid = len(lines) // 2
-    return [(b"\n".join(lines[:mid]), mid), (b"\n".join(lines[mid:]), len(lines) - mid)]
-
-
-def _file_groups(batches: list[Batch], limit: int) -> Iterable[list[Batch]]:
-    """Consecutive batches in groups of at most ``limit`` bytes (a batch is never split)."""
-    group: list[Batch] = []
-    size = 0
-    for batch in batches:
-        if group and size + len(batch.body) > limit:
-            yield group
-            group, size = [], 0
-        group.append(batch)
-        size += len(batch.body)
-    if group:
-        yield group
 
 
 class InfluxSink:
@@ -364,7 +103,7 @@ class InfluxSink:
         if self._writer is not None:
             raise RuntimeError("InfluxSink already started")
         files = await asyncio.to_thread(scan_spool, self.spool_dir)
-        self._dead_letter_bytes = await asyncio.to_thread(_bytes_under, self.dead_letter_dir)
+        self._dead_letter_bytes = await asyncio.to_thread(bytes_under, self.dead_letter_dir)
         known = {f.path for f in self._files}  # persist() may have run before start()
         for spool in files:
             if spool.path not in known:
@@ -387,7 +126,11 @@ class InfluxSink:
         try:
             await asyncio.to_thread(create)
         except SinkError as exc:
-            if exc.status in (401, 403):
+            if exc.status == 401:  # authentication failed: the writes will say so, with the user
+                self._creation = f"the credentials were refused: {exc}"
+                log.warning("InfluxDB at %s refused the credentials for CREATE DATABASE (%s)", redact(self.config.url),
+                            exc)
+            elif exc.status == 403:
                 self._creation = f"this account may not: {exc}"
                 log.warning("InfluxDB at %s: this account may not create databases (%s); assuming %r exists "
                             "(influx.skip_database_creation = true skips the attempt)", redact(self.config.url), exc,
@@ -437,7 +180,7 @@ class InfluxSink:
                     unspilled.append(inflight)
                 else:
                     if inflight.resolved:  # written while we were copying it
-                        await asyncio.to_thread(_unlink, copy.path)
+                        await asyncio.to_thread(unlink, copy.path)
                     else:
                         inflight.copy = copy
                         self._copies_bytes += copy.size
@@ -547,7 +290,7 @@ class InfluxSink:
 
     async def _spill(self, batches: list[Batch]) -> bool:
         """Move memory batches to spool files; on a disk error they go back to memory (False)."""
-        groups = list(_file_groups(batches, max(1, self.config.memory_limit // 8)))
+        groups = list(file_groups(batches, max(1, self.config.memory_limit // 8)))
         written = 0
         try:
             for group in groups:
@@ -607,7 +350,7 @@ class InfluxSink:
         self._wakeup.set()
 
     def _remove_file(self, spool: SpoolFile) -> None:
-        _unlink(spool.path)  # an unlink is a quick metadata update, fine on the loop
+        unlink(spool.path)  # an unlink is a quick metadata update, fine on the loop
         self._disk_bytes -= spool.size
         self._disk_points -= spool.points
 
@@ -676,7 +419,7 @@ class InfluxSink:
             return
         batch.resolved = True
         if batch.copy is not None:
-            _unlink(batch.copy.path)
+            unlink(batch.copy.path)
             self._copies_bytes -= batch.copy.size
         spool = batch.origin
         if spool is not None:
@@ -694,7 +437,7 @@ class InfluxSink:
             # a damaged file will not get better: set it aside for a human, count its points as lost
             target = self.dead_letter_dir / (spool.path.name + ".damaged")
             try:
-                await asyncio.to_thread(_set_aside, spool.path, target)
+                await asyncio.to_thread(set_aside, spool.path, target)
             except OSError as err:
                 log.error("cannot move %s to %s: %s", spool.path, target, err)
             self._remove_file(spool)
@@ -732,11 +475,11 @@ class InfluxSink:
                 if exc.status == 404 and self.config.api == "v1" and not self.config.skip_database_creation \
                         and not self._creation.startswith("this account may not"):
                     await self._create_database()  # it went missing, or InfluxDB was away at start
-                halves = _halves(body, points) if exc.too_large else []
-                if halves:
+                smaller = halves(body, points) if exc.too_large else []
+                if smaller:
                     if points == batch.points:
                         log.info("InfluxDB found %d points too large (%s); writing them in halves", points, exc)
-                    parts[-1:] = halves[::-1]
+                    parts[-1:] = smaller[::-1]
                 elif not exc.retryable:
                     parts.pop()
                     await self._dead_letter(body, points, exc)
@@ -828,19 +571,9 @@ class InfluxSink:
         path = self.dead_letter_dir / f"{self._next_seq():016d}-{points}.lp"
         header = "".join(f"# {text}\n" for text in f"status {exc.status}: {exc}".splitlines())
         try:
-            await asyncio.to_thread(_write_dead_letter, path, header.encode() + body + b"\n")
+            await asyncio.to_thread(write_dead_letter, path, header.encode() + body + b"\n")
         except OSError as err:
             log.error("InfluxDB rejected %d points, and they cannot be kept in %s (%s): %s", points, path, err, exc)
             return
         self._dead_letter_bytes += len(body)
         log.error("InfluxDB rejected %d points, kept in %s: %s", points, path, exc)
-
-
-def _set_aside(path: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    path.replace(target)
-
-
-def _write_dead_letter(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)

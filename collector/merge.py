@@ -1,0 +1,231 @@
+"""One month from many partitions: ledgers, archives and replays of partition collectors merged.
+
+Every KPI is a ratio of per-street sums, and each street belongs to exactly one partition, so a
+merged figure is exact: a street's rows are its owner's, and the district's sums are the sums of
+the streets. Before anything is merged, :func:`ptmon.partition.check_partitions` refuses
+partitions that overlap, miss a street of the rules, or ran with other rules or registry versions.
+
+The observed time of the merged district is the time *every* partition observed (the intersection
+of their spans): a gap of one collector is a gap of the district. With collectors that ran over the
+same instants, as they should, this changes nothing.
+
+The functions here are the building blocks of ``ptmon report``, ``ptmon replay`` and anything
+else that needs a district month (a month close): :func:`merge_ledgers` fills one ledger from
+several, :func:`merge_results` combines replay results, :func:`recompute_partitions` and
+:func:`replay_partitions` recompute partitions' archives with each one's registry rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import UsageError
+from .ledger.records import Exemption
+from .ledger.store import Ledger
+from .partition import Partition, archive_tag, check_partitions, ledger_tag, restrict_registry
+from .registry import Registry
+from .replay import Progress
+from .results import KpiRow, Results
+from .rules import Rules
+from .tally import DISTRICT
+
+_PER_STREET = ("hours", "days", "counts")  # rows keyed by street: the owner's
+_PER_DEVICE = ("status", "episodes")  # devices are in one partition's registry rows only
+_EXEMPTION_COLUMNS = ('scope', 'target', 'start', '"end"', 'reason', 'approver', 'created_at', 'revoked_at',
+                      'revoked_by', 'revoke_reason')
+
+
+def tagged_archives(sources: Sequence[Path]) -> list[tuple[Path, Partition | None]] | None:
+    """Each archive directory with its partition tag, or None when none is tagged (one archive)."""
+    tags = [(Path(p), archive_tag(Path(p)) if Path(p).is_dir() else None) for p in sources]
+    return tags if any(t is not None for _, t in tags) else None
+
+
+def open_partition_ledgers(paths: Sequence[Path], rules: Rules) -> list[tuple[Partition | None, Ledger]]:
+    """The ledgers, read-only, checked as a set of partitions."""
+    opened = [Ledger(p, readonly=True) for p in paths]
+    try:
+        tagged = [(p, ledger_tag(ledger.db, str(p))) for p, ledger in zip(paths, opened)]
+        check_partitions(rules, [(str(p), t) for p, t in tagged])
+    except BaseException:
+        for ledger in opened:
+            ledger.close()
+        raise
+    return [(t, ledger) for (_, t), ledger in zip(tagged, opened)]
+
+
+def merge_ledgers(sources: Sequence[tuple[Partition | None, Ledger]], into: Ledger, rules: Rules) -> None:
+    """Fill ``into`` (empty) with the partitions' rows: each street's from its owner, devices'
+    status and episodes from all, messages of no device and unknown topics summed, the spans every
+    partition observed, and the exemptions of all (each once)."""
+    spans: list[list[int]] | None = None
+    with into.transaction() as db:
+        for part, ledger in sources:
+            owned = set(part.streets if part is not None else rules.street_codes())
+            _copy_streets(ledger.db, db, owned, str(ledger.path))
+            for table in _PER_DEVICE:
+                _copy(ledger.db, db, table, f"SELECT * FROM {table}")
+            for row in ledger.db.execute("SELECT hour, contract, street, kind, n FROM counts WHERE street = ''"):
+                db.execute("INSERT INTO counts VALUES (?, ?, ?, ?, ?) ON CONFLICT (hour, contract, street, kind) "
+                           "DO UPDATE SET n = n + excluded.n", row)
+            for row in ledger.db.execute("SELECT hour, topic, n FROM unknown_topics"):
+                db.execute("INSERT INTO unknown_topics VALUES (?, ?, ?) ON CONFLICT (hour, topic) "
+                           "DO UPDATE SET n = n + excluded.n", row)
+            _copy_exemptions(ledger.db, db)
+            spans = ledger.spans() if spans is None else intersect_spans(spans, ledger.spans())
+        db.executemany('INSERT INTO spans (start, "end") VALUES (?, ?)', spans or [])
+
+
+def _copy_streets(src: sqlite3.Connection, dst: sqlite3.Connection, owned: set[str], where: str) -> None:
+    for table in _PER_STREET:
+        for row in src.execute(f"SELECT * FROM {table} WHERE street != ''"):
+            if row[2] in owned:
+                dst.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(row))})", row)
+            elif table == "hours" and any(row[4:6]):
+                raise UsageError(f"{where}: holds devices of street {row[2]}, which is not in its partition")
+
+
+def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, query: str) -> None:
+    for row in src.execute(query):
+        dst.execute(f"INSERT OR IGNORE INTO {table} VALUES ({', '.join('?' * len(row))})", row)
+
+
+def _copy_exemptions(src: sqlite3.Connection, dst: sqlite3.Connection) -> None:
+    columns = ", ".join(_EXEMPTION_COLUMNS)
+    seen = set(dst.execute(f"SELECT {columns} FROM exemptions"))
+    for row in src.execute(f"SELECT {columns} FROM exemptions ORDER BY id"):
+        if row not in seen:
+            dst.execute(f"INSERT INTO exemptions ({columns}) VALUES ({', '.join('?' * len(row))})", row)
+            seen.add(row)
+
+
+def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The instants in both span lists (each sorted, [start, end] inclusive)."""
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if start <= end:
+            out.append([start, end])
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
+    """One district's results from the partitions': street rows from their owner, district rows
+    summed, the observed time every partition had, rejects and counts summed."""
+    owner = {street: i for i, (part, _) in enumerate(parts) for street in part.streets}
+    first = parts[0][1]
+    rows = []
+    for k, row in enumerate(first.rows):
+        same = [results.rows[k] for _, results in parts]
+        if any((r.contract, r.street, r.kpi) != (row.contract, row.street, row.kpi) for r in same):
+            raise UsageError("cannot merge these partitions: their results list other KPIs (other rules?)")
+        if row.street != DISTRICT:
+            rows.append(same[owner[row.street]])
+            continue
+        rows.append(KpiRow(contract=row.contract, street=DISTRICT, kpi=row.kpi, threshold=row.threshold,
+                           numerator=sum(r.numerator for r in same), denominator=sum(r.denominator for r in same),
+                           expected_device_samples=sum(r.expected_device_samples for r in same),
+                           observed_seconds=min(r.observed_seconds for r in same)))
+    coverage = {code: {key: min(r.coverage[code][key] for _, r in parts) for key in cov}
+                for code, cov in first.coverage.items()}
+    gaps = sorted({g for _, r in parts for g in r.gaps})
+    return Results(start=first.start, end=first.end, rows=rows, coverage=coverage, gaps=_union(gaps),
+                   rules_version=first.rules_version, registry_version=first.registry_version,
+                   rejects=_sum(r.rejects for _, r in parts), engine_stats=_sum(r.engine_stats for _, r in parts),
+                   unknown_topics=_sum(r.unknown_topics for _, r in parts))
+
+
+def _sum(dicts) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    out: dict[str, int] = {}
+    for d in dicts:
+        for key, n in d.items():
+            out[key] = out.get(key, 0) + n
+    return dict(sorted(out.items())) if out else out
+
+
+def _union(gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in gaps:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _checked(archives: list[tuple[Path, Partition | None]], registry: Registry) -> list[tuple[Path, Partition]]:
+    check_partitions(registry.rules, [(str(p), t) for p, t in archives])
+    untagged = [str(p) for p, t in archives if t is None]
+    if untagged:  # with tagged partitions beside it, check_partitions has already refused it
+        raise UsageError(f"not a partition's archive (no partition.json): {', '.join(untagged)}")
+    return [(p, t) for p, t in archives if t is not None]
+
+
+def replay_partitions(archives: list[tuple[Path, Partition | None]], registry: Registry, start: int, end: int, *,
+                      month: str | None = None, exemptions: Sequence[Exemption] = (),
+                      progress: Callable[[Progress], None] | None = None,
+                      say: Callable[[str], None] = lambda text: None) -> Results:
+    """Replay each partition's archive directory with its own registry rows; the merged results."""
+    from .replay import replay
+    from .sinks.archive import archive_paths
+    from .snapshots import load_snapshot, month_sources
+
+    parts = []
+    for directory, part in _checked(archives, registry):
+        own = restrict_registry(registry, part.streets)
+        paths, state = archive_paths([directory]), None
+        if month is not None:
+            sources = month_sources([directory], month)
+            paths, state = sources.files, load_snapshot(sources.snapshot, own) if sources.snapshot else None
+        say(f"partition {part.label}: {len(paths)} archive file(s) in {directory}")
+        parts.append((part, replay(paths, own, start, end, progress=progress, exemptions=exemptions, state=state)))
+    return merge_results(parts)
+
+
+def recompute_partitions(archives: list[tuple[Path, Partition | None]], registry: Registry, month: str,
+                         into: Ledger, *, progress: Callable[[Progress], None] | None = None,
+                         say: Callable[[str], None] = lambda text: None) -> list[tuple[str, Path]]:
+    """Recompute ``month`` from each partition's archive directory (its snapshot and the files after
+    it) with its own registry rows, and merge the results into ``into``. Returns the files read."""
+    from .ledger.rebuild import recompute_month
+    from .snapshots import month_sources
+
+    read: list[tuple[str, Path]] = []
+    ledgers = []
+    try:
+        for directory, part in _checked(archives, registry):
+            found = month_sources([directory], month)
+            if not found.files:
+                raise UsageError(f"no archive files for {month} in {directory} (partition {part.label})")
+            say(f"recomputing partition {part.label} from {found.describe()}")
+            ledger = Ledger(":memory:")
+            ledgers.append((part, ledger))
+            recompute_month([directory], restrict_registry(registry, part.streets), month, ledger, progress=progress)
+            read += ([("snapshot", found.snapshot)] if found.snapshot else []) + [("archive", p) for p in found.files]
+        merge_ledgers(ledgers, into, registry.rules)
+    finally:
+        for _, ledger in ledgers:
+            ledger.close()
+    return read
+
+
+def merged_ledger_file(paths: Sequence[Path], rules: Rules, out: Path) -> Path:
+    """The partition ledgers at ``paths`` merged into a new ledger file ``out``."""
+    sources = open_partition_ledgers(paths, rules)
+    try:
+        with Ledger(out) as merged:
+            merge_ledgers(sources, merged, rules)
+    finally:
+        for _, ledger in sources:
+            ledger.close()
+    return out
+
+
+__all__ = ["merge_ledgers", "merge_results", "merged_ledger_file", "recompute_partitions", "replay_partitions",
+           "tagged_archives", "intersect_spans"]

@@ -1,0 +1,256 @@
+"""`ptmon month close` and `ptmon month restate`: seal a contract's month, version by version.
+
+Closing (第 1 版) refuses, saying why and what to do, when
+
+* the grace period after the month's end has not passed (``[month] close_grace``),
+* a collector still writes the month into this ledger (it runs on the data directory and has
+  not yet written anything after the month's end),
+* the contract's month is already closed (restate it instead),
+* the month was not wholly observed and ``--accept-gaps`` was not given (the report pays on
+  observed time only; a reviewer must have judged the gaps), or
+* the ledger's month differs from a recomputation of it from the archive (the differing rows
+  are listed): the ledger is the record, the archive the evidence, and a closing needs both to
+  agree.
+
+Then it writes the sealed closing: the figures read from the ledger with the exemptions as
+recorded and the late heartbeats that count under the contract's rule, the money lines, and
+the SHA-256 of every input, with who closed it and when.
+
+A restatement (第 2 版 …) seals the month with every input as it is now — the figures a fresh
+recomputation gives — beside a record of what changed since the previous version, step by
+step with the money each change moved, and why (``--reason``). Earlier versions stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from .. import __version__
+from ..errors import PtmonError
+from ..ledger.closing import (
+    FORMAT,
+    FORMAT_VERSION,
+    Closing,
+    canonical,
+    closing,
+    record_closing,
+    sha256_bytes,
+)
+from ..ledger.month import month_differences
+from ..ledger.store import Ledger
+from ..lock import collector_running
+from ..report.model import InputFile
+from ..rules import RULE_FILES
+from .analysis import Analysis, analyse
+from .context import MonthContext
+from .figures import Figures, ledger_month_digest, month_figures
+from .fingerprint import exemption_docs, mark, sha256_file
+from .late import LateHeartbeat
+from .sealdoc import file_bytes, inputs_to_doc, money_to_doc, row_to_doc
+from .words import span, when
+
+SHOWN_DIFFERENCES = 10
+
+
+class CloseRefused(PtmonError):
+    """A closing or restatement that must not happen now; the message says why and what to do."""
+
+
+class NothingChanged(CloseRefused):
+    """A restatement of a month whose inputs are all as sealed."""
+
+
+@dataclass
+class Sealing:
+    """What a close or restate wrote, for the command's summary."""
+
+    closing: Closing
+    figures: Figures
+    analysis: Analysis | None = None
+
+
+def check_closable(ctx: MonthContext) -> None:
+    """The grace period is over and no collector still writes the month."""
+    end = ctx.bounds[1]
+    opens = end + ctx.setup.close_grace
+    if ctx.now < opens:
+        raise CloseRefused(
+            f"{ctx.month} ends {when(end)}; it can be closed from {when(opens)}, after the grace "
+            f"period ([month] close_grace = {span(ctx.setup.close_grace)} in the config) in which late "
+            "exemptions, registry corrections and buffered heartbeats still come in")
+    data_dir = ctx.setup.data_dir
+    if collector_running(data_dir, ctx.setup.ledger) and not _written_past(ctx.ledger, end):
+        raise CloseRefused(
+            f"a collector on {data_dir or ctx.setup.ledger} is still writing {ctx.month} into the ledger (it has written nothing after "
+            f"{when(end)} yet: catching up, or rebuilding the month); wait until it has, then close")
+
+
+def _written_past(ledger: Ledger, end: int) -> bool:
+    last = ledger.last_hour()
+    return (last is not None and last >= end) or any(b >= end for _, b in ledger.spans())
+
+
+def close_month(ctx: MonthContext, contracts: Sequence[str], *, by: str, accept_gaps: bool = False) -> list[Sealing]:
+    """Close ``contracts`` (第 1 版 each); every check passes for all of them or none is closed."""
+    if not by.strip():
+        raise CloseRefused("say who closes the month: --by NAME")
+    check_closable(ctx)
+    done = [c for c in contracts if closing(ctx.ledger, ctx.month, c) is not None]
+    if done:
+        raise CloseRefused("; ".join(_already(ctx, c) for c in done))
+    start, end = ctx.bounds
+    exemptions = ctx.ledger.exemptions(start=start, end=end)
+    late = ctx.late_scan().heartbeats
+    files, blobs, inputs = seal_inputs(ctx, ctx.ledger, exemptions, late)
+    all_figures = {c: month_figures(ctx.ledger, ctx.setup.registry, ctx.month, c, exemptions, late, source="ledger",
+                                    made_at=ctx.now, files=files) for c in contracts}
+    for figures in all_figures.values():
+        _check_coverage(ctx, figures, accept_gaps)
+    _check_against_archive(ctx, contracts, exemptions)
+    out = []
+    for figures in all_figures.values():
+        doc = _doc(ctx, figures, inputs, blobs, version=1, previous=None, by=by, reason="", changes=[],
+                   gaps_accepted=accept_gaps and _coverage(figures) < 1)
+        out.append(Sealing(record_closing(ctx.ledger, doc, blobs), figures))
+    return out
+
+
+def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, accept_gaps: bool = False) -> Sealing:
+    """A new version of ``contract``'s closed month with every input as it is now."""
+    if not by.strip() or not reason.strip():
+        raise CloseRefused("a restatement needs who makes it and why: --by NAME --reason TEXT")
+    previous = closing(ctx.ledger, ctx.month, contract)
+    if previous is None:
+        raise CloseRefused(f"{contract} {ctx.month} is not closed: close it first (`ptmon month close {ctx.month} "
+                           f"--contract {contract} --by NAME`)")
+    check_closable(ctx)
+    analysis = analyse(ctx, previous, want_final=True)
+    if analysis.tampered:
+        raise CloseRefused(f"sealed archive files of {ctx.month} were altered or are gone: "
+                           + "; ".join(c.describe() for c in analysis.tampered)
+                           + ". Restore them from the backup before restating (`ptmon month verify` lists them)")
+    if not analysis.changed:
+        raise NothingChanged(f"nothing changed since {previous.label} of {contract} {ctx.month}: a restatement would "
+                           "repeat it (`ptmon month status` shows what would change)")
+    assert analysis.final is not None
+    previously_accepted = bool(previous.doc.get("gaps_accepted"))
+    if not previously_accepted:
+        _check_coverage(ctx, analysis.final, accept_gaps)
+    basis = analysis.basis
+    assert basis is not None
+    from_archive = basis is not ctx.ledger
+    exemptions = ctx.ledger.exemptions(start=ctx.bounds[0], end=ctx.bounds[1])
+    late = ctx.late_scan().heartbeats
+    files, blobs, inputs = seal_inputs(ctx, basis, exemptions, late)
+    figures = month_figures(basis, ctx.setup.registry, ctx.month, contract, exemptions, late,
+                            source="archive" if from_archive else "ledger", made_at=ctx.now, files=files)
+    if (figures.rows(), figures.money) != (analysis.final.rows(), analysis.final.money):
+        raise PtmonError(f"{contract} {ctx.month}: the restated figures differ from the analysis' (a bug: please report)")
+    doc = _doc(ctx, figures, inputs, blobs, version=previous.version + 1, previous=previous, by=by, reason=reason,
+               changes=[s.to_doc() for s in analysis.steps],
+               gaps_accepted=_coverage(figures) < 1 and (accept_gaps or previously_accepted))
+    return Sealing(record_closing(ctx.ledger, doc, blobs), figures, analysis)
+
+
+def _already(ctx: MonthContext, contract: str) -> str:
+    c = closing(ctx.ledger, ctx.month, contract)
+    assert c is not None
+    return (f"{contract} {ctx.month} is already closed ({c.label}, by {c.closed_by} at {when(c.closed_at)}); "
+            f"a change since is a restatement: `ptmon month status {ctx.month}`, then `ptmon month restate {ctx.month} "
+            f"--contract {contract} --reason TEXT --by NAME`")
+
+
+def _coverage(figures: Figures) -> Fraction:
+    cov = figures.inputs.results.coverage[figures.contract]
+    return Fraction(cov["observed_seconds"], cov["period_seconds"]) if cov["period_seconds"] else Fraction(0)
+
+
+def _check_coverage(ctx: MonthContext, figures: Figures, accept_gaps: bool) -> None:
+    coverage = _coverage(figures)
+    if coverage < 1 and not accept_gaps:
+        gaps = figures.inputs.results.gaps
+        shown = ", ".join(f"{when(a)} – {when(b)}" for a, b in gaps[:5]) + (" …" if len(gaps) > 5 else "")
+        raise CloseRefused(
+            f"{figures.contract} {ctx.month} was observed {float(coverage):.4%} of the month (monitoring gaps: {shown}); "
+            "the figures count observed time only, so a reviewer must judge the gaps: close with --accept-gaps once "
+            "they have (the report then names the gaps as accepted)")
+
+
+def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptions: list) -> None:  # type: ignore[type-arg]
+    """The ledger's month equals a recomputation from the archive (KPI, hour and count rows)."""
+    recomputed, done = ctx.recomputed(ctx.setup.registry)
+    found = month_differences(ctx.ledger, recomputed, ctx.setup.registry, ctx.month, exemptions, contracts)
+    if found:
+        shown = "\n".join(f"  {line}" for line in found[:SHOWN_DIFFERENCES])
+        more = f"\n  … and {len(found) - SHOWN_DIFFERENCES} more" if len(found) > SHOWN_DIFFERENCES else ""
+        raise CloseRefused(
+            f"the ledger's {ctx.month} differs from its recomputation from the archive ({done.sources.describe()}, "
+            f"{done.records:,} records): {len(found)} row(s)\n{shown}{more}\nFind out why before closing: "
+            f"`ptmon ledger verify --month {ctx.month}` shows the same; a ledger that lost hours (a crash before they were "
+            f"written) is repaired with `ptmon ledger rebuild --month {ctx.month}` (collector stopped)")
+
+
+def seal_inputs(ctx: MonthContext, basis: Ledger, exemptions: list, late: list[LateHeartbeat]  # type: ignore[type-arg]
+                ) -> tuple[list[InputFile], dict[str, bytes], dict[str, Any]]:
+    """The inputs of the figures as files for the report, blobs for the ledger and marks for the seal."""
+    setup = ctx.setup
+    sources = ctx.sources()
+    registry_raw, registry_sha = file_bytes(setup.registry_path)
+    rules = {name: file_bytes(setup.rules_dir / name) for name in RULE_FILES}
+    late_raw = canonical({"late": [h.to_doc() for h in late]})  # type: ignore[dict-item]
+    ex_docs = exemption_docs(exemptions)
+    ex_sha = sha256_bytes(canonical({"exemptions": ex_docs}))
+    ledger_sha = ledger_month_digest(ctx.ledger, ctx.month)  # the live ledger's rows, to tell later if they change
+    basis_sha = ledger_sha if basis is ctx.ledger else ledger_month_digest(basis, ctx.month)
+    blobs = {sha: data for data, sha in [(registry_raw, registry_sha), *rules.values()]}
+    blobs[sha256_bytes(late_raw)] = late_raw
+    marks = [mark(p) for p in sources.files]
+    snapshot = mark(sources.snapshot) if sources.snapshot else None
+    config = setup.config_path
+    files = [InputFile(role="archive", path=str(p), sha256=m.sha256) for p, m in zip(sources.files, marks)]
+    files += [InputFile(role="snapshot", path=str(sources.snapshot), sha256=snapshot.sha256)] if snapshot else []
+    files += [InputFile(role="registry", path=str(setup.registry_path), sha256=registry_sha)]
+    files += [InputFile(role="rules", path=str(setup.rules_dir / name), sha256=rules[name][1]) for name in RULE_FILES]
+    files += [InputFile(role="config", path=str(config), sha256=sha256_file(config))] if config else []
+    files += [InputFile(role="exemptions", path=f"{setup.ledger} (exemptions)", sha256=ex_sha),
+              InputFile(role="ledger", path=f"{setup.ledger} ({ctx.month})" if basis is ctx.ledger
+                        else f"{setup.ledger.parent} (recomputed from the archive, {ctx.month})", sha256=basis_sha),
+              InputFile(role="late", path=f"{setup.archive} (after {ctx.month})", sha256=sha256_bytes(late_raw))]
+    inputs = {
+        "archive_dir": str(setup.archive), "archive": [m.to_doc() for m in marks],
+        "snapshot": snapshot.to_doc() if snapshot else None,
+        "registry": {"path": str(setup.registry_path), "sha256": registry_sha, "version": setup.registry.version},
+        "rules": {"directory": str(setup.rules_dir), "version": setup.registry.rules.version,
+                  "files": {name: sha for name, (_, sha) in rules.items()}},
+        "config": {"path": str(config), "sha256": sha256_file(config)} if config else None,
+        "exemptions": ex_docs, "exemptions_sha256": ex_sha, "ledger_month_sha256": ledger_sha,
+        "basis_month_sha256": basis_sha,
+        "late": {"until": ctx.late_until(), "found": len(late), "sha256": sha256_bytes(late_raw)},
+    }
+    doc_blobs = {"registry": registry_sha, "late": sha256_bytes(late_raw),
+                 **{f"rules/{name}": sha for name, (_, sha) in rules.items()}}
+    inputs["blobs"] = doc_blobs
+    return files, blobs, inputs
+
+
+def _doc(ctx: MonthContext, figures: Figures, inputs: dict[str, Any], blobs: dict[str, bytes], *, version: int,
+         previous: Closing | None, by: str, reason: str, changes: list[dict[str, Any]], gaps_accepted: bool) -> dict[str, Any]:
+    contract = ctx.setup.registry.rules.contract(figures.contract)
+    rule = contract.late_heartbeats
+    doc_inputs = {k: v for k, v in inputs.items() if k != "blobs"}
+    doc_inputs["late"] = {**inputs["late"], "of_contract": len(figures.late), "counted": len(figures.counted),
+                          "credit": figures.credit.by_street(), "rule": {"count": rule.count, "max_delay": rule.max_delay,
+                                                                         "received_within": rule.received_within}}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "ptmon_version": __version__,
+        "month": ctx.month, "contract": figures.contract, "version": version,
+        "previous_seal": previous.seal if previous else None,
+        "closed_at": ctx.now, "closed_by": by.strip(), "reason": reason.strip(), "gaps_accepted": gaps_accepted,
+        "inputs": doc_inputs, "blobs": inputs["blobs"],
+        "kpis": [row_to_doc(r) for r in figures.rows()], "money": money_to_doc(figures.money),
+        "report": inputs_to_doc(figures.inputs), "changes": changes,
+    }
+

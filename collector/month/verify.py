@@ -1,0 +1,107 @@
+"""`ptmon month verify YYYY-MM`: the seals against the ledger and the files.
+
+For every version of every closed contract of the month:
+
+* **the seal**: the stored document still hashes to the recorded seal, each restatement names
+  its predecessor's seal (the chain is unbroken), and the files sealed inside the ledger (the
+  registry, the rule files, the late heartbeats) still hash to their names;
+* **the archive**: every archive file and month-start snapshot sealed is still there with the
+  sealed bytes (an appended file keeps its sealed bytes as a prefix and is reported as appended,
+  not as altered);
+* for the latest version, **the registry, rule files and config** named by the command against
+  those sealed, and the sealed late heartbeats still found in the archive after the month.
+
+Exit status 1 when anything differs, with each difference named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..ledger.closing import blob_problems, closings
+from ..rules import RULE_FILES
+from .context import MonthContext
+from .fingerprint import FileMark, compare_files, sha256_file
+from .late import scan_late
+from .sealed import load_sealed
+
+
+@dataclass
+class Verdict:
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def ok(self, text: str) -> None:
+        self.lines.append(f"  ok    {text}")
+
+    def bad(self, text: str) -> None:
+        self.lines.append(f"  FAIL  {text}")
+        self.problems.append(text)
+
+
+def verify_month(ctx: MonthContext, contracts: Sequence[str]) -> Verdict:
+    v = Verdict()
+    for code in contracts:
+        versions = closings(ctx.ledger, ctx.month, code)
+        if not versions:
+            v.lines.append(f"{ctx.month} {code}: not closed, nothing sealed to check")
+            continue
+        v.lines.append(f"{ctx.month} {code}: {len(versions)} version(s)")
+        previous = None
+        for c in versions:
+            if c.sealed_ok():
+                v.ok(f"{c.label}: the stored closing hashes to its seal {c.seal[:16]}…")
+            else:
+                v.bad(f"{c.label}: the stored closing no longer hashes to its seal {c.seal[:16]}… (altered in the ledger)")
+            if previous is not None and c.doc.get("previous_seal") != previous.seal:
+                v.bad(f"{c.label}: does not name the seal of {previous.label} (the chain of versions is broken)")
+            for problem in blob_problems(ctx.ledger, c):
+                v.bad(f"{c.label}: {problem}")
+            _archive(ctx, v, c.label, [FileMark.from_doc(x) for x in c.doc["inputs"]["archive"]],
+                     c.doc["inputs"]["snapshot"])
+            previous = c
+        _latest_files(ctx, v, versions[-1])
+    return v
+
+
+def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], snapshot: dict | None) -> None:  # type: ignore[type-arg]
+    sources = ctx.sources()
+    changes = compare_files(marks, {p.name: p for p in sources.files})
+    if snapshot:
+        now = {sources.snapshot.name: sources.snapshot} if sources.snapshot else {}
+        changes += compare_files([FileMark.from_doc(snapshot)], now)
+    for change in changes:
+        v.bad(f"{label}: archive {change.describe()}")
+    if not changes:
+        v.ok(f"{label}: {len(marks)} archive file(s){' and the month-start snapshot' if snapshot else ''} as sealed")
+
+
+def _latest_files(ctx: MonthContext, v: Verdict, c) -> None:  # type: ignore[no-untyped-def]
+    inputs = c.doc["inputs"]
+    setup = ctx.setup
+    if sha256_file(setup.registry_path) == inputs["registry"]["sha256"]:
+        v.ok(f"registry {setup.registry_path} as sealed in {c.label}")
+    else:
+        v.bad(f"registry {setup.registry_path} differs from the one sealed in {c.label} (sealed copy kept in the "
+              "ledger; a correction shows in `ptmon month status`)")
+    for name in RULE_FILES:
+        path = setup.rules_dir / name
+        if sha256_file(path) == inputs["rules"]["files"][name]:
+            v.ok(f"rules {path} as sealed")
+        else:
+            v.bad(f"rules {path} differs from the one sealed in {c.label}")
+    if inputs.get("config") and setup.config_path is not None:
+        if sha256_file(setup.config_path) == inputs["config"]["sha256"]:
+            v.ok(f"config {setup.config_path} as sealed")
+        else:
+            v.bad(f"config {setup.config_path} differs from the one sealed in {c.label}")
+    sealed = load_sealed(ctx.ledger, c)
+    if sealed.late:
+        found = set(scan_late([setup.archive], setup.registry, ctx.month, inputs["late"]["until"]).heartbeats)
+        missing = [h for h in sealed.late if h not in found]
+        if missing:
+            v.bad(f"{len(missing):,} of the {len(sealed.late):,} late heartbeats sealed in {c.label} are no longer in the "
+                  "archive after the month")
+        else:
+            v.ok(f"{len(sealed.late):,} sealed late heartbeats still in the archive after the month")

@@ -1,0 +1,183 @@
+"""Partitions: a collector that owns a declared set of streets (街镇).
+
+A partition collector subscribes only to its streets' heartbeat topics (``putuo/+/{street}/+/hb``;
+MQTT keeps one topic's messages in order to one subscriber, so a device always reaches the same
+collector in order), keeps only its streets' registry rows, and tags its archive directory
+(``partition.json``) and its ledger (``meta`` key ``partition``) with what it owns and the rule
+and registry versions it ran with. :mod:`ptmon.merge` checks those tags before it combines
+partitions into one month.
+
+The registry is filtered after it is loaded (:func:`restrict_registry`), above the CSV parser,
+so that any loader gives the same partition. The restricted registry keeps the file's version and
+its code tables (communities, gateways): another partition's gateway is known and owns no device
+here, so its status (every collector takes ``putuo/gw/+/status``) is neither an error nor counted
+twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import DEFAULT_TOPICS, CollectorConfig
+from .errors import PtmonError, UsageError
+from .ids import IdIndex
+from .registry import Registry
+from .rules import Rules
+
+PARTITION_FILE = "partition.json"
+LEDGER_KEY = "partition"
+GATEWAY_TOPIC = "putuo/gw/+/status"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """What one collector owns and the inputs it ran with."""
+
+    streets: tuple[str, ...]  # street codes, in the rules' order
+    rules_version: str
+    registry_version: str
+
+    @property
+    def label(self) -> str:
+        return "+".join(self.streets)
+
+    def to_json(self) -> str:
+        return json.dumps({"streets": list(self.streets), "rules_version": self.rules_version,
+                           "registry_version": self.registry_version}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> Partition:
+        try:
+            doc = json.loads(text)
+            return cls(tuple(doc["streets"]), str(doc["rules_version"]), str(doc["registry_version"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PtmonError(f"{where}: not a partition tag ({exc})") from exc
+
+
+def owned_streets(rules: Rules, streets: Iterable[str]) -> tuple[str, ...]:
+    """The streets named, checked against the rules and put in the rules' order."""
+    named = list(streets)
+    known = rules.street_codes()
+    unknown = sorted(set(named) - set(known))
+    if unknown:
+        raise UsageError(f"partition: unknown street(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    if len(set(named)) != len(named):
+        raise UsageError(f"partition: a street is named twice in {', '.join(named)}")
+    return tuple(s for s in known if s in named)
+
+
+def partition_topics(streets: Sequence[str]) -> tuple[str, ...]:
+    """The MQTT topic filters of a partition: its streets' heartbeats, and every gateway status."""
+    return (*(f"putuo/+/{street}/+/hb" for street in streets), GATEWAY_TOPIC)
+
+
+def restrict_registry(registry: Registry, streets: Sequence[str]) -> Registry:
+    """The registry's rows of ``streets`` only, same version and code tables."""
+    codes = registry.rules.street_codes()
+    keep = np.isin(registry.street, [codes.index(s) for s in owned_streets(registry.rules, streets)])
+    rows = np.flatnonzero(keep)
+    ids = registry.ids.take(rows)
+    contract, street = registry.contract[rows], registry.street[rows]
+    n_streets = len(codes)
+    group = contract.astype(np.int64) * n_streets + street
+    bounds = np.searchsorted(contract, np.arange(len(registry.rules.contracts) + 1))
+    return dataclasses.replace(
+        registry, ids=ids, index=IdIndex(ids), contract=contract, street=street,
+        type=registry.type[rows], accepted_day=registry.accepted_day[rows], retired_day=registry.retired_day[rows],
+        community=registry.community[rows], gateway=registry.gateway[rows], scenario=registry.scenario[rows],
+        contract_slices={c.code: slice(int(bounds[i]), int(bounds[i + 1])) for i, c in enumerate(registry.rules.contracts)},
+        group_bounds=np.searchsorted(group, np.arange(len(registry.rules.contracts) * n_streets + 1)).astype(np.int64),
+    )
+
+
+def partition_of(registry: Registry, streets: Sequence[str]) -> Partition:
+    return Partition(owned_streets(registry.rules, streets), registry.rules.version, registry.version)
+
+
+def partitioned_config(config: CollectorConfig) -> CollectorConfig:
+    """A partition's config subscribes to its streets' topics unless topics were set by hand."""
+    if not config.streets or config.mqtt.topics != DEFAULT_TOPICS:
+        return config
+    return dataclasses.replace(config, mqtt=dataclasses.replace(config.mqtt, topics=partition_topics(config.streets)))
+
+
+def owned_points(lines: list[str], streets: Sequence[str]) -> list[str]:
+    """A partition's ``sla`` and ``loss`` points of its own streets only: another street's would
+    overwrite its owner's series with zeros, and its "district" is only its share of the district."""
+    keep = {f"street={s}" for s in streets}
+    out = []
+    for line in lines:
+        if line.startswith(("sla,", "loss,")):
+            tags = line.split(" ", 1)[0].split(",")[1:]
+            if not keep.intersection(tags):
+                continue
+        out.append(line)
+    return out
+
+
+# --- tags ---------------------------------------------------------------------------------------
+
+def archive_tag(directory: Path) -> Partition | None:
+    """The partition an archive directory was written by (None: a whole-district collector's)."""
+    path = Path(directory) / PARTITION_FILE
+    if not path.is_file():
+        return None
+    return Partition.from_json(path.read_text(encoding="utf-8"), str(path))
+
+
+def ledger_tag(db: object, where: str) -> Partition | None:
+    """The partition of a ledger (its sqlite3 connection), None when untagged."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (LEDGER_KEY,)).fetchone()  # type: ignore[attr-defined]
+    return Partition.from_json(row[0], where) if row else None
+
+
+def claim(partition: Partition, archive_dir: Path, ledger: object) -> None:
+    """Tag the archive directory and the ledger with ``partition``; refuse storage that another
+    partition wrote (its months would mix two sets of streets)."""
+    ledger_path = str(getattr(ledger, "path", "ledger"))
+    for where, found in ((str(archive_dir), archive_tag(archive_dir)), (ledger_path, ledger_tag(ledger.db, ledger_path))):  # type: ignore[attr-defined]
+        if found is not None and found.streets != partition.streets:
+            raise UsageError(f"{where} belongs to partition {found.label}, not {partition.label}: give each "
+                             "partition its own data directory (a changed partition starts a new one)")
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    tag = archive_dir / PARTITION_FILE
+    tmp = tag.with_suffix(".tmp")
+    tmp.write_text(partition.to_json() + "\n", encoding="utf-8")
+    tmp.replace(tag)
+    with ledger.transaction() as db:  # type: ignore[attr-defined]
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LEDGER_KEY, partition.to_json()))
+
+
+# --- a set of partitions ------------------------------------------------------------------------
+
+def check_partitions(rules: Rules, tagged: Sequence[tuple[str, Partition | None]], *,
+                     same_inputs: bool = True) -> None:
+    """Refuse, with the reason, partitions that overlap, miss a street of the rules or ran with
+    other rules (or registry) versions. An untagged source stands for the whole district."""
+    owner: dict[str, str] = {}
+    problems: list[str] = []
+    for where, part in tagged:
+        for street in part.streets if part is not None else rules.street_codes():
+            if street in owner:
+                problems.append(f"street {street} is in two partitions: {owner[street]} and {where}")
+            owner.setdefault(street, where)
+    missing = [s for s in rules.street_codes() if s not in owner]
+    if missing:
+        problems.append(f"street(s) {', '.join(missing)} in no partition given (the rules have "
+                        f"{', '.join(rules.street_codes())})")
+    unknown = sorted(set(owner) - set(rules.street_codes()))
+    if unknown:
+        problems.append(f"street(s) {', '.join(unknown)} are not in the rules {rules.version}")
+    if same_inputs:
+        for what, attr in (("rules", "rules_version"), ("registry", "registry_version")):
+            versions = {where: getattr(p, attr) for where, p in tagged if p is not None}
+            if len(set(versions.values())) > 1:
+                problems.append(f"mixed {what} versions: " + ", ".join(f"{w} {v}" for w, v in versions.items()))
+    if problems:
+        raise UsageError("cannot merge these partitions:\n  " + "\n  ".join(problems))

@@ -1,0 +1,327 @@
+"""Partitioned collectors: one Mosquitto, the simulator's traffic for three streets, two collectors
+owning two streets and one, and one collector that sees everything. The partitions' merged report
+(ledger and --from-archive) and merged replay equal the whole collector's byte for byte; partitions
+that overlap, miss a street or ran with other rules are refused with the reason.
+
+The three collectors share one stepped clock: the test publishes each slice of traffic, waits until
+every collector received its share, then moves the clock on. So each message is stamped with the
+same receive time in every collector, and any difference is the merge's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from ptmon.cli import main
+from ptmon.collect import Collector
+from ptmon.config import CollectorConfig, MqttConfig
+from ptmon.partition import PARTITION_FILE, archive_tag, restrict_registry
+from ptmon.registry import load_registry
+from ptmon.rules import DEFAULT_RULES_DIR, load_rules
+from ptmon.simulators.synthetic import Scenario, iter_records
+from ptmon.timebase import US_PER_S
+
+from .conftest import HEADER, T0
+
+STREETS = ("changzheng", "taopu", "wanli")
+PARTS = {"all": (), "a": ("changzheng", "taopu"), "b": ("wanli",)}
+START = T0 + 600  # 2026-11-01 00:10 Shanghai
+END = START + 2 * 3600 + 600  # across two hour boundaries
+STEP = 20  # simulated seconds per clock step; stamps sit mid-step, never on the 60 s sample grid
+
+
+class SteppedClock:
+    """Unix seconds that move only when the test says so (read by the collectors' threads)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def write_rules(target: Path) -> Path:
+    """The shipped rules cut down to the three streets (every street of the rules must be covered)."""
+    shutil.copytree(DEFAULT_RULES_DIR, target, ignore=shutil.ignore_patterns("__*"))
+    others = [s.code for s in load_rules().streets if s.code not in STREETS]
+    for name in ("streets.yaml", "contracts.yaml", "alerts.yaml"):
+        lines = (target / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (target / name).write_text("".join(line for line in lines if line.strip().split(":")[0] not in others),
+                                   encoding="utf-8")
+    assert load_rules(target).street_codes() == ["wanli", "changzheng", "taopu"]
+    return target
+
+
+def write_registry(path: Path) -> Path:
+    lines = [HEADER]
+    for s in STREETS:
+        for i in range(6):
+            lines.append(f"{s}-cam{i},cam,face_cam,{s},scn,{s}-c1,gw-{s}-cam,2026-01-01,")
+            lines.append(f"{s}-lift{i},iot,elevator,{s},scn,{s}-c1,gw-{s}-iot,2026-01-01,")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def config(tmp_path: Path, name: str, registry: Path, port: int) -> CollectorConfig:
+    return CollectorConfig(registry=registry, rules=tmp_path / "rules", data_dir=tmp_path / name, checkpoint_interval=3600.0, metrics_listen="",
+                           mqtt=MqttConfig(port=port, client_id=f"collector-{name}-{time.monotonic_ns()}", qos=1),
+                           streets=PARTS[name])
+
+
+def street_of(topic: str) -> str:
+    return topic.split("/")[2] if not topic.startswith("putuo/gw/") else topic.split("/")[2].split("-")[1]
+
+
+async def wait_for(condition, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def traffic(registry_path: Path) -> list[tuple[float, str, str]]:
+    """The simulator's heartbeats (a camera street's gateway drops for a while, with its devices silent),
+    plus the gateway's status messages as it would send them."""
+    rules = load_rules(registry_path.parent / "rules")
+    registry = load_registry(registry_path, rules)
+    records = list(iter_records(registry, rules, START * US_PER_S, (END - 300) * US_PER_S,
+                                Scenario(seed=7, silent_fraction=0.1, loss=0.02)))
+    gw = "putuo/gw/gw-wanli-cam/status"
+    quiet = (START + 3000, START + 4200)
+    records = [r for r in records if not (r[1].startswith("putuo/cam/wanli/") and quiet[0] <= r[0] < quiet[1])]
+    records += [(quiet[0] + 1.0, gw, "offline"), (quiet[1] + 1.0, gw, "online")]
+    return sorted(records, key=lambda r: r[0])
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Run the three collectors over the same traffic; their data directories and the registry."""
+    from .brokers import mosquitto
+
+    tmp = tmp_path_factory.mktemp("partitions")
+    write_rules(tmp / "rules")
+    registry = write_registry(tmp / "registry.csv")
+    records = traffic(registry)
+    clock = SteppedClock(START - STEP / 2)
+    with mosquitto(tmp) as port:
+        collectors = {name: Collector(config(tmp, name, registry, port), clock=clock) for name in PARTS}
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"feeder-{time.monotonic_ns()}")
+        publisher.connect("127.0.0.1", port)
+        publisher.loop_start()
+
+        async def run() -> None:
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(c.run(stop)) for c in collectors.values()]
+            await wait_for(lambda: all(c.source.subscribed.is_set() for c in collectors.values()), "subscriptions")
+            expected = {name: 0 for name in PARTS}
+            i = 0
+            for step_start in range(START, END, STEP):
+                clock.t = step_start + STEP / 2
+                while i < len(records) and records[i][0] < step_start + STEP:
+                    _, topic, payload = records[i]
+                    publisher.publish(topic, payload, qos=1, retain=topic.startswith("putuo/gw/"))
+                    for name, streets in PARTS.items():
+                        if not streets or street_of(topic) in streets or topic.startswith("putuo/gw/"):
+                            expected[name] += 1
+                    i += 1
+                await wait_for(lambda: all(collectors[n].source.received >= expected[n] for n in PARTS),
+                               f"the messages of {step_start}")
+            clock.t = END
+            await asyncio.sleep(1.5)  # every collector turns at the final instant
+            assert {n: c.source.received for n, c in collectors.items()} == expected
+            stop.set()
+            await asyncio.gather(*tasks)
+
+        try:
+            asyncio.run(run())
+        finally:
+            publisher.loop_stop()
+            publisher.disconnect()
+    return {"tmp": tmp, "registry": registry, "rules": str(tmp / "rules"), "records": len(records)}
+
+
+def _report_csv(capsys, out: Path, *args: str) -> bytes:  # type: ignore[no-untyped-def]
+    assert main(["report", "--month", "2026-11", "--format", "csv", "--out", str(out), *args]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    return (out / "report-2026-11.csv").read_bytes()
+
+
+def _replay_csv(capsys, *args: str) -> str:  # type: ignore[no-untyped-def]
+    period = [] if "--month" in args else ["--start", "2026-11-01T00:10:00", "--end", "2026-11-01T02:20:00"]
+    code = main(["replay", *period, "--csv", "-", *args])  # the CSV, then the table with gaps and counts
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out
+
+
+def test_partitions_subscribe_load_and_tag_only_their_streets(collected) -> None:
+    """Test that a partition collector's archive holds only its streets' heartbeats, and its archive
+    and ledger carry its partition tag."""
+    tmp, registry = collected["tmp"], collected["registry"]
+    rules = load_rules(collected["rules"])
+    full = load_registry(registry, rules)
+    b = restrict_registry(full, ["wanli"])
+    assert len(b) == 12 and {full.ids[i].split("-")[0] for i in range(len(full))} == set(STREETS)
+    assert set(b.ids) == {d for d in full.ids if d.startswith("wanli-")} and b.version == full.version
+    tag = archive_tag(tmp / "b" / "archive")
+    assert tag is not None and tag.streets == ("wanli",) and tag.rules_version == rules.version
+    assert archive_tag(tmp / "all" / "archive") is None
+    import gzip
+
+    topics = [json.loads(line)["topic"] for f in sorted((tmp / "b" / "archive").glob("ptmon-*.jsonl.gz"))
+              for line in gzip.open(f, "rt")]
+    heartbeats = [t for t in topics if t.endswith("/hb")]
+    assert heartbeats and all(t.split("/")[2] == "wanli" for t in heartbeats)
+    with sqlite3.connect(tmp / "a" / "ledger.sqlite") as db:
+        doc = json.loads(db.execute("SELECT value FROM meta WHERE key = 'partition'").fetchone()[0])
+    assert doc["streets"] == ["changzheng", "taopu"]
+
+
+def test_merged_report_and_replay_equal_the_whole_collectors(collected, tmp_path, capsys) -> None:
+    """Test that the report from two partitions' ledgers, from their archives, and their replay are
+    byte-identical to those of the collector that saw every street."""
+    tmp, registry = collected["tmp"], str(collected["registry"])
+    registry_args = [registry, "--rules", str(collected["rules"])]
+    ledgers = {n: str(tmp / n / "ledger.sqlite") for n in PARTS}
+    archives = {n: str(tmp / n / "archive") for n in PARTS}
+    whole = _report_csv(capsys, tmp_path / "whole", "--registry", *registry_args, "--ledger", ledgers["all"])
+    merged = _report_csv(capsys, tmp_path / "merged", "--registry", *registry_args, "--ledger", ledgers["a"], ledgers["b"])
+    assert merged == whole
+    assert b",wanli,online," in whole and b",district,online," in whole
+    rows = [line.split(b",") for line in whole.splitlines()]
+    assert all(int(r[9]) > 0 for r in rows[1:] if r[2] == b"online")  # every street's devices were expected
+    assert any(r[1] == b"wanli" and r[2] == b"online" and r[8] != r[9] for r in rows)  # the dropped gateway shows
+
+    whole = _report_csv(capsys, tmp_path / "whole-archive", "--registry", *registry_args, "--from-archive", archives["all"])
+    merged = _report_csv(capsys, tmp_path / "merged-archive", "--registry", *registry_args,
+                         "--from-archive", archives["b"], archives["a"])
+    assert merged == whole
+
+    whole_replay = _replay_csv(capsys, archives["all"], "--registry", *registry_args)
+    assert _replay_csv(capsys, archives["a"], archives["b"], "--registry", *registry_args) == whole_replay
+    assert _replay_csv(capsys, archives["a"], archives["b"], "--registry", *registry_args, "--month", "2026-11") == \
+        _replay_csv(capsys, archives["all"], "--registry", *registry_args, "--month", "2026-11")
+
+
+@pytest.mark.parametrize("case", ["overlap", "whole-and-part", "incomplete", "mixed-rules"])
+def test_overlapping_incomplete_or_mixed_partitions_are_refused(collected, tmp_path, capsys, case) -> None:
+    """Test that the report and the replay refuse, with the reason, partitions that overlap, miss a
+    street, or ran with other rules."""
+    tmp, registry = collected["tmp"], str(collected["registry"])
+    registry_args = [registry, "--rules", str(collected["rules"])]
+    a, b = tmp / "a", tmp / "b"
+    if case == "mixed-rules":
+        b = tmp_path / "b"
+        shutil.copytree(tmp / "b", b)
+        doc = json.loads((b / "archive" / PARTITION_FILE).read_text())
+        doc["rules_version"] = "0123456789abcdef"
+        (b / "archive" / PARTITION_FILE).write_text(json.dumps(doc))
+        with sqlite3.connect(b / "ledger.sqlite") as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'partition'", (json.dumps(doc),))
+    sets = {"overlap": [a, b, a], "whole-and-part": [tmp / "all", b], "incomplete": [a],
+            "mixed-rules": [a, b]}[case]
+    reason = {"overlap": "street changzheng is in two partitions", "whole-and-part": "street wanli is in two partitions",
+              "incomplete": "street(s) wanli in no partition", "mixed-rules": "mixed rules versions"}[case]
+    for args in (["report", "--month", "2026-11", "--format", "csv", "--out", str(tmp_path / "out"), "--registry",
+                  *registry_args, "--ledger", *(str(d / "ledger.sqlite") for d in sets)],
+                 ["report", "--month", "2026-11", "--format", "csv", "--out", str(tmp_path / "out"), "--registry",
+                  *registry_args, "--from-archive", *(str(d / "archive") for d in sets)],
+                 ["replay", "--month", "2026-11", "--registry", *registry_args, "--quiet", *(str(d / "archive") for d in sets)]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "cannot merge these partitions" in err and reason in err, (args, err)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_data_directory_of_another_partition_is_refused(collected, tmp_path) -> None:
+    """Test that a collector started on storage another partition wrote refuses to start."""
+    from ptmon.errors import UsageError
+
+    tmp, registry = collected["tmp"], collected["registry"]
+    moved = tmp_path / "b"
+    shutil.copytree(tmp / "b", moved, ignore=shutil.ignore_patterns("*.lock", "lock*"))
+    cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=moved, metrics_listen="", streets=("changzheng",))
+    with pytest.raises(UsageError, match="belongs to partition wanli, not changzheng"):
+        Collector(cfg)
+
+
+def test_a_ledger_holding_streets_outside_its_tag_is_refused(collected, tmp_path, capsys) -> None:
+    """Test that a ledger whose tag leaves out streets it holds devices of is refused, not merged."""
+    tmp = collected["tmp"]
+    for name, streets in (("a", ["changzheng"]), ("b", ["wanli", "taopu"])):
+        shutil.copy(tmp / name / "ledger.sqlite", tmp_path / f"{name}.sqlite")
+        with sqlite3.connect(tmp_path / f"{name}.sqlite") as db:
+            doc = json.loads(db.execute("SELECT value FROM meta WHERE key = 'partition'").fetchone()[0])
+            db.execute("UPDATE meta SET value = ? WHERE key = 'partition'", (json.dumps({**doc, "streets": streets}),))
+    code = main(["report", "--month", "2026-11", "--format", "csv", "--out", str(tmp_path / "out"), "--registry",
+                 str(collected["registry"]), "--rules", str(collected["rules"]),
+                 "--ledger", str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")])
+    assert code == 2
+    assert "a.sqlite: holds devices of street taopu, which is not in its partition" in capsys.readouterr().err
+
+
+def test_spans_intersect_and_results_merge_by_owner() -> None:
+    """Test that the merged observed time is what every partition observed, and that merged results
+    take each street's row from its owner and sum the district's."""
+    from decimal import Decimal
+
+    from ptmon.merge import intersect_spans, merge_results
+    from ptmon.partition import Partition
+    from ptmon.results import KpiRow, Results
+
+    assert intersect_spans([[0, 10], [20, 30]], [[5, 25]]) == [[5, 10], [20, 25]]
+    assert intersect_spans([[0, 10]], [[11, 20]]) == []
+
+    def results(nums: dict[str, tuple[int, int]], observed: int, gaps: list[tuple[int, int]]) -> Results:
+        rows = [KpiRow(contract="cam", street=s, kpi="online", numerator=n, denominator=d, threshold=Decimal("0.95"),
+                       expected_device_samples=d, observed_seconds=observed) for s, (n, d) in nums.items()]
+        return Results(start=0, end=100, rows=rows, coverage={"cam": {"observed_seconds": observed, "period_seconds": 100}},
+                       gaps=gaps, rules_version="r", registry_version="g", rejects={"bad_json": 1})
+
+    a = results({"x": (9, 10), "y": (0, 0), "district": (9, 10)}, 90, [(90, 100)])
+    b = results({"x": (0, 0), "y": (3, 4), "district": (3, 4)}, 80, [(0, 10), (95, 100)])
+    merged = merge_results([(Partition(("x",), "r", "g"), a), (Partition(("y",), "r", "g"), b)])
+    assert [(r.street, r.numerator, r.denominator, r.observed_seconds) for r in merged.rows] == [
+        ("x", 9, 10, 90), ("y", 3, 4, 80), ("district", 12, 14, 80)]
+    assert merged.gaps == [(0, 10), (90, 100)] and merged.coverage["cam"]["observed_seconds"] == 80
+    assert merged.rejects == {"bad_json": 2}
+
+
+def test_config_streets_make_a_partition(tmp_path) -> None:
+    """Test that `streets` in the config narrows the topics, and bad values fail with the key named."""
+    from ptmon.config import load_config
+    from ptmon.errors import ConfigError, UsageError
+    from ptmon.partition import partitioned_config
+
+    path = tmp_path / "ptmon.toml"
+    path.write_text('registry = "r.csv"\nstreets = ["wanli", "taopu"]\n')
+    config = partitioned_config(load_config(path))
+    assert config.streets == ("wanli", "taopu")
+    assert config.mqtt.topics == ("putuo/+/wanli/+/hb", "putuo/+/taopu/+/hb", "putuo/gw/+/status")
+    for bad in ('"wanli"', '["wanli", "wanli"]', '[""]'):
+        path.write_text(f'registry = "r.csv"\nstreets = {bad}\n')
+        with pytest.raises(ConfigError, match="streets"):
+            load_config(path)
+    registry = load_registry(write_registry(tmp_path / "registry.csv"), load_rules())
+    with pytest.raises(UsageError, match="unknown street"):
+        restrict_registry(registry, ["atlantis"])
+
+
+def test_a_partition_writes_sla_and_loss_points_of_its_streets_only() -> None:
+    """Test that a partition's live points never overwrite another street's series or the district's."""
+    from ptmon.partition import owned_points
+    from ptmon.sinks.lineproto import series_prefix
+
+    lines = [f"{series_prefix(m, {'contract': 'cam', 'street': s, 'kpi': 'online'})}value=1.0 1"
+             for m in ("sla", "loss") for s in ("wanli", "taopu", "district")]
+    lines.append(f"{series_prefix('heartbeat', {'device': 'wanli-cam1', 'street': 'wanli', 'type': 'face_cam'})}seq=1i 1")
+    kept = owned_points(lines, ["wanli"])
+    assert kept == [lines[0], lines[3], lines[6]]
