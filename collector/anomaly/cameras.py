@@ -10,9 +10,11 @@ neither. A day counts only when the camera was heard for half of the regime's ho
 made 20 attempts (failure), and never while one of its anomalies was open.
 
 A camera's *exposure* in a slot is the time it was online at the contract's sample instants
-(samples × Δ): the attempts a camera should have made while it was offline (or exempted) are no
-evidence of blindness. Counts that arrive after an offline spell carry what the camera captured
-meanwhile, which only weighs against blindness.
+(samples × Δ): the attempts a camera should have made while it was offline are no evidence of
+blindness. Counts that arrive after an offline spell carry what the camera captured meanwhile,
+which only weighs against blindness. Exemptions do not enter: they excuse a street's figures, not
+the device, and one recorded late or revoked would make the live run and a recomputation from the
+archive judge the camera differently.
 
 **Blind** (失明): Poisson CUSUM on attempts. Over the hours ``h`` a camera was heard in a slot,
 the baseline expects ``μ = level × shape × h`` attempts; the fault is a rate of ``ratio × μ``.

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..engine import Engine
 from ..rules import COUNTERS
-from ..timebase import US_PER_S, UTC_OFFSET_US, day_to_date
+from ..timebase import US_PER_S, UTC_OFFSET_US, day_of, day_to_date
 from .cameras import Cameras
 from .cusum import Detector, Steps
 from .records import Anomaly
@@ -110,9 +110,19 @@ class AnomalyMonitor:
         self._advance((t + UTC_OFFSET_US) // US_PER_HOUR)
         has_cameras, positions, cameras = self.sampled[contract]
         if has_cameras:
-            self.cameras.add_sample(cameras, online if positions is None else online[positions],
+            heard = self._heard(contract, t)
+            self.cameras.add_sample(cameras, heard if positions is None else heard[positions],
                                     self.engine.sample_interval[contract])
         self.flush()
+
+    def _heard(self, contract: int, t: int) -> np.ndarray:
+        """The contract's devices online and under lease at sample ``t``, exemptions aside: an exemption
+        excuses the street's figures, not the device, and it may be recorded late or revoked, so a device's
+        health seen through exemptions would differ between the live run (which learns of one when it is
+        recorded) and a recomputation from the archive (which knows them all, or none)."""
+        engine = self.engine
+        under_lease, _ = engine.expected_by_street(contract, day_of(t))
+        return engine.sampled_online[engine.contract_slices[contract]] & under_lease
 
     def settle(self) -> None:
         """Apply what is kept for the next sample instant and hand over what changed (before a
