@@ -40,7 +40,7 @@ from .alerting.model import Notification
 from .alerting.outbox import outbox_rows
 from .alerting.rules import ALERTS_FILE, AlertRules, load_alert_rules
 from .anomaly import DeviceHealth
-from .anomaly.ledger import write_anomalies
+from .anomaly.ledger import forget_raised_since, write_anomalies
 from .anomaly.metrics import AnomalyCollector
 from .anomaly.records import Anomaly
 from .anomaly.rules import rules_in
@@ -183,6 +183,8 @@ class Collector:
         self.sla = SlaPoints(self.months, self._emit, self.metrics)
         self._attach_loss()
         self._attach_ledger(checkpoint)
+        if rebuild or checkpoint is not None:
+            self._forget_anomalies_to_replay()
         self.heartbeats = HeartbeatPoints(self.engine) if self.config.influx.url and self.config.influx.heartbeats else None
         self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch, on_month=self._month_snapshot)
         self._pending_points: list[str] = []
@@ -354,6 +356,16 @@ class Collector:
                                    saved=self._saved_extensions)
         self.notes += self.health.notes
         self.metrics.registry.register(AnomalyCollector(self.health.monitor))
+
+    def _forget_anomalies_to_replay(self) -> None:
+        """Before the archive after the restored state is fed: the ledger's rows of anomalies raised
+        after it go (those open in it stay), as feeding it raises them again, each as the archive dates it."""
+        if self.health is None:
+            return
+        monitor, ids = self.health.monitor, self.registry.ids
+        keep = {(ids[row], kind, o.since) for (kind, row), o in monitor.open.items()}
+        if forgotten := forget_raised_since(self.ledger, self.engine.clock, keep):
+            log.info("%d anomaly rows raised after the restored state dropped: the archive gives them again", forgotten)
 
     def _write_anomalies(self) -> bool:
         """Anomalies raised and cleared, and every open one's figures so far, into the ledger."""

@@ -2,7 +2,9 @@
 
 Keyed by (device, kind, start, month): the row of an anomaly still open is written again as it
 grows (at every checkpoint and when it closes), and the archive tail replayed after a crash writes
-the same keys, so nothing counts twice. The month's report reads them with their counts: what a
+the same keys, so nothing counts twice; the rows of anomalies raised after the state a restart
+continues from are dropped first (:func:`forget_raised_since`), so a replay that dates one
+otherwise leaves no stale row. The month's report reads them with their counts: what a
 blind camera should have captured, what a degraded one or a stuck sensor failed beyond its own
 baseline. Created on first use, so a ledger from before it opens as it is.
 """
@@ -10,7 +12,7 @@ baseline. Created on first use, so a ledger from before it opens as it is.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from ..ledger.store import Ledger
 from .records import Anomaly
@@ -37,6 +39,22 @@ def write_anomalies(ledger: Ledger, anomalies: Sequence[Anomaly]) -> None:
         db.execute(SCHEMA)
         db.executemany(f"INSERT OR REPLACE INTO anomalies VALUES ({', '.join('?' * len(COLUMNS))})",
                        [_row(a) for a in latest.values()])
+
+
+def forget_raised_since(ledger: Ledger, t: int | None, keep: Collection[tuple[str, str, int]]) -> int:
+    """Drop the rows of anomalies raised at or after engine time ``t`` (every row when None) but those
+    of ``keep`` (device, kind, start: the anomalies open in the state restored at ``t``); returns how
+    many. A collector restarting from a checkpoint or snapshot taken at ``t`` feeds the archive after
+    it again and writes what that raises; a row an earlier run wrote of it is dropped first, so none
+    is left beside the one the archive gives, whatever its start. Rows kept are rewritten as the
+    restored anomalies go on."""
+    with ledger.transaction() as db:
+        db.execute(SCHEMA)
+        since = -(2**63) if t is None else t
+        rows = db.execute("SELECT device, kind, start, month FROM anomalies WHERE detected >= ?", (since,)).fetchall()
+        gone = [r for r in rows if (r[0], r[1], r[2]) not in keep]
+        db.executemany("DELETE FROM anomalies WHERE device = ? AND kind = ? AND start = ? AND month = ?", gone)
+    return len(gone)
 
 
 def read_anomalies(ledger: Ledger, month: str) -> list[Anomaly]:
