@@ -183,8 +183,8 @@ class Collector:
         self.sla = SlaPoints(self.months, self._emit, self.metrics)
         self._attach_loss()
         self._attach_ledger(checkpoint)
-        if rebuild or checkpoint is not None:
-            self._forget_anomalies_to_replay()
+        if rebuild or checkpoint is not None:  # a fresh engine rebuilds from the ledger's rebuilt hours on
+            self._forget_anomalies_to_replay(self.engine.clock if self.engine.clock is not None else self._rebuild_from())
         self.heartbeats = HeartbeatPoints(self.engine) if self.config.influx.url and self.config.influx.heartbeats else None
         self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch, on_month=self._month_snapshot)
         self._pending_points: list[str] = []
@@ -357,14 +357,15 @@ class Collector:
         self.notes += self.health.notes
         self.metrics.registry.register(AnomalyCollector(self.health.monitor))
 
-    def _forget_anomalies_to_replay(self) -> None:
-        """Before the archive after the restored state is fed: the ledger's rows of anomalies raised
-        after it go (those open in it stay), as feeding it raises them again, each as the archive dates it."""
+    def _forget_anomalies_to_replay(self, since: int) -> None:
+        """Before the archive after the restored state (at engine time ``since``) is fed: the ledger's rows of
+        anomalies raised from then on go (those open in it stay), as feeding it raises them again, each as
+        the archive dates it."""
         if self.health is None:
             return
         monitor, ids = self.health.monitor, self.registry.ids
         keep = {(ids[row], kind, o.since) for (kind, row), o in monitor.open.items()}
-        if forgotten := forget_raised_since(self.ledger, self.engine.clock, keep):
+        if forgotten := forget_raised_since(self.ledger, since, keep):
             log.info("%d anomaly rows raised after the restored state dropped: the archive gives them again", forgotten)
 
     def _write_anomalies(self) -> bool:

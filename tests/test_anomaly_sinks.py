@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ptmon.anomaly import Anomaly, DeviceHealth
-from ptmon.anomaly.ledger import read_anomalies, write_anomalies
+from ptmon.anomaly.ledger import forget_raised_since, read_anomalies, write_anomalies
 from ptmon.anomaly.metrics import AnomalyCollector
 from ptmon.anomaly.rules import load_anomaly_rules
 from ptmon.engine import Engine
@@ -152,6 +152,23 @@ def test_anomaly_rows_are_written_again_not_twice(tmp_path: Path):
         rows = read_anomalies(ledger, "2026-11")
     assert [(a.kind, a.attempts, a.expected_attempts, a.end) for a in rows] == [
         ("blind", 5.0, 800.0, (T0 + 7200) * US), ("degraded", 3.0, 400.0, None)]
+
+
+def test_a_restart_drops_the_rows_raised_after_its_state_but_those_open_in_it(tmp_path: Path):
+    """Test that the rows of anomalies detected at or after the restored state's instant go (in every month),
+    except those of anomalies open in it, and rows detected before it stay."""
+    restored_at = (T0 + 3600) * US
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        assert forget_raised_since(ledger, restored_at, set()) == 0  # a ledger without the table
+        write_anomalies(ledger, [
+            anomaly(),  # detected before: stays
+            anomaly(device="c2", start=(T0 + 3000) * US, detected=restored_at),  # open in the restored state
+            anomaly(device="c2", start=(T0 + 3000) * US, detected=restored_at, month="2026-12"),
+            anomaly(device="c3", start=(T0 + 3300) * US, detected=restored_at),  # raised after it: goes
+            anomaly(device="c3", start=(T0 + 3300) * US, detected=restored_at, month="2026-12")])
+        assert forget_raised_since(ledger, restored_at, {("c2", "blind", (T0 + 3000) * US)}) == 2
+        rows = read_anomalies(ledger, "2026-11") + read_anomalies(ledger, "2026-12")
+    assert [(a.device, a.month) for a in rows] == [("c1", "2026-11"), ("c2", "2026-11"), ("c2", "2026-12")]
 
 
 def test_the_report_section_shows_what_the_anomalies_cost_the_street(rules):

@@ -41,8 +41,8 @@ def write_anomalies(ledger: Ledger, anomalies: Sequence[Anomaly]) -> None:
                        [_row(a) for a in latest.values()])
 
 
-def forget_raised_since(ledger: Ledger, t: int | None, keep: Collection[tuple[str, str, int]]) -> int:
-    """Drop the rows of anomalies raised at or after engine time ``t`` (every row when None) but those
+def forget_raised_since(ledger: Ledger, t: int, keep: Collection[tuple[str, str, int]]) -> int:
+    """Drop the rows of anomalies raised at or after engine time ``t`` but those
     of ``keep`` (device, kind, start: the anomalies open in the state restored at ``t``); returns how
     many. A collector restarting from a checkpoint or snapshot taken at ``t`` feeds the archive after
     it again and writes what that raises; a row an earlier run wrote of it is dropped first, so none
@@ -50,8 +50,7 @@ def forget_raised_since(ledger: Ledger, t: int | None, keep: Collection[tuple[st
     restored anomalies go on."""
     with ledger.transaction() as db:
         db.execute(SCHEMA)
-        since = -(2**63) if t is None else t
-        rows = db.execute("SELECT device, kind, start, month FROM anomalies WHERE detected >= ?", (since,)).fetchall()
+        rows = db.execute("SELECT device, kind, start, month FROM anomalies WHERE detected >= ?", (t,)).fetchall()
         gone = [r for r in rows if (r[0], r[1], r[2]) not in keep]
         db.executemany("DELETE FROM anomalies WHERE device = ? AND kind = ? AND start = ? AND month = ?", gone)
     return len(gone)
