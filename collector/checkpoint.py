@@ -12,7 +12,9 @@ One ``.npz`` file (read with ``allow_pickle=False``; nothing is pickled) holding
   so no two-million-entry dict is built);
 * one array per per-device engine attribute (rows in ``device_ids`` order) and per gateway one;
 * with a rate limit, the decoder's rate windows per device and per gateway, so a replay of the
-  archive rejects exactly what the restarted collector did.
+  archive rejects exactly what the restarted collector did;
+* ``ext.*``: arrays other stages hand in (the device-health monitor's, keyed by device id in its
+  own way), returned as they were saved in :attr:`Checkpoint.extensions`.
 
 State is restored by id, so the registry may change between runs. Tally sums are restored by
 contract and street code; sums the current rules have no place for, or a changed sample grid,
@@ -27,7 +29,7 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +106,17 @@ class Checkpoint:
     notes: list[str]  # what did not fit exactly (registry or rule changes), for the log
     registry_version: str = ""  # of the registry and rules the state was computed with
     rules_version: str = ""
+    extensions: dict[str, np.ndarray] = field(default_factory=dict)  # other stages' arrays, by name
 
 
 # --- save -------------------------------------------------------------------------------
 
 
 def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], decoder: Decoder,
-                    extra: Mapping[str, Any], named: Mapping[str, Tally | None] | None = None) -> None:
-    """Write the state atomically and durably; ``extra`` must be JSON-serialisable."""
+                    extra: Mapping[str, Any], named: Mapping[str, Tally | None] | None = None,
+                    extensions: Mapping[str, np.ndarray] | None = None) -> None:
+    """Write the state atomically and durably; ``extra`` must be JSON-serialisable, ``extensions``
+    numeric arrays (no objects: the file is read without pickle)."""
     named = {k: v for k, v in (named or {}).items() if v is not None}
     if any(tally.engine is not engine for tally in [*tallies, *named.values()]):
         raise ValueError("every tally saved must be attached to the engine saved")
@@ -146,6 +151,7 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
     }
     if rates is not None:
         arrays |= {name: getattr(rates, attribute) for attribute, (name, _, _) in RATE_ARRAYS.items()}
+    arrays |= {f"ext.{name}": array for name, array in (extensions or {}).items()}
     _write_atomic(Path(path), arrays)
 
 
@@ -283,7 +289,8 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                       decoder_counts=DecoderCounts.from_doc(meta["decoder"]),
                       decoder_rates=_restore_rates(path, arrays, meta, rows),
                       extra=dict(meta["extra"]), saved_at=_int(meta["saved_at"]), notes=notes,
-                      registry_version=str(meta["registry_version"]), rules_version=str(meta["rules_version"]))
+                      registry_version=str(meta["registry_version"]), rules_version=str(meta["rules_version"]),
+                      extensions={name[4:]: array for name, array in arrays.items() if name.startswith("ext.")})
 
 
 def _check_rules(path: Path, meta: dict[str, Any], rules: Rules, notes: list[str]) -> None:

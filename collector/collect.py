@@ -39,6 +39,11 @@ from .alerting.mailer import Mailer
 from .alerting.model import Notification
 from .alerting.outbox import outbox_rows
 from .alerting.rules import ALERTS_FILE, AlertRules, load_alert_rules
+from .anomaly import DeviceHealth
+from .anomaly.ledger import forget_raised_since, write_anomalies
+from .anomaly.metrics import AnomalyCollector
+from .anomaly.records import Anomaly
+from .anomaly.rules import rules_in
 from .archive import MONITOR_TOPIC, ArchiveReader, Record
 from .checkpoint import Checkpoint, load_checkpoint, restore_decoder, save_checkpoint
 from .config import CollectorConfig
@@ -161,11 +166,13 @@ class Collector:
         if checkpoint is not None and (mismatch := self._mismatch(checkpoint, history)):
             lost, checkpoint = mismatch, None
         rebuild = checkpoint is None and history
+        self._saved_extensions: dict | None = None  # the device-health state the engine's goes with
         if rebuild:
             self.engine, tallies, position = self._start_from_snapshot(lost)
         elif checkpoint is None:
             self.engine, tallies, position = Engine(self.registry), [], {}
         else:
+            self._saved_extensions = checkpoint.extensions
             self.engine = checkpoint.engine
             tallies = checkpoint.tallies
             restore_decoder(self.decoder, checkpoint)
@@ -176,6 +183,8 @@ class Collector:
         self.sla = SlaPoints(self.months, self._emit, self.metrics)
         self._attach_loss()
         self._attach_ledger(checkpoint)
+        if rebuild or checkpoint is not None:  # a fresh engine rebuilds from the ledger's rebuilt hours on
+            self._forget_anomalies_to_replay(self.engine.clock if self.engine.clock is not None else self._rebuild_from())
         self.heartbeats = HeartbeatPoints(self.engine) if self.config.influx.url and self.config.influx.heartbeats else None
         self.feed = Feed(self.engine, self.decoder, on_batch=self._on_batch, on_month=self._month_snapshot)
         self._pending_points: list[str] = []
@@ -237,6 +246,7 @@ class Collector:
                 self.notes.append(f"{exc}; it is kept as {aside.name}")
                 continue
             restore_decoder(self.decoder, snapshot)
+            self._saved_extensions = snapshot.extensions
             engine = snapshot.engine
             break
         note = (f"{why}: rebuilding the state and this month's ledger from the archive "
@@ -265,11 +275,13 @@ class Collector:
         finally:
             self._replaying = False
         self.ledger_writer.flush(open_buckets=True)
+        self._write_anomalies()
         self.notes.append(f"rebuilt from {reader.records:,} archived records in {time.monotonic() - began:.0f} s")
 
     def _month_snapshot(self, month_start: int) -> None:
         if not self._replaying:
-            save_snapshot(self.config.archive_path, month_start, self.engine, self.decoder)
+            save_snapshot(self.config.archive_path, month_start, self.engine, self.decoder,
+                          extensions=self.health.state_arrays() if self.health is not None else None)
 
     def _attach_ledger(self, checkpoint: Checkpoint | None) -> None:
         """Exemptions, the ledger's hours and episodes, and alerting, before any record is fed."""
@@ -284,6 +296,7 @@ class Collector:
         self.ledger_writer = LedgerWriter(engine, self.ledger, hour=named.get("ledger_hour"), day=named.get("ledger_day"))
         open_starts = self.ledger.episode_starts(engine.clock) if engine.clock is not None else None
         self.episodes = EpisodeTracker(engine, self._on_episodes, open_starts)
+        self._attach_health()
         self.alerts: AlertEvaluator | None = None
         self.alert_rules = self._load_alert_rules()
         if self.alert_rules is not None:
@@ -292,7 +305,8 @@ class Collector:
                 engine, self.months, self.sla, self.alert_rules, on_change=self._on_alerts, emit_points=self._emit,
                 states=self.ledger.alert_states(), restored=restored, data_quality=self._data_quality,
                 month_to_date=lambda start, end: ledger_results(self.ledger, self.registry, start, end),
-                loss_window=self.loss_window, loss=self.config.loss)
+                loss_window=self.loss_window, loss=self.config.loss,
+                device_health=self.health.monitor if self.health is not None else None)
         self.mailer: Mailer | None = None
 
     def _attach_loss(self) -> None:
@@ -328,6 +342,44 @@ class Collector:
             self.alerts.on_broker(snapshot, int(now * US_PER_S))
         if health_due and self.influx is not None:
             self.influx.submit(broker_lines(snapshot, int(now * US_PER_S), instance=self.config.mqtt.client_id))
+
+    def _attach_health(self) -> None:
+        """Device health (rules/anomaly.yaml): before alerting, which reads its open anomalies."""
+        self.anomalies_pending: list[Anomaly] = []
+        anomaly_rules = rules_in(self.registry.rules.directory)
+        if anomaly_rules is None:
+            self.health: DeviceHealth | None = None
+            self.notes.append(f"no anomaly.yaml in {self.registry.rules.directory}: device health is off")
+            return
+        self.health = DeviceHealth(self.engine, anomaly_rules, on_anomalies=self.anomalies_pending.extend,
+                                   emit_points=self._emit if self.config.influx.url else None,
+                                   saved=self._saved_extensions)
+        self.notes += self.health.notes
+        self.metrics.registry.register(AnomalyCollector(self.health.monitor))
+
+    def _forget_anomalies_to_replay(self, since: int) -> None:
+        """Before the archive after the restored state (at engine time ``since``) is fed: the ledger's rows of
+        anomalies raised from then on go (those open in it stay), as feeding it raises them again, each as
+        the archive dates it."""
+        if self.health is None:
+            return
+        monitor, ids = self.health.monitor, self.registry.ids
+        keep = {(ids[row], kind, o.since) for (kind, row), o in monitor.open.items()}
+        if forgotten := forget_raised_since(self.ledger, since, keep):
+            log.info("%d anomaly rows raised after the restored state dropped: the archive gives them again", forgotten)
+
+    def _write_anomalies(self) -> bool:
+        """Anomalies raised and cleared, and every open one's figures so far, into the ledger."""
+        if self.health is None:
+            return True
+        written = len(self.anomalies_pending)
+        try:
+            write_anomalies(self.ledger, self.anomalies_pending + self.health.monitor.open_anomalies())
+        except sqlite3.Error as exc:
+            self.faults.failed("ledger", str(exc))
+            return False
+        del self.anomalies_pending[:written]
+        return True
 
     def _load_alert_rules(self) -> AlertRules | None:
         if not self.config.alerts.enabled:
@@ -520,7 +572,7 @@ class Collector:
     def _flush_ledger(self, *, open_buckets: bool) -> bool:
         """What waits for the ledger, with ``open_buckets`` the open hour and day and the alert states."""
         states = self.alerts.checkpoint_states() if open_buckets and self.alerts is not None else None
-        if self.keeper.flush(open_buckets=open_buckets, states=states):
+        if self.keeper.flush(open_buckets=open_buckets, states=states) and self._write_anomalies():
             return True
         self._check_storage()
         return False
@@ -536,6 +588,8 @@ class Collector:
         False when the storage refused: the fault is reported and retried, and the previous checkpoint
         with the archive written after it still gives the exact state after a crash."""
         self._check_storage()
+        if self.health is not None:
+            self.health.monitor.settle()  # its changes reach the ledger before the state that made them is saved
         if not self._flush_ledger(open_buckets=True):
             return False
         extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time(),
@@ -547,7 +601,8 @@ class Collector:
                 await self.influx.persist()
             save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
                             decoder=self.decoder, extra=extra,
-                            named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day})
+                            named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day},
+                            extensions=self.health.state_arrays() if self.health is not None else None)
         except (OSError, SinkError, CheckpointError) as exc:
             self._check_storage()
             self.faults.failed("checkpoint", str(exc))

@@ -82,6 +82,13 @@ class DeviceListener(Protocol):
         """Masks over the contract's registry slice at sample ``t``; read-only, valid during the call."""
 
 
+class DeltaListener(Protocol):
+    def on_device_deltas(self, t: np.ndarray, devices: np.ndarray, deltas: np.ndarray) -> None:
+        """Applied heartbeats of distinct devices (each device's messages in arrival order across
+        calls): receive times, registry rows and counter deltas [row, COUNTERS] (zero outside the
+        lease, and for a device's first message, which only sets its baseline). Read-only."""
+
+
 class UnexemptedListener(Protocol):
     def on_unexempted_sample(self, contract: int, t: int, online: np.ndarray, expected: np.ndarray) -> None:
         """A sample with exemptions left out: devices under lease (and those of them online) per street."""
@@ -156,6 +163,7 @@ class Engine:
         self.status_listeners: list[StatusListener] = []
         self.gateway_listeners: list[GatewayListener] = []
         self.count_listeners: list[CountListener] = []  # messages counted by kind (data quality)
+        self.delta_listeners: list[DeltaListener] = []  # per-device counter deltas (device health)
         self._queued = CountedEvents.empty()  # the decoder's counted events not yet emitted, in time order
         self.exemptions: ExemptionMask | None = None  # devices out of the denominator, by instant
         self._expected_cache: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
@@ -442,6 +450,8 @@ class Engine:
             self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
             counted.append(engine_events(t[~under_lease], d[~under_lease], "outside_lease"))
             deltas[~under_lease] = 0
+        for delta_listener in self.delta_listeners:
+            delta_listener.on_device_deltas(t, d, deltas)
         self.seen_day[d] = day
 
         has_seq = b.has_seq[rows]

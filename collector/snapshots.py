@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .decode import Decoder
 from .engine import Engine
@@ -42,10 +44,13 @@ def snapshot_path(archive_dir: Path, month: str) -> Path:
     return archive_dir / f"ptmon-{month}.state.npz"
 
 
-def save_snapshot(archive_dir: Path, month_start: int, engine: Engine, decoder: Decoder) -> Path:
-    """The state as ``month_start`` begins (every earlier record applied, none later)."""
+def save_snapshot(archive_dir: Path, month_start: int, engine: Engine, decoder: Decoder,
+                  extensions: dict[str, np.ndarray] | None = None) -> Path:
+    """The state as ``month_start`` begins (every earlier record applied, none later); ``extensions``
+    as in the checkpoint (the device-health baselines)."""
     path = snapshot_path(archive_dir, month_code(month_start))
-    save_checkpoint(path, engine=engine, tallies=[], decoder=decoder, extra={"month_start": month_start})
+    save_checkpoint(path, engine=engine, tallies=[], decoder=decoder, extra={"month_start": month_start},
+                    extensions=extensions)
     log.info("month-start snapshot %s", path)
     return path
 

@@ -178,3 +178,39 @@ def broker_drops() -> str:
     """Messages the broker dropped per second, and what it holds (the ``broker`` measurement)."""
     return ('SELECT non_negative_derivative(last("dropped_seen"), 1s) AS "dropped", max("stored_messages") AS "stored" '
             'FROM "broker" WHERE $timeFilter GROUP BY time($__interval), "instance" fill(none)')
+
+
+# Rollups (``sla_type``, ``sla_community``): exact interval sums, so any range's rate is Σ / Σ and
+# no panel reads a per-device series.
+_CAPTURE = '(sum("face_ok") + sum("plate_ok")) / (sum("face_try") + sum("plate_try"))'
+
+
+def rollup_rates(measurement: str, where: str, by: str) -> str:
+    """Online, sensing and capture rates over the range per ``by`` cell, with the devices whose
+    anomaly is open (and those still learning) at the range's last rollup point."""
+    return (f'SELECT sum("online") / sum("expected") AS "online", sum("read_ok") / sum("reads") AS "sensing", '
+            f'{_CAPTURE} AS "capture", last("blind") AS "blind", last("degraded") AS "degraded", '
+            f'last("stuck") AS "stuck", last("learning") AS "learning" '
+            f'FROM "{measurement}" WHERE {where} AND $timeFilter{_group(by)}')
+
+
+def rollup_trend(measurement: str, where: str, by: str) -> str:
+    """The capture (cameras) or sensing (sensors) success rate of each interval per ``by`` cell."""
+    rate = _CAPTURE if measurement == "sla_community" else 'sum("read_ok") / sum("reads")'
+    return f"SELECT {rate} FROM \"{measurement}\" WHERE {where} AND $timeFilter{_group(by, interval=True)} fill(none)"
+
+
+# Anomalies: a point when one opens or closes and one per open anomaly every rollup interval, so
+# the latest point of a device × kind in the range says whether it is open at the range's end.
+_ANOMALY_SERIES = '"contract", "street", "type", "kind", "device"'
+
+
+def open_anomalies(where: str) -> str:
+    """Devices with an anomaly open (blind, degraded, stuck), one row each, since when (ms) and the
+    month's attempts (reads) against what its baseline expected."""
+    latest = (f'SELECT last("open") AS "open", last("community") AS "community", last("since") * 1000 AS "since", '
+              f'last("detected") * 1000 AS "detected", last("attempts") AS "attempts", '
+              f'last("expected_attempts") AS "expected" FROM "anomaly" WHERE {where} AND $timeFilter '
+              f"GROUP BY {_ANOMALY_SERIES}")
+    return (f'SELECT "community", "since", "detected", "attempts", "expected" FROM ({latest}) WHERE "open" = 1 '
+            f"GROUP BY {_ANOMALY_SERIES}")

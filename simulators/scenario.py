@@ -24,6 +24,13 @@ ISO 8601 instants (Shanghai time unless an offset is given). See ``simulators/sc
       - malformed: {per_minute: 2}
       - duplicates: {fraction: 0.01}
       - reorder: {fraction: 0.005, delay: 5s}
+      - blind: {count: 20, contract: cam, from: 2d, spread: 1d, night_only: false}  # attempts: 0 (the share left)
+      - degraded: {count: 20, type: face_cam, points: 0.30, from: 2d}              # success 30 points lower
+      - stuck: {count: 50, contract: iot, reads_stop: false, from: 2d, to: 3d}    # read_ok stops (reads too)
+
+The device faults (blind, degraded, stuck) keep the heartbeats going: each chosen device's fault
+begins at a random instant in ``[from, from + spread)`` (``spread`` 0 by default) and lasts to ``to``
+(the end of the run when not given).
 """
 
 from __future__ import annotations
@@ -41,11 +48,12 @@ from ptmon.rules import parse_duration
 from ptmon.timebase import US_PER_S, parse_instant
 from ptmon.errors import UsageError
 
+from .faults import DeviceFault
 from .synthetic import Flapping, Outage, Scenario, Silence, SuccessWindow
 
 EVENT_KINDS = (
     "street_outage", "gateway_death", "churn", "flapping", "success_drop", "never_report",
-    "unknown_devices", "malformed", "duplicates", "reorder",
+    "unknown_devices", "malformed", "duplicates", "reorder", "blind", "degraded", "stuck",
 )
 
 
@@ -148,6 +156,7 @@ class _Builder:
         self.windows: list[SuccessWindow] = []
         self.never: list[int] = []
         self.deaths: list[GatewayDeath] = []
+        self.faults: list[DeviceFault] = []
         self.injections: dict[str, Any] = {}
         self.summary: list[str] = []
 
@@ -168,6 +177,11 @@ class _Builder:
         return mask
 
     def pick(self, mask: np.ndarray, count: int) -> np.ndarray:
+        """``count`` devices of ``mask``; never one an earlier device fault chose (one fault per device)."""
+        taken = [f.devices for f in self.faults]
+        if taken:
+            mask = mask.copy()
+            mask[np.concatenate(taken)] = False
         candidates = np.flatnonzero(mask)
         return np.sort(self.rng.choice(candidates, size=min(count, len(candidates)), replace=False))
 
@@ -247,6 +261,41 @@ def _never_report(b: _Builder, r: _Reader) -> None:
     b.summary.append(f"never report: {len(b.never)} devices")
 
 
+def _fault(kind: str):  # type: ignore[no-untyped-def]
+    def read(b: _Builder, r: _Reader) -> None:
+        devices = b.pick(b.selection(r), r.count("count"))
+        start, end = r.instant("from", "0s"), r.instant("to", None)
+        assert start is not None
+        spread = r.duration_us("spread") if "spread" in r.data else 0
+        if end is not None and end <= start + spread:
+            raise r.fail("to", "must be after from + spread")
+        settings: dict[str, Any] = {}
+        if kind == "blind":
+            settings = {"attempts": r.number("attempts", 0.0, 1.0, 0.0), "night_only": _flag(r, "night_only")}
+        elif kind == "degraded":
+            settings = {"points": r.number("points", 0.0, 1.0, 0.30)}
+        else:
+            settings = {"reads_stop": _flag(r, "reads_stop")}
+        if end is None:  # until the run's end: a run shorter than from + spread starts fewer faults
+            end = b.end_us
+            if start >= end:
+                b.summary.append(f"{kind} ×{len(devices)}: begins after the run's end, not injected")
+                return
+            spread = min(spread, end - start - 1)
+        offsets = (b.rng.random(len(devices)) * spread).astype(np.int64) if spread else np.zeros(len(devices), np.int64)
+        for d, offset in zip(devices.tolist(), offsets.tolist()):
+            b.faults.append(DeviceFault(kind=kind, devices=np.array([d]), from_us=start + offset, to_us=end, **settings))
+        b.summary.append(f"{kind} ×{len(devices)}")
+    return read
+
+
+def _flag(r: _Reader, key: str) -> bool:
+    value = r.get(key, False)
+    if not isinstance(value, bool):
+        raise r.fail(key, "must be true or false")
+    return value
+
+
 def _injection(key: str, field_name: str, lo: float, hi: float):  # type: ignore[no-untyped-def]
     def read(b: _Builder, r: _Reader) -> None:
         b.injections[field_name] = r.number(key, lo, hi)
@@ -267,6 +316,9 @@ _HANDLERS = {
     "malformed": _injection("per_minute", "malformed_per_minute", 0, 1e6),
     "duplicates": _injection("fraction", "duplicate_fraction", 0, 1),
     "reorder": _injection("fraction", "reorder_fraction", 0, 1),
+    "blind": _fault("blind"),
+    "degraded": _fault("degraded"),
+    "stuck": _fault("stuck"),
 }
 
 
@@ -302,6 +354,7 @@ def load_scenario(path: str | Path | None, registry: Registry, start_us: int, en
         flapping=tuple(b.flapping),
         success_windows=tuple(b.windows),
         never_report=tuple(sorted(set(b.never))),
+        faults=tuple(b.faults),
     )
     name = str(top.get("name", Path(path).stem))
     top.done()

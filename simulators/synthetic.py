@@ -46,6 +46,8 @@ from ptmon.registry import Registry
 from ptmon.rules import COUNTERS, Rules
 from ptmon.timebase import US_PER_S, UTC_OFFSET_US, days_of
 
+from .faults import DeviceFault, DeviceWindows, FaultPlan
+
 CHUNK_US = 3600 * US_PER_S
 HOUR_US = 3600 * US_PER_S
 NIGHT_FROM_HOUR, NIGHT_TO_HOUR = 20, 6  # Shanghai: fewer captures, and worse ones
@@ -57,6 +59,10 @@ CAMERA_SUCCESS_DAY = (0.97, 0.99)
 CAMERA_NIGHT_DROP = (0.04, 0.09)  # success points lost at night
 CAPTURES_PER_MIN_DAY = {FACE: 4.0, PLATE: 1.5}  # mean; each camera × U(0.3, 2.0)
 NIGHT_TRAFFIC = {FACE: 0.15, PLATE: 0.25}  # night capture rate as a share of the day's
+# Day capture traffic by Shanghai hour (06..19), relative to the day's mean: the morning and evening
+# rush at community gates; weekends are quieter, with fewer commuting cars.
+DAY_PROFILE = np.array([0.6, 1.3, 1.6, 1.1, 0.9, 0.9, 1.0, 0.9, 0.8, 0.9, 1.0, 1.3, 1.5, 1.2]) / (15.0 / 14)
+WEEKEND_TRAFFIC = {FACE: 0.8, PLATE: 0.6}
 CLOCK_DRIFT_S = 30
 
 
@@ -130,6 +136,7 @@ class Scenario:
     flapping: tuple[Flapping, ...] = ()
     success_windows: tuple[SuccessWindow, ...] = ()
     never_report: tuple[int, ...] = ()
+    faults: tuple[DeviceFault, ...] = ()  # blind and degraded cameras, stuck sensors (simulators.faults)
 
     def __post_init__(self) -> None:
         for name in ("silent_fraction", "loss"):
@@ -235,27 +242,6 @@ _TEXTS: dict[tuple[int, bool], Callable[..., list[str]]] = {
 }
 
 
-class _DeviceWindows:
-    """Time windows of chosen devices, one row per (device, window), found per chunk by device."""
-
-    def __init__(self, windows: list[tuple[np.ndarray, int, int, float]]) -> None:
-        sizes = [len(np.atleast_1d(w[0])) for w in windows]
-        self.device = np.concatenate([np.atleast_1d(np.asarray(w[0], dtype=np.int64)) for w in windows]) if windows else np.zeros(0, np.int64)
-        self.from_us, self.to_us, self.value = (np.repeat([w[i] for w in windows], sizes) for i in (1, 2, 3))
-
-    def hits(self, t: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(message rows inside a window of their device, the window's value) for device-major messages."""
-        if not len(self.device) or not len(t):
-            return np.zeros(0, np.int64), np.zeros(0)
-        live = (self.to_us > t.min()) & (self.from_us <= t.max())
-        device, from_us, to_us, value = self.device[live], self.from_us[live], self.to_us[live], self.value[live]
-        first = (np.cumsum(counts) - counts)[device]  # each device's first message row
-        n = counts[device]
-        rows = np.repeat(first, n) + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        inside = (t[rows] >= np.repeat(from_us, n)) & (t[rows] < np.repeat(to_us, n))
-        return rows[inside], np.repeat(value, n)[inside]
-
-
 class TrafficGenerator:
     """Per-device profiles drawn once from the seed, and the chunked message generator."""
 
@@ -282,13 +268,15 @@ class TrafficGenerator:
         captures = np.array([CAPTURES_PER_MIN_DAY.get(k, 0.0) for k in range(4)])[self.kind]
         self.captures_per_period = captures * rng.uniform(0.3, 2.0, n) * (period_s / 60.0)
         self.night_traffic = np.array([NIGHT_TRAFFIC.get(k, 1.0) for k in range(4)])[self.kind]
+        self.weekend_traffic = np.array([WEEKEND_TRAFFIC.get(k, 1.0) for k in range(4)])[self.kind]
+        self.faults = FaultPlan(sc.faults)
         self.pair_column = np.array([PAIR_COLUMN.get(k, -1) for k in range(4)], np.int64)[self.kind]
 
         self.silent = np.zeros(n, dtype=bool)
         self.silent[rng.choice(n, size=round(sc.silent_fraction * n), replace=False)] = True
         self.silent[np.asarray(sc.never_report, dtype=np.int64)] = True
-        self.silences = _DeviceWindows([(s.devices, s.from_us, s.to_us, 0.0) for s in sc.silences])
-        self.success_windows = _DeviceWindows([(w.devices, w.from_us, w.to_us, w.factor) for w in sc.success_windows])
+        self.silences = DeviceWindows([(s.devices, s.from_us, s.to_us, 0.0) for s in sc.silences])
+        self.success_windows = DeviceWindows([(w.devices, w.from_us, w.to_us, w.factor) for w in sc.success_windows])
         self.flap_half = np.zeros(n, dtype=np.int64)
         for f in sc.flapping:
             self.flap_half[np.asarray(f.devices, dtype=np.int64)] = f.period_us // 2
@@ -364,12 +352,18 @@ class TrafficGenerator:
         attempts = np.where(
             kind == SENSOR,
             1 + rng.poisson(READS_EXTRA_MEAN, m),
-            rng.poisson(self.captures_per_period[device] * np.where(night, self.night_traffic[device], 1.0)),
+            rng.poisson(self.captures_per_period[device] * self._capture_profile(device, due, hour, night)
+                        * self.faults.capture_factor(due, counts, night)),
         )
         p = (self.p_day[device] - np.where(night, self.p_night_drop[device], 0.0)) * self.factor[device]
         windowed, factors = self.success_windows.hits(due, counts)
         np.multiply.at(p, windowed, factors)
+        p -= self.faults.success_minus(due, counts)
         successes = rng.binomial(attempts, np.clip(p, 0.0, 1.0))
+        ok_stop, reads_stop = self.faults.stuck(due, counts)
+        attempts[reads_stop] = 0
+        successes[ok_stop] = 0
+        successes[reads_stop] = 0
         cum_tries = self._cumulate(tries, attempts, device, run_start, counts)
         cum_oks = self._cumulate(oks, successes, device, run_start, counts)
 
@@ -389,6 +383,13 @@ class TrafficGenerator:
         sent = self._sent(t, device, rng)
         sent[self.silences.hits(t, counts)[0]] = False
         return traffic if sent.all() else traffic.take(sent)
+
+    def _capture_profile(self, device: np.ndarray, due: np.ndarray, hour: np.ndarray, night: np.ndarray) -> np.ndarray:
+        """Capture traffic relative to a weekday's daytime mean: the rush hours, the quiet night, the weekend."""
+        day_hour = np.clip(hour - NIGHT_TO_HOUR, 0, len(DAY_PROFILE) - 1)
+        weekend = ((due + UTC_OFFSET_US) // (24 * HOUR_US) + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+        return (np.where(night, self.night_traffic[device], DAY_PROFILE[day_hour])
+                * np.where(weekend, self.weekend_traffic[device], 1.0))
 
     @staticmethod
     def _cumulate(state: np.ndarray, increments: np.ndarray, device: np.ndarray, run_start: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ TEST_STREETS = ("changzheng", "taopu")
 PANEL_TYPES = {"row", "stat", "bargauge", "timeseries", "table"}
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 GRAFANA_VARIABLES = {"timeFilter", "__interval", "__interval_ms", "tag_street", "tag_contract", "tag_kpi",
-                     "tag_type", "tag_instance", "col"}
+                     "tag_type", "tag_instance", "tag_community", "col"}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -171,7 +171,29 @@ def filled_influx(tmp_path_factory, broker_port):
 
         asyncio.run(main())
         assert collector.engine.stats["heartbeats"] > 500
+        write_anomalies(influx.url, database, collector.registry, start_us, end_us)
         yield influx.url, database, (start_us // 1000, end_us // 1000 + 60_000)
+
+
+def write_anomalies(url: str, database: str, registry, start_us: int, end_us: int) -> None:
+    """Anomaly points as the collector writes them (device health needs a week of history before it
+    judges, more than this hour): a camera blind and a sensor stuck since mid-run, still open."""
+    from urllib.request import urlopen
+
+    from ptmon.anomaly.points import anomaly_line
+    from ptmon.anomaly.records import Anomaly
+
+    lines = []
+    for device, kind in (("taopu-face1", "blind"), ("taopu-lift2", "stuck")):
+        row = registry.index[device]
+        a = Anomaly(device=device, kind=kind, contract=registry.rules.contracts[int(registry.contract[row])].code,
+                    street="taopu", type=registry.rules.types[int(registry.type[row])].code,
+                    community=registry.communities[int(registry.community[row])], gateway="gw", start=start_us,
+                    detected=start_us + 1800 * US_PER_S, end=None, month="", attempts=2.0, successes=2.0,
+                    expected_attempts=300.0, expected_successes=290.0)
+        lines += [anomaly_line(a, t, open_=True) for t in range(a.detected, end_us, 300 * US_PER_S)]
+    with urlopen(f"{url}/write?db={database}&precision=u", data="\n".join(lines).encode(), timeout=10) as response:
+        assert response.status == 204
 
 
 def interpolate(query: str, board: dict[str, Any], time_range: tuple[int, int]) -> str:

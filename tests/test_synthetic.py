@@ -137,7 +137,7 @@ def test_device_knobs_silence_flap_and_degrade_chosen_devices(registry):
     assert "c-wanli-hd_cam" not in by_device
     (_, first), (_, last) = by_device["c-taopu-face_cam"][0], by_device["c-taopu-face_cam"][-1]
     ratio = (last["face_ok"] - first["face_ok"]) / (last["face_try"] - first["face_try"])
-    assert 0.35 < ratio < 0.6  # night success × 0.5
+    assert 0.3 < ratio < 0.6  # night success (about 0.9) × 0.5, from a Sunday night's hundred-odd attempts
 
 
 def test_decoded_batches_equal_decoding_the_records(registry):

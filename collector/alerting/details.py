@@ -98,3 +98,20 @@ def _expected(engine: Engine, ci: int, rows: np.ndarray, t: int) -> np.ndarray:
 
 def expected_now(engine: Engine, ci: int, si: int, t: int) -> int:
     return int(np.count_nonzero(_expected(engine, ci, group_rows(engine, ci, si), t)))
+
+
+def anomaly_details(engine: Engine, monitor: Any, key: Any) -> dict[str, Any]:
+    """A device alert's device, and its anomaly's figures this month (from the device-health monitor)."""
+    registry = engine.registry
+    row = registry.index.get(key.device)
+    if row is None:
+        return {"table": []}
+    entry = device_rows(engine, np.array([row]), 0)[0]
+    found = [a for a in monitor.open_anomalies() if a.device == key.device and a.kind == key.kpi] if monitor else []
+    if found:
+        a = found[0]
+        entry.update(anomaly=a.kind, anomaly_since=a.start, detected=a.detected, attempts=a.attempts,
+                     successes=a.successes, expected_attempts=a.expected_attempts, expected_successes=a.expected_successes)
+    else:
+        entry.update(anomaly=key.kpi)
+    return {"table": [entry]}

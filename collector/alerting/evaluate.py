@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..anomaly.monitor import AnomalyMonitor
 from ..brokerstats import BrokerSnapshot
 from ..config import LossConfig
 from ..engine import Engine
@@ -69,7 +70,8 @@ class AlertEvaluator:
                  on_change: OnChange, emit_points: Callable[[list[str]], None] | None = None,
                  states: dict[str, str] | None = None, month_to_date: MonthToDate | None = None,
                  data_quality: DataQuality | None = None, restored: dict[str, Any] | None = None,
-                 loss_window: LossWindow | None = None, loss: LossConfig | None = None) -> None:
+                 loss_window: LossWindow | None = None, loss: LossConfig | None = None,
+                 device_health: AnomalyMonitor | None = None) -> None:
         self.engine = engine
         self.months = months
         self.sla = sla
@@ -78,6 +80,7 @@ class AlertEvaluator:
         self.emit_points = emit_points
         self.month_to_date = month_to_date
         self.data_quality = data_quality
+        self.device_health = device_health  # open anomalies become device alerts (cause "device")
         registry = engine.registry
         self.streets = registry.rules.street_codes()
         self.contracts = [c.code for c in registry.rules.contracts]
@@ -215,6 +218,7 @@ class AlertEvaluator:
     def _instant(self, t: int) -> None:
         self._silence(AlertKey(cause=Cause.PIPELINE), self._district_silent(t), self.observations.district_quiet, t)
         self._gateways(t)
+        self._devices(t)
         if self.transit is not None:
             self.explained = self.transit.evaluate(t)
         self._month_risk(t)
@@ -238,6 +242,22 @@ class AlertEvaluator:
                 # engine has heard nothing yet (the retained Last Will may still be on its way).
                 holds = int(engine.gateway_since[registry.gateways.index(gateway)]) < state.since
             self.book.set_alert(key, condition_step(state, key, holds=holds, since=since or t, t=t))
+
+    def _devices(self, t: int) -> None:
+        """An anomaly open for ``devices.for`` is an alert of its device; it resolves when the anomaly clears."""
+        rule, monitor = self.alert_rules.devices, self.device_health
+        registry = self.engine.registry
+        standing: dict[AlertKey, int] = {}
+        if rule.enabled and monitor is not None:
+            for (kind, row), opened in monitor.open.items():
+                if kind in rule.kinds and t - opened.detected >= rule.for_ * US_PER_S:
+                    key = AlertKey(cause=Cause.DEVICE, contract=self.contracts[int(registry.contract[row])],
+                                   street=self.streets[int(registry.street[row])], kpi=kind, device=registry.ids[row])
+                    standing[key] = opened.since
+        known = [k for k in self.book.alerts if k.cause is Cause.DEVICE]
+        for key in sorted(set(standing) | set(known)):
+            self.book.set_alert(key, condition_step(self.book.alerts.get(key), key, holds=key in standing,
+                                                    since=standing.get(key, t), t=t))
 
     def _month_risk(self, t: int) -> None:
         setting = self.alert_rules.month_risk
@@ -352,6 +372,8 @@ class AlertEvaluator:
             d.update(self._breach_details(key, t))
         elif key.cause is Cause.MONTH_RISK:
             d["risk"] = self.risks.get(key)
+        elif key.cause is Cause.DEVICE:
+            d.update(dv.anomaly_details(self.engine, self.device_health, key))
         return d
 
     def _breach_details(self, key: AlertKey, t: int) -> dict[str, Any]:

@@ -5,7 +5,7 @@ firing (its state still runs, and it shows in the cause's email as context):
 
 * a district silence (pipeline) inhibits every other alert but the broker's drops (the broker's
   own word on the pipe, and maybe why the district looks silent);
-* a street × contract silence inhibits that street's gateway and breach alerts of the contract;
+* a street × contract silence inhibits that street's gateway, breach and device alerts of the contract;
 * a loss in transit is inhibited by the cause that explains it (:mod:`~ptmon.alerting.transit`):
   the broker's drops, the district silence, its street's silence or a dead gateway of its
   street, while that cause fires and for one loss window after it ended (the messages a
@@ -75,7 +75,7 @@ class Causes:
             return None  # the broker's drops are its own word about the pipe: they may be why the district is silent
         if self.pipeline is not None:
             return self.pipeline
-        if key.cause in (Cause.GATEWAY, Cause.BREACH):
+        if key.cause in (Cause.GATEWAY, Cause.BREACH, Cause.DEVICE):
             return self.streets.get((key.contract, key.street))
         if key.cause is Cause.LOSS:
             return self.explained.get(key)

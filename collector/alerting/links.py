@@ -26,6 +26,8 @@ def dashboard_uid(key: AlertKey) -> str:
         return COLLECTOR  # its row 传输丢失: loss rate by street, lost and recovered, the broker's drops
     if key.cause is Cause.BREACH and key.kpi in CAMERA_KPIS:
         return CAMERAS
+    if key.cause is Cause.DEVICE and key.kpi in ("blind", "degraded"):
+        return CAMERAS
     return STREET
 
 

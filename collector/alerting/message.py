@@ -30,17 +30,17 @@ from .fmt import body_line, duration_text, header_safe, percent, when
 from .links import links_for
 from .model import AlertKey, AlertView, Cause, Notice, Notification
 from .rules import AlertRules
-from .sections import RISK_WORDS, Names, loss_rate, section, share
+from .sections import KIND_WORDS, RISK_WORDS, Names, loss_rate, section, share
 
 __all__ = ["compose", "csv_text", "duration_text", "header_safe", "message_row", "percent", "when"]
 
 NOTICE_WORDS = {Notice.FIRING: "", Notice.UPDATE: "·更新", Notice.REPEAT: "·持续", Notice.RESOLVED: ""}
 CAUSE_TITLES = {Cause.PIPELINE: ("全区失联", "全区恢复"), Cause.STREET_SILENT: ("整街失联", "整街恢复"),
                 Cause.GATEWAY: ("网关离线", "网关恢复"), Cause.BREACH: ("SLA告警", "SLA恢复"),
-                Cause.MONTH_RISK: ("月度风险", "月度风险解除"), Cause.LOSS: ("传输丢失", "传输丢失恢复"),
+                Cause.MONTH_RISK: ("月度风险", "月度风险解除"), Cause.LOSS: ("传输丢失", "传输丢失恢复"), Cause.DEVICE: ("设备失效", "设备恢复"),
                 Cause.BROKER_DROPS: ("代理丢弃", "代理丢弃停止")}
 CSV_COLUMNS = ("street", "contract", "device", "type", "community", "gateway", "last_heartbeat", "offline_since",
-               "online", "window_tries", "window_ok")
+               "online", "window_tries", "window_ok", "anomaly", "anomaly_since")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -114,6 +114,8 @@ def _subject_item(v: AlertView, names: Names) -> str:
         return f"{street} {names.contract_short(k.contract)}" + (f"：{d['devices']} 台设备全部无心跳" if "devices" in d else "")
     if k.cause is Cause.GATEWAY:
         return f"{street} 网关 {header_safe(k.gateway, 80)}" + (f"：{len(d['table'])} 台设备受影响" if d.get("table") else "")
+    if k.cause is Cause.DEVICE:
+        return f"{street} {header_safe(k.device, 80)} {KIND_WORDS.get(k.kpi, k.kpi)}"
     if k.cause is Cause.LOSS:
         r = d.get("loss")
         where = f"{street} {names.contract_short(k.contract)}" if k.street else "全区"
@@ -160,6 +162,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     writer.writerow(CSV_COLUMNS)
     for row in rows:
         values = {**row, "last_heartbeat": when(row.get("last_heartbeat")) if row.get("last_heartbeat") else "",
+                  "anomaly_since": when(row.get("anomaly_since")) if row.get("anomaly_since") else "",
                   "offline_since": when(row.get("offline_since")) if row.get("offline_since") else "",
                   "window_tries": row.get("tries", ""), "window_ok": row.get("ok", "")}
         writer.writerow([_cell(values.get(c, "")) for c in CSV_COLUMNS])

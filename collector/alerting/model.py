@@ -30,6 +30,7 @@ class Cause(str, Enum):
     GATEWAY = "gateway"  # a gateway's Last Will stands
     BREACH = "breach"  # a street's KPI below its threshold over the rule's window
     MONTH_RISK = "month_risk"  # the month ends (or must end) below the threshold
+    DEVICE = "device"  # a device online but not doing its job: blind, degraded, stuck (kpi holds the kind)
     BROKER_DROPS = "broker_drops"  # the MQTT broker's $SYS says it dropped messages (a client's queue was full)
     LOSS = "loss"  # messages lost in transit (seq gaps) over the loss window: a street × contract, or the district
 
@@ -73,6 +74,7 @@ class AlertKey:
     kpi: str = ""
     gateway: str = ""
     month: str = ""  # YYYY-MM, month at risk only
+    device: str = ""  # device anomalies only
 
     def doc(self) -> dict[str, str]:
         return {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(self).items() if v}
@@ -80,7 +82,7 @@ class AlertKey:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> AlertKey:
         return cls(cause=Cause(doc["cause"]), **{k: str(doc.get(k, "")) for k in
-                                                 ("contract", "street", "kpi", "gateway", "month")})
+                                                 ("contract", "street", "kpi", "gateway", "month", "device")})
 
     @property
     def row(self) -> str:

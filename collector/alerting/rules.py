@@ -65,6 +65,15 @@ class DigestRule:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeviceRule:
+    """Device anomalies (rules/anomaly.yaml) as alerts: which kinds, once they have stood ``for_`` seconds."""
+
+    enabled: bool = True
+    kinds: tuple[str, ...] = ("blind", "degraded", "stuck")
+    for_: int = 1800
+
+
+@dataclass(frozen=True, kw_only=True)
 class AlertRules:
     rules: tuple[AlertRule, ...]
     grouping: Grouping = field(default_factory=Grouping)
@@ -74,6 +83,7 @@ class AlertRules:
     min_coverage: Decimal = Decimal("0.5")
     month_risk: MonthRiskRule = field(default_factory=MonthRiskRule)
     digest: DigestRule = field(default_factory=DigestRule)
+    devices: DeviceRule = field(default_factory=DeviceRule)
     district: tuple[str, ...] = ()
     district_always: bool = True
     streets: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -104,6 +114,8 @@ class AlertRules:
             (f"causes: district silent {self.pipeline.for_} s, street silent {self.street_silent.for_} s, gateway "
             f"{self.gateway_for} s; windows judged from {self.min_coverage:%} observed"),
             f"month at risk: {risk}",
+            (f"device anomalies: {', '.join(self.devices.kinds)} after {self.devices.for_} s" if self.devices.enabled
+             else "device anomalies: off"),
             f"digest: {digest}",
             (f"recipients: {len(self.district)} district, {len(self.streets)} streets with their own; district "
             f"copied on every incident: {'yes' if self.district_always else 'no'}"),
@@ -149,6 +161,7 @@ def load_alert_rules(path: str | Path, rules: Rules) -> AlertRules:
         rules=_rules(top, rules, label, base), grouping=grouping, pipeline=pipeline, street_silent=silent,
         gateway_for=gateway_for, min_coverage=_share(top, "min_coverage", "0.5"),
         month_risk=_month_risk(_optional(top, "month_risk")), digest=_digest(_optional(top, "digest")),
+        devices=_devices(_optional(top, "devices")),
         district=_addresses(recipients, "district") if "district" in recipients.data else (),
         district_always=recipients.flag("district_always", True), streets=_street_addresses(recipients, rules, label),
         grafana_url=_url(top, "grafana_url"), dashboard_url=_url(top, "dashboard_url"),
@@ -213,6 +226,16 @@ def _month_risk(sec: _Section) -> MonthRiskRule:
         raise sec.fail("every", "must be whole hours (the projection reads the ledger's closed hours)", sec.data["every"])
     rule = MonthRiskRule(enabled=sec.flag("enabled", True), every=every, min_observed=_share(sec, "min_observed", "0.2"),
                          min_elapsed=_seconds(sec, "min_elapsed", 86_400))
+    sec.done()
+    return rule
+
+
+def _devices(sec: _Section) -> DeviceRule:
+    kinds = sec.get("kinds", list(DeviceRule().kinds))
+    known = DeviceRule().kinds
+    if not isinstance(kinds, list) or not kinds or any(k not in known for k in kinds) or len(set(kinds)) != len(kinds):
+        raise sec.fail("kinds", f"must be a list of {', '.join(known)} (each once)", kinds)
+    rule = DeviceRule(enabled=sec.flag("enabled", True), kinds=tuple(kinds), for_=_seconds(sec, "for", "30m"))
     sec.done()
     return rule
 

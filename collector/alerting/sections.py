@@ -16,6 +16,12 @@ from .transit import RESOLVE_FACTOR, LossReading
 SHOWN = 20  # devices listed in the body; all of them are in the CSV attachment
 CONTRACT_SHORT = {"iot": "物联感知", "cam": "智能安防"}
 RISK_WORDS = {1: "按当前趋势月末将低于阈值", 2: "本月已无法达到阈值"}
+KIND_WORDS = {"blind": "失明 (blind)", "degraded": "抓拍劣化 (degraded)", "stuck": "感知卡死 (stuck)"}
+KIND_EXPLAINED = {
+    "blind": "心跳正常但抓拍尝试远低于其自身基线（镜头遮挡、转向、视频流中断或夜间补光失效）",
+    "degraded": "抓拍尝试正常但成功率远低于其自身基线（失焦、镜头脏污、夜间红外故障）",
+    "stuck": "心跳正常但感知成功数（read_ok）不再增加",
+}
 
 
 class Names:
@@ -56,6 +62,8 @@ class Names:
             return f"{where} 整街无心跳 (street silent)"
         if key.cause is Cause.GATEWAY:
             return f"{where} 网关 {header_safe(key.gateway, 80)} 离线 (gateway down)"
+        if key.cause is Cause.DEVICE:
+            return f"{where} 设备 {header_safe(key.device, 80)} {KIND_WORDS.get(key.kpi, key.kpi)}"
         suffix = f" {key.month} 月度风险 (month at risk)" if key.cause is Cause.MONTH_RISK else " 低于阈值 (breach)"
         return f"{self.street(key.street)} {self.kpi(key.contract, key.kpi)}{suffix}"
 
@@ -159,6 +167,22 @@ def _devices(table: list[dict[str, Any]], *, online: bool) -> list[str]:
     return lines
 
 
+def _device(v: AlertView, names: Names, at: int) -> list[str]:
+    table = v.details.get("table") or []
+    lines = [f"  判断 (what)：{KIND_EXPLAINED.get(v.key.kpi, v.key.kpi)}"]
+    if not table:
+        return lines
+    row = table[0]
+    lines.append(f"  设备 (device)：{header_safe(row['device'], 80)}  {row['type']}  小区 {header_safe(row['community'], 60)}  "
+                 f"网关 {header_safe(row['gateway'], 60)}  最后心跳 {when(row.get('last_heartbeat'))}")
+    if "detected" in row:
+        unit = "次读数 (reads)" if v.key.kpi == "stuck" else "次抓拍尝试 (attempts)"
+        lines.append(f"  自 {when(row['anomaly_since'])} 起（{when(row['detected'])} 判定）本月：{row['attempts']:.0f} {unit}，"
+                     f"成功 {row['successes']:.0f}；按其基线应为约 {row['expected_attempts']:.0f} 次、成功约 "
+                     f"{row['expected_successes']:.0f} 次")
+    return lines
+
+
 def _loss(v: AlertView, names: Names, at: int) -> list[str]:
     r: LossReading | None = v.details.get("loss")
     if r is None:
@@ -212,4 +236,5 @@ def window_text(seconds: int) -> str:
 
 
 _BY_CAUSE = {Cause.PIPELINE: _pipeline, Cause.STREET_SILENT: _street_silent, Cause.GATEWAY: _gateway,
-             Cause.BREACH: _breach, Cause.MONTH_RISK: _month_risk, Cause.LOSS: _loss, Cause.BROKER_DROPS: _broker_drops}
+             Cause.BREACH: _breach, Cause.MONTH_RISK: _month_risk, Cause.LOSS: _loss, Cause.BROKER_DROPS: _broker_drops,
+             Cause.DEVICE: _device}

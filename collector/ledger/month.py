@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..anomaly.ledger import read_anomalies
+from ..anomaly.ledger import replace_month as replace_anomalies
 from ..errors import UsageError
 from ..inputs import command_inputs
 from ..lock import collector_running
@@ -83,8 +85,9 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             done = _recompute(paths, args.month, recomputed)
         if args.ledger_command == "verify":
             return _verify(paths, args.month, recomputed_path, done)
-        with Ledger(paths.ledger) as ledger:
+        with Ledger(paths.ledger) as ledger, Ledger(recomputed_path, readonly=True) as recomputed:
             ledger.replace_month(recomputed_path, *month_bounds(args.month))
+            replace_anomalies(ledger, recomputed, args.month)
         _say(f"{args.month}: the ledger's rows replaced by the recomputation ({done.sources.describe()})")
         return 0
 
@@ -111,7 +114,7 @@ def _verify(paths: _Paths, month: str, recomputed_path: Path, done: Recomputed) 
         found = compare_month(ledger, recomputed, paths.registry, month, exemptions)
     print(f"ledger verify {month}: {paths.ledger} against the archive ({done.sources.describe()}, {done.records:,} records)")
     for what, diff, total in (("KPI rows", found.kpi, found.kpi_rows), ("hour rows", found.hours, None),
-                              ("count rows", found.counts, None)):
+                              ("count rows", found.counts, None), ("anomaly rows", found.anomalies, None)):
         print(f"  {what}: {'equal' if not diff else f'{len(diff)} differ'}" + (f" ({total})" if total else ""))
         for line in diff[:SHOWN_DIFFERENCES]:
             print(f"    {line}")
@@ -129,11 +132,12 @@ class MonthComparison:
     kpi: list[str]
     hours: list[str]
     counts: list[str]
+    anomalies: list[str]
     kpi_rows: int
 
     @property
     def any(self) -> bool:
-        return bool(self.kpi or self.hours or self.counts)
+        return bool(self.kpi or self.hours or self.counts or self.anomalies)
 
 
 def compare_month(ledger: Ledger, recomputed: Ledger, registry: Registry, month: str, exemptions: Sequence[Exemption],
@@ -157,6 +161,8 @@ def compare_month(ledger: Ledger, recomputed: Ledger, registry: Registry, month:
     return MonthComparison(kpi=_differences(kpi_lines(mine), kpi_lines(theirs)),
                            hours=_differences(hour_lines(ledger), hour_lines(recomputed)),
                            counts=_differences(count_lines(ledger), count_lines(recomputed)),
+                           anomalies=_differences([repr(a) for a in read_anomalies(ledger, month)],
+                                                  [repr(a) for a in read_anomalies(recomputed, month)]),
                            kpi_rows=len(kpi_lines(mine)))
 
 
@@ -164,7 +170,7 @@ def month_differences(ledger: Ledger, recomputed: Ledger, registry: Registry, mo
                       exemptions: Sequence[Exemption], contracts: Sequence[str] | None = None) -> list[str]:
     """Every differing line of :func:`compare_month`, KPI rows first."""
     found = compare_month(ledger, recomputed, registry, month, exemptions, contracts)
-    return [*found.kpi, *found.hours, *found.counts]
+    return [*found.kpi, *found.hours, *found.counts, *found.anomalies]
 
 
 def _hour_key(h) -> str:  # type: ignore[no-untyped-def]

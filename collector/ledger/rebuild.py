@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..anomaly import DeviceHealth
+from ..anomaly.ledger import write_anomalies
+from ..anomaly.records import Anomaly
+from ..anomaly.rules import rules_in
 from ..archive import ArchiveReader
 from ..checkpoint import restore_decoder
 from ..decode import Decoder
@@ -57,21 +61,26 @@ def recompute_month(archive_dirs: Sequence[Path], registry: Registry, month: str
     _, end = month_bounds(month)
     sources = month_sources(list(archive_dirs), month)
     decoder = Decoder(registry)
+    saved = None
     if sources.snapshot is not None:
         snapshot = load_snapshot(sources.snapshot, registry)
         engine = snapshot.engine
         restore_decoder(decoder, snapshot)
+        saved = snapshot.extensions
         _seed_status(ledger, engine)
     else:
         engine = Engine(registry)
-    _, records = _feed_ledger(engine, decoder, ledger, sources.files, end, progress)
+    _, records = _feed_ledger(engine, decoder, ledger, sources.files, end, progress, saved)
     return Recomputed(sources, records)
 
 
 def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[Path], end: int | None,
-                 progress: Callable[[Progress], None] | None) -> tuple[Feed, int]:
+                 progress: Callable[[Progress], None] | None, saved: dict | None = None) -> tuple[Feed, int]:
     writer = LedgerWriter(engine, ledger)
     EpisodeTracker(engine, writer.on_episodes)
+    found: list[Anomaly] = []
+    anomaly_rules = rules_in(engine.registry.rules.directory)
+    health = DeviceHealth(engine, anomaly_rules, on_anomalies=found.extend, saved=saved) if anomaly_rules else None
     feed = Feed(engine, decoder, end=end)
     freeze_startup_heap()
     reader = ArchiveReader(files)
@@ -80,6 +89,9 @@ def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[P
         engine.advance_to(end)
     engine.finish()
     writer.flush(open_buckets=True)
+    if health is not None:
+        health.monitor.settle()
+        write_anomalies(ledger, found + health.monitor.open_anomalies())
     return feed, reader.records
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..anomaly.ledger import read_anomalies
 from ..errors import UsageError
 from ..ledger.read import ledger_daily, ledger_results, ledger_warnings
 from ..ledger.rebuild import rebuild_ledger, recompute_month
@@ -65,7 +66,8 @@ def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: P
         inputs = ReportInputs(
             month=month, start=start, end=end, source=source, rules=rules, registry=registry, results=results,
             daily=ledger_daily(ledger, registry, start, end, exemptions), exemptions=exemptions,
-            episodes=ledger.episodes(start, end), warnings=warnings, made_at=made_at,
+            episodes=ledger.episodes(start, end), anomalies=read_anomalies(ledger, month), warnings=warnings,
+            made_at=made_at,
             observed_until=last_observed(ledger.spans(), start, end),
             files=files + ([InputFile(role="ledger", path=ledger_label or str(ledger_path),
                                       sha256=_ledger_digest(ledger, start, end))]

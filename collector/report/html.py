@@ -28,6 +28,7 @@ from .view import ContractView, ReportView, StreetLine
 
 NUMERALS = "零一二三四五六七八九十"
 SUB_NUMERALS = ("", "（一）", "（二）", "（三）", "（四）", "（五）", "（六）", "（七）", "（八）")
+KIND_LABELS = {"blind": "失明", "degraded": "劣化", "stuck": "卡死"}
 SOURCE_LABELS = {"ledger": "SLA 台账（ledger）", "archive": "原始报文存档重新计算（archive）"}
 ROLE_LABELS = {"ledger": "台账", "archive": "报文存档", "registry": "设备清单", "rules": "规则文件", "snapshot": "月初状态快照",
                "config": "配置文件", "exemptions": "豁免记录", "late": "迟到心跳"}
@@ -43,6 +44,7 @@ def render_html(view: ReportView) -> str:
     """The whole report as an HTML page (UTF-8 text)."""
     inputs = view.inputs
     types = {t.code: t.name for t in inputs.rules.types}
+    streets = {s.code: s.name for s in inputs.rules.streets}
     results = inputs.results
     unknown = sorted(results.unknown_topics.items(), key=lambda kv: (-kv[1], kv[0]))
     quality = view.quality()
@@ -74,6 +76,8 @@ def render_html(view: ReportView) -> str:
         chart=lambda c, s: chart(view.days, c, s),
         legend=legend,
         type_name=lambda code: types.get(code, code),
+        street_name=lambda code: streets.get(code, code),
+        kind_label=lambda kind: KIND_LABELS.get(kind, kind),
         scope_label=lambda scope: SCOPE_LABELS.get(scope, scope),
         role_label=lambda role: ROLE_LABELS.get(role, role),
     )

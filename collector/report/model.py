@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from ..anomaly.records import Anomaly
 from ..ledger.records import Episode, Exemption
 from ..registry import Registry
 from ..results import Results
@@ -49,6 +50,7 @@ class ReportInputs:
     daily: list[DailyKpi] = field(default_factory=list)
     exemptions: list[Exemption] = field(default_factory=list)  # overlapping the month, revoked ones too
     episodes: list[Episode] = field(default_factory=list)  # overlapping the month
+    anomalies: list[Anomaly] = field(default_factory=list)  # devices online but not doing their job, the month's rows
     files: list[InputFile] = field(default_factory=list)
     digest: str = ""  # SHA-256 over the input files, in order
     warnings: list[str] = field(default_factory=list)  # what a reviewer must know before signing

@@ -245,6 +245,33 @@ TEMPLATE = r"""<!DOCTYPE html>
 {% else %}{% set _ = quiet.append(s.name) %}{% endif %}
 {% endfor %}
 {% if quiet %}<p class="note">本月无离线记录的街镇：{{ quiet|join("、") }}。</p>{% endif %}
+{% if c.health %}
+<h3>{{ sub[6] }}设备健康：在线但失效（Online but not doing their job）</h3>
+<p class="note">设备心跳正常（计为在线）但不再完成本职工作：失明（抓拍尝试远低于其自身基线）、劣化（成功率远低于其自身基线）、卡死（感知成功数不再增加）。
+“按基线”一列为假设这些设备按各自基线工作时本街镇的{{ c.health_kpi_name }}：(Σ成功 + 少成功数) / (Σ尝试 + 少尝试数)，供审核参考，不据此计费。</p>
+<table>
+<thead><tr><th>街镇</th><th>失明</th><th>劣化</th><th>卡死</th><th>少尝试（次）</th><th>少成功（次）</th><th>本月{{ c.health_kpi_name }}<br>（实测）</th><th>按基线</th></tr></thead>
+<tbody>
+{% for h in c.health %}<tr><td>{{ street_name(h.code) }}</td><td class="num">{{ h.count("blind") }}</td><td class="num">{{ h.count("degraded") }}</td>
+<td class="num">{{ h.count("stuck") }}</td><td class="num">{{ f.count(h.missing_attempts|round|int) }}</td><td class="num">{{ f.count(h.missing_successes|round|int) }}</td>
+<td class="num">{{ f.fraction_percent(h.measured, 3) }}</td><td class="num">{{ f.fraction_percent(h.at_baseline, 3) }}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+<table class="fixed">
+<colgroup><col style="width: 10%"><col style="width: 17%"><col style="width: 10%"><col style="width: 13%"><col style="width: 8%"><col style="width: 14%"><col style="width: 14%"><col style="width: 7%"><col style="width: 7%"></colgroup>
+<thead><tr><th>街镇</th><th>设备编号</th><th>类型</th><th>小区</th><th>异常</th><th>开始（判定）</th><th>结束</th><th>实际<br>尝试/成功</th><th>基线<br>尝试/成功</th></tr></thead>
+<tbody>
+{% for h in c.health %}{% for a in h.anomalies %}
+<tr><td>{{ street_name(h.code) }}</td><td class="id">{{ a.device|clean }}</td><td>{{ type_name(a.type) }}</td><td class="text">{{ a.community|clean }}</td>
+<td>{{ kind_label(a.kind) }}</td><td>{{ f.instant(a.start) }}<br>（{{ f.instant(a.detected) }}）</td>
+<td>{% if a.end is not none %}{{ f.instant(a.end) }}{% else %}<span class="fail">{{ st.open_label() if st.cut_short else "月末仍存在" }}</span>{% endif %}</td>
+<td class="num">{{ a.attempts|round|int }} / {{ a.successes|round|int }}</td><td class="num">{{ a.expected_attempts|round|int }} / {{ a.expected_successes|round|int }}</td></tr>
+{% endfor %}{% endfor %}
+</tbody>
+</table>
+<p class="note">每行为该异常在本月内的部分：实际为其间计入的尝试（传感器为读数）与成功次数，基线为按设备自身近期基线对同一时段的预期。检测规则见 rules/anomaly.yaml。</p>
+{% endif %}
 </section>
 {% endfor %}
 

@@ -19,6 +19,7 @@ from ..rules import Contract, Kpi
 from ..tally import DISTRICT
 from ..timebase import day_of, day_to_date
 from . import fmt
+from .health import StreetHealth, street_health, success_kpi
 from .model import ReportInputs
 from .quality import QualityLine, quality_lines
 from .status import ReportStatus, coverage_text, report_status
@@ -67,6 +68,7 @@ class ContractView:
     worst: dict[str, list[DeviceOutage]]
     daily: dict[tuple[str, str], list[Fraction | None]]  # (street, kpi) -> value per day of the month
     provisional: bool = False  # month not over, or observed less than the whole month: amounts 暂定
+    health: list[StreetHealth] = field(default_factory=list)  # streets with devices online but not doing their job
 
     @property
     def terms(self) -> list[Kpi]:
@@ -80,6 +82,13 @@ class ContractView:
     @property
     def coverage(self) -> Fraction:
         return Fraction(self.observed_seconds, self.period_seconds) if self.period_seconds else Fraction(0)
+
+    @property
+    def health_kpi_name(self) -> str:
+        """The KPI the anomalies' counts belong to (人脸车卡抓拍成功率, 感知成功率)."""
+        code = success_kpi(self.contract)
+        kpi = self.contract.kpi(code) if code else None
+        return kpi.name if kpi is not None else "成功率"
 
     def street_passes(self) -> int:
         return sum(1 for s in self.streets if s.passed)
@@ -163,7 +172,8 @@ def _contract_view(inputs: ReportInputs, contract: Contract, days: list[date], p
     district = line(DISTRICT, DISTRICT_NAME, "", total(paid, contract=contract.code) if paid else None)
     return ContractView(contract=contract, streets=streets, district=district, observed_seconds=cov["observed_seconds"],
                         period_seconds=cov["period_seconds"], worst=worst_devices(inputs, contract.code),
-                        daily=_daily(inputs, contract, days), provisional=provisional)
+                        daily=_daily(inputs, contract, days), provisional=provisional,
+                        health=street_health(inputs.anomalies, results, contract, rules.street_codes()))
 
 
 def _leased_devices(inputs: ReportInputs, contract: Contract) -> dict[str, int]:

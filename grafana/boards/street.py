@@ -9,6 +9,7 @@ from .. import queries as q
 from ..names import SUCCESS_KPIS, Names
 from ..panels import (Panel, choice_variable, column_unit, dashboard, display_names, row, series_thresholds,
                       stat, table, target, thresholds, timeseries, value_names)
+from . import cameras
 
 UID = "ptmon-street"  # alert emails link .../d/ptmon-street?var-street={street}&from=…&to=…
 WHERE = "\"street\" = '$street'"
@@ -20,6 +21,7 @@ def build(names: Names) -> dict[str, Any]:
         row("当前状态 (now)"), *now_panels(names),
         row("按设备类型 (by device type)"), *type_panels(names),
         row("离线设备 (offline devices)"), offline_table(names),
+        row("在线但失效 (online but not working)"), cameras.anomaly_table(names, WHERE),
     ]
     street = choice_variable("street", "街镇", names.streets)
     return dashboard(UID, "街镇详情 (Street drill-down)", panels, variables=[street],
@@ -66,7 +68,15 @@ def now_panels(names: Names) -> list[Panel]:
 def type_panels(names: Names) -> list[Panel]:
     types = [value_names("type", names.types), value_names("contract", names.contracts)]
     seconds = [column_unit(c, "s") for c in ("mean", "p90", "longest")]
+    rates = [column_unit(c, "percentunit") for c in ("online", "sensing", "capture")]
     return [
+        table("考核指标（按类型）(KPIs by type)",
+              [target(q.rollup_rates("sla_type", WHERE, '"contract", "type"'), table=True)],
+              columns={"contract": "合同", "type": "设备类型", "online": "在线率", "sensing": "感知成功率",
+                       "capture": "抓拍成功率", "blind": "失明", "degraded": "成功率下降", "stuck": "读数停滞",
+                       "learning": "学习中"}, w=24, h=9, sort_by="online", overrides=[*types, *rates],
+              description="所选时段内每种设备的时间加权在线率与成功率（Σ / Σ，来自 sla_type 汇总，不查单台设备），"
+                          "以及时段末失效与学习中的设备数。"),
         table("当前离线设备数（按类型）(offline now by type)",
               [target(q.offline_by(WHERE, '"contract", "type"'), table=True)],
               columns={"contract": "合同", "type": "设备类型", "offline": "离线设备数"}, w=8, h=10,
