@@ -489,7 +489,10 @@ def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_repo
     assert summary(smtp.inbox) == []
 
 
-DIGEST_YAML = ALERTS_YAML.replace("digest: {enabled: false}", 'digest: {enabled: true, at: "00:20", streets: true}')
+GUARDED_DIGEST_YAML = ALERTS_YAML.replace("digest: {enabled: false}", 'digest: {enabled: true, at: "00:20", streets: true}')
+# The month-at-risk guard off, so that an hour and a half of data may be judged as the month's.
+DIGEST_YAML = GUARDED_DIGEST_YAML.replace("month_risk: {enabled: false}",
+                                          "month_risk: {enabled: false, min_observed: 0, min_elapsed: 0s}")
 
 
 def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
@@ -531,3 +534,28 @@ def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
     assert "桃浦镇 智能安防：" in body.split("暂估扣款")[1]  # its provisional deduction
     street = next(m for m in digests if m["To"] == "taopu@example.org")
     assert street["Subject"].startswith("【每日简报】桃浦镇 2026-10-31：") and "长征镇" not in street.get_body().get_content()
+
+
+def test_the_digest_withholds_verdicts_and_money_below_the_month_guard(tmp_path, setup):
+    """Test that a digest sent 20 minutes into a month (and 20 minutes after monitoring began) states
+    no deduction and no 未达标 verdict for the month: below month_risk's min_observed / min_elapsed
+    it shows the values with the coverage and withholds the money, however bad the minutes were."""
+    _, rules_file = setup
+    rules_file.write_text(GUARDED_DIGEST_YAML)
+    failing = lambda street, i, m: street == "taopu" and i < 10  # taopu's capture far below its threshold
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, setup, smtp.port)
+        collector = Collector(config)
+        push(collector, minutes(-20, 25, failing=failing))
+        send_all(config)
+        collector.ledger.close()
+        collector.lock.release()
+    digests = [m for m in smtp.inbox.messages if event(m)["notice"] == "digest"]
+    assert len(digests) == 2  # the district and taopu, once each
+    for digest in digests:
+        body = digest.get_body().get_content()
+        assert "本月监测不足，暂不判定达标" in digest["Subject"] and "未达标" not in digest["Subject"]
+        money = body.split("暂估扣款")[1].split("传输丢失")[0]
+        assert "暂不估算" in money and "元（月租" not in money and "扣 " not in money
+        assert "| 未达标" not in body and "| 暂不判定" in body
+        assert "本月监测覆盖 0.0" in money  # the coverage it would have been judged on
