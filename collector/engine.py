@@ -412,7 +412,7 @@ class Engine:
         if reset is not None:
             counted.append(engine_events(t[reset], d[reset], "resets"))
         counted += self._plausible(t, d, rows, cols, deltas, reset, first, first_today, previous)
-        counted += self._seq_gaps(b, rows, t, d, comparable, behind, boot_changed)
+        counted += self._seq_gaps(b, rows, t, d, comparable, behind, boot_changed, previous)
         if not under_lease.all():
             self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
             counted.append(engine_events(t[~under_lease], d[~under_lease], "outside_lease"))
@@ -479,10 +479,12 @@ class Engine:
         return out
 
     def _seq_gaps(self, b: DecodedBatch, rows: np.ndarray | slice, t: np.ndarray, d: np.ndarray, comparable: np.ndarray,
-                  behind: np.ndarray, boot_changed: np.ndarray) -> list[CountedEvents]:
+                  behind: np.ndarray, boot_changed: np.ndarray, previous: np.ndarray) -> list[CountedEvents]:
         """Lost messages from the gaps accepted heartbeats open in their device's ``seq``, and the
         bitmap of still-missing seqs moved along; a new sequence (first seq, new boot, restart)
-        starts with nothing missing and counts no loss before its first message."""
+        starts with nothing missing and counts no loss before its first message. A gap whose
+        previous heartbeat came before the current observation span began spans a monitoring gap:
+        it is also counted ``lost_across_gap`` (sent while the monitor could not receive)."""
         gapped = comparable & (behind < -1)
         if not gapped.any() and not self._missing_count():
             return []  # no device is missing anything, and no gap now: every bitmap stays empty
@@ -496,6 +498,10 @@ class Engine:
         if lost.any():
             self.stats["lost"] += int(gap[lost].sum())
             out.append(engine_events(t[lost], d[lost], "lost", gap[lost]))
+            across = lost & (previous < self.spans[-1][0]) if self.spans else np.zeros_like(lost)
+            if across.any():
+                self.stats["lost_across_gap"] += int(gap[across].sum())
+                out.append(engine_events(t[across], d[across], "lost_across_gap", gap[across]))
         if jump.any():
             self.stats["seq_jump"] += int(jump.sum())
             out.append(engine_events(t[jump], d[jump], "seq_jump"))

@@ -276,3 +276,31 @@ def cell(counts: tuple[int, int, int]) -> str:
     if not heartbeats + max(net, 0) and not net:
         return "—"
     return f"{net} 条 ({percent(Fraction(max(net, 0), heartbeats + max(net, 0))) if heartbeats + max(net, 0) else '—'})"
+
+
+def test_heartbeats_sent_during_a_monitoring_gap_are_not_loss_in_transit(tmp_path, setup):
+    """Test that the seq gaps a monitoring gap leaves, closed when each device is next heard (for a
+    sensor, well after the first judged loss window), send no loss email: they were sent while the
+    collector could not receive, and are counted apart as lost_across_gap. Loss after the gap is
+    still told."""
+    loss = LossConfig(window=180, street_rate=0.02, broker_rate=0.5, min_messages=10)
+    registry, rules_file = setup
+    rules_file.write_text(ALERTS_YAML.replace("group_wait: 1m", "group_wait: 10s"))  # the window is short
+    counters: dict = {}
+    everything = lambda street, i, m: True  # noqa: E731 - sent, never received: the collector is away
+    records = [*minutes(0, 60, counters=counters),
+               (float(T0 + 60 * MIN), "$ptmon/monitor", "down"),
+               *minutes(60, 72, counters=counters, lost=everything),
+               (float(T0 + 72 * MIN), "$ptmon/monitor", "up"),
+               *minutes(72, 140, counters=counters)]
+    with SmtpServer() as smtp:
+        config = loss_config(tmp_path, setup, smtp.port, loss)
+        collector = Collector(config)
+        push(collector, sorted(records, key=lambda r: r[0]))
+        send_all(config)
+        stats = dict(collector.engine.stats)
+        crash(collector)
+    # 24 cameras × 12 minutes and 24 elevators × 3 heartbeats (60, 65, 70) sent into the gap; the
+    # elevators' were closed at 75, after the first loss window since the gap was judged.
+    assert stats["lost_across_gap"] == 24 * 12 + 24 * 3 == stats["lost"]
+    assert [m for m in smtp.inbox.messages if event(m)["cause"] == "loss"] == []

@@ -14,9 +14,12 @@ Two causes, decided at every evaluated sample instant (rules/README.md "alerts.y
 What a window can be trusted with:
 
 * **A monitoring gap.** Messages sent while the monitor could not see are counted lost when
-  the devices are heard again: that is the gap's (the report shows it), not the pipe's. No
-  window is judged until the monitor has watched a whole window since it last resumed; a
-  firing alert holds meanwhile, so a restart neither resolves nor re-sends it.
+  the devices are heard again (for a sensor, up to its heartbeat period after the gap): that
+  is the gap's, not the pipe's. The engine counts such seq gaps (the device's previous
+  heartbeat before the monitor last resumed) also as ``lost_across_gap``, and the loss window
+  leaves them out, whenever they arrive. No window is judged until the monitor has watched a
+  whole window since it last resumed; a firing alert holds meanwhile, so a restart neither
+  resolves nor re-sends it.
 * **A cause that explains it** inhibits a loss alert while that cause fires and for one window
   after it ended (the window still holds the gaps it left): the broker's drops and the
   district silence (``pipeline``) explain every loss; a street × contract silence or a dead
