@@ -332,7 +332,10 @@ class Engine:
         for t, gateway, online in batch.gateway_events:
             changed = bool(self.gateway_online[gateway]) != online
             self.gateway_online[gateway] = online
-            self.gateway_since[gateway] = t
+            if changed or self.gateway_since[gateway] == NEVER:
+                # A status repeated (the retained Last Will redelivered when the collector subscribes
+                # again) is no new change: the gateway has been so since it first said so.
+                self.gateway_since[gateway] = t
             self.stats["gateway_status"] += 1
             if changed:
                 for listener in self.gateway_listeners:

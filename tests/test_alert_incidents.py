@@ -205,6 +205,23 @@ def test_c_a_dead_gateway_is_one_gateway_email_and_no_street_email(tmp_path):
     assert firing["Subject"] == "【网关离线】桃浦镇 网关 gw-taopu-cam-0：6 台设备受影响"
 
 
+def test_c_a_dead_gateway_holds_its_incident_across_a_restart(tmp_path):
+    """Test (c) with the collector stopped at minute 20 and started again: the retained Last Will the
+    broker redelivers on subscribing is no new death, so the incident neither resolves nor fires
+    again; its one resolved email tells the whole outage (minute 8 to 40), not the time since the
+    restart."""
+    scenario = "events:\n  - gateway_death: {gateway: gw-taopu-cam-0, at: 8m, revive: 40m}\n"
+    with Run(tmp_path, ALERTS, "2026-11-02T09:00", scenario) as run:
+        first, second = simulate(run, 58, 20, 55)
+        run.flush_outbox()
+    assert run.emails() == [("center@example.org", "gateway", "firing"), ("center@example.org", "gateway", "resolved"),
+                            ("taopu@example.org", "gateway", "firing"), ("taopu@example.org", "gateway", "resolved")]
+    resolved = next(m for m in run.smtp.inbox.messages if event(m)["notice"] == "resolved")
+    body = resolved.get_body().get_content()
+    began = stamp(body, r"首次发现 \(first seen\)") - run.start_us // US_PER_S
+    assert 8 * MIN - 70 <= began <= 8 * MIN + 15  # the death, not the Will's redelivery after the restart
+
+
 RISK = ALERTS.replace("month_risk: {enabled: false}", "month_risk: {enabled: true, every: 1h, min_observed: 0, min_elapsed: 0}")
 
 
