@@ -38,6 +38,7 @@ month_risk: {enabled: false}
 digest: {enabled: false}
 gateway: {for: 5m}
 street_silent: {for: 10m}
+monitor_gap: {for: 10m}
 recipients:
   district: [center@example.org]
   streets: {taopu: [taopu@example.org]}
@@ -266,8 +267,10 @@ def test_the_whole_district_silent_is_one_pipeline_email(tmp_path, setup):
 
 
 def test_a_monitoring_gap_raises_nothing_for_the_time_it_could_not_see(tmp_path, setup):
-    """Test that a collector stopped for 40 minutes and started again sends nothing: the devices it
-    could not hear are not offline, and the windows it did not see are not judged."""
+    """Test that a collector stopped for 40 minutes and started again sends no device or street
+    email: the devices it could not hear are not offline, and the windows it did not see are not
+    judged. The gap itself is one incident to the district: a firing email naming it when the
+    monitor is back, and a resolved one once it has watched monitor_gap.for again."""
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
         counters: dict = {}
@@ -283,7 +286,11 @@ def test_a_monitoring_gap_raises_nothing_for_the_time_it_could_not_see(tmp_path,
         send_all(config)
         restarted.ledger.close()
         restarted.lock.release()
-    assert summary(smtp.inbox) == []
+    assert summary(smtp.inbox) == [("center@example.org", "monitor_gap:firing"), ("center@example.org", "monitor_gap:resolved")]
+    firing = next(m for m in smtp.inbox.messages if event(m)["notice"] == "firing")
+    assert firing["Subject"].startswith("【监测中断】采集器监测中断 40 分钟")
+    body = firing.get_body().get_content()
+    assert "监测中断 (monitoring gap)：2026-11-01 00:59:" in body and "— 2026-11-01 01:40:00" in body
 
 
 def test_flapping_around_the_threshold_sends_one_email_not_one_per_flap(tmp_path, setup):
@@ -486,7 +493,8 @@ def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_repo
         send_all(config)
         restarted.ledger.close()
         restarted.lock.release()
-    assert summary(smtp.inbox) == []
+    # No breach: only the 14-hour gap itself, told to the district.
+    assert summary(smtp.inbox) == [("center@example.org", "monitor_gap:firing"), ("center@example.org", "monitor_gap:resolved")]
 
 
 GUARDED_DIGEST_YAML = ALERTS_YAML.replace("digest: {enabled: false}", 'digest: {enabled: true, at: "00:20", streets: true}')

@@ -253,36 +253,37 @@ def test_the_digest_gives_the_ledgers_loss_per_street(tmp_path, setup):
             line = f"  {name} | {cell(figures['day'][code, street])} | {cell(figures['month'][code, street])}"
             assert line in digests["center@example.org"]
             assert (line in digests["taopu@example.org"]) == (street == "taopu")
-    day_lost, day_recovered, _ = figures["day"]["cam", "taopu"]
-    month_lost, _, _ = figures["month"]["cam", "taopu"]
+    day_lost, day_recovered, _, _ = figures["day"]["cam", "taopu"]
+    month_lost, _, _, _ = figures["month"]["cam", "taopu"]
     assert (day_lost, day_recovered) == (12, 1)  # 12 heartbeats of taopu-cam0, one of them late
     assert month_lost == day_lost + 5 * 12  # and Oct 30's: 5 minutes of every other heartbeat of 12 cameras
 
 
-def ledger_loss(ledger: Ledger, start: int, end: int) -> dict[tuple[str, str], tuple[int, int, int]]:
-    """(lost, recovered, heartbeats) per contract × street and contract total, summed from the ledger's rows."""
+def ledger_loss(ledger: Ledger, start: int, end: int) -> dict[tuple[str, str], tuple[int, int, int, int]]:
+    """(lost, recovered, heartbeats, lost across a monitoring gap) per contract × street and contract
+    total, summed from the ledger's rows."""
     out: dict[tuple[str, str], list[int]] = {}
-    kinds = {"lost": 0, "recovered": 1, "heartbeats": 2}
+    kinds = {"lost": 0, "recovered": 1, "heartbeats": 2, "lost_across_gap": 3}
     for row in ledger.counts(start, end):
         if row.kind in kinds and row.contract:
             for street in (row.street, DISTRICT):
-                out.setdefault((row.contract, street), [0, 0, 0])[kinds[row.kind]] += row.n
-    return {k: (v[0], v[1], v[2]) for k, v in out.items()}
+                out.setdefault((row.contract, street), [0, 0, 0, 0])[kinds[row.kind]] += row.n
+    return {k: (v[0], v[1], v[2], v[3]) for k, v in out.items()}
 
 
-def cell(counts: tuple[int, int, int]) -> str:
-    lost, recovered, heartbeats = counts
-    net = lost - recovered
-    if not heartbeats + max(net, 0) and not net:
+def cell(counts: tuple[int, int, int, int]) -> str:
+    lost, recovered, heartbeats, across = counts
+    net = lost - across - recovered
+    if not heartbeats + max(net, 0) and not net and not across:
         return "—"
-    return f"{net} 条 ({percent(Fraction(max(net, 0), heartbeats + max(net, 0))) if heartbeats + max(net, 0) else '—'})"
+    rate = percent(Fraction(max(net, 0), heartbeats + max(net, 0))) if heartbeats + max(net, 0) else "—"
+    return f"{net} 条 ({rate})" + (f"，另监测缺口期间未收到 {across} 条" if across else "")
 
 
 def test_heartbeats_sent_during_a_monitoring_gap_are_not_loss_in_transit(tmp_path, setup):
     """Test that the seq gaps a monitoring gap leaves, closed when each device is next heard (for a
     sensor, well after the first judged loss window), send no loss email: they were sent while the
-    collector could not receive, and are counted apart as lost_across_gap. Loss after the gap is
-    still told."""
+    collector could not receive, and are counted apart as lost_across_gap."""
     loss = LossConfig(window=180, street_rate=0.02, broker_rate=0.5, min_messages=10)
     registry, rules_file = setup
     rules_file.write_text(ALERTS_YAML.replace("group_wait: 1m", "group_wait: 10s"))  # the window is short

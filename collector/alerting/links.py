@@ -22,7 +22,7 @@ AFTER = 900 * US_PER_S  # ... and ends a quarter of an hour after the email
 def dashboard_uid(key: AlertKey) -> str:
     if key.cause is Cause.PIPELINE:
         return OVERVIEW
-    if key.cause in (Cause.LOSS, Cause.BROKER_DROPS):
+    if key.cause in (Cause.LOSS, Cause.BROKER_DROPS, Cause.MONITOR_GAP):
         return COLLECTOR  # its row 传输丢失: loss rate by street, lost and recovered, the broker's drops
     if key.cause is Cause.BREACH and key.kpi in CAMERA_KPIS:
         return CAMERAS

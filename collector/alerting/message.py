@@ -38,7 +38,7 @@ NOTICE_WORDS = {Notice.FIRING: "", Notice.UPDATE: "·更新", Notice.REPEAT: "·
 CAUSE_TITLES = {Cause.PIPELINE: ("全区失联", "全区恢复"), Cause.STREET_SILENT: ("整街失联", "整街恢复"),
                 Cause.GATEWAY: ("网关离线", "网关恢复"), Cause.BREACH: ("SLA告警", "SLA恢复"),
                 Cause.MONTH_RISK: ("月度风险", "月度风险解除"), Cause.LOSS: ("传输丢失", "传输丢失恢复"), Cause.DEVICE: ("设备失效", "设备恢复"),
-                Cause.BROKER_DROPS: ("代理丢弃", "代理丢弃停止")}
+                Cause.BROKER_DROPS: ("代理丢弃", "代理丢弃停止"), Cause.MONITOR_GAP: ("监测中断", "监测恢复")}
 CSV_COLUMNS = ("street", "contract", "device", "type", "community", "gateway", "last_heartbeat", "offline_since",
                "online", "window_tries", "window_ok", "anomaly", "anomaly_since")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -97,6 +97,12 @@ def _subject(n: Notification, names: Names) -> str:
     views = n.resolved if n.notice is Notice.RESOLVED else n.firing
     if cause is Cause.PIPELINE:
         return f"【{title}】全区设备心跳{'已恢复' if n.notice is Notice.RESOLVED else '同时中断：疑似采集链路故障'}"
+    if cause is Cause.MONITOR_GAP:
+        if n.notice is Notice.RESOLVED:
+            return f"【{title}】采集器已恢复监测并持续稳定"
+        gap = next((v.details.get("gap") for v in views if v.details.get("gap")), None)
+        lasted = f" {duration_text((gap[1] - gap[0]) / US_PER_S)}" if gap else ""
+        return f"【{title}】采集器监测中断{lasted}：期间的设备状态未知，不产生告警"
     if cause is Cause.BROKER_DROPS:
         if n.notice is Notice.RESOLVED:
             return f"【{title}】MQTT 代理已不再丢弃消息"
