@@ -101,6 +101,8 @@ def _subject(n: Notification, names: Names) -> str:
         if n.notice is Notice.RESOLVED:
             return f"【{title}】采集器已恢复监测并持续稳定"
         gap = next((v.details.get("gap") for v in views if v.details.get("gap")), None)
+        if gap is not None and gap[1] is None:
+            return f"【{title}】采集器监测中断已 {duration_text((n.at - gap[0]) / US_PER_S)}：代理连接中断，期间的设备状态未知"
         lasted = f" {duration_text((gap[1] - gap[0]) / US_PER_S)}" if gap else ""
         return f"【{title}】采集器监测中断{lasted}：期间的设备状态未知，不产生告警"
     if cause is Cause.BROKER_DROPS:

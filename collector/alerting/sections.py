@@ -99,7 +99,11 @@ def _monitor_gap(v: AlertView, names: Names, at: int) -> list[str]:
     gap = v.details.get("gap")
     if not gap:
         return ["  采集器曾中断监测 (the monitor could not see for a while)"]
-    return [f"  监测中断 (monitoring gap)：{when(gap[0])} — {when(gap[1])}，共 {duration_text((gap[1] - gap[0]) / US_PER_S)}",
+    if gap[1] is None:
+        span = f"{when(gap[0])} 起，尚未恢复 (still down; {duration_text((at - gap[0]) / US_PER_S)} so far)"
+    else:
+        span = f"{when(gap[0])} — {when(gap[1])}，共 {duration_text((gap[1] - gap[0]) / US_PER_S)}"
+    return [f"  监测中断 (monitoring gap)：{span}",
             "  原因 (cause)：采集器停止运行或与 MQTT 代理断开（代理不可达、网络中断）；期间收不到任何设备消息。",
             "  期间的在线率与成功率不计入监测时长（监测缺口），不据此产生街镇或设备告警；其间发出而未收到的报文",
             "  不计为传输丢失（若代理为采集器排队时丢弃，见代理丢弃告警）。请检查采集器日志与代理。"]
