@@ -120,6 +120,31 @@ def test_the_whole_district_losing_is_one_email_to_the_district(tmp_path, setup)
     assert "事件 (incident)：传输丢失 · 全区" in firing.get_body().get_content()
 
 
+def test_a_district_wide_loss_is_the_districts_incident_not_a_storm_of_streets(tmp_path, setup):
+    """Test that every street × contract losing about 3 % alike (each above its own 2 % level, the district
+    above its 1 %) is one district loss incident to the district recipients: one firing and one resolved
+    email, none to a street's contacts (they cannot act on the uplink or the broker), and the district's
+    email lists no street."""
+    def uniform(street, i, m):  # every 30th heartbeat of every device, from minute 40 to 100
+        return 40 <= m < 100 and (m * 7 + i) % 30 == 0
+
+    loss = LossConfig(window=1800, street_rate=0.02, broker_rate=0.01, min_messages=100)
+    with SmtpServer() as smtp:
+        config = loss_config(tmp_path, setup, smtp.port, loss)
+        collector = Collector(config)
+        rates = []
+        counters: dict = {}
+        push(collector, minutes(0, 80, lost=uniform, counters=counters))
+        rates.append({k: r.rate for k, r in collector.alerts.transit.readings.items() if r.rate is not None})
+        push(collector, minutes(80, 200, lost=uniform, counters=counters))
+        send_all(config)
+        crash(collector)
+    assert len(rates[0]) == 5 and all(rate > 0.02 for rate in rates[0].values())  # every street above its own level
+    assert summary(smtp.inbox) == [("center@example.org", "loss:firing"), ("center@example.org", "loss:resolved")]
+    firing = next(m for m in smtp.inbox.messages if event(m)["notice"] == "firing")
+    assert firing["Subject"].startswith("【传输丢失】全区：丢失率 ")
+
+
 def test_a_streets_network_cut_is_its_silence_not_a_loss(tmp_path, setup):
     """Test that taopu's cameras cut off for 20 minutes while they keep counting (their heartbeats lost in
     transit) are one silent-street incident: the gaps their return closes are counted lost, but that loss

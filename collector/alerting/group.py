@@ -72,7 +72,9 @@ class Causes:
     def inhibitor(self, key: AlertKey) -> AlertKey | None:
         """The alert whose cause explains ``key``, if any."""
         if key.cause in (Cause.PIPELINE, Cause.BROKER_DROPS, Cause.MONITOR_GAP):
-            return None  # a monitoring gap is about the monitor itself: nothing explains it  # the broker's drops are its own word about the pipe: they may be why the district is silent
+            # the broker's drops are its own word about the pipe (they may be why the district is silent);
+            # a monitoring gap is about the monitor itself: nothing explains either
+            return None
         if self.pipeline is not None:
             return self.pipeline
         if key.cause in (Cause.GATEWAY, Cause.BREACH, Cause.DEVICE):
