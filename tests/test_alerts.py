@@ -171,7 +171,7 @@ def test_an_outage_is_one_incident_per_cause_and_recipient(tmp_path, setup):
     assert not re.search(r"\d\d:\d\d:\d\d\.\d", body)  # never microseconds
     start, end = (int(x) for x in re.search(r"var-street=taopu&from=(\d+)&to=(\d+)", body).groups())
     assert "http://grafana.example/d/ptmon-street?orgId=1&var-street=taopu&from=" in body
-    assert start == (T0 + 59 * MIN + 11) * 1000 - 3_600_000 and end > start
+    assert start == (T0 + 59 * MIN + 11) * 1000 - 900_000 and end > start  # the incident's start, 15 min of context
     (attachment,) = list(silent.iter_attachments())
     rows = attachment.get_content().lstrip("\ufeff").strip().splitlines()
     assert rows[0].startswith("street,contract,device,type,community,gateway,last_heartbeat,offline_since")
@@ -264,6 +264,11 @@ def test_the_whole_district_silent_is_one_pipeline_email(tmp_path, setup):
     assert "/d/ptmon-overview?orgId=1&from=" in body and "/d/ptmon-collector?orgId=1&from=" in body
     # First seen at the last heartbeat (camera 11 at 00:59:11); sent 3 min later, then group_wait.
     assert "首次发现 (first seen)：2026-11-01 00:59:11" in body and "发送时间 (at)：2026-11-01 01:04:00" in body
+    assert "涉及 (alerts)：1 项（全区）" in body  # not "1 项，0 个街镇"
+    # The resolved email threads under the firing one (mail clients show the incident as one thread).
+    resolved = next(m for m in smtp.inbox.messages if event(m)["notice"] == "resolved")
+    assert firing["In-Reply-To"] is None and firing["References"] is None
+    assert resolved["In-Reply-To"] == resolved["References"] == firing["Message-ID"]
 
 
 def test_a_monitoring_gap_raises_nothing_for_the_time_it_could_not_see(tmp_path, setup):

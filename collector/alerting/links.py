@@ -15,7 +15,7 @@ from .rules import AlertRules
 
 STREET, CAMERAS, OVERVIEW, COLLECTOR = street.UID, cameras.UID, overview.UID, collector.UID
 CAMERA_KPIS = ("capture", "face", "plate")
-BEFORE = 3600 * US_PER_S  # the range starts an hour before the incident began ...
+BEFORE = 900 * US_PER_S  # the range starts a quarter of an hour before the incident began ...
 AFTER = 900 * US_PER_S  # ... and ends a quarter of an hour after the email
 
 

@@ -79,7 +79,9 @@ def message_row(n: Notification, subject: str, body: str, sender: str,
     msg["From"] = _address(sender)
     msg["To"] = _address(n.recipient)
     msg["Date"] = format_datetime(datetime.fromtimestamp(n.at / US_PER_S, SHANGHAI))
-    msg["Message-ID"] = f"<{hashlib.sha256(n.event_key.encode()).hexdigest()[:32]}@ptmon.local>"
+    msg["Message-ID"] = _message_id(n.event_key)
+    if n.thread_key is not None:  # the incident's emails thread under its first one
+        msg["In-Reply-To"] = msg["References"] = _message_id(n.thread_key)
     msg["X-Ptmon-Event"] = header_safe(n.event_key, 300)
     msg.set_content(body, charset="utf-8")
     if attachment is not None:
@@ -88,6 +90,10 @@ def message_row(n: Notification, subject: str, body: str, sender: str,
         msg.add_attachment("\ufeff" + text, subtype="csv", charset="utf-8", filename=header_safe(name, 120))
     return {"event_key": n.event_key, "event": n.notice.value, "at": n.at, "subject": msg["Subject"],
             "recipients": [n.recipient], "message": bytes(msg)}
+
+
+def _message_id(event_key: str) -> str:
+    return f"<{hashlib.sha256(event_key.encode()).hexdigest()[:32]}@ptmon.local>"
 
 
 def _subject(n: Notification, names: Names) -> str:
@@ -154,7 +160,8 @@ def _head(n: Notification, names: Names) -> list[str]:
     if n.notice is Notice.RESOLVED:
         lines.insert(2, f"持续 (lasted)：{duration_text((n.at - n.first_seen) / US_PER_S)}")
     elif n.firing:
-        lines.insert(2, f"涉及 (alerts)：{len(n.firing)} 项，{len({v.key.street for v in n.firing if v.key.street})} 个街镇")
+        count = len({v.key.street for v in n.firing if v.key.street})
+        lines.insert(2, f"涉及 (alerts)：{len(n.firing)} 项" + (f"，{count} 个街镇" if count else "（全区）"))
     return lines
 
 

@@ -218,6 +218,15 @@ class Notification:
         g = self.group
         return "|".join([self.notice.value, g.cause.value, g.contract, g.recipient, str(self.opened), str(self.seq)])
 
+    @property
+    def thread_key(self) -> str | None:
+        """The event key of the incident's first email, which every later one replies to (None: it
+        is the first, or the digest)."""
+        if self.group is None or self.seq <= 1:
+            return None
+        g = self.group
+        return "|".join([Notice.FIRING.value, g.cause.value, g.contract, g.recipient, str(self.opened), "1"])
+
 
 def dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
