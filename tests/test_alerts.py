@@ -545,6 +545,7 @@ def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
     capture = yesterday.row("cam", "taopu", "capture")
     assert capture.passed is False and f"桃浦镇 | 人脸车卡抓拍成功率 | {capture.percent_text(2)}%" in body
     assert "桃浦镇 智能安防：" in body.split("暂估扣款")[1]  # its provisional deduction
+    assert "智能安防：依据本月监测覆盖 " in body.split("暂估扣款")[1]  # and what it stands on
     street = next(m for m in digests if m["To"] == "taopu@example.org")
     assert street["Subject"].startswith("【每日简报】桃浦镇 2026-10-31：") and "长征镇" not in street.get_body().get_content()
 

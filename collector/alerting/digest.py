@@ -177,8 +177,11 @@ def _money(digest: Digest, names: Names, registry: Registry, judged: set[str], a
     lines = ["暂估扣款 (provisional deduction, 按本月累计值与合同扣款规则，若月末仍如此)："]
     setting = alert_rules.month_risk
     for contract in registry.rules.contracts:
-        if contract.code not in judged:
-            lines.append(f"  {contract.name}：本月监测覆盖 {_share(digest.month.coverage[contract.code])}，"
+        if contract.code in judged:  # the share of the month the estimate stands on, always said
+            lines.append(f"  {names.contract_short(contract.code)}：依据本月监测覆盖 {_share(digest.month.coverage[contract.code])} 的数据暂估 "
+                         "(estimated from this share of the month)")
+        else:
+            lines.append(f"  {names.contract_short(contract.code)}：本月监测覆盖 {_share(digest.month.coverage[contract.code])}，"
                          f"不足 {percent(setting.min_observed, 0)} 或 {setting.min_elapsed // 3600} 小时，暂不估算 "
                          "(withheld: too little of the month observed)")
     counted = [p for p in digest.payments if p.contract in judged]
