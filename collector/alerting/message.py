@@ -133,7 +133,10 @@ def _subject_item(v: AlertView, names: Names) -> str:
     if k.cause is Cause.LOSS:
         r = d.get("loss")
         where = f"{street} {names.contract_short(k.contract)}" if k.street else "全区"
-        return where + (f"：丢失率 {loss_rate(r)}（告警线 {share(r.level)}）" if r is not None and v.phase is not None else "")
+        if r is None or v.phase is None:
+            return where
+        below = r.rate is not None and r.rate <= r.level  # still firing until it falls to the resolve level
+        return where + f"：丢失率 {loss_rate(r)}（{'已低于告警线 ' if below else '告警线 '}{share(r.level)}{'，待恢复' if below else ''}）"
     if k.cause is Cause.BREACH:
         rate = d.get("rate")
         value = f" {percent(rate.value)}（阈值 {percent(d['threshold'])}）" if rate is not None else ""
