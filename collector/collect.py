@@ -516,6 +516,8 @@ class Collector:
             self._last_health = now
             self.influx.submit(health_lines(self.metrics, int(now * US_PER_S), instance=self.config.mqtt.client_id))
         self._watch_broker(now, health_due)
+        if self.alerts is not None and not self.engine.up:
+            self.alerts.monitor_down(int(now * US_PER_S))  # the broker connection down: told while it lasts
         if time.monotonic() - self._last_exemption_poll >= EXEMPTION_POLL:
             self._last_exemption_poll = time.monotonic()
             try:

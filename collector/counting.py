@@ -31,7 +31,8 @@ from .timebase import UTC_OFFSET_US
 
 ENGINE_COUNTED = ("heartbeats", "duplicate", "stale", "outside_lease", "resets", "restarts",
                   "too_many_resets", "unmatched_success", "too_many_attempts", "lost", "recovered", "seq_jump",
-                  "future_ts", "seq_suspect")
+                  "future_ts", "seq_suspect",
+                  "lost_across_gap")  # a subset of lost: seq gaps spanning a monitoring gap
 # Engine kinds that reject a heartbeat's counter deltas (the heartbeat itself still counts).
 IMPLAUSIBLE_KINDS = ("too_many_resets", "unmatched_success", "too_many_attempts")
 COUNT_KINDS = (*DECODER_COUNTED, *ENGINE_COUNTED)

@@ -340,7 +340,10 @@ class Engine:
         for t, gateway, online in batch.gateway_events:
             changed = bool(self.gateway_online[gateway]) != online
             self.gateway_online[gateway] = online
-            self.gateway_since[gateway] = t
+            if changed or self.gateway_since[gateway] == NEVER:
+                # A status repeated (the retained Last Will redelivered when the collector subscribes
+                # again) is no new change: the gateway has been so since it first said so.
+                self.gateway_since[gateway] = t
             self.stats["gateway_status"] += 1
             if changed:
                 for listener in self.gateway_listeners:
@@ -445,7 +448,7 @@ class Engine:
         if reset is not None:
             counted.append(engine_events(t[reset], d[reset], "resets"))
         counted += self._plausible(t, d, rows, cols, deltas, reset, first, first_today, previous)
-        counted += self._seq_gaps(b, rows, t, d, comparable, behind, boot_changed)
+        counted += self._seq_gaps(b, rows, t, d, comparable, behind, boot_changed, previous)
         if not under_lease.all():
             self.stats["outside_lease"] += int(np.count_nonzero(~under_lease))
             counted.append(engine_events(t[~under_lease], d[~under_lease], "outside_lease"))
@@ -548,10 +551,12 @@ class Engine:
         return out
 
     def _seq_gaps(self, b: DecodedBatch, rows: np.ndarray | slice, t: np.ndarray, d: np.ndarray, comparable: np.ndarray,
-                  behind: np.ndarray, boot_changed: np.ndarray) -> list[CountedEvents]:
+                  behind: np.ndarray, boot_changed: np.ndarray, previous: np.ndarray) -> list[CountedEvents]:
         """Lost messages from the gaps accepted heartbeats open in their device's ``seq``, and the
         bitmap of still-missing seqs moved along; a new sequence (first seq, new boot, restart)
-        starts with nothing missing and counts no loss before its first message."""
+        starts with nothing missing and counts no loss before its first message. A gap whose
+        previous heartbeat came before the current observation span began spans a monitoring gap:
+        it is also counted ``lost_across_gap`` (sent while the monitor could not receive)."""
         gapped = comparable & (behind < -1)
         if not gapped.any() and not self._missing_count() and not self._jump_count():
             return []  # no device is missing anything or holds a provisional jump, and no gap now
@@ -568,6 +573,10 @@ class Engine:
         if counted_lost.any():
             self.stats["lost"] += int(lost.sum())
             out.append(engine_events(t[counted_lost], d[counted_lost], "lost", lost[counted_lost]))
+            across = counted_lost & (previous < self.spans[-1][0]) if self.spans else np.zeros_like(counted_lost)
+            if across.any():
+                self.stats["lost_across_gap"] += int(lost[across].sum())
+                out.append(engine_events(t[across], d[across], "lost_across_gap", lost[across]))
         if big.any():
             self.stats["seq_jump"] += int(big.sum())
             out.append(engine_events(t[big], d[big], "seq_jump"))

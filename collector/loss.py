@@ -71,7 +71,10 @@ class LossWindow:
 
     def on_counts(self, slot_start: int, counts: dict[str, np.ndarray], unknown: dict[str, int]) -> None:
         zero = np.zeros(self.n_groups + 1, dtype=np.int64)  # counts have a last entry for no device
-        net = counts.get("lost", zero)[:-1] - counts.get("recovered", zero)[:-1]
+        # Seq gaps spanning a monitoring gap were sent while the monitor could not receive: the
+        # gap's (or the broker's drops over it), not the pipe's, so not loss in transit here.
+        lost = counts.get("lost", zero)[:-1] - counts.get("lost_across_gap", zero)[:-1]
+        net = lost - counts.get("recovered", zero)[:-1]
         heard = counts.get("heartbeats", zero)[:-1]
         if self.slots and self.slots[-1][0] == slot_start:
             _, old_net, old_heard = self.slots[-1]

@@ -205,6 +205,62 @@ def test_c_a_dead_gateway_is_one_gateway_email_and_no_street_email(tmp_path):
     assert firing["Subject"] == "【网关离线】桃浦镇 网关 gw-taopu-cam-0：6 台设备受影响"
 
 
+def test_c_a_dead_gateway_holds_its_incident_across_a_restart(tmp_path):
+    """Test (c) with the collector stopped at minute 20 and started again: the retained Last Will the
+    broker redelivers on subscribing is no new death, so the incident neither resolves nor fires
+    again; its one resolved email tells the whole outage (minute 8 to 40), not the time since the
+    restart."""
+    scenario = "events:\n  - gateway_death: {gateway: gw-taopu-cam-0, at: 8m, revive: 40m}\n"
+    with Run(tmp_path, ALERTS, "2026-11-02T09:00", scenario) as run:
+        first, second = simulate(run, 58, 20, 55)
+        run.flush_outbox()
+    assert run.emails() == [("center@example.org", "gateway", "firing"), ("center@example.org", "gateway", "resolved"),
+                            ("taopu@example.org", "gateway", "firing"), ("taopu@example.org", "gateway", "resolved")]
+    resolved = next(m for m in run.smtp.inbox.messages if event(m)["notice"] == "resolved")
+    body = resolved.get_body().get_content()
+    began = stamp(body, r"首次发现 \(first seen\)") - run.start_us // US_PER_S
+    assert 8 * MIN - 70 <= began <= 8 * MIN + 15  # the death, not the Will's redelivery after the restart
+
+
+def test_a_broker_outage_is_one_monitoring_gap_incident_told_while_it_lasts(tmp_path):
+    """Test that the MQTT broker down for 20 minutes (minute 15 to 35) is one monitoring-gap email
+    to the district, sent while the broker is still down (monitor_gap.for 5m + group_wait; the
+    collector's loop turns every wall second, 2 simulated minutes here), and one resolved email after
+    the collector has watched 5 minutes again; nothing else (no silence, no loss, no breach) for the
+    time it could not see."""
+    async def main() -> Collector:
+        from ptmon.registry import load_registry
+        from ptmon.rules import load_rules
+
+        registry = load_registry(run.registry_file, load_rules())
+        sim = asyncio.create_task(run.simulator(registry, 58))
+        collector = Collector(run.config(), clock=run.clock)
+        stop = asyncio.Event()
+        task = asyncio.create_task(collector.run(stop))
+        for minute, action in ((15, run.broker.stop), (35, run.broker.start), (55, stop.set)):
+            while run.clock() < run.start_us / US_PER_S + minute * MIN and not task.done():
+                await asyncio.sleep(0.05)
+            action()
+        await task
+        sim.cancel()
+        try:
+            await sim
+        except (asyncio.CancelledError, Exception):
+            pass
+        return collector
+
+    with Run(tmp_path, ALERTS, "2026-11-02T09:00", None) as run:
+        asyncio.run(main())
+        run.flush_outbox()
+    assert run.emails() == [("center@example.org", "monitor_gap", "firing"), ("center@example.org", "monitor_gap", "resolved")]
+    firing = next(m for m in run.smtp.inbox.messages if event(m)["notice"] == "firing")
+    at = stamp(firing.get_body().get_content(), r"发送时间 \(at\)") - run.start_us // US_PER_S
+    assert 21 * MIN <= at < 35 * MIN  # told during the outage
+    assert firing["Subject"].startswith("【监测中断】采集器监测中断已 ")
+    resolved = next(m for m in run.smtp.inbox.messages if event(m)["notice"] == "resolved")
+    assert stamp(resolved.get_body().get_content(), r"发送时间 \(at\)") - run.start_us // US_PER_S >= 40 * MIN
+
+
 RISK = ALERTS.replace("month_risk: {enabled: false}", "month_risk: {enabled: true, every: 1h, min_observed: 0, min_elapsed: 0}")
 
 

@@ -38,6 +38,7 @@ month_risk: {enabled: false}
 digest: {enabled: false}
 gateway: {for: 5m}
 street_silent: {for: 10m}
+monitor_gap: {for: 10m}
 recipients:
   district: [center@example.org]
   streets: {taopu: [taopu@example.org]}
@@ -170,7 +171,7 @@ def test_an_outage_is_one_incident_per_cause_and_recipient(tmp_path, setup):
     assert not re.search(r"\d\d:\d\d:\d\d\.\d", body)  # never microseconds
     start, end = (int(x) for x in re.search(r"var-street=taopu&from=(\d+)&to=(\d+)", body).groups())
     assert "http://grafana.example/d/ptmon-street?orgId=1&var-street=taopu&from=" in body
-    assert start == (T0 + 59 * MIN + 11) * 1000 - 3_600_000 and end > start
+    assert start == (T0 + 59 * MIN + 11) * 1000 - 900_000 and end > start  # the incident's start, 15 min of context
     (attachment,) = list(silent.iter_attachments())
     rows = attachment.get_content().lstrip("\ufeff").strip().splitlines()
     assert rows[0].startswith("street,contract,device,type,community,gateway,last_heartbeat,offline_since")
@@ -263,11 +264,18 @@ def test_the_whole_district_silent_is_one_pipeline_email(tmp_path, setup):
     assert "/d/ptmon-overview?orgId=1&from=" in body and "/d/ptmon-collector?orgId=1&from=" in body
     # First seen at the last heartbeat (camera 11 at 00:59:11); sent 3 min later, then group_wait.
     assert "首次发现 (first seen)：2026-11-01 00:59:11" in body and "发送时间 (at)：2026-11-01 01:04:00" in body
+    assert "涉及 (alerts)：1 项（全区）" in body  # not "1 项，0 个街镇"
+    # The resolved email threads under the firing one (mail clients show the incident as one thread).
+    resolved = next(m for m in smtp.inbox.messages if event(m)["notice"] == "resolved")
+    assert firing["In-Reply-To"] is None and firing["References"] is None
+    assert resolved["In-Reply-To"] == resolved["References"] == firing["Message-ID"]
 
 
 def test_a_monitoring_gap_raises_nothing_for_the_time_it_could_not_see(tmp_path, setup):
-    """Test that a collector stopped for 40 minutes and started again sends nothing: the devices it
-    could not hear are not offline, and the windows it did not see are not judged."""
+    """Test that a collector stopped for 40 minutes and started again sends no device or street
+    email: the devices it could not hear are not offline, and the windows it did not see are not
+    judged. The gap itself is one incident to the district: a firing email naming it when the
+    monitor is back, and a resolved one once it has watched monitor_gap.for again."""
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
         counters: dict = {}
@@ -283,7 +291,11 @@ def test_a_monitoring_gap_raises_nothing_for_the_time_it_could_not_see(tmp_path,
         send_all(config)
         restarted.ledger.close()
         restarted.lock.release()
-    assert summary(smtp.inbox) == []
+    assert summary(smtp.inbox) == [("center@example.org", "monitor_gap:firing"), ("center@example.org", "monitor_gap:resolved")]
+    firing = next(m for m in smtp.inbox.messages if event(m)["notice"] == "firing")
+    assert firing["Subject"].startswith("【监测中断】采集器监测中断 40 分钟")
+    body = firing.get_body().get_content()
+    assert "监测中断 (monitoring gap)：2026-11-01 00:59:" in body and "— 2026-11-01 01:40:00" in body
 
 
 def test_flapping_around_the_threshold_sends_one_email_not_one_per_flap(tmp_path, setup):
@@ -486,10 +498,14 @@ def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_repo
         send_all(config)
         restarted.ledger.close()
         restarted.lock.release()
-    assert summary(smtp.inbox) == []
+    # No breach: only the 14-hour gap itself, told to the district.
+    assert summary(smtp.inbox) == [("center@example.org", "monitor_gap:firing"), ("center@example.org", "monitor_gap:resolved")]
 
 
-DIGEST_YAML = ALERTS_YAML.replace("digest: {enabled: false}", 'digest: {enabled: true, at: "00:20", streets: true}')
+GUARDED_DIGEST_YAML = ALERTS_YAML.replace("digest: {enabled: false}", 'digest: {enabled: true, at: "00:20", streets: true}')
+# The month-at-risk guard off, so that an hour and a half of data may be judged as the month's.
+DIGEST_YAML = GUARDED_DIGEST_YAML.replace("month_risk: {enabled: false}",
+                                          "month_risk: {enabled: false, min_observed: 0, min_elapsed: 0s}")
 
 
 def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
@@ -529,5 +545,31 @@ def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
     capture = yesterday.row("cam", "taopu", "capture")
     assert capture.passed is False and f"桃浦镇 | 人脸车卡抓拍成功率 | {capture.percent_text(2)}%" in body
     assert "桃浦镇 智能安防：" in body.split("暂估扣款")[1]  # its provisional deduction
+    assert "智能安防：依据本月监测覆盖 " in body.split("暂估扣款")[1]  # and what it stands on
     street = next(m for m in digests if m["To"] == "taopu@example.org")
     assert street["Subject"].startswith("【每日简报】桃浦镇 2026-10-31：") and "长征镇" not in street.get_body().get_content()
+
+
+def test_the_digest_withholds_verdicts_and_money_below_the_month_guard(tmp_path, setup):
+    """Test that a digest sent 20 minutes into a month (and 20 minutes after monitoring began) states
+    no deduction and no 未达标 verdict for the month: below month_risk's min_observed / min_elapsed
+    it shows the values with the coverage and withholds the money, however bad the minutes were."""
+    _, rules_file = setup
+    rules_file.write_text(GUARDED_DIGEST_YAML)
+    failing = lambda street, i, m: street == "taopu" and i < 10  # taopu's capture far below its threshold
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, setup, smtp.port)
+        collector = Collector(config)
+        push(collector, minutes(-20, 25, failing=failing))
+        send_all(config)
+        collector.ledger.close()
+        collector.lock.release()
+    digests = [m for m in smtp.inbox.messages if event(m)["notice"] == "digest"]
+    assert len(digests) == 2  # the district and taopu, once each
+    for digest in digests:
+        body = digest.get_body().get_content()
+        assert "本月监测不足，暂不判定达标" in digest["Subject"] and "未达标" not in digest["Subject"]
+        money = body.split("暂估扣款")[1].split("传输丢失")[0]
+        assert "暂不估算" in money and "元（月租" not in money and "扣 " not in money
+        assert "| 未达标" not in body and "| 暂不判定" in body
+        assert "本月监测覆盖 0.0" in money  # the coverage it would have been judged on

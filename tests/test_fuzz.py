@@ -285,7 +285,10 @@ def assert_engine_matches(registry: Registry, engine: Engine, sums: DeltaSums, r
            for g in range(sums.sums.shape[0]) for j, c in enumerate(COUNTERS) if sums.sums[g, j]}
     assert got == {k: v for k, v in deltas.items() if v}
     gateways = {g: i for i, g in enumerate(registry.gateways)}
-    last = {g: (t, online) for t, g, online in ref.gateway_events}
+    last: dict[str, tuple[int, bool]] = {}  # since its status last changed (a repeated status is no change)
+    for t, g, online in ref.gateway_events:
+        if g not in last or last[g][1] != online:
+            last[g] = (t, online)
     for g, i in gateways.items():
         t, online = last.get(g, (None, True))
         assert bool(engine.gateway_online[i]) == online, g

@@ -18,6 +18,7 @@ import csv
 import io
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from ..errors import ConfigError
@@ -28,7 +29,7 @@ from ..payment import PaymentLine, payment_for
 from ..registry import Registry
 from ..results import Results
 from ..tally import DISTRICT, Tally
-from ..timebase import day_start, day_to_date, month_bounds
+from ..timebase import US_PER_S, day_start, day_to_date, month_bounds
 from .evaluate import DigestRequest
 from .fmt import body_line, percent, when
 from .message import message_row
@@ -38,7 +39,7 @@ from .sections import Names
 
 QUALITY_NAMES = {"engine:duplicate": "重复消息 (duplicate)", "engine:stale": "过期乱序 (stale)",
                  "engine:late": "迟到 (late)"}
-LOSS_KINDS = ("lost", "recovered", "heartbeats")
+LOSS_KINDS = ("lost", "recovered", "heartbeats", "lost_across_gap")
 DIGEST_COLUMNS = ("period", "contract", "street", "kpi", "numerator", "denominator", "value", "threshold", "pass")
 
 
@@ -94,15 +95,16 @@ def compose_digest(n: Notification, digest: Digest, registry: Registry, alert_ru
     date = day_to_date(request.day).isoformat()
     scope = names.street(request.street) if request.street else "全区"
     lines = [f"每日简报 (daily digest)：{scope}，{date}", f"生成时间 (at)：{when(n.at)}", ""]
-    lines += _kpis(digest, names, registry)
-    lines += ["", *_money(digest, names)]
+    judged = _judged_contracts(digest, registry, alert_rules)
+    lines += _kpis(digest, names, registry, judged)
+    lines += ["", *_money(digest, names, registry, judged, alert_rules)]
     lines += ["", *_loss(digest, names, registry)]
     lines += ["", *_incidents(request, names)]
     lines += ["", *_quality(request)]
     lines += ["", f"规则版本 rules {digest.month.rules_version} · 设备清单版本 registry {digest.month.registry_version}",
               "数字均取自账本 (ledger)，明细（分子/分母）见附件 CSV。时间均为北京时间 (Asia/Shanghai)。",
               "—— ptmon SLA 监测（普陀区城市运行管理中心）"]
-    subject = f"【每日简报】{scope} {date}：" + _headline(digest, registry)
+    subject = f"【每日简报】{scope} {date}：" + _headline(digest, registry, judged)
     body = "\n".join(body_line(x) for x in lines) + "\n"
     name = f"digest-{date}{'-' + request.street if request.street else ''}.csv"
     row = message_row(n, subject, body, sender, (name, digest_csv(digest, registry)))
@@ -123,10 +125,28 @@ def digest_csv(digest: Digest, registry: Registry) -> str:
     return out.getvalue()
 
 
-def _headline(digest: Digest, registry: Registry) -> str:
+def _judged_contracts(digest: Digest, registry: Registry, alert_rules: AlertRules) -> set[str]:
+    """The contracts whose month so far may be judged: the month-at-risk guard (``min_observed``
+    of the month and ``min_elapsed`` observed). Below it a month's verdicts and deductions would
+    state an hour's data as the month's, so the digest shows the values but withholds them."""
+    setting = alert_rules.month_risk
+    start, end = month_bounds(day_to_date(digest.request.day).strftime("%Y-%m"))
+    judged = set()
+    for contract in registry.rules.contracts:
+        observed = int(digest.month.coverage.get(contract.code, {}).get("observed_seconds", 0))
+        share = Fraction(observed * US_PER_S, end - start)
+        if observed > 0 and observed >= setting.min_elapsed and share >= Fraction(setting.min_observed):
+            judged.add(contract.code)
+    return judged
+
+
+def _headline(digest: Digest, registry: Registry, judged: set[str]) -> str:
     failing = [r for r in digest.month.rows if r.street in set(digest.streets(registry)) and r.street != DISTRICT
-               and r.passed is False and not _informational(registry, r.contract, r.kpi)]
-    return f"本月 {len(failing)} 项未达标，{len(digest.request.open)} 项告警未恢复"
+               and r.contract in judged and r.passed is False and not _informational(registry, r.contract, r.kpi)]
+    verdict = f"本月 {len(failing)} 项未达标"
+    if len(judged) < len(registry.rules.contracts):
+        verdict = ("本月监测不足，暂不判定达标" if not judged else verdict + "（部分合同监测不足，暂不判定）")
+    return f"{verdict}，{len(digest.request.open)} 项告警未恢复"
 
 
 def _informational(registry: Registry, contract: str, kpi: str) -> bool:
@@ -134,7 +154,7 @@ def _informational(registry: Registry, contract: str, kpi: str) -> bool:
     return bool(found is not None and found.informational)
 
 
-def _kpis(digest: Digest, names: Names, registry: Registry) -> list[str]:
+def _kpis(digest: Digest, names: Names, registry: Registry, judged: set[str]) -> list[str]:
     lines = []
     for contract in registry.rules.contracts:
         cov_y = digest.yesterday.coverage[contract.code]
@@ -145,7 +165,7 @@ def _kpis(digest: Digest, names: Names, registry: Registry) -> list[str]:
             for kpi in contract.kpis:
                 y = digest.yesterday.row(contract.code, street, kpi.code)
                 m = digest.month.row(contract.code, street, kpi.code)
-                mark = {True: "达标", False: "未达标", None: "无数据"}[m.passed]
+                mark = {True: "达标", False: "未达标", None: "无数据"}[m.passed] if contract.code in judged else "暂不判定"
                 name = "全区合计" if street == DISTRICT else names.street(street)
                 lines.append(f"  {name} | {kpi.name} | {_value(y)} | {_value(m)} | {percent(kpi.threshold)} | {mark}")
     for a, b in digest.yesterday.gaps:
@@ -153,14 +173,24 @@ def _kpis(digest: Digest, names: Names, registry: Registry) -> list[str]:
     return lines
 
 
-def _money(digest: Digest, names: Names) -> list[str]:
+def _money(digest: Digest, names: Names, registry: Registry, judged: set[str], alert_rules: AlertRules) -> list[str]:
     lines = ["暂估扣款 (provisional deduction, 按本月累计值与合同扣款规则，若月末仍如此)："]
-    total = sum((p.deduction for p in digest.payments), Decimal(0))
-    for p in digest.payments:
+    setting = alert_rules.month_risk
+    for contract in registry.rules.contracts:
+        if contract.code in judged:  # the share of the month the estimate stands on, always said
+            lines.append(f"  {names.contract_short(contract.code)}：依据本月监测覆盖 {_share(digest.month.coverage[contract.code])} 的数据暂估 "
+                         "(estimated from this share of the month)")
+        else:
+            lines.append(f"  {names.contract_short(contract.code)}：本月监测覆盖 {_share(digest.month.coverage[contract.code])}，"
+                         f"不足 {percent(setting.min_observed, 0)} 或 {setting.min_elapsed // 3600} 小时，暂不估算 "
+                         "(withheld: too little of the month observed)")
+    counted = [p for p in digest.payments if p.contract in judged]
+    for p in counted:
         if p.deduction:
             lines.append(f"  {names.street(p.street)} {names.contract_short(p.contract)}：{p.deduction} 元"
                          f"（月租 {p.fee} 元，扣 {p.deduction_percent_text(2)}%）")
-    lines.append(f"  合计 (total)：{total} 元")
+    total = sum((p.deduction for p in counted), Decimal(0))
+    lines.append(f"  合计 (total)：{total} 元" if judged else "  合计 (total)：暂不估算")
     return lines
 
 
@@ -199,12 +229,14 @@ def _loss(digest: Digest, names: Names, registry: Registry) -> list[str]:
 
 
 def _lost(counts: dict[str, int]) -> str:
-    net = counts["lost"] - counts["recovered"]
+    """Net lost in transit; seq gaps spanning a monitoring gap are not the pipe's and shown apart."""
+    across = counts.get("lost_across_gap", 0)
+    net = counts["lost"] - across - counts["recovered"]
     messages = counts["heartbeats"] + max(net, 0)
-    if not messages and not net:
+    if not messages and not net and not across:
         return "—"  # nothing heard, nothing lost
     rate = percent(Decimal(max(net, 0)) / Decimal(messages)) if messages else "—"
-    return f"{net} 条 ({rate})"
+    return f"{net} 条 ({rate})" + (f"，另监测缺口期间未收到 {across} 条" if across else "")
 
 
 def _value(row: Any) -> str:

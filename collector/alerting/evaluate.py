@@ -217,6 +217,7 @@ class AlertEvaluator:
 
     def _instant(self, t: int) -> None:
         self._silence(AlertKey(cause=Cause.PIPELINE), self._district_silent(t), self.observations.district_quiet, t)
+        self._monitor_gap(t)
         self._gateways(t)
         self._devices(t)
         if self.transit is not None:
@@ -225,6 +226,41 @@ class AlertEvaluator:
         self._group(t)
         self._digest(t)
         self._commit(t)
+
+    def last_gap(self) -> tuple[int, int | None] | None:
+        """The monitoring gap now (last instant seen, None) or before the monitor last resumed
+        (last instant seen, resumed at)."""
+        spans, engine = self.engine.spans, self.engine
+        if not engine.up and engine.down_at is not None:
+            return engine.down_at, None
+        return (spans[-2][1], spans[-1][0]) if len(spans) >= 2 else None
+
+    def monitor_down(self, t: int) -> None:
+        """The collector's main loop while the monitor cannot see (the broker connection down), on
+        its own clock: no sample instant fires then, so the monitoring-gap incident is stepped and
+        emailed from here, during the outage rather than after it."""
+        engine = self.engine
+        if engine.up or engine.down_at is None or t <= self.book.watermark:
+            return
+        key = AlertKey(cause=Cause.MONITOR_GAP)
+        if t - engine.down_at >= self.alert_rules.monitor_gap_for * US_PER_S:
+            self.book.set_alert(key, condition_step(self.book.alerts.get(key), key, holds=True, since=engine.down_at, t=t))
+        elif key not in self.book.alerts:
+            return
+        self._group(t)
+        self._commit(t)
+
+    def _monitor_gap(self, t: int) -> None:
+        """A monitoring gap of at least ``monitor_gap.for`` (the collector down, the broker
+        unreachable) is one district incident from the gap's start. Nothing is evaluated while the
+        monitor cannot see, so it fires when the monitor resumes, and is over once the monitor has
+        watched ``monitor_gap.for`` again (then its resolved email)."""
+        key = AlertKey(cause=Cause.MONITOR_GAP)
+        need = self.alert_rules.monitor_gap_for * US_PER_S
+        gap = self.last_gap()
+        holds = gap is not None and gap[1] is not None and gap[1] - gap[0] >= need and t - gap[1] < need
+        self.book.set_alert(key, condition_step(self.book.alerts.get(key), key, holds=holds,
+                                                since=gap[0] if gap is not None else t, t=t))
 
     def _gateways(self, t: int) -> None:
         engine, registry = self.engine, self.engine.registry
@@ -372,6 +408,8 @@ class AlertEvaluator:
             d.update(self._breach_details(key, t))
         elif key.cause is Cause.MONTH_RISK:
             d["risk"] = self.risks.get(key)
+        elif key.cause is Cause.MONITOR_GAP:
+            d["gap"] = self.last_gap()
         elif key.cause is Cause.DEVICE:
             d.update(dv.anomaly_details(self.engine, self.device_health, key))
         return d

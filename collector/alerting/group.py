@@ -71,8 +71,10 @@ class Causes:
 
     def inhibitor(self, key: AlertKey) -> AlertKey | None:
         """The alert whose cause explains ``key``, if any."""
-        if key.cause in (Cause.PIPELINE, Cause.BROKER_DROPS):
-            return None  # the broker's drops are its own word about the pipe: they may be why the district is silent
+        if key.cause in (Cause.PIPELINE, Cause.BROKER_DROPS, Cause.MONITOR_GAP):
+            # the broker's drops are its own word about the pipe (they may be why the district is silent);
+            # a monitoring gap is about the monitor itself: nothing explains either
+            return None
         if self.pipeline is not None:
             return self.pipeline
         if key.cause in (Cause.GATEWAY, Cause.BREACH, Cause.DEVICE):

@@ -15,14 +15,14 @@ from .rules import AlertRules
 
 STREET, CAMERAS, OVERVIEW, COLLECTOR = street.UID, cameras.UID, overview.UID, collector.UID
 CAMERA_KPIS = ("capture", "face", "plate")
-BEFORE = 3600 * US_PER_S  # the range starts an hour before the incident began ...
+BEFORE = 900 * US_PER_S  # the range starts a quarter of an hour before the incident began ...
 AFTER = 900 * US_PER_S  # ... and ends a quarter of an hour after the email
 
 
 def dashboard_uid(key: AlertKey) -> str:
     if key.cause is Cause.PIPELINE:
         return OVERVIEW
-    if key.cause in (Cause.LOSS, Cause.BROKER_DROPS):
+    if key.cause in (Cause.LOSS, Cause.BROKER_DROPS, Cause.MONITOR_GAP):
         return COLLECTOR  # its row 传输丢失: loss rate by street, lost and recovered, the broker's drops
     if key.cause is Cause.BREACH and key.kpi in CAMERA_KPIS:
         return CAMERAS

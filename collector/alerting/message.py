@@ -38,7 +38,7 @@ NOTICE_WORDS = {Notice.FIRING: "", Notice.UPDATE: "·更新", Notice.REPEAT: "·
 CAUSE_TITLES = {Cause.PIPELINE: ("全区失联", "全区恢复"), Cause.STREET_SILENT: ("整街失联", "整街恢复"),
                 Cause.GATEWAY: ("网关离线", "网关恢复"), Cause.BREACH: ("SLA告警", "SLA恢复"),
                 Cause.MONTH_RISK: ("月度风险", "月度风险解除"), Cause.LOSS: ("传输丢失", "传输丢失恢复"), Cause.DEVICE: ("设备失效", "设备恢复"),
-                Cause.BROKER_DROPS: ("代理丢弃", "代理丢弃停止")}
+                Cause.BROKER_DROPS: ("代理丢弃", "代理丢弃停止"), Cause.MONITOR_GAP: ("监测中断", "监测恢复")}
 CSV_COLUMNS = ("street", "contract", "device", "type", "community", "gateway", "last_heartbeat", "offline_since",
                "online", "window_tries", "window_ok", "anomaly", "anomaly_since")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -79,7 +79,9 @@ def message_row(n: Notification, subject: str, body: str, sender: str,
     msg["From"] = _address(sender)
     msg["To"] = _address(n.recipient)
     msg["Date"] = format_datetime(datetime.fromtimestamp(n.at / US_PER_S, SHANGHAI))
-    msg["Message-ID"] = f"<{hashlib.sha256(n.event_key.encode()).hexdigest()[:32]}@ptmon.local>"
+    msg["Message-ID"] = _message_id(n.event_key)
+    if n.thread_key is not None:  # the incident's emails thread under its first one
+        msg["In-Reply-To"] = msg["References"] = _message_id(n.thread_key)
     msg["X-Ptmon-Event"] = header_safe(n.event_key, 300)
     msg.set_content(body, charset="utf-8")
     if attachment is not None:
@@ -90,6 +92,10 @@ def message_row(n: Notification, subject: str, body: str, sender: str,
             "recipients": [n.recipient], "message": bytes(msg)}
 
 
+def _message_id(event_key: str) -> str:
+    return f"<{hashlib.sha256(event_key.encode()).hexdigest()[:32]}@ptmon.local>"
+
+
 def _subject(n: Notification, names: Names) -> str:
     assert n.group is not None
     cause = n.group.cause
@@ -97,6 +103,14 @@ def _subject(n: Notification, names: Names) -> str:
     views = n.resolved if n.notice is Notice.RESOLVED else n.firing
     if cause is Cause.PIPELINE:
         return f"【{title}】全区设备心跳{'已恢复' if n.notice is Notice.RESOLVED else '同时中断：疑似采集链路故障'}"
+    if cause is Cause.MONITOR_GAP:
+        if n.notice is Notice.RESOLVED:
+            return f"【{title}】采集器已恢复监测并持续稳定"
+        gap = next((v.details.get("gap") for v in views if v.details.get("gap")), None)
+        if gap is not None and gap[1] is None:
+            return f"【{title}】采集器监测中断已 {duration_text((n.at - gap[0]) / US_PER_S)}：代理连接中断，期间的设备状态未知"
+        lasted = f" {duration_text((gap[1] - gap[0]) / US_PER_S)}" if gap else ""
+        return f"【{title}】采集器监测中断{lasted}：期间的设备状态未知，不产生告警"
     if cause is Cause.BROKER_DROPS:
         if n.notice is Notice.RESOLVED:
             return f"【{title}】MQTT 代理已不再丢弃消息"
@@ -119,7 +133,10 @@ def _subject_item(v: AlertView, names: Names) -> str:
     if k.cause is Cause.LOSS:
         r = d.get("loss")
         where = f"{street} {names.contract_short(k.contract)}" if k.street else "全区"
-        return where + (f"：丢失率 {loss_rate(r)}（告警线 {share(r.level)}）" if r is not None and v.phase is not None else "")
+        if r is None or v.phase is None:
+            return where
+        below = r.rate is not None and r.rate <= r.level  # still firing until it falls to the resolve level
+        return where + f"：丢失率 {loss_rate(r)}（{'已低于告警线 ' if below else '告警线 '}{share(r.level)}{'，待恢复' if below else ''}）"
     if k.cause is Cause.BREACH:
         rate = d.get("rate")
         value = f" {percent(rate.value)}（阈值 {percent(d['threshold'])}）" if rate is not None else ""
@@ -146,7 +163,8 @@ def _head(n: Notification, names: Names) -> list[str]:
     if n.notice is Notice.RESOLVED:
         lines.insert(2, f"持续 (lasted)：{duration_text((n.at - n.first_seen) / US_PER_S)}")
     elif n.firing:
-        lines.insert(2, f"涉及 (alerts)：{len(n.firing)} 项，{len({v.key.street for v in n.firing if v.key.street})} 个街镇")
+        count = len({v.key.street for v in n.firing if v.key.street})
+        lines.insert(2, f"涉及 (alerts)：{len(n.firing)} 项" + (f"，{count} 个街镇" if count else "（全区）"))
     return lines
 
 

@@ -33,6 +33,7 @@ class Cause(str, Enum):
     DEVICE = "device"  # a device online but not doing its job: blind, degraded, stuck (kpi holds the kind)
     BROKER_DROPS = "broker_drops"  # the MQTT broker's $SYS says it dropped messages (a client's queue was full)
     LOSS = "loss"  # messages lost in transit (seq gaps) over the loss window: a street × contract, or the district
+    MONITOR_GAP = "monitor_gap"  # the monitor could not see (collector down, broker unreachable) longer than allowed
 
     @property
     def cross_contract(self) -> bool:
@@ -42,7 +43,7 @@ class Cause(str, Enum):
     @property
     def district_only(self) -> bool:
         """About the district's pipeline as a whole: told to the district recipients only."""
-        return self in (Cause.PIPELINE, Cause.BROKER_DROPS)
+        return self in (Cause.PIPELINE, Cause.BROKER_DROPS, Cause.MONITOR_GAP)
 
 
 class Phase(str, Enum):
@@ -217,6 +218,15 @@ class Notification:
         g = self.group
         return "|".join([self.notice.value, g.cause.value, g.contract, g.recipient, str(self.opened), str(self.seq)])
 
+    @property
+    def thread_key(self) -> str | None:
+        """The event key of the incident's first email, which every later one replies to (None: it
+        is the first, or the digest)."""
+        if self.group is None or self.seq <= 1:
+            return None
+        g = self.group
+        return "|".join([Notice.FIRING.value, g.cause.value, g.contract, g.recipient, str(self.opened), "1"])
+
 
 def dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -232,7 +242,7 @@ def _opt_int(value: Any) -> int | None:
 
 # --- rows written by earlier versions --------------------------------------------------------
 
-LEGACY_CAUSES = {c.value for c in Cause if c not in (Cause.BROKER_DROPS, Cause.LOSS)}  # newer than those rows
+LEGACY_CAUSES = {c.value for c in Cause if c not in (Cause.BROKER_DROPS, Cause.LOSS, Cause.MONITOR_GAP)}  # newer than those rows
 LEGACY_PHASES = {"ok": Phase.OK, "pending": Phase.PENDING, "firing": Phase.FIRING, "resolving": Phase.RESOLVING}
 
 

@@ -80,6 +80,7 @@ class AlertRules:
     pipeline: Silence = field(default_factory=lambda: Silence(for_=180, min_messages=20))
     street_silent: Silence = field(default_factory=lambda: Silence(for_=600, min_messages=10))
     gateway_for: int = 300
+    monitor_gap_for: int = 300  # a monitoring gap this long is a pipeline incident (monitor_gap)
     min_coverage: Decimal = Decimal("0.5")
     month_risk: MonthRiskRule = field(default_factory=MonthRiskRule)
     digest: DigestRule = field(default_factory=DigestRule)
@@ -112,7 +113,7 @@ class AlertRules:
             (f"grouping: wait {g.group_wait} s, interval {g.group_interval} s, repeat {g.repeat_interval} s, "
             f"resolved emails {resolved}"),
             (f"causes: district silent {self.pipeline.for_} s, street silent {self.street_silent.for_} s, gateway "
-            f"{self.gateway_for} s; windows judged from {self.min_coverage:%} observed"),
+            f"{self.gateway_for} s, monitoring gap {self.monitor_gap_for} s; windows judged from {self.min_coverage:%} observed"),
             f"month at risk: {risk}",
             (f"device anomalies: {', '.join(self.devices.kinds)} after {self.devices.for_} s" if self.devices.enabled
              else "device anomalies: off"),
@@ -153,13 +154,16 @@ def load_alert_rules(path: str | Path, rules: Rules) -> AlertRules:
     gateway = _optional(top, "gateway")
     gateway_for = gateway.duration("for", "5m")
     gateway.done()
+    gap = _optional(top, "monitor_gap")
+    monitor_gap_for = gap.duration("for", "5m")
+    gap.done()
     if pipeline.for_ > min(silent.for_, gateway_for):
         raise top.fail("pipeline.for", "must not exceed street_silent.for and gateway.for (the wider cause must be "
                        "known first, so it can hold back the alerts it explains)", pipeline.for_)
     recipients = _optional(top, "recipients")
     result = AlertRules(
         rules=_rules(top, rules, label, base), grouping=grouping, pipeline=pipeline, street_silent=silent,
-        gateway_for=gateway_for, min_coverage=_share(top, "min_coverage", "0.5"),
+        gateway_for=gateway_for, monitor_gap_for=monitor_gap_for, min_coverage=_share(top, "min_coverage", "0.5"),
         month_risk=_month_risk(_optional(top, "month_risk")), digest=_digest(_optional(top, "digest")),
         devices=_devices(_optional(top, "devices")),
         district=_addresses(recipients, "district") if "district" in recipients.data else (),

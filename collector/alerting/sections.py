@@ -53,6 +53,8 @@ class Names:
             return "全区设备心跳中断 (district silent)"
         if key.cause is Cause.BROKER_DROPS:
             return "MQTT 代理丢弃消息 (broker drops)"
+        if key.cause is Cause.MONITOR_GAP:
+            return "采集器监测中断 (monitoring gap)"
         if key.cause is Cause.LOSS and not key.street:
             return "全区 传输丢失 (loss in transit, whole broker)"
         where = f"{self.street(key.street)} {self.contract_short(key.contract)}"
@@ -91,6 +93,20 @@ def _pipeline(v: AlertView, names: Names, at: int) -> list[str]:
             f"  最后收到心跳 (last heartbeat)：{when(d.get('last_heard'))}",
             "  判断 (cause)：全区同时中断，疑似采集链路故障（上行网络、MQTT 代理或采集器订阅），而非设备本身。",
             "  请检查代理与网络；期间各街镇的失联、网关离线与指标告警均由此引起。"]
+
+
+def _monitor_gap(v: AlertView, names: Names, at: int) -> list[str]:
+    gap = v.details.get("gap")
+    if not gap:
+        return ["  采集器曾中断监测 (the monitor could not see for a while)"]
+    if gap[1] is None:
+        span = f"{when(gap[0])} 起，尚未恢复 (still down; {duration_text((at - gap[0]) / US_PER_S)} so far)"
+    else:
+        span = f"{when(gap[0])} — {when(gap[1])}，共 {duration_text((gap[1] - gap[0]) / US_PER_S)}"
+    return [f"  监测中断 (monitoring gap)：{span}",
+            "  原因 (cause)：采集器停止运行或与 MQTT 代理断开（代理不可达、网络中断）；期间收不到任何设备消息。",
+            "  期间的在线率与成功率不计入监测时长（监测缺口），不据此产生街镇或设备告警；其间发出而未收到的报文",
+            "  不计为传输丢失（若代理为采集器排队时丢弃，见代理丢弃告警）。请检查采集器日志与代理。"]
 
 
 def _street_silent(v: AlertView, names: Names, at: int) -> list[str]:
@@ -235,6 +251,6 @@ def window_text(seconds: int) -> str:
     return f"{seconds // 60} 分钟" if seconds % 60 == 0 else f"{seconds} 秒"
 
 
-_BY_CAUSE = {Cause.PIPELINE: _pipeline, Cause.STREET_SILENT: _street_silent, Cause.GATEWAY: _gateway,
+_BY_CAUSE = {Cause.MONITOR_GAP: _monitor_gap, Cause.PIPELINE: _pipeline, Cause.STREET_SILENT: _street_silent, Cause.GATEWAY: _gateway,
              Cause.BREACH: _breach, Cause.MONTH_RISK: _month_risk, Cause.LOSS: _loss, Cause.BROKER_DROPS: _broker_drops,
              Cause.DEVICE: _device}

@@ -14,14 +14,21 @@ Two causes, decided at every evaluated sample instant (rules/README.md "alerts.y
 What a window can be trusted with:
 
 * **A monitoring gap.** Messages sent while the monitor could not see are counted lost when
-  the devices are heard again: that is the gap's (the report shows it), not the pipe's. No
-  window is judged until the monitor has watched a whole window since it last resumed; a
-  firing alert holds meanwhile, so a restart neither resolves nor re-sends it.
+  the devices are heard again (for a sensor, up to its heartbeat period after the gap): that
+  is the gap's, not the pipe's. The engine counts such seq gaps (the device's previous
+  heartbeat before the monitor last resumed) also as ``lost_across_gap``, and the loss window
+  leaves them out, whenever they arrive. No window is judged until the monitor has watched a
+  whole window since it last resumed; a firing alert holds meanwhile, so a restart neither
+  resolves nor re-sends it.
 * **A cause that explains it** inhibits a loss alert while that cause fires and for one window
   after it ended (the window still holds the gaps it left): the broker's drops and the
   district silence (``pipeline``) explain every loss; a street × contract silence or a dead
   gateway of the street explains that street's loss, and that street × contract is left out of
-  the district's rate meanwhile. An online breach explains nothing: a lossy pipe is a reason
+  the district's rate meanwhile. The district's own loss alert explains a street's while it
+  fires and the loss is spread over the district (over half of the street × contracts that heard
+  anything lose at least :data:`SPREAD` of their level: the uplink or the broker, nothing a
+  street contact can act on), unless the street loses more than
+  :data:`ALIKE` times the district's rate. An online breach explains nothing: a lossy pipe is a reason
   devices look offline, and the operator must see it.
 
 Restart-safe: the states are the book's, and what must be remembered beside them (the broker's
@@ -47,6 +54,8 @@ from .machine import condition_step, level_step
 from .model import AlertKey, Cause
 
 RESOLVE_FACTOR = 0.8  # a firing loss alert is ok again at or below this share of its level
+SPREAD = 0.5  # a district-wide loss: most streets lose at least this share of their level ...
+ALIKE = 2  # ... and in a district-wide loss, a street losing up to this many times the district's rate loses alike
 EXPLAINERS = (Cause.PIPELINE, Cause.BROKER_DROPS, Cause.STREET_SILENT, Cause.GATEWAY)
 TRANSIT_CAUSES = (Cause.LOSS, Cause.BROKER_DROPS)
 DROPS = AlertKey(cause=Cause.BROKER_DROPS)
@@ -97,6 +106,7 @@ class TransitAlerts:
         self.first_at: int | None = doc.get("first_at")  # the drop incident's first growth
         self.dropped = int(doc.get("dropped", 0))  # dropped in this incident
         self.ended = {AlertKey.from_doc(k): int(t) for k, t in doc.get("ended", [])}
+        self.district_wide = {AlertKey.from_doc(k) for k in doc.get("district_wide", [])}  # loss alerts the district's explains
         self.active = self._explainers()
 
     @property
@@ -137,23 +147,46 @@ class TransitAlerts:
         resume = self.engine.spans[-1][0] if self.engine.spans else t
         judged = t - resume >= self.span
         net, heard = self.window.sums(t)
-        counted = np.ones(len(net), dtype=bool)
-        self.readings, self.explained = {}, {}
         n = len(self.streets)
-        for ci, contract in enumerate(self.contracts):
-            for si, street in enumerate(self.streets):
-                key = AlertKey(cause=Cause.LOSS, contract=contract, street=street)
-                cause = district or by_street.get((contract, street))
-                if (contract, street) in by_street:
-                    counted[ci * n + si] = False
-                g = ci * n + si
-                self._step(key, reading(int(net[g]), int(heard[g]), self.config.street_rate, self.config.window),
-                           t, judged, cause)
+        places = [(ci, contract, si, street) for ci, contract in enumerate(self.contracts)
+                  for si, street in enumerate(self.streets)]
+        counted = np.array([(c, s) not in by_street for _, c, _, s in places], dtype=bool)
+        self.readings, self.explained = {}, {}
         left_out = tuple(sorted(set(by_street.values())))
-        self._step(DISTRICT_LOSS, reading(int(net[counted].sum()), int(heard[counted].sum()), self.config.broker_rate,
-                                          self.config.window, left_out), t, judged, district)
+        whole = reading(int(net[counted].sum()), int(heard[counted].sum()), self.config.broker_rate,
+                        self.config.window, left_out)
+        self._step(DISTRICT_LOSS, whole, t, judged, district)
+        streets = {(c, s): reading(int(net[ci * n + si]), int(heard[ci * n + si]), self.config.street_rate,
+                                   self.config.window) for ci, c, si, s in places}
+        widespread = self._widespread(whole, streets, counted, places)
+        for _, contract, _, street in places:
+            now = streets[contract, street]
+            cause = district or by_street.get((contract, street))
+            key = AlertKey(cause=Cause.LOSS, contract=contract, street=street)
+            alike = widespread and now.rate is not None and now.rate <= ALIKE * (whole.rate or 0)
+            if cause is None and (alike or key in self.district_wide):
+                cause = DISTRICT_LOSS  # the district losing as a whole: the district's incident, not the street's
+            self._step(key, now, t, judged, cause)
+            state = self.book.alerts.get(key)
+            # Part of the district's incident until it ends, though the district's alert may end first.
+            if cause is DISTRICT_LOSS and state is not None and state.phase.active:
+                self.district_wide.add(key)
+            else:
+                self.district_wide.discard(key)
         self._save()
         return self.explained
+
+    def _widespread(self, whole: LossReading, streets: dict[tuple[str, str], LossReading], counted: np.ndarray,
+                    places: list[tuple[int, str, int, str]]) -> bool:
+        """The district's loss alert fires and most street × contracts that heard anything lose at
+        least :data:`SPREAD` of their level: one cause upstream of the streets (the uplink, the
+        broker), which their contacts cannot act on, rather than a few streets' own."""
+        state = self.book.alerts.get(DISTRICT_LOSS)
+        if state is None or not state.phase.active or whole.rate is None:
+            return False
+        heard = [streets[c, s] for (_, c, _, s), ok in zip(places, counted, strict=True) if ok and streets[c, s].messages]
+        above = [r for r in heard if r.rate is not None and r.rate >= SPREAD * r.level]
+        return bool(heard) and len(above) * 2 > len(heard)
 
     def _step(self, key: AlertKey, now: LossReading, t: int, judged: bool, cause: AlertKey | None) -> None:
         fires = now.rate is not None and now.rate > now.level and now.messages >= self.config.min_messages
@@ -184,7 +217,8 @@ class TransitAlerts:
 
     def _save(self) -> None:
         self.book.set_transit({"counted": self.counted, "grew_at": self.grew_at, "first_at": self.first_at,
-                               "dropped": self.dropped, "ended": [[k.doc(), end] for k, end in sorted(self.ended.items())]})
+                               "dropped": self.dropped, "ended": [[k.doc(), end] for k, end in sorted(self.ended.items())],
+                               "district_wide": [k.doc() for k in sorted(self.district_wide)]})
 
     # --- what an email shows ----------------------------------------------------------------
 

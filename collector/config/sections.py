@@ -4,6 +4,7 @@ them."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import field
 from pathlib import Path
@@ -56,6 +57,22 @@ def _host(value: Any) -> str:
     if any(c.isspace() or c in "/@[]" for c in host):
         raise invalid("a host name or address (or give mqtt.url instead)", host)
     return host
+
+
+def _smtp_host(value: Any) -> str:
+    """The SMTP server's host name or address; empty: emails stay queued in the ledger."""
+    host = as_text(value).strip() if value is not None else ""
+    if any(c.isspace() or c in "/@[]" for c in host) or (":" in host and not _ip_address(host)):
+        raise invalid("a host name or address (no spaces, no port: that is email.port)", host)
+    return host
+
+
+def _ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _protocol(value: Any) -> str:
@@ -257,7 +274,7 @@ class EmailConfig(Section):
     """SMTP for alert emails. An empty host keeps emails queued in the ledger, unsent."""
 
     table, file_only, code_only = "email", ("password_env",), ("password",)
-    host: Text = ""
+    host: Annotated[str, BeforeValidator(_smtp_host)] = ""
     port: Port = 587  # in a file: 465 with security "tls"
     # "tls": implicit, usually port 465
     security: Annotated[str, choice("starttls", "tls", "none")] = "starttls"
