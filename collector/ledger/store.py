@@ -200,14 +200,19 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error (SQLite has already rolled back
+        after some, e.g. a full disk); a full disk becomes a :class:`LedgerError` saying so."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                raise LedgerError(f"{self.path}: {exc}: nothing of this change was written; free space on its disk "
+                                  "and run the command again") from exc
             raise
-        self.db.execute("COMMIT")
 
     def _upgrade(self) -> None:
         """Schema 1 → 2 → 3, in the open transaction. Schema 2 → 3 only adds the closings tables

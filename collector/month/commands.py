@@ -89,7 +89,8 @@ def setup_from(args: argparse.Namespace) -> MonthSetup:
     return MonthSetup(ledger=inputs.ledger, archive=inputs.archive, registry=registry,
                       registry_path=inputs.registry_path, rules_dir=inputs.rules_dir,
                       config_path=Path(args.config).absolute() if args.config else None, data_dir=inputs.data_dir,
-                      close_grace=int(month.close_grace * US_PER_S), late_horizon=int(month.late_horizon * US_PER_S))
+                      close_grace=int(month.close_grace * US_PER_S), late_horizon=int(month.late_horizon * US_PER_S),
+                      min_coverage=month.min_coverage)
 
 
 def cmd_month(args: argparse.Namespace) -> int:
