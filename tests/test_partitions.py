@@ -325,3 +325,61 @@ def test_a_partition_writes_sla_and_loss_points_of_its_streets_only() -> None:
     lines.append(f"{series_prefix('heartbeat', {'device': 'wanli-cam1', 'street': 'wanli', 'type': 'face_cam'})}seq=1i 1")
     kept = owned_points(lines, ["wanli"])
     assert kept == [lines[0], lines[3], lines[6]]
+
+
+def test_a_partitions_archive_file_given_alone_is_a_partition_not_the_district(collected, tmp_path, capsys) -> None:
+    """Test that a day file of a partition's archive carries its directory's tag: given alone it is refused as an
+    incomplete set of partitions (not replayed as the district with four streets silent), and one file of each
+    partition replays as the whole collector's archive does."""
+    tmp, registry = collected["tmp"], str(collected["registry"])
+    registry_args = [registry, "--rules", str(collected["rules"])]
+    files = {n: sorted((tmp / n / "archive").glob("ptmon-*.jsonl.gz")) for n in PARTS}
+    assert len(files["b"]) == 1 and len(files["a"]) == 1
+    for args in (["report", "--month", "2026-11", "--format", "csv", "--out", str(tmp_path / "out"), "--registry",
+                  *registry_args, "--from-archive", str(files["b"][0])],
+                 ["replay", "--month", "2026-11", "--registry", *registry_args, "--quiet", str(files["b"][0])]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "cannot merge these partitions" in err and "street(s) changzheng, taopu in no partition" in err
+    whole = _replay_csv(capsys, str(files["all"][0]), "--registry", *registry_args)
+    assert _replay_csv(capsys, str(files["a"][0]), str(files["b"][0]), "--registry", *registry_args) == whole
+
+
+def test_whole_district_and_partition_storage_are_not_taken_over(collected, tmp_path) -> None:
+    """Test that a partition refuses an untagged data directory holding the district's data, and a whole-district
+    collector refuses a partition's, each saying what to do."""
+    from ptmon.errors import UsageError
+
+    tmp, registry = collected["tmp"], collected["registry"]
+    for name in ("all", "b"):
+        shutil.copytree(tmp / name, tmp_path / name, ignore=shutil.ignore_patterns("*.lock", "lock*"))
+    cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "all", metrics_listen="",
+                          streets=("wanli",))
+    with pytest.raises(UsageError, match="hold a whole-district collector's data .* own data directory"):
+        Collector(cfg)
+    assert archive_tag(tmp_path / "all" / "archive") is None
+    cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "b", metrics_listen="")
+    with pytest.raises(UsageError, match=r"belongs to partition wanli: a whole-district collector \(streets = \[\]\)"):
+        Collector(cfg)
+
+
+def test_a_partitions_ledger_verifies_and_rebuilds_with_its_own_streets(collected, tmp_path, capsys) -> None:
+    """Test that `ledger verify` of a partition's ledger and archive compares its own streets (OK, not DIFFERENT),
+    that `ledger rebuild` writes no other street into it, and that `month close` refuses a partition's ledger
+    pointing to the docs."""
+    tmp, registry = collected["tmp"], str(collected["registry"])
+    shutil.copytree(tmp / "b", tmp_path / "b", ignore=shutil.ignore_patterns("*.lock", "lock*"))
+    where = ["--registry", registry, "--rules", str(collected["rules"]), "--ledger", str(tmp_path / "b" / "ledger.sqlite"),
+             "--archive", str(tmp_path / "b" / "archive")]
+    assert main(["ledger", "verify", "--month", "2026-11", *where]) == 0, capsys.readouterr()
+    assert "OK: the ledger's month equals the archive's" in capsys.readouterr().out
+    def hours() -> list[tuple]:  # type: ignore[type-arg]
+        with sqlite3.connect(tmp_path / "b" / "ledger.sqlite") as db:
+            return db.execute("SELECT * FROM hours ORDER BY hour, contract, street").fetchall()
+
+    before = hours()
+    assert main(["ledger", "rebuild", "--month", "2026-11", *where]) == 0
+    assert hours() == before  # the partition's rows as its collector wrote them: no other street's devices
+    capsys.readouterr()
+    assert main(["month", "close", "2026-11", "--by", "A", "--now", "2026-12-05", *where]) == 2
+    assert "is partition wanli's ledger" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..inputs import command_inputs
 from ..ledger.closing import closings
 from ..ledger.store import Ledger
+from ..partition import storage_tag
 from ..registry import load_registry
 from ..rules import load_rules
 from ..timebase import US_PER_S, day_of, day_to_date, month_bounds, parse_instant
@@ -85,6 +86,11 @@ def setup_from(args: argparse.Namespace) -> MonthSetup:
     from ..config import MonthConfig
 
     month = inputs.config.month if inputs.config else MonthConfig()
+    if (tag := storage_tag(inputs.ledger, inputs.archive)) is not None:
+        raise UsageError(
+            f"{inputs.ledger} is partition {tag.label}'s ledger: a month is closed for the whole district, and "
+            "`ptmon month` does not merge partitions yet. Check each partition with `ptmon ledger verify --month`, "
+            "and see docs/scale.md (closing a partitioned deployment)")
     registry = load_registry(inputs.registry_path, load_rules(inputs.rules_dir))
     return MonthSetup(ledger=inputs.ledger, archive=inputs.archive, registry=registry,
                       registry_path=inputs.registry_path, rules_dir=inputs.rules_dir,
