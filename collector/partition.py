@@ -141,11 +141,12 @@ def claim(partition: Partition, archive_dir: Path, ledger: object) -> None:
     """Tag the archive directory and the ledger with ``partition``; refuse storage that another
     partition wrote (its months would mix two sets of streets)."""
     ledger_path = str(getattr(ledger, "path", "ledger"))
-    for where, found in ((str(archive_dir), archive_tag(archive_dir)), (ledger_path, ledger_tag(ledger.db, ledger_path))):  # type: ignore[attr-defined]
+    tags = _tags(archive_dir, ledger)
+    for where, found in tags:
         if found is not None and found.streets != partition.streets:
             raise UsageError(f"{where} belongs to partition {found.label}, not {partition.label}: give each "
                              "partition its own data directory (a changed partition starts a new one)")
-    if archive_tag(archive_dir) is None and ledger_tag(ledger.db, ledger_path) is None and _holds_data(archive_dir, ledger):  # type: ignore[attr-defined]
+    if all(found is None for _, found in tags) and _holds_data(archive_dir, ledger):
         raise UsageError(f"{archive_dir} and {ledger_path} hold a whole-district collector's data (no partition tag): "
                          f"partition {partition.label} would take them over and mix its streets' months with the "
                          "district's. Give the partition its own data directory (data_dir)")
@@ -161,12 +162,17 @@ def claim(partition: Partition, archive_dir: Path, ledger: object) -> None:
 def refuse_partitioned(archive_dir: Path, ledger: object) -> None:
     """A whole-district collector (no ``streets``) refuses storage a partition wrote: it would
     write every street into that partition's archive and ledger, under its tag."""
-    ledger_path = str(getattr(ledger, "path", "ledger"))
-    for where, found in ((str(archive_dir), archive_tag(archive_dir)), (ledger_path, ledger_tag(ledger.db, ledger_path))):  # type: ignore[attr-defined]
+    for where, found in _tags(archive_dir, ledger):
         if found is not None:
             raise UsageError(f"{where} belongs to partition {found.label}: a whole-district collector (streets = []) "
                              "would write every street into it. Give it its own data directory (data_dir), or run "
                              f"this one as the partition (streets = {list(found.streets)})")
+
+
+def _tags(archive_dir: Path, ledger: object) -> list[tuple[str, Partition | None]]:
+    """The partition tags of an archive directory and a ledger, each with where it was read."""
+    ledger_path = str(getattr(ledger, "path", "ledger"))
+    return [(str(archive_dir), archive_tag(archive_dir)), (ledger_path, ledger_tag(ledger.db, ledger_path))]  # type: ignore[attr-defined]
 
 
 def _holds_data(archive_dir: Path, ledger: object) -> bool:
