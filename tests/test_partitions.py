@@ -384,3 +384,30 @@ def test_a_partitions_ledger_verifies_and_rebuilds_with_its_own_streets(collecte
     capsys.readouterr()
     assert main(["month", "close", "2026-11", "--by", "A", "--now", "2026-12-05", *where]) == 2
     assert "is partition wanli's ledger" in capsys.readouterr().err
+
+
+def test_merged_ledgers_report_the_time_every_partition_observed(collected, tmp_path, capsys) -> None:
+    """Test that when one partition stopped a sample earlier, the merged ledgers' report gives the district and every
+    row the observed time of the partition that saw least (the intersection), as the merged replay does, not the
+    observed time of whichever street's row was read last."""
+    tmp, registry = collected["tmp"], str(collected["registry"])
+    registry_args = ["--registry", registry, "--rules", str(collected["rules"])]
+    shutil.copy(tmp / "a" / "ledger.sqlite", tmp_path / "a.sqlite")
+    with sqlite3.connect(tmp_path / "a.sqlite") as db:  # partition a's last hour: one sample fewer
+        last = db.execute("SELECT max(hour) FROM hours").fetchone()[0]
+        db.execute("UPDATE hours SET samples = samples - 1 WHERE hour = ?", (last,))
+    whole = _report_csv(capsys, tmp_path / "whole", *registry_args, "--ledger", str(tmp / "all" / "ledger.sqlite"))
+    merged = _report_csv(capsys, tmp_path / "merged", *registry_args, "--ledger", str(tmp / "b" / "ledger.sqlite"),
+                         str(tmp_path / "a.sqlite"))
+    import csv
+    import io
+
+    def observed(text: bytes) -> dict[str, set[str]]:
+        rows = list(csv.DictReader(io.StringIO(text.decode())))
+        return {c: {r["observed_seconds"] for r in rows if r["contract"] == c} for c in {r["contract"] for r in rows}}
+
+    before, after = observed(whole), observed(merged)
+    for contract, values in after.items():
+        assert len(values) == 1 and len(before[contract]) == 1  # one observed time for every street and the district
+        interval = load_rules(collected["rules"]).contract(contract).sample_interval
+        assert int(next(iter(before[contract]))) - int(next(iter(values))) == interval  # the one sample a missed
