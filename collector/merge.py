@@ -18,6 +18,7 @@ several, :func:`merge_results` combines replay results, :func:`recompute_partiti
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -119,7 +120,8 @@ def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> l
 
 def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
     """One district's results from the partitions': street rows from their owner, district rows
-    summed, the observed time every partition had, rejects and counts summed."""
+    summed, every row with the observed time every partition had (as the report from merged
+    ledgers shows it), rejects and counts summed."""
     owner = {street: i for i, (part, _) in enumerate(parts) for street in part.streets}
     first = parts[0][1]
     rows = []
@@ -127,8 +129,8 @@ def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
         same = [results.rows[k] for _, results in parts]
         if any((r.contract, r.street, r.kpi) != (row.contract, row.street, row.kpi) for r in same):
             raise UsageError("cannot merge these partitions: their results list other KPIs (other rules?)")
-        if row.street != DISTRICT:
-            rows.append(same[owner[row.street]])
+        if row.street != DISTRICT:  # the owner's sums, shown with the observed time every partition had
+            rows.append(replace(same[owner[row.street]], observed_seconds=min(r.observed_seconds for r in same)))
             continue
         rows.append(KpiRow(contract=row.contract, street=DISTRICT, kpi=row.kpi, threshold=row.threshold,
                            numerator=sum(r.numerator for r in same), denominator=sum(r.denominator for r in same),
