@@ -7,7 +7,8 @@ Closing (第 1 版) refuses, saying why and what to do, when
   not yet written anything after the month's end),
 * the contract's month is already closed (restate it instead),
 * the month was not wholly observed and ``--accept-gaps`` was not given (the report pays on
-  observed time only; a reviewer must have judged the gaps), or
+  observed time only; a reviewer must have judged the gaps), or nothing of it was observed (or
+  less than ``[month] min_coverage``), with ``--accept-gaps`` too, or
 * the ledger's month differs from a recomputation of it from the archive (the differing rows
   are listed): the ledger is the record, the archive the evidence, and a closing needs both to
   agree.

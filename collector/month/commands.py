@@ -43,7 +43,8 @@ def add_month_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     close = actions.add_parser("close", help="seal the month's acceptance (第 1 版)",
                                description="Seal the month: refused before the grace period ([month] close_grace) is "
                                "over, while a collector still writes the month, for a contract already closed, for a "
-                               "month not wholly observed without --accept-gaps, and when the ledger differs from the "
+                               "month not wholly observed without --accept-gaps, for a month with nothing observed (or less than "
+                               "[month] min_coverage) even with it, and when the ledger differs from the "
                                "archive (the differences are listed).")
     close.add_argument("month", metavar="YYYY-MM")
     close.add_argument("--by", required=True, metavar="NAME", help="who closes it (recorded in the seal and the report)")
