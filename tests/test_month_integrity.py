@@ -172,7 +172,7 @@ def test_a_full_disk_during_the_close_is_a_clear_error_and_seals_nothing(pristin
     monkeypatch.setattr(Ledger, "__init__", no_room)
     assert main(m.month("close", md.MONTH, "--by", "张三")) == 2
     err = capsys.readouterr().err
-    assert "database or disk is full: nothing of this change was written" in err
+    assert "database or disk is full: nothing was sealed" in err
     assert "Traceback" not in err and "cannot rollback" not in err
     monkeypatch.undo()
     with Ledger(m.ledger, readonly=True) as ledger:

@@ -88,9 +88,14 @@ def record_closings(ledger: Ledger, sealed: Sequence[tuple[dict[str, Any], Mappi
         for digest, data in blobs.items():
             if sha256_bytes(data) != digest:
                 raise LedgerError(f"blob {digest[:16]}… does not hash to its name")
-    with ledger.transaction() as db:
-        for doc, blobs in sealed:
-            _insert(db, doc, blobs)
+    try:
+        with ledger.transaction() as db:
+            for doc, blobs in sealed:
+                _insert(db, doc, blobs)
+    except sqlite3.OperationalError as exc:
+        if "full" not in str(exc):
+            raise
+        raise LedgerError(f"{ledger.path}: {exc}: nothing was sealed; free space on its disk and close again") from exc
     found = [closing(ledger, doc["month"], doc["contract"], int(doc["version"])) for doc, _ in sealed]
     assert all(c is not None for c in found)
     return found  # type: ignore[return-value]

@@ -200,18 +200,15 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any error (SQLite has already rolled back
-        after some, e.g. a full disk); a full disk becomes a :class:`LedgerError` saying so."""
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error (unless SQLite already rolled it
+        back itself, as after a full disk: a second ROLLBACK would hide the error)."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
             self.db.execute("COMMIT")
-        except BaseException as exc:
+        except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-                raise LedgerError(f"{self.path}: {exc}: nothing of this change was written; free space on its disk "
-                                  "and run the command again") from exc
             raise
 
     def _upgrade(self) -> None:
