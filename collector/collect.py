@@ -72,7 +72,7 @@ from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .lock import CollectorLocks
 from .loss import LossPoints, LossWindow, broker_lines
 from .metrics import LossCounts, Metrics, PipelineCounts, serve_metrics
-from .partition import claim, owned_points, partition_of, partitioned_config, restrict_registry
+from .partition import claim, owned_points, refuse_partitioned, partition_of, partitioned_config, restrict_registry
 from .registry import Registry, load_registry
 from .replay import Feed, freeze_startup_heap
 from .results import Results
@@ -162,6 +162,8 @@ class Collector:
         self.ledger = Ledger(self.config.ledger_path)
         if self.config.streets:  # before any history is read: refuse another partition's storage
             claim(partition_of(self.registry, self.config.streets), self.config.archive_path, self.ledger)
+        else:  # nor may a whole-district collector write into a partition's storage
+            refuse_partitioned(self.config.archive_path, self.ledger)
         history = bool(archive_files(self.config.archive_path)) or self.ledger.has_hours()
         if checkpoint is not None and (mismatch := self._mismatch(checkpoint, history)):
             lost, checkpoint = mismatch, None

@@ -18,6 +18,7 @@ several, :func:`merge_results` combines replay results, :func:`recompute_partiti
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,8 +39,10 @@ _EXEMPTION_COLUMNS = ('scope', 'target', 'start', '"end"', 'reason', 'approver',
 
 
 def tagged_archives(sources: Sequence[Path]) -> list[tuple[Path, Partition | None]] | None:
-    """Each archive directory with its partition tag, or None when none is tagged (one archive)."""
-    tags = [(Path(p), archive_tag(Path(p)) if Path(p).is_dir() else None) for p in sources]
+    """Each archive directory or file with its partition tag, or None when none is tagged (one
+    archive). A file carries the tag of the directory it is in: a partition's day file alone is
+    a partition, not the district."""
+    tags = [(Path(p), archive_tag(Path(p) if Path(p).is_dir() else Path(p).parent)) for p in sources]
     return tags if any(t is not None for _, t in tags) else None
 
 
@@ -117,7 +120,8 @@ def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> l
 
 def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
     """One district's results from the partitions': street rows from their owner, district rows
-    summed, the observed time every partition had, rejects and counts summed."""
+    summed, every row with the observed time every partition had (as the report from merged
+    ledgers shows it), rejects and counts summed."""
     owner = {street: i for i, (part, _) in enumerate(parts) for street in part.streets}
     first = parts[0][1]
     rows = []
@@ -125,8 +129,8 @@ def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
         same = [results.rows[k] for _, results in parts]
         if any((r.contract, r.street, r.kpi) != (row.contract, row.street, row.kpi) for r in same):
             raise UsageError("cannot merge these partitions: their results list other KPIs (other rules?)")
-        if row.street != DISTRICT:
-            rows.append(same[owner[row.street]])
+        if row.street != DISTRICT:  # the owner's sums, shown with the observed time every partition had
+            rows.append(replace(same[owner[row.street]], observed_seconds=min(r.observed_seconds for r in same)))
             continue
         rows.append(KpiRow(contract=row.contract, street=DISTRICT, kpi=row.kpi, threshold=row.threshold,
                            numerator=sum(r.numerator for r in same), denominator=sum(r.denominator for r in same),
@@ -180,7 +184,7 @@ def replay_partitions(archives: list[tuple[Path, Partition | None]], registry: R
     for directory, part in _checked(archives, registry):
         own = restrict_registry(registry, part.streets)
         paths, state = archive_paths([directory]), None
-        if month is not None:
+        if month is not None and directory.is_dir():
             sources = month_sources([directory], month)
             paths, state = sources.files, load_snapshot(sources.snapshot, own) if sources.snapshot else None
         say(f"partition {part.label}: {len(paths)} archive file(s) in {directory}")
@@ -193,20 +197,27 @@ def recompute_partitions(archives: list[tuple[Path, Partition | None]], registry
                          say: Callable[[str], None] = lambda text: None) -> list[tuple[str, Path]]:
     """Recompute ``month`` from each partition's archive directory (its snapshot and the files after
     it) with its own registry rows, and merge the results into ``into``. Returns the files read."""
-    from .ledger.rebuild import recompute_month
+    from .ledger.rebuild import rebuild_ledger, recompute_month
+    from .timebase import month_bounds
     from .snapshots import month_sources
 
     read: list[tuple[str, Path]] = []
     ledgers = []
     try:
         for directory, part in _checked(archives, registry):
+            ledger = Ledger(":memory:")
+            ledgers.append((part, ledger))
+            own = restrict_registry(registry, part.streets)
+            if directory.is_file():  # a file given by name is read from its beginning, as it is
+                say(f"recomputing partition {part.label} from {directory}, read from the beginning")
+                rebuild_ledger([directory], own, ledger, end=month_bounds(month)[1], progress=progress)
+                read.append(("archive", directory))
+                continue
             found = month_sources([directory], month)
             if not found.files:
                 raise UsageError(f"no archive files for {month} in {directory} (partition {part.label})")
             say(f"recomputing partition {part.label} from {found.describe()}")
-            ledger = Ledger(":memory:")
-            ledgers.append((part, ledger))
-            recompute_month([directory], restrict_registry(registry, part.streets), month, ledger, progress=progress)
+            recompute_month([directory], own, month, ledger, progress=progress)
             read += ([("snapshot", found.snapshot)] if found.snapshot else []) + [("archive", p) for p in found.files]
         merge_ledgers(ledgers, into, registry.rules)
     finally:

@@ -141,10 +141,15 @@ def claim(partition: Partition, archive_dir: Path, ledger: object) -> None:
     """Tag the archive directory and the ledger with ``partition``; refuse storage that another
     partition wrote (its months would mix two sets of streets)."""
     ledger_path = str(getattr(ledger, "path", "ledger"))
-    for where, found in ((str(archive_dir), archive_tag(archive_dir)), (ledger_path, ledger_tag(ledger.db, ledger_path))):  # type: ignore[attr-defined]
+    tags = _tags(archive_dir, ledger)
+    for where, found in tags:
         if found is not None and found.streets != partition.streets:
             raise UsageError(f"{where} belongs to partition {found.label}, not {partition.label}: give each "
                              "partition its own data directory (a changed partition starts a new one)")
+    if all(found is None for _, found in tags) and _holds_data(archive_dir, ledger):
+        raise UsageError(f"{archive_dir} and {ledger_path} hold a whole-district collector's data (no partition tag): "
+                         f"partition {partition.label} would take them over and mix its streets' months with the "
+                         "district's. Give the partition its own data directory (data_dir)")
     archive_dir.mkdir(parents=True, exist_ok=True)
     tag = archive_dir / PARTITION_FILE
     tmp = tag.with_suffix(".tmp")
@@ -154,7 +159,45 @@ def claim(partition: Partition, archive_dir: Path, ledger: object) -> None:
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LEDGER_KEY, partition.to_json()))
 
 
+def refuse_partitioned(archive_dir: Path, ledger: object) -> None:
+    """A whole-district collector (no ``streets``) refuses storage a partition wrote: it would
+    write every street into that partition's archive and ledger, under its tag."""
+    for where, found in _tags(archive_dir, ledger):
+        if found is not None:
+            raise UsageError(f"{where} belongs to partition {found.label}: a whole-district collector (streets = []) "
+                             "would write every street into it. Give it its own data directory (data_dir), or run "
+                             f"this one as the partition (streets = {list(found.streets)})")
+
+
+def _tags(archive_dir: Path, ledger: object) -> list[tuple[str, Partition | None]]:
+    """The partition tags of an archive directory and a ledger, each with where it was read."""
+    ledger_path = str(getattr(ledger, "path", "ledger"))
+    return [(str(archive_dir), archive_tag(archive_dir)), (ledger_path, ledger_tag(ledger.db, ledger_path))]  # type: ignore[attr-defined]
+
+
+def _holds_data(archive_dir: Path, ledger: object) -> bool:
+    from .sinks.archive import archive_files
+
+    return (archive_dir.is_dir() and bool(archive_files(archive_dir))) or bool(ledger.has_hours())  # type: ignore[attr-defined]
+
+
 # --- a set of partitions ------------------------------------------------------------------------
+
+def storage_tag(ledger_path: Path, archive_dir: Path) -> Partition | None:
+    """The partition a ledger and its archive directory were written by (None: the whole
+    district's), refusing a pair that two different collectors wrote."""
+    from .ledger.store import Ledger
+
+    in_archive = archive_tag(archive_dir)
+    in_ledger = None
+    if ledger_path.is_file():
+        with Ledger(ledger_path, readonly=True) as ledger:
+            in_ledger = ledger_tag(ledger.db, str(ledger_path))
+    if ledger_path.is_file() and (in_ledger.streets if in_ledger else None) != (in_archive.streets if in_archive else None):
+        raise UsageError(f"{ledger_path} ({in_ledger.label if in_ledger else 'whole district'}) and {archive_dir} "
+                         f"({in_archive.label if in_archive else 'whole district'}) were written by different collectors")
+    return in_ledger or in_archive
+
 
 def check_partitions(rules: Rules, tagged: Sequence[tuple[str, Partition | None]], *,
                      same_inputs: bool = True) -> None:

@@ -62,6 +62,8 @@ def month_bounds(month: str) -> tuple[int, int]:
     if not m or not 1 <= int(m.group(2)) <= 12:
         raise UsageError(f"month must be YYYY-MM, got {month!r}")
     year, mon = int(m.group(1)), int(m.group(2))
+    if not 1970 <= year or (year, mon) > (9999, 11):
+        raise UsageError(f"month {month!r} is out of range (1970-01 to 9999-11)")
     first = date(year, mon, 1)
     after = date(year + mon // 12, mon % 12 + 1, 1)
     return day_start(date_to_day(first)), day_start(date_to_day(after))

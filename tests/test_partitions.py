@@ -290,7 +290,7 @@ def test_spans_intersect_and_results_merge_by_owner() -> None:
     b = results({"x": (0, 0), "y": (3, 4), "district": (3, 4)}, 80, [(0, 10), (95, 100)])
     merged = merge_results([(Partition(("x",), "r", "g"), a), (Partition(("y",), "r", "g"), b)])
     assert [(r.street, r.numerator, r.denominator, r.observed_seconds) for r in merged.rows] == [
-        ("x", 9, 10, 90), ("y", 3, 4, 80), ("district", 12, 14, 80)]
+        ("x", 9, 10, 80), ("y", 3, 4, 80), ("district", 12, 14, 80)]  # one observed time, the intersection's
     assert merged.gaps == [(0, 10), (90, 100)] and merged.coverage["cam"]["observed_seconds"] == 80
     assert merged.rejects == {"bad_json": 2}
 
@@ -325,3 +325,89 @@ def test_a_partition_writes_sla_and_loss_points_of_its_streets_only() -> None:
     lines.append(f"{series_prefix('heartbeat', {'device': 'wanli-cam1', 'street': 'wanli', 'type': 'face_cam'})}seq=1i 1")
     kept = owned_points(lines, ["wanli"])
     assert kept == [lines[0], lines[3], lines[6]]
+
+
+def test_a_partitions_archive_file_given_alone_is_a_partition_not_the_district(collected, tmp_path, capsys) -> None:
+    """Test that a day file of a partition's archive carries its directory's tag: given alone it is refused as an
+    incomplete set of partitions (not replayed as the district with four streets silent), and one file of each
+    partition replays as the whole collector's archive does."""
+    tmp, registry = collected["tmp"], str(collected["registry"])
+    registry_args = [registry, "--rules", str(collected["rules"])]
+    files = {n: sorted((tmp / n / "archive").glob("ptmon-*.jsonl.gz")) for n in PARTS}
+    assert len(files["b"]) == 1 and len(files["a"]) == 1
+    for args in (["report", "--month", "2026-11", "--format", "csv", "--out", str(tmp_path / "out"), "--registry",
+                  *registry_args, "--from-archive", str(files["b"][0])],
+                 ["replay", "--month", "2026-11", "--registry", *registry_args, "--quiet", str(files["b"][0])]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "cannot merge these partitions" in err and "street(s) changzheng, taopu in no partition" in err
+    whole = _replay_csv(capsys, str(files["all"][0]), "--registry", *registry_args)
+    assert _replay_csv(capsys, str(files["a"][0]), str(files["b"][0]), "--registry", *registry_args) == whole
+
+
+def test_whole_district_and_partition_storage_are_not_taken_over(collected, tmp_path) -> None:
+    """Test that a partition refuses an untagged data directory holding the district's data, and a whole-district
+    collector refuses a partition's, each saying what to do."""
+    from ptmon.errors import UsageError
+
+    tmp, registry = collected["tmp"], collected["registry"]
+    for name in ("all", "b"):
+        shutil.copytree(tmp / name, tmp_path / name, ignore=shutil.ignore_patterns("*.lock", "lock*"))
+    cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "all", metrics_listen="",
+                          streets=("wanli",))
+    with pytest.raises(UsageError, match="hold a whole-district collector's data .* own data directory"):
+        Collector(cfg)
+    assert archive_tag(tmp_path / "all" / "archive") is None
+    cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "b", metrics_listen="")
+    with pytest.raises(UsageError, match=r"belongs to partition wanli: a whole-district collector \(streets = \[\]\)"):
+        Collector(cfg)
+
+
+def test_a_partitions_ledger_verifies_and_rebuilds_with_its_own_streets(collected, tmp_path, capsys) -> None:
+    """Test that `ledger verify` of a partition's ledger and archive compares its own streets (OK, not DIFFERENT),
+    that `ledger rebuild` writes no other street into it, and that `month close` refuses a partition's ledger
+    pointing to the docs."""
+    tmp, registry = collected["tmp"], str(collected["registry"])
+    shutil.copytree(tmp / "b", tmp_path / "b", ignore=shutil.ignore_patterns("*.lock", "lock*"))
+    where = ["--registry", registry, "--rules", str(collected["rules"]), "--ledger", str(tmp_path / "b" / "ledger.sqlite"),
+             "--archive", str(tmp_path / "b" / "archive")]
+    assert main(["ledger", "verify", "--month", "2026-11", *where]) == 0, capsys.readouterr()
+    assert "OK: the ledger's month equals the archive's" in capsys.readouterr().out
+    def hours() -> list[tuple]:  # type: ignore[type-arg]
+        with sqlite3.connect(tmp_path / "b" / "ledger.sqlite") as db:
+            rows = db.execute("SELECT * FROM hours ORDER BY hour, contract, street").fetchall()
+        return [r[:-1] for r in rows]  # the last column is when the row was written
+
+    before = hours()
+    assert main(["ledger", "rebuild", "--month", "2026-11", *where]) == 0
+    assert hours() == before  # the partition's rows as its collector wrote them: no other street's devices
+    capsys.readouterr()
+    assert main(["month", "close", "2026-11", "--by", "A", "--now", "2026-12-05", *where]) == 2
+    assert "is partition wanli's ledger" in capsys.readouterr().err
+
+
+def test_merged_ledgers_report_the_time_every_partition_observed(collected, tmp_path, capsys) -> None:
+    """Test that when one partition stopped a sample earlier, the merged ledgers' report gives the district and every
+    row the observed time of the partition that saw least (the intersection), as the merged replay does, not the
+    observed time of whichever street's row was read last."""
+    tmp, registry = collected["tmp"], str(collected["registry"])
+    registry_args = ["--registry", registry, "--rules", str(collected["rules"])]
+    shutil.copy(tmp / "a" / "ledger.sqlite", tmp_path / "a.sqlite")
+    with sqlite3.connect(tmp_path / "a.sqlite") as db:  # partition a's last hour: one sample fewer
+        last = db.execute("SELECT max(hour) FROM hours").fetchone()[0]
+        db.execute("UPDATE hours SET samples = samples - 1 WHERE hour = ?", (last,))
+    whole = _report_csv(capsys, tmp_path / "whole", *registry_args, "--ledger", str(tmp / "all" / "ledger.sqlite"))
+    merged = _report_csv(capsys, tmp_path / "merged", *registry_args, "--ledger", str(tmp / "b" / "ledger.sqlite"),
+                         str(tmp_path / "a.sqlite"))
+    import csv
+    import io
+
+    def observed(text: bytes) -> dict[str, set[str]]:
+        rows = list(csv.DictReader(io.StringIO(text.decode())))
+        return {c: {r["observed_seconds"] for r in rows if r["contract"] == c} for c in {r["contract"] for r in rows}}
+
+    before, after = observed(whole), observed(merged)
+    for contract, values in after.items():
+        assert len(values) == 1 and len(before[contract]) == 1  # one observed time for every street and the district
+        interval = load_rules(collected["rules"]).contract(contract).sample_interval
+        assert int(next(iter(before[contract]))) - int(next(iter(values))) == interval  # the one sample a missed

@@ -148,6 +148,15 @@ def share() -> BeforeValidator:
     return _check(check)
 
 
+def proportion() -> BeforeValidator:
+    """A fraction in [0, 1]: 0.9 for 90 %."""
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise invalid("a fraction from 0 to 1 (0.9 for 90 %)", value)
+        return float(value)
+    return _check(check)
+
+
 def path(*, required: bool = False, existing: bool = False) -> BeforeValidator:
     """A path, relative to the config file's directory in a file; empty is None unless
     ``required``."""

@@ -25,6 +25,7 @@ from .fields import (
     integer,
     invalid,
     path,
+    proportion,
     refused,
     seconds,
     share,
@@ -369,6 +370,9 @@ class MonthConfig(Section):
     close_grace: Annotated[float, seconds(zero=True)] = 3 * 86_400.0
     # late heartbeats are looked for in the archive this long after the month
     late_horizon: Seconds = 3 * 86_400.0
+    # a month observed less than this share of its time is never closed, even with --accept-gaps
+    # (0: only a month with no observed time at all is refused)
+    min_coverage: Annotated[float, proportion()] = 0.0
 
 
 def _streets(value: Any) -> tuple[str, ...]:

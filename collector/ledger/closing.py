@@ -19,7 +19,7 @@ import hashlib
 import json
 import sqlite3
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,9 @@ class Closing:
     reason: str  # '' for the first closing; why, for a restatement
     seal: str  # SHA-256 (hex) of the document's canonical bytes, as recorded
     doc: dict[str, Any]
+    # the table's own columns (month, contract, version, closed_at, closed_by, reason): an index
+    # for queries only; what is shown is the sealed document's, and verify compares the two
+    columns: tuple[Any, ...] = ()
 
     @property
     def label(self) -> str:
@@ -50,6 +53,12 @@ class Closing:
     def sealed_ok(self) -> bool:
         """The stored document still hashes to the recorded seal."""
         return seal_of(self.doc) == self.seal
+
+    def column_mismatches(self) -> list[str]:
+        """The table columns that no longer say what the sealed document says (edited by SQL)."""
+        names = ("month", "contract", "version", "closed_at", "closed_by", "reason")
+        return [f"{name} {col!r} (sealed: {self.doc.get(name, '')!r})" for name, col in zip(names, self.columns)
+                if col != (int(self.doc.get(name, 0)) if name in ("version", "closed_at") else self.doc.get(name, ""))]
 
 
 def canonical(doc: Mapping[str, Any]) -> bytes:
@@ -66,31 +75,58 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def record_closing(ledger: Ledger, doc: dict[str, Any], blobs: Mapping[str, bytes] = {}) -> Closing:
-    """Add a closing (the document's ``version`` must follow the last one, and name its seal as
-    ``previous_seal``) with the blobs it names, in one transaction; the closing as stored."""
+    """Add one closing: :func:`record_closings` of one."""
+    return record_closings(ledger, [(doc, blobs)])[0]
+
+
+def record_closings(ledger: Ledger, sealed: Sequence[tuple[dict[str, Any], Mapping[str, bytes]]]) -> list[Closing]:
+    """Add closings (each document's ``version`` must follow the last one of its month and
+    contract, and name its seal as ``previous_seal``) with the blobs they name, all in one
+    transaction taken before the versions are read: all are recorded or none (two closings
+    racing for the same month cannot leave it half closed)."""
+    for _, blobs in sealed:
+        for digest, data in blobs.items():
+            if sha256_bytes(data) != digest:
+                raise LedgerError(f"blob {digest[:16]}… does not hash to its name")
+    try:
+        with ledger.transaction() as db:
+            for doc, blobs in sealed:
+                _insert(db, doc, blobs)
+    except sqlite3.OperationalError as exc:
+        if "full" not in str(exc):
+            raise
+        raise LedgerError(f"{ledger.path}: {exc}: nothing was sealed; free space on its disk and close again") from exc
+    found = [closing(ledger, doc["month"], doc["contract"], int(doc["version"])) for doc, _ in sealed]
+    assert all(c is not None for c in found)
+    return found  # type: ignore[return-value]
+
+
+def _insert(db: sqlite3.Connection, doc: dict[str, Any], blobs: Mapping[str, bytes]) -> None:
     month, contract, version = doc["month"], doc["contract"], int(doc["version"])
-    for digest, data in blobs.items():
-        if sha256_bytes(data) != digest:
-            raise LedgerError(f"blob {digest[:16]}… does not hash to its name")
-    seal = seal_of(doc)
-    with ledger.transaction() as db:
-        row = db.execute("SELECT max(version) FROM closings WHERE month = ? AND contract = ?", (month, contract)).fetchone()
-        last = int(row[0] or 0)
-        if version != last + 1:
-            raise LedgerError(f"{contract} {month}: version {version} does not follow the last one ({last})")
-        if last:
-            previous = db.execute("SELECT seal FROM closings WHERE month = ? AND contract = ? AND version = ?",
-                                  (month, contract, last)).fetchone()[0]
-            if doc.get("previous_seal") != previous:
-                raise LedgerError(f"{contract} {month}: version {version} must name the seal of version {last}")
-        db.executemany("INSERT OR IGNORE INTO closing_blobs VALUES (?, ?)",
-                       [(digest, zlib.compress(data, 6)) for digest, data in blobs.items()])
-        db.execute("INSERT INTO closings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (month, contract, version, int(doc["closed_at"]), doc["closed_by"], doc.get("reason", ""),
-                    zlib.compress(canonical(doc), 6), seal))
-    found = closing(ledger, month, contract, version)
-    assert found is not None
-    return found
+    row = db.execute("SELECT max(version) FROM closings WHERE month = ? AND contract = ?", (month, contract)).fetchone()
+    last = int(row[0] or 0)
+    if version > last + 1:
+        raise LedgerError(f"{contract} {month}: version {version} does not follow the last one ({last})")
+    if version <= last:
+        by = db.execute("SELECT closed_by, closed_at FROM closings WHERE month = ? AND contract = ? AND version = ?",
+                        (month, contract, last)).fetchone()
+        raise ClosingRaced(
+            f"{contract} {month}: 第 {last} 版 was sealed by {by[0]} while this command ran (another `ptmon month` at "
+            f"the same time); nothing was sealed by this one. `ptmon month status {month}` shows the month as it is now")
+    if last:
+        previous = db.execute("SELECT seal FROM closings WHERE month = ? AND contract = ? AND version = ?",
+                              (month, contract, last)).fetchone()[0]
+        if doc.get("previous_seal") != previous:
+            raise LedgerError(f"{contract} {month}: version {version} must name the seal of version {last}")
+    db.executemany("INSERT OR IGNORE INTO closing_blobs VALUES (?, ?)",
+                   [(digest, zlib.compress(data, 6)) for digest, data in blobs.items()])
+    db.execute("INSERT INTO closings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (month, contract, version, int(doc["closed_at"]), doc["closed_by"], doc.get("reason", ""),
+                zlib.compress(canonical(doc), 6), seal_of(doc)))
+
+
+class ClosingRaced(LedgerError):
+    """Another command sealed a version of the same month and contract first."""
 
 
 def closings(ledger: Ledger, month: str | None = None, contract: str | None = None) -> list[Closing]:
@@ -154,5 +190,7 @@ def _closing(r: tuple[Any, ...]) -> Closing:
         doc = json.loads(zlib.decompress(bytes(r[6])).decode("utf-8"))
     except (zlib.error, UnicodeDecodeError, ValueError) as exc:
         raise LedgerError(f"closing {r[1]} {r[0]} version {r[2]}: its document cannot be read ({exc}): altered") from exc
-    return Closing(month=r[0], contract=r[1], version=int(r[2]), closed_at=int(r[3]), closed_by=r[4], reason=r[5],
-                   doc=doc, seal=r[7])
+    # who, when and why as sealed (the columns are not covered by the seal: verify compares them)
+    return Closing(month=r[0], contract=r[1], version=int(r[2]), closed_at=int(doc.get("closed_at", 0)),
+                   closed_by=str(doc.get("closed_by", "")), reason=str(doc.get("reason", "")), doc=doc, seal=r[7],
+                   columns=(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5]))

@@ -22,6 +22,7 @@ from ..anomaly.ledger import replace_month as replace_anomalies
 from ..errors import UsageError
 from ..inputs import command_inputs
 from ..lock import collector_running
+from ..partition import restrict_registry, storage_tag
 from ..registry import Registry, load_registry
 from ..replay import Progress
 from ..results import Results
@@ -68,6 +69,9 @@ def _paths(args: argparse.Namespace) -> _Paths:
     if not inputs.archive.is_dir():
         raise UsageError(f"archive directory not found: {inputs.archive}")
     registry = load_registry(inputs.registry_path, load_rules(inputs.rules_dir))
+    if (tag := storage_tag(inputs.ledger, inputs.archive)) is not None:  # a partition's: its own streets' rows only
+        registry = restrict_registry(registry, tag.streets)
+        _say(f"partition {tag.label}: the registry's rows of its streets only")
     return _Paths(inputs.ledger, inputs.archive, inputs.data_dir, registry)
 
 

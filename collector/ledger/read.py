@@ -43,7 +43,9 @@ def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int,
         ci, si = contracts.get(row.contract), streets.get(row.street)
         if ci is None or si is None:
             continue  # a contract or street no longer in the rules: reported by versions
-        samples[ci, row.hour] = row.samples
+        # the hour's instants observed by every street's collector: equal for one collector; for
+        # merged partitions the intersection (a partition that stopped early is a district gap)
+        samples[ci, row.hour] = min(samples.get((ci, row.hour), row.samples), row.samples)
         tally.online[ci, si] += row.online
         tally.expected[ci, si] += row.expected
         tally.counters[ci * n_streets + si] += np.array(row.counters, dtype=np.int64)

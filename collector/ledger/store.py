@@ -200,14 +200,16 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error (unless SQLite already rolled it
+        back itself, as after a full disk: a second ROLLBACK would hide the error)."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     def _upgrade(self) -> None:
         """Schema 1 → 2 → 3, in the open transaction. Schema 2 → 3 only adds the closings tables

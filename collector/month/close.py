@@ -7,7 +7,8 @@ Closing (第 1 版) refuses, saying why and what to do, when
   not yet written anything after the month's end),
 * the contract's month is already closed (restate it instead),
 * the month was not wholly observed and ``--accept-gaps`` was not given (the report pays on
-  observed time only; a reviewer must have judged the gaps), or
+  observed time only; a reviewer must have judged the gaps), or nothing of it was observed (or
+  less than ``[month] min_coverage``), with ``--accept-gaps`` too, or
 * the ledger's month differs from a recomputation of it from the archive (the differing rows
   are listed): the ledger is the record, the archive the evidence, and a closing needs both to
   agree.
@@ -37,6 +38,7 @@ from ..ledger.closing import (
     canonical,
     closing,
     record_closing,
+    record_closings,
     sha256_bytes,
 )
 from ..ledger.month import month_differences
@@ -110,12 +112,10 @@ def close_month(ctx: MonthContext, contracts: Sequence[str], *, by: str, accept_
     for figures in all_figures.values():
         _check_coverage(ctx, figures, accept_gaps)
     _check_against_archive(ctx, contracts, exemptions)
-    out = []
-    for figures in all_figures.values():
-        doc = _doc(ctx, figures, inputs, blobs, version=1, previous=None, by=by, reason="", changes=[],
-                   gaps_accepted=accept_gaps and _coverage(figures) < 1)
-        out.append(Sealing(record_closing(ctx.ledger, doc, blobs), figures))
-    return out
+    docs = [_doc(ctx, figures, inputs, blobs, version=1, previous=None, by=by, reason="", changes=[],
+                 gaps_accepted=accept_gaps and _coverage(figures) < 1) for figures in all_figures.values()]
+    sealed = record_closings(ctx.ledger, [(doc, blobs) for doc in docs])  # all contracts, or none
+    return [Sealing(c, figures) for c, figures in zip(sealed, all_figures.values())]
 
 
 def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, accept_gaps: bool = False) -> Sealing:
@@ -170,6 +170,14 @@ def _coverage(figures: Figures) -> Fraction:
 
 def _check_coverage(ctx: MonthContext, figures: Figures, accept_gaps: bool) -> None:
     coverage = _coverage(figures)
+    floor = Fraction(ctx.setup.min_coverage).limit_denominator(10_000)
+    if coverage == 0 or coverage < floor:
+        what = ("no time of it was observed (the ledger holds nothing of the month)" if coverage == 0 else
+                f"it was observed {float(coverage):.4%} of the month, below [month] min_coverage = {float(floor):.2%}")
+        raise CloseRefused(
+            f"{figures.contract} {ctx.month} cannot be closed, not even with --accept-gaps: {what}. A payment on "
+            "unobserved time would be a guess; check that this is the right ledger and month (`ptmon month status`), "
+            "that the collector ran, and recompute a lost month from the archive (`ptmon ledger rebuild --month`)")
     if coverage < 1 and not accept_gaps:
         gaps = figures.inputs.results.gaps
         shown = ", ".join(f"{when(a)} – {when(b)}" for a, b in gaps[:5]) + (" …" if len(gaps) > 5 else "")

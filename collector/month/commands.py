@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..inputs import command_inputs
 from ..ledger.closing import closings
 from ..ledger.store import Ledger
+from ..partition import storage_tag
 from ..registry import load_registry
 from ..rules import load_rules
 from ..timebase import US_PER_S, day_of, day_to_date, month_bounds, parse_instant
@@ -42,7 +43,8 @@ def add_month_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     close = actions.add_parser("close", help="seal the month's acceptance (第 1 版)",
                                description="Seal the month: refused before the grace period ([month] close_grace) is "
                                "over, while a collector still writes the month, for a contract already closed, for a "
-                               "month not wholly observed without --accept-gaps, and when the ledger differs from the "
+                               "month not wholly observed without --accept-gaps, for a month with nothing observed (or less than "
+                               "[month] min_coverage) even with it, and when the ledger differs from the "
                                "archive (the differences are listed).")
     close.add_argument("month", metavar="YYYY-MM")
     close.add_argument("--by", required=True, metavar="NAME", help="who closes it (recorded in the seal and the report)")
@@ -85,11 +87,17 @@ def setup_from(args: argparse.Namespace) -> MonthSetup:
     from ..config import MonthConfig
 
     month = inputs.config.month if inputs.config else MonthConfig()
+    if (tag := storage_tag(inputs.ledger, inputs.archive)) is not None:
+        raise UsageError(
+            f"{inputs.ledger} is partition {tag.label}'s ledger: a month is closed for the whole district, and "
+            "`ptmon month` does not merge partitions yet. Check each partition with `ptmon ledger verify --month`, "
+            "and see docs/scale.md (closing a partitioned deployment)")
     registry = load_registry(inputs.registry_path, load_rules(inputs.rules_dir))
     return MonthSetup(ledger=inputs.ledger, archive=inputs.archive, registry=registry,
                       registry_path=inputs.registry_path, rules_dir=inputs.rules_dir,
                       config_path=Path(args.config).absolute() if args.config else None, data_dir=inputs.data_dir,
-                      close_grace=int(month.close_grace * US_PER_S), late_horizon=int(month.late_horizon * US_PER_S))
+                      close_grace=int(month.close_grace * US_PER_S), late_horizon=int(month.late_horizon * US_PER_S),
+                      min_coverage=month.min_coverage)
 
 
 def cmd_month(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ class MonthSetup:
     data_dir: Path | None
     close_grace: int  # µs
     late_horizon: int  # µs
+    min_coverage: float = 0.0  # a month observed less is never closed; 0: only one with nothing observed
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ..ledger.closing import blob_problems, closings
 from ..rules import RULE_FILES
 from .context import MonthContext
 from .fingerprint import FileMark, compare_files, sha256_file
+from .integrity import document_problems, ledger_rows_problem, recomputed_from_ledger
 from .late import scan_late
 from .sealed import load_sealed
 
@@ -56,13 +57,30 @@ def verify_month(ctx: MonthContext, contracts: Sequence[str]) -> Verdict:
                 v.bad(f"{c.label}: the stored closing no longer hashes to its seal {c.seal[:16]}… (altered in the ledger)")
             if previous is not None and c.doc.get("previous_seal") != previous.seal:
                 v.bad(f"{c.label}: does not name the seal of {previous.label} (the chain of versions is broken)")
-            for problem in blob_problems(ctx.ledger, c):
+            blobs = blob_problems(ctx.ledger, c)
+            for problem in blobs:
                 v.bad(f"{c.label}: {problem}")
+            if not blobs:
+                _recomputed(ctx, v, c)
             _archive(ctx, v, c.label, [FileMark.from_doc(x) for x in c.doc["inputs"]["archive"]],
                      c.doc["inputs"]["snapshot"])
             previous = c
         _latest_files(ctx, v, versions[-1])
+        problem, found = ledger_rows_problem(ctx.ledger, ctx.month, versions[-1])
+        v.bad(problem) if problem else v.ok(found)
     return v
+
+
+def _recomputed(ctx: MonthContext, v: Verdict, c) -> None:  # type: ignore[no-untyped-def]
+    """The version's own document, and its figures from the ledger's rows when it was made from them."""
+    sealed = load_sealed(ctx.ledger, c)
+    problems = document_problems(c, sealed)
+    if (found := recomputed_from_ledger(ctx.ledger, ctx.month, c, sealed)) is not None:
+        problems.append(found)
+    for problem in problems:
+        v.bad(problem)
+    if not problems:
+        v.ok(f"{c.label}: signer, date and reason as sealed; money recomputed from its KPI rows to the fen")
 
 
 def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], snapshot: dict | None) -> None:  # type: ignore[type-arg]
