@@ -1,61 +1,58 @@
-"""An iterator's items produced by a thread ahead of their consumer, in order.
+"""An iterator's items produced ahead of their consumer, in order, by another process.
 
-For work that releases the GIL (zlib, numpy on large arrays): the producing thread runs on
-the second core while the consumer works on the items already made. Exceptions reach the
-consumer at the item where they happened; closing the consumer stops the thread.
+The producer runs on the second core (its own GIL: numpy and zlib in a thread still left too
+much under the one GIL to gain) while the consumer works on the items already made.
+Exceptions reach the consumer at the item where they happened; closing the consumer stops
+the producer.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Generator, Iterator
-from typing import TypeVar
+import multiprocessing
+from collections.abc import Callable, Generator, Iterator
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
 
 T = TypeVar("T")
-_DONE = object()
-_POLL = 0.1  # seconds between checks of a stopped consumer while the queue is full
 
 
-def ahead(items: Iterator[T], depth: int) -> Generator[T, None, None]:
-    """``items`` made up to ``depth`` ahead by a daemon thread."""
-    made: queue.Queue[object] = queue.Queue(depth)
-    stopped = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stopped.is_set():
-            try:
-                made.put(item, timeout=_POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            put((None, exc))
-            return
-        put(_DONE)
-
-    thread = threading.Thread(target=produce, name="ptmon-read-ahead", daemon=True)
-    thread.start()
-    return _consume(made, stopped, thread)
-
-
-def _consume(made: queue.Queue[object], stopped: threading.Event, thread: threading.Thread) -> Generator[T, None, None]:
+def ahead_in_process(produce: Callable[[], Iterator[T]]) -> Generator[T, None, None]:
+    """``produce()``'s items made in a forked child process (its own GIL, the second core) and
+    sent back pickled, one ahead; the child's exception is raised at its place. Only for work
+    that needs nothing the parent changes after the fork, and in a process without other
+    threads (a replay, not the live collector). Without ``fork`` (not POSIX): made here."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        yield from produce()
+        return
+    receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=_send_all, args=(produce, send), name="ptmon-read-ahead", daemon=True)
+    child.start()
+    send.close()
     try:
         while True:
-            got = made.get()
-            if got is _DONE:
+            try:
+                kind, item = receive.recv()
+            except EOFError:
+                raise RuntimeError("the read-ahead process ended without a word") from None
+            if kind == "done":
                 return
-            item, exc = got  # type: ignore[misc]
-            if exc is not None:
-                raise exc
+            if kind == "error":
+                raise item
             yield item
     finally:
-        stopped.set()
-        thread.join()
+        receive.close()
+        if child.is_alive():
+            child.terminate()
+        child.join()
+
+
+def _send_all(produce: Callable[[], Iterator[Any]], send: Connection) -> None:
+    try:
+        for item in produce():
+            send.send(("item", item))
+    except BrokenPipeError:
+        return  # the parent stopped reading
+    except BaseException as exc:  # raised in the parent
+        send.send(("error", exc))
+        return
+    send.send(("done", None))

@@ -44,7 +44,7 @@ import numpy as np
 import orjson
 
 from .errors import ArchiveError
-from .ahead import ahead
+from .ahead import ahead_in_process
 from .lines import ArchiveLines, Block, scan
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ TICK_TOPIC = "$ptmon/tick"
 RETAINED_TOPIC = "$ptmon/retained"
 Record = tuple[float, str, str]
 LOGGED_BAD_LINES = 5
-BLOCKS_AHEAD = 3  # blocks scanned ahead of the decoder (each ~4 MB and its columns)
 BLOCK_BYTES = 1 << 22  # decompressed bytes a block of lines is cut from
 
 
@@ -232,18 +231,23 @@ class ArchiveReader:
         self.records += 1
         return float(t), topic, payload
 
-    def blocks(self, prepare: Callable[[ArchiveLines], None] | None = None) -> Iterator[Record | ArchiveLines]:
+    def blocks(self, prepare: Callable[[ArchiveLines], None] | None = None, *, in_process: bool = False) -> Iterator[Record | ArchiveLines]:
         """The records of ``iter(self)``, the plain lines (lines.py) as :class:`ArchiveLines` a
-        block at a time, every other line as its record. A thread decompresses and scans the
-        blocks ahead (and calls ``prepare`` on each block's plain lines, which must not touch
-        state the caller changes); counting, logging and every record stay here, in order, so
-        reading stops exactly where the caller stops. Archives read as several streams merged
-        by time are read line by line."""
+        block at a time, every other line as its record. ``prepare`` is called on each block's
+        plain lines as it is scanned. ``in_process``: a forked process decompresses, scans and
+        prepares the blocks ahead (``prepare`` must then use only what the caller does not
+        change); counting, logging and every record stay here, in order, so reading stops
+        exactly where the caller stops. Archives read as several streams merged by time are
+        read line by line."""
         ordered = sorted(self.paths, key=_write_order)
         if len(ordered) > 1 and not (len({p.parent for p in ordered}) == 1 and all(ARCHIVE_FILE_NAME.fullmatch(p.name) for p in ordered)):
             yield from self
             return
-        scanned = ahead(itertools.chain.from_iterable(_scanned(path, prepare) for path in ordered), BLOCKS_AHEAD)
+
+        def scanned_files() -> Iterator[Scanned]:
+            return itertools.chain.from_iterable(_scanned(path, prepare) for path in ordered)
+
+        scanned = ahead_in_process(scanned_files) if in_process else scanned_files()
         try:
             for path, lineno, block, cut in scanned:
                 if block is not None:
@@ -251,7 +255,9 @@ class ArchiveReader:
                 elif cut is not None:
                     self._cut(path, lineno, cut)
         finally:
-            scanned.close()
+            close = getattr(scanned, "close", None)
+            if close is not None:
+                close()
 
     def _block_records(self, block: Block, path: Path, lineno: int) -> Iterator[Record | ArchiveLines]:
         """A block's plain lines in runs, each other line's record between them, in order."""
@@ -262,7 +268,7 @@ class ArchiveReader:
                 yield block.lines.rows(taken, taken + row - line)
                 taken += row - line
             if row < len(block.plain):
-                record = self._record(block.data[block.starts[row] : block.ends[row]], path, lineno + row + 1)
+                record = self._record(block.buffer[block.starts[row] : block.ends[row]], path, lineno + row + 1)
                 if record is not None:
                     yield record
             line = row + 1

@@ -54,23 +54,27 @@ class ArchiveLines:
     payload_start: np.ndarray  # the payload as it lies in the line: its quotes escaped (\")
     payload_end: np.ndarray
     payload_chars: np.ndarray  # the payload's length unescaped (characters = bytes: ASCII)
-    device: np.ndarray | None = None  # the topics' registry rows, when prepared ahead (:meth:`prepare`)
-    parsed: Parsed | None = None  # the payloads parsed in bulk, when prepared ahead
+    parsed: Parsed | None = None  # the payloads parsed in bulk, when done ahead (:meth:`parse_ahead`)
 
     def __len__(self) -> int:
         return len(self.t)
 
-    def prepare(self, topics: TopicMap) -> None:
-        """Look the topics up and parse the payloads now (stateless: a reading thread does it
-        ahead of the decoder, which then only slices the results)."""
-        self.device = self.topic_rows(topics)
+    def __getstate__(self) -> dict[str, object]:  # sent between processes without the array (a view of buffer)
+        return {**self.__dict__, "array": len(self.array)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        state["array"] = np.frombuffer(state["buffer"], dtype=np.uint8, count=state["array"])  # type: ignore[call-overload]
+        self.__dict__.update(state)
+
+    def parse_ahead(self) -> None:
+        """Parse the payloads now (stateless: the reading process does it ahead of the decoder,
+        which then only slices the results)."""
         self.parsed = self.parse_payloads()
 
     def rows(self, a: int, b: int) -> ArchiveLines:
         """Lines ``a`` to ``b`` (views of this block)."""
         return ArchiveLines(self.buffer, self.array, self.t[a:b], self.topic_start[a:b], self.topic_end[a:b],
                             self.payload_start[a:b], self.payload_end[a:b], self.payload_chars[a:b],
-                            None if self.device is None else self.device[a:b],
                             None if self.parsed is None else _parsed_rows(self.parsed, a, b))
 
     @classmethod
@@ -95,10 +99,10 @@ class ArchiveLines:
         def cat(name: str, moved: bool = True) -> np.ndarray:
             return np.concatenate([getattr(p, name) + (s if moved else 0) for p, s in zip(parts, shift)])
 
-        prepared = all(p.device is not None and p.parsed is not None for p in parts)
+        parsed = [p.parsed for p in parts]
         return cls(buffer, array, cat("t", False), cat("topic_start"), cat("topic_end"), cat("payload_start"),
-                   cat("payload_end"), cat("payload_chars", False), cat("device", False) if prepared else None,
-                   _parsed_join([p.parsed for p in parts]) if prepared else None)  # type: ignore[misc]
+                   cat("payload_end"), cat("payload_chars", False),
+                   _parsed_join(parsed) if all(p is not None for p in parsed) else None)  # type: ignore[arg-type]
 
     def topic(self, i: int) -> str:
         return self.buffer[self.topic_start[i] : self.topic_end[i]].decode("ascii")
@@ -113,8 +117,6 @@ class ArchiveLines:
 
     def topic_rows(self, topics: TopicMap) -> np.ndarray:
         """Each line's registry row by its topic (-1: none), as ``topics.rows`` gives it."""
-        if self.device is not None:
-            return self.device
         return topics.rows_in(self.buffer, self.array, self.topic_start, self.topic_end)
 
     def parse_payloads(self) -> Parsed:
@@ -160,7 +162,7 @@ def _parsed_join(parts: list[Parsed]) -> Parsed:
 class Block:
     """A block's complete lines: where each lies, which are plain, and the plain ones' columns."""
 
-    data: bytes
+    buffer: bytes  # the block's bytes, padded (the lines' buffer too)
     starts: np.ndarray
     ends: np.ndarray  # exclusive, the newline not included
     plain: np.ndarray  # bool per line
@@ -200,7 +202,7 @@ def scan(data: bytes) -> Block:
     plain[rows[~ok]] = False
     lines = ArchiveLines(buffer, array, t[ok], topic_start[ok], topic_end[ok], payload_start[ok], payload_end[ok],
                          (payload_end - payload_start - in_payload)[ok])
-    return Block(data, starts, ends, plain, lines)
+    return Block(buffer, starts, ends, plain, lines)
 
 
 def _owners_off(plain: np.ndarray, starts: np.ndarray, at: np.ndarray) -> None:

@@ -68,12 +68,15 @@ class Feed:
         self.reached_end = False
         self.control = {"monitor": 0, "tick": 0, "limits": 0, "unknown": 0}
         self._batches = 0  # batches decoded so far
+        # An ArchiveReader's blocks read ahead in a forked process (archive.py): for a replay
+        # alone in its process, not in the live collector with its threads.
+        self.read_ahead = False
 
     def feed(self, records: Iterable[Record], progress: Callable[[Progress], None] | None = None, every: float = 2.0) -> None:
         """Feed records; an :class:`ArchiveReader`'s plain lines a block at a time (lines.py)."""
         items: Iterable[Record | ArchiveLines] = records
         if isinstance(records, ArchiveReader):
-            items = records.blocks(prepare=lambda lines: lines.prepare(self.decoder.topics))
+            items = records.blocks(prepare=ArchiveLines.parse_ahead, in_process=self.read_ahead)
         began = last_report = time.monotonic()
         buffer = _Buffer()
         count = 0
@@ -269,6 +272,7 @@ def replay(
     saved state (a month-start snapshot) when one is given."""
     reader = ArchiveReader(paths)
     replayer = Replayer(registry, start, end, exemptions, state)
+    replayer.read_ahead = True
     freeze_startup_heap()
     replayer.feed(reader, progress)
     results = replayer.results()

@@ -16,6 +16,7 @@ from ptmon import replay as replay_module
 from ptmon.archive import ArchiveReader, encode_record, retained_record
 from ptmon.decode import LIMITS_TOPIC
 from ptmon.lines import ArchiveLines, scan
+from ptmon.payloads import parse_payloads
 from ptmon.replay import Replayer, freeze_startup_heap, replay
 from ptmon.simulators.synthetic import Scenario, iter_records
 
@@ -69,6 +70,35 @@ def test_escaped_quotes_in_a_payload_are_taken_and_unescaped() -> None:
     assert block.lines.payload_chars.tolist() == [len(payload)]
 
 
+def _loads(payload: str) -> object:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def test_payloads_parsed_where_they_lie_equal_orjson() -> None:
+    """Test that payloads parsed in the block, between the other fields' digits and dashes, give
+    orjson's values, and the ones left to orjson are those that are no flat integer object."""
+    rng = random.Random(11)
+    payloads = []
+    for i in range(3000):
+        doc = {k: rng.randrange(-10**rng.randrange(1, 19), 10**rng.randrange(1, 19)) for k in rng.sample(["ts", "seq", "boot", "reads", "read_ok"], 3)}
+        payloads.append(orjson.dumps(doc).decode() if i % 7 else rng.choice(['{"a":1.5}', '{"a":"-12"}', "7", '{"a": 01}', "{}", "-"]))
+    data = b"".join(_line(f"{T0 + i}.25", f"putuo/iot/taopu/{i}-{i}9/hb", p) for i, p in enumerate(payloads))
+    lines = scan(data).lines
+    assert len(lines) == len(payloads)
+    for rows in ((0, len(lines)), (5, 2000)):
+        part = lines.rows(*rows)
+        parsed = part.parse_payloads()
+        taken = {row: dict(zip(s.keys, s.values[i].tolist())) for s in parsed.shapes for i, row in enumerate(s.rows.tolist())}
+        docs = [_loads(p) for p in payloads[rows[0] : rows[1]]]
+        assert taken == {i: d for i, d in enumerate(docs) if i not in set(parsed.slow.tolist())}
+        joined = parse_payloads(payloads[rows[0] : rows[1]])  # as the decoder parses a batch of records
+        assert joined is not None and parsed.slow.tolist() == joined.slow.tolist() and len(taken) > 500
+        assert parsed.size.tolist() == [len(p) for p in payloads[rows[0] : rows[1]]]
+
+
 def _weird_archive(rng: random.Random) -> list[bytes]:
     lines = []
     for i in range(30_000):
@@ -93,6 +123,12 @@ def _read_both(paths: list[Path], caplog: pytest.LogCaptureFixture) -> None:
     assert got == expected
     assert [type(r[0]) for r in got] == [float] * len(got)
     assert (in_blocks.records, in_blocks.bad_lines, in_blocks.truncated) == (one_by_one.records, one_by_one.bad_lines, one_by_one.truncated)
+    assert [r.getMessage() for r in caplog.records] == logged
+    caplog.clear()
+    ahead = ArchiveReader(paths)  # read ahead in a forked process
+    assert [r for item in ahead.blocks(ArchiveLines.parse_ahead, in_process=True)
+            for r in (item.records() if isinstance(item, ArchiveLines) else [item])] == expected
+    assert (ahead.records, ahead.bad_lines, ahead.truncated) == (one_by_one.records, one_by_one.bad_lines, one_by_one.truncated)
     assert [r.getMessage() for r in caplog.records] == logged
 
 
