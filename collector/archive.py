@@ -33,9 +33,12 @@ import io
 import itertools
 import logging
 import math
+import multiprocessing
 import re
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -44,7 +47,6 @@ import numpy as np
 import orjson
 
 from .errors import ArchiveError
-from .ahead import ahead_in_process
 from .lines import ArchiveLines, Block, scan
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ RETAINED_TOPIC = "$ptmon/retained"
 Record = tuple[float, str, str]
 LOGGED_BAD_LINES = 5
 BLOCK_BYTES = 1 << 22  # decompressed bytes a block of lines is cut from
+SCAN_WORKERS = 2  # processes scanning blocks for a replay (the machine's two cores, with the replay's own)
 
 
 class _GzipUntilCut(io.RawIOBase):
@@ -134,11 +137,12 @@ class _Decompressed:
             self.cut = gz.cut
 
 
-Scanned = tuple[Path, int, "Block | None", "Exception | None"]  # (path, lines before, block, cut); block None: the file's end
+Piece = tuple[Path, int, "bytes | None", "Exception | None"]  # (path, lines before, whole lines, cut); None: the file's end
+Scanned = tuple[Path, int, "Block | None", "Exception | None"]
 
 
-def _scanned(path: Path, prepare: Callable[[ArchiveLines], None] | None) -> Iterator[Scanned]:
-    """A file's blocks of whole lines, scanned (lines.py), then its end (with the cut, if any)."""
+def _pieces(path: Path) -> Iterator[Piece]:
+    """A file's decompressed bytes in blocks of whole lines, then its end (with the cut, if any)."""
     lineno = 0
     chunks = _Decompressed(path)
     rest = b""
@@ -147,10 +151,10 @@ def _scanned(path: Path, prepare: Callable[[ArchiveLines], None] | None) -> Iter
         cut = data.rfind(b"\n") + 1
         data, rest = data[:cut], data[cut:]
         if data:
-            yield path, lineno, _scan(data, prepare), None
+            yield path, lineno, data, None
             lineno += data.count(b"\n")
     if rest:
-        yield path, lineno, _scan(rest, prepare), None
+        yield path, lineno, rest, None
         lineno += 1
     yield path, lineno, None, chunks.cut
 
@@ -160,6 +164,28 @@ def _scan(data: bytes, prepare: Callable[[ArchiveLines], None] | None) -> Block:
     if prepare is not None and len(block.lines):
         prepare(block.lines)
     return block
+
+
+def _scanned(pieces: Iterator[Piece], prepare: Callable[[ArchiveLines], None] | None, workers: int) -> Iterator[Scanned]:
+    """The pieces' blocks scanned (and prepared), in order; by ``workers`` forked processes, a few
+    blocks ahead, when ``workers`` > 0 (``prepare`` then a module-level function)."""
+    if workers <= 0 or "fork" not in multiprocessing.get_all_start_methods():
+        for path, lineno, data, cut in pieces:
+            yield path, lineno, None if data is None else _scan(data, prepare), cut
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pending: deque[tuple[Path, int, Future[Block] | None, Exception | None]] = deque()
+    try:
+        for path, lineno, data, cut in pieces:
+            pending.append((path, lineno, None if data is None else pool.submit(_scan, data, prepare), cut))
+            while len(pending) > 2 * workers:  # bounded: a block is a few MB
+                path, lineno, block, cut = pending.popleft()
+                yield path, lineno, None if block is None else block.result(), cut
+        while pending:
+            path, lineno, block, cut = pending.popleft()
+            yield path, lineno, None if block is None else block.result(), cut
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | None]:
@@ -234,20 +260,18 @@ class ArchiveReader:
     def blocks(self, prepare: Callable[[ArchiveLines], None] | None = None, *, in_process: bool = False) -> Iterator[Record | ArchiveLines]:
         """The records of ``iter(self)``, the plain lines (lines.py) as :class:`ArchiveLines` a
         block at a time, every other line as its record. ``prepare`` is called on each block's
-        plain lines as it is scanned. ``in_process``: a forked process decompresses, scans and
-        prepares the blocks ahead (``prepare`` must then use only what the caller does not
-        change); counting, logging and every record stay here, in order, so reading stops
-        exactly where the caller stops. Archives read as several streams merged by time are
-        read line by line."""
+        plain lines as it is scanned. ``in_process``: ``SCAN_WORKERS`` forked processes scan and
+        prepare the next blocks while the caller works on this one (``prepare`` must then be a
+        module-level function using nothing the caller changes); decompressing, counting,
+        logging and every record stay here, in order, so reading stops exactly where the caller
+        stops. Archives read as several streams merged by time are read line by line."""
         ordered = sorted(self.paths, key=_write_order)
         if len(ordered) > 1 and not (len({p.parent for p in ordered}) == 1 and all(ARCHIVE_FILE_NAME.fullmatch(p.name) for p in ordered)):
             yield from self
             return
 
-        def scanned_files() -> Iterator[Scanned]:
-            return itertools.chain.from_iterable(_scanned(path, prepare) for path in ordered)
-
-        scanned = ahead_in_process(scanned_files) if in_process else scanned_files()
+        pieces = itertools.chain.from_iterable(_pieces(path) for path in ordered)
+        scanned = _scanned(pieces, prepare, SCAN_WORKERS if in_process else 0)
         try:
             for path, lineno, block, cut in scanned:
                 if block is not None:
@@ -255,9 +279,7 @@ class ArchiveReader:
                 elif cut is not None:
                     self._cut(path, lineno, cut)
         finally:
-            close = getattr(scanned, "close", None)
-            if close is not None:
-                close()
+            scanned.close()
 
     def _block_records(self, block: Block, path: Path, lineno: int) -> Iterator[Record | ArchiveLines]:
         """A block's plain lines in runs, each other line's record between them, in order."""

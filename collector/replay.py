@@ -68,7 +68,7 @@ class Feed:
         self.reached_end = False
         self.control = {"monitor": 0, "tick": 0, "limits": 0, "unknown": 0}
         self._batches = 0  # batches decoded so far
-        # An ArchiveReader's blocks read ahead in a forked process (archive.py): for a replay
+        # An ArchiveReader's blocks scanned ahead by forked processes (archive.py): for a replay
         # alone in its process, not in the live collector with its threads.
         self.read_ahead = False
 
