@@ -35,6 +35,7 @@ import logging
 import math
 import multiprocessing
 import re
+import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -168,8 +169,10 @@ def _scan(data: bytes, prepare: Callable[[ArchiveLines], None] | None) -> Block:
 
 def _scanned(pieces: Iterator[Piece], prepare: Callable[[ArchiveLines], None] | None, workers: int) -> Iterator[Scanned]:
     """The pieces' blocks scanned (and prepared), in order; by ``workers`` forked processes, a few
-    blocks ahead, when ``workers`` > 0 (``prepare`` then a module-level function)."""
-    if workers <= 0 or "fork" not in multiprocessing.get_all_start_methods():
+    blocks ahead, when ``workers`` > 0 and this process runs no other thread (``prepare`` then a
+    module-level function). The blocks are the same either way."""
+    if workers <= 0 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        # in line: no fork of a process with other threads (a lock one holds would stay held in the child)
         for path, lineno, data, cut in pieces:
             yield path, lineno, None if data is None else _scan(data, prepare), cut
         return
