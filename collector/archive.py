@@ -138,13 +138,13 @@ class _Decompressed:
             self.cut = gz.cut
 
 
-Piece = tuple[Path, int, "bytes | None", "Exception | None"]  # (path, lines before, whole lines, cut); None: the file's end
-Scanned = tuple[Path, int, "Block | None", "Exception | None"]
+Piece = tuple[Path, "bytes | None", "Exception | None"]  # (path, whole lines, cut); None: the file's end
+Scanned = tuple[Path, "Block | None", "Exception | None"]
+Prepare = Callable[[ArchiveLines], None]
 
 
 def _pieces(path: Path) -> Iterator[Piece]:
     """A file's decompressed bytes in blocks of whole lines, then its end (with the cut, if any)."""
-    lineno = 0
     chunks = _Decompressed(path)
     rest = b""
     for chunk in chunks.read():
@@ -152,41 +152,52 @@ def _pieces(path: Path) -> Iterator[Piece]:
         cut = data.rfind(b"\n") + 1
         data, rest = data[:cut], data[cut:]
         if data:
-            yield path, lineno, data, None
-            lineno += data.count(b"\n")
+            yield path, data, None
     if rest:
-        yield path, lineno, rest, None
-        lineno += 1
-    yield path, lineno, None, chunks.cut
+        yield path, rest, None
+    yield path, None, chunks.cut
 
 
-def _scan(data: bytes, prepare: Callable[[ArchiveLines], None] | None) -> Block:
+def _scan(data: bytes, prepare: Prepare | None) -> Block:
     block = scan(data)
     if prepare is not None and len(block.lines):
         prepare(block.lines)
     return block
 
 
-def _scanned(pieces: Iterator[Piece], prepare: Callable[[ArchiveLines], None] | None, workers: int) -> Iterator[Scanned]:
+_worker_prepare: Prepare | None = None  # a scanning worker's, inherited through the fork
+
+
+def _set_worker_prepare(prepare: Prepare | None) -> None:
+    global _worker_prepare
+    _worker_prepare = prepare
+
+
+def _scan_in_worker(data: bytes) -> Block:
+    return _scan(data, _worker_prepare)
+
+
+def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> Iterator[Scanned]:
     """The pieces' blocks scanned (and prepared), in order; by ``workers`` forked processes, a few
-    blocks ahead, when ``workers`` > 0 and this process runs no other thread (``prepare`` then a
-    module-level function). The blocks are the same either way."""
+    blocks ahead, when ``workers`` > 0 and this process runs no other thread (``prepare`` is
+    inherited by the fork, never pickled). The blocks are the same either way."""
     if workers <= 0 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         # in line: no fork of a process with other threads (a lock one holds would stay held in the child)
-        for path, lineno, data, cut in pieces:
-            yield path, lineno, None if data is None else _scan(data, prepare), cut
+        for path, data, cut in pieces:
+            yield path, None if data is None else _scan(data, prepare), cut
         return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    pending: deque[tuple[Path, int, Future[Block] | None, Exception | None]] = deque()
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_set_worker_prepare, initargs=(prepare,))
+    pending: deque[tuple[Path, Future[Block] | None, Exception | None]] = deque()
     try:
-        for path, lineno, data, cut in pieces:
-            pending.append((path, lineno, None if data is None else pool.submit(_scan, data, prepare), cut))
+        for path, data, cut in pieces:
+            pending.append((path, None if data is None else pool.submit(_scan_in_worker, data), cut))
             while len(pending) > 2 * workers:  # bounded: a block is a few MB
-                path, lineno, block, cut = pending.popleft()
-                yield path, lineno, None if block is None else block.result(), cut
+                path, block, cut = pending.popleft()
+                yield path, None if block is None else block.result(), cut
         while pending:
-            path, lineno, block, cut = pending.popleft()
-            yield path, lineno, None if block is None else block.result(), cut
+            path, block, cut = pending.popleft()
+            yield path, None if block is None else block.result(), cut
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -260,12 +271,12 @@ class ArchiveReader:
         self.records += 1
         return float(t), topic, payload
 
-    def blocks(self, prepare: Callable[[ArchiveLines], None] | None = None, *, in_process: bool = False) -> Iterator[Record | ArchiveLines]:
+    def blocks(self, prepare: Prepare | None = None, *, in_process: bool = False) -> Iterator[Record | ArchiveLines]:
         """The records of ``iter(self)``, the plain lines (lines.py) as :class:`ArchiveLines` a
         block at a time, every other line as its record. ``prepare`` is called on each block's
         plain lines as it is scanned. ``in_process``: ``SCAN_WORKERS`` forked processes scan and
-        prepare the next blocks while the caller works on this one (``prepare`` must then be a
-        module-level function using nothing the caller changes); decompressing, counting,
+        prepare the next blocks while the caller works on this one (``prepare`` must then use
+        nothing the caller changes after the first block); decompressing, counting,
         logging and every record stay here, in order, so reading stops exactly where the caller
         stops. Archives read as several streams merged by time are read line by line."""
         ordered = sorted(self.paths, key=_write_order)
@@ -275,12 +286,16 @@ class ArchiveReader:
 
         pieces = itertools.chain.from_iterable(_pieces(path) for path in ordered)
         scanned = _scanned(pieces, prepare, SCAN_WORKERS if in_process else 0)
+        lineno = 0  # lines of the file before this block
         try:
-            for path, lineno, block, cut in scanned:
+            for path, block, cut in scanned:
                 if block is not None:
                     yield from self._block_records(block, path, lineno)
-                elif cut is not None:
-                    self._cut(path, lineno, cut)
+                    lineno += len(block.starts)
+                else:
+                    if cut is not None:
+                        self._cut(path, lineno, cut)
+                    lineno = 0
         finally:
             scanned.close()
 

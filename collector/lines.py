@@ -54,7 +54,8 @@ class ArchiveLines:
     payload_start: np.ndarray  # the payload as it lies in the line: its quotes escaped (\")
     payload_end: np.ndarray
     payload_chars: np.ndarray  # the payload's length unescaped (characters = bytes: ASCII)
-    parsed: Parsed | None = None  # the payloads parsed in bulk, when done ahead (:meth:`parse_ahead`)
+    device: np.ndarray | None = None  # the topics' registry rows, when looked up ahead (:meth:`prepare`)
+    parsed: Parsed | None = None  # the payloads parsed in bulk, when done ahead
 
     def __len__(self) -> int:
         return len(self.t)
@@ -66,15 +67,17 @@ class ArchiveLines:
         state["array"] = np.frombuffer(state["buffer"], dtype=np.uint8, count=state["array"])  # type: ignore[call-overload]
         self.__dict__.update(state)
 
-    def parse_ahead(self) -> None:
-        """Parse the payloads now (stateless: the reading process does it ahead of the decoder,
-        which then only slices the results)."""
+    def prepare(self, topics: TopicMap) -> None:
+        """Look the topics up and parse the payloads now (stateless: the scanning processes do it
+        ahead of the decoder, which then only slices the results)."""
+        self.device = self.topic_rows(topics)
         self.parsed = self.parse_payloads()
 
     def rows(self, a: int, b: int) -> ArchiveLines:
         """Lines ``a`` to ``b`` (views of this block)."""
         return ArchiveLines(self.buffer, self.array, self.t[a:b], self.topic_start[a:b], self.topic_end[a:b],
                             self.payload_start[a:b], self.payload_end[a:b], self.payload_chars[a:b],
+                            None if self.device is None else self.device[a:b],
                             None if self.parsed is None else _parsed_rows(self.parsed, a, b))
 
     @classmethod
@@ -102,6 +105,7 @@ class ArchiveLines:
         parsed = [p.parsed for p in parts]
         return cls(buffer, array, cat("t", False), cat("topic_start"), cat("topic_end"), cat("payload_start"),
                    cat("payload_end"), cat("payload_chars", False),
+                   cat("device", False) if all(p.device is not None for p in parts) else None,
                    _parsed_join(parsed) if all(p is not None for p in parsed) else None)  # type: ignore[arg-type]
 
     def topic(self, i: int) -> str:
@@ -117,6 +121,8 @@ class ArchiveLines:
 
     def topic_rows(self, topics: TopicMap) -> np.ndarray:
         """Each line's registry row by its topic (-1: none), as ``topics.rows`` gives it."""
+        if self.device is not None:
+            return self.device
         return topics.rows_in(self.buffer, self.array, self.topic_start, self.topic_end)
 
     def parse_payloads(self) -> Parsed:

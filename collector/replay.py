@@ -76,7 +76,7 @@ class Feed:
         """Feed records; an :class:`ArchiveReader`'s plain lines a block at a time (lines.py)."""
         items: Iterable[Record | ArchiveLines] = records
         if isinstance(records, ArchiveReader):
-            items = records.blocks(prepare=ArchiveLines.parse_ahead, in_process=self.read_ahead)
+            items = records.blocks(prepare=lambda lines: lines.prepare(self.decoder.topics), in_process=self.read_ahead)
         began = last_report = time.monotonic()
         buffer = _Buffer()
         count = 0

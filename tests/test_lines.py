@@ -126,7 +126,7 @@ def _read_both(paths: list[Path], caplog: pytest.LogCaptureFixture) -> None:
     assert [r.getMessage() for r in caplog.records] == logged
     caplog.clear()
     ahead = ArchiveReader(paths)  # read ahead in a forked process
-    assert [r for item in ahead.blocks(ArchiveLines.parse_ahead, in_process=True)
+    assert [r for item in ahead.blocks(lambda lines: lines.parse_payloads(), in_process=True)
             for r in (item.records() if isinstance(item, ArchiveLines) else [item])] == expected
     assert (ahead.records, ahead.bad_lines, ahead.truncated) == (one_by_one.records, one_by_one.bad_lines, one_by_one.truncated)
     assert [r.getMessage() for r in caplog.records] == logged
