@@ -183,7 +183,7 @@ def scan(data: bytes) -> Block:
     ends = newline if data.endswith(b"\n") else np.append(newline, len(data))
     starts = np.concatenate([[0], newline + 1])[: len(ends)]
     plain = ends - starts >= len(b'{"t":0,"topic":"","payload":""}')
-    _owners_off(plain, starts, np.flatnonzero(((array < 0x20) & (array != NEWLINE)) | (array >= 0x80)))
+    _owners_off(plain, starts, np.flatnonzero(((array < 0x20) & (array != NEWLINE)) | (array >= 0x7F)))  # printable ASCII only
     backslash = np.flatnonzero(array == BACKSLASH)
     _owners_off(plain, starts, backslash[array[backslash + 1] != QUOTE])  # only \" (the pad follows the data)
     quotes = np.flatnonzero(array == QUOTE)

@@ -56,6 +56,7 @@ def test_receive_times_are_read_as_orjson_reads_them() -> None:
     b'{"t":1,"topic":"a","payload":"b","x":1}\n', b'{"t":1,"topic":"a\\"","payload":"b"}\n', b'{"t":1,"topic":"a","payload":"b\\\\"}\n',
     b'{"t":1,"topic":"a","payload":"b\\n"}\n', b'{"t":1,"topic":"\xc3\xa9","payload":"b"}\n', b'{"t":1,"topic":"$ptmon/tick","payload":""}\n',
     b'{"t":1,"topic":"a","payload":"b"}\r\n', b'{"t":1,"topic":"a","payload":"\\u0062"}\n', b'{"t":1,"topic":"a","payload":"b\x01"}\n',
+    b'{"t":1,"topic":"a\x7f","payload":"b"}\n',
 ])
 def test_unusual_lines_are_left_to_the_line_by_line_path(line: bytes) -> None:
     block = scan(_line("5") + line + _line("6"))
