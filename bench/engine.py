@@ -9,8 +9,10 @@ Figures (each printed with its target, the ratio figure / target and PASS or MIS
    the samples it fires between events included. Target ≥ 1,000,000.
 2. the same traffic as ``(t, topic, payload)`` tuples through ``Decoder.decode`` and
    ``Engine.apply``: events/s (target ≥ 300,000), and its ratio to bare ``orjson.loads`` of
-   the same payloads, timed batch by batch in the same run (target ≥ 0.5). Generating the
-   traffic is not timed.
+   the same payloads, timed batch by batch in the same run (target ≥ 0.5); beside it, the
+   same messages as archive lines (what ``ptmon replay`` decodes: lines.py scans them in
+   bulk) through scan, ``Decoder.decode`` and ``Engine.apply``, against the same floor.
+   Generating the traffic is not timed.
 3. one full-district sample (every device of both contracts, with a Tally): ms per
    ``Engine._sample``, over a day of sample instants after the traffic of (1). Target ≤ 5 ms.
 4. memory for ``--devices`` devices (default 2,000,000: the district's rows repeated with
@@ -42,7 +44,9 @@ from pathlib import Path
 
 import orjson
 
+from ptmon.archive import encode_record
 from ptmon.decode import Decoder
+from ptmon.lines import scan
 from ptmon.engine import Engine
 from ptmon.registry import Registry, load_registry, parse_registry
 from ptmon.replay import BATCH_SIZE, freeze_startup_heap
@@ -88,15 +92,20 @@ def bench_predecoded(registry: Registry, start: int, end: int, seed: int) -> tup
     return events, busy, engine
 
 
-def bench_decoding(registry: Registry, start: int, end: int, seed: int) -> tuple[int, float, float, float]:
+def bench_decoding(registry: Registry, start: int, end: int, seed: int) -> tuple[int, float, float, float, float]:
     """(events, seconds in decode + apply, of which decode, seconds of bare ``orjson.loads`` of the
-    same payloads) for the same traffic as tuples. The floor is timed batch by batch right after
-    its batch, alike (a list of the parsed objects, the cyclic GC paused), so machine load hits both."""
+    same payloads, seconds to scan, decode and apply the same messages as archive lines) for the
+    same traffic as tuples and as the archive's lines (``ptmon replay``'s input, lines.py; a
+    second decoder and engine, so both see the traffic fresh). The floor is timed batch by batch
+    right after its batch, alike (a list of the parsed objects, the cyclic GC paused), so machine
+    load hits all."""
     generator = TrafficGenerator(registry, scenario=Scenario(seed=seed, lead_in=True))
     engine, decoder = Engine(registry), Decoder(registry)
     Tally.attach(engine, start, end)
+    line_engine, line_decoder = Engine(registry), Decoder(registry)
+    Tally.attach(line_engine, start, end)
     freeze_startup_heap()  # as replay and the collector do after start-up
-    events, busy, decoding, floor = 0, 0.0, 0.0, 0.0
+    events, busy, decoding, floor, from_lines = 0, 0.0, 0.0, 0.0, 0.0
     for traffic in batches(generator, start, end):
         payloads = generator.payloads(traffic)
         messages = list(zip((traffic.t / US_PER_S).tolist(), generator.topics[traffic.device].tolist(), payloads))
@@ -113,8 +122,14 @@ def bench_decoding(registry: Registry, start: int, end: int, seed: int) -> tuple
         floor += time.perf_counter() - began
         gc.enable()
         del objects
-    assert not decoder.rejects, decoder.rejects
-    return events, busy, decoding, floor
+        data = b"".join(encode_record(*m) for m in messages)
+        began = time.perf_counter()
+        lines = scan(data).lines
+        line_engine.apply(line_decoder.decode(lines))
+        from_lines += time.perf_counter() - began
+        assert len(lines) == len(messages)
+    assert not decoder.rejects and not line_decoder.rejects, (decoder.rejects, line_decoder.rejects)
+    return events, busy, decoding, floor, from_lines
 
 
 def bench_sample(engine: Engine, after: int, count: int) -> float:
@@ -266,14 +281,16 @@ def bench_traffic(args: argparse.Namespace) -> list[tuple[str, ...]]:
     sample_ms = bench_sample(engine, end, 1440)
     print(f"sample: {sample_ms:.3f} ms per full-district sample (1,440 instants)", flush=True)
     del engine
-    decoded_events, decode_busy, decoding, floor_busy = bench_decoding(registry, start, end, args.seed)
+    decoded_events, decode_busy, decoding, floor_busy, lines_busy = bench_decoding(registry, start, end, args.seed)
     print(f"decode + apply: {decoded_events:,} events in {decode_busy:.2f} s ({decoding:.2f} s decoding); "
+          f"from archive lines (scan + decode + apply): {lines_busy:.2f} s; "
           f"bare orjson.loads of the same payloads: {floor_busy:.2f} s ({decoded_events / floor_busy:,.0f}/s)", flush=True)
     ratio = (decoded_events / decode_busy) / (decoded_events / floor_busy)
     return [
         row("engine updates, pre-decoded", events / busy, "events/s", "≥", 1_000_000),
         row("decode + engine", decoded_events / decode_busy, "events/s", "≥", 300_000),
         row("decode + engine / bare orjson.loads", ratio, "", "≥", 0.5),
+        row("archive lines: scan + decode + engine / orjson", floor_busy / lines_busy, "", "≥", 0.5),
         row("one full-district sample", sample_ms, "ms", "≤", 5),
     ]
 

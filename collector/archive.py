@@ -33,16 +33,22 @@ import io
 import itertools
 import logging
 import math
+import multiprocessing
 import re
+import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 
 from .errors import ArchiveError
+from .lines import ArchiveLines, Block, scan
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,8 @@ TICK_TOPIC = "$ptmon/tick"
 RETAINED_TOPIC = "$ptmon/retained"
 Record = tuple[float, str, str]
 LOGGED_BAD_LINES = 5
+BLOCK_BYTES = 1 << 22  # decompressed bytes a block of lines is cut from
+SCAN_WORKERS = 2  # processes scanning blocks for a replay (the machine's two cores, with the replay's own)
 
 
 class _GzipUntilCut(io.RawIOBase):
@@ -104,6 +112,96 @@ class _GzipUntilCut(io.RawIOBase):
         super().close()
 
 
+class _Decompressed:
+    """An archive's bytes in blocks of about ``BLOCK_BYTES``, decompressed as :class:`_GzipUntilCut`
+    reads them (the same 64 KiB reads, so a damaged file yields the very bytes it yields)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cut: Exception | None = None
+
+    def read(self) -> Iterator[bytes]:
+        stream, gz = _open_text(self.path)
+        with stream:
+            if gz is None:
+                while data := stream.read(BLOCK_BYTES):
+                    yield data
+                return
+            while not gz.ended:
+                pieces, size = [], 0
+                while size < BLOCK_BYTES and not gz.ended:
+                    gz._decompress(gz.raw.read(1 << 16))
+                    pieces.append(gz.pending)
+                    size += len(gz.pending)
+                    gz.pending = b""
+                yield b"".join(pieces)
+            self.cut = gz.cut
+
+
+Piece = tuple[Path, "bytes | None", "Exception | None"]  # (path, whole lines, cut); None: the file's end
+Scanned = tuple[Path, "Block | None", "Exception | None"]
+Prepare = Callable[[ArchiveLines], None]
+
+
+def _pieces(path: Path) -> Iterator[Piece]:
+    """A file's decompressed bytes in blocks of whole lines, then its end (with the cut, if any)."""
+    chunks = _Decompressed(path)
+    rest = b""
+    for chunk in chunks.read():
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1
+        data, rest = data[:cut], data[cut:]
+        if data:
+            yield path, data, None
+    if rest:
+        yield path, rest, None
+    yield path, None, chunks.cut
+
+
+def _scan(data: bytes, prepare: Prepare | None) -> Block:
+    block = scan(data)
+    if prepare is not None and len(block.lines):
+        prepare(block.lines)
+    return block
+
+
+_worker_prepare: Prepare | None = None  # a scanning worker's, inherited through the fork
+
+
+def _set_worker_prepare(prepare: Prepare | None) -> None:
+    global _worker_prepare
+    _worker_prepare = prepare
+
+
+def _scan_in_worker(data: bytes) -> Block:
+    return _scan(data, _worker_prepare)
+
+
+def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> Iterator[Scanned]:
+    """The pieces' blocks scanned (and prepared), in order; by ``workers`` forked processes, a few
+    blocks ahead, when ``workers`` > 0 and this process runs no other thread (``prepare`` is
+    inherited by the fork, never pickled). The blocks are the same either way."""
+    if workers <= 0 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        # in line: no fork of a process with other threads (a lock one holds would stay held in the child)
+        for path, data, cut in pieces:
+            yield path, None if data is None else _scan(data, prepare), cut
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_set_worker_prepare, initargs=(prepare,))
+    pending: deque[tuple[Path, Future[Block] | None, Exception | None]] = deque()
+    try:
+        for path, data, cut in pieces:
+            pending.append((path, None if data is None else pool.submit(_scan_in_worker, data), cut))
+            while len(pending) > 2 * workers:  # bounded: a block is a few MB
+                path, block, cut = pending.popleft()
+                yield path, None if block is None else block.result(), cut
+        while pending:
+            path, block, cut = pending.popleft()
+            yield path, None if block is None else block.result(), cut
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | None]:
     try:
         raw = path.open("rb")
@@ -144,29 +242,76 @@ class ArchiveReader:
         return heapq.merge(*streams, key=itemgetter(0))
 
     def _read(self, path: Path) -> Iterator[Record]:
-        loads = orjson.loads
         stream, gz = _open_text(path)
         with stream:
             lineno = 0
             try:
                 for line in stream:
                     lineno += 1
-                    try:
-                        obj = loads(line)
-                        t, topic, payload = obj["t"], obj["topic"], obj["payload"]
-                        if type(t) not in (int, float) or not math.isfinite(t) or type(topic) is not str or type(payload) is not str:
-                            raise TypeError
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        if line.strip():
-                            self._bad_line(path, lineno)
-                        continue
-                    self.records += 1
-                    yield float(t), topic, payload
+                    record = self._record(line, path, lineno)
+                    if record is not None:
+                        yield record
             except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 gz = None
                 self._cut(path, lineno, exc)
             if gz is not None and gz.cut is not None:
                 self._cut(path, lineno, gz.cut)
+
+    def _record(self, line: bytes, path: Path, lineno: int) -> Record | None:
+        """One line's record; None (counted, logged) for a bad line, None for a blank one."""
+        try:
+            obj = orjson.loads(line)
+            t, topic, payload = obj["t"], obj["topic"], obj["payload"]
+            if type(t) not in (int, float) or not math.isfinite(t) or type(topic) is not str or type(payload) is not str:
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            if line.strip():
+                self._bad_line(path, lineno)
+            return None
+        self.records += 1
+        return float(t), topic, payload
+
+    def blocks(self, prepare: Prepare | None = None, *, in_process: bool = False) -> Iterator[Record | ArchiveLines]:
+        """The records of ``iter(self)``, the plain lines (lines.py) as :class:`ArchiveLines` a
+        block at a time, every other line as its record. ``prepare`` is called on each block's
+        plain lines as it is scanned. ``in_process``: ``SCAN_WORKERS`` forked processes scan and
+        prepare the next blocks while the caller works on this one (``prepare`` must then use
+        nothing the caller changes after the first block); decompressing, counting,
+        logging and every record stay here, in order, so reading stops exactly where the caller
+        stops. Archives read as several streams merged by time are read line by line."""
+        ordered = sorted(self.paths, key=_write_order)
+        if len(ordered) > 1 and not (len({p.parent for p in ordered}) == 1 and all(ARCHIVE_FILE_NAME.fullmatch(p.name) for p in ordered)):
+            yield from self
+            return
+
+        pieces = itertools.chain.from_iterable(_pieces(path) for path in ordered)
+        scanned = _scanned(pieces, prepare, SCAN_WORKERS if in_process else 0)
+        lineno = 0  # lines of the file before this block
+        try:
+            for path, block, cut in scanned:
+                if block is not None:
+                    yield from self._block_records(block, path, lineno)
+                    lineno += len(block.starts)
+                else:
+                    if cut is not None:
+                        self._cut(path, lineno, cut)
+                    lineno = 0
+        finally:
+            scanned.close()
+
+    def _block_records(self, block: Block, path: Path, lineno: int) -> Iterator[Record | ArchiveLines]:
+        """A block's plain lines in runs, each other line's record between them, in order."""
+        taken = line = 0  # plain lines yielded; the block's next line
+        for row in [*np.flatnonzero(~block.plain).tolist(), len(block.plain)]:
+            if row > line:
+                self.records += row - line
+                yield block.lines.rows(taken, taken + row - line)
+                taken += row - line
+            if row < len(block.plain):
+                record = self._record(block.buffer[block.starts[row] : block.ends[row]], path, lineno + row + 1)
+                if record is not None:
+                    yield record
+            line = row + 1
 
     def _cut(self, path: Path, lineno: int, exc: Exception) -> None:
         self.truncated.append(str(path))

@@ -59,7 +59,8 @@ import numpy as np
 import orjson
 
 from .archive import RETAINED_TOPIC
-from .payloads import parse_payloads
+from .lines import ArchiveLines
+from .payloads import Parsed, parse_payloads
 from .registry import Registry
 from .rules import COUNTERS
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US
@@ -213,6 +214,10 @@ def _size(payload: bytes | str) -> int:
     return len(payload) if isinstance(payload, bytes) else len(payload.encode("utf-8", "surrogatepass"))
 
 
+def _received(messages: list[Message] | ArchiveLines) -> Sequence[float]:
+    return messages.t if isinstance(messages, ArchiveLines) else [m[0] for m in messages]
+
+
 def times_to_us(times: Sequence[float]) -> np.ndarray:
     """Float unix seconds to int64 µs, rounded to nearest (as :func:`timebase.seconds_to_us`)."""
     return np.rint(np.asarray(times, dtype=np.float64) * 1e6).astype(np.int64)
@@ -323,7 +328,7 @@ class Decoder:
 
     # --- decoding ------------------------------------------------------------------------
 
-    def decode(self, messages: Iterable[Message], times: np.ndarray | None = None,
+    def decode(self, messages: Iterable[Message] | ArchiveLines, times: np.ndarray | None = None,
                late: np.ndarray | None = None) -> DecodedBatch:
         """Decode a batch; rejected messages are counted and left out.
 
@@ -331,7 +336,8 @@ class Decoder:
         non-decreasing by the caller), ``late`` marks the messages whose own time was earlier;
         without them the messages' times are used as they are.
         """
-        messages = messages if isinstance(messages, list) else list(messages)
+        if not isinstance(messages, (list, ArchiveLines)):
+            messages = list(messages)
         # A batch allocates a dict per message, which would trigger several cyclic-GC passes
         # over the batch's own live objects; JSON objects cannot form cycles and refcounting
         # frees them, so the collector pauses for the batch (about +20 % decode rate).
@@ -347,45 +353,57 @@ class Decoder:
         self.accepted += len(batch)
         return batch
 
-    def _late(self, messages: list[Message], times: np.ndarray | None, late: np.ndarray) -> CountedEvents:
+    def _late(self, messages: list[Message] | ArchiveLines, times: np.ndarray | None, late: np.ndarray) -> CountedEvents:
         rows = np.flatnonzero(late)
-        t = times if times is not None else times_to_us([m[0] for m in messages])
-        device = self.topics.rows([messages[i][1] for i in rows.tolist()])
+        t = times if times is not None else times_to_us(_received(messages))
+        topics = [messages.topic(i) for i in rows.tolist()] if isinstance(messages, ArchiveLines) else [messages[i][1] for i in rows.tolist()]
+        device = self.topics.rows(topics)
         return CountedEvents(t[rows], device, np.full(len(rows), _KIND_CODE["late"], dtype=np.int16))
 
-    def _decode(self, messages: list[Message], times: np.ndarray | None) -> DecodedBatch:
+    def _decode(self, messages: list[Message] | ArchiveLines, times: np.ndarray | None) -> DecodedBatch:
         """The common batch (known devices' small JSON objects, none over its rate) with C-level
-        maps only; anything else message by message in :meth:`_decode_each`."""
-        if not messages:
+        maps only; anything else message by message in :meth:`_decode_each`. Plain archive lines
+        (lines.py) are looked at where they lie in their block until then."""
+        if not len(messages):
             return decode_columns(np.zeros(0, np.int64), np.zeros(0, np.int64), [], self)
-        received, topics, payloads = zip(*messages)
-        t = times if times is not None else times_to_us(received)
-        device = self.topics.rows(list(topics))
+        t = times if times is not None else times_to_us(_received(messages))
+        if isinstance(messages, ArchiveLines):
+            device = messages.topic_rows(self.topics)
+            longest = int(messages.payload_chars.max())
+        else:
+            _, topics, payloads = zip(*messages)
+            device = self.topics.rows(list(topics))
+            longest = max(map(len, payloads))
         known = bool(device.min() >= 0)
         rate_t = self._rate_times(t)
         over = self._device_limit.over(device, rate_t) if self._device_limit is not None else None
-        if known and over is None and max(map(len, payloads)) <= self._clean_length:
-            batch = self._decode_bulk(t, device, payloads)
+        if known and over is None and longest <= self._clean_length:
+            if isinstance(messages, ArchiveLines):
+                batch = self._decode_bulk(t, device, messages.parse_payloads(), messages.payload)
+            else:
+                batch = self._decode_bulk(t, device, parse_payloads(list(payloads)), payloads.__getitem__)
             if batch is not None:
                 return batch
+        if isinstance(messages, ArchiveLines):
+            messages = messages.records()
         devices: list[int | None] = device.tolist() if known else [None if d < 0 else d for d in device.tolist()]
         return self._decode_each(messages, t, devices, over, rate_t)
 
-    def _decode_bulk(self, t: np.ndarray, device: np.ndarray, payloads: Sequence[bytes | str]) -> DecodedBatch | None:
+    def _decode_bulk(self, t: np.ndarray, device: np.ndarray, parsed: Parsed | None,
+                     payload: Callable[[int], bytes | str]) -> DecodedBatch | None:
         """Flat integer payloads parsed in bulk (payloads.py), the others by orjson; None when one
         is no JSON object (then every message is looked at alone)."""
-        parsed = parse_payloads(list(payloads))  # type: ignore[arg-type]
-        slow = np.arange(len(payloads)) if parsed is None else parsed.slow
+        slow = np.arange(len(t)) if parsed is None else parsed.slow
         groups: list[tuple[Any, Column]] = [] if parsed is None else [(s.rows, s.column) for s in parsed.shapes]
         if len(slow):
             try:
-                objects = [orjson.loads(payloads[i]) for i in slow.tolist()]
+                objects = [orjson.loads(payload(i)) for i in slow.tolist()]
             except orjson.JSONDecodeError:
                 return None
             if set(map(type, objects)) != {dict}:
                 return None
             groups += [(slow if isinstance(rows, slice) else slow[rows], column) for rows, column in _groups(objects)]
-        return decode_groups(t, device, len(payloads), groups, self)
+        return decode_groups(t, device, len(t), groups, self)
 
     def _rate_times(self, t: np.ndarray) -> np.ndarray:
         """Receive times made non-decreasing (a late message counts in the current window)."""
@@ -647,8 +665,9 @@ def decode_groups(t: np.ndarray, device: np.ndarray, n: int, groups: Iterable[tu
         both = out.has_counter[:, attempts] & out.has_counter[:, successes]
         mismatch |= both & (out.counters[:, successes] > out.counters[:, attempts])
     mismatch &= ~out.bad
-    if decoder is not None:
-        decoder.count_bad_values(out.bad_by_field, out.bad, mismatch, device)
+    if decoder is not None:  # fields in one order, however the rows were grouped
+        by_field = {name: out.bad_by_field[name] for name in _FIELD_ORDER if name in out.bad_by_field}
+        decoder.count_bad_values(by_field, out.bad, mismatch, device)
     keep = ~(out.bad | mismatch)
     batch = DecodedBatch(
         t=t, device=device, seq=out.seq, has_seq=out.has_seq, boot=out.boot, has_boot=out.has_boot,
@@ -693,6 +712,9 @@ def _groups(objects: list[dict[str, Any]]) -> Iterator[tuple[Any, Column]]:
             group = [objects[i] for i in rows.tolist()]
         columns = dict(zip(shape, zip(*map(dict.values, group)))) if shape else {}
         yield rows, columns.get
+
+
+_FIELD_ORDER = ("seq", *COUNTERS, *FLOAT_RANGES, "boot")  # the order _Columns.fill reads them in
 
 
 class _Columns:

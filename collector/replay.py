@@ -19,6 +19,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, restore_decoder
 from .archive import CONTROL_PREFIX, MONITOR_TOPIC, RETAINED_TOPIC, TICK_TOPIC, ArchiveReader, Record
+from .lines import ArchiveLines
 from .decode import LIMITS_TOPIC, DecodedBatch, Decoder, times_to_us
 from .engine import Engine
 from .exemptions import ExemptionMask
@@ -66,32 +67,70 @@ class Feed:
         self._next_month_s = math.inf if engine.clock is None else month_of(engine.clock)[1] / US_PER_S
         self.reached_end = False
         self.control = {"monitor": 0, "tick": 0, "limits": 0, "unknown": 0}
+        self._batches = 0  # batches decoded so far
+        # An ArchiveReader's blocks scanned ahead by forked processes (archive.py): for a replay
+        # alone in its process, not in the live collector with its threads.
+        self.read_ahead = False
 
     def feed(self, records: Iterable[Record], progress: Callable[[Progress], None] | None = None, every: float = 2.0) -> None:
+        """Feed records; an :class:`ArchiveReader`'s plain lines a block at a time (lines.py)."""
+        items: Iterable[Record | ArchiveLines] = records
+        if isinstance(records, ArchiveReader):
+            items = records.blocks(prepare=lambda lines: lines.prepare(self.decoder.topics), in_process=self.read_ahead)
         began = last_report = time.monotonic()
-        buffer: list[Record] = []
+        buffer = _Buffer()
         count = 0
-        for record in records:
-            count += 1
-            if record[0] >= self._next_month_s or self._next_month_s == math.inf:
-                self._flush(buffer)
+        for item in items:
+            batches = self._batches
+            if isinstance(item, ArchiveLines):
+                count += len(item)
+                self._feed_lines(item, buffer)
                 if self.reached_end:
                     break
-                self._month_crossed(record[0])
-            if record[1].startswith(CONTROL_PREFIX) and record[1] != RETAINED_TOPIC:  # a retained message is a message
-                self._flush(buffer)
-                if self.reached_end or not self._control(record):
-                    break
             else:
-                buffer.append(record)
+                count += 1
+                if not self._feed_record(item, buffer):
+                    break
+            if self._batches != batches and progress is not None and time.monotonic() - last_report >= every:
+                last_report = time.monotonic()
+                progress(Progress(count, self.engine.clock, last_report - began))
+        self._flush(buffer)
+
+    def _feed_record(self, record: Record, buffer: _Buffer) -> bool:
+        """One record (False: stop reading)."""
+        if record[0] >= self._next_month_s or self._next_month_s == math.inf:
+            self._flush(buffer)
+            if self.reached_end:
+                return False
+            self._month_crossed(record[0])
+        if record[1].startswith(CONTROL_PREFIX) and record[1] != RETAINED_TOPIC:  # a retained message is a message
+            self._flush(buffer)
+            return not self.reached_end and self._control(record)
+        buffer.add_record(record)
+        if len(buffer) >= BATCH_SIZE:
+            self._flush(buffer)
+            return not self.reached_end
+        return True
+
+    def _feed_lines(self, lines: ArchiveLines, buffer: _Buffer) -> None:
+        """Plain archive lines, cut into batches exactly where their records one by one would be."""
+        t, p = lines.t, 0
+        while p < len(lines):
+            if t[p] >= self._next_month_s or self._next_month_s == math.inf:
+                self._flush(buffer)
+                if self.reached_end:
+                    return
+                self._month_crossed(float(t[p]))
+            later = np.flatnonzero(t[p + 1 :] >= self._next_month_s)
+            stop = p + 1 + int(later[0]) if len(later) else len(lines)
+            while p < stop:
+                m = min(BATCH_SIZE - len(buffer), stop - p)
+                buffer.add_lines(lines.rows(p, p + m))
+                p += m
                 if len(buffer) >= BATCH_SIZE:
                     self._flush(buffer)
                     if self.reached_end:
-                        break
-                    if progress is not None and time.monotonic() - last_report >= every:
-                        last_report = time.monotonic()
-                        progress(Progress(count, self.engine.clock, last_report - began))
-        self._flush(buffer)
+                        return
 
     def _month_crossed(self, t: float) -> None:
         """The first record of a month (or of the run) is next: the month-start hook sees the
@@ -101,17 +140,19 @@ class Feed:
             self.on_month(month_start)
         self._next_month_s = month_end / US_PER_S
 
-    def _flush(self, buffer: list[Record]) -> None:
-        if not buffer or self.reached_end:
-            buffer.clear()
+    def _flush(self, buffer: _Buffer | list[Record]) -> None:
+        pending = buffer.take() if isinstance(buffer, _Buffer) else buffer
+        if not len(pending) or self.reached_end:
             return
-        times = times_to_us([r[0] for r in buffer])
+        times = times_to_us(pending.t if isinstance(pending, ArchiveLines) else [r[0] for r in pending])
         past_end = np.flatnonzero(times >= self.end) if self.end is not None else ()
         if len(past_end):
             self.reached_end = True
-            del buffer[int(past_end[0]) :]
-            times = times[: len(buffer)]
-        if buffer:
+            cut = int(past_end[0])
+            pending = pending.rows(0, cut) if isinstance(pending, ArchiveLines) else pending[:cut]
+            times = times[:cut]
+        if len(pending):
+            self._batches += 1
             # Every record, accepted or rejected, proves the monitor was observing at its time.
             if not self.engine.up:
                 self.engine.monitor_up(int(times[0]))
@@ -120,12 +161,11 @@ class Feed:
             assert self.engine.clock is not None
             clock = np.maximum.accumulate(np.maximum(times, self.engine.clock))
             late = clock != times
-            batch = self.decoder.decode(buffer, clock, late if late.any() else None)
+            batch = self.decoder.decode(pending, clock, late if late.any() else None)
             self.engine.apply(batch)
             self.engine.advance_to(int(clock[-1]))
             if self.on_batch is not None:
                 self.on_batch(batch)
-        buffer.clear()
 
     def _control(self, record: Record) -> bool:
         """Apply a ``$ptmon/`` record; False when it lies at or past the period's end."""
@@ -148,6 +188,38 @@ class Feed:
             log.warning("unknown control record %r at %s; ignored", topic, record[0])
         return True
 
+
+
+class _Buffer:
+    """The next batch: records, or plain archive lines (turned into records when a record
+    that is no plain line joins them, so a batch is decoded one way)."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.lines: list[ArchiveLines] = []
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add_record(self, record: Record) -> None:
+        if self.lines:
+            self.records = ArchiveLines.join(self.lines).records()
+            self.lines = []
+        self.records.append(record)
+        self.size += 1
+
+    def add_lines(self, lines: ArchiveLines) -> None:
+        if self.records:
+            self.records += lines.records()
+        else:
+            self.lines.append(lines)
+        self.size += len(lines)
+
+    def take(self) -> list[Record] | ArchiveLines:
+        taken: list[Record] | ArchiveLines = ArchiveLines.join(self.lines) if self.lines else self.records
+        self.records, self.lines, self.size = [], [], 0
+        return taken
 
 
 class Replayer(Feed):
@@ -200,6 +272,7 @@ def replay(
     saved state (a month-start snapshot) when one is given."""
     reader = ArchiveReader(paths)
     replayer = Replayer(registry, start, end, exemptions, state)
+    replayer.read_ahead = True
     freeze_startup_heap()
     replayer.feed(reader, progress)
     results = replayer.results()

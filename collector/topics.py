@@ -65,7 +65,10 @@ class TopicMap:
     def rows_in(self, buffer: bytes, array: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Rows of the topics at ``array[starts[i]:ends[i]]`` (``array`` views ``buffer``, padded)."""
         rows = np.full(len(starts), -1, dtype=np.int64)
-        slashes = np.flatnonzero(array == SLASH)
+        if not len(starts):
+            return rows
+        lo = int(starts.min())  # only the topics' part of the buffer (an archive block holds more)
+        slashes = np.flatnonzero(array[lo : int(ends.max())] == SLASH) + lo
         first = np.searchsorted(slashes, starts)
         shaped = np.flatnonzero((np.searchsorted(slashes, ends) - first == 4) & (ends - starts >= 3))
         if not len(shaped):
