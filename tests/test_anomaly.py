@@ -203,4 +203,9 @@ def test_an_anomaly_standing_for_its_for_is_a_device_alert_grouped_per_recipient
     body = message_from_bytes(email["message"], policy=default).get_body(("plain",))
     text = body.get_content()
     assert email["kind"] == "device" and "设备失效" in email["subject"]
-    assert "/d/ptmon-cameras?" in text and "失明" in text and FAULTY["degraded"] in text
+    assert "/d/ptmon-cameras?" in text and "失明" in text and FAULTY["blind"] in text
+    # A degraded camera needs more evidence than a blind one: it joins the incident in a later email.
+    joined = next(n for n in district if any(v.key.device == FAULTY["degraded"] for v in n.firing))
+    later = compose(joined, rules, alert_rules, "ptmon@ptcenter.example")
+    text = message_from_bytes(later["message"], policy=default).get_body(("plain",)).get_content()
+    assert later["kind"] == "device" and "劣化" in text and FAULTY["degraded"] in text

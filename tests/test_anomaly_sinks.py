@@ -42,7 +42,7 @@ def test_the_shipped_anomaly_rules_load_with_their_documented_values():
     r = load_anomaly_rules(SHIPPED)
     assert (r.window_days, r.min_days, r.night_from, r.night_to, r.rollup_interval) == (28, 7, 72_000, 21_600, 300)
     assert (r.blind.ratio, r.blind.evidence, r.blind.min_rate, r.blind.max_spread, r.blind.dispersion) == (0.1, 12, 2, 0.5, 2)
-    assert (r.degraded.drop, r.degraded.evidence, r.stuck.evidence) == (0.15, 12, 12)
+    assert (r.degraded.drop, r.degraded.evidence, r.stuck.evidence) == (0.15, 16, 12)
     assert r.night_hours() == [h >= 20 or h < 6 for h in range(24)]
 
 
