@@ -58,7 +58,7 @@ from .exemptions import ExemptionMask
 from .plausibility import ALLOWANCE_CAP_MS, PLAUSIBILITY, judge
 from .registry import Registry
 from .rules import COUNTERS
-from .sequence import REORDER_WINDOW, advance, fill, future_ts, head_met, restarted, ts_key
+from .sequence import REORDER_WINDOW, advance, clock_restarted, fill, future_ts, head_met, restarted, ts_key
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, days_of
 
 NEVER = np.iinfo(np.int64).min // 4  # last heartbeat of a device never heard from
@@ -421,7 +421,11 @@ class Engine:
         old = comparable & (behind > REORDER_WINDOW) & b.has_boot[rows] & had_boot
         if old.any():  # counters looked at only for the rare rows far behind in the same named boot
             far = np.flatnonzero(old)
-            old[far] = self._counters_down(b, idx[far], d[far])
+            far_rows, far_d = idx[far], d[far]
+            ts, last_ts = cols.ts[far_rows], self.last_ts[far_d]
+            # A later clock (or one set back at a boot) says the device restarted without changing its boot id.
+            clock_restart = (ts > 0) & (last_ts > 0) & clock_restarted(b.seq[far_rows], behind[far], ts, last_ts)
+            old[far] = self._counters_down(b, far_rows, far_d) & ~clock_restart
         if old.any():  # an old message of the same boot (a late archive part, a broker's backlog): not a reset
             self.stats["stale"] += int(old.sum())
             counted.append(engine_events(b.t[idx[old]], d[old], "stale"))

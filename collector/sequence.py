@@ -60,9 +60,14 @@ def restarted(seq: np.ndarray, behind: np.ndarray, ts: np.ndarray, last_ts: np.n
     counts from boot (before 2001); otherwise the seq must be at least two behind and smaller than the
     distance (nearer the start than the last seq)."""
     by_clock = (ts > 0) & (last_ts > 0)
+    return np.where(by_clock, clock_restarted(seq, behind, ts, last_ts), (behind >= RESTART_MIN_BEHIND) & (seq < behind))
+
+
+def clock_restarted(seq: np.ndarray, behind: np.ndarray, ts: np.ndarray, last_ts: np.ndarray) -> np.ndarray:
+    """Which messages the device's clock says started again (meaningful only where both ``ts`` are known)."""
     clock_says = (ts > last_ts) | (last_ts.astype(np.int64) - ts.astype(np.int64) > CLOCK_RESET_S)
     at_start = (behind >= RESTART_MIN_BEHIND) & (seq <= SEQ_START) & (ts < BOOT_CLOCK_KEY)
-    return np.where(by_clock, clock_says | at_start, (behind >= RESTART_MIN_BEHIND) & (seq < behind))
+    return clock_says | at_start
 
 
 def advance(missing: np.ndarray, jump: np.ndarray, comparable: np.ndarray, behind: np.ndarray, has_seq: np.ndarray,

@@ -384,17 +384,20 @@ def _sequence(st: _DeviceState, seq, ts, boot_changed: bool, older_in_boot: bool
     behind = st.seq - seq
     if behind < 0:
         return "next"
+    by_clock = ts is not None and st.ts is not None
+    if by_clock:
+        whole = _whole_seconds(ts)
+        clock_restarted = (whole > st.ts or st.ts - whole > CLOCK_RESET_S  # its clock: later, or set back at a boot
+                           or (behind >= RESTART_MIN_BEHIND and seq <= 1 and whole < 10**9))  # seq and a boot clock at the start
     if behind > SEQ_WINDOW:  # further behind: a restart, unless the same named boot's counters say it is older
-        return "stale" if older_in_boot else "new"
+        return "stale" if older_in_boot and not (by_clock and clock_restarted) else "new"
     if behind > 0 and seq in st.lost:
         return "late"
     if behind == 0 and st.jump and not st.gap:
         return "met"
     # 0–64 behind: a copy, a late message, or a device that rebooted without a boot id
-    if ts is not None and st.ts is not None:
-        whole = _whole_seconds(ts)
-        restarted = (whole > st.ts or st.ts - whole > CLOCK_RESET_S  # its clock: later, or set back at a boot
-                     or (behind >= RESTART_MIN_BEHIND and seq <= 1 and whole < 10**9))  # seq and a boot clock at the start
+    if by_clock:
+        restarted = clock_restarted
     else:
         restarted = behind >= RESTART_MIN_BEHIND and seq < behind  # it started again near 0
     if restarted:

@@ -173,3 +173,19 @@ def test_an_old_message_of_the_same_boot_is_stale_not_a_reset(rules):
     assert after.row("iot", "wanli", "sensing").denominator == before.row("iot", "wanli", "sensing").denominator
     assert after.engine_stats["stale"] - before.engine_stats["stale"] == 5
     assert after.engine_stats["resets"] == before.engine_stats["resets"]
+
+
+def test_a_restart_that_keeps_its_boot_id_is_heard_by_its_clock(rules):
+    """Test that a lift whose firmware keeps its ``boot`` id across a restart (seq and counters from the start
+    again, its clock going on) is a reset, not an old message of that boot: taken for stale, the lift would be
+    offline from the restart on and its reads lost."""
+    devices = ["w1,iot,elevator,wanli"]
+    half = N // 2
+    before = elevator("w1", "wanli", 7, ts="clock")[:half]
+    restart = T0 + PERIOD * half
+    after = [hb(restart + PERIOD * k + 1.0, "w1", "iot", "wanli", seq=k, boot="h", ts=restart + PERIOD * k + 1.0,
+                reads=10 * k, read_ok=7 * k) for k in range(1, N - half)]
+    run = replayed(rules, devices, [*before, *after])
+    assert run.engine_stats["stale"] == 0 and run.engine_stats["resets"] == 1
+    assert rate(run, "wanli", "online") > Fraction(99, 100)
+    assert rate(run, "wanli", "sensing") == Fraction(7, 10)
