@@ -53,7 +53,7 @@ from typing import Protocol
 import numpy as np
 
 from .counting import KIND_CODE, CountListener, by_slot, engine_events
-from .decode import CountedEvents, DecodedBatch
+from .batch import CountedEvents, DecodedBatch
 from .exemptions import ExemptionMask
 from .plausibility import ALLOWANCE_CAP_MS, PLAUSIBILITY, judge
 from .registry import Registry

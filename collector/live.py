@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .decode import DecodedBatch
+from .batch import DecodedBatch
 from .engine import Engine
 from .metrics import Metrics
 from .replay import month_of

@@ -20,14 +20,14 @@ import numpy as np
 from .checkpoint import Checkpoint, restore_decoder
 from .archive import CONTROL_PREFIX, MONITOR_TOPIC, RETAINED_TOPIC, TICK_TOPIC, ArchiveReader, Record
 from .lines import ArchiveLines
-from .decode import LIMITS_TOPIC, DecodedBatch, Decoder, times_to_us
+from .decode import LIMITS_TOPIC, DecodedBatch, Decoder
 from .engine import Engine
 from .exemptions import ExemptionMask
 from .ledger.records import Exemption
 from .registry import Registry
 from .results import Results
 from .tally import Tally
-from .timebase import US_PER_S, month_bounds, seconds_to_us, day_of, day_to_date
+from .timebase import US_PER_S, month_bounds, seconds_to_us, day_of, day_to_date, times_to_us
 
 
 def month_of(t: int) -> tuple[int, int]:
