@@ -28,7 +28,8 @@ from ..registry import Registry
 from ..timebase import US_PER_S, UTC_OFFSET_US, day_start, format_instant
 from .grid import SampleGrid
 from .records import Exemption
-from .store import HourRow, Ledger
+from .records import HourRow
+from .store import Ledger
 
 HOUR_US = 3600 * US_PER_S
 Ranges = list[tuple[int, int]]
