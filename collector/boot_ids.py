@@ -53,7 +53,7 @@ class _IntBootKeys:
 _int_boot_keys = _IntBootKeys()
 
 
-def boot_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def boot_column(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boot ids (strings or integers) as :func:`boot_key`, stable across processes unlike ``hash()``."""
     if isinstance(values, np.ndarray):  # integers parsed in bulk, all within int64
         return _int_boot_keys(values), np.ones(len(values), dtype=bool), np.zeros(len(values), dtype=bool)

@@ -89,7 +89,7 @@ def _size(payload: bytes | str) -> int:
     return len(payload) if isinstance(payload, bytes) else len(payload.encode("utf-8", "surrogatepass"))
 
 
-def _received(messages: list[Message] | ArchiveLines) -> Sequence[float]:
+def _received(messages: list[Message] | ArchiveLines) -> Sequence[float] | np.ndarray:
     return messages.t if isinstance(messages, ArchiveLines) else [m[0] for m in messages]
 
 
@@ -240,10 +240,9 @@ class Decoder:
                 batch = self._decode_bulk(t, device, parse_payloads(list(payloads)), payloads.__getitem__)
             if batch is not None:
                 return batch
-        if isinstance(messages, ArchiveLines):
-            messages = messages.records()
+        each: Sequence[Message] = messages.records() if isinstance(messages, ArchiveLines) else messages
         devices: list[int | None] = device.tolist() if known else [None if d < 0 else d for d in device.tolist()]
-        return self._decode_each(messages, t, devices, over, rate_t)
+        return self._decode_each(each, t, devices, over, rate_t)
 
     def _decode_bulk(self, t: np.ndarray, device: np.ndarray, parsed: Parsed | None,
                      payload: Callable[[int], bytes | str]) -> DecodedBatch | None:
@@ -269,7 +268,7 @@ class Decoder:
         self._clock = int(clocked[-1])
         return clocked
 
-    def _decode_each(self, messages: list[Message], t: np.ndarray, devices: list[int | None],
+    def _decode_each(self, messages: Sequence[Message], t: np.ndarray, devices: list[int | None],
                      over: np.ndarray | None, rate_t: np.ndarray) -> DecodedBatch:
         """Message by message, rejecting and counting what is wrong."""
         rows: list[int] = []
@@ -355,7 +354,7 @@ class Decoder:
         self._reject(row, "retained", RETAINED_TOPIC, _shown(inner))
         return self.topics.row(inner)
 
-    def _gateway_events(self, messages: list[Message], gateways: list[tuple[int, int]], t: np.ndarray,
+    def _gateway_events(self, messages: Sequence[Message], gateways: list[tuple[int, int]], t: np.ndarray,
                         rate_t: np.ndarray) -> list[tuple[int, int, bool]]:
         """(t µs, gateway, online) of the batch's valid gateway statuses, rate-limited per gateway."""
         if not gateways:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
@@ -360,14 +361,14 @@ class Engine(HeartbeatRounds):
     def _emit_slots(self, t: np.ndarray, d: np.ndarray, deltas: np.ndarray, counted: CountedEvents) -> None:
         """Counter deltas and counted events, slot by slot in time order (deltas first in a slot)."""
         nonzero = deltas.any(axis=1)
-        slots: dict[int, list] = {}
+        slots: dict[int, list[Any]] = {}  # slot start -> [counter sums or None, SlotCounts or None]
         if nonzero.any() and self.listeners:
             slot = (t[nonzero] + UTC_OFFSET_US) // self.tick
             groups = self.group[d[nonzero]]
             first_slot = int(slot.min())
-            sums = np.zeros(((int(slot.max()) - first_slot + 1) * self.n_groups, len(COUNTERS)), dtype=np.int64)
-            np.add.at(sums, (slot - first_slot) * self.n_groups + groups, deltas[nonzero])
-            sums = sums.reshape(-1, self.n_groups, len(COUNTERS))
+            flat = np.zeros(((int(slot.max()) - first_slot + 1) * self.n_groups, len(COUNTERS)), dtype=np.int64)
+            np.add.at(flat, (slot - first_slot) * self.n_groups + groups, deltas[nonzero])
+            sums = flat.reshape(-1, self.n_groups, len(COUNTERS))
             for k in np.flatnonzero(sums.any(axis=(1, 2))):
                 slots.setdefault((first_slot + int(k)) * self.tick - UTC_OFFSET_US, [None, None])[0] = sums[k]
         if self.count_listeners:
@@ -396,7 +397,8 @@ class Engine(HeartbeatRounds):
     @property
     def timeout(self) -> np.ndarray:
         """Each device's online timeout (µs), by registry row."""
-        return self.type_timeout[self.registry.type]
+        timeout: np.ndarray = self.type_timeout[self.registry.type]
+        return timeout
 
     @property
     def allowance(self) -> np.ndarray:

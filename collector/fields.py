@@ -71,10 +71,10 @@ def decode_groups(t: np.ndarray, device: np.ndarray, n: int, groups: Iterable[tu
     return kept
 
 
-Column = Callable[[str], "Sequence[Any] | None"]
+Column = Callable[[str], "Sequence[Any] | np.ndarray | None"]  # a key's values; None: absent
 
 
-class _ShapeIds(dict):  # type: ignore[type-arg]
+class _ShapeIds(dict[tuple[str, ...], int]):
     """Key set -> small int, assigning the next id on first sight (lookups stay in C)."""
 
     def __missing__(self, shape: tuple[str, ...]) -> int:
@@ -146,7 +146,7 @@ class _Columns:
             self._note("boot", rows, bad)
 
 
-def _int_column(values: Sequence[Any], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _int_column(values: Sequence[Any] | np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, present, bad) for a key that must be an integer in [lo, hi]; absent or null is 0."""
     n = len(values)
     if isinstance(values, np.ndarray):  # integers parsed in bulk
@@ -173,7 +173,7 @@ def _int_column(values: Sequence[Any], lo: int, hi: int) -> tuple[np.ndarray, np
     return array, present, bad
 
 
-def _float_column(values: Sequence[Any], lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+def _float_column(values: Sequence[Any] | np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     """(values with NaN for absent or null, bad) for a key that must be a finite number in [lo, hi]."""
     if isinstance(values, np.ndarray):  # integers parsed in bulk: rounded to a double as Python's int → float is
         array = values.astype(np.float64)

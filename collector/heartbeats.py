@@ -57,7 +57,7 @@ class HeartbeatRounds:
     _missing_devices: int | None
     _jump_devices: int | None
 
-    def _apply_round(self, b: DecodedBatch, idx: np.ndarray) -> tuple[tuple[np.ndarray, ...] | None, CountedEvents]:
+    def _apply_round(self, b: DecodedBatch, idx: np.ndarray) -> tuple[Applied | None, CountedEvents]:
         """Apply rows of distinct devices (the k-th message of each), fully vectorised.
 
         Returns what the listeners are owed: (times, devices, counter deltas, days, first seen
@@ -77,7 +77,7 @@ class HeartbeatRounds:
         if future.any():  # its ts is ignored (RowColumns.ts is 0); the message is judged without it
             self.stats["future_ts"] += int(future.sum())
             counted.append(engine_events(b.t[idx[future]], d[future], "future_ts"))
-        heard_out = None
+        heard_out: Applied | None = None
         if back.any():
             missing, jump = self.missing[d], self.jump[d]
             bit = np.uint64(1) << (np.clip(behind, 1, 64) - 1).astype(np.uint64)
@@ -146,13 +146,14 @@ class HeartbeatRounds:
         self.has_boot[d] = has_boot | had_boot
         self.seen[d] = True
         self.stats["heartbeats"] += len(d)
-        out = (t, d, deltas, day, first_today & under_lease)
+        out: Applied = (t, d, deltas, day, first_today & under_lease)
         if heard_out is not None:
-            out = tuple(np.concatenate(parts) for parts in zip(heard_out, out))
+            parts = [np.concatenate(pair) for pair in zip(heard_out, out)]
+            out = (parts[0], parts[1], parts[2], parts[3], parts[4])
         return out, CountedEvents.join(counted)
 
     def _heard_late(self, b: DecodedBatch, idx: np.ndarray, d: np.ndarray, behind: np.ndarray, met: np.ndarray,
-                    cols: RowColumns) -> tuple[tuple[np.ndarray, ...], list[CountedEvents]]:
+                    cols: RowColumns) -> tuple[Applied, list[CountedEvents]]:
         """Messages of a gap arriving late (and a provisional jump's seq reached by the device's own sequence):
         heartbeats received — online, seen that day — whose counters and seq change nothing (cumulative
         counters lose nothing; the next message counts them). The allowance's clock (last_heartbeat) stays."""
@@ -191,7 +192,8 @@ class HeartbeatRounds:
 
     def _counters_down(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray) -> np.ndarray:
         """Rows with a counter below the device's baseline."""
-        return (b.has_counter[rows] & self.has_baseline[d] & (b.counters[rows] < self.counters[d])).any(axis=1)
+        down: np.ndarray = (b.has_counter[rows] & self.has_baseline[d] & (b.counters[rows] < self.counters[d])).any(axis=1)
+        return down
 
     def _counter_deltas(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray, boot_changed: np.ndarray,
                         first: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -140,7 +140,8 @@ class Ledger:
         return self.db.execute("SELECT 1 FROM hours LIMIT 1").fetchone() is not None
 
     def last_hour(self) -> int | None:
-        return self.db.execute("SELECT max(hour) FROM hours").fetchone()[0]
+        hour = self.db.execute("SELECT max(hour) FROM hours").fetchone()[0]
+        return None if hour is None else int(hour)
 
     def integrity_check(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
