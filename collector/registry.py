@@ -93,23 +93,23 @@ class Registry:
         return (self.accepted_day[where] <= day) & (day < self.retired_day[where])
 
 
-class _Codes(dict):  # type: ignore[type-arg]
+class _Codes(dict[str, int]):
     """Interns strings as small ints, in first-seen order (``codes[value]``, a lookup in C)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.values: list[str] = []
+        self.interned: list[str] = []  # the strings by code
 
     def __missing__(self, value: str) -> int:
-        self[value] = code = len(self.values)
-        self.values.append(value)
+        self[value] = code = len(self.interned)
+        self.interned.append(value)
         return code
 
     def code(self, value: str) -> int:
         return self[value]
 
 
-class _Lookup(dict):  # type: ignore[type-arg]
+class _Lookup(dict[str, int]):
     """A code table answering ``missing`` for an unknown key (so ``map`` stays in C)."""
 
     def __init__(self, items: dict[str, int], missing: int) -> None:
@@ -120,7 +120,7 @@ class _Lookup(dict):  # type: ignore[type-arg]
         return self.missing
 
 
-class _Dates(dict):  # type: ignore[type-arg]
+class _Dates(dict[str, int]):
     """``YYYY-MM-DD`` → day number, BAD_DATE when not a date; a registry has few distinct dates."""
 
     def __missing__(self, text: str) -> int:
@@ -429,9 +429,9 @@ def _columnar(label: str, version: str, rules: Rules, ids: DeviceIds, chunks: _C
         contract=contract,
         street=street,
         **{name: chunks.column(name)[order] for name in ("type", "accepted_day", "retired_day", "community", "gateway", "scenario")},
-        communities=tables.communities.values,
-        gateways=tables.gateways.values,
-        scenarios=tables.scenarios.values,
+        communities=tables.communities.interned,
+        gateways=tables.gateways.interned,
+        scenarios=tables.scenarios.interned,
         contract_slices={
             c.code: slice(int(bounds[i]), int(bounds[i + 1])) for i, c in enumerate(rules.contracts)
         },

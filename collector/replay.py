@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -145,7 +146,7 @@ class Feed:
         if not len(pending) or self.reached_end:
             return
         times = times_to_us(pending.t if isinstance(pending, ArchiveLines) else [r[0] for r in pending])
-        past_end = np.flatnonzero(times >= self.end) if self.end is not None else ()
+        past_end = np.flatnonzero(times >= self.end) if self.end is not None else np.zeros(0, dtype=np.intp)
         if len(past_end):
             self.reached_end = True
             cut = int(past_end[0])
@@ -260,7 +261,7 @@ def freeze_startup_heap() -> None:
 
 
 def replay(
-    paths: Iterable[str],
+    paths: Iterable[str | Path],
     registry: Registry,
     start: int,
     end: int,
