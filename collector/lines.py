@@ -21,6 +21,7 @@ records read are the per-line reader's, in the same order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,8 +64,8 @@ class ArchiveLines:
     def __getstate__(self) -> dict[str, object]:  # sent between processes without the array (a view of buffer)
         return {**self.__dict__, "array": len(self.array)}
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        state["array"] = np.frombuffer(state["buffer"], dtype=np.uint8, count=state["array"])  # type: ignore[call-overload]
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["array"] = np.frombuffer(state["buffer"], dtype=np.uint8, count=state["array"])
         self.__dict__.update(state)
 
     def prepare(self, topics: TopicMap) -> None:

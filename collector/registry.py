@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from .errors import RegistryError
 from .ids import DeviceIds, IdIndex
 from .rules import Rules
 from .timebase import date_to_day
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader  # what csv.reader() returns (it has line_num)
 
 COLUMNS = (
     "device_id",
@@ -276,7 +279,7 @@ def _parse(label: str, stream: IO[str], version: Callable[[], str], rules: Rules
     return _columnar(label, version(), rules, ids, chunks, tables)
 
 
-def _row_chunks(reader: Iterator[list[str]], width: int, problems: dict[int, list[str]]) -> Iterator[tuple[list[int], list[list[str]]]]:
+def _row_chunks(reader: CsvReader, width: int, problems: dict[int, list[str]]) -> Iterator[tuple[list[int], list[list[str]]]]:
     """(line numbers, rows) of up to CHUNK_ROWS rows of ``width`` fields; blank rows skipped,
     rows of another width noted as problems."""
     lines: list[int] = []
@@ -285,9 +288,9 @@ def _row_chunks(reader: Iterator[list[str]], width: int, problems: dict[int, lis
         if len(fields) != width:
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue
-            problems[reader.line_num] = [f"expected {width} fields, found {len(fields)}"]  # type: ignore[attr-defined]
+            problems[reader.line_num] = [f"expected {width} fields, found {len(fields)}"]
             continue
-        lines.append(reader.line_num)  # type: ignore[attr-defined]
+        lines.append(reader.line_num)
         rows.append(fields)
         if len(rows) == CHUNK_ROWS:
             yield lines, rows
