@@ -19,10 +19,11 @@ from .rules import COUNTERS
 
 MAX_COUNTER = 2**40  # a trillion attempts since boot; larger is a broken device, and int64 sums stay exact
 MAX_SEQ = 2**53
-MAX_BOOT_LEN = 64
 FLOAT_RANGES = {"ts": (0.0, 2.0**33), "bat": (0.0, 100.0), "rssi": (-200.0, 50.0)}
 COUNTER_PAIRS = ((0, 1), (2, 3), (4, 5))  # (attempts, successes) columns of COUNTERS
 MAX_SHAPES = 32  # distinct key sets per batch decoded shape by shape; more (hostile traffic) go key by key
+
+Column = Callable[[str], "Sequence[Any] | np.ndarray | None"]  # a key's values; None: absent
 
 
 class BadValueCounter(Protocol):
@@ -69,9 +70,6 @@ def decode_groups(t: np.ndarray, device: np.ndarray, n: int, groups: Iterable[tu
         CountedEvents(t[rows], device[rows], np.full(len(rows), DECODER_KIND_CODE[kind], dtype=np.int16))
         for rows, kind in ((bad, "bad_value"), (mismatched, "counter_mismatch"))])
     return kept
-
-
-Column = Callable[[str], "Sequence[Any] | np.ndarray | None"]  # a key's values; None: absent
 
 
 class _ShapeIds(dict[tuple[str, ...], int]):
