@@ -50,7 +50,8 @@ def _instrumented_imports() -> object:
 
 
 with _instrumented_imports():  # type: ignore[attr-defined]
-    from ptmon.decode import MAX_JSON_DEPTH, REJECT_KINDS, TRACKED_TOPIC_CHARS, Decoder
+    from ptmon.batch import REJECT_KINDS
+    from ptmon.decode import MAX_JSON_DEPTH, TRACKED_TOPIC_CHARS, Decoder
     from ptmon.engine import Engine
 from ptmon.registry import Registry, parse_registry
 from ptmon.rules import load_rules

@@ -38,7 +38,7 @@ import re
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from operator import itemgetter
 from pathlib import Path
@@ -177,7 +177,7 @@ def _scan_in_worker(data: bytes) -> Block:
     return _scan(data, _worker_prepare)
 
 
-def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> Iterator[Scanned]:
+def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> Generator[Scanned, None, None]:
     """The pieces' blocks scanned (and prepared), in order; by ``workers`` forked processes, a few
     blocks ahead, when ``workers`` > 0 and this process runs no other thread (``prepare`` is
     inherited by the fork, never pickled). The blocks are the same either way."""
@@ -232,7 +232,7 @@ class ArchiveReader:
         (day, then part): the order its engine saw the records in, also where its clock stepped
         back at a restart. Different directories, or other names, merge by receive time (stable:
         equal times keep file order, so the stream is deterministic)."""
-        streams = []
+        streams: list[Iterator[Record]] = []
         for _, group in itertools.groupby(sorted(self.paths, key=_write_order), key=lambda p: p.parent):
             paths = list(group)
             if all(ARCHIVE_FILE_NAME.fullmatch(p.name) for p in paths):

@@ -206,8 +206,8 @@ def _resolve_period(args: argparse.Namespace) -> tuple[int, int]:
     return start, end
 
 
-def _progress_printer():  # type: ignore[no-untyped-def]
-    def show(p) -> None:  # type: ignore[no-untyped-def]
+def _progress_printer():
+    def show(p) -> None:
         at = format_instant(p.clock) if p.clock is not None else "-"
         print(f"replay: {p.records:,} records, {p.records / max(p.elapsed, 1e-9):,.0f}/s, at {at}", file=sys.stderr, flush=True)
     return show
@@ -237,7 +237,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return _show_replay(args, results, rules)
 
 
-def _replay_exemptions(ledgers: list[str] | None, start: int, end: int) -> list:  # type: ignore[type-arg]
+def _replay_exemptions(ledgers: list[str] | None, start: int, end: int) -> list:
     """The active exemptions of the period in the ledgers named (each once), none without one."""
     from .ledger.store import Ledger
 
@@ -249,7 +249,7 @@ def _replay_exemptions(ledgers: list[str] | None, start: int, end: int) -> list:
     return list(unique.values())
 
 
-def _show_replay(args: argparse.Namespace, results, rules) -> int:  # type: ignore[no-untyped-def]
+def _show_replay(args: argparse.Namespace, results, rules) -> int:
     if args.csv == "-":
         results.write_csv(sys.stdout)
     elif args.csv:
@@ -312,7 +312,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          influx_url=args.influx_url, broker=args.broker, scale=args.scale)
 
 
-def _add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser(
         "report", help="the monthly lease-payment acceptance report (月度租赁服务考核验收报告)",
         description="Write the month's acceptance report per contract and street: KPIs against thresholds "
@@ -372,7 +372,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _report(args, config, rules, registry, formats, ledger, label, live_contracts)
 
 
-def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tuple[Path, str | None]:  # type: ignore[no-untyped-def]
+def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tuple[Path, str | None]:
     """The report's ledger, and what to call it: several partitions' ledgers are merged into one."""
     if not paths or len(paths) == 1:
         path = Path(paths[0]) if paths else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
@@ -384,7 +384,7 @@ def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tup
     return merged_ledger_file([Path(p) for p in paths], rules, scratch / "merged.sqlite"), " + ".join(paths)
 
 
-def _refuse_one_partition(path: Path, rules) -> None:  # type: ignore[no-untyped-def]
+def _refuse_one_partition(path: Path, rules) -> None:
     """One partition's ledger alone is not the district (an unusable file is the builder's to report)."""
     from .errors import LedgerError
     from .ledger.store import Ledger
@@ -399,7 +399,7 @@ def _refuse_one_partition(path: Path, rules) -> None:  # type: ignore[no-untyped
         check_partitions(rules, [(str(path), tag)])
 
 
-def _report(args, config, rules, registry, formats, ledger: Path, label: str | None,  # type: ignore[no-untyped-def]
+def _report(args, config, rules, registry, formats, ledger: Path, label: str | None,
             live_contracts: list[str | None]) -> int:
     from .report.render import render
 

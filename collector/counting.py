@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .decode import DECODER_COUNTED, CountedEvents
+from .batch import DECODER_COUNTED, CountedEvents
 from .timebase import UTC_OFFSET_US
 
 ENGINE_COUNTED = ("heartbeats", "duplicate", "stale", "outside_lease", "resets", "restarts",

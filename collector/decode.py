@@ -1,9 +1,10 @@
 """Decode: (receive time, topic, payload) messages to validated numpy columns.
 
 The per-message Python work is kept to a topic lookup, one ``orjson.loads`` and a type
-check; every field is then pulled out and validated per batch, column by column. A message
-that fails any check is rejected whole, counted by kind (``rejects``) and never reaches the
-engine, so it counts toward no KPI.
+check; every field is then pulled out and validated per batch, column by column (fields.py,
+boot ids in boot_ids.py). A message that fails any check is rejected whole, counted by kind
+(``rejects``) and never reaches the engine, so it counts toward no KPI. The result is a
+:class:`~ptmon.batch.DecodedBatch` (batch.py); the rate windows are rate_limit.py's.
 
 Reject kinds, checked in this order (a message counts under the first that fails):
   retained           a ``$ptmon/retained`` record: the broker's stored copy of a message, redelivered
@@ -30,12 +31,9 @@ Limits (the collector's ``[limits]`` config; README "Limits"), all counted when 
 
 * ``max_payload`` bytes per payload.
 * ``device_rate`` messages per registry device, and per gateway, in each fixed ``window`` of
-  receive time (a divisor of a day, windows aligned to Shanghai midnight); every message on
-  the topic counts, rejected or not. Decided per batch with numpy from receive times and
-  arrival order only, which the archive keeps, and alike for any batching: a replay rejects
-  exactly what the live collector did, also of one day's archive file alone (a day starts
-  fresh windows). The collector writes its limits to the archive as a ``$ptmon/limits``
-  record (:meth:`Decoder.limits_record`), which replay applies (:meth:`apply_limits_record`).
+  receive time (rate_limit.py). The collector writes its limits to the archive as a
+  ``$ptmon/limits`` record (:meth:`Decoder.limits_record`), which replay applies
+  (:meth:`apply_limits_record`), so a replay rejects exactly what the live collector did.
 * ``unknown_limit`` distinct unknown topics tracked for the report (each cut to
   ``TRACKED_TOPIC_CHARS`` characters, control characters escaped); beyond it they are only
   counted (``unknown_overflow``), so a million invented ids cost no memory.
@@ -48,22 +46,23 @@ Limits (the collector's ``[limits]`` config; README "Limits"), all counted when 
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from .archive import RETAINED_TOPIC
+from .batch import DECODER_KIND_CODE, CountedEvents, DecodedBatch, NotedEvents
+from .boot_ids import boot_key
+from .fields import Column, decode_columns, decode_groups, object_groups
 from .lines import ArchiveLines
 from .payloads import Parsed, parse_payloads
+from .rate_limit import RateState, WindowLimit
 from .registry import Registry
-from .rules import COUNTERS
-from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US
+from .timebase import DAY_US, US_PER_S, times_to_us
 from .topics import TopicMap
 
 if TYPE_CHECKING:
@@ -71,29 +70,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REJECT_KINDS = (
-    "retained",
-    "bad_topic",
-    "unknown_device",
-    "contract_mismatch",
-    "street_mismatch",
-    "rate_limited",
-    "oversize",
-    "bad_json",
-    "not_object",
-    "bad_value",
-    "counter_mismatch",
-    "unknown_gateway",
-    "bad_gateway_status",
-)
-# Besides rejects, the decoder counts messages whose receive time is before one already
-# received (the collector's clock stepped back): they are applied at the clock's time.
-DECODER_COUNTED = (*REJECT_KINDS, "late")
-MAX_COUNTER = 2**40  # a trillion attempts since boot; larger is a broken device, and int64 sums stay exact
-MAX_SEQ = 2**53
-MAX_BOOT_LEN = 64
-FLOAT_RANGES = {"ts": (0.0, 2.0**33), "bat": (0.0, 100.0), "rssi": (-200.0, 50.0)}
-COUNTER_PAIRS = ((0, 1), (2, 3), (4, 5))  # (attempts, successes) columns of COUNTERS
 LOGGED_PER_KIND = 5  # first rejects of each kind are logged with detail; the rest only counted
 LIMITS_TOPIC = "$ptmon/limits"  # archive control record: the limits the collector decoded with
 LIMIT_KEYS = ("max_payload", "device_rate", "window", "unknown_limit")
@@ -102,111 +78,10 @@ TRACKED_TOPIC_CHARS = 128  # an unknown topic is kept for the report cut to this
 
 Message = tuple[float, str, "bytes | str"]
 
-
-@dataclass(eq=False)
-class DecodedBatch:
-    """Accepted heartbeats of one batch, in arrival order; absent keys have ``has_*`` False."""
-
-    t: np.ndarray  # int64 µs receive time
-    device: np.ndarray  # int64 registry index
-    seq: np.ndarray  # int64
-    has_seq: np.ndarray  # bool
-    boot: np.ndarray  # int64, boot_key() of the boot id
-    has_boot: np.ndarray  # bool
-    counters: np.ndarray  # int64 [n, 6] in COUNTERS order
-    has_counter: np.ndarray  # bool [n, 6]
-    ts: np.ndarray  # float64 device clock, NaN when absent
-    bat: np.ndarray  # float64, NaN when absent
-    rssi: np.ndarray  # float64, NaN when absent
-    gateway_events: list[tuple[int, int, bool]] = field(default_factory=list)  # (t µs, gateway, online)
-    accepted: np.ndarray | None = None  # bool, set by the engine: rows that were not duplicates or stale
-    counted: CountedEvents = field(default_factory=lambda: CountedEvents.empty())  # the batch's rejects and late arrivals
-    engine_columns: Any = None  # what the engine derives per row once a batch (engine.RowColumns)
-
-    def __len__(self) -> int:
-        return len(self.t)
-
-    def take(self, rows: Any) -> DecodedBatch:
-        """The rows selected by an index array or mask (gateway events stay with the batch)."""
-        return DecodedBatch(
-            **{name: getattr(self, name)[rows] for name in _ARRAY_FIELDS}, gateway_events=[]
-        )
-
-
-@dataclass(eq=False)
-class CountedEvents:
-    """Messages of a batch counted by kind (rejects, late arrivals), for per-period data quality.
-
-    ``t`` is the receive time (µs, as the monitor's clock saw it), ``device`` the registry index
-    or -1 (unknown device, bad topic, gateway status), ``kind`` an index into
-    :data:`DECODER_COUNTED`. ``unknown`` holds (t, topic) of unknown-device messages whose topic
-    the decoder tracks for the report. ``n``, when given, is how many each event counts (the
-    engine's ``lost``: the messages a gap in ``seq`` says were lost); None: one each.
-    """
-
-    t: np.ndarray
-    device: np.ndarray
-    kind: np.ndarray
-    unknown: list[tuple[int, str]] = field(default_factory=list)
-    n: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.t)
-
-    @classmethod
-    def empty(cls) -> CountedEvents:
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16))
-
-    def counts(self) -> np.ndarray:
-        """How many each event counts (int64)."""
-        return self.n if self.n is not None else np.ones(len(self.t), dtype=np.int64)
-
-    def take(self, rows: Any, unknown: list[tuple[int, str]]) -> CountedEvents:
-        """The events at ``rows`` (a slice or an index array), with the unknown topics given."""
-        return CountedEvents(self.t[rows], self.device[rows], self.kind[rows], unknown,
-                             None if self.n is None else self.n[rows])
-
-    @classmethod
-    def join(cls, parts: list[CountedEvents]) -> CountedEvents:
-        """One set in time order (stable: equal times keep the order given)."""
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        t = np.concatenate([p.t for p in parts])
-        order = np.argsort(t, kind="stable")
-        weighted = any(p.n is not None for p in parts)
-        return cls(t[order], np.concatenate([p.device for p in parts])[order],
-                   np.concatenate([p.kind for p in parts])[order],
-                   sorted((u for p in parts for u in p.unknown), key=lambda u: u[0]),
-                   np.concatenate([p.counts() for p in parts])[order] if weighted else None)
-
-
-_KIND_CODE = {kind: i for i, kind in enumerate(DECODER_COUNTED)}
-
-
-class _Noted:
-    """Rejects noted message by message while a batch is decoded, by row of the batch."""
-
-    def __init__(self) -> None:
-        self.rows: list[int] = []
-        self.kinds: list[int] = []
-        self.unknown: list[tuple[int, str]] = []  # (row, topic as tracked)
-
-    def add(self, row: int, kind: str) -> None:
-        self.rows.append(row)
-        self.kinds.append(_KIND_CODE[kind])
-
-    def add_mask(self, rows: np.ndarray, kind: str) -> None:
-        self.rows.extend(rows.tolist())
-        self.kinds.extend([_KIND_CODE[kind]] * len(rows))
-
-    def events(self, t: np.ndarray, device: np.ndarray) -> CountedEvents:
-        rows = np.array(self.rows, dtype=np.int64)
-        return CountedEvents(t[rows], device[rows], np.array(self.kinds, dtype=np.int16),
-                             [(int(t[row]), topic) for row, topic in self.unknown])
-
-
-_ARRAY_FIELDS = ("t", "device", "seq", "has_seq", "boot", "has_boot", "counters", "has_counter", "ts", "bat", "rssi")
+# DecodedBatch and RateState are what the decoder returns; boot_key is imported from here by
+# the simulators' pre-decoded batches.
+__all__ = ["LIMITS_TOPIC", "MAX_JSON_DEPTH", "TRACKED_TOPIC_CHARS", "DecodedBatch", "Decoder", "Message",
+           "RateState", "boot_key"]
 
 
 def _size(payload: bytes | str) -> int:
@@ -214,27 +89,8 @@ def _size(payload: bytes | str) -> int:
     return len(payload) if isinstance(payload, bytes) else len(payload.encode("utf-8", "surrogatepass"))
 
 
-def _received(messages: list[Message] | ArchiveLines) -> Sequence[float]:
+def _received(messages: list[Message] | ArchiveLines) -> Sequence[float] | np.ndarray:
     return messages.t if isinstance(messages, ArchiveLines) else [m[0] for m in messages]
-
-
-def times_to_us(times: Sequence[float]) -> np.ndarray:
-    """Float unix seconds to int64 µs, rounded to nearest (as :func:`timebase.seconds_to_us`)."""
-    return np.rint(np.asarray(times, dtype=np.float64) * 1e6).astype(np.int64)
-
-
-@dataclass
-class RateState:
-    """Where each device's and gateway's rate window stands: the window (in windows since the
-    epoch, Shanghai-aligned) it last sent in and its messages there; ``clock`` the latest
-    receive time (µs) the limits saw."""
-
-    window: int  # seconds
-    clock: int | None
-    device_window: np.ndarray
-    device_count: np.ndarray
-    gateway_window: np.ndarray
-    gateway_count: np.ndarray
 
 
 class Decoder:
@@ -252,8 +108,8 @@ class Decoder:
         self._gateway_index = {g: i for i, g in enumerate(registry.gateways) if g}
         self._contracts = {c.code: i for i, c in enumerate(registry.rules.contracts)}
         self._streets = {s.code: i for i, s in enumerate(registry.rules.streets)}
-        self._device_limit: _WindowLimit | None = None
-        self._gateway_limit: _WindowLimit | None = None
+        self._device_limit: WindowLimit | None = None
+        self._gateway_limit: WindowLimit | None = None
         self._clock: int | None = None  # latest receive time seen (µs): rate windows only move forward
         self.set_limits(max_payload=max_payload, unknown_limit=unknown_limit, device_rate=device_rate, window=window)
 
@@ -278,8 +134,8 @@ class Decoder:
         if device_rate <= 0:
             self._device_limit = self._gateway_limit = None
         elif self._device_limit is None or self._device_limit.window_us != window * US_PER_S:
-            self._device_limit = _WindowLimit(len(self.registry), device_rate, window * US_PER_S)
-            self._gateway_limit = _WindowLimit(len(self.registry.gateways), device_rate, window * US_PER_S)
+            self._device_limit = WindowLimit(len(self.registry), device_rate, window * US_PER_S)
+            self._gateway_limit = WindowLimit(len(self.registry.gateways), device_rate, window * US_PER_S)
         else:
             assert self._gateway_limit is not None
             self._device_limit.rate = self._gateway_limit.rate = device_rate
@@ -358,7 +214,7 @@ class Decoder:
         t = times if times is not None else times_to_us(_received(messages))
         topics = [messages.topic(i) for i in rows.tolist()] if isinstance(messages, ArchiveLines) else [messages[i][1] for i in rows.tolist()]
         device = self.topics.rows(topics)
-        return CountedEvents(t[rows], device, np.full(len(rows), _KIND_CODE["late"], dtype=np.int16))
+        return CountedEvents(t[rows], device, np.full(len(rows), DECODER_KIND_CODE["late"], dtype=np.int16))
 
     def _decode(self, messages: list[Message] | ArchiveLines, times: np.ndarray | None) -> DecodedBatch:
         """The common batch (known devices' small JSON objects, none over its rate) with C-level
@@ -384,10 +240,9 @@ class Decoder:
                 batch = self._decode_bulk(t, device, parse_payloads(list(payloads)), payloads.__getitem__)
             if batch is not None:
                 return batch
-        if isinstance(messages, ArchiveLines):
-            messages = messages.records()
+        each: Sequence[Message] = messages.records() if isinstance(messages, ArchiveLines) else messages
         devices: list[int | None] = device.tolist() if known else [None if d < 0 else d for d in device.tolist()]
-        return self._decode_each(messages, t, devices, over, rate_t)
+        return self._decode_each(each, t, devices, over, rate_t)
 
     def _decode_bulk(self, t: np.ndarray, device: np.ndarray, parsed: Parsed | None,
                      payload: Callable[[int], bytes | str]) -> DecodedBatch | None:
@@ -402,7 +257,7 @@ class Decoder:
                 return None
             if set(map(type, objects)) != {dict}:
                 return None
-            groups += [(slow if isinstance(rows, slice) else slow[rows], column) for rows, column in _groups(objects)]
+            groups += [(slow if isinstance(rows, slice) else slow[rows], column) for rows, column in object_groups(objects)]
         return decode_groups(t, device, len(t), groups, self)
 
     def _rate_times(self, t: np.ndarray) -> np.ndarray:
@@ -413,7 +268,7 @@ class Decoder:
         self._clock = int(clocked[-1])
         return clocked
 
-    def _decode_each(self, messages: list[Message], t: np.ndarray, devices: list[int | None],
+    def _decode_each(self, messages: Sequence[Message], t: np.ndarray, devices: list[int | None],
                      over: np.ndarray | None, rate_t: np.ndarray) -> DecodedBatch:
         """Message by message, rejecting and counting what is wrong."""
         rows: list[int] = []
@@ -421,7 +276,7 @@ class Decoder:
         gateways: list[tuple[int, int]] = []  # (row, gateway index) of gateway status messages
         limited = over.tolist() if over is not None else [False] * len(messages)
         loads, clean_length = orjson.loads, self._clean_length
-        self._noted = noted = _Noted()
+        self._noted = noted = NotedEvents()
         for i, ((_, topic, payload), device) in enumerate(zip(messages, devices)):
             if device is None:
                 devices[i] = self._other_topic(i, topic, payload, gateways)
@@ -499,7 +354,7 @@ class Decoder:
         self._reject(row, "retained", RETAINED_TOPIC, _shown(inner))
         return self.topics.row(inner)
 
-    def _gateway_events(self, messages: list[Message], gateways: list[tuple[int, int]], t: np.ndarray,
+    def _gateway_events(self, messages: Sequence[Message], gateways: list[tuple[int, int]], t: np.ndarray,
                         rate_t: np.ndarray) -> list[tuple[int, int, bool]]:
         """(t µs, gateway, online) of the batch's valid gateway statuses, rate-limited per gateway."""
         if not gateways:
@@ -564,70 +419,6 @@ class Decoder:
                     log.warning("rejected %d message(s) (%s), the first from device %s%s", count, kind, first, fields)
 
 
-MAX_BULK_WINDOWS = 8  # a batch spanning more windows is counted by sorting, not window by window
-
-
-class _WindowLimit:
-    """At most ``rate`` messages per key (a device or gateway index) in each fixed window of time.
-
-    Windows are ``[midnight + k·window, midnight + (k+1)·window)`` in Shanghai time.
-
-    Times must not go back across calls (the decoder hands in a monotone clock), so a key's
-    windows only move forward and its state is one (window, count) pair. Every message counts,
-    the refused ones too: a device flooding stays refused until its window ends.
-    """
-
-    def __init__(self, keys: int, rate: int, window_us: int) -> None:
-        self.rate = rate
-        self.window_us = window_us
-        self.window = np.full(keys, -1, dtype=np.int64)  # the window each key last sent in
-        self.count = np.zeros(keys, dtype=np.int64)  # messages the key sent in that window
-
-    def over(self, key: np.ndarray, t: np.ndarray) -> np.ndarray | None:
-        """Mask of the messages over the limit (a key < 0 is never limited); None when none is."""
-        rows = np.flatnonzero(key >= 0)
-        if not len(rows):
-            return None
-        k, w = key[rows], (t[rows] + UTC_OFFSET_US) // self.window_us
-        # Windows never go back, so the batch is a run per window (a replay batch spans a few):
-        # each is counted in bulk, in order, until one has a key over the limit.
-        ends = [*(np.flatnonzero(w[1:] != w[:-1]) + 1).tolist(), len(k)]
-        start = 0
-        if len(ends) <= MAX_BULK_WINDOWS:
-            for end in ends:
-                if not self._count_within(k[start:end], int(w[start])):
-                    break
-                start = end
-        return None if start == len(k) else self._count_ranked(rows[start:], k[start:], w[start:], len(key))
-
-    def _count_within(self, k: np.ndarray, w: int) -> bool:
-        """The common batch, all in one window and nobody over: counted in bulk (False: changed nothing)."""
-        total = np.where(self.window[k] == w, self.count[k], 0) + np.bincount(k)[k]
-        if int(total.max()) > self.rate:
-            return False
-        self.window[k] = w  # repeated keys write equal values
-        self.count[k] = total
-        return True
-
-    def _count_ranked(self, rows: np.ndarray, k: np.ndarray, w: np.ndarray, n: int) -> np.ndarray | None:
-        """Each message's number within its key's window, in arrival order (a stable sort by key)."""
-        order = np.argsort(k, kind="stable")
-        k, w = k[order], w[order]
-        position = np.arange(len(k))
-        run_start = np.ones(len(k), dtype=bool)
-        run_start[1:] = (k[1:] != k[:-1]) | (w[1:] != w[:-1])
-        rank = position - np.maximum.accumulate(np.where(run_start, position, 0))
-        # only a key's first run in the batch can be in the window it last sent in
-        number = np.where(self.window[k] == w, self.count[k], 0) + rank + 1
-        last = np.ones(len(k), dtype=bool)
-        last[:-1] = k[1:] != k[:-1]
-        self.window[k[last]] = w[last]
-        self.count[k[last]] = number[last]
-        over = np.zeros(n, dtype=bool)
-        over[rows[order]] = number > self.rate
-        return over if over.any() else None
-
-
 _CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
@@ -639,240 +430,3 @@ def _shown(topic: str) -> str:
     if not topic.isprintable():
         topic = topic.translate(_CONTROL_ESCAPES).encode("utf-8", "backslashreplace").decode("utf-8")
     return topic
-
-
-MAX_SHAPES = 32  # distinct key sets per batch decoded shape by shape; more (hostile traffic) go key by key
-
-
-def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, Any]], decoder: Decoder | None = None) -> DecodedBatch:
-    """Pull every wire-contract key out of decoded payload objects, column by column.
-
-    Payloads of one firmware share a key set, so objects are grouped by their keys and each
-    group's columns come out of ``zip(*values)`` in C, with no gaps to fill.
-    """
-    return decode_groups(t, device, len(objects), _groups(objects), decoder)
-
-
-def decode_groups(t: np.ndarray, device: np.ndarray, n: int, groups: Iterable[tuple[Any, Column]],
-                  decoder: Decoder | None = None) -> DecodedBatch:
-    """:func:`decode_columns` from payloads already split into groups of rows with a column
-    getter each (a key's values as a list, or an int64 array from payloads.py; None: absent)."""
-    out = _Columns(n)
-    for rows, column in groups:
-        out.fill(rows, column)
-    mismatch = np.zeros(n, dtype=bool)
-    for attempts, successes in COUNTER_PAIRS:
-        both = out.has_counter[:, attempts] & out.has_counter[:, successes]
-        mismatch |= both & (out.counters[:, successes] > out.counters[:, attempts])
-    mismatch &= ~out.bad
-    if decoder is not None:  # fields in one order, however the rows were grouped
-        by_field = {name: out.bad_by_field[name] for name in _FIELD_ORDER if name in out.bad_by_field}
-        decoder.count_bad_values(by_field, out.bad, mismatch, device)
-    keep = ~(out.bad | mismatch)
-    batch = DecodedBatch(
-        t=t, device=device, seq=out.seq, has_seq=out.has_seq, boot=out.boot, has_boot=out.has_boot,
-        counters=out.counters, has_counter=out.has_counter, ts=out.floats["ts"], bat=out.floats["bat"], rssi=out.floats["rssi"],
-    )
-    if keep.all():
-        return batch
-    kept = batch.take(keep)
-    bad, mismatched = np.flatnonzero(out.bad), np.flatnonzero(mismatch)
-    kept.counted = CountedEvents.join([
-        CountedEvents(t[rows], device[rows], np.full(len(rows), _KIND_CODE[kind], dtype=np.int16))
-        for rows, kind in ((bad, "bad_value"), (mismatched, "counter_mismatch"))])
-    return kept
-
-
-Column = Callable[[str], "Sequence[Any] | None"]
-
-
-class _ShapeIds(dict):  # type: ignore[type-arg]
-    """Key set -> small int, assigning the next id on first sight (lookups stay in C)."""
-
-    def __missing__(self, shape: tuple[str, ...]) -> int:
-        self[shape] = found = len(self)
-        return found
-
-
-def _groups(objects: list[dict[str, Any]]) -> Iterator[tuple[Any, Column]]:
-    """(rows, column getter) per group of objects; a getter gives a key's values or None."""
-    n = len(objects)
-    shape_ids = _ShapeIds()
-    ids = np.fromiter(map(shape_ids.__getitem__, map(tuple, objects)), dtype=np.int64, count=n)
-    if len(shape_ids) > MAX_SHAPES:
-        keys = set().union(*objects)
-        yield slice(None), lambda name: [o.get(name) for o in objects] if name in keys else None
-        return
-    for shape, k in shape_ids.items():
-        rows: Any
-        if len(shape_ids) == 1:
-            rows, group = slice(None), objects
-        else:
-            rows = np.flatnonzero(ids == k)
-            group = [objects[i] for i in rows.tolist()]
-        columns = dict(zip(shape, zip(*map(dict.values, group)))) if shape else {}
-        yield rows, columns.get
-
-
-_FIELD_ORDER = ("seq", *COUNTERS, *FLOAT_RANGES, "boot")  # the order _Columns.fill reads them in
-
-
-class _Columns:
-    """The batch's arrays, filled group by group, with every bad value noted."""
-
-    def __init__(self, n: int) -> None:
-        self.seq = np.zeros(n, dtype=np.int64)
-        self.has_seq = np.zeros(n, dtype=bool)
-        self.boot = np.zeros(n, dtype=np.int64)
-        self.has_boot = np.zeros(n, dtype=bool)
-        self.counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
-        self.has_counter = np.zeros((n, len(COUNTERS)), dtype=bool)
-        self.floats = {name: np.full(n, np.nan) for name in FLOAT_RANGES}
-        self.bad = np.zeros(n, dtype=bool)
-        self.bad_by_field: dict[str, int] = {}
-
-    def _note(self, name: str, rows: Any, bad: np.ndarray) -> None:
-        count = int(bad.sum())
-        if count:
-            self.bad_by_field[name] = self.bad_by_field.get(name, 0) + count
-            self.bad[rows] |= bad
-
-    def fill(self, rows: Any, column: Column) -> None:
-        values = column("seq")
-        if values is not None:
-            self.seq[rows], self.has_seq[rows], bad = _int_column(values, 0, MAX_SEQ)
-            self._note("seq", rows, bad)
-        for j, name in enumerate(COUNTERS):
-            values = column(name)
-            if values is not None:
-                self.counters[rows, j], self.has_counter[rows, j], bad = _int_column(values, 0, MAX_COUNTER)
-                self._note(name, rows, bad)
-        for name, (lo, hi) in FLOAT_RANGES.items():
-            values = column(name)
-            if values is not None:
-                self.floats[name][rows], bad = _float_column(values, lo, hi)
-                self._note(name, rows, bad)
-        values = column("boot")
-        if values is not None:
-            self.boot[rows], self.has_boot[rows], bad = _boot_column(values)
-            self._note("boot", rows, bad)
-
-
-def _int_column(values: Sequence[Any], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values, present, bad) for a key that must be an integer in [lo, hi]; absent or null is 0."""
-    n = len(values)
-    if isinstance(values, np.ndarray):  # integers parsed in bulk
-        return values, np.ones(n, dtype=bool), (values < lo) | (values > hi)
-    kinds = set(map(type, values))
-    if kinds <= {int, type(None)}:
-        present = np.ones(n, dtype=bool) if type(None) not in kinds else np.array([v is not None for v in values], dtype=bool)
-        try:
-            array = np.array(values if present.all() else [0 if v is None else v for v in values], dtype=np.int64)
-        except OverflowError:
-            pass  # an integer beyond int64: find it on the slow path below
-        else:
-            return array, present, present & ((array < lo) | (array > hi))
-    array = np.zeros(n, dtype=np.int64)
-    present = np.zeros(n, dtype=bool)
-    bad = np.zeros(n, dtype=bool)
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        if type(v) is int and lo <= v <= hi:
-            array[i], present[i] = v, True
-        else:
-            bad[i] = True
-    return array, present, bad
-
-
-def _float_column(values: Sequence[Any], lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """(values with NaN for absent or null, bad) for a key that must be a finite number in [lo, hi]."""
-    if isinstance(values, np.ndarray):  # integers parsed in bulk: rounded to a double as Python's int → float is
-        array = values.astype(np.float64)
-        return array, ~((array >= lo) & (array <= hi))
-    kinds = set(map(type, values))
-    if kinds <= {int, float, type(None)}:
-        try:
-            filled = values if type(None) not in kinds else [np.nan if v is None else v for v in values]
-            array = np.array(filled, dtype=np.float64)
-        except OverflowError:
-            pass  # an integer too large for a double: reject it on the slow path
-        else:
-            present = ~np.isnan(array)
-            bad = present & ~((array >= lo) & (array <= hi))
-            return array, bad
-    array = np.full(len(values), np.nan)
-    bad = np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        if type(v) in (int, float) and lo <= v <= hi:
-            array[i] = v
-        else:
-            bad[i] = True
-    return array, bad
-
-
-_boot_keys: dict[Any, int] = {}  # boot id -> boot_key: a device keeps its boot id for months
-# Cleared when full: the district's ~114k boot ids fit twice, and devices inventing a new
-# 64-character id per message hold it at ~47 MB (2**20 entries measured 187 MB).
-_BOOT_CACHE_LIMIT = 1 << 18
-
-
-def boot_key(boot: str | int) -> int:
-    """A boot id as a signed 64-bit key: BLAKE2b of its text, so 7 and "7" are one boot and two
-    different ids collide with odds of 2⁻⁶⁴ (a 32-bit checksum collides for real ids)."""
-    digest = hashlib.blake2b(str(boot).encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
-
-
-class _IntBootKeys:
-    """:func:`boot_key` of integer boot ids parsed in bulk (|id| < 10**18), cached in sorted
-    arrays and looked up with numpy; cleared when full like the dict of the other ids."""
-
-    def __init__(self) -> None:
-        self.ids = np.zeros(0, dtype=np.int64)
-        self.keys = np.zeros(0, dtype=np.int64)
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        at = np.minimum(np.searchsorted(self.ids, values), max(len(self.ids) - 1, 0))
-        keys = self.keys[at] if len(self.ids) else np.zeros(len(values), dtype=np.int64)
-        miss = np.flatnonzero(self.ids[at] != values) if len(self.ids) else np.arange(len(values))
-        if len(miss):
-            new = np.unique(values[miss])
-            new_keys = np.array([boot_key(v) for v in new.tolist()], dtype=np.int64)
-            keys[miss] = new_keys[np.searchsorted(new, values[miss])]
-            if len(self.ids) + len(new) > _BOOT_CACHE_LIMIT:
-                self.ids, self.keys = new, new_keys
-            else:
-                ids, merged = np.concatenate([self.ids, new]), np.concatenate([self.keys, new_keys])
-                order = np.argsort(ids, kind="stable")
-                self.ids, self.keys = ids[order], merged[order]
-        return keys
-
-
-_int_boot_keys = _IntBootKeys()
-
-
-def _boot_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boot ids (strings or integers) as :func:`boot_key`, stable across processes unlike ``hash()``."""
-    if isinstance(values, np.ndarray):  # integers parsed in bulk, all within int64
-        return _int_boot_keys(values), np.ones(len(values), dtype=bool), np.zeros(len(values), dtype=bool)
-    n = len(values)
-    if len(_boot_keys) > _BOOT_CACHE_LIMIT:
-        _boot_keys.clear()
-    present = np.ones(n, dtype=bool)
-    bad = np.zeros(n, dtype=bool)
-    if set(map(type, values)) <= {str, int}:  # bool and float would hash equal to cached ints
-        keys = list(map(_boot_keys.get, values))
-    else:
-        keys = [None] * n
-    for i in [i for i, key in enumerate(keys) if key is None]:
-        v = values[i]
-        if v is None:
-            present[i], keys[i] = False, 0
-        elif (type(v) is str and len(v) <= MAX_BOOT_LEN) or (type(v) is int and abs(v) < 2**63):
-            keys[i] = _boot_keys.setdefault(v, boot_key(v))
-        else:
-            present[i], bad[i], keys[i] = False, True, 0
-    return np.array(keys, dtype=np.int64), present, bad

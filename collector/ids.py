@@ -183,7 +183,7 @@ class DeviceIds(Sequence[str]):
             return len(self) == len(other) and all(map(operator.eq, self, other))
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable like the list it compares equal to; typeshed types __hash__ as a method
 
     def __repr__(self) -> str:
         return f"DeviceIds({len(self)} ids)"

@@ -21,6 +21,7 @@ records read are the per-line reader's, in the same order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,8 +64,8 @@ class ArchiveLines:
     def __getstate__(self) -> dict[str, object]:  # sent between processes without the array (a view of buffer)
         return {**self.__dict__, "array": len(self.array)}
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        state["array"] = np.frombuffer(state["buffer"], dtype=np.uint8, count=state["array"])  # type: ignore[call-overload]
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["array"] = np.frombuffer(state["buffer"], dtype=np.uint8, count=state["array"])
         self.__dict__.update(state)
 
     def prepare(self, topics: TopicMap) -> None:
@@ -102,11 +103,11 @@ class ArchiveLines:
         def cat(name: str, moved: bool = True) -> np.ndarray:
             return np.concatenate([getattr(p, name) + (s if moved else 0) for p, s in zip(parts, shift)])
 
-        parsed = [p.parsed for p in parts]
+        parsed = [p.parsed for p in parts if p.parsed is not None]
         return cls(buffer, array, cat("t", False), cat("topic_start"), cat("topic_end"), cat("payload_start"),
                    cat("payload_end"), cat("payload_chars", False),
                    cat("device", False) if all(p.device is not None for p in parts) else None,
-                   _parsed_join(parsed) if all(p is not None for p in parsed) else None)  # type: ignore[arg-type]
+                   _parsed_join(parsed) if len(parsed) == len(parts) else None)
 
     def topic(self, i: int) -> str:
         return self.buffer[self.topic_start[i] : self.topic_end[i]].decode("ascii")

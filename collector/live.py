@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import SupportsFloat
 
 import numpy as np
 
-from .decode import DecodedBatch
+from .batch import DecodedBatch
 from .engine import Engine
 from .metrics import Metrics
 from .replay import month_of
@@ -113,11 +114,11 @@ class SlaPoints:
             self._gauges(row.contract, row.street, row.kpi, value, row.passed, online_by_street[si], expected_by_street[si])
         self.emit(lines)
 
-    def _gauges(self, contract: str, street: str, kpi: str, value: object, passed: bool | None, online: int, expected: int) -> None:
+    def _gauges(self, contract: str, street: str, kpi: str, value: SupportsFloat | None, passed: bool | None, online: int, expected: int) -> None:
         if self.metrics is None:
             return
         if value is not None:
-            self.metrics.kpi.labels(contract, street, kpi).set(float(value))  # type: ignore[arg-type]
+            self.metrics.kpi.labels(contract, street, kpi).set(float(value))
             self.metrics.kpi_pass.labels(contract, street, kpi).set(1 if passed else 0)
         if kpi == "online":
             self.metrics.online_devices.labels(contract, street).set(online)

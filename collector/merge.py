@@ -145,7 +145,7 @@ def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
                    unknown_topics=_sum(r.unknown_topics for _, r in parts))
 
 
-def _sum(dicts) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _sum(dicts) -> dict[str, int]:
     out: dict[str, int] = {}
     for d in dicts:
         for key, n in d.items():

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +31,9 @@ from .errors import PtmonError, UsageError
 from .ids import IdIndex
 from .registry import Registry
 from .rules import Rules
+
+if TYPE_CHECKING:  # the ledger imports this module's neighbours; only its type is needed here
+    from .ledger.store import Ledger
 
 PARTITION_FILE = "partition.json"
 LEDGER_KEY = "partition"
@@ -131,13 +136,13 @@ def archive_tag(directory: Path) -> Partition | None:
     return Partition.from_json(path.read_text(encoding="utf-8"), str(path))
 
 
-def ledger_tag(db: object, where: str) -> Partition | None:
+def ledger_tag(db: sqlite3.Connection, where: str) -> Partition | None:
     """The partition of a ledger (its sqlite3 connection), None when untagged."""
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (LEDGER_KEY,)).fetchone()  # type: ignore[attr-defined]
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (LEDGER_KEY,)).fetchone()
     return Partition.from_json(row[0], where) if row else None
 
 
-def claim(partition: Partition, archive_dir: Path, ledger: object) -> None:
+def claim(partition: Partition, archive_dir: Path, ledger: Ledger) -> None:
     """Tag the archive directory and the ledger with ``partition``; refuse storage that another
     partition wrote (its months would mix two sets of streets)."""
     ledger_path = str(getattr(ledger, "path", "ledger"))
@@ -155,11 +160,11 @@ def claim(partition: Partition, archive_dir: Path, ledger: object) -> None:
     tmp = tag.with_suffix(".tmp")
     tmp.write_text(partition.to_json() + "\n", encoding="utf-8")
     tmp.replace(tag)
-    with ledger.transaction() as db:  # type: ignore[attr-defined]
+    with ledger.transaction() as db:
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (LEDGER_KEY, partition.to_json()))
 
 
-def refuse_partitioned(archive_dir: Path, ledger: object) -> None:
+def refuse_partitioned(archive_dir: Path, ledger: Ledger) -> None:
     """A whole-district collector (no ``streets``) refuses storage a partition wrote: it would
     write every street into that partition's archive and ledger, under its tag."""
     for where, found in _tags(archive_dir, ledger):
@@ -169,16 +174,16 @@ def refuse_partitioned(archive_dir: Path, ledger: object) -> None:
                              f"this one as the partition (streets = {list(found.streets)})")
 
 
-def _tags(archive_dir: Path, ledger: object) -> list[tuple[str, Partition | None]]:
+def _tags(archive_dir: Path, ledger: Ledger) -> list[tuple[str, Partition | None]]:
     """The partition tags of an archive directory and a ledger, each with where it was read."""
     ledger_path = str(getattr(ledger, "path", "ledger"))
-    return [(str(archive_dir), archive_tag(archive_dir)), (ledger_path, ledger_tag(ledger.db, ledger_path))]  # type: ignore[attr-defined]
+    return [(str(archive_dir), archive_tag(archive_dir)), (ledger_path, ledger_tag(ledger.db, ledger_path))]
 
 
-def _holds_data(archive_dir: Path, ledger: object) -> bool:
+def _holds_data(archive_dir: Path, ledger: Ledger) -> bool:
     from .sinks.archive import archive_files
 
-    return (archive_dir.is_dir() and bool(archive_files(archive_dir))) or bool(ledger.has_hours())  # type: ignore[attr-defined]
+    return (archive_dir.is_dir() and bool(archive_files(archive_dir))) or bool(ledger.has_hours())
 
 
 # --- a set of partitions ------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def parse_payloads(payloads: list[str] | list[bytes]) -> Parsed | None:
     into one buffer (a payload holding NUL, mixed types): then orjson parses them all."""
     n = len(payloads)
     try:
-        raw = "\0".join(payloads).encode("utf-8", "surrogatepass") if isinstance(payloads[0], str) else b"\0".join(payloads)  # type: ignore[arg-type]
+        raw = "\0".join(payloads).encode("utf-8", "surrogatepass") if isinstance(payloads[0], str) else b"\0".join(payloads)
     except TypeError:
         return None
     buffer = padded(raw)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from .errors import RegistryError
 from .ids import DeviceIds, IdIndex
 from .rules import Rules
 from .timebase import date_to_day
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader  # what csv.reader() returns (it has line_num)
 
 COLUMNS = (
     "device_id",
@@ -93,23 +96,23 @@ class Registry:
         return (self.accepted_day[where] <= day) & (day < self.retired_day[where])
 
 
-class _Codes(dict):  # type: ignore[type-arg]
+class _Codes(dict[str, int]):
     """Interns strings as small ints, in first-seen order (``codes[value]``, a lookup in C)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.values: list[str] = []
+        self.interned: list[str] = []  # the strings by code
 
     def __missing__(self, value: str) -> int:
-        self[value] = code = len(self.values)
-        self.values.append(value)
+        self[value] = code = len(self.interned)
+        self.interned.append(value)
         return code
 
     def code(self, value: str) -> int:
         return self[value]
 
 
-class _Lookup(dict):  # type: ignore[type-arg]
+class _Lookup(dict[str, int]):
     """A code table answering ``missing`` for an unknown key (so ``map`` stays in C)."""
 
     def __init__(self, items: dict[str, int], missing: int) -> None:
@@ -120,7 +123,7 @@ class _Lookup(dict):  # type: ignore[type-arg]
         return self.missing
 
 
-class _Dates(dict):  # type: ignore[type-arg]
+class _Dates(dict[str, int]):
     """``YYYY-MM-DD`` → day number, BAD_DATE when not a date; a registry has few distinct dates."""
 
     def __missing__(self, text: str) -> int:
@@ -276,7 +279,7 @@ def _parse(label: str, stream: IO[str], version: Callable[[], str], rules: Rules
     return _columnar(label, version(), rules, ids, chunks, tables)
 
 
-def _row_chunks(reader: Iterator[list[str]], width: int, problems: dict[int, list[str]]) -> Iterator[tuple[list[int], list[list[str]]]]:
+def _row_chunks(reader: CsvReader, width: int, problems: dict[int, list[str]]) -> Iterator[tuple[list[int], list[list[str]]]]:
     """(line numbers, rows) of up to CHUNK_ROWS rows of ``width`` fields; blank rows skipped,
     rows of another width noted as problems."""
     lines: list[int] = []
@@ -285,9 +288,9 @@ def _row_chunks(reader: Iterator[list[str]], width: int, problems: dict[int, lis
         if len(fields) != width:
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue
-            problems[reader.line_num] = [f"expected {width} fields, found {len(fields)}"]  # type: ignore[attr-defined]
+            problems[reader.line_num] = [f"expected {width} fields, found {len(fields)}"]
             continue
-        lines.append(reader.line_num)  # type: ignore[attr-defined]
+        lines.append(reader.line_num)
         rows.append(fields)
         if len(rows) == CHUNK_ROWS:
             yield lines, rows
@@ -429,9 +432,9 @@ def _columnar(label: str, version: str, rules: Rules, ids: DeviceIds, chunks: _C
         contract=contract,
         street=street,
         **{name: chunks.column(name)[order] for name in ("type", "accepted_day", "retired_day", "community", "gateway", "scenario")},
-        communities=tables.communities.values,
-        gateways=tables.gateways.values,
-        scenarios=tables.scenarios.values,
+        communities=tables.communities.interned,
+        gateways=tables.gateways.interned,
+        scenarios=tables.scenarios.interned,
         contract_slices={
             c.code: slice(int(bounds[i]), int(bounds[i + 1])) for i, c in enumerate(rules.contracts)
         },

@@ -14,20 +14,21 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import Checkpoint, restore_decoder
 from .archive import CONTROL_PREFIX, MONITOR_TOPIC, RETAINED_TOPIC, TICK_TOPIC, ArchiveReader, Record
 from .lines import ArchiveLines
-from .decode import LIMITS_TOPIC, DecodedBatch, Decoder, times_to_us
+from .decode import LIMITS_TOPIC, DecodedBatch, Decoder
 from .engine import Engine
 from .exemptions import ExemptionMask
 from .ledger.records import Exemption
 from .registry import Registry
 from .results import Results
 from .tally import Tally
-from .timebase import US_PER_S, month_bounds, seconds_to_us, day_of, day_to_date
+from .timebase import US_PER_S, month_bounds, seconds_to_us, day_of, day_to_date, times_to_us
 
 
 def month_of(t: int) -> tuple[int, int]:
@@ -145,7 +146,7 @@ class Feed:
         if not len(pending) or self.reached_end:
             return
         times = times_to_us(pending.t if isinstance(pending, ArchiveLines) else [r[0] for r in pending])
-        past_end = np.flatnonzero(times >= self.end) if self.end is not None else ()
+        past_end = np.flatnonzero(times >= self.end) if self.end is not None else np.zeros(0, dtype=np.intp)
         if len(past_end):
             self.reached_end = True
             cut = int(past_end[0])
@@ -260,7 +261,7 @@ def freeze_startup_heap() -> None:
 
 
 def replay(
-    paths: Iterable[str],
+    paths: Iterable[str | Path],
     registry: Registry,
     start: int,
     end: int,

@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import TextIO
+from typing import IO
 
 from .counting import IMPLAUSIBLE_KINDS
 from .rules import Rules
@@ -92,7 +92,7 @@ class Results:
     def row(self, contract: str, street: str, kpi: str) -> KpiRow:
         return next(r for r in self.rows if (r.contract, r.street, r.kpi) == (contract, street, kpi))
 
-    def write_csv(self, out: TextIO) -> None:
+    def write_csv(self, out: IO[str]) -> None:
         """The replay CSV: one line per contract × street × KPI, byte-stable for equal inputs."""
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)

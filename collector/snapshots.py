@@ -78,7 +78,8 @@ def month_sources(archive_dirs: list[Path], month: str) -> MonthSources:
         if found:
             snapshot = found[-1][1]
             break
-    first = f"{_NAME.fullmatch(snapshot.name).group(1)}-01" if snapshot else ""  # type: ignore[union-attr]
+    named = _NAME.fullmatch(snapshot.name) if snapshot else None  # snapshot was found by this name
+    first = f"{named.group(1)}-01" if named else ""
     last = day_to_date(day_of(end - 1)).isoformat()
     files = [p for d in archive_dirs for p in archive_files(d) if first <= p.name[6:16] <= last]
     return MonthSources(snapshot, sorted(files, key=lambda p: (p.name[6:16], p.name)))

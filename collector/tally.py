@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .counting import add_counts
-from .decode import REJECT_KINDS
+from .batch import REJECT_KINDS
 from .engine import Engine
 from .errors import UsageError
 from .rules import COUNTERS, RATIO_KPIS, Contract

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -31,6 +32,11 @@ FIRST_FIXED_OFFSET_DAY = (date(1991, 9, 15) - EPOCH_DAY0).days + 1
 def seconds_to_us(seconds: float) -> int:
     """Unix seconds (int or float) to integer microseconds, rounded to the nearest."""
     return int(round(seconds * US_PER_S))
+
+
+def times_to_us(times: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Float unix seconds to int64 µs, rounded to nearest (as :func:`seconds_to_us`)."""
+    return np.rint(np.asarray(times, dtype=np.float64) * 1e6).astype(np.int64)
 
 
 def day_of(t_us: int) -> int:

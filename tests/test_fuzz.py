@@ -33,7 +33,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ptmon.decode import MAX_JSON_DEPTH, REJECT_KINDS, Decoder, boot_key
+from ptmon.batch import REJECT_KINDS
+from ptmon.boot_ids import boot_key
+from ptmon.decode import MAX_JSON_DEPTH, Decoder
 from ptmon.engine import Engine
 from ptmon.registry import Registry, parse_registry
 from ptmon.rules import COUNTERS, Rules

@@ -111,7 +111,7 @@ def test_mutated_bytes_never_differ_from_orjson(noise: list[bytes], data: st.Dat
 
 
 def test_integer_boot_ids_parsed_in_bulk_key_as_boot_key() -> None:
-    from ptmon.decode import _BOOT_CACHE_LIMIT, _IntBootKeys, boot_key
+    from ptmon.boot_ids import _BOOT_CACHE_LIMIT, _IntBootKeys, boot_key
 
     cache = _IntBootKeys()
     rng = np.random.default_rng(1)

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 
 from ..config import EmailConfig
-from ..ledger.store import AlertMessage, Ledger, now_us
+from ..ledger.records import AlertMessage
+from ..ledger.store import Ledger, now_us
 from ..metrics import Metrics
 from ..timebase import US_PER_S
 

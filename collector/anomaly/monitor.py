@@ -1,7 +1,7 @@
 """The device-health monitor: an engine listener that learns baselines and raises anomalies.
 
 It takes each applied heartbeat's counter deltas from the engine's delta hook
-(:class:`~ptmon.engine.DeltaListener`), gathers them per evaluation slot (``SLOT_US``, five
+(:class:`~ptmon.engine_listeners.DeltaListener`), gathers them per evaluation slot (``SLOT_US``, five
 minutes on the Shanghai clock), and at the slot's end sums them per device and runs the detectors
 once (:mod:`.cameras`, :mod:`.sensors`): a handful of numpy calls per slot rather than per message,
 which keeps the engine's throughput. Time is the engine's: slots, hours, baseline days and months

@@ -55,6 +55,7 @@ class _Cells:
         self.counters = np.zeros((n, len(COUNTERS)), dtype=np.int64)
         self.status = np.zeros(n, dtype=np.int64)  # devices heard within their timeout and under lease, now
         self.leased = np.zeros(n, dtype=np.int64)  # devices under lease today
+        self.contract: np.ndarray | None = None  # each cell's contract index, filled when first needed
 
     def count(self, contract: int, mask: np.ndarray) -> np.ndarray:
         cells = self.slices[contract]
@@ -144,12 +145,12 @@ class Rollups:
         return cached[1]
 
     def _cell_contract(self, cells: _Cells) -> np.ndarray:
-        cached = getattr(cells, "contract", None)
+        cached = cells.contract
         if cached is None:
             cached = np.full(cells.n, -1, dtype=np.int64)
             rows = np.flatnonzero(cells.cell_of >= 0)
             cached[cells.cell_of[rows]] = self.engine.registry.contract[rows]
-            cells.contract = cached  # type: ignore[attr-defined]
+            cells.contract = cached
         return cached
 
     def _drain(self) -> None:

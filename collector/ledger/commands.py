@@ -27,7 +27,7 @@ def _add_locations(p: argparse.ArgumentParser, default: object = None) -> None:
                    help="the registry the device, street or gateway is checked against (default: from --config)")
 
 
-def add_exempt_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_exempt_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ex = sub.add_parser("exempt", help="record, list or revoke exemptions (maintenance windows, force majeure)",
                         description="Exemptions take devices out of the SLA denominator for a window: a maintenance "
                         "window, force majeure, a street-wide power cut approved by the center. They are kept in the "
@@ -76,10 +76,8 @@ def cmd_exempt(args: argparse.Namespace) -> int:
             print(f"exemption {e.id} revoked by {e.revoked_by}: {_describe(e)}")
             _closed_note(ledger, e)
         else:
-            start = end = None  # type: ignore[assignment]
-            if args.month:
-                start, end = month_bounds(args.month)
-            rows = ledger.exemptions(start=start, end=end, include_revoked=not args.active)
+            bounds = month_bounds(args.month) if args.month else (None, None)
+            rows = ledger.exemptions(start=bounds[0], end=bounds[1], include_revoked=not args.active)
             if not rows:
                 print("no exemptions")
             for e in rows:

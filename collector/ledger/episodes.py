@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..engine import NEVER, Engine
-from ..sinks.lineproto import line
+from ..sinks.lineproto import FieldValue, line
 from ..timebase import US_PER_S, UTC_OFFSET_US, day_of
 from .records import Episode
 
@@ -87,9 +87,9 @@ class EpisodeTracker:
         if len(opened):
             timed_out = due[opened]
             recent = timed_out > (prev_t if prev_t is not None else np.iinfo(np.int64).min)
-            start = np.where(recent, timed_out, t)
-            starts[opened] = start
-            episodes += [self._episode(sl.start + int(i), int(s)) for i, s in zip(opened, start)]
+            opened_at = np.where(recent, timed_out, t)
+            starts[opened] = opened_at
+            episodes += [self._episode(sl.start + int(i), int(s)) for i, s in zip(opened, opened_at)]
         if len(closed):
             restored = online[closed]
             heartbeat = self.engine.last_heartbeat[sl][closed]
@@ -120,7 +120,7 @@ class EpisodeTracker:
 def episode_line(e: Episode) -> str | None:
     """The ``episode`` point of an episode opening (at its start) or closing (at its end)."""
     closed = e.end is not None
-    fields = {"community": e.community, "gateway": e.gateway, "start": e.start // US_PER_S,
+    fields: dict[str, FieldValue] = {"community": e.community, "gateway": e.gateway, "start": e.start // US_PER_S,
               "end": (e.end or 0) // US_PER_S, "seconds": e.seconds(e.end) if closed and e.end is not None else 0.0,
               "open": 0 if closed else 1, "restored": int(e.restored)}
     return line("episode", {"contract": e.contract, "street": e.street, "type": e.type, "device": e.device},

@@ -17,7 +17,7 @@ status at such a sample is the one its last change at or before it set (offline 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -28,7 +28,8 @@ from ..registry import Registry
 from ..timebase import US_PER_S, UTC_OFFSET_US, day_start, format_instant
 from .grid import SampleGrid
 from .records import Exemption
-from .store import HourRow, Ledger
+from .records import HourRow
+from .store import Ledger
 
 HOUR_US = 3600 * US_PER_S
 Ranges = list[tuple[int, int]]
@@ -60,7 +61,7 @@ def exempted_hours(ledger: Ledger, registry: Registry, start: int, end: int,
     return out
 
 
-def _applied_ids(exemptions: list[Exemption]):  # type: ignore[no-untyped-def]
+def _applied_ids(exemptions: list[Exemption]) -> Callable[[int, int], str]:
     def ids(a: int, b: int) -> str:
         return ",".join(str(e.id) for e in exemptions if e.start < b and a < e.end)
     return ids
@@ -95,12 +96,12 @@ def _corrections(ledger: Ledger, registry: Registry, exemptions: list[Exemption]
             _add(online[street], _intersect(covered, grid.online_ranges(history.get(registry.ids[row], []))))
         observed = grid.observed(spans)
         hours = grid.instants - (grid.instants + UTC_OFFSET_US) % bucket
-        for si, street in enumerate(streets):
+        for si, street_code in enumerate(streets):
             per_sample_expected = np.cumsum(expected[si])[: grid.k] * observed
             per_sample_online = np.cumsum(online[si])[: grid.k] * observed
             for hour in np.unique(hours[per_sample_expected > 0]).tolist():
                 in_hour = hours == hour
-                out[hour, contract.code, street] = (int(per_sample_online[in_hour].sum()),
+                out[hour, contract.code, street_code] = (int(per_sample_online[in_hour].sum()),
                                                     int(per_sample_expected[in_hour].sum()))
     return out
 

@@ -27,7 +27,7 @@ class LedgerKeeper:
         self.wake_mailer = wake_mailer
         self.ledger: Ledger | None = None
         self.writer: LedgerWriter | None = None
-        self.states: dict[str, str] = {}
+        self.states: dict[str, str | None] = {}  # None: the alert state is deleted
         self.messages: list[dict[str, Any]] = []
         faults.details["ledger"] = self.describe
 
@@ -35,7 +35,7 @@ class LedgerKeeper:
         """The ledger is open; what waited for it (alerts of a replayed archive tail) can go in."""
         self.ledger, self.writer = ledger, writer
 
-    def record_alerts(self, states: dict[str, str], messages: list[dict[str, Any]]) -> None:
+    def record_alerts(self, states: dict[str, str | None], messages: list[dict[str, Any]]) -> None:
         """Alert states and their emails in one transaction, or kept for the next try."""
         self.states.update(states)
         self.messages.extend(messages)
@@ -46,7 +46,7 @@ class LedgerKeeper:
         except sqlite3.Error as exc:
             self.faults.failed("ledger", str(exc))
 
-    def flush(self, *, open_buckets: bool, states: dict[str, str] | None = None) -> bool:
+    def flush(self, *, open_buckets: bool, states: dict[str, str | None] | None = None) -> bool:
         """Everything waiting, with ``open_buckets`` the open hour and day too, and ``states``; False when
         the ledger refuses (the fault reported, retried with backoff)."""
         assert self.ledger is not None and self.writer is not None
@@ -68,7 +68,7 @@ class LedgerKeeper:
         hours = self.writer.pending if self.writer is not None else "nothing"
         return f"{hours}, and {len(self.messages)} alert emails"
 
-    def _write_alerts(self, states: dict[str, str]) -> None:
+    def _write_alerts(self, states: dict[str, str | None]) -> None:
         assert self.ledger is not None
         states = {**self.states, **states}
         if not states and not self.messages:

@@ -30,13 +30,13 @@ from ..rules import load_rules
 from ..timebase import format_instant, month_bounds
 from .read import ledger_results
 from .rebuild import Recomputed, recompute_month
-from .records import Exemption
+from .records import Exemption, HourRow
 from .store import Ledger
 
 SHOWN_DIFFERENCES = 10
 
 
-def add_ledger_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_ledger_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     led = sub.add_parser("ledger", help="check or rebuild a month of the ledger against the archive",
                          description="The ledger is the record the report pays on; the archive holds every message "
                          "received. `verify` recomputes a month from the archive and compares; `rebuild` replaces the "
@@ -177,7 +177,7 @@ def month_differences(ledger: Ledger, recomputed: Ledger, registry: Registry, mo
     return [*found.kpi, *found.hours, *found.counts, *found.anomalies]
 
 
-def _hour_key(h) -> str:  # type: ignore[no-untyped-def]
+def _hour_key(h: HourRow) -> str:
     return (f"hour {format_instant(h.hour)} {h.contract} {h.street}: samples {h.samples} online {h.online} "
             f"expected {h.expected} counters {','.join(map(str, h.counters))}")
 

@@ -75,7 +75,7 @@ def recompute_month(archive_dirs: Sequence[Path], registry: Registry, month: str
 
 
 def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[Path], end: int | None,
-                 progress: Callable[[Progress], None] | None, saved: dict | None = None) -> tuple[Feed, int]:
+                 progress: Callable[[Progress], None] | None, saved: dict[str, np.ndarray] | None = None) -> tuple[Feed, int]:
     writer = LedgerWriter(engine, ledger)
     EpisodeTracker(engine, writer.on_episodes)
     found: list[Anomaly] = []

@@ -1,4 +1,5 @@
-"""Rows of the ledger that other parts read: exemptions and device offline episodes.
+"""Rows of the ledger that other parts read: KPI hours and days, message counts, exemptions,
+device offline episodes and alert emails.
 
 Instants are int64 µs since the Unix epoch, like everywhere in the engine; a window is the
 half-open range ``[start, end)``.
@@ -59,3 +60,57 @@ class Episode:
         """Length in seconds, an open episode counted up to ``until``."""
         end = self.end if self.end is not None else until
         return max(0, end - self.start) / 1_000_000
+
+@dataclass(frozen=True, kw_only=True)
+class HourRow:
+    hour: int
+    contract: str
+    street: str
+    samples: int
+    online: int
+    expected: int
+    counters: tuple[int, ...]  # in COUNTERS order
+    exemptions: str = ""
+    rules_version: str = ""
+    registry_version: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CountRow:
+    hour: int
+    contract: str  # '' with street '': messages of no registry device
+    street: str
+    kind: str
+    n: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class DayRow:
+    day: int
+    contract: str
+    street: str
+    samples: int
+    online_devices: int
+    rules_version: str = ""
+    registry_version: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertMessage:
+    """One alert email in the outbox."""
+
+    id: int
+    event_key: str
+    kind: str
+    event: str
+    contract: str
+    street: str
+    kpi: str
+    at: int
+    subject: str
+    recipients: tuple[str, ...]
+    message: bytes
+    status: str
+    attempts: int
+    last_error: str | None
+    sent_at: int | None

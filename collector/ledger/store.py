@@ -32,128 +32,14 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError
 from ..rules import COUNTERS
 from ..timebase import day_of
-from .records import EXEMPTION_SCOPES, Episode, Exemption
-
-SCHEMA_VERSION = 3  # 2: hours without exemptions, device status changes, message counts; 3: closings
-FORMAT = "ptmon-ledger"
-
-_COUNTER_COLUMNS = ", ".join(f"{c} INTEGER NOT NULL" for c in COUNTERS)
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS hours (
-    hour INTEGER NOT NULL, contract TEXT NOT NULL, street TEXT NOT NULL,
-    samples INTEGER NOT NULL, online INTEGER NOT NULL, expected INTEGER NOT NULL,
-    {_COUNTER_COLUMNS},
-    exemptions TEXT NOT NULL, rules_version TEXT NOT NULL, registry_version TEXT NOT NULL,
-    written_at INTEGER NOT NULL,
-    PRIMARY KEY (hour, contract, street));
-CREATE TABLE IF NOT EXISTS days (
-    day INTEGER NOT NULL, contract TEXT NOT NULL, street TEXT NOT NULL,
-    samples INTEGER NOT NULL, online_devices INTEGER NOT NULL,
-    rules_version TEXT NOT NULL, registry_version TEXT NOT NULL, written_at INTEGER NOT NULL,
-    PRIMARY KEY (day, contract, street));
-CREATE TABLE IF NOT EXISTS spans (start INTEGER PRIMARY KEY, "end" INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS status (
-    device TEXT NOT NULL, t INTEGER NOT NULL, online INTEGER NOT NULL, PRIMARY KEY (device, t)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS counts (
-    hour INTEGER NOT NULL, contract TEXT NOT NULL, street TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (hour, contract, street, kind));
-CREATE TABLE IF NOT EXISTS unknown_topics (
-    hour INTEGER NOT NULL, topic TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (hour, topic));
-CREATE TABLE IF NOT EXISTS exemptions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    scope TEXT NOT NULL CHECK (scope IN ('device', 'street', 'gateway')),
-    target TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL CHECK ("end" > start),
-    reason TEXT NOT NULL, approver TEXT NOT NULL, created_at INTEGER NOT NULL,
-    revoked_at INTEGER, revoked_by TEXT, revoke_reason TEXT);
-CREATE TABLE IF NOT EXISTS episodes (
-    device TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER, restored INTEGER NOT NULL DEFAULT 0,
-    contract TEXT NOT NULL, street TEXT NOT NULL, type TEXT NOT NULL, community TEXT NOT NULL,
-    gateway TEXT NOT NULL,
-    PRIMARY KEY (device, start));
-CREATE INDEX IF NOT EXISTS episodes_by_time ON episodes (start, "end");
-CREATE TABLE IF NOT EXISTS alert_state (key TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, event_key TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL, event TEXT NOT NULL, contract TEXT NOT NULL, street TEXT NOT NULL,
-    kpi TEXT NOT NULL, at INTEGER NOT NULL, subject TEXT NOT NULL, recipients TEXT NOT NULL,
-    message BLOB NOT NULL, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT, next_try INTEGER NOT NULL DEFAULT 0, sent_at INTEGER, created_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (status, next_try);
-CREATE TABLE IF NOT EXISTS closings (
-    month TEXT NOT NULL, contract TEXT NOT NULL, version INTEGER NOT NULL CHECK (version >= 1),
-    closed_at INTEGER NOT NULL, closed_by TEXT NOT NULL, reason TEXT NOT NULL,
-    doc BLOB NOT NULL, seal TEXT NOT NULL, PRIMARY KEY (month, contract, version)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS closing_blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS closings_never_updated BEFORE UPDATE ON closings
-    BEGIN SELECT RAISE(ABORT, 'a sealed closing is never changed: restate the month instead'); END;
-CREATE TRIGGER IF NOT EXISTS closings_never_deleted BEFORE DELETE ON closings
-    BEGIN SELECT RAISE(ABORT, 'a sealed closing is never deleted: restate the month instead'); END;
-CREATE TRIGGER IF NOT EXISTS closing_blobs_never_updated BEFORE UPDATE ON closing_blobs
-    BEGIN SELECT RAISE(ABORT, 'a sealed file is never changed'); END;
-"""
-
-
-@dataclass(frozen=True, kw_only=True)
-class HourRow:
-    hour: int
-    contract: str
-    street: str
-    samples: int
-    online: int
-    expected: int
-    counters: tuple[int, ...]  # in COUNTERS order
-    exemptions: str = ""
-    rules_version: str = ""
-    registry_version: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class CountRow:
-    hour: int
-    contract: str  # '' with street '': messages of no registry device
-    street: str
-    kind: str
-    n: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class DayRow:
-    day: int
-    contract: str
-    street: str
-    samples: int
-    online_devices: int
-    rules_version: str = ""
-    registry_version: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class AlertMessage:
-    """One alert email in the outbox."""
-
-    id: int
-    event_key: str
-    kind: str
-    event: str
-    contract: str
-    street: str
-    kpi: str
-    at: int
-    subject: str
-    recipients: tuple[str, ...]
-    message: bytes
-    status: str
-    attempts: int
-    last_error: str | None
-    sent_at: int | None
+from .records import EXEMPTION_SCOPES, AlertMessage, CountRow, DayRow, Episode, Exemption, HourRow
+from .schema import check_format, create, upgrade
 
 
 def now_us() -> int:
@@ -182,10 +68,10 @@ class Ledger:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = FULL")  # a committed hour survives power loss
                 with self.transaction():
-                    _create(self.db)
+                    create(self.db)
                     if tables:
-                        self._upgrade()
-            self._check_format()
+                        upgrade(self.db, self.path, now_us())
+            check_format(self.db, self.path)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path}: not a usable ledger: {exc}") from exc
 
@@ -211,40 +97,12 @@ class Ledger:
                 self.db.execute("ROLLBACK")
             raise
 
-    def _upgrade(self) -> None:
-        """Schema 1 → 2 → 3, in the open transaction. Schema 2 → 3 only adds the closings tables
-        (created above). Schema 1 hours hold exemptions as the collector applied them; without any
-        exemption they equal schema 2's, else the months must be recomputed from the archive.
-        Device status is kept from now on."""
-        version = int(dict(self.db.execute("SELECT key, value FROM meta").fetchall()).get("schema_version", "0"))
-        if version == 2:
-            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-            return
-        if version != 1:
-            return
-        if self.db.execute("SELECT count(*) FROM exemptions").fetchone()[0]:
-            raise LedgerError(
-                f"{self.path}: this ledger was written by an older ptmon (schema 1), whose hours hold the exemptions "
-                "as the collector applied them live; move it away and recompute each month from the archive with "
-                "`ptmon ledger rebuild --month YYYY-MM`, then record the exemptions again")
-        self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('status_since', ?)", (str(now_us()),))
 
     def status_since(self) -> int:
         """From when device status changes are kept (exemptions can be applied to hours from then on)."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'status_since'").fetchone()
         return int(row[0]) if row else 0
 
-    def _check_format(self) -> None:
-        try:
-            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.OperationalError:
-            meta = {}
-        if meta.get("format") != FORMAT:
-            raise LedgerError(f"{self.path}: not a ptmon ledger")
-        if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
-            raise LedgerError(f"{self.path}: ledger schema {meta['schema_version']} is newer than this ptmon "
-                              f"({SCHEMA_VERSION}); upgrade ptmon")
 
     def replace_month(self, source: Path, start: int, end: int) -> None:
         """Replace ``[start, end)``'s hours, days, counts, device status, spans and episodes with
@@ -282,7 +140,8 @@ class Ledger:
         return self.db.execute("SELECT 1 FROM hours LIMIT 1").fetchone() is not None
 
     def last_hour(self) -> int | None:
-        return self.db.execute("SELECT max(hour) FROM hours").fetchone()[0]
+        hour = self.db.execute("SELECT max(hour) FROM hours").fetchone()[0]
+        return None if hour is None else int(hour)
 
     def integrity_check(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
@@ -502,15 +361,3 @@ def _alert(r: tuple[Any, ...]) -> AlertMessage:
     return AlertMessage(id=r[0], event_key=r[1], kind=r[2], event=r[3], contract=r[4], street=r[5], kpi=r[6],
                         at=r[7], subject=r[8], recipients=tuple(x for x in r[9].split(",") if x),
                         message=bytes(r[10]), status=r[11], attempts=r[12], last_error=r[13], sent_at=r[14])
-
-
-def _create(db: sqlite3.Connection) -> None:
-    statement = ""
-    for part in SCHEMA.split(";"):  # a trigger's body holds ';' too: run each statement once it is complete
-        statement += part + ";"
-        if sqlite3.complete_statement(statement):
-            if statement.strip(" \n;"):
-                db.execute(statement)
-            statement = ""
-    db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
-    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

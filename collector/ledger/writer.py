@@ -28,7 +28,8 @@ from ..engine import Engine
 from ..tally import Tally
 from ..timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, day_start
 from .records import Episode
-from .store import CountRow, DayRow, HourRow, Ledger
+from .records import CountRow, DayRow, HourRow
+from .store import Ledger
 
 log = logging.getLogger(__name__)
 

@@ -187,7 +187,7 @@ def _check_coverage(ctx: MonthContext, figures: Figures, accept_gaps: bool) -> N
             "they have (the report then names the gaps as accepted)")
 
 
-def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptions: list) -> None:  # type: ignore[type-arg]
+def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptions: list) -> None:
     """The ledger's month equals a recomputation from the archive (KPI, hour and count rows)."""
     recomputed, done = ctx.recomputed(ctx.setup.registry)
     found = month_differences(ctx.ledger, recomputed, ctx.setup.registry, ctx.month, exemptions, contracts)
@@ -201,14 +201,14 @@ def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptio
             f"written) is repaired with `ptmon ledger rebuild --month {ctx.month}` (collector stopped)")
 
 
-def seal_inputs(ctx: MonthContext, basis: Ledger, exemptions: list, late: list[LateHeartbeat]  # type: ignore[type-arg]
+def seal_inputs(ctx: MonthContext, basis: Ledger, exemptions: list, late: list[LateHeartbeat]
                 ) -> tuple[list[InputFile], dict[str, bytes], dict[str, Any]]:
     """The inputs of the figures as files for the report, blobs for the ledger and marks for the seal."""
     setup = ctx.setup
     sources = ctx.sources()
     registry_raw, registry_sha = file_bytes(setup.registry_path)
     rules = {name: file_bytes(setup.rules_dir / name) for name in RULE_FILES}
-    late_raw = canonical({"late": [h.to_doc() for h in late]})  # type: ignore[dict-item]
+    late_raw = canonical({"late": [h.to_doc() for h in late]})
     ex_docs = exemption_docs(exemptions)
     ex_sha = sha256_bytes(canonical({"exemptions": ex_docs}))
     ledger_sha = ledger_month_digest(ctx.ledger, ctx.month)  # the live ledger's rows, to tell later if they change

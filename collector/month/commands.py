@@ -36,7 +36,7 @@ move; `verify` checks the seals against the ledger and the files. See docs/month
 """
 
 
-def add_month_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_month_parser(sub: argparse._SubParsersAction) -> None:
     top = sub.add_parser("month", help="close a month's acceptance, show its status, restate it, verify its seal",
                          description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = top.add_subparsers(dest="month_command", metavar="ACTION", required=True)

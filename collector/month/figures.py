@@ -78,7 +78,7 @@ def month_figures(ledger: Ledger, registry: Registry, month: str, contract: str,
                    late=mine, counted=counting)
 
 
-def _with_credit(daily: list, credit: LateCredit) -> list:  # type: ignore[type-arg]
+def _with_credit(daily: list, credit: LateCredit) -> list:
     """The daily online numerators with the late credit of each street and day (and the district's)."""
     if not credit.samples:
         return daily

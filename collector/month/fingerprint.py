@@ -146,7 +146,8 @@ def registry_changes(sealed: bytes, now: bytes, contract: str, limit: int = 50) 
     for device in sorted(set(before) | set(after)):
         old, new = before.get(device), after.get(device)
         if old is None:
-            out.append(f"{device}：新增 (added)，accepted_on {new['accepted_on']}，retired_on {new['retired_on'] or '—'}")  # type: ignore[index]
+            assert new is not None  # the device is in one of the two
+            out.append(f"{device}：新增 (added)，accepted_on {new['accepted_on']}，retired_on {new['retired_on'] or '—'}")
         elif new is None:
             out.append(f"{device}：从设备清单中删除 (removed)")
         elif old != new:

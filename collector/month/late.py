@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,8 @@ class LateHeartbeat:
         return [self.device, self.received, self.stamped]
 
     @staticmethod
-    def from_doc(d: Sequence[object]) -> LateHeartbeat:
-        return LateHeartbeat(device=str(d[0]), received=int(d[1]), stamped=int(d[2]))  # type: ignore[call-overload]
+    def from_doc(d: Sequence[Any]) -> LateHeartbeat:
+        return LateHeartbeat(device=str(d[0]), received=int(d[1]), stamped=int(d[2]))
 
 
 @dataclass

@@ -47,7 +47,7 @@ class Sealed:
 
     @property
     def inputs(self) -> dict[str, Any]:
-        return self.closing.doc["inputs"]  # type: ignore[no-any-return]
+        return self.closing.doc["inputs"]
 
     def report_inputs(self) -> ReportInputs:
         return inputs_from_doc(self.closing.doc["report"], self.registry)

@@ -58,8 +58,8 @@ def verify_month(ctx: MonthContext, contracts: Sequence[str]) -> Verdict:
             if previous is not None and c.doc.get("previous_seal") != previous.seal:
                 v.bad(f"{c.label}: does not name the seal of {previous.label} (the chain of versions is broken)")
             blobs = blob_problems(ctx.ledger, c)
-            for problem in blobs:
-                v.bad(f"{c.label}: {problem}")
+            for blob_problem in blobs:
+                v.bad(f"{c.label}: {blob_problem}")
             if not blobs:
                 _recomputed(ctx, v, c)
             _archive(ctx, v, c.label, [FileMark.from_doc(x) for x in c.doc["inputs"]["archive"]],
@@ -71,7 +71,7 @@ def verify_month(ctx: MonthContext, contracts: Sequence[str]) -> Verdict:
     return v
 
 
-def _recomputed(ctx: MonthContext, v: Verdict, c) -> None:  # type: ignore[no-untyped-def]
+def _recomputed(ctx: MonthContext, v: Verdict, c) -> None:
     """The version's own document, and its figures from the ledger's rows when it was made from them."""
     sealed = load_sealed(ctx.ledger, c)
     problems = document_problems(c, sealed)
@@ -83,7 +83,7 @@ def _recomputed(ctx: MonthContext, v: Verdict, c) -> None:  # type: ignore[no-un
         v.ok(f"{c.label}: signer, date and reason as sealed; money recomputed from its KPI rows to the fen")
 
 
-def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], snapshot: dict | None) -> None:  # type: ignore[type-arg]
+def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], snapshot: dict | None) -> None:
     sources = ctx.sources()
     changes = compare_files(marks, {p.name: p for p in sources.files})
     if snapshot:
@@ -95,7 +95,7 @@ def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], s
         v.ok(f"{label}: {len(marks)} archive file(s){' and the month-start snapshot' if snapshot else ''} as sealed")
 
 
-def _latest_files(ctx: MonthContext, v: Verdict, c) -> None:  # type: ignore[no-untyped-def]
+def _latest_files(ctx: MonthContext, v: Verdict, c) -> None:
     inputs = c.doc["inputs"]
     setup = ctx.setup
     if sha256_file(setup.registry_path) == inputs["registry"]["sha256"]:

@@ -85,7 +85,7 @@ def trend_svg(days: Sequence[date], series: Sequence[Series], *, label: str) -> 
     return "".join(out)
 
 
-def _line(values: Sequence[Fraction | None], x, y, colour: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _line(values: Sequence[Fraction | None], x, y, colour: str) -> list[str]:
     """Polylines over runs of days with a value; a lone day is a dot."""
     out, run = [], []
     for i, v in enumerate([*values, None]):

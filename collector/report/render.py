@@ -43,7 +43,7 @@ def render(inputs: ReportInputs, out_dir: Path, formats: Iterable[str] = FORMATS
     say(f"summaries built ({time.monotonic() - began:.1f} s)")
     base = out_dir / (stem or report_stem(inputs.month, contract))
     html_text = ""
-    written = []
+    written: list[Path] = []
     # The PDF last: it alone needs more than Python (the [pdf] extra, Pango, the CJK fonts), and
     # when that is missing the other formats are written all the same.
     for fmt in sorted(chosen, key=lambda f: f == "pdf"):

@@ -139,11 +139,11 @@ def changes_csv(inputs: ReportInputs) -> str:
     return out.getvalue()
 
 
-def _passed(row) -> str:  # type: ignore[no-untyped-def]
+def _passed(row) -> str:
     return "" if row is None or row.passed is None else str(row.passed).lower()
 
 
-def _money_cells(m) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+def _money_cells(m) -> tuple[str, ...]:
     return (str(m.before.deduction) if m.before else "", str(m.after.deduction) if m.after else "", str(m.deduction_delta),
             str(m.before.payable) if m.before else "", str(m.after.payable) if m.after else "", str(m.payable_delta))
 

@@ -191,7 +191,7 @@ def device_table(inputs: ReportInputs, contracts: Sequence[str]) -> DeviceTable:
     wanted = np.isin(registry.contract, [i for i, c in enumerate(rules.contracts) if c.code in contracts])
     rows = np.flatnonzero(wanted & (lease_days > 0))
     found = outages(inputs)
-    ids = [registry.ids[i] for i in rows]
+    ids = [registry.ids[i] for i in rows.tolist()]
     contract_codes = [c.code for c in rules.contracts]
     street_codes = rules.street_codes()
     street_names = [s.name for s in rules.streets]

@@ -106,7 +106,7 @@ def closing_section(view: ReportView) -> Markup:
         kpi=lambda code: names.get(code, code), signed_money=signed_money, signed_points=signed_points))
 
 
-def money_figures(view: ReportView) -> list:  # type: ignore[type-arg]
+def money_figures(view: ReportView) -> list:
     """This version's money lines (streets, then the district) as the comparison reads them."""
     from .versions import MoneyFigures
 

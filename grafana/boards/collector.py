@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ptmon.decode import REJECT_KINDS
+from ptmon.batch import REJECT_KINDS
 
 from .. import queries as q
 from ..names import REJECT_NAMES, Names

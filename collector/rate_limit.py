@@ -1,0 +1,92 @@
+"""Rate limits: at most ``device_rate`` messages per registry device, and per gateway, in each
+fixed ``window`` of receive time (a divisor of a day, windows aligned to Shanghai midnight).
+
+Every message on the topic counts, rejected or not. Decided per batch with numpy from receive
+times and arrival order only, which the archive keeps, and alike for any batching: a replay
+rejects exactly what the live collector did, also of one day's archive file alone (a day
+starts fresh windows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .timebase import UTC_OFFSET_US
+
+MAX_BULK_WINDOWS = 8  # a batch spanning more windows is counted by sorting, not window by window
+
+@dataclass
+class RateState:
+    """Where each device's and gateway's rate window stands: the window (in windows since the
+    epoch, Shanghai-aligned) it last sent in and its messages there; ``clock`` the latest
+    receive time (µs) the limits saw."""
+
+    window: int  # seconds
+    clock: int | None
+    device_window: np.ndarray
+    device_count: np.ndarray
+    gateway_window: np.ndarray
+    gateway_count: np.ndarray
+
+
+class WindowLimit:
+    """At most ``rate`` messages per key (a device or gateway index) in each fixed window of time.
+
+    Windows are ``[midnight + k·window, midnight + (k+1)·window)`` in Shanghai time.
+
+    Times must not go back across calls (the decoder hands in a monotone clock), so a key's
+    windows only move forward and its state is one (window, count) pair. Every message counts,
+    the refused ones too: a device flooding stays refused until its window ends.
+    """
+
+    def __init__(self, keys: int, rate: int, window_us: int) -> None:
+        self.rate = rate
+        self.window_us = window_us
+        self.window = np.full(keys, -1, dtype=np.int64)  # the window each key last sent in
+        self.count = np.zeros(keys, dtype=np.int64)  # messages the key sent in that window
+
+    def over(self, key: np.ndarray, t: np.ndarray) -> np.ndarray | None:
+        """Mask of the messages over the limit (a key < 0 is never limited); None when none is."""
+        rows = np.flatnonzero(key >= 0)
+        if not len(rows):
+            return None
+        k, w = key[rows], (t[rows] + UTC_OFFSET_US) // self.window_us
+        # Windows never go back, so the batch is a run per window (a replay batch spans a few):
+        # each is counted in bulk, in order, until one has a key over the limit.
+        ends = [*(np.flatnonzero(w[1:] != w[:-1]) + 1).tolist(), len(k)]
+        start = 0
+        if len(ends) <= MAX_BULK_WINDOWS:
+            for end in ends:
+                if not self._count_within(k[start:end], int(w[start])):
+                    break
+                start = end
+        return None if start == len(k) else self._count_ranked(rows[start:], k[start:], w[start:], len(key))
+
+    def _count_within(self, k: np.ndarray, w: int) -> bool:
+        """The common batch, all in one window and nobody over: counted in bulk (False: changed nothing)."""
+        total = np.where(self.window[k] == w, self.count[k], 0) + np.bincount(k)[k]
+        if int(total.max()) > self.rate:
+            return False
+        self.window[k] = w  # repeated keys write equal values
+        self.count[k] = total
+        return True
+
+    def _count_ranked(self, rows: np.ndarray, k: np.ndarray, w: np.ndarray, n: int) -> np.ndarray | None:
+        """Each message's number within its key's window, in arrival order (a stable sort by key)."""
+        order = np.argsort(k, kind="stable")
+        k, w = k[order], w[order]
+        position = np.arange(len(k))
+        run_start = np.ones(len(k), dtype=bool)
+        run_start[1:] = (k[1:] != k[:-1]) | (w[1:] != w[:-1])
+        rank = position - np.maximum.accumulate(np.where(run_start, position, 0))
+        # only a key's first run in the batch can be in the window it last sent in
+        number = np.where(self.window[k] == w, self.count[k], 0) + rank + 1
+        last = np.ones(len(k), dtype=bool)
+        last[:-1] = k[1:] != k[:-1]
+        self.window[k[last]] = w[last]
+        self.count[k[last]] = number[last]
+        over = np.zeros(n, dtype=bool)
+        over[rows[order]] = number > self.rate
+        return over if over.any() else None
