@@ -12,7 +12,9 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..rules import Rules, _Section, parse_duration
+from ..durations import parse_duration
+from ..rule_section import RuleSection as _Section
+from ..rules import Rules
 from .model import AlertKey
 
 ALERTS_FILE = "alerts.yaml"

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
-from ..rules import _Section
+from ..rule_section import RuleSection as _Section
 
 ANOMALY_FILE = "anomaly.yaml"
 KINDS = ("blind", "degraded", "stuck")

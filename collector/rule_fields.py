@@ -1,0 +1,167 @@
+"""The kinds of value the rule files of ``rules/`` hold, as pydantic validators, and reading a
+rule file through a model with the messages users know:
+``rules/contracts.yaml: cam.kpis.online.threshold must be a fraction in (0, 1]: 95``.
+
+The models are :class:`ptmon.config.base.Section` dataclasses, as ptmon.toml's tables are: a key
+a model does not declare is refused naming the known ones, and every fault names the file and
+the dotted key path. These validators keep the rule files' own words ("a whole number in
+[0, 254]", "one of iot, cam"), which rules/README.md and users' habits rely on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BeforeValidator, TypeAdapter, ValidationError, ValidationInfo
+
+from .config.fields import FileContext, invalid, refused
+from .config.loading import describe
+from .durations import parse_duration
+from .errors import ConfigError
+
+CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+NOT_A_CODE = "is not a valid code (lower-case letters, digits and _, starting with a letter)"
+DURATION = "a positive duration (seconds, or '90s', '15m', '6h', '1d')"
+MAX_FEE = Decimal(10) ** 12  # yuan; a bound well above any lease fee, so quantize stays exact
+_NOT_A_MAPPING = ("dataclass_type", "dataclass_args_type", "model_type", "dict_type")
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """A finite Decimal from a YAML number or string; None when it is not one.
+
+    A YAML float goes through ``str`` (its shortest repr), so ``0.3`` is ``Decimal("0.3")``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        return None
+    try:
+        number = Decimal(str(value).strip().replace(",", "").replace("_", ""))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def rule_text() -> BeforeValidator:
+    """A non-blank string, stripped."""
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise invalid("a non-empty string", value)
+        return value.strip()
+    return BeforeValidator(check)
+
+
+def one_of(options: Iterable[str] | None = None, *, known: str = "") -> BeforeValidator:
+    """One of ``options``, or of the codes the validation context holds under ``known``
+    (the contracts of contracts.yaml, for types.yaml)."""
+    fixed = tuple(options or ())
+
+    def check(value: Any, info: ValidationInfo) -> str:
+        choices = fixed or tuple((info.context or {}).get(known, ()))
+        if value not in choices:
+            raise invalid(f"one of {', '.join(choices)}", value)
+        return str(value)
+    return BeforeValidator(check)
+
+
+def duration() -> BeforeValidator:
+    """Whole seconds from ``90`` or ``"90s"``, ``"15m"``, ``"6h"``, ``"1d"``; above zero."""
+    def check(value: Any) -> int:
+        seconds = parse_duration(value)
+        if seconds is None or seconds <= 0:
+            raise invalid(DURATION, value)
+        return seconds
+    return BeforeValidator(check)
+
+
+def fraction() -> BeforeValidator:
+    """A threshold: a decimal in (0, 1], 0.95 for 95 %."""
+    def check(value: Any) -> Decimal:
+        try:
+            number = (Decimal(str(value)) if isinstance(value, (int, float, str, Decimal))
+                      and not isinstance(value, bool) else None)
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite() or not 0 < number <= 1:
+            raise invalid("a fraction in (0, 1]", value)
+        return number
+    return BeforeValidator(check)
+
+
+def decimal_in(low: Decimal, high: Decimal | None = None) -> BeforeValidator:
+    """A decimal number in ``[low, high]`` (``high`` None: unbounded), as a number or a string."""
+    bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+
+    def check(value: Any) -> Decimal:
+        number = to_decimal(value)
+        if number is None or number < low or (high is not None and number > high):
+            raise invalid(f"a decimal number {bounds}", value)
+        return number
+    return BeforeValidator(check)
+
+
+def whole_in(low: int, high: int) -> BeforeValidator:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise invalid(f"a whole number in [{low}, {high}]", value)
+        return value
+    return BeforeValidator(check)
+
+
+def money() -> BeforeValidator:
+    """An amount in yuan: a non-negative decimal with at most two places (fen)."""
+    def check(value: Any) -> Decimal:
+        number = to_decimal(value)
+        if number is None or number < 0 or number > MAX_FEE or number != number.quantize(Decimal("0.01")):
+            raise invalid("an amount in yuan >= 0 with at most 2 decimals (write it as a string)", value)
+        return number
+    return BeforeValidator(check)
+
+
+def check_codes(data: Any, where: str = "") -> None:
+    """Every key of a mapping is a code (a street, a KPI, a contract...); ``where`` is the dotted
+    path of the mapping inside the model being validated."""
+    if not isinstance(data, dict):
+        return  # the model says "must be a mapping"
+    for key in data:
+        if not isinstance(key, str) or not CODE_RE.fullmatch(key):
+            raise refused(NOT_A_CODE, key=f"{where}.{key}" if where else str(key))
+
+
+def read_rule_file(path: Path, what: str = "rule file") -> tuple[Any, bytes]:
+    """The YAML document of ``path`` and its bytes (for the version hash)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(raw), raw
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def validate_rule_file(adapter: TypeAdapter[Any], doc: Any, label: str, **context: Any) -> Any:
+    """``doc`` validated by ``adapter``; a fault becomes ``ConfigError("<label>: <key> <fault>")``.
+
+    ``context`` reaches the validators (``contracts``: the codes a device type may name).
+    """
+    file = FileContext(label, Path(label).parent, {})
+    try:
+        return adapter.validate_python(doc, context={"file": file, **context})
+    except ValidationError as exc:
+        raise ConfigError(f"{label}: {fault_of(exc)}") from None
+
+
+def fault_of(exc: ValidationError) -> str:
+    """``<dotted key> <what is wrong>`` of the first fault, in the rule files' words."""
+    error = exc.errors(include_url=False)[0]
+    key, fault = describe(exc)
+    key = key or "top level"
+    if error["type"] == "missing":
+        return f"{key} is missing"
+    if error["type"] in _NOT_A_MAPPING:
+        return f"{key} must be a mapping: {error['input']!r}"
+    return f"{key} {fault}"
