@@ -11,7 +11,8 @@ the dotted key path. These validators keep the rule files' own words ("a whole n
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BeforeValidator, TypeAdapter, ValidationError, ValidationInfo
 
-from .config.fields import FileContext, invalid, refused
-from .config.loading import describe
+from .config.fields import FileContext, file_context, invalid, refused
 from .durations import parse_duration
 from .errors import ConfigError
 
@@ -29,6 +29,20 @@ NOT_A_CODE = "is not a valid code (lower-case letters, digits and _, starting wi
 DURATION = "a positive duration (seconds, or '90s', '15m', '6h', '1d')"
 MAX_FEE = Decimal(10) ** 12  # yuan; a bound well above any lease fee, so quantize stays exact
 _NOT_A_MAPPING = ("dataclass_type", "dataclass_args_type", "model_type", "dict_type")
+
+
+@dataclass(frozen=True)
+class RuleFileContext(FileContext):
+    """A rule file being read, with what the files read before it define (``known``: the
+    contracts of contracts.yaml for types.yaml; the whole :class:`Rules` for alerts.yaml)."""
+
+    known: Mapping[str, Any] = field(default_factory=dict)
+
+
+def defined_before(info: ValidationInfo, name: str) -> Any:
+    """What the files read before define under ``name``; None when validating in code."""
+    context = file_context(info)
+    return context.known.get(name) if isinstance(context, RuleFileContext) else None
 
 
 def to_decimal(value: Any) -> Decimal | None:
@@ -55,24 +69,27 @@ def rule_text() -> BeforeValidator:
 
 
 def one_of(options: Iterable[str] | None = None, *, known: str = "") -> BeforeValidator:
-    """One of ``options``, or of the codes the validation context holds under ``known``
-    (the contracts of contracts.yaml, for types.yaml)."""
+    """One of ``options``, or of the codes an earlier file defines under ``known`` (the
+    contracts of contracts.yaml, for types.yaml)."""
     fixed = tuple(options or ())
 
     def check(value: Any, info: ValidationInfo) -> str:
-        choices = fixed or tuple((info.context or {}).get(known, ()))
+        choices = fixed or tuple(defined_before(info, known) or ())
         if value not in choices:
             raise invalid(f"one of {', '.join(choices)}", value)
         return str(value)
     return BeforeValidator(check)
 
 
-def duration() -> BeforeValidator:
-    """Whole seconds from ``90`` or ``"90s"``, ``"15m"``, ``"6h"``, ``"1d"``; above zero."""
+def duration(*, zero: bool = False) -> BeforeValidator:
+    """Whole seconds from ``90`` or ``"90s"``, ``"15m"``, ``"6h"``, ``"1d"``; above zero, or
+    ``zero``: at least zero."""
+    expected = DURATION.replace("a positive", "a non-negative") if zero else DURATION
+
     def check(value: Any) -> int:
         seconds = parse_duration(value)
-        if seconds is None or seconds <= 0:
-            raise invalid(DURATION, value)
+        if seconds is None or seconds < 0 or (seconds == 0 and not zero):
+            raise invalid(expected, value)
         return seconds
     return BeforeValidator(check)
 
@@ -143,25 +160,32 @@ def read_rule_file(path: Path, what: str = "rule file") -> tuple[Any, bytes]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
 
-def validate_rule_file(adapter: TypeAdapter[Any], doc: Any, label: str, **context: Any) -> Any:
+def validate_rule_file(adapter: TypeAdapter[Any], doc: Any, label: str, **known: Any) -> Any:
     """``doc`` validated by ``adapter``; a fault becomes ``ConfigError("<label>: <key> <fault>")``.
 
-    ``context`` reaches the validators (``contracts``: the codes a device type may name).
+    ``known`` is what the files read before define (``contracts``: the codes a type may name).
     """
-    file = FileContext(label, Path(label).parent, {})
+    file = RuleFileContext(label, Path(label).parent, {}, known)
     try:
-        return adapter.validate_python(doc, context={"file": file, **context})
+        return adapter.validate_python(doc, context={"file": file})
     except ValidationError as exc:
         raise ConfigError(f"{label}: {fault_of(exc)}") from None
 
 
 def fault_of(exc: ValidationError) -> str:
-    """``<dotted key> <what is wrong>`` of the first fault, in the rule files' words."""
+    """``<key path> <what is wrong>`` of the first fault, in the rule files' words; the path is
+    dotted, with list items as ``rules[0]``."""
     error = exc.errors(include_url=False)[0]
-    key, fault = describe(exc)
+    ctx = error.get("ctx") or {}
+    parts = [*error["loc"], ctx["key"]] if error["type"] == "ptmon" and ctx["key"] else error["loc"]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
     key = key or "top level"
+    if error["type"] == "ptmon":
+        return f"{key} {ctx['text']}" + (f": {ctx['shown']}" if ctx["shown"] else "")
     if error["type"] == "missing":
         return f"{key} is missing"
     if error["type"] in _NOT_A_MAPPING:
         return f"{key} must be a mapping: {error['input']!r}"
-    return f"{key} {fault}"
+    if error["type"] in ("list_type", "tuple_type"):
+        return f"{key} must be a list: {error['input']!r}"
+    return f"{key} is wrong ({error['msg']}): {error['input']!r}"  # a fault no validator words
