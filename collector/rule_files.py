@@ -15,7 +15,16 @@ from pydantic.dataclasses import dataclass
 
 from .config.base import SECTION, Section
 from .config.fields import FileContext, flag, invalid, refused
-from .rule_fields import check_codes, decimal_in, duration, fraction, money, one_of, rule_text, whole_in
+from .rule_fields import (
+    check_codes,
+    decimal_in,
+    duration,
+    fraction,
+    money,
+    one_of,
+    rule_text,
+    whole_in,
+)
 
 DAY_S = 86_400
 KNOWN_KPIS = ("online", "sensing", "face", "plate", "capture")

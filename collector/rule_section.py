@@ -12,7 +12,8 @@ from typing import Any
 
 from .durations import parse_duration
 from .errors import ConfigError
-from .rule_fields import CODE_RE, MAX_FEE, to_decimal as _to_decimal
+from .rule_fields import CODE_RE, MAX_FEE
+from .rule_fields import to_decimal as _to_decimal
 
 
 class RuleSection:

@@ -12,7 +12,16 @@ from pydantic import TypeAdapter
 from ..rule_fields import read_rule_file, validate_rule_file
 from ..rules import Rules
 from .model import AlertKey
-from .rule_file import AlertsFile, DeviceRule, DigestRule, Grouping, MonthRiskRule, RuleDefaults, RuleEntry, Silence
+from .rule_file import (
+    AlertsFile,
+    DeviceRule,
+    DigestRule,
+    Grouping,
+    MonthRiskRule,
+    RuleDefaults,
+    RuleEntry,
+    Silence,
+)
 
 ALERTS_FILE = "alerts.yaml"
 _ALERTS_FILE = TypeAdapter(AlertsFile)
