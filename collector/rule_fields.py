@@ -25,6 +25,7 @@ from .durations import parse_duration
 from .errors import ConfigError
 
 CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 NOT_A_CODE = "is not a valid code (lower-case letters, digits and _, starting with a letter)"
 DURATION = "a positive duration (seconds, or '90s', '15m', '6h', '1d')"
 MAX_FEE = Decimal(10) ** 12  # yuan; a bound well above any lease fee, so quantize stays exact
@@ -135,6 +136,30 @@ def money() -> BeforeValidator:
         if number is None or number < 0 or number > MAX_FEE or number != number.quantize(Decimal("0.01")):
             raise invalid("an amount in yuan >= 0 with at most 2 decimals (write it as a string)", value)
         return number
+    return BeforeValidator(check)
+
+
+def time_of_day() -> BeforeValidator:
+    """Seconds after Shanghai midnight from "HH:MM" (built in code: the seconds themselves)."""
+    def check(value: Any, info: ValidationInfo) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and info.context is None:
+            return value
+        m = _CLOCK.fullmatch(value.strip()) if isinstance(value, str) else None
+        if m is None:
+            raise invalid('a Shanghai time of day "HH:MM"', value)
+        return int(m.group(1)) * 3600 + int(m.group(2)) * 60
+    return BeforeValidator(check)
+
+
+def number(low: float, high: float) -> BeforeValidator:
+    """A number (not a boolean) in ``[low, high]``, as a float."""
+    def plain(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else str(x)
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise invalid(f"a number in [{plain(low)}, {plain(high)}]", value)
+        return float(value)
     return BeforeValidator(check)
 
 

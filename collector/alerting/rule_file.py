@@ -13,15 +13,14 @@ from dataclasses import field
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import BeforeValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from ..config.base import SECTION, Section
 from ..config.fields import FileContext, flag, invalid, refused
-from ..rule_fields import RuleFileContext, duration, fraction, one_of
+from ..rule_fields import RuleFileContext, duration, fraction, one_of, time_of_day
 
 _ADDRESS = re.compile(r"[^@\s<>,;\"'\\\x00-\x1f\x7f]+@[^@\s<>,;\"'\\\x00-\x1f\x7f]+")
-_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 DEVICE_KINDS = ("blind", "degraded", "stuck")
 # ``for`` in the file, ``for_`` in code.
 WITH_FOR = ConfigDict(**SECTION, validate_by_name=True, validate_by_alias=True)
@@ -57,16 +56,6 @@ def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise invalid("a whole number ≥ 1", value)
     return value
-
-
-def _clock(value: Any, info: ValidationInfo) -> int:
-    """Seconds after Shanghai midnight from "HH:MM" (in code: the seconds themselves)."""
-    if isinstance(value, int) and not isinstance(value, bool) and info.context is None:
-        return value
-    m = _CLOCK.fullmatch(value.strip()) if isinstance(value, str) else None
-    if m is None:
-        raise invalid('a Shanghai time of day "HH:MM"', value)
-    return int(m.group(1)) * 3600 + int(m.group(2)) * 60
 
 
 def _url(value: Any) -> str:
@@ -146,7 +135,7 @@ class MonthRiskRule(Section):
 @dataclass(frozen=True, kw_only=True, config=SECTION)
 class DigestRule(Section):
     enabled: Flag = True
-    at: Annotated[int, BeforeValidator(_clock)] = 8 * 3600 + 30 * 60  # seconds after Shanghai midnight
+    at: Annotated[int, time_of_day()] = 8 * 3600 + 30 * 60  # seconds after Shanghai midnight
     streets: Flag = False  # street contacts get their street's digest too
 
 
