@@ -1,6 +1,7 @@
 """The declarative rule files of ``rules/``: streets, device types and contracts.
 
-Each file is read once, validated once, and turned into frozen dataclasses. A bad file
+Each file is read once, validated once by its pydantic model (:mod:`ptmon.rule_files`, on the
+same base as ptmon.toml's tables) and turned into the frozen rule objects below. A bad file
 fails at load with ``ConfigError`` naming the file, the key and what was expected, e.g.
 ``rules/contracts.yaml: cam.kpis.online.threshold must be a fraction in (0, 1]: 95``.
 """
