@@ -35,11 +35,19 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint_rows import (
+    RATE_ARRAYS,
+    device_rows,
+    restore_rates,
+    restore_rows,
+    rows_by_id,
+    saved_device_ids,
+    whole,
+)
 from .decode import Decoder, RateState
 from .durable import replacing_file
 from .engine import NEVER, Engine
 from .errors import CheckpointError, UsageError
-from .ids import DeviceIds
 from .plausibility import ALLOWANCE_CAP_MS
 from .registry import Registry
 from .rules import COUNTERS, Rules
@@ -58,12 +66,6 @@ LATER_DEVICE_ARRAYS = ("resets_today", "unmatched", "allowance", "missing", "las
 # already, which is what jump 0 (no provisional gap) means, so it restores exactly with zeros.
 SINCE_PROVISIONAL_GAPS = ("jump",)
 GATEWAY_ARRAYS = ("gateway_online", "gateway_since")
-RATE_ARRAYS = {  # RateState attribute: (array name, rows of, fill for a row new since the save)
-    "device_window": ("rate_device_window", "device", -1),
-    "device_count": ("rate_device_count", "device", 0),
-    "gateway_window": ("rate_gateway_window", "gateway", -1),
-    "gateway_count": ("rate_gateway_count", "gateway", 0),
-}
 FRESH_START = ("move {path} away to start with a fresh checkpoint (the month so far can be "
                "recomputed from the archive with `ptmon replay`)")
 _MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError,
@@ -88,8 +90,8 @@ class DecoderCounts:
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> DecoderCounts:
         return cls(_int_map(doc["rejects"]), _int_map(doc["bad_fields"]),
-                   _int_map(doc["unknown_topics"]), _int(doc["unknown_overflow"]),
-                   _int(doc["accepted"]))
+                   _int_map(doc["unknown_topics"]), whole(doc["unknown_overflow"]),
+                   whole(doc["accepted"]))
 
 
 @dataclass
@@ -267,19 +269,19 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
         notes.append("the registry changed since the checkpoint "
                      f"(version {meta['registry_version']} → {registry.version})")
     engine = Engine(registry)
-    if (tick := _int(meta["engine"]["tick"])) != engine.tick:
+    if (tick := whole(meta["engine"]["tick"])) != engine.tick:
         raise CheckpointError(f"{path}: the sample grid changed from {tick // 10**6} s to "
                               f"{engine.tick // 10**6} s, so the month cannot be continued; "
                               + FRESH_START.format(path=path))
-    rows = {"device": _device_rows(_ids(arrays.pop("device_ids")), registry),
-            "gateway": _rows_by_id(list(meta["gateways"]), registry.gateways, "gateway")}
+    rows = {"device": device_rows(saved_device_ids(arrays.pop("device_ids")), registry),
+            "gateway": rows_by_id(list(meta["gateways"]), registry.gateways, "gateway")}
     absent = [name for name in (*LATER_DEVICE_ARRAYS, *SINCE_PROVISIONAL_GAPS) if name not in arrays]
     if set(absent) - set(SINCE_PROVISIONAL_GAPS):
         notes.append(f"the checkpoint predates the counter plausibility and loss state ({', '.join(absent)}); "
                      "it starts afresh")
         engine.allowance[:] = ALLOWANCE_CAP_MS  # as a device's first message would: cut to its type's burst when used
-    _restore_rows(path, arrays, tuple(n for n in DEVICE_ARRAYS if n not in absent), rows["device"], engine, notes, "device")
-    _restore_rows(path, arrays, GATEWAY_ARRAYS, rows["gateway"], engine, notes, "gateway")
+    restore_rows(path, arrays, tuple(n for n in DEVICE_ARRAYS if n not in absent), rows["device"], engine, notes, "device")
+    restore_rows(path, arrays, GATEWAY_ARRAYS, rows["gateway"], engine, notes, "gateway")
     heard = engine.last_heartbeat != NEVER
     engine.online_until = np.where(heard, engine.last_heartbeat + engine.timeout, NEVER)
     _restore_scalars(meta["engine"], engine)
@@ -287,8 +289,8 @@ def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
     named = {name: _restore_tally(doc, engine, attach=False) for name, doc in meta.get("named_tallies", {}).items()}
     return Checkpoint(engine=engine, tallies=tallies, named=named,
                       decoder_counts=DecoderCounts.from_doc(meta["decoder"]),
-                      decoder_rates=_restore_rates(path, arrays, meta, rows),
-                      extra=dict(meta["extra"]), saved_at=_int(meta["saved_at"]), notes=notes,
+                      decoder_rates=restore_rates(path, arrays, meta, rows),
+                      extra=dict(meta["extra"]), saved_at=whole(meta["saved_at"]), notes=notes,
                       registry_version=str(meta["registry_version"]), rules_version=str(meta["rules_version"]),
                       extensions={name[4:]: array for name, array in arrays.items() if name.startswith("ext.")})
 
@@ -322,92 +324,14 @@ def _check_rules(path: Path, meta: dict[str, Any], rules: Rules, notes: list[str
                      f"(version {meta['rules_version']} → {rules.version})")
 
 
-def _ids(blob: np.ndarray) -> DeviceIds:
-    if blob.dtype != np.uint8 or blob.ndim != 1:
-        raise ValueError("device_ids is not a uint8 vector")
-    raw = blob.tobytes()
-    raw.decode("utf-8")  # UnicodeDecodeError (a ValueError): not a ptmon checkpoint's ids
-    return DeviceIds.from_joined(raw)
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """Saved row ``source[i]`` is row ``target[i]`` now; ``saved`` and ``now`` count the rows."""
-
-    source: np.ndarray
-    target: np.ndarray
-    saved: int
-    now: int
-
-
-def _device_rows(saved: DeviceIds, registry: Registry) -> _Rows:
-    """Saved device rows onto the registry's rows of the same id, looked up in the registry's
-    index in bulk (no dict of two million ids)."""
-    if saved.has_duplicates():
-        raise ValueError("the checkpoint lists a device id twice")
-    target = registry.index.lookup(saved.words, saved.starts, saved.lengths)
-    source = np.flatnonzero(target >= 0)
-    return _Rows(source, target[source], len(saved), len(registry))
-
-
-def _rows_by_id(saved_ids: list[str], ids: list[str], what: str) -> _Rows:
-    if len(set(saved_ids)) != len(saved_ids):
-        raise ValueError(f"the checkpoint lists a {what} id twice")
-    index = {key: i for i, key in enumerate(ids)}
-    target = np.fromiter((index.get(key, -1) for key in saved_ids), dtype=np.int64,
-                         count=len(saved_ids))
-    source = np.flatnonzero(target >= 0)
-    return _Rows(source, target[source], len(saved_ids), len(ids))
-
-
-def _saved_rows(path: Path, arrays: dict[str, np.ndarray], name: str, rows: _Rows,
-                like: np.ndarray) -> np.ndarray:
-    """The saved array ``name``, checked to have a row per saved id shaped and typed as ``like``'s."""
-    saved = arrays[name]
-    shape = (rows.saved, *like.shape[1:])
-    if saved.dtype != like.dtype or saved.shape != shape:
-        raise CheckpointError(f"{path}: array {name} is {saved.dtype} {saved.shape}, "
-                              f"expected {like.dtype} {shape}")
-    return saved
-
-
-def _restore_rows(path: Path, arrays: dict[str, np.ndarray], names: tuple[str, ...], rows: _Rows,
-                  engine: Engine, notes: list[str], what: str) -> None:
-    """Copy saved rows onto the engine's rows of the same id; note the ids dropped and new."""
-    for name in names:
-        mine = getattr(engine, name)
-        mine[rows.target] = _saved_rows(path, arrays, name, rows, mine)[rows.source]
-    if dropped := rows.saved - len(rows.source):
-        notes.append(f"{_count(dropped, what)} in the checkpoint {_are(dropped)} no longer in the "
-                     "registry; their state is dropped")
-    if new := rows.now - len(rows.source):
-        notes.append(f"{_count(new, 'registry ' + what)} {_are(new)} new since the checkpoint; "
-                     "they start afresh")
-
-
-def _restore_rates(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],
-                   rows: dict[str, _Rows]) -> RateState | None:
-    """The decoder's rate windows by id onto the current rows (new rows start fresh)."""
-    doc = meta.get("decoder_rate")
-    if doc is None:
-        return None
-    moved = {}
-    for attribute, (name, of, fill) in RATE_ARRAYS.items():
-        restored = np.full(rows[of].now, fill, dtype=np.int64)
-        restored[rows[of].target] = _saved_rows(path, arrays, name, rows[of], restored)[rows[of].source]
-        moved[attribute] = restored
-    clock = None if doc["clock"] is None else _int(doc["clock"])
-    return RateState(window=_int(doc["window"]), clock=clock, **moved)
-
-
 def _restore_scalars(doc: dict[str, Any], engine: Engine) -> None:
     if not isinstance(doc["up"], bool):
         raise TypeError(f"engine.up is {doc['up']!r}")
-    engine.clock = None if doc["clock"] is None else _int(doc["clock"])
+    engine.clock = None if doc["clock"] is None else whole(doc["clock"])
     engine.up = doc["up"]
-    engine.down_at = None if doc["down_at"] is None else _int(doc["down_at"])
-    engine.next_tick = _int(doc["next_tick"])
-    engine.spans = [[_int(a), _int(b)] for a, b in doc["spans"]]
+    engine.down_at = None if doc["down_at"] is None else whole(doc["down_at"])
+    engine.next_tick = whole(doc["next_tick"])
+    engine.spans = [[whole(a), whole(b)] for a, b in doc["spans"]]
     engine.stats = Counter(_int_map(doc["stats"]))
 
 
@@ -416,9 +340,9 @@ def _restore_tally(doc: dict[str, Any], engine: Engine, *, attach: bool = True) 
     rules = engine.registry.rules
     contracts = {c.code: i for i, c in enumerate(rules.contracts)}
     streets = {s: i for i, s in enumerate(rules.street_codes())}
-    tally = Tally(engine, _int(doc["start"]), _int(doc["end"]))
+    tally = Tally(engine, whole(doc["start"]), whole(doc["end"]))
     for code, n in doc["samples"].items():
-        tally.samples[contracts[code]] = _int(n)
+        tally.samples[contracts[code]] = whole(n)
     tally.online[:] = _unnest(doc["online"], contracts, streets)
     tally.expected[:] = _unnest(doc["expected"], contracts, streets)
     tally.counters[:] = _unnest(doc["counters"], contracts, streets, (len(COUNTERS),)).reshape(
@@ -426,11 +350,11 @@ def _restore_tally(doc: dict[str, Any], engine: Engine, *, attach: bool = True) 
     for day, counts in doc["day_online"].items():
         tally.day_online[int(day)] = _unnest(counts, contracts, streets).reshape(engine.n_groups)
     for code, day, n in doc["day_samples"]:
-        tally.day_samples[contracts[code], _int(day)] = _int(n)
+        tally.day_samples[contracts[code], whole(day)] = whole(n)
     for kind, by in doc.get("counts", {}).items():
         groups = _unnest(by["groups"], contracts, streets).reshape(engine.n_groups)
-        tally.counts[str(kind)] = np.append(groups, _int(by["none"]))
-    tally.unknown = {str(topic): _int(n) for topic, n in doc.get("unknown", {}).items()}
+        tally.counts[str(kind)] = np.append(groups, whole(by["none"]))
+    tally.unknown = {str(topic): whole(n) for topic, n in doc.get("unknown", {}).items()}
     if attach:
         engine.listeners.append(tally)
         engine.count_listeners.append(tally)
@@ -449,19 +373,5 @@ def _unnest(doc: dict[str, dict[str, Any]], contracts: dict[str, int], streets: 
     return out
 
 
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}{'' if n == 1 else 's'}"
-
-
-def _are(n: int) -> str:
-    return "is" if n == 1 else "are"
-
-
-def _int(value: Any) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected an integer, found {value!r}")
-    return value
-
-
 def _int_map(doc: Mapping[str, Any]) -> dict[str, int]:
-    return {str(key): _int(value) for key, value in doc.items()}
+    return {str(key): whole(value) for key, value in doc.items()}

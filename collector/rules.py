@@ -1,6 +1,7 @@
 """The declarative rule files of ``rules/``: streets, device types and contracts.
 
-Each file is read once, validated once, and turned into frozen dataclasses. A bad file
+Each file is read once, validated once by its pydantic model (:mod:`ptmon.rule_files`, on the
+same base as ptmon.toml's tables) and turned into the frozen rule objects below. A bad file
 fails at load with ``ConfigError`` naming the file, the key and what was expected, e.g.
 ``rules/contracts.yaml: cam.kpis.online.threshold must be a fraction in (0, 1]: 95``.
 """
@@ -9,16 +10,32 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import TypeAdapter
 
+from .durations import parse_duration
 from .errors import ConfigError
+from .rule_fields import CODE_RE, MAX_FEE, NOT_A_CODE, read_rule_file, validate_rule_file
+from .rule_files import (
+    CONTRACTS_FILE,
+    DAY_S,
+    DEFAULT_MAX_ATTEMPT_RATE,
+    DEFAULT_MAX_RESETS_PER_DAY,
+    DEFAULT_RESPONSE_TIME,
+    KNOWN_KPIS,
+    MAX_ATTEMPT_RATE_RANGE,
+    MAX_RESETS_PER_DAY,
+    ONLINE_METHODS,
+    STREETS_FILE,
+    TYPES_FILE,
+    ContractEntry,
+    DeviceTypeEntry,
+    StreetEntry,
+)
 
 # The shipped rules, as package data: rules/ of a checkout, ptmon/rules of an installed wheel.
 DEFAULT_RULES_DIR = Path(str(importlib.resources.files("ptmon.default_rules")))
@@ -27,25 +44,19 @@ RULE_FILES = ("streets.yaml", "types.yaml", "contracts.yaml")
 # Cumulative counters of the wire contract, in the column order the engine keeps them.
 COUNTERS = ("reads", "read_ok", "face_try", "face_ok", "plate_try", "plate_ok")
 
-# Success-rate KPIs: (counters summed for the numerator, counters summed for the denominator).
+# Success-rate KPIs (KNOWN_KPIS but online): (counters summed for the numerator, counters summed for the denominator).
 RATIO_KPIS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sensing": (("read_ok",), ("reads",)),
     "face": (("face_ok",), ("face_try",)),
     "plate": (("plate_ok",), ("plate_try",)),
     "capture": (("face_ok", "plate_ok"), ("face_try", "plate_try")),
 }
-KNOWN_KPIS = ("online", *RATIO_KPIS)
-ONLINE_METHODS = ("time_weighted", "daily")
-CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-DAY_S = 86_400
-MAX_FEE = Decimal(10) ** 12  # yuan; a bound well above any lease fee, so quantize stays exact
-DEFAULT_RESPONSE_TIME = 86_400  # 24 h: repair response time when a contract does not set one
-# Plausibility limits of a type's counters (types.yaml); the bounds keep every month's sum of
-# counter deltas far inside int64 (rules/README.md "Plausible counters").
-DEFAULT_MAX_ATTEMPT_RATE = Decimal(1)
-MAX_ATTEMPT_RATE_RANGE = (Decimal("0.001"), Decimal(1000))
-DEFAULT_MAX_RESETS_PER_DAY = 24
-MAX_RESETS_PER_DAY = 254
+__all__ = [  # names other modules import from here, some now declared in rule_files / rule_fields
+    "CODE_RE", "COUNTERS", "DAY_S", "DEFAULT_MAX_ATTEMPT_RATE", "DEFAULT_MAX_RESETS_PER_DAY",
+    "DEFAULT_RESPONSE_TIME", "DEFAULT_RULES_DIR", "KNOWN_KPIS", "MAX_ATTEMPT_RATE_RANGE", "MAX_FEE",
+    "MAX_RESETS_PER_DAY", "ONLINE_METHODS", "RATIO_KPIS", "RULE_FILES", "Contract", "DeviceType", "Kpi",
+    "LateHeartbeats", "Payment", "Rules", "Street", "load_rules", "parse_duration",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,232 +165,42 @@ class Rules:
         return next(t for t in self.types if t.code == code)
 
 
-class _Section:
-    """One mapping of a rule file, read key by key with errors that say where."""
-
-    def __init__(self, file: str, path: str, value: Any) -> None:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{file}: {path or 'top level'} must be a mapping: {value!r}")
-        self.file, self.path, self.data = file, path, value
-        self._seen: set[str] = set()
-
-    def _where(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(f"{self.file}: {self._where(key)} {expected}: {value!r}")
-
-    def get(self, key: str, default: Any = ...) -> Any:
-        self._seen.add(key)
-        if key in self.data:
-            return self.data[key]
-        if default is ...:
-            raise ConfigError(f"{self.file}: {self._where(key)} is missing")
-        return default
-
-    def text(self, key: str, default: Any = ...) -> str:
-        value = self.get(key, default)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, "must be a non-empty string", value)
-        return value.strip()
-
-    def choice(self, key: str, options: tuple[str, ...], default: Any = ...) -> str:
-        value = self.get(key, default)
-        if value not in options:
-            raise self.fail(key, f"must be one of {', '.join(options)}", value)
-        return str(value)
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, "must be true or false", value)
-        return value
-
-    def duration(self, key: str, default: Any = ...) -> int:
-        value = self.get(key, default)
-        seconds = parse_duration(value)
-        if seconds is None or seconds <= 0:
-            raise self.fail(key, "must be a positive duration (seconds, or '90s', '15m', '6h', '1d')", value)
-        return seconds
-
-    def fraction(self, key: str) -> Decimal:
-        value = self.get(key)
-        try:
-            number = Decimal(str(value)) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
-        except InvalidOperation:
-            number = None
-        if number is None or not number.is_finite() or not 0 < number <= 1:
-            raise self.fail(key, "must be a fraction in (0, 1]", value)
-        return number
-
-    def decimal(self, key: str, low: Decimal, high: Decimal | None, default: Any = ...) -> Decimal:
-        """A decimal number in ``[low, high]`` (``high`` None: unbounded), given as a number or a string."""
-        value = self.get(key, default)
-        number = _to_decimal(value)
-        if number is None or number < low or (high is not None and number > high):
-            bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-            raise self.fail(key, f"must be a decimal number {bounds}", value)
-        return number
-
-    def integer(self, key: str, low: int, high: int, default: Any = ...) -> int:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.fail(key, f"must be a whole number in [{low}, {high}]", value)
-        return value
-
-    def money(self, key: str) -> Decimal:
-        """An amount in yuan: a non-negative decimal with at most two places (fen)."""
-        value = self.get(key)
-        number = _to_decimal(value)
-        if number is None or number < 0 or number > MAX_FEE or number != number.quantize(Decimal("0.01")):
-            raise self.fail(key, "must be an amount in yuan >= 0 with at most 2 decimals (write it as a string)", value)
-        return number
-
-    def section(self, key: str) -> _Section:
-        return _Section(self.file, self._where(key), self.get(key))
-
-    def codes(self) -> list[str]:
-        """The keys, each checked to be a code (a street, a KPI, a contract...)."""
-        for key in self.data:
-            if not isinstance(key, str) or not CODE_RE.fullmatch(key):
-                raise ConfigError(
-                    f"{self.file}: {self._where(str(key))} is not a valid code "
-                    "(lower-case letters, digits and _, starting with a letter)"
-                )
-        return list(self.data)
-
-    def items(self) -> list[tuple[str, _Section]]:
-        return [(key, self.section(key)) for key in self.codes()]
-
-    def done(self) -> None:
-        unknown = sorted(str(k) for k in self.data if k not in self._seen)
-        if unknown:
-            raise ConfigError(f"{self.file}: {self._where(unknown[0])} is not a known key")
+def _entries(adapter: TypeAdapter[Any], path: Path, doc: Any, what: str, **context: Any) -> dict[str, Any]:
+    """The validated entries of a rule file whose keys are codes; at least one."""
+    label = str(path)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{label}: top level must be a mapping: {doc!r}")
+    for key in doc:
+        if not isinstance(key, str) or not CODE_RE.fullmatch(key):
+            raise ConfigError(f"{label}: {key} {NOT_A_CODE}")
+    if not doc:
+        raise ConfigError(f"{label}: defines no {what}")
+    entries: dict[str, Any] = validate_rule_file(adapter, doc, label, **context)
+    return entries
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+def _street(code: str, entry: StreetEntry) -> Street:
+    return Street(code=code, name=entry.name, supervisor=entry.supervisor)
 
 
-def _to_decimal(value: Any) -> Decimal | None:
-    """A finite Decimal from a YAML number or string; None when it is not one.
-
-    A YAML float goes through ``str`` (its shortest repr), so ``0.3`` is ``Decimal("0.3")``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = Decimal(str(value).strip().replace(",", "").replace("_", ""))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
+def _device_type(code: str, entry: DeviceTypeEntry) -> DeviceType:
+    return DeviceType(code=code, contract=entry.contract, name=entry.name, kind=entry.kind,
+                      heartbeat_period=entry.heartbeat_period, online_timeout=entry.online_timeout,
+                      max_attempt_rate=entry.max_attempt_rate, max_resets_per_day=entry.max_resets_per_day)
 
 
-def parse_duration(value: Any) -> int | None:
-    """Seconds from ``90``, ``"90s"``, ``"15m"``, ``"6h"``, ``"1d"``; None when not a duration."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", value)
-        if m:
-            return int(m.group(1)) * _UNITS[m.group(2) or "s"]
-    return None
-
-
-def _read_yaml(path: Path) -> tuple[Any, bytes]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read rule file: {exc.strerror}") from exc
-    try:
-        return yaml.safe_load(raw), raw
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-
-
-def _load_streets(file: str, doc: Any) -> tuple[Street, ...]:
-    top = _Section(file, "", doc)
-    streets = []
-    for code, sec in top.items():
-        streets.append(Street(code=code, name=sec.text("name"), supervisor=sec.get("supervisor", "") or ""))
-        sec.done()
-    if not streets:
-        raise ConfigError(f"{file}: defines no street")
-    return tuple(streets)
-
-
-def _load_contracts(file: str, doc: Any) -> tuple[Contract, ...]:
-    top = _Section(file, "", doc)
-    contracts = []
-    for code, sec in top.items():
-        interval = sec.duration("sample_interval", 60)
-        if DAY_S % interval:
-            raise sec.fail("sample_interval", "must divide a day (86400 s)", sec.get("sample_interval"))
-        kpis_sec = sec.section("kpis")
-        kpis = []
-        for kpi_code, ks in kpis_sec.items():
-            if kpi_code not in KNOWN_KPIS:
-                raise kpis_sec.fail(kpi_code, f"is not a known KPI (known: {', '.join(KNOWN_KPIS)})", kpi_code)
-            kpis.append(
-                Kpi(
-                    code=kpi_code,
-                    name=ks.text("name", kpi_code),
-                    threshold=ks.fraction("threshold"),
-                    informational=ks.flag("informational", False),
-                )
-            )
-            ks.done()
-        if not any(k.code == "online" for k in kpis):
-            raise ConfigError(f"{file}: {code}.kpis must include online")
-        contracts.append(
-            Contract(
-                code=code,
-                name=sec.text("name"),
-                online_method=sec.choice("online_method", ONLINE_METHODS, "time_weighted"),
-                sample_interval=interval,
-                kpis=tuple(kpis),
-                response_time=sec.duration("response_time", DEFAULT_RESPONSE_TIME),
-                payment=_load_payment(sec.section("payment")) if sec.get("payment", None) is not None else None,
-                late_heartbeats=_load_late(sec),
-            )
-        )
-        sec.done()
-    if not contracts:
-        raise ConfigError(f"{file}: defines no contract")
-    return tuple(contracts)
-
-
-def _load_payment(sec: _Section) -> Payment:
-    """The ``payment`` section of a contract: deduction rate, cap and the fee of each street."""
-    fees_sec = sec.section("fees")
-    fees = tuple((street, fees_sec.money(street)) for street in fees_sec.codes())
-    fees_sec.done()
-    payment = Payment(
-        rate_per_point=sec.decimal("rate_per_point", Decimal(0), Decimal(1), "0.01"),
-        cap=sec.decimal("cap", Decimal(0), Decimal(1), "0.30"),
-        fees=fees,
-    )
-    sec.done()
-    return payment
-
-
-def _load_late(contract: _Section) -> LateHeartbeats:
-    """The optional ``late_heartbeats`` section; only the time-weighted online method can use it
-    (a late heartbeat credits sample instants, and the daily method keeps no per-device days)."""
-    if contract.get("late_heartbeats", None) is None:
-        return LateHeartbeats()
-    sec = contract.section("late_heartbeats")
-    default = LateHeartbeats()
-    late = LateHeartbeats(count=sec.flag("count", default.count),
-                          max_delay=sec.duration("max_delay", default.max_delay),
-                          received_within=sec.duration("received_within", default.received_within))
-    sec.done()
-    if late.count and contract.get("online_method", "time_weighted") != "time_weighted":
-        raise sec.fail("count", "can be true only with online_method time_weighted", True)
-    return late
+def _contract(code: str, entry: ContractEntry) -> Contract:
+    kpis = tuple(Kpi(code=kpi, name=k.name or kpi, threshold=k.threshold, informational=k.informational)
+                 for kpi, k in entry.kpis.items())
+    pay = entry.payment
+    payment = None if pay is None else Payment(rate_per_point=pay.rate_per_point, cap=pay.cap,
+                                                fees=tuple(pay.fees.items()))
+    late = entry.late_heartbeats
+    return Contract(code=code, name=entry.name, online_method=entry.online_method,
+                    sample_interval=entry.sample_interval, kpis=kpis, response_time=entry.response_time,
+                    payment=payment,
+                    late_heartbeats=LateHeartbeats() if late is None else LateHeartbeats(
+                        count=late.count, max_delay=late.max_delay, received_within=late.received_within))
 
 
 def _check_fees(file: str, contracts: tuple[Contract, ...], streets: tuple[Street, ...]) -> None:
@@ -399,34 +220,6 @@ def _check_fees(file: str, contracts: tuple[Contract, ...], streets: tuple[Stree
                               "(every street needs its monthly fee; write 0 where the contract pays none)")
 
 
-def _load_types(file: str, doc: Any, contracts: tuple[Contract, ...]) -> tuple[DeviceType, ...]:
-    top = _Section(file, "", doc)
-    contract_codes = tuple(c.code for c in contracts)
-    types = []
-    for code, sec in top.items():
-        period = sec.duration("heartbeat_period")
-        timeout = sec.duration("online_timeout")
-        if timeout < period:
-            raise sec.fail("online_timeout", f"must be at least heartbeat_period ({period} s)", sec.get("online_timeout"))
-        low, high = MAX_ATTEMPT_RATE_RANGE
-        types.append(
-            DeviceType(
-                code=code,
-                contract=sec.choice("contract", contract_codes),
-                name=sec.text("name"),
-                kind=sec.choice("kind", ("common", "custom"), "common"),
-                heartbeat_period=period,
-                online_timeout=timeout,
-                max_attempt_rate=sec.decimal("max_attempt_rate", low, high, str(DEFAULT_MAX_ATTEMPT_RATE)),
-                max_resets_per_day=sec.integer("max_resets_per_day", 0, MAX_RESETS_PER_DAY, DEFAULT_MAX_RESETS_PER_DAY),
-            )
-        )
-        sec.done()
-    if not types:
-        raise ConfigError(f"{file}: defines no device type")
-    return tuple(types)
-
-
 def load_rules(directory: str | Path | None = None) -> Rules:
     """Load and validate ``streets.yaml``, ``types.yaml`` and ``contracts.yaml`` of a directory."""
     base = Path(directory) if directory is not None else DEFAULT_RULES_DIR
@@ -434,14 +227,17 @@ def load_rules(directory: str | Path | None = None) -> Rules:
         raise ConfigError(f"{base}: rules directory not found")
     docs, digest = {}, hashlib.sha256()
     for name in RULE_FILES:
-        doc, raw = _read_yaml(base / name)
+        doc, raw = read_rule_file(base / name)
         docs[name] = doc
         digest.update(name.encode() + b"\0" + raw + b"\0")
-    label = {name: str(base / name) for name in RULE_FILES}
-    streets = _load_streets(label["streets.yaml"], docs["streets.yaml"])
-    contracts = _load_contracts(label["contracts.yaml"], docs["contracts.yaml"])
-    _check_fees(label["contracts.yaml"], contracts, streets)
-    types = _load_types(label["types.yaml"], docs["types.yaml"], contracts)
+    streets = tuple(_street(code, entry) for code, entry in
+                    _entries(STREETS_FILE, base / "streets.yaml", docs["streets.yaml"], "street").items())
+    contracts = tuple(_contract(code, entry) for code, entry in
+                      _entries(CONTRACTS_FILE, base / "contracts.yaml", docs["contracts.yaml"], "contract").items())
+    _check_fees(str(base / "contracts.yaml"), contracts, streets)
+    types = tuple(_device_type(code, entry) for code, entry in
+                  _entries(TYPES_FILE, base / "types.yaml", docs["types.yaml"], "device type",
+                           contracts=[c.code for c in contracts]).items())
     return Rules(
         directory=base,
         streets=streets,

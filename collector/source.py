@@ -41,6 +41,7 @@ from .archive import MONITOR_TOPIC, Record, retained_record
 from .brokerstats import SYS_FILTER, SYS_PREFIX, BrokerStats
 from .config import MqttConfig
 from .metrics import Metrics
+from .paho_private import packet_queue, raw_topic
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class MqttSource:
         """Acknowledge a batch in one write. ``client.ack`` sends each PUBACK with a syscall of its
         own (bench/ingest.py: 17,600 → 21,500 msg/s with one write per batch); the bytes are the
         same: 0x40, length 2, packet id (a success PUBACK in MQTT 3.1.1 and 5 alike)."""
-        queue = getattr(self.client, "_packet_queue", None)
+        queue = packet_queue(self.client)
         if queue is None:  # a paho without it: one by one
             for mid in mids:
                 self.client.ack(mid, 1)
@@ -267,7 +268,7 @@ class MqttSource:
         try:
             topic = message.topic
         except UnicodeDecodeError:
-            topic = message._topic.decode("utf-8", "replace")
+            topic = raw_topic(message)
         if topic.startswith(SYS_PREFIX) and message.qos == 0:
             if self.broker_stats is not None:
                 self.broker_stats.update(topic, text, received)

@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +45,16 @@ from ptmon.registry import Registry
 from ptmon.rules import COUNTERS, Rules
 from ptmon.timebase import US_PER_S, UTC_OFFSET_US, days_of
 
-from .faults import DeviceFault, DeviceWindows, FaultPlan
+from .faults import DeviceWindows, FaultPlan
+from .synthetic_scenario import Degradation, Flapping, Outage, Scenario, Silence, SuccessWindow
+from .synthetic_text import FACE, PLAIN, PLATE, SENSOR, TEXTS, counter_kind
+
+__all__ = ["Degradation", "Flapping", "Outage", "Scenario", "Silence", "SuccessWindow", "Traffic", "TrafficGenerator",
+           "decoded_batches", "iter_records", "write_archive"]
 
 CHUNK_US = 3600 * US_PER_S
 HOUR_US = 3600 * US_PER_S
 NIGHT_FROM_HOUR, NIGHT_TO_HOUR = 20, 6  # Shanghai: fewer captures, and worse ones
-SENSOR, FACE, PLATE, PLAIN = 0, 1, 2, 3  # which counter pair a device carries
 PAIR_COLUMN = {SENSOR: COUNTERS.index("reads"), FACE: COUNTERS.index("face_try"), PLATE: COUNTERS.index("plate_try")}
 READS_EXTRA_MEAN = 1.5  # reads per heartbeat: 1 + Poisson(1.5)
 SENSOR_SUCCESS = (0.98, 0.995)  # per-device sensing success, uniform in this range
@@ -64,94 +67,6 @@ NIGHT_TRAFFIC = {FACE: 0.15, PLATE: 0.25}  # night capture rate as a share of th
 DAY_PROFILE = np.array([0.6, 1.3, 1.6, 1.1, 0.9, 0.9, 1.0, 0.9, 0.8, 0.9, 1.0, 1.3, 1.5, 1.2]) / (15.0 / 14)
 WEEKEND_TRAFFIC = {FACE: 0.8, PLATE: 0.6}
 CLOCK_DRIFT_S = 30
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outage:
-    """Devices of ``street`` (of ``contract``, or of every contract) send nothing in ``[from_us, to_us)``."""
-
-    street: str
-    from_us: int
-    to_us: int
-    contract: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Degradation:
-    """A degraded street: success probabilities of ``contract`` × ``street`` multiplied by ``factor``."""
-
-    contract: str
-    street: str
-    factor: float
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class Silence:
-    """Devices (registry indices) that send nothing in ``[from_us, to_us)``: a dead gateway, a broken device."""
-
-    devices: np.ndarray
-    from_us: int
-    to_us: int
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class Flapping:
-    """Devices that go silent for the second half of every ``period_us`` (counted from the epoch)."""
-
-    devices: np.ndarray
-    period_us: int
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class SuccessWindow:
-    """Success probabilities of ``devices`` multiplied by ``factor`` for heartbeats due in ``[from_us, to_us)``."""
-
-    devices: np.ndarray
-    factor: float
-    from_us: int
-    to_us: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class Scenario:
-    """What happens in the synthetic district besides normal operation.
-
-    ``silent_fraction`` of the devices (chosen by the seed) never report; ``loss`` is the
-    share of other messages lost on the way; ``jitter`` the largest lateness as a share of
-    the period. With ``lead_in`` every device also sends its last heartbeat before
-    ``start_us`` (at most one period before it), so the window starts as a monitor that had
-    been running all along would see it: devices online and counter baselines set.
-    ``silences``, ``flapping``, ``success_windows`` and ``never_report`` (registry indices)
-    act on chosen devices (``simulators.scenario`` builds them from a scenario file).
-    """
-
-    seed: int = 1
-    outages: tuple[Outage, ...] = ()
-    degraded: tuple[Degradation, ...] = ()
-    silent_fraction: float = 0.0
-    loss: float = 0.0
-    jitter: float = 0.03
-    lead_in: bool = False
-    silences: tuple[Silence, ...] = ()
-    flapping: tuple[Flapping, ...] = ()
-    success_windows: tuple[SuccessWindow, ...] = ()
-    never_report: tuple[int, ...] = ()
-    faults: tuple[DeviceFault, ...] = ()  # blind and degraded cameras, stuck sensors (simulators.faults)
-
-    def __post_init__(self) -> None:
-        for name in ("silent_fraction", "loss"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"Scenario.{name} must be in [0, 1): {getattr(self, name)}")
-        if not 0.0 <= self.jitter <= 0.5:
-            raise ValueError(f"Scenario.jitter must be in [0, 0.5]: {self.jitter}")
-        for w in (*self.outages, *self.silences, *self.success_windows):
-            if w.to_us <= w.from_us:
-                raise ValueError(f"{type(w).__name__}: to_us must be after from_us")
-        for d in (*self.degraded, *self.success_windows):
-            if not 0.0 <= d.factor <= 1.0:
-                raise ValueError(f"{type(d).__name__}: factor must be in [0, 1]: {d.factor}")
-        if any(f.period_us < 2 * US_PER_S for f in self.flapping):
-            raise ValueError("Flapping: period_us must be at least 2 s")
 
 
 @dataclass(eq=False)
@@ -176,72 +91,6 @@ class Traffic:
         return Traffic(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("t", "device", "seq", "counters", "ts", "rssi")))
 
 
-def _counter_kind(type_code: str, contract_kpis: set[str]) -> int:
-    if "sensing" in contract_kpis:
-        return SENSOR
-    if type_code.startswith("face"):
-        return FACE
-    if type_code.startswith("plate"):
-        return PLATE
-    return PLAIN
-
-
-# Text of each device kind: one list comprehension per kind and form, because an inline
-# f-string measured 20-35 % faster than calling a template per message, and writing the
-# archive is half the demo's time. Payload keys follow the wire contract; archive lines embed the payload escaped.
-def _sensor_payloads(t, topic, ts, seq, boot, bat, rssi, tries, oks):  # type: ignore[no-untyped-def]
-    return [
-        f'{{"ts":{a},"seq":{b},"boot":{c},"bat":{d},"rssi":{e},"reads":{f},"read_ok":{g}}}'
-        for a, b, c, d, e, f, g in zip(ts, seq, boot, bat, rssi, tries, oks)
-    ]
-
-
-def _sensor_lines(t, topic, ts, seq, boot, bat, rssi, tries, oks):  # type: ignore[no-untyped-def]
-    return [
-        f'{{"t":{x},"topic":{y},"payload":"{{\\"ts\\":{a},\\"seq\\":{b},\\"boot\\":{c},\\"bat\\":{d},'
-        f'\\"rssi\\":{e},\\"reads\\":{f},\\"read_ok\\":{g}}}"}}\n'
-        for x, y, a, b, c, d, e, f, g in zip(t, topic, ts, seq, boot, bat, rssi, tries, oks)
-    ]
-
-
-def _capture_payloads(name, t, topic, ts, seq, boot, tries, oks):  # type: ignore[no-untyped-def]
-    return [
-        f'{{"ts":{a},"seq":{b},"boot":{c},"{name}_try":{f},"{name}_ok":{g}}}'
-        for a, b, c, f, g in zip(ts, seq, boot, tries, oks)
-    ]
-
-
-def _capture_lines(name, t, topic, ts, seq, boot, tries, oks):  # type: ignore[no-untyped-def]
-    return [
-        f'{{"t":{x},"topic":{y},"payload":"{{\\"ts\\":{a},\\"seq\\":{b},\\"boot\\":{c},'
-        f'\\"{name}_try\\":{f},\\"{name}_ok\\":{g}}}"}}\n'
-        for x, y, a, b, c, f, g in zip(t, topic, ts, seq, boot, tries, oks)
-    ]
-
-
-def _plain_payloads(t, topic, ts, seq, boot):  # type: ignore[no-untyped-def]
-    return [f'{{"ts":{a},"seq":{b},"boot":{c}}}' for a, b, c in zip(ts, seq, boot)]
-
-
-def _plain_lines(t, topic, ts, seq, boot):  # type: ignore[no-untyped-def]
-    return [
-        f'{{"t":{x},"topic":{y},"payload":"{{\\"ts\\":{a},\\"seq\\":{b},\\"boot\\":{c}}}"}}\n'
-        for x, y, a, b, c in zip(t, topic, ts, seq, boot)
-    ]
-
-
-_TEXTS: dict[tuple[int, bool], Callable[..., list[str]]] = {
-    (SENSOR, False): _sensor_payloads,
-    (SENSOR, True): _sensor_lines,
-    (FACE, False): partial(_capture_payloads, "face"),
-    (FACE, True): partial(_capture_lines, "face"),
-    (PLATE, False): partial(_capture_payloads, "plate"),
-    (PLATE, True): partial(_capture_lines, "plate"),
-    (PLAIN, False): _plain_payloads,
-    (PLAIN, True): _plain_lines,
-}
-
-
 class TrafficGenerator:
     """Per-device profiles drawn once from the seed, and the chunked message generator."""
 
@@ -251,7 +100,7 @@ class TrafficGenerator:
         self.scenario = sc = scenario or Scenario()
         n = len(registry)
         rng = np.random.default_rng([sc.seed & 0xFFFFFFFF, 0x5EED])
-        kinds = np.array([_counter_kind(t.code, {k.code for k in rules.contract(t.contract).kpis}) for t in rules.types], np.int8)
+        kinds = np.array([counter_kind(t.code, {k.code for k in rules.contract(t.contract).kpis}) for t in rules.types], np.int8)
         self.kind = kinds[registry.type]
         period_s = np.array([t.heartbeat_period for t in rules.types], np.int64)[registry.type]
         self.period = period_s * US_PER_S
@@ -449,7 +298,7 @@ class TrafficGenerator:
             if kind != PLAIN:
                 columns += [tr.counters[rows, PAIR_COLUMN[kind]].tolist(), tr.counters[rows, PAIR_COLUMN[kind] + 1].tolist()]
             texts = np.empty(len(rows), dtype=object)
-            texts[:] = _TEXTS[kind, lines](*columns)
+            texts[:] = TEXTS[kind, lines](*columns)
             out[rows] = texts
         return out.tolist()
 

@@ -290,9 +290,19 @@ def test_never_unreachable_while_all_devices_back_now_would_pass(rules, online, 
     ("rules: [{contract: cam, kpi: online, repeat: 1h}]", "rules[0].repeat is set once for all alerts now"),
     ("grafana_url: grafana.example", "grafana_url must be an http(s) URL"),
     ("street_silent: {min_messages: 0}", "street_silent.min_messages must be a whole number"),
-    ("groupng: {}", "groupng is not a known key"),
+    ("groupng: {}", "groupng is not a known key; known: dashboard_url, defaults, devices, digest"),
+    ("rules: [{contract: cam, kpi: sensing}]", "rules[0].kpi must be one of online, capture, face, plate: 'sensing'"),
+    ("rules: [{contract: cam, kpi: online}, {contract: cam, kpi: online}]",
+     "rules[1].kpi has a second rule for contract cam: 'online'"),
+    ("rules: [{contract: cam, kpi: online, for: soon}]", "rules[0].for must be a positive duration"),
+    ("rules: {cam: online}", "rules must be a list: {'cam': 'online'}"),
+    ("recipients: {streets: {pudong: [ops@example.org]}}", "recipients.streets.pudong is not a street of streets.yaml"),
+    ("devices: {for: -3}", "devices.for must be a non-negative duration"),
+    ("digest: {at: 30600}", 'digest.at must be a Shanghai time of day "HH:MM": 30600'),
+    ("pipeline:", "pipeline must be a mapping: None"),
 ], ids=["pipeline-after-street", "negative-wait", "zero-repeat", "share", "every", "digest-at", "rule-repeat",
-        "url", "messages", "typo"])
+        "url", "messages", "typo", "kpi-of-contract", "second-rule", "rule-for", "rules-not-list", "street",
+        "device-for", "digest-seconds", "null-section"])
 def test_bad_alert_rules_name_the_key(rules, tmp_path, text, message):
     """Test that a bad alerts.yaml is refused with the file, the key and the value."""
     path = tmp_path / "alerts.yaml"

@@ -1,7 +1,7 @@
 """The paho-mqtt private attributes the collector's source relies on, against the installed paho.
 
-``collector/source.py`` writes a batch of PUBACKs in one go through ``Client._packet_queue``,
-and reads a topic that is not UTF-8 from ``MQTTMessage._topic``. Neither is public API, so
+``collector/paho_private.py`` names the two: the source writes a batch of PUBACKs in one go
+through ``Client._packet_queue`` and reads a topic that is not UTF-8 from ``MQTTMessage._topic``. Neither is public API, so
 pyproject bounds paho-mqtt below its next major version and these tests say at once when an
 update changes either (as aiomqtt tests the paho internals it uses).
 """
@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from ptmon.config import MqttConfig
+from ptmon.paho_private import packet_queue, raw_topic
 from ptmon.source import MqttSource
 
 from .brokers import MosquittoServer
@@ -28,6 +29,20 @@ def test_packet_queue_takes_command_packet_mid_qos():
     params = list(inspect.signature(mqtt.Client._packet_queue).parameters)
     assert params[:5] == ["self", "command", "packet", "mid", "qos"]
     assert mqtt.PUBACK == 0x40
+
+
+def test_installed_paho_still_has_the_packet_queue():
+    """Test that the installed paho still offers _packet_queue, so the source does not silently fall
+    back to one PUBACK per syscall after an upgrade."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    queue = packet_queue(client)
+    assert queue is not None and queue.__func__ is mqtt.Client._packet_queue
+
+
+def test_raw_topic_decodes_a_topic_that_is_not_utf8():
+    """Test that raw_topic reads the topic's bytes from the installed paho, replacing the bad byte."""
+    message = mqtt.MQTTMessage(mid=1, topic=b"putuo/cam/taopu/\xff/hb")
+    assert raw_topic(message) == "putuo/cam/taopu/\ufffd/hb"
 
 
 def test_message_keeps_the_raw_topic_bytes():

@@ -186,10 +186,11 @@ def test_contract_without_payment_rule(rules_dir):
         ("  response_time: 24h\n  payment:\n    rate_per_point: \"0.01\"\n    cap: \"0.30\"\n    fees:   # 每街镇月租赁费 (元) — assumption: 28",
          "  response_time: soon\n  payment:\n    rate_per_point: \"0.01\"\n    cap: \"0.30\"\n    fees:   # 每街镇月租赁费 (元) — assumption: 28",
          "iot.response_time must be a positive duration (seconds, or '90s', '15m', '6h', '1d'): 'soon'"),
-        ("    fees:   # 每街镇月租赁费 (元) — assumption: 28", "    fees: 238958.33\n    old_fees:   # 28", "iot.payment.fees must be a mapping: 238958.33"),
+        ("    fees:   # 每街镇月租赁费 (元) — assumption: 28", "    fees: 238958.33\n    old_fees:   # 28",
+         "iot.payment.old_fees is not a known key; known: cap, fees, rate_per_point"),
     ],
     ids=["cap-range", "rate-percent", "unknown-key", "fee-3-decimals", "fee-negative", "fee-text", "fee-unknown-street",
-         "fee-missing-street", "response-time", "fees-not-mapping"],
+         "fee-missing-street", "response-time", "unknown-key-before-values"],
 )
 def test_bad_payment_rule_names_file_key_and_value(rules_dir, old, new, message):
     """Test that a broken payment section fails at load with the file, the key and the value."""
@@ -201,3 +202,15 @@ def test_bad_payment_rule_names_file_key_and_value(rules_dir, old, new, message)
         load_rules(rules_dir)
     assert message in str(err.value)
     assert str(path) in str(err.value)
+
+
+def test_fees_that_are_not_a_mapping_are_named(rules_dir):
+    """Test that payment.fees given as a single number fails naming the key and the value."""
+    import yaml
+
+    path = rules_dir / "contracts.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["iot"]["payment"]["fees"] = 238958.33
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"contracts\.yaml: iot\.payment\.fees must be a mapping: 238958\.33$"):
+        load_rules(rules_dir)

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from ptmon.errors import ConfigError
-from ptmon.rules import load_rules, parse_duration
+from ptmon.rules import KNOWN_KPIS, RATIO_KPIS, load_rules, parse_duration
 
 
 def test_shipped_rules_load_with_contract_thresholds(rules):
@@ -36,12 +36,20 @@ def test_shipped_rules_load_with_contract_thresholds(rules):
         ("types.yaml", "online_timeout: 13h}", "online_timeout: 13h, max_resets_per_day: 2.5}", "smoke.max_resets_per_day must be a whole number in [0, 254]: 2.5"),
         ("types.yaml", "heartbeat_period: 6h,  online_timeout: 13h}", "heartbeat_period: soon,  online_timeout: 13h}", "smoke.heartbeat_period must be a positive duration"),
         ("types.yaml", "{contract: iot, kind: common, name: 烟感", "{contract: lora, kind: common, name: 烟感", "smoke.contract must be one of iot, cam: 'lora'"),
-        ("streets.yaml", "taopu:      {name: 桃浦镇,", "taopu:      {nom: 桃浦镇,", "streets.yaml: taopu.name is missing"),
+        ("streets.yaml", "taopu:      {name: 桃浦镇,", "taopu:      {nom: 桃浦镇,", "streets.yaml: taopu.nom is not a known key; known: name, supervisor"),
+        ("streets.yaml", "taopu:      {name: 桃浦镇,", "taopu:      {", "streets.yaml: taopu.name is missing"),
+        ("contracts.yaml", "online:  {name: 物联感知终端上线率,     threshold: 0.90}\n", "", "contracts.yaml: iot.kpis must include online"),
+        ("contracts.yaml", "  response_time: 24h\n  payment:", "  response_time: 24h\n  late_heartbeats: {count: true}\n  online_method: daily\n  payment:",
+         "iot.late_heartbeats.count can be true only with online_method time_weighted: True"),
+        ("contracts.yaml", '      taopu:      "238958.33"', '      Taopu:      "238958.33"', "contracts.yaml: iot.payment.fees.Taopu is not a valid code"),
+        ("contracts.yaml", '      taopu:      "238958.33"\n', "", "iot.payment.fees.taopu is missing (every street needs its monthly fee"),
+        ("contracts.yaml", "    cap: \"0.30\"", "    cap: \"3\"", "contracts.yaml: iot.payment.cap must be a decimal number [0, 1]: '3'"),
         ("streets.yaml", "changshou:", "Changshou:", "streets.yaml: Changshou is not a valid code"),
         ("streets.yaml", "{name: 长寿路街道,", "{name: [长寿路街道,", "streets.yaml: not valid YAML"),
     ],
     ids=["percent-threshold", "interval", "method", "unknown-kpi", "unknown-key", "timeout", "attempt-rate-high",
-         "attempt-rate-zero", "resets-high", "resets-fraction", "duration", "type-contract", "missing-name", "code", "yaml"],
+         "attempt-rate-zero", "resets-high", "resets-fraction", "duration", "type-contract", "misspelt-name", "missing-name",
+         "no-online", "late-daily", "fee-code", "fee-missing", "cap", "code", "yaml"],
 )
 def test_bad_rule_file_names_file_key_and_value(rules_dir, file, old, new, message):
     """Test that a broken rule file fails at load with the file, the key and what was expected."""
@@ -81,3 +89,8 @@ def test_version_changes_with_content(rules_dir, rules):
 def test_parse_duration(text, seconds):
     """Test that durations parse from numbers and unit strings only."""
     assert parse_duration(text) == seconds
+
+
+def test_the_kpis_a_contract_may_name_are_online_and_the_success_rates():
+    """Test that the KPI codes contracts.yaml accepts are online and every success-rate KPI the engine computes."""
+    assert KNOWN_KPIS == ("online", *RATIO_KPIS)

@@ -1,43 +1,104 @@
-"""rules/anomaly.yaml, validated into frozen dataclasses (errors name the file, key and value)."""
+"""rules/anomaly.yaml: pydantic models on the config's Section base, validated once (errors name the file,
+the key and the value), turned into :class:`AnomalyRules`."""
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
-import yaml
+from pydantic import ConfigDict, Field, TypeAdapter
+from pydantic.dataclasses import dataclass as section
 
-from ..errors import ConfigError
-from ..rules import _Section
+from ..config.base import SECTION, Section
+from ..config.fields import flag, invalid, refused
+from ..rule_fields import duration, number, read_rule_file, time_of_day, validate_rule_file
 
 ANOMALY_FILE = "anomaly.yaml"
 KINDS = ("blind", "degraded", "stuck")
-_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+
+Flag = Annotated[bool, flag()]
+Evidence = Annotated[float, number(2, 100)]  # nats of CUSUM evidence that raise the fault
 
 
-@dataclass(frozen=True, kw_only=True)
-class Blind:
-    enabled: bool = True
-    ratio: float = 0.1  # the fault: attempts at this share of the baseline or below
-    evidence: float = 12.0  # nats of CUSUM evidence that raise it
-    min_rate: float = 2.0  # attempts per hour: hours normally quieter are not judged
-    max_spread: float = 0.5  # MAD / median of the daily levels: above, too erratic to judge
-    dispersion: float = 2.0  # capture counts are this much noisier than Poisson
+@section(frozen=True, kw_only=True, config=SECTION)
+class Blind(Section):
+    enabled: Flag = True
+    ratio: Annotated[float, number(0.001, 0.5)] = 0.1  # the fault: attempts at this share of the baseline or below
+    evidence: Evidence = 12.0
+    min_rate: Annotated[float, number(0, 1e6)] = 2.0  # attempts per hour: hours normally quieter are not judged
+    max_spread: Annotated[float, number(0.01, 10)] = 0.5  # MAD / median of the daily levels: above, too erratic
+    dispersion: Annotated[float, number(1, 20)] = 2.0  # capture counts are this much noisier than Poisson
 
 
-@dataclass(frozen=True, kw_only=True)
-class Degraded:
-    enabled: bool = True
-    drop: float = 0.15  # the fault: success this far (a fraction) below the baseline
-    evidence: float = 16.0  # a success rate wanders more than an attempt count: 12 gave precision 0.92-0.94
+@section(frozen=True, kw_only=True, config=SECTION)
+class Degraded(Section):
+    enabled: Flag = True
+    drop: Annotated[float, number(0.01, 0.9)] = 0.15  # the fault: success this far (a fraction) below the baseline
+    evidence: Evidence = 16.0  # a success rate wanders more than an attempt count: 12 gave precision 0.92-0.94
 
 
-@dataclass(frozen=True, kw_only=True)
-class Stuck:
-    enabled: bool = True
-    evidence: float = 12.0
+@section(frozen=True, kw_only=True, config=SECTION)
+class Stuck(Section):
+    enabled: Flag = True
+    evidence: Evidence = 12.0
+
+
+@section(frozen=True, kw_only=True, config=SECTION)
+class Learning(Section):
+    """How long the baselines learn: ``window`` whole days, judged from ``min_days`` of them."""
+
+    window: Annotated[int, duration()] = 28 * 86_400
+    min_days: Any = 7  # a whole number in [1, window's days], checked with the window
+
+    def check(self, given: dict[str, Any]) -> None:
+        if self.window % 86_400 or not 7 * 86_400 <= self.window <= 90 * 86_400:
+            raise refused("must be whole days from 7d to 90d", key="window", shown=repr(given.get("window")))
+        days, value = self.window // 86_400, self.min_days
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= days
+                or not float(value).is_integer()):
+            raise invalid(f"a whole number in [1, {days}]", value, key="min_days")
+
+
+@section(frozen=True, kw_only=True, config=ConfigDict(**SECTION, validate_by_name=True, validate_by_alias=True))
+class Night(Section):
+    """The Shanghai night, in whole hours (``from`` in the file, ``from_`` in code)."""
+
+    file_only = ("from",)
+    code_only = ("from_",)
+    from_: Annotated[int, time_of_day(), Field(alias="from")] = 20 * 3600
+    to: Annotated[int, time_of_day()] = 6 * 3600
+
+    def check(self, given: dict[str, Any]) -> None:
+        if self.from_ % 3600 or self.to % 3600 or self.from_ == self.to:
+            raise refused("must be a whole hour other than night.from (baselines are kept per hour)", key="to",
+                          shown=repr(given.get("to", "06:00")))
+
+
+@section(frozen=True, kw_only=True, config=SECTION)
+class Rollup(Section):
+    interval: Annotated[int, duration()] = 300
+
+    def check(self, given: dict[str, Any]) -> None:
+        if self.interval % 60 or 3600 % self.interval:
+            raise refused("must be whole minutes dividing an hour (1m, 5m, 15m, 1h)", key="interval",
+                          shown=repr(given.get("interval")))
+
+
+@section(frozen=True, kw_only=True, config=SECTION)
+class AnomalyFile(Section):
+    """The top level of anomaly.yaml."""
+
+    learning: Learning = field(default_factory=Learning)
+    night: Night = field(default_factory=Night)
+    rollup: Rollup = field(default_factory=Rollup)
+    blind: Blind = field(default_factory=Blind)
+    degraded: Degraded = field(default_factory=Degraded)
+    stuck: Stuck = field(default_factory=Stuck)
+
+
+_ANOMALY_FILE = TypeAdapter(AnomalyFile)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,83 +127,12 @@ class AnomalyRules:
 def load_anomaly_rules(path: str | Path) -> AnomalyRules:
     """Read and validate an anomaly rule file; :class:`ConfigError` naming the file, key and value."""
     file = Path(path)
-    try:
-        raw = file.read_bytes()
-        doc = yaml.safe_load(raw)
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read anomaly rules: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
-    top = _Section(str(file), "", doc or {})
-    learning = _optional(top, "learning")
-    window = learning.duration("window", "28d")
-    if window % 86_400 or not 7 * 86_400 <= window <= 90 * 86_400:
-        raise learning.fail("window", "must be whole days from 7d to 90d", learning.data.get("window"))
-    min_days = _number(learning, "min_days", 7, 1, window // 86_400, whole=True)
-    learning.done()
-    night = _optional(top, "night")
-    night_from, night_to = _clock(night, "from", "20:00"), _clock(night, "to", "06:00")
-    if night_from % 3600 or night_to % 3600 or night_from == night_to:
-        raise night.fail("to", "must be a whole hour other than night.from (baselines are kept per hour)",
-                         night.data.get("to", "06:00"))
-    night.done()
-    rollup = _optional(top, "rollup")
-    interval = rollup.duration("interval", "5m")
-    if interval % 60 or 3600 % interval:
-        raise rollup.fail("interval", "must be whole minutes dividing an hour (1m, 5m, 15m, 1h)", rollup.data.get("interval"))
-    rollup.done()
-    rules = AnomalyRules(window_days=window // 86_400, min_days=int(min_days), night_from=night_from, night_to=night_to,
-                         blind=_blind(_optional(top, "blind")), degraded=_degraded(_optional(top, "degraded")),
-                         stuck=_stuck(_optional(top, "stuck")), rollup_interval=interval,
-                         version=hashlib.sha256(raw).hexdigest()[:16])
-    top.done()
-    return rules
-
-
-def _blind(sec: _Section) -> Blind:
-    rule = Blind(enabled=sec.flag("enabled", True), ratio=_number(sec, "ratio", 0.1, 0.001, 0.5),
-                 evidence=_number(sec, "evidence", 12, 2, 100), min_rate=_number(sec, "min_rate", 2, 0, 1e6),
-                 max_spread=_number(sec, "max_spread", 0.5, 0.01, 10), dispersion=_number(sec, "dispersion", 2, 1, 20))
-    sec.done()
-    return rule
-
-
-def _degraded(sec: _Section) -> Degraded:
-    rule = Degraded(enabled=sec.flag("enabled", True), drop=_number(sec, "drop", 0.15, 0.01, 0.9),
-                    evidence=_number(sec, "evidence", 16, 2, 100))
-    sec.done()
-    return rule
-
-
-def _stuck(sec: _Section) -> Stuck:
-    rule = Stuck(enabled=sec.flag("enabled", True), evidence=_number(sec, "evidence", 12, 2, 100))
-    sec.done()
-    return rule
-
-
-def _optional(top: _Section, key: str) -> _Section:
-    return top.section(key) if key in top.data else _Section(top.file, key, {})
-
-
-def _number(sec: _Section, key: str, default: float, low: float, high: float, *, whole: bool = False) -> float:
-    value = sec.get(key, default)
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high
-    if not ok or (whole and not float(value).is_integer()):
-        kind = "a whole number" if whole else "a number"
-        raise sec.fail(key, f"must be {kind} in [{_plain(low)}, {_plain(high)}]", value)
-    return float(value)
-
-
-def _plain(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _clock(sec: _Section, key: str, default: str) -> int:
-    value = sec.get(key, default)
-    m = _CLOCK.fullmatch(value.strip()) if isinstance(value, str) else None
-    if m is None:
-        raise sec.fail(key, 'must be a Shanghai time of day "HH:MM"', value)
-    return int(m.group(1)) * 3600 + int(m.group(2)) * 60
+    doc, raw = read_rule_file(file, "anomaly rules")
+    read: AnomalyFile = validate_rule_file(_ANOMALY_FILE, doc or {}, str(file))
+    return AnomalyRules(window_days=read.learning.window // 86_400, min_days=int(read.learning.min_days),
+                        night_from=read.night.from_, night_to=read.night.to, blind=read.blind,
+                        degraded=read.degraded, stuck=read.stuck, rollup_interval=read.rollup.interval,
+                        version=hashlib.sha256(raw).hexdigest()[:16])
 
 
 def rules_in(directory: Path) -> AnomalyRules | None:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BeforeValidator, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from ..rules import parse_duration
+from ..durations import parse_duration
 
 DURATION = "a positive duration (seconds, or '90s', '15m', '6h', '1d')"
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])i?)?b?\s*", re.IGNORECASE)
