@@ -119,8 +119,8 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
                     extensions: Mapping[str, np.ndarray] | None = None) -> None:
     """Write the state atomically and durably; ``extra`` must be JSON-serialisable, ``extensions``
     numeric arrays (no objects: the file is read without pickle)."""
-    named = {k: v for k, v in (named or {}).items() if v is not None}
-    if any(tally.engine is not engine for tally in [*tallies, *named.values()]):
+    named_given: dict[str, Tally] = {k: v for k, v in (named or {}).items() if v is not None}
+    if any(tally.engine is not engine for tally in [*tallies, *named_given.values()]):
         raise ValueError("every tally saved must be attached to the engine saved")
     registry, rules = engine.registry, engine.registry.rules
     meta = {
@@ -138,7 +138,7 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
                    "next_tick": engine.next_tick, "tick": engine.tick, "spans": engine.spans,
                    "stats": dict(engine.stats)},
         "tallies": [_tally_doc(tally, rules) for tally in tallies],
-        "named_tallies": {name: _tally_doc(tally, rules) for name, tally in named.items()},
+        "named_tallies": {name: _tally_doc(tally, rules) for name, tally in named_given.items()},
         "decoder": vars(DecoderCounts.of(decoder)),
         "extra": dict(extra),
     }
@@ -192,7 +192,7 @@ def _plain(value: Any) -> Any:
 def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         with replacing_file(path) as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write the checkpoint: {exc}") from exc
 

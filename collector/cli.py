@@ -206,8 +206,8 @@ def _resolve_period(args: argparse.Namespace) -> tuple[int, int]:
     return start, end
 
 
-def _progress_printer():  # type: ignore[no-untyped-def]
-    def show(p) -> None:  # type: ignore[no-untyped-def]
+def _progress_printer():
+    def show(p) -> None:
         at = format_instant(p.clock) if p.clock is not None else "-"
         print(f"replay: {p.records:,} records, {p.records / max(p.elapsed, 1e-9):,.0f}/s, at {at}", file=sys.stderr, flush=True)
     return show
@@ -237,7 +237,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return _show_replay(args, results, rules)
 
 
-def _replay_exemptions(ledgers: list[str] | None, start: int, end: int) -> list:  # type: ignore[type-arg]
+def _replay_exemptions(ledgers: list[str] | None, start: int, end: int) -> list:
     """The active exemptions of the period in the ledgers named (each once), none without one."""
     from .ledger.store import Ledger
 
@@ -249,7 +249,7 @@ def _replay_exemptions(ledgers: list[str] | None, start: int, end: int) -> list:
     return list(unique.values())
 
 
-def _show_replay(args: argparse.Namespace, results, rules) -> int:  # type: ignore[no-untyped-def]
+def _show_replay(args: argparse.Namespace, results, rules) -> int:
     if args.csv == "-":
         results.write_csv(sys.stdout)
     elif args.csv:

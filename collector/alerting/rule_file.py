@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import field
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
@@ -90,8 +90,8 @@ Addresses = Annotated[tuple[str, ...], BeforeValidator(_addresses)]
 class _WithFor(Section):
     """A section with a ``for`` key (the attribute ``for_``)."""
 
-    file_only = ("for",)
-    code_only = ("for_",)
+    file_only: ClassVar[tuple[str, ...]] = ("for",)
+    code_only: ClassVar[tuple[str, ...]] = ("for_",)
 
 
 @dataclass(frozen=True, kw_only=True, config=SECTION)

@@ -16,7 +16,7 @@ from ..rules import DEFAULT_RULES_DIR, load_rules
 from ..timebase import month_bounds
 
 
-def add_report_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser(
         "report", help="the monthly lease-payment acceptance report (月度租赁服务考核验收报告)",
         description="Write the month's acceptance report per contract and street: KPIs against thresholds "
@@ -76,7 +76,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _report(args, config, rules, registry, formats, ledger, label, live_contracts)
 
 
-def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tuple[Path, str | None]:  # type: ignore[no-untyped-def]
+def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tuple[Path, str | None]:
     """The report's ledger, and what to call it: several partitions' ledgers are merged into one."""
     if not paths or len(paths) == 1:
         path = Path(paths[0]) if paths else config.ledger_path if config else Path("ptmon-data") / "ledger.sqlite"
@@ -88,7 +88,7 @@ def _report_ledger(paths: list[str] | None, config, rules, scratch: Path) -> tup
     return merged_ledger_file([Path(p) for p in paths], rules, scratch / "merged.sqlite"), " + ".join(paths)
 
 
-def _refuse_one_partition(path: Path, rules) -> None:  # type: ignore[no-untyped-def]
+def _refuse_one_partition(path: Path, rules) -> None:
     """One partition's ledger alone is not the district (an unusable file is the builder's to report)."""
     from ..errors import LedgerError
     from ..ledger.store import Ledger
@@ -103,7 +103,7 @@ def _refuse_one_partition(path: Path, rules) -> None:  # type: ignore[no-untyped
         check_partitions(rules, [(str(path), tag)])
 
 
-def _report(args, config, rules, registry, formats, ledger: Path, label: str | None,  # type: ignore[no-untyped-def]
+def _report(args, config, rules, registry, formats, ledger: Path, label: str | None,
             live_contracts: list[str | None]) -> int:
     from .render import render
 

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 from ..config import InfluxConfig
 from ..credentials import redact, split_credentials
@@ -131,7 +131,7 @@ class V2Transport:
         if split_credentials(config.url).username is not None:
             raise ConfigError(f"influx.url holds credentials ({redact(config.url)}), but the v2 API authenticates "
                               "with a token: put it in $PTMON_INFLUX_TOKEN and give the URL without user:password@")
-        self._client = InfluxDBClient(url=config.url, token=config.token, org=config.org,
+        self._client = InfluxDBClient(url=config.url, token=cast(str, config.token), org=config.org,
                                       enable_gzip=config.gzip, timeout=int(config.timeout * 1000))
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._bucket, self._org, self._precision = config.bucket, config.org, WritePrecision.US
@@ -143,7 +143,8 @@ class V2Transport:
         if gzipped:
             body = gzip.decompress(body)  # the client compresses (again) by itself
         try:
-            self._write_api.write(self._bucket, self._org, record=body, write_precision=self._precision)
+            self._write_api.write(self._bucket, self._org, record=body,
+                                  write_precision=self._precision)  # type: ignore[arg-type]  # its members are str
         except ApiException as exc:
             raise classify(int(exc.status or 0), str(exc.message or exc.reason), exc.retry_after) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
