@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from ptmon.archive import ArchiveReader
 from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import CollectorConfig, EmailConfig, InfluxConfig, MqttConfig, StorageConfig
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
@@ -67,7 +68,7 @@ class Running:
     """A Collector running in a thread of its own, as `ptmon collect` runs it."""
 
     def __init__(self, config: CollectorConfig) -> None:
-        self.collector = Collector(config)
+        self.collector = restored_collector(config)
         self.stop = asyncio.Event()
         self.loop = asyncio.new_event_loop()
         self.error: BaseException | None = None

@@ -95,6 +95,13 @@ class InfluxSink:
         self._spill_task: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        self._close_by = float("inf")  # loop time by which close() stops waiting for InfluxDB
+
+    def hurry(self) -> None:
+        """A forced exit: close() (running or to come) stops waiting for InfluxDB and spools the rest."""
+        self._close_by = 0.0
+        self._stop.set()
+        self._wakeup.set()
 
     # -- the collector's API -------------------------------------------------------------
 
@@ -204,15 +211,15 @@ class InfluxSink:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
-        end = loop.time() + deadline
+        self._close_by = min(self._close_by, loop.time() + deadline)
         try:
             # no point waiting for a server that is down: its batch is spilled with the rest
-            while self._unwritten_in_memory() and self._failing_since is None and loop.time() < end \
+            while self._unwritten_in_memory() and self._failing_since is None and loop.time() < self._close_by \
                     and self._writer is not None and not self._writer.done():
                 self._cut()
                 await asyncio.sleep(0.02)
         finally:
-            await self._stop_writer(max(0.0, end - loop.time()))
+            await self._stop_writer()
             await self._final_spill()
             if close := getattr(self.transport, "close", None):
                 close()
@@ -525,14 +532,17 @@ class InfluxSink:
             return True
         return False
 
-    async def _stop_writer(self, timeout: float) -> None:
+    async def _stop_writer(self) -> None:
+        """Let the writer finish its request until ``_close_by`` (which :meth:`hurry` brings forward)."""
         self._stop.set()
         self._wakeup.set()
         writer = self._writer
         if writer is None:
             return
-        done, _ = await asyncio.wait({writer}, timeout=timeout)
-        if not done:
+        loop = asyncio.get_running_loop()
+        while not writer.done() and loop.time() < self._close_by:
+            await asyncio.wait({writer}, timeout=min(0.1, self._close_by - loop.time()))
+        if not writer.done():
             # a request still hangs: leave its thread to time out; the batch is spilled and written again later
             writer.cancel()
             await asyncio.wait({writer})
