@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .alerting.mailer import Mailer
-from .archive import MONITOR_TOPIC, Record
+from .archive import MONITOR_TOPIC
 from .checkpoint import save_checkpoint
 from .config import CollectorConfig
 from .decode import DecodedBatch
@@ -47,11 +46,13 @@ from .ledger.keeper import LedgerKeeper
 from .ledger.read import ledger_results
 from .lifecycle import unless_forced
 from .lock import CollectorLocks
+from .sinks.ledger import LedgerRefused, LedgerSink
+from .sinks.protocol import Sink
 from .restore import StateRestore
 from .ledger_stage import LedgerStage
 from .alert_stage import AlertStage
 from .health_stage import HealthStage
-from .metrics import Metrics, PipelineCounts, serve_metrics
+from .metrics import MetricsEndpoint, Metrics, PipelineCounts
 from .partition import owned_points, partitioned_config, restrict_registry
 from .registry import Registry, load_registry
 from .results import Results
@@ -66,7 +67,6 @@ IDLE_TICK = 1.0  # seconds: the loop wakes at least this often (and intake archi
 GATHER = 0.02  # seconds to let a batch gather after the first message wakes the loop
 EXEMPTION_POLL = 5.0  # seconds between looks for exemptions recorded by `ptmon exempt`
 HEALTH_INTERVAL = 10.0  # seconds between the collector's own `collector` points
-LEDGER_BUSY_TIMEOUT_MS = 250  # in the main loop a locked ledger waits this long per try, then backs off
 
 
 class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
@@ -86,7 +86,6 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         self._wake = asyncio.Event()
         self._forced = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._metrics_server: Any = None
         self._last_checkpoint = time.monotonic()
         self._last_exemption_poll = time.monotonic()
         self._last_health = 0.0
@@ -95,6 +94,7 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         self.final_results: Results | None = None  # the month's KPIs as the collector stopped
         self.influx: Any = None  # an InfluxSink when an InfluxDB url is configured
         self.mailer: Mailer | None = None
+        self.metrics_endpoint = MetricsEndpoint(config.metrics_listen, self.metrics, clock=clock)
         self.lock = CollectorLocks(config.data_dir, config.ledger_path)
         self.faults = Faults(config.storage)
 
@@ -131,6 +131,8 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
             self.archive = ArchiveWriter(config.archive_path, compresslevel=config.archive_compresslevel,
                                          metrics=self.metrics)
             self.source = MqttSource(config.mqtt, self.metrics, wakeup=self._wakeup_threadsafe, clock=self.clock)
+            self.ledger_sink = LedgerSink(self.ledger, self.ledger_writer, self.keeper, self.faults,
+                                          path=config.ledger_path, flush=lambda: self._flush_ledger(open_buckets=True))
             self._watch_storage()
         except BaseException:
             if getattr(self, "ledger", None) is not None:
@@ -144,8 +146,17 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         broker connected: from here on messages arrive."""
         self.restore()
         self._loop = asyncio.get_running_loop()
-        self._metrics_server = serve_metrics(self.config.metrics_listen, self.metrics)
         await self._start_sinks()
+
+    def sinks(self) -> list[Sink]:
+        """The sinks in pipeline order: a batch is archived (before it is acknowledged) and fed to the
+        engine, whose hours, episodes and alerts go to the ledger and whose points go to InfluxDB;
+        /metrics serves the counts. They open in this order, persist in it at each checkpoint (all
+        before the state that refers to them is saved) and close in it at shutdown."""
+        sinks: list[Sink] = [self.archive, self.ledger_sink]
+        if self.influx is not None:
+            sinks.append(self.influx)
+        return [*sinks, self.metrics_endpoint]
 
     def _watch_storage(self) -> None:
         """Fault handling and the metrics that read the pipeline's own counts when scraped."""
@@ -215,16 +226,14 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
             from .sinks.influx import InfluxSink
 
             self.influx = InfluxSink(self.config.influx, spool_dir=self.config.spool_path, metrics=self.metrics)
-            await self.influx.start()
+        for sink in self.sinks():
+            await sink.open()
         self._flush_points()  # points of the replayed tail
         if self.config.email.host:
             self.mailer = Mailer(str(self.config.ledger_path), self.config.email, self.metrics, clock=self.clock)
             self.mailer.start()
         elif self.alerts is not None:
             log.warning("no [email] host configured: alert emails are kept in the ledger's outbox, unsent")
-        # From here on a locked ledger must not stall intake: short waits, retried with backoff.
-        self.ledger.db.execute(f"PRAGMA busy_timeout = {LEDGER_BUSY_TIMEOUT_MS}")
-        self._ledger_inode = os.stat(self.config.ledger_path).st_ino
         # The limits decoded with from here on, first in the archive, so a replay of it rejects alike.
         self.intake.held.append(self.decoder.limits_record(self.clock()))
         self.source.start()
@@ -284,12 +293,8 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         for start in range(0, len(records), self.config.mqtt.batch_size):
             self.feed.feed(records[start : start + self.config.mqtt.batch_size])
         self._flush_points()
-        self._update_metrics(records, now)
+        self.metrics_endpoint.observe(records, now)
         self.keeper.note_writer_error()
-
-    def _update_metrics(self, records: list[Record], now: float) -> None:
-        self.metrics.batch_size.observe(len(records))
-        self.metrics.engine_lag.set(max(0.0, now - records[-1][0]))
 
     # --- checkpoint and shutdown --------------------------------------------------------------
 
@@ -301,19 +306,20 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         self._check_storage()
         if self.health is not None:
             self.health.monitor.settle()  # its changes reach the ledger before the state that made them is saved
-        if not self._flush_ledger(open_buckets=True):
-            return False
-        extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time(),
-                                 "ledger_last_hour": self.ledger.last_hour()}
-        if self.alerts is not None:
-            extra["alerting"] = self.alerts.checkpoint_doc()
         try:
-            if self.influx is not None and persist_points:
-                await self.influx.persist()
+            for sink in self.sinks():
+                if sink is not self.influx or persist_points:  # at shutdown InfluxDB was closed (spooled) already
+                    await sink.persist()
+            extra: dict[str, Any] = {"archive": self.archive.position, "saved_wall": time.time(),
+                                     "ledger_last_hour": self.ledger.last_hour()}
+            if self.alerts is not None:
+                extra["alerting"] = self.alerts.checkpoint_doc()
             save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
                             decoder=self.decoder, extra=extra,
                             named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day},
                             extensions=self.health.state_arrays() if self.health is not None else None)
+        except LedgerRefused:  # reported by the ledger's keeper, retried with its backoff
+            return False
         except (OSError, SinkError, CheckpointError) as exc:
             self._check_storage()
             self.faults.failed("checkpoint", str(exc))
@@ -350,11 +356,8 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
             await unless_forced(self.mailer.stop, self._forced)
         if not fatal:
             self.final_results = self.month_results()
-        self.ledger.close()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()  # the port is free for the next start, in this process too
-            self._metrics_server = None
+        await self.ledger_sink.close()
+        await self.metrics_endpoint.close()
         self.lock.release()
         log.info("stopped; archive at %s", self.archive.path)
 
@@ -371,7 +374,7 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         self.engine.finish()  # the sample owed at the instant observation ended
         self._flush_points()
         try:
-            self.archive.close()
+            self.archive.finish()
         except OSError as exc:
             self.archive.abandon()
             log.error("cannot finish the archive file %s (%s): it stays readable up to its last batch", self.archive.path, exc)

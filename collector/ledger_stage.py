@@ -86,4 +86,5 @@ class LedgerStage:
         return False
 
     def _check_storage(self) -> None:
-        check_storage_present(self.config, getattr(self, "_ledger_inode", None))
+        sink = getattr(self, "ledger_sink", None)  # None while restoring
+        check_storage_present(self.config, sink.inode if sink is not None else None)

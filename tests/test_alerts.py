@@ -286,7 +286,7 @@ def test_a_monitoring_gap_raises_nothing_for_the_time_it_could_not_see(tmp_path,
         asyncio.run(collector.checkpoint())
         collector.ledger.close()
         collector.lock.release()
-        collector.archive.close()
+        collector.archive.finish()
         restarted = restored_collector(config)
         push(restarted, [(float(T0 + 100 * MIN), "$ptmon/monitor", "up")] + minutes(100, 200, counters=counters))
         send_all(config)
@@ -349,7 +349,7 @@ def test_a_restart_mid_incident_sends_nothing_twice(tmp_path, setup):
         restarted.ledger_writer.flush(open_buckets=True)
         restarted.ledger.close()
         restarted.lock.release()
-        restarted.archive.close()
+        restarted.archive.finish()
     assert summary(smtp.inbox) == EXPECTED
     # The hours the replayed tail wrote again replaced the first writes: the ledger equals a replay.
     month = month_bounds("2026-11")
@@ -491,7 +491,7 @@ def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_repo
         asyncio.run(collector.checkpoint())
         collector.ledger.close()
         collector.lock.release()
-        collector.archive.close()
+        collector.archive.finish()
         restarted = restored_collector(config)
         push(restarted, [(float(T0 + 900 * MIN), "$ptmon/monitor", "up")] + cameras(900, 1020))
         iot = restarted.sla.latest

@@ -63,7 +63,7 @@ def write_history(run: Run, start_us: int) -> int:
     writer.append(batch)
     count += len(batch)
     writer.append([(start_us / US_PER_S, MONITOR_TOPIC, "down")])
-    writer.close()
+    writer.finish()
     return count
 
 

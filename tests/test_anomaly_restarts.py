@@ -129,7 +129,7 @@ def history(tmp_path: Path) -> Path:
     for i in range(0, len(records), 50_000):
         writer.append(records[i : i + 50_000])
     writer.append([(start_us / US_PER_S, MONITOR_TOPIC, "down")])
-    writer.close()
+    writer.finish()
     return tmp_path
 
 

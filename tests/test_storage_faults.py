@@ -386,7 +386,7 @@ def test_archive_writer_on_a_full_filesystem_keeps_one_clean_stream(tmp_path):
                 failures += 1
                 written += batch[:exc.written]
                 pending = batch[exc.written:]
-        writer.close()
+        writer.finish()
         reader = ArchiveReader(archive_files(directory / "archive"))
         assert failures > 50 and list(reader) == written and len(written) == 4000
         assert reader.truncated == [] and len(archive_files(directory / "archive")) == 2
