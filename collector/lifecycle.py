@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 FORCED_EXIT_STATUS = 130  # as a shell reports a process ended by SIGINT
@@ -48,25 +49,40 @@ class ExitRequest:
             loop.add_signal_handler(sig, self.handle_exit)
 
 
-async def unless_forced(blocking: Callable[[], object], forced: asyncio.Event) -> bool:
-    """Run ``blocking`` in a daemon thread until it returns or ``forced`` is set; False when forced.
+T = TypeVar("T")
 
-    A daemon thread, not the loop's executor: after a forced exit nothing may hold the interpreter
-    at exit waiting for a join that was given up on (the executor's threads are joined at exit)."""
+
+def in_daemon_thread(blocking: Callable[[], T]) -> asyncio.Future[T]:
+    """``blocking()`` in a daemon thread of its own, as a future of the running loop.
+
+    For calls that may hang on the network (an HTTP write, a broker's disconnect): unlike the loop's
+    executor, whose threads the interpreter joins at exit, a daemon thread given up on by a forced
+    exit does not hold the process."""
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        try:
+            loop.call_soon_threadsafe(lambda: None if future.done() else outcome())
+        except RuntimeError:  # the loop ended meanwhile (a forced exit did not wait for this thread)
+            pass
 
     def run() -> None:
         try:
-            blocking()
-        finally:
-            try:
-                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
-            except RuntimeError:  # the loop ended meanwhile (a forced exit did not wait for this thread)
-                pass
+            result = blocking()
+        except BaseException as exc:  # handed to the awaiting task, as asyncio.to_thread does
+            error = exc  # `exc` is unbound when the except block ends; the callback runs later
+            settle(lambda: future.set_exception(error))
+        else:
+            settle(lambda: future.set_result(result))
 
-    threading.Thread(target=run, name=getattr(blocking, "__name__", "shutdown-wait"), daemon=True).start()
-    return await awaited_unless_forced(done, forced)
+    threading.Thread(target=run, name=getattr(blocking, "__name__", "ptmon-blocking"), daemon=True).start()
+    return future
+
+
+async def unless_forced(blocking: Callable[[], object], forced: asyncio.Event) -> bool:
+    """Run ``blocking`` in a daemon thread until it returns or ``forced`` is set; False when forced."""
+    return await awaited_unless_forced(in_daemon_thread(blocking), forced)
 
 
 async def awaited_unless_forced(awaitable: asyncio.Future[object] | asyncio.Task[object], forced: asyncio.Event) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import InfluxConfig
 from ..credentials import redact
 from ..errors import SinkError
+from ..lifecycle import in_daemon_thread
 from ..metrics import Metrics
 from .influx_setup import advice, needs_a_person
 from .influx_transport import Transport, failure_reason
@@ -65,7 +66,7 @@ class InfluxDelivery:
             self._creation = "this transport cannot create databases"
             return
         try:
-            await asyncio.to_thread(create)
+            await in_daemon_thread(create)  # as the writes: a hung request must not hold the process at exit
         except SinkError as exc:
             if exc.status == 401:  # authentication failed: the writes will say so, with the user
                 self._creation = f"the credentials were refused: {exc}"
@@ -113,7 +114,7 @@ class InfluxDelivery:
     async def _send(self, body: bytes) -> None:
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(self._post, body)
+            await in_daemon_thread(lambda: self._post(body))  # a hung request must not hold the process at exit
         finally:
             if self.metrics is not None:
                 self.metrics.influx_write_seconds.observe(time.perf_counter() - started)
