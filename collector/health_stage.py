@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from .alerting.evaluate import AlertEvaluator
@@ -41,6 +42,8 @@ class HealthStage:
     source: MqttSource
     alerts: AlertEvaluator | None
     influx: Any
+    _saved_extensions: dict | None  # type: ignore[type-arg]
+    _emit: Callable[[list[str]], None]
 
     def _attach_loss(self) -> None:
         """Loss in transit: the trailing window, its InfluxDB points and its metrics (its alerts are

@@ -4,8 +4,12 @@ waits for a ledger that was locked or refused."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .alerting.evaluate import AlertEvaluator
+from .alerting.model import Notification
+from .alerting.rules import AlertRules
+from .anomaly import DeviceHealth
 from .checkpoint import Checkpoint
 from .config import CollectorConfig
 from .engine import Engine
@@ -18,6 +22,7 @@ from .ledger.records import Episode
 from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import MonthTallies, SlaPoints
+from .loss import LossWindow
 from .metrics import Metrics
 from .registry import Registry
 
@@ -38,6 +43,16 @@ class LedgerStage:
     months: MonthTallies
     sla: SlaPoints
     _pending_points: list[str]
+    alerts: AlertEvaluator | None
+    health: DeviceHealth | None
+    loss_window: LossWindow
+    # the collector's other stages, wired in here
+    _emit: Callable[[list[str]], None]
+    _attach_health: Callable[[], None]
+    _load_alert_rules: Callable[[], AlertRules | None]
+    _on_alerts: Callable[[list[Notification], dict[str, str | None]], None]
+    _data_quality: Callable[[], dict[str, int]]
+    _write_anomalies: Callable[[], bool]
 
     def _attach_ledger(self, checkpoint: Checkpoint | None) -> None:
         """Exemptions, the ledger's hours and episodes, and alerting, before any record is fed."""

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 FORCED_EXIT_STATUS = 130  # as a shell reports a process ended by SIGINT
@@ -85,7 +85,7 @@ async def unless_forced(blocking: Callable[[], object], forced: asyncio.Event) -
     return await awaited_unless_forced(in_daemon_thread(blocking), forced)
 
 
-async def awaited_unless_forced(awaitable: asyncio.Future[object] | asyncio.Task[object], forced: asyncio.Event) -> bool:
+async def awaited_unless_forced(awaitable: asyncio.Future[Any], forced: asyncio.Event) -> bool:
     """Wait for ``awaitable`` unless ``forced`` is (or becomes) set first; then cancel it and return False."""
     if forced.is_set():
         awaitable.cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from .anomaly import DeviceHealth
 from .archive import ArchiveReader
 from .checkpoint import Checkpoint, load_checkpoint, restore_decoder
 from .config import CollectorConfig
-from .decode import Decoder
+from .decode import DecodedBatch, Decoder
 from .engine import Engine
 from .errors import CheckpointError, PtmonError
 from .faults import Faults
@@ -61,6 +62,13 @@ class StateRestore:
     feed: Feed
     health: DeviceHealth | None
     _replaying: bool
+    # the collector's other stages, called while restoring
+    _emit: Callable[[list[str]], None]
+    _on_batch: Callable[[DecodedBatch], None]
+    _attach_loss: Callable[[], None]
+    _attach_ledger: Callable[[Checkpoint | None], None]
+    _forget_anomalies_to_replay: Callable[[int], None]
+    _write_anomalies: Callable[[], bool]
     _saved_extensions: dict | None  # type: ignore[type-arg]
 
     def _restore(self) -> None:

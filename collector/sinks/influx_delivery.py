@@ -14,6 +14,7 @@ import gzip
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import InfluxConfig
@@ -58,6 +59,13 @@ class InfluxDelivery:
     _lines_since: float
     _close_by: float
     _writer: asyncio.Task[None] | None
+    # the buffering half's, which the delivery reports and cuts with
+    _next_seq: Callable[[], int]
+    _cut: Callable[..., None]
+
+    @property
+    def pending_points(self) -> int:
+        raise NotImplementedError  # the buffering half's: memory and spool
 
     async def _create_database(self) -> None:
         """CREATE DATABASE, as Telegraf does; the outcome is kept to explain a later 'database not found'."""
