@@ -1,19 +1,22 @@
 """The live collector: MQTT source → archive → decode → engine → sinks, in one process.
 
-Lifecycle, in order:
+Lifecycle, in order (uvicorn's shape; constructing a :class:`Collector` reads and opens nothing):
 
-1. **Startup**: rules and registry; the state checkpoint, if any, and then the archive
-   records written after it (a crash loses the state since the last checkpoint, never the
-   archive, so replaying that tail makes the state exact again and re-sends its points, which
-   InfluxDB stores idempotently); the InfluxDB sink (which resumes its spool); /metrics;
-   finally the MQTT source.
-2. **Main loop** (:meth:`Collector.step`), woken by arriving messages or once a second: take
-   what arrived, append it to the archive and commit it to the OS, acknowledge it to the
-   broker, feed it to the engine, hand the points to InfluxDB (collector/intake.py). Every
-   ``checkpoint_interval``, make the InfluxDB buffer durable and save the state.
-3. **Shutdown**: disconnect from the broker (no more intake), process what is left, close
-   the archive (fsync), save the state, flush InfluxDB within a deadline (the rest stays in
-   its spool for the next start).
+1. **Restore** (:meth:`Collector.restore`, blocking, restore.py): rules and registry, the locks,
+   the ledger; the state checkpoint, if any, and then the archive records written after it (a
+   crash loses the state since the last checkpoint, never the archive, so replaying that tail
+   makes the state exact again and re-sends its points, which InfluxDB stores idempotently).
+2. **Startup** (:meth:`Collector.startup`): the sinks open in pipeline order (:meth:`Collector.sinks`:
+   archive, ledger, InfluxDB resuming its spool, /metrics), then the MQTT source connects.
+3. **Main loop** (:meth:`Collector.main_loop`, each turn :meth:`Collector.step`), woken by arriving
+   messages or once a second: take what arrived, append it to the archive and commit it to the
+   OS, acknowledge it to the broker, feed it to the engine, hand the points to InfluxDB
+   (collector/intake.py). Every ``checkpoint_interval``, persist the sinks and save the state.
+4. **Shutdown** (:meth:`Collector.shutdown`): disconnect from the broker (no more intake), process
+   what is left, close the archive (fsync), flush InfluxDB within a deadline (the rest stays in
+   its spool for the next start), save the state, close the ledger and /metrics, release the
+   locks. ``force_exit`` (a second signal) cuts the waits on the broker, InfluxDB and the mail
+   server short; the local steps still run.
 
 Storage faults (collector/faults.py) never stop the loop: a full disk holds intake (nothing
 unarchived is acknowledged), a locked ledger keeps its rows in memory, a failed checkpoint
