@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from ptmon.collect import Collector
 from ptmon.config import CollectorConfig, InfluxConfig, MqttConfig
+from ptmon.lifecycle import ExitRequest, unless_forced
 from ptmon.lock import LOCK_NAME, held
 from ptmon.simulators.loopback import free_port
 from ptmon.sinks.spool import read_spool_file, scan_spool
@@ -110,3 +111,32 @@ def test_second_signal_exits_130_without_waiting(tmp_path, silent_influx):
     assert proc.returncode == 130, err
     assert "shutting down (again to force)" in err and "second signal, exiting at once" in err
     assert not held(config.data_dir / LOCK_NAME)
+
+
+def test_exit_request_first_stops_then_forces(capsys):
+    """Test that the first signal only asks for a stop and the second sets force_exit and tells the program."""
+    forced: list[bool] = []
+    request = ExitRequest(stopping="prog: stopping (again to force)", forcing="prog: forced exit",
+                          on_force=lambda: forced.append(True))
+    request.handle_exit()
+    assert request.should_exit.is_set() and not request.force_exit and forced == []
+    request.handle_exit()
+    assert request.force_exit and forced == [True]
+    assert capsys.readouterr().err.splitlines() == ["prog: stopping (again to force)", "prog: forced exit"]
+
+
+def test_unless_forced_gives_up_on_a_hung_call():
+    """Test that a blocking call that never returns is given up on once forced, and one that returns is awaited."""
+    import threading
+
+    never = threading.Event()
+
+    async def main() -> tuple[bool, bool]:
+        forced = asyncio.Event()
+        finished = await unless_forced(lambda: None, forced)
+        asyncio.get_running_loop().call_later(0.05, forced.set)
+        hung = await asyncio.wait_for(unless_forced(never.wait, forced), 10)
+        return finished, hung
+
+    assert asyncio.run(main()) == (True, False)
+    never.set()
