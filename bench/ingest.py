@@ -160,6 +160,7 @@ def child_collector(port: int, client_id: str, count: int, register_only: bool, 
         influx=InfluxConfig(url=influx_url, database="bench"),
     )
     collector = Collector(config)
+    collector.restore()  # the state restored before the clock starts, as the figures always measured
 
     async def main() -> dict[str, float]:
         stop = asyncio.Event()

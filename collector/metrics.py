@@ -152,6 +152,41 @@ def serve_metrics(listen: str, metrics: Metrics) -> Any:
     return server
 
 
+class MetricsEndpoint:
+    """``/metrics`` as a :class:`~ptmon.sinks.protocol.Sink`: it serves what the pipeline counted, and
+    each archived batch's size and the engine's lag behind ``clock``."""
+
+    name = "metrics"
+
+    def __init__(self, listen: str, metrics: Metrics, *, clock: Callable[[], float] = time.time) -> None:
+        self.listen, self.metrics, self.clock = listen, metrics, clock
+        self.server: Any = None
+
+    async def open(self) -> None:
+        self.server = serve_metrics(self.listen, self.metrics)
+
+    def submit(self, batch: list[tuple[float, str, str]]) -> None:
+        self.observe(batch, self.clock())
+
+    def observe(self, batch: list[tuple[float, str, str]], now: float) -> None:
+        """A batch archived and fed at ``now`` (the instant the main loop took it)."""
+        if batch:
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.engine_lag.set(max(0.0, now - batch[-1][0]))
+
+    async def persist(self) -> None:
+        """Nothing to keep: Prometheus scrapes what is current."""
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()  # the port is free for the next start, in this process too
+            self.server = None
+
+    def health(self) -> str | None:
+        return None
+
+
 @dataclass(frozen=True)
 class LossCounts:
     """Loss in transit and the broker's statistics, at one instant (collector/loss.py, brokerstats.py)."""

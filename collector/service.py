@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from .config import (
 )
 from .credentials import parse_broker_url, redact, split_credentials
 from .errors import StorageGone, UsageError
+from .lifecycle import FORCED_EXIT_STATUS, ExitRequest
 from .partition import partitioned_config, restrict_registry
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, Rules, load_rules
@@ -148,27 +148,23 @@ def run_collect(args: argparse.Namespace) -> int:
 
 async def serve(config: CollectorConfig, *, kpi_csv: Path | None = None, collector: Collector | None = None,
                 clock: Callable[[], float] = time.time) -> int:
-    """Run until SIGINT/SIGTERM (a second one exits at once); print the month-to-date KPIs."""
+    """Run until SIGINT/SIGTERM (a second one cuts the waits short, exit status 130); print the
+    month-to-date KPIs."""
     collector = collector or Collector(config, clock=clock)
+    collector.restore()  # before the signal handlers: a long rebuild stays interruptible (KeyboardInterrupt)
     for note in collector.notes:
         log.warning("%s", note)
         print(f"ptmon collect: {note}", file=sys.stderr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            print("ptmon collect: second signal, exiting at once", file=sys.stderr)
-            os._exit(130)
-        print("ptmon collect: shutting down (again to force)", file=sys.stderr)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    signals = ExitRequest(stopping="ptmon collect: shutting down (again to force)",
+                          forcing="ptmon collect: second signal, exiting at once",
+                          on_force=lambda: setattr(collector, "force_exit", True))
+    signals.install()
     if kpi_csv is not None:
         collector.on_checkpoint = lambda results: write_results_csv(results, kpi_csv)
     started = time.monotonic()
-    await collector.run(stop)
+    await collector.run(signals.should_exit)
+    if collector.force_exit:
+        return FORCED_EXIT_STATUS
     results = collector.month_results()
     if results is not None:
         if kpi_csv is not None:

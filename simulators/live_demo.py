@@ -162,6 +162,7 @@ class LiveDemo:
             alerts=AlertsConfig(enabled=True),
         )
         self.collector = Collector(self.config, registry=registry, clock=self.clock)
+        self.collector.restore()  # the staged start-up's first part: the window's tally attaches to its engine
         self.period = Tally.attach(self.collector.engine, start, end)
         self.events = scenario_events(plan, registry, start, end)
         self.log = data / "simulate.log"
@@ -172,7 +173,7 @@ class LiveDemo:
         # so the decoder's per-message warnings would only bury the live lines.
         logging.getLogger("ptmon.decode").setLevel(logging.ERROR)
         stop = asyncio.Event()
-        collecting = asyncio.create_task(self.collector.run(stop))
+        collecting = asyncio.create_task(self.collector.run(stop))  # startup, main loop, shutdown
         try:
             status = await self._run_simulation()
         finally:

@@ -26,9 +26,6 @@ import asyncio
 import bisect
 import gzip
 import logging
-import os
-import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -38,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ptmon.archive import MONITOR_TOPIC, encode_record
+from ptmon.lifecycle import ExitRequest, awaited_unless_forced
 from ptmon.registry import Registry
 from ptmon.timebase import US_PER_S, format_instant
 
@@ -169,6 +167,7 @@ class Simulator:
                           on_delivered=self._delivered)
         self.summary = Summary(sim_start_us=options.start_us, sim_reached_us=options.start_us)
         self.stop = asyncio.Event()
+        self.forced = asyncio.Event()  # a second signal: shutdown stops waiting for the broker's acknowledgements
         mine = [d for d in plan.gateway_deaths if d.gateway in {self.gateway_names[g] for g in gateways}]
         self.deaths = sorted(
             [(d.at_us, "kill", d) for d in mine] + [(d.revive_us, "revive", d) for d in mine if d.revive_us is not None],
@@ -252,7 +251,11 @@ class Simulator:
             if link.accepting and link.will is not None:
                 link.publish([(link.will[0], b"offline")], retain=True, tags=[(t, link.will[0], "offline", STATUS)])
         links = [*self.links, self.rogue]
-        results = await asyncio.gather(*(link.close(self.options.settle_timeout) for link in links), return_exceptions=True)
+        settle = 0.0 if self.force_exit else self.options.settle_timeout
+        closing = asyncio.gather(*(link.close(settle) for link in links), return_exceptions=True)
+        if not await awaited_unless_forced(closing, self.forced):  # forced while waiting: close at once
+            closing = asyncio.gather(*(link.close(0.0) for link in links), return_exceptions=True)
+        results = await closing
         self.summary.unacknowledged += sum(r for r in results if isinstance(r, int))
         self.summary.dropped = sum(link.dropped for link in links)
         self.summary.resent = sum(link.resent for link in links)
@@ -261,6 +264,15 @@ class Simulator:
             self._record(final=True)
             self.recorder.monitor(t, "down")
             self.recorder.close()
+
+    @property
+    def force_exit(self) -> bool:
+        return self.forced.is_set()
+
+    @force_exit.setter
+    def force_exit(self, value: bool) -> None:
+        if value:
+            self.forced.set()
 
     # --- pacing -------------------------------------------------------------------------
 
@@ -436,15 +448,6 @@ class Simulator:
 
 
 def install_signal_handlers(simulator: Simulator) -> None:
-    """First SIGINT/SIGTERM: stop cleanly (flush, close links). Second: exit at once."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if simulator.stop.is_set():
-            print("ptmon simulate: forced exit", file=sys.stderr)
-            os._exit(130)
-        print("ptmon simulate: stopping (again to force)", file=sys.stderr)
-        simulator.stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    """First SIGINT/SIGTERM: stop cleanly (flush, close links). Second: stop waiting for the broker."""
+    ExitRequest(stopping="ptmon simulate: stopping (again to force)", forcing="ptmon simulate: forced exit",
+                should_exit=simulator.stop, on_force=lambda: setattr(simulator, "force_exit", True)).install()

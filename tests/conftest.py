@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ptmon.collect import Collector
 from ptmon.registry import Registry, parse_registry
 from ptmon.replay import Replayer
 from ptmon.results import Results
@@ -26,6 +27,14 @@ def rules() -> Rules:
 
 
 TWO_STREETS = ("changzheng", "taopu")
+
+
+def restored_collector(*args: object, **kwargs: object) -> Collector:
+    """A collector past the first stage of its start-up (state restored, ledger open, locks held), as
+    tests that feed it records or step it by hand need it; ``run`` goes on from there."""
+    collector = Collector(*args, **kwargs)  # type: ignore[arg-type]
+    collector.restore()
+    return collector
 
 
 def write_two_street_registry(path: Path) -> Path:

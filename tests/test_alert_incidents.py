@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
@@ -102,7 +103,7 @@ class Run:
 
     async def collect(self, until_minute: float) -> Collector:
         """Run a collector until the simulated clock reaches ``until_minute``; returns it stopped."""
-        collector = Collector(self.config(), clock=self.clock)
+        collector = restored_collector(self.config(), clock=self.clock)
         stop = asyncio.Event()
         task = asyncio.create_task(collector.run(stop))
         deadline = self.start_us / US_PER_S + until_minute * 60
@@ -234,7 +235,7 @@ def test_a_broker_outage_is_one_monitoring_gap_incident_told_while_it_lasts(tmp_
 
         registry = load_registry(run.registry_file, load_rules())
         sim = asyncio.create_task(run.simulator(registry, 58))
-        collector = Collector(run.config(), clock=run.clock)
+        collector = restored_collector(run.config(), clock=run.clock)
         stop = asyncio.Event()
         task = asyncio.create_task(collector.run(stop))
         for minute, action in ((15, run.broker.stop), (35, run.broker.start), (55, stop.set)):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from ptmon.alerting.mailer import Mailer
 from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
@@ -151,7 +152,7 @@ def test_an_outage_is_one_incident_per_cause_and_recipient(tmp_path, setup):
     Chinese, with what the window saw per device, times to the second and a Grafana link with a range."""
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 240, outage))
         send_all(config)
         collector.ledger.close()
@@ -198,7 +199,7 @@ def test_a_success_breach_lists_what_each_device_did_in_the_window(tmp_path, set
 
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 150, failing=failing))
         send_all(config)
         collector.ledger.close()
@@ -232,7 +233,7 @@ def test_a_dead_gateway_is_one_gateway_email_and_no_street_email(tmp_path, setup
     records.sort(key=lambda r: r[0])
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, records)
         send_all(config)
         collector.ledger.close()
@@ -252,7 +253,7 @@ def test_the_whole_district_silent_is_one_pipeline_email(tmp_path, setup):
 
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 180, everything))
         send_all(config)
         collector.ledger.close()
@@ -279,14 +280,14 @@ def test_a_monitoring_gap_raises_nothing_for_the_time_it_could_not_see(tmp_path,
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
         counters: dict = {}
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 60, counters=counters))
         collector.engine.finish()
         asyncio.run(collector.checkpoint())
         collector.ledger.close()
         collector.lock.release()
-        collector.archive.close()
-        restarted = Collector(config)
+        collector.archive.finish()
+        restarted = restored_collector(config)
         push(restarted, [(float(T0 + 100 * MIN), "$ptmon/monitor", "up")] + minutes(100, 200, counters=counters))
         send_all(config)
         restarted.ledger.close()
@@ -306,7 +307,7 @@ def test_flapping_around_the_threshold_sends_one_email_not_one_per_flap(tmp_path
 
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         values = []
         collector.alerts.emit_points = lambda lines: values.extend(
             float(x.split("value=")[1].split(",")[0].split(" ")[0]) for x in lines
@@ -327,7 +328,7 @@ def test_a_restart_mid_incident_sends_nothing_twice(tmp_path, setup):
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
         counters: dict = {}
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 70, outage, counters))
         asyncio.run(collector.checkpoint())
         push(collector, minutes(70, 95, outage, counters))  # the incidents fire in here
@@ -337,7 +338,7 @@ def test_a_restart_mid_incident_sends_nothing_twice(tmp_path, setup):
         collector.lock.release()  # (the kernel releases a killed process's lock)
         collector.archive._file.close() if getattr(collector.archive, "_file", None) else None
 
-        restarted = Collector(config)
+        restarted = restored_collector(config)
         assert any("replayed" in note for note in restarted.notes)
         assert restarted.alerts.restored  # the windows came back with the checkpoint
         # Back after five minutes down, taopu still silent: its silence goes on (no resolved email,
@@ -348,7 +349,7 @@ def test_a_restart_mid_incident_sends_nothing_twice(tmp_path, setup):
         restarted.ledger_writer.flush(open_buckets=True)
         restarted.ledger.close()
         restarted.lock.release()
-        restarted.archive.close()
+        restarted.archive.finish()
     assert summary(smtp.inbox) == EXPECTED
     # The hours the replayed tail wrote again replaced the first writes: the ledger equals a replay.
     month = month_bounds("2026-11")
@@ -364,7 +365,7 @@ def test_an_smtp_server_down_at_first_still_gets_the_email(tmp_path, setup):
     delivered once it is up, and that the failure is recorded meanwhile."""
     server = SmtpServer()
     config = make_config(tmp_path, setup, server.port)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(0, 100, outage))
     now = [2e9]
     mailer = Mailer(str(config.ledger_path), config.email, clock=lambda: now[0])
@@ -390,7 +391,7 @@ def test_the_mailer_thread_sends_without_blocking_the_collector(tmp_path, setup)
 
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 100, outage))
         mailer = Mailer(str(config.ledger_path), config.email)
         mailer.start()
@@ -420,7 +421,7 @@ def test_alert_state_of_an_earlier_version_is_adopted(tmp_path, setup):
         ledger.record_alerts({k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in LEGACY_ROWS.items()}, [])
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         records = minutes(90, 150) + gateway_records(T0 + 91 * MIN + 30.0, "gw-taopu-cam-1", "online")
         push(collector, sorted(records, key=lambda r: r[0]))
         send_all(config)
@@ -444,7 +445,7 @@ def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
     rules_file.write_text(RISK_YAML)
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 240, lambda street, i, m: street == "taopu" and i < 12 and m >= 60))
         send_all(config)
         collector.ledger.close()
@@ -484,14 +485,14 @@ def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_repo
     smoke = [(float(T0 + 5 + i), f"putuo/iot/taopu/taopu-smoke{i}/hb", json.dumps({"seq": 1})) for i in range(12)]
     with SmtpServer() as smtp:
         config = make_config(tmp_path, (registry, rules_file), smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, sorted(smoke + cameras(0, 60)))
         collector.engine.finish()
         asyncio.run(collector.checkpoint())
         collector.ledger.close()
         collector.lock.release()
-        collector.archive.close()
-        restarted = Collector(config)
+        collector.archive.finish()
+        restarted = restored_collector(config)
         push(restarted, [(float(T0 + 900 * MIN), "$ptmon/monitor", "up")] + cameras(900, 1020))
         iot = restarted.sla.latest
         assert iot is not None and iot.row("iot", "taopu", "online").numerator > 0  # the KPI counts them as it must
@@ -520,7 +521,7 @@ def test_the_daily_digest_gives_the_ledgers_figures(tmp_path, setup):
                 (float(T0 - 1700), "putuo/cam/taopu/nobody/hb", "{}")]
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, sorted(records, key=lambda r: r[0]))
         send_all(config)
         collector.ledger.close()
@@ -559,7 +560,7 @@ def test_the_digest_withholds_verdicts_and_money_below_the_month_guard(tmp_path,
     failing = lambda street, i, m: street == "taopu" and i < 10  # taopu's capture far below its threshold
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(-20, 25, failing=failing))
         send_all(config)
         collector.ledger.close()

@@ -17,7 +17,7 @@ import pytest
 
 from ptmon.anomaly.ledger import read_anomalies
 from ptmon.archive import MONITOR_TOPIC
-from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import InfluxConfig
 from ptmon.ledger.rebuild import recompute_month
 from ptmon.ledger.store import Ledger
@@ -63,7 +63,7 @@ def write_history(run: Run, start_us: int) -> int:
     writer.append(batch)
     count += len(batch)
     writer.append([(start_us / US_PER_S, MONITOR_TOPIC, "down")])
-    writer.close()
+    writer.finish()
     return count
 
 
@@ -78,7 +78,7 @@ def learn_from_archive(run: Run, start_us: int) -> None:
     """A collector started on the archive alone rebuilds its state from it (the baselines too) and stops,
     leaving its checkpoint: the live collector then starts from it without the simulated clock running
     through a rebuild."""
-    collector = Collector(run.config(), clock=lambda: start_us / US_PER_S)
+    collector = restored_collector(run.config(), clock=lambda: start_us / US_PER_S)
     assert collector.health is not None and any("rebuilding" in n for n in collector.notes)
     stop = asyncio.Event()
     stop.set()

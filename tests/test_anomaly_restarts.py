@@ -69,12 +69,12 @@ def drive(tmp: str, start_us: int, stop_us: int, *, checkpoints: list[int], exem
     """One collector process: (re)starts on ``tmp/data``, is fed the messages of [start, stop) in batches (a
     checkpoint at each instant of ``checkpoints``; at ``exempt[0]`` the exemption ``exempt[1]`` recorded with
     ``ptmon exempt add`` and the ledger's exemptions polled), then kills itself with SIGKILL or shuts down."""
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
     from ptmon.config.loading import load_config
 
     base = Path(tmp)
     now = [start_us / US_PER_S]
-    collector = Collector(load_config(base / "ptmon.toml"), clock=lambda: now[0])
+    collector = restored_collector(load_config(base / "ptmon.toml"), clock=lambda: now[0])
     first = parse_instant(LIVE_START) - HISTORY_DAYS * 1440 * MINUTE
     records = [r for r in traffic(base, first) if start_us <= r[0] * US_PER_S < stop_us]
     marks = sorted(checkpoints + ([exempt[0]] if exempt is not None else []))
@@ -129,7 +129,7 @@ def history(tmp_path: Path) -> Path:
     for i in range(0, len(records), 50_000):
         writer.append(records[i : i + 50_000])
     writer.append([(start_us / US_PER_S, MONITOR_TOPIC, "down")])
-    writer.close()
+    writer.finish()
     return tmp_path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import CollectorConfig, InfluxConfig, MqttConfig
 from ptmon.registry import load_registry
 from ptmon.replay import replay
@@ -77,7 +77,7 @@ def test_simulated_district_reaches_influx_and_replays_to_the_same_kpis(tmp_path
     config = make_config(tmp_path, registry_file, broker_port, url=influx.url, database=database, flush_interval=0.2)
     influxql(influx.url, "", f"CREATE DATABASE {database}")
     clock = sim_clock(current_minute() - 3600)
-    collector = Collector(config, clock=clock)
+    collector = restored_collector(config, clock=clock)
 
     async def main() -> None:
         stop = asyncio.Event()

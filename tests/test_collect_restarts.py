@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
 from ptmon.live import month_of
@@ -88,7 +88,7 @@ def test_broker_restart_keeps_engine_state(tmp_path, registry_file, protocol):
     config = config.__class__(**{**config.__dict__, "mqtt": config.mqtt.__class__(
         **{**config.mqtt.__dict__, "reconnect_min": 0.2, "reconnect_max": 0.5, "protocol": protocol})})
     clock = sim_clock(current_minute() - 3600)
-    collector = Collector(config, clock=clock)
+    collector = restored_collector(config, clock=clock)
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(collector.run(stop),))

@@ -19,6 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import CollectorConfig, EmailConfig
 from ptmon.replay import replay
 from ptmon.simulators.live_demo import SimulatedClock
@@ -62,7 +63,7 @@ class Publisher:
 @contextmanager
 def running(config: CollectorConfig, clock: SimulatedClock) -> Iterator[Collector]:
     """A live collector in a thread of its own until the block ends (then a clean shutdown)."""
-    collector = Collector(config, clock=clock)
+    collector = restored_collector(config, clock=clock)
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(collector.run(stop),))

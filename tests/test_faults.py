@@ -10,6 +10,7 @@ import time
 import pytest
 from prometheus_client import generate_latest
 from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import CollectorConfig, StorageConfig
 from ptmon.faults import REPORT_EVERY, FaultCollector, Faults
 
@@ -116,7 +117,7 @@ def test_metrics_come_from_the_pipeline_when_scraped(tmp_path):
     age grows from the last save and starts again at a checkpoint."""
     config = CollectorConfig(registry=write_two_street_registry(tmp_path / "registry.csv"), data_dir=tmp_path / "data",
                              metrics_listen="")
-    collector = Collector(config)
+    collector = restored_collector(config)
     collector.feed.feed([(T0 + 1.0, "putuo/cam/taopu/taopu-cam0/hb", json.dumps({"seq": 1})),
                          (T0 + 2.0, "putuo/cam/taopu/taopu-cam1/hb", "{not json"),
                          (T0 + 3.0, "putuo/cam/taopu/nobody/hb", json.dumps({"seq": 1})),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.timebase import US_PER_S
 from ptmon.grafana.build import DASHBOARD_DIR, stale_files
 from ptmon.simulators.link import BrokerAddress
@@ -153,7 +153,7 @@ def filled_influx(tmp_path_factory, broker_port):
         influxql(influx.url, "", f"CREATE DATABASE {database}")
         config = make_config(tmp, registry_file, broker_port, url=influx.url, database=database, flush_interval=0.2)
         clock = sim_clock(current_minute() - MINUTES * 60)
-        collector = Collector(config, clock=clock)
+        collector = restored_collector(config, clock=clock)
         start_us = int(clock.start_s) * US_PER_S
         end_us = start_us + MINUTES * 60 * US_PER_S
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from ptmon.alerting.fmt import percent
 from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import CollectorConfig, LossConfig
 from ptmon.ledger.store import Ledger
 from ptmon.tally import DISTRICT
@@ -77,7 +78,7 @@ def test_a_lossy_street_is_one_email_per_recipient_then_resolved(tmp_path, setup
     records = minutes(0, 180, lost=taopu_every_other(60, 90))
     with SmtpServer() as smtp:
         config = loss_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, records)
         send_all(config)
         crash(collector)
@@ -110,7 +111,7 @@ def test_the_whole_district_losing_is_one_email_to_the_district(tmp_path, setup)
     loss = LossConfig(window=1800, street_rate=0.2, broker_rate=0.01, min_messages=100)
     with SmtpServer() as smtp:
         config = loss_config(tmp_path, setup, smtp.port, loss)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 150, lost=everywhere))
         send_all(config)
         crash(collector)
@@ -131,7 +132,7 @@ def test_a_district_wide_loss_is_the_districts_incident_not_a_storm_of_streets(t
     loss = LossConfig(window=1800, street_rate=0.02, broker_rate=0.01, min_messages=100)
     with SmtpServer() as smtp:
         config = loss_config(tmp_path, setup, smtp.port, loss)
-        collector = Collector(config)
+        collector = restored_collector(config)
         rates = []
         counters: dict = {}
         push(collector, minutes(0, 80, lost=uniform, counters=counters))
@@ -154,7 +155,7 @@ def test_a_streets_network_cut_is_its_silence_not_a_loss(tmp_path, setup):
 
     with SmtpServer() as smtp:
         config = loss_config(tmp_path, setup, smtp.port, replace(STREET_ONLY, broker_rate=0.01))
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 180, lost=cut))
         send_all(config)
         stats = dict(collector.engine.stats)
@@ -173,7 +174,7 @@ def test_a_restart_mid_loss_sends_nothing_twice(tmp_path, setup):
     counters: dict = {}
     with SmtpServer() as smtp:
         config = loss_config(tmp_path, setup, smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 40, counters=counters))
         asyncio.run(collector.checkpoint())
         push(collector, minutes(40, 75, counters=counters, lost=taopu_every_other(45, 75)))
@@ -181,7 +182,7 @@ def test_a_restart_mid_loss_sends_nothing_twice(tmp_path, setup):
         assert summary(smtp.inbox) == [("center@example.org", "loss:firing"), ("taopu@example.org", "loss:firing")]
         crash(collector)
 
-        restarted = Collector(config)
+        restarted = restored_collector(config)
         assert any("replayed" in note for note in restarted.notes)
         push(restarted, [(float(T0 + 78 * MIN), "$ptmon/monitor", "up")] + minutes(78, 105, counters=counters))
         send_all(config)
@@ -213,7 +214,7 @@ def test_broker_drops_are_one_email_naming_the_setting_and_sent_once_across_a_re
     loss = replace(STREET_ONLY, broker_rate=0.01)
     with SmtpServer() as smtp:
         config = loss_config(tmp_path, setup, smtp.port, loss)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, minutes(0, 36, counters=counters))
         drops(collector, 35.75, 0)  # the main loop reads $SYS as the engine's clock passes
         asyncio.run(collector.checkpoint())
@@ -226,7 +227,7 @@ def test_broker_drops_are_one_email_naming_the_setting_and_sent_once_across_a_re
         assert held == {"", "taopu"}  # taopu's and the district's loss fired, held back by the drops
         crash(collector)
 
-        restarted = Collector(config)
+        restarted = restored_collector(config)
         push(restarted, [(float(T0 + 52 * MIN), "$ptmon/monitor", "up")] + minutes(52, 53, counters=counters))
         drops(restarted, 52.75, 250)  # the broker still reports the drops it counted before the restart
         push(restarted, minutes(53, 130, counters=counters))
@@ -263,7 +264,7 @@ def test_the_digest_gives_the_ledgers_loss_per_street(tmp_path, setup):
     records = sorted([*before, (float(T0 - 1470 * MIN + 5), "$ptmon/monitor", "down"), *day, *late], key=lambda r: r[0])
     with SmtpServer() as smtp:
         config = loss_config(tmp_path, (registry, rules_file), smtp.port)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, records)
         send_all(config)
         crash(collector)
@@ -321,7 +322,7 @@ def test_heartbeats_sent_during_a_monitoring_gap_are_not_loss_in_transit(tmp_pat
                *minutes(72, 140, counters=counters)]
     with SmtpServer() as smtp:
         config = loss_config(tmp_path, setup, smtp.port, loss)
-        collector = Collector(config)
+        collector = restored_collector(config)
         push(collector, sorted(records, key=lambda r: r[0]))
         send_all(config)
         stats = dict(collector.engine.stats)

@@ -141,12 +141,12 @@ def test_a_lost_checkpoint_is_rebuilt_from_the_archive_not_started_empty(tmp_pat
     in one note, keep the unreadable file aside, and leave the ledger's month equal to a replay."""
     import asyncio
 
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
 
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(0, 120))
     asyncio.run(collector.checkpoint())
     push(collector, minutes(120, 150))
@@ -157,7 +157,7 @@ def test_a_lost_checkpoint_is_rebuilt_from_the_archive_not_started_empty(tmp_pat
     else:
         checkpoint.unlink()
 
-    restarted = Collector(config)
+    restarted = restored_collector(config)
     notes = " ".join(restarted.notes)
     assert "rebuilding the state and this month's ledger from the archive" in notes, notes
     assert ("unreadable" in notes) == (damage == "truncated")
@@ -172,12 +172,12 @@ def test_ledger_verify_finds_a_difference_and_rebuild_repairs_it(tmp_path: Path,
     import asyncio
 
     from ptmon.cli import main
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
 
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(0, 130))
     asyncio.run(collector.checkpoint())
     args = ["--month", "2026-11", "--ledger", str(config.ledger_path), "--archive", str(config.archive_path),
@@ -208,7 +208,7 @@ def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_
     import asyncio
     import dataclasses
 
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
     from ptmon.registry import load_registry
     from ptmon.replay import replay
     from ptmon.rules import load_rules
@@ -218,7 +218,7 @@ def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_
     from .test_alerts import minutes, push
 
     config = dataclasses.replace(_collector_config(tmp_path), rules=rules_dir)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(0, 120))
     asyncio.run(collector.checkpoint())
     _crash(collector)
@@ -234,7 +234,7 @@ def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_
     else:
         types = rules_dir / "types.yaml"
         types.write_text(types.read_text().replace("online_timeout: 180s", "online_timeout: 150s"))
-    restarted = Collector(config)
+    restarted = restored_collector(config)
     notes = " ".join(restarted.notes)
     assert f"the {change} changed" in notes and "rebuilding the state" in notes, notes
     push(restarted, minutes(120, 200))
@@ -252,20 +252,20 @@ def test_a_ledger_without_archive_or_checkpoint_is_never_started_over(tmp_path: 
     import asyncio
     import shutil
 
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
     from ptmon.errors import PtmonError
 
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(0, 70))
     asyncio.run(collector.checkpoint())
     _crash(collector)
     config.checkpoint_path.unlink()
     shutil.rmtree(config.archive_path)
     with pytest.raises(PtmonError, match="no archive .* to rebuild the state from"):
-        Collector(config)
+        restored_collector(config)
     with Ledger(config.ledger_path, readonly=True) as ledger:
         assert ledger.has_hours()
 def test_untrusted_input_counts_agree_in_ledger_and_replay(rules, tmp_path: Path) -> None:
@@ -311,12 +311,12 @@ def test_a_month_recomputed_from_its_snapshot_applies_exemptions_as_the_ledger_d
     import asyncio
 
     from ptmon.cli import main
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
 
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(-90, 150))  # from 2026-10-31 22:30: the month-start snapshot is written at midnight
     asyncio.run(collector.checkpoint())
     collector.engine.finish()
@@ -347,18 +347,18 @@ def test_a_clock_stepped_back_at_a_restart_replays_in_the_order_the_collector_sa
     import asyncio
 
     from ptmon.cli import main
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
     from ptmon.replay import replay
     from ptmon.sinks.archive import archive_paths
 
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(0, 40))
     asyncio.run(collector.checkpoint())
     _crash(collector)
-    restarted = Collector(config)
+    restarted = restored_collector(config)
     counters: dict = {f"{street}-cam{i}": (400, 400) for street in ("changzheng", "taopu") for i in range(12)}
     push(restarted, [(float(T0 + 30 * 60 - 1), "$ptmon/monitor", "up")] + minutes(30, 90, counters=counters))
     restarted.engine.finish()
@@ -380,12 +380,12 @@ def test_a_ledger_restored_from_an_older_backup_is_rebuilt(tmp_path: Path) -> No
     import asyncio
     import shutil
 
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
 
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(0, 70))
     asyncio.run(collector.checkpoint())
     backup = tmp_path / "backup.sqlite"
@@ -397,7 +397,7 @@ def test_a_ledger_restored_from_an_older_backup_is_rebuilt(tmp_path: Path) -> No
     shutil.copy(backup, config.ledger_path)
     for sidecar in ("-wal", "-shm"):
         Path(str(config.ledger_path) + sidecar).unlink(missing_ok=True)
-    restarted = Collector(config)
+    restarted = restored_collector(config)
     notes = " ".join(restarted.notes)
     assert "older than the checkpoint" in notes and "rebuilding the state" in notes, notes
     push(restarted, minutes(190, 230))
@@ -409,19 +409,19 @@ def test_a_corrupt_snapshot_is_set_aside_and_the_rebuild_reads_every_file(tmp_pa
     archive file instead, equal to a replay."""
     import asyncio
 
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
 
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(-60, 90))
     asyncio.run(collector.checkpoint())
     _crash(collector)
     snapshot = config.archive_path / "ptmon-2026-11.state.npz"
     snapshot.write_bytes(b"not a snapshot")
     config.checkpoint_path.unlink()
-    restarted = Collector(config)
+    restarted = restored_collector(config)
     notes = " ".join(restarted.notes)
     assert "snapshot unusable" in notes and "no snapshot" in notes, notes
     assert list(config.archive_path.glob("ptmon-2026-11.state.npz.unreadable-*"))
@@ -436,12 +436,12 @@ def test_replay_of_an_archive_directory_for_a_month_starts_from_its_snapshot(tmp
     import subprocess
     import sys
 
-    from ptmon.collect import Collector
+    from .conftest import restored_collector
 
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
-    collector = Collector(config)
+    collector = restored_collector(config)
     push(collector, minutes(-60, 120))
     asyncio.run(collector.checkpoint())
     collector.engine.finish()

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from ptmon.cli import main
-from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import CollectorConfig, MqttConfig
 from ptmon.partition import PARTITION_FILE, archive_tag, restrict_registry
 from ptmon.registry import load_registry
@@ -112,7 +112,7 @@ def collected(tmp_path_factory) -> dict[str, object]:  # type: ignore[no-untyped
     records = traffic(registry)
     clock = SteppedClock(START - STEP / 2)
     with mosquitto(tmp) as port:
-        collectors = {name: Collector(config(tmp, name, registry, port), clock=clock) for name in PARTS}
+        collectors = {name: restored_collector(config(tmp, name, registry, port), clock=clock) for name in PARTS}
         publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"feeder-{time.monotonic_ns()}")
         publisher.connect("127.0.0.1", port)
         publisher.loop_start()
@@ -250,7 +250,7 @@ def test_a_data_directory_of_another_partition_is_refused(collected, tmp_path) -
     shutil.copytree(tmp / "b", moved, ignore=shutil.ignore_patterns("*.lock", "lock*"))
     cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=moved, metrics_listen="", streets=("changzheng",))
     with pytest.raises(UsageError, match="belongs to partition wanli, not changzheng"):
-        Collector(cfg)
+        restored_collector(cfg)
 
 
 def test_a_ledger_holding_streets_outside_its_tag_is_refused(collected, tmp_path, capsys) -> None:
@@ -356,11 +356,11 @@ def test_whole_district_and_partition_storage_are_not_taken_over(collected, tmp_
     cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "all", metrics_listen="",
                           streets=("wanli",))
     with pytest.raises(UsageError, match="hold a whole-district collector's data .* own data directory"):
-        Collector(cfg)
+        restored_collector(cfg)
     assert archive_tag(tmp_path / "all" / "archive") is None
     cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "b", metrics_listen="")
     with pytest.raises(UsageError, match=r"belongs to partition wanli: a whole-district collector \(streets = \[\]\)"):
-        Collector(cfg)
+        restored_collector(cfg)
 
 
 def test_a_partitions_ledger_verifies_and_rebuilds_with_its_own_streets(collected, tmp_path, capsys) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from ptmon.archive import ArchiveReader
 from ptmon.collect import Collector
+from .conftest import restored_collector
 from ptmon.config import CollectorConfig, EmailConfig, InfluxConfig, MqttConfig, StorageConfig
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
@@ -67,7 +68,7 @@ class Running:
     """A Collector running in a thread of its own, as `ptmon collect` runs it."""
 
     def __init__(self, config: CollectorConfig) -> None:
-        self.collector = Collector(config)
+        self.collector = restored_collector(config)
         self.stop = asyncio.Event()
         self.loop = asyncio.new_event_loop()
         self.error: BaseException | None = None
@@ -385,7 +386,7 @@ def test_archive_writer_on_a_full_filesystem_keeps_one_clean_stream(tmp_path):
                 failures += 1
                 written += batch[:exc.written]
                 pending = batch[exc.written:]
-        writer.close()
+        writer.finish()
         reader = ArchiveReader(archive_files(directory / "archive"))
         assert failures > 50 and list(reader) == written and len(written) == 4000
         assert reader.truncated == [] and len(archive_files(directory / "archive")) == 2

@@ -145,7 +145,12 @@ def archive_paths(sources: Sequence[str | Path]) -> list[Path]:
 
 
 class ArchiveWriter:
-    """Appends records; rotates at Shanghai midnight; ``position`` says how far it has got."""
+    """Appends records; rotates at Shanghai midnight; ``position`` says how far it has got.
+
+    The first :class:`~.protocol.Sink`: ``submit`` is :meth:`append` (called by intake before a
+    message is acknowledged), ``close`` finishes the current file."""
+
+    name = "archive"
 
     def __init__(self, directory: Path, *, compresslevel: int = 3, metrics: Metrics | None = None) -> None:
         self.directory = directory
@@ -182,6 +187,23 @@ class ArchiveWriter:
     def commit(self) -> None:
         """Kept for the two-step callers: :meth:`append` already hands every record to the OS."""
 
+    # -- the Sink protocol ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Nothing to do: a file is opened by the first record of its day."""
+
+    def submit(self, batch: list[Record]) -> None:
+        self.append(batch)
+
+    async def persist(self) -> None:
+        self.commit()
+
+    async def close(self) -> None:
+        self.finish()
+
+    def health(self) -> str | None:
+        return None  # a failed write raises to intake, which holds and reports it (collector/faults.py)
+
     def _segments(self, records: Sequence[Record]) -> list[tuple[int, int, int]]:
         """(start, end, day) runs of records by the file they go to (clock steps back stay put)."""
         runs: list[tuple[int, int, int]] = []
@@ -211,7 +233,7 @@ class ArchiveWriter:
             self.metrics.archive_bytes.inc(size)
 
     def _rotate(self, day: int) -> None:
-        self.close()
+        self.finish()
         path = self._new_path(day)
         member = _Member(path, self.compresslevel)
         self._member, self.path, self._day, self.records_in_file = member, path, day, 0
@@ -229,7 +251,7 @@ class ArchiveWriter:
         if not self.directory.is_dir():
             raise StorageGone(f"archive directory {self.directory} is gone ({exc.strerror})") from exc
 
-    def close(self) -> None:
+    def finish(self) -> None:
         """Finish the current file (gzip trailer) and fsync it and the directory.
 
         When that fails (a full disk) the file stays open for another try, and the error is raised;

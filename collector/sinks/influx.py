@@ -8,7 +8,8 @@ points first, so memory keeps the newest and dashboards catch up from the presen
 spool is bounded by ``spool_limit`` (the oldest files are dropped and counted). When InfluxDB
 is back the writer drains memory, then the spool oldest first.
 
-The spool's file format is in :mod:`.spool`, the HTTP transports in :mod:`.influx_transport`.
+The spool's file format is in :mod:`.spool`, the HTTP transports in :mod:`.influx_transport`,
+how one batch is delivered (retries, splits, dead letters) in :mod:`.influx_delivery`.
 Batches InfluxDB rejects (parse errors, type conflicts) go to ``spool_dir/dead-letter/``
 with the error as a comment, never retried. Delivery is at-least-once: a batch cut short by
 a crash or a shutdown is written again, which InfluxDB treats as the same points.
@@ -17,9 +18,7 @@ a crash or a shutdown is written again, which InfluxDB treats as the same points
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
-import random
 import time
 import zlib
 from collections import deque
@@ -29,35 +28,34 @@ from ..config import InfluxConfig
 from ..credentials import redact
 from ..errors import SinkError
 from ..metrics import Metrics
-from .influx_setup import advice, needs_a_person
-from .influx_transport import Transport, failure_reason, make_transport
+from .influx_delivery import InfluxDelivery
+from .influx_transport import Transport, make_transport
 from .spool import (
     Batch,
     SpoolFile,
     bytes_under,
     file_groups,
-    halves,
     read_spool_file,
     scan_spool,
     set_aside,
     unlink,
-    write_dead_letter,
     write_spool_file,
 )
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_CAP = 600.0  # seconds; a larger Retry-After is more likely a bug than a plan
-WIRE_GZIP_LEVEL = 1
 
 
-class InfluxSink:
+class InfluxSink(InfluxDelivery):
     """Batches submitted lines and writes them to InfluxDB; spills to ``spool_dir`` while it cannot.
 
     Counters for tests and the CLI: ``written_points``, ``dead_letter_points``,
     ``dropped_points``; ``buffered_points`` (memory), ``spilled_bytes`` (disk) and
-    ``pending_points`` (memory + disk) are computed.
+    ``pending_points`` (memory + disk) are computed. A :class:`~.protocol.Sink`: ``open`` is
+    :meth:`start`.
     """
+
+    name = "influx"
 
     def __init__(self, config: InfluxConfig, *, spool_dir: Path, metrics: Metrics | None = None,
                  transport: Transport | None = None) -> None:
@@ -95,6 +93,13 @@ class InfluxSink:
         self._spill_task: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        self._close_by = float("inf")  # loop time by which close() stops waiting for InfluxDB
+
+    def hurry(self) -> None:
+        """A forced exit: close() (running or to come) stops waiting for InfluxDB and spools the rest."""
+        self._close_by = 0.0
+        self._stop.set()
+        self._wakeup.set()
 
     # -- the collector's API -------------------------------------------------------------
 
@@ -117,30 +122,12 @@ class InfluxSink:
             await self._create_database()
         self._writer = asyncio.create_task(self._run_writer(), name="influx-writer")
 
-    async def _create_database(self) -> None:
-        """CREATE DATABASE, as Telegraf does; the outcome is kept to explain a later 'database not found'."""
-        create = getattr(self.transport, "create_database", None)
-        if create is None:
-            self._creation = "this transport cannot create databases"
-            return
-        try:
-            await asyncio.to_thread(create)
-        except SinkError as exc:
-            if exc.status == 401:  # authentication failed: the writes will say so, with the user
-                self._creation = f"the credentials were refused: {exc}"
-                log.warning("InfluxDB at %s refused the credentials for CREATE DATABASE (%s)", redact(self.config.url),
-                            exc)
-            elif exc.status == 403:
-                self._creation = f"this account may not: {exc}"
-                log.warning("InfluxDB at %s: this account may not create databases (%s); assuming %r exists "
-                            "(influx.skip_database_creation = true skips the attempt)", redact(self.config.url), exc,
-                            self.config.database)
-            else:
-                self._creation = f"it failed: {exc}"  # unreachable or refused: tried again when a write finds it missing
-            return
-        if self._creation != "created":
-            log.info("InfluxDB database %r ready at %s (CREATE DATABASE)", self.config.database, redact(self.config.url))
-        self._creation = "created"
+    async def open(self) -> None:
+        await self.start()
+
+    def health(self) -> str | None:
+        """None while InfluxDB takes the points; else the state line of :meth:`describe`."""
+        return None if self._failing_since is None and self.spill_error is None else self.describe()
 
     def holding(self) -> str | None:
         """Why intake should wait: InfluxDB cannot take points and the spool cannot either, with
@@ -204,15 +191,15 @@ class InfluxSink:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
-        end = loop.time() + deadline
+        self._close_by = min(self._close_by, loop.time() + deadline)
         try:
             # no point waiting for a server that is down: its batch is spilled with the rest
-            while self._unwritten_in_memory() and self._failing_since is None and loop.time() < end \
+            while self._unwritten_in_memory() and self._failing_since is None and loop.time() < self._close_by \
                     and self._writer is not None and not self._writer.done():
                 self._cut()
                 await asyncio.sleep(0.02)
         finally:
-            await self._stop_writer(max(0.0, end - loop.time()))
+            await self._stop_writer()
             await self._final_spill()
             if close := getattr(self.transport, "close", None):
                 close()
@@ -454,131 +441,3 @@ class InfluxSink:
             self._remove_file(spool)
             self._draining = None
 
-    async def _wait_for_work(self) -> None:
-        """Sleep until a batch is due: a full one was cut, a file spilled, or a line waited flush_interval."""
-        self._wakeup.clear()
-        timeout = None
-        if self._lines:
-            timeout = self._lines_since + self.config.flush_interval - time.monotonic()
-            if timeout <= 0:
-                self._cut()
-                return
-        try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
-        except TimeoutError:
-            pass
-
-    async def _deliver(self, batch: Batch) -> bool:
-        """Write a batch (in halves on 413) until written or dead-lettered; False if the sink stops first."""
-        parts = [(batch.body, batch.points)]
-        while parts:
-            body, points = parts[-1]
-            try:
-                await self._send(body)
-            except SinkError as exc:
-                self._note_failure(exc)
-                if exc.status == 404 and self.config.api == "v1" and not self.config.skip_database_creation \
-                        and not self._creation.startswith("this account may not"):
-                    await self._create_database()  # it went missing, or InfluxDB was away at start
-                smaller = halves(body, points) if exc.too_large else []
-                if smaller:
-                    if points == batch.points:
-                        log.info("InfluxDB found %d points too large (%s); writing them in halves", points, exc)
-                    parts[-1:] = smaller[::-1]
-                elif not exc.retryable:
-                    parts.pop()
-                    await self._dead_letter(body, points, exc)
-                elif not await self._pause(self._backoff(exc.retry_after)):
-                    return False
-                continue
-            parts.pop()
-            self._note_written(points)
-        return True
-
-    async def _send(self, body: bytes) -> None:
-        started = time.perf_counter()
-        try:
-            await asyncio.to_thread(self._post, body)
-        finally:
-            if self.metrics is not None:
-                self.metrics.influx_write_seconds.observe(time.perf_counter() - started)
-
-    def _post(self, body: bytes) -> None:
-        """In a worker thread: the only place that talks to InfluxDB."""
-        if self._compress:
-            self.transport.write(gzip.compress(body, WIRE_GZIP_LEVEL, mtime=0), gzipped=True)
-        else:
-            self.transport.write(body, gzipped=False)
-
-    def _backoff(self, retry_after: float | None) -> float:
-        delay = min(self.config.retry_max, self.config.retry_min * 2 ** min(self._failures - 1, 30))
-        delay *= random.uniform(0.5, 1.0)  # jitter: collectors that lost InfluxDB together do not return in step
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
-        return delay
-
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep; False when the sink is stopping."""
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            return True
-        return False
-
-    async def _stop_writer(self, timeout: float) -> None:
-        self._stop.set()
-        self._wakeup.set()
-        writer = self._writer
-        if writer is None:
-            return
-        done, _ = await asyncio.wait({writer}, timeout=timeout)
-        if not done:
-            # a request still hangs: leave its thread to time out; the batch is spilled and written again later
-            writer.cancel()
-            await asyncio.wait({writer})
-        if not writer.cancelled() and writer.exception() is not None:
-            log.error("InfluxDB writer died", exc_info=writer.exception())
-
-    def _note_written(self, points: int) -> None:
-        self.written_points += points
-        if self.metrics is not None:
-            self.metrics.influx_points.labels("written").inc(points)
-        if self._failing_since is not None:
-            log.warning("InfluxDB writes work again after %.0f s and %d failures; %d points pending",
-                        time.monotonic() - self._failing_since, self._failures, self.pending_points)
-            self._failing_since, self._failures, self._told = None, 0, None
-
-    def _note_failure(self, exc: SinkError) -> None:
-        if self.metrics is not None:
-            self.metrics.influx_failures.labels(failure_reason(exc)).inc()
-        self.last_error = str(exc)
-        if not exc.retryable:
-            return  # split or dead-lettered, logged there
-        self._failures += 1
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-        if needs_a_person(exc):
-            # wrong credentials, a missing database or bucket: said once, clearly, not once per batch
-            if self._told != f"{exc.status}":
-                self._told = f"{exc.status}"
-                log.error("%s", advice(self.config, exc, self._creation))
-        elif self._failures == 1 or self._failures % 10 == 0:  # an outage usually just needs time
-            log.warning("InfluxDB write failed (%d in a row), retrying; %d points pending: %s",
-                        self._failures, self.pending_points, exc)
-
-    async def _dead_letter(self, body: bytes, points: int, exc: SinkError) -> None:
-        self.dead_letter_points += points
-        if self.metrics is not None:
-            self.metrics.influx_points.labels("dead_letter").inc(points)
-        if self._dead_letter_bytes + len(body) > self.config.spool_limit:
-            log.error("InfluxDB rejected %d points, dead-letter spool full, not kept: %s", points, exc)
-            return
-        path = self.dead_letter_dir / f"{self._next_seq():016d}-{points}.lp"
-        header = "".join(f"# {text}\n" for text in f"status {exc.status}: {exc}".splitlines())
-        try:
-            await asyncio.to_thread(write_dead_letter, path, header.encode() + body + b"\n")
-        except OSError as err:
-            log.error("InfluxDB rejected %d points, and they cannot be kept in %s (%s): %s", points, path, err, exc)
-            return
-        self._dead_letter_bytes += len(body)
-        log.error("InfluxDB rejected %d points, kept in %s: %s", points, path, exc)
