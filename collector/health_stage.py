@@ -42,7 +42,7 @@ class HealthStage:
     source: MqttSource
     alerts: AlertEvaluator | None
     influx: Any
-    _saved_extensions: dict | None  # type: ignore[type-arg]
+    _saved_extensions: dict | None
     _emit: Callable[[list[str]], None]
 
     def _attach_loss(self) -> None:

@@ -69,7 +69,7 @@ class StateRestore:
     _attach_ledger: Callable[[Checkpoint | None], None]
     _forget_anomalies_to_replay: Callable[[int], None]
     _write_anomalies: Callable[[], bool]
-    _saved_extensions: dict | None  # type: ignore[type-arg]
+    _saved_extensions: dict | None
 
     def _restore(self) -> None:
         """Engine, tallies and decoder from the checkpoint, then the archive's tail; without a

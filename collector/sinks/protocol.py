@@ -20,7 +20,7 @@ class Sink(Protocol):
     async def open(self) -> None:
         """Ready to take batches (files found, servers bound, databases created)."""
 
-    def submit(self, batch: list) -> None:  # type: ignore[type-arg]
+    def submit(self, batch: list) -> None:
         """Take one batch of this sink's items (records, episodes, line-protocol lines); never blocks."""
 
     async def persist(self) -> None:
