@@ -573,3 +573,37 @@ def test_the_digest_withholds_verdicts_and_money_below_the_month_guard(tmp_path,
         assert "暂不估算" in money and "元（月租" not in money and "扣 " not in money
         assert "| 未达标" not in body and "| 暂不判定" in body
         assert "本月监测覆盖 0.0" in money  # the coverage it would have been judged on
+
+
+def test_devices_never_heard_are_unknown_alike_with_or_without_a_restart(tmp_path, setup):
+    """Test that smoke detectors never heard since the collector first started (a heartbeat every
+    6 h, offline after 13 h) stay unknown after a SIGKILL and restart just as they would without
+    one: an hour watched, 15 minutes down, an hour more gives no iot breach."""
+    from .conftest import HEADER
+
+    _, rules_file = setup
+    registry = tmp_path / "smoke.csv"
+    registry.write_text("\n".join([HEADER, *(f"taopu-smoke{i},iot,smoke,taopu,scn,taopu-c1,gw-taopu-iot,2026-01-01,"
+                                             for i in range(12)),
+                                   *(f"taopu-cam{i},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam,2026-01-01,"
+                                     for i in range(12))]) + "\n")
+
+    def cameras(first: int, last: int):
+        return [(float(T0 + m * MIN + i), f"putuo/cam/taopu/taopu-cam{i}/hb", json.dumps({"seq": m}))
+                for m in range(first, last) for i in range(12)]
+
+    smoke = [(float(T0 + 5 + i), f"putuo/iot/taopu/taopu-smoke{i}/hb", json.dumps({"seq": 1})) for i in range(3)]
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, (registry, rules_file), smtp.port)
+        collector = Collector(config)
+        push(collector, sorted(smoke + cameras(0, 60)))
+        asyncio.run(collector.checkpoint())  # then SIGKILL: no clean shutdown
+        collector.ledger.close()
+        collector.lock.release()
+        collector.archive.close()
+        restarted = Collector(config)
+        push(restarted, [(float(T0 + 75 * MIN), "$ptmon/monitor", "up")] + cameras(75, 150))
+        send_all(config)
+        restarted.ledger.close()
+        restarted.lock.release()
+    assert [s for s in summary(smtp.inbox) if not s[1].startswith("monitor_gap")] == []

@@ -5,7 +5,9 @@ Three things decide whether a low number is news, and they are all here:
 * **Who can be judged.** A device that looks offline only because the monitor could not
   see (a restart, a broker disconnect) or because a cause silenced its street is *unknown*
   until it has had a whole timeout to report again: it timed out inside such a blind span and
-  has not been heard since. Unknown devices are left out of the alert's counts (the KPIs count
+  has not been heard since. A device never heard at all counts as heard when observation first
+  began (before any restart), so it is unknown for one timeout from then whether or not the
+  collector restarted meanwhile (and longer if a restart fell inside that timeout). Unknown devices are left out of the alert's counts (the KPIs count
   every device as defined; only alerting waits). A device that had timed out before the blind
   span began was seen going offline and still counts.
 * **What a cause explains.** Devices behind a gateway whose Last Will stands are left out of
@@ -141,7 +143,13 @@ class Observations:
         street = self.street_of[ci]
         b_from, b_to = blind_from[street], blind_to[street]
         heard = engine.last_heartbeat[sl]
-        return ~online & (heard < b_to) & (engine.online_until[sl] > b_from) & (t < b_to + engine.timeout[sl])
+        timeout = engine.timeout[sl]
+        # A device never heard is judged as if it had been heard at the first start of observation:
+        # it is seen offline only a whole timeout after that, and only if no blind span (a restart)
+        # fell before then, so a restart does not make it offline sooner than watching throughout.
+        first = spans[0][0] if spans else resume
+        until = np.where(heard == NEVER, first + timeout, engine.online_until[sl])
+        return ~online & (heard < b_to) & (until > b_from) & (t < b_to + timeout)
 
     def _quiet(self, ci: int, t: int, expected: np.ndarray, dead: np.ndarray, resume: int) -> None:
         engine = self.engine
