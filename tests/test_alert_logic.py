@@ -15,7 +15,7 @@ from ptmon.alerting.book import AlertBook
 from ptmon.alerting.group import plan
 from ptmon.alerting.machine import breach_step, condition_step
 from ptmon.alerting.model import AlertKey, AlertState, Cause, GroupKey, Notice, Phase, legacy_states
-from ptmon.alerting.risk import month_risks
+from ptmon.alerting.risk import month_risks, recent_levels
 from ptmon.alerting.rules import AlertRule, AlertRules, Grouping, MonthRiskRule, load_alert_rules
 from ptmon.errors import ConfigError
 from ptmon.results import KpiRow, Results
@@ -207,6 +207,46 @@ def test_an_alert_that_resolves_within_group_wait_sends_nothing():
         {gk: None for gk in changed}, [])
 
 
+def test_a_district_silence_holds_street_repeats_and_resolutions():
+    """Test that a street incident sent before the district went silent is neither repeated every
+    repeat_interval nor resolved while the district stays silent; it resolves after."""
+    tl = Timeline()
+    tl.states[KEY] = firing(KEY, 0)
+    tl.run(5)
+    pipeline = AlertKey(cause=Cause.PIPELINE)
+    tl.states[pipeline] = firing(pipeline, 5 * MIN)
+    tl.run(60 * 9, 5)  # nine hours silent: twice repeat_interval
+    del tl.states[KEY]  # the breach resolves during the silence
+    tl.run(60 * 10, 60 * 9)
+    assert [(s[1], s[2], s[3]) for s in tl.sent if s[2] != "pipeline"] == [
+        ("ops@x.org", "breach", "firing"), ("taopu@x.org", "breach", "firing")]
+    del tl.states[pipeline]
+    tl.run(60 * 10 + 10, 60 * 10)
+    assert sorted((s[1], s[2], s[3]) for s in tl.sent if s[0] >= 60 * 10) == [
+        ("ops@x.org", "breach", "resolved"), ("ops@x.org", "pipeline", "resolved"), ("taopu@x.org", "breach", "resolved")]
+
+
+@pytest.mark.parametrize("cause", [
+    AlertKey(cause=Cause.STREET_SILENT, contract="cam", street="taopu"),
+    AlertKey(cause=Cause.GATEWAY, contract="cam", street="taopu", gateway="gw-1"),
+    AlertKey(cause=Cause.MONITOR_GAP),
+    AlertKey(cause=Cause.PIPELINE),
+])
+def test_a_wider_cause_holds_back_a_month_at_risk_of_its_street(cause):
+    """Test that a month at risk of a street is not emailed while a street silence, a dead gateway of
+    the street, a monitoring gap or the district silence explains the dip it was projected from."""
+    tl = Timeline()
+    risk = AlertKey(cause=Cause.MONTH_RISK, contract="cam", street="taopu", kpi="online", month="2026-11")
+    tl.states[cause] = firing(cause, 0)
+    tl.states[risk] = replace(firing(risk, 0), level=1)
+    tl.run(10)
+    assert [s for s in tl.sent if s[2] == "month_risk"] == []
+    other = replace(risk, street="wanli")  # another street's month at risk still goes out, unless the cause is district-wide
+    tl.states[other] = replace(firing(other, 10 * MIN), level=1)
+    tl.run(20, 10)
+    assert bool([s for s in tl.sent if s[2] == "month_risk"]) == (cause.cause in (Cause.STREET_SILENT, Cause.GATEWAY))
+
+
 # --- month at risk -------------------------------------------------------------------------------
 
 MONTH = month_bounds("2026-11")
@@ -254,7 +294,28 @@ def test_month_at_risk_levels_and_money(rules):
     assert r.projected == Fraction(199, 300)
     assert r.fee == Decimal("358299.76") and r.at_risk == Decimal("102712.60") and r.deduction_now == 0
     (r,) = risks(rules, so_far(99 * 14_400, 100 * 14_400, 864_000), 100, None)
-    assert r.level == 0  # no completely observed recent window: no projection, and the best case passes
+    assert r.level == 0  # no recent level: projected at the month so far, which passes
+
+
+def test_month_at_risk_projects_from_a_whole_day_not_a_night_hour(rules):
+    """Test that the recent level is the ledger's last 24 hours (a night hour at 92 % in a day at
+    99 % raises nothing), and falls back to the month so far when under 18 of them were observed."""
+    def day(numerator: int, observed: int) -> Results:
+        row = KpiRow(contract="cam", street="taopu", kpi="online", numerator=numerator, denominator=100 * 1440,
+                     threshold=Decimal("0.95"), expected_device_samples=100 * 1440, observed_seconds=observed)
+        return Results(start=AS_OF - 86_400 * S, end=AS_OF, rows=[row], coverage={}, gaps=[],
+                       rules_version="", registry_version="")
+
+    month = so_far(99 * 14_400, 100 * 14_400, 864_000)
+    recent = recent_levels(day(99 * 1440 - 7 * 60, 86_400))  # 23 hours at 99 %, one at 92 %
+    assert recent == {("cam", "taopu", "online"): (Fraction(99 * 1440 - 420, 144_000), 86_400)}
+    (r,) = month_risks(month, cam_only(rules), ANY_SHARE, as_of=AS_OF, month_end=MONTH[1],
+                       expected_now={("cam", "taopu"): 100}, recent=recent)
+    assert r.level == 0 and r.recent_window == 86_400 and r.projected > Fraction(95, 100)
+    assert recent_levels(day(50 * 1440, 17 * 3600)) == {}  # too little of the day observed
+    (r,) = month_risks(so_far(94 * 14_400, 100 * 14_400, 864_000), cam_only(rules), ANY_SHARE, as_of=AS_OF,
+                       month_end=MONTH[1], expected_now={("cam", "taopu"): 100}, recent={})
+    assert r.level == 1 and r.projected == Fraction(94, 100) and r.recent is None  # at the month's own level
 
 
 def test_no_month_at_risk_before_enough_of_the_month_was_observed(rules):

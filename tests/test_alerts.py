@@ -437,15 +437,16 @@ RISK_YAML = ALERTS_YAML.replace("month_risk: {enabled: false}",
 
 
 def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
-    """Test that a street whose cameras stay dark gets one month-at-risk email, its figures those of
-    the ledger's closed hours: at the recent rate the month ends below the threshold, though all
-    devices coming back now would pass (so it is not 'unreachable')."""
+    """Test that a street half of whose cameras stay dark gets one month-at-risk email, its figures
+    those of the ledger's closed hours: with less than a day observed it projects at the month so
+    far, which ends below the threshold, though all devices coming back now would pass (so it is not
+    'unreachable'). (All of them dark would be a street silence, which holds the month at risk back.)"""
     _, rules_file = setup
     rules_file.write_text(RISK_YAML)
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
         collector = Collector(config)
-        push(collector, minutes(0, 240, lambda street, i, m: street == "taopu" and i < 12 and m >= 60))
+        push(collector, minutes(0, 240, lambda street, i, m: street == "taopu" and i < 6 and m >= 60))
         send_all(config)
         collector.ledger.close()
         collector.lock.release()
@@ -461,7 +462,9 @@ def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
     assert (int(num), int(den)) == (row.numerator, row.denominator)
     best = body.split("月末最高可达 (best case)：")[1].split("%")[0]
     projected = body.split("预计月末 (projected)：")[1].split("%")[0]
-    assert float(projected) < 20.0 and float(best) > 99.0
+    month = re.search(r"按本月累计水平 \(month so far\) (\S+)%", body).group(1)
+    assert month == projected and abs(float(projected) - 100 * row.numerator / row.denominator) < 0.01
+    assert float(projected) < 95.0 and float(best) > 99.0
     assert "预计扣款 (lease amount at risk)：" in body
 
 

@@ -42,7 +42,7 @@ from .group import Causes, plan
 from .machine import breach_step, condition_step
 from .model import AlertKey, AlertState, AlertView, Cause, Notice, Notification, Notified
 from .observe import Observations, Quiet, WindowRate
-from .risk import MonthRisk, month_risks
+from .risk import RECENT_WINDOW, MonthRisk, month_risks, recent_levels
 from .rules import AlertRule, AlertRules
 from .transit import TRANSIT_CAUSES, TransitAlerts
 
@@ -308,17 +308,15 @@ class AlertEvaluator:
             return
         expected = {(self.contracts[ci], street): dv.expected_now(self.engine, ci, si, t)
                     for ci in range(len(self.contracts)) for si, street in enumerate(self.streets)}
-        recent = {}
-        for ci, rules in self.by_contract.items():
-            for rule in rules:
-                for si, street in enumerate(self.streets):
-                    rate = self.observations.projection_rate(ci, si, rule.kpi, rule.window, t)
-                    if rate is not None:
-                        recent[rule.contract, street, rule.kpi] = (rate, rule.window)
+        last_day = self.month_to_date(t - RECENT_WINDOW * US_PER_S, t) if t - start >= RECENT_WINDOW * US_PER_S else None
+        recent = recent_levels(last_day)
+        causes = Causes.of(self.book.alerts)
         for risk in month_risks(so_far, self.engine.registry.rules, setting, as_of=t, month_end=end,
                                 expected_now=expected, recent=recent):
             key = AlertKey(cause=Cause.MONTH_RISK, contract=risk.contract, street=risk.street, kpi=risk.kpi, month=month)
             self.risks[key] = risk
+            if causes.inhibitor(key) is not None:
+                continue  # a wider cause covers the street: its dip says nothing new about the month
             self.book.set_alert(key, condition_step(self.book.alerts.get(key), key, holds=risk.level > 0, since=t, t=t,
                                                     level=risk.level))
 
