@@ -610,3 +610,34 @@ def test_devices_never_heard_are_unknown_alike_with_or_without_a_restart(tmp_pat
         restarted.ledger.close()
         restarted.lock.release()
     assert [s for s in summary(smtp.inbox) if not s[1].startswith("monitor_gap")] == []
+
+
+@pytest.mark.parametrize("back_minute", [71, 90])
+def test_last_wills_of_a_broker_shutdown_and_the_gap_make_no_gateway_incident(tmp_path, setup, back_minute):
+    """Test that the Last Wills a broker publishes as it shuts down (archived 34 s before the
+    collector's 'down') and the 10-minute gap after make no gateway email when the gateways are back a
+    minute after monitoring resumes; a gateway still offline 20 minutes after it is one incident."""
+    gateways = [f"gw-{s}-{c}-{i}" for s in ("taopu", "changzheng") for c in ("cam", "iot") for i in (0, 1)]
+    counters: dict = {}
+    # the collector archives its 'up' before what it receives once back (the sort below is stable)
+    records = [(float(T0 + 60 * MIN), "$ptmon/monitor", "down"), (float(T0 + 70 * MIN), "$ptmon/monitor", "up")]
+    records += minutes(0, 60, counters=counters) + minutes(70, 130, counters=counters)
+    records += [r for g in gateways for r in gateway_records(T0 + 60 * MIN - 34.0, g, "offline")]
+    records += [r for g in gateways for r in gateway_records(T0 + 71 * MIN, g, "online") if g != "gw-taopu-cam-0"]
+    records += gateway_records(T0 + back_minute * MIN, "gw-taopu-cam-0", "online")
+    records.sort(key=lambda r: r[0])
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, setup, smtp.port)
+        collector = Collector(config)
+        push(collector, records)
+        send_all(config)
+        collector.ledger.close()
+        collector.lock.release()
+    gateway = [("taopu@example.org", "gateway:firing"), ("taopu@example.org", "gateway:resolved"),
+               ("center@example.org", "gateway:firing"), ("center@example.org", "gateway:resolved")]
+    assert summary(smtp.inbox) == sorted([("center@example.org", "monitor_gap:firing"),
+                                          ("center@example.org", "monitor_gap:resolved")]
+                                         + (gateway if back_minute == 90 else []))
+    if back_minute == 90:
+        firing = next(m for m in smtp.inbox.messages if event(m) == {**event(m), "cause": "gateway", "notice": "firing"})
+        assert firing["Subject"] == "【网关离线】桃浦镇 网关 gw-taopu-cam-0：6 台设备受影响"
