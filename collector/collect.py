@@ -390,7 +390,9 @@ class Collector:
         if not path.is_file():
             self.notes.append(f"no alert rules at {path}: alerting is off")
             return None
-        return load_alert_rules(path, self.registry.rules)
+        rules = load_alert_rules(path, self.registry.rules)
+        self.notes += rules.warnings()
+        return rules
 
     def _on_episodes(self, episodes: list[Episode]) -> None:
         self.ledger_writer.on_episodes(episodes)
