@@ -339,10 +339,62 @@ def test_never_unreachable_while_all_devices_back_now_would_pass(rules, online, 
     assert (r.level == 2) == (all_back < Fraction(95, 100))
 
 
+# --- the digest's words --------------------------------------------------------------------------
+
+def digest_of(rules, observed: int, open_alerts=()):
+    from ptmon.alerting.digest import Digest
+    from ptmon.alerting.evaluate import DigestRequest
+    from ptmon.timebase import day_of
+
+    month = Results(start=MONTH[0], end=AS_OF, rows=[], gaps=[], rules_version="", registry_version="",
+                    coverage={c.code: {"observed_seconds": observed, "period_seconds": 2 * observed} for c in rules.contracts})
+    request = DigestRequest(day=day_of(AS_OF) - 1, at=AS_OF, street="", since=None, quality={}, open=tuple(open_alerts))
+    return Digest(request=request, yesterday=month, month=month, payments=(), loss={})
+
+
+@pytest.mark.parametrize(("observed", "said", "unsaid"), [
+    (5 * 86_400, "未达本月的 20%", "未满"),  # five days: over a day, under a fifth of the month
+    (7 * 86_400, "", "暂不估算"),  # judged
+])
+def test_the_digest_says_which_guard_a_month_misses(rules, observed, said, unsaid):
+    """Test that the digest's withheld estimate names the condition that fails (not "below 20 % or
+    24 hours" when the month has 50 % coverage and days of data)."""
+    from ptmon.alerting.digest import _money
+    from ptmon.alerting.sections import Names
+
+    alert_rules = AlertRules(rules=(RULE,), month_risk=MonthRiskRule())
+    digest = digest_of(rules, observed)
+    registry = type("R", (), {"rules": rules})()
+    judged = {c.code for c in rules.contracts} if not said else set()
+    text = "\n".join(_money(digest, Names(rules), registry, judged, alert_rules))
+    assert said in text and unsaid not in text and " 或 " not in text
+
+
+def test_the_digest_counts_what_it_tells_and_says_how_many_it_leaves_out(rules):
+    """Test that the digest's headline counts the open alerts emailed (not those a wider cause holds
+    back), and that a list cut at 30 says how many more there are."""
+    from ptmon.alerting.digest import _headline, _incidents
+    from ptmon.alerting.model import AlertView
+    from ptmon.alerting.sections import Names
+
+    pipeline = AlertKey(cause=Cause.PIPELINE)
+    held = [AlertView(key=AlertKey(cause=Cause.GATEWAY, contract="cam", street="taopu", gateway=f"gw-{i}"),
+                      phase=Phase.FIRING, since=AS_OF, fired=AS_OF, details={"inhibited_by": pipeline}) for i in range(40)]
+    told = [AlertView(key=pipeline, phase=Phase.FIRING, since=AS_OF, fired=AS_OF, details={"inhibited_by": None})]
+    digest = digest_of(rules, 7 * 86_400, told + held)
+    registry = type("R", (), {"rules": rules})()
+    assert _headline(digest, registry, {c.code for c in rules.contracts}).endswith("，1 项告警未恢复")
+    lines = _incidents(digest.request, Names(rules))
+    assert lines[0] == "未恢复的告警 (open alerts)：1 项；另有 40 项由上级原因引起、未单独发送 (held back by their cause)"
+    assert len(lines) == 1 + 30 + 1 and lines[-1] == "  …… 另有 11 项 (and 11 more)"
+
+
 # --- the rule file -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("pipeline: {for: 20m}", "pipeline.for must not exceed street_silent.for and gateway.for"),
+    ("pipeline: {for: 20m}", "pipeline.for must not exceed street_silent.for and gateway.for (the wider cause must "
+                             "be known first, so it can hold back the alerts it explains): 20m (street_silent.for "
+                             "10m, gateway.for 5m)"),
     ("grouping: {group_wait: -1}", "grouping.group_wait must be a non-negative duration"),
     ("grouping: {repeat_interval: 0}", "grouping.repeat_interval must be a positive duration"),
     ("month_risk: {min_observed: 120%}", "month_risk.min_observed must be a share in [0, 1]"),

@@ -465,7 +465,7 @@ def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
     month = re.search(r"按本月累计水平 \(month so far\) (\S+)%", body).group(1)
     assert month == projected and abs(float(projected) - 100 * row.numerator / row.denominator) < 0.01
     assert float(projected) < 95.0 and float(best) > 99.0
-    assert "预计扣款 (lease amount at risk)：" in body
+    assert "预计扣款 (lease amount at risk)：" in body and "本街镇本合同的" in body  # the contract's, not the KPI's
 
 
 def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_report(tmp_path, setup):

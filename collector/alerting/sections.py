@@ -164,7 +164,8 @@ def _month_risk(v: AlertView, names: Names, at: int) -> list[str]:
              f"  按本月累计水平 (month so far) {percent(risk.month_value)} 预计月末 (projected)：{percent(risk.projected)}",
              f"  阈值 (threshold)：{percent(risk.threshold)}"]
     if risk.at_risk is not None:
-        lines.append(f"  按合同扣款规则预计扣款 (lease amount at risk)：{risk.at_risk} 元（月租 {risk.fee} 元；"
+        lines.append(f"  按合同扣款规则预计扣款 (lease amount at risk)：{risk.at_risk} 元——本街镇本合同的，"
+                     f"含其各项指标，非本指标单独 (the street's whole contract)（月租 {risk.fee} 元；"
                      f"若按目前数字结算 {risk.deduction_now} 元）")
     return lines
 
