@@ -181,7 +181,7 @@ class _UniqueKeys(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             try:
                 line = first.setdefault(key, key_node.start_mark.line + 1)
             except TypeError:  # an unhashable key: the constructor below says so

@@ -65,7 +65,10 @@ class Causes:
 
     @classmethod
     def of(cls, states: Mapping[AlertKey, AlertState], explained: Mapping[AlertKey, AlertKey] | None = None) -> Causes:
-        pipeline, monitor_gap, streets, gateways = None, None, {}, {}
+        pipeline: AlertKey | None = None
+        monitor_gap: AlertKey | None = None
+        streets: dict[tuple[str, str], AlertKey] = {}
+        gateways: dict[tuple[str, str], AlertKey] = {}
         for key, state in states.items():
             if not state.phase.active:
                 continue
