@@ -641,3 +641,28 @@ def test_last_wills_of_a_broker_shutdown_and_the_gap_make_no_gateway_incident(tm
     if back_minute == 90:
         firing = next(m for m in smtp.inbox.messages if event(m) == {**event(m), "cause": "gateway", "notice": "firing"})
         assert firing["Subject"] == "【网关离线】桃浦镇 网关 gw-taopu-cam-0：6 台设备受影响"
+
+
+def test_month_at_risk_projects_from_the_ledgers_last_day_not_a_dark_hour(tmp_path, setup):
+    """Test that half of a street's cameras dark from 23:00 (a night hour at 50 %) raise no month at
+    risk at midnight, when the rule's half-hour window would have projected 50 % over the month; the
+    risk comes at 02:00 when the ledger's last 24 hours fall below the threshold, and the email's
+    24-hour level is the ledger's over those 24 hours."""
+    _, rules_file = setup
+    rules_file.write_text(RISK_YAML)
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, setup, smtp.port)
+        collector = Collector(config)
+        push(collector, minutes(0, 27 * 60, lambda street, i, m: street == "taopu" and i < 6 and 23 * 60 <= m < 30 * 60))
+        send_all(config)
+        collector.ledger.close()
+        collector.lock.release()
+    risk = [m for m in smtp.inbox.messages if event(m)["cause"] == "month_risk"]
+    assert [m["To"] for m in risk] == ["center@example.org", "taopu@example.org"]
+    body = risk[0].get_body().get_content()
+    assert "账本本月至 2026-11-02 02:00:00" in body
+    level = re.search(r"按账本 2026-11-01 02:00:00 起近 24 小时水平 \(ledger, last 24 h\) (\S+)%", body).group(1)
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        row = ledger_results(ledger, collector.registry, (T0 + 2 * 3600) * US_PER_S,
+                             (T0 + 26 * 3600) * US_PER_S).row("cam", "taopu", "online")
+    assert abs(float(level) - 100 * row.numerator / row.denominator) < 0.005 and float(level) < 95.0

@@ -243,21 +243,6 @@ class Observations:
             self._delta_cache = (key, slots, sums)
         return self._delta_cache[1], self._delta_cache[2]
 
-    def complete(self, ci: int, window: int, t: int) -> bool:
-        """Every sample instant of ``(t − window, t]`` was observed (no restart, no gap in it)."""
-        ts, _ = self._stacked_samples(ci)
-        return int(np.count_nonzero(ts > t - window * US_PER_S)) >= self.instants(ci, window)
-
-    def projection_rate(self, ci: int, si: int, kpi: str, window: int, t: int) -> Fraction | None:
-        """The recent rate a month projection may use: from a window the monitor observed at every
-        instant, with no district silence in it (that may be the monitor's own pipeline)."""
-        since = t - window * US_PER_S
-        if not self.complete(ci, window, t) or any(s.end is None or s.end > since for s in self.district_spans):
-            return None
-        rate = (self.online_rate(ci, si, window, t, explain=False) if kpi == "online"
-                else self.success_rate(ci, si, kpi, window, t))
-        return rate.value if rate is not None else None
-
     def instants(self, ci: int, window: int) -> int:
         return max(1, window * US_PER_S // self.engine.sample_interval[ci])
 
