@@ -44,7 +44,9 @@ class AlertStage:
         if not path.is_file():
             self.notes.append(f"no alert rules at {path}: alerting is off")
             return None
-        return load_alert_rules(path, self.registry.rules)
+        rules = load_alert_rules(path, self.registry.rules)
+        self.notes += rules.warnings()
+        return rules
 
     def _on_alerts(self, notifications: list[Notification], states: dict[str, str | None]) -> None:
         """Alert state changes and the emails they owe, into the ledger in one transaction."""

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = sub.add_parser("rules", help="validate the rule files",
                            description="`ptmon rules check [DIR]`: validate the rule files of DIR (streets.yaml, "
-                           "types.yaml, contracts.yaml, and alerts.yaml as the collector loads it) and print their "
+                           "types.yaml, contracts.yaml, and anomaly.yaml and alerts.yaml as the collector loads them) and print their "
                            "version. An error names the file and the key; the exit status is then 2.")
     rules.add_argument("action", choices=["check"], help="check: validate the rule files")
     rules.add_argument("dir", nargs="?", default=str(DEFAULT_RULES_DIR), metavar="DIR",
@@ -285,12 +285,14 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from .service import check_alert_rules
+    from .service import check_alert_rules, check_anomaly_rules
 
     rules = load_rules(args.dir)
-    alerts = check_alert_rules(None, rules)  # exactly what `collect --check-config` loads
+    anomaly = check_anomaly_rules(rules)  # exactly what `collect --check-config` loads
+    alerts = check_alert_rules(None, rules)
     print(f"{args.dir}: {len(rules.streets)} streets, {len(rules.types)} device types, "
           f"{len(rules.contracts)} contracts; version {rules.version}")
+    print(anomaly)
     print(alerts)
     return 0
 

@@ -173,14 +173,34 @@ def check_codes(data: Any, where: str = "") -> None:
             raise refused(NOT_A_CODE, key=f"{where}.{key}" if where else str(key))
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML with a key given twice in one mapping refused (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = first.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the constructor below says so
+                continue
+            if line != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given at line {line})", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def read_rule_file(path: Path, what: str = "rule file") -> tuple[Any, bytes]:
-    """The YAML document of ``path`` and its bytes (for the version hash)."""
+    """The YAML document of ``path`` and its bytes (for the version hash); a key given twice in
+    one mapping is refused with its line."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from exc
     try:
-        return yaml.safe_load(raw), raw
+        return yaml.load(raw, Loader=_UniqueKeys), raw  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 

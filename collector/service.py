@@ -115,7 +115,17 @@ def check_alert_rules(path: Path | None, rules: Rules) -> str:
         return f"alert rules: none at {path} (alerting will be off)"
     alert_rules = load_alert_rules(path, rules)
     return "\n".join([f"alert rules: {len(alert_rules.rules)} in {path}, version {alert_rules.version}",
-                      *(f"  {line}" for line in alert_rules.describe())])
+                      *(f"  {line}" for line in alert_rules.describe()),
+                      *(f"warning: {line}" for line in alert_rules.warnings())])
+
+
+def check_anomaly_rules(rules: Rules) -> str:
+    """Load anomaly.yaml beside the rules as the collector will; a line saying what it is. A bad
+    file raises the ConfigError naming its key."""
+    from .anomaly.rules import ANOMALY_FILE, rules_in
+
+    path = rules.directory / ANOMALY_FILE
+    return f"anomaly rules: {path}" if rules_in(rules.directory) is not None else f"anomaly rules: none at {path} (device health off)"
 
 
 def run_collect(args: argparse.Namespace) -> int:
@@ -128,6 +138,7 @@ def run_collect(args: argparse.Namespace) -> int:
         for line in check_config(config):
             print(line)
         print(f"registry: {len(registry):,} devices, version {registry.version}; rules version {rules.version}")
+        print(check_anomaly_rules(rules))
         if config.alerts.enabled:
             print(check_alert_rules(config.alerts.rules_file, rules))
         print("config OK")

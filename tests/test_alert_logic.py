@@ -15,7 +15,7 @@ from ptmon.alerting.book import AlertBook
 from ptmon.alerting.group import plan
 from ptmon.alerting.machine import breach_step, condition_step
 from ptmon.alerting.model import AlertKey, AlertState, Cause, GroupKey, Notice, Phase, legacy_states
-from ptmon.alerting.risk import month_risks
+from ptmon.alerting.risk import month_risks, recent_levels
 from ptmon.alerting.rules import AlertRule, AlertRules, Grouping, MonthRiskRule, load_alert_rules
 from ptmon.errors import ConfigError
 from ptmon.results import KpiRow, Results
@@ -207,6 +207,46 @@ def test_an_alert_that_resolves_within_group_wait_sends_nothing():
         {gk: None for gk in changed}, [])
 
 
+def test_a_district_silence_holds_street_repeats_and_resolutions():
+    """Test that a street incident sent before the district went silent is neither repeated every
+    repeat_interval nor resolved while the district stays silent; it resolves after."""
+    tl = Timeline()
+    tl.states[KEY] = firing(KEY, 0)
+    tl.run(5)
+    pipeline = AlertKey(cause=Cause.PIPELINE)
+    tl.states[pipeline] = firing(pipeline, 5 * MIN)
+    tl.run(60 * 9, 5)  # nine hours silent: twice repeat_interval
+    del tl.states[KEY]  # the breach resolves during the silence
+    tl.run(60 * 10, 60 * 9)
+    assert [(s[1], s[2], s[3]) for s in tl.sent if s[2] != "pipeline"] == [
+        ("ops@x.org", "breach", "firing"), ("taopu@x.org", "breach", "firing")]
+    del tl.states[pipeline]
+    tl.run(60 * 10 + 10, 60 * 10)
+    assert sorted((s[1], s[2], s[3]) for s in tl.sent if s[0] >= 60 * 10) == [
+        ("ops@x.org", "breach", "resolved"), ("ops@x.org", "pipeline", "resolved"), ("taopu@x.org", "breach", "resolved")]
+
+
+@pytest.mark.parametrize("cause", [
+    AlertKey(cause=Cause.STREET_SILENT, contract="cam", street="taopu"),
+    AlertKey(cause=Cause.GATEWAY, contract="cam", street="taopu", gateway="gw-1"),
+    AlertKey(cause=Cause.MONITOR_GAP),
+    AlertKey(cause=Cause.PIPELINE),
+])
+def test_a_wider_cause_holds_back_a_month_at_risk_of_its_street(cause):
+    """Test that a month at risk of a street is not emailed while a street silence, a dead gateway of
+    the street, a monitoring gap or the district silence explains the dip it was projected from."""
+    tl = Timeline()
+    risk = AlertKey(cause=Cause.MONTH_RISK, contract="cam", street="taopu", kpi="online", month="2026-11")
+    tl.states[cause] = firing(cause, 0)
+    tl.states[risk] = replace(firing(risk, 0), level=1)
+    tl.run(10)
+    assert [s for s in tl.sent if s[2] == "month_risk"] == []
+    other = replace(risk, street="wanli")  # another street's month at risk still goes out, unless the cause is district-wide
+    tl.states[other] = replace(firing(other, 10 * MIN), level=1)
+    tl.run(20, 10)
+    assert bool([s for s in tl.sent if s[2] == "month_risk"]) == (cause.cause in (Cause.STREET_SILENT, Cause.GATEWAY))
+
+
 # --- month at risk -------------------------------------------------------------------------------
 
 MONTH = month_bounds("2026-11")
@@ -254,7 +294,28 @@ def test_month_at_risk_levels_and_money(rules):
     assert r.projected == Fraction(199, 300)
     assert r.fee == Decimal("358299.76") and r.at_risk == Decimal("102712.60") and r.deduction_now == 0
     (r,) = risks(rules, so_far(99 * 14_400, 100 * 14_400, 864_000), 100, None)
-    assert r.level == 0  # no completely observed recent window: no projection, and the best case passes
+    assert r.level == 0  # no recent level: projected at the month so far, which passes
+
+
+def test_month_at_risk_projects_from_a_whole_day_not_a_night_hour(rules):
+    """Test that the recent level is the ledger's last 24 hours (a night hour at 92 % in a day at
+    99 % raises nothing), and falls back to the month so far when under 18 of them were observed."""
+    def day(numerator: int, observed: int) -> Results:
+        row = KpiRow(contract="cam", street="taopu", kpi="online", numerator=numerator, denominator=100 * 1440,
+                     threshold=Decimal("0.95"), expected_device_samples=100 * 1440, observed_seconds=observed)
+        return Results(start=AS_OF - 86_400 * S, end=AS_OF, rows=[row], coverage={}, gaps=[],
+                       rules_version="", registry_version="")
+
+    month = so_far(99 * 14_400, 100 * 14_400, 864_000)
+    recent = recent_levels(day(99 * 1440 - 7 * 60, 86_400))  # 23 hours at 99 %, one at 92 %
+    assert recent == {("cam", "taopu", "online"): (Fraction(99 * 1440 - 420, 144_000), 86_400)}
+    (r,) = month_risks(month, cam_only(rules), ANY_SHARE, as_of=AS_OF, month_end=MONTH[1],
+                       expected_now={("cam", "taopu"): 100}, recent=recent)
+    assert r.level == 0 and r.recent_window == 86_400 and r.projected > Fraction(95, 100)
+    assert recent_levels(day(50 * 1440, 17 * 3600)) == {}  # too little of the day observed
+    (r,) = month_risks(so_far(94 * 14_400, 100 * 14_400, 864_000), cam_only(rules), ANY_SHARE, as_of=AS_OF,
+                       month_end=MONTH[1], expected_now={("cam", "taopu"): 100}, recent={})
+    assert r.level == 1 and r.projected == Fraction(94, 100) and r.recent is None  # at the month's own level
 
 
 def test_no_month_at_risk_before_enough_of_the_month_was_observed(rules):
@@ -278,10 +339,62 @@ def test_never_unreachable_while_all_devices_back_now_would_pass(rules, online, 
     assert (r.level == 2) == (all_back < Fraction(95, 100))
 
 
+# --- the digest's words --------------------------------------------------------------------------
+
+def digest_of(rules, observed: int, open_alerts=()):
+    from ptmon.alerting.digest import Digest
+    from ptmon.alerting.evaluate import DigestRequest
+    from ptmon.timebase import day_of
+
+    month = Results(start=MONTH[0], end=AS_OF, rows=[], gaps=[], rules_version="", registry_version="",
+                    coverage={c.code: {"observed_seconds": observed, "period_seconds": 2 * observed} for c in rules.contracts})
+    request = DigestRequest(day=day_of(AS_OF) - 1, at=AS_OF, street="", since=None, quality={}, open=tuple(open_alerts))
+    return Digest(request=request, yesterday=month, month=month, payments=(), loss={})
+
+
+@pytest.mark.parametrize(("observed", "said", "unsaid"), [
+    (5 * 86_400, "未达本月的 20%", "未满"),  # five days: over a day, under a fifth of the month
+    (7 * 86_400, "", "暂不估算"),  # judged
+])
+def test_the_digest_says_which_guard_a_month_misses(rules, observed, said, unsaid):
+    """Test that the digest's withheld estimate names the condition that fails (not "below 20 % or
+    24 hours" when the month has 50 % coverage and days of data)."""
+    from ptmon.alerting.digest import _money
+    from ptmon.alerting.sections import Names
+
+    alert_rules = AlertRules(rules=(RULE,), month_risk=MonthRiskRule())
+    digest = digest_of(rules, observed)
+    registry = type("R", (), {"rules": rules})()
+    judged = {c.code for c in rules.contracts} if not said else set()
+    text = "\n".join(_money(digest, Names(rules), registry, judged, alert_rules))
+    assert said in text and unsaid not in text and " 或 " not in text
+
+
+def test_the_digest_counts_what_it_tells_and_says_how_many_it_leaves_out(rules):
+    """Test that the digest's headline counts the open alerts emailed (not those a wider cause holds
+    back), and that a list cut at 30 says how many more there are."""
+    from ptmon.alerting.digest import _headline, _incidents
+    from ptmon.alerting.model import AlertView
+    from ptmon.alerting.sections import Names
+
+    pipeline = AlertKey(cause=Cause.PIPELINE)
+    held = [AlertView(key=AlertKey(cause=Cause.GATEWAY, contract="cam", street="taopu", gateway=f"gw-{i}"),
+                      phase=Phase.FIRING, since=AS_OF, fired=AS_OF, details={"inhibited_by": pipeline}) for i in range(40)]
+    told = [AlertView(key=pipeline, phase=Phase.FIRING, since=AS_OF, fired=AS_OF, details={"inhibited_by": None})]
+    digest = digest_of(rules, 7 * 86_400, told + held)
+    registry = type("R", (), {"rules": rules})()
+    assert _headline(digest, registry, {c.code for c in rules.contracts}).endswith("，1 项告警未恢复")
+    lines = _incidents(digest.request, Names(rules))
+    assert lines[0] == "未恢复的告警 (open alerts)：1 项；另有 40 项由上级原因引起、未单独发送 (held back by their cause)"
+    assert len(lines) == 1 + 30 + 1 and lines[-1] == "  …… 另有 11 项 (and 11 more)"
+
+
 # --- the rule file -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("pipeline: {for: 20m}", "pipeline.for must not exceed street_silent.for and gateway.for"),
+    ("pipeline: {for: 20m}", "pipeline.for must not exceed street_silent.for and gateway.for (the wider cause must "
+                             "be known first, so it can hold back the alerts it explains): 20m (street_silent.for "
+                             "10m, gateway.for 5m)"),
     ("grouping: {group_wait: -1}", "grouping.group_wait must be a non-negative duration"),
     ("grouping: {repeat_interval: 0}", "grouping.repeat_interval must be a positive duration"),
     ("month_risk: {min_observed: 120%}", "month_risk.min_observed must be a share in [0, 1]"),

@@ -438,15 +438,16 @@ RISK_YAML = ALERTS_YAML.replace("month_risk: {enabled: false}",
 
 
 def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
-    """Test that a street whose cameras stay dark gets one month-at-risk email, its figures those of
-    the ledger's closed hours: at the recent rate the month ends below the threshold, though all
-    devices coming back now would pass (so it is not 'unreachable')."""
+    """Test that a street half of whose cameras stay dark gets one month-at-risk email, its figures
+    those of the ledger's closed hours: with less than a day observed it projects at the month so
+    far, which ends below the threshold, though all devices coming back now would pass (so it is not
+    'unreachable'). (All of them dark would be a street silence, which holds the month at risk back.)"""
     _, rules_file = setup
     rules_file.write_text(RISK_YAML)
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
         collector = restored_collector(config)
-        push(collector, minutes(0, 240, lambda street, i, m: street == "taopu" and i < 12 and m >= 60))
+        push(collector, minutes(0, 240, lambda street, i, m: street == "taopu" and i < 6 and m >= 60))
         send_all(config)
         collector.ledger.close()
         collector.lock.release()
@@ -462,8 +463,10 @@ def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
     assert (int(num), int(den)) == (row.numerator, row.denominator)
     best = body.split("月末最高可达 (best case)：")[1].split("%")[0]
     projected = body.split("预计月末 (projected)：")[1].split("%")[0]
-    assert float(projected) < 20.0 and float(best) > 99.0
-    assert "预计扣款 (lease amount at risk)：" in body
+    month = re.search(r"按本月累计水平 \(month so far\) (\S+)%", body).group(1)
+    assert month == projected and abs(float(projected) - 100 * row.numerator / row.denominator) < 0.01
+    assert float(projected) < 95.0 and float(best) > 99.0
+    assert "预计扣款 (lease amount at risk)：" in body and "本街镇本合同的" in body  # the contract's, not the KPI's
 
 
 def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_report(tmp_path, setup):
@@ -574,3 +577,93 @@ def test_the_digest_withholds_verdicts_and_money_below_the_month_guard(tmp_path,
         assert "暂不估算" in money and "元（月租" not in money and "扣 " not in money
         assert "| 未达标" not in body and "| 暂不判定" in body
         assert "本月监测覆盖 0.0" in money  # the coverage it would have been judged on
+
+
+def test_devices_never_heard_are_unknown_alike_with_or_without_a_restart(tmp_path, setup):
+    """Test that smoke detectors never heard since the collector first started (a heartbeat every
+    6 h, offline after 13 h) stay unknown after a SIGKILL and restart just as they would without
+    one: an hour watched, 15 minutes down, an hour more gives no iot breach."""
+    from .conftest import HEADER
+
+    _, rules_file = setup
+    registry = tmp_path / "smoke.csv"
+    registry.write_text("\n".join([HEADER, *(f"taopu-smoke{i},iot,smoke,taopu,scn,taopu-c1,gw-taopu-iot,2026-01-01,"
+                                             for i in range(12)),
+                                   *(f"taopu-cam{i},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam,2026-01-01,"
+                                     for i in range(12))]) + "\n")
+
+    def cameras(first: int, last: int):
+        return [(float(T0 + m * MIN + i), f"putuo/cam/taopu/taopu-cam{i}/hb", json.dumps({"seq": m}))
+                for m in range(first, last) for i in range(12)]
+
+    smoke = [(float(T0 + 5 + i), f"putuo/iot/taopu/taopu-smoke{i}/hb", json.dumps({"seq": 1})) for i in range(3)]
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, (registry, rules_file), smtp.port)
+        collector = restored_collector(config)
+        push(collector, sorted(smoke + cameras(0, 60)))
+        asyncio.run(collector.checkpoint())  # then SIGKILL: no clean shutdown
+        collector.ledger.close()
+        collector.lock.release()
+        collector.archive.close()
+        restarted = restored_collector(config)
+        push(restarted, [(float(T0 + 75 * MIN), "$ptmon/monitor", "up")] + cameras(75, 150))
+        send_all(config)
+        restarted.ledger.close()
+        restarted.lock.release()
+    assert [s for s in summary(smtp.inbox) if not s[1].startswith("monitor_gap")] == []
+
+
+@pytest.mark.parametrize("back_minute", [71, 90])
+def test_last_wills_of_a_broker_shutdown_and_the_gap_make_no_gateway_incident(tmp_path, setup, back_minute):
+    """Test that the Last Wills a broker publishes as it shuts down (archived 34 s before the
+    collector's 'down') and the 10-minute gap after make no gateway email when the gateways are back a
+    minute after monitoring resumes; a gateway still offline 20 minutes after it is one incident."""
+    gateways = [f"gw-{s}-{c}-{i}" for s in ("taopu", "changzheng") for c in ("cam", "iot") for i in (0, 1)]
+    counters: dict = {}
+    # the collector archives its 'up' before what it receives once back (the sort below is stable)
+    records = [(float(T0 + 60 * MIN), "$ptmon/monitor", "down"), (float(T0 + 70 * MIN), "$ptmon/monitor", "up")]
+    records += minutes(0, 60, counters=counters) + minutes(70, 130, counters=counters)
+    records += [r for g in gateways for r in gateway_records(T0 + 60 * MIN - 34.0, g, "offline")]
+    records += [r for g in gateways for r in gateway_records(T0 + 71 * MIN, g, "online") if g != "gw-taopu-cam-0"]
+    records += gateway_records(T0 + back_minute * MIN, "gw-taopu-cam-0", "online")
+    records.sort(key=lambda r: r[0])
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, setup, smtp.port)
+        collector = restored_collector(config)
+        push(collector, records)
+        send_all(config)
+        collector.ledger.close()
+        collector.lock.release()
+    gateway = [("taopu@example.org", "gateway:firing"), ("taopu@example.org", "gateway:resolved"),
+               ("center@example.org", "gateway:firing"), ("center@example.org", "gateway:resolved")]
+    assert summary(smtp.inbox) == sorted([("center@example.org", "monitor_gap:firing"),
+                                          ("center@example.org", "monitor_gap:resolved")]
+                                         + (gateway if back_minute == 90 else []))
+    if back_minute == 90:
+        firing = next(m for m in smtp.inbox.messages if event(m) == {**event(m), "cause": "gateway", "notice": "firing"})
+        assert firing["Subject"] == "【网关离线】桃浦镇 网关 gw-taopu-cam-0：6 台设备受影响"
+
+
+def test_month_at_risk_projects_from_the_ledgers_last_day_not_a_dark_hour(tmp_path, setup):
+    """Test that half of a street's cameras dark from 23:00 (a night hour at 50 %) raise no month at
+    risk at midnight, when the rule's half-hour window would have projected 50 % over the month; the
+    risk comes at 02:00 when the ledger's last 24 hours fall below the threshold, and the email's
+    24-hour level is the ledger's over those 24 hours."""
+    _, rules_file = setup
+    rules_file.write_text(RISK_YAML)
+    with SmtpServer() as smtp:
+        config = make_config(tmp_path, setup, smtp.port)
+        collector = restored_collector(config)
+        push(collector, minutes(0, 27 * 60, lambda street, i, m: street == "taopu" and i < 6 and 23 * 60 <= m < 30 * 60))
+        send_all(config)
+        collector.ledger.close()
+        collector.lock.release()
+    risk = [m for m in smtp.inbox.messages if event(m)["cause"] == "month_risk"]
+    assert [m["To"] for m in risk] == ["center@example.org", "taopu@example.org"]
+    body = risk[0].get_body().get_content()
+    assert "账本本月至 2026-11-02 02:00:00" in body
+    level = re.search(r"按账本 2026-11-01 02:00:00 起近 24 小时水平 \(ledger, last 24 h\) (\S+)%", body).group(1)
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        row = ledger_results(ledger, collector.registry, (T0 + 2 * 3600) * US_PER_S,
+                             (T0 + 26 * 3600) * US_PER_S).row("cam", "taopu", "online")
+    assert abs(float(level) - 100 * row.numerator / row.denominator) < 0.005 and float(level) < 95.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 import subprocess
 import sys
 
@@ -156,6 +157,58 @@ def test_rules_check_validates_alerts_as_the_collector_does(tmp_path, capsys):
     (tmp_path / "registry.csv").write_text(HEADER + "\ns1,iot,smoke,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
     assert main(["collect", "--config", str(config), "--check-config"]) == 2
     assert "resolve_fro" in rules_error and rules_error == capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("file", "old", "new", "message"), [
+    ("anomaly.yaml", "  ratio: 0.1", "  ratio: 1.5", "ratio"),
+    ("anomaly.yaml", "  ratio: 0.1", "  ratio: 0.1\n  min_rat: 2", "min_rat"),
+    ("alerts.yaml", "grouping:\n", "grouping:\n  group_wait: 2m\n", "duplicate key 'group_wait'"),
+    ("streets.yaml", "taopu:      {", "changzheng: {name: 长征镇, supervisor: 区公安}\ntaopu:      {",
+     "duplicate key 'changzheng'"),
+], ids=["anomaly-value", "anomaly-key", "alerts-duplicate", "streets-duplicate"])
+def test_both_checks_refuse_what_the_collector_would(tmp_path, capsys, file, old, new, message):
+    """Test that `ptmon rules check` and `collect --check-config` load anomaly.yaml as the collector
+    does (a bad value or unknown key fails both), and refuse a key given twice with file and line."""
+    import shutil
+
+    from ptmon.rules import DEFAULT_RULES_DIR
+
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(DEFAULT_RULES_DIR, rules_dir, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    assert main(["rules", "check", str(rules_dir)]) == 0
+    assert f"anomaly rules: {rules_dir / 'anomaly.yaml'}" in capsys.readouterr().out
+    path = rules_dir / file
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    assert main(["rules", "check", str(rules_dir)]) == 2
+    rules_error = capsys.readouterr().err
+    assert message in rules_error and file in rules_error
+    if "duplicate" in message:
+        assert re.search(r"first given at line \d+", rules_error) and re.search(r"line \d+, column", rules_error)
+    config = tmp_path / "ptmon.toml"
+    config.write_text(f'rules = "{rules_dir}"\nregistry = "{tmp_path / "registry.csv"}"\n')
+    (tmp_path / "registry.csv").write_text(HEADER + "\ns1,iot,smoke,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
+    assert main(["collect", "--config", str(config), "--check-config"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_empty_district_list_is_warned_about(tmp_path, capsys):
+    """Test that `recipients.district: []` passes the checks with a warning that the district's own
+    emails (silences, gaps, the digest) reach nobody."""
+    import shutil
+
+    from ptmon.rules import DEFAULT_RULES_DIR
+
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(DEFAULT_RULES_DIR, rules_dir, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    alerts = rules_dir / "alerts.yaml"
+    alerts.write_text(alerts.read_text().replace("district: [ops@ptcenter.example]", "district: []"))
+    config = tmp_path / "ptmon.toml"
+    config.write_text(f'rules = "{rules_dir}"\nregistry = "{tmp_path / "registry.csv"}"\n')
+    (tmp_path / "registry.csv").write_text(HEADER + "\ns1,iot,smoke,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
+    for argv in (["rules", "check", str(rules_dir)], ["collect", "--config", str(config), "--check-config"]):
+        assert main(argv) == 0
+        assert "warning: recipients.district is empty" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", [["rules", "check"], ["registry", "check"]], ids=["rules", "registry"])

@@ -33,8 +33,8 @@ from ..timebase import US_PER_S, day_start, day_to_date, month_bounds
 from .evaluate import DigestRequest
 from .fmt import body_line, percent, when
 from .message import message_row
-from .model import Notification
-from .rules import AlertRules
+from .model import AlertView, Notification
+from .rules import AlertRules, MonthRiskRule
 from .sections import Names
 
 QUALITY_NAMES = {"engine:duplicate": "重复消息 (duplicate)", "engine:stale": "过期乱序 (stale)",
@@ -146,7 +146,7 @@ def _headline(digest: Digest, registry: Registry, judged: set[str]) -> str:
     verdict = f"本月 {len(failing)} 项未达标"
     if len(judged) < len(registry.rules.contracts):
         verdict = ("本月监测不足，暂不判定达标" if not judged else verdict + "（部分合同监测不足，暂不判定）")
-    return f"{verdict}，{len(digest.request.open)} 项告警未恢复"
+    return f"{verdict}，{len(_told(digest.request)[0])} 项告警未恢复"
 
 
 def _informational(registry: Registry, contract: str, kpi: str) -> bool:
@@ -182,7 +182,7 @@ def _money(digest: Digest, names: Names, registry: Registry, judged: set[str], a
                          "(estimated from this share of the month)")
         else:
             lines.append(f"  {names.contract_short(contract.code)}：本月监测覆盖 {_share(digest.month.coverage[contract.code])}，"
-                         f"不足 {percent(setting.min_observed, 0)} 或 {setting.min_elapsed // 3600} 小时，暂不估算 "
+                         f"{_shortfall(digest, contract.code, setting)}，暂不估算 "
                          "(withheld: too little of the month observed)")
     counted = [p for p in digest.payments if p.contract in judged]
     for p in counted:
@@ -194,13 +194,39 @@ def _money(digest: Digest, names: Names, registry: Registry, judged: set[str], a
     return lines
 
 
+def _shortfall(digest: Digest, contract: str, setting: MonthRiskRule) -> str:
+    """Which part of the month-at-risk guard the month so far misses."""
+    start, end = month_bounds(day_to_date(digest.request.day).strftime("%Y-%m"))
+    observed = int(digest.month.coverage.get(contract, {}).get("observed_seconds", 0))
+    missing = []
+    if Fraction(observed * US_PER_S, end - start) < Fraction(setting.min_observed):
+        missing.append(f"未达本月的 {percent(setting.min_observed, 0)}")
+    if observed < setting.min_elapsed:
+        missing.append(f"已观测 {observed / 3600:.1f} 小时，未满 {setting.min_elapsed / 3600:g} 小时")
+    return "，".join(missing) or "尚无监测数据"
+
+
+LISTED = 30  # open alerts listed in the digest
+
+
+def _told(request: DigestRequest) -> tuple[list[AlertView], list[AlertView]]:
+    """The open alerts the reader was told about, and those a wider cause holds back."""
+    held = [v for v in request.open if v.details.get("inhibited_by")]
+    return [v for v in request.open if not v.details.get("inhibited_by")], held
+
+
 def _incidents(request: DigestRequest, names: Names) -> list[str]:
     if not request.open:
         return ["未恢复的告警 (open alerts)：无"]
-    lines = [f"未恢复的告警 (open alerts)：{len(request.open)} 项"]
-    for v in request.open[:30]:
-        held = v.details.get("inhibited_by")
-        lines.append(f"  {names.alert(v.key)}，{when(v.since)} 起" + (f"（由「{names.alert(held)}」引起）" if held else ""))
+    told, held = _told(request)
+    lines = [f"未恢复的告警 (open alerts)：{len(told)} 项"
+             + (f"；另有 {len(held)} 项由上级原因引起、未单独发送 (held back by their cause)" if held else "")]
+    listed = told + held
+    for v in listed[:LISTED]:
+        cause = v.details.get("inhibited_by")
+        lines.append(f"  {names.alert(v.key)}，{when(v.since)} 起" + (f"（由「{names.alert(cause)}」引起）" if cause else ""))
+    if len(listed) > LISTED:
+        lines.append(f"  …… 另有 {len(listed) - LISTED} 项 (and {len(listed) - LISTED} more)")
     return lines
 
 

@@ -42,10 +42,11 @@ from .group import Causes, plan
 from .machine import breach_step, condition_step
 from .model import AlertKey, AlertState, AlertView, Cause, Notice, Notification, Notified
 from .observe import Observations, Quiet, WindowRate
-from .risk import MonthRisk, month_risks
+from .risk import RECENT_WINDOW, MonthRisk, month_risks, recent_levels
 from .rules import AlertRule, AlertRules
 from .transit import TRANSIT_CAUSES, TransitAlerts
 
+LAST_WILL_GRACE = 120  # seconds: Last Wills this close before a monitoring gap are the broker's shutdown
 log = logging.getLogger(__name__)
 
 OnChange = Callable[[list[Notification], dict[str, str | None]], None]
@@ -272,12 +273,29 @@ class AlertEvaluator:
             key = AlertKey(cause=Cause.GATEWAY, contract=contract, street=street, gateway=gateway)
             since = down.get(gateway)
             state = self.book.alerts.get(key)
-            holds = since is not None and t - since >= due
+            holds = since is not None and self._observed_offline(since, t) >= due
             if state is not None and since is None and gateway in self.gateway_place:
                 # Back only once its "online" status is seen: after a start without a checkpoint the
                 # engine has heard nothing yet (the retained Last Will may still be on its way).
                 holds = int(engine.gateway_since[registry.gateways.index(gateway)]) < state.since
             self.book.set_alert(key, condition_step(state, key, holds=holds, since=since or t, t=t))
+
+    def _observed_offline(self, since: int, t: int) -> int:
+        """How long a gateway offline since ``since`` was seen so by the monitor: the time of a
+        monitoring gap does not count, and a Last Will that came within ``LAST_WILL_GRACE`` before a
+        gap began counts from the gap's end (a broker shutting down publishes every client's Last
+        Will, seconds before the collector loses it)."""
+        grace = LAST_WILL_GRACE * US_PER_S
+        spans = self.engine.spans
+        counted = 0
+        for i in range(len(spans) - 1, -1, -1):
+            start, end = spans[i][0], (t if i == len(spans) - 1 else spans[i][1])
+            if end < since:
+                break
+            if i < len(spans) - 1 and end - grace <= since:
+                break  # the Last Will came with the gap's start: only what follows the gap counts
+            counted += max(0, end - max(start, since))
+        return counted
 
     def _devices(self, t: int) -> None:
         """An anomaly open for ``devices.for`` is an alert of its device; it resolves when the anomaly clears."""
@@ -308,17 +326,15 @@ class AlertEvaluator:
             return
         expected = {(self.contracts[ci], street): dv.expected_now(self.engine, ci, si, t)
                     for ci in range(len(self.contracts)) for si, street in enumerate(self.streets)}
-        recent = {}
-        for ci, rules in self.by_contract.items():
-            for rule in rules:
-                for si, street in enumerate(self.streets):
-                    rate = self.observations.projection_rate(ci, si, rule.kpi, rule.window, t)
-                    if rate is not None:
-                        recent[rule.contract, street, rule.kpi] = (rate, rule.window)
+        last_day = self.month_to_date(t - RECENT_WINDOW * US_PER_S, t) if t - start >= RECENT_WINDOW * US_PER_S else None
+        recent = recent_levels(last_day)
+        causes = Causes.of(self.book.alerts)
         for risk in month_risks(so_far, self.engine.registry.rules, setting, as_of=t, month_end=end,
                                 expected_now=expected, recent=recent):
             key = AlertKey(cause=Cause.MONTH_RISK, contract=risk.contract, street=risk.street, kpi=risk.kpi, month=month)
             self.risks[key] = risk
+            if causes.inhibitor(key) is not None:
+                continue  # a wider cause covers the street: its dip says nothing new about the month
             self.book.set_alert(key, condition_step(self.book.alerts.get(key), key, holds=risk.level > 0, since=t, t=t,
                                                     level=risk.level))
 

@@ -6,6 +6,10 @@ firing (its state still runs, and it shows in the cause's email as context):
 * a district silence (pipeline) inhibits every other alert but the broker's drops (the broker's
   own word on the pipe, and maybe why the district looks silent);
 * a street × contract silence inhibits that street's gateway, breach and device alerts of the contract;
+* a month at risk is inhibited (and not evaluated) while a monitoring gap, its street × contract's
+  silence or a dead gateway of its street × contract is firing;
+* while the district is silent, the incidents already sent of other causes are held as they
+  are: no repeat, update or resolved email until the district is heard again;
 * a loss in transit is inhibited by the cause that explains it (:mod:`~ptmon.alerting.transit`):
   the broker's drops, the district silence, its street's silence or a dead gateway of its
   street, while that cause fires and for one loss window after it ended (the messages a
@@ -56,18 +60,27 @@ class Causes:
     pipeline: AlertKey | None
     streets: dict[tuple[str, str], AlertKey]  # (contract, street) -> its silence
     explained: Mapping[AlertKey, AlertKey] = field(default_factory=dict)  # loss alert -> its cause
+    monitor_gap: AlertKey | None = None
+    gateways: dict[tuple[str, str], AlertKey] = field(default_factory=dict)  # (contract, street) -> a dead gateway
 
     @classmethod
     def of(cls, states: Mapping[AlertKey, AlertState], explained: Mapping[AlertKey, AlertKey] | None = None) -> Causes:
-        pipeline, streets = None, {}
+        pipeline: AlertKey | None = None
+        monitor_gap: AlertKey | None = None
+        streets: dict[tuple[str, str], AlertKey] = {}
+        gateways: dict[tuple[str, str], AlertKey] = {}
         for key, state in states.items():
             if not state.phase.active:
                 continue
             if key.cause is Cause.PIPELINE:
                 pipeline = key
+            elif key.cause is Cause.MONITOR_GAP:
+                monitor_gap = key
             elif key.cause is Cause.STREET_SILENT:
                 streets[key.contract, key.street] = key
-        return cls(pipeline, streets, explained or {})
+            elif key.cause is Cause.GATEWAY:
+                gateways.setdefault((key.contract, key.street), key)
+        return cls(pipeline, streets, explained or {}, monitor_gap, gateways)
 
     def inhibitor(self, key: AlertKey) -> AlertKey | None:
         """The alert whose cause explains ``key``, if any."""
@@ -81,7 +94,13 @@ class Causes:
             return self.streets.get((key.contract, key.street))
         if key.cause is Cause.LOSS:
             return self.explained.get(key)
+        if key.cause is Cause.MONTH_RISK:  # projected from the dip the cause explains
+            return (self.monitor_gap or self.streets.get((key.contract, key.street))
+                    or self.gateways.get((key.contract, key.street)))
         return None
+
+
+_UNHELD = (Cause.PIPELINE, Cause.BROKER_DROPS, Cause.MONITOR_GAP)
 
 
 def plan(states: Mapping[AlertKey, AlertState], groups: Mapping[GroupKey, GroupState], rules: AlertRules,
@@ -89,9 +108,12 @@ def plan(states: Mapping[AlertKey, AlertState], groups: Mapping[GroupKey, GroupS
     """The groups changed at ``t`` (None: closed) and the emails owed; ``explained``: the cause of
     each loss alert a cause explains (see :class:`Causes`)."""
     current = _current(states, groups, rules, explained)
+    silent = Causes.of(states).pipeline is not None
     changed: dict[GroupKey, GroupState | None] = {}
     owed: list[Planned] = []
     for gk in sorted(set(current) | set(groups)):
+        if silent and gk in groups and gk.cause not in _UNHELD:
+            continue  # "nothing but one district email while the district is silent": held as sent
         alerts = current.get(gk, {})
         before = groups.get(gk)
         after, planned = _step(gk, before, alerts, rules, t)

@@ -5,7 +5,9 @@ Three things decide whether a low number is news, and they are all here:
 * **Who can be judged.** A device that looks offline only because the monitor could not
   see (a restart, a broker disconnect) or because a cause silenced its street is *unknown*
   until it has had a whole timeout to report again: it timed out inside such a blind span and
-  has not been heard since. Unknown devices are left out of the alert's counts (the KPIs count
+  has not been heard since. A device never heard at all counts as heard when observation first
+  began (before any restart), so it is unknown for one timeout from then whether or not the
+  collector restarted meanwhile (and longer if a restart fell inside that timeout). Unknown devices are left out of the alert's counts (the KPIs count
   every device as defined; only alerting waits). A device that had timed out before the blind
   span began was seen going offline and still counts.
 * **What a cause explains.** Devices behind a gateway whose Last Will stands are left out of
@@ -141,7 +143,13 @@ class Observations:
         street = self.street_of[ci]
         b_from, b_to = blind_from[street], blind_to[street]
         heard = engine.last_heartbeat[sl]
-        return ~online & (heard < b_to) & (engine.online_until[sl] > b_from) & (t < b_to + engine.timeout[sl])
+        timeout = engine.timeout[sl]
+        # A device never heard is judged as if it had been heard at the first start of observation:
+        # it is seen offline only a whole timeout after that, and only if no blind span (a restart)
+        # fell before then, so a restart does not make it offline sooner than watching throughout.
+        first = spans[0][0] if spans else resume
+        until = np.where(heard == NEVER, first + timeout, engine.online_until[sl])
+        return ~online & (heard < b_to) & (until > b_from) & (t < b_to + timeout)
 
     def _quiet(self, ci: int, t: int, expected: np.ndarray, dead: np.ndarray, resume: int) -> None:
         engine = self.engine
@@ -234,21 +242,6 @@ class Observations:
                     else np.zeros((0, self.engine.n_groups, len(COUNTERS)), dtype=np.int64))
             self._delta_cache = (key, slots, sums)
         return self._delta_cache[1], self._delta_cache[2]
-
-    def complete(self, ci: int, window: int, t: int) -> bool:
-        """Every sample instant of ``(t − window, t]`` was observed (no restart, no gap in it)."""
-        ts, _ = self._stacked_samples(ci)
-        return int(np.count_nonzero(ts > t - window * US_PER_S)) >= self.instants(ci, window)
-
-    def projection_rate(self, ci: int, si: int, kpi: str, window: int, t: int) -> Fraction | None:
-        """The recent rate a month projection may use: from a window the monitor observed at every
-        instant, with no district silence in it (that may be the monitor's own pipeline)."""
-        since = t - window * US_PER_S
-        if not self.complete(ci, window, t) or any(s.end is None or s.end > since for s in self.district_spans):
-            return None
-        rate = (self.online_rate(ci, si, window, t, explain=False) if kpi == "online"
-                else self.success_rate(ci, si, kpi, window, t))
-        return rate.value if rate is not None else None
 
     def instants(self, ci: int, window: int) -> int:
         return max(1, window * US_PER_S // self.engine.sample_interval[ci])

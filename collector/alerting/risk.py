@@ -7,7 +7,7 @@ any reviewer gets from the ledger for that range — for each contract × street
   (``(month end − H) / Δ``); ``E`` devices expected now. Then
 
       best      = (a + E·R) / (b + E·R)          every device back now, none failing again
-      projected = (a + r·E·R) / (b + E·R)        the recent rate ``r`` (the alert rule's window)
+      projected = (a + r·E·R) / (b + E·R)        the recent level ``r``: the ledger's last 24 hours
 
   (daily method: ``R`` is the days left including today, ``a / b`` device-days);
 * success rates: ``ok / tries`` so far, ``T = tries × (seconds left) / (seconds observed)``
@@ -16,9 +16,10 @@ any reviewer gets from the ledger for that range — for each contract × street
 
 **Level 2** (本月已无法达到阈值) only when ``best`` is below the threshold: it is never said
 while every device coming back now would still pass. **Level 1** when ``projected`` is below.
-Nothing is said before ``min_observed`` of the month (and ``min_elapsed``) has been observed,
-and a projection needs a recent window the monitor observed completely (no restart or gap in
-it); without one, only level 2 can be decided. The amount at risk is the payment rule's
+Nothing is said before ``min_observed`` of the month (and ``min_elapsed``) has been observed.
+The recent level ``r`` covers whole days, so that a night hour (cameras capture less well in the
+dark) does not raise a risk every night: it is the ledger's level over the last 24 hours when
+at least 18 of them were observed, else the month so far (then ``projected`` is ``a / b``). The amount at risk is the payment rule's
 deduction for the projected values (:func:`ptmon.payment.payment_for`).
 
 Pure: the caller reads the ledger and the engine.
@@ -77,6 +78,17 @@ class MonthRisk:
 
 
 Recent = Mapping[tuple[str, str, str], tuple[Fraction, int]]  # (contract, street, kpi) -> (rate, window s)
+RECENT_WINDOW = 86_400  # seconds: the recent level covers a whole day, night and day alike
+RECENT_MIN_OBSERVED = 18 * 3600  # seconds of it observed, else the month so far is the level
+
+
+def recent_levels(last_day: Results | None) -> dict[tuple[str, str, str], tuple[Fraction, int]]:
+    """Each KPI's level over the ledger's last 24 hours (``last_day``), where enough was observed."""
+    if last_day is None:
+        return {}
+    window = (last_day.end - last_day.start) // US_PER_S
+    return {(r.contract, r.street, r.kpi): (Fraction(r.numerator, r.denominator), window)
+            for r in last_day.rows if r.denominator and r.observed_seconds >= RECENT_MIN_OBSERVED}
 
 
 def month_risks(so_far: Results, rules: Rules, setting: MonthRiskRule, *, as_of: int, month_end: int,
@@ -111,7 +123,7 @@ def _street(so_far: Results, contract: Contract, street: str, observed: int, *, 
         pace = rate if rate is not None else Fraction(row.numerator, row.denominator)
         projected = (row.numerator + pace * future) / (row.denominator + future)
         threshold = Fraction(kpi.threshold)
-        level = 2 if best < threshold else 1 if rate is not None and projected < threshold else 0
+        level = 2 if best < threshold else 1 if projected < threshold else 0
         projected_rows.append(_row(row, projected))
         risks.append(MonthRisk(
             contract=contract.code, street=street, kpi=kpi.code, level=level, threshold=kpi.threshold, as_of=as_of,

@@ -241,10 +241,18 @@ class AlertsFile(Section):
         if self.pipeline.for_ > min(self.street_silent.for_, self.gateway.for_):
             raise refused("must not exceed street_silent.for and gateway.for (the wider cause must be known "
                           "first, so it can hold back the alerts it explains)", key="pipeline.for",
-                          shown=repr(self.pipeline.for_))
+                          shown=(f"{_span(self.pipeline.for_)} (street_silent.for {_span(self.street_silent.for_)}, "
+                                 f"gateway.for {_span(self.gateway.for_)})"))
         seen: set[tuple[str, str]] = set()
         for i, rule in enumerate(self.rules):
             if (rule.contract, rule.kpi) in seen:
                 raise refused(f"has a second rule for contract {rule.contract}", key=f"rules[{i}].kpi",
                               shown=repr(rule.kpi))
             seen.add((rule.contract, rule.kpi))
+
+
+def _span(seconds: int) -> str:
+    """Seconds as the rule files write them: 1200 → 20m, 5400 → 1h30m, 45 → 45s."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0s"

@@ -90,6 +90,13 @@ class AlertRules:
             f"dashboards: {self.grafana_url or self.dashboard_url or 'none (no links in emails)'}",
         ]
 
+    def warnings(self) -> list[str]:
+        """What is allowed but almost surely a mistake; said by --check-config and at start-up."""
+        if self.district:
+            return []
+        return ["recipients.district is empty: district silences, monitoring gaps, the broker's drops and "
+                "the daily digest reach nobody, and streets without their own list get no email"]
+
     def digest_recipients(self) -> list[tuple[str, str]]:
         """(recipient, street or "" for the whole district) of each daily digest."""
         out = [(r, "") for r in self.district]

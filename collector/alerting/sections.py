@@ -158,11 +158,14 @@ def _month_risk(v: AlertView, names: Names, at: int) -> list[str]:
              + (f"{risk.remaining} 个采样时刻 × 当前应在线 {risk.expected_now} 台 = {future} {unit}" if online
                 else f"按本月观测到的频率预计还有 {future} {unit}"),
              f"  即使全部恢复，月末最高可达 (best case)：{percent(risk.best)}",
-             f"  按近 {risk.recent_window // 60} 分钟水平 {percent(risk.recent)} 预计月末 (projected)：{percent(risk.projected)}"
-             if risk.recent is not None else "  近期窗口未完整观测，不作趋势预测 (no complete recent window: no projection)",
+             (f"  按账本 {when(risk.as_of - risk.recent_window * US_PER_S)} 起近 {risk.recent_window // 3600} 小时水平 "
+              f"(ledger, last {risk.recent_window // 3600} h) {percent(risk.recent)} 预计月末 (projected)：{percent(risk.projected)}")
+             if risk.recent is not None else
+             f"  按本月累计水平 (month so far) {percent(risk.month_value)} 预计月末 (projected)：{percent(risk.projected)}",
              f"  阈值 (threshold)：{percent(risk.threshold)}"]
     if risk.at_risk is not None:
-        lines.append(f"  按合同扣款规则预计扣款 (lease amount at risk)：{risk.at_risk} 元（月租 {risk.fee} 元；"
+        lines.append(f"  按合同扣款规则预计扣款 (lease amount at risk)：{risk.at_risk} 元——本街镇本合同的，"
+                     f"含其各项指标，非本指标单独 (the street's whole contract)（月租 {risk.fee} 元；"
                      f"若按目前数字结算 {risk.deduction_now} 元）")
     return lines
 
