@@ -47,6 +47,7 @@ from ..lock import collector_running
 from ..report.model import InputFile
 from ..rules import RULE_FILES
 from .analysis import Analysis, analyse
+from . import context
 from .context import MonthContext
 from .figures import Figures, ledger_month_digest, month_figures
 from .fingerprint import exemption_docs, mark, sha256_file
@@ -90,6 +91,19 @@ def check_closable(ctx: MonthContext) -> None:
             f"{when(end)} yet: catching up, or rebuilding the month); wait until it has, then close")
 
 
+def check_seal_time(ctx: MonthContext, previous: Closing | None) -> None:
+    """The instant sealed as the version's date (``--now``, or the clock) is neither after the
+    clock nor before the contract's previous version: versions are dated in the order they were
+    made, and a seal never claims a date at which its inputs (the previous version's among them)
+    did not yet exist."""
+    clock = context.wall_clock()
+    if ctx.now > clock:
+        raise CloseRefused(f"--now {when(ctx.now)} is after the clock ({when(clock)}): a seal is never dated in the future")
+    if previous is not None and ctx.now < previous.closed_at:
+        raise CloseRefused(f"--now {when(ctx.now)} is before {previous.label} of {previous.contract} {ctx.month} (sealed "
+                           f"{when(previous.closed_at)}): a new version is dated after the one it restates")
+
+
 def _written_past(ledger: Ledger, end: int) -> bool:
     last = ledger.last_hour()
     return (last is not None and last >= end) or any(b >= end for _, b in ledger.spans())
@@ -100,6 +114,7 @@ def close_month(ctx: MonthContext, contracts: Sequence[str], *, by: str, accept_
     if not by.strip():
         raise CloseRefused("say who closes the month: --by NAME")
     check_closable(ctx)
+    check_seal_time(ctx, None)
     done = [c for c in contracts if closing(ctx.ledger, ctx.month, c) is not None]
     if done:
         raise CloseRefused("; ".join(_already(ctx, c) for c in done))
@@ -127,6 +142,7 @@ def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, acc
         raise CloseRefused(f"{contract} {ctx.month} is not closed: close it first (`ptmon month close {ctx.month} "
                            f"--contract {contract} --by NAME`)")
     check_closable(ctx)
+    check_seal_time(ctx, previous)
     analysis = analyse(ctx, previous, want_final=True)
     if analysis.tampered:
         raise CloseRefused(f"sealed archive files of {ctx.month} were altered or are gone: "

@@ -19,7 +19,7 @@ from ..partition import storage_tag
 from ..registry import load_registry
 from ..rules import load_rules
 from ..timebase import US_PER_S, day_of, day_to_date, month_bounds, parse_instant
-from .close import NothingChanged, Sealing, close_month, restate_month
+from .close import NothingChanged, Sealing, check_seal_time, close_month, restate_month
 from .context import MonthContext, MonthSetup, now_us
 from .status import state_of, status_lines
 from .verify import verify_month
@@ -127,6 +127,8 @@ def _restate(ctx: MonthContext, args: argparse.Namespace, contracts: list[str]) 
     closed = [c for c in contracts if closings(ctx.ledger, ctx.month, c)]
     if not closed:
         raise UsageError(f"{ctx.month}: no closed contract to restate{' (' + args.contract + ')' if args.contract else ''}")
+    for code in closed:  # every contract's date checked before any is sealed
+        check_seal_time(ctx, closings(ctx.ledger, ctx.month, code)[-1])
     done = 0
     for code in closed:
         try:

@@ -47,6 +47,7 @@ def closed_contracts(ledger_path: Path, month: str) -> dict[str, int]:
 
 def sealed_inputs(ledger: Ledger, month: str, contract: str, version: int | None = None) -> ReportInputs:
     """The report inputs of a version (the latest by default), with its closing information."""
+    from ..month.integrity import chain_problems, document_problems
     from ..month.sealed import load_sealed
 
     versions = closings(ledger, month, contract)
@@ -56,11 +57,16 @@ def sealed_inputs(ledger: Ledger, month: str, contract: str, version: int | None
     if chosen is None:
         raise UsageError(f"{contract} {month} has no version {version} (versions: "
                          f"{', '.join(str(c.version) for c in versions)})")
-    if not chosen.sealed_ok():
-        raise UsageError(f"{contract} {month} 第 {chosen.version} 版: the stored closing no longer matches its seal "
-                         "(altered in the ledger); `ptmon month verify` says more")
-    sealed = load_sealed(ledger, chosen)
     history = [c for c in versions if c.version <= chosen.version]
+    problems = chain_problems(history)
+    sealed = None if problems else load_sealed(ledger, chosen)
+    if sealed is not None:
+        problems = document_problems(chosen, sealed)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(f"{contract} {month}: not rendered, {problems[0]}{more}; `ptmon month verify {month}` lists "
+                         "every difference")
+    assert sealed is not None
     previous = history[-2] if len(history) > 1 else None
     info = ClosingInfo(
         contract=contract, version=chosen.version, seal=chosen.seal, closed_at=chosen.closed_at,

@@ -1,0 +1,115 @@
+"""Versions of a closed month after an outside test: each version verified against its own
+sealed inputs, seals dated in the order they were made, a report that renders only versions
+that check, and a restatement that says truthfully who accepted the monitoring gaps.
+
+The month is tests/month_data.py's synthetic November, closed through the command line.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from ptmon.archive import write_archive
+from ptmon.cli import main
+from ptmon.ledger.closing import closings
+from ptmon.ledger.store import Ledger
+from ptmon.timebase import parse_instant
+
+from . import month_data as md
+from .test_month_close import CLOSE, LATER, Month, _copy, pristine  # noqa: F401 - the module's fixture, reused
+
+
+@pytest.fixture
+def closed(pristine: Path, tmp_path: Path, capsys) -> Month:  # type: ignore[no-untyped-def]  # noqa: F811
+    m = _copy(pristine, tmp_path / "m")
+    assert main(m.month("close", md.MONTH, "--by", "张三")) == 0
+    capsys.readouterr()
+    return m
+
+
+def _late_part(m: Month, day: str) -> Path:
+    """A part file of a November day, turned up after the closing (a restarted collector's)."""
+    start = parse_instant(f"2026-11-{day}T00:00") // 1_000_000
+    path = m.archive / f"ptmon-2026-11-{day}.1.jsonl.gz"
+    write_archive(path, [(start + 60 * i + 30.0, "putuo/cam/changzheng/changzheng-cam0/hb", f'{{"ts": {start + 60 * i + 29}}}')
+                         for i in range(600)])
+    return path
+
+
+def _restated(m: Month, capsys) -> None:  # type: ignore[no-untyped-def]
+    _late_part(m, "12")
+    assert main(m.month("restate", md.MONTH, "--reason", "补传", "--by", "王五", now=LATER)) == 0
+    capsys.readouterr()
+
+
+def test_a_superseded_version_is_verified_against_its_own_sealed_files(closed: Month, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that after a proper restatement (an archive part added, sealed by 第 2 版) `month verify` passes, 第 1 版
+    included; that a file added after the latest version fails that version only; and that a superseded version's
+    own sealed file altered still fails it."""
+    _restated(closed, capsys)
+    assert main(closed.month("verify", md.MONTH, now=LATER)) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "第 1 版: " in out and "OK: every seal matches" in out
+
+    _late_part(closed, "13")
+    assert main(closed.month("verify", md.MONTH, now=LATER)) == 1
+    fails = [line for line in capsys.readouterr().out.splitlines() if "FAIL" in line]
+    assert fails and all("第 2 版: archive ptmon-2026-11-13.1.jsonl.gz：结账后新增的文件" in line for line in fails)
+
+    (closed.archive / "ptmon-2026-11-13.1.jsonl.gz").unlink()
+    (closed.archive / "ptmon-2026-11-20.jsonl.gz").write_bytes(b"")  # sealed by both versions
+    assert main(closed.month("verify", md.MONTH, now=LATER)) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  第 1 版: archive ptmon-2026-11-20.jsonl.gz" in out and "FAIL  第 2 版: archive ptmon-2026-11-20.jsonl.gz" in out
+
+
+def test_now_cannot_date_a_seal_before_the_previous_version_or_after_the_clock(pristine: Path, tmp_path: Path,  # noqa: F811
+                                                                                monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that a restatement whose --now is before the previous version's seal, or after the clock, is refused in one
+    line with exit status 2 and seals nothing; and a close dated after the clock too."""
+    import ptmon.month.context as month_context
+
+    monkeypatch.setattr(month_context, "wall_clock", lambda: parse_instant(CLOSE) - 1)
+    other = _copy(pristine, tmp_path / "o")
+    assert main(other.month("close", md.MONTH, "--by", "张三")) == 2
+    assert "a seal is never dated in the future" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    closed = _copy(pristine, tmp_path / "m")
+    assert main(closed.month("close", md.MONTH, "--by", "张三")) == 0
+    _restated(closed, capsys)
+    _late_part(closed, "13")
+    assert main(closed.month("restate", md.MONTH, "--contract", "cam", "--reason", "x", "--by", "钱七", now="2026-12-02T08:59")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is before 第 2 版 of cam 2026-11 (sealed 2026-12-02T09:00:00+08:00)" in err
+    assert main(closed.month("restate", md.MONTH, "--reason", "x", "--by", "钱七", now="2026-12-01T02:00")) == 2
+    assert "is before 第 2 版" in capsys.readouterr().err
+
+    monkeypatch.setattr(month_context, "wall_clock", lambda: parse_instant("2026-12-03T00:00"))
+    assert main(closed.month("restate", md.MONTH, "--reason", "x", "--by", "钱七", now="2026-12-03T00:01")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is after the clock (2026-12-03T00:00:00+08:00): a seal is never dated in the future" in err
+    with Ledger(closed.ledger, readonly=True) as ledger:
+        assert [c.version for c in closings(ledger, md.MONTH)] == [1, 2, 1, 2]
+    assert main(closed.month("restate", md.MONTH, "--reason", "x", "--by", "钱七", now="2026-12-02T23:00")) == 0
+
+
+
+def test_the_report_refuses_a_version_that_does_not_check_against_its_seal(closed: Month, tmp_path: Path,
+                                                                            capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that a 第 2 版 inserted by SQL as a copy of 第 1 版's row (its document and seal, a new version number and
+    signer) is refused by `ptmon report` in one line with exit status 2 and nothing written, while 第 1 版 still
+    renders."""
+    with sqlite3.connect(closed.ledger) as db:
+        db.execute("INSERT INTO closings SELECT month, contract, 2, closed_at + 60, '黑客', reason, doc, seal "
+                   "FROM closings WHERE contract = 'cam' AND version = 1")
+    out = tmp_path / "r"
+    assert main(["report", "--month", md.MONTH, "--config", str(closed.config), "--contract", "cam", "--format", "csv",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cam 2026-11: not rendered, 第 2 版: the closings table says version 2 (sealed: 1)" in err
+    assert not out.exists() or not list(out.iterdir())
+    assert main(["report", "--month", md.MONTH, "--config", str(closed.config), "--contract", "cam", "--format", "csv",
+                 "--version", "1", "--out", str(out)]) == 0
