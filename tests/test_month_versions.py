@@ -113,3 +113,60 @@ def test_the_report_refuses_a_version_that_does_not_check_against_its_seal(close
     assert not out.exists() or not list(out.iterdir())
     assert main(["report", "--month", md.MONTH, "--config", str(closed.config), "--contract", "cam", "--format", "csv",
                  "--version", "1", "--out", str(out)]) == 0
+
+
+def test_a_full_disk_under_the_scratch_ledger_is_one_line_and_seals_nothing(pristine: Path, tmp_path: Path,  # noqa: F811
+                                                                            monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that SQLite's "database or disk is full" while the month is recomputed from the archive into the scratch
+    ledger beside the ledger (a real SQLITE_FULL, from max_page_count) gives one line, exit status 2, no closing."""
+    m = _copy(pristine, tmp_path / "m")
+    opened = Ledger.__init__
+
+    def no_room(self, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened(self, path, *args, **kwargs)
+        if Path(path).name == "recomputed.sqlite":
+            pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+            self.db.execute(f"PRAGMA max_page_count = {pages + 4}")
+
+    monkeypatch.setattr(Ledger, "__init__", no_room)
+    assert main(m.month("close", md.MONTH, "--by", "张三")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("ptmon month: ")]
+    assert len(err) == 1 and "recomputing 2026-11 from the archive into a scratch ledger: database or disk is full: " \
+                              "nothing was sealed" in err[0]
+    monkeypatch.undo()
+    assert not list(m.ledger.parent.glob("ptmon-month-*"))  # the scratch ledger is gone
+    with Ledger(m.ledger, readonly=True) as ledger:
+        assert closings(ledger) == []
+
+
+def _can_mount_tmpfs() -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare -rm and a tmpfs mount (user namespaces)")
+def test_a_disk_with_no_free_block_is_told_as_full_not_as_an_unusable_ledger(pristine: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Test, on a real full tmpfs (a user namespace's mount), that `month close` with no free block, where SQLite
+    cannot even open the WAL ledger ("disk I/O error"), says in one line that the disk is full and nothing was sealed."""
+    import subprocess
+    import sys
+
+    m = _copy(pristine, tmp_path / "m")
+    size = sum(p.stat().st_size for p in m.root.rglob("*") if p.is_file()) // 1024 + 256
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = (f"set -e; mount -t tmpfs -o size={size}k tmpfs {mnt}; cp -a {m.root}/. {mnt}/; "
+              f"fallocate -l $(( $(df -k --output=avail {mnt} | tail -1) * 1024 )) {mnt}/filler || "
+              f"dd if=/dev/zero of={mnt}/filler bs=1k 2>/dev/null || true; "
+              f"{sys.executable} -m ptmon.cli month close {md.MONTH} --by 张三 --config {mnt}/ptmon.toml --now {CLOSE}; "
+              f"echo unreachable")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    err = [line for line in done.stderr.splitlines() if not line.startswith("ptmon month: ")]
+    assert len(err) == 1 and err[0].startswith("ptmon: error: ") and "database or disk is full: nothing was sealed" in err[0]
+    assert "not a usable ledger" not in done.stderr

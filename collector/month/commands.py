@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import LedgerError, UsageError
 from ..inputs import command_inputs
 from ..ledger.closing import closings
 from ..ledger.store import Ledger
@@ -21,6 +21,7 @@ from ..rules import load_rules
 from ..timebase import US_PER_S, day_of, day_to_date, month_bounds, parse_instant
 from .close import NothingChanged, Sealing, check_seal_time, close_month, restate_month
 from .context import MonthContext, MonthSetup, now_us
+from .room import disk_full, no_room
 from .status import state_of, status_lines
 from .verify import verify_month
 from .words import when
@@ -87,7 +88,13 @@ def setup_from(args: argparse.Namespace) -> MonthSetup:
     from ..config import MonthConfig
 
     month = inputs.config.month if inputs.config else MonthConfig()
-    if (tag := storage_tag(inputs.ledger, inputs.archive)) is not None:
+    try:
+        tag = storage_tag(inputs.ledger, inputs.archive)
+    except LedgerError as exc:  # on a full disk SQLite cannot even open a WAL ledger to read it
+        if no_room(exc, inputs.ledger.parent):
+            raise disk_full(inputs.ledger, "opening the ledger") from exc
+        raise
+    if tag is not None:
         raise UsageError(
             f"{inputs.ledger} is partition {tag.label}'s ledger: a month is closed for the whole district, and "
             "`ptmon month` does not merge partitions yet. Check each partition with `ptmon ledger verify --month`, "
