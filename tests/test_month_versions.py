@@ -170,3 +170,46 @@ def test_a_disk_with_no_free_block_is_told_as_full_not_as_an_unusable_ledger(pri
     err = [line for line in done.stderr.splitlines() if not line.startswith("ptmon month: ")]
     assert len(err) == 1 and err[0].startswith("ptmon: error: ") and "database or disk is full: nothing was sealed" in err[0]
     assert "not a usable ledger" not in done.stderr
+
+
+def test_a_restatement_names_who_accepted_the_gaps_and_in_which_version(pristine: Path, tmp_path: Path,  # noqa: F811
+                                                                       capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that a restatement of a month whose gaps 张三 accepted at 第 1 版 says, without --accept-gaps, that 张三
+    accepted them at 第 1 版 (not that its own signer did); that with --accept-gaps it names its own signer; and that
+    gaps outside those accepted need --accept-gaps."""
+    from ptmon.archive import ArchiveReader
+    from ptmon.ledger.rebuild import rebuild_ledger
+    from ptmon.month.close import _within
+    from ptmon.sinks.archive import archive_files
+
+    from .test_month_close import _report
+
+    m = _copy(pristine, tmp_path / "m")
+    (m.archive / "ptmon-2026-11-15.jsonl.gz").unlink()  # the collector was stopped for 15 Nov: a gap
+    for day, record in (("14", (parse_instant("2026-11-14T23:59:59") / 1e6, "$ptmon/monitor", "down")),
+                        ("16", (parse_instant("2026-11-16T00:00") / 1e6 - 0.5, "$ptmon/monitor", "up"))):
+        path = m.archive / f"ptmon-2026-11-{day}.jsonl.gz"
+        write_archive(path, sorted([*ArchiveReader([path]), record], key=lambda r: r[0]))
+    m.ledger.unlink()
+    with Ledger(m.ledger) as ledger:
+        rebuild_ledger(archive_files(m.archive), m.registry_object(), ledger)
+    assert main(m.month("close", md.MONTH, "--contract", "iot", "--by", "张三", "--accept-gaps")) == 0
+    old = "changzheng-lift0,iot,elevator,changzheng,scn,changzheng-c1,gw-changzheng-iot,2026-01-01,"
+    m.registry.write_text(m.registry.read_text().replace(old, old.replace("2026-01-01", "2026-11-09")))
+
+    assert main(m.month("restate", md.MONTH, "--contract", "iot", "--reason", "验收日期更正", "--by", "王五", now=LATER)) == 0
+    files = _report(m, tmp_path / "r2", "--contract", "iot", formats="html,xlsx")
+    html = files["report-2026-11-iot-v2.html"].decode()
+    assert "监测缺口已由 张三 于第 1 版封存时审核认定" in html and "已由 王五" not in html
+    with Ledger(m.ledger, readonly=True) as ledger:
+        assert closings(ledger, md.MONTH, "iot")[-1].doc["gaps_accepted_by"] == {"by": "张三", "version": 1}
+
+    m.registry.write_text(m.registry.read_text().replace(old.replace("2026-01-01", "2026-11-09"),
+                                                         old.replace("2026-01-01", "2026-11-10")))
+    assert main(m.month("restate", md.MONTH, "--contract", "iot", "--reason", "再更正", "--by", "王五", "--accept-gaps",
+                        now=LATER)) == 0
+    html = _report(m, tmp_path / "r3", "--contract", "iot", formats="html")["report-2026-11-iot-v3.html"].decode()
+    assert "监测缺口已由 王五 于封存时审核认定" in html
+
+    day = (parse_instant("2026-11-15T00:00"), parse_instant("2026-11-16T00:00"))
+    assert _within([day], {day}) and _within([], set()) and not _within([(day[0] - 60_000_000, day[1])], {day})

@@ -128,7 +128,8 @@ def close_month(ctx: MonthContext, contracts: Sequence[str], *, by: str, accept_
         _check_coverage(ctx, figures, accept_gaps)
     _check_against_archive(ctx, contracts, exemptions)
     docs = [_doc(ctx, figures, inputs, blobs, version=1, previous=None, by=by, reason="", changes=[],
-                 gaps_accepted=accept_gaps and _coverage(figures) < 1) for figures in all_figures.values()]
+                 gaps_accepted=(by.strip(), 1) if accept_gaps and _coverage(figures) < 1 else None)
+            for figures in all_figures.values()]
     sealed = record_closings(ctx.ledger, [(doc, blobs) for doc in docs])  # all contracts, or none
     return [Sealing(c, figures) for c, figures in zip(sealed, all_figures.values())]
 
@@ -152,9 +153,7 @@ def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, acc
         raise NothingChanged(f"nothing changed since {previous.label} of {contract} {ctx.month}: a restatement would "
                            "repeat it (`ptmon month status` shows what would change)")
     assert analysis.final is not None
-    previously_accepted = bool(previous.doc.get("gaps_accepted"))
-    if not previously_accepted:
-        _check_coverage(ctx, analysis.final, accept_gaps)
+    accepted = _gaps_acceptance(ctx, previous, analysis.final, by=by, accept_gaps=accept_gaps)
     basis = analysis.basis
     assert basis is not None
     from_archive = basis is not ctx.ledger
@@ -166,8 +165,7 @@ def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, acc
     if (figures.rows(), figures.money) != (analysis.final.rows(), analysis.final.money):
         raise PtmonError(f"{contract} {ctx.month}: the restated figures differ from the analysis' (a bug: please report)")
     doc = _doc(ctx, figures, inputs, blobs, version=previous.version + 1, previous=previous, by=by, reason=reason,
-               changes=[s.to_doc() for s in analysis.steps],
-               gaps_accepted=_coverage(figures) < 1 and (accept_gaps or previously_accepted))
+               changes=[s.to_doc() for s in analysis.steps], gaps_accepted=accepted)
     return Sealing(record_closing(ctx.ledger, doc, blobs), figures, analysis)
 
 
@@ -179,12 +177,40 @@ def _already(ctx: MonthContext, contract: str) -> str:
             f"--contract {contract} --reason TEXT --by NAME`")
 
 
+def _gaps_acceptance(ctx: MonthContext, previous: Closing, final: Figures, *, by: str,
+                     accept_gaps: bool) -> tuple[str, int] | None:
+    """Who accepted the restated month's monitoring gaps, and in which version: the restater with
+    --accept-gaps; else whoever accepted them before, when the gaps are (within) those accepted;
+    else the restatement is refused as a closing would be. None: no gaps."""
+    if _coverage(final) >= 1:
+        return None
+    earlier = accepted_gaps(previous)
+    before = {tuple(g) for g in previous.doc["report"]["results"]["gaps"]}
+    carried = earlier is not None and _within(final.inputs.results.gaps, before)
+    _check_coverage(ctx, final, accept_gaps or carried, verb="restate")
+    return (by.strip(), previous.version + 1) if accept_gaps else earlier
+
+
+def _within(gaps: Sequence[tuple[int, int]], accepted: set[tuple[int, ...]]) -> bool:
+    """Every instant of ``gaps`` lies in one of the ``accepted`` gaps."""
+    return all(any(a <= start and end <= b for a, b in accepted) for start, end in gaps)
+
+
+def accepted_gaps(c: Closing) -> tuple[str, int] | None:
+    """Who accepted a closing's monitoring gaps and in which version (None: none accepted);
+    a document from before this was recorded names its own signer and version."""
+    if not c.doc.get("gaps_accepted"):
+        return None
+    by = c.doc.get("gaps_accepted_by")
+    return (by["by"], int(by["version"])) if by else (c.closed_by, c.version)
+
+
 def _coverage(figures: Figures) -> Fraction:
     cov = figures.inputs.results.coverage[figures.contract]
     return Fraction(cov["observed_seconds"], cov["period_seconds"]) if cov["period_seconds"] else Fraction(0)
 
 
-def _check_coverage(ctx: MonthContext, figures: Figures, accept_gaps: bool) -> None:
+def _check_coverage(ctx: MonthContext, figures: Figures, accept_gaps: bool, verb: str = "close") -> None:
     coverage = _coverage(figures)
     floor = Fraction(ctx.setup.min_coverage).limit_denominator(10_000)
     if coverage == 0 or coverage < floor:
@@ -199,8 +225,8 @@ def _check_coverage(ctx: MonthContext, figures: Figures, accept_gaps: bool) -> N
         shown = ", ".join(f"{when(a)} – {when(b)}" for a, b in gaps[:5]) + (" …" if len(gaps) > 5 else "")
         raise CloseRefused(
             f"{figures.contract} {ctx.month} was observed {float(coverage):.4%} of the month (monitoring gaps: {shown}); "
-            "the figures count observed time only, so a reviewer must judge the gaps: close with --accept-gaps once "
-            "they have (the report then names the gaps as accepted)")
+            f"the figures count observed time only, so a reviewer must judge the gaps: {verb} with --accept-gaps once "
+            "they have (the report then names the gaps as accepted, and by whom)")
 
 
 def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptions: list) -> None:
@@ -261,7 +287,8 @@ def seal_inputs(ctx: MonthContext, basis: Ledger, exemptions: list, late: list[L
 
 
 def _doc(ctx: MonthContext, figures: Figures, inputs: dict[str, Any], blobs: dict[str, bytes], *, version: int,
-         previous: Closing | None, by: str, reason: str, changes: list[dict[str, Any]], gaps_accepted: bool) -> dict[str, Any]:
+         previous: Closing | None, by: str, reason: str, changes: list[dict[str, Any]],
+         gaps_accepted: tuple[str, int] | None) -> dict[str, Any]:
     contract = ctx.setup.registry.rules.contract(figures.contract)
     rule = contract.late_heartbeats
     doc_inputs = {k: v for k, v in inputs.items() if k != "blobs"}
@@ -272,7 +299,8 @@ def _doc(ctx: MonthContext, figures: Figures, inputs: dict[str, Any], blobs: dic
         "format": FORMAT, "format_version": FORMAT_VERSION, "ptmon_version": __version__,
         "month": ctx.month, "contract": figures.contract, "version": version,
         "previous_seal": previous.seal if previous else None,
-        "closed_at": ctx.now, "closed_by": by.strip(), "reason": reason.strip(), "gaps_accepted": gaps_accepted,
+        "closed_at": ctx.now, "closed_by": by.strip(), "reason": reason.strip(), "gaps_accepted": gaps_accepted is not None,
+        **({"gaps_accepted_by": {"by": gaps_accepted[0], "version": gaps_accepted[1]}} if gaps_accepted else {}),
         "inputs": doc_inputs, "blobs": inputs["blobs"],
         "kpis": [row_to_doc(r) for r in figures.rows()], "money": money_to_doc(figures.money),
         "report": inputs_to_doc(figures.inputs), "changes": changes,

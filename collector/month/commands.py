@@ -64,7 +64,10 @@ def add_month_parser(sub: argparse._SubParsersAction) -> None:
     restate.add_argument("month", metavar="YYYY-MM")
     restate.add_argument("--reason", required=True, help="why (shown in the report of the new version)")
     restate.add_argument("--by", required=True, metavar="NAME", help="who restates it")
-    restate.add_argument("--accept-gaps", action="store_true", help="as for close")
+    restate.add_argument("--accept-gaps", action="store_true",
+                         help="as for close: the restater accepts the gaps (named in the report); without it, gaps "
+                         "within those accepted in an earlier version keep that acceptance (and its signer), others "
+                         "are refused")
     verify = actions.add_parser("verify", help="check the seals against the ledger and the files (exit 1 on a difference)",
                                 description="Check every version's seal, the chain of versions, the sealed archive files "
                                 "and snapshot, and the latest version's registry, rules, config and late heartbeats.")
