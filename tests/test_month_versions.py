@@ -7,6 +7,7 @@ The month is tests/month_data.py's synthetic November, closed through the comman
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -213,3 +214,42 @@ def test_a_restatement_names_who_accepted_the_gaps_and_in_which_version(pristine
 
     day = (parse_instant("2026-11-15T00:00"), parse_instant("2026-11-16T00:00"))
     assert _within([day], {day}) and _within([], set()) and not _within([(day[0] - 60_000_000, day[1])], {day})
+
+
+def test_verify_fails_an_altered_sealed_file_and_revocations_print_to_the_second(closed: Month, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that a sealed file altered inside the ledger (triggers dropped; one no longer zlib data) is a FAIL line of
+    `month verify` with exit status 1, not an error; and that `exempt list` prints a revocation time to the second."""
+    import zlib
+
+    with Ledger(closed.ledger, readonly=True) as ledger:
+        v1 = closings(ledger, md.MONTH, "cam")[0]
+    with sqlite3.connect(closed.ledger) as db:
+        db.execute("DROP TRIGGER closing_blobs_never_updated")
+        for name in ("late", "registry"):
+            data = zlib.decompress(db.execute("SELECT data FROM closing_blobs WHERE sha256 = ?",
+                                              (v1.doc["blobs"][name],)).fetchone()[0])
+            db.execute("UPDATE closing_blobs SET data = ? WHERE sha256 = ?",
+                       (zlib.compress(data + b" ") if name == "late" else b"not zlib", v1.doc["blobs"][name]))
+    assert main(closed.month("verify", md.MONTH)) == 1
+    captured = capsys.readouterr()
+    assert "ptmon: error" not in captured.err
+    assert "no longer hashes to its SHA-256 (altered)" in captured.out and "late heartbeats sealed in 第 1 版 cannot be checked" in captured.out
+
+    assert main(["exempt", "--config", str(closed.config), "add", "--device", "changzheng-cam0", "--from", "2026-11-10",
+                 "--to", "2026-11-11", "--reason", "r", "--approver", "李四"]) == 0
+    assert main(["exempt", "--config", str(closed.config), "revoke", "1", "--by", "李四", "--reason", "误登"]) == 0
+    capsys.readouterr()
+    assert main(["exempt", "--config", str(closed.config), "list"]) == 0
+    listed = capsys.readouterr().out
+    assert re.search(r"\[revoked \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00 by 李四: 误登\]", listed), listed
+
+
+def test_close_prints_money_with_thousands_separators(pristine: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Test that `month close` prints the district's fee, deduction and payable as `month status` does (716,874.99)."""
+    m = _copy(pristine, tmp_path / "m")
+    assert main(m.month("close", md.MONTH, "--contract", "cam", "--by", "张三")) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"fee \d{1,3}(,\d{3})+\.\d\d, deduction [\d,]+\.\d\d, payable \d{1,3}(,\d{3})+\.\d\d", out), out
+    assert main(m.month("status", md.MONTH, "--contract", "cam")) == 0
+    payable = re.search(r"payable (\d{1,3}(?:,\d{3})+\.\d\d)", out).group(1)  # type: ignore[union-attr]
+    assert f"payable {payable}" in capsys.readouterr().out

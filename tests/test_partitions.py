@@ -384,6 +384,10 @@ def test_a_partitions_ledger_verifies_and_rebuilds_with_its_own_streets(collecte
     capsys.readouterr()
     assert main(["month", "close", "2026-11", "--by", "A", "--now", "2026-12-05", *where]) == 2
     assert "is partition wanli's ledger" in capsys.readouterr().err
+    missing = tmp_path / "no-archive"  # the ledger alone: its archive not given, and no such default directory
+    assert main(["month", "status", "2026-11", *where[:-1], str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "is partition wanli's ledger" in err and "whole district)" not in err
 
 
 def test_merged_ledgers_report_the_time_every_partition_observed(collected, tmp_path, capsys) -> None:

@@ -6,12 +6,14 @@ Closing (第 1 版) refuses, saying why and what to do, when
 * a collector still writes the month into this ledger (it runs on the data directory and has
   not yet written anything after the month's end),
 * the contract's month is already closed (restate it instead),
+* ``--now`` (simulations and tests) is after the clock, or, for a restatement, before the
+  previous version's seal time,
 * the month was not wholly observed and ``--accept-gaps`` was not given (the report pays on
   observed time only; a reviewer must have judged the gaps), or nothing of it was observed (or
   less than ``[month] min_coverage``), with ``--accept-gaps`` too, or
-* the ledger's month differs from a recomputation of it from the archive (the differing rows
-  are listed): the ledger is the record, the archive the evidence, and a closing needs both to
-  agree.
+* the ledger's month differs from a recomputation of it from the archive (the count and the
+  first differing row are named; `ptmon ledger verify --month` lists them): the ledger is the
+  record, the archive the evidence, and a closing needs both to agree.
 
 Then it writes the sealed closing: the figures read from the ledger with the exemptions as
 recorded and the late heartbeats that count under the contract's rule, the money lines, and
@@ -54,8 +56,6 @@ from .fingerprint import exemption_docs, mark, sha256_file
 from .late import LateHeartbeat
 from .sealdoc import file_bytes, inputs_to_doc, money_to_doc, row_to_doc
 from .words import span, when
-
-SHOWN_DIFFERENCES = 10
 
 
 class CloseRefused(PtmonError):
@@ -234,12 +234,10 @@ def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptio
     recomputed, done = ctx.recomputed(ctx.setup.registry)
     found = month_differences(ctx.ledger, recomputed, ctx.setup.registry, ctx.month, exemptions, contracts)
     if found:
-        shown = "\n".join(f"  {line}" for line in found[:SHOWN_DIFFERENCES])
-        more = f"\n  … and {len(found) - SHOWN_DIFFERENCES} more" if len(found) > SHOWN_DIFFERENCES else ""
         raise CloseRefused(
             f"the ledger's {ctx.month} differs from its recomputation from the archive ({done.sources.describe()}, "
-            f"{done.records:,} records): {len(found)} row(s)\n{shown}{more}\nFind out why before closing: "
-            f"`ptmon ledger verify --month {ctx.month}` shows the same; a ledger that lost hours (a crash before they were "
+            f"{done.records:,} records): {len(found)} row(s), the first: {' '.join(found[0].split())}; find out why before closing: "
+            f"`ptmon ledger verify --month {ctx.month}` lists them all; a ledger that lost hours (a crash before they were "
             f"written) is repaired with `ptmon ledger rebuild --month {ctx.month}` (collector stopped)")
 
 

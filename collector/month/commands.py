@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from ..errors import LedgerError, UsageError
@@ -46,7 +47,7 @@ def add_month_parser(sub: argparse._SubParsersAction) -> None:
                                "over, while a collector still writes the month, for a contract already closed, for a "
                                "month not wholly observed without --accept-gaps, for a month with nothing observed (or less than "
                                "[month] min_coverage) even with it, and when the ledger differs from the "
-                               "archive (the differences are listed).")
+                               "archive (the first difference is named; `ptmon ledger verify --month` lists them all).")
     close.add_argument("month", metavar="YYYY-MM")
     close.add_argument("--by", required=True, metavar="NAME", help="who closes it (recorded in the seal and the report)")
     close.add_argument("--accept-gaps", action="store_true",
@@ -158,7 +159,8 @@ def _restate(ctx: MonthContext, args: argparse.Namespace, contracts: list[str]) 
 def _print_sealing(s: Sealing) -> None:
     c = s.closing
     district = next((m for m in c.doc["money"] if m["street"] == "district"), None)
-    money = f"fee {district['fee']}, deduction {district['deduction']}, payable {district['payable']}" if district else "no payment rule"
+    money = (", ".join(f"{key} {Decimal(district[key]):,.2f}" for key in ("fee", "deduction", "payable")) if district
+             else "no payment rule")
     late = c.doc["inputs"]["late"]
     print(f"{c.contract} {c.month}: sealed {c.label} at {when(c.closed_at)} by {c.closed_by}")
     print(f"  seal {c.seal}")

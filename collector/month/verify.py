@@ -7,7 +7,8 @@ For every version of every closed contract of the month:
   registry, the rule files, the late heartbeats) still hash to their names;
 * **the archive**: every archive file and month-start snapshot sealed is still there with the
   sealed bytes (an appended file keeps its sealed bytes as a prefix and is reported as appended,
-  not as altered);
+  not as altered); files added or appended after a superseded version are the next version's
+  evidence, and only those that arrived after the latest version are reported;
 * for the latest version, **the registry, rule files and config** named by the command against
   those sealed, and the sealed late heartbeats still found in the archive after the month.
 
@@ -125,6 +126,10 @@ def _latest_files(ctx: MonthContext, v: Verdict, c) -> None:
             v.ok(f"config {setup.config_path} as sealed")
         else:
             v.bad(f"config {setup.config_path} differs from the one sealed in {c.label}")
+    if blob_problems(ctx.ledger, c):
+        v.bad(f"the late heartbeats sealed in {c.label} cannot be checked: its sealed files in the ledger are altered "
+              "or missing (above)")
+        return
     sealed = load_sealed(ctx.ledger, c)
     if sealed.late:
         found = set(scan_late([setup.archive], setup.registry, ctx.month, inputs["late"]["until"]).heartbeats)
