@@ -5,9 +5,11 @@ merged figure is exact: a street's rows are its owner's, and the district's sums
 the streets. Before anything is merged, :func:`ptmon.partition.check_partitions` refuses
 partitions that overlap, miss a street of the rules, or ran with other rules or registry versions.
 
-The observed time of the merged district is the time *every* partition observed (the intersection
-of their spans): a gap of one collector is a gap of the district. With collectors that ran over the
-same instants, as they should, this changes nothing.
+A street's observed time is its own partition's: its samples, and so its expected device samples,
+were taken over that time. The observed time of the merged district (its row, the coverage and
+the gaps) is the time *every* partition observed (the intersection of their spans): a gap of one
+collector is a gap of the district. With collectors that ran over the same instants, as they
+should, all of these are the same.
 
 The functions here are the building blocks of ``ptmon report``, ``ptmon replay`` and anything
 else that needs a district month (a month close): :func:`merge_ledgers` fills one ledger from
@@ -18,7 +20,6 @@ several, :func:`merge_results` combines replay results, :func:`recompute_partiti
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -119,9 +120,9 @@ def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> l
 
 
 def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
-    """One district's results from the partitions': street rows from their owner, district rows
-    summed, every row with the observed time every partition had (as the report from merged
-    ledgers shows it), rejects and counts summed."""
+    """One district's results from the partitions': street rows from their owner (with its observed
+    time), district rows summed with the observed time every partition had (as the report from
+    merged ledgers shows them), rejects and counts summed."""
     owner = {street: i for i, (part, _) in enumerate(parts) for street in part.streets}
     first = parts[0][1]
     rows = []
@@ -129,8 +130,8 @@ def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
         same = [results.rows[k] for _, results in parts]
         if any((r.contract, r.street, r.kpi) != (row.contract, row.street, row.kpi) for r in same):
             raise UsageError("cannot merge these partitions: their results list other KPIs (other rules?)")
-        if row.street != DISTRICT:  # the owner's sums, shown with the observed time every partition had
-            rows.append(replace(same[owner[row.street]], observed_seconds=min(r.observed_seconds for r in same)))
+        if row.street != DISTRICT:  # the owner's row: its sums and the time they were taken over
+            rows.append(same[owner[row.street]])
             continue
         rows.append(KpiRow(contract=row.contract, street=DISTRICT, kpi=row.kpi, threshold=row.threshold,
                            numerator=sum(r.numerator for r in same), denominator=sum(r.denominator for r in same),

@@ -198,6 +198,8 @@ def storage_tag(ledger_path: Path, archive_dir: Path) -> Partition | None:
     if ledger_path.is_file():
         with Ledger(ledger_path, readonly=True) as ledger:
             in_ledger = ledger_tag(ledger.db, str(ledger_path))
+    if not archive_dir.is_dir():
+        return in_ledger  # no archive there (a default not given): nothing to compare; its users say it is missing
     if ledger_path.is_file() and (in_ledger.streets if in_ledger else None) != (in_archive.streets if in_archive else None):
         raise UsageError(f"{ledger_path} ({in_ledger.label if in_ledger else 'whole district'}) and {archive_dir} "
                          f"({in_archive.label if in_archive else 'whole district'}) were written by different collectors")

@@ -41,6 +41,9 @@ class Tally:
     day_samples: dict[tuple[int, int], int] = field(init=False)  # (contract, day) -> samples
     counts: dict[str, np.ndarray] = field(init=False)  # kind -> [group, + no device] messages counted
     unknown: dict[str, int] = field(init=False)  # unknown-device topic -> messages
+    # [contract, street] sample instants observed by the street's own collector, when that may
+    # differ from street to street (merged partitions' ledgers); None: every street's are ``samples``
+    street_samples: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -112,11 +115,13 @@ class Tally:
             streets = [s.code for s in rules.streets]
             for si, street in enumerate([*streets, DISTRICT]):
                 pick = slice(None) if street == DISTRICT else slice(si, si + 1)
+                own = (observed if street == DISTRICT or self.street_samples is None
+                       else int(self.street_samples[ci, si]) * contract.sample_interval)
                 rows.extend(
                     self._rows(
                         contract, street,
                         int(online_num[pick].sum()), int(online_den[pick].sum()),
-                        counters[pick].sum(axis=0), observed,
+                        counters[pick].sum(axis=0), own,
                     )
                 )
         totals = {kind: int(per_group.sum()) for kind, per_group in sorted(self.counts.items())}

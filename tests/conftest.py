@@ -21,6 +21,15 @@ T0 = 1_793_462_400  # 2026-11-01T00:00:00+08:00, a Shanghai month start
 HEADER = "device_id,contract,type,street,scenario,community,gateway,accepted_on,retired_on"
 
 
+@pytest.fixture(autouse=True)
+def simulated_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The months of the tests are simulated (`--now`), so the clock a `--now` is checked against
+    is set after them: the tests do not depend on the date the machine's clock shows."""
+    import ptmon.month.context as month_context
+
+    monkeypatch.setattr(month_context, "wall_clock", lambda: T0 * 1_000_000 + 10 * 365 * 86_400 * 1_000_000)
+
+
 @pytest.fixture(scope="session")
 def rules() -> Rules:
     return load_rules()

@@ -296,6 +296,7 @@ def test_late_heartbeats_count_for_their_month_within_the_contracts_limits(prist
     assert main(m.month("status", md.MONTH, "--contract", "cam", now=LATER)) == 0
     status = capsys.readouterr().out
     assert "按合同规则计入 (counted" in status and "新到的 1,662 条" in status  # stamped within 24 h of their receipt
+    assert "其中 1,662 条在合同规则的限度内计入" in status and "4,098 条超出限度不计入" in status
     assert main(m.month("restate", md.MONTH, "--contract", "cam", "--reason", "网关补传", "--by", "王五", now=LATER)) == 0
 
     start, end = month_bounds(md.MONTH)
@@ -401,6 +402,8 @@ def test_a_ledger_that_differs_from_the_archive_is_not_closed(month: Month, caps
                           "AND hour = (SELECT min(hour) FROM hours WHERE hour >= ?)", (month_bounds(md.MONTH)[0],))
     assert main(month.month("close", md.MONTH, "--contract", "cam", "--by", "张三")) == 2
     err = capsys.readouterr().err
-    assert "differs from its recomputation from the archive" in err and "ledger:  hour 2026-11-01T00:00:00+08:00 cam taopu" in err
+    assert "differs from its recomputation from the archive" in err and "`ptmon ledger verify --month 2026-11` lists" in err
+    refusal = [line for line in err.splitlines() if not line.startswith("ptmon month: ")]  # the rest is progress
+    assert len(refusal) == 1 and "row(s), the first: ledger: cam,taopu,online," in refusal[0]
     with Ledger(month.ledger, readonly=True) as ledger:
         assert closings(ledger) == []

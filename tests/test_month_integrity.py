@@ -54,18 +54,23 @@ def _forge(m: Month, contract: str, change) -> None:  # type: ignore[no-untyped-
 
 def test_signer_date_and_reason_are_the_sealed_ones_and_edited_columns_fail_verify(closed: Month, tmp_path: Path,
                                                                                    capsys) -> None:  # type: ignore[no-untyped-def]
-    """Test that editing the closings table's signer and date (triggers dropped) changes neither the report, which
-    shows the sealed signer, nor escapes `month verify`, which names the edited columns."""
+    """Test that editing the closings table's signer and date (triggers dropped) escapes neither `month verify`, which
+    names the edited columns, nor the report, which refuses in one line to render a version whose table row is not its
+    sealed document (before the edit it showed the sealed signer)."""
     assert _verify(closed, capsys)[0] == 0
+    report = ["report", "--month", md.MONTH, "--config", str(closed.config), "--contract", "cam", "--format", "html"]
+    assert main([*report, "--out", str(tmp_path / "r")]) == 0
+    html = (tmp_path / "r" / "report-2026-11-cam-v1.html").read_text()
+    assert "由 张三 封存" in html and "2026-12-01 06:00" in html
     with Ledger(closed.ledger) as ledger:
         ledger.db.execute("DROP TRIGGER closings_never_updated")
         ledger.db.execute("UPDATE closings SET closed_by = '王五（冒名）', closed_at = closed_at + 86400000000")
     code, out = _verify(closed, capsys)
     assert code == 1 and "the closings table says closed_by '王五（冒名）' (sealed: '张三')" in out and "closed_at" in out
-    assert main(["report", "--month", md.MONTH, "--config", str(closed.config), "--contract", "cam", "--format", "html",
-                 "--out", str(tmp_path / "r")]) == 0
-    html = (tmp_path / "r" / "report-2026-11-cam-v1.html").read_text()
-    assert "冒名" not in html and "由 张三 封存" in html and "2026-12-01 06:00" in html
+    assert main([*report, "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cam 2026-11: not rendered, 第 1 版: the closings table says closed_at" in err
+    assert not (tmp_path / "r2").exists() or not list((tmp_path / "r2").iterdir())
 
 
 def test_a_forged_version_inserted_with_sql_fails_verify(closed: Month, capsys) -> None:  # type: ignore[no-untyped-def]

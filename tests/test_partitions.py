@@ -290,7 +290,7 @@ def test_spans_intersect_and_results_merge_by_owner() -> None:
     b = results({"x": (0, 0), "y": (3, 4), "district": (3, 4)}, 80, [(0, 10), (95, 100)])
     merged = merge_results([(Partition(("x",), "r", "g"), a), (Partition(("y",), "r", "g"), b)])
     assert [(r.street, r.numerator, r.denominator, r.observed_seconds) for r in merged.rows] == [
-        ("x", 9, 10, 80), ("y", 3, 4, 80), ("district", 12, 14, 80)]  # one observed time, the intersection's
+        ("x", 9, 10, 90), ("y", 3, 4, 80), ("district", 12, 14, 80)]  # a street's own; the district's the intersection
     assert merged.gaps == [(0, 10), (90, 100)] and merged.coverage["cam"]["observed_seconds"] == 80
     assert merged.rejects == {"bad_json": 2}
 
@@ -384,12 +384,17 @@ def test_a_partitions_ledger_verifies_and_rebuilds_with_its_own_streets(collecte
     capsys.readouterr()
     assert main(["month", "close", "2026-11", "--by", "A", "--now", "2026-12-05", *where]) == 2
     assert "is partition wanli's ledger" in capsys.readouterr().err
+    missing = tmp_path / "no-archive"  # the ledger alone: its archive not given, and no such default directory
+    assert main(["month", "status", "2026-11", *where[:-1], str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "is partition wanli's ledger" in err and "whole district)" not in err
 
 
 def test_merged_ledgers_report_the_time_every_partition_observed(collected, tmp_path, capsys) -> None:
-    """Test that when one partition stopped a sample earlier, the merged ledgers' report gives the district and every
-    row the observed time of the partition that saw least (the intersection), as the merged replay does, not the
-    observed time of whichever street's row was read last."""
+    """Test that when one partition stopped a sample earlier, the merged ledgers' report gives each street the observed
+    time of its own partition (the time its samples were taken over) and the district the observed time of the
+    partition that saw least (the intersection), as the merged replay does, not the observed time of whichever
+    street's row was read last."""
     tmp, registry = collected["tmp"], str(collected["registry"])
     registry_args = ["--registry", registry, "--rules", str(collected["rules"])]
     shutil.copy(tmp / "a" / "ledger.sqlite", tmp_path / "a.sqlite")
@@ -402,12 +407,17 @@ def test_merged_ledgers_report_the_time_every_partition_observed(collected, tmp_
     import csv
     import io
 
-    def observed(text: bytes) -> dict[str, set[str]]:
+    def observed(text: bytes) -> dict[tuple[str, str], set[int]]:
         rows = list(csv.DictReader(io.StringIO(text.decode())))
-        return {c: {r["observed_seconds"] for r in rows if r["contract"] == c} for c in {r["contract"] for r in rows}}
+        found: dict[tuple[str, str], set[int]] = {}
+        for r in rows:
+            found.setdefault((r["contract"], r["street"]), set()).add(int(r["observed_seconds"]))
+        return found
 
     before, after = observed(whole), observed(merged)
-    for contract, values in after.items():
-        assert len(values) == 1 and len(before[contract]) == 1  # one observed time for every street and the district
+    assert set(before) == set(after) and {s for _, s in after} == {*STREETS, "district"}
+    for (contract, street), values in after.items():
+        assert len(values) == 1 and len(before[contract, street]) == 1  # one observed time per street (all its KPIs)
         interval = load_rules(collected["rules"]).contract(contract).sample_interval
-        assert int(next(iter(before[contract]))) - int(next(iter(values))) == interval  # the one sample a missed
+        missed = interval if street in PARTS["a"] or street == "district" else 0  # the one sample a missed
+        assert next(iter(before[contract, street])) - next(iter(values)) == missed, (contract, street)

@@ -99,7 +99,8 @@ def _closed_note(ledger: Ledger, e: Exemption) -> None:
 
 
 def _describe(e: Exemption) -> str:
-    state = "" if e.active else f"  [revoked {format_instant(e.revoked_at or 0)} by {e.revoked_by}: {e.revoke_reason}]"
+    revoked = (e.revoked_at or 0) - (e.revoked_at or 0) % 1_000_000  # recorded to the µs, shown to the second
+    state = "" if e.active else f"  [revoked {format_instant(revoked)} by {e.revoked_by}: {e.revoke_reason}]"
     return (f"{e.scope} {e.target}  {format_instant(e.start)} → {format_instant(e.end)}  "
             f"reason: {e.reason}  approver: {e.approver}{state}")
 

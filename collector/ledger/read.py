@@ -39,13 +39,16 @@ def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int,
     streets = {s: i for i, s in enumerate(rules.street_codes())}
     n_streets = len(streets)
     samples: dict[tuple[int, int], int] = {}
+    tally.street_samples = np.zeros_like(tally.online)
     for row in exempted_hours(ledger, registry, start, end, exemptions):
         ci, si = contracts.get(row.contract), streets.get(row.street)
         if ci is None or si is None:
             continue  # a contract or street no longer in the rules: reported by versions
         # the hour's instants observed by every street's collector: equal for one collector; for
-        # merged partitions the intersection (a partition that stopped early is a district gap)
+        # merged partitions the intersection (a partition that stopped early is a district gap),
+        # while each street keeps its own collector's (its sums are over those)
         samples[ci, row.hour] = min(samples.get((ci, row.hour), row.samples), row.samples)
+        tally.street_samples[ci, si] += row.samples
         tally.online[ci, si] += row.online
         tally.expected[ci, si] += row.expected
         tally.counters[ci * n_streets + si] += np.array(row.counters, dtype=np.int64)

@@ -236,7 +236,12 @@ def _notes(ctx: MonthContext, out: Analysis, registry: Registry) -> list[str]:
         notes.append(f"配置文件 {path} 结账后有改动 (config changed)：不影响指标与金额（它们来自报文存档、设备清单、规则与豁免）")
     found = of_contract(ctx.late_scan().heartbeats, registry, out.contract)
     if found:
-        rule = registry.rules.contract(out.contract).late_heartbeats
-        how = "在合同规则的限度内计入 (counted within the contract's limits)" if rule.count else "不计入：以接收时间为准 (not counted)"
+        terms = registry.rules.contract(out.contract)
+        if not terms.late_heartbeats.count:
+            how = "不计入：以接收时间为准 (not counted)"
+        else:
+            n = len(counted(found, registry, terms, ctx.month))
+            how = (f"其中 {n:,} 条在合同规则的限度内计入 (counted within the contract's limits)"
+                   + (f"，{len(found) - n:,} 条超出限度不计入 (beyond the limits: not counted)" if n < len(found) else ""))
         notes.append(f"报文存档中本月的迟到心跳 (late heartbeats of the month)：{describe(found)}；{how}")
     return notes

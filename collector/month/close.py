@@ -6,12 +6,14 @@ Closing (第 1 版) refuses, saying why and what to do, when
 * a collector still writes the month into this ledger (it runs on the data directory and has
   not yet written anything after the month's end),
 * the contract's month is already closed (restate it instead),
+* ``--now`` (simulations and tests) is after the clock, or, for a restatement, before the
+  previous version's seal time,
 * the month was not wholly observed and ``--accept-gaps`` was not given (the report pays on
   observed time only; a reviewer must have judged the gaps), or nothing of it was observed (or
   less than ``[month] min_coverage``), with ``--accept-gaps`` too, or
-* the ledger's month differs from a recomputation of it from the archive (the differing rows
-  are listed): the ledger is the record, the archive the evidence, and a closing needs both to
-  agree.
+* the ledger's month differs from a recomputation of it from the archive (the count and the
+  first differing row are named; `ptmon ledger verify --month` lists them): the ledger is the
+  record, the archive the evidence, and a closing needs both to agree.
 
 Then it writes the sealed closing: the figures read from the ledger with the exemptions as
 recorded and the late heartbeats that count under the contract's rule, the money lines, and
@@ -47,14 +49,13 @@ from ..lock import collector_running
 from ..report.model import InputFile
 from ..rules import RULE_FILES
 from .analysis import Analysis, analyse
+from . import context
 from .context import MonthContext
 from .figures import Figures, ledger_month_digest, month_figures
 from .fingerprint import exemption_docs, mark, sha256_file
 from .late import LateHeartbeat
 from .sealdoc import file_bytes, inputs_to_doc, money_to_doc, row_to_doc
 from .words import span, when
-
-SHOWN_DIFFERENCES = 10
 
 
 class CloseRefused(PtmonError):
@@ -90,6 +91,19 @@ def check_closable(ctx: MonthContext) -> None:
             f"{when(end)} yet: catching up, or rebuilding the month); wait until it has, then close")
 
 
+def check_seal_time(ctx: MonthContext, previous: Closing | None) -> None:
+    """The instant sealed as the version's date (``--now``, or the clock) is neither after the
+    clock nor before the contract's previous version: versions are dated in the order they were
+    made, and a seal never claims a date at which its inputs (the previous version's among them)
+    did not yet exist."""
+    clock = context.wall_clock()
+    if ctx.now > clock:
+        raise CloseRefused(f"--now {when(ctx.now)} is after the clock ({when(clock)}): a seal is never dated in the future")
+    if previous is not None and ctx.now < previous.closed_at:
+        raise CloseRefused(f"--now {when(ctx.now)} is before {previous.label} of {previous.contract} {ctx.month} (sealed "
+                           f"{when(previous.closed_at)}): a new version is dated after the one it restates")
+
+
 def _written_past(ledger: Ledger, end: int) -> bool:
     last = ledger.last_hour()
     return (last is not None and last >= end) or any(b >= end for _, b in ledger.spans())
@@ -100,6 +114,7 @@ def close_month(ctx: MonthContext, contracts: Sequence[str], *, by: str, accept_
     if not by.strip():
         raise CloseRefused("say who closes the month: --by NAME")
     check_closable(ctx)
+    check_seal_time(ctx, None)
     done = [c for c in contracts if closing(ctx.ledger, ctx.month, c) is not None]
     if done:
         raise CloseRefused("; ".join(_already(ctx, c) for c in done))
@@ -113,7 +128,8 @@ def close_month(ctx: MonthContext, contracts: Sequence[str], *, by: str, accept_
         _check_coverage(ctx, figures, accept_gaps)
     _check_against_archive(ctx, contracts, exemptions)
     docs = [_doc(ctx, figures, inputs, blobs, version=1, previous=None, by=by, reason="", changes=[],
-                 gaps_accepted=accept_gaps and _coverage(figures) < 1) for figures in all_figures.values()]
+                 gaps_accepted=(by.strip(), 1) if accept_gaps and _coverage(figures) < 1 else None)
+            for figures in all_figures.values()]
     sealed = record_closings(ctx.ledger, [(doc, blobs) for doc in docs])  # all contracts, or none
     return [Sealing(c, figures) for c, figures in zip(sealed, all_figures.values())]
 
@@ -127,6 +143,7 @@ def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, acc
         raise CloseRefused(f"{contract} {ctx.month} is not closed: close it first (`ptmon month close {ctx.month} "
                            f"--contract {contract} --by NAME`)")
     check_closable(ctx)
+    check_seal_time(ctx, previous)
     analysis = analyse(ctx, previous, want_final=True)
     if analysis.tampered:
         raise CloseRefused(f"sealed archive files of {ctx.month} were altered or are gone: "
@@ -136,9 +153,7 @@ def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, acc
         raise NothingChanged(f"nothing changed since {previous.label} of {contract} {ctx.month}: a restatement would "
                            "repeat it (`ptmon month status` shows what would change)")
     assert analysis.final is not None
-    previously_accepted = bool(previous.doc.get("gaps_accepted"))
-    if not previously_accepted:
-        _check_coverage(ctx, analysis.final, accept_gaps)
+    accepted = _gaps_acceptance(ctx, previous, analysis.final, by=by, accept_gaps=accept_gaps)
     basis = analysis.basis
     assert basis is not None
     from_archive = basis is not ctx.ledger
@@ -150,8 +165,7 @@ def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, acc
     if (figures.rows(), figures.money) != (analysis.final.rows(), analysis.final.money):
         raise PtmonError(f"{contract} {ctx.month}: the restated figures differ from the analysis' (a bug: please report)")
     doc = _doc(ctx, figures, inputs, blobs, version=previous.version + 1, previous=previous, by=by, reason=reason,
-               changes=[s.to_doc() for s in analysis.steps],
-               gaps_accepted=_coverage(figures) < 1 and (accept_gaps or previously_accepted))
+               changes=[s.to_doc() for s in analysis.steps], gaps_accepted=accepted)
     return Sealing(record_closing(ctx.ledger, doc, blobs), figures, analysis)
 
 
@@ -163,12 +177,40 @@ def _already(ctx: MonthContext, contract: str) -> str:
             f"--contract {contract} --reason TEXT --by NAME`")
 
 
+def _gaps_acceptance(ctx: MonthContext, previous: Closing, final: Figures, *, by: str,
+                     accept_gaps: bool) -> tuple[str, int] | None:
+    """Who accepted the restated month's monitoring gaps, and in which version: the restater with
+    --accept-gaps; else whoever accepted them before, when the gaps are (within) those accepted;
+    else the restatement is refused as a closing would be. None: no gaps."""
+    if _coverage(final) >= 1:
+        return None
+    earlier = accepted_gaps(previous)
+    before = {tuple(g) for g in previous.doc["report"]["results"]["gaps"]}
+    carried = earlier is not None and _within(final.inputs.results.gaps, before)
+    _check_coverage(ctx, final, accept_gaps or carried, verb="restate")
+    return (by.strip(), previous.version + 1) if accept_gaps else earlier
+
+
+def _within(gaps: Sequence[tuple[int, int]], accepted: set[tuple[int, ...]]) -> bool:
+    """Every instant of ``gaps`` lies in one of the ``accepted`` gaps."""
+    return all(any(a <= start and end <= b for a, b in accepted) for start, end in gaps)
+
+
+def accepted_gaps(c: Closing) -> tuple[str, int] | None:
+    """Who accepted a closing's monitoring gaps and in which version (None: none accepted);
+    a document from before this was recorded names its own signer and version."""
+    if not c.doc.get("gaps_accepted"):
+        return None
+    by = c.doc.get("gaps_accepted_by")
+    return (by["by"], int(by["version"])) if by else (c.closed_by, c.version)
+
+
 def _coverage(figures: Figures) -> Fraction:
     cov = figures.inputs.results.coverage[figures.contract]
     return Fraction(cov["observed_seconds"], cov["period_seconds"]) if cov["period_seconds"] else Fraction(0)
 
 
-def _check_coverage(ctx: MonthContext, figures: Figures, accept_gaps: bool) -> None:
+def _check_coverage(ctx: MonthContext, figures: Figures, accept_gaps: bool, verb: str = "close") -> None:
     coverage = _coverage(figures)
     floor = Fraction(ctx.setup.min_coverage).limit_denominator(10_000)
     if coverage == 0 or coverage < floor:
@@ -183,8 +225,8 @@ def _check_coverage(ctx: MonthContext, figures: Figures, accept_gaps: bool) -> N
         shown = ", ".join(f"{when(a)} – {when(b)}" for a, b in gaps[:5]) + (" …" if len(gaps) > 5 else "")
         raise CloseRefused(
             f"{figures.contract} {ctx.month} was observed {float(coverage):.4%} of the month (monitoring gaps: {shown}); "
-            "the figures count observed time only, so a reviewer must judge the gaps: close with --accept-gaps once "
-            "they have (the report then names the gaps as accepted)")
+            f"the figures count observed time only, so a reviewer must judge the gaps: {verb} with --accept-gaps once "
+            "they have (the report then names the gaps as accepted, and by whom)")
 
 
 def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptions: list) -> None:
@@ -192,12 +234,10 @@ def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptio
     recomputed, done = ctx.recomputed(ctx.setup.registry)
     found = month_differences(ctx.ledger, recomputed, ctx.setup.registry, ctx.month, exemptions, contracts)
     if found:
-        shown = "\n".join(f"  {line}" for line in found[:SHOWN_DIFFERENCES])
-        more = f"\n  … and {len(found) - SHOWN_DIFFERENCES} more" if len(found) > SHOWN_DIFFERENCES else ""
         raise CloseRefused(
             f"the ledger's {ctx.month} differs from its recomputation from the archive ({done.sources.describe()}, "
-            f"{done.records:,} records): {len(found)} row(s)\n{shown}{more}\nFind out why before closing: "
-            f"`ptmon ledger verify --month {ctx.month}` shows the same; a ledger that lost hours (a crash before they were "
+            f"{done.records:,} records): {len(found)} row(s), the first: {' '.join(found[0].split())}; find out why before closing: "
+            f"`ptmon ledger verify --month {ctx.month}` lists them all; a ledger that lost hours (a crash before they were "
             f"written) is repaired with `ptmon ledger rebuild --month {ctx.month}` (collector stopped)")
 
 
@@ -245,7 +285,8 @@ def seal_inputs(ctx: MonthContext, basis: Ledger, exemptions: list, late: list[L
 
 
 def _doc(ctx: MonthContext, figures: Figures, inputs: dict[str, Any], blobs: dict[str, bytes], *, version: int,
-         previous: Closing | None, by: str, reason: str, changes: list[dict[str, Any]], gaps_accepted: bool) -> dict[str, Any]:
+         previous: Closing | None, by: str, reason: str, changes: list[dict[str, Any]],
+         gaps_accepted: tuple[str, int] | None) -> dict[str, Any]:
     contract = ctx.setup.registry.rules.contract(figures.contract)
     rule = contract.late_heartbeats
     doc_inputs = {k: v for k, v in inputs.items() if k != "blobs"}
@@ -256,7 +297,8 @@ def _doc(ctx: MonthContext, figures: Figures, inputs: dict[str, Any], blobs: dic
         "format": FORMAT, "format_version": FORMAT_VERSION, "ptmon_version": __version__,
         "month": ctx.month, "contract": figures.contract, "version": version,
         "previous_seal": previous.seal if previous else None,
-        "closed_at": ctx.now, "closed_by": by.strip(), "reason": reason.strip(), "gaps_accepted": gaps_accepted,
+        "closed_at": ctx.now, "closed_by": by.strip(), "reason": reason.strip(), "gaps_accepted": gaps_accepted is not None,
+        **({"gaps_accepted_by": {"by": gaps_accepted[0], "version": gaps_accepted[1]}} if gaps_accepted else {}),
         "inputs": doc_inputs, "blobs": inputs["blobs"],
         "kpis": [row_to_doc(r) for r in figures.rows()], "money": money_to_doc(figures.money),
         "report": inputs_to_doc(figures.inputs), "changes": changes,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import LedgerError, UsageError
 from ..inputs import command_inputs
 from ..ledger.closing import closings
 from ..ledger.store import Ledger
@@ -19,8 +20,9 @@ from ..partition import storage_tag
 from ..registry import load_registry
 from ..rules import load_rules
 from ..timebase import US_PER_S, day_of, day_to_date, month_bounds, parse_instant
-from .close import NothingChanged, Sealing, close_month, restate_month
+from .close import NothingChanged, Sealing, check_seal_time, close_month, restate_month
 from .context import MonthContext, MonthSetup, now_us
+from .room import disk_full, no_room
 from .status import state_of, status_lines
 from .verify import verify_month
 from .words import when
@@ -45,7 +47,7 @@ def add_month_parser(sub: argparse._SubParsersAction) -> None:
                                "over, while a collector still writes the month, for a contract already closed, for a "
                                "month not wholly observed without --accept-gaps, for a month with nothing observed (or less than "
                                "[month] min_coverage) even with it, and when the ledger differs from the "
-                               "archive (the differences are listed).")
+                               "archive (the first difference is named; `ptmon ledger verify --month` lists them all).")
     close.add_argument("month", metavar="YYYY-MM")
     close.add_argument("--by", required=True, metavar="NAME", help="who closes it (recorded in the seal and the report)")
     close.add_argument("--accept-gaps", action="store_true",
@@ -63,7 +65,10 @@ def add_month_parser(sub: argparse._SubParsersAction) -> None:
     restate.add_argument("month", metavar="YYYY-MM")
     restate.add_argument("--reason", required=True, help="why (shown in the report of the new version)")
     restate.add_argument("--by", required=True, metavar="NAME", help="who restates it")
-    restate.add_argument("--accept-gaps", action="store_true", help="as for close")
+    restate.add_argument("--accept-gaps", action="store_true",
+                         help="as for close: the restater accepts the gaps (named in the report); without it, gaps "
+                         "within those accepted in an earlier version keep that acceptance (and its signer), others "
+                         "are refused")
     verify = actions.add_parser("verify", help="check the seals against the ledger and the files (exit 1 on a difference)",
                                 description="Check every version's seal, the chain of versions, the sealed archive files "
                                 "and snapshot, and the latest version's registry, rules, config and late heartbeats.")
@@ -87,7 +92,13 @@ def setup_from(args: argparse.Namespace) -> MonthSetup:
     from ..config import MonthConfig
 
     month = inputs.config.month if inputs.config else MonthConfig()
-    if (tag := storage_tag(inputs.ledger, inputs.archive)) is not None:
+    try:
+        tag = storage_tag(inputs.ledger, inputs.archive)
+    except LedgerError as exc:  # on a full disk SQLite cannot even open a WAL ledger to read it
+        if no_room(exc, inputs.ledger.parent):
+            raise disk_full(inputs.ledger, "opening the ledger") from exc
+        raise
+    if tag is not None:
         raise UsageError(
             f"{inputs.ledger} is partition {tag.label}'s ledger: a month is closed for the whole district, and "
             "`ptmon month` does not merge partitions yet. Check each partition with `ptmon ledger verify --month`, "
@@ -127,6 +138,8 @@ def _restate(ctx: MonthContext, args: argparse.Namespace, contracts: list[str]) 
     closed = [c for c in contracts if closings(ctx.ledger, ctx.month, c)]
     if not closed:
         raise UsageError(f"{ctx.month}: no closed contract to restate{' (' + args.contract + ')' if args.contract else ''}")
+    for code in closed:  # every contract's date checked before any is sealed
+        check_seal_time(ctx, closings(ctx.ledger, ctx.month, code)[-1])
     done = 0
     for code in closed:
         try:
@@ -146,7 +159,8 @@ def _restate(ctx: MonthContext, args: argparse.Namespace, contracts: list[str]) 
 def _print_sealing(s: Sealing) -> None:
     c = s.closing
     district = next((m for m in c.doc["money"] if m["street"] == "district"), None)
-    money = f"fee {district['fee']}, deduction {district['deduction']}, payable {district['payable']}" if district else "no payment rule"
+    money = (", ".join(f"{key} {Decimal(district[key]):,.2f}" for key in ("fee", "deduction", "payable")) if district
+             else "no payment rule")
     late = c.doc["inputs"]["late"]
     print(f"{c.contract} {c.month}: sealed {c.label} at {when(c.closed_at)} by {c.closed_by}")
     print(f"  seal {c.seal}")

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import LedgerError, UsageError
 from ..ledger.rebuild import Recomputed
 from ..ledger.store import Ledger
 from ..registry import Registry
@@ -24,6 +24,7 @@ from ..snapshots import MonthSources, month_sources
 from ..timebase import US_PER_S, month_bounds
 from .figures import recomputed
 from .late import LateScan, scan_late
+from .room import disk_full, no_room
 from .words import when
 
 
@@ -63,7 +64,13 @@ class MonthContext:
             raise UsageError(f"ledger not found: {setup.ledger}")
         if not setup.archive.is_dir():
             raise UsageError(f"archive directory not found: {setup.archive}")
-        return cls(setup=setup, month=month, now=now, ledger=Ledger(setup.ledger, readonly=not writable))
+        try:
+            ledger = Ledger(setup.ledger, readonly=not writable)
+        except LedgerError as exc:
+            if no_room(exc, setup.ledger.parent):
+                raise disk_full(setup.ledger, "opening the ledger") from exc
+            raise
+        return cls(setup=setup, month=month, now=now, ledger=ledger)
 
     def close(self) -> None:
         self._stack.close()
@@ -120,6 +127,11 @@ class MonthContext:
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+def wall_clock() -> int:
+    """The clock a ``--now`` is checked against (tests fix it: their months are simulated)."""
+    return now_us()
 
 
 def seconds(us: int) -> float:

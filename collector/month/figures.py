@@ -9,13 +9,15 @@ the report's :class:`~ptmon.report.model.ReportInputs` and the contract's money 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
+from ..errors import LedgerError
 from ..ledger.read import ledger_daily, ledger_tally, ledger_warnings
 from ..ledger.rebuild import Recomputed, recompute_month
 from ..ledger.records import Exemption
@@ -30,6 +32,7 @@ from ..rules import Contract
 from ..tally import DISTRICT
 from ..timebase import day_of, day_to_date, month_bounds
 from .late import LateCredit, LateHeartbeat, counted, late_credit, of_contract
+from .room import disk_full, no_room
 from .sealdoc import Money, money_of
 
 
@@ -102,10 +105,17 @@ def money_lines(contract: Contract, rows: Sequence[KpiRow], streets: Sequence[st
 @contextmanager
 def recomputed(archive_dirs: Sequence[Path], registry: Registry, month: str, beside: Path,
                progress: Callable[[Progress], None] | None = None) -> Iterator[tuple[Ledger, Recomputed]]:
-    """A scratch ledger holding ``month`` recomputed from the archive (deleted afterwards)."""
-    with tempfile.TemporaryDirectory(prefix="ptmon-month-", dir=beside) as scratch, \
-            Ledger(Path(scratch) / "recomputed.sqlite") as ledger:
-        done = recompute_month(list(archive_dirs), registry, month, ledger, progress=progress)
+    """A scratch ledger holding ``month`` recomputed from the archive (deleted afterwards); a full
+    disk under ``beside`` is one clear error."""
+    with ExitStack() as stack:
+        try:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="ptmon-month-", dir=beside))
+            ledger = stack.enter_context(Ledger(Path(scratch) / "recomputed.sqlite"))
+            done = recompute_month(list(archive_dirs), registry, month, ledger, progress=progress)
+        except (OSError, sqlite3.DatabaseError, LedgerError) as exc:
+            if no_room(exc, beside):
+                raise disk_full(beside, f"recomputing {month} from the archive into a scratch ledger") from exc
+            raise
         yield ledger, done
 
 

@@ -52,6 +52,21 @@ def document_problems(c: Closing, sealed: Sealed) -> list[str]:
     return problems
 
 
+def chain_problems(versions: list[Closing]) -> list[str]:
+    """Each version's seal, its table row against its document, and the chain of seals: what a
+    report checks of the versions it renders (cheap: no recomputation)."""
+    problems = []
+    previous: Closing | None = None
+    for c in versions:
+        if not c.sealed_ok():
+            problems.append(f"{c.label}: the stored closing no longer matches its seal (altered in the ledger)")
+        problems += [f"{c.label}: the closings table says {m}: edited outside ptmon" for m in c.column_mismatches()]
+        if previous is not None and c.doc.get("previous_seal") != previous.seal:
+            problems.append(f"{c.label}: does not name the seal of {previous.label} (the chain of versions is broken)")
+        previous = c
+    return problems
+
+
 def ledger_rows_problem(ledger: Ledger, month: str, c: Closing) -> tuple[str | None, str]:
     """Whether the ledger's rows of the month are as fingerprinted at the closing ``c``:
     (a problem or None, what was found)."""

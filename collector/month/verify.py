@@ -7,7 +7,8 @@ For every version of every closed contract of the month:
   registry, the rule files, the late heartbeats) still hash to their names;
 * **the archive**: every archive file and month-start snapshot sealed is still there with the
   sealed bytes (an appended file keeps its sealed bytes as a prefix and is reported as appended,
-  not as altered);
+  not as altered); files added or appended after a superseded version are the next version's
+  evidence, and only those that arrived after the latest version are reported;
 * for the latest version, **the registry, rule files and config** named by the command against
   those sealed, and the sealed late heartbeats still found in the archive after the month.
 
@@ -50,7 +51,7 @@ def verify_month(ctx: MonthContext, contracts: Sequence[str]) -> Verdict:
             continue
         v.lines.append(f"{ctx.month} {code}: {len(versions)} version(s)")
         previous = None
-        for c in versions:
+        for n, c in enumerate(versions):
             if c.sealed_ok():
                 v.ok(f"{c.label}: the stored closing hashes to its seal {c.seal[:16]}…")
             else:
@@ -63,7 +64,7 @@ def verify_month(ctx: MonthContext, contracts: Sequence[str]) -> Verdict:
             if not blobs:
                 _recomputed(ctx, v, c)
             _archive(ctx, v, c.label, [FileMark.from_doc(x) for x in c.doc["inputs"]["archive"]],
-                     c.doc["inputs"]["snapshot"])
+                     c.doc["inputs"]["snapshot"], superseded=n < len(versions) - 1)
             previous = c
         _latest_files(ctx, v, versions[-1])
         problem, found = ledger_rows_problem(ctx.ledger, ctx.month, versions[-1])
@@ -83,12 +84,23 @@ def _recomputed(ctx: MonthContext, v: Verdict, c) -> None:
         v.ok(f"{c.label}: signer, date and reason as sealed; money recomputed from its KPI rows to the fen")
 
 
-def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], snapshot: dict | None) -> None:
+def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], snapshot: dict | None, *,
+             superseded: bool = False) -> None:
+    """The version's sealed archive files still there with their sealed bytes. For a superseded
+    version, files added or appended since are new evidence that a later version sealed (or that
+    the latest version's check reports): only its own sealed bytes altered or gone fail it."""
     sources = ctx.sources()
     changes = compare_files(marks, {p.name: p for p in sources.files})
     if snapshot:
         now = {sources.snapshot.name: sources.snapshot} if sources.snapshot else {}
         changes += compare_files([FileMark.from_doc(snapshot)], now)
+    if superseded:
+        later = [c for c in changes if not c.tampered]
+        changes = [c for c in changes if c.tampered]
+        if later and not changes:
+            v.ok(f"{label}: {len(marks)} archive file(s) as sealed; {len(later)} added or appended since, the latest "
+                 "version's to account for")
+            return
     for change in changes:
         v.bad(f"{label}: archive {change.describe()}")
     if not changes:
@@ -114,6 +126,10 @@ def _latest_files(ctx: MonthContext, v: Verdict, c) -> None:
             v.ok(f"config {setup.config_path} as sealed")
         else:
             v.bad(f"config {setup.config_path} differs from the one sealed in {c.label}")
+    if blob_problems(ctx.ledger, c):
+        v.bad(f"the late heartbeats sealed in {c.label} cannot be checked: its sealed files in the ledger are altered "
+              "or missing (above)")
+        return
     sealed = load_sealed(ctx.ledger, c)
     if sealed.late:
         found = set(scan_late([setup.archive], setup.registry, ctx.month, inputs["late"]["until"]).heartbeats)

@@ -47,6 +47,8 @@ def closed_contracts(ledger_path: Path, month: str) -> dict[str, int]:
 
 def sealed_inputs(ledger: Ledger, month: str, contract: str, version: int | None = None) -> ReportInputs:
     """The report inputs of a version (the latest by default), with its closing information."""
+    from ..month.close import accepted_gaps
+    from ..month.integrity import chain_problems, document_problems
     from ..month.sealed import load_sealed
 
     versions = closings(ledger, month, contract)
@@ -56,15 +58,22 @@ def sealed_inputs(ledger: Ledger, month: str, contract: str, version: int | None
     if chosen is None:
         raise UsageError(f"{contract} {month} has no version {version} (versions: "
                          f"{', '.join(str(c.version) for c in versions)})")
-    if not chosen.sealed_ok():
-        raise UsageError(f"{contract} {month} 第 {chosen.version} 版: the stored closing no longer matches its seal "
-                         "(altered in the ledger); `ptmon month verify` says more")
-    sealed = load_sealed(ledger, chosen)
     history = [c for c in versions if c.version <= chosen.version]
+    accepted = accepted_gaps(chosen)
+    problems = chain_problems(history)
+    sealed = None if problems else load_sealed(ledger, chosen)
+    if sealed is not None:
+        problems = document_problems(chosen, sealed)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(f"{contract} {month}: not rendered, {problems[0]}{more}; `ptmon month verify {month}` lists "
+                         "every difference")
+    assert sealed is not None
     previous = history[-2] if len(history) > 1 else None
     info = ClosingInfo(
         contract=contract, version=chosen.version, seal=chosen.seal, closed_at=chosen.closed_at,
-        closed_by=chosen.closed_by, reason=chosen.reason, gaps_accepted=bool(chosen.doc.get("gaps_accepted")),
+        closed_by=chosen.closed_by, reason=chosen.reason, gaps_accepted=accepted is not None,
+        gaps_accepted_by=accepted[0] if accepted else "", gaps_accepted_in=accepted[1] if accepted else 0,
         late=late_sentence(chosen), history=tuple(_summary(c) for c in history),
         previous_rows=tuple(load_sealed(ledger, previous).rows) if previous else (),
         previous_money=tuple(_money(previous)) if previous else (),

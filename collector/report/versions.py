@@ -55,6 +55,8 @@ class ClosingInfo:
     closed_by: str
     reason: str  # why this version was made ('' for the first)
     gaps_accepted: bool  # the closing accepted a coverage below 100 %: the amounts are not provisional
+    gaps_accepted_by: str = ""  # who accepted them
+    gaps_accepted_in: int = 0  # in which version (this one, or an earlier one whose gaps these are)
     late: str  # what the late heartbeats did, one sentence
     history: tuple[VersionSummary, ...]  # versions 1 … this one
     previous_rows: tuple[KpiRow, ...] = ()  # the previous version's KPI rows (a restatement)
@@ -64,6 +66,12 @@ class ClosingInfo:
     @property
     def label(self) -> str:
         return f"第 {self.version} 版"
+
+    @property
+    def gaps_note(self) -> str:
+        """Who accepted the monitoring gaps, and when (the sealing of this version or of an earlier one)."""
+        when = "于封存时" if self.gaps_accepted_in in (0, self.version) else f"于第 {self.gaps_accepted_in} 版封存时"
+        return f"监测缺口已由 {self.gaps_accepted_by or self.closed_by} {when}审核认定"
 
     @property
     def restated(self) -> bool:

@@ -31,7 +31,7 @@ SECTION = """\
 <div class="closing-note"><p>本报告为 {{ v.month_label }}{{ names }}的封存结账{{ c.label }}：数字来自结账时封存的台账与输入文件，
 任何时候重新生成均与本报告逐字节一致。结账后到达的数据（迟到报文、补登或撤销的豁免、设备清单与规则的更正）
 只通过更正（新版本）生效，旧版本原样保留。</p>
-{% if c.gaps_accepted %}<p>本月监测覆盖率不足 100%：监测缺口已由 {{ c.closed_by|clean }} 于封存时审核认定，金额据此确定，不再标注暂定。</p>{% endif %}
+{% if c.gaps_accepted %}<p>本月监测覆盖率不足 100%：{{ c.gaps_note|clean }}，金额据此确定，不再标注暂定。</p>{% endif %}
 <p>迟到心跳（月末之后收到、设备时钟在本月内）：{{ c.late }}</p></div>
 <h3>版本记录</h3>
 <table>

@@ -16,7 +16,7 @@ def versions_sheet(view: ReportView) -> Sheet:
     sheet.append([f"{c.contract} {view.inputs.month} {c.label}" + ("（更正）" if c.restated else "（结账）")], "title")
     for key, value in (("封存", f"{fmt.instant(c.closed_at)} 由 {fmt.clean(c.closed_by)}"), ("封存校验值 SHA-256", c.seal),
                        ("更正原因", fmt.clean(c.reason) if c.restated else "—"),
-                       ("监测缺口", "结账时审核认定" if c.gaps_accepted else "—"), ("迟到心跳", c.late)):
+                       ("监测缺口", fmt.clean(c.gaps_note) if c.gaps_accepted else "—"), ("迟到心跳", c.late)):
         sheet.append([key, value], ["total", "text"])
     sheet.append()
     sheet.append(["版本", "封存时间", "封存人", "原因", "应付金额（元）", "封存校验值"], "header")
