@@ -38,6 +38,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+
 from ptmon.anomaly.monitor import AnomalyMonitor
 from ptmon.anomaly.records import Anomaly
 from ptmon.anomaly.rules import AnomalyRules, load_anomaly_rules

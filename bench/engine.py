@@ -46,15 +46,15 @@ import orjson
 
 from ptmon.archive import encode_record
 from ptmon.decode import Decoder
-from ptmon.lines import scan
 from ptmon.engine import Engine
+from ptmon.lines import scan
 from ptmon.registry import Registry, load_registry, parse_registry
 from ptmon.replay import BATCH_SIZE, freeze_startup_heap
 from ptmon.rules import load_rules
-from ptmon.tally import Tally
-from ptmon.timebase import US_PER_S, date_to_day, day_start, format_instant
 from ptmon.simulators.district import COLUMNS, generate_registry
 from ptmon.simulators.synthetic import Scenario, TrafficGenerator
+from ptmon.tally import Tally
+from ptmon.timebase import US_PER_S, date_to_day, day_start, format_instant
 
 DAY_US = 86_400 * US_PER_S
 START_DAY = date_to_day(date(2026, 11, 1))  # a month start; the district's replacements are all done by then

@@ -60,15 +60,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ptmon.archive import CONTROL_PREFIX, ArchiveReader
+from ptmon.ledger.read import ledger_results
+from ptmon.ledger.store import Ledger
 from ptmon.live import month_of
 from ptmon.registry import Registry, load_registry
 from ptmon.replay import replay
 from ptmon.rules import load_rules
+from ptmon.simulators.loopback import free_port, wait_for_port
 from ptmon.sinks.archive import archive_files
 from ptmon.timebase import format_instant, seconds_to_us
-from ptmon.simulators.loopback import free_port, wait_for_port
-from ptmon.ledger.read import ledger_results
-from ptmon.ledger.store import Ledger
 from tests.programs import program
 from tests.servers import InfluxServer, influx_rows, influxql
 from tests.storage import Filler, lock_ledger, mount_small_filesystem, unmount

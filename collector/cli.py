@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .errors import PtmonError, UsageError
 from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
-from .month.commands import add_month_parser, cmd_month
-from .report.commands import add_report_parser, cmd_report
-from .errors import PtmonError, UsageError
 from .merge import replay_partitions, tagged_archives
+from .month.commands import add_month_parser, cmd_month
 from .registry import load_registry
+from .report.commands import add_report_parser, cmd_report
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .timebase import day_of, day_to_date, format_instant, month_bounds, parse_instant, seconds_to_us
 

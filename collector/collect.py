@@ -72,7 +72,7 @@ from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .lock import CollectorLocks
 from .loss import LossPoints, LossWindow, broker_lines
 from .metrics import LossCounts, Metrics, PipelineCounts, serve_metrics
-from .partition import claim, owned_points, refuse_partitioned, partition_of, partitioned_config, restrict_registry
+from .partition import claim, owned_points, partition_of, partitioned_config, refuse_partitioned, restrict_registry
 from .registry import Registry, load_registry
 from .replay import Feed, freeze_startup_heap
 from .results import Results

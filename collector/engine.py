@@ -54,8 +54,7 @@ import numpy as np
 
 from .batch import CountedEvents, DecodedBatch
 from .counting import KIND_CODE, CountListener, by_slot, engine_events
-from .engine_listeners import (DeltaListener, DeviceListener, EngineListener, GatewayListener, StatusListener,
-                               UnexemptedListener)
+from .engine_listeners import DeltaListener, DeviceListener, EngineListener, GatewayListener, StatusListener, UnexemptedListener
 from .exemptions import ExemptionMask
 from .heartbeats import HeartbeatRounds
 from .plausibility import ALLOWANCE_CAP_MS, PLAUSIBILITY

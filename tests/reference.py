@@ -193,7 +193,7 @@ class _DeviceState:
         self.last_t: int = 0  # receive time of the last accepted heartbeat (µs)
         self.day: int | None = None  # Shanghai day of the last accepted heartbeat
         self.resets_today = 0  # resets received on that day
-        self.unmatched = {pair: 0 for pair in PAIRS}  # attempts not yet matched by successes, per pair
+        self.unmatched = dict.fromkeys(PAIRS, 0)  # attempts not yet matched by successes, per pair
         self.allowance_ms = 0  # attempt allowance saved up
         self.lost: set[int] = set()  # seqs of the current sequence counted lost and not recovered
         self.gap: set[int] = set()  # seqs skipped by the gap (≤ 64) the last seq opened, not arrived yet
@@ -315,8 +315,8 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
         seen = [t for t in instants if observed(t)]
         observed_seconds = len(seen) * contract.sample_interval
         mine = [d for d in devices if devices[d]["contract"] == contract.code]
-        online = {s: 0 for s in street_codes}
-        expected = {s: 0 for s in street_codes}
+        online = dict.fromkeys(street_codes, 0)
+        expected = dict.fromkeys(street_codes, 0)
         if contract.online_method == "time_weighted":
             for t_k in seen:
                 for d in mine:
@@ -470,9 +470,7 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
     st.last_t, st.day, st.ts = t_us, day, _whole_seconds(ts)
     if boot is not None:
         st.boot = boot
-    if boot_changed:
-        st.seq = seq
-    elif seq is not None:
+    if boot_changed or seq is not None:
         st.seq = seq
     heartbeats[device_id].append(t_us)
     if start_us <= t_us < end_us and leased(device_id, day):
@@ -505,7 +503,7 @@ def _implausible(st: _DeviceState, dev: dict, counted: dict[str, int], reset: bo
         st.resets_today = 0
     if reset:
         st.resets_today += 1
-        st.unmatched = {pair: 0 for pair in PAIRS}
+        st.unmatched = dict.fromkeys(PAIRS, 0)
     elapsed_ms = (t_us - st.last_t) // 1000  # whole milliseconds since the last accepted heartbeat
     # what it saved up (at most a burst) and the time since it was last heard: never a day in one message
     st.allowance_ms = min(dev["burst_ms"], st.allowance_ms) + elapsed_ms

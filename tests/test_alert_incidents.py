@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
 from ptmon.collect import Collector
 from ptmon.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
 from ptmon.ledger.read import ledger_results

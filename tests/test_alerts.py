@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from ptmon.alerting.mailer import Mailer
 from ptmon.collect import Collector
 from ptmon.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig

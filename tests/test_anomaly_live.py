@@ -122,7 +122,7 @@ def test_influxdb_holds_the_anomalies_and_the_rollups(live):
     series = influxql(influx.url, "health", 'SELECT last("open") FROM "anomaly" GROUP BY "device", "kind"')
     found = {(s["tags"]["device"], s["tags"]["kind"]): s["values"][0][1]
              for r in series["results"] for s in r.get("series", [])}
-    assert found == {(d, k): 1 for d, k in faulty.items()}
+    assert found == dict.fromkeys(faulty.items(), 1)
     by_type = influxql(influx.url, "health", 'SELECT last("blind") AS b, last("degraded") AS d, last("stuck") AS s, '
                        'sum("expected") AS e FROM "sla_type" WHERE "street" = \'taopu\' GROUP BY "contract", "type"')
     cells = {(s["tags"]["contract"], s["tags"]["type"]): s["values"][0][1:] for r in by_type["results"]

@@ -10,7 +10,6 @@ is under test), archiving each batch before the engine sees it, as live."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import sys

@@ -19,10 +19,8 @@ from ptmon.errors import ConfigError
 from ptmon.exemptions import ExemptionMask
 from ptmon.ledger.records import Exemption
 from ptmon.ledger.store import Ledger
-from ptmon.replay import Feed
-from ptmon.decode import Decoder
 from ptmon.report.health import street_health
-from ptmon.rules import DEFAULT_RULES_DIR, COUNTERS
+from ptmon.rules import COUNTERS, DEFAULT_RULES_DIR
 from ptmon.simulators.scenario import load_scenario
 from ptmon.simulators.synthetic import Scenario, TrafficGenerator
 from ptmon.tally import Tally

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
 from ptmon import durable
 from ptmon.checkpoint import (
     LATER_DEVICE_ARRAYS,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from ptmon.collect import Collector
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger

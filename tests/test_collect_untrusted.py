@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from ptmon.collect import Collector
 from ptmon.config import CollectorConfig, EmailConfig
 from ptmon.replay import replay

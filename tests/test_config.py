@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from ptmon import config as config_module
 from ptmon.config import (
     CollectorConfig,
@@ -17,7 +19,6 @@ from ptmon.config import (
     load_config,
 )
 from ptmon.errors import ConfigError
-from pydantic import ValidationError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "ptmon.sample.toml"
 SECRETS = {"PTMON_MQTT_PASSWORD": "mqtt-Secret-1", "PTMON_INFLUX_PASSWORD": "influx-Secret-2",

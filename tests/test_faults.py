@@ -9,6 +9,7 @@ import time
 
 import pytest
 from prometheus_client import generate_latest
+
 from ptmon.collect import Collector
 from ptmon.config import CollectorConfig, StorageConfig
 from ptmon.faults import REPORT_EVERY, FaultCollector, Faults

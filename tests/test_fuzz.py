@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ptmon.batch import REJECT_KINDS
 from ptmon.boot_ids import boot_key
 from ptmon.decode import MAX_JSON_DEPTH, Decoder

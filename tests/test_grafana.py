@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from ptmon.collect import Collector
-from ptmon.timebase import US_PER_S
 from ptmon.grafana.build import DASHBOARD_DIR, stale_files
 from ptmon.simulators.link import BrokerAddress
 from ptmon.simulators.scenario import load_scenario
 from ptmon.simulators.simulate import Options, Simulator
+from ptmon.timebase import US_PER_S
 
 from .conftest import HEADER
 from .servers import InfluxServer, influxql

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from ptmon.archive import write_archive
 from ptmon.checkpoint import load_checkpoint, restore_decoder, save_checkpoint
 from ptmon.config import LimitsConfig, load_config

@@ -5,6 +5,7 @@ broker's $SYS values."""
 from __future__ import annotations
 
 import numpy as np
+
 from ptmon.alerting.book import AlertBook
 from ptmon.alerting.model import AlertKey, Cause, Phase
 from ptmon.alerting.transit import DISTRICT_LOSS, DROPS, TransitAlerts

@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+
 from ptmon.alerting.fmt import percent
 from ptmon.collect import Collector
 from ptmon.config import CollectorConfig, LossConfig

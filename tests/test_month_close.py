@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from ptmon.archive import ArchiveReader, write_archive
 from ptmon.cli import main
 from ptmon.ledger.closing import closing, closings

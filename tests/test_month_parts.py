@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from ptmon.archive import write_archive
 from ptmon.decode import Decoder
 from ptmon.engine import Engine

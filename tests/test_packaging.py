@@ -10,7 +10,6 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -121,7 +121,7 @@ def collected(tmp_path_factory) -> dict[str, object]:  # type: ignore[no-untyped
             stop = asyncio.Event()
             tasks = [asyncio.create_task(c.run(stop)) for c in collectors.values()]
             await wait_for(lambda: all(c.source.subscribed.is_set() for c in collectors.values()), "subscriptions")
-            expected = {name: 0 for name in PARTS}
+            expected = dict.fromkeys(PARTS, 0)
             i = 0
             for step_start in range(START, END, STEP):
                 clock.t = step_start + STEP / 2

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ptmon.registry import parse_registry
 from ptmon.replay import Replayer
 from ptmon.rules import DEFAULT_RULES_DIR, Rules, load_rules
@@ -200,7 +201,7 @@ class _Sim:
     def __init__(self, seq: int) -> None:
         self.seq = seq
         self.boot: object = None
-        self.counters: dict[str, int] = {c: 0 for c in COUNTERS}
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.clock = T0  # the device's ts
 
 
@@ -465,7 +466,7 @@ def test_boundaries_and_counters_example(rules_tw: Rules) -> None:
 def test_monitor_gaps_example(rules_tw: Rules) -> None:
     """Test that a down/up gap and a crash (up while up) leave the same observed samples."""
     cam = _row("c1", "cam", "c_slow", "taopu")
-    records = [_hb(T0 + 60 * k, cam, seq=k) for k in range(0, 10)]
+    records = [_hb(T0 + 60 * k, cam, seq=k) for k in range(10)]
     records += [(T0 + 600, "$ptmon/monitor", "down"), (T0 + 900, "$ptmon/monitor", "up")]
     records += [_hb(T0 + 960, cam, seq=20), (T0 + 1500, "$ptmon/monitor", "up"), _hb(T0 + 1560, cam, seq=21)]
     records += [_hb(T0 + 3700, cam, seq=22)]  # past the end: observation reaches the end

@@ -21,6 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from ptmon.simulators.loopback import free_port
 
 from .brokers import MosquittoServer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from ptmon.plausibility import ALLOWANCE_CAP_MS, PLAUSIBILITY, judge
 from ptmon.sequence import advance, fill, future_ts, head_met, restarted, ts_key
 

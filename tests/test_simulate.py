@@ -18,10 +18,10 @@ from ptmon.archive import ArchiveReader
 from ptmon.errors import ConfigError
 from ptmon.registry import load_registry
 from ptmon.replay import replay
-from ptmon.timebase import US_PER_S
 from ptmon.simulators.link import BrokerAddress
 from ptmon.simulators.scenario import load_scenario
 from ptmon.simulators.simulate import Options, Simulator
+from ptmon.timebase import US_PER_S
 
 from .brokers import Subscriber
 from .conftest import T0, TWO_STREETS, write_two_street_registry

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ptmon.archive import ArchiveReader
 from ptmon.collect import Collector
 from ptmon.config import CollectorConfig, EmailConfig, InfluxConfig, MqttConfig, StorageConfig
@@ -78,7 +79,7 @@ class Running:
     def _run(self) -> None:
         try:
             self.loop.run_until_complete(self.collector.run(self.stop))
-        except BaseException as exc:  # noqa: BLE001 - the test asserts on it
+        except BaseException as exc:
             self.error = exc
 
     def heartbeats(self) -> int:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+
 from ptmon.archive import RETAINED_TOPIC, ArchiveReader, retained_record, write_archive
 from ptmon.replay import Replayer, replay
 

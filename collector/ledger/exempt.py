@@ -27,8 +27,7 @@ from ..exemptions import ExemptionMask
 from ..registry import Registry
 from ..timebase import US_PER_S, UTC_OFFSET_US, day_start, format_instant
 from .grid import SampleGrid
-from .records import Exemption
-from .records import HourRow
+from .records import Exemption, HourRow
 from .store import Ledger
 
 HOUR_US = 3600 * US_PER_S

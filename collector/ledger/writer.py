@@ -27,8 +27,7 @@ import numpy as np
 from ..engine import Engine
 from ..tally import Tally
 from ..timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, day_start
-from .records import Episode
-from .records import CountRow, DayRow, HourRow
+from .records import CountRow, DayRow, Episode, HourRow
 from .store import Ledger
 
 log = logging.getLogger(__name__)
