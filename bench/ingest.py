@@ -41,7 +41,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.brokers import mosquitto  # noqa: E402
+from tests.brokers import mosquitto
 
 MB = 1_000_000
 

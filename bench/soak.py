@@ -126,7 +126,7 @@ class Report:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         notes = [f"  {c.name}: {c.note}" for c in self.checks if c.note]
-        return "\n".join(lines + (["", "notes:"] + notes if notes else []) + ([""] + self.info if self.info else []))
+        return "\n".join(lines + (["", "notes:", *notes] if notes else []) + (["", *self.info] if self.info else []))
 
 
 # --- the processes ------------------------------------------------------------------------
@@ -255,7 +255,10 @@ def write_scenario(path: Path, registry: Registry, window_s: int) -> Path:
     """Street outage, gateway deaths, churn, flapping and bad traffic, at fractions of the simulated window."""
     streets = [code for i, code in enumerate(registry.rules.street_codes()) if (registry.street == i).any()]
     many = len(registry) > 1000
-    at = lambda fraction: f"{int(window_s * fraction)}s"
+
+    def at(fraction: float) -> str:
+        return f"{int(window_s * fraction)}s"
+
     path.write_text(
         "name: soak\nevents:\n"
         f"  - street_outage: {{street: {streets[-1]}, from: {at(0.1)}, to: {at(0.3)}}}\n"

@@ -347,7 +347,7 @@ def _gateway_ok(tables: _Tables, gateway: str) -> bool:
 
 def _row_problems(fields: list[str], col: list[int], tables: _Tables) -> list[str]:
     """Every problem of one row, in the order they are reported (a duplicate id is found later)."""
-    device_id, contract, type_code, street, scenario, community, gateway, accepted, retired = (fields[i] for i in col)
+    device_id, contract, type_code, street, _scenario, _community, gateway, accepted, retired = (fields[i] for i in col)
     rules, contract_ix, type_ix = tables.rules, tables.contract_ix, tables.type_ix
     bad = []
     if (why := _check_id(device_id)) is not None:

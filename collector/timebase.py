@@ -31,7 +31,7 @@ FIRST_FIXED_OFFSET_DAY = (date(1991, 9, 15) - EPOCH_DAY0).days + 1
 
 def seconds_to_us(seconds: float) -> int:
     """Unix seconds (int or float) to integer microseconds, rounded to the nearest."""
-    return int(round(seconds * US_PER_S))
+    return int(round(seconds * US_PER_S))  # noqa: RUF046 - a numpy float64 rounds to float64 before numpy 2
 
 
 def times_to_us(times: Sequence[float] | np.ndarray) -> np.ndarray:

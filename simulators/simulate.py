@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import gzip
 import logging
 import os
@@ -123,7 +124,7 @@ class Recorder:
     """What was sent, as an archive ``ptmon replay`` reads."""
 
     def __init__(self, path: Path) -> None:
-        self._out = gzip.open(path, "wb", compresslevel=1)
+        self._out = gzip.open(path, "wb", compresslevel=1)  # noqa: SIM115 - open for the whole run, closed by close()
 
     def write(self, rows: list[Row]) -> None:
         self._out.write(b"".join([encode_record(row[0] / US_PER_S, row[1], row[2]) for row in rows]))
@@ -324,10 +325,8 @@ class Simulator:
             self.summary.sim_reached_us = end
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
-        except TimeoutError:
-            pass
 
     def _chunk_rows(self, chunk: Traffic, number: int) -> tuple[np.ndarray, list[str], list[str], np.ndarray, np.ndarray]:
         """One chunk's messages for this shard, with the scenario's bad traffic, sorted by send time."""

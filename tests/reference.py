@@ -59,7 +59,7 @@ RECORD_RESTARTS_OBSERVATION = True
 
 def to_us(t: float) -> int:
     """Receive time (unix seconds) to integer microseconds, rounded to the nearest."""
-    return int(round(t * US))
+    return int(round(t * US))  # noqa: RUF046 - a numpy float64 rounds to float64 before numpy 2
 
 
 def day_of(t_us: int) -> int:
@@ -342,7 +342,7 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
                         if any(day_of(h) == day for h in heartbeats[d]):
                             online[devices[d]["street"]] += 1
                 day += 1
-        for street in street_codes + ["district"]:
+        for street in [*street_codes, "district"]:
             group = street_codes if street == "district" else [street]
             exp = sum(expected[s] for s in group)
             for kpi in contract.kpis:
@@ -396,10 +396,8 @@ def _sequence(st: _DeviceState, seq, ts, boot_changed: bool, older_in_boot: bool
     if behind == 0 and st.jump and not st.gap:
         return "met"
     # 0–64 behind: a copy, a late message, or a device that rebooted without a boot id
-    if by_clock:
-        restarted = clock_restarted
-    else:
-        restarted = behind >= RESTART_MIN_BEHIND and seq < behind  # it started again near 0
+    # by clock, or a device that started again near 0
+    restarted = clock_restarted if by_clock else behind >= RESTART_MIN_BEHIND and seq < behind
     if restarted:
         return "new"
     return "duplicate" if behind == 0 else "stale"

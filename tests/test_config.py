@@ -298,7 +298,7 @@ def test_sections_built_in_code_are_validated_without_showing_secrets():
     assert "cli-Secret" not in str(err.value)
     with pytest.raises(ValidationError, match="must be 0 or 1"):
         MqttConfig(qos=2)
-    with pytest.raises(ValidationError, match="mqtt.reconnect_max"):
+    with pytest.raises(ValidationError, match=r"mqtt\.reconnect_max"):
         MqttConfig(reconnect_min=60)
     assert "hunter2" not in repr(MqttConfig(username="u", password="hunter2"))
 

@@ -229,7 +229,7 @@ def test_daily_method_counts_fully_observed_days(rules_dir):
     full = run(registry, records, T0, T0 + 2 * DAY).row("cam", "taopu", "online")
     assert (full.numerator, full.denominator, full.expected_device_samples) == (3, 4, 4)
     gap = [down(T0 + DAY + 7200), up(T0 + DAY + 7300)]
-    partial = run(registry, sorted(records[:-1] + gap) + [records[-1]], T0, T0 + 2 * DAY)
+    partial = run(registry, [*sorted(records[:-1] + gap), records[-1]], T0, T0 + 2 * DAY)
     row = partial.row("cam", "taopu", "online")
     assert (row.numerator, row.denominator) == (2, 2)
     assert partial.coverage["cam"]["complete_days"] == 1

@@ -126,7 +126,7 @@ def heartbeats(registry: Registry) -> list[tuple[float, str, str]]:
             records.append((T0 + 60 * k + i / 100, f"putuo/{contract}/{street}/{device_id}/hb", payload))
     for g in registry.gateways:
         records += [(T0 + 200, f"putuo/gw/{g}/status", "offline"), (T0 + 201, f"putuo/gw/{g}/status", "online")]
-    return records + [(T0 + 300, "$ptmon/tick", "")]
+    return [*records, (T0 + 300, "$ptmon/tick", "")]
 
 
 def test_points_are_exactly_the_intended_series(registry: Registry, influx_server: InfluxServer, influx_db: str) -> None:

@@ -264,7 +264,7 @@ def test_a_ledger_without_archive_or_checkpoint_is_never_started_over(tmp_path: 
     _crash(collector)
     config.checkpoint_path.unlink()
     shutil.rmtree(config.archive_path)
-    with pytest.raises(PtmonError, match="no archive .* to rebuild the state from"):
+    with pytest.raises(PtmonError, match=r"no archive .* to rebuild the state from"):
         Collector(config)
     with Ledger(config.ledger_path, readonly=True) as ledger:
         assert ledger.has_hours()
@@ -360,7 +360,7 @@ def test_a_clock_stepped_back_at_a_restart_replays_in_the_order_the_collector_sa
     _crash(collector)
     restarted = Collector(config)
     counters: dict = {f"{street}-cam{i}": (400, 400) for street in ("changzheng", "taopu") for i in range(12)}
-    push(restarted, [(float(T0 + 30 * 60 - 1), "$ptmon/monitor", "up")] + minutes(30, 90, counters=counters))
+    push(restarted, [(float(T0 + 30 * 60 - 1), "$ptmon/monitor", "up"), *minutes(30, 90, counters=counters)])
     restarted.engine.finish()
     restarted.ledger_writer.flush(open_buckets=True)
     from_ledger = ledger_results(restarted.ledger, restarted.registry, *_november())

@@ -176,8 +176,10 @@ def test_partitions_subscribe_load_and_tag_only_their_streets(collected) -> None
     assert archive_tag(tmp / "all" / "archive") is None
     import gzip
 
-    topics = [json.loads(line)["topic"] for f in sorted((tmp / "b" / "archive").glob("ptmon-*.jsonl.gz"))
-              for line in gzip.open(f, "rt")]
+    topics = []
+    for path in sorted((tmp / "b" / "archive").glob("ptmon-*.jsonl.gz")):
+        with gzip.open(path, "rt") as lines:
+            topics += [json.loads(line)["topic"] for line in lines]
     heartbeats = [t for t in topics if t.endswith("/hb")]
     assert heartbeats and all(t.split("/")[2] == "wanli" for t in heartbeats)
     with sqlite3.connect(tmp / "a" / "ledger.sqlite") as db:
@@ -355,7 +357,7 @@ def test_whole_district_and_partition_storage_are_not_taken_over(collected, tmp_
         shutil.copytree(tmp / name, tmp_path / name, ignore=shutil.ignore_patterns("*.lock", "lock*"))
     cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "all", metrics_listen="",
                           streets=("wanli",))
-    with pytest.raises(UsageError, match="hold a whole-district collector's data .* own data directory"):
+    with pytest.raises(UsageError, match=r"hold a whole-district collector's data .* own data directory"):
         Collector(cfg)
     assert archive_tag(tmp_path / "all" / "archive") is None
     cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "b", metrics_listen="")

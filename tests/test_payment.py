@@ -168,7 +168,7 @@ def test_contract_without_payment_rule(rules_dir):
     path.write_text(text[: text.index("  response_time: 24h")] + text[text.index("\ncam:"):], encoding="utf-8")
     iot = load_rules(rules_dir).contract("iot")
     assert iot.payment is None and iot.response_time == 86_400
-    with pytest.raises(ConfigError, match="iot.payment is missing"):
+    with pytest.raises(ConfigError, match=r"iot\.payment is missing"):
         payment_for(iot, "changshou", iot_rows(F(1), F(1)))
 
 

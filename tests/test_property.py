@@ -327,9 +327,8 @@ def scenario(draw, variant: str):
     records: list[tuple[float, str, str]] = []
     for record in _messages(draw, rows, times, hb_weight):
         same = [r for r in records if to_us(r[0]) == to_us(record[0])]
-        if AVOID_SAME_INSTANT_RESTART and same:
-            if any(_monitor(r) == "down" for r in same) or _monitor(record) == "up":
-                continue  # observation would end and restart at one instant (see AVOID_SAME_INSTANT_RESTART)
+        if AVOID_SAME_INSTANT_RESTART and same and (any(_monitor(r) == "down" for r in same) or _monitor(record) == "up"):
+            continue  # observation would end and restart at one instant (see AVOID_SAME_INSTANT_RESTART)
         records.append(record)
     return rows, records, start_us, end_us
 
@@ -483,7 +482,7 @@ def test_daily_lease_and_partial_days_example(rules_daily: Rules) -> None:
     records += [_hb(T0 + 50 * H, a, seq=2), _hb(T0 + 51 * H, b, seq=3), _hb(T0 + 72 * H + 60, a, seq=3)]
     assert_same(rules_daily, [a, b], records, to_us(T0), to_us(T0 + 72 * H))
     # a period cut inside days at both ends: only the wholly included, wholly observed day counts
-    early = [_hb(T0 - 24 * H, b, seq=0), _hb(T0 - 20 * H, b, seq=1)] + records[1:]
+    early = [_hb(T0 - 24 * H, b, seq=0), _hb(T0 - 20 * H, b, seq=1), *records[1:]]
     assert_same(rules_daily, [a, b], early, to_us(T0 - 6 * H), to_us(T0 + 48 * H + 1800))
 
 

@@ -74,7 +74,7 @@ def test_missing_directory_and_file(tmp_path, rules_dir):
     with pytest.raises(ConfigError, match="rules directory not found"):
         load_rules(tmp_path / "none")
     (rules_dir / "types.yaml").unlink()
-    with pytest.raises(ConfigError, match="types.yaml: cannot read rule file"):
+    with pytest.raises(ConfigError, match=r"types\.yaml: cannot read rule file"):
         load_rules(rules_dir)
 
 

@@ -91,7 +91,7 @@ def test_gateway_death_fires_last_will_and_silences_its_devices(rules, registry_
 
 def test_street_outage_replays_to_the_expected_online_rate(rules, registry_file, broker_port, tmp_path):
     """Test that a 6-hour outage in a simulated day replays to ~75 % online for that street's cameras."""
-    summary, record, registry = simulate(rules, registry_file, broker_port, tmp_path,
+    _summary, record, registry = simulate(rules, registry_file, broker_port, tmp_path,
                                          "events:\n  - street_outage: {street: changzheng, from: 6h, to: 12h}\n", hours=24)
     street_records = [r for r in records(record) if "/changzheng/" in r[1]]
     assert not [r for r in street_records if T0 + 6 * 3600 <= r[0] < T0 + 12 * 3600]

@@ -19,6 +19,7 @@ writes them later (the collector retries it, and saves no checkpoint ahead of th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 
@@ -89,10 +90,9 @@ class LedgerWriter:
             start = t - (t + UTC_OFFSET_US) % self.bucket
             self.hour = Tally(self.engine, start, start + self.bucket)
             if self._closed_hours and self.error is None:
-                try:
+                # kept pending with self.error set; raising here would break the engine mid-sample
+                with contextlib.suppress(sqlite3.Error):
                     self.flush()
-                except sqlite3.Error:
-                    pass  # kept pending with self.error set; raising here would break the engine mid-sample
         return self.hour
 
     def _roll_day(self, t: int) -> Tally:

@@ -17,6 +17,7 @@ a crash or a shutdown is written again, which InfluxDB treats as the same points
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import random
@@ -277,10 +278,8 @@ class InfluxSink:
             self._drop(batch.points, "memory full and the spool cannot keep up")
         if self._memory_bytes > limit and not self._closed and (self._spill_task is None or self._spill_task.done()) \
                 and time.monotonic() >= self._spill_retry_at:
-            try:
+            with contextlib.suppress(RuntimeError):  # submitted outside the loop (before it runs): the next cut spills
                 self._spill_task = asyncio.get_running_loop().create_task(self._spill_overflow())
-            except RuntimeError:  # submitted outside the loop (before it runs): the next cut spills
-                pass
 
     async def _spill_overflow(self) -> None:
         async with self._spool_lock:
@@ -463,10 +462,8 @@ class InfluxSink:
             if timeout <= 0:
                 self._cut()
                 return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
-        except TimeoutError:
-            pass
 
     async def _deliver(self, batch: Batch) -> bool:
         """Write a batch (in halves on 413) until written or dead-lettered; False if the sink stops first."""
