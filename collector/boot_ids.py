@@ -63,7 +63,7 @@ def boot_column(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndar
     present = np.ones(n, dtype=bool)
     bad = np.zeros(n, dtype=bool)
     # bool and float would hash equal to cached ints
-    keys = list(map(_boot_keys.get, values)) if set(map(type, values)) <= {str, int} else [None] * n
+    keys: list[int | None] = list(map(_boot_keys.get, values)) if set(map(type, values)) <= {str, int} else [None] * n
     for i in [i for i, key in enumerate(keys) if key is None]:
         v = values[i]
         if v is None:
