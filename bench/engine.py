@@ -184,8 +184,8 @@ def memory_child(path: str) -> None:
     contracts, streets = [c.code for c in rules.contracts], rules.street_codes()
     found = 0
     for a in range(0, len(registry), 50_000):  # every device reports once: the topic lookup at its fullest
-        batch = decoder.decode([(1.0, f"putuo/{contracts[registry.contract[i]]}/{streets[registry.street[i]]}/{registry.ids[i]}/hb", "{}")
-                                for i in range(a, min(a + 50_000, len(registry)))])
+        batch = decoder.decode([(1.0, f"putuo/{contracts[registry.contract[i]]}/{streets[registry.street[i]]}/"
+                                      f"{registry.ids[i]}/hb", "{}") for i in range(a, min(a + 50_000, len(registry)))])
         found += len(batch)
     assert found == len(registry), (found, len(registry))
     gc.collect()
@@ -217,7 +217,8 @@ def row(name: str, value: float, unit: str, limit: str, target: float) -> tuple[
     ok = {"≥": value >= target, "≤": value <= target, "<": value < target}[limit]
     shown = f"{value:,.3g}" if value < 100 else f"{value:,.0f}"
     wanted = f"{target:,.0f}" if target >= 10 else f"{target:g}"
-    return (name, f"{shown} {unit}".strip(), f"{limit} {wanted} {unit}".strip(), f"{value / target:.2f}", "PASS" if ok else "MISS")
+    return (name, f"{shown} {unit}".strip(), f"{limit} {wanted} {unit}".strip(), f"{value / target:.2f}",
+            "PASS" if ok else "MISS")
 
 
 def show(rows: list[tuple[str, ...]]) -> None:

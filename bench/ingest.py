@@ -253,7 +253,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     registry = work / "registry.csv"
     write_registry(registry, load_rules(), args.seed)
     messages = heartbeats(registry, args.messages, args.seed)
-    print(f"{len(messages):,} heartbeats of {registry} ({sum(len(t) + len(p) for t, p in messages) / len(messages):.0f} bytes each)")
+    mean_bytes = sum(len(t) + len(p) for t, p in messages) / len(messages)
+    print(f"{len(messages):,} heartbeats of {registry} ({mean_bytes:.0f} bytes each)")
     influx = None
     try:
         influx_url = ""

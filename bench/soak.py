@@ -655,11 +655,14 @@ def influx_count(url: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="wall minutes of simulation (default 10)")
-    parser.add_argument("--speed", type=float, default=60.0, help="simulated time runs K× faster (default 60: ~6,100 msg/s for the district)")
+    parser.add_argument("--speed", type=float, default=60.0,
+                        help="simulated time runs K× faster (default 60: ~6,100 msg/s for the district)")
     parser.add_argument("--registry", type=Path, help="registry CSV (default: generate the full district into the workdir)")
     parser.add_argument("--seed", type=int, default=1, help="registry and scenario seed (default 1)")
-    parser.add_argument("--workdir", type=Path, default=Path("ptmon-soak"), help="where everything goes (default ./ptmon-soak; must be new or empty)")
-    parser.add_argument("--rss-limit-mb", type=float, default=SoakOptions.rss_limit_mb, help="bound on the collector's RSS (default %(default)s)")
+    parser.add_argument("--workdir", type=Path, default=Path("ptmon-soak"),
+                        help="where everything goes (default ./ptmon-soak; must be new or empty)")
+    parser.add_argument("--rss-limit-mb", type=float, default=SoakOptions.rss_limit_mb,
+                        help="bound on the collector's RSS (default %(default)s)")
     parser.add_argument("--broker-restarts", type=int, default=2, help="Mosquitto restarts (default 2)")
     parser.add_argument("--influx-outage", type=float, default=25.0, help="seconds InfluxDB is stopped (default 25; 0: none)")
     parser.add_argument("--no-collector-kill", action="store_true", help="do not SIGKILL and restart the collector")

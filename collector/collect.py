@@ -243,7 +243,8 @@ class Collector:
             try:
                 snapshot = load_snapshot(self._sources.snapshot, self.registry)
             except CheckpointError as exc:  # an earlier snapshot, or every file, gives the same state
-                aside = self._sources.snapshot.with_name(f"{self._sources.snapshot.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+                aside = self._sources.snapshot.with_name(
+                    f"{self._sources.snapshot.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
                 os.replace(self._sources.snapshot, aside)
                 self.notes.append(f"{exc}; it is kept as {aside.name}")
                 continue

@@ -431,7 +431,8 @@ def _columnar(label: str, version: str, rules: Rules, ids: DeviceIds, chunks: _C
         index=IdIndex(sorted_ids),
         contract=contract,
         street=street,
-        **{name: chunks.column(name)[order] for name in ("type", "accepted_day", "retired_day", "community", "gateway", "scenario")},
+        **{name: chunks.column(name)[order]
+           for name in ("type", "accepted_day", "retired_day", "community", "gateway", "scenario")},
         communities=tables.communities.interned,
         gateways=tables.gateways.interned,
         scenarios=tables.scenarios.interned,

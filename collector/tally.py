@@ -147,7 +147,8 @@ class Tally:
         return online, expected, days
 
     @staticmethod
-    def _rows(contract: Contract, street: str, online_num: int, online_den: int, counters: np.ndarray, observed: int) -> list[KpiRow]:
+    def _rows(contract: Contract, street: str, online_num: int, online_den: int, counters: np.ndarray,
+              observed: int) -> list[KpiRow]:
         rows = []
         for kpi in contract.kpis:
             if kpi.code == "online":

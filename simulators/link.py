@@ -77,7 +77,8 @@ class BrokerAddress:
     ca_file: str | None = None
 
     @classmethod
-    def parse(cls, url: str, username: str | None = None, password: str | None = None, ca_file: str | None = None) -> BrokerAddress:
+    def parse(cls, url: str, username: str | None = None, password: str | None = None,
+              ca_file: str | None = None) -> BrokerAddress:
         """``mqtt://[user[:password]@]host[:port]``; ``username`` and ``password`` given apart take precedence."""
         from urllib.parse import urlsplit
 

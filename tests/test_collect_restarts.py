@@ -58,7 +58,8 @@ class Publisher:
     def heartbeat(self, device: str, seq: int) -> None:
         """Camera counters grow by ``tries`` tries and ``ok`` successes per heartbeat (10 and 9)."""
         assert self.connected.wait(60), "publisher not connected"
-        payload = {"seq": seq, "boot": "b1", "face_try": self.tries * seq, "face_ok": self.ok * seq, "plate_try": 0, "plate_ok": 0}
+        payload = {"seq": seq, "boot": "b1", "face_try": self.tries * seq, "face_ok": self.ok * seq,
+                   "plate_try": 0, "plate_ok": 0}
         info = self.client.publish(f"putuo/cam/taopu/{device}/hb", json.dumps(payload), qos=1)
         info.wait_for_publish(60)
 

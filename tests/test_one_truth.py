@@ -74,7 +74,8 @@ def test_hour_rows_keep_deltas_received_just_before_a_message_on_the_hour(rules,
 
 
 def test_data_quality_counts_come_from_the_period_in_ledger_and_replay(rules, tmp_path: Path) -> None:
-    """Test that rejects, duplicates, stale and unknown devices are counted per hour, so the ledger and a replay give the same figures for a period."""
+    """Test that rejects, duplicates, stale and unknown devices are counted per hour, so the ledger
+    and a replay give the same figures for a period."""
     registry = make_registry(rules, "c1,cam,face_cam,taopu", "s1,iot,smoke,changzheng")
     records = [up(T0 - 600), hb(T0 - 300, "ghost"), (T0 - 200, "putuo/cam/taopu/c1/hb", "{bad")]  # before the period
     records += [hb(T0 + 10, "c1", seq=1), hb(T0 + 20, "c1", seq=1), hb(T0 + 30, "c1", seq=2), hb(T0 + 40, "c1", seq=1)]

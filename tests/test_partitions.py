@@ -70,7 +70,8 @@ def write_registry(path: Path) -> Path:
 
 
 def config(tmp_path: Path, name: str, registry: Path, port: int) -> CollectorConfig:
-    return CollectorConfig(registry=registry, rules=tmp_path / "rules", data_dir=tmp_path / name, checkpoint_interval=3600.0, metrics_listen="",
+    return CollectorConfig(registry=registry, rules=tmp_path / "rules", data_dir=tmp_path / name, checkpoint_interval=3600.0,
+                           metrics_listen="",
                            mqtt=MqttConfig(port=port, client_id=f"collector-{name}-{time.monotonic_ns()}", qos=1),
                            streets=PARTS[name])
 

@@ -52,7 +52,8 @@ FAST = StorageConfig(retry_min=0.05, retry_max=0.5, alert_after=1.0)
 
 def write_registry(tmp_path: Path) -> Path:
     path = tmp_path / "registry.csv"
-    path.write_text("\n".join([HEADER] + [f"{d},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-0,2026-01-01," for d in CAMERAS]) + "\n")
+    rows = [f"{d},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-0,2026-01-01," for d in CAMERAS]
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
     return path
 
 

@@ -88,7 +88,8 @@ def _corrections(ledger: Ledger, registry: Registry, exemptions: list[Exemption]
         for row, ranges in windows.items():
             if registry.contract[row] != ci:
                 continue
-            lease = (grid.index(day_start(int(registry.accepted_day[row]))), grid.index(day_start(int(registry.retired_day[row]))))
+            lease = (grid.index(day_start(int(registry.accepted_day[row]))),
+                     grid.index(day_start(int(registry.retired_day[row]))))
             covered = _intersect(_union([(grid.index(a), grid.index(b)) for a, b in ranges]), [lease])
             street = int(registry.street[row])
             _add(expected[street], covered)

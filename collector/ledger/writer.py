@@ -170,7 +170,8 @@ class LedgerWriter:
         rows = []
         for kind, per_group in sorted(tally.counts.items()):
             for g in np.flatnonzero(per_group).tolist():
-                contract, street = ("", "") if g == self.engine.n_groups else (contracts[g // len(streets)], streets[g % len(streets)])
+                contract, street = (("", "") if g == self.engine.n_groups
+                                    else (contracts[g // len(streets)], streets[g % len(streets)]))
                 rows.append(CountRow(hour=tally.start, contract=contract, street=street, kind=kind, n=int(per_group[g])))
         return rows
 

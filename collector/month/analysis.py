@@ -237,6 +237,7 @@ def _notes(ctx: MonthContext, out: Analysis, registry: Registry) -> list[str]:
     found = of_contract(ctx.late_scan().heartbeats, registry, out.contract)
     if found:
         rule = registry.rules.contract(out.contract).late_heartbeats
-        how = "在合同规则的限度内计入 (counted within the contract's limits)" if rule.count else "不计入：以接收时间为准 (not counted)"
+        how = ("在合同规则的限度内计入 (counted within the contract's limits)" if rule.count
+               else "不计入：以接收时间为准 (not counted)")
         notes.append(f"报文存档中本月的迟到心跳 (late heartbeats of the month)：{describe(found)}；{how}")
     return notes

@@ -146,7 +146,8 @@ def _restate(ctx: MonthContext, args: argparse.Namespace, contracts: list[str]) 
 def _print_sealing(s: Sealing) -> None:
     c = s.closing
     district = next((m for m in c.doc["money"] if m["street"] == "district"), None)
-    money = f"fee {district['fee']}, deduction {district['deduction']}, payable {district['payable']}" if district else "no payment rule"
+    money = (f"fee {district['fee']}, deduction {district['deduction']}, payable {district['payable']}" if district
+             else "no payment rule")
     late = c.doc["inputs"]["late"]
     print(f"{c.contract} {c.month}: sealed {c.label} at {when(c.closed_at)} by {c.closed_by}")
     print(f"  seal {c.seal}")
