@@ -38,6 +38,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+
 from ptmon.anomaly.monitor import AnomalyMonitor
 from ptmon.anomaly.records import Anomaly
 from ptmon.anomaly.rules import AnomalyRules, load_anomaly_rules
@@ -95,7 +96,8 @@ class Lockstep:
             self.events += len(part)
 
 
-def run(registry: Registry, rules: AnomalyRules, scenario: Path, weeks: int, seed: int) -> tuple[list[Anomaly], Lockstep, AnomalyMonitor, object]:
+def run(registry: Registry, rules: AnomalyRules, scenario: Path, weeks: int,
+        seed: int) -> tuple[list[Anomaly], Lockstep, AnomalyMonitor, object]:
     end = START + weeks * 7 * DAY_US
     plan = load_scenario(scenario, registry, START, end, seed)
     generator = TrafficGenerator(registry, registry.rules, replace(plan.traffic, lead_in=True))
@@ -214,7 +216,8 @@ def report(scores: dict[str, Score], lockstep: Lockstep, monitor: AnomalyMonitor
                   and rate <= FALSE_ALARMS_TARGET and (kind == "stuck" or ttd <= TTD_TARGET_H))
         ok &= passed
         print(f"{'':10} targets: precision ≥ {TARGETS['precision'][kind]}, recall ≥ {TARGETS['recall'][kind]}, "
-              f"TTD ≤ {TTD_TARGET_H} h{' (cameras)' if kind != 'stuck' else ' (not met by 6-hourly NB-IoT sensors: see README)'}, "
+              f"TTD ≤ {TTD_TARGET_H} h"
+              f"{' (cameras)' if kind != 'stuck' else ' (not met by 6-hourly NB-IoT sensors: see README)'}, "
               f"false alarms ≤ {FALSE_ALARMS_TARGET}/1000 device-days: {'PASS' if passed else 'MISS'}")
     if scores["stuck"].ttd_hours:
         _stuck_by_period(scores["stuck"])

@@ -4,7 +4,8 @@ For each broker: start it as ``ptmon demo`` does (``simulators/demo_broker.py``)
 paho client to the heartbeats and gateway statuses, run ``ptmon simulate --speed 0`` (as fast
 as possible) over the registry, and time (1) from the simulator's start until the last
 gateway's retained ``online`` has arrived ("online s": loading the registry, then the gateways
-connecting, each with a Will) and (2) the heartbeats' delivery, first to last ("msg/s"). Prints a table and amqtt's ratios to Mosquitto.
+connecting, each with a Will) and (2) the heartbeats' delivery, first to last ("msg/s"). Prints a
+table and amqtt's ratios to Mosquitto.
 
     python bench/demo_broker.py                     # the whole district and a quarter of it
     python bench/demo_broker.py --minutes 10 --scales 1

@@ -46,15 +46,15 @@ import orjson
 
 from ptmon.archive import encode_record
 from ptmon.decode import Decoder
-from ptmon.lines import scan
 from ptmon.engine import Engine
+from ptmon.lines import scan
 from ptmon.registry import Registry, load_registry, parse_registry
 from ptmon.replay import BATCH_SIZE, freeze_startup_heap
 from ptmon.rules import load_rules
-from ptmon.tally import Tally
-from ptmon.timebase import US_PER_S, date_to_day, day_start, format_instant
 from ptmon.simulators.district import COLUMNS, generate_registry
 from ptmon.simulators.synthetic import Scenario, TrafficGenerator
+from ptmon.tally import Tally
+from ptmon.timebase import US_PER_S, date_to_day, day_start, format_instant
 
 DAY_US = 86_400 * US_PER_S
 START_DAY = date_to_day(date(2026, 11, 1))  # a month start; the district's replacements are all done by then
@@ -184,8 +184,8 @@ def memory_child(path: str) -> None:
     contracts, streets = [c.code for c in rules.contracts], rules.street_codes()
     found = 0
     for a in range(0, len(registry), 50_000):  # every device reports once: the topic lookup at its fullest
-        batch = decoder.decode([(1.0, f"putuo/{contracts[registry.contract[i]]}/{streets[registry.street[i]]}/{registry.ids[i]}/hb", "{}")
-                                for i in range(a, min(a + 50_000, len(registry)))])
+        batch = decoder.decode([(1.0, f"putuo/{contracts[registry.contract[i]]}/{streets[registry.street[i]]}/"
+                                      f"{registry.ids[i]}/hb", "{}") for i in range(a, min(a + 50_000, len(registry)))])
         found += len(batch)
     assert found == len(registry), (found, len(registry))
     gc.collect()
@@ -217,7 +217,8 @@ def row(name: str, value: float, unit: str, limit: str, target: float) -> tuple[
     ok = {"≥": value >= target, "≤": value <= target, "<": value < target}[limit]
     shown = f"{value:,.3g}" if value < 100 else f"{value:,.0f}"
     wanted = f"{target:,.0f}" if target >= 10 else f"{target:g}"
-    return (name, f"{shown} {unit}".strip(), f"{limit} {wanted} {unit}".strip(), f"{value / target:.2f}", "PASS" if ok else "MISS")
+    return (name, f"{shown} {unit}".strip(), f"{limit} {wanted} {unit}".strip(), f"{value / target:.2f}",
+            "PASS" if ok else "MISS")
 
 
 def show(rows: list[tuple[str, ...]]) -> None:

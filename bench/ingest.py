@@ -41,7 +41,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.brokers import mosquitto  # noqa: E402
+from tests.brokers import mosquitto
 
 MB = 1_000_000
 
@@ -254,7 +254,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     registry = work / "registry.csv"
     write_registry(registry, load_rules(), args.seed)
     messages = heartbeats(registry, args.messages, args.seed)
-    print(f"{len(messages):,} heartbeats of {registry} ({sum(len(t) + len(p) for t, p in messages) / len(messages):.0f} bytes each)")
+    mean_bytes = sum(len(t) + len(p) for t, p in messages) / len(messages)
+    print(f"{len(messages):,} heartbeats of {registry} ({mean_bytes:.0f} bytes each)")
     influx = None
     try:
         influx_url = ""

@@ -104,7 +104,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
     timed("month restate (both contracts)", results, lambda: _restate(setup, after))
     rate = records / peer
     print(f"\n{records:,} archive records in {args.hours} h; recompute and compare {rate:,.0f} records/s: a 30-day month "
-          f"of such traffic ({records * 30 * 24 / args.hours:,.0f} records) about {records * 30 * 24 / args.hours / rate / 60:.0f} min")
+          f"of such traffic ({records * 30 * 24 / args.hours:,.0f} records) about "
+          f"{records * 30 * 24 / args.hours / rate / 60:.0f} min")
     print(f"{'step':52} {'s':>8} {'× peer':>8}")
     for label, seconds, note in results:
         print(f"{label:52} {seconds:8.1f} {seconds / peer:8.2f}  {note}")

@@ -7,7 +7,8 @@ the registry CSV loaded and restricted to the partition's streets (as ``ptmon co
 does), the engine and decoder built, then ``--minutes`` (default 60) of the partition's simulated
 traffic decoded and applied. Printed per partition: devices, messages per hour, decode + engine
 events/s on one core, the share of one core the live traffic needs, RSS with registry, engine and
-decoder built (before any traffic), and the process's peak RSS (the traffic generator included). docs/scale.md sizes a city deployment from these figures.
+decoder built (before any traffic), and the process's peak RSS (the traffic generator included).
+docs/scale.md sizes a city deployment from these figures.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def child(registry_path: str, streets: list[str], minutes: float, seed: int) -> 
     freeze_startup_heap()
     events, busy = 0, 0.0
     for traffic in generator.chunks(start, end):
-        messages = list(zip((traffic.t / US_PER_S).tolist(), generator.topics[traffic.device].tolist(), generator.payloads(traffic)))
+        messages = list(zip((traffic.t / US_PER_S).tolist(), generator.topics[traffic.device].tolist(),
+                            generator.payloads(traffic)))
         began = time.perf_counter()
         engine.apply(decoder.decode(messages))
         busy += time.perf_counter() - began

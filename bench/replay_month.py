@@ -87,8 +87,8 @@ def write_inputs(tmp: Path, days: float, seed: int, workers: int) -> tuple[Path,
 
 
 def replay_seconds(registry: Path, archive: Path, start: str, end: str, csv_path: Path) -> float:
-    command = [str(Path(sys.executable).with_name("ptmon")), "replay", "--registry", str(registry), "--start", start, "--end", end,
-               "--csv", str(csv_path), "--quiet", str(archive)]
+    command = [str(Path(sys.executable).with_name("ptmon")), "replay", "--registry", str(registry),
+               "--start", start, "--end", end, "--csv", str(csv_path), "--quiet", str(archive)]
     began = time.perf_counter()
     subprocess.run(command, check=True)
     return time.perf_counter() - began
@@ -107,7 +107,8 @@ def main() -> int:
         tmp.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         registry, archive, start, end, count = write_inputs(tmp, args.days, args.seed, args.workers)
-        print(f"archive: {'reused' if count < 0 else f'{count:,} heartbeats'}, {archive.stat().st_size / 1e6:,.0f} MB gzip, written in "
+        print(f"archive: {'reused' if count < 0 else f'{count:,} heartbeats'}, "
+              f"{archive.stat().st_size / 1e6:,.0f} MB gzip, written in "
               f"{time.perf_counter() - began:.0f} s; period {start} — {end}", flush=True)
         lines, floor = floor_seconds(archive)
         print(f"floor: gzip decompress + orjson.loads of {lines:,} lines in {floor:.1f} s ({lines / floor:,.0f}/s)", flush=True)

@@ -28,11 +28,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ptmon.grafana.boards import cameras, street  # noqa: E402
-from ptmon.grafana.build import DASHBOARD_DIR  # noqa: E402
-from ptmon.rules import load_rules  # noqa: E402
-from ptmon.simulators.district import generate_registry  # noqa: E402
-from tests.servers import InfluxServer, influxql  # noqa: E402
+from ptmon.grafana.boards import cameras, street
+from ptmon.grafana.build import DASHBOARD_DIR
+from ptmon.rules import load_rules
+from ptmon.simulators.district import generate_registry
+from tests.servers import InfluxServer, influxql
 
 DATABASE = "rollups"
 INTERVAL_S = 300

@@ -60,15 +60,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ptmon.archive import CONTROL_PREFIX, ArchiveReader
+from ptmon.ledger.read import ledger_results
+from ptmon.ledger.store import Ledger
 from ptmon.live import month_of
 from ptmon.registry import Registry, load_registry
 from ptmon.replay import replay
 from ptmon.rules import load_rules
+from ptmon.simulators.loopback import free_port, wait_for_port
 from ptmon.sinks.archive import archive_files
 from ptmon.timebase import format_instant, seconds_to_us
-from ptmon.simulators.loopback import free_port, wait_for_port
-from ptmon.ledger.read import ledger_results
-from ptmon.ledger.store import Ledger
 from tests.programs import program
 from tests.servers import InfluxServer, influx_rows, influxql
 from tests.storage import Filler, lock_ledger, mount_small_filesystem, unmount
@@ -126,7 +126,7 @@ class Report:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         notes = [f"  {c.name}: {c.note}" for c in self.checks if c.note]
-        return "\n".join(lines + (["", "notes:"] + notes if notes else []) + ([""] + self.info if self.info else []))
+        return "\n".join(lines + (["", "notes:", *notes] if notes else []) + (["", *self.info] if self.info else []))
 
 
 # --- the processes ------------------------------------------------------------------------
@@ -255,7 +255,10 @@ def write_scenario(path: Path, registry: Registry, window_s: int) -> Path:
     """Street outage, gateway deaths, churn, flapping and bad traffic, at fractions of the simulated window."""
     streets = [code for i, code in enumerate(registry.rules.street_codes()) if (registry.street == i).any()]
     many = len(registry) > 1000
-    at = lambda fraction: f"{int(window_s * fraction)}s"
+
+    def at(fraction: float) -> str:
+        return f"{int(window_s * fraction)}s"
+
     path.write_text(
         "name: soak\nevents:\n"
         f"  - street_outage: {{street: {streets[-1]}, from: {at(0.1)}, to: {at(0.3)}}}\n"
@@ -652,11 +655,14 @@ def influx_count(url: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="wall minutes of simulation (default 10)")
-    parser.add_argument("--speed", type=float, default=60.0, help="simulated time runs K× faster (default 60: ~6,100 msg/s for the district)")
+    parser.add_argument("--speed", type=float, default=60.0,
+                        help="simulated time runs K× faster (default 60: ~6,100 msg/s for the district)")
     parser.add_argument("--registry", type=Path, help="registry CSV (default: generate the full district into the workdir)")
     parser.add_argument("--seed", type=int, default=1, help="registry and scenario seed (default 1)")
-    parser.add_argument("--workdir", type=Path, default=Path("ptmon-soak"), help="where everything goes (default ./ptmon-soak; must be new or empty)")
-    parser.add_argument("--rss-limit-mb", type=float, default=SoakOptions.rss_limit_mb, help="bound on the collector's RSS (default %(default)s)")
+    parser.add_argument("--workdir", type=Path, default=Path("ptmon-soak"),
+                        help="where everything goes (default ./ptmon-soak; must be new or empty)")
+    parser.add_argument("--rss-limit-mb", type=float, default=SoakOptions.rss_limit_mb,
+                        help="bound on the collector's RSS (default %(default)s)")
     parser.add_argument("--broker-restarts", type=int, default=2, help="Mosquitto restarts (default 2)")
     parser.add_argument("--influx-outage", type=float, default=25.0, help="seconds InfluxDB is stopped (default 25; 0: none)")
     parser.add_argument("--no-collector-kill", action="store_true", help="do not SIGKILL and restart the collector")

@@ -280,7 +280,8 @@ class ArchiveReader:
         logging and every record stay here, in order, so reading stops exactly where the caller
         stops. Archives read as several streams merged by time are read line by line."""
         ordered = sorted(self.paths, key=_write_order)
-        if len(ordered) > 1 and not (len({p.parent for p in ordered}) == 1 and all(ARCHIVE_FILE_NAME.fullmatch(p.name) for p in ordered)):
+        if len(ordered) > 1 and not (len({p.parent for p in ordered}) == 1
+                                     and all(ARCHIVE_FILE_NAME.fullmatch(p.name) for p in ordered)):
             yield from self
             return
 

@@ -62,10 +62,8 @@ def boot_column(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndar
         _boot_keys.clear()
     present = np.ones(n, dtype=bool)
     bad = np.zeros(n, dtype=bool)
-    if set(map(type, values)) <= {str, int}:  # bool and float would hash equal to cached ints
-        keys = list(map(_boot_keys.get, values))
-    else:
-        keys = [None] * n
+    # bool and float would hash equal to cached ints
+    keys: list[int | None] = list(map(_boot_keys.get, values)) if set(map(type, values)) <= {str, int} else [None] * n
     for i in [i for i, key in enumerate(keys) if key is None]:
         v = values[i]
         if v is None:

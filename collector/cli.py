@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .errors import PtmonError, UsageError
 from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
-from .month.commands import add_month_parser, cmd_month
-from .report.commands import add_report_parser, cmd_report
-from .errors import PtmonError, UsageError
 from .merge import replay_partitions, tagged_archives
+from .month.commands import add_month_parser, cmd_month
 from .registry import load_registry
+from .report.commands import add_report_parser, cmd_report
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .timebase import day_of, day_to_date, format_instant, month_bounds, parse_instant, seconds_to_us
 
@@ -100,15 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "traffic; the same --seed gives the same run. --record writes what was sent as an archive "
                          "that `ptmon replay` reads.")
     sim.add_argument("--registry", required=True, metavar="FILE", help="device registry CSV")
-    sim.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL", help="mqtt://host:port or mqtts://host:port (default mqtt://127.0.0.1:1883)")
+    sim.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL",
+                     help="mqtt://host:port or mqtts://host:port (default mqtt://127.0.0.1:1883)")
     _add_rules(sim)
     sim.add_argument("--scenario", metavar="FILE", help="scenario YAML (see simulators/scenarios/); default: normal operation")
     sim.add_argument("--seed", type=int, default=1, help="random seed of the traffic and the scenario (default 1)")
-    sim.add_argument("--speed", type=float, default=1.0, metavar="K", help="simulated time runs K times faster than wall time; 0: as fast as possible (default 1)")
+    sim.add_argument("--speed", type=float, default=1.0, metavar="K",
+                     help="simulated time runs K times faster than wall time; 0: as fast as possible (default 1)")
     sim.add_argument("--start", metavar="T", help="simulated start instant (default: now)")
     sim.add_argument("--duration", metavar="D", help="simulated duration, e.g. 6h or 1d (default: until interrupted)")
     sim.add_argument("--record", metavar="FILE", help="also write what is sent as a gzip JSON Lines archive")
-    sim.add_argument("--shard", default="0/1", metavar="I/N", help="run only gateways with index %% N == I (split the district over processes)")
+    sim.add_argument("--shard", default="0/1", metavar="I/N",
+                     help="run only gateways with index %% N == I (split the district over processes)")
     sim.add_argument("--qos", type=int, choices=[0, 1], default=0, help="MQTT QoS of heartbeats (default 0)")
     sim.add_argument("--username", help="MQTT user name; the password comes from $PTMON_MQTT_PASSWORD")
     sim.add_argument("--ca", metavar="FILE", help="CA certificate for mqtts://")
@@ -121,13 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     col = sub.add_parser("collect", help="the live collector: MQTT in; archive, InfluxDB and Prometheus out",
                          epilog=COLLECT_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter,
-                         description=textwrap.fill("Subscribe to the district's heartbeats and gateway statuses, archive every message "
-                         "(gzip JSON Lines, one file per Shanghai day), keep the SLA engine's state (checkpointed, so a "
-                         "restart continues the month), write heartbeat and sla points to InfluxDB and serve Prometheus "
-                         "/metrics. Settings come from --config (see ptmon.sample.toml); the options below override it. "
-                         "Ctrl-C or SIGTERM shuts down in order; a second one exits at once.", 78))
+                         description=textwrap.fill("Subscribe to the district's heartbeats and gateway statuses, "
+                         "archive every message (gzip JSON Lines, one file per Shanghai day), keep the SLA engine's state "
+                         "(checkpointed, so a restart continues the month), write heartbeat and sla points to InfluxDB "
+                         "and serve Prometheus /metrics. Settings come from --config (see ptmon.sample.toml); "
+                         "the options below override it. Ctrl-C or SIGTERM shuts down in order; a second one exits at once.", 78))
     col.add_argument("--config", metavar="FILE", help="TOML config file (secrets come from the environment variables it names)")
-    col.add_argument("--check-config", action="store_true", help="validate the config and the registry, print the effective settings, exit")
+    col.add_argument("--check-config", action="store_true",
+                     help="validate the config and the registry, print the effective settings, exit")
     col.add_argument("--broker", metavar="URL", help="mqtt://[user[:password]@]host:port or mqtts://...; a user without "
                      "password takes it from $PTMON_MQTT_PASSWORD (never printed; prefer it: a password on the command line is "
                      "visible to other users in ps)")
@@ -146,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim_clock = col.add_argument_group("simulated clock", "for simulations and tests: the collector stamps receive times "
                                        "on the clock `ptmon simulate --start T --anchor A --speed K` runs on")
     sim_clock.add_argument("--sim-start", metavar="T", help="the simulated instant at wall time --sim-anchor")
-    sim_clock.add_argument("--sim-anchor", type=float, metavar="UNIX_TIME", help="wall-clock unix time at which it is --sim-start")
-    sim_clock.add_argument("--sim-speed", type=float, default=1.0, metavar="K", help="simulated time runs K times faster (default 1)")
+    sim_clock.add_argument("--sim-anchor", type=float, metavar="UNIX_TIME",
+                           help="wall-clock unix time at which it is --sim-start")
+    sim_clock.add_argument("--sim-speed", type=float, default=1.0, metavar="K",
+                           help="simulated time runs K times faster (default 1)")
 
     add_exempt_parser(sub)
     add_ledger_parser(sub)
@@ -175,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="share of every gateway's devices to simulate, in (0, 1] (default 1 on Mosquitto, 0.25 on amqtt)")
     demo.add_argument("--offline", action="store_true", help="no broker: synthetic archive → replay (a day in about 80 s)")
     demo.add_argument("--seed", type=int, default=1, help="random seed of the district and its traffic (default 1)")
-    demo.add_argument("--workdir", metavar="DIR", default="ptmon-demo", help="where the registry and archive go (default ./ptmon-demo)")
+    demo.add_argument("--workdir", metavar="DIR", default="ptmon-demo",
+                      help="where the registry and archive go (default ./ptmon-demo)")
     return parser
 
 
@@ -320,8 +327,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return run_collect(args)
 
 
-COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate, "demo": cmd_demo,
-            "exempt": cmd_exempt, "ledger": cmd_ledger, "month": cmd_month, "report": cmd_report}
+COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_registry, "rules": cmd_rules, "simulate": cmd_simulate,
+            "demo": cmd_demo, "exempt": cmd_exempt, "ledger": cmd_ledger, "month": cmd_month, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -212,7 +212,8 @@ class Decoder:
     def _late(self, messages: list[Message] | ArchiveLines, times: np.ndarray | None, late: np.ndarray) -> CountedEvents:
         rows = np.flatnonzero(late)
         t = times if times is not None else times_to_us(_received(messages))
-        topics = [messages.topic(i) for i in rows.tolist()] if isinstance(messages, ArchiveLines) else [messages[i][1] for i in rows.tolist()]
+        topics = ([messages.topic(i) for i in rows.tolist()] if isinstance(messages, ArchiveLines)
+                  else [messages[i][1] for i in rows.tolist()])
         device = self.topics.rows(topics)
         return CountedEvents(t[rows], device, np.full(len(rows), DECODER_KIND_CODE["late"], dtype=np.int16))
 
@@ -336,9 +337,11 @@ class Decoder:
                 self._noted.unknown.append((row, tracked))
             return None
         if self.registry.contract[device] != self._contracts[parts[1]]:
-            self._reject(row, "contract_mismatch", topic, f"registry says {self.registry.rules.contracts[self.registry.contract[device]].code}")
+            self._reject(row, "contract_mismatch", topic,
+                         f"registry says {self.registry.rules.contracts[self.registry.contract[device]].code}")
         else:  # the id and contract match, so the street is what differs from the registry topic
-            self._reject(row, "street_mismatch", topic, f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
+            self._reject(row, "street_mismatch", topic,
+                         f"registry says {self.registry.rules.streets[self.registry.street[device]].code}")
         return None
 
     def _retained(self, row: int, payload: bytes | str) -> int | None:

@@ -54,8 +54,7 @@ import numpy as np
 
 from .batch import CountedEvents, DecodedBatch
 from .counting import KIND_CODE, CountListener, by_slot, engine_events
-from .engine_listeners import (DeltaListener, DeviceListener, EngineListener, GatewayListener, StatusListener,
-                               UnexemptedListener)
+from .engine_listeners import DeltaListener, DeviceListener, EngineListener, GatewayListener, StatusListener, UnexemptedListener
 from .exemptions import ExemptionMask
 from .heartbeats import HeartbeatRounds
 from .plausibility import ALLOWANCE_CAP_MS, PLAUSIBILITY
@@ -85,7 +84,8 @@ class Engine(HeartbeatRounds):
         self.sample_interval = [c.sample_interval * US_PER_S for c in rules.contracts]
         self.tick = math.gcd(*self.sample_interval)
         self.street_bounds = [  # each street's devices within its contract's slice
-            [(g.start - sl.start, g.stop - sl.start) for g in map(registry.group_slice, range(ci * self.n_streets, (ci + 1) * self.n_streets))]
+            [(g.start - sl.start, g.stop - sl.start)
+             for g in map(registry.group_slice, range(ci * self.n_streets, (ci + 1) * self.n_streets))]
             for ci, sl in enumerate(self.contract_slices)
         ]
 

@@ -84,7 +84,7 @@ class Faults:
         self.report_every = report_every
         self.monotonic, self.wall = monotonic, wall
         self.active: dict[str, Fault] = {}
-        self.episodes = {stage: 0 for stage in STAGES}
+        self.episodes = dict.fromkeys(STAGES, 0)
         self.on_alert: AlertHook | None = None
         self.details: dict[str, Callable[[], str]] = {}  # per stage: what it holds, for the log line
 

@@ -33,7 +33,8 @@ class BadValueCounter(Protocol):
                          device: np.ndarray) -> None: ...
 
 
-def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, Any]], decoder: BadValueCounter | None = None) -> DecodedBatch:
+def decode_columns(t: np.ndarray, device: np.ndarray, objects: list[dict[str, Any]],
+                   decoder: BadValueCounter | None = None) -> DecodedBatch:
     """Pull every wire-contract key out of decoded payload objects, column by column.
 
     Payloads of one firmware share a key set, so objects are grouped by their keys and each

@@ -88,7 +88,8 @@ class HeartbeatRounds:
             duplicate, stale = back & (behind == 0), back & (behind > 0)
             self.stats["duplicate"] += int(duplicate.sum())
             self.stats["stale"] += int(stale.sum())
-            counted += [engine_events(b.t[idx[mask]], d[mask], kind) for kind, mask in (("duplicate", duplicate), ("stale", stale))]
+            counted += [engine_events(b.t[idx[mask]], d[mask], kind)
+                        for kind, mask in (("duplicate", duplicate), ("stale", stale))]
             heard = late | met
             if heard.any():
                 heard_out, heard_counted = self._heard_late(b, idx[heard], d[heard], behind[heard], met[heard], cols)

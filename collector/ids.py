@@ -233,7 +233,7 @@ class IdIndex(Mapping[str, int]):
     Sorted 64-bit hashes of the ids with their rows; a match is confirmed on the id's bytes.
     """
 
-    __slots__ = ("ids", "_hashes", "_rows", "_shared")
+    __slots__ = ("_hashes", "_rows", "_shared", "ids")
 
     def __init__(self, ids: DeviceIds) -> None:
         self.ids = ids

@@ -114,7 +114,8 @@ class SlaPoints:
             self._gauges(row.contract, row.street, row.kpi, value, row.passed, online_by_street[si], expected_by_street[si])
         self.emit(lines)
 
-    def _gauges(self, contract: str, street: str, kpi: str, value: SupportsFloat | None, passed: bool | None, online: int, expected: int) -> None:
+    def _gauges(self, contract: str, street: str, kpi: str, value: SupportsFloat | None, passed: bool | None,
+                online: int, expected: int) -> None:
         if self.metrics is None:
             return
         if value is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import UsageError
@@ -199,8 +200,8 @@ def recompute_partitions(archives: list[tuple[Path, Partition | None]], registry
     """Recompute ``month`` from each partition's archive directory (its snapshot and the files after
     it) with its own registry rows, and merge the results into ``into``. Returns the files read."""
     from .ledger.rebuild import rebuild_ledger, recompute_month
-    from .timebase import month_bounds
     from .snapshots import month_sources
+    from .timebase import month_bounds
 
     read: list[tuple[str, Path]] = []
     ledgers = []
@@ -239,5 +240,12 @@ def merged_ledger_file(paths: Sequence[Path], rules: Rules, out: Path) -> Path:
     return out
 
 
-__all__ = ["merge_ledgers", "merge_results", "merged_ledger_file", "recompute_partitions", "replay_partitions",
-           "tagged_archives", "intersect_spans"]
+__all__ = [
+    "intersect_spans",
+    "merge_ledgers",
+    "merge_results",
+    "merged_ledger_file",
+    "recompute_partitions",
+    "replay_partitions",
+    "tagged_archives",
+]

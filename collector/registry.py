@@ -347,7 +347,7 @@ def _gateway_ok(tables: _Tables, gateway: str) -> bool:
 
 def _row_problems(fields: list[str], col: list[int], tables: _Tables) -> list[str]:
     """Every problem of one row, in the order they are reported (a duplicate id is found later)."""
-    device_id, contract, type_code, street, scenario, community, gateway, accepted, retired = (fields[i] for i in col)
+    device_id, contract, type_code, street, _scenario, _community, gateway, accepted, retired = (fields[i] for i in col)
     rules, contract_ix, type_ix = tables.rules, tables.contract_ix, tables.type_ix
     bad = []
     if (why := _check_id(device_id)) is not None:
@@ -431,7 +431,8 @@ def _columnar(label: str, version: str, rules: Rules, ids: DeviceIds, chunks: _C
         index=IdIndex(sorted_ids),
         contract=contract,
         street=street,
-        **{name: chunks.column(name)[order] for name in ("type", "accepted_day", "retired_day", "community", "gateway", "scenario")},
+        **{name: chunks.column(name)[order]
+           for name in ("type", "accepted_day", "retired_day", "community", "gateway", "scenario")},
         communities=tables.communities.interned,
         gateways=tables.gateways.interned,
         scenarios=tables.scenarios.interned,

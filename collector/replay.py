@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, restore_decoder
 from .archive import CONTROL_PREFIX, MONITOR_TOPIC, RETAINED_TOPIC, TICK_TOPIC, ArchiveReader, Record
-from .lines import ArchiveLines
+from .checkpoint import Checkpoint, restore_decoder
 from .decode import LIMITS_TOPIC, DecodedBatch, Decoder
 from .engine import Engine
 from .exemptions import ExemptionMask
 from .ledger.records import Exemption
+from .lines import ArchiveLines
 from .registry import Registry
 from .results import Results
 from .tally import Tally
-from .timebase import US_PER_S, month_bounds, seconds_to_us, day_of, day_to_date, times_to_us
+from .timebase import US_PER_S, day_of, day_to_date, month_bounds, seconds_to_us, times_to_us
 
 
 def month_of(t: int) -> tuple[int, int]:

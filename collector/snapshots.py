@@ -70,7 +70,7 @@ class MonthSources:
 def month_sources(archive_dirs: list[Path], month: str) -> MonthSources:
     """The latest snapshot at or before ``month`` in the first directory that has one, and every
     archive file from the snapshot's month to the end of ``month`` (all before it, without one)."""
-    start, end = month_bounds(month)
+    _start, end = month_bounds(month)
     snapshot = None
     for directory in archive_dirs:
         found = sorted((m.group(1), p) for p in directory.glob("ptmon-*.state.npz") if (m := _NAME.fullmatch(p.name))

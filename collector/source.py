@@ -148,7 +148,8 @@ class MqttSource:
         while not self._stopping.is_set():
             try:
                 if first:
-                    clean_start: Any = not self.config.persistent_session if self.config.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+                    clean_start: Any = (not self.config.persistent_session if self.config.protocol == "5"
+                                        else mqtt.MQTT_CLEAN_START_FIRST_ONLY)
                     self.client.connect(self.config.host, self.config.port, self.config.keepalive,
                                         clean_start=clean_start, properties=self._connect_properties())
                     first = False
@@ -273,7 +274,8 @@ class MqttSource:
             if self.broker_stats is not None:
                 self.broker_stats.update(topic, text, received)
             return
-        record = retained_record(received, topic, text) if message.retain and not _gateway_status(topic) else (received, topic, text)
+        record = (retained_record(received, topic, text) if message.retain and not _gateway_status(topic)
+                  else (received, topic, text))
         with self._lock:
             if message.qos:
                 self._mids.append(message.mid)

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .counting import add_counts
 from .batch import REJECT_KINDS
+from .counting import add_counts
 from .engine import Engine
 from .errors import UsageError
+from .results import KpiRow, Results
 from .rules import COUNTERS, RATIO_KPIS, Contract
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, day_start
-from .results import KpiRow, Results
 
 DISTRICT = "district"
 _COUNTER_COLUMN = {name: i for i, name in enumerate(COUNTERS)}
@@ -152,7 +152,8 @@ class Tally:
         return online, expected, days
 
     @staticmethod
-    def _rows(contract: Contract, street: str, online_num: int, online_den: int, counters: np.ndarray, observed: int) -> list[KpiRow]:
+    def _rows(contract: Contract, street: str, online_num: int, online_den: int, counters: np.ndarray,
+              observed: int) -> list[KpiRow]:
         rows = []
         for kpi in contract.kpis:
             if kpi.code == "online":

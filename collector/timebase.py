@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -25,13 +25,13 @@ US_PER_S = 1_000_000
 DAY_US = 86_400 * US_PER_S
 UTC_OFFSET_US = 8 * 3600 * US_PER_S
 EPOCH_DAY0 = date(1970, 1, 1)
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIRST_FIXED_OFFSET_DAY = (date(1991, 9, 15) - EPOCH_DAY0).days + 1
 
 
 def seconds_to_us(seconds: float) -> int:
     """Unix seconds (int or float) to integer microseconds, rounded to the nearest."""
-    return int(round(seconds * US_PER_S))
+    return int(round(seconds * US_PER_S))  # noqa: RUF046 - a numpy float64 rounds to float64 before numpy 2
 
 
 def times_to_us(times: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ def month_bounds(month: str) -> tuple[int, int]:
     if not m or not 1 <= int(m.group(2)) <= 12:
         raise UsageError(f"month must be YYYY-MM, got {month!r}")
     year, mon = int(m.group(1)), int(m.group(2))
-    if not 1970 <= year or (year, mon) > (9999, 11):
+    if year < 1970 or (year, mon) > (9999, 11):
         raise UsageError(f"month {month!r} is out of range (1970-01 to 9999-11)")
     first = date(year, mon, 1)
     after = date(year + mon // 12, mon % 12 + 1, 1)

@@ -139,7 +139,7 @@ def table(title: str, targets: Sequence[dict[str, Any]], *, columns: Mapping[str
     order = list(columns)
     panel["transformations"] = [
         {"id": "merge", "options": {}},
-        {"id": "organize", "options": {"excludeByName": {"Time": True, **{c: True for c in hidden}},
+        {"id": "organize", "options": {"excludeByName": {"Time": True, **dict.fromkeys(hidden, True)},
                                        "renameByName": dict(columns),
                                        "indexByName": {name: i for i, name in enumerate(order)}}},
     ]

@@ -64,7 +64,8 @@ name: 演示 (demo)
 silent_fraction: 0.003                # 0.3 % of the devices never report
 events:
   - street_outage: {{street: {OUTAGE_STREET}, from: {at(OUTAGE_FROM)}, to: {at(OUTAGE_TO)}}}   # 停电: every device silent
-  - gateway_death: {{count: {gateways}, street: {GATEWAY_STREET}, contract: {GATEWAY_CONTRACT}, at: {at(GATEWAY_AT)}}}  # no revival
+  - gateway_death: {{count: {gateways}, street: {GATEWAY_STREET}, contract: {GATEWAY_CONTRACT}, \
+at: {at(GATEWAY_AT)}}}  # no revival
   - success_drop: {{contract: cam, street: {CAPTURE_STREET}, factor: {SUCCESS_FACTOR}}}
   - success_drop: {{contract: iot, street: {SENSING_STREET}, factor: {SUCCESS_FACTOR}}}
   - unknown_devices: {{per_minute: 5}}

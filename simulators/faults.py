@@ -24,7 +24,8 @@ class DeviceWindows:
 
     def __init__(self, windows: list[tuple[np.ndarray, int, int, float]]) -> None:
         sizes = [len(np.atleast_1d(w[0])) for w in windows]
-        self.device = np.concatenate([np.atleast_1d(np.asarray(w[0], dtype=np.int64)) for w in windows]) if windows else np.zeros(0, np.int64)
+        self.device = (np.concatenate([np.atleast_1d(np.asarray(w[0], dtype=np.int64)) for w in windows]) if windows
+                       else np.zeros(0, np.int64))
         self.from_us, self.to_us, self.value = (np.repeat([w[i] for w in windows], sizes) for i in (1, 2, 3))
 
     def hits(self, t: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ the broker going away:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -76,7 +77,8 @@ class BrokerAddress:
     ca_file: str | None = None
 
     @classmethod
-    def parse(cls, url: str, username: str | None = None, password: str | None = None, ca_file: str | None = None) -> BrokerAddress:
+    def parse(cls, url: str, username: str | None = None, password: str | None = None,
+              ca_file: str | None = None) -> BrokerAddress:
         """``mqtt://[user[:password]@]host[:port]``; ``username`` and ``password`` given apart take precedence."""
         from urllib.parse import urlsplit
 
@@ -332,10 +334,8 @@ class Link:
             self.state = "closing"  # the broker closing its end now is no reason to reconnect
             writer.write(DISCONNECT)
             writer.close()  # unlike abort(), writes what is buffered first
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionError):
                 await asyncio.wait_for(writer.wait_closed(), 5)
-            except (TimeoutError, ConnectionError):
-                pass
         self.state = "closed"
         return self._end()
 

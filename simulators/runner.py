@@ -108,7 +108,7 @@ def run_simulation(args: argparse.Namespace) -> int:
 
     try:
         summary = asyncio.run(main())
-    except (OSError, LinkError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, LinkError) as exc:
         raise UsageError(f"cannot reach the broker {redact(args.broker)}: {exc}") from exc
     for line in summary.lines(plan):
         print(line, file=sys.stderr)

@@ -42,11 +42,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ptmon.errors import ConfigError
+from ptmon.errors import ConfigError, UsageError
 from ptmon.registry import Registry
 from ptmon.rules import parse_duration
 from ptmon.timebase import US_PER_S, parse_instant
-from ptmon.errors import UsageError
 
 from .faults import DeviceFault
 from .synthetic import Flapping, Outage, Scenario, Silence, SuccessWindow

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import gzip
 import logging
 import time
@@ -105,7 +106,8 @@ class Summary:
         out = [
             f"simulated {format_instant(self.sim_start_us)} — {format_instant(self.sim_reached_us)}"
             f" in {self.wall_seconds:.1f} s wall ({'interrupted' if self.interrupted else 'done'})",
-            f"sent {sum(self.sent.values()):,} messages, {self.rate():,.0f} msg/s; max lag behind schedule {self.max_lag_s:.2f} s",
+            f"sent {sum(self.sent.values()):,} messages, {self.rate():,.0f} msg/s; "
+            f"max lag behind schedule {self.max_lag_s:.2f} s",
             "  by kind: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.sent.items())),
         ]
         if self.not_sent:
@@ -121,7 +123,7 @@ class Recorder:
     """What was sent, as an archive ``ptmon replay`` reads."""
 
     def __init__(self, path: Path) -> None:
-        self._out = gzip.open(path, "wb", compresslevel=1)
+        self._out = gzip.open(path, "wb", compresslevel=1)  # noqa: SIM115 - open for the whole run, closed by close()
 
     def write(self, rows: list[Row]) -> None:
         self._out.write(b"".join([encode_record(row[0] / US_PER_S, row[1], row[2]) for row in rows]))
@@ -317,7 +319,8 @@ class Simulator:
                 await self._gateway_events(int(min(now, t[i])))  # a kill or revive due before the next message
                 next_event = self.deaths[0][0] if self.deaths else 2**62
                 # send what is due, but never past the next gateway event: messages keep their order around it
-                j = min(int(np.searchsorted(t, now, side="right")), int(np.searchsorted(t, next_event, side="left")), i + MAX_BATCH)
+                j = min(int(np.searchsorted(t, now, side="right")), int(np.searchsorted(t, next_event, side="left")),
+                        i + MAX_BATCH)
                 if j <= i:  # nothing due yet (a shared clock may start behind what the warm-up sent)
                     wait = (min(int(t[i]), next_event) - now) / US_PER_S / self.options.speed
                     await self._sleep(min(max(wait, 0.001), 0.25))
@@ -336,10 +339,8 @@ class Simulator:
             self.summary.sim_reached_us = end
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
-        except TimeoutError:
-            pass
 
     def _chunk_rows(self, chunk: Traffic, number: int) -> tuple[np.ndarray, list[str], list[str], np.ndarray, np.ndarray]:
         """One chunk's messages for this shard, with the scenario's bad traffic, sorted by send time."""
@@ -386,7 +387,9 @@ class Simulator:
                 extra_links.append(np.full(count, rogue, np.int64))
                 if kind == UNKNOWN:
                     streets, contracts = self.registry.rules.street_codes(), [c.code for c in self.registry.rules.contracts]
-                    extra_topics += [f"putuo/{contracts[rng.integers(len(contracts))]}/{streets[rng.integers(len(streets))]}/ghost-{number}-{k}/hb" for k in range(count)]
+                    extra_topics += [
+                        f"putuo/{contracts[rng.integers(len(contracts))]}/{streets[rng.integers(len(streets))]}/ghost-{number}-{k}/hb"
+                        for k in range(count)]
                     extra_payloads += ['{"seq":1}'] * count
                 else:
                     rows = rng.integers(0, len(chunk), count)
@@ -398,7 +401,8 @@ class Simulator:
             link_index = np.concatenate([link_index, *extra_links])
             topics, payloads = topics + extra_topics, payloads + extra_payloads
         order = np.argsort(t, kind="stable")
-        return t[order], [topics[k] for k in order.tolist()], [payloads[k] for k in order.tolist()], kinds[order], link_index[order]
+        return (t[order], [topics[k] for k in order.tolist()], [payloads[k] for k in order.tolist()], kinds[order],
+                link_index[order])
 
     async def _send(self, t: np.ndarray, topics: list[str], payloads: list[str], kinds: np.ndarray, links: np.ndarray) -> None:
         by_link: dict[int, list[int]] = {}

@@ -88,7 +88,8 @@ class Traffic:
 
     @staticmethod
     def concat(parts: list[Traffic]) -> Traffic:
-        return Traffic(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("t", "device", "seq", "counters", "ts", "rssi")))
+        return Traffic(*(np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("t", "device", "seq", "counters", "ts", "rssi")))
 
 
 class TrafficGenerator:
@@ -241,7 +242,8 @@ class TrafficGenerator:
                 * np.where(weekend, self.weekend_traffic[device], 1.0))
 
     @staticmethod
-    def _cumulate(state: np.ndarray, increments: np.ndarray, device: np.ndarray, run_start: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    def _cumulate(state: np.ndarray, increments: np.ndarray, device: np.ndarray, run_start: np.ndarray,
+                  counts: np.ndarray) -> np.ndarray:
         """Per-message cumulative values (messages grouped by device, in order); updates ``state``."""
         running = np.cumsum(increments)
         before = np.where(run_start > 0, running[run_start - 1], 0)
@@ -380,7 +382,8 @@ Compressed = tuple[bytes, int, int]  # (gzip member, records, receive time of th
 
 
 @contextmanager
-def _chunk_writer(generator: TrafficGenerator, level: int, workers: int) -> Iterator[Callable[[Iterable[Traffic]], Iterator[Compressed]]]:
+def _chunk_writer(generator: TrafficGenerator, level: int,
+                  workers: int) -> Iterator[Callable[[Iterable[Traffic]], Iterator[Compressed]]]:
     """A function from chunks to their gzip members, in order; in worker processes when asked."""
     if workers <= 0:
         yield lambda chunks: (_compress(generator, tr, level) for tr in chunks)

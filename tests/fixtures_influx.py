@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ptmon.sinks.lineproto import split_lines
-
 from tests.servers import influx_rows
 
 T = TypeVar("T")

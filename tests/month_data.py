@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
 from ptmon.archive import write_archive
 from ptmon.ledger.rebuild import rebuild_ledger
 from ptmon.ledger.store import Ledger

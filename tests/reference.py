@@ -59,7 +59,7 @@ RECORD_RESTARTS_OBSERVATION = True
 
 def to_us(t: float) -> int:
     """Receive time (unix seconds) to integer microseconds, rounded to the nearest."""
-    return int(round(t * US))
+    return int(round(t * US))  # noqa: RUF046 - a numpy float64 rounds to float64 before numpy 2
 
 
 def day_of(t_us: int) -> int:
@@ -193,7 +193,7 @@ class _DeviceState:
         self.last_t: int = 0  # receive time of the last accepted heartbeat (µs)
         self.day: int | None = None  # Shanghai day of the last accepted heartbeat
         self.resets_today = 0  # resets received on that day
-        self.unmatched = {pair: 0 for pair in PAIRS}  # attempts not yet matched by successes, per pair
+        self.unmatched = dict.fromkeys(PAIRS, 0)  # attempts not yet matched by successes, per pair
         self.allowance_ms = 0  # attempt allowance saved up
         self.lost: set[int] = set()  # seqs of the current sequence counted lost and not recovered
         self.gap: set[int] = set()  # seqs skipped by the gap (≤ 64) the last seq opened, not arrived yet
@@ -315,8 +315,8 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
         seen = [t for t in instants if observed(t)]
         observed_seconds = len(seen) * contract.sample_interval
         mine = [d for d in devices if devices[d]["contract"] == contract.code]
-        online = {s: 0 for s in street_codes}
-        expected = {s: 0 for s in street_codes}
+        online = dict.fromkeys(street_codes, 0)
+        expected = dict.fromkeys(street_codes, 0)
         if contract.online_method == "time_weighted":
             for t_k in seen:
                 for d in mine:
@@ -342,7 +342,7 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
                         if any(day_of(h) == day for h in heartbeats[d]):
                             online[devices[d]["street"]] += 1
                 day += 1
-        for street in street_codes + ["district"]:
+        for street in [*street_codes, "district"]:
             group = street_codes if street == "district" else [street]
             exp = sum(expected[s] for s in group)
             for kpi in contract.kpis:
@@ -396,10 +396,8 @@ def _sequence(st: _DeviceState, seq, ts, boot_changed: bool, older_in_boot: bool
     if behind == 0 and st.jump and not st.gap:
         return "met"
     # 0–64 behind: a copy, a late message, or a device that rebooted without a boot id
-    if by_clock:
-        restarted = clock_restarted
-    else:
-        restarted = behind >= RESTART_MIN_BEHIND and seq < behind  # it started again near 0
+    # by clock, or a device that started again near 0
+    restarted = clock_restarted if by_clock else behind >= RESTART_MIN_BEHIND and seq < behind
     if restarted:
         return "new"
     return "duplicate" if behind == 0 else "stale"
@@ -470,9 +468,7 @@ def _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, st
     st.last_t, st.day, st.ts = t_us, day, _whole_seconds(ts)
     if boot is not None:
         st.boot = boot
-    if boot_changed:
-        st.seq = seq
-    elif seq is not None:
+    if boot_changed or seq is not None:
         st.seq = seq
     heartbeats[device_id].append(t_us)
     if start_us <= t_us < end_us and leased(device_id, day):
@@ -505,7 +501,7 @@ def _implausible(st: _DeviceState, dev: dict, counted: dict[str, int], reset: bo
         st.resets_today = 0
     if reset:
         st.resets_today += 1
-        st.unmatched = {pair: 0 for pair in PAIRS}
+        st.unmatched = dict.fromkeys(PAIRS, 0)
     elapsed_ms = (t_us - st.last_t) // 1000  # whole milliseconds since the last accepted heartbeat
     # what it saved up (at most a burst) and the time since it was last heard: never a day in one message
     st.allowance_ms = min(dev["burst_ms"], st.allowance_ms) + elapsed_ms

@@ -11,6 +11,7 @@ server (aiosmtpd), on one simulated clock. Each scenario counts the emails it mu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import re
@@ -19,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
 from ptmon.collect import Collector
 from .conftest import restored_collector
 from ptmon.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
@@ -142,10 +144,8 @@ def simulate(run: Run, registry_minutes: float, *phases: float) -> list[Collecto
         for end in phases:
             collectors.append(await run.collect(end))
         sim.cancel() if not sim.done() else None
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await sim
-        except asyncio.CancelledError:
-            pass
         return collectors
 
     return asyncio.run(main())
@@ -213,7 +213,7 @@ def test_c_a_dead_gateway_holds_its_incident_across_a_restart(tmp_path):
     restart."""
     scenario = "events:\n  - gateway_death: {gateway: gw-taopu-cam-0, at: 8m, revive: 40m}\n"
     with Run(tmp_path, ALERTS, "2026-11-02T09:00", scenario) as run:
-        first, second = simulate(run, 58, 20, 55)
+        _first, _second = simulate(run, 58, 20, 55)
         run.flush_outbox()
     assert run.emails() == [("center@example.org", "gateway", "firing"), ("center@example.org", "gateway", "resolved"),
                             ("taopu@example.org", "gateway", "firing"), ("taopu@example.org", "gateway", "resolved")]
@@ -244,10 +244,8 @@ def test_a_broker_outage_is_one_monitoring_gap_incident_told_while_it_lasts(tmp_
             action()
         await task
         sim.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await sim
-        except (asyncio.CancelledError, Exception):
-            pass
         return collector
 
     with Run(tmp_path, ALERTS, "2026-11-02T09:00", None) as run:

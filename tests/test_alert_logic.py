@@ -11,6 +11,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ptmon.alerting.book import AlertBook
 from ptmon.alerting.group import plan
 from ptmon.alerting.machine import breach_step, condition_step
@@ -204,7 +205,7 @@ def test_an_alert_that_resolves_within_group_wait_sends_nothing():
     changed, owed = plan(tl.states, {}, RULES, 0)
     assert not owed and all(g is not None and g.due == 60 * S for g in changed.values())
     assert plan({}, {gk: g for gk, g in changed.items() if g is not None}, RULES, 60 * S) == (
-        {gk: None for gk in changed}, [])
+        dict.fromkeys(changed), [])
 
 
 def test_a_district_silence_holds_street_repeats_and_resolutions():

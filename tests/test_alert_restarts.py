@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from ptmon.ledger.store import Ledger
 from ptmon.rules import DEFAULT_RULES_DIR
 

@@ -101,7 +101,7 @@ def test_every_injected_fault_is_found_as_its_kind_and_nothing_else_is(whole):
     expected = {FAULTY["blind"]: "blind", FAULTY["night"]: "blind", FAULTY["degraded"]: "degraded",
                 FAULTY["ok_stop"]: "stuck", FAULTY["reads_stop"]: "stuck"}
     assert {device: {a.kind for a in alarms} for device, alarms in found.items()} == {d: {k} for d, k in expected.items()}
-    for device, alarms in found.items():
+    for alarms in found.values():
         assert alarms[0].detected >= FAULTS_FROM
     assert found[FAULTY["blind"]][0].detected - FAULTS_FROM <= 2 * HOUR
     assert found[FAULTY["degraded"]][0].detected - FAULTS_FROM <= 2 * HOUR

@@ -105,7 +105,7 @@ def live(tmp_path_factory):
 def test_the_faulty_devices_are_found_from_their_own_history_and_no_other(live):
     """Test that the collector learnt the baselines from its archive and raised blind, degraded and stuck on
     exactly the devices the simulator broke, within two hours of capture time."""
-    run, collector, _, history, faulty, start_us = live
+    _run, collector, _, history, faulty, start_us = live
     assert history > 500_000 and collector.health is not None
     monitor = collector.health.monitor
     assert not monitor.learning_mask()[[collector.registry.index[d] for d in faulty]].any()
@@ -118,11 +118,11 @@ def test_the_faulty_devices_are_found_from_their_own_history_and_no_other(live):
 def test_influxdb_holds_the_anomalies_and_the_rollups(live):
     """Test that InfluxDB has an open anomaly point per faulty device, and rollups by type and community
     whose blind / degraded / stuck counts at the end name the faulty devices' cells."""
-    _, collector, influx, _, faulty, _ = live
+    _, _collector, influx, _, faulty, _ = live
     series = influxql(influx.url, "health", 'SELECT last("open") FROM "anomaly" GROUP BY "device", "kind"')
     found = {(s["tags"]["device"], s["tags"]["kind"]): s["values"][0][1]
              for r in series["results"] for s in r.get("series", [])}
-    assert found == {(d, k): 1 for d, k in faulty.items()}
+    assert found == dict.fromkeys(faulty.items(), 1)
     by_type = influxql(influx.url, "health", 'SELECT last("blind") AS b, last("degraded") AS d, last("stuck") AS s, '
                        'sum("expected") AS e FROM "sla_type" WHERE "street" = \'taopu\' GROUP BY "contract", "type"')
     cells = {(s["tags"]["contract"], s["tags"]["type"]): s["values"][0][1:] for r in by_type["results"]
@@ -138,7 +138,7 @@ def test_the_ledger_keeps_each_anomaly_with_what_it_cost(live):
     """Test that the ledger has each anomaly open at the end, exactly the faulty devices, the blind camera far
     below its expected attempts and the degraded one below its expected successes; any other row is one that
     opened and closed in the learnt history, before the faults."""
-    run, collector, _, _, faulty, start_us = live
+    _run, collector, _, _, faulty, start_us = live
     with Ledger(collector.config.ledger_path) as ledger:
         rows = read_anomalies(ledger, "2026-11")
     still_open = [a for a in rows if a.end is None]

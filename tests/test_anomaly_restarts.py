@@ -10,7 +10,6 @@ is under test), archiving each batch before the engine sees it, as live."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import sys
@@ -79,7 +78,7 @@ def drive(tmp: str, start_us: int, stop_us: int, *, checkpoints: list[int], exem
     records = [r for r in traffic(base, first) if start_us <= r[0] * US_PER_S < stop_us]
     marks = sorted(checkpoints + ([exempt[0]] if exempt is not None else []))
     batch: list[tuple[float, str, str]] = []
-    for record in records + [(stop_us / US_PER_S, "", "")]:
+    for record in [*records, (stop_us / US_PER_S, "", "")]:
         while marks and record[0] * US_PER_S >= marks[0]:
             _step(collector, batch, now)
             batch = []

@@ -19,10 +19,8 @@ from ptmon.errors import ConfigError
 from ptmon.exemptions import ExemptionMask
 from ptmon.ledger.records import Exemption
 from ptmon.ledger.store import Ledger
-from ptmon.replay import Feed
-from ptmon.decode import Decoder
 from ptmon.report.health import street_health
-from ptmon.rules import DEFAULT_RULES_DIR, COUNTERS
+from ptmon.rules import COUNTERS, DEFAULT_RULES_DIR
 from ptmon.simulators.scenario import load_scenario
 from ptmon.simulators.synthetic import Scenario, TrafficGenerator
 from ptmon.tally import Tally
@@ -103,7 +101,7 @@ def parse(line: str) -> tuple[str, dict[str, str], dict[str, int], int]:
 def test_rollups_sum_to_the_streets_kpi_figures(rules, exempt):
     """Test that sla_type and sla_community points over a period sum to the sla figures of each contract × street
     (online and expected device-samples, counter deltas), with and without an exemption in force."""
-    registry, results, lines = rollup_run(rules, exempt=exempt)
+    _registry, results, lines = rollup_run(rules, exempt=exempt)
     sums: dict[tuple[str, str, str], dict[str, int]] = {}
     for line in lines:
         measurement, tags, values, stamp = parse(line)
@@ -174,7 +172,7 @@ def test_a_restart_drops_the_rows_raised_after_its_state_but_those_open_in_it(tm
 def test_the_report_section_shows_what_the_anomalies_cost_the_street(rules):
     """Test that a street's capture rate is shown as measured and as if its anomalous devices had worked as
     their baselines: (ok + missing successes) / (tries + missing attempts)."""
-    registry, results, _ = rollup_run(rules, exempt=False)
+    _registry, results, _ = rollup_run(rules, exempt=False)
     row = results.row("cam", "taopu", "capture")
     blind = anomaly(attempts=10.0, successes=9.0, expected_attempts=1010.0, expected_successes=989.0)
     degraded = anomaly(device="c2", kind="degraded", attempts=500.0, successes=340.0, expected_attempts=500.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
 from ptmon import durable
 from ptmon.checkpoint import (
     LATER_DEVICE_ARRAYS,
@@ -153,7 +155,7 @@ def test_restart_from_checkpoint_changes_nothing(daily_registry, tmp_path, cut):
 def test_restart_results_are_the_hand_computed_ones(daily_registry, tmp_path):
     """Test that a run cut into four by checkpoints counts deltas once and reports both gaps."""
     cuts = [0, 9, 16, 20, len(RECORDS)]
-    parts = [RECORDS[a:b] for a, b in zip(cuts, cuts[1:])]
+    parts = [RECORDS[a:b] for a, b in itertools.pairwise(cuts)]
     got = run_parts(daily_registry, parts, tmp_path / "cp.npz")
     assert got["gaps"][0] == [((T0 + 300) * US, (T0 + 420) * US), ((T0 + 3660) * US, (T0 + 7200) * US)]
     rows = {tuple(line.split(",")[:3]): line.split(",")[-2:] for line in got["csv"][0].splitlines()[1:]}

@@ -51,7 +51,8 @@ def test_replay_csv_is_byte_identical_across_runs(tmp_path, archive_and_registry
     assert tuple(rows[0]) == CSV_COLUMNS
     assert {r["street"] for r in rows} >= {"taopu", "wanli", "district"}
     online = next(r for r in rows if (r["contract"], r["street"], r["kpi"]) == ("cam", "taopu", "online"))
-    assert len(online["value"].split(".")[1]) >= 6 and online["observed_seconds"] == "7140"  # first record at 00:00:00.x: the 00:00 sample was not observed
+    # first record at 00:00:00.x: the 00:00 sample was not observed
+    assert len(online["value"].split(".")[1]) >= 6 and online["observed_seconds"] == "7140"
     table = capsys.readouterr().out
     assert "桃浦镇" in table and "putuo/cam/taopu/ghost/hb" in table
 

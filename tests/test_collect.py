@@ -14,12 +14,12 @@ from ptmon.config import CollectorConfig, InfluxConfig, MqttConfig
 from ptmon.registry import load_registry
 from ptmon.replay import replay
 from ptmon.rules import load_rules
-from ptmon.sinks.archive import archive_files
-from ptmon.timebase import US_PER_S
 from ptmon.simulators.link import BrokerAddress
 from ptmon.simulators.live_demo import SimulatedClock
 from ptmon.simulators.scenario import load_scenario
 from ptmon.simulators.simulate import Options, Simulator
+from ptmon.sinks.archive import archive_files
+from ptmon.timebase import US_PER_S
 
 from .conftest import write_two_street_registry
 from .servers import InfluxServer, influxql

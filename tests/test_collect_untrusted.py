@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from ptmon.collect import Collector
 from .conftest import restored_collector
 from ptmon.config import CollectorConfig, EmailConfig
@@ -35,7 +36,8 @@ from .test_collect_restarts import wait_until
 
 @pytest.fixture
 def registry_file(tmp_path: Path) -> Path:
-    lines = [HEADER, "honest,iot,elevator,changshou,scn,c1,gw-1,2026-01-01,", "liar,iot,elevator,changshou,scn,c1,gw-1,2026-01-01,"]
+    lines = [HEADER, "honest,iot,elevator,changshou,scn,c1,gw-1,2026-01-01,",
+             "liar,iot,elevator,changshou,scn,c1,gw-1,2026-01-01,"]
     lines += [f"cam{i},cam,face_cam,taopu,scn,c2,gw-2,2026-01-01," for i in range(20)]
     path = tmp_path / "registry.csv"
     path.write_text("\n".join(lines) + "\n")

@@ -122,7 +122,7 @@ def test_collector_config_loads_with_the_environment_compose_gives(compose):
     """Test that deploy/collector/ptmon.toml is a valid config once compose has set its secrets, and that
     Prometheus scrapes the port it serves /metrics on."""
     environment = compose["services"]["collector"]["environment"]
-    config = load_config(REPO / "deploy/collector/ptmon.toml", env={key: "secret" for key in environment})
+    config = load_config(REPO / "deploy/collector/ptmon.toml", env=dict.fromkeys(environment, "secret"))
     assert config.mqtt.password == "secret" and config.influx.token == "secret"
     assert config.mqtt.host == "mosquitto" and config.influx.url == "http://influxdb:8086"
     port = config.metrics_listen.rpartition(":")[2]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ptmon.config import load_config
-from ptmon.partition import check_partitions, Partition
+from ptmon.partition import Partition, check_partitions
 from ptmon.rules import load_rules
 
 from .test_compose import REPO, SCHEMA, VARIABLE, env_example
@@ -85,13 +85,13 @@ def test_partition_configs_make_one_district(merged):
     for name in PARTITIONS:
         service = merged["services"][name]
         path = service["command"][service["command"].index("--config") + 1].replace("/etc/ptmon", "deploy/collector")
-        config = load_config(REPO / path, env={key: "secret" for key in service["environment"]})
+        config = load_config(REPO / path, env=dict.fromkeys(service["environment"], "secret"))
         assert config.mqtt.password == "secret" and config.streets
         configs.append((name, config))
         data_volumes |= {v.split(":")[0] for v in service["volumes"] if v.endswith(":/var/lib/ptmon")}
         assert service["healthcheck"]["test"] and service["restart"] == "unless-stopped"
     check_partitions(rules, [(name, Partition(c.streets, rules.version, "r")) for name, c in configs])
-    base = load_config(REPO / "deploy/collector/ptmon.toml", env={key: "secret" for key in service["environment"]})
+    base = load_config(REPO / "deploy/collector/ptmon.toml", env=dict.fromkeys(service["environment"], "secret"))
     assert len({c.mqtt.client_id for _, c in configs} | {base.mqtt.client_id}) == len(configs) + 1
     assert len(data_volumes) == len(configs)
     prometheus = yaml.safe_load((REPO / "deploy/prometheus/prometheus.partitions.yml").read_text(encoding="utf-8"))

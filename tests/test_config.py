@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from ptmon import config as config_module
 from ptmon.config import (
     CollectorConfig,
@@ -17,7 +19,6 @@ from ptmon.config import (
     load_config,
 )
 from ptmon.errors import ConfigError
-from pydantic import ValidationError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "ptmon.sample.toml"
 SECRETS = {"PTMON_MQTT_PASSWORD": "mqtt-Secret-1", "PTMON_INFLUX_PASSWORD": "influx-Secret-2",
@@ -105,7 +106,8 @@ BAD_CONFIGS = [
     ("toml", "[mqtt\nqos = 1", {}, "not valid TOML: "),
     ("empty-registry", "registry = ''", {}, "registry must be a non-empty path: ''"),
     ("compresslevel", "archive_compresslevel = 10", {}, "archive_compresslevel must be an integer from 0 to 9: 10"),
-    ("checkpoint-interval", "checkpoint_interval = 'soon'", {}, f"checkpoint_interval {DURATION} or a number of seconds like 0.5: 'soon'"),
+    ("checkpoint-interval", "checkpoint_interval = 'soon'", {},
+     f"checkpoint_interval {DURATION} or a number of seconds like 0.5: 'soon'"),
     ("listen-no-host", "metrics_listen = '9464'", {}, "metrics_listen must be host:port or empty: '9464'"),
     ("listen-port-name", "metrics_listen = 'localhost:http'", {}, "metrics_listen must be host:port or empty: 'localhost:http'"),
     ("qos", "[mqtt]\nqos = 2", {}, "mqtt.qos must be 0 or 1: 2"),
@@ -113,13 +115,16 @@ BAD_CONFIGS = [
     ("protocol", "[mqtt]\nprotocol = '4'", {}, "mqtt.protocol must be '5' or '3.1.1': '4'"),
     ("url-scheme", "[mqtt]\nurl = 'tcp://broker:1883'", {}, "mqtt.url must be mqtt://host[:port] or mqtts://host[:port]: 'tcp://broker:1883'"),
     ("url-port", "[mqtt]\nurl = 'mqtt://broker:99999'", {}, "mqtt.url must be mqtt://host[:port] or mqtts://host[:port]: 'mqtt://broker:99999'"),
-    ("url-credentials", "[mqtt]\nurl = 'mqtt://u:hunter2@broker'", {}, "mqtt.url holds credentials (mqtt://***@broker): a config file never holds a password; give mqtt.username and put the password in the environment variable mqtt.password_env names (PTMON_MQTT_PASSWORD by default)"),
+    ("url-credentials", "[mqtt]\nurl = 'mqtt://u:hunter2@broker'", {},
+     "mqtt.url holds credentials (mqtt://***@broker): a config file never holds a password; give mqtt.username and put the "
+     "password in the environment variable mqtt.password_env names (PTMON_MQTT_PASSWORD by default)"),
     ("url-and-port", "[mqtt]\nurl = 'mqtt://broker'\nport = 1884", {}, "mqtt.url must be given without mqtt.host and mqtt.port: 'mqtt://broker'"),
     ("host-url", "[mqtt]\nhost = 'mqtt://broker'", {}, "mqtt.host must be a host name or address (or give mqtt.url instead): 'mqtt://broker'"),
     ("port", "[mqtt]\nport = 0", {}, "mqtt.port must be an integer from 1 to 65535: 0"),
     ("tls-plain-url", "[mqtt]\nurl = 'mqtt://broker'\n[mqtt.tls]", {}, "mqtt.url must be mqtts:// with a [mqtt.tls] table: 'mqtt://broker'"),
     ("ca-missing", "[mqtt.tls]\nca_file = 'missing.pem'", {}, "mqtt.tls.ca_file must be an existing file: 'missing.pem'"),
-    ("cert-no-key", "[mqtt.tls]\ncert_file = 'ca.pem'", {}, "mqtt.tls.cert_file must be given with mqtt.tls.key_file (the same file for a combined PEM): 'ca.pem'"),
+    ("cert-no-key", "[mqtt.tls]\ncert_file = 'ca.pem'", {},
+     "mqtt.tls.cert_file must be given with mqtt.tls.key_file (the same file for a combined PEM): 'ca.pem'"),
     ("insecure", "[mqtt.tls]\ninsecure = 'yes'", {}, "mqtt.tls.insecure must be true or false: 'yes'"),
     ("topics-string", "[mqtt]\ntopics = 'putuo/#'", {}, "mqtt.topics must be a non-empty list of MQTT topic filters: 'putuo/#'"),
     ("topics-empty", "[mqtt]\ntopics = []", {}, "mqtt.topics must be a non-empty list of MQTT topic filters: []"),
@@ -128,26 +133,40 @@ BAD_CONFIGS = [
     ("empty-topic", "[mqtt]\ntopics = ['']", {}, f"{TOPIC_RULE}: ''"),
     ("nul-topic", '[mqtt]\ntopics = ["a\\u0000b"]', {}, f"{TOPIC_RULE}: 'a\\x00b'"),
     ("duplicate-topic", "[mqtt]\ntopics = ['a/+', 'a/+']", {}, "mqtt.topics must be distinct topic filters: 'a/+'"),
-    ("session-expiry", "[mqtt]\nsession_expiry = '7 days'", {}, f"mqtt.session_expiry {DURATION}, at most 4294967295 s: '7 days'"),
+    ("session-expiry", "[mqtt]\nsession_expiry = '7 days'", {},
+     f"mqtt.session_expiry {DURATION}, at most 4294967295 s: '7 days'"),
     ("keepalive", "[mqtt]\nkeepalive = 0.5", {}, f"mqtt.keepalive {DURATION}, at most 65535 s: 0.5"),
     ("reconnect-order", "[mqtt]\nreconnect_min = '1m'", {}, "mqtt.reconnect_min must be at most mqtt.reconnect_max (30 s): '1m'"),
     ("receive-maximum", "[mqtt]\nreceive_maximum = 70000", {}, "mqtt.receive_maximum must be an integer from 1 to 65535: 70000"),
     ("mqtt-batch", "[mqtt]\nbatch_size = 0", {}, "mqtt.batch_size must be an integer at least 1: 0"),
     ("empty-client-id", "[mqtt]\nclient_id = ''", {}, "mqtt.client_id must be non-empty with qos 1 and a persistent session: ''"),
-    ("password-no-user", "[mqtt]\npassword_env = 'MY_PW'", SECRETS, "mqtt.password_env must be given with mqtt.username: 'MY_PW'"),
-    ("password-unset", "[mqtt]\nusername = 'u'\npassword_env = 'UNSET_PW'", SECRETS, "mqtt.password_env must be the name of a set, non-empty environment variable: 'UNSET_PW'"),
-    ("password-empty", "[mqtt]\nusername = 'u'\npassword_env = 'MY_PW'", {"MY_PW": ""}, "mqtt.password_env must be the name of a set, non-empty environment variable: 'MY_PW'"),
-    ("password-env-name", "[mqtt]\nusername = 'u'\npassword_env = '$PW'", SECRETS, "mqtt.password_env must be an environment variable name: '$PW'"),
-    ("influx-scheme", "[influx]\nurl = 'ftp://influx:8086'", {}, "influx.url must be http(s)://host[:port][/path] without credentials or query: 'ftp://influx:8086'"),
-    ("influx-credentials", "[influx]\nurl = 'http://admin:hunter2@influx:8086'", {}, "influx.url holds credentials (http://***@influx:8086): a config file never holds a password; give influx.username and put the password in the environment variable influx.password_env names (PTMON_INFLUX_PASSWORD by default), or with api = \"v2\" the token in PTMON_INFLUX_TOKEN"),
+    ("password-no-user", "[mqtt]\npassword_env = 'MY_PW'", SECRETS,
+     "mqtt.password_env must be given with mqtt.username: 'MY_PW'"),
+    ("password-unset", "[mqtt]\nusername = 'u'\npassword_env = 'UNSET_PW'", SECRETS,
+     "mqtt.password_env must be the name of a set, non-empty environment variable: 'UNSET_PW'"),
+    ("password-empty", "[mqtt]\nusername = 'u'\npassword_env = 'MY_PW'", {"MY_PW": ""},
+     "mqtt.password_env must be the name of a set, non-empty environment variable: 'MY_PW'"),
+    ("password-env-name", "[mqtt]\nusername = 'u'\npassword_env = '$PW'", SECRETS,
+     "mqtt.password_env must be an environment variable name: '$PW'"),
+    ("influx-scheme", "[influx]\nurl = 'ftp://influx:8086'", {},
+     "influx.url must be http(s)://host[:port][/path] without credentials or query: 'ftp://influx:8086'"),
+    ("influx-credentials", "[influx]\nurl = 'http://admin:hunter2@influx:8086'", {},
+     "influx.url holds credentials (http://***@influx:8086): a config file never holds a password; give influx.username and put "
+     "the password in the environment variable influx.password_env names (PTMON_INFLUX_PASSWORD by default), "
+     "or with api = \"v2\" the token in PTMON_INFLUX_TOKEN"),
     ("influx-api", "[influx]\napi = 'v3'", {}, "influx.api must be 'v1' or 'v2': 'v3'"),
-    ("v2-token", "[influx]\nurl = 'http://influx:8086'\napi = 'v2'\norg = 'putuo'", {}, "influx.token_env must be the name of a set, non-empty environment variable: 'PTMON_INFLUX_TOKEN'"),
+    ("v2-token", "[influx]\nurl = 'http://influx:8086'\napi = 'v2'\norg = 'putuo'", {},
+     "influx.token_env must be the name of a set, non-empty environment variable: 'PTMON_INFLUX_TOKEN'"),
     ("v2-org", "[influx]\nurl = 'http://influx:8086'\napi = 'v2'", SECRETS, "influx.org must be set with api 'v2': ''"),
-    ("v1-password-unset", "[influx]\nurl = 'http://influx:8086'\nusername = 'u'\npassword_env = 'UNSET_PW'", {}, "influx.password_env must be the name of a set, non-empty environment variable: 'UNSET_PW'"),
+    ("v1-password-unset", "[influx]\nurl = 'http://influx:8086'\nusername = 'u'\npassword_env = 'UNSET_PW'", {},
+     "influx.password_env must be the name of a set, non-empty environment variable: 'UNSET_PW'"),
     ("database", "[influx]\ndatabase = ''", {}, "influx.database must be a non-empty string: ''"),
-    ("memory-limit", "[influx]\nmemory_limit = 'lots'", {}, "influx.memory_limit must be a positive size (bytes, or like '64MB', '10GB'): 'lots'"),
-    ("spool-limit", "[influx]\nspool_limit = 0", {}, "influx.spool_limit must be a positive size (bytes, or like '64MB', '10GB'): 0"),
-    ("sub-second-unit", "[influx]\nflush_interval = '0.5s'", {}, f"influx.flush_interval {DURATION} or a number of seconds like 0.5: '0.5s'"),
+    ("memory-limit", "[influx]\nmemory_limit = 'lots'", {},
+     "influx.memory_limit must be a positive size (bytes, or like '64MB', '10GB'): 'lots'"),
+    ("spool-limit", "[influx]\nspool_limit = 0", {},
+     "influx.spool_limit must be a positive size (bytes, or like '64MB', '10GB'): 0"),
+    ("sub-second-unit", "[influx]\nflush_interval = '0.5s'", {},
+     f"influx.flush_interval {DURATION} or a number of seconds like 0.5: '0.5s'"),
     ("timeout", "[influx]\ntimeout = -1", {}, f"influx.timeout {DURATION} or a number of seconds like 0.5: -1"),
     ("retry-order", "[influx]\nretry_min = 60", {}, "influx.retry_min must be at most influx.retry_max (30 s): 60"),
     ("gzip", "[influx]\ngzip = 1", {}, "influx.gzip must be true or false: 1"),
@@ -156,8 +175,10 @@ BAD_CONFIGS = [
     ("source-in-file", "source = 'other.toml'", {}, "source is not a known key; known: "),
     ("email-sender", "[email]\nsender = 'ptmon'", {}, "email.sender must be one e-mail address: 'ptmon'"),
     ("email-port-bool", "[email]\nport = true", {}, "email.port must be an integer from 1 to 65535: True"),
-    ("email-host-space", "[email]\nhost = 'smtp host'", {}, "email.host must be a host name or address (no spaces, no port: that is email.port): 'smtp host'"),
-    ("email-host-port", "[email]\nhost = 'smtp.example:25'", {}, "email.host must be a host name or address (no spaces, no port: that is email.port): 'smtp.example:25'"),
+    ("email-host-space", "[email]\nhost = 'smtp host'", {},
+     "email.host must be a host name or address (no spaces, no port: that is email.port): 'smtp host'"),
+    ("email-host-port", "[email]\nhost = 'smtp.example:25'", {},
+     "email.host must be a host name or address (no spaces, no port: that is email.port): 'smtp.example:25'"),
     ("loss-share", "[loss]\nstreet_rate = 2", {}, "loss.street_rate must be a fraction between 0 and 1 (0.02 for 2 %): 2"),
     ("storage-order", "[storage]\nretry_min = '1m'", {}, "storage.retry_min must be at most storage.retry_max (30 s): '1m'"),
     ("alerts-rules-missing", "[alerts]\nrules_file = 'none.yaml'", {}, "alerts.rules_file must be an existing file: 'none.yaml'"),
@@ -297,7 +318,7 @@ def test_sections_built_in_code_are_validated_without_showing_secrets():
     assert "cli-Secret" not in str(err.value)
     with pytest.raises(ValidationError, match="must be 0 or 1"):
         MqttConfig(qos=2)
-    with pytest.raises(ValidationError, match="mqtt.reconnect_max"):
+    with pytest.raises(ValidationError, match=r"mqtt\.reconnect_max"):
         MqttConfig(reconnect_min=60)
     assert "hunter2" not in repr(MqttConfig(username="u", password="hunter2"))
 

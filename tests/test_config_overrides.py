@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from ptmon.cli import build_parser, main
 from ptmon.errors import ConfigError
 from ptmon.service import config_from_args

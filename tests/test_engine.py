@@ -221,7 +221,9 @@ def test_archive_ending_early_is_a_gap_up_to_the_period_end(rules):
 def test_daily_method_counts_fully_observed_days(rules_dir):
     """Test that the daily method counts device-days, and skips a day with a monitoring gap."""
     contracts = rules_dir / "contracts.yaml"
-    contracts.write_text(contracts.read_text().replace("online_method: time_weighted\n  sample_interval: 60\n  kpis:\n    online:  {name: 监控点位在线率", "online_method: daily\n  sample_interval: 60\n  kpis:\n    online:  {name: 监控点位在线率"))
+    contracts.write_text(contracts.read_text().replace(
+        "online_method: time_weighted\n  sample_interval: 60\n  kpis:\n    online:  {name: 监控点位在线率",
+        "online_method: daily\n  sample_interval: 60\n  kpis:\n    online:  {name: 监控点位在线率"))
     rules = load_rules(rules_dir)
     assert rules.contract("cam").online_method == "daily"
     registry = make_registry(rules, "c1,cam,face_cam,taopu", "c2,cam,face_cam,taopu")
@@ -229,7 +231,7 @@ def test_daily_method_counts_fully_observed_days(rules_dir):
     full = run(registry, records, T0, T0 + 2 * DAY).row("cam", "taopu", "online")
     assert (full.numerator, full.denominator, full.expected_device_samples) == (3, 4, 4)
     gap = [down(T0 + DAY + 7200), up(T0 + DAY + 7300)]
-    partial = run(registry, sorted(records[:-1] + gap) + [records[-1]], T0, T0 + 2 * DAY)
+    partial = run(registry, [*sorted(records[:-1] + gap), records[-1]], T0, T0 + 2 * DAY)
     row = partial.row("cam", "taopu", "online")
     assert (row.numerator, row.denominator) == (2, 2)
     assert partial.coverage["cam"]["complete_days"] == 1
@@ -248,7 +250,8 @@ def test_late_message_is_applied_at_engine_time(rules):
 def test_period_end_stops_the_replay(rules):
     """Test that records at or after the period's end are not applied."""
     registry = make_registry(rules, "c1,cam,face_cam,taopu")
-    records = [hb(T0, "c1", face_try=0, face_ok=0), hb(T0 + 60, "c1", face_try=2, face_ok=2), hb(T0 + 120, "c1", face_try=9, face_ok=3)]
+    records = [hb(T0, "c1", face_try=0, face_ok=0), hb(T0 + 60, "c1", face_try=2, face_ok=2),
+               hb(T0 + 120, "c1", face_try=9, face_ok=3)]
     face = run(registry, records, T0, T0 + 120).row("cam", "taopu", "face")
     assert (face.numerator, face.denominator, face.observed_seconds) == (2, 2, 120)
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from prometheus_client import generate_latest
+
 from ptmon.collect import Collector
 from .conftest import restored_collector
 from ptmon.config import CollectorConfig, StorageConfig

@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ptmon.batch import REJECT_KINDS
 from ptmon.boot_ids import boot_key
 from ptmon.decode import MAX_JSON_DEPTH, Decoder
@@ -411,7 +412,8 @@ def stream(draw: Any) -> tuple[list[tuple[float, str, Any]], int, int, list[int]
         elif kind == "topic":
             other = STREETS[1 - STREETS.index(street)]
             topic = draw(st.sampled_from([
-                f"putuo/{contract}/{other}/{device_id}/hb", f"putuo/{'iot' if contract == 'cam' else 'cam'}/{street}/{device_id}/hb",
+                f"putuo/{contract}/{other}/{device_id}/hb",
+                f"putuo/{'iot' if contract == 'cam' else 'cam'}/{street}/{device_id}/hb",
                 f"putuo/xyz/{street}/{device_id}/hb", f"putuo/{contract}/{street}/{device_id}x/hb",
                 f"putuo/{contract}/{street}/{device_id}/hb/", f"putuo/{contract}/{street}/{device_id}", "putuo/iot/taopu/+/hb",
                 "putuo/iot/taopu/#", "", "/", "putuo//taopu/d/hb", "putuo/iot/taopu/\x00/hb", "putuo/iot/taopu/\ud800/hb",

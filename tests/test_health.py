@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import time
+
+import pytest
 
 from ptmon.config import StorageConfig
 from ptmon.faults import FaultCollector, Faults

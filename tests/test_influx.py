@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ptmon.config import InfluxConfig
 from ptmon.errors import SinkError
 from ptmon.metrics import Metrics
 from ptmon.sinks.influx import InfluxSink
 from ptmon.sinks.influx_transport import V1Transport, V2Transport, failure_reason
-
 from tests.brokers import free_port
 from tests.fixtures_influx import (
     StubInflux,

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ptmon.config import InfluxConfig
 from ptmon.sinks.influx import InfluxSink
 from ptmon.sinks.influx_setup import create_database_statement, query_error
-
 from tests.fixtures_influx import count_points, run, wait_until
 from tests.servers import InfluxServer, influxql
 

@@ -21,6 +21,7 @@ from email import policy as email_policy
 from email.parser import BytesParser
 
 import pytest
+
 from ptmon.alerting.message import compose
 from ptmon.alerting.model import AlertKey, AlertView, Cause, GroupKey, Notice, Notification, Phase
 from ptmon.alerting.rules import load_alert_rules
@@ -37,7 +38,6 @@ from ptmon.rules import Rules, load_rules
 from ptmon.sinks.influx_transport import V1Transport
 from ptmon.sinks.lineproto import series_prefix
 from ptmon.timebase import US_PER_S
-
 from tests.servers import InfluxServer, influx_rows
 
 T0 = 1_793_462_400  # 2026-11-01T00:00:00+08:00
@@ -126,7 +126,7 @@ def heartbeats(registry: Registry) -> list[tuple[float, str, str]]:
             records.append((T0 + 60 * k + i / 100, f"putuo/{contract}/{street}/{device_id}/hb", payload))
     for g in registry.gateways:
         records += [(T0 + 200, f"putuo/gw/{g}/status", "offline"), (T0 + 201, f"putuo/gw/{g}/status", "online")]
-    return records + [(T0 + 300, "$ptmon/tick", "")]
+    return [*records, (T0 + 300, "$ptmon/tick", "")]
 
 
 def test_points_are_exactly_the_intended_series(registry: Registry, influx_server: InfluxServer, influx_db: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from ptmon.archive import write_archive
 from ptmon.checkpoint import load_checkpoint, restore_decoder, save_checkpoint
 from ptmon.config import LimitsConfig, load_config
@@ -87,12 +88,16 @@ BAD = [  # (id, toml line, message after "ptmon.toml: ")
     ("rate-negative", "device_rate = -1", "limits.device_rate must be an integer at least 0: -1"),
     ("rate-bool", "device_rate = true", "limits.device_rate must be an integer at least 0: True"),
     ("rate-float", "device_rate = 1.5", "limits.device_rate must be an integer at least 0: 1.5"),
-    ("window-zero", 'window = "0s"', "limits.window must be a positive duration (seconds, or '90s', '15m', '6h', '1d'), at most 86400 s: '0s'"),
-    ("window-fraction", "window = 0.5", "limits.window must be a positive duration (seconds, or '90s', '15m', '6h', '1d'), at most 86400 s: 0.5"),
-    ("window-long", 'window = "2d"', "limits.window must be a positive duration (seconds, or '90s', '15m', '6h', '1d'), at most 86400 s: '2d'"),
+    ("window-zero", 'window = "0s"',
+     "limits.window must be a positive duration (seconds, or '90s', '15m', '6h', '1d'), at most 86400 s: '0s'"),
+    ("window-fraction", "window = 0.5",
+     "limits.window must be a positive duration (seconds, or '90s', '15m', '6h', '1d'), at most 86400 s: 0.5"),
+    ("window-long", 'window = "2d"',
+     "limits.window must be a positive duration (seconds, or '90s', '15m', '6h', '1d'), at most 86400 s: '2d'"),
     ("window-not-dividing", "window = 7", "limits.window must be a divisor of a day (e.g. '10s', '60s', '5m', '1h'): 7"),
     ("unknown-huge", "unknown_limit = 100000000", "limits.unknown_limit must be an integer from 0 to 10000000: 100000000"),
-    ("typo", "device_rates = 5", "limits.device_rates is not a known key; known: device_rate, max_payload, unknown_limit, window"),
+    ("typo", "device_rates = 5",
+     "limits.device_rates is not a known key; known: device_rate, max_payload, unknown_limit, window"),
 ]
 
 
@@ -139,7 +144,8 @@ def test_the_limit_does_not_depend_on_batches(registry: Registry, batch: int) ->
 def test_other_devices_are_not_limited_by_a_flood(registry: Registry) -> None:
     """Test that one device's flood leaves the others' messages alone."""
     decoder = Decoder(registry, device_rate=3, window=60)
-    messages = [hb(T0 + i / 10, "c1", seq=i) for i in range(100)] + [hb(T0 + 5, "c2", seq=1), hb(T0 + 6, "s1", "iot", "wanli", seq=1)]
+    messages = [hb(T0 + i / 10, "c1", seq=i) for i in range(100)]
+    messages += [hb(T0 + 5, "c2", seq=1), hb(T0 + 6, "s1", "iot", "wanli", seq=1)]
     decoder.decode(messages)
     assert (decoder.accepted, decoder.rejects["rate_limited"]) == (3 + 2, 97)
 
@@ -249,8 +255,8 @@ def test_limits_record_round_trips(registry: Registry) -> None:
     assert fresh.apply_limits_record(payload) and fresh.limits == source.limits
 
 
-@pytest.mark.parametrize("payload", ["", "nope", "[]", '{"device_rate": -1}', '{"window": 0}', '{"window": 7}', '{"device_rate": true}',
-                                     '{"device_rate": 1.5}', '{"speed": 5}'])
+@pytest.mark.parametrize("payload", ["", "nope", "[]", '{"device_rate": -1}', '{"window": 0}', '{"window": 7}',
+                                     '{"device_rate": true}', '{"device_rate": 1.5}', '{"speed": 5}'])
 def test_malformed_limits_record_is_ignored(registry: Registry, payload: str, caplog: pytest.LogCaptureFixture) -> None:
     """Test that a malformed $ptmon/limits record changes nothing and is logged."""
     decoder = Decoder(registry)

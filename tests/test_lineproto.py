@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from ptmon.config import InfluxConfig
 from ptmon.sinks.influx_transport import V1Transport
 from ptmon.sinks.lineproto import (
@@ -17,7 +18,6 @@ from ptmon.sinks.lineproto import (
     series_prefix,
     split_lines,
 )
-
 from tests.servers import InfluxServer, influx_rows
 
 T0 = 1_700_000_000_000_000  # µs

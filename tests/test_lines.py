@@ -53,10 +53,11 @@ def test_receive_times_are_read_as_orjson_reads_them() -> None:
 
 @pytest.mark.parametrize("line", [
     b'{"t":1,"topic":"a","payload":"b"} \n', b'{"t":1, "topic":"a","payload":"b"}\n', b'{"topic":"a","t":1,"payload":"b"}\n',
-    b'{"t":1,"topic":"a","payload":"b","x":1}\n', b'{"t":1,"topic":"a\\"","payload":"b"}\n', b'{"t":1,"topic":"a","payload":"b\\\\"}\n',
-    b'{"t":1,"topic":"a","payload":"b\\n"}\n', b'{"t":1,"topic":"\xc3\xa9","payload":"b"}\n', b'{"t":1,"topic":"$ptmon/tick","payload":""}\n',
-    b'{"t":1,"topic":"a","payload":"b"}\r\n', b'{"t":1,"topic":"a","payload":"\\u0062"}\n', b'{"t":1,"topic":"a","payload":"b\x01"}\n',
-    b'{"t":1,"topic":"a\x7f","payload":"b"}\n',
+    b'{"t":1,"topic":"a","payload":"b","x":1}\n', b'{"t":1,"topic":"a\\"","payload":"b"}\n',
+    b'{"t":1,"topic":"a","payload":"b\\\\"}\n', b'{"t":1,"topic":"a","payload":"b\\n"}\n',
+    b'{"t":1,"topic":"\xc3\xa9","payload":"b"}\n', b'{"t":1,"topic":"$ptmon/tick","payload":""}\n',
+    b'{"t":1,"topic":"a","payload":"b"}\r\n', b'{"t":1,"topic":"a","payload":"\\u0062"}\n',
+    b'{"t":1,"topic":"a","payload":"b\x01"}\n', b'{"t":1,"topic":"a\x7f","payload":"b"}\n',
 ])
 def test_unusual_lines_are_left_to_the_line_by_line_path(line: bytes) -> None:
     block = scan(_line("5") + line + _line("6"))
@@ -84,8 +85,10 @@ def test_payloads_parsed_where_they_lie_equal_orjson() -> None:
     rng = random.Random(11)
     payloads = []
     for i in range(3000):
-        doc = {k: rng.randrange(-10**rng.randrange(1, 19), 10**rng.randrange(1, 19)) for k in rng.sample(["ts", "seq", "boot", "reads", "read_ok"], 3)}
-        payloads.append(orjson.dumps(doc).decode() if i % 7 else rng.choice(['{"a":1.5}', '{"a":"-12"}', "7", '{"a": 01}', "{}", "-"]))
+        doc = {k: rng.randrange(-10**rng.randrange(1, 19), 10**rng.randrange(1, 19))
+               for k in rng.sample(["ts", "seq", "boot", "reads", "read_ok"], 3)}
+        payloads.append(orjson.dumps(doc).decode() if i % 7
+                        else rng.choice(['{"a":1.5}', '{"a":"-12"}', "7", '{"a": 01}', "{}", "-"]))
     data = b"".join(_line(f"{T0 + i}.25", f"putuo/iot/taopu/{i}-{i}9/hb", p) for i, p in enumerate(payloads))
     lines = scan(data).lines
     assert len(lines) == len(payloads)
@@ -123,7 +126,8 @@ def _read_both(paths: list[Path], caplog: pytest.LogCaptureFixture) -> None:
     got = [r for item in in_blocks.blocks() for r in (item.records() if isinstance(item, ArchiveLines) else [item])]
     assert got == expected
     assert [type(r[0]) for r in got] == [float] * len(got)
-    assert (in_blocks.records, in_blocks.bad_lines, in_blocks.truncated) == (one_by_one.records, one_by_one.bad_lines, one_by_one.truncated)
+    assert ((in_blocks.records, in_blocks.bad_lines, in_blocks.truncated)
+            == (one_by_one.records, one_by_one.bad_lines, one_by_one.truncated))
     assert [r.getMessage() for r in caplog.records] == logged
     caplog.clear()
     ahead = ArchiveReader(paths)  # read ahead in a forked process
@@ -160,7 +164,8 @@ def test_blocks_hold_the_records_of_reading_line_by_line(tmp_path: Path, monkeyp
 
 @pytest.fixture(scope="module")
 def registry(rules):
-    rows = [f"s-{street}-{t}-{n},iot,{t},{street}" for street in ("changzheng", "taopu") for t in ("elevator", "noise") for n in range(3)]
+    rows = [f"s-{street}-{t}-{n},iot,{t},{street}"
+            for street in ("changzheng", "taopu") for t in ("elevator", "noise") for n in range(3)]
     rows += [f"c-{street}-{t},cam,{t},{street}" for street in ("changzheng", "taopu") for t in ("face_cam", "plate_cam")]
     return make_registry(rules, *rows)
 
@@ -168,7 +173,8 @@ def registry(rules):
 def _traffic(registry) -> list[tuple[float, str, str]]:
     """Across a month's start: control records, a retained message, bad and unknown messages, a
     flood over the rate limit, a clock stepped back."""
-    records = list(iter_records(registry, registry.rules, (T0 - 3 * HOUR) * US, (T0 + 4 * HOUR) * US, Scenario(seed=4, jitter=0.3)))
+    records = list(iter_records(registry, registry.rules, (T0 - 3 * HOUR) * US, (T0 + 4 * HOUR) * US,
+                                Scenario(seed=4, jitter=0.3)))
     rng = random.Random(9)
     inserts = [
         (T0 - 3 * HOUR, "$ptmon/monitor", "up"),

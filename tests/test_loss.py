@@ -5,6 +5,7 @@ broker's $SYS values."""
 from __future__ import annotations
 
 import numpy as np
+
 from ptmon.alerting.book import AlertBook
 from ptmon.alerting.model import AlertKey, Cause, Phase
 from ptmon.alerting.transit import DISTRICT_LOSS, DROPS, TransitAlerts
@@ -28,7 +29,7 @@ def lossy_minutes(step_by_minute: list[int], first: int = 0) -> list[tuple[float
     for minute, step in enumerate(step_by_minute, start=first):
         seq += step
         records.append(hb(T0 + 60 * minute + 1, "c1", seq=seq))
-    return records + [tick(T0 + 60 * (first + len(step_by_minute)) + 60)]
+    return [*records, tick(T0 + 60 * (first + len(step_by_minute)) + 60)]
 
 
 class Watch:

@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from ptmon.archive import ArchiveReader, write_archive
 from ptmon.cli import main
 from ptmon.ledger.closing import closing, closings
@@ -139,7 +140,8 @@ def test_close_seals_the_ledgers_month_once_and_its_report_is_the_same_bytes_eve
             assert c is not None and c.version == 1 and c.closed_by == "张三" and c.sealed_ok()
             assert c.closed_at == parse_instant(CLOSE)
             rows = [r for r in live.rows if r.contract == contract]
-            assert [(x[1], x[2], x[3], x[4]) for x in c.doc["kpis"]] == [(r.street, r.kpi, r.numerator, r.denominator) for r in rows]
+            assert ([(x[1], x[2], x[3], x[4]) for x in c.doc["kpis"]]
+                    == [(r.street, r.kpi, r.numerator, r.denominator) for r in rows])
             terms = registry.rules.contract(contract)
             lines = [payment_for(terms, s, live.rows) for s in registry.rules.street_codes()]
             assert Decimal(_money(c.doc, "district")["payable"]) == total(lines, contract=contract).payable
@@ -265,7 +267,8 @@ def test_status_and_restatement_after_late_records_an_exemption_and_a_registry_c
 
     reports = _report(month, tmp_path / "v2")
     html = reports["report-2026-11-cam-v2.html"].decode()
-    assert "月度租赁服务考核验收报告（第 2 版）" in html and "第 2 版与第 1 版对照" in html and "设备验收日期更正；补登豁免" in html
+    assert "月度租赁服务考核验收报告（第 2 版）" in html and "第 2 版与第 1 版对照" in html
+    assert "设备验收日期更正；补登豁免" in html
     assert f"+{camera:,.2f}" in html and f"+{outage:,.2f}" in html and f"+{camera + outage:,.2f}" in html
     assert v1["cam"].seal in html and "ptmon-2026-11-12.1.jsonl.gz" in html and "运营商光缆中断" in html
     changes = list(csv.DictReader(io.StringIO(reports["report-2026-11-iot-v2-changes.csv"].decode())))
@@ -343,7 +346,8 @@ def test_verify_detects_tampered_archive_registry_rules_and_closing(month: Month
         import gzip
 
         f.write(gzip.compress(b'{"t": 1795017600.5, "topic": "$ptmon/tick", "payload": ""}\n'))
-    month.registry.write_text(month.registry.read_text() + "taopu-cam9,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam,2026-01-01,\n")
+    month.registry.write_text(month.registry.read_text()
+                              + "taopu-cam9,cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam,2026-01-01,\n")
     types = month.rules / "types.yaml"
     types.write_text(types.read_text() + "\n# edited\n")
     assert main(month.month("verify", md.MONTH)) == 1

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from ptmon.cli import main
 from ptmon.ledger.closing import canonical, closing, closings, seal_of
 from ptmon.ledger.store import Ledger

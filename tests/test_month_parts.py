@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from ptmon.archive import write_archive
 from ptmon.decode import Decoder
 from ptmon.engine import Engine
@@ -268,5 +269,5 @@ def test_month_config_errors(tmp_path: Path) -> None:
 
     path = tmp_path / "ptmon.toml"
     path.write_text("[month]\nclose_grace = 'soon'\n")
-    with pytest.raises(ConfigError, match="month.close_grace"):
+    with pytest.raises(ConfigError, match=r"month\.close_grace"):
         load_config(path)

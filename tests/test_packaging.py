@@ -10,7 +10,6 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -42,7 +41,8 @@ def test_rules_scenarios_and_dashboards_are_package_data() -> None:
 
 
 def test_wheel_holds_the_data_and_runs_from_elsewhere(tmp_path: Path) -> None:
-    """Test that a built wheel carries rules, scenarios and dashboards, and that `ptmon rules check` runs from it outside the checkout."""
+    """Test that a built wheel carries rules, scenarios and dashboards, and that `ptmon rules check`
+    runs from it outside the checkout."""
     source = tmp_path / "source"  # a copy: setuptools builds in the source tree's build/
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout.split(b"\0")
     for name in filter(None, (t.decode() for t in tracked)):
@@ -53,8 +53,9 @@ def test_wheel_holds_the_data_and_runs_from_elsewhere(tmp_path: Path) -> None:
                    check=True, capture_output=True)
     wheel = next(tmp_path.glob("ptmon-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("ptmon/default_rules/contracts.yaml", "ptmon/default_rules/README.md", "ptmon/simulators/scenarios/bad-day.yaml",
-                   "ptmon/grafana/dashboards/street.json", "ptmon/grafana/provisioning/datasources/ptmon.yaml", "ptmon/cli.py"):
+    for needed in ("ptmon/default_rules/contracts.yaml", "ptmon/default_rules/README.md",
+                   "ptmon/simulators/scenarios/bad-day.yaml", "ptmon/grafana/dashboards/street.json",
+                   "ptmon/grafana/provisioning/datasources/ptmon.yaml", "ptmon/cli.py"):
         assert needed in names
     assert not any(n.startswith(("collector/", "simulators/", "tests/")) for n in names)
     target = tmp_path / "site"

@@ -13,8 +13,9 @@ import numpy as np
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ptmon.payloads import parse_payloads, parse_spans
+
 from ptmon.ids import padded
+from ptmon.payloads import parse_payloads, parse_spans
 
 HEARTBEATS = [
     '{"ts":1762012800,"seq":5,"boot":77,"reads":1234,"read_ok":1200}',

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ptmon.registry import parse_registry
 from ptmon.replay import Replayer
 from ptmon.rules import DEFAULT_RULES_DIR, Rules, load_rules
@@ -200,7 +201,7 @@ class _Sim:
     def __init__(self, seq: int) -> None:
         self.seq = seq
         self.boot: object = None
-        self.counters: dict[str, int] = {c: 0 for c in COUNTERS}
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.clock = T0  # the device's ts
 
 
@@ -326,9 +327,8 @@ def scenario(draw, variant: str):
     records: list[tuple[float, str, str]] = []
     for record in _messages(draw, rows, times, hb_weight):
         same = [r for r in records if to_us(r[0]) == to_us(record[0])]
-        if AVOID_SAME_INSTANT_RESTART and same:
-            if any(_monitor(r) == "down" for r in same) or _monitor(record) == "up":
-                continue  # observation would end and restart at one instant (see AVOID_SAME_INSTANT_RESTART)
+        if AVOID_SAME_INSTANT_RESTART and same and (any(_monitor(r) == "down" for r in same) or _monitor(record) == "up"):
+            continue  # observation would end and restart at one instant (see AVOID_SAME_INSTANT_RESTART)
         records.append(record)
     return rows, records, start_us, end_us
 
@@ -465,7 +465,7 @@ def test_boundaries_and_counters_example(rules_tw: Rules) -> None:
 def test_monitor_gaps_example(rules_tw: Rules) -> None:
     """Test that a down/up gap and a crash (up while up) leave the same observed samples."""
     cam = _row("c1", "cam", "c_slow", "taopu")
-    records = [_hb(T0 + 60 * k, cam, seq=k) for k in range(0, 10)]
+    records = [_hb(T0 + 60 * k, cam, seq=k) for k in range(10)]
     records += [(T0 + 600, "$ptmon/monitor", "down"), (T0 + 900, "$ptmon/monitor", "up")]
     records += [_hb(T0 + 960, cam, seq=20), (T0 + 1500, "$ptmon/monitor", "up"), _hb(T0 + 1560, cam, seq=21)]
     records += [_hb(T0 + 3700, cam, seq=22)]  # past the end: observation reaches the end
@@ -482,7 +482,7 @@ def test_daily_lease_and_partial_days_example(rules_daily: Rules) -> None:
     records += [_hb(T0 + 50 * H, a, seq=2), _hb(T0 + 51 * H, b, seq=3), _hb(T0 + 72 * H + 60, a, seq=3)]
     assert_same(rules_daily, [a, b], records, to_us(T0), to_us(T0 + 72 * H))
     # a period cut inside days at both ends: only the wholly included, wholly observed day counts
-    early = [_hb(T0 - 24 * H, b, seq=0), _hb(T0 - 20 * H, b, seq=1)] + records[1:]
+    early = [_hb(T0 - 24 * H, b, seq=0), _hb(T0 - 20 * H, b, seq=1), *records[1:]]
     assert_same(rules_daily, [a, b], early, to_us(T0 - 6 * H), to_us(T0 + 48 * H + 1800))
 
 

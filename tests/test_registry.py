@@ -42,7 +42,8 @@ def test_loads_columnar_and_grouped_by_contract_and_street(tmp_path, rules):
         ("a/b,cam,face_cam,taopu,s,c,g,2026-01-01,", "x.csv:3: device_id 'a/b' contains a character not allowed"),
         ("x1,cam,face_cam,taopu", "x.csv:3: expected 9 fields, found 4"),
     ],
-    ids=["street", "bad-date", "bad-retired", "retired-before", "duplicate", "contract", "type-contract", "type", "slash-id", "short-row"],
+    ids=["street", "bad-date", "bad-retired", "retired-before", "duplicate", "contract", "type-contract", "type", "slash-id",
+         "short-row"],
 )
 def test_bad_row_is_reported_with_line(tmp_path, rules, row, message):
     """Test that a bad row fails the whole load and names the file, line and problem."""

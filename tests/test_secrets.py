@@ -21,6 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from ptmon.simulators.loopback import free_port
 
 from .brokers import MosquittoServer
@@ -175,14 +176,16 @@ def test_no_secret_appears_anywhere(tmp_path: Path, servers: Any) -> None:
 
     month = time.strftime("%Y-%m", time.localtime())
     report = subprocess.run([*PTMON, "report", "--month", month, "--config", str(config), "--out", str(tmp_path / "report"),
-                             "--format", "csv,html"], capture_output=True, text=True, timeout=300, env=environment(""), check=False)
+                             "--format", "csv,html"],
+                            capture_output=True, text=True, timeout=300, env=environment(""), check=False)
     assert report.returncode == 0, report.stderr
     check = subprocess.run([*PTMON, "collect", "--config", str(config), "--check-config", "--broker",
                             f"mqtt://ptmon:{MQTT_SECRET}@127.0.0.1:1", "--influx-url", f"http://admin:{INFLUX_SECRET}@h:1"],
                            capture_output=True, text=True, timeout=120, env=environment(INFLUX_SECRET), check=False)
     assert check.returncode == 0 and "mqtt auth: username 'ptmon', password set" in check.stdout, check.stderr
     simulate = subprocess.run([*PTMON, "simulate", "--registry", str(tmp_path / "registry.csv"), "--broker",
-                               f"mqtt://u:{SIMULATOR_SECRET}@127.0.0.1:1"], capture_output=True, text=True, timeout=120, check=False)
+                               f"mqtt://u:{SIMULATOR_SECRET}@127.0.0.1:1"],
+                              capture_output=True, text=True, timeout=120, check=False)
     assert simulate.returncode == 2 and "cannot reach the broker mqtt://***@127.0.0.1:1" in simulate.stderr
     texts += [log.read_text(), report.stdout, report.stderr, check.stdout, check.stderr, simulate.stdout,
               simulate.stderr, influx_dump(influx.url)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from ptmon.plausibility import ALLOWANCE_CAP_MS, PLAUSIBILITY, judge
 from ptmon.sequence import advance, fill, future_ts, head_met, restarted, ts_key
 
@@ -102,7 +103,8 @@ def judged(deltas, *, elapsed_s=3600, cost_ms=1000, allowance=ALLOWANCE_CAP_MS, 
     state = np.zeros(1, PLAUSIBILITY)
     state["allowance"], state["unmatched"][0], state["resets_today"] = allowance, unmatched, resets
     verdict = judge(state, np.array([deltas], np.int64), elapsed_us=np.array([elapsed_s * 1_000_000]),
-                    cost_ms=np.array([cost_ms]), burst_ms=np.array([burst_ms]), first=np.array([False]), first_today=np.array([first_today]),
+                    cost_ms=np.array([cost_ms]), burst_ms=np.array([burst_ms]), first=np.array([False]),
+                    first_today=np.array([first_today]),
                     reset=np.array([reset]) if reset else None, max_resets=np.array([max_resets]) if reset else None)
     kind = next((k for k, mask in verdict.by_kind() if mask[0]), None) if verdict is not None else None
     return kind, int(state["allowance"][0]), state["unmatched"][0].tolist(), int(state["resets_today"][0])

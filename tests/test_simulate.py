@@ -18,10 +18,10 @@ from ptmon.archive import ArchiveReader
 from ptmon.errors import ConfigError
 from ptmon.registry import load_registry
 from ptmon.replay import replay
-from ptmon.timebase import US_PER_S
 from ptmon.simulators.link import BrokerAddress
 from ptmon.simulators.scenario import load_scenario
 from ptmon.simulators.simulate import Options, Simulator
+from ptmon.timebase import US_PER_S
 
 from .brokers import Subscriber
 from .conftest import T0, TWO_STREETS, write_two_street_registry
@@ -44,7 +44,8 @@ def simulate(rules, registry_file, port, tmp_path, scenario_text=None, *, hours=
     plan = load_scenario(scenario, registry, T0 * US_PER_S, end, seed)
     record = tmp_path / f"record-{seed}-{time.monotonic_ns()}.jsonl.gz"
     options = Options(broker=BrokerAddress.parse(f"mqtt://127.0.0.1:{port}"), start_us=T0 * US_PER_S,
-                      duration_us=int(hours * 3600) * US_PER_S, speed=speed, record=record, client_prefix=f"t{time.monotonic_ns()}")
+                      duration_us=int(hours * 3600) * US_PER_S, speed=speed, record=record,
+                      client_prefix=f"t{time.monotonic_ns()}")
     summary = asyncio.run(Simulator(registry, plan, options).run())
     return summary, record, registry
 
@@ -91,7 +92,7 @@ def test_gateway_death_fires_last_will_and_silences_its_devices(rules, registry_
 
 def test_street_outage_replays_to_the_expected_online_rate(rules, registry_file, broker_port, tmp_path):
     """Test that a 6-hour outage in a simulated day replays to ~75 % online for that street's cameras."""
-    summary, record, registry = simulate(rules, registry_file, broker_port, tmp_path,
+    _summary, record, registry = simulate(rules, registry_file, broker_port, tmp_path,
                                          "events:\n  - street_outage: {street: changzheng, from: 6h, to: 12h}\n", hours=24)
     street_records = [r for r in records(record) if "/changzheng/" in r[1]]
     assert not [r for r in street_records if T0 + 6 * 3600 <= r[0] < T0 + 12 * 3600]
@@ -109,7 +110,8 @@ def test_same_seed_same_run_and_bad_traffic_counts_for_nothing(rules, registry_f
     """Test that a scenario replays identically for a seed, and its bad traffic is rejected, not counted."""
     scenario = (
         "events:\n  - unknown_devices: {per_minute: 3}\n  - malformed: {per_minute: 2}\n"
-        "  - duplicates: {fraction: 0.02}\n  - reorder: {fraction: 0.01, delay: 5s}\n  - churn: {per_hour: 0.05, mean_repair: 20m}\n"
+        "  - duplicates: {fraction: 0.02}\n  - reorder: {fraction: 0.01, delay: 5s}\n"
+        "  - churn: {per_hour: 0.05, mean_repair: 20m}\n"
     )
     first, rec1, registry = simulate(rules, registry_file, broker_port, tmp_path, scenario, hours=1, seed=7)
     second, rec2, _ = simulate(rules, registry_file, broker_port, tmp_path, scenario, hours=1, seed=7)

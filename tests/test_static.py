@@ -1,8 +1,10 @@
-"""Static checks: mypy with the project's own configuration (pyproject.toml ``[tool.mypy]``).
+"""Static checks: mypy and ruff with the project's own configuration (pyproject.toml ``[tool.mypy]``,
+``[tool.ruff]``).
 
-The pure core (engine, decoder, tally, ledger) is checked strictly and must be clean; so must
-every other module of the collector except those listed in ``PENDING_MYPY``, whose remaining
-errors belong to work in progress elsewhere. A module leaves that list once it is clean.
+``ruff check .`` must find nothing anywhere in the repository. For mypy, the pure core (engine,
+decoder, tally, ledger) is checked strictly and must be clean; so must every other module of the
+collector except those listed in ``PENDING_MYPY``, whose remaining errors belong to work in
+progress elsewhere. A module leaves that list once it is clean.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ ERROR_LINE = re.compile(r"^(?P<path>[^:\s]+\.py):\d+: error: ", re.MULTILINE)
 
 needs_mypy = pytest.mark.skipif(importlib.util.find_spec("mypy") is None,
                                 reason="mypy is not installed (pip install -e '.[test]' brings it)")
+needs_ruff = pytest.mark.skipif(importlib.util.find_spec("ruff") is None,
+                                reason="ruff is not installed (pip install -e '.[test]' brings it)")
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +68,13 @@ def test_no_type_ignore_without_code_in_strict_core() -> None:
             for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
             if re.search(r"type:\s*ignore(?!\[)", text)]
     assert not bare, "type: ignore without an error code: " + ", ".join(bare)
+
+
+@needs_ruff
+def test_ruff_check_is_clean() -> None:
+    """Test that ``ruff check .`` from the repository root, with the project's rules, reports nothing."""
+    run = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if run.returncode not in (0, 1):  # 2: ruff itself failed (bad configuration, unreadable file)
+        pytest.fail(f"ruff did not run (exit {run.returncode}):\n{run.stdout}{run.stderr}")
+    assert run.returncode == 0, f"ruff check . found problems:\n{run.stdout}{run.stderr}"

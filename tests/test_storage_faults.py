@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ptmon.archive import ArchiveReader
 from ptmon.collect import Collector
 from .conftest import restored_collector
@@ -52,7 +53,8 @@ FAST = StorageConfig(retry_min=0.05, retry_max=0.5, alert_after=1.0)
 
 def write_registry(tmp_path: Path) -> Path:
     path = tmp_path / "registry.csv"
-    path.write_text("\n".join([HEADER] + [f"{d},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-0,2026-01-01," for d in CAMERAS]) + "\n")
+    rows = [f"{d},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam-0,2026-01-01," for d in CAMERAS]
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
     return path
 
 
@@ -79,7 +81,7 @@ class Running:
     def _run(self) -> None:
         try:
             self.loop.run_until_complete(self.collector.run(self.stop))
-        except BaseException as exc:  # noqa: BLE001 - the test asserts on it
+        except BaseException as exc:
             self.error = exc
 
     def heartbeats(self) -> int:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+
 from ptmon.archive import RETAINED_TOPIC, ArchiveReader, retained_record, write_archive
 from ptmon.replay import Replayer, replay
 
@@ -26,7 +27,7 @@ def retained_case() -> list[tuple[float, str, str]]:
     end = T0 + 300 * 99
     restart = end + 60
     topic, payload = records[1][1], records[1][2]
-    return records + [down(end + 30), up(restart), retained_record(restart, topic, payload), tick(restart + 60)]
+    return [*records, down(end + 30), up(restart), retained_record(restart, topic, payload), tick(restart + 60)]
 
 
 def test_retained_copy_after_a_restart_counts_nothing(rules):
@@ -76,7 +77,7 @@ def reboot_case(boot: bool) -> list[tuple[float, str, str]]:
         seq = k + 1 if k < 24 else k - 23
         extra = {"boot": "second" if k >= 24 else "first"} if boot else {}
         records.append(hb(T0 + 300 * k, "e1", "iot", "changshou", seq=seq, reads=10 * seq, read_ok=9 * seq, **extra))
-    return records + [tick(T0 + 10 * H)]
+    return [*records, tick(T0 + 10 * H)]
 
 
 @pytest.mark.parametrize("boot", [False, True], ids=["no-boot-id", "boot-id"])
@@ -120,7 +121,7 @@ def lossy_case() -> list[tuple[float, str, str]]:
     records += [hb(T0 + t, "c1", seq=seq, boot="a", ts=T0 + 60 * seq) for t, seq in arrivals]
     records += [hb(T0 + 60 * seq, "c2", "cam", "wanli", seq=seq) for seq in range(1, 15)]
     records.append(hb(T0 + 900, "c1", seq=10**9, boot="a", ts=T0 + 900))  # a seq far ahead: no loss of a billion
-    return sorted(records, key=lambda r: r[0]) + [tick(T0 + H)]
+    return [*sorted(records, key=lambda r: r[0]), tick(T0 + H)]
 
 
 def test_lost_messages_are_counted_once_and_late_ones_recovered(rules):
@@ -168,8 +169,8 @@ def test_replay_table_shows_loss_and_implausible_counts(rules):
     """Test that the replay's terminal table tells lost from missed: net lost with lost and recovered, and the
     implausible counts that were not counted."""
     registry = make_registry(rules, "c1,cam,face_cam,taopu", "c2,cam,face_cam,wanli")
-    records = lossy_case()[:-1] + [hb(T0 + 1000, "c2", "cam", "wanli", seq=15, face_try=0, face_ok=0),
-                                   hb(T0 + 1060, "c2", "cam", "wanli", seq=16, face_ok=3), tick(T0 + H)]
+    records = [*lossy_case()[:-1], hb(T0 + 1000, "c2", "cam", "wanli", seq=15, face_try=0, face_ok=0),
+               hb(T0 + 1060, "c2", "cam", "wanli", seq=16, face_ok=3), tick(T0 + H)]
     table = run(registry, records, T0, T0 + H).table(rules)
     assert "传输丢失 (lost in transit): 5 (lost 6, recovered 1)" in table
     assert "计数不可信，未计入 (implausible counters, not counted): unmatched_success 1" in table

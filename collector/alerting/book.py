@@ -49,7 +49,7 @@ class AlertBook:
                 log.warning("alert state row %r is unreadable (%s): dropped", row, exc)
                 self._changed[row] = None
         self._legacy, self._legacy_notified, legacy_rows = legacy_states(rows)
-        self._changed.update({row: None for row in legacy_rows})
+        self._changed.update(dict.fromkeys(legacy_rows))
 
     def _load(self, row: str, text: str) -> None:
         if row == WATERMARK:

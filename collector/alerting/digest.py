@@ -178,7 +178,8 @@ def _money(digest: Digest, names: Names, registry: Registry, judged: set[str], a
     setting = alert_rules.month_risk
     for contract in registry.rules.contracts:
         if contract.code in judged:  # the share of the month the estimate stands on, always said
-            lines.append(f"  {names.contract_short(contract.code)}：依据本月监测覆盖 {_share(digest.month.coverage[contract.code])} 的数据暂估 "
+            lines.append(f"  {names.contract_short(contract.code)}："
+                         f"依据本月监测覆盖 {_share(digest.month.coverage[contract.code])} 的数据暂估 "
                          "(estimated from this share of the month)")
         else:
             lines.append(f"  {names.contract_short(contract.code)}：本月监测覆盖 {_share(digest.month.coverage[contract.code])}，"

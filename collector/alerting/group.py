@@ -22,10 +22,11 @@ that still fires is not the gateway's doing and is sent.)
 silences across contracts): one group is one incident in that recipient's mailbox, its
 streets in one email. A group's first email waits ``group_wait`` from its first alert, so
 alerts of one cause arriving together go out together; later changes (alerts joining,
-resolving) wait ``group_wait`` too, and at least ``group_interval`` after the previous email; an unchanged firing incident is
-sent again after ``repeat_interval`` (not a month at risk: the daily digest lists it); when every alert has resolved, one resolved email
-(``send_resolved``) closes it. An alert that is inhibited after it was sent stays in its
-group as it was (no false "resolved") until it resolves.
+resolving) wait ``group_wait`` too, and at least ``group_interval`` after the previous email; an
+unchanged firing incident is sent again after ``repeat_interval`` (not a month at risk: the daily
+digest lists it); when every alert has resolved, one resolved email (``send_resolved``) closes it.
+An alert that is inhibited after it was sent stays in its group as it was (no false "resolved")
+until it resolves.
 
 Pure: the evaluator passes in the alert states and the groups, and gets back the groups'
 new states and the emails owed.

@@ -37,7 +37,8 @@ __all__ = ["compose", "csv_text", "duration_text", "header_safe", "message_row",
 NOTICE_WORDS = {Notice.FIRING: "", Notice.UPDATE: "·更新", Notice.REPEAT: "·持续", Notice.RESOLVED: ""}
 CAUSE_TITLES = {Cause.PIPELINE: ("全区失联", "全区恢复"), Cause.STREET_SILENT: ("整街失联", "整街恢复"),
                 Cause.GATEWAY: ("网关离线", "网关恢复"), Cause.BREACH: ("SLA告警", "SLA恢复"),
-                Cause.MONTH_RISK: ("月度风险", "月度风险解除"), Cause.LOSS: ("传输丢失", "传输丢失恢复"), Cause.DEVICE: ("设备失效", "设备恢复"),
+                Cause.MONTH_RISK: ("月度风险", "月度风险解除"), Cause.LOSS: ("传输丢失", "传输丢失恢复"),
+                Cause.DEVICE: ("设备失效", "设备恢复"),
                 Cause.BROKER_DROPS: ("代理丢弃", "代理丢弃停止"), Cause.MONITOR_GAP: ("监测中断", "监测恢复")}
 CSV_COLUMNS = ("street", "contract", "device", "type", "community", "gateway", "last_heartbeat", "offline_since",
                "online", "window_tries", "window_ok", "anomaly", "anomaly_since")
@@ -136,7 +137,8 @@ def _subject_item(v: AlertView, names: Names) -> str:
         if r is None or v.phase is None:
             return where
         below = r.rate is not None and r.rate <= r.level  # still firing until it falls to the resolve level
-        return where + f"：丢失率 {loss_rate(r)}（{'已低于告警线 ' if below else '告警线 '}{share(r.level)}{'，待恢复' if below else ''}）"
+        return where + (f"：丢失率 {loss_rate(r)}（{'已低于告警线 ' if below else '告警线 '}{share(r.level)}"
+                        f"{'，待恢复' if below else ''}）")
     if k.cause is Cause.BREACH:
         rate = d.get("rate")
         value = f" {percent(rate.value)}（阈值 {percent(d['threshold'])}）" if rate is not None else ""

@@ -76,7 +76,7 @@ class Observations:
         self.rules = rules
         registry = engine.registry
         self.n_streets = engine.n_streets
-        self.window = {ci: 0 for ci in range(len(engine.contract_slices))}
+        self.window = dict.fromkeys(range(len(engine.contract_slices)), 0)
         codes = [c.code for c in registry.rules.contracts]
         for r in rules.rules:
             ci = codes.index(r.contract)

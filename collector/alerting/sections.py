@@ -74,7 +74,8 @@ def section(v: AlertView, names: Names, at: int) -> list[str]:
     k, d = v.key, v.details
     lines = [f"■ {names.alert(k)}"]
     if k.street:
-        lines.append(f"  街镇 (street)：{names.street(k.street)} ({k.street})；合同 (contract)：{names.contract_name(k.contract)}")
+        lines.append(f"  街镇 (street)：{names.street(k.street)} ({k.street})；"
+                     f"合同 (contract)：{names.contract_name(k.contract)}")
     lines.append(f"  开始 (since)：{when(v.since)}，已持续 (for) {duration_text((at - v.since) / US_PER_S)}")
     if d.get("inhibited_by") is not None:
         lines.append(f"  由「{names.alert(d['inhibited_by'])}」引起 (explained by it)")
@@ -254,6 +255,6 @@ def window_text(seconds: int) -> str:
     return f"{seconds // 60} 分钟" if seconds % 60 == 0 else f"{seconds} 秒"
 
 
-_BY_CAUSE = {Cause.MONITOR_GAP: _monitor_gap, Cause.PIPELINE: _pipeline, Cause.STREET_SILENT: _street_silent, Cause.GATEWAY: _gateway,
-             Cause.BREACH: _breach, Cause.MONTH_RISK: _month_risk, Cause.LOSS: _loss, Cause.BROKER_DROPS: _broker_drops,
-             Cause.DEVICE: _device}
+_BY_CAUSE = {Cause.MONITOR_GAP: _monitor_gap, Cause.PIPELINE: _pipeline, Cause.STREET_SILENT: _street_silent,
+             Cause.GATEWAY: _gateway, Cause.BREACH: _breach, Cause.MONTH_RISK: _month_risk, Cause.LOSS: _loss,
+             Cause.BROKER_DROPS: _broker_drops, Cause.DEVICE: _device}

@@ -9,8 +9,9 @@ and binomial log-likelihood ratios add up over messages, so a slot's llr is exac
 messages'.
 
 A *run* starts when S leaves zero: the start of that slot is the anomaly's "since" (and the end
-of the slot that raised it, when it was detected), and the run's counts (attempts, successes, and what the baseline expected of them)
-accumulate from there, so an anomaly's figures cover it from its start, not from its detection.
+of the slot that raised it, when it was detected), and the run's counts (attempts, successes, and
+what the baseline expected of them) accumulate from there, so an anomaly's figures cover it from
+its start, not from its detection.
 
 Cameras keep one evidence per regime (day, night): a camera blind at night only stays blind
 through the day, when its night evidence is not touched, instead of clearing every morning.

@@ -185,7 +185,7 @@ class Rollups:
             cells.reset()
         self.samples[:] = 0
         carried, self.rounds = self.rounds, []
-        for tt, dd, de in carried:  # deltas already received for the interval now open
+        for _t, dd, de in carried:  # deltas already received for the interval now open
             self._add(dd, de)
         self.emit(lines, stamp)
 

@@ -60,7 +60,8 @@ def _restore(monitor: AnomalyMonitor, saved: dict[str, np.ndarray]) -> list[str]
         raise ValueError(f"device-health state version {meta.get('version')!r}, this ptmon reads {VERSION}")
     ids = monitor.engine.registry.ids
     notes = []
-    for kind, rows, target in (("camera", monitor.camera_rows, monitor.cameras), ("sensor", monitor.sensor_rows, monitor.sensors)):
+    for kind, rows, target in (("camera", monitor.camera_rows, monitor.cameras),
+                               ("sensor", monitor.sensor_rows, monitor.sensors)):
         source, dest, n_saved = _by_id(_ids(saved[f"{kind}_ids"]), [ids[r] for r in rows.tolist()])
         take = {}
         for name, current in target.arrays().items():  # every array one row per device

@@ -27,8 +27,7 @@ from ..exemptions import ExemptionMask
 from ..registry import Registry
 from ..timebase import US_PER_S, UTC_OFFSET_US, day_start, format_instant
 from .grid import SampleGrid
-from .records import Exemption
-from .records import HourRow
+from .records import Exemption, HourRow
 from .store import Ledger
 
 HOUR_US = 3600 * US_PER_S
@@ -89,7 +88,8 @@ def _corrections(ledger: Ledger, registry: Registry, exemptions: list[Exemption]
         for row, ranges in windows.items():
             if registry.contract[row] != ci:
                 continue
-            lease = (grid.index(day_start(int(registry.accepted_day[row]))), grid.index(day_start(int(registry.retired_day[row]))))
+            lease = (grid.index(day_start(int(registry.accepted_day[row]))),
+                     grid.index(day_start(int(registry.retired_day[row]))))
             covered = _intersect(_union([(grid.index(a), grid.index(b)) for a, b in ranges]), [lease])
             street = int(registry.street[row])
             _add(expected[street], covered)

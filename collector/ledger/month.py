@@ -123,7 +123,7 @@ def _verify(paths: _Paths, month: str, recomputed_path: Path, done: Recomputed) 
         for line in diff[:SHOWN_DIFFERENCES]:
             print(f"    {line}")
     if found.any:
-        print("DIFFERENT: `ptmon ledger rebuild --month {0}` replaces the ledger's month with the recomputation".format(month))
+        print(f"DIFFERENT: `ptmon ledger rebuild --month {month}` replaces the ledger's month with the recomputation")
         return 1
     print("OK: the ledger's month equals the archive's")
     return 0

@@ -8,10 +8,9 @@ equal sums give byte-equal CSVs.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
-
-from collections.abc import Sequence
 
 from ..engine import Engine
 from ..registry import Registry

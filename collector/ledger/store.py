@@ -4,8 +4,9 @@ Tables:
 
 * ``hours`` — per contract × street × hour: observed sample instants, Σ online, Σ expected
   (devices under lease; exemptions are applied when the ledger is read), the counter delta
-  sums, and the rule-file and registry versions that produced the row. Rows are written when the hour closes; writing the same hour again
-  (the archive tail replayed after a crash) replaces it, so no hour counts twice.
+  sums, and the rule-file and registry versions that produced the row. Rows are written when the
+  hour closes; writing the same hour again (the archive tail replayed after a crash) replaces it,
+  so no hour counts twice.
 * ``days`` — per contract × street × day, for the ``daily`` online method: devices heard
   that day and the day's observed sample instants.
 * ``spans`` — the instants the monitor observed; everything else is a monitoring gap.
@@ -118,9 +119,11 @@ class Ledger:
                 db.execute("DELETE FROM main.days WHERE day >= ? AND day < ?", (first_day, end_day))
                 db.execute("INSERT INTO main.days SELECT * FROM src.days WHERE day >= ? AND day < ?", (first_day, end_day))
                 db.execute('DELETE FROM main.spans WHERE start < ? AND "end" >= ?', (end, start))
-                db.execute('INSERT OR REPLACE INTO main.spans SELECT * FROM src.spans WHERE start < ? AND "end" >= ?', (end, start))
+                db.execute('INSERT OR REPLACE INTO main.spans SELECT * FROM src.spans WHERE start < ? AND "end" >= ?',
+                           (end, start))
                 db.execute("DELETE FROM main.episodes WHERE start >= ? AND start < ?", (start, end))
-                db.execute('INSERT INTO main.episodes SELECT * FROM src.episodes WHERE start < ? AND ("end" IS NULL OR "end" > ?) '
+                db.execute('INSERT INTO main.episodes SELECT * FROM src.episodes '
+                           'WHERE start < ? AND ("end" IS NULL OR "end" > ?) '
                            'ON CONFLICT (device, start) DO UPDATE SET "end" = excluded."end", restored = excluded.restored',
                            (end, start))
         finally:

@@ -19,6 +19,7 @@ writes them later (the collector retries it, and saves no checkpoint ahead of th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 
@@ -27,8 +28,7 @@ import numpy as np
 from ..engine import Engine
 from ..tally import Tally
 from ..timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of, day_start
-from .records import Episode
-from .records import CountRow, DayRow, HourRow
+from .records import CountRow, DayRow, Episode, HourRow
 from .store import Ledger
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,9 @@ class LedgerWriter:
             start = t - (t + UTC_OFFSET_US) % self.bucket
             self.hour = Tally(self.engine, start, start + self.bucket)
             if self._closed_hours and self.error is None:
-                try:
+                # kept pending with self.error set; raising here would break the engine mid-sample
+                with contextlib.suppress(sqlite3.Error):
                     self.flush()
-                except sqlite3.Error:
-                    pass  # kept pending with self.error set; raising here would break the engine mid-sample
         return self.hour
 
     def _roll_day(self, t: int) -> Tally:
@@ -171,7 +170,8 @@ class LedgerWriter:
         rows = []
         for kind, per_group in sorted(tally.counts.items()):
             for g in np.flatnonzero(per_group).tolist():
-                contract, street = ("", "") if g == self.engine.n_groups else (contracts[g // len(streets)], streets[g % len(streets)])
+                contract, street = (("", "") if g == self.engine.n_groups
+                                    else (contracts[g // len(streets)], streets[g % len(streets)]))
                 rows.append(CountRow(hour=tally.start, contract=contract, street=street, kind=kind, n=int(per_group[g])))
         return rows
 

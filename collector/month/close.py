@@ -87,7 +87,8 @@ def check_closable(ctx: MonthContext) -> None:
     data_dir = ctx.setup.data_dir
     if collector_running(data_dir, ctx.setup.ledger) and not _written_past(ctx.ledger, end):
         raise CloseRefused(
-            f"a collector on {data_dir or ctx.setup.ledger} is still writing {ctx.month} into the ledger (it has written nothing after "
+            f"a collector on {data_dir or ctx.setup.ledger} is still writing {ctx.month} into the ledger "
+            f"(it has written nothing after "
             f"{when(end)} yet: catching up, or rebuilding the month); wait until it has, then close")
 
 

@@ -76,7 +76,7 @@ class MonthContext:
         self._stack.close()
         self.ledger.close()
 
-    def __enter__(self) -> MonthContext:  # noqa: PYI034 - a dataclass, not subclassed
+    def __enter__(self) -> MonthContext:
         return self
 
     def __exit__(self, *exc: object) -> None:

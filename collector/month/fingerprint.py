@@ -154,7 +154,7 @@ def registry_changes(sealed: bytes, now: bytes, contract: str, limit: int = 50) 
             fields = [f"{k} {old.get(k) or '—'} → {new.get(k) or '—'}" for k in new if old.get(k) != new.get(k)]
             out.append(f"{device}：{'，'.join(fields)}")
     if len(out) > limit:
-        out = out[:limit] + [f"…… 另有 {len(out) - limit:,} 行 (more rows)"]
+        out = [*out[:limit], f"…… 另有 {len(out) - limit:,} 行 (more rows)"]
     return out
 
 

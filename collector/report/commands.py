@@ -26,7 +26,8 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
         "ledger; --from-archive recomputes them from the raw message archive so that a reviewer can check them.")
     rep.add_argument("--month", required=True, metavar="YYYY-MM", help="the calendar month (Asia/Shanghai)")
     rep.add_argument("--contract", metavar="CODE", help="one contract only (iot or cam; default: every contract)")
-    rep.add_argument("--config", metavar="FILE", help="collector config: its registry, rules, ledger_file and archive_dir are the defaults")
+    rep.add_argument("--config", metavar="FILE",
+                     help="collector config: its registry, rules, ledger_file and archive_dir are the defaults")
     rep.add_argument("--ledger", metavar="FILE", nargs="+", help="the ledger (default: from --config, else "
                      "ptmon-data/ledger.sqlite); several: the ledgers of partition collectors, merged into one district "
                      "once checked to be disjoint, to cover every street and to have run with the same rules and registry")

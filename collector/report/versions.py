@@ -91,7 +91,9 @@ class KpiPair:
 
     @property
     def changed(self) -> bool:
-        key = lambda r: None if r is None else (r.numerator, r.denominator, r.observed_seconds)
+        def key(r: KpiRow | None) -> tuple[int, int, int] | None:
+            return None if r is None else (r.numerator, r.denominator, r.observed_seconds)
+
         return key(self.before) != key(self.after)
 
     @property

@@ -32,7 +32,8 @@ def versions_sheet(view: ReportView) -> Sheet:
                      ["text", "wrap", "text"])
     kpis, money = compare(c, view.inputs.results.rows, money_figures(view))
     sheet.append()
-    sheet.append(["街镇", "指标", c.previous_label, c.label, "变化（百分点）", f"{c.previous_label}结论", f"{c.label}结论"], "header")
+    sheet.append(["街镇", "指标", c.previous_label, c.label, "变化（百分点）", f"{c.previous_label}结论", f"{c.label}结论"],
+                 "header")
     for p in kpis:
         sheet.append([p.street, p.kpi, p.before.value if p.before else None, p.after.value if p.after else None,
                       signed_points(p.points), fmt.PASS_MARK[p.before.passed if p.before else None],

@@ -51,8 +51,9 @@ def _contract_sheet(view: ReportView, c: ContractView) -> Sheet:
     sheet = Sheet(f"{c.contract.code} 考核与付款", widths=widths, freeze_rows=4)
     mark = f"（{TITLE_MARK} · 金额{PROVISIONAL} provisional）" if c.provisional else ""
     sheet.append([f"{c.contract.name} [{c.contract.code}] — {view.month_label}{mark}"], "title")
-    about = (f"考核期间 {fmt.instant(view.inputs.start)} 至 {fmt.instant(view.inputs.end)}；在线率口径 {method_label(c.contract)}；"
-             f"监测覆盖 {fmt.fraction_percent(c.coverage, 3)}；规则 {view.inputs.rules.version}，设备清单 {view.inputs.registry.version}")
+    about = (f"考核期间 {fmt.instant(view.inputs.start)} 至 {fmt.instant(view.inputs.end)}；"
+             f"在线率口径 {method_label(c.contract)}；监测覆盖 {fmt.fraction_percent(c.coverage, 3)}；"
+             f"规则 {view.inputs.rules.version}，设备清单 {view.inputs.registry.version}")
     sheet.append([about], "note")
     sheet.append()
     sheet.append(header, "header")
@@ -67,7 +68,8 @@ def _contract_sheet(view: ReportView, c: ContractView) -> Sheet:
             styles += ["total_percent" if total else "percent"] * 2 + ["total" if total else "text"]
         p, m = line.payment, line.maintenance
         values += ["" if total else fmt.PASS_MARK[line.passed],
-                   p.fee if p else None, p.deduction_fraction if p else None, p.deduction if p else None, p.payable if p else None,
+                   p.fee if p else None, p.deduction_fraction if p else None, p.deduction if p else None,
+                   p.payable if p else None,
                    m.episodes, m.restored, _hours(m.median_restore), _hours(m.p90_restore), m.within_share, m.open_at_end]
         money, pc, n, h = (("total_money", "total_percent4", "total_int", "total_hours") if total
                            else ("money", "percent4", "int", "hours"))
@@ -134,7 +136,8 @@ def _exemption_sheet(view: ReportView) -> Sheet:
                       fmt.instant(e.created_at), "有效" if e.active else "已撤销",
                       fmt.instant(e.revoked_at) if e.revoked_at is not None else "", fmt.clean(e.revoked_by or ""),
                       fmt.clean(e.revoke_reason or "")],
-                     ["int", "text", "text", "text", "text", "hours", "int", "wrap", "wrap", "text", "text", "text", "wrap", "wrap"])
+                     ["int", "text", "text", "text", "text", "hours", "int", "wrap", "wrap", "text", "text", "text",
+                      "wrap", "wrap"])
     return sheet
 
 

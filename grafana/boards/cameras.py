@@ -8,8 +8,21 @@ from typing import Any
 
 from .. import queries as q
 from ..names import Names
-from ..panels import (Panel, bar_gauge, choice_variable, column_unit, dashboard, display_names, row,
-                      series_thresholds, table, target, thresholds, timeseries, value_names)
+from ..panels import (
+    Panel,
+    bar_gauge,
+    choice_variable,
+    column_unit,
+    dashboard,
+    display_names,
+    row,
+    series_thresholds,
+    table,
+    target,
+    thresholds,
+    timeseries,
+    value_names,
+)
 
 UID = "ptmon-cameras"
 CONTRACT = "cam"

@@ -10,8 +10,7 @@ from ptmon.batch import REJECT_KINDS
 
 from .. import queries as q
 from ..names import REJECT_NAMES, Names
-from ..panels import (Panel, column_unit, dashboard, display_names, row, stat, target, thresholds,
-                      timeseries)
+from ..panels import Panel, column_unit, dashboard, display_names, row, stat, target, thresholds, timeseries
 
 UID = "ptmon-collector"
 CONNECTED = [{"type": "value", "options": {"0": {"text": "已断开", "color": "red", "index": 0},

@@ -7,8 +7,7 @@ from typing import Any
 
 from .. import queries as q
 from ..names import ALERT_KINDS, Names
-from ..panels import (Panel, column_unit, dashboard, display_names, row, stat, table, target, thresholds, timeseries,
-                      value_names)
+from ..panels import Panel, column_unit, dashboard, display_names, row, stat, table, target, thresholds, timeseries, value_names
 
 UID = "ptmon-overview"
 STREET_LINK = [{"title": "街镇详情 (street drill-down)", "targetBlank": False,

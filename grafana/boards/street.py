@@ -7,8 +7,21 @@ from typing import Any
 
 from .. import queries as q
 from ..names import SUCCESS_KPIS, Names
-from ..panels import (Panel, choice_variable, column_unit, dashboard, display_names, row, series_thresholds,
-                      stat, table, target, thresholds, timeseries, value_names)
+from ..panels import (
+    Panel,
+    choice_variable,
+    column_unit,
+    dashboard,
+    display_names,
+    row,
+    series_thresholds,
+    stat,
+    table,
+    target,
+    thresholds,
+    timeseries,
+    value_names,
+)
 from . import cameras
 
 UID = "ptmon-street"  # alert emails link .../d/ptmon-street?var-street={street}&from=…&to=…
