@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = sub.add_parser("rules", help="validate the rule files",
                            description="`ptmon rules check [DIR]`: validate the rule files of DIR (streets.yaml, "
-                           "types.yaml, contracts.yaml, and anomaly.yaml and alerts.yaml as the collector loads them) and print their "
+                           "types.yaml, contracts.yaml, and anomaly.yaml and alerts.yaml as the collector loads them) "
+                           "and print their "
                            "version. An error names the file and the key; the exit status is then 2.")
     rules.add_argument("action", choices=["check"], help="check: validate the rule files")
     rules.add_argument("dir", nargs="?", default=str(DEFAULT_RULES_DIR), metavar="DIR",

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .alert_stage import AlertStage
 from .alerting.mailer import Mailer
 from .archive import MONITOR_TOPIC
 from .checkpoint import save_checkpoint
@@ -44,23 +45,22 @@ from .durable import replacing_file
 from .errors import CheckpointError, SinkError, StorageGone
 from .faults import FaultCollector, Faults
 from .health import health_lines
+from .health_stage import HealthStage
 from .intake import Intake
 from .ledger.keeper import LedgerKeeper
 from .ledger.read import ledger_results
+from .ledger_stage import LedgerStage
 from .lifecycle import unless_forced
 from .lock import CollectorLocks
-from .sinks.ledger import LedgerRefused, LedgerSink
-from .sinks.protocol import Sink
-from .restore import StateRestore
-from .ledger_stage import LedgerStage
-from .alert_stage import AlertStage
-from .health_stage import HealthStage
-from .metrics import MetricsEndpoint, Metrics, PipelineCounts
+from .metrics import Metrics, MetricsEndpoint, PipelineCounts
 from .partition import owned_points, partitioned_config, restrict_registry
 from .registry import Registry, load_registry
+from .restore import StateRestore
 from .results import Results
 from .rules import DEFAULT_RULES_DIR, load_rules
 from .sinks.archive import ArchiveWriter
+from .sinks.ledger import LedgerRefused, LedgerSink
+from .sinks.protocol import Sink
 from .source import MqttSource
 from .timebase import US_PER_S, format_instant
 

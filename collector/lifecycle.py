@@ -9,6 +9,7 @@ released and the exit status (130) is the caller's to give.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
@@ -62,10 +63,8 @@ def in_daemon_thread(blocking: Callable[[], T]) -> asyncio.Future[T]:
     future: asyncio.Future[T] = loop.create_future()
 
     def settle(outcome: Callable[[], None]) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop ended meanwhile (a forced exit did not wait for this thread)
             loop.call_soon_threadsafe(lambda: None if future.done() else outcome())
-        except RuntimeError:  # the loop ended meanwhile (a forced exit did not wait for this thread)
-            pass
 
     def run() -> None:
         try:

@@ -28,7 +28,7 @@ from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .metrics import Metrics
-from .partition import claim, refuse_partitioned, partition_of
+from .partition import claim, partition_of, refuse_partitioned
 from .registry import Registry
 from .replay import Feed, freeze_startup_heap
 from .sinks.archive import archive_files
@@ -161,7 +161,8 @@ class StateRestore:
             try:
                 snapshot = load_snapshot(self._sources.snapshot, self.registry)
             except CheckpointError as exc:  # an earlier snapshot, or every file, gives the same state
-                aside = self._sources.snapshot.with_name(f"{self._sources.snapshot.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+                unreadable = self._sources.snapshot
+                aside = unreadable.with_name(f"{unreadable.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
                 os.replace(self._sources.snapshot, aside)
                 self.notes.append(f"{exc}; it is kept as {aside.name}")
                 continue

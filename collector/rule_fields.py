@@ -200,7 +200,7 @@ def read_rule_file(path: Path, what: str = "rule file") -> tuple[Any, bytes]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from exc
     try:
-        return yaml.load(raw, Loader=_UniqueKeys), raw  # noqa: S506 (a SafeLoader)
+        return yaml.load(raw, Loader=_UniqueKeys), raw
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 

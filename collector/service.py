@@ -125,7 +125,9 @@ def check_anomaly_rules(rules: Rules) -> str:
     from .anomaly.rules import ANOMALY_FILE, rules_in
 
     path = rules.directory / ANOMALY_FILE
-    return f"anomaly rules: {path}" if rules_in(rules.directory) is not None else f"anomaly rules: none at {path} (device health off)"
+    if rules_in(rules.directory) is not None:
+        return f"anomaly rules: {path}"
+    return f"anomaly rules: none at {path} (device health off)"
 
 
 def run_collect(args: argparse.Namespace) -> int:

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ptmon.collect import Collector
 from ptmon.registry import Registry, parse_registry
 from ptmon.replay import Replayer
 from ptmon.results import Results
 from ptmon.rules import DEFAULT_RULES_DIR, Rules, load_rules
-
 from tests.servers import InfluxServer, influxql, victoria_metrics
 
 T0 = 1_793_462_400  # 2026-11-01T00:00:00+08:00, a Shanghai month start

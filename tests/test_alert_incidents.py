@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from ptmon.collect import Collector
-from .conftest import restored_collector
 from ptmon.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
@@ -34,7 +33,7 @@ from ptmon.simulators.simulate import Options, Simulator
 from ptmon.timebase import SHANGHAI, US_PER_S, month_bounds, parse_instant
 
 from .brokers import MosquittoServer
-from .conftest import HEADER
+from .conftest import HEADER, restored_collector
 from .smtp import SmtpServer
 from .test_alerts import event, send_all
 

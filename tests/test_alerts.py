@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 import pytest
+
 from ptmon.alerting.mailer import Mailer
 from ptmon.collect import Collector
-from .conftest import restored_collector
 from ptmon.config import AlertsConfig, CollectorConfig, EmailConfig, MqttConfig
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
@@ -24,7 +24,7 @@ from ptmon.replay import replay
 from ptmon.sinks.archive import archive_files
 from ptmon.timebase import US_PER_S, month_bounds
 
-from .conftest import T0, TWO_STREETS, write_two_street_registry
+from .conftest import T0, TWO_STREETS, restored_collector, write_two_street_registry
 from .smtp import SmtpServer
 
 MIN = 60
@@ -288,7 +288,7 @@ def test_a_monitoring_gap_raises_nothing_for_the_time_it_could_not_see(tmp_path,
         collector.lock.release()
         collector.archive.finish()
         restarted = restored_collector(config)
-        push(restarted, [(float(T0 + 100 * MIN), "$ptmon/monitor", "up")] + minutes(100, 200, counters=counters))
+        push(restarted, [(float(T0 + 100 * MIN), "$ptmon/monitor", "up"), *minutes(100, 200, counters=counters)])
         send_all(config)
         restarted.ledger.close()
         restarted.lock.release()
@@ -343,7 +343,7 @@ def test_a_restart_mid_incident_sends_nothing_twice(tmp_path, setup):
         assert restarted.alerts.restored  # the windows came back with the checkpoint
         # Back after five minutes down, taopu still silent: its silence goes on (no resolved email,
         # no second firing one) until its cameras are heard again.
-        push(restarted, [(float(T0 + 100 * MIN), "$ptmon/monitor", "up")] + minutes(100, 240, outage, counters))
+        push(restarted, [(float(T0 + 100 * MIN), "$ptmon/monitor", "up"), *minutes(100, 240, outage, counters)])
         send_all(config)
         restarted.engine.finish()
         restarted.ledger_writer.flush(open_buckets=True)
@@ -496,7 +496,7 @@ def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_repo
         collector.lock.release()
         collector.archive.finish()
         restarted = restored_collector(config)
-        push(restarted, [(float(T0 + 900 * MIN), "$ptmon/monitor", "up")] + cameras(900, 1020))
+        push(restarted, [(float(T0 + 900 * MIN), "$ptmon/monitor", "up"), *cameras(900, 1020)])
         iot = restarted.sla.latest
         assert iot is not None and iot.row("iot", "taopu", "online").numerator > 0  # the KPI counts them as it must
         send_all(config)
@@ -560,7 +560,8 @@ def test_the_digest_withholds_verdicts_and_money_below_the_month_guard(tmp_path,
     it shows the values with the coverage and withholds the money, however bad the minutes were."""
     _, rules_file = setup
     rules_file.write_text(GUARDED_DIGEST_YAML)
-    failing = lambda street, i, m: street == "taopu" and i < 10  # taopu's capture far below its threshold
+    def failing(street, i, m):
+        return street == "taopu" and i < 10  # taopu's capture far below its threshold
     with SmtpServer() as smtp:
         config = make_config(tmp_path, setup, smtp.port)
         collector = restored_collector(config)
@@ -606,7 +607,7 @@ def test_devices_never_heard_are_unknown_alike_with_or_without_a_restart(tmp_pat
         collector.lock.release()
         collector.archive.close()
         restarted = restored_collector(config)
-        push(restarted, [(float(T0 + 75 * MIN), "$ptmon/monitor", "up")] + cameras(75, 150))
+        push(restarted, [(float(T0 + 75 * MIN), "$ptmon/monitor", "up"), *cameras(75, 150)])
         send_all(config)
         restarted.ledger.close()
         restarted.lock.release()

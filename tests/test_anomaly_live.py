@@ -17,7 +17,6 @@ import pytest
 
 from ptmon.anomaly.ledger import read_anomalies
 from ptmon.archive import MONITOR_TOPIC
-from .conftest import restored_collector
 from ptmon.config import InfluxConfig
 from ptmon.ledger.rebuild import recompute_month
 from ptmon.ledger.store import Ledger
@@ -29,6 +28,7 @@ from ptmon.simulators.synthetic import TrafficGenerator
 from ptmon.sinks.archive import ArchiveWriter
 from ptmon.timebase import US_PER_S, parse_instant
 
+from .conftest import restored_collector
 from .servers import InfluxServer, influx_rows, influxql
 from .test_alert_incidents import ALERTS, SPEED, Run, simulate
 

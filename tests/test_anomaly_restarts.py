@@ -68,8 +68,9 @@ def drive(tmp: str, start_us: int, stop_us: int, *, checkpoints: list[int], exem
     """One collector process: (re)starts on ``tmp/data``, is fed the messages of [start, stop) in batches (a
     checkpoint at each instant of ``checkpoints``; at ``exempt[0]`` the exemption ``exempt[1]`` recorded with
     ``ptmon exempt add`` and the ledger's exemptions polled), then kills itself with SIGKILL or shuts down."""
-    from .conftest import restored_collector
     from ptmon.config.loading import load_config
+
+    from .conftest import restored_collector
 
     base = Path(tmp)
     now = [start_us / US_PER_S]

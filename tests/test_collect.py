@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import restored_collector
 from ptmon.config import CollectorConfig, InfluxConfig, MqttConfig
 from ptmon.registry import load_registry
 from ptmon.replay import replay
@@ -21,7 +20,7 @@ from ptmon.simulators.simulate import Options, Simulator
 from ptmon.sinks.archive import archive_files
 from ptmon.timebase import US_PER_S
 
-from .conftest import write_two_street_registry
+from .conftest import restored_collector, write_two_street_registry
 from .servers import InfluxServer, influxql
 
 SPEED = 120.0  # simulated seconds per wall second, shared by simulator and collector

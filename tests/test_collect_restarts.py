@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from .conftest import restored_collector
+
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
 from ptmon.live import month_of
@@ -23,7 +23,7 @@ from ptmon.rules import load_rules
 from ptmon.sinks.archive import archive_files
 
 from .brokers import MosquittoServer
-from .conftest import HEADER
+from .conftest import HEADER, restored_collector
 from .test_collect import current_minute, make_config, sim_clock
 
 CAMERAS = [f"taopu-cam{i}" for i in range(4)]
@@ -57,7 +57,8 @@ class Publisher:
     def heartbeat(self, device: str, seq: int) -> None:
         """Camera counters grow by ``tries`` tries and ``ok`` successes per heartbeat (10 and 9)."""
         assert self.connected.wait(60), "publisher not connected"
-        payload = {"seq": seq, "boot": "b1", "face_try": self.tries * seq, "face_ok": self.ok * seq, "plate_try": 0, "plate_ok": 0}
+        payload = {"seq": seq, "boot": "b1", "face_try": self.tries * seq, "face_ok": self.ok * seq,
+                   "plate_try": 0, "plate_ok": 0}
         info = self.client.publish(f"putuo/cam/taopu/{device}/hb", json.dumps(payload), qos=1)
         info.wait_for_publish(60)
 

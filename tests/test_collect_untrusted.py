@@ -20,7 +20,6 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from ptmon.collect import Collector
-from .conftest import restored_collector
 from ptmon.config import CollectorConfig, EmailConfig
 from ptmon.replay import replay
 from ptmon.simulators.live_demo import SimulatedClock
@@ -28,7 +27,7 @@ from ptmon.simulators.loopback import free_port
 from ptmon.sinks.archive import archive_files
 
 from .brokers import MosquittoServer
-from .conftest import HEADER
+from .conftest import HEADER, restored_collector
 from .smtp import SmtpServer
 from .test_collect import current_minute, make_config, sim_clock
 from .test_collect_restarts import wait_until

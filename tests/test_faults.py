@@ -11,11 +11,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from ptmon.collect import Collector
-from .conftest import restored_collector
 from ptmon.config import CollectorConfig, StorageConfig
 from ptmon.faults import REPORT_EVERY, FaultCollector, Faults
 
-from .conftest import T0, write_two_street_registry
+from .conftest import T0, restored_collector, write_two_street_registry
 
 
 class Clock:

@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import restored_collector
-from ptmon.timebase import US_PER_S
 from ptmon.grafana.build import DASHBOARD_DIR, stale_files
 from ptmon.simulators.link import BrokerAddress
 from ptmon.simulators.scenario import load_scenario
 from ptmon.simulators.simulate import Options, Simulator
+from ptmon.timebase import US_PER_S
 
-from .conftest import HEADER
+from .conftest import HEADER, restored_collector
 from .servers import InfluxServer, influxql
 from .test_collect import SPEED, current_minute, make_config, sim_clock
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ptmon.collect import Collector
 from ptmon.config import CollectorConfig, InfluxConfig, MqttConfig
 from ptmon.lifecycle import ExitRequest, unless_forced

@@ -14,15 +14,15 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+
 from ptmon.alerting.fmt import percent
 from ptmon.collect import Collector
-from .conftest import restored_collector
 from ptmon.config import CollectorConfig, LossConfig
 from ptmon.ledger.store import Ledger
 from ptmon.tally import DISTRICT
 from ptmon.timebase import US_PER_S
 
-from .conftest import T0, write_two_street_registry
+from .conftest import T0, restored_collector, write_two_street_registry
 from .smtp import SmtpServer
 from .test_alert_incidents import stamp
 from .test_alerts import ALERTS_YAML, event, make_config, minutes, push, send_all, summary
@@ -184,7 +184,7 @@ def test_a_restart_mid_loss_sends_nothing_twice(tmp_path, setup):
 
         restarted = restored_collector(config)
         assert any("replayed" in note for note in restarted.notes)
-        push(restarted, [(float(T0 + 78 * MIN), "$ptmon/monitor", "up")] + minutes(78, 105, counters=counters))
+        push(restarted, [(float(T0 + 78 * MIN), "$ptmon/monitor", "up"), *minutes(78, 105, counters=counters)])
         send_all(config)
         assert len(smtp.inbox.messages) == 2  # not judged until a whole window (30 min) was watched again
         push(restarted, minutes(105, 150, counters=counters))
@@ -228,7 +228,7 @@ def test_broker_drops_are_one_email_naming_the_setting_and_sent_once_across_a_re
         crash(collector)
 
         restarted = restored_collector(config)
-        push(restarted, [(float(T0 + 52 * MIN), "$ptmon/monitor", "up")] + minutes(52, 53, counters=counters))
+        push(restarted, [(float(T0 + 52 * MIN), "$ptmon/monitor", "up"), *minutes(52, 53, counters=counters)])
         drops(restarted, 52.75, 250)  # the broker still reports the drops it counted before the restart
         push(restarted, minutes(53, 130, counters=counters))
         send_all(config)
@@ -311,7 +311,7 @@ def test_heartbeats_sent_during_a_monitoring_gap_are_not_loss_in_transit(tmp_pat
     sensor, well after the first judged loss window), send no loss email: they were sent while the
     collector could not receive, and are counted apart as lost_across_gap."""
     loss = LossConfig(window=180, street_rate=0.02, broker_rate=0.5, min_messages=10)
-    registry, rules_file = setup
+    _registry, rules_file = setup
     rules_file.write_text(ALERTS_YAML.replace("group_wait: 1m", "group_wait: 10s"))  # the window is short
     counters: dict = {}
     everything = lambda street, i, m: True  # noqa: E731 - sent, never received: the collector is away

@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from ptmon.archive import write_archive
 from ptmon.cli import main
 from ptmon.ledger.closing import closings
@@ -82,7 +83,8 @@ def test_now_cannot_date_a_seal_before_the_previous_version_or_after_the_clock(p
     assert main(closed.month("close", md.MONTH, "--by", "张三")) == 0
     _restated(closed, capsys)
     _late_part(closed, "13")
-    assert main(closed.month("restate", md.MONTH, "--contract", "cam", "--reason", "x", "--by", "钱七", now="2026-12-02T08:59")) == 2
+    restate = closed.month("restate", md.MONTH, "--contract", "cam", "--reason", "x", "--by", "钱七", now="2026-12-02T08:59")
+    assert main(restate) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is before 第 2 版 of cam 2026-11 (sealed 2026-12-02T09:00:00+08:00)" in err
     assert main(closed.month("restate", md.MONTH, "--reason", "x", "--by", "钱七", now="2026-12-01T02:00")) == 2
@@ -233,7 +235,8 @@ def test_verify_fails_an_altered_sealed_file_and_revocations_print_to_the_second
     assert main(closed.month("verify", md.MONTH)) == 1
     captured = capsys.readouterr()
     assert "ptmon: error" not in captured.err
-    assert "no longer hashes to its SHA-256 (altered)" in captured.out and "late heartbeats sealed in 第 1 版 cannot be checked" in captured.out
+    assert "no longer hashes to its SHA-256 (altered)" in captured.out
+    assert "late heartbeats sealed in 第 1 版 cannot be checked" in captured.out
 
     assert main(["exempt", "--config", str(closed.config), "add", "--device", "changzheng-cam0", "--from", "2026-11-10",
                  "--to", "2026-11-11", "--reason", "r", "--approver", "李四"]) == 0

@@ -74,7 +74,8 @@ def test_hour_rows_keep_deltas_received_just_before_a_message_on_the_hour(rules,
 
 
 def test_data_quality_counts_come_from_the_period_in_ledger_and_replay(rules, tmp_path: Path) -> None:
-    """Test that rejects, duplicates, stale and unknown devices are counted per hour, so the ledger and a replay give the same figures for a period."""
+    """Test that rejects, duplicates, stale and unknown devices are counted per hour, so the ledger and a replay give the
+    same figures for a period."""
     registry = make_registry(rules, "c1,cam,face_cam,taopu", "s1,iot,smoke,changzheng")
     records = [up(T0 - 600), hb(T0 - 300, "ghost"), (T0 - 200, "putuo/cam/taopu/c1/hb", "{bad")]  # before the period
     records += [hb(T0 + 10, "c1", seq=1), hb(T0 + 20, "c1", seq=1), hb(T0 + 30, "c1", seq=2), hb(T0 + 40, "c1", seq=1)]
@@ -142,7 +143,6 @@ def test_a_lost_checkpoint_is_rebuilt_from_the_archive_not_started_empty(tmp_pat
     import asyncio
 
     from .conftest import restored_collector
-
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
@@ -172,8 +172,8 @@ def test_ledger_verify_finds_a_difference_and_rebuild_repairs_it(tmp_path: Path,
     import asyncio
 
     from ptmon.cli import main
-    from .conftest import restored_collector
 
+    from .conftest import restored_collector
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
@@ -208,13 +208,13 @@ def test_a_registry_or_rules_change_mid_month_recomputes_the_month_with_the_new_
     import asyncio
     import dataclasses
 
-    from .conftest import restored_collector
     from ptmon.registry import load_registry
     from ptmon.replay import replay
     from ptmon.rules import load_rules
     from ptmon.sinks.archive import archive_files
     from ptmon.timebase import month_bounds
 
+    from .conftest import restored_collector
     from .test_alerts import minutes, push
 
     config = dataclasses.replace(_collector_config(tmp_path), rules=rules_dir)
@@ -252,9 +252,9 @@ def test_a_ledger_without_archive_or_checkpoint_is_never_started_over(tmp_path: 
     import asyncio
     import shutil
 
-    from .conftest import restored_collector
     from ptmon.errors import PtmonError
 
+    from .conftest import restored_collector
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
@@ -264,7 +264,7 @@ def test_a_ledger_without_archive_or_checkpoint_is_never_started_over(tmp_path: 
     _crash(collector)
     config.checkpoint_path.unlink()
     shutil.rmtree(config.archive_path)
-    with pytest.raises(PtmonError, match="no archive .* to rebuild the state from"):
+    with pytest.raises(PtmonError, match=r"no archive .* to rebuild the state from"):
         restored_collector(config)
     with Ledger(config.ledger_path, readonly=True) as ledger:
         assert ledger.has_hours()
@@ -311,8 +311,8 @@ def test_a_month_recomputed_from_its_snapshot_applies_exemptions_as_the_ledger_d
     import asyncio
 
     from ptmon.cli import main
-    from .conftest import restored_collector
 
+    from .conftest import restored_collector
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
@@ -347,10 +347,10 @@ def test_a_clock_stepped_back_at_a_restart_replays_in_the_order_the_collector_sa
     import asyncio
 
     from ptmon.cli import main
-    from .conftest import restored_collector
     from ptmon.replay import replay
     from ptmon.sinks.archive import archive_paths
 
+    from .conftest import restored_collector
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
@@ -360,7 +360,7 @@ def test_a_clock_stepped_back_at_a_restart_replays_in_the_order_the_collector_sa
     _crash(collector)
     restarted = restored_collector(config)
     counters: dict = {f"{street}-cam{i}": (400, 400) for street in ("changzheng", "taopu") for i in range(12)}
-    push(restarted, [(float(T0 + 30 * 60 - 1), "$ptmon/monitor", "up")] + minutes(30, 90, counters=counters))
+    push(restarted, [(float(T0 + 30 * 60 - 1), "$ptmon/monitor", "up"), *minutes(30, 90, counters=counters)])
     restarted.engine.finish()
     restarted.ledger_writer.flush(open_buckets=True)
     from_ledger = ledger_results(restarted.ledger, restarted.registry, *_november())
@@ -381,7 +381,6 @@ def test_a_ledger_restored_from_an_older_backup_is_rebuilt(tmp_path: Path) -> No
     import shutil
 
     from .conftest import restored_collector
-
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
@@ -410,7 +409,6 @@ def test_a_corrupt_snapshot_is_set_aside_and_the_rebuild_reads_every_file(tmp_pa
     import asyncio
 
     from .conftest import restored_collector
-
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)
@@ -437,7 +435,6 @@ def test_replay_of_an_archive_directory_for_a_month_starts_from_its_snapshot(tmp
     import sys
 
     from .conftest import restored_collector
-
     from .test_alerts import minutes, push
 
     config = _collector_config(tmp_path)

@@ -20,7 +20,6 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from ptmon.cli import main
-from .conftest import restored_collector
 from ptmon.config import CollectorConfig, MqttConfig
 from ptmon.partition import PARTITION_FILE, archive_tag, restrict_registry
 from ptmon.registry import load_registry
@@ -28,7 +27,7 @@ from ptmon.rules import DEFAULT_RULES_DIR, load_rules
 from ptmon.simulators.synthetic import Scenario, iter_records
 from ptmon.timebase import US_PER_S
 
-from .conftest import HEADER, T0
+from .conftest import HEADER, T0, restored_collector
 
 STREETS = ("changzheng", "taopu", "wanli")
 PARTS = {"all": (), "a": ("changzheng", "taopu"), "b": ("wanli",)}
@@ -70,7 +69,8 @@ def write_registry(path: Path) -> Path:
 
 
 def config(tmp_path: Path, name: str, registry: Path, port: int) -> CollectorConfig:
-    return CollectorConfig(registry=registry, rules=tmp_path / "rules", data_dir=tmp_path / name, checkpoint_interval=3600.0, metrics_listen="",
+    return CollectorConfig(registry=registry, rules=tmp_path / "rules", data_dir=tmp_path / name, checkpoint_interval=3600.0,
+                           metrics_listen="",
                            mqtt=MqttConfig(port=port, client_id=f"collector-{name}-{time.monotonic_ns()}", qos=1),
                            streets=PARTS[name])
 
@@ -121,7 +121,7 @@ def collected(tmp_path_factory) -> dict[str, object]:  # type: ignore[no-untyped
             stop = asyncio.Event()
             tasks = [asyncio.create_task(c.run(stop)) for c in collectors.values()]
             await wait_for(lambda: all(c.source.subscribed.is_set() for c in collectors.values()), "subscriptions")
-            expected = {name: 0 for name in PARTS}
+            expected = dict.fromkeys(PARTS, 0)
             i = 0
             for step_start in range(START, END, STEP):
                 clock.t = step_start + STEP / 2
@@ -176,8 +176,10 @@ def test_partitions_subscribe_load_and_tag_only_their_streets(collected) -> None
     assert archive_tag(tmp / "all" / "archive") is None
     import gzip
 
-    topics = [json.loads(line)["topic"] for f in sorted((tmp / "b" / "archive").glob("ptmon-*.jsonl.gz"))
-              for line in gzip.open(f, "rt")]
+    topics = []
+    for f in sorted((tmp / "b" / "archive").glob("ptmon-*.jsonl.gz")):
+        with gzip.open(f, "rt") as lines:
+            topics += [json.loads(line)["topic"] for line in lines]
     heartbeats = [t for t in topics if t.endswith("/hb")]
     assert heartbeats and all(t.split("/")[2] == "wanli" for t in heartbeats)
     with sqlite3.connect(tmp / "a" / "ledger.sqlite") as db:
@@ -355,7 +357,7 @@ def test_whole_district_and_partition_storage_are_not_taken_over(collected, tmp_
         shutil.copytree(tmp / name, tmp_path / name, ignore=shutil.ignore_patterns("*.lock", "lock*"))
     cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "all", metrics_listen="",
                           streets=("wanli",))
-    with pytest.raises(UsageError, match="hold a whole-district collector's data .* own data directory"):
+    with pytest.raises(UsageError, match=r"hold a whole-district collector's data .* own data directory"):
         restored_collector(cfg)
     assert archive_tag(tmp_path / "all" / "archive") is None
     cfg = CollectorConfig(registry=registry, rules=tmp / "rules", data_dir=tmp_path / "b", metrics_listen="")

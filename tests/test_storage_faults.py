@@ -22,7 +22,6 @@ import pytest
 
 from ptmon.archive import ArchiveReader
 from ptmon.collect import Collector
-from .conftest import restored_collector
 from ptmon.config import CollectorConfig, EmailConfig, InfluxConfig, MqttConfig, StorageConfig
 from ptmon.ledger.read import ledger_results
 from ptmon.ledger.store import Ledger
@@ -33,7 +32,7 @@ from ptmon.rules import load_rules
 from ptmon.sinks.archive import ArchiveWriteError, ArchiveWriter, archive_files
 
 from .brokers import MosquittoServer
-from .conftest import HEADER
+from .conftest import HEADER, restored_collector
 from .servers import InfluxServer, influx_rows, influxql
 from .smtp import SmtpServer
 from .storage import Filler, ledger_locked, small_filesystem, wait_until

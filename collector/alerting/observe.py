@@ -7,7 +7,8 @@ Three things decide whether a low number is news, and they are all here:
   until it has had a whole timeout to report again: it timed out inside such a blind span and
   has not been heard since. A device never heard at all counts as heard when observation first
   began (before any restart), so it is unknown for one timeout from then whether or not the
-  collector restarted meanwhile (and longer if a restart fell inside that timeout). Unknown devices are left out of the alert's counts (the KPIs count
+  collector restarted meanwhile (and longer if a restart fell inside that timeout).
+  Unknown devices are left out of the alert's counts (the KPIs count
   every device as defined; only alerting waits). A device that had timed out before the blind
   span began was seen going offline and still counts.
 * **What a cause explains.** Devices behind a gateway whose Last Will stands are left out of

@@ -19,7 +19,8 @@ while every device coming back now would still pass. **Level 1** when ``projecte
 Nothing is said before ``min_observed`` of the month (and ``min_elapsed``) has been observed.
 The recent level ``r`` covers whole days, so that a night hour (cameras capture less well in the
 dark) does not raise a risk every night: it is the ledger's level over the last 24 hours when
-at least 18 of them were observed, else the month so far (then ``projected`` is ``a / b``). The amount at risk is the payment rule's
+at least 18 of them were observed, else the month so far (then ``projected`` is ``a / b``).
+The amount at risk is the payment rule's
 deduction for the projected values (:func:`ptmon.payment.payment_for`).
 
 Pure: the caller reads the ledger and the engine.

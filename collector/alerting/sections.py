@@ -160,7 +160,8 @@ def _month_risk(v: AlertView, names: Names, at: int) -> list[str]:
                 else f"按本月观测到的频率预计还有 {future} {unit}"),
              f"  即使全部恢复，月末最高可达 (best case)：{percent(risk.best)}",
              (f"  按账本 {when(risk.as_of - risk.recent_window * US_PER_S)} 起近 {risk.recent_window // 3600} 小时水平 "
-              f"(ledger, last {risk.recent_window // 3600} h) {percent(risk.recent)} 预计月末 (projected)：{percent(risk.projected)}")
+              f"(ledger, last {risk.recent_window // 3600} h) {percent(risk.recent)} "
+              f"预计月末 (projected)：{percent(risk.projected)}")
              if risk.recent is not None else
              f"  按本月累计水平 (month so far) {percent(risk.month_value)} 预计月末 (projected)：{percent(risk.projected)}",
              f"  阈值 (threshold)：{percent(risk.threshold)}"]

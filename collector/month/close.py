@@ -48,8 +48,8 @@ from ..ledger.store import Ledger
 from ..lock import collector_running
 from ..report.model import InputFile
 from ..rules import RULE_FILES
-from .analysis import Analysis, analyse
 from . import context
+from .analysis import Analysis, analyse
 from .context import MonthContext
 from .figures import Figures, ledger_month_digest, month_figures
 from .fingerprint import exemption_docs, mark, sha256_file
@@ -237,7 +237,8 @@ def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptio
     if found:
         raise CloseRefused(
             f"the ledger's {ctx.month} differs from its recomputation from the archive ({done.sources.describe()}, "
-            f"{done.records:,} records): {len(found)} row(s), the first: {' '.join(found[0].split())}; find out why before closing: "
+            f"{done.records:,} records): {len(found)} row(s), the first: {' '.join(found[0].split())}; "
+            f"find out why before closing: "
             f"`ptmon ledger verify --month {ctx.month}` lists them all; a ledger that lost hours (a crash before they were "
             f"written) is repaired with `ptmon ledger rebuild --month {ctx.month}` (collector stopped)")
 

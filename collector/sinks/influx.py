@@ -18,6 +18,7 @@ a crash or a shutdown is written again, which InfluxDB treats as the same points
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
@@ -264,10 +265,8 @@ class InfluxSink(InfluxDelivery):
             self._drop(batch.points, "memory full and the spool cannot keep up")
         if self._memory_bytes > limit and not self._closed and (self._spill_task is None or self._spill_task.done()) \
                 and time.monotonic() >= self._spill_retry_at:
-            try:
+            with contextlib.suppress(RuntimeError):  # submitted outside the loop (before it runs): the next cut spills
                 self._spill_task = asyncio.get_running_loop().create_task(self._spill_overflow())
-            except RuntimeError:  # submitted outside the loop (before it runs): the next cut spills
-                pass
 
     async def _spill_overflow(self) -> None:
         async with self._spool_lock:

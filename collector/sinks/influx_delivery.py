@@ -10,6 +10,7 @@ once, clearly. The buffering around it (memory, spool) is :class:`~.influx.Influ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import random
@@ -202,10 +203,8 @@ class InfluxDelivery:
             if timeout <= 0:
                 self._cut()
                 return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
-        except TimeoutError:
-            pass
 
     async def _stop_writer(self) -> None:
         """Let the writer finish its request until ``_close_by`` (which :meth:`hurry` brings forward)."""
