@@ -135,3 +135,17 @@ def influx_db(influx_server: InfluxServer, request: pytest.FixtureRequest) -> It
 def vm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with victoria_metrics(tmp_path_factory.mktemp("vm")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def pristine(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """A month of generated district data with its rules (5-minute samples: a month is 8,640 of them), built
+    once: the month tests copy it before they touch it."""
+    from tests import month_data as md
+
+    root = tmp_path_factory.mktemp("month")
+    shutil.copytree(DEFAULT_RULES_DIR, root / "rules", ignore=shutil.ignore_patterns("*.py", "__pycache__", "*.md"))
+    contracts = root / "rules" / "contracts.yaml"
+    contracts.write_text(contracts.read_text().replace("sample_interval: 60", "sample_interval: 300"))
+    md.build(root, load_rules(root / "rules"), root / "rules")
+    return root

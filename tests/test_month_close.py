@@ -26,7 +26,7 @@ from ptmon.ledger.store import Ledger
 from ptmon.payment import payment_for, total
 from ptmon.registry import load_registry
 from ptmon.replay import replay
-from ptmon.rules import DEFAULT_RULES_DIR, load_rules
+from ptmon.rules import load_rules
 from ptmon.sinks.archive import archive_files
 from ptmon.timebase import month_bounds, parse_instant
 
@@ -50,16 +50,6 @@ class Month:
 
     def registry_object(self):  # type: ignore[no-untyped-def]
         return load_registry(self.registry, load_rules(self.rules))
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("month")
-    shutil.copytree(DEFAULT_RULES_DIR, root / "rules", ignore=shutil.ignore_patterns("*.py", "__pycache__", "*.md"))
-    contracts = root / "rules" / "contracts.yaml"  # 5-minute samples: a month is 8,640 of them, fast enough to test
-    contracts.write_text(contracts.read_text().replace("sample_interval: 60", "sample_interval: 300"))
-    md.build(root, load_rules(root / "rules"), root / "rules")
-    return root
 
 
 def _copy(pristine: Path, target: Path, *, rules_change: tuple[str, str] | None = None) -> Month:

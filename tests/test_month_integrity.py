@@ -23,11 +23,11 @@ from ptmon.month.sealdoc import money_to_doc, row_from_doc
 from ptmon.rules import load_rules
 
 from . import month_data as md
-from .test_month_close import CLOSE, Month, _copy, pristine  # noqa: F401 - the module's fixture, reused
+from .test_month_close import CLOSE, Month, _copy
 
 
 @pytest.fixture
-def closed(pristine: Path, tmp_path: Path, capsys) -> Month:  # type: ignore[no-untyped-def]  # noqa: F811
+def closed(pristine: Path, tmp_path: Path, capsys) -> Month:  # type: ignore[no-untyped-def]
     m = _copy(pristine, tmp_path / "m")
     assert main(m.month("close", md.MONTH, "--by", "张三")) == 0
     capsys.readouterr()
@@ -122,7 +122,7 @@ def test_ledger_rows_edited_after_the_closing_fail_verify(closed: Month, capsys)
     assert code == 1 and "the ledger's rows of 2026-11 (hours, days, counts, device status, spans) changed since 第 1 版" in out
 
 
-def test_a_month_with_nothing_observed_is_not_closed_even_with_accept_gaps(pristine: Path, tmp_path: Path,  # noqa: F811
+def test_a_month_with_nothing_observed_is_not_closed_even_with_accept_gaps(pristine: Path, tmp_path: Path,
                                                                            capsys) -> None:  # type: ignore[no-untyped-def]
     """Test that a month of which the ledger holds nothing (September; a January not yet run) is refused with
     --accept-gaps, and that a [month] min_coverage that is no fraction is refused."""
@@ -137,7 +137,7 @@ def test_a_month_with_nothing_observed_is_not_closed_even_with_accept_gaps(prist
         assert closings(ledger) == []
 
 
-def test_two_closes_at_once_seal_all_contracts_or_none(pristine: Path, tmp_path: Path, monkeypatch,  # noqa: F811
+def test_two_closes_at_once_seal_all_contracts_or_none(pristine: Path, tmp_path: Path, monkeypatch,
                                                        capsys) -> None:  # type: ignore[no-untyped-def]
     """Test that when another `month close --contract cam` seals cam while a close of every contract is checking,
     the latter seals nothing (not iot either) and says why."""
@@ -162,7 +162,7 @@ def test_two_closes_at_once_seal_all_contracts_or_none(pristine: Path, tmp_path:
         assert [(c.contract, c.closed_by) for c in closings(ledger)] == [("cam", "B")]
 
 
-def test_a_full_disk_during_the_close_is_a_clear_error_and_seals_nothing(pristine: Path, tmp_path: Path,  # noqa: F811
+def test_a_full_disk_during_the_close_is_a_clear_error_and_seals_nothing(pristine: Path, tmp_path: Path,
                                                                          monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """Test that SQLite's "database or disk is full" while the closing is written (the ledger may not grow: a real
     SQLITE_FULL, from max_page_count) gives one line, exit status 2, and no closing."""
@@ -185,7 +185,7 @@ def test_a_full_disk_during_the_close_is_a_clear_error_and_seals_nothing(pristin
         assert closings(ledger) == []
 
 
-def test_months_out_of_range_are_refused_clearly(pristine: Path, tmp_path: Path, capsys) -> None:  # noqa: F811  # type: ignore[no-untyped-def]
+def test_months_out_of_range_are_refused_clearly(pristine: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """Test that month 9999-12 (whose end is in year 10000) is refused with a clear error by close, status and
     report."""
     m = _copy(pristine, tmp_path / "m")

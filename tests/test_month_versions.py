@@ -20,11 +20,11 @@ from ptmon.ledger.store import Ledger
 from ptmon.timebase import parse_instant
 
 from . import month_data as md
-from .test_month_close import CLOSE, LATER, Month, _copy, pristine  # noqa: F401 - the module's fixture, reused
+from .test_month_close import CLOSE, LATER, Month, _copy
 
 
 @pytest.fixture
-def closed(pristine: Path, tmp_path: Path, capsys) -> Month:  # type: ignore[no-untyped-def]  # noqa: F811
+def closed(pristine: Path, tmp_path: Path, capsys) -> Month:  # type: ignore[no-untyped-def]
     m = _copy(pristine, tmp_path / "m")
     assert main(m.month("close", md.MONTH, "--by", "张三")) == 0
     capsys.readouterr()
@@ -67,7 +67,7 @@ def test_a_superseded_version_is_verified_against_its_own_sealed_files(closed: M
     assert "FAIL  第 1 版: archive ptmon-2026-11-20.jsonl.gz" in out and "FAIL  第 2 版: archive ptmon-2026-11-20.jsonl.gz" in out
 
 
-def test_now_cannot_date_a_seal_before_the_previous_version_or_after_the_clock(pristine: Path, tmp_path: Path,  # noqa: F811
+def test_now_cannot_date_a_seal_before_the_previous_version_or_after_the_clock(pristine: Path, tmp_path: Path,
                                                                                 monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """Test that a restatement whose --now is before the previous version's seal, or after the clock, is refused in one
     line with exit status 2 and seals nothing; and a close dated after the clock too."""
@@ -118,7 +118,7 @@ def test_the_report_refuses_a_version_that_does_not_check_against_its_seal(close
                  "--version", "1", "--out", str(out)]) == 0
 
 
-def test_a_full_disk_under_the_scratch_ledger_is_one_line_and_seals_nothing(pristine: Path, tmp_path: Path,  # noqa: F811
+def test_a_full_disk_under_the_scratch_ledger_is_one_line_and_seals_nothing(pristine: Path, tmp_path: Path,
                                                                             monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """Test that SQLite's "database or disk is full" while the month is recomputed from the archive into the scratch
     ledger beside the ledger (a real SQLITE_FULL, from max_page_count) gives one line, exit status 2, no closing."""
@@ -153,7 +153,7 @@ def _can_mount_tmpfs() -> bool:
 
 
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare -rm and a tmpfs mount (user namespaces)")
-def test_a_disk_with_no_free_block_is_told_as_full_not_as_an_unusable_ledger(pristine: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_disk_with_no_free_block_is_told_as_full_not_as_an_unusable_ledger(pristine: Path, tmp_path: Path) -> None:
     """Test, on a real full tmpfs (a user namespace's mount), that `month close` with no free block, where SQLite
     cannot even open the WAL ledger ("disk I/O error"), says in one line that the disk is full and nothing was sealed."""
     import subprocess
@@ -175,7 +175,7 @@ def test_a_disk_with_no_free_block_is_told_as_full_not_as_an_unusable_ledger(pri
     assert "not a usable ledger" not in done.stderr
 
 
-def test_a_restatement_names_who_accepted_the_gaps_and_in_which_version(pristine: Path, tmp_path: Path,  # noqa: F811
+def test_a_restatement_names_who_accepted_the_gaps_and_in_which_version(pristine: Path, tmp_path: Path,
                                                                        capsys) -> None:  # type: ignore[no-untyped-def]
     """Test that a restatement of a month whose gaps 张三 accepted at 第 1 版 says, without --accept-gaps, that 张三
     accepted them at 第 1 版 (not that its own signer did); that with --accept-gaps it names its own signer; and that
@@ -247,7 +247,7 @@ def test_verify_fails_an_altered_sealed_file_and_revocations_print_to_the_second
     assert re.search(r"\[revoked \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00 by 李四: 误登\]", listed), listed
 
 
-def test_close_prints_money_with_thousands_separators(pristine: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_close_prints_money_with_thousands_separators(pristine: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """Test that `month close` prints the district's fee, deduction and payable as `month status` does (716,874.99)."""
     m = _copy(pristine, tmp_path / "m")
     assert main(m.month("close", md.MONTH, "--contract", "cam", "--by", "张三")) == 0
