@@ -469,22 +469,29 @@ def test_month_at_risk_warns_once_with_numbers_from_the_ledger(tmp_path, setup):
     assert "预计扣款 (lease amount at risk)：" in body and "本街镇本合同的" in body  # the contract's, not the KPI's
 
 
-def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_report(tmp_path, setup):
-    """Test that after 14 hours down, smoke detectors (a heartbeat every 6 h, offline after 13 h)
-    that timed out unseen are not counted offline until they had a timeout to report: no breach."""
+def smoke_and_cameras(tmp_path: Path) -> Path:
+    """A registry of taopu's 12 smoke detectors (a heartbeat every 6 h) and 12 face cameras."""
     from .conftest import HEADER
 
-    _, rules_file = setup
     registry = tmp_path / "smoke.csv"
     registry.write_text("\n".join([HEADER, *(f"taopu-smoke{i},iot,smoke,taopu,scn,taopu-c1,gw-taopu-iot,2026-01-01,"
                                              for i in range(12)),
                                    *(f"taopu-cam{i},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam,2026-01-01,"
                                      for i in range(12))]) + "\n")
+    return registry
 
-    def cameras(first: int, last: int):
-        return [(float(T0 + m * MIN + i), f"putuo/cam/taopu/taopu-cam{i}/hb", json.dumps({"seq": m}))
-                for m in range(first, last) for i in range(12)]
 
+def cameras(first: int, last: int) -> list[tuple[float, str, str]]:
+    """The 12 cameras of :func:`smoke_and_cameras` heard every minute from minute ``first`` to ``last``."""
+    return [(float(T0 + m * MIN + i), f"putuo/cam/taopu/taopu-cam{i}/hb", json.dumps({"seq": m}))
+            for m in range(first, last) for i in range(12)]
+
+
+def test_devices_not_heard_since_a_long_gap_are_not_judged_until_they_could_report(tmp_path, setup):
+    """Test that after 14 hours down, smoke detectors (a heartbeat every 6 h, offline after 13 h)
+    that timed out unseen are not counted offline until they had a timeout to report: no breach."""
+    _, rules_file = setup
+    registry = smoke_and_cameras(tmp_path)
     smoke = [(float(T0 + 5 + i), f"putuo/iot/taopu/taopu-smoke{i}/hb", json.dumps({"seq": 1})) for i in range(12)]
     with SmtpServer() as smtp:
         config = make_config(tmp_path, (registry, rules_file), smtp.port)
@@ -584,19 +591,8 @@ def test_devices_never_heard_are_unknown_alike_with_or_without_a_restart(tmp_pat
     """Test that smoke detectors never heard since the collector first started (a heartbeat every
     6 h, offline after 13 h) stay unknown after a SIGKILL and restart just as they would without
     one: an hour watched, 15 minutes down, an hour more gives no iot breach."""
-    from .conftest import HEADER
-
     _, rules_file = setup
-    registry = tmp_path / "smoke.csv"
-    registry.write_text("\n".join([HEADER, *(f"taopu-smoke{i},iot,smoke,taopu,scn,taopu-c1,gw-taopu-iot,2026-01-01,"
-                                             for i in range(12)),
-                                   *(f"taopu-cam{i},cam,face_cam,taopu,scn,taopu-c1,gw-taopu-cam,2026-01-01,"
-                                     for i in range(12))]) + "\n")
-
-    def cameras(first: int, last: int):
-        return [(float(T0 + m * MIN + i), f"putuo/cam/taopu/taopu-cam{i}/hb", json.dumps({"seq": m}))
-                for m in range(first, last) for i in range(12)]
-
+    registry = smoke_and_cameras(tmp_path)
     smoke = [(float(T0 + 5 + i), f"putuo/iot/taopu/taopu-smoke{i}/hb", json.dumps({"seq": 1})) for i in range(3)]
     with SmtpServer() as smtp:
         config = make_config(tmp_path, (registry, rules_file), smtp.port)
