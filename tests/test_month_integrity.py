@@ -74,6 +74,19 @@ def test_signer_date_and_reason_are_the_sealed_ones_and_edited_columns_fail_veri
     assert not (tmp_path / "r2").exists() or not list((tmp_path / "r2").iterdir())
 
 
+def test_a_report_of_every_contract_writes_nothing_when_one_seal_is_edited(closed: Month, tmp_path: Path,
+                                                                          capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that `ptmon report` of the month (every contract) checks every seal before writing: with only cam's
+    closing edited, it refuses and leaves no iot report behind, which a reviewer could take for the month's."""
+    with Ledger(closed.ledger) as ledger:
+        ledger.db.execute("DROP TRIGGER closings_never_updated")
+        ledger.db.execute("UPDATE closings SET closed_by = '王五（冒名）' WHERE contract = 'cam'")
+    out = tmp_path / "r"
+    assert main(["report", "--month", md.MONTH, "--config", str(closed.config), "--format", "html", "--out", str(out)]) == 2
+    assert "cam 2026-11: not rendered" in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())
+
+
 def test_a_forged_version_inserted_with_sql_fails_verify(closed: Month, capsys) -> None:  # type: ignore[no-untyped-def]
     """Test that a 第 2 版 INSERTed by hand, naming 第 1 版's seal with its own correct seal, is caught: with a
     street's deduction set to 0.00 (the money does not follow from the KPI rows), and with KPI rows and money made

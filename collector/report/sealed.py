@@ -108,11 +108,10 @@ def _money(c: Closing) -> list[MoneyFigures]:
                          payable=Decimal(m["payable"])) for m in c.doc["money"]]
 
 
-def render_sealed(ledger_path: Path, month: str, contract: str, out_dir: Path, formats: Iterable[str], *,
-                  version: int | None = None, progress: Callable[[str], None] | None = None) -> list[Path]:
-    """Write the report of a closed contract's month: ``report-M-CONTRACT-vN.*``."""
-    with Ledger(ledger_path, readonly=True) as ledger:
-        inputs = sealed_inputs(ledger, month, contract, version)
+def render_sealed(inputs: ReportInputs, month: str, contract: str, out_dir: Path, formats: Iterable[str], *,
+                  progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Write the report of a closed contract's month (its checked :func:`sealed_inputs`):
+    ``report-M-CONTRACT-vN.*``."""
     assert inputs.closing is not None
     chosen = tuple(formats)
     stem = f"{report_stem(month, contract)}-v{inputs.closing.version}"
@@ -168,10 +167,13 @@ def render_closed_month(ledger_path: Path, month: str, contract: str | None, con
                          "(`ptmon month status` lists the closings)")
     if not closed or not any(c in closed for c in wanted):
         return [contract]
+    # Every seal is checked before any file is written: one forged contract leaves no report of another behind.
+    with Ledger(ledger_path, readonly=True) as ledger:
+        sealed = {code: sealed_inputs(ledger, month, code, version) for code in wanted if code in closed}
     live: list[str | None] = []
     for code in wanted:
-        if code in closed:
-            for path in render_sealed(ledger_path, month, code, out_dir, formats, version=version):
+        if code in sealed:
+            for path in render_sealed(sealed[code], month, code, out_dir, formats):
                 print(path)
         else:
             print(f"ptmon report: {code} {month} is not closed: its report comes from the live ledger", file=sys.stderr)
