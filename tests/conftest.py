@@ -149,3 +149,16 @@ def pristine(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     contracts.write_text(contracts.read_text().replace("sample_interval: 60", "sample_interval: 300"))
     md.build(root, load_rules(root / "rules"), root / "rules")
     return root
+
+
+@pytest.fixture
+def closed(pristine: Path, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
+    """A copy of the generated month closed (第 1 版 of every contract, by 张三) through the command line."""
+    from ptmon.cli import main
+    from tests import month_data as md
+    from tests.test_month_close import _copy
+
+    m = _copy(pristine, tmp_path / "m")
+    assert main(m.month("close", md.MONTH, "--by", "张三")) == 0
+    capsys.readouterr()
+    return m

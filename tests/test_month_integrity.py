@@ -13,8 +13,6 @@ import zlib
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
 from ptmon.cli import main
 from ptmon.ledger.closing import canonical, closing, closings, seal_of
 from ptmon.ledger.store import Ledger
@@ -24,14 +22,6 @@ from ptmon.rules import load_rules
 
 from . import month_data as md
 from .test_month_close import CLOSE, Month, _copy
-
-
-@pytest.fixture
-def closed(pristine: Path, tmp_path: Path, capsys) -> Month:  # type: ignore[no-untyped-def]
-    m = _copy(pristine, tmp_path / "m")
-    assert main(m.month("close", md.MONTH, "--by", "张三")) == 0
-    capsys.readouterr()
-    return m
 
 
 def _verify(m: Month, capsys) -> tuple[int, str]:  # type: ignore[no-untyped-def]

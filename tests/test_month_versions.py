@@ -23,14 +23,6 @@ from . import month_data as md
 from .test_month_close import CLOSE, LATER, Month, _copy
 
 
-@pytest.fixture
-def closed(pristine: Path, tmp_path: Path, capsys) -> Month:  # type: ignore[no-untyped-def]
-    m = _copy(pristine, tmp_path / "m")
-    assert main(m.month("close", md.MONTH, "--by", "张三")) == 0
-    capsys.readouterr()
-    return m
-
-
 def _late_part(m: Month, day: str) -> Path:
     """A part file of a November day, turned up after the closing (a restarted collector's)."""
     start = parse_instant(f"2026-11-{day}T00:00") // 1_000_000
