@@ -3,6 +3,7 @@ monitor reaches the same anomalies and state whatever the batching and across a 
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from email import message_from_bytes
@@ -209,3 +210,28 @@ def test_an_anomaly_standing_for_its_for_is_a_device_alert_grouped_per_recipient
     later = compose(joined, rules, alert_rules, "ptmon@ptcenter.example")
     text = message_from_bytes(later["message"], policy=default).get_body(("plain",)).get_content()
     assert later["kind"] == "device" and "劣化" in text and FAULTY["degraded"] in text
+
+
+def test_a_sensor_cleared_raised_and_cleared_within_one_slot_is_told_in_that_order(traffic):
+    """Test that a stuck sensor whose heartbeats of one 5-minute slot clear, raise and clear its anomaly again (a
+    burst of buffered heartbeats after an outage does this) is told cleared, raised, cleared, in that order, and is
+    left closed: judging the slot's heartbeats used to note every raise before every clear, which left the monitor
+    with no open anomaly for a detector that had one, and the next clear crashed the collector (KeyError)."""
+    registry, records = traffic
+    run = feed(registry, records, batch=16_384)
+    device = FAULTY["ok_stop"]
+    before = [a.event for a in run.found if a.device == device and a.kind == "stuck"]
+    assert before == ["raised", "month_end"]  # stuck from 2026-10-31 18:00, across the month's end
+    _, topic, payload = next(r for r in reversed(records) if f"/{device}/" in r[1])
+    last = json.loads(payload)
+    end_s = END // US
+    burst = []  # reads (all failed unless ok) in heartbeats a minute apart, all in the slot after END
+    for k, (reads, ok) in enumerate([(1, 1), (40, 0), (1, 1)]):
+        last.update(seq=last["seq"] + 1, reads=last["reads"] + reads, read_ok=last["read_ok"] + ok, ts=end_s + 10 + 60 * k)
+        burst.append((end_s + 11.0 + 60 * k, topic, json.dumps(last)))
+    f = Feed(run.health.monitor.engine, Decoder(registry))
+    f.feed(burst)
+    run.health.monitor.settle()
+    told = [a.event for a in run.found if a.device == device and a.kind == "stuck"]
+    assert told == [*before, "cleared", "raised", "cleared"]
+    assert not [a for a in run.health.monitor.open_anomalies() if a.device == device]

@@ -73,12 +73,6 @@ def no_steps() -> Steps:
     return Steps(empty, empty, empty, empty)
 
 
-def concat_steps(parts: list[Steps]) -> Steps:
-    if len(parts) == 1:
-        return parts[0]
-    return Steps(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("opened", "closed", "opened_at", "closed_at")))
-
-
 def step(ev: Evidence, idx: np.ndarray, llr: np.ndarray, start: np.ndarray, counts: np.ndarray, *,
          evidence: float, reset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Add the slot's ``llr`` to the devices ``idx`` (distinct); a run that begins is dated ``start``

@@ -128,7 +128,7 @@ class AnomalyMonitor:
         """Apply what is kept for the next sample instant and hand over what changed (before a
         checkpoint): sums are order-free, so nothing differs from applying it later."""
         self._drain()
-        self._note("stuck", self.sensors.take_slot(), self.sensors.stuck, self.sensor_rows)
+        self._note_sensors()
         self.sensors.fold()
         self.flush()
 
@@ -196,12 +196,16 @@ class AnomalyMonitor:
         hour = (start + UTC_OFFSET_US) // US_PER_HOUR
         self._advance(hour)
         end = start + SLOT_US
-        self._note("stuck", self.sensors.take_slot(), self.sensors.stuck, self.sensor_rows)
+        self._note_sensors()
         counts = self.cameras.take_slot()
         if counts is not None:
             blind, degraded = self.cameras.update(counts, hour, start, end)
             self._note("blind", blind, self.cameras.blind, self.camera_rows)
             self._note("degraded", degraded, self.cameras.degraded, self.camera_rows)
+
+    def _note_sensors(self) -> None:
+        for steps in self.sensors.take_slot():  # turn by turn: a turn's notes read the state it left
+            self._note("stuck", steps, self.sensors.stuck, self.sensor_rows)
 
     def _note(self, kind: str, steps: Steps, detector: Detector, rows: np.ndarray) -> None:
         for i, at in zip(steps.opened.tolist(), steps.opened_at.tolist()):

@@ -16,9 +16,11 @@ row (evidence 12 ≈ e^12 to one); one that fails a third of its reads needs abo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
-from .cusum import Detector, Steps, concat_steps, no_steps
+from .cusum import Detector, Steps
 from .rules import AnomalyRules
 
 SUMS = ("reads", "failures", "heartbeats", "empty_heartbeats")
@@ -76,14 +78,17 @@ class Sensors:
         self.gate[chosen] |= RUNNING  # until judged at the slot's end, their next heartbeats wait too
         self.candidates.append((s[rows], t[rows], reads[rows], successes[rows]))
 
-    def take_slot(self) -> Steps:
-        """Judge the heartbeats kept since the last slot, each sensor's in arrival order."""
+    def take_slot(self) -> Iterator[Steps]:
+        """Judge the heartbeats kept since the last slot, each sensor's in arrival order: a sensor's
+        first heartbeats of the slot, then its second ones, ... Each turn's steps are yielded before
+        the next turn is judged, so that a sensor cleared, raised and cleared again within the slot
+        is told so in that order, each with the detector's state of its own instant."""
         if not self.candidates:
-            return no_steps()
+            return
         s, t, reads, successes = (np.concatenate(p) for p in zip(*self.candidates))
         self.candidates = []
-        steps = [self._step(s[r], t[r], reads[r], successes[r]) for r in in_turn(s)]
-        return concat_steps(steps)
+        for r in in_turn(s):
+            yield self._step(s[r], t[r], reads[r], successes[r])
 
     def _step(self, s: np.ndarray, t: np.ndarray, r: np.ndarray, ok: np.ndarray) -> Steps:
         """Distinct sensors' heartbeats into their evidence."""
