@@ -34,7 +34,7 @@ class _IntBootKeys:
         self.keys = np.zeros(0, dtype=np.int64)
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
-        at = np.minimum(np.searchsorted(self.ids, values), max(len(self.ids) - 1, 0))
+        at = self._positions(values)
         keys = self.keys[at] if len(self.ids) else np.zeros(len(values), dtype=np.int64)
         miss = np.flatnonzero(self.ids[at] != values) if len(self.ids) else np.arange(len(values))
         if len(miss):
@@ -48,6 +48,15 @@ class _IntBootKeys:
                 order = np.argsort(ids, kind="stable")
                 self.ids, self.keys = ids[order], merged[order]
         return keys
+
+    def _positions(self, values: np.ndarray) -> np.ndarray:
+        """Where each value is (or would go) in ``ids``, clipped to its last entry. The values are
+        looked up in ascending order: each binary search then starts where the last one ended,
+        in memory still cached, which is several times faster than searching them as they come."""
+        order = np.argsort(values)
+        at = np.empty(len(values), dtype=np.intp)
+        at[order] = np.searchsorted(self.ids, values[order])
+        return np.minimum(at, max(len(self.ids) - 1, 0))
 
 
 _int_boot_keys = _IntBootKeys()

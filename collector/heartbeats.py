@@ -19,6 +19,7 @@ from .counting import engine_events
 from .engine_listeners import DeltaListener
 from .plausibility import judge
 from .registry import Registry
+from .rowops import any_per_row, put_rows, take_rows
 from .rules import COUNTERS
 from .sequence import REORDER_WINDOW, advance, clock_restarted, fill, future_ts, head_met, restarted, ts_key
 from .timebase import days_of
@@ -197,25 +198,25 @@ class HeartbeatRounds:
 
     def _counters_down(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray) -> np.ndarray:
         """Rows with a counter below the device's baseline."""
-        down: np.ndarray = (b.has_counter[rows] & self.has_baseline[d] & (b.counters[rows] < self.counters[d])).any(axis=1)
-        return down
+        return _below_baseline(b.counters[rows], b.has_counter[rows], take_rows(self.counters, d),
+                               take_rows(self.has_baseline, d))
 
     def _counter_deltas(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray, boot_changed: np.ndarray,
                         first: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Deltas of the cumulative counters and the rows that reset them (None: none did); updates the baselines."""
         new, present = b.counters[rows], b.has_counter[rows]
-        old, known = self.counters[d], self.has_baseline[d]
-        went_down = self._counters_down(b, rows, d)
+        old, known = take_rows(self.counters, d), take_rows(self.has_baseline, d)
+        went_down = _below_baseline(new, present, old, known)
         reset = (boot_changed | went_down) & ~first
         if not reset.any():
-            self.counters[d] = np.where(present, new, old)
-            self.has_baseline[d] = present | known
+            put_rows(self.counters, d, np.where(present, new, old))
+            put_rows(self.has_baseline, d, present | known)
             return np.where(present & known, new - old, 0), None
         self.stats["resets"] += int(reset.sum())
         reset_col = reset[:, None]
         deltas = np.where(present & (known | reset_col), np.where(reset_col, new, new - old), 0)
-        self.counters[d] = np.where(present, new, np.where(reset_col, 0, old))
-        self.has_baseline[d] = present | known | reset_col
+        put_rows(self.counters, d, np.where(present, new, np.where(reset_col, 0, old)))
+        put_rows(self.has_baseline, d, present | known | reset_col)
         return deltas, reset
 
     def _plausible(self, t: np.ndarray, d: np.ndarray, rows: np.ndarray | slice, cols: RowColumns, deltas: np.ndarray,
@@ -302,6 +303,11 @@ class RowColumns:
     future: np.ndarray  # its ts was too far ahead of the receive time and is ignored
     day: np.ndarray  # Shanghai day of the receive time
     under_lease: np.ndarray  # the device is under lease that day
+
+
+def _below_baseline(new: np.ndarray, present: np.ndarray, old: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Rows with a counter present below its known baseline."""
+    return any_per_row(present & known & (new < old))
 
 
 def _contiguous(idx: np.ndarray) -> np.ndarray | slice:
