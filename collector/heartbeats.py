@@ -193,6 +193,7 @@ class HeartbeatRounds:
             future = future_ts(ts, b.t)
             ts[future] = 0
             cols = b.engine_columns = RowColumns(timeout=self.type_timeout[kind], cost=self.type_attempt_cost[kind],
+                                                 burst=self.type_burst_ms[kind], max_resets=self.type_max_resets[kind],
                                                  ts=ts, future=future, day=day, under_lease=under_lease)
         return cols
 
@@ -224,9 +225,8 @@ class HeartbeatRounds:
                    previous: np.ndarray) -> list[CountedEvents]:
         """Zero the deltas of heartbeats implausible for their type (plausibility.py) and count them by reason."""
         state = self.plausibility[d]
-        max_resets = self.type_max_resets[self.registry.type[d]] if reset is not None else None
-        burst_ms = self.type_burst_ms[self.registry.type[d]]
-        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], burst_ms=burst_ms, first=first,
+        max_resets = cols.max_resets[rows] if reset is not None else None
+        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], burst_ms=cols.burst[rows], first=first,
                         first_today=first_today, reset=reset, max_resets=max_resets)
         self.plausibility[d] = state
         if verdict is None:
@@ -299,6 +299,8 @@ class RowColumns:
 
     timeout: np.ndarray  # µs, the type's online timeout
     cost: np.ndarray  # ms of allowance an attempt uses
+    burst: np.ndarray  # ms of allowance the type may save up
+    max_resets: np.ndarray  # the type's max_resets_per_day
     ts: np.ndarray  # ts_key, 0 for a ts too far ahead of the receive time (sequence.future_ts)
     future: np.ndarray  # its ts was too far ahead of the receive time and is ignored
     day: np.ndarray  # Shanghai day of the receive time
