@@ -107,6 +107,9 @@ class CountedEvents:
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls.empty()
+        if len(parts) == 1 and _in_time_order(parts[0]):  # a round's heartbeats alone: nothing to sort
+            only = parts[0]
+            return cls(only.t, only.device, only.kind, list(only.unknown), only.n)
         t = np.concatenate([p.t for p in parts])
         order = np.argsort(t, kind="stable")
         weighted = any(p.n is not None for p in parts)
@@ -114,6 +117,11 @@ class CountedEvents:
                    np.concatenate([p.kind for p in parts])[order],
                    sorted((u for p in parts for u in p.unknown), key=lambda u: u[0]),
                    np.concatenate([p.counts() for p in parts])[order] if weighted else None)
+
+
+def _in_time_order(events: CountedEvents) -> bool:
+    t = events.t
+    return bool((t[1:] >= t[:-1]).all()) and all(a[0] <= b[0] for a, b in zip(events.unknown, events.unknown[1:]))
 
 
 class NotedEvents:

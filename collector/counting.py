@@ -63,26 +63,31 @@ def by_slot(events: CountedEvents, group_of: np.ndarray, n_groups: int, tick: in
         return []
     slot = (events.t + UTC_OFFSET_US) // tick
     group = np.where(events.device >= 0, group_of[np.maximum(events.device, 0)], n_groups)
+    cell = events.kind.astype(np.int64) * (n_groups + 1) + group  # (kind, group) as one index
     unknown: dict[int, dict[str, int]] = {}
     for t, topic in events.unknown:
         by_topic = unknown.setdefault((t + UTC_OFFSET_US) // tick, {})
         by_topic[topic] = by_topic.get(topic, 0) + 1
     out = []
-    weights = events.n
-    for s in np.unique(slot).tolist():
-        in_slot = slot == s
-        kinds, groups = events.kind[in_slot], group[in_slot]
-        counts = {}
-        for code in np.unique(kinds).tolist():
-            of_kind = kinds == code
-            if weights is None:
-                per_group = np.bincount(groups[of_kind], minlength=n_groups + 1).astype(np.int64)
-            else:  # summed exactly: bincount's weights would go through float64
-                per_group = np.zeros(n_groups + 1, dtype=np.int64)
-                np.add.at(per_group, groups[of_kind], weights[in_slot][of_kind])
-            counts[COUNT_KINDS[code]] = per_group
+    first, last = int(slot.min()), int(slot.max())
+    for s in [first] if first == last else np.unique(slot).tolist():  # a batch's events mostly lie in one slot
+        in_slot = slice(None) if first == last else slot == s
+        kinds = np.flatnonzero(np.bincount(events.kind[in_slot], minlength=len(COUNT_KINDS)))
+        table = _per_kind_and_group(cell[in_slot], None if events.n is None else events.n[in_slot], n_groups)
+        counts = {COUNT_KINDS[code]: table[code] for code in kinds.tolist()}
         out.append(SlotCounts(s * tick - UTC_OFFSET_US, counts, unknown.get(s, {})))
     return out
+
+
+def _per_kind_and_group(cell: np.ndarray, weights: np.ndarray | None, n_groups: int) -> np.ndarray:
+    """Events (each counting its weight, or one) summed per kind and group: int64 [kind, group]."""
+    size = len(COUNT_KINDS) * (n_groups + 1)
+    if weights is None:
+        sums = np.bincount(cell, minlength=size).astype(np.int64, copy=False)
+    else:  # summed exactly: bincount's weights would go through float64
+        sums = np.zeros(size, dtype=np.int64)
+        np.add.at(sums, cell, weights)
+    return sums.reshape(len(COUNT_KINDS), n_groups + 1)
 
 
 def add_counts(into: dict[str, np.ndarray], counts: dict[str, np.ndarray]) -> None:

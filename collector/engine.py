@@ -59,6 +59,7 @@ from .exemptions import ExemptionMask
 from .heartbeats import HeartbeatRounds
 from .plausibility import ALLOWANCE_CAP_MS, PLAUSIBILITY
 from .registry import Registry
+from .rowops import any_per_row
 from .rules import COUNTERS
 from .timebase import DAY_US, US_PER_S, UTC_OFFSET_US, day_of
 
@@ -313,7 +314,9 @@ class Engine(HeartbeatRounds):
     def _update(self, batch: DecodedBatch, rows: np.ndarray) -> None:
         """Apply rows that all precede the next sample; a device's messages in arrival order."""
         devices = batch.device[rows]
-        order = np.argsort(devices, kind="stable")
+        # A device's rows in arrival order: keys made unique by the position sort the same as a
+        # stable sort of the devices, and numpy's default sort of them is several times faster.
+        order = np.argsort(devices * len(rows) + np.arange(len(rows)))
         sorted_devices = devices[order]
         new_run = np.empty(len(rows), dtype=bool)
         new_run[0] = True
@@ -360,14 +363,16 @@ class Engine(HeartbeatRounds):
 
     def _emit_slots(self, t: np.ndarray, d: np.ndarray, deltas: np.ndarray, counted: CountedEvents) -> None:
         """Counter deltas and counted events, slot by slot in time order (deltas first in a slot)."""
-        nonzero = deltas.any(axis=1)
+        nonzero = any_per_row(deltas)
         slots: dict[int, list[Any]] = {}  # slot start -> [counter sums or None, SlotCounts or None]
         if nonzero.any() and self.listeners:
             slot = (t[nonzero] + UTC_OFFSET_US) // self.tick
             groups = self.group[d[nonzero]]
             first_slot = int(slot.min())
+            cell = (slot - first_slot) * self.n_groups + groups
             flat = np.zeros(((int(slot.max()) - first_slot + 1) * self.n_groups, len(COUNTERS)), dtype=np.int64)
-            np.add.at(flat, (slot - first_slot) * self.n_groups + groups, deltas[nonzero])
+            for j, column in enumerate(deltas[nonzero].T):  # a column at a time: numpy's fast 1-D add.at
+                np.add.at(flat[:, j], cell, column)
             sums = flat.reshape(-1, self.n_groups, len(COUNTERS))
             for k in np.flatnonzero(sums.any(axis=(1, 2))):
                 slots.setdefault((first_slot + int(k)) * self.tick - UTC_OFFSET_US, [None, None])[0] = sums[k]

@@ -19,6 +19,7 @@ from .counting import engine_events
 from .engine_listeners import DeltaListener
 from .plausibility import judge
 from .registry import Registry
+from .rowops import any_per_row, put_rows, take_rows
 from .rules import COUNTERS
 from .sequence import REORDER_WINDOW, advance, clock_restarted, fill, future_ts, head_met, restarted, ts_key
 from .timebase import days_of
@@ -192,30 +193,31 @@ class HeartbeatRounds:
             future = future_ts(ts, b.t)
             ts[future] = 0
             cols = b.engine_columns = RowColumns(timeout=self.type_timeout[kind], cost=self.type_attempt_cost[kind],
+                                                 burst=self.type_burst_ms[kind], max_resets=self.type_max_resets[kind],
                                                  ts=ts, future=future, day=day, under_lease=under_lease)
         return cols
 
     def _counters_down(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray) -> np.ndarray:
         """Rows with a counter below the device's baseline."""
-        down: np.ndarray = (b.has_counter[rows] & self.has_baseline[d] & (b.counters[rows] < self.counters[d])).any(axis=1)
-        return down
+        return _below_baseline(b.counters[rows], b.has_counter[rows], take_rows(self.counters, d),
+                               take_rows(self.has_baseline, d))
 
     def _counter_deltas(self, b: DecodedBatch, rows: np.ndarray | slice, d: np.ndarray, boot_changed: np.ndarray,
                         first: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Deltas of the cumulative counters and the rows that reset them (None: none did); updates the baselines."""
         new, present = b.counters[rows], b.has_counter[rows]
-        old, known = self.counters[d], self.has_baseline[d]
-        went_down = self._counters_down(b, rows, d)
+        old, known = take_rows(self.counters, d), take_rows(self.has_baseline, d)
+        went_down = _below_baseline(new, present, old, known)
         reset = (boot_changed | went_down) & ~first
         if not reset.any():
-            self.counters[d] = np.where(present, new, old)
-            self.has_baseline[d] = present | known
+            put_rows(self.counters, d, np.where(present, new, old))
+            put_rows(self.has_baseline, d, present | known)
             return np.where(present & known, new - old, 0), None
         self.stats["resets"] += int(reset.sum())
         reset_col = reset[:, None]
         deltas = np.where(present & (known | reset_col), np.where(reset_col, new, new - old), 0)
-        self.counters[d] = np.where(present, new, np.where(reset_col, 0, old))
-        self.has_baseline[d] = present | known | reset_col
+        put_rows(self.counters, d, np.where(present, new, np.where(reset_col, 0, old)))
+        put_rows(self.has_baseline, d, present | known | reset_col)
         return deltas, reset
 
     def _plausible(self, t: np.ndarray, d: np.ndarray, rows: np.ndarray | slice, cols: RowColumns, deltas: np.ndarray,
@@ -223,9 +225,8 @@ class HeartbeatRounds:
                    previous: np.ndarray) -> list[CountedEvents]:
         """Zero the deltas of heartbeats implausible for their type (plausibility.py) and count them by reason."""
         state = self.plausibility[d]
-        max_resets = self.type_max_resets[self.registry.type[d]] if reset is not None else None
-        burst_ms = self.type_burst_ms[self.registry.type[d]]
-        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], burst_ms=burst_ms, first=first,
+        max_resets = cols.max_resets[rows] if reset is not None else None
+        verdict = judge(state, deltas, elapsed_us=t - previous, cost_ms=cols.cost[rows], burst_ms=cols.burst[rows], first=first,
                         first_today=first_today, reset=reset, max_resets=max_resets)
         self.plausibility[d] = state
         if verdict is None:
@@ -298,10 +299,17 @@ class RowColumns:
 
     timeout: np.ndarray  # µs, the type's online timeout
     cost: np.ndarray  # ms of allowance an attempt uses
+    burst: np.ndarray  # ms of allowance the type may save up
+    max_resets: np.ndarray  # the type's max_resets_per_day
     ts: np.ndarray  # ts_key, 0 for a ts too far ahead of the receive time (sequence.future_ts)
     future: np.ndarray  # its ts was too far ahead of the receive time and is ignored
     day: np.ndarray  # Shanghai day of the receive time
     under_lease: np.ndarray  # the device is under lease that day
+
+
+def _below_baseline(new: np.ndarray, present: np.ndarray, old: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Rows with a counter present below its known baseline."""
+    return any_per_row(present & known & (new < old))
 
 
 def _contiguous(idx: np.ndarray) -> np.ndarray | slice:

@@ -123,3 +123,20 @@ def test_integer_boot_ids_parsed_in_bulk_key_as_boot_key() -> None:
         expected = [boot_key(v) for v in values[:20000].tolist()]
         assert cache(values)[:20000].tolist() == expected
         assert boot_key(7) == boot_key("7")  # the same key as the id sent as a string
+
+
+def test_integer_boot_id_cache_grows_and_clears_with_the_same_keys() -> None:
+    from ptmon.boot_ids import _BOOT_CACHE_LIMIT, _IntBootKeys, boot_key
+
+    cache = _IntBootKeys()
+    rng = np.random.default_rng(2)
+    edge = np.array([0, -1, 1, 10**18 - 1, -(10**18) + 1, 7], dtype=np.int64)
+    seen = edge
+    for size in (3, 4000, 120_000, _BOOT_CACHE_LIMIT // 2):  # grows past its first slots, then is cleared
+        values = np.concatenate([edge, rng.integers(-(10**18) + 1, 10**18, size), seen[:1000]])
+        keys = cache(values)
+        sample = np.arange(0, len(values), max(1, len(values) // 2000))
+        assert keys[sample].tolist() == [boot_key(v) for v in values[sample].tolist()]
+        assert np.array_equal(cache(values[::-1]), keys[::-1])  # found again, in any order
+        assert 4 * cache.size <= len(cache.ids) and cache.size <= _BOOT_CACHE_LIMIT
+        seen = values
