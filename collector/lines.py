@@ -142,7 +142,7 @@ class ArchiveLines:
         raw = gathered.tobytes()
         buffer = padded(raw)
         array = np.frombuffer(buffer, dtype=np.uint8, count=len(raw))
-        return parse_spans(buffer, array, ends - length + 1, ends, escaped=True)
+        return parse_spans(buffer, array, ends - length + 1, ends, escaped=True, size=self.payload_chars)
 
 
 def _parsed_rows(parsed: Parsed, a: int, b: int) -> Parsed:
