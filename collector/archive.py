@@ -180,7 +180,7 @@ def _set_worker_prepare(prepare: Prepare | None) -> None:
 
 
 def _scan_in_worker(data: bytes) -> Block:
-    return _scan(data, _worker_prepare)
+    return _scan(data, _worker_prepare).without_buffer()  # the caller has the bytes: not sent back
 
 
 def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> Generator[Scanned, None, None]:
@@ -194,18 +194,21 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_set_worker_prepare, initargs=(prepare,))
-    pending: deque[tuple[Path, Future[Block] | None, Exception | None]] = deque()
+    pending: deque[tuple[Path, bytes | None, Future[Block] | None, Exception | None]] = deque()
     try:
         for path, data, cut in pieces:
-            pending.append((path, None if data is None else pool.submit(_scan_in_worker, data), cut))
+            pending.append((path, data, None if data is None else pool.submit(_scan_in_worker, data), cut))
             while len(pending) > 2 * workers:  # bounded: a block is a few MB
-                path, block, cut = pending.popleft()
-                yield path, None if block is None else block.result(), cut
+                yield _received(*pending.popleft())
         while pending:
-            path, block, cut = pending.popleft()
-            yield path, None if block is None else block.result(), cut
+            yield _received(*pending.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _received(path: Path, data: bytes | None, block: Future[Block] | None, cut: Exception | None) -> Scanned:
+    """A block scanned by a worker, given its bytes again."""
+    return path, None if block is None or data is None else block.result().with_buffer(data), cut
 
 
 def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | None]:

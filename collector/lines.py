@@ -20,7 +20,7 @@ records read are the per-line reader's, in the same order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -173,6 +173,17 @@ class Block:
     ends: np.ndarray  # exclusive, the newline not included
     plain: np.ndarray  # bool per line
     lines: ArchiveLines  # the plain lines, in order
+
+    def without_buffer(self) -> Block:
+        """This block without its bytes, to send to the process that has them (:meth:`with_buffer`)."""
+        empty = np.zeros(0, dtype=np.uint8)
+        return replace(self, buffer=b"", lines=replace(self.lines, buffer=b"", array=empty))
+
+    def with_buffer(self, data: bytes) -> Block:
+        """This block with its bytes again: ``data``, the very bytes it was scanned from."""
+        buffer = padded(data)
+        array = np.frombuffer(buffer, dtype=np.uint8, count=len(data))
+        return replace(self, buffer=buffer, lines=replace(self.lines, buffer=buffer, array=array))
 
 
 def scan(data: bytes) -> Block:
