@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .ids import MASKS, padded, words
+from .ids import MASKS, PAD, padded, words
 from .payloads import Parsed, Shape, parse_spans
 from .topics import TopicMap
 
@@ -130,17 +130,12 @@ class ArchiveLines:
         followed by a NUL (the byte of its closing quote), still escaped."""
         if self.parsed is not None:
             return self.parsed
-        lo, hi = int(self.payload_start[0]), int(self.payload_end[-1]) + 1  # the lines' part of the block
-        inside = np.zeros(hi - lo + 1, dtype=np.int8)
-        inside[self.payload_start - lo] = 1  # spans of different lines: never adjacent
-        inside[self.payload_end + 1 - lo] = -1
-        gathered = self.array[lo:hi][np.cumsum(inside[:-1], dtype=np.int8).astype(bool)]
+        block = memoryview(self.buffer)  # slices of it are views: one copy, by the join
+        bodies = [block[a:b] for a, b in zip(self.payload_start.tolist(), self.payload_end.tolist())]
+        buffer = b"\0".join(bodies) + b"\0" * (1 + PAD)  # the last body's NUL, then the pad
         length = self.payload_end - self.payload_start + 1
         ends = np.cumsum(length) - 1
-        gathered[ends] = 0
-        raw = gathered.tobytes()
-        buffer = padded(raw)
-        array = np.frombuffer(buffer, dtype=np.uint8, count=len(raw))
+        array = np.frombuffer(buffer, dtype=np.uint8, count=len(buffer) - PAD)
         return parse_spans(buffer, array, ends - length + 1, ends, escaped=True, size=self.payload_chars)
 
 
