@@ -42,12 +42,11 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import orjson
 from zlib_ng import zlib_ng
-
 
 from .errors import ArchiveError
 from .lines import ArchiveLines, Block, scan
@@ -65,7 +64,7 @@ SCAN_WORKERS = 2  # processes scanning blocks for a replay (the machine's two co
 # The inflater: zlib-ng's, a fork of zlib's with the same stream checks and error messages, about
 # 2.5x faster here (tests/test_archive_inflate.py compares it with zlib on cut and damaged files).
 _INFLATE: Any = zlib_ng
-INFLATE_ERRORS = (zlib.error, zlib_ng.error)
+INFLATE_ERRORS = (zlib.error, cast(type[Exception], zlib_ng.error))  # its stub types the class as an instance
 
 
 class _GzipUntilCut(io.RawIOBase):

@@ -30,7 +30,7 @@ MASKS = np.array([(1 << (8 * v)) - 1 for v in range(8)] + [_M64], dtype=np.uint6
 _ITER_CHUNK = 1 << 16
 
 
-def words(buffer: bytes | bytearray | memoryview) -> np.ndarray:
+def words(buffer: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     """The little-endian uint64 word starting at each byte of ``buffer`` (which ends with ``PAD``
     zero bytes, so a word read at any data offset stays inside it): an overlapping view, no copy."""
     size = len(buffer) - PAD + 1

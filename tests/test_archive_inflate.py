@@ -33,13 +33,14 @@ def _archive_bytes(rng: random.Random, members: int) -> bytes:
 def _damaged(rng: random.Random) -> list[bytes]:
     """Whole files, files cut anywhere, bytes flipped (header, data, trailer), garbage after a member."""
     files = []
-    for k in range(40):
+    for _ in range(40):
         data = _archive_bytes(rng, rng.randrange(1, 4))
         files.append(data)
         files.append(data[: rng.randrange(1, len(data))])
         flipped = bytearray(data)
         for _ in range(rng.randrange(1, 4)):
-            flipped[rng.choice([rng.randrange(len(data)), rng.randrange(10), len(data) - 1 - rng.randrange(8)])] ^= 1 << rng.randrange(8)
+            at = rng.choice([rng.randrange(len(data)), rng.randrange(10), len(data) - 1 - rng.randrange(8)])  # data, head, tail
+            flipped[at] ^= 1 << rng.randrange(8)
         files.append(bytes(flipped))
         files.append(data + rng.choice([b"\0" * rng.randrange(1, 30), b"garbage", b"\x1f\x8b", data[:20]]))
     return files
