@@ -30,7 +30,7 @@ MASKS = np.array([(1 << (8 * v)) - 1 for v in range(8)] + [_M64], dtype=np.uint6
 _ITER_CHUNK = 1 << 16
 
 
-def words(buffer: bytes | bytearray | memoryview) -> np.ndarray:
+def words(buffer: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     """The little-endian uint64 word starting at each byte of ``buffer`` (which ends with ``PAD``
     zero bytes, so a word read at any data offset stays inside it): an overlapping view, no copy."""
     size = len(buffer) - PAD + 1
@@ -92,7 +92,11 @@ def spans_equal(w_a: np.ndarray, starts_a: np.ndarray, w_b: np.ndarray, starts_b
     if not len(lengths):
         return equal
     n_words = (lengths + 7) // 8
-    for k in range(int(n_words.max())):
+    every = int(n_words.min())
+    for k in range(every):  # words every span has: no selection of the spans still going
+        mask = MASKS[np.minimum(lengths - 8 * k, 8)]
+        equal &= (w_a[starts_a + 8 * k] & mask) == (w_b[starts_b + 8 * k] & mask)
+    for k in range(every, int(n_words.max())):
         active = np.flatnonzero(n_words > k)
         mask = MASKS[np.minimum(lengths[active] - 8 * k, 8)]
         same = (w_a[starts_a[active] + 8 * k] & mask) == (w_b[starts_b[active] + 8 * k] & mask)
@@ -290,7 +294,9 @@ class IdIndex(Mapping[str, int]):
         if not len(starts) or not len(self._hashes):
             return rows
         h = span_hashes(w, starts, lengths)
-        k = np.minimum(np.searchsorted(self._hashes, h), len(self._hashes) - 1)
+        order = np.argsort(h)  # searched in hash order, the table is walked once (~2x faster than at random)
+        k = np.empty(len(h), dtype=np.int64)
+        k[order] = np.minimum(np.searchsorted(self._hashes, h[order]), len(self._hashes) - 1)
         candidate = self._rows[k].astype(np.int64)
         hit = np.flatnonzero((self._hashes[k] == h) & (self.ids.lengths[candidate] == lengths))
         same = spans_equal(w, starts[hit], self.ids.words, self.ids.offsets[candidate[hit]], lengths[hit])

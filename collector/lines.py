@@ -20,12 +20,12 @@ records read are the per-line reader's, in the same order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from .ids import padded
+from .ids import MASKS, PAD, padded, words
 from .payloads import Parsed, Shape, parse_spans
 from .topics import TopicMap
 
@@ -34,10 +34,9 @@ Record = tuple[float, str, str]
 NEWLINE, QUOTE, BACKSLASH, DOLLAR = 0x0A, 0x22, 0x5C, 0x24
 QUOTES_PER_LINE = 10  # "t" "topic" "<topic>" "payload" "<payload>"
 MAX_NUMBER = 17
-_HEAD = np.frombuffer(b'{"t":', np.uint8)
-_TOPIC_KEY = np.frombuffer(b',"topic":"', np.uint8)  # from the byte before the key's quote
-_PAYLOAD_KEY = np.frombuffer(b'","payload":"', np.uint8)  # from the topic's closing quote
-_POW10 = np.array([10**k for k in range(MAX_NUMBER + 1)], dtype=np.int64)
+_HEAD = b'{"t":'
+_TOPIC_KEY = b',"topic":"'  # from the byte before the key's quote
+_PAYLOAD_KEY = b'","payload":"'  # from the topic's closing quote
 _POW10_FLOAT = np.array([float(10**k) for k in range(MAX_NUMBER + 1)])  # all exact doubles (≤ 10**22)
 _EXACT_LIMIT = 2**53
 
@@ -131,18 +130,13 @@ class ArchiveLines:
         followed by a NUL (the byte of its closing quote), still escaped."""
         if self.parsed is not None:
             return self.parsed
-        lo, hi = int(self.payload_start[0]), int(self.payload_end[-1]) + 1  # the lines' part of the block
-        inside = np.zeros(hi - lo + 1, dtype=np.int8)
-        inside[self.payload_start - lo] = 1  # spans of different lines: never adjacent
-        inside[self.payload_end + 1 - lo] = -1
-        gathered = self.array[lo:hi][np.cumsum(inside[:-1], dtype=np.int8).astype(bool)]
+        block = memoryview(self.buffer)  # slices of it are views: one copy, by the join
+        bodies = [block[a:b] for a, b in zip(self.payload_start.tolist(), self.payload_end.tolist())]
+        buffer = b"\0".join(bodies) + b"\0" * (1 + PAD)  # the last body's NUL, then the pad
         length = self.payload_end - self.payload_start + 1
         ends = np.cumsum(length) - 1
-        gathered[ends] = 0
-        raw = gathered.tobytes()
-        buffer = padded(raw)
-        array = np.frombuffer(buffer, dtype=np.uint8, count=len(raw))
-        return parse_spans(buffer, array, ends - length + 1, ends, escaped=True)
+        array = np.frombuffer(buffer, dtype=np.uint8, count=len(buffer) - PAD)
+        return parse_spans(buffer, array, ends - length + 1, ends, escaped=True, size=self.payload_chars)
 
 
 def _parsed_rows(parsed: Parsed, a: int, b: int) -> Parsed:
@@ -175,6 +169,17 @@ class Block:
     plain: np.ndarray  # bool per line
     lines: ArchiveLines  # the plain lines, in order
 
+    def without_buffer(self) -> Block:
+        """This block without its bytes, to send to the process that has them (:meth:`with_buffer`)."""
+        empty = np.zeros(0, dtype=np.uint8)
+        return replace(self, buffer=b"", lines=replace(self.lines, buffer=b"", array=empty))
+
+    def with_buffer(self, data: bytes) -> Block:
+        """This block with its bytes again: ``data``, the very bytes it was scanned from."""
+        buffer = padded(data)
+        array = np.frombuffer(buffer, dtype=np.uint8, count=len(data))
+        return replace(self, buffer=buffer, lines=replace(self.lines, buffer=buffer, array=array))
+
 
 def scan(data: bytes) -> Block:
     """Split ``data`` (whole lines; the last may lack its newline) and take its plain lines."""
@@ -184,7 +189,9 @@ def scan(data: bytes) -> Block:
     ends = newline if data.endswith(b"\n") else np.append(newline, len(data))
     starts = np.concatenate([[0], newline + 1])[: len(ends)]
     plain = ends - starts >= len(b'{"t":0,"topic":"","payload":""}')
-    _owners_off(plain, starts, np.flatnonzero(((array < 0x20) & (array != NEWLINE)) | (array >= 0x7F)))  # printable ASCII only
+    unprintable = ((array < 0x20) & (array != NEWLINE)) | (array >= 0x7F)
+    if unprintable.any():  # printable ASCII only
+        _owners_off(plain, starts, np.flatnonzero(unprintable))
     backslash = np.flatnonzero(array == BACKSLASH)
     _owners_off(plain, starts, backslash[array[backslash + 1] != QUOTE])  # only \" (the pad follows the data)
     quotes = np.flatnonzero(array == QUOTE)
@@ -194,10 +201,11 @@ def scan(data: bytes) -> Block:
     rows = np.flatnonzero(plain)
     q = quotes[first[rows][:, None] + np.arange(QUOTES_PER_LINE)]
     s, e = starts[rows], ends[rows]
-    ok = (q[:, 0] == s + 1) & (q[:, 1] == s + 3) & _literal(array, s, _HEAD)
-    ok &= (q[:, 3] == q[:, 2] + 6) & (q[:, 4] == q[:, 2] + 8) & _literal(array, q[:, 2] - 1, _TOPIC_KEY)
+    w = words(buffer)
+    ok = (q[:, 0] == s + 1) & (q[:, 1] == s + 3) & _literal(w, s, _HEAD)
+    ok &= (q[:, 3] == q[:, 2] + 6) & (q[:, 4] == q[:, 2] + 8) & _literal(w, q[:, 2] - 1, _TOPIC_KEY)
     ok &= (q[:, 6] == q[:, 5] + 2) & (q[:, 7] == q[:, 5] + 10) & (q[:, 8] == q[:, 5] + 12)
-    ok &= _literal(array, q[:, 5], _PAYLOAD_KEY) & (q[:, 9] == e - 2) & (array[e - 1] == ord("}"))
+    ok &= _literal(w, q[:, 5], _PAYLOAD_KEY) & (q[:, 9] == e - 2) & (array[e - 1] == ord("}"))
     ok &= array[q[:, 4] + 1] != DOLLAR  # $ptmon/ records: the reader's per-line path
     topic_start, topic_end, payload_start, payload_end = q[:, 4] + 1, q[:, 5], q[:, 8] + 1, q[:, 9]
     # every escape lies in the payload (none in the topic)
@@ -218,27 +226,42 @@ def _owners_off(plain: np.ndarray, starts: np.ndarray, at: np.ndarray) -> None:
         plain[np.searchsorted(starts, at, side="right") - 1] = False
 
 
-def _literal(array: np.ndarray, at: np.ndarray, literal: np.ndarray) -> np.ndarray:
-    return (array[at[:, None] + np.arange(len(literal))] == literal).all(axis=1)
+def _literal(w: np.ndarray, at: np.ndarray, literal: bytes) -> np.ndarray:
+    """Whether ``literal`` lies at each of ``at``, compared a word (:func:`~ptmon.ids.words`) at a
+    time. None of a literal's bytes is zero, so one running past the data into the pad does not
+    match (nor does a word read past the pad: the pad's last word, all zero, is read instead)."""
+    same = np.ones(len(at), dtype=bool)
+    for k in range(0, len(literal), 8):
+        part = literal[k : k + 8]
+        word = w[np.minimum(at + k, len(w) - 1)] & MASKS[len(part)]
+        same &= word == np.uint64(int.from_bytes(part, "little"))
+    return same
 
 
 def _numbers(array: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(float value, exact) of each JSON number at ``array[start:end]``; exact: a plain decimal
-    read here exactly as orjson reads it (see the module doc)."""
+    read here exactly as orjson reads it (see the module doc). Column by column: the digits read
+    as one integer (Horner), the point's place, the digits after it."""
+    n = len(start)
     length = end - start
     fits = (length >= 1) & (length <= MAX_NUMBER)
-    column = np.arange(MAX_NUMBER)
-    chars = array[np.maximum(start, 0)[:, None] + column]  # the pad keeps the last line's reads inside
-    inside = column < length[:, None]
-    digit = inside & (chars >= ord("0")) & (chars <= ord("9"))
-    point = inside & (chars == ord("."))
-    points = point.sum(axis=1)
-    where_point = np.argmax(point, axis=1)
-    fits &= (digit | point | ~inside).all(axis=1) & (points <= 1)
-    fits &= (points == 0) | ((where_point > 0) & (where_point < length - 1))
+    chars = array[np.maximum(start, 0)[:, None] + np.arange(MAX_NUMBER)]  # the line's own bytes (a plain line is longer)
+    mantissa = np.zeros(n, dtype=np.int64)
+    points = np.zeros(n, dtype=np.int8)
+    fraction = np.zeros(n, dtype=np.int64)  # digits after the point
+    for column in range(int(np.clip(length, 0, MAX_NUMBER).max(initial=0))):
+        inside = column < length
+        value = chars[:, column] - np.uint8(ord("0"))  # wraps below "0": not a digit
+        digit = inside & (value <= 9)
+        point = inside & (chars[:, column] == ord("."))
+        fits &= digit | point | ~inside
+        if column == 0:
+            fits &= ~point  # no point first
+        fits &= ~(point & (column == length - 1))  # nor last
+        mantissa = np.where(digit, mantissa * 10 + value, mantissa)
+        fraction += digit & (points > 0)
+        points += point
+    fits &= points <= 1
     fits &= ~((chars[:, 0] == ord("0")) & (length > 1) & (chars[:, 1] != ord(".")))  # no leading zeros
-    after = np.cumsum(digit[:, ::-1], axis=1)[:, ::-1] - digit  # digits to the right of each column
-    mantissa = np.where(digit, (chars.astype(np.int64) - ord("0")) * _POW10[np.minimum(after, MAX_NUMBER)], 0).sum(axis=1)
-    fraction = np.clip(np.where(points == 1, length - where_point - 1, 0), 0, MAX_NUMBER)
     fits &= mantissa <= _EXACT_LIMIT
-    return mantissa.astype(np.float64) / _POW10_FLOAT[fraction], fits
+    return mantissa.astype(np.float64) / _POW10_FLOAT[np.minimum(fraction, MAX_NUMBER)], fits

@@ -25,19 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ids import PAD, padded, words
+from .ids import MASKS, PAD, padded, words
 
 MARK = 0x01  # a value's place in a shape: a control character, never valid in a JSON text
 MAX_DIGITS = 18
 MAX_SHAPES = 32  # distinct shapes per batch parsed here; more (hostile traffic) go to orjson
 _SHAPE_CACHE_LIMIT = 4096
 
-_CLASS = np.zeros(256, dtype=np.uint8)  # 0: plain, 1: part of a number, 2: not in this grammar
-_CLASS[[ord(c) for c in "0123456789-"]] = 1
-_CLASS[[c for c in range(32) if c not in (9, 10, 13)]] = 2
-_CLASS[[ord("\\"), 0x7F]] = 2
-_ESCAPED_CLASS = _CLASS.copy()
-_ESCAPED_CLASS[ord("\\")] = 0  # in an archive line a payload's quotes are escaped: \" (checked by the reader)
 
 _WS = rb"[ \t\n\r]*"
 _KEY = rb'"[^"\\\x00-\x1f]*"'
@@ -90,15 +84,15 @@ def parse_payloads(payloads: list[str] | list[bytes]) -> Parsed | None:
 
 
 def parse_spans(buffer: bytes, array: np.ndarray, starts: np.ndarray, ends: np.ndarray, *,
-                escaped: bool = False) -> Parsed:
+                escaped: bool = False, size: np.ndarray | None = None) -> Parsed:
     """Parse the payloads at ``array[starts[i]:ends[i]]`` (``array`` views ``buffer``, which ends
     with PAD zero bytes). ``escaped``: the payloads are the bodies of JSON strings whose only
-    escape is ``\\"`` (an archive line's, checked by its reader)."""
+    escape is ``\\"`` (an archive line's, checked by its reader). ``size``: each payload's size
+    unescaped, when the caller has counted it already."""
     n = len(starts)
     slow = np.zeros(n, dtype=bool)
-    classes = (_ESCAPED_CLASS if escaped else _CLASS)[array]
-    _mark_weird(classes, starts, ends, slow)
-    number = classes == 1
+    _mark_weird(array, starts, ends, slow, escaped)
+    number = ((array >= ord("0")) & (array <= ord("9"))) | (array == ord("-"))
     edges = np.diff(number.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     run_start, run_end = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     owner = np.searchsorted(starts, run_start, side="right") - 1
@@ -106,10 +100,11 @@ def parse_spans(buffer: bytes, array: np.ndarray, starts: np.ndarray, ends: np.n
     first_run = np.cumsum(runs) - runs
     values, bad_run = _values(buffer, array, run_start, run_end)
     slow[owner[bad_run]] = True
-    size = ends - starts
-    if escaped:
-        backslashes = np.flatnonzero(array == ord("\\"))
-        size = size - np.bincount(np.searchsorted(starts, backslashes, side="right") - 1, minlength=n)
+    if size is None:
+        size = ends - starts
+        if escaped:
+            backslashes = np.flatnonzero(array == ord("\\"))
+            size = size - np.bincount(np.searchsorted(starts, backslashes, side="right") - 1, minlength=n)
     run_bytes = np.bincount(owner, weights=run_end - run_start, minlength=n).astype(np.int64)
     before = np.cumsum(run_bytes) - run_bytes
     skeleton = array.copy()
@@ -120,7 +115,7 @@ def parse_spans(buffer: bytes, array: np.ndarray, starts: np.ndarray, ends: np.n
     shape_start = starts - before + first_run
     shape_length = (ends - starts) - run_bytes + runs
     shapes = []
-    for rows, shape in _group(skeleton, shape_start, shape_length, np.flatnonzero(~slow), escaped, slow):
+    for rows, shape in _group(skeleton, shape_start, shape_length, np.flatnonzero(~slow), slow):
         keys = _shape_keys(shape, escaped)
         if keys is None:
             slow[rows] = True
@@ -130,9 +125,18 @@ def parse_spans(buffer: bytes, array: np.ndarray, starts: np.ndarray, ends: np.n
     return Parsed(shapes, np.flatnonzero(slow), size)
 
 
-def _mark_weird(classes: np.ndarray, starts: np.ndarray, ends: np.ndarray, slow: np.ndarray) -> None:
-    """Payloads holding a byte outside the grammar (the separators between them aside)."""
-    weird = np.flatnonzero(classes == 2)
+def _mark_weird(array: np.ndarray, starts: np.ndarray, ends: np.ndarray, slow: np.ndarray, escaped: bool) -> None:
+    """Payloads holding a byte outside the grammar: a control character (tab, LF and CR aside),
+    DEL, or a backslash (unless ``escaped``: then only ``\\"``, checked by the reader). The
+    separators between payloads (at ``ends``) aside."""
+    mask = ((array < 0x20) & (array != 0x09) & (array != 0x0A) & (array != 0x0D)) | (array == 0x7F)
+    if not escaped:
+        mask |= array == ord("\\")
+    separators = ends[ends < len(array)]
+    if (np.count_nonzero(mask) == len(separators) and mask[separators].all() and (ends >= starts).all()
+            and (starts[1:] > ends[:-1]).all()):
+        return  # only the separators, each after its span and before the next: no owners to search
+    weird = np.flatnonzero(mask)
     if len(weird):
         owner = np.searchsorted(starts, weird, side="right") - 1
         inside = weird < ends[owner]
@@ -176,19 +180,25 @@ def _eight(word: np.ndarray) -> np.ndarray:
     return v.astype(np.int64)
 
 
-def _group(skeleton: np.ndarray, start: np.ndarray, length: np.ndarray, candidates: np.ndarray, escaped: bool,
+def _group(skeleton: np.ndarray, start: np.ndarray, length: np.ndarray, candidates: np.ndarray,
            slow: np.ndarray) -> list[tuple[np.ndarray, bytes]]:
-    """(rows, shape bytes) per distinct shape among the candidate rows, compared byte for byte."""
+    """(rows, shape bytes) per distinct shape among the candidate rows, compared byte for byte
+    (eight at a time: a shape's words, the last masked to its bytes)."""
     found: list[tuple[np.ndarray, bytes]] = []
+    w = words(np.concatenate([skeleton, np.zeros(PAD, np.uint8)]))
     for size in np.unique(length[candidates]).tolist():
         rows = candidates[length[candidates] == size]
-        matrix = skeleton[start[rows][:, None] + np.arange(size)]
+        n_words = (size + 7) // 8
+        matrix = w[start[rows][:, None] + 8 * np.arange(n_words)]
+        if n_words:
+            matrix[:, -1] &= MASKS[size - 8 * (n_words - 1)]
         while len(rows):
             if len(found) == MAX_SHAPES:
                 slow[rows] = True
                 break
             same = (matrix == matrix[0]).all(axis=1)
-            found.append((rows[same], matrix[0].tobytes()))
+            first = int(start[rows[0]])
+            found.append((rows[same], skeleton[first : first + size].tobytes()))
             rows, matrix = rows[~same], matrix[~same]
     return found
 

@@ -64,6 +64,14 @@ def test_unusual_lines_are_left_to_the_line_by_line_path(line: bytes) -> None:
     assert block.plain.tolist() == [True, False, True]
 
 
+@pytest.mark.parametrize("end", [b"\n", b""])
+def test_a_line_whose_quotes_end_before_the_payload_key_would_ends_a_block_safely(end: bytes) -> None:
+    """Test that a block's last line with its ten quotes but too short for the payload key after
+    the topic is left to the per-line path (it once read past the block's end and raised)."""
+    block = scan(_line("5") + b'{"t":1,"topic":"abcdefghijklmnopqrstu",""""}' + end)
+    assert block.plain.tolist() == [True, False]
+
+
 def test_escaped_quotes_in_a_payload_are_taken_and_unescaped() -> None:
     payload = '{"seq":5,"boot":"ab"}'
     block = scan(_line("1762012800.5", payload=payload))
