@@ -113,10 +113,11 @@ def setup_from(args: argparse.Namespace) -> MonthSetup:
     from ..config import MonthConfig
 
     month = inputs.config.month if inputs.config else MonthConfig()
-    settings: dict[str, Any] = {"registry_path": inputs.registry_path, "rules_dir": inputs.rules_dir,
-                "config_path": Path(args.config).absolute() if args.config else None,
-                "close_grace": int(month.close_grace * US_PER_S), "late_horizon": int(month.late_horizon * US_PER_S),
-                "min_coverage": month.min_coverage}
+    settings: dict[str, Any] = {
+        "registry_path": inputs.registry_path, "rules_dir": inputs.rules_dir,
+        "config_path": Path(args.config).absolute() if args.config else None,
+        "close_grace": int(month.close_grace * US_PER_S), "late_horizon": int(month.late_horizon * US_PER_S),
+        "min_coverage": month.min_coverage}
     if len(ledgers) > 1 or len(archives) > 1 or args.seal_ledger:
         return _partitioned(args, ledgers or [inputs.ledger], archives or [inputs.archive], settings)
     try:
