@@ -22,7 +22,13 @@ from ptmon.cli import main
 from ptmon.ledger.closing import closings
 from ptmon.ledger.store import Ledger
 from ptmon.lock import LOCK_NAME, ProcessLock
-from ptmon.partition import PARTITION_FILE
+from ptmon.partition import PARTITION_FILE, restrict_registry
+from ptmon.registry import load_registry
+from ptmon.rules import load_rules
+from ptmon.simulators.synthetic import Scenario, iter_records
+from ptmon.timebase import US_PER_S
+
+from .conftest import T0
 
 NOW = "2026-12-05T00:00"
 MONTH = "2026-11"
@@ -197,3 +203,27 @@ def test_partitions_that_do_not_make_the_district_are_refused(collected, tmp_pat
     assert not seal.exists() or not _sealed(seal)
     with Ledger(dirs["all"] / "ledger.sqlite", readonly=True) as ledger:
         assert not closings(ledger) and ledger.has_hours()
+
+
+def test_archive_records_added_to_a_partition_are_a_restatement_from_every_partitions_archive(collected, closed,
+                                                                                              capsys) -> None:
+    """Test that a day file of the month added to one partition's archive after the closing shows in `month status`
+    as an archive change that moves the money, that `month restate` seals it (recomputed from both partitions'
+    archives, each with its own registry rows) as 第 2 版 naming the new file, and that the month then verifies."""
+    rules = load_rules(collected["rules"])
+    wanli = restrict_registry(load_registry(collected["registry"], rules), ["wanli"])
+    day = (T0 + 86_400) * US_PER_S  # 2 Nov: b's collector came back for ten minutes
+    write_archive(closed["dirs"]["b"] / "archive" / "ptmon-2026-11-02.jsonl.gz",
+                  list(iter_records(wanli, rules, day, day + 600 * US_PER_S, Scenario(seed=3))))
+    code, out, _ = _month(capsys, "status", MONTH, *closed["where"])
+    assert code == 0 and "[报文存档 archive]" in out and "wanli/ptmon-2026-11-02.jsonl.gz：结账后新增的文件" in out, out
+    code, out, err = _month(capsys, "restate", MONTH, "--reason", "万里补传", "--by", "李四", "--accept-gaps",
+                            *closed["where"])
+    assert code == 0, err
+    docs = _sealed(closed["seal"])
+    assert {doc["version"] for doc in docs.values()} == {2}
+    moved = [(c["what"], m["street"]) for doc in docs.values() for c in doc["changes"] for m in c["money"]]
+    assert ("archive", "wanli") in moved and {street for _, street in moved} <= {"wanli", "district"}  # b's street only
+    assert all("wanli/ptmon-2026-11-02.jsonl.gz" in [m["name"] for m in doc["inputs"]["archive"]] for doc in docs.values())
+    code, out, err = _month(capsys, "verify", MONTH, *closed["where"])
+    assert code == 0, out + err
