@@ -20,7 +20,6 @@ that `verify` names the partition whose ledger changed.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 import tempfile
@@ -267,7 +266,3 @@ def partition_ledger_changes(sealed: Sequence[dict[str, Any]], now: Sequence[dic
                        "status, spans) changed since the closing; `ptmon ledger verify --month` compares them with "
                        "its archive")
     return ok, bad
-
-
-def replace_name(mark: Any, name: str) -> Any:
-    return dataclasses.replace(mark, name=name)
