@@ -64,22 +64,43 @@ def merge_ledgers(sources: Sequence[tuple[Partition | None, Ledger]], into: Ledg
     """Fill ``into`` (empty) with the partitions' rows: each street's from its owner, devices'
     status and episodes from all, messages of no device and unknown topics summed, the spans every
     partition observed, and the exemptions of all (each once)."""
-    spans: list[list[int]] | None = None
     with into.transaction() as db:
-        for part, ledger in sources:
-            owned = set(part.streets if part is not None else rules.street_codes())
-            _copy_streets(ledger.db, db, owned, str(ledger.path))
-            for table in _PER_DEVICE:
-                _copy(ledger.db, db, table, f"SELECT * FROM {table}")
-            for row in ledger.db.execute("SELECT hour, contract, street, kind, n FROM counts WHERE street = ''"):
-                db.execute("INSERT INTO counts VALUES (?, ?, ?, ?, ?) ON CONFLICT (hour, contract, street, kind) "
-                           "DO UPDATE SET n = n + excluded.n", row)
-            for row in ledger.db.execute("SELECT hour, topic, n FROM unknown_topics"):
-                db.execute("INSERT INTO unknown_topics VALUES (?, ?, ?) ON CONFLICT (hour, topic) "
-                           "DO UPDATE SET n = n + excluded.n", row)
-            _copy_exemptions(ledger.db, db)
-            spans = ledger.spans() if spans is None else intersect_spans(spans, ledger.spans())
-        db.executemany('INSERT INTO spans (start, "end") VALUES (?, ?)', spans or [])
+        _merge_into(db, sources, rules)
+
+
+def replace_merged(sources: Sequence[tuple[Partition | None, Ledger]], into: Ledger, rules: Rules) -> None:
+    """As :func:`merge_ledgers`, into a ledger that holds an earlier merge: its rows (every table a
+    merge fills) are replaced in one transaction; everything else (its closings) stays."""
+    with into.transaction() as db:
+        for table in MERGED_TABLES:
+            db.execute(f"DELETE FROM {table}")
+        db.execute("DELETE FROM sqlite_sequence WHERE name = 'exemptions'")  # the merged ids are 1, 2, … again
+        _merge_into(db, sources, rules)
+
+
+MERGED_TABLES = ("hours", "days", "counts", "status", "episodes", "unknown_topics", "spans", "exemptions")
+
+
+def _merge_into(db: sqlite3.Connection, sources: Sequence[tuple[Partition | None, Ledger]], rules: Rules) -> None:
+    spans: list[list[int]] | None = None
+    for part, ledger in sources:
+        owned = set(part.streets if part is not None else rules.street_codes())
+        _copy_streets(ledger.db, db, owned, str(ledger.path))
+        for table in _PER_DEVICE:
+            _copy(ledger.db, db, table, f"SELECT * FROM {table}")
+        for row in ledger.db.execute("SELECT hour, contract, street, kind, n FROM counts WHERE street = ''"):
+            db.execute("INSERT INTO counts VALUES (?, ?, ?, ?, ?) ON CONFLICT (hour, contract, street, kind) "
+                       "DO UPDATE SET n = n + excluded.n", row)
+        for row in ledger.db.execute("SELECT hour, topic, n FROM unknown_topics"):
+            db.execute("INSERT INTO unknown_topics VALUES (?, ?, ?) ON CONFLICT (hour, topic) "
+                       "DO UPDATE SET n = n + excluded.n", row)
+        spans = ledger.spans() if spans is None else intersect_spans(spans, ledger.spans())
+    _copy_exemptions([ledger.db for _, ledger in sources], db)
+    db.executemany('INSERT INTO spans (start, "end") VALUES (?, ?)', spans or [])
+    since = max((ledger.status_since() for _, ledger in sources), default=0)  # an upgraded partition's limit holds
+    db.execute("DELETE FROM meta WHERE key = 'status_since'")
+    if since:
+        db.execute("INSERT INTO meta VALUES ('status_since', ?)", (str(since),))
 
 
 def _copy_streets(src: sqlite3.Connection, dst: sqlite3.Connection, owned: set[str], where: str) -> None:
@@ -96,13 +117,16 @@ def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, query: s
         dst.execute(f"INSERT OR IGNORE INTO {table} VALUES ({', '.join('?' * len(row))})", row)
 
 
-def _copy_exemptions(src: sqlite3.Connection, dst: sqlite3.Connection) -> None:
+def _copy_exemptions(sources: Sequence[sqlite3.Connection], dst: sqlite3.Connection) -> None:
+    """Every partition's exemptions, each once, numbered in the order they were recorded (then by
+    partition and id): a merge numbers them the same every time, and one recorded later comes last."""
     columns = ", ".join(_EXEMPTION_COLUMNS)
-    seen = set(dst.execute(f"SELECT {columns} FROM exemptions"))
-    for row in src.execute(f"SELECT {columns} FROM exemptions ORDER BY id"):
-        if row not in seen:
-            dst.execute(f"INSERT INTO exemptions ({columns}) VALUES ({', '.join('?' * len(row))})", row)
-            seen.add(row)
+    found: dict[tuple[object, ...], tuple[int, int, int]] = {}
+    for n, src in enumerate(sources):
+        for id_, *row in src.execute(f"SELECT id, {columns} FROM exemptions ORDER BY id"):
+            found.setdefault(tuple(row), (row[6], n, id_))  # row[6]: created_at
+    for row in sorted(found, key=found.__getitem__):
+        dst.execute(f"INSERT INTO exemptions ({columns}) VALUES ({', '.join('?' * len(row))})", row)
 
 
 def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -245,6 +269,7 @@ __all__ = [
     "merge_results",
     "merged_ledger_file",
     "recompute_partitions",
+    "replace_merged",
     "replay_partitions",
     "tagged_archives",
 ]

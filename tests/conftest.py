@@ -138,6 +138,15 @@ def vm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def collected(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Two partition collectors (two streets and one) and a whole-district one over the same traffic
+    (tests/partition_data.py), run once: the tests copy what they change."""
+    from tests import partition_data as pd
+
+    return pd.collect(tmp_path_factory.mktemp("partitions"))
+
+
+@pytest.fixture(scope="session")
 def pristine(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     """A month of generated district data with its rules (5-minute samples: a month is 8,640 of them), built
     once: the month tests copy it before they touch it."""

@@ -196,10 +196,8 @@ def _slow_steps(ctx: MonthContext, sealed: Sealed, out: Analysis) -> list[Step]:
 
 
 def _archive_changes(ctx: MonthContext, sealed: Sealed) -> list[FileChange]:
-    sources = ctx.sources()
-    changes = compare_files(sealed.archive, {p.name: p for p in sources.files})
-    snapshot = {sources.snapshot.name: sources.snapshot} if sources.snapshot else {}
-    return changes + compare_files([sealed.snapshot] if sealed.snapshot else [], snapshot)
+    files, snapshots = ctx.archive_now()
+    return compare_files(sealed.archive, files) + compare_files(sealed.snapshots, snapshots)
 
 
 def _late_step(registry: Registry, contract: str, month: str, sealed: list[LateHeartbeat],

@@ -4,7 +4,7 @@ Closing (第 1 版) refuses, saying why and what to do, when
 
 * the grace period after the month's end has not passed (``[month] close_grace``),
 * a collector still writes the month into this ledger (it runs on the data directory and has
-  not yet written anything after the month's end),
+  not yet written anything after the month's end; for partitions, into any partition's ledger),
 * the contract's month is already closed (restate it instead),
 * ``--now`` (simulations and tests) is after the clock, or, for a restatement, before the
   previous version's seal time,
@@ -27,7 +27,7 @@ step with the money each change moved, and why (``--reason``). Earlier versions 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -54,6 +54,7 @@ from .context import MonthContext
 from .figures import Figures, ledger_month_digest, month_figures
 from .fingerprint import exemption_docs, mark, sha256_file
 from .late import LateHeartbeat
+from .parts import parts_doc
 from .sealdoc import file_bytes, inputs_to_doc, money_to_doc, row_to_doc
 from .words import span, when
 
@@ -84,12 +85,14 @@ def check_closable(ctx: MonthContext) -> None:
             f"{ctx.month} ends {when(end)}; it can be closed from {when(opens)}, after the grace "
             f"period ([month] close_grace = {span(ctx.setup.close_grace)} in the config) in which late "
             "exemptions, registry corrections and buffered heartbeats still come in")
-    data_dir = ctx.setup.data_dir
-    if collector_running(data_dir, ctx.setup.ledger) and not _written_past(ctx.ledger, end):
-        raise CloseRefused(
-            f"a collector on {data_dir or ctx.setup.ledger} is still writing {ctx.month} into the ledger "
-            f"(it has written nothing after "
-            f"{when(end)} yet: catching up, or rebuilding the month); wait until it has, then close")
+    writers = [(ctx.setup.data_dir, ctx.setup.ledger, ctx.ledger)] if not ctx.parts else [
+        (part.ledger.parent, part.ledger, ledger) for part, ledger in ctx.parts]
+    for data_dir, path, ledger in writers:
+        if collector_running(data_dir, path) and not _written_past(ledger, end):
+            raise CloseRefused(
+                f"a collector on {data_dir or path} is still writing {ctx.month} into the ledger "
+                f"(it has written nothing after "
+                f"{when(end)} yet: catching up, or rebuilding the month); wait until it has, then close")
 
 
 def check_seal_time(ctx: MonthContext, previous: Closing | None) -> None:
@@ -247,7 +250,7 @@ def seal_inputs(ctx: MonthContext, basis: Ledger, exemptions: list, late: list[L
                 ) -> tuple[list[InputFile], dict[str, bytes], dict[str, Any]]:
     """The inputs of the figures as files for the report, blobs for the ledger and marks for the seal."""
     setup = ctx.setup
-    sources = ctx.sources()
+    archive, snapshots = ctx.archive_now()
     registry_raw, registry_sha = file_bytes(setup.registry_path)
     rules = {name: file_bytes(setup.rules_dir / name) for name in RULE_FILES}
     late_raw = canonical({"late": [h.to_doc() for h in late]})
@@ -257,21 +260,28 @@ def seal_inputs(ctx: MonthContext, basis: Ledger, exemptions: list, late: list[L
     basis_sha = ledger_sha if basis is ctx.ledger else ledger_month_digest(basis, ctx.month)
     blobs = {sha: data for data, sha in [(registry_raw, registry_sha), *rules.values()]}
     blobs[sha256_bytes(late_raw)] = late_raw
-    marks = [mark(p) for p in sources.files]
-    snapshot = mark(sources.snapshot) if sources.snapshot else None
+    marks = [replace(mark(p), name=name) for name, p in archive.items()]
+    shots = [replace(mark(p), name=name) for name, p in snapshots.items()]
+    snapshot = shots[0] if shots and not ctx.parts else None
     config = setup.config_path
-    files = [InputFile(role="archive", path=str(p), sha256=m.sha256) for p, m in zip(sources.files, marks)]
-    files += [InputFile(role="snapshot", path=str(sources.snapshot), sha256=snapshot.sha256)] if snapshot else []
+    archive_dirs = " + ".join(str(d) for d in setup.archives)
+    files = [InputFile(role="archive", path=str(p), sha256=m.sha256) for p, m in zip(archive.values(), marks)]
+    files += [InputFile(role="snapshot", path=str(p), sha256=m.sha256) for p, m in zip(snapshots.values(), shots)]
     files += [InputFile(role="registry", path=str(setup.registry_path), sha256=registry_sha)]
     files += [InputFile(role="rules", path=str(setup.rules_dir / name), sha256=rules[name][1]) for name in RULE_FILES]
     files += [InputFile(role="config", path=str(config), sha256=sha256_file(config))] if config else []
-    files += [InputFile(role="exemptions", path=f"{setup.ledger} (exemptions)", sha256=ex_sha),
-              InputFile(role="ledger", path=f"{setup.ledger} ({ctx.month})" if basis is ctx.ledger
+    parts = parts_doc(ctx.parts, lambda ledger: ledger_month_digest(ledger, ctx.month))
+    files += [InputFile(role="ledger", path=f"{p['ledger']} (partition {'+'.join(p['streets'])}, {ctx.month})",
+                        sha256=p["ledger_month_sha256"]) for p in parts]
+    merged = f", merged from {len(parts)} partitions" if parts else ""
+    files += [InputFile(role="exemptions", path=f"{setup.ledger} (exemptions{merged})", sha256=ex_sha),
+              InputFile(role="ledger", path=f"{setup.ledger} ({ctx.month}{merged})" if basis is ctx.ledger
                         else f"{setup.ledger.parent} (recomputed from the archive, {ctx.month})", sha256=basis_sha),
-              InputFile(role="late", path=f"{setup.archive} (after {ctx.month})", sha256=sha256_bytes(late_raw))]
+              InputFile(role="late", path=f"{archive_dirs} (after {ctx.month})", sha256=sha256_bytes(late_raw))]
     inputs = {
-        "archive_dir": str(setup.archive), "archive": [m.to_doc() for m in marks],
+        "archive_dir": archive_dirs, "archive": [m.to_doc() for m in marks],
         "snapshot": snapshot.to_doc() if snapshot else None,
+        **({"snapshots": [m.to_doc() for m in shots], "partitions": parts} if ctx.parts else {}),
         "registry": {"path": str(setup.registry_path), "sha256": registry_sha, "version": setup.registry.version},
         "rules": {"directory": str(setup.rules_dir), "version": setup.registry.rules.version,
                   "files": {name: sha for name, (_, sha) in rules.items()}},

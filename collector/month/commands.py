@@ -11,6 +11,7 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from ..errors import LedgerError, UsageError
 from ..inputs import command_inputs
@@ -22,6 +23,7 @@ from ..rules import load_rules
 from ..timebase import US_PER_S, day_of, day_to_date, month_bounds, parse_instant
 from .close import NothingChanged, Sealing, check_seal_time, close_month, restate_month
 from .context import MonthContext, MonthSetup, now_us
+from .parts import lone_partition, partition_sources
 from .room import disk_full, no_room
 from .status import state_of, status_lines
 from .verify import verify_month
@@ -35,6 +37,12 @@ from that seal, the same bytes on every run. Data that arrives later (archive re
 heartbeats, exemptions, registry or rules corrections) changes nothing until `restate` seals a
 new version (第 2 版 …) beside the old one; `status` shows what changed and the money it would
 move; `verify` checks the seals against the ledger and the files. See docs/month-close.md.
+
+A partitioned deployment (partition collectors, docs/scale.md) closes the district's month from
+every partition: `--ledger P1 P2 … --archive A1 A2 … --seal-ledger FILE`. The partitions are
+checked (disjoint, every street of the rules, one rules and registry version) and merged; the
+seals are kept in the seal ledger, created at the first close (`ptmon report --ledger FILE`
+renders the sealed month from it).
 """
 
 
@@ -47,7 +55,9 @@ def add_month_parser(sub: argparse._SubParsersAction) -> None:
                                "over, while a collector still writes the month, for a contract already closed, for a "
                                "month not wholly observed without --accept-gaps, for a month with nothing observed (or less than "
                                "[month] min_coverage) even with it, and when the ledger differs from the "
-                               "archive (the first difference is named; `ptmon ledger verify --month` lists them all).")
+                               "archive (the first difference is named; `ptmon ledger verify --month` lists them all). "
+                               "Partitions (--ledger P1 P2 … --archive A1 A2 … --seal-ledger FILE) are refused when they "
+                               "overlap, miss a street of the rules or ran with other rules or registry versions.")
     close.add_argument("month", metavar="YYYY-MM")
     close.add_argument("--by", required=True, metavar="NAME", help="who closes it (recorded in the seal and the report)")
     close.add_argument("--accept-gaps", action="store_true",
@@ -80,18 +90,36 @@ def add_month_parser(sub: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contract", metavar="CODE", help="one contract (default: every contract of the rules)")
     p.add_argument("--config", metavar="FILE", help="collector config: its ledger, archive, registry, rules and [month]")
-    p.add_argument("--ledger", metavar="FILE", help="the ledger (default: from --config, else ptmon-data/ledger.sqlite)")
-    p.add_argument("--archive", metavar="DIR", help="the archive directory (default: from --config, else ptmon-data/archive)")
+    p.add_argument("--ledger", metavar="FILE", nargs="+",
+                   help="the ledger (default: from --config, else ptmon-data/ledger.sqlite); for a partitioned "
+                   "deployment every partition's ledger, with --archive and --seal-ledger")
+    p.add_argument("--archive", metavar="DIR", nargs="+",
+                   help="the archive directory (default: from --config, else ptmon-data/archive); for a partitioned "
+                   "deployment every partition's archive directory (in any order: paired by their partition tags)")
+    p.add_argument("--seal-ledger", metavar="FILE",
+                   help="partitioned deployment: the district's ledger of seals (created at the first close; give the "
+                   "same file to every later month command and to `ptmon report --ledger` for the sealed report). "
+                   "The partitions' rows are merged into it at each close and restatement; its closings stay")
     p.add_argument("--registry", metavar="FILE", help="device registry CSV (default: from --config)")
     p.add_argument("--rules", metavar="DIR", help="rule files directory (default: from --config, else the shipped rules)")
     p.add_argument("--now", metavar="TIME", help="for simulations and tests: act as if it were this instant (default: the clock)")
 
 
 def setup_from(args: argparse.Namespace) -> MonthSetup:
-    inputs = command_inputs(args)
+    ledgers = [Path(p) for p in args.ledger or []]
+    archives = [Path(p) for p in args.archive or []]
+    inputs = command_inputs(argparse.Namespace(**{**vars(args), "ledger": args.ledger[0] if args.ledger else None,
+                                                  "archive": args.archive[0] if args.archive else None}))
     from ..config import MonthConfig
 
     month = inputs.config.month if inputs.config else MonthConfig()
+    settings: dict[str, Any] = {
+        "registry_path": inputs.registry_path, "rules_dir": inputs.rules_dir,
+        "config_path": Path(args.config).absolute() if args.config else None,
+        "close_grace": int(month.close_grace * US_PER_S), "late_horizon": int(month.late_horizon * US_PER_S),
+        "min_coverage": month.min_coverage}
+    if len(ledgers) > 1 or len(archives) > 1 or args.seal_ledger:
+        return _partitioned(args, ledgers or [inputs.ledger], archives or [inputs.archive], settings)
     try:
         tag = storage_tag(inputs.ledger, inputs.archive)
     except LedgerError as exc:  # on a full disk SQLite cannot even open a WAL ledger to read it
@@ -99,16 +127,23 @@ def setup_from(args: argparse.Namespace) -> MonthSetup:
             raise disk_full(inputs.ledger, "opening the ledger") from exc
         raise
     if tag is not None:
-        raise UsageError(
-            f"{inputs.ledger} is partition {tag.label}'s ledger: a month is closed for the whole district, and "
-            "`ptmon month` does not merge partitions yet. Check each partition with `ptmon ledger verify --month`, "
-            "and see docs/scale.md (closing a partitioned deployment)")
+        raise lone_partition(inputs.ledger, tag, load_rules(inputs.rules_dir))
     registry = load_registry(inputs.registry_path, load_rules(inputs.rules_dir))
-    return MonthSetup(ledger=inputs.ledger, archive=inputs.archive, registry=registry,
-                      registry_path=inputs.registry_path, rules_dir=inputs.rules_dir,
-                      config_path=Path(args.config).absolute() if args.config else None, data_dir=inputs.data_dir,
-                      close_grace=int(month.close_grace * US_PER_S), late_horizon=int(month.late_horizon * US_PER_S),
-                      min_coverage=month.min_coverage)
+    return MonthSetup(ledger=inputs.ledger, archive=inputs.archive, registry=registry, data_dir=inputs.data_dir,
+                      **settings)
+
+
+def _partitioned(args: argparse.Namespace, ledgers: list[Path], archives: list[Path], settings: dict[str, Any]) -> MonthSetup:
+    """A partitioned deployment's setup: its partitions checked and paired, and the seal ledger."""
+    rules = load_rules(settings["rules_dir"])
+    parts = partition_sources(ledgers, archives, rules)
+    if not args.seal_ledger:
+        raise UsageError("the month of partitions " + ", ".join(p.label for p in parts) + " is sealed in the "
+                         "district's seal ledger: give --seal-ledger FILE (a new file at the first close, the same "
+                         "file for every later `ptmon month` command)")
+    registry = load_registry(settings["registry_path"], rules)
+    return MonthSetup(ledger=Path(args.seal_ledger), archive=parts[0].archive, registry=registry, data_dir=None,
+                      parts=parts, **settings)
 
 
 def cmd_month(args: argparse.Namespace) -> int:
@@ -165,8 +200,12 @@ def _print_sealing(s: Sealing) -> None:
     print(f"{c.contract} {c.month}: sealed {c.label} at {when(c.closed_at)} by {c.closed_by}")
     print(f"  seal {c.seal}")
     print(f"  {money}")
+    parts = c.doc["inputs"].get("partitions", [])
+    shots = len(c.doc["inputs"].get("snapshots", []))
     print(f"  inputs: {len(c.doc['inputs']['archive'])} archive file(s)"
-          f"{' + month-start snapshot' if c.doc['inputs']['snapshot'] else ''}, registry, rules, "
+          f"{' + month-start snapshot' if c.doc['inputs']['snapshot'] else ''}"
+          f"{f' + {shots} month-start snapshot(s)' if shots else ''}"
+          f"{f' of {len(parts)} partitions' if parts else ''}, registry, rules, "
           f"{len(c.doc['inputs']['exemptions'])} exemption(s); late heartbeats of the contract: {late['of_contract']} "
           f"found, {late['counted']} counted")
     if s.analysis is not None:

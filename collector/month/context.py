@@ -4,6 +4,10 @@ One :class:`MonthContext` per command run. It opens the ledger, and keeps what i
 make — recomputations of the month from the archive (one per registry and rules version), the
 scan for late heartbeats — for as long as the command runs, so that status, restatement and
 their per-contract steps never recompute the same thing twice.
+
+For a partitioned deployment (``MonthSetup.parts``) the ledger is the district's: the partitions'
+rows merged into the seal ledger, or into a scratch copy of it (:mod:`ptmon.month.parts`); the
+archive files, recomputations and late heartbeats are every partition's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..snapshots import MonthSources, month_sources
 from ..timebase import US_PER_S, month_bounds
 from .figures import recomputed
 from .late import LateScan, scan_late
+from .parts import PartSource, open_merged, part_files, recomputed_parts, scan_late_parts
 from .room import disk_full, no_room
 from .words import when
 
@@ -42,6 +47,17 @@ class MonthSetup:
     close_grace: int  # µs
     late_horizon: int  # µs
     min_coverage: float = 0.0  # a month observed less is never closed; 0: only one with nothing observed
+    parts: tuple[PartSource, ...] = ()  # a partitioned deployment's partitions (``ledger`` is then the seal ledger)
+
+    @property
+    def archives(self) -> list[Path]:
+        """Every archive directory of the month: the partitions', or the one."""
+        return [p.archive for p in self.parts] if self.parts else [self.archive]
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Where scratch ledgers go: beside the ledger (a seal ledger not made yet: beside a partition's)."""
+        return self.ledger.parent if self.ledger.parent.is_dir() or not self.parts else self.parts[0].ledger.parent
 
 
 @dataclass
@@ -56,10 +72,13 @@ class MonthContext:
     _stack: ExitStack = field(default_factory=ExitStack)
     _bases: dict[tuple[str, str], tuple[Ledger, Recomputed]] = field(default_factory=dict)
     _late: LateScan | None = None
+    parts: list[tuple[PartSource, Ledger]] = field(default_factory=list)  # the partitions' ledgers, read-only
 
     @classmethod
     def open(cls, setup: MonthSetup, month: str, now: int, *, writable: bool) -> MonthContext:
         month_bounds(month)
+        if setup.parts:
+            return cls._open_parts(setup, month, now, writable=writable)
         if not setup.ledger.is_file():
             raise UsageError(f"ledger not found: {setup.ledger}")
         if not setup.archive.is_dir():
@@ -71,6 +90,17 @@ class MonthContext:
                 raise disk_full(setup.ledger, "opening the ledger") from exc
             raise
         return cls(setup=setup, month=month, now=now, ledger=ledger)
+
+    @classmethod
+    def _open_parts(cls, setup: MonthSetup, month: str, now: int, *, writable: bool) -> MonthContext:
+        """The partitions merged: into the seal ledger (close, restate) or a scratch copy of it."""
+        stack = ExitStack()
+        try:
+            ledger, parts = open_merged(setup.parts, setup.ledger, setup.registry.rules, writable=writable, stack=stack)
+        except BaseException:
+            stack.close()
+            raise
+        return cls(setup=setup, month=month, now=now, ledger=ledger, _stack=stack, parts=parts)
 
     def close(self) -> None:
         self._stack.close()
@@ -89,14 +119,26 @@ class MonthContext:
     def sources(self) -> MonthSources:
         return month_sources([self.setup.archive], self.month)
 
+    def archive_now(self) -> tuple[dict[str, Path], dict[str, Path]]:
+        """The month's archive files and month-start snapshot(s) there now, by the names a seal gives them."""
+        if self.setup.parts:
+            return part_files(self.setup.parts, self.month)
+        sources = self.sources()
+        return {p.name: p for p in sources.files}, {sources.snapshot.name: sources.snapshot} if sources.snapshot else {}
+
     def late_until(self) -> int:
         """Late records are looked for up to now, at most ``late_horizon`` after the month."""
         return min(self.now, self.bounds[1] + self.setup.late_horizon)
 
+    def scan_late(self, until: int) -> LateScan:
+        if self.setup.parts:
+            return scan_late_parts(self.setup.parts, self.setup.registry, self.month, until)
+        return scan_late([self.setup.archive], self.setup.registry, self.month, until)
+
     def late_scan(self) -> LateScan:
         if self._late is None:
             began = time.monotonic()
-            self._late = scan_late([self.setup.archive], self.setup.registry, self.month, self.late_until())
+            self._late = self.scan_late(self.late_until())
             self.say(f"late heartbeats of {self.month}: {len(self._late.heartbeats):,} in {self._late.records:,} records "
                      f"received up to {when(self._late.until)} ({time.monotonic() - began:.1f} s)")
         return self._late
@@ -116,6 +158,8 @@ class MonthContext:
                              f"at {at}")
 
             self._bases[key] = self._stack.enter_context(
+                recomputed_parts(self.setup.parts, registry, self.month, self.setup.scratch_dir, progress)
+                if self.setup.parts else
                 recomputed([self.setup.archive], registry, self.month, self.setup.ledger.parent, progress))
             spent = time.monotonic() - began
             self.recompute_seconds += spent

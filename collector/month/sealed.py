@@ -49,6 +49,13 @@ class Sealed:
     def inputs(self) -> dict[str, Any]:
         return self.closing.doc["inputs"]
 
+    @property
+    def snapshots(self) -> list[FileMark]:
+        """The month-start snapshot(s) sealed: the one, or each partition's."""
+        if self.snapshot is not None:
+            return [self.snapshot]
+        return [FileMark.from_doc(d) for d in self.inputs.get("snapshots", [])]
+
     def report_inputs(self) -> ReportInputs:
         return inputs_from_doc(self.closing.doc["report"], self.registry)
 

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..ledger.closing import blob_problems, closings
 from ..rules import RULE_FILES
 from .context import MonthContext
+from .figures import ledger_month_digest
 from .fingerprint import FileMark, compare_files, sha256_file
 from .integrity import document_problems, ledger_rows_problem, recomputed_from_ledger
-from .late import scan_late
+from .parts import partition_ledger_changes, parts_doc
 from .sealed import load_sealed
 
 
@@ -64,11 +66,13 @@ def verify_month(ctx: MonthContext, contracts: Sequence[str]) -> Verdict:
             if not blobs:
                 _recomputed(ctx, v, c)
             _archive(ctx, v, c.label, [FileMark.from_doc(x) for x in c.doc["inputs"]["archive"]],
-                     c.doc["inputs"]["snapshot"], superseded=n < len(versions) - 1)
+                     sealed_snapshots(c.doc["inputs"]), superseded=n < len(versions) - 1)
             previous = c
         _latest_files(ctx, v, versions[-1])
         problem, found = ledger_rows_problem(ctx.ledger, ctx.month, versions[-1])
         v.bad(problem) if problem else v.ok(found)
+        if ctx.parts or "partitions" in versions[-1].doc["inputs"]:
+            _partitions(ctx, v, versions[-1])
     return v
 
 
@@ -84,16 +88,15 @@ def _recomputed(ctx: MonthContext, v: Verdict, c) -> None:
         v.ok(f"{c.label}: signer, date and reason as sealed; money recomputed from its KPI rows to the fen")
 
 
-def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], snapshot: dict | None, *,
+def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], snapshots: list[FileMark], *,
              superseded: bool = False) -> None:
     """The version's sealed archive files still there with their sealed bytes. For a superseded
     version, files added or appended since are new evidence that a later version sealed (or that
     the latest version's check reports): only its own sealed bytes altered or gone fail it."""
-    sources = ctx.sources()
-    changes = compare_files(marks, {p.name: p for p in sources.files})
-    if snapshot:
-        now = {sources.snapshot.name: sources.snapshot} if sources.snapshot else {}
-        changes += compare_files([FileMark.from_doc(snapshot)], now)
+    files, snapshots_now = ctx.archive_now()
+    changes = compare_files(marks, files)
+    if snapshots:
+        changes += compare_files(snapshots, snapshots_now)
     if superseded:
         later = [c for c in changes if not c.tampered]
         changes = [c for c in changes if c.tampered]
@@ -104,7 +107,25 @@ def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], s
     for change in changes:
         v.bad(f"{label}: archive {change.describe()}")
     if not changes:
-        v.ok(f"{label}: {len(marks)} archive file(s){' and the month-start snapshot' if snapshot else ''} as sealed")
+        shown = (" and the month-start snapshot" if len(snapshots) == 1 else
+                 f" and {len(snapshots)} month-start snapshots" if snapshots else "")
+        v.ok(f"{label}: {len(marks)} archive file(s){shown} as sealed")
+
+
+def _partitions(ctx: MonthContext, v: Verdict, c) -> None:
+    """Each partition's ledger against the SHA-256 of its rows sealed in the latest version."""
+    now = parts_doc(ctx.parts, lambda ledger: ledger_month_digest(ledger, ctx.month))
+    ok, bad = partition_ledger_changes(c.doc["inputs"].get("partitions", []), now)
+    for text in ok:
+        v.ok(text)
+    for text in bad:
+        v.bad(f"{c.label}: {text}")
+
+
+def sealed_snapshots(inputs: dict[str, Any]) -> list[FileMark]:
+    """The month-start snapshot(s) a version sealed: one, or each partition's."""
+    docs = [inputs["snapshot"]] if inputs["snapshot"] else inputs.get("snapshots", [])
+    return [FileMark.from_doc(d) for d in docs]
 
 
 def _latest_files(ctx: MonthContext, v: Verdict, c) -> None:
@@ -132,7 +153,7 @@ def _latest_files(ctx: MonthContext, v: Verdict, c) -> None:
         return
     sealed = load_sealed(ctx.ledger, c)
     if sealed.late:
-        found = set(scan_late([setup.archive], setup.registry, ctx.month, inputs["late"]["until"]).heartbeats)
+        found = set(ctx.scan_late(inputs["late"]["until"]).heartbeats)
         missing = [h for h in sealed.late if h not in found]
         if missing:
             v.bad(f"{len(missing):,} of the {len(sealed.late):,} late heartbeats sealed in {c.label} are no longer in the "
