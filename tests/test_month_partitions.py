@@ -227,3 +227,57 @@ def test_archive_records_added_to_a_partition_are_a_restatement_from_every_parti
     assert all("wanli/ptmon-2026-11-02.jsonl.gz" in [m["name"] for m in doc["inputs"]["archive"]] for doc in docs.values())
     code, out, err = _month(capsys, "verify", MONTH, *closed["where"])
     assert code == 0, out + err
+
+
+def test_the_seal_ledger_takes_no_exemption_and_is_not_taken_for_a_collectors_ledger(collected, closed,
+                                                                                   capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that an exemption recorded in the seal ledger (whose rows the next close or restatement replaces with the
+    partitions', so it would vanish there) is refused and points to the partition's ledger; that verify without the
+    seal ledger (deleted, or a directory given) is an error, not "nothing sealed, OK"; and that the seal ledger given
+    as a plain --ledger is named as such."""
+    seal = closed["seal"]
+    before = seal.read_bytes()
+    code = main(["exempt", "add", "--ledger", str(seal), "--street", "wanli", "--from", "2026-11-01",
+                 "--to", "2026-11-02", "--reason", "r", "--approver", "a"])
+    assert code == 2
+    assert "seal ledger of a partitioned deployment" in capsys.readouterr().err
+    assert seal.read_bytes() == before
+    assert main(["exempt", "revoke", "1", "--ledger", str(seal), "--by", "b", "--reason", "r"]) == 2
+    assert "record the revocation in the ledger of the partition" in capsys.readouterr().err
+
+    where = closed["where"][:-2]
+    code, _, err = _month(capsys, "verify", MONTH, *where, "--seal-ledger", str(seal.parent))
+    assert code == 2 and "is not a file" in err
+    code, _, err = _month(capsys, "verify", MONTH, *where, "--seal-ledger", str(seal.parent / "typo.sqlite"))
+    assert code == 2 and "seal ledger not found" in err
+
+    plain = ["--registry", str(collected["registry"]), "--rules", str(collected["rules"]), "--ledger", str(seal),
+             "--archive", str(closed["dirs"]["all"] / "archive")]
+    code, _, err = _month(capsys, "verify", MONTH, *plain)
+    assert code == 2 and f"{seal} is the seal ledger of a partitioned deployment: give every partition's" in err
+
+
+def test_a_full_disk_while_merging_into_the_seal_ledger_is_one_line(collected, tmp_path, monkeypatch,
+                                                                    capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that SQLite's "database or disk is full" raised while the partitions' rows are merged into the seal ledger
+    (the test data is too small to fill a capped file, so the merge's first statement raises it) is the one-line
+    full-disk message with exit status 2, not a traceback, and leaves no merged rows behind."""
+    import ptmon.month.parts as parts
+
+    dirs = _copy(collected, tmp_path, "a", "b")
+    seal = tmp_path / "seals.sqlite"
+    merge = parts.replace_merged
+
+    def full(sources, into, rules):  # type: ignore[no-untyped-def]
+        with into.transaction() as db:
+            db.execute("DELETE FROM hours")
+            raise sqlite3.OperationalError("database or disk is full")
+        merge(sources, into, rules)
+
+    monkeypatch.setattr(parts, "replace_merged", full)
+    code, _, err = _month(capsys, "close", MONTH, "--by", "张三", "--accept-gaps", *_where(collected, dirs["a"], dirs["b"]),
+                          "--seal-ledger", str(seal))
+    assert code == 2
+    assert "merging the partitions into the seal ledger: database or disk is full" in err and "Traceback" not in err
+    with Ledger(seal, readonly=True) as ledger:
+        assert not ledger.has_hours() and closings(ledger) == []

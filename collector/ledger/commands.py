@@ -66,6 +66,10 @@ def cmd_exempt(args: argparse.Namespace) -> int:
         start, end = parse_instant(args.start), parse_instant(args.end)
         _check_target(args, scope, target)
     with Ledger(path, readonly=action == "list") as ledger:
+        if action != "list":
+            from ..month.parts import refuse_seal_ledger
+
+            refuse_seal_ledger(ledger, f"record the {'exemption' if action == 'add' else 'revocation'}")
         if action == "add":
             e = ledger.add_exemption(scope=scope, target=target, start=start, end=end, reason=args.reason,
                                      approver=args.approver)

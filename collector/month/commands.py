@@ -23,7 +23,7 @@ from ..rules import load_rules
 from ..timebase import US_PER_S, day_of, day_to_date, month_bounds, parse_instant
 from .close import NothingChanged, Sealing, check_seal_time, close_month, restate_month
 from .context import MonthContext, MonthSetup, now_us
-from .parts import lone_partition, partition_sources
+from .parts import is_seal_ledger, lone_partition, partition_sources
 from .room import disk_full, no_room
 from .status import state_of, status_lines
 from .verify import verify_month
@@ -128,6 +128,11 @@ def setup_from(args: argparse.Namespace) -> MonthSetup:
         raise
     if tag is not None:
         raise lone_partition(inputs.ledger, tag, load_rules(inputs.rules_dir))
+    if inputs.ledger.is_file():
+        with Ledger(inputs.ledger, readonly=True) as ledger:
+            if is_seal_ledger(ledger.db):
+                raise UsageError(f"{inputs.ledger} is the seal ledger of a partitioned deployment: give every "
+                                 f"partition's --ledger and --archive, and --seal-ledger {inputs.ledger}")
     registry = load_registry(inputs.registry_path, load_rules(inputs.rules_dir))
     return MonthSetup(ledger=inputs.ledger, archive=inputs.archive, registry=registry, data_dir=inputs.data_dir,
                       **settings)
@@ -141,8 +146,14 @@ def _partitioned(args: argparse.Namespace, ledgers: list[Path], archives: list[P
         raise UsageError("the month of partitions " + ", ".join(p.label for p in parts) + " is sealed in the "
                          "district's seal ledger: give --seal-ledger FILE (a new file at the first close, the same "
                          "file for every later `ptmon month` command)")
+    seal = Path(args.seal_ledger)
+    if seal.exists() and not seal.is_file():
+        raise UsageError(f"--seal-ledger {seal} is not a file: give the district's seal ledger file")
+    if args.month_command == "verify" and not seal.exists():
+        raise UsageError(f"seal ledger not found: {seal}: a partitioned month's seals are kept there (`ptmon month "
+                         "close` creates it); there is nothing to verify without it")
     registry = load_registry(settings["registry_path"], rules)
-    return MonthSetup(ledger=Path(args.seal_ledger), archive=parts[0].archive, registry=registry, data_dir=None,
+    return MonthSetup(ledger=seal, archive=parts[0].archive, registry=registry, data_dir=None,
                       parts=parts, **settings)
 
 

@@ -133,6 +133,11 @@ def open_merged(parts: Sequence[PartSource], seal: Path, rules: Rules, *, writab
             replace_merged(opened, merged, rules)
             with merged.transaction() as db:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (SEAL_KEY, _tags_doc(parts)))
+        except (sqlite3.Error, LedgerError) as exc:
+            merged.close()
+            if no_room(exc, seal.parent):
+                raise disk_full(seal, "merging the partitions into the seal ledger") from exc
+            raise
         except BaseException:
             merged.close()
             raise
@@ -173,10 +178,23 @@ def _check_seal_ledger(ledger: Ledger) -> None:
     if (tag := ledger_tag(ledger.db, str(ledger.path))) is not None:
         raise UsageError(f"--seal-ledger {ledger.path} is partition {tag.label}'s ledger: give the district's seal "
                          "ledger, a file of its own")
-    is_seal = ledger.db.execute("SELECT 1 FROM meta WHERE key = ?", (SEAL_KEY,)).fetchone() is not None
-    if not is_seal and ledger.has_hours():
+    if not is_seal_ledger(ledger.db) and ledger.has_hours():
         raise UsageError(f"--seal-ledger {ledger.path} holds a collector's data, not the seals of a partitioned "
                          "month: give the district's seal ledger (a new file at the first close)")
+
+
+def is_seal_ledger(db: sqlite3.Connection) -> bool:
+    """Whether the ledger is a partitioned month's seal ledger (its rows the partitions' merge)."""
+    return db.execute("SELECT 1 FROM meta WHERE key = ?", (SEAL_KEY,)).fetchone() is not None
+
+
+def refuse_seal_ledger(ledger: Ledger, doing: str) -> None:
+    """A seal ledger's rows are replaced by the partitions' at each close and restatement: what is
+    recorded in it by hand would be lost there, so nothing is."""
+    if is_seal_ledger(ledger.db):
+        raise UsageError(f"{ledger.path} is the seal ledger of a partitioned deployment, whose rows are replaced by the "
+                         f"partitions' at each close and restatement: {doing} in the ledger of the partition that owns "
+                         "the street (docs/month-close.md, closing a partitioned deployment)")
 
 
 def _tags_doc(parts: Sequence[PartSource]) -> str:
