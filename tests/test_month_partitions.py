@@ -281,35 +281,3 @@ def test_a_full_disk_while_merging_into_the_seal_ledger_is_one_line(collected, t
     assert "merging the partitions into the seal ledger: database or disk is full" in err and "Traceback" not in err
     with Ledger(seal, readonly=True) as ledger:
         assert not ledger.has_hours() and closings(ledger) == []
-
-
-def _rows(ledger: Path) -> list[str]:
-    db = sqlite3.connect(ledger)
-    try:
-        return list(db.iterdump())
-    finally:
-        db.close()
-
-
-def test_a_refused_close_or_restatement_leaves_the_seal_ledger_as_it_was(collected, closed, tmp_path,
-                                                                          capsys) -> None:  # type: ignore[no-untyped-def]
-    """Test that the partitions merged into the seal ledger by a close or restatement that is then refused (already
-    closed; nothing changed; a month not over) are put back: its rows stay those of the last seal, which the report of
-    a contract not yet closed shows; and that a refused first close leaves no seal ledger file."""
-    b = closed["dirs"]["b"]
-    assert main(["exempt", "add", "--ledger", str(b / "ledger.sqlite"), "--street", "wanli", "--from",
-                 "2026-11-01T00:50", "--to", "2026-11-01T01:40", "--reason", "网关检修", "--approver", "王工"]) == 0
-    capsys.readouterr()
-    before = _rows(closed["seal"])
-    code, _, err = _month(capsys, "close", MONTH, "--by", "张三", "--accept-gaps", *closed["where"])
-    assert code == 2 and "already" in err
-    assert _rows(closed["seal"]) == before
-    code, _, err = _month(capsys, "close", "2026-12", "--by", "张三", *closed["where"])
-    assert code == 2
-    assert _rows(closed["seal"]) == before
-
-    fresh = tmp_path / "new" / "seals.sqlite"
-    fresh.parent.mkdir()
-    code, _, err = _month(capsys, "close", "2026-12", "--by", "张三", *closed["where"][:-1], str(fresh))
-    assert code == 2
-    assert not fresh.exists() and not list(fresh.parent.iterdir())

@@ -28,7 +28,7 @@ from ..snapshots import MonthSources, month_sources
 from ..timebase import US_PER_S, month_bounds
 from .figures import recomputed
 from .late import LateScan, scan_late
-from .parts import PartSource, SealUndo, open_merged, part_files, recomputed_parts, scan_late_parts
+from .parts import PartSource, open_merged, part_files, recomputed_parts, scan_late_parts
 from .room import disk_full, no_room
 from .words import when
 
@@ -73,7 +73,6 @@ class MonthContext:
     _bases: dict[tuple[str, str], tuple[Ledger, Recomputed]] = field(default_factory=dict)
     _late: LateScan | None = None
     parts: list[tuple[PartSource, Ledger]] = field(default_factory=list)  # the partitions' ledgers, read-only
-    _undo: SealUndo | None = None  # a partitioned close or restatement: the seal ledger as it was
 
     @classmethod
     def open(cls, setup: MonthSetup, month: str, now: int, *, writable: bool) -> MonthContext:
@@ -97,12 +96,11 @@ class MonthContext:
         """The partitions merged: into the seal ledger (close, restate) or a scratch copy of it."""
         stack = ExitStack()
         try:
-            ledger, parts, undo = open_merged(setup.parts, setup.ledger, setup.registry.rules, writable=writable,
-                                              stack=stack)
+            ledger, parts = open_merged(setup.parts, setup.ledger, setup.registry.rules, writable=writable, stack=stack)
         except BaseException:
             stack.close()
             raise
-        return cls(setup=setup, month=month, now=now, ledger=ledger, _stack=stack, parts=parts, _undo=undo)
+        return cls(setup=setup, month=month, now=now, ledger=ledger, _stack=stack, parts=parts)
 
     def close(self) -> None:
         self._stack.close()
@@ -111,14 +109,7 @@ class MonthContext:
     def __enter__(self) -> MonthContext:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if self._undo is not None and exc_type is not None:  # refused or failed: the seal ledger as it was
-            self._undo.put_back()
-            self.close()
-            self._undo.remove_new()
-            return
-        if self._undo is not None:
-            self._undo.saved.close()
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property

@@ -119,53 +119,27 @@ def _ledger_tag(path: Path) -> Partition | None:
 
 # --- the seal ledger ---------------------------------------------------------------------------------
 
-class SealUndo:
-    """The seal ledger as it was before a writing command merged the partitions into it: put back
-    when the command is refused or fails, so that only a close or restatement that seals changes it
-    (and a refused first close leaves no file)."""
-
-    def __init__(self, ledger: Ledger, existed: bool) -> None:
-        self.ledger, self.existed = ledger, existed
-        self.saved = sqlite3.connect(":memory:")
-        ledger.db.backup(self.saved)
-
-    def put_back(self) -> None:
-        """Before the ledger is closed."""
-        if self.existed:
-            self.saved.backup(self.ledger.db)
-        self.saved.close()
-
-    def remove_new(self) -> None:
-        """After the ledger is closed: a seal ledger this command created is removed."""
-        if not self.existed:
-            for path in (self.ledger.path, *(self.ledger.path.with_name(self.ledger.path.name + x) for x in ("-wal", "-shm"))):
-                path.unlink(missing_ok=True)
-
-
 def open_merged(parts: Sequence[PartSource], seal: Path, rules: Rules, *, writable: bool,
-                stack: ExitStack) -> tuple[Ledger, list[tuple[PartSource, Ledger]], SealUndo | None]:
-    """The district's month: the seal ledger with the partitions' rows merged into it (writable, with
-    what undoes that), or a scratch ledger with them and the seal ledger's closings (read-only
-    commands); and the partitions' ledgers, open read-only until ``stack`` closes."""
+                stack: ExitStack) -> tuple[Ledger, list[tuple[PartSource, Ledger]]]:
+    """The district's month: the seal ledger with the partitions' rows merged into it (writable), or
+    a scratch ledger with them and the seal ledger's closings (read-only commands); and the partitions'
+    ledgers, open read-only until ``stack`` closes."""
     opened = open_partition_ledgers([p.ledger for p in parts], rules)
     for _, ledger in opened:
         stack.callback(ledger.close)
-    undo = None
     if writable:
-        existed = seal.is_file()
         merged = _seal_ledger(seal, rules, parts)
         try:
-            undo = SealUndo(merged, existed)
             replace_merged(opened, merged, rules)
             with merged.transaction() as db:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (SEAL_KEY, _tags_doc(parts)))
         except (sqlite3.Error, LedgerError) as exc:
-            _undo_now(merged, undo)
+            merged.close()
             if no_room(exc, seal.parent):
                 raise disk_full(seal, "merging the partitions into the seal ledger") from exc
             raise
         except BaseException:
-            _undo_now(merged, undo)
+            merged.close()
             raise
     else:
         merged = Ledger(":memory:")
@@ -178,15 +152,7 @@ def open_merged(parts: Sequence[PartSource], seal: Path, rules: Rules, *, writab
         except BaseException:
             merged.close()
             raise
-    return merged, [(part, ledger) for part, (_, ledger) in zip(parts, opened)], undo
-
-
-def _undo_now(ledger: Ledger, undo: SealUndo | None) -> None:
-    if undo is not None:
-        undo.put_back()
-    ledger.close()
-    if undo is not None:
-        undo.remove_new()
+    return merged, [(part, ledger) for part, (_, ledger) in zip(parts, opened)]
 
 
 def _seal_ledger(path: Path, rules: Rules, parts: Sequence[PartSource]) -> Ledger:
