@@ -245,6 +245,14 @@ def test_the_seal_ledger_takes_no_exemption_and_is_not_taken_for_a_collectors_le
     assert main(["exempt", "revoke", "1", "--ledger", str(seal), "--by", "b", "--reason", "r"]) == 2
     assert "record the revocation in the ledger of the partition" in capsys.readouterr().err
 
+    for command in ("rebuild", "verify"):
+        code = main(["ledger", command, "--month", MONTH, "--ledger", str(seal), "--archive",
+                     str(closed["dirs"]["all"] / "archive"), "--registry", str(collected["registry"]), "--rules",
+                     str(collected["rules"])])
+        assert code == 2
+        assert f"{command} each partition's ledger against its own archive" in capsys.readouterr().err
+    assert seal.read_bytes() == before
+
     where = closed["where"][:-2]
     code, _, err = _month(capsys, "verify", MONTH, *where, "--seal-ledger", str(seal.parent))
     assert code == 2 and "is not a file" in err

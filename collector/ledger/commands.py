@@ -69,7 +69,8 @@ def cmd_exempt(args: argparse.Namespace) -> int:
         if action != "list":
             from ..month.parts import refuse_seal_ledger
 
-            refuse_seal_ledger(ledger, f"record the {'exemption' if action == 'add' else 'revocation'}")
+            refuse_seal_ledger(ledger, f"record the {'exemption' if action == 'add' else 'revocation'} in the ledger "
+                                       "of the partition that owns the street")
         if action == "add":
             e = ledger.add_exemption(scope=scope, target=target, start=start, end=end, reason=args.reason,
                                      approver=args.approver)

@@ -80,6 +80,10 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if not paths.ledger.is_file():
         raise UsageError(f"ledger not found: {paths.ledger}")
+    from ..month.parts import refuse_seal_ledger
+
+    with Ledger(paths.ledger, readonly=True) as ledger:
+        refuse_seal_ledger(ledger, f"{args.ledger_command} each partition's ledger against its own archive")
     if args.ledger_command == "rebuild" and collector_running(paths.data_dir, paths.ledger):
         raise UsageError(f"a collector is running on {paths.ledger}: stop it before rebuilding (it writes the "
                          "month's hours as they close); `ptmon ledger verify` works while it runs")

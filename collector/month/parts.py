@@ -193,8 +193,8 @@ def refuse_seal_ledger(ledger: Ledger, doing: str) -> None:
     recorded in it by hand would be lost there, so nothing is."""
     if is_seal_ledger(ledger.db):
         raise UsageError(f"{ledger.path} is the seal ledger of a partitioned deployment, whose rows are replaced by the "
-                         f"partitions' at each close and restatement: {doing} in the ledger of the partition that owns "
-                         "the street (docs/month-close.md, closing a partitioned deployment)")
+                         f"partitions' at each close and restatement: {doing} (docs/month-close.md, closing a "
+                         "partitioned deployment)")
 
 
 def _tags_doc(parts: Sequence[PartSource]) -> str:
