@@ -363,15 +363,13 @@ def test_verify_detects_tampered_archive_registry_rules_and_closing(month: Month
     assert "no longer matches its seal" in capsys.readouterr().err
 
 
-# --- refusals that protect the figures --------------------------------------------------------------
-
-def test_a_month_with_monitoring_gaps_closes_only_with_accept_gaps(pristine: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    """Test that a month not wholly observed is refused without --accept-gaps, naming its coverage and gaps, and that
-    with it the sealed report is final and says the gaps were accepted."""
+def month_with_a_gap(pristine: Path, target: Path) -> Month:
+    """A copy of the month whose collector was stopped for 15 Nov (monitor down and up recorded around
+    it), its ledger rebuilt from that archive."""
     from ptmon.ledger.rebuild import rebuild_ledger
 
-    m = _copy(pristine, tmp_path / "m")
-    (m.archive / "ptmon-2026-11-15.jsonl.gz").unlink()  # the collector was stopped for 15 Nov: a gap
+    m = _copy(pristine, target)
+    (m.archive / "ptmon-2026-11-15.jsonl.gz").unlink()
     for day, record in (("14", (parse_instant("2026-11-14T23:59:59") / 1e6, "$ptmon/monitor", "down")),
                         ("16", (parse_instant("2026-11-16T00:00") / 1e6 - 0.5, "$ptmon/monitor", "up"))):
         path = m.archive / f"ptmon-2026-11-{day}.jsonl.gz"
@@ -379,6 +377,15 @@ def test_a_month_with_monitoring_gaps_closes_only_with_accept_gaps(pristine: Pat
     m.ledger.unlink()
     with Ledger(m.ledger) as ledger:
         rebuild_ledger(archive_files(m.archive), m.registry_object(), ledger)
+    return m
+
+
+# --- refusals that protect the figures --------------------------------------------------------------
+
+def test_a_month_with_monitoring_gaps_closes_only_with_accept_gaps(pristine: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that a month not wholly observed is refused without --accept-gaps, naming its coverage and gaps, and that
+    with it the sealed report is final and says the gaps were accepted."""
+    m = month_with_a_gap(pristine, tmp_path / "m")
     assert main(m.month("close", md.MONTH, "--contract", "iot", "--by", "张三")) == 2
     err = capsys.readouterr().err
     assert "iot 2026-11 was observed 96.6" in err and "2026-11-15T00:0" in err and "--accept-gaps" in err

@@ -20,7 +20,7 @@ from ptmon.ledger.store import Ledger
 from ptmon.timebase import parse_instant
 
 from . import month_data as md
-from .test_month_close import CLOSE, LATER, Month, _copy
+from .test_month_close import CLOSE, LATER, Month, _copy, month_with_a_gap
 
 
 def _late_part(m: Month, day: str) -> Path:
@@ -172,22 +172,11 @@ def test_a_restatement_names_who_accepted_the_gaps_and_in_which_version(pristine
     """Test that a restatement of a month whose gaps 张三 accepted at 第 1 版 says, without --accept-gaps, that 张三
     accepted them at 第 1 版 (not that its own signer did); that with --accept-gaps it names its own signer; and that
     gaps outside those accepted need --accept-gaps."""
-    from ptmon.archive import ArchiveReader
-    from ptmon.ledger.rebuild import rebuild_ledger
     from ptmon.month.close import _within
-    from ptmon.sinks.archive import archive_files
 
     from .test_month_close import _report
 
-    m = _copy(pristine, tmp_path / "m")
-    (m.archive / "ptmon-2026-11-15.jsonl.gz").unlink()  # the collector was stopped for 15 Nov: a gap
-    for day, record in (("14", (parse_instant("2026-11-14T23:59:59") / 1e6, "$ptmon/monitor", "down")),
-                        ("16", (parse_instant("2026-11-16T00:00") / 1e6 - 0.5, "$ptmon/monitor", "up"))):
-        path = m.archive / f"ptmon-2026-11-{day}.jsonl.gz"
-        write_archive(path, sorted([*ArchiveReader([path]), record], key=lambda r: r[0]))
-    m.ledger.unlink()
-    with Ledger(m.ledger) as ledger:
-        rebuild_ledger(archive_files(m.archive), m.registry_object(), ledger)
+    m = month_with_a_gap(pristine, tmp_path / "m")
     assert main(m.month("close", md.MONTH, "--contract", "iot", "--by", "张三", "--accept-gaps")) == 0
     old = "changzheng-lift0,iot,elevator,changzheng,scn,changzheng-c1,gw-changzheng-iot,2026-01-01,"
     m.registry.write_text(m.registry.read_text().replace(old, old.replace("2026-01-01", "2026-11-09")))
