@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import UsageError
+from .ledger.grid import SampleGrid
 from .ledger.records import Exemption
 from .ledger.store import Ledger
 from .partition import Partition, archive_tag, check_partitions, ledger_tag, restrict_registry
@@ -32,6 +33,7 @@ from .replay import Progress
 from .results import KpiRow, Results
 from .rules import Rules
 from .tally import DISTRICT
+from .timebase import DAY_US, US_PER_S, day_of, day_start
 
 _PER_STREET = ("hours", "days", "counts")  # rows keyed by street: the owner's
 _PER_DEVICE = ("status", "episodes")  # devices are in one partition's registry rows only
@@ -143,12 +145,14 @@ def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> l
     return out
 
 
-def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
+def merge_results(parts: Sequence[tuple[Partition, Results]], rules: Rules) -> Results:
     """One district's results from the partitions': street rows from their owner (with its observed
     time), district rows summed with the observed time every partition had (as the report from
     merged ledgers shows them), rejects and counts summed."""
     owner = {street: i for i, (part, _) in enumerate(parts) for street in part.streets}
     first = parts[0][1]
+    gaps = _union(sorted({g for _, r in parts for g in r.gaps}))
+    coverage = _district_coverage([r for _, r in parts], rules, gaps)
     rows = []
     for k, row in enumerate(first.rows):
         same = [results.rows[k] for _, results in parts]
@@ -160,14 +164,31 @@ def merge_results(parts: Sequence[tuple[Partition, Results]]) -> Results:
         rows.append(KpiRow(contract=row.contract, street=DISTRICT, kpi=row.kpi, threshold=row.threshold,
                            numerator=sum(r.numerator for r in same), denominator=sum(r.denominator for r in same),
                            expected_device_samples=sum(r.expected_device_samples for r in same),
-                           observed_seconds=min(r.observed_seconds for r in same)))
-    coverage = {code: {key: min(r.coverage[code][key] for _, r in parts) for key in cov}
-                for code, cov in first.coverage.items()}
-    gaps = sorted({g for _, r in parts for g in r.gaps})
-    return Results(start=first.start, end=first.end, rows=rows, coverage=coverage, gaps=_union(gaps),
+                           observed_seconds=coverage[row.contract]["observed_seconds"]))
+    return Results(start=first.start, end=first.end, rows=rows, coverage=coverage, gaps=gaps,
                    rules_version=first.rules_version, registry_version=first.registry_version,
                    rejects=_sum(r.rejects for _, r in parts), engine_stats=_sum(r.engine_stats for _, r in parts),
                    unknown_topics=_sum(r.unknown_topics for _, r in parts))
+
+
+def _district_coverage(results: Sequence[Results], rules: Rules, gaps: Sequence[tuple[int, int]]) -> dict[str, dict[str, int]]:
+    """Each contract's coverage of the district: the sample instants outside every partition's
+    gaps (two partitions down at different minutes of one hour leave the district both gaps, not
+    the longer one), and the days whole inside the period with all of them observed."""
+    first = results[0]
+    out = {}
+    for contract in rules.contracts:
+        interval = contract.sample_interval * US_PER_S
+        grid = SampleGrid(first.start, first.end, interval)
+        seen = grid.outside(gaps)
+        days = range(day_of(first.start + DAY_US - 1), day_of(first.end))
+        whole = sum(bool(seen[grid.index(day_start(d)):grid.index(day_start(d + 1))].all()) for d in days)
+        covs = [r.coverage[contract.code] for r in results]
+        samples = min(int(seen.sum()), *(c["samples"] for c in covs))
+        out[contract.code] = {"observed_seconds": samples * contract.sample_interval,
+                              "period_seconds": covs[0]["period_seconds"], "samples": samples,
+                              "complete_days": min(whole, *(c["complete_days"] for c in covs))}
+    return out
 
 
 def _sum(dicts) -> dict[str, int]:
@@ -214,7 +235,7 @@ def replay_partitions(archives: list[tuple[Path, Partition | None]], registry: R
             paths, state = sources.files, load_snapshot(sources.snapshot, own) if sources.snapshot else None
         say(f"partition {part.label}: {len(paths)} archive file(s) in {directory}")
         parts.append((part, replay(paths, own, start, end, progress=progress, exemptions=exemptions, state=state)))
-    return merge_results(parts)
+    return merge_results(parts, registry.rules)
 
 
 def recompute_partitions(archives: list[tuple[Path, Partition | None]], registry: Registry, month: str,

@@ -147,29 +147,44 @@ def test_a_ledger_holding_streets_outside_its_tag_is_refused(collected, tmp_path
 
 
 def test_spans_intersect_and_results_merge_by_owner() -> None:
-    """Test that the merged observed time is what every partition observed, and that merged results
-    take each street's row from its owner and sum the district's."""
+    """Test that the merged observed time is what every partition observed (two partitions down at
+    different minutes of one hour leave the district both gaps, not the longer one), and that merged
+    results take each street's row from its owner and sum the district's."""
+    from datetime import date
     from decimal import Decimal
 
     from ptmon.merge import intersect_spans, merge_results
     from ptmon.partition import Partition
     from ptmon.results import KpiRow, Results
+    from ptmon.rules import load_rules
+    from ptmon.timebase import DAY_US, US_PER_S, date_to_day, day_start
 
     assert intersect_spans([[0, 10], [20, 30]], [[5, 25]]) == [[5, 10], [20, 25]]
     assert intersect_spans([[0, 10]], [[11, 20]]) == []
 
-    def results(nums: dict[str, tuple[int, int]], observed: int, gaps: list[tuple[int, int]]) -> Results:
+    rules = load_rules()
+    start = day_start(date_to_day(date(2026, 11, 1)))
+    end = start + 2 * DAY_US
+    minute = 60 * US_PER_S
+
+    def results(nums: dict[str, tuple[int, int]], gaps: list[tuple[int, int]]) -> Results:
+        observed = (end - start) // US_PER_S - sum(b - a for a, b in gaps) // US_PER_S
+        coverage = {c.code: {"observed_seconds": observed, "period_seconds": (end - start) // US_PER_S,
+                             "samples": observed // c.sample_interval, "complete_days": 1} for c in rules.contracts}
         rows = [KpiRow(contract="cam", street=s, kpi="online", numerator=n, denominator=d, threshold=Decimal("0.95"),
                        expected_device_samples=d, observed_seconds=observed) for s, (n, d) in nums.items()]
-        return Results(start=0, end=100, rows=rows, coverage={"cam": {"observed_seconds": observed, "period_seconds": 100}},
-                       gaps=gaps, rules_version="r", registry_version="g", rejects={"bad_json": 1})
+        return Results(start=start, end=end, rows=rows, coverage=coverage, gaps=gaps, rules_version="r",
+                       registry_version="g", rejects={"bad_json": 1})
 
-    a = results({"x": (9, 10), "y": (0, 0), "district": (9, 10)}, 90, [(90, 100)])
-    b = results({"x": (0, 0), "y": (3, 4), "district": (3, 4)}, 80, [(0, 10), (95, 100)])
-    merged = merge_results([(Partition(("x",), "r", "g"), a), (Partition(("y",), "r", "g"), b)])
+    a = results({"x": (9, 10), "y": (0, 0), "district": (9, 10)}, [(start + 10 * minute, start + 20 * minute)])
+    b = results({"x": (0, 0), "y": (3, 4), "district": (3, 4)}, [(start + 30 * minute, start + 45 * minute)])
+    merged = merge_results([(Partition(("x",), "r", "g"), a), (Partition(("y",), "r", "g"), b)], rules)
+    each_a, each_b, both = (172_800 - 600, 172_800 - 900, 172_800 - 1_500)
     assert [(r.street, r.numerator, r.denominator, r.observed_seconds) for r in merged.rows] == [
-        ("x", 9, 10, 90), ("y", 3, 4, 80), ("district", 12, 14, 80)]  # a street's own; the district's the intersection
-    assert merged.gaps == [(0, 10), (90, 100)] and merged.coverage["cam"]["observed_seconds"] == 80
+        ("x", 9, 10, each_a), ("y", 3, 4, each_b), ("district", 12, 14, both)]  # a street's own; the district's both
+    assert merged.gaps == [(start + 10 * minute, start + 20 * minute), (start + 30 * minute, start + 45 * minute)]
+    assert merged.coverage["cam"]["observed_seconds"] == both and merged.coverage["cam"]["samples"] == both // 60
+    assert merged.coverage["cam"]["complete_days"] == 1  # the second day, whole in both
     assert merged.rejects == {"bad_json": 2}
 
 
@@ -299,3 +314,58 @@ def test_merged_ledgers_report_the_time_every_partition_observed(collected, tmp_
         interval = load_rules(collected["rules"]).contract(contract).sample_interval
         missed = interval if street in PARTS["a"] or street == "district" else 0  # the one sample a missed
         assert next(iter(before[contract, street])) - next(iter(values)) == missed, (contract, street)
+
+
+def test_district_observed_time_is_every_partitions(tmp_path) -> None:
+    """Test that two partitions down at different minutes of the same hour leave the district both
+    gaps, the same from their ledgers (report, month close), from their archives recomputed and
+    from a replay: the district observed only the instants both partitions observed."""
+    import gzip
+
+    from ptmon.archive import MONITOR_TOPIC, encode_record
+    from ptmon.ledger.read import ledger_results
+    from ptmon.ledger.store import Ledger
+    from ptmon.merge import merge_ledgers, recompute_partitions, replay_partitions
+    from ptmon.partition import PARTITION_FILE, partition_of, restrict_registry
+    from ptmon.registry import load_registry
+    from ptmon.replay import replay
+    from ptmon.rules import load_rules
+    from ptmon.timebase import US_PER_S, month_bounds
+
+    from .partition_data import PARTS, START, street_of, traffic, write_registry, write_rules
+
+    rules = load_rules(write_rules(tmp_path / "rules"))
+    registry = load_registry(write_registry(tmp_path / "registry.csv"), rules)
+    records = traffic(tmp_path / "registry.csv")
+    downs = {"a": (START + 3300, START + 3900), "b": (START + 4500, START + 5100)}  # 01:05–01:15, 01:25–01:35
+    archives = []
+    for name in ("a", "b"):
+        directory = tmp_path / name
+        directory.mkdir()
+        part = partition_of(registry, PARTS[name])
+        (directory / PARTITION_FILE).write_text(part.to_json() + "\n", encoding="utf-8")
+        down, up = downs[name]
+        own = [r for r in records if r[1].startswith("putuo/gw/") or street_of(r[1]) in PARTS[name]]
+        own = [r for r in own if not down <= r[0] < up]  # nothing arrives while it is down
+        own += [(START - 1.0, MONITOR_TOPIC, "up"), (down, MONITOR_TOPIC, "down"), (up, MONITOR_TOPIC, "up")]
+        with gzip.open(directory / "ptmon-2026-11-01.jsonl.gz", "wb") as out:
+            out.writelines(encode_record(*r) for r in sorted(own, key=lambda r: r[0]))
+        archives.append((directory, part))
+
+    start, end = month_bounds("2026-11")
+    whole_month = (end - start) // US_PER_S
+    alone = {name: replay([tmp_path / name / "ptmon-2026-11-01.jsonl.gz"], restrict_registry(registry, PARTS[name]),
+                          start, end).coverage["cam"]["observed_seconds"] for name in ("a", "b")}
+    assert alone["a"] == alone["b"] < whole_month  # each lost the 9 instants between its down and up
+    both = alone["a"] - 9 * 60  # and the district the other's 9 too (the least of the two would lose 9 in all)
+
+    replayed = replay_partitions(archives, registry, start, end, month="2026-11")
+    with Ledger(tmp_path / "recomputed.sqlite") as recomputed:  # their ledgers merged, as report and month close read them
+        recompute_partitions(archives, registry, "2026-11", recomputed)
+        from_archives = ledger_results(recomputed, registry, start, end)
+    for results in (replayed, from_archives):
+        district = [r.observed_seconds for r in results.rows if r.street == "district"]
+        assert set(district) == {both}, district
+        assert results.coverage["cam"]["observed_seconds"] == results.coverage["iot"]["observed_seconds"] == both
+    assert replayed.gaps == from_archives.gaps and len(replayed.gaps) == 4  # before, the two downs, after
+

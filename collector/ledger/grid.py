@@ -31,6 +31,13 @@ class SampleGrid:
             out[self.index(a):self.index(b + 1)] = True
         return out
 
+    def outside(self, gaps: Iterable[Sequence[int]]) -> np.ndarray:
+        """Instants outside every gap ``[from, to)``: those the monitor observed, seen from its gaps."""
+        out = np.ones(self.k, dtype=bool)
+        for a, b in gaps:
+            out[self.index(a):self.index(b)] = False
+        return out
+
     def online_ranges(self, changes: Sequence[tuple[int, bool]]) -> list[tuple[int, int]]:
         """Index ranges where a device's status was online, from its changes (at sample instants)."""
         ranges, since = [], None

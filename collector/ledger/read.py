@@ -18,8 +18,9 @@ from ..report.model import DailyKpi
 from ..results import Results
 from ..rules import COUNTERS, RATIO_KPIS
 from ..tally import DISTRICT, Tally
-from ..timebase import day_of, day_to_date
-from .exempt import exempted_hours
+from ..timebase import US_PER_S, UTC_OFFSET_US, day_of, day_to_date
+from .exempt import HOUR_US, exempted_hours
+from .grid import SampleGrid
 from .records import Exemption
 from .store import Ledger
 
@@ -44,14 +45,17 @@ def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int,
         if ci is None or si is None:
             continue  # a contract or street no longer in the rules: reported by versions
         # the hour's instants observed by every street's collector: equal for one collector; for
-        # merged partitions the intersection (a partition that stopped early is a district gap),
-        # while each street keeps its own collector's (its sums are over those)
+        # merged partitions at most the fewest of their counts, and at most the instants inside
+        # the merged ledger's spans, which are the intersection of theirs (below), while each
+        # street keeps its own collector's (its sums are over those)
         samples[ci, row.hour] = min(samples.get((ci, row.hour), row.samples), row.samples)
         tally.street_samples[ci, si] += row.samples
         tally.online[ci, si] += row.online
         tally.expected[ci, si] += row.expected
         tally.counters[ci * n_streets + si] += np.array(row.counters, dtype=np.int64)
+    observed = _observed_per_bucket(engine, start, end)
     for (ci, hour), n in samples.items():
+        n = min(n, observed[ci].get(hour, 0))
         tally.samples[ci] += n
         tally.day_samples[ci, day_of(hour)] += n
     for day in ledger.days(day_of(start), day_of(end)):
@@ -68,6 +72,21 @@ def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int,
         per_group[group] += count.n
     tally.unknown = ledger.unknown_topics(start, end)
     return tally
+
+
+def _observed_per_bucket(engine: Engine, start: int, end: int) -> list[dict[int, int]]:
+    """Per contract, the sample instants inside the engine's spans, counted by ledger bucket (the
+    hour). Two partitions down at different minutes of one hour each keep most of its samples,
+    but the district observed only the instants both did: the least of their counts would take
+    one partition's gap for the district's."""
+    bucket = HOUR_US if HOUR_US % engine.tick == 0 else engine.tick
+    out = []
+    for contract in engine.registry.rules.contracts:
+        grid = SampleGrid(start, end, contract.sample_interval * US_PER_S)
+        seen = grid.instants[grid.observed(engine.spans)]
+        buckets, counts = np.unique(seen - (seen + UTC_OFFSET_US) % bucket, return_counts=True)
+        out.append(dict(zip(buckets.tolist(), counts.tolist())))
+    return out
 
 
 def ledger_results(ledger: Ledger, registry: Registry, start: int, end: int,
