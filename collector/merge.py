@@ -68,14 +68,18 @@ def merge_ledgers(sources: Sequence[tuple[Partition | None, Ledger]], into: Ledg
         _merge_into(db, sources, rules)
 
 
-def replace_merged(sources: Sequence[tuple[Partition | None, Ledger]], into: Ledger, rules: Rules) -> None:
-    """As :func:`merge_ledgers`, into a ledger that holds an earlier merge: its rows (every table a
-    merge fills) are replaced in one transaction; everything else (its closings) stays."""
-    with into.transaction() as db:
-        for table in MERGED_TABLES:
-            db.execute(f"DELETE FROM {table}")
-        db.execute("DELETE FROM sqlite_sequence WHERE name = 'exemptions'")  # the merged ids are 1, 2, … again
-        _merge_into(db, sources, rules)
+def write_merged(merged: Ledger, db: sqlite3.Connection) -> None:
+    """Replace the rows a merge fills (every table of MERGED_TABLES, and its ``status_since``) in
+    ``db``, an open transaction on a ledger holding an earlier merge or none, with the rows of the
+    merge ``merged``, exemption ids and all; everything else there (its closings) stays."""
+    db.execute("DELETE FROM sqlite_sequence WHERE name = 'exemptions'")  # the ids inserted below set it again
+    for table in MERGED_TABLES:
+        db.execute(f"DELETE FROM {table}")
+        rows = merged.db.execute(f"SELECT * FROM {table}")
+        db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows.description))})", rows)
+    db.execute("DELETE FROM meta WHERE key = 'status_since'")
+    db.executemany("INSERT INTO meta VALUES (?, ?)", merged.db.execute("SELECT key, value FROM meta "
+                                                                       "WHERE key = 'status_since'"))
 
 
 MERGED_TABLES = ("hours", "days", "counts", "status", "episodes", "unknown_topics", "spans", "exemptions")
@@ -269,7 +273,7 @@ __all__ = [
     "merge_results",
     "merged_ledger_file",
     "recompute_partitions",
-    "replace_merged",
     "replay_partitions",
     "tagged_archives",
+    "write_merged",
 ]
