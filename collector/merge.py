@@ -122,15 +122,30 @@ def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, query: s
 
 
 def _copy_exemptions(sources: Sequence[sqlite3.Connection], dst: sqlite3.Connection) -> None:
-    """Every partition's exemptions, each once, numbered in the order they were recorded (then by
-    partition and id): a merge numbers them the same every time, and one recorded later comes last."""
+    """Every partition's exemptions (:func:`merged_exemptions`), numbered 1, 2, … in that order."""
     columns = ", ".join(_EXEMPTION_COLUMNS)
-    found: dict[tuple[object, ...], tuple[int, int, int]] = {}
-    for n, src in enumerate(sources):
-        for id_, *row in src.execute(f"SELECT id, {columns} FROM exemptions ORDER BY id"):
-            found.setdefault(tuple(row), (row[6], n, id_))  # row[6]: created_at
-    for row in sorted(found, key=found.__getitem__):
+    for row, _ in merged_exemptions(sources):
         dst.execute(f"INSERT INTO exemptions ({columns}) VALUES ({', '.join('?' * len(row))})", row)
+
+
+def merged_exemptions(sources: Sequence[sqlite3.Connection]) -> list[tuple[tuple[object, ...], list[tuple[int, int]]]]:
+    """Every partition's exemptions in the order they were recorded (then by partition and id), each
+    with where it is recorded: (source index, its id there). One exemption recorded in several
+    partitions' ledgers (the same scope, target, window, reason and approver, in force in each or
+    revoked in each) is one: its devices are exempted once, so it is listed once, as first
+    recorded, with every copy's place (each must be revoked where it is recorded). Copies that
+    differ (another reason or approver, or revoked in one ledger only) are listed each, as two such
+    records of one ledger are. A merge numbers them the same every time; one recorded later comes last."""
+    columns = ", ".join(_EXEMPTION_COLUMNS)
+    groups: dict[tuple[object, ...], list[tuple[tuple[int, int, int], tuple[object, ...]]]] = {}
+    for n, src in enumerate(sources):
+        seen: dict[tuple[object, ...], int] = {}
+        for id_, *row in src.execute(f"SELECT id, {columns} FROM exemptions ORDER BY id"):
+            same = (*row[:6], row[7] is None)  # scope … approver, and whether it is revoked
+            copy = seen[same] = seen.get(same, -1) + 1  # the k-th of its kind in a ledger is the k-th in the others
+            groups.setdefault((*same, copy), []).append(((row[6], n, id_), tuple(row)))  # row[6]: created_at
+    listed = sorted((sorted(copies) for copies in groups.values()), key=lambda copies: copies[0][0])
+    return [(copies[0][1], [(n, id_) for (_, n, id_), _ in copies]) for copies in listed]
 
 
 def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -271,6 +286,7 @@ __all__ = [
     "intersect_spans",
     "merge_ledgers",
     "merge_results",
+    "merged_exemptions",
     "merged_ledger_file",
     "recompute_partitions",
     "replay_partitions",

@@ -175,3 +175,80 @@ def test_a_close_killed_before_it_sealed_leaves_the_seal_ledger_as_it_was(distri
     code, _, err = _close(capsys, district, "--accept-gaps", "--contract", "cam")
     assert code == 0, err
     assert set(_sealed(seal)) == ({"cam"} if first else {"iot", "cam"})
+
+
+def _exempt(capsys, ledger: Path, *args: str) -> None:  # type: ignore[no-untyped-def]
+    assert main(["exempt", *args, "--ledger", str(ledger)]) == 0
+    capsys.readouterr()
+
+
+def test_a_partitions_exemption_is_shown_with_its_own_number_and_ledger(district, capsys) -> None:
+    """Test that `month status` and `month restate` of a partitioned month show beside a merged exemption's number
+    (豁免 2) the number it has in its partition's ledger and that ledger (the restatement's seal records the changes in
+    the words it always did), and that revoking it by that number there shows as the merged exemption's revocation."""
+    a, b = (district["dirs"][n] / "ledger.sqlite" for n in ("a", "b"))
+    assert _close(capsys, district, "--accept-gaps")[0] == 0
+    _exempt(capsys, a, "add", "--street", "taopu", "--from", "2026-11-01T00:20", "--to", "2026-11-01T00:40",
+            "--reason", "停电", "--approver", "王工")
+    _exempt(capsys, b, "add", *EXEMPT)
+    code, out, _ = _month(capsys, "status", MONTH, "--contract", "cam", *district["where"])
+    assert code == 0
+    assert f"豁免 1 [partition changzheng+taopu: exemption 1 in {a}] 补登 (recorded)" in out, out
+    assert f"豁免 2 [partition wanli: exemption 1 in {b}] 补登 (recorded)" in out, out
+    code, out, err = _month(capsys, "restate", MONTH, "--reason", "豁免", "--by", "李四", *district["where"])
+    assert code == 0, err
+    assert f"changed: 豁免 exemptions: 豁免 1 [partition changzheng+taopu: exemption 1 in {a}]" in out
+    sealed = [d for doc in _sealed(district["seal"]).values() for c in doc["changes"] for d in c["details"]]
+    assert any(d.startswith("豁免 2 补登 (recorded)") for d in sealed)  # the seal's words as before: no paths
+    assert not any("[partition" in d for d in sealed)
+    _exempt(capsys, b, "revoke", "1", "--by", "王工", "--reason", "误报")
+    code, out, _ = _month(capsys, "status", MONTH, "--contract", "cam", *district["where"])
+    assert f"豁免 2 [partition wanli: exemption 1 in {b}] 撤销 (revoked)" in out, out
+    assert "豁免 1 [" not in out  # unchanged since 第 2 版
+
+
+def test_one_exemption_recorded_in_two_partitions_is_listed_once(district, capsys) -> None:
+    """Test that one street exemption recorded in two partitions' ledgers (the same street, window, reason and
+    approver) is sealed once in a restatement's inputs, with the money of one record, that `month status` names both
+    copies, and that revoking one copy lists it apart as revoked and moves no money (the other is still in force)."""
+    a, b = (district["dirs"][n] / "ledger.sqlite" for n in ("a", "b"))
+    assert _close(capsys, district, "--accept-gaps")[0] == 0
+    _exempt(capsys, b, "add", *EXEMPT)
+    code, out, _ = _month(capsys, "status", MONTH, "--contract", "cam", *district["where"])
+    once = next(line for line in out.splitlines() if "money:" in line)
+    _exempt(capsys, a, "add", *EXEMPT)
+    code, out, _ = _month(capsys, "status", MONTH, "--contract", "cam", *district["where"])
+    assert code == 0
+    assert f"豁免 1 [partition wanli: exemption 1 in {b}; partition changzheng+taopu: exemption 1 in {a}]" in out, out
+    assert next(line for line in out.splitlines() if "money:" in line) == once
+    code, _, err = _month(capsys, "restate", MONTH, "--reason", "网关检修豁免", "--by", "李四", *district["where"])
+    assert code == 0, err
+    docs = _sealed(district["seal"])
+    assert all(doc["version"] == 2 and [(e["id"], e["target"]) for e in doc["inputs"]["exemptions"]] == [(1, "wanli")]
+               for doc in docs.values())
+    _exempt(capsys, a, "revoke", "1", "--by", "王工", "--reason", "重复登记")
+    code, out, _ = _month(capsys, "status", MONTH, "--contract", "cam", *district["where"])
+    assert f"[partition changzheng+taopu: exemption 1 in {a}] 补登 (recorded)" in out and "已撤销" in out, out
+    assert "money: no change (0.00)" in out
+
+
+def test_merged_exemptions_are_one_only_for_the_same_decision_in_other_partitions() -> None:
+    """Test that the merge takes copies of one exemption in different partitions' ledgers as one (listed as first
+    recorded, with every copy's place), but keeps apart two records of one ledger, copies with another reason, and a
+    copy revoked in one ledger only, in the order they were recorded."""
+    from ptmon.merge import merged_exemptions
+
+    x, y = Ledger(":memory:"), Ledger(":memory:")
+    window = {"scope": "street", "target": "wanli", "start": 10, "end": 20, "approver": "王工"}
+    x.add_exemption(**window, reason="检修", created_at=5)  # x1 ─┐ one exemption
+    y.add_exemption(**window, reason="检修", created_at=3)  # y1 ─┘ (y's recorded first)
+    x.add_exemption(**window, reason="检修", created_at=6)  # x2: a second record in x: kept
+    y.add_exemption(**window, reason="停电", created_at=7)  # y2: another reason: kept
+    x.add_exemption(**{**window, "target": "taopu"}, reason="检修", created_at=8)  # x3 ─ revoked in x only
+    y.add_exemption(**{**window, "target": "taopu"}, reason="检修", created_at=9)  # y3 ─ in force in y
+    x.revoke_exemption(3, by="王工", reason="撤销")
+    merged = merged_exemptions([x.db, y.db])
+    assert [(row[0:2], row[4], row[6], places) for row, places in merged] == [
+        (("street", "wanli"), "检修", 3, [(1, 1), (0, 1)]), (("street", "wanli"), "检修", 6, [(0, 2)]),
+        (("street", "wanli"), "停电", 7, [(1, 2)]), (("street", "taopu"), "检修", 8, [(0, 3)]),
+        (("street", "taopu"), "检修", 9, [(1, 3)])]

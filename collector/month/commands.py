@@ -222,7 +222,7 @@ def _print_sealing(s: Sealing) -> None:
           f"found, {late['counted']} counted")
     if s.analysis is not None:
         for step in s.analysis.steps:
-            print(f"  changed: {step.title}: {'; '.join(step.details[:3])}")
+            print(f"  changed: {step.title}: {'; '.join(step.lines[:3])}")
     if s.figures.inputs.warnings:
         print("  warnings: " + "; ".join(s.figures.inputs.warnings))
 

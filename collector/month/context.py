@@ -30,7 +30,7 @@ from ..snapshots import MonthSources, month_sources
 from ..timebase import US_PER_S, month_bounds
 from .figures import recomputed
 from .late import LateScan, scan_late
-from .parts import PartSource, open_merged, part_files, recomputed_parts, scan_late_parts, seal_merged
+from .parts import PartSource, exemption_places, open_merged, part_files, recomputed_parts, scan_late_parts, seal_merged
 from .room import disk_full, no_room
 from .words import when
 
@@ -75,6 +75,7 @@ class MonthContext:
     _bases: dict[tuple[str, str], tuple[Ledger, Recomputed]] = field(default_factory=dict)
     _late: LateScan | None = None
     parts: list[tuple[PartSource, Ledger]] = field(default_factory=list)  # the partitions' ledgers, read-only
+    exemption_places: dict[int, str] = field(default_factory=dict)  # merged exemption id → where it is recorded
 
     @classmethod
     def open(cls, setup: MonthSetup, month: str, now: int, *, writable: bool) -> MonthContext:
@@ -102,7 +103,8 @@ class MonthContext:
         except BaseException:
             stack.close()
             raise
-        return cls(setup=setup, month=month, now=now, ledger=ledger, _stack=stack, parts=parts)
+        return cls(setup=setup, month=month, now=now, ledger=ledger, _stack=stack, parts=parts,
+                   exemption_places=exemption_places(parts))
 
     def record(self, sealed: Sequence[tuple[dict[str, Any], Mapping[str, bytes]]]) -> list[Closing]:
         """Seal closings (all or none): in the ledger, or for partitions in the seal ledger with the

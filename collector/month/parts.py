@@ -40,7 +40,7 @@ from ..errors import LedgerError, UsageError
 from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed, recompute_month
 from ..ledger.store import Ledger
-from ..merge import merge_ledgers, open_partition_ledgers, write_merged
+from ..merge import merge_ledgers, merged_exemptions, open_partition_ledgers, write_merged
 from ..partition import Partition, archive_tag, check_partitions, ledger_tag, restrict_registry
 from ..registry import Registry
 from ..replay import Progress
@@ -149,6 +149,14 @@ def open_merged(parts: Sequence[PartSource], seal: Path, rules: Rules, *,
         merged.close()
         raise
     return merged, [(part, ledger) for part, (_, ledger) in zip(parts, opened)]
+
+
+def exemption_places(parts: Sequence[tuple[PartSource, Ledger]]) -> dict[int, str]:
+    """Where each exemption of the merge (by its merged id) is recorded: its partition, its own number
+    there and the ledger (what `ptmon exempt revoke N --ledger FILE` takes)."""
+    merged = merged_exemptions([ledger.db for _, ledger in parts])
+    return {i: "; ".join(f"partition {parts[n][0].label}: exemption {own} in {parts[n][0].ledger}" for n, own in where)
+            for i, (_, where) in enumerate(merged, start=1)}
 
 
 def seal_merged(merged: Ledger, seal: Path, parts: Sequence[PartSource],
