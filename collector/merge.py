@@ -26,7 +26,14 @@ from pathlib import Path
 from .errors import UsageError
 from .ledger.records import Exemption
 from .ledger.store import Ledger
-from .partition import Partition, archive_tag, check_partitions, ledger_tag, restrict_registry
+from .partition import (
+    Partition,
+    archive_tag,
+    check_partitions,
+    ledger_tag,
+    refuse_untagged_archives,
+    restrict_registry,
+)
 from .registry import Registry
 from .replay import Progress
 from .results import KpiRow, Results
@@ -208,9 +215,10 @@ def _union(gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _checked(archives: list[tuple[Path, Partition | None]], registry: Registry) -> list[tuple[Path, Partition]]:
+    refuse_untagged_archives(archives)  # one without partition.json beside tagged ones
     check_partitions(registry.rules, [(str(p), t) for p, t in archives])
     untagged = [str(p) for p, t in archives if t is None]
-    if untagged:  # with tagged partitions beside it, check_partitions has already refused it
+    if untagged:  # none of them tagged: one whole-district archive
         raise UsageError(f"not a partition's archive (no partition.json): {', '.join(untagged)}")
     return [(p, t) for p, t in archives if t is not None]
 

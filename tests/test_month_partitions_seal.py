@@ -252,3 +252,36 @@ def test_merged_exemptions_are_one_only_for_the_same_decision_in_other_partition
         (("street", "wanli"), "检修", 3, [(1, 1), (0, 1)]), (("street", "wanli"), "检修", 6, [(0, 2)]),
         (("street", "wanli"), "停电", 7, [(1, 2)]), (("street", "taopu"), "检修", 8, [(0, 3)]),
         (("street", "taopu"), "检修", 9, [(1, 3)])]
+
+
+def test_an_archive_directory_without_its_partition_tag_is_named_as_such(collected, district, tmp_path,
+                                                                         capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that a partition's archive directory without partition.json, given beside the other partitions', is
+    refused by `month close`, `report --from-archive` and `replay` as a directory without its tag (not as "street …
+    in two partitions"), the month close naming the partition whose ledger has no archive and how to put the tag back;
+    and that the month closes once the tag is put back from the partition's ledger as the message says."""
+    from ptmon.partition import PARTITION_FILE
+
+    b = district["dirs"]["b"]
+    (b / "archive" / PARTITION_FILE).unlink()
+    code, _, err = _close(capsys, district, "--accept-gaps")
+    assert code == 2
+    assert f"archive directory {b / 'archive'} has no partition.json" in err and "in two partitions" not in err, err
+    assert f"likely partition wanli's, the partition of {b / 'ledger.sqlite'}" in err
+    assert f"sqlite3 {b / 'ledger.sqlite'} \"SELECT value FROM meta WHERE key = 'partition'\"" in err
+    assert not district["seal"].parent.exists()
+    where = ["--registry", str(collected["registry"]), "--rules", str(collected["rules"])]
+    archives = [str(district["dirs"]["a"] / "archive"), str(b / "archive")]
+    for command in (["report", "--month", MONTH, "--format", "csv", "--out", str(tmp_path / "out"), *where,
+                     "--ledger", str(district["dirs"]["a"] / "ledger.sqlite"), str(b / "ledger.sqlite"),
+                     "--from-archive", *archives],
+                    ["replay", "--month", MONTH, *where, *archives]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "has no partition.json" in err and "in two partitions" not in err, err
+
+    with sqlite3.connect(b / "ledger.sqlite") as db:  # the tag put back as the message says
+        (b / "archive" / PARTITION_FILE).write_text(
+            db.execute("SELECT value FROM meta WHERE key = 'partition'").fetchone()[0] + "\n")
+    code, _, err = _close(capsys, district, "--accept-gaps")
+    assert code == 0, err

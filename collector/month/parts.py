@@ -41,7 +41,14 @@ from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed, recompute_month
 from ..ledger.store import Ledger
 from ..merge import merge_ledgers, merged_exemptions, open_partition_ledgers, write_merged
-from ..partition import Partition, archive_tag, check_partitions, ledger_tag, restrict_registry
+from ..partition import (
+    Partition,
+    archive_tag,
+    check_partitions,
+    ledger_tag,
+    refuse_untagged_archives,
+    restrict_registry,
+)
 from ..registry import Registry
 from ..replay import Progress
 from ..rules import Rules
@@ -102,6 +109,7 @@ def partition_sources(ledgers: Sequence[Path], archives: Sequence[Path], rules: 
     missing = [str(p) for p in archives if not p.is_dir()]
     if missing:
         raise UsageError(f"archive directory not found: {', '.join(missing)}")
+    refuse_untagged_archives(archive_tags, [(p, t) for p, t in ledger_tags if t is not None])
     check_partitions(rules, [(str(p), t) for p, t in archive_tags])
     if len(archives) != len(ledgers):
         raise UsageError(f"{len(ledgers)} partition ledger(s) and {len(archives)} archive directory(ies): give each "
