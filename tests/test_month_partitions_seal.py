@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def test_a_refused_close_or_restatement_leaves_the_seal_ledger_as_it_was(distric
     assert main(["exempt", "add", "--ledger", str(dirs["b"] / "ledger.sqlite"), *EXEMPT]) == 0
     capsys.readouterr()
     if case == "close-differs-from-archive":
-        with sqlite3.connect(dirs["a"] / "ledger.sqlite") as db:
+        with closing(sqlite3.connect(dirs["a"] / "ledger.sqlite")) as db, db:
             db.execute("UPDATE hours SET online = online - 1 WHERE street = 'taopu' AND contract = 'cam' AND online > 0 "
                        "AND hour = (SELECT min(hour) FROM hours)")
         code, _, err = _close(capsys, district, "--accept-gaps", "--contract", "cam")
@@ -280,7 +281,7 @@ def test_an_archive_directory_without_its_partition_tag_is_named_as_such(collect
         err = capsys.readouterr().err
         assert "has no partition.json" in err and "in two partitions" not in err, err
 
-    with sqlite3.connect(b / "ledger.sqlite") as db:  # the tag put back as the message says
+    with closing(sqlite3.connect(b / "ledger.sqlite")) as db:  # the tag put back as the message says
         (b / "archive" / PARTITION_FILE).write_text(
             db.execute("SELECT value FROM meta WHERE key = 'partition'").fetchone()[0] + "\n")
     code, _, err = _close(capsys, district, "--accept-gaps")
