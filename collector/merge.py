@@ -27,7 +27,14 @@ from .errors import UsageError
 from .ledger.grid import SampleGrid
 from .ledger.records import Exemption
 from .ledger.store import Ledger
-from .partition import Partition, archive_tag, check_partitions, ledger_tag, restrict_registry
+from .partition import (
+    Partition,
+    archive_tag,
+    check_partitions,
+    ledger_tag,
+    refuse_untagged_archives,
+    restrict_registry,
+)
 from .registry import Registry
 from .replay import Progress
 from .results import KpiRow, Results
@@ -70,14 +77,18 @@ def merge_ledgers(sources: Sequence[tuple[Partition | None, Ledger]], into: Ledg
         _merge_into(db, sources, rules)
 
 
-def replace_merged(sources: Sequence[tuple[Partition | None, Ledger]], into: Ledger, rules: Rules) -> None:
-    """As :func:`merge_ledgers`, into a ledger that holds an earlier merge: its rows (every table a
-    merge fills) are replaced in one transaction; everything else (its closings) stays."""
-    with into.transaction() as db:
-        for table in MERGED_TABLES:
-            db.execute(f"DELETE FROM {table}")
-        db.execute("DELETE FROM sqlite_sequence WHERE name = 'exemptions'")  # the merged ids are 1, 2, … again
-        _merge_into(db, sources, rules)
+def write_merged(merged: Ledger, db: sqlite3.Connection) -> None:
+    """Replace the rows a merge fills (every table of MERGED_TABLES, and its ``status_since``) in
+    ``db``, an open transaction on a ledger holding an earlier merge or none, with the rows of the
+    merge ``merged``, exemption ids and all; everything else there (its closings) stays."""
+    db.execute("DELETE FROM sqlite_sequence WHERE name = 'exemptions'")  # the ids inserted below set it again
+    for table in MERGED_TABLES:
+        db.execute(f"DELETE FROM {table}")
+        rows = merged.db.execute(f"SELECT * FROM {table}")
+        db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows.description))})", rows)
+    db.execute("DELETE FROM meta WHERE key = 'status_since'")
+    db.executemany("INSERT INTO meta VALUES (?, ?)", merged.db.execute("SELECT key, value FROM meta "
+                                                                       "WHERE key = 'status_since'"))
 
 
 MERGED_TABLES = ("hours", "days", "counts", "status", "episodes", "unknown_topics", "spans", "exemptions")
@@ -120,15 +131,30 @@ def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, query: s
 
 
 def _copy_exemptions(sources: Sequence[sqlite3.Connection], dst: sqlite3.Connection) -> None:
-    """Every partition's exemptions, each once, numbered in the order they were recorded (then by
-    partition and id): a merge numbers them the same every time, and one recorded later comes last."""
+    """Every partition's exemptions (:func:`merged_exemptions`), numbered 1, 2, … in that order."""
     columns = ", ".join(_EXEMPTION_COLUMNS)
-    found: dict[tuple[object, ...], tuple[int, int, int]] = {}
-    for n, src in enumerate(sources):
-        for id_, *row in src.execute(f"SELECT id, {columns} FROM exemptions ORDER BY id"):
-            found.setdefault(tuple(row), (row[6], n, id_))  # row[6]: created_at
-    for row in sorted(found, key=found.__getitem__):
+    for row, _ in merged_exemptions(sources):
         dst.execute(f"INSERT INTO exemptions ({columns}) VALUES ({', '.join('?' * len(row))})", row)
+
+
+def merged_exemptions(sources: Sequence[sqlite3.Connection]) -> list[tuple[tuple[object, ...], list[tuple[int, int]]]]:
+    """Every partition's exemptions in the order they were recorded (then by partition and id), each
+    with where it is recorded: (source index, its id there). One exemption recorded in several
+    partitions' ledgers (the same scope, target, window, reason and approver, in force in each or
+    revoked in each) is one: its devices are exempted once, so it is listed once, as first
+    recorded, with every copy's place (each must be revoked where it is recorded). Copies that
+    differ (another reason or approver, or revoked in one ledger only) are listed each, as two such
+    records of one ledger are. A merge numbers them the same every time; one recorded later comes last."""
+    columns = ", ".join(_EXEMPTION_COLUMNS)
+    groups: dict[tuple[object, ...], list[tuple[tuple[int, int, int], tuple[object, ...]]]] = {}
+    for n, src in enumerate(sources):
+        seen: dict[tuple[object, ...], int] = {}
+        for id_, *row in src.execute(f"SELECT id, {columns} FROM exemptions ORDER BY id"):
+            same = (*row[:6], row[7] is None)  # scope … approver, and whether it is revoked
+            copy = seen[same] = seen.get(same, -1) + 1  # the k-th of its kind in a ledger is the k-th in the others
+            groups.setdefault((*same, copy), []).append(((row[6], n, id_), tuple(row)))  # row[6]: created_at
+    listed = sorted((sorted(copies) for copies in groups.values()), key=lambda copies: copies[0][0])
+    return [(copies[0][1], [(n, id_) for (_, n, id_), _ in copies]) for copies in listed]
 
 
 def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -210,9 +236,10 @@ def _union(gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _checked(archives: list[tuple[Path, Partition | None]], registry: Registry) -> list[tuple[Path, Partition]]:
+    refuse_untagged_archives(archives)  # one without partition.json beside tagged ones
     check_partitions(registry.rules, [(str(p), t) for p, t in archives])
     untagged = [str(p) for p, t in archives if t is None]
-    if untagged:  # with tagged partitions beside it, check_partitions has already refused it
+    if untagged:  # none of them tagged: one whole-district archive
         raise UsageError(f"not a partition's archive (no partition.json): {', '.join(untagged)}")
     return [(p, t) for p, t in archives if t is not None]
 
@@ -288,9 +315,10 @@ __all__ = [
     "intersect_spans",
     "merge_ledgers",
     "merge_results",
+    "merged_exemptions",
     "merged_ledger_file",
     "recompute_partitions",
-    "replace_merged",
     "replay_partitions",
     "tagged_archives",
+    "write_merged",
 ]

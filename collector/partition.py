@@ -206,6 +206,35 @@ def storage_tag(ledger_path: Path, archive_dir: Path) -> Partition | None:
     return in_ledger or in_archive
 
 
+def refuse_untagged_archives(archives: Sequence[tuple[Path, Partition | None]],
+                             ledgers: Sequence[tuple[Path, Partition]] = ()) -> None:
+    """Refuse an archive directory without ``partition.json`` given beside partitions' archives,
+    saying so: it is not told apart from a whole-district collector's archive (every street, so
+    "in two partitions"), and is most often a partition's archive whose tag was not copied with
+    its day files. ``ledgers``: the partitions' ledgers given, to name the one whose archive it may be."""
+    untagged = [p for p, t in archives if t is None]
+    if not untagged or len(untagged) == len(archives):
+        return
+    shown = ", ".join(f"{p} (its directory)" if p.is_file() else str(p) for p in untagged)
+    found = list(dict.fromkeys(t.streets for _, t in archives if t is not None))
+    orphans = [(path, tag) for path, tag in ledgers if tag.streets not in found]
+    hint = ""
+    if len(untagged) == 1 and len(orphans) == 1:
+        path, tag = orphans[0]
+        hint = f" It is likely partition {tag.label}'s, the partition of {path}, whose archive is missing here."
+    ledger = str(orphans[0][0]) if len(untagged) == 1 and len(orphans) == 1 else "ITS_LEDGER"
+    directory = untagged[0].parent if untagged[0].is_file() else untagged[0]
+    labels = ", ".join("+".join(streets) for streets in found)
+    raise UsageError(
+        f"cannot merge these partitions: archive directory {shown} has no {PARTITION_FILE} (the partition tag a "
+        f"partition collector writes there at its start), beside partitions' archives ({labels}): which streets it "
+        f"holds cannot be told.{hint} If it is a partition's archive whose {PARTITION_FILE} was lost (copied or restored "
+        "without it), put the tag back: start that partition's collector on its data directory once (it writes the "
+        f"tag again), or copy it from the partition's ledger: `sqlite3 {ledger} \"SELECT value FROM meta WHERE key = "
+        f"'{LEDGER_KEY}'\" > {directory / PARTITION_FILE}`. A whole-district collector's archive (untagged too) "
+        "overlaps every partition: leave it out")
+
+
 def check_partitions(rules: Rules, tagged: Sequence[tuple[str, Partition | None]], *,
                      same_inputs: bool = True) -> None:
     """Refuse, with the reason, partitions that overlap, miss a street of the rules or ran with

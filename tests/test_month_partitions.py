@@ -265,27 +265,36 @@ def test_the_seal_ledger_takes_no_exemption_and_is_not_taken_for_a_collectors_le
     assert code == 2 and f"{seal} is the seal ledger of a partitioned deployment: give every partition's" in err
 
 
-def test_a_full_disk_while_merging_into_the_seal_ledger_is_one_line(collected, tmp_path, monkeypatch,
+def test_a_full_disk_while_sealing_into_the_seal_ledger_is_one_line(collected, tmp_path, monkeypatch,
                                                                     capsys) -> None:  # type: ignore[no-untyped-def]
-    """Test that SQLite's "database or disk is full" raised while the partitions' rows are merged into the seal ledger
-    (the test data is too small to fill a capped file, so the merge's first statement raises it) is the one-line
-    full-disk message with exit status 2, not a traceback, and leaves no merged rows behind."""
+    """Test that SQLite's "database or disk is full" raised while the partitions' merged rows are written into the seal
+    ledger with the seals (the test data is too small to fill a capped file, so the write's first statement raises
+    it) is the one-line full-disk message with exit status 2, not a traceback, and leaves no seal ledger behind (a
+    first close) or the seal ledger as it was (a later one)."""
     import ptmon.month.parts as parts
 
     dirs = _copy(collected, tmp_path, "a", "b")
     seal = tmp_path / "seals.sqlite"
-    merge = parts.replace_merged
+    where = [*_where(collected, dirs["a"], dirs["b"]), "--seal-ledger", str(seal)]
 
-    def full(sources, into, rules):  # type: ignore[no-untyped-def]
-        with into.transaction() as db:
-            db.execute("DELETE FROM hours")
-            raise sqlite3.OperationalError("database or disk is full")
-        merge(sources, into, rules)
+    def full(merged, db):  # type: ignore[no-untyped-def]
+        db.execute("DELETE FROM hours")
+        raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(parts, "replace_merged", full)
-    code, _, err = _month(capsys, "close", MONTH, "--by", "张三", "--accept-gaps", *_where(collected, dirs["a"], dirs["b"]),
-                          "--seal-ledger", str(seal))
+    with monkeypatch.context() as patch:
+        patch.setattr(parts, "write_merged", full)
+        code, _, err = _month(capsys, "close", MONTH, "--by", "张三", "--accept-gaps", *where)
     assert code == 2
-    assert "merging the partitions into the seal ledger: database or disk is full" in err and "Traceback" not in err
+    assert "sealing the partitions' merged month into the seal ledger: database or disk is full" in err
+    assert "Traceback" not in err
+    assert sorted(tmp_path.iterdir()) == sorted(dirs.values())  # no seal ledger, nothing left beside it
+
+    code, _, err = _month(capsys, "close", MONTH, "--by", "张三", "--accept-gaps", "--contract", "iot", *where)
+    assert code == 0, err
+    before = seal.read_bytes()
+    monkeypatch.setattr(parts, "write_merged", full)
+    code, _, err = _month(capsys, "close", MONTH, "--by", "张三", "--accept-gaps", "--contract", "cam", *where)
+    assert code == 2 and "database or disk is full" in err
+    assert seal.read_bytes() == before
     with Ledger(seal, readonly=True) as ledger:
-        assert not ledger.has_hours() and closings(ledger) == []
+        assert ledger.has_hours() and [c.contract for c in closings(ledger)] == ["iot"]

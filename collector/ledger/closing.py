@@ -19,7 +19,7 @@ import hashlib
 import json
 import sqlite3
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,17 +79,21 @@ def record_closing(ledger: Ledger, doc: dict[str, Any], blobs: Mapping[str, byte
     return record_closings(ledger, [(doc, blobs)])[0]
 
 
-def record_closings(ledger: Ledger, sealed: Sequence[tuple[dict[str, Any], Mapping[str, bytes]]]) -> list[Closing]:
+def record_closings(ledger: Ledger, sealed: Sequence[tuple[dict[str, Any], Mapping[str, bytes]]], *,
+                    with_rows: Callable[[sqlite3.Connection], None] | None = None) -> list[Closing]:
     """Add closings (each document's ``version`` must follow the last one of its month and
     contract, and name its seal as ``previous_seal``) with the blobs they name, all in one
     transaction taken before the versions are read: all are recorded or none (two closings
-    racing for the same month cannot leave it half closed)."""
+    racing for the same month cannot leave it half closed). ``with_rows`` writes, in that same
+    transaction, the rows the closings were made from (a partitioned month's merge)."""
     for _, blobs in sealed:
         for digest, data in blobs.items():
             if sha256_bytes(data) != digest:
                 raise LedgerError(f"blob {digest[:16]}… does not hash to its name")
     try:
         with ledger.transaction() as db:
+            if with_rows is not None:
+                with_rows(db)
             for doc, blobs in sealed:
                 _insert(db, doc, blobs)
     except sqlite3.OperationalError as exc:

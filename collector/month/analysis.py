@@ -52,10 +52,16 @@ class Step:
     details: list[str]  # what changed, one line each
     registry: Registry | None = None  # slow steps: the registry (and rules) the month is recomputed with
     diff: Difference | None = None  # its effect, on top of the steps before it
+    shown: list[str] | None = None  # the lines shown, when they say more than the sealed details
 
     @property
     def title(self) -> str:
         return TITLES[self.what]
+
+    @property
+    def lines(self) -> list[str]:
+        """What changed, as shown to the operator (a partition's exemption with its number there)."""
+        return self.details if self.shown is None else self.shown
 
     def to_doc(self) -> dict[str, object]:
         """As a restatement records it: what changed and the money it moved."""
@@ -104,11 +110,13 @@ def analyse(ctx: MonthContext, closing: Closing, *, want_final: bool = False) ->
         before = _apply(step, latest, before)
     basis = out.basis = _basis(ctx, sealed, out)
     now_exemptions = ctx.ledger.exemptions(start=ctx.bounds[0], end=ctx.bounds[1])
-    if lines := exemption_changes(_covering(sealed.exemptions, current, closing.contract),
-                                  _covering(now_exemptions, current, closing.contract)):
+    covered = (_covering(sealed.exemptions, current, closing.contract), _covering(now_exemptions, current,
+                                                                                 closing.contract))
+    if lines := exemption_changes(*covered):  # as sealed by a restatement; shown with each one's partition number
         exemptions = now_exemptions
         latest = _figures(ctx, basis, current, closing.contract, exemptions, late)
-        before = _apply(_added(out, Step("exemptions", lines)), latest, before)
+        shown = exemption_changes(*covered, ctx.exemption_places) if ctx.exemption_places else None
+        before = _apply(_added(out, Step("exemptions", lines, shown=shown)), latest, before)
     late_now = ctx.late_scan().heartbeats
     if (late_step := _late_step(current, closing.contract, ctx.month, sealed.late, late_now)) is not None:
         late = late_now

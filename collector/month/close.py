@@ -39,8 +39,6 @@ from ..ledger.closing import (
     Closing,
     canonical,
     closing,
-    record_closing,
-    record_closings,
     sha256_bytes,
 )
 from ..ledger.month import month_differences
@@ -134,7 +132,7 @@ def close_month(ctx: MonthContext, contracts: Sequence[str], *, by: str, accept_
     docs = [_doc(ctx, figures, inputs, blobs, version=1, previous=None, by=by, reason="", changes=[],
                  gaps_accepted=(by.strip(), 1) if accept_gaps and _coverage(figures) < 1 else None)
             for figures in all_figures.values()]
-    sealed = record_closings(ctx.ledger, [(doc, blobs) for doc in docs])  # all contracts, or none
+    sealed = ctx.record([(doc, blobs) for doc in docs])  # all contracts, or none
     return [Sealing(c, figures) for c, figures in zip(sealed, all_figures.values())]
 
 
@@ -170,7 +168,7 @@ def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, acc
         raise PtmonError(f"{contract} {ctx.month}: the restated figures differ from the analysis' (a bug: please report)")
     doc = _doc(ctx, figures, inputs, blobs, version=previous.version + 1, previous=previous, by=by, reason=reason,
                changes=[s.to_doc() for s in analysis.steps], gaps_accepted=accepted)
-    return Sealing(record_closing(ctx.ledger, doc, blobs), figures, analysis)
+    return Sealing(ctx.record([(doc, blobs)])[0], figures, analysis)
 
 
 def _already(ctx: MonthContext, contract: str) -> str:

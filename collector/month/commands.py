@@ -99,7 +99,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seal-ledger", metavar="FILE",
                    help="partitioned deployment: the district's ledger of seals (created at the first close; give the "
                    "same file to every later month command and to `ptmon report --ledger` for the sealed report). "
-                   "The partitions' rows are merged into it at each close and restatement; its closings stay")
+                   "The partitions' rows are merged into it when a close or restatement seals, in the same "
+                   "transaction as the seals (a refused one leaves it as it was); its closings stay")
     p.add_argument("--registry", metavar="FILE", help="device registry CSV (default: from --config)")
     p.add_argument("--rules", metavar="DIR", help="rule files directory (default: from --config, else the shipped rules)")
     p.add_argument("--now", metavar="TIME", help="for simulations and tests: act as if it were this instant (default: the clock)")
@@ -221,7 +222,7 @@ def _print_sealing(s: Sealing) -> None:
           f"found, {late['counted']} counted")
     if s.analysis is not None:
         for step in s.analysis.steps:
-            print(f"  changed: {step.title}: {'; '.join(step.details[:3])}")
+            print(f"  changed: {step.title}: {'; '.join(step.lines[:3])}")
     if s.figures.inputs.warnings:
         print("  warnings: " + "; ".join(s.figures.inputs.warnings))
 

@@ -6,20 +6,22 @@ scan for late heartbeats — for as long as the command runs, so that status, re
 their per-contract steps never recompute the same thing twice.
 
 For a partitioned deployment (``MonthSetup.parts``) the ledger is the district's: the partitions'
-rows merged into the seal ledger, or into a scratch copy of it (:mod:`ptmon.month.parts`); the
-archive files, recomputations and late heartbeats are every partition's.
+rows merged into a scratch ledger beside the seal ledger's closings, which only the sealing writes
+(:mod:`ptmon.month.parts`); the archive files, recomputations and late heartbeats are every partition's.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import LedgerError, UsageError
+from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed
 from ..ledger.store import Ledger
 from ..registry import Registry
@@ -28,7 +30,7 @@ from ..snapshots import MonthSources, month_sources
 from ..timebase import US_PER_S, month_bounds
 from .figures import recomputed
 from .late import LateScan, scan_late
-from .parts import PartSource, open_merged, part_files, recomputed_parts, scan_late_parts
+from .parts import PartSource, exemption_places, open_merged, part_files, recomputed_parts, scan_late_parts, seal_merged
 from .room import disk_full, no_room
 from .words import when
 
@@ -73,12 +75,13 @@ class MonthContext:
     _bases: dict[tuple[str, str], tuple[Ledger, Recomputed]] = field(default_factory=dict)
     _late: LateScan | None = None
     parts: list[tuple[PartSource, Ledger]] = field(default_factory=list)  # the partitions' ledgers, read-only
+    exemption_places: dict[int, str] = field(default_factory=dict)  # merged exemption id → where it is recorded
 
     @classmethod
     def open(cls, setup: MonthSetup, month: str, now: int, *, writable: bool) -> MonthContext:
         month_bounds(month)
         if setup.parts:
-            return cls._open_parts(setup, month, now, writable=writable)
+            return cls._open_parts(setup, month, now)
         if not setup.ledger.is_file():
             raise UsageError(f"ledger not found: {setup.ledger}")
         if not setup.archive.is_dir():
@@ -92,15 +95,23 @@ class MonthContext:
         return cls(setup=setup, month=month, now=now, ledger=ledger)
 
     @classmethod
-    def _open_parts(cls, setup: MonthSetup, month: str, now: int, *, writable: bool) -> MonthContext:
-        """The partitions merged: into the seal ledger (close, restate) or a scratch copy of it."""
+    def _open_parts(cls, setup: MonthSetup, month: str, now: int) -> MonthContext:
+        """The partitions merged into a scratch ledger, beside the seal ledger's closings."""
         stack = ExitStack()
         try:
-            ledger, parts = open_merged(setup.parts, setup.ledger, setup.registry.rules, writable=writable, stack=stack)
+            ledger, parts = open_merged(setup.parts, setup.ledger, setup.registry.rules, stack=stack)
         except BaseException:
             stack.close()
             raise
-        return cls(setup=setup, month=month, now=now, ledger=ledger, _stack=stack, parts=parts)
+        return cls(setup=setup, month=month, now=now, ledger=ledger, _stack=stack, parts=parts,
+                   exemption_places=exemption_places(parts))
+
+    def record(self, sealed: Sequence[tuple[dict[str, Any], Mapping[str, bytes]]]) -> list[Closing]:
+        """Seal closings (all or none): in the ledger, or for partitions in the seal ledger with the
+        merged rows they were made from, in one transaction."""
+        if self.setup.parts:
+            return seal_merged(self.ledger, self.setup.ledger, self.setup.parts, sealed)
+        return record_closings(self.ledger, sealed)
 
     def close(self) -> None:
         self._stack.close()

@@ -113,21 +113,24 @@ def exemptions_from_docs(docs: Iterable[Mapping[str, Any]]) -> list[Exemption]:
     return [Exemption(**d) for d in docs]
 
 
-def exemption_changes(sealed: Sequence[Exemption], now: Sequence[Exemption]) -> list[str]:
-    """Exemptions recorded or revoked since the closing, one line each."""
+def exemption_changes(sealed: Sequence[Exemption], now: Sequence[Exemption],
+                      places: Mapping[int, str] = {}) -> list[str]:
+    """Exemptions recorded or revoked since the closing, one line each; ``places``: where an
+    exemption of a merged month is recorded (by its merged id), shown beside its number."""
     before = {e.id: e for e in sealed}
     out = []
     for e in sorted(now, key=lambda e: e.id):
         old = before.get(e.id)
         window = f"{_SCOPES.get(e.scope, e.scope)} {e.target}，{when(e.start)} 至 {when(e.end)}"
+        number = f"豁免 {e.id} [{places[e.id]}]" if e.id in places else f"豁免 {e.id}"
         if old is None:
             state = "" if e.active else "（已撤销 already revoked）"
-            out.append(f"豁免 {e.id} 补登 (recorded) {when(e.created_at)}{state}：{window}，原因 {e.reason}，审批人 {e.approver}")
+            out.append(f"{number} 补登 (recorded) {when(e.created_at)}{state}：{window}，原因 {e.reason}，审批人 {e.approver}")
         elif old.active and not e.active:
-            out.append(f"豁免 {e.id} 撤销 (revoked) {when(e.revoked_at or 0)}，{e.revoked_by}：{window}，撤销原因 "
+            out.append(f"{number} 撤销 (revoked) {when(e.revoked_at or 0)}，{e.revoked_by}：{window}，撤销原因 "
                        f"{e.revoke_reason}")
         elif old != e:
-            out.append(f"豁免 {e.id} 在台账中被改动 (changed in the ledger)：{window}")
+            out.append(f"{number} 在台账中被改动 (changed in the ledger)：{window}")
     for missing in sorted(set(before) - {e.id for e in now}):
         out.append(f"豁免 {missing} 已不在台账中 (deleted from the ledger)")
     return out

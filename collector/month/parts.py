@@ -7,10 +7,14 @@ month is in several ledgers and archives, so the month commands take them all (`
 
 At every command the partitions are checked as a report checks them (disjoint, every street of
 the rules, the same rules and registry versions) and their rows are merged
-(:func:`ptmon.merge.merge_ledgers`): into the seal ledger itself by `close` and `restate`, which
-keep its closings and replace its rows (so that `ptmon report --ledger SEAL` shows the district as
-sealed); into a scratch copy, with the seal ledger's closings read beside them, by `status` and
-`verify`, which write nothing. The recomputation from the archive recomputes each partition's
+(:func:`ptmon.merge.merge_ledgers`) into a scratch ledger, with the seal ledger's closings copied
+beside them: every check of `close` and `restate`, and all of `status` and `verify`, read that.
+Only the sealing writes the seal ledger (:func:`seal_merged`): in one SQLite transaction it
+replaces the seal ledger's rows with the merge the seal was made from (so that `ptmon report
+--ledger SEAL` shows the district as sealed) and records the seals; a first close writes the new
+seal ledger whole beside it and links it into place. So a refused close or restatement, or one
+killed before it sealed, leaves the seal ledger exactly as it was (or absent), and seals that
+another command committed meanwhile are never touched. The recomputation from the archive recomputes each partition's
 archive with its own registry rows and merges the results the same way; the late-heartbeat scan
 reads every partition's archive; the sealed archive files and snapshots are named
 ``STREETS/FILE`` (``changzheng+taopu/ptmon-2026-11-01.jsonl.gz``), since every partition's day
@@ -20,20 +24,31 @@ that `verify` names the partition whose ledger changed.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import secrets
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError, UsageError
+from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed, recompute_month
 from ..ledger.store import Ledger
-from ..merge import merge_ledgers, open_partition_ledgers, replace_merged
-from ..partition import Partition, archive_tag, check_partitions, ledger_tag, restrict_registry
+from ..merge import merge_ledgers, merged_exemptions, open_partition_ledgers, write_merged
+from ..partition import (
+    Partition,
+    archive_tag,
+    check_partitions,
+    ledger_tag,
+    refuse_untagged_archives,
+    restrict_registry,
+)
 from ..registry import Registry
 from ..replay import Progress
 from ..rules import Rules
@@ -94,6 +109,7 @@ def partition_sources(ledgers: Sequence[Path], archives: Sequence[Path], rules: 
     missing = [str(p) for p in archives if not p.is_dir()]
     if missing:
         raise UsageError(f"archive directory not found: {', '.join(missing)}")
+    refuse_untagged_archives(archive_tags, [(p, t) for p, t in ledger_tags if t is not None])
     check_partitions(rules, [(str(p), t) for p, t in archive_tags])
     if len(archives) != len(ledgers):
         raise UsageError(f"{len(ledgers)} partition ledger(s) and {len(archives)} archive directory(ies): give each "
@@ -119,43 +135,99 @@ def _ledger_tag(path: Path) -> Partition | None:
 
 # --- the seal ledger ---------------------------------------------------------------------------------
 
-def open_merged(parts: Sequence[PartSource], seal: Path, rules: Rules, *, writable: bool,
+def open_merged(parts: Sequence[PartSource], seal: Path, rules: Rules, *,
                 stack: ExitStack) -> tuple[Ledger, list[tuple[PartSource, Ledger]]]:
-    """The district's month: the seal ledger with the partitions' rows merged into it (writable), or
-    a scratch ledger with them and the seal ledger's closings (read-only commands); and the partitions'
-    ledgers, open read-only until ``stack`` closes."""
+    """The district's month: a scratch ledger holding the partitions' rows merged and the seal
+    ledger's closings (nothing is written to the seal ledger here: :func:`seal_merged` writes the
+    merge and the seals at once); and the partitions' ledgers, open read-only until ``stack`` closes."""
+    if any(seal.resolve() == p.ledger.resolve() for p in parts):
+        raise UsageError(f"--seal-ledger {seal} is one of the partitions' ledgers: give the district's seal ledger, "
+                         "a file of its own")
     opened = open_partition_ledgers([p.ledger for p in parts], rules)
     for _, ledger in opened:
         stack.callback(ledger.close)
-    if writable:
-        merged = _seal_ledger(seal, rules, parts)
-        try:
-            replace_merged(opened, merged, rules)
-            with merged.transaction() as db:
-                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (SEAL_KEY, _tags_doc(parts)))
-        except (sqlite3.Error, LedgerError) as exc:
-            merged.close()
-            if no_room(exc, seal.parent):
-                raise disk_full(seal, "merging the partitions into the seal ledger") from exc
-            raise
-        except BaseException:
-            merged.close()
-            raise
-    else:
-        merged = Ledger(":memory:")
-        try:
-            merge_ledgers(opened, merged, rules)
-            if seal.is_file():
-                with Ledger(seal, readonly=True) as sealed:
-                    _check_seal_ledger(sealed)
-                    _copy_closings(sealed, merged)
-        except BaseException:
-            merged.close()
-            raise
+    merged = Ledger(":memory:")
+    try:
+        merge_ledgers(opened, merged, rules)
+        if seal.is_file():
+            with Ledger(seal, readonly=True) as sealed:
+                _check_seal_ledger(sealed)
+                _copy_closings(sealed, merged)
+    except BaseException:
+        merged.close()
+        raise
     return merged, [(part, ledger) for part, (_, ledger) in zip(parts, opened)]
 
 
-def _seal_ledger(path: Path, rules: Rules, parts: Sequence[PartSource]) -> Ledger:
+def exemption_places(parts: Sequence[tuple[PartSource, Ledger]]) -> dict[int, str]:
+    """Where each exemption of the merge (by its merged id) is recorded: its partition, its own number
+    there and the ledger (what `ptmon exempt revoke N --ledger FILE` takes)."""
+    merged = merged_exemptions([ledger.db for _, ledger in parts])
+    return {i: "; ".join(f"partition {parts[n][0].label}: exemption {own} in {parts[n][0].ledger}" for n, own in where)
+            for i, (_, where) in enumerate(merged, start=1)}
+
+
+def seal_merged(merged: Ledger, seal: Path, parts: Sequence[PartSource],
+                sealed: Sequence[tuple[dict[str, Any], Mapping[str, bytes]]]) -> list[Closing]:
+    """Record the closings in the seal ledger and, in the same transaction, replace its rows with
+    the merge they were made from (``merged``, the command's scratch ledger, which records them
+    too). Until this commits the seal ledger is as it was: a refused or killed close or restatement
+    leaves it untouched, and seals committed meanwhile by another command stay."""
+    def rows(db: sqlite3.Connection) -> None:
+        write_merged(merged, db)
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (SEAL_KEY, _tags_doc(parts)))
+
+    try:
+        done = None if seal.exists() else _seal_new(seal, sealed, rows)
+        if done is None:
+            ledger = _seal_ledger(seal, parts)
+            try:
+                done = record_closings(ledger, sealed, with_rows=rows)
+            finally:
+                ledger.close()
+    except (OSError, sqlite3.Error, LedgerError) as exc:
+        if no_room(exc, seal.parent):
+            raise disk_full(seal, "sealing the partitions' merged month into the seal ledger") from exc
+        raise
+    record_closings(merged, sealed)  # the command's own view of the seal ledger (a restatement's next contract)
+    return done
+
+
+def _seal_new(seal: Path, sealed: Sequence[tuple[dict[str, Any], Mapping[str, bytes]]],
+              rows: Callable[[sqlite3.Connection], None]) -> list[Closing] | None:
+    """A first close: the seal ledger written whole in a file beside it and linked into place, so
+    that it appears with its seals or not at all. None when another close created it meanwhile
+    (it is never replaced) or the file system has no hard links: the caller seals into it then."""
+    seal.parent.mkdir(parents=True, exist_ok=True)
+    tmp = seal.parent / f".{seal.name}.{os.getpid()}-{secrets.token_hex(4)}.new"  # SQLite creates it as any ledger
+    try:
+        with Ledger(tmp) as ledger:
+            done = record_closings(ledger, sealed, with_rows=rows)
+            ledger.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            os.link(tmp, seal)  # never over a seal ledger another close made
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            return None
+        _sync_dir(seal.parent)
+        return done
+    finally:
+        for path in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            path.unlink(missing_ok=True)
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _seal_ledger(path: Path, parts: Sequence[PartSource]) -> Ledger:
     if any(path.resolve() == p.ledger.resolve() for p in parts):
         raise UsageError(f"--seal-ledger {path} is one of the partitions' ledgers: give the district's seal ledger, "
                          "a file of its own")

@@ -84,7 +84,7 @@ def analysis_lines(ctx: MonthContext, a: Analysis) -> list[str]:
 
 
 def step_lines(step: Step) -> list[str]:
-    out = [f"[{step.title}]"] + [f"  {d}" for d in step.details]
+    out = [f"[{step.title}]"] + [f"  {d}" for d in step.lines]
     if step.diff is not None:
         out.append(f"  money: {money_text(step.diff)}")
     return out
