@@ -51,6 +51,7 @@ from .ledger.keeper import LedgerKeeper
 from .ledger.read import ledger_results
 from .ledger_stage import LedgerStage
 from .lifecycle import unless_forced
+from .ledger.access import refuse_read_only
 from .lock import CollectorLocks
 from .metrics import Metrics, MetricsEndpoint, PipelineCounts
 from .partition import owned_points, partitioned_config, restrict_registry
@@ -127,6 +128,7 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         self.registry = self._given_registry or load_registry(config.registry, load_rules(config.rules or DEFAULT_RULES_DIR))
         if config.streets:
             self.registry = restrict_registry(self.registry, config.streets)
+        refuse_read_only(config.ledger_path)  # one clear line, before a lock file is made beside it
         self.lock.acquire()
         try:
             self.keeper = LedgerKeeper(self.faults, wake_mailer=lambda: self.mailer.wake() if self.mailer else None)
