@@ -200,3 +200,45 @@ def test_a_ledger_closed_cleanly_in_a_read_only_directory_is_read_without_a_wal(
     _refused(refused, new, reason)
     assert read_only.unchanged()
 
+
+
+# --- a partitioned deployment's seal ledger --------------------------------------------------------
+
+@every_way
+def test_a_partitioned_months_seal_ledger_on_read_only_media(collected, tmp_path: Path, read_only, how,
+                                                            capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that a partitioned month closed into its seal ledger, with the seal ledger and the partitions' ledgers
+    and archives in directories that cannot be written, renders its sealed report from the seal ledger (the same
+    bytes), shows its status and verifies; that a close into it, or into a new seal ledger there, is refused in one
+    line naming it; and that nothing is created or changed there."""
+    from . import test_month_partitions as tp
+
+    dirs = tp._copy(collected, tmp_path, "a", "b")
+    seal = tmp_path / "district" / "seals.sqlite"
+    where = [*tp._where(collected, dirs["a"], dirs["b"]), "--seal-ledger", str(seal)]
+    code, _, err = tp._month(capsys, "close", tp.MONTH, "--by", "张三", "--accept-gaps", *where)
+    assert code == 0, err
+    report = ["report", "--month", tp.MONTH, "--format", "csv,html", "--registry", str(collected["registry"]),
+              "--rules", str(collected["rules"]), "--ledger", str(seal)]
+    assert main([*report, "--out", str(tmp_path / "writable")]) == 0
+    capsys.readouterr()
+
+    read_only.make(how, dirs["a"], dirs["b"], seal.parent)
+    (tmp_path / "read-only").mkdir()
+    done = read_only.run(*report, "--out", str(tmp_path / "read-only"))
+    assert done.code == 0, done.err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "read-only").iterdir()} == {
+        p.name: p.read_bytes() for p in (tmp_path / "writable").iterdir()}
+    status = read_only.run("month", "status", tp.MONTH, *where, "--now", tp.NOW)
+    assert status.code == 0 and "nothing changed since 第 1 版" in status.out, status.err
+    verify = read_only.run("month", "verify", tp.MONTH, *where, "--now", tp.NOW)
+    assert verify.code == 0 and "OK: every seal matches" in verify.out, verify.out + verify.err
+
+    restate = ["month", "restate", tp.MONTH, "--by", "王五", "--reason", "更正", "--accept-gaps", "--now", tp.NOW]
+    _refused(read_only.run(*restate, *where), seal, _reason(how, seal.parent) if how == "mount"
+             else "the file cannot be written")
+    new_seal = seal.with_name("other.sqlite")
+    _refused(read_only.run("month", "close", tp.MONTH, "--by", "王五", "--accept-gaps", "--now", tp.NOW,
+                           *where[:-1], str(new_seal)),
+             new_seal, _reason(how, seal.parent) if how == "mount" else f"its directory {seal.parent} cannot be written")
+    assert read_only.unchanged()
