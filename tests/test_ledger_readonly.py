@@ -180,6 +180,48 @@ def test_a_read_only_ledger_whose_last_writes_are_in_its_wal_is_read_whole(tmp_p
     assert read_only.unchanged()
 
 
+WRITER = """
+import sys
+from ptmon.ledger.store import Ledger
+ledger = Ledger(sys.argv[1])
+for reason in ("检修二", "检修三"):
+    ledger.add_exemption(scope="street", target="taopu", start=1, end=2, reason=reason, approver="李四")
+    print(reason, flush=True)
+    sys.stdin.readline()
+ledger.close()
+"""
+
+
+@every_way
+def test_a_ledger_its_owner_still_writes_is_read_with_each_commit(tmp_path: Path, read_only, how) -> None:  # type: ignore[no-untyped-def]
+    """Test that a ledger the reviewer cannot write, which its owner's process (a collector) keeps open and writes,
+    is read through its -shm index with every transaction committed so far: not a stale immutable image."""
+    path = tmp_path / "live" / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        ledger.add_exemption(scope="street", target="taopu", start=1, end=2, reason="检修一", approver="李四")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline() == "检修二\n"
+        read_only.make(how, path.parent)
+        first = read_only.run("exempt", "--ledger", str(path), "list")
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline() == "检修三\n"
+        second = read_only.run("exempt", "--ledger", str(path), "list")
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.wait(timeout=60) == 0
+    finally:
+        writer.kill()
+    assert first.code == 0 and second.code == 0, first.err + second.err
+    assert [r for r in ("检修一", "检修二", "检修三") if r in first.out] == ["检修一", "检修二"]
+    assert [r for r in ("检修一", "检修二", "检修三") if r in second.out] == ["检修一", "检修二", "检修三"]
+    assert os.listdir(path.parent) == ["ledger.sqlite"]  # the owner's last close removed its -wal and -shm
+    assert not list((tmp_path / "tmpdir").iterdir())
+
+
 @every_way
 def test_a_ledger_closed_cleanly_in_a_read_only_directory_is_read_without_a_wal(tmp_path: Path, read_only,
                                                                                 how) -> None:  # type: ignore[no-untyped-def]
