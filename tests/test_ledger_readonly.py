@@ -173,6 +173,7 @@ def test_a_read_only_ledger_whose_last_writes_are_in_its_wal_is_read_whole(tmp_p
     listed = read_only.run("exempt", "--ledger", str(path), "list")
     assert listed.code == 0, listed.err
     assert "检修一" in listed.out and "检修二" in listed.out
+    assert ("reading them from a private copy" in listed.err) == (not shm), listed.err
     assert index.exists() == shm and sorted(os.listdir(path.parent)) == sorted(
         ["ledger.sqlite", "ledger.sqlite-wal", *(["ledger.sqlite-shm"] if shm else [])])
     refused = read_only.run("exempt", "--ledger", str(path), "revoke", "1", "--by", "王五", "--reason", "撤销")

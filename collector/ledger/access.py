@@ -15,6 +15,10 @@ open fails. So a read-only command opens such a ledger
   figures without the last writes; the copy gives them all and nothing is created beside
   the ledger.
 
+An immutable open is only as safe as its name: were the owner of a ledger the reviewer cannot
+write to start a collector on it while the reviewer reads it, SQLite would not notice. A live
+collector keeps its ``-wal`` and ``-shm`` open, so a ledger read while one runs is read through them.
+
 Commands that write refuse a read-only ledger at once with one line naming it
 (:func:`refuse_read_only`), before anything else is written.
 """
