@@ -47,11 +47,11 @@ from .faults import FaultCollector, Faults
 from .health import health_lines
 from .health_stage import HealthStage
 from .intake import Intake
+from .ledger.access import refuse_read_only
 from .ledger.keeper import LedgerKeeper
 from .ledger.read import ledger_results
 from .ledger_stage import LedgerStage
 from .lifecycle import unless_forced
-from .ledger.access import refuse_read_only
 from .lock import CollectorLocks
 from .metrics import Metrics, MetricsEndpoint, PipelineCounts
 from .partition import owned_points, partitioned_config, restrict_registry
