@@ -25,11 +25,11 @@ Commands that write refuse a read-only ledger at once with one line naming it
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -62,29 +62,16 @@ def refuse_read_only(path: Path) -> None:
                           "writable copy (`ptmon report`, `month status|verify`, `ledger verify` only read it)")
 
 
-@dataclass
-class ReadOnlyOpen:
-    """How to open a ledger for reading: the SQLite URI, and the private copy to delete afterwards."""
-
-    uri: str
-    private_copy: Path | None = None
-
-    def discard(self) -> None:
-        if self.private_copy is not None:
-            shutil.rmtree(self.private_copy, ignore_errors=True)
-            self.private_copy = None
-
-
-def read_only_open(path: Path) -> ReadOnlyOpen:
-    """The way to read ``path`` without writing or creating anything beside it when it is read-only."""
+def read_only_uri(path: Path) -> str:
+    """The SQLite URI that reads ``path`` without writing or creating anything beside it when it is read-only."""
     if read_only_reason(path) is None:
-        return ReadOnlyOpen(_uri(path, "mode=ro"))  # another process may write it: share its -shm index
+        return _uri(path, "mode=ro")  # another process may write it: share its -shm index
     wal, shm = _beside(path, "-wal"), _beside(path, "-shm")
     if not _has_content(wal):
-        return ReadOnlyOpen(_uri(path, "mode=ro&immutable=1"))
+        return _uri(path, "mode=ro&immutable=1")
     if shm.is_file() and os.access(shm, os.R_OK):
-        return ReadOnlyOpen(_uri(path, "mode=ro"))
-    return _private_copy(path, wal)
+        return _uri(path, "mode=ro")
+    return _uri(_private_copy(path, wal), "mode=ro")
 
 
 def scratch_parent(beside: Path) -> Path | None:
@@ -94,7 +81,17 @@ def scratch_parent(beside: Path) -> Path | None:
         else None
 
 
-def _private_copy(path: Path, wal: Path) -> ReadOnlyOpen:
+_copies: dict[tuple[str, tuple[int, int], tuple[int, int]], Path] = {}  # per ledger and -wal state
+
+
+def _private_copy(path: Path, wal: Path) -> Path:
+    """A copy of the ledger and its -wal, made once per process (a command opens its ledger several times)
+    and deleted when the process ends."""
+    key = (str(path.resolve()), _stamp(path), _stamp(wal))
+    if (known := _copies.get(key)) is not None and known.is_file():
+        return known
+    if not _copies:
+        atexit.register(_delete_copies)
     size = path.stat().st_size + wal.stat().st_size
     log.warning("%s: its -wal holds writes not yet in the ledger file and no -shm index is beside it on this "
                 "read-only directory: reading them from a private copy (%.1f MB) in the temporary directory",
@@ -108,7 +105,19 @@ def _private_copy(path: Path, wal: Path) -> ReadOnlyOpen:
         shutil.rmtree(private, ignore_errors=True)
         raise LedgerError(f"{path}: read-only ledger with writes in its -wal: copying it to read them failed: {exc}") \
             from exc
-    return ReadOnlyOpen(_uri(copy, "mode=ro"), private)
+    _copies[key] = copy
+    return copy
+
+
+def _delete_copies() -> None:
+    for copy in _copies.values():
+        shutil.rmtree(copy.parent, ignore_errors=True)
+    _copies.clear()
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def _uri(path: Path, query: str) -> str:

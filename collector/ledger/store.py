@@ -39,7 +39,7 @@ from typing import Any
 from ..errors import LedgerError
 from ..rules import COUNTERS
 from ..timebase import day_of
-from .access import read_only_open, refuse_read_only
+from .access import read_only_uri, refuse_read_only
 from .records import EXEMPTION_SCOPES, AlertMessage, CountRow, DayRow, Episode, Exemption, HourRow
 from .schema import check_format, create, upgrade
 
@@ -57,11 +57,10 @@ class Ledger:
             raise LedgerError(f"{self.path}: no ledger here (it is written by `ptmon collect`)")
         if not readonly:
             refuse_read_only(self.path)
-        self._opened = read_only_open(self.path) if readonly else None
         try:
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self._opened.uri if self._opened else str(self.path), uri=readonly,
+            self.db = sqlite3.connect(read_only_uri(self.path) if readonly else str(self.path), uri=readonly,
                                       timeout=30.0, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA busy_timeout = 30000")
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -76,21 +75,11 @@ class Ledger:
                     if tables:
                         upgrade(self.db, self.path, now_us())
             check_format(self.db, self.path)
-        except BaseException as exc:
-            if hasattr(self, "db"):
-                self.db.close()
-            self._discard()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise LedgerError(f"{self.path}: not a usable ledger: {exc}") from exc
-            raise
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.path}: not a usable ledger: {exc}") from exc
 
     def close(self) -> None:
         self.db.close()
-        self._discard()
-
-    def _discard(self) -> None:
-        if self._opened is not None:
-            self._opened.discard()
 
     def __enter__(self) -> Ledger:
         return self
