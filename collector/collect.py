@@ -47,6 +47,7 @@ from .faults import FaultCollector, Faults
 from .health import health_lines
 from .health_stage import HealthStage
 from .intake import Intake
+from .ledger.access import refuse_read_only
 from .ledger.keeper import LedgerKeeper
 from .ledger.read import ledger_results
 from .ledger_stage import LedgerStage
@@ -127,6 +128,7 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         self.registry = self._given_registry or load_registry(config.registry, load_rules(config.rules or DEFAULT_RULES_DIR))
         if config.streets:
             self.registry = restrict_registry(self.registry, config.streets)
+        refuse_read_only(config.ledger_path)  # one clear line, before a lock file is made beside it
         self.lock.acquire()
         try:
             self.keeper = LedgerKeeper(self.faults, wake_mailer=lambda: self.mailer.wake() if self.mailer else None)

@@ -34,8 +34,11 @@ class ProcessLock:
 
     def acquire(self) -> None:
         """Hold the lock, or PtmonError naming the process that holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = self.path.open("a+")
+        except OSError as exc:  # a read-only data directory: one line, not a traceback
+            raise PtmonError(f"{self.what}: cannot take its lock {self.path}: {exc.strerror}") from exc
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -81,7 +84,7 @@ def held(path: Path) -> bool:
     """Whether a process holds the lock file ``path`` right now."""
     if not path.exists():
         return False
-    with path.open("a+") as f:
+    with path.open("r") as f:  # flock needs no write access: a read-only lock file is tested too
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..timebase import format_instant, month_bounds, parse_instant
+from .access import refuse_read_only
 from .records import Exemption
 from .store import Ledger
 
@@ -61,6 +62,8 @@ def add_exempt_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def cmd_exempt(args: argparse.Namespace) -> int:
     path = _ledger_path(args)
     action = args.exempt_command
+    if action != "list":
+        refuse_read_only(path)
     if action == "add":  # before the ledger is opened (or created)
         scope, target = next((s, getattr(args, s)) for s in ("device", "street", "gateway") if getattr(args, s))
         start, end = parse_instant(args.start), parse_instant(args.end)

@@ -28,6 +28,7 @@ from ..replay import Progress
 from ..results import Results
 from ..rules import load_rules
 from ..timebase import format_instant, month_bounds
+from .access import refuse_read_only, scratch_parent
 from .read import ledger_results
 from .rebuild import Recomputed, recompute_month
 from .records import Exemption, HourRow
@@ -84,10 +85,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
     with Ledger(paths.ledger, readonly=True) as ledger:
         refuse_seal_ledger(ledger, f"{args.ledger_command} each partition's ledger against its own archive")
+    if args.ledger_command == "rebuild":
+        refuse_read_only(paths.ledger)
     if args.ledger_command == "rebuild" and collector_running(paths.data_dir, paths.ledger):
         raise UsageError(f"a collector is running on {paths.ledger}: stop it before rebuilding (it writes the "
                          "month's hours as they close); `ptmon ledger verify` works while it runs")
-    with tempfile.TemporaryDirectory(prefix="ptmon-ledger-", dir=paths.ledger.parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix="ptmon-ledger-", dir=scratch_parent(paths.ledger.parent)) as scratch:
         recomputed_path = Path(scratch) / "recomputed.sqlite"
         with Ledger(recomputed_path) as recomputed:
             done = _recompute(paths, args.month, recomputed)

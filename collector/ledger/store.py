@@ -39,6 +39,7 @@ from typing import Any
 from ..errors import LedgerError
 from ..rules import COUNTERS
 from ..timebase import day_of
+from .access import read_only_uri, refuse_read_only
 from .records import EXEMPTION_SCOPES, AlertMessage, CountRow, DayRow, Episode, Exemption, HourRow
 from .schema import check_format, create, upgrade
 
@@ -54,12 +55,13 @@ class Ledger:
         self.path = Path(path)
         if readonly and not self.path.exists():
             raise LedgerError(f"{self.path}: no ledger here (it is written by `ptmon collect`)")
+        if not readonly:
+            refuse_read_only(self.path)
         try:
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
-            self.db = sqlite3.connect(uri, uri=readonly, timeout=30.0, isolation_level=None,
-                                      check_same_thread=False)
+            self.db = sqlite3.connect(read_only_uri(self.path) if readonly else str(self.path), uri=readonly,
+                                      timeout=30.0, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA busy_timeout = 30000")
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables and "meta" not in tables:

@@ -13,6 +13,7 @@ rows merged into a scratch ledger beside the seal ledger's closings, which only 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError, UsageError
+from ..ledger.access import scratch_parent
 from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed
 from ..ledger.store import Ledger
@@ -58,8 +60,10 @@ class MonthSetup:
 
     @property
     def scratch_dir(self) -> Path:
-        """Where scratch ledgers go: beside the ledger (a seal ledger not made yet: beside a partition's)."""
-        return self.ledger.parent if self.ledger.parent.is_dir() or not self.parts else self.parts[0].ledger.parent
+        """Where scratch ledgers go: beside the ledger (a seal ledger not made yet: beside a partition's), or in
+        the temporary directory when that cannot be written (a read-only ledger)."""
+        beside = self.ledger.parent if self.ledger.parent.is_dir() or not self.parts else self.parts[0].ledger.parent
+        return scratch_parent(beside) or Path(tempfile.gettempdir())
 
 
 @dataclass
@@ -171,7 +175,7 @@ class MonthContext:
             self._bases[key] = self._stack.enter_context(
                 recomputed_parts(self.setup.parts, registry, self.month, self.setup.scratch_dir, progress)
                 if self.setup.parts else
-                recomputed([self.setup.archive], registry, self.month, self.setup.ledger.parent, progress))
+                recomputed([self.setup.archive], registry, self.month, self.setup.scratch_dir, progress))
             spent = time.monotonic() - began
             self.recompute_seconds += spent
             self.recomputed_records += self._bases[key][1].records
