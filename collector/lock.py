@@ -34,8 +34,11 @@ class ProcessLock:
 
     def acquire(self) -> None:
         """Hold the lock, or PtmonError naming the process that holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = self.path.open("a+")
+        except OSError as exc:
+            raise PtmonError(f"{self.what}: cannot create {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
