@@ -97,8 +97,9 @@ def test_other_commands_writing_files_refuse_an_unwritable_path(collected, reado
     registry, rules = str(collected["registry"]), str(collected["rules"])
     _refused(capsys, ["registry", "generate", "--rules", rules, "--out", str(readonly / "r.csv")], f"--out {readonly / 'r.csv'}:")
     _refused(capsys, ["demo", "--offline", "--workdir", str(readonly / "d")], f"--workdir {readonly / 'd'}:")
+    record = readonly / "s.jsonl.gz"
     line = _refused(capsys, ["simulate", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
-                             "--record", str(readonly / "s.jsonl.gz"), "--duration", "1s"], f"--record {readonly / 's.jsonl.gz'}:")
+                             "--record", str(record), "--duration", "1s"], f"--record {record}:")
     assert "broker" not in line
     _refused(capsys, ["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
                       "--data-dir", str(readonly / "data")], f"data directory {readonly / 'data'}: cannot create")
@@ -113,11 +114,10 @@ def test_a_write_failing_midway_leaves_the_file_as_it_was(tmp_path: Path) -> Non
     on a full disk), the failure names the file, and no temporary file stays."""
     target = tmp_path / "report.csv"
     target.write_text("old")
-    with pytest.raises(PtmonError, match=f"cannot write {target}: No space left on device"):
-        with writing(target, "w") as f:
-            f.write("new, half")
-            f.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(PtmonError, match=f"cannot write {target}: No space left on device"), writing(target, "w") as f:
+        f.write("new, half")
+        f.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.csv"]
 
 

@@ -53,7 +53,8 @@ def test_a_ledger_month_computed_with_other_rules_or_registry_is_refused(collect
     shorter = _shorter_registry(collected, tmp_path / "reg2.csv")
     merged = ["--ledger", str(tmp / "a" / "ledger.sqlite"), str(tmp / "b" / "ledger.sqlite")]
     whole = ["--ledger", str(tmp / "all" / "ledger.sqlite")]
-    cases = [([*merged, "--registry", registry, "--rules", str(edited)], f"--rules {edited} (rules {load_rules(edited).version})"),
+    edited_is = f"--rules {edited} (rules {load_rules(edited).version})"
+    cases = [([*merged, "--registry", registry, "--rules", str(edited)], edited_is),
              ([*whole, "--registry", registry, "--rules", str(edited)], f"--rules {edited} (rules "),
              ([*whole, "--registry", str(shorter), "--rules", rules],
               f"--registry {shorter} (registry {load_registry(shorter, ruled).version})"),
