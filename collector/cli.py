@@ -16,6 +16,7 @@ from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
 from .merge import replay_partitions, tagged_archives
 from .month.commands import add_month_parser, cmd_month
+from .outputs import output_dir, output_file, writing
 from .registry import load_registry
 from .report.commands import add_report_parser, cmd_report
 from .rules import DEFAULT_RULES_DIR, load_rules
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--ledger", metavar="FILE", nargs="+", help="apply the exemptions recorded in this ledger (revoked ones "
                     "excluded), as the report does; several: each partition's; default: no exemptions")
     rp.add_argument("--csv", metavar="FILE", help="also write the KPIs as CSV ('-' for stdout)")
-    rp.add_argument("--quiet", action="store_true", help="do not print the table")
+    rp.add_argument("--quiet", action="store_true", help="print neither the table nor progress nor the first rejected "
+                    "messages of each kind: only the CSV asked for, errors, and one line counting the rejects")
 
     reg = sub.add_parser("registry", help="generate or check a device registry")
     reg_sub = reg.add_subparsers(dest="registry_command", metavar="ACTION")
@@ -222,16 +224,32 @@ def _progress_printer():
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if not args.quiet:
+        return _replay(args)
+    decoder_log = logging.getLogger("ptmon.decode")  # the first rejects of each kind, at WARNING
+    level = decoder_log.level
+    decoder_log.setLevel(logging.ERROR)
+    try:
+        return _replay(args)
+    finally:
+        decoder_log.setLevel(level)
+
+
+def _replay(args: argparse.Namespace) -> int:
     from .replay import replay
     from .sinks.archive import archive_paths
 
+    say = (lambda text: None) if args.quiet else (lambda text: print(f"replay: {text}", file=sys.stderr))
+    progress = None if args.quiet else _progress_printer()
     start, end = _resolve_period(args)
+    if args.csv and args.csv != "-":
+        output_file(args.csv, "--csv")  # before the replay, not after it
     rules = load_rules(args.rules)
     registry = load_registry(args.registry, rules)
     exemptions = _replay_exemptions(args.ledger, start, end)
     if (partitions := tagged_archives([Path(a) for a in args.archives])) is not None:
         results = replay_partitions(partitions, registry, start, end, month=args.month, exemptions=exemptions,
-                                    progress=_progress_printer(), say=lambda text: print(f"replay: {text}", file=sys.stderr))
+                                    progress=progress, say=say)
         return _show_replay(args, results, rules)
     paths = archive_paths(args.archives)
     state = None
@@ -240,8 +258,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         sources = month_sources([Path(a) for a in args.archives], args.month)
         paths, state = sources.files, load_snapshot(sources.snapshot, registry) if sources.snapshot else None
-        print(f"replay: {sources.describe()}", file=sys.stderr)
-    results = replay(paths, registry, start, end, progress=_progress_printer(), exemptions=exemptions, state=state)
+        say(sources.describe())
+    results = replay(paths, registry, start, end, progress=progress, exemptions=exemptions, state=state)
     return _show_replay(args, results, rules)
 
 
@@ -261,10 +279,13 @@ def _show_replay(args: argparse.Namespace, results, rules) -> int:
     if args.csv == "-":
         results.write_csv(sys.stdout)
     elif args.csv:
-        with open(args.csv, "w", encoding="utf-8", newline="") as out:
+        with writing(Path(args.csv), "w", encoding="utf-8", newline="") as out:
             results.write_csv(out)
     if not args.quiet:
         print(results.table(rules))
+    elif results.rejects:
+        print(f"replay: {sum(results.rejects.values()):,} messages rejected ("
+              + ", ".join(f"{k} {v:,}" for k, v in sorted(results.rejects.items())) + ")", file=sys.stderr)
     return 0
 
 
@@ -276,7 +297,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
         if args.out == "-":
             summary = write_registry(sys.stdout, rules, args.seed)
         else:
-            summary = write_registry(Path(args.out), rules, args.seed)
+            with writing(output_file(args.out, "--out"), "w", encoding="utf-8", newline="") as out:
+                summary = write_registry(out, rules, args.seed)
         for line in summary.lines():
             print(line, file=sys.stderr)
         return 0
@@ -308,10 +330,13 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from ptmon.simulators.runner import run_simulation
 
+    if args.record:
+        output_file(args.record, "--record")
     return run_simulation(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    output_dir(args.workdir, "--workdir")
     if args.offline:
         from ptmon.simulators.demo import run_offline_demo
 

@@ -38,7 +38,7 @@ class ProcessLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             f = self.path.open("a+")
         except OSError as exc:  # a read-only data directory: one line, not a traceback
-            raise PtmonError(f"{self.what}: cannot take its lock {self.path}: {exc.strerror}") from exc
+            raise PtmonError(f"{self.what}: cannot create {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

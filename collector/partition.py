@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -239,8 +240,9 @@ def check_partitions(rules: Rules, tagged: Sequence[tuple[str, Partition | None]
                      same_inputs: bool = True) -> None:
     """Refuse, with the reason, partitions that overlap, miss a street of the rules or ran with
     other rules (or registry) versions. An untagged source stands for the whole district."""
-    owner: dict[str, str] = {}
     problems: list[str] = []
+    tagged = _once(tagged, problems)
+    owner: dict[str, str] = {}
     for where, part in tagged:
         for street in part.streets if part is not None else rules.street_codes():
             if street in owner:
@@ -260,3 +262,18 @@ def check_partitions(rules: Rules, tagged: Sequence[tuple[str, Partition | None]
                 problems.append(f"mixed {what} versions: " + ", ".join(f"{w} {v}" for w, v in versions.items()))
     if problems:
         raise UsageError("cannot merge these partitions:\n  " + "\n  ".join(problems))
+
+
+def _once(tagged: Sequence[tuple[str, Partition | None]], problems: list[str]) -> list[tuple[str, Partition | None]]:
+    """Each source once: one given twice (however spelled) is named as such, not as two partitions."""
+    seen: dict[str, str] = {}
+    out = []
+    for where, part in tagged:
+        key = os.path.realpath(where)
+        if key in seen:
+            first = seen[key]
+            problems.append(f"{where} is given twice" if first == where else f"{where} is {first}, given twice")
+            continue
+        seen[key] = where
+        out.append((where, part))
+    return out

@@ -24,6 +24,7 @@ from .config import (
 from .credentials import parse_broker_url, redact, split_credentials
 from .errors import StorageGone, UsageError
 from .lifecycle import FORCED_EXIT_STATUS, ExitRequest
+from .outputs import output_file
 from .partition import partitioned_config, restrict_registry
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, Rules, load_rules
@@ -145,7 +146,7 @@ def run_collect(args: argparse.Namespace) -> int:
             print(check_alert_rules(config.alerts.rules_file, rules))
         print("config OK")
         return 0
-    kpi_csv = Path(args.kpi_csv) if args.kpi_csv else None
+    kpi_csv = output_file(args.kpi_csv, "--kpi-csv") if args.kpi_csv else None  # written at every checkpoint
     clock = time.time
     if getattr(args, "sim_start", None):
         if args.sim_anchor is None or args.sim_speed <= 0:

@@ -89,10 +89,10 @@ def test_merged_report_and_replay_equal_the_whole_collectors(collected, tmp_path
         _replay_csv(capsys, archives["all"], "--registry", *registry_args, "--month", "2026-11")
 
 
-@pytest.mark.parametrize("case", ["overlap", "whole-and-part", "incomplete", "mixed-rules"])
+@pytest.mark.parametrize("case", ["twice", "whole-and-part", "incomplete", "mixed-rules"])
 def test_overlapping_incomplete_or_mixed_partitions_are_refused(collected, tmp_path, capsys, case) -> None:
-    """Test that the report and the replay refuse, with the reason, partitions that overlap, miss a
-    street, or ran with other rules."""
+    """Test that the report and the replay refuse, with the reason, partitions given twice, that
+    overlap, miss a street, or ran with other rules."""
     tmp, registry = collected["tmp"], str(collected["registry"])
     registry_args = [registry, "--rules", str(collected["rules"])]
     a, b = tmp / "a", tmp / "b"
@@ -104,9 +104,9 @@ def test_overlapping_incomplete_or_mixed_partitions_are_refused(collected, tmp_p
         (b / "archive" / PARTITION_FILE).write_text(json.dumps(doc))
         with sqlite3.connect(b / "ledger.sqlite") as db:
             db.execute("UPDATE meta SET value = ? WHERE key = 'partition'", (json.dumps(doc),))
-    sets = {"overlap": [a, b, a], "whole-and-part": [tmp / "all", b], "incomplete": [a],
+    sets = {"twice": [a, b, a], "whole-and-part": [tmp / "all", b], "incomplete": [a],
             "mixed-rules": [a, b]}[case]
-    reason = {"overlap": "street changzheng is in two partitions", "whole-and-part": "street wanli is in two partitions",
+    reason = {"twice": "is given twice", "whole-and-part": "street wanli is in two partitions",
               "incomplete": "street(s) wanli in no partition", "mixed-rules": "mixed rules versions"}[case]
     for args in (["report", "--month", "2026-11", "--format", "csv", "--out", str(tmp_path / "out"), "--registry",
                   *registry_args, "--ledger", *(str(d / "ledger.sqlite") for d in sets)],

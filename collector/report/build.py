@@ -26,6 +26,7 @@ from ..rules import RULE_FILES, Rules
 from ..sinks.archive import archive_files
 from ..snapshots import month_sources
 from ..timebase import day_of, format_instant, month_bounds
+from .computed_with import recomputed_note, refuse_other_versions
 from .model import InputFile, ReportInputs
 from .status import last_observed
 
@@ -60,9 +61,13 @@ def build_inputs(*, month: str, registry: Registry, rules: Rules, ledger_path: P
         else:
             assert real is not None
             source, ledger = "ledger", real
+            refuse_other_versions(real, ledger_label or str(ledger_path), month, start, end, registry)
             say(f"reading {month} from the ledger {ledger_path}")
         results = ledger_results(ledger, registry, start, end, exemptions)
         warnings = ledger_warnings(ledger, registry, start, end) if source == "ledger" else []
+        if source == "archive" and real is not None and (note := recomputed_note(real, start, end, registry)):
+            say(note)
+            warnings.append(note)
         inputs = ReportInputs(
             month=month, start=start, end=end, source=source, rules=rules, registry=registry, results=results,
             daily=ledger_daily(ledger, registry, start, end, exemptions), exemptions=exemptions,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import PtmonError, UsageError
 from ..merge import merged_ledger_file
+from ..outputs import output_dir
 from ..registry import load_registry
 from ..rules import DEFAULT_RULES_DIR, load_rules
 from ..timebase import month_bounds
@@ -51,6 +52,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     month_bounds(args.month)  # a bad month fails here, before anything is read
     formats = parse_formats(args.format)
+    output_dir(args.out, "--out")  # before the month is read (a recomputation takes minutes)
     config = None
     if args.config:
         from ..config import load_config

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..durable import replacing
 from ..errors import PtmonError, UsageError
+from ..outputs import reason
 from .model import ReportInputs
 from .view import ReportView, build_view
 
@@ -37,7 +38,10 @@ def render(inputs: ReportInputs, out_dir: Path, formats: Iterable[str] = FORMATS
     ``stem`` names the files (default ``report-YYYY-MM[-contract]``)."""
     say = progress or (lambda _: None)
     chosen: Sequence[str] = tuple(formats)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PtmonError(f"cannot create the directory {out_dir}: {reason(exc)}") from exc
     began = time.monotonic()
     view = build_view(inputs, contract)
     say(f"summaries built ({time.monotonic() - began:.1f} s)")
@@ -84,5 +88,8 @@ def _render_one(fmt: str, view: ReportView, html_text: str, path: Path) -> None:
 
 
 def _write(target: Path, fmt: str, view: ReportView, html_text: str) -> None:
-    with replacing(target, durable=False) as tmp:
-        _render_one(fmt, view, html_text, tmp)
+    try:
+        with replacing(target, durable=False) as tmp:
+            _render_one(fmt, view, html_text, tmp)
+    except OSError as exc:  # the temporary file is gone and ``target`` as it was
+        raise PtmonError(f"cannot write {target}: {reason(exc)}") from exc

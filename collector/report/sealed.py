@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import LedgerError, UsageError
 from ..ledger.closing import Closing, closings
 from ..ledger.store import Ledger
+from ..outputs import writing
 from ..timebase import format_instant
 from .model import ReportInputs
 from .render import render, report_stem
@@ -118,7 +119,8 @@ def render_sealed(inputs: ReportInputs, month: str, contract: str, out_dir: Path
     written = render(inputs, out_dir, chosen, contract=contract, progress=progress, stem=stem)
     if "csv" in chosen and inputs.closing.restated:
         path = out_dir / f"{stem}-changes.csv"
-        path.write_text(changes_csv(inputs), encoding="utf-8", newline="")
+        with writing(path, "w", encoding="utf-8", newline="") as f:
+            f.write(changes_csv(inputs))
         written.append(path)
     return written
 

@@ -201,11 +201,7 @@ def _daily(inputs: ReportInputs, contract: Contract, days: list[date]) -> dict[t
 
 def _warnings(inputs: ReportInputs, views: list[ContractView], status: ReportStatus) -> list[str]:
     """What the numbers alone do not say and a reviewer must know before signing."""
-    out = []
-    results = inputs.results
-    if results.rules_version != inputs.rules.version or results.registry_version != inputs.registry.version:
-        out.append(f"KPI 计算所用版本 (rules {results.rules_version}, registry {results.registry_version}) 与本报告读取的版本 "
-                   f"(rules {inputs.rules.version}, registry {inputs.registry.version}) 不同 (versions differ)")
+    out = []  # (other rules or registry than the ledger month's are refused before: report.computed_with)
     for view in views:
         c = view.contract
         if not status.month_over:

@@ -1,0 +1,70 @@
+"""Where a command writes its files, checked before the work: a path that cannot be written is
+refused in one line naming it and the reason (exit 2), not found out by a traceback after the
+work, and a write that fails midway leaves nothing half-written (files go through
+:func:`ptmon.durable.replacing`, so the target is the old file or the new one)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from .durable import replacing_file
+from .errors import PtmonError, UsageError
+
+
+def output_dir(path: str | Path, option: str) -> Path:
+    """``path`` as a directory to write files in: it is one, or can be made (its nearest existing
+    ancestor is a writable directory); else a UsageError. Nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: exists and is not a directory")
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UsageError(f"{option} {path}: {base} is not a directory")
+    _probe(base, f"{option} {path}")
+    return path
+
+
+def output_file(path: str | Path, option: str) -> Path:
+    """``path`` as a file to write: not a directory, in a writable directory that exists."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: no directory {parent}" if not parent.exists()
+                         else f"{option} {path}: {parent} is not a directory")
+    _probe(parent, f"{option} {path}")
+    return path
+
+
+@contextmanager
+def writing(path: Path, mode: str = "w", **open_args: object) -> Iterator[IO]:
+    """The file ``path`` opened to be written under a temporary name and renamed when the block ends;
+    a failure to write it is a PtmonError naming it, and leaves ``path`` as it was."""
+    try:
+        with replacing_file(Path(path), mode, durable=False, **open_args) as f:
+            yield f
+    except OSError as exc:
+        raise PtmonError(f"cannot write {path}: {reason(exc)}") from exc
+
+
+def reason(exc: OSError) -> str:
+    """An OSError's reason in words (the errno's text), without the path the message names already."""
+    return exc.strerror or str(exc)
+
+
+def _probe(directory: Path, what: str) -> None:
+    try:
+        probe = tempfile.mkdtemp(prefix=".ptmon-write-test-", dir=directory)
+        os.rmdir(probe)
+    except OSError as exc:
+        why = "files cannot be created there" if exc.errno == errno.ENOENT else reason(exc)
+        raise UsageError(f"{what}: cannot write in {directory}: {why}") from exc

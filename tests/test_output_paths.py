@@ -1,0 +1,146 @@
+"""Commands that write files refuse, before the work and in one line naming the path and the reason
+(exit 2, no traceback), an output they cannot write: on a read-only filesystem, an existing regular
+file where a directory is wanted, a directory where a file is wanted, a place like /proc. A write
+that fails midway leaves the target as it was. And ``ptmon replay --quiet`` is quiet.
+
+The read-only filesystem is a real one (a tmpfs mounted read-only) when the tests run as root;
+otherwise a directory without write permission, which the kernel refuses the same way."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ptmon.cli import main
+from ptmon.errors import PtmonError
+from ptmon.outputs import writing
+
+
+@pytest.fixture
+def readonly(tmp_path: Path) -> Iterator[Path]:
+    """A directory nothing can be written in."""
+    target = tmp_path / "ro"
+    target.mkdir()
+    if os.geteuid() == 0:
+        mounted = shutil.which("mount") and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(target)], capture_output=True).returncode == 0
+        if not mounted:
+            pytest.skip("root without a read-only mount: cannot make an unwritable directory")
+        try:
+            yield target
+        finally:
+            subprocess.run(["umount", str(target)], check=True)
+    else:
+        target.chmod(0o555)
+        try:
+            yield target
+        finally:
+            target.chmod(0o755)
+
+
+def _refused(capsys, args: list[str], *expected: str) -> str:  # type: ignore[no-untyped-def]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, (args, err)
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("ptmon: error:")]
+    for text in expected:
+        assert text in line, (text, line)
+    return line
+
+
+def test_report_out_that_cannot_be_written_is_refused_before_the_month_is_read(collected, readonly, tmp_path, capsys) -> None:
+    """Test that --out on a read-only filesystem, an existing regular file, a path below one, and
+    /proc/x are refused in one line naming the path and the reason, and nothing is written."""
+    tmp = collected["tmp"]
+    plain = tmp_path / "plain"
+    plain.write_text("not a directory")
+    report = ["report", "--month", "2026-11", "--format", "csv", "--registry", str(collected["registry"]),
+              "--rules", str(collected["rules"]), "--ledger", str(tmp / "all" / "ledger.sqlite")]
+    for out, reason in ((readonly / "x", "Read-only file system" if os.geteuid() == 0 else "Permission denied"),
+                        (plain, "exists and is not a directory"), (plain / "sub", f"{plain} is not a directory"),
+                        (Path("/proc/x"), "cannot write in /proc")):
+        _refused(capsys, [*report, "--out", str(out)], f"--out {out}:", reason)
+        _refused(capsys, [*report, "--out", str(out), "--from-archive", str(tmp / "all" / "archive")], f"--out {out}:")
+    assert plain.read_text() == "not a directory" and not list(readonly.iterdir())
+    assert main([*report, "--out", str(tmp_path / "new" / "dir")]) == 0  # a directory that can be made still is
+    assert (tmp_path / "new" / "dir" / "report-2026-11.csv").is_file()
+
+
+def test_replay_csv_that_cannot_be_written_is_refused_before_the_replay(collected, readonly, tmp_path, capsys) -> None:
+    """Test that replay --csv on a read-only filesystem, in a missing directory, or naming a directory
+    is refused in one line (before any archive is read), and a good --csv is written whole."""
+    replay = ["replay", str(collected["tmp"] / "all" / "archive"), "--month", "2026-11", "--registry",
+              str(collected["registry"]), "--rules", str(collected["rules"]), "--quiet"]
+    for csv, reason in ((readonly / "x.csv", f"cannot write in {readonly}"), (tmp_path / "nodir" / "x.csv", "no directory"),
+                        (tmp_path, "is a directory")):
+        line = _refused(capsys, [*replay, "--csv", str(csv)], f"--csv {csv}:", reason)
+        assert "records" not in capsys.readouterr().err, line
+    assert not list(readonly.iterdir())
+    assert main([*replay, "--csv", str(tmp_path / "k.csv")]) == 0
+    assert (tmp_path / "k.csv").read_text().startswith("contract,street,kpi,value")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_other_commands_writing_files_refuse_an_unwritable_path(collected, readonly, capsys) -> None:
+    """Test that registry generate --out, demo --workdir, simulate --record and collect --data-dir /
+    --kpi-csv on a read-only filesystem are refused in one line naming the path (the simulator's is
+    not told as a broker it cannot reach)."""
+    registry, rules = str(collected["registry"]), str(collected["rules"])
+    _refused(capsys, ["registry", "generate", "--rules", rules, "--out", str(readonly / "r.csv")], f"--out {readonly / 'r.csv'}:")
+    _refused(capsys, ["demo", "--offline", "--workdir", str(readonly / "d")], f"--workdir {readonly / 'd'}:")
+    record = readonly / "s.jsonl.gz"
+    line = _refused(capsys, ["simulate", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
+                             "--record", str(record), "--duration", "1s"], f"--record {record}:")
+    assert "broker" not in line
+    _refused(capsys, ["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
+                      "--data-dir", str(readonly / "data")], f"data directory {readonly / 'data'}: cannot create")
+    _refused(capsys, ["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
+                      "--data-dir", str(readonly.parent / "data"), "--kpi-csv", str(readonly / "k.csv")],
+             f"--kpi-csv {readonly / 'k.csv'}:")
+    assert not list(readonly.iterdir())
+
+
+def test_a_write_failing_midway_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    """Test that a file written through ``writing`` stays the old one when the write fails midway (as
+    on a full disk), the failure names the file, and no temporary file stays."""
+    target = tmp_path / "report.csv"
+    target.write_text("old")
+    with pytest.raises(PtmonError, match=f"cannot write {target}: No space left on device"), writing(target, "w") as f:
+        f.write("new, half")
+        f.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.csv"]
+
+
+def test_replay_quiet_prints_no_rejects_or_progress_but_counts_them(collected, tmp_path, capsys, caplog) -> None:
+    """Test that replay --quiet prints neither the table nor the decoder's reject warnings, only one
+    line counting the rejects; without --quiet the warnings are logged as before."""
+    from .partition_data import END
+
+    bad = tmp_path / "bad.jsonl"
+    device = "putuo/iot/wanli/wanli-lift0/hb"
+    bad.write_text("".join(json.dumps({"t": END - 60 + i, "topic": device, "payload": "{not json"}) + "\n" for i in range(3)))
+    files = sorted(str(p) for p in (collected["tmp"] / "all" / "archive").glob("ptmon-*.jsonl.gz"))
+    args = ["replay", *files, str(bad), "--start", "2026-11-01T00:10:00", "--end", "2026-11-01T02:20:00",
+            "--registry", str(collected["registry"]), "--rules", str(collected["rules"])]
+    with caplog.at_level(logging.WARNING, logger="ptmon.decode"):
+        assert main(args) == 0
+    loud = capsys.readouterr()
+    assert "bad_json 3" in loud.out  # the table
+    assert any(r.name == "ptmon.decode" and "bad_json" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ptmon.decode"):
+        assert main([*args, "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert not [r for r in caplog.records if r.name == "ptmon.decode"]
+    assert quiet.out == "" and quiet.err == "replay: 3 messages rejected (bad_json 3)\n"
+    assert logging.getLogger("ptmon.decode").level == logging.NOTSET  # --quiet lasts the command only
