@@ -75,6 +75,7 @@ class Registry:
     scenarios: list[str]
     contract_slices: dict[str, slice] = field(default_factory=dict)
     group_bounds: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # [G + 1] slice starts
+    partition: tuple[str, ...] | None = None  # the streets a partition's registry keeps (None: the district's)
 
     def __len__(self) -> int:
         return len(self.ids)
