@@ -279,6 +279,24 @@ def test_a_partition_alerts_only_for_its_own_gateways(tmp_path, setup, streets):
     assert firing["Subject"] == "【网关离线】桃浦镇 网关 gw-taopu-cam-0：6 台设备受影响"
 
 
+def test_a_partition_restored_with_another_partitions_gateway_offline_alerts_nothing(tmp_path, setup):
+    """Test that a partition whose restored state holds another partition's gateway offline (as an earlier
+    version took every gateway's status) sends no gateway email for it."""
+    import dataclasses
+
+    records = [r for r in minutes(0, 60) if r[1].split("/")[2] == "changzheng"]
+    with SmtpServer() as smtp:
+        config = dataclasses.replace(make_config(tmp_path, setup, smtp.port), streets=("changzheng",))
+        collector = restored_collector(config)
+        g = collector.registry.gateways.index("gw-taopu-cam-0")
+        collector.engine.gateway_online[g], collector.engine.gateway_since[g] = False, (T0 + 30) * US_PER_S
+        push(collector, records)
+        send_all(config)
+        collector.ledger.close()
+        collector.lock.release()
+    assert smtp.inbox.messages == []
+
+
 def test_the_whole_district_silent_is_one_pipeline_email(tmp_path, setup):
     """Test that every device going silent at once (uplink, broker) is one incident to the district
     recipients, and nothing to the streets: no silent-street, gateway or breach email."""
