@@ -22,7 +22,9 @@ them):
   they always did.
 
 A reader never stops on a bad line: it counts it, logs where it was, and goes on. A gzip
-stream cut short (a crash mid-write) ends that file with a warning.
+stream cut short (a crash mid-write) ends that file with a warning. A damaged gzip stream (a
+failed check, invalid deflate data, a bad member: archive_damage.py) stops the reader with an
+error naming the file and byte.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import numpy as np
 import orjson
 from zlib_ng import zlib_ng
 
+from .archive_damage import ArchiveDamaged, damage_offset, is_damage
 from .errors import ArchiveError
 from .lines import ArchiveLines, Block, scan
 
@@ -224,9 +227,13 @@ def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | None]:
 
 
 class ArchiveReader:
-    """Reads one or more archives as a single stream merged by receive time."""
+    """Reads one or more archives as a single stream merged by receive time.
 
-    def __init__(self, paths: Iterable[str | Path]) -> None:
+    A file cut short (a crash while writing) is read up to the cut, with a warning. A damaged
+    file (archive_damage.py) raises :class:`ArchiveDamaged` once its readable records are read;
+    ``on_damage="log"`` logs it as an error and goes on instead (``damaged`` lists the files)."""
+
+    def __init__(self, paths: Iterable[str | Path], *, on_damage: str = "raise") -> None:
         self.paths = [Path(p) for p in paths]
         for p in self.paths:
             if not p.is_file():
@@ -234,6 +241,9 @@ class ArchiveReader:
         self.records = 0
         self.bad_lines = 0
         self.truncated: list[str] = []
+        self.damaged: list[str] = []
+        self.on_damage = on_damage
+        self._first_bad: dict[Path, int] = {}  # a file's first bad line, named if the file turns out damaged
 
     def __iter__(self) -> Iterator[Record]:
         """One collector's files (one directory, the collector's names) in the order it wrote them
@@ -323,12 +333,21 @@ class ArchiveReader:
             line = row + 1
 
     def _cut(self, path: Path, lineno: int, exc: Exception) -> None:
+        if is_damage(exc, INFLATE_ERRORS):
+            damage = ArchiveDamaged(path, exc, damage_offset(path, _INFLATE, INFLATE_ERRORS), path.stat().st_size,
+                                    lineno=lineno, first_bad_line=self._first_bad.get(path))
+            self.damaged.append(str(path))
+            if self.on_damage == "raise":
+                raise damage
+            log.error("%s", damage)
+            return
         self.truncated.append(str(path))
         log.warning("%s: archive is cut short after line %d (%s), as a crash while writing leaves it; read up to there",
                     path, lineno, exc)
 
     def _bad_line(self, path: Path, lineno: int) -> None:
         self.bad_lines += 1
+        self._first_bad.setdefault(path, lineno)
         if self.bad_lines <= LOGGED_BAD_LINES:
             log.warning("%s:%d: not an archive record (t, topic, payload); skipped", path, lineno)
 

@@ -32,8 +32,9 @@ REJECT_KINDS = (
     "bad_gateway_status",
 )
 # Besides rejects, the decoder counts messages whose receive time is before one already
-# received (the collector's clock stepped back): they are applied at the clock's time.
-DECODER_COUNTED = (*REJECT_KINDS, "late")
+# received (the collector's clock stepped back): they are applied at the clock's time; and, in a
+# partition, gateway statuses another partition owns and counts (partition.py).
+DECODER_COUNTED = (*REJECT_KINDS, "late", "other_partition_gateway")
 DECODER_KIND_CODE = {kind: i for i, kind in enumerate(DECODER_COUNTED)}
 _ARRAY_FIELDS = ("t", "device", "seq", "has_seq", "boot", "has_boot", "counters", "has_counter", "ts", "bat", "rssi")
 

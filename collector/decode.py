@@ -14,7 +14,7 @@ Reject kinds, checked in this order (a message counts under the first that fails
   unknown_device     device id not in the registry (also tracked by topic, bounded)
   contract_mismatch  topic contract differs from the registry's
   street_mismatch    topic street differs from the registry's
-  unknown_gateway    gateway status from a gateway not in the registry
+  unknown_gateway    gateway status from a gateway not in the registry (in a partition: see below)
   rate_limited       more than ``device_rate`` messages from one device (or gateway) in a window
   oversize           payload larger than ``max_payload`` bytes
   bad_json           not JSON (or not UTF-8, NaN, Infinity, a number beyond a double, or nested
@@ -23,6 +23,11 @@ Reject kinds, checked in this order (a message counts under the first that fails
   bad_value          a known key of the wrong type or out of range (``bad_fields`` says which)
   counter_mismatch   a success counter above its attempts counter (read_ok > reads, ...)
   bad_gateway_status gateway status payload not ``online`` / ``offline``
+
+In a partition (``Registry.partition``), the status of a gateway serving no device of its streets
+is no reject: it is counted as ``other_partition_gateway`` and changes nothing, since the
+partition owning the gateway's devices takes it. A gateway the registry does not know is
+``unknown_gateway`` only in the partition holding the rules' first street (partition.py).
 
 Types are compared exactly: JSON ``true`` is no number (Python's bool is an int, so a plain
 ``isinstance`` would take it as 1), and ``1.0`` is no integer.
@@ -89,6 +94,14 @@ def _size(payload: bytes | str) -> int:
     return len(payload) if isinstance(payload, bytes) else len(payload.encode("utf-8", "surrogatepass"))
 
 
+def _gateways_served(registry: Registry) -> tuple[dict[str, int], frozenset[str]]:
+    """The gateways that serve a device of the registry (id → code), and the others of its code table:
+    in a partition's registry, the gateways of other partitions' streets."""
+    served = set(np.unique(registry.gateway).tolist())
+    index = {g: i for i, g in enumerate(registry.gateways) if g and i in served}
+    return index, frozenset(g for g in registry.gateways if g and g not in index)
+
+
 def _received(messages: list[Message] | ArchiveLines) -> Sequence[float] | np.ndarray:
     return messages.t if isinstance(messages, ArchiveLines) else [m[0] for m in messages]
 
@@ -105,7 +118,10 @@ class Decoder:
         self.unknown_overflow = 0  # messages from unknown topics not tracked (the limit was reached)
         self.accepted = 0
         self.topics = TopicMap(registry)  # heartbeat topic → registry row, verified byte for byte
-        self._gateway_index = {g: i for i, g in enumerate(registry.gateways) if g}
+        self._gateway_index, self._gateways_elsewhere = _gateways_served(registry)
+        # A gateway the registry does not know: the whole district's, or one partition's, to count.
+        self._counts_unknown_gateways = registry.partition is None or \
+            registry.rules.street_codes()[0] in registry.partition
         self._contracts = {c.code: i for i, c in enumerate(registry.rules.contracts)}
         self._streets = {s.code: i for i, s in enumerate(registry.rules.streets)}
         self._device_limit: WindowLimit | None = None
@@ -321,10 +337,12 @@ class Decoder:
         parts = topic.split("/")
         if len(parts) == 4 and parts[0] == "putuo" and parts[1] == "gw" and parts[3] == "status":
             gateway = self._gateway_index.get(parts[2])
-            if gateway is None:
-                self._reject(row, "unknown_gateway", topic, "")
-            else:
+            if gateway is not None:
                 gateways.append((row, gateway))
+            elif parts[2] in self._gateways_elsewhere or not self._counts_unknown_gateways:
+                self._noted.add(row, "other_partition_gateway")  # another partition takes and counts it
+            else:
+                self._reject(row, "unknown_gateway", topic, "")
             return None
         if len(parts) != 5 or parts[0] != "putuo" or parts[4] != "hb" or parts[1] not in self._contracts:
             self._reject(row, "bad_topic", topic, "")

@@ -9,9 +9,14 @@ partitions into one month.
 
 The registry is filtered after it is loaded (:func:`restrict_registry`), above the CSV parser,
 so that any loader gives the same partition. The restricted registry keeps the file's version and
-its code tables (communities, gateways): another partition's gateway is known and owns no device
-here, so its status (every collector takes ``putuo/gw/+/status``) is neither an error nor counted
-twice.
+its code tables (communities, gateways), and is tagged with its streets (``Registry.partition``).
+Every collector takes ``putuo/gw/+/status``, so every partition receives every gateway's status:
+the decoder takes the statuses only of gateways that serve a device of its streets. Another
+partition's gateway changes nothing here and raises nothing; its status is counted as
+``other_partition_gateway`` (ordinary traffic, not data quality), so the merged data quality holds
+it once, from its owner. A gateway the registry does not know has no owner: the partition holding
+the rules' first street counts it as ``unknown_gateway``, the others as ``other_partition_gateway``,
+so merged partitions count it as often as one whole-district collector does.
 """
 
 from __future__ import annotations
@@ -84,9 +89,10 @@ def partition_topics(streets: Sequence[str]) -> tuple[str, ...]:
 
 
 def restrict_registry(registry: Registry, streets: Sequence[str]) -> Registry:
-    """The registry's rows of ``streets`` only, same version and code tables."""
+    """The registry's rows of ``streets`` only, same version and code tables, tagged with its streets."""
     codes = registry.rules.street_codes()
-    keep = np.isin(registry.street, [codes.index(s) for s in owned_streets(registry.rules, streets)])
+    owned = owned_streets(registry.rules, streets)
+    keep = np.isin(registry.street, [codes.index(s) for s in owned])
     rows = np.flatnonzero(keep)
     ids = registry.ids.take(rows)
     contract, street = registry.contract[rows], registry.street[rows]
@@ -99,6 +105,7 @@ def restrict_registry(registry: Registry, streets: Sequence[str]) -> Registry:
         community=registry.community[rows], gateway=registry.gateway[rows], scenario=registry.scenario[rows],
         contract_slices={c.code: slice(int(bounds[i]), int(bounds[i + 1])) for i, c in enumerate(registry.rules.contracts)},
         group_bounds=np.searchsorted(group, np.arange(len(registry.rules.contracts) * n_streets + 1)).astype(np.int64),
+        partition=owned,
     )
 
 

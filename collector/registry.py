@@ -75,6 +75,7 @@ class Registry:
     scenarios: list[str]
     contract_slices: dict[str, slice] = field(default_factory=dict)
     group_bounds: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # [G + 1] slice starts
+    partition: tuple[str, ...] | None = None  # the streets a partition's registry keeps (None: the district's)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -423,6 +424,8 @@ def _columnar(label: str, version: str, rules: Rules, ids: DeviceIds, chunks: _C
     group_bounds = np.searchsorted(group, np.arange(len(rules.contracts) * len(rules.streets) + 1))
     sorted_ids = ids if bool((order == np.arange(len(order))).all()) else ids.take(order)
     del ids
+    columns: dict[str, Any] = {name: chunks.column(name)[order]
+                               for name in ("type", "accepted_day", "retired_day", "community", "gateway", "scenario")}
     return Registry(
         path=label,
         version=version,
@@ -431,8 +434,7 @@ def _columnar(label: str, version: str, rules: Rules, ids: DeviceIds, chunks: _C
         index=IdIndex(sorted_ids),
         contract=contract,
         street=street,
-        **{name: chunks.column(name)[order]
-           for name in ("type", "accepted_day", "retired_day", "community", "gateway", "scenario")},
+        **columns,
         communities=tables.communities.interned,
         gateways=tables.gateways.interned,
         scenarios=tables.scenarios.interned,

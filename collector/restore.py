@@ -187,7 +187,9 @@ class StateRestore:
     def _replay_archive(self) -> None:
         """Feed the archive files of the rebuild (points to InfluxDB were sent when they were live)."""
         began = time.monotonic()
-        reader = ArchiveReader(self._sources.files)
+        # The collector starts even on a damaged file (logged as an error): monitoring goes on, and a
+        # replay, report or month close from that archive refuses it.
+        reader = ArchiveReader(self._sources.files, on_damage="log")
         self._replaying = True
         try:
             self.feed.feed(reader, progress=lambda p: log.warning(
@@ -198,6 +200,8 @@ class StateRestore:
         self.ledger_writer.flush(open_buckets=True)
         self._write_anomalies()
         self.notes.append(f"rebuilt from {reader.records:,} archived records in {time.monotonic() - began:.0f} s")
+        if reader.damaged:
+            self.notes.append(f"DAMAGED archive file(s), read up to the damage: {', '.join(reader.damaged)}")
 
     def _month_snapshot(self, month_start: int) -> None:
         if not self._replaying:
@@ -216,8 +220,10 @@ class StateRestore:
         skip = int(position.get("records", 0))
         replayed = 0
         for i, path in enumerate(files[start:]):
-            reader = ArchiveReader([path])
+            reader = ArchiveReader([path], on_damage="log")
             self.feed.feed(islice(iter(reader), skip if i == 0 else 0, None))
             replayed += reader.records - (skip if i == 0 else 0)
+            if reader.damaged:
+                self.notes.append(f"DAMAGED archive file {path}, read up to the damage")
         if replayed > 0:
             self.notes.append(f"replayed {replayed} archived records written after the checkpoint")

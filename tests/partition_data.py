@@ -83,7 +83,8 @@ async def wait_for(condition, what: str, timeout: float = 30.0) -> None:  # type
 
 def traffic(registry_path: Path) -> list[tuple[float, str, str]]:
     """The simulator's heartbeats (a camera street's gateway drops for a while, with its devices silent),
-    plus the gateway's status messages as it would send them."""
+    plus the gateway's status messages as it would send them, an unknown gateway's status and a
+    malformed status (every partition receives every gateway's status)."""
     rules = load_rules(registry_path.parent / "rules")
     registry = load_registry(registry_path, rules)
     records = list(iter_records(registry, rules, START * US_PER_S, (END - 300) * US_PER_S,
@@ -91,7 +92,9 @@ def traffic(registry_path: Path) -> list[tuple[float, str, str]]:
     gw = "putuo/gw/gw-wanli-cam/status"
     quiet = (START + 3000, START + 4200)
     records = [r for r in records if not (r[1].startswith("putuo/cam/wanli/") and quiet[0] <= r[0] < quiet[1])]
-    records += [(quiet[0] + 1.0, gw, "offline"), (quiet[1] + 1.0, gw, "online")]
+    records += [(quiet[0] + 1.0, gw, "offline"), (quiet[1] + 1.0, gw, "online"),
+                (START + 901.0, "putuo/gw/gw-nowhere-iot/status", "offline"),  # a gateway not in the registry
+                (START + 1801.0, "putuo/gw/gw-changzheng-iot/status", '{"x": 1}')]  # no status
     return sorted(records, key=lambda r: r[0])
 
 

@@ -245,6 +245,58 @@ def test_a_dead_gateway_is_one_gateway_email_and_no_street_email(tmp_path, setup
     assert "首次发现 (first seen)：2026-11-01 01:00:30" in firing.get_body().get_content()
 
 
+@pytest.mark.parametrize("streets", [("changzheng",), ("taopu",)])
+def test_a_partition_alerts_only_for_its_own_gateways(tmp_path, setup, streets):
+    """Test that a partition collector receiving another partition's gateway's Last Will (every partition
+    takes every gateway status) changes nothing and sends nothing; the gateway's own partition sends the
+    gateway email with its street and devices."""
+    import dataclasses
+
+    def behind(street, i, m):
+        return street == "taopu" and i < 12 and i % 2 == 0 and 60 <= m < 120
+
+    records = [r for r in minutes(0, 180, behind) if r[1].split("/")[2] in streets]  # its streets' topics
+    records += gateway_records(T0 + 60 * MIN + 30.0, "gw-taopu-cam-0", "offline")
+    records += gateway_records(T0 + 120 * MIN + 5.0, "gw-taopu-cam-0", "online")
+    records.sort(key=lambda r: r[0])
+    with SmtpServer() as smtp:
+        config = dataclasses.replace(make_config(tmp_path, setup, smtp.port), streets=streets)
+        collector = restored_collector(config)
+        push(collector, records)
+        offline = [collector.registry.gateways[g] for g in (~collector.engine.gateway_online).nonzero()[0].tolist()]
+        went = collector.engine.gateway_since[collector.registry.gateways.index("gw-taopu-cam-0")]
+        send_all(config)
+        collector.ledger.close()
+        collector.lock.release()
+    assert offline == []  # it came back online in both
+    if streets == ("changzheng",):
+        assert went < 0 and smtp.inbox.messages == []  # never taken: no state, no email
+        return
+    assert went == (T0 + 120 * MIN + 5) * US_PER_S
+    assert summary(smtp.inbox) == [("center@example.org", "gateway:firing"), ("center@example.org", "gateway:resolved"),
+                                   ("taopu@example.org", "gateway:firing"), ("taopu@example.org", "gateway:resolved")]
+    firing = next(m for m in smtp.inbox.messages if event(m)["notice"] == "firing")
+    assert firing["Subject"] == "【网关离线】桃浦镇 网关 gw-taopu-cam-0：6 台设备受影响"
+
+
+def test_a_partition_restored_with_another_partitions_gateway_offline_alerts_nothing(tmp_path, setup):
+    """Test that a partition whose restored state holds another partition's gateway offline (as an earlier
+    version took every gateway's status) sends no gateway email for it."""
+    import dataclasses
+
+    records = [r for r in minutes(0, 60) if r[1].split("/")[2] == "changzheng"]
+    with SmtpServer() as smtp:
+        config = dataclasses.replace(make_config(tmp_path, setup, smtp.port), streets=("changzheng",))
+        collector = restored_collector(config)
+        g = collector.registry.gateways.index("gw-taopu-cam-0")
+        collector.engine.gateway_online[g], collector.engine.gateway_since[g] = False, (T0 + 30) * US_PER_S
+        push(collector, records)
+        send_all(config)
+        collector.ledger.close()
+        collector.lock.release()
+    assert smtp.inbox.messages == []
+
+
 def test_the_whole_district_silent_is_one_pipeline_email(tmp_path, setup):
     """Test that every device going silent at once (uplink, broker) is one incident to the district
     recipients, and nothing to the streets: no silent-street, gateway or breach email."""

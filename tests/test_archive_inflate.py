@@ -75,19 +75,19 @@ def test_blocks_and_reader_are_the_same_with_either_inflater(tmp_path: Path, mon
     path = tmp_path / "damaged.jsonl.gz"
     path.write_bytes(bytes(data))
 
-    def read_all() -> tuple[list[bytes], list[object], tuple[int, int, list[str]], list[str]]:
+    def read_all() -> tuple[list[bytes], list[object], tuple[int, int, list[str], list[str]], list[str]]:
         caplog.clear()
         chunks = _Decompressed(path)
         blocks = list(chunks.read())
-        reader = ArchiveReader([path])
+        reader = ArchiveReader([path], on_damage="log")
         records = list(reader)
-        return blocks, [str(chunks.cut), records], (reader.records, reader.bad_lines, reader.truncated), \
+        return blocks, [str(chunks.cut), records], (reader.records, reader.bad_lines, reader.truncated, reader.damaged), \
             [r.getMessage() for r in caplog.records]
 
     with_ng = read_all()
     monkeypatch.setattr(archive_module, "_INFLATE", zlib)
     assert read_all() == with_ng
-    assert with_ng[2][2] == [str(path)] and with_ng[2][0] > 100
+    assert with_ng[2][3] == [str(path)] and with_ng[2][2] == [] and with_ng[2][0] > 100  # damaged, not cut
 
 
 def test_a_plain_gzip_file_reads_whole() -> None:

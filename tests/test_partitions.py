@@ -327,7 +327,7 @@ def test_district_observed_time_is_every_partitions(tmp_path) -> None:
     from ptmon.archive import MONITOR_TOPIC, encode_record
     from ptmon.ledger.read import ledger_results
     from ptmon.ledger.store import Ledger
-    from ptmon.merge import merge_ledgers, recompute_partitions, replay_partitions
+    from ptmon.merge import recompute_partitions, replay_partitions
     from ptmon.partition import PARTITION_FILE, partition_of, restrict_registry
     from ptmon.registry import load_registry
     from ptmon.replay import replay
@@ -371,3 +371,36 @@ def test_district_observed_time_is_every_partitions(tmp_path) -> None:
         assert results.coverage["cam"]["observed_seconds"] == results.coverage["iot"]["observed_seconds"] == both
     assert replayed.gaps == from_archives.gaps and len(replayed.gaps) == 4  # before, the two downs, after
 
+
+def test_a_gateway_status_is_taken_and_counted_by_the_partition_of_its_devices(collected, tmp_path) -> None:
+    """Test that every partition receives every gateway's status but only the gateway's own partition
+    takes it: the other changes no gateway state and counts it as other_partition_gateway (not data
+    quality), an unknown gateway counts once (in the partition of the rules' first street), and the
+    merged ledgers' rejects equal the whole collector's instead of doubling."""
+    from ptmon.ledger.read import ledger_results
+    from ptmon.ledger.store import Ledger
+    from ptmon.merge import merged_ledger_file
+    from ptmon.report.quality import quality_lines
+    from ptmon.timebase import month_bounds
+
+    tmp, rules = collected["tmp"], load_rules(collected["rules"])
+    full = load_registry(collected["registry"], rules)
+    start, end = month_bounds("2026-11")
+
+    def results(path: Path, registry):  # type: ignore[no-untyped-def]
+        with Ledger(path, readonly=True) as ledger:
+            return ledger_results(ledger, registry, start, end)
+
+    whole = results(tmp / "all" / "ledger.sqlite", full)
+    assert whole.rejects["unknown_gateway"] == 1 and whole.rejects["bad_gateway_status"] == 1
+    a = results(tmp / "a" / "ledger.sqlite", restrict_registry(full, PARTS["a"]))
+    b = results(tmp / "b" / "ledger.sqlite", restrict_registry(full, PARTS["b"]))
+    # a (changzheng, taopu): its gateway's malformed status; gw-wanli-cam's drop and the unknown gateway are b's
+    assert (a.rejects.get("bad_gateway_status"), a.rejects.get("unknown_gateway")) == (1, None)
+    assert a.engine_stats["other_partition_gateway"] == 3
+    # b (wanli, the rules' first street): the unknown gateway; gw-changzheng-iot's status is a's
+    assert (b.rejects.get("bad_gateway_status"), b.rejects.get("unknown_gateway")) == (None, 1)
+    assert b.engine_stats["other_partition_gateway"] == 1
+    merged = merged_ledger_file([tmp / "a" / "ledger.sqlite", tmp / "b" / "ledger.sqlite"], rules, tmp_path / "m.sqlite")
+    assert results(merged, full).rejects == whole.rejects
+    assert not any(line.kind == "other_partition_gateway" for line in quality_lines(results(merged, full)))

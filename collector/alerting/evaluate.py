@@ -266,7 +266,10 @@ class AlertEvaluator:
     def _gateways(self, t: int) -> None:
         engine, registry = self.engine, self.engine.registry
         due = self.alert_rules.gateway_for * US_PER_S
-        down = {registry.gateways[int(g)]: int(engine.gateway_since[g]) for g in np.flatnonzero(~engine.gateway_online)}
+        # Only gateways serving a device here: in a partition, another partition's gateway is its owner's
+        # to alert on (a state an earlier version took from its status, restored, resolves here).
+        down = {name: int(engine.gateway_since[g]) for g in np.flatnonzero(~engine.gateway_online)
+                if (name := registry.gateways[int(g)]) in self.gateway_place}
         known = {k.gateway for k in self.book.alerts if k.cause is Cause.GATEWAY}
         for gateway in sorted(set(down) | known):
             contract, street = self.gateway_place.get(gateway, ("", ""))

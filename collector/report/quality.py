@@ -59,8 +59,9 @@ ENGINE_KINDS: dict[str, str] = {
 # Always listed, with 0 when none were seen: a reviewer should see that they were looked for.
 ALWAYS_SHOWN = ("duplicate", "stale", "late", "outside_lease")
 
-# Engine counters of ordinary traffic, not of data quality.
-NOT_QUALITY = frozenset({"samples", "heartbeats", "resets", "restarts", "gateway_status"})
+# Engine counters of ordinary traffic, not of data quality (a partition's count of statuses of
+# other partitions' gateways: their owners count them).
+NOT_QUALITY = frozenset({"samples", "heartbeats", "resets", "restarts", "gateway_status", "other_partition_gateway"})
 
 
 @dataclass(frozen=True, kw_only=True)

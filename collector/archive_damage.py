@@ -1,0 +1,83 @@
+"""Damaged archive files, told apart from files a crash cut short.
+
+A collector killed while writing leaves a day file that simply ends early: its last gzip member
+has no trailer, and everything before the cut reads (a warning, as any crash leaves). Damage is
+something else: a CRC or length check that fails, deflate data the inflater refuses, a gzip
+member that is not one. Then the bytes past the damage cannot be read, and those already read
+from the file may themselves be altered (a flipped bit inside deflate data can decode to other
+valid text until a check catches it), so a replay, report or month close from that archive
+would be wrong: the reader stops with :class:`ArchiveDamaged`, which names the file and the byte
+where the inflater found the damage (the damage itself is at or before it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import ArchiveError
+
+READ_BYTES = 1 << 16
+
+
+class ArchiveDamaged(ArchiveError):
+    """An archive file whose gzip data is corrupt (not merely cut short)."""
+
+    def __init__(self, path: Path, cause: Exception, found: tuple[int, int] | None, size: int, *, lineno: int,
+                 first_bad_line: int | None) -> None:
+        self.path, self.cause, self.found = path, cause, found
+        if found is None:
+            where = f"({size:,} bytes)"
+        elif "check" in str(cause):  # a CRC or length check at a member's end: the damage is in the member
+            where = f"at byte {found[1]:,} of {size:,}, the end of the gzip member from byte {found[0]:,}"
+        else:
+            where = f"at byte {found[1]:,} of {size:,}"
+        garbled = f"; its first line that is no archive record is line {first_bad_line:,}" if first_bad_line else ""
+        super().__init__(
+            f"{path}: archive is damaged {where} ({cause}): corrupt data, not the cut-short end a crash while writing "
+            f"leaves. Read up to line {lineno:,}{garbled}; lines before the damage may be altered too, so nothing "
+            "computed from this file can be trusted: restore it from a copy (a backup, or another machine's copy)")
+
+
+def is_damage(exc: Exception, inflate_errors: tuple[type[Exception], ...]) -> bool:
+    """Whether the reason a gzip file ended is damage (the inflater refused its data), not a cut."""
+    return isinstance(exc, inflate_errors)
+
+
+def damage_offset(path: Path, inflate: Any, inflate_errors: tuple[type[Exception], ...]) -> tuple[int, int] | None:
+    """Where ``inflate`` refuses the gzip data of ``path`` (members read one after the other, as the
+    reader does): the start of the member and the byte it fails at; None if it reads to the end.
+    Run only once damage was found: it inflates the file again, up to the damage."""
+    pos = 0  # file offset of ``chunk``'s first byte
+    member: Any = None
+    with path.open("rb") as f:
+        while chunk := f.read(READ_BYTES):
+            while chunk:
+                if member is None:
+                    member, start = inflate.decompressobj(31), pos
+                before = member.copy()
+                try:
+                    member.decompress(chunk)
+                except inflate_errors:
+                    at = pos + _bad_byte(before, chunk, inflate, inflate_errors)
+                    return (start if start <= at else at), at
+                if not member.eof:
+                    pos, chunk = pos + len(chunk), b""
+                    continue
+                used = len(chunk) - len(member.unused_data)
+                pos, chunk, member = pos + used, member.unused_data, None
+    return None
+
+
+def _bad_byte(member: Any, chunk: bytes, inflate: Any, inflate_errors: tuple[type[Exception], ...]) -> int:
+    """The index in ``chunk`` of the byte at which inflating it (one byte at a time) fails."""
+    for i in range(len(chunk)):
+        if member is None:
+            member = inflate.decompressobj(31)
+        try:
+            member.decompress(chunk[i : i + 1])
+        except inflate_errors:
+            return i
+        if member.eof:
+            member = None
+    return len(chunk) - 1

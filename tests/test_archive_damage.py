@@ -1,0 +1,165 @@
+"""A damaged archive file (bytes altered: a failed CRC, invalid deflate data, a bad gzip member in the
+middle) is told apart from a file a crash cut short (it simply ends early): the cut is a warning and
+reads up to the cut, as it always did; damage stops the reader, the replay, the report from the archive
+and the month close with an error naming the file and byte. The files are real: written by the
+collector's archive writer (or the real collectors of tests/partition_data.py), then damaged on disk."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import shutil
+import zlib
+from pathlib import Path
+
+import pytest
+
+from ptmon import archive as archive_module
+from ptmon.archive import ArchiveReader, encode_record
+from ptmon.archive_damage import ArchiveDamaged
+from ptmon.cli import main
+from ptmon.ledger.closing import closings
+from ptmon.ledger.store import Ledger
+from ptmon.sinks.archive import ArchiveWriter, archive_files
+
+from . import month_data as md
+from .test_month_close import CLOSE, _copy
+
+T0 = 1_793_441_600.0  # 2026-11-01 00:00 Shanghai
+
+
+def _written(directory: Path, n: int = 20_000) -> Path:
+    """A day file as the collector writes it (sync-flushed batches, then the trailer at close)."""
+    writer = ArchiveWriter(directory)
+    for start in range(0, n, 500):
+        writer.append([(T0 + 60 + i, f"putuo/iot/taopu/taopu-lift{i % 97}/hb", f'{{"seq":{i},"reads":{i * 7}}}')
+                       for i in range(start, start + 500)])
+    writer.finish()
+    (path,) = archive_files(directory)
+    return path
+
+
+def _flip(path: Path, at: int, n: int = 50) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(at, at + n):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _read_all(path: Path, *, blocks: bool) -> ArchiveReader:
+    reader = ArchiveReader([path])
+    for _ in (reader.blocks() if blocks else reader):
+        pass
+    return reader
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["lines", "blocks"])
+def test_a_file_cut_short_reads_up_to_the_cut_with_a_warning(tmp_path: Path, blocks: bool,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Test that a day file that simply ends early (a crash mid-write) reads up to the cut with a
+    warning, as before: no error."""
+    path = _written(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 5])
+    reader = _read_all(path, blocks=blocks)
+    assert reader.truncated == [str(path)] and reader.damaged == []
+    assert 5_000 < reader.records < 20_000
+    assert any("archive is cut short" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def _damage(path: Path, kind: str) -> tuple[int, int]:
+    """Damage the file; the range of bytes where the reader must say it found the damage."""
+    data = path.read_bytes()
+    if kind == "flipped":  # 50 bytes in the middle: deflate data that decodes to garbage until a check fails
+        _flip(path, len(data) // 2)
+        return len(data) // 2, len(data)
+    if kind == "crc":  # the CRC in the trailer
+        _flip(path, len(data) - 8, 1)
+        return len(data) - 8, len(data)
+    # a bad gzip member in the middle: a whole member, bytes that are none, then another member
+    second = gzip.compress(encode_record(T0 + 90_000, "putuo/iot/taopu/x/hb", "{}") * 100)
+    path.write_bytes(data + b"\x00\x01junk" + second)
+    return len(data), len(data) + 2
+
+
+@pytest.mark.parametrize("kind", ["flipped", "crc", "bad_member"])
+@pytest.mark.parametrize("blocks", [False, True], ids=["lines", "blocks"])
+def test_a_damaged_file_is_an_error_naming_the_file_and_byte(tmp_path: Path, kind: str, blocks: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that a day file with altered bytes stops the reader (by lines and by blocks) with an error
+    naming the file and the byte where the damage was found (the same with zlib as with zlib-ng), not the
+    warning of a cut-short file."""
+    path = _written(tmp_path)
+    low, high = _damage(path, kind)
+    with pytest.raises(ArchiveDamaged) as raised:
+        _read_all(path, blocks=blocks)
+    assert raised.value.found is not None and low <= raised.value.found[1] < high, (raised.value.found, low, high)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: archive is damaged at byte {raised.value.found[1]:,} of ")
+    assert "not the cut-short end a crash while writing leaves" in message and "restore it from a copy" in message
+    monkeypatch.setattr(archive_module, "_INFLATE", zlib)
+    with pytest.raises(ArchiveDamaged) as with_zlib:
+        _read_all(path, blocks=blocks)
+    assert str(with_zlib.value) == message
+
+
+def test_a_collector_starting_on_a_damaged_file_logs_it_and_goes_on(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Test that the reader a collector restores its state with (on_damage="log") reads up to the damage
+    and logs it as an error instead of stopping the collector."""
+    path = _written(tmp_path)
+    _damage(path, "bad_member")
+    reader = ArchiveReader([path], on_damage="log")
+    assert sum(1 for _ in reader) == 20_000
+    assert reader.damaged == [str(path)] and reader.truncated == []
+    assert any("archive is damaged" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+def _day_file(archive: Path) -> Path:
+    (path,) = sorted(archive.glob("ptmon-*.jsonl.gz"))
+    return path
+
+
+def test_replay_and_report_from_a_damaged_archive_fail_and_a_cut_one_warns(collected, tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Test that `ptmon replay` and `ptmon report --from-archive` of real collectors' archives (two
+    partitions) exit non-zero, naming the damaged file and byte, when 50 bytes in the middle of a day file
+    are flipped, and write no report; a day file cut short instead replays with the cut-short warning."""
+    tmp = collected["tmp"]
+    where = ["--registry", str(collected["registry"]), "--rules", str(collected["rules"])]
+    for name in ("a", "b"):
+        shutil.copytree(tmp / name / "archive", tmp_path / name)
+    damaged = _day_file(tmp_path / "b")
+    size = damaged.stat().st_size
+    _flip(damaged, size // 2)
+    archives = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main(["replay", "--month", "2026-11", "--quiet", *where, *archives]) == 2
+    err = capsys.readouterr().err
+    assert f"{damaged}: archive is damaged at byte " in err and f" of {size:,}" in err and "cut short" not in err
+    out = tmp_path / "report"
+    assert main(["report", "--month", "2026-11", "--format", "csv", "--out", str(out), *where,
+                 "--from-archive", *archives]) == 2
+    assert f"{damaged}: archive is damaged at byte " in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())
+
+    shutil.copy(tmp / "b" / "archive" / damaged.name, damaged)
+    damaged.write_bytes(damaged.read_bytes()[: size * 3 // 5])
+    caplog.clear()
+    assert main(["replay", "--month", "2026-11", "--quiet", *where, *archives]) == 0
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "ptmon.archive"]
+    assert any(level == logging.WARNING and f"{damaged}: archive is cut short after line" in message
+               for level, message in logged)
+    assert not any("damaged" in message for _, message in logged)
+
+
+def test_month_close_refuses_a_damaged_archive_file_even_accepting_gaps(pristine: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that `ptmon month close --accept-gaps` refuses a month one of whose day files is damaged, naming
+    the file and byte (not a monitoring gap to accept, nor a ledger that differs), and seals nothing."""
+    m = _copy(pristine, tmp_path / "m")
+    day = m.archive / "ptmon-2026-11-10.jsonl.gz"
+    _flip(day, day.stat().st_size // 2)
+    assert main(m.month("close", md.MONTH, "--contract", "iot", "--by", "张三", "--accept-gaps", now=CLOSE)) == 2
+    err = capsys.readouterr().err
+    assert f"{day}: archive is damaged at byte " in err and "differs from its recomputation" not in err
+    with Ledger(m.ledger, readonly=True) as ledger:
+        assert closings(ledger) == []
