@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError, UsageError
-from ..ledger.access import scratch_parent
+from ..ledger.access import refuse_read_only, scratch_parent
 from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed
 from ..ledger.store import Ledger
@@ -85,6 +85,8 @@ class MonthContext:
     def open(cls, setup: MonthSetup, month: str, now: int, *, writable: bool) -> MonthContext:
         month_bounds(month)
         if setup.parts:
+            if writable:  # the seal ledger is written only when sealing: refuse a read-only one before any work
+                refuse_read_only(setup.ledger)
             return cls._open_parts(setup, month, now)
         if not setup.ledger.is_file():
             raise UsageError(f"ledger not found: {setup.ledger}")
