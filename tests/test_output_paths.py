@@ -142,5 +142,5 @@ def test_replay_quiet_prints_no_rejects_or_progress_but_counts_them(collected, t
         assert main([*args, "--quiet"]) == 0
     quiet = capsys.readouterr()
     assert not [r for r in caplog.records if r.name == "ptmon.decode"]
-    assert quiet.out == "" and quiet.err == "replay: 3 messages rejected (bad_json 3)\n"
+    assert quiet.out == "" and quiet.err == "replay: 3 messages rejected (bad_json 3)\n"  # files named: no source line
     assert logging.getLogger("ptmon.decode").level == logging.NOTSET  # --quiet lasts the command only
