@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "excluded), as the report does; several: each partition's; default: no exemptions")
     rp.add_argument("--csv", metavar="FILE", help="also write the KPIs as CSV ('-' for stdout)")
     rp.add_argument("--quiet", action="store_true", help="print neither the table nor progress nor the first rejected "
-                    "messages of each kind: only the CSV asked for, errors, and one line counting the rejects")
+                    "messages of each kind: only the CSV asked for, what was read (one line per source), errors, and "
+                    "one line counting the rejects")
 
     reg = sub.add_parser("registry", help="generate or check a device registry")
     reg_sub = reg.add_subparsers(dest="registry_command", metavar="ACTION")
@@ -239,7 +240,9 @@ def _replay(args: argparse.Namespace) -> int:
     from .replay import replay
     from .sinks.archive import archive_paths
 
-    say = (lambda text: None) if args.quiet else (lambda text: print(f"replay: {text}", file=sys.stderr))
+    def say(text: str) -> None:  # what is read, one line per source: also when quiet
+        print(f"replay: {text}", file=sys.stderr)
+
     progress = None if args.quiet else _progress_printer()
     start, end = _resolve_period(args)
     if args.csv and args.csv != "-":

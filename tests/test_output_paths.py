@@ -142,7 +142,8 @@ def test_replay_quiet_prints_no_rejects_or_progress_but_counts_them(collected, t
         assert main([*args, "--quiet"]) == 0
     quiet = capsys.readouterr()
     assert not [r for r in caplog.records if r.name == "ptmon.decode"]
-    # the whole collector's archive adds the fixture's unknown gateway's status and its malformed one
+    # files named: no source line; the whole collector's archive adds the fixture's unknown gateway's
+    # status and its malformed one
     assert quiet.out == "" and quiet.err == ("replay: 5 messages rejected (bad_gateway_status 1, bad_json 3, "
                                              "unknown_gateway 1)\n")
     assert logging.getLogger("ptmon.decode").level == logging.NOTSET  # --quiet lasts the command only
