@@ -125,7 +125,7 @@ class Checkpoint:
 def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], decoder: Decoder,
                     extra: Mapping[str, Any], named: Mapping[str, Tally | None] | None = None,
                     extensions: Mapping[str, np.ndarray] | None = None,
-                    partition: Partition | None | EllipsisType = ...) -> None:
+                    partition: Partition | EllipsisType | None = ...) -> None:
     """Write the state atomically and durably; ``extra`` must be JSON-serialisable, ``extensions``
     numeric arrays (no objects: the file is read without pickle). ``partition``: whose state it is
     (None: the whole district's; not given: not recorded)."""
@@ -217,7 +217,7 @@ def try_load_checkpoint(path: Path, registry: Registry) -> Checkpoint | None:
     return load_checkpoint(path, registry) if Path(path).exists() else None
 
 
-def load_checkpoint(path: Path, registry: Registry, *, partition: Partition | None | EllipsisType = ...) -> Checkpoint:
+def load_checkpoint(path: Path, registry: Registry, *, partition: Partition | EllipsisType | None = ...) -> Checkpoint:
     """Restore a checkpoint onto a fresh engine of ``registry``; :class:`CheckpointError` when
     the file is missing, unreadable, or its sums do not fit the current rules. Given ``partition``
     (None: the whole district), :class:`UsageError` for another collector's checkpoint."""
@@ -225,6 +225,8 @@ def load_checkpoint(path: Path, registry: Registry, *, partition: Partition | No
     arrays, meta = _read(path)
     if partition is not ... and "partition" in meta:
         _refuse_another_collectors(path, meta["partition"], partition)
+    elif partition is not ... and partition is not None:
+        _refuse_other_streets(path, meta, partition)
     try:
         return _restore(path, arrays, meta, registry)
     except _MALFORMED as exc:
@@ -288,6 +290,21 @@ def _refuse_another_collectors(path: Path, saved: Any, partition: Partition | No
     raise UsageError(f"{path} is {_whose(owner)}'s checkpoint, not {_whose(partition)}'s: checkpoint_file points at "
                      "another collector's state, which this one would continue and overwrite. Left as it is; give "
                      "each collector its own checkpoint_file (the default is in its data_dir)")
+
+
+def _refuse_other_streets(path: Path, meta: dict[str, Any], partition: Partition) -> None:
+    """A checkpoint written before checkpoints named their partition: refused by a partition when it
+    expected devices of a street the partition does not own (its own never did: its registry held its
+    streets only). A whole-district checkpoint is one; a partition's given to the district is not caught."""
+    try:
+        counted = {street for tally in meta["tallies"] for by_street in tally["expected"].values()
+                   for street, n in by_street.items() if n}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc})") from exc
+    if foreign := sorted(counted - set(partition.streets)):
+        raise UsageError(f"{path} counted devices of street(s) {', '.join(foreign)}, which partition {partition.label} "
+                         "does not own: checkpoint_file points at another collector's state, which this one would "
+                         "continue and overwrite. Left as it is; give each collector its own checkpoint_file")
 
 
 def _whose(partition: Partition | None) -> str:
