@@ -7,6 +7,12 @@ collector in order), keeps only its streets' registry rows, and tags its archive
 and registry versions it ran with. :mod:`ptmon.merge` checks those tags before it combines
 partitions into one month.
 
+Archive records carry no partition, so a day file that travels without its directory (synced back
+without ``partition.json``, copied into another partition's) cannot say whose it is by its records.
+Each file a partition writes therefore starts with a ``$ptmon/partition`` record (:func:`file_header`),
+and :func:`archive_tag`, which every reader of an archive directory goes through, refuses a file whose
+record disagrees with its directory (:func:`check_day_files`).
+
 The registry is filtered after it is loaded (:func:`restrict_registry`), above the CSV parser,
 so that any loader gives the same partition. The restricted registry keeps the file's version and
 its code tables (communities, gateways): another partition's gateway is known and owns no device

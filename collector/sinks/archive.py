@@ -2,7 +2,9 @@
 
 Files are ``ptmon-YYYY-MM-DD.jsonl.gz`` by Shanghai day of receive time. Every start of
 the collector opens a new part (``ptmon-YYYY-MM-DD.1.jsonl.gz``, ...): a file left by a crash
-has no gzip trailer, and a member appended after it could not be read.
+has no gzip trailer, and a member appended after it could not be read. A partition's writer starts
+every file with its ``$ptmon/partition`` record (``file_header``), written with the file's first
+batch so that it lands with it or not at all.
 
 :meth:`ArchiveWriter.append` compresses the records, ends them with a zlib sync flush and
 writes them to the operating system before it returns, so a SIGKILL of the collector loses
