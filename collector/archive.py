@@ -20,6 +20,15 @@ them):
   a received message: it proves the monitor was observing, as a rejected message does.
   Archives written before it existed hold retained messages as ordinary records and read as
   they always did.
+* ``$ptmon/partition``: the partition collector that wrote the file (``collector/partition.py``),
+  a JSON object ``{"streets": [...], "rules_version": ..., "registry_version": ...}``, the first
+  line of every file a partition writes (each day's file and each start's new part). Records
+  carry no partition of their own, so a day file identifies itself by it: commands that read an
+  archive refuse a file whose streets differ from its directory's ``partition.json``, or a
+  partition's file in a directory without one (it would pass for the whole district). It counts
+  toward nothing. A whole-district collector writes none; files without it (older archives, the
+  district's) read as they always did. Readers older than this record skip it as an unknown
+  control record (counted, logged).
 
 A reader never stops on a bad line: it counts it, logs where it was, and goes on. A gzip
 stream cut short (a crash mid-write) ends that file with a warning. A damaged gzip stream (a
@@ -60,6 +69,7 @@ CONTROL_PREFIX = "$ptmon/"
 MONITOR_TOPIC = "$ptmon/monitor"
 TICK_TOPIC = "$ptmon/tick"
 RETAINED_TOPIC = "$ptmon/retained"
+PARTITION_TOPIC = "$ptmon/partition"  # the partition that wrote the file: its first line
 Record = tuple[float, str, str]
 LOGGED_BAD_LINES = 5
 BLOCK_BYTES = 1 << 22  # decompressed bytes a block of lines is cut from

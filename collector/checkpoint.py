@@ -13,6 +13,10 @@ One ``.npz`` file (read with ``allow_pickle=False``; nothing is pickled) holding
 * one array per per-device engine attribute (rows in ``device_ids`` order) and per gateway one;
 * with a rate limit, the decoder's rate windows per device and per gateway, so a replay of the
   archive rejects exactly what the restarted collector did;
+* ``partition`` in ``meta``: the partition collector whose state it is (its streets and versions,
+  :class:`~ptmon.partition.Partition`), ``null`` for a whole-district collector. A collector refuses
+  another's checkpoint (:func:`load_checkpoint` with ``partition``) rather than continue and then
+  overwrite it; a checkpoint without the key (older, or a month-start snapshot) is not checked;
 * ``ext.*``: arrays other stages hand in (the device-health monitor's, keyed by device id in its
   own way), returned as they were saved in :attr:`Checkpoint.extensions`.
 
@@ -31,7 +35,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,11 +52,14 @@ from .checkpoint_rows import (
 from .decode import Decoder, RateState
 from .durable import replacing_file
 from .engine import NEVER, Engine
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, PtmonError, UsageError
 from .plausibility import ALLOWANCE_CAP_MS
 from .registry import Registry
 from .rules import COUNTERS, Rules
 from .tally import Tally
+
+if TYPE_CHECKING:
+    from .partition import Partition
 
 FORMAT = "ptmon-checkpoint"
 FORMAT_VERSION = 2  # 2: sampled_online, the per-hour message counts
@@ -116,9 +124,11 @@ class Checkpoint:
 
 def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], decoder: Decoder,
                     extra: Mapping[str, Any], named: Mapping[str, Tally | None] | None = None,
-                    extensions: Mapping[str, np.ndarray] | None = None) -> None:
+                    extensions: Mapping[str, np.ndarray] | None = None,
+                    partition: Partition | EllipsisType | None = ...) -> None:
     """Write the state atomically and durably; ``extra`` must be JSON-serialisable, ``extensions``
-    numeric arrays (no objects: the file is read without pickle)."""
+    numeric arrays (no objects: the file is read without pickle). ``partition``: whose state it is
+    (None: the whole district's; not given: not recorded)."""
     named_given: dict[str, Tally] = {k: v for k, v in (named or {}).items() if v is not None}
     if any(tally.engine is not engine for tally in [*tallies, *named_given.values()]):
         raise ValueError("every tally saved must be attached to the engine saved")
@@ -142,6 +152,8 @@ def save_checkpoint(path: Path, *, engine: Engine, tallies: Sequence[Tally], dec
         "decoder": vars(DecoderCounts.of(decoder)),
         "extra": dict(extra),
     }
+    if partition is not ...:
+        meta["partition"] = None if partition is None else json.loads(partition.to_json())
     rates = decoder.rate_state()
     if rates is not None:
         meta["decoder_rate"] = {"window": rates.window, "clock": rates.clock}
@@ -205,11 +217,16 @@ def try_load_checkpoint(path: Path, registry: Registry) -> Checkpoint | None:
     return load_checkpoint(path, registry) if Path(path).exists() else None
 
 
-def load_checkpoint(path: Path, registry: Registry) -> Checkpoint:
+def load_checkpoint(path: Path, registry: Registry, *, partition: Partition | EllipsisType | None = ...) -> Checkpoint:
     """Restore a checkpoint onto a fresh engine of ``registry``; :class:`CheckpointError` when
-    the file is missing, unreadable, or its sums do not fit the current rules."""
+    the file is missing, unreadable, or its sums do not fit the current rules. Given ``partition``
+    (None: the whole district), :class:`UsageError` for another collector's checkpoint."""
     path = Path(path)
     arrays, meta = _read(path)
+    if partition is not ... and "partition" in meta:
+        _refuse_another_collectors(path, meta["partition"], partition)
+    elif partition is not ... and partition is not None:
+        _refuse_other_streets(path, meta, partition)
     try:
         return _restore(path, arrays, meta, registry)
     except _MALFORMED as exc:
@@ -257,6 +274,41 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r}; "
                               f"this ptmon reads version {FORMAT_VERSION}")
     return arrays, meta
+
+
+def _refuse_another_collectors(path: Path, saved: Any, partition: Partition | None) -> None:
+    """Refuse a checkpoint another partition (or the whole district, or a partition for a whole-district
+    collector) saved: continued here, its state would mix two sets of streets and be overwritten."""
+    from .partition import Partition
+
+    try:
+        owner = None if saved is None else Partition.from_json(json.dumps(saved), str(path))
+    except PtmonError as exc:
+        raise CheckpointError(f"{path}: malformed checkpoint (its partition: {exc})") from exc
+    if (owner.streets if owner else None) == (partition.streets if partition else None):
+        return
+    raise UsageError(f"{path} is {_whose(owner)}'s checkpoint, not {_whose(partition)}'s: checkpoint_file points at "
+                     "another collector's state, which this one would continue and overwrite. Left as it is; give "
+                     "each collector its own checkpoint_file (the default is in its data_dir)")
+
+
+def _refuse_other_streets(path: Path, meta: dict[str, Any], partition: Partition) -> None:
+    """A checkpoint written before checkpoints named their partition: refused by a partition when it
+    expected devices of a street the partition does not own (its own never did: its registry held its
+    streets only). A whole-district checkpoint is one; a partition's given to the district is not caught."""
+    try:
+        counted = {street for tally in meta["tallies"] for by_street in tally["expected"].values()
+                   for street, n in by_street.items() if n}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc})") from exc
+    if foreign := sorted(counted - set(partition.streets)):
+        raise UsageError(f"{path} counted devices of street(s) {', '.join(foreign)}, which partition {partition.label} "
+                         "does not own: checkpoint_file points at another collector's state, which this one would "
+                         "continue and overwrite. Left as it is; give each collector its own checkpoint_file")
+
+
+def _whose(partition: Partition | None) -> str:
+    return f"partition {partition.label}" if partition is not None else "the whole-district collector"
 
 
 def _restore(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any],

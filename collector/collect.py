@@ -54,7 +54,7 @@ from .ledger_stage import LedgerStage
 from .lifecycle import unless_forced
 from .lock import CollectorLocks
 from .metrics import Metrics, MetricsEndpoint, PipelineCounts
-from .partition import owned_points, partitioned_config, restrict_registry
+from .partition import file_header, owned_points, partitioned_config, restrict_registry
 from .registry import Registry, load_registry
 from .restore import StateRestore
 from .results import Results
@@ -134,7 +134,8 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
             self.keeper = LedgerKeeper(self.faults, wake_mailer=lambda: self.mailer.wake() if self.mailer else None)
             self._restore()
             self.archive = ArchiveWriter(config.archive_path, compresslevel=config.archive_compresslevel,
-                                         metrics=self.metrics)
+                                         metrics=self.metrics,
+                                         file_header=file_header(self.partition) if self.partition else None)
             self.source = MqttSource(config.mqtt, self.metrics, wakeup=self._wakeup_threadsafe, clock=self.clock)
             self.ledger_sink = LedgerSink(self.ledger, self.ledger_writer, self.keeper, self.faults,
                                           path=config.ledger_path, flush=lambda: self._flush_ledger(open_buckets=True))
@@ -322,7 +323,8 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
             save_checkpoint(self.config.checkpoint_path, engine=self.engine, tallies=list(self.months.tallies.values()),
                             decoder=self.decoder, extra=extra,
                             named={"ledger_hour": self.ledger_writer.hour, "ledger_day": self.ledger_writer.day},
-                            extensions=self.health.state_arrays() if self.health is not None else None)
+                            extensions=self.health.state_arrays() if self.health is not None else None,
+                            partition=self.partition)
         except LedgerRefused:  # reported by the ledger's keeper, retried with its backoff
             return False
         except (OSError, SinkError, CheckpointError) as exc:

@@ -7,6 +7,12 @@ collector in order), keeps only its streets' registry rows, and tags its archive
 and registry versions it ran with. :mod:`ptmon.merge` checks those tags before it combines
 partitions into one month.
 
+Archive records carry no partition, so a day file that travels without its directory (synced back
+without ``partition.json``, copied into another partition's) cannot say whose it is by its records.
+Each file a partition writes therefore starts with a ``$ptmon/partition`` record (:func:`file_header`),
+and :func:`archive_tag`, which every reader of an archive directory goes through, refuses a file whose
+record disagrees with its directory (:func:`check_day_files`).
+
 The registry is filtered after it is loaded (:func:`restrict_registry`), above the CSV parser,
 so that any loader gives the same partition. The restricted registry keeps the file's version and
 its code tables (communities, gateways), and is tagged with its streets (``Registry.partition``).
@@ -25,13 +31,16 @@ import dataclasses
 import json
 import os
 import sqlite3
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 
+from .archive import PARTITION_TOPIC
 from .config import DEFAULT_TOPICS, CollectorConfig
 from .errors import PtmonError, UsageError
 from .ids import IdIndex
@@ -44,6 +53,7 @@ if TYPE_CHECKING:  # the ledger imports this module's neighbours; only its type 
 PARTITION_FILE = "partition.json"
 LEDGER_KEY = "partition"
 GATEWAY_TOPIC = "putuo/gw/+/status"
+HEAD_BYTES = 1 << 14  # compressed bytes read for an archive file's first line
 
 
 @dataclass(frozen=True)
@@ -137,11 +147,57 @@ def owned_points(lines: list[str], streets: Sequence[str]) -> list[str]:
 # --- tags ---------------------------------------------------------------------------------------
 
 def archive_tag(directory: Path) -> Partition | None:
-    """The partition an archive directory was written by (None: a whole-district collector's)."""
+    """The partition an archive directory was written by (None: a whole-district collector's),
+    refusing day files that say they are another partition's (:func:`check_day_files`)."""
     path = Path(directory) / PARTITION_FILE
-    if not path.is_file():
+    tag = Partition.from_json(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else None
+    check_day_files(Path(directory), tag)
+    return tag
+
+
+# --- day files identify themselves ------------------------------------------------------------
+
+def file_header(partition: Partition) -> tuple[str, str]:
+    """The ``$ptmon/partition`` control record (topic, payload) a partition writes first in every archive file."""
+    return PARTITION_TOPIC, partition.to_json()
+
+
+def file_partition(path: Path) -> Partition | None:
+    """The partition an archive file says wrote it (its first line), None when it says none
+    (the whole district's, or written before files identified themselves) or cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = zlib.decompressobj(31).decompress(f.read(HEAD_BYTES), HEAD_BYTES)
+    except (OSError, zlib.error):
+        return None  # unreadable: its readers report the damage
+    line = head.split(b"\n", 1)[0]
+    if PARTITION_TOPIC.encode() not in line:
         return None
-    return Partition.from_json(path.read_text(encoding="utf-8"), str(path))
+    try:
+        record = orjson.loads(line)
+        if record["topic"] != PARTITION_TOPIC:
+            return None
+        return Partition.from_json(record["payload"], f"{path}: its {PARTITION_TOPIC} record")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def check_day_files(directory: Path, tag: Partition | None) -> None:
+    """Refuse, in one line, a day file whose ``$ptmon/partition`` record disagrees with its directory's
+    tag: another partition's file copied in, or a partition's file in a directory without ``partition.json``
+    (read as the whole district, its other streets would come out 0 % online)."""
+    from .sinks.archive import archive_files
+
+    for path in archive_files(directory):
+        says = file_partition(path)
+        if says is None or (tag is not None and says.streets == tag.streets):
+            continue
+        if tag is not None:
+            raise UsageError(f"{path} is partition {says.label}'s day file, but {directory} is partition {tag.label}'s "
+                             f"({PARTITION_FILE}): move it back to partition {says.label}'s archive directory")
+        raise UsageError(f"{path} is partition {says.label}'s day file, but {directory} has no {PARTITION_FILE}, so it "
+                         f"would be read as the whole district: restore the partition's {PARTITION_FILE} beside it "
+                         f"(copy it from its archive directory, or write {says.to_json()} to {directory / PARTITION_FILE})")
 
 
 def ledger_tag(db: sqlite3.Connection, where: str) -> Partition | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .archive import CONTROL_PREFIX, MONITOR_TOPIC, RETAINED_TOPIC, TICK_TOPIC, ArchiveReader, Record
+from .archive import CONTROL_PREFIX, MONITOR_TOPIC, PARTITION_TOPIC, RETAINED_TOPIC, TICK_TOPIC, ArchiveReader, Record
 from .checkpoint import Checkpoint, restore_decoder
 from .decode import LIMITS_TOPIC, DecodedBatch, Decoder
 from .engine import Engine
@@ -67,7 +67,7 @@ class Feed:
         self.on_month = on_month  # called with a month's start before its first record is fed
         self._next_month_s = math.inf if engine.clock is None else month_of(engine.clock)[1] / US_PER_S
         self.reached_end = False
-        self.control = {"monitor": 0, "tick": 0, "limits": 0, "unknown": 0}
+        self.control = {"monitor": 0, "tick": 0, "limits": 0, "partition": 0, "unknown": 0}
         self._batches = 0  # batches decoded so far
         # An ArchiveReader's blocks scanned ahead by forked processes (archive.py): for a replay
         # alone in its process, not in the live collector with its threads.
@@ -184,6 +184,8 @@ class Feed:
         elif topic == LIMITS_TOPIC:  # the live collector's limits, so replay rejects what it rejected
             self.control["limits"] += 1
             self.decoder.apply_limits_record(record[2])
+        elif topic == PARTITION_TOPIC:  # which partition wrote the file: checked before reading (partition.py)
+            self.control["partition"] += 1
         else:
             self.control["unknown"] += 1
             log.warning("unknown control record %r at %s; ignored", topic, record[0])

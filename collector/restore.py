@@ -28,7 +28,7 @@ from .ledger.store import Ledger
 from .ledger.writer import LedgerWriter
 from .live import HeartbeatPoints, MonthTallies, SlaPoints
 from .metrics import Metrics
-from .partition import claim, partition_of, refuse_partitioned
+from .partition import Partition, claim, partition_of, refuse_partitioned
 from .registry import Registry
 from .replay import Feed, freeze_startup_heap
 from .sinks.archive import archive_files
@@ -61,6 +61,7 @@ class StateRestore:
     engine: Engine
     feed: Feed
     health: DeviceHealth | None
+    partition: Partition | None  # the streets this collector owns (None: the whole district)
     _replaying: bool
     # the collector's other stages, called while restoring
     _emit: Callable[[list[str]], None]
@@ -75,13 +76,14 @@ class StateRestore:
         """Engine, tallies and decoder from the checkpoint, then the archive's tail; without a
         usable checkpoint, from the archive (a month-start snapshot and the files after it)."""
         path = self.config.checkpoint_path
-        checkpoint, lost = self._read_checkpoint(path)
+        self.partition = partition_of(self.registry, self.config.streets) if self.config.streets else None
         self.decoder = Decoder.from_config(self.registry, self.config.limits)
         self.ledger = Ledger(self.config.ledger_path)
-        if self.config.streets:  # before any history is read: refuse another partition's storage
-            claim(partition_of(self.registry, self.config.streets), self.config.archive_path, self.ledger)
+        if self.partition is not None:  # before any history is read: refuse another partition's storage
+            claim(self.partition, self.config.archive_path, self.ledger)
         else:  # nor may a whole-district collector write into a partition's storage
             refuse_partitioned(self.config.archive_path, self.ledger)
+        checkpoint, lost = self._read_checkpoint(path)  # refused when another collector's
         history = bool(archive_files(self.config.archive_path)) or self.ledger.has_hours()
         if checkpoint is not None and (mismatch := self._mismatch(checkpoint, history)):
             lost, checkpoint = mismatch, None
@@ -138,7 +140,8 @@ class StateRestore:
         if not path.exists():
             return None, f"there is no checkpoint at {path}"
         try:
-            return load_checkpoint(path, self.registry), ""
+            # another collector's checkpoint is refused (UsageError), left where it is, not moved aside
+            return load_checkpoint(path, self.registry, partition=self.partition), ""
         except CheckpointError as exc:
             aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(path, aside)

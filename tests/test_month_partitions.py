@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ptmon.archive import ArchiveReader, write_archive
+from ptmon.archive import PARTITION_TOPIC, ArchiveReader, write_archive
 from ptmon.cli import main
 from ptmon.ledger.closing import closings
 from ptmon.ledger.store import Ledger
@@ -176,6 +176,8 @@ def test_partitions_that_do_not_make_the_district_are_refused(collected, tmp_pat
         (dirs[name] / "archive" / PARTITION_FILE).write_text(json.dumps(doc))
         with sqlite3.connect(dirs[name] / "ledger.sqlite") as db:
             db.execute("UPDATE meta SET value = ? WHERE key = 'partition'", (json.dumps(doc),))
+        for day_file in (dirs[name] / "archive").glob("ptmon-*.jsonl.gz"):  # files written before they named their
+            write_archive(day_file, [r for r in ArchiveReader([day_file]) if r[1] != PARTITION_TOPIC])  # partition
     seal = tmp_path / "seals.sqlite"
     sets = {"overlap": [dirs["a"], dirs["b"], dirs["all"]], "incomplete": [dirs["a"], dirs["b"]], "lone": [dirs["b"]],
             "mixed-rules": [dirs["a"], dirs["b"]], "no-seal-ledger": [dirs["a"], dirs["b"]],

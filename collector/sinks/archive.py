@@ -2,7 +2,9 @@
 
 Files are ``ptmon-YYYY-MM-DD.jsonl.gz`` by Shanghai day of receive time. Every start of
 the collector opens a new part (``ptmon-YYYY-MM-DD.1.jsonl.gz``, ...): a file left by a crash
-has no gzip trailer, and a member appended after it could not be read.
+has no gzip trailer, and a member appended after it could not be read. A partition's writer starts
+every file with its ``$ptmon/partition`` record (``file_header``), written with the file's first
+batch so that it lands with it or not at all.
 
 :meth:`ArchiveWriter.append` compresses the records, ends them with a zlib sync flush and
 writes them to the operating system before it returns, so a SIGKILL of the collector loses
@@ -152,10 +154,14 @@ class ArchiveWriter:
 
     name = "archive"
 
-    def __init__(self, directory: Path, *, compresslevel: int = 3, metrics: Metrics | None = None) -> None:
+    def __init__(self, directory: Path, *, compresslevel: int = 3, metrics: Metrics | None = None,
+                 file_header: tuple[str, str] | None = None) -> None:
         self.directory = directory
         self.compresslevel = compresslevel
         self.metrics = metrics
+        # (topic, payload) of a control record that starts every file (a partition's ``$ptmon/partition``)
+        self.file_header = file_header
+        self._header_due = False
         self.path: Path | None = None
         self.records_in_file = 0
         self.records = 0
@@ -224,8 +230,11 @@ class ArchiveWriter:
 
     def _write(self, records: Sequence[Record]) -> None:
         assert self._member is not None
+        if self._header_due and self.file_header is not None:  # with the file's first records: lands with them
+            records = [(records[0][0], *self.file_header), *records]
         size = self._member.write(b"".join([encode_record(t, topic, payload) for t, topic, payload in records]))
         self._member.check_present()  # before anything written here is acknowledged
+        self._header_due = False
         self.records_in_file += len(records)
         self.records += len(records)
         if self.metrics is not None:
@@ -237,6 +246,7 @@ class ArchiveWriter:
         path = self._new_path(day)
         member = _Member(path, self.compresslevel)
         self._member, self.path, self._day, self.records_in_file = member, path, day, 0
+        self._header_due = True
         log.info("archiving to %s", self.path)
 
     def _new_path(self, day: int) -> Path:
