@@ -69,6 +69,7 @@ CONTROL_PREFIX = "$ptmon/"
 MONITOR_TOPIC = "$ptmon/monitor"
 TICK_TOPIC = "$ptmon/tick"
 RETAINED_TOPIC = "$ptmon/retained"
+GZIP_MAGIC = b"\x1f\x8b"
 PARTITION_TOPIC = "$ptmon/partition"  # the partition that wrote the file: its first line
 Record = tuple[float, str, str]
 LOGGED_BAD_LINES = 5
@@ -144,6 +145,9 @@ class _Decompressed:
             if gz is None:
                 while data := stream.read(BLOCK_BYTES):
                     yield data
+                return
+            if isinstance(gz, _NotGzip):
+                self.cut = gz.cut
                 return
             while not gz.ended:
                 pieces, size = [], 0
@@ -223,17 +227,30 @@ def _received(path: Path, data: bytes | None, block: Future[Block] | None, cut: 
     return path, None if block is None or data is None else block.result().with_buffer(data), cut
 
 
-def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | None]:
+def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | _NotGzip | None]:
     try:
         raw = path.open("rb")
     except OSError as exc:
         raise ArchiveError(f"{path}: cannot open archive: {exc.strerror}") from exc
     magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-    if magic == b"\x1f\x8b":
+    if magic and GZIP_MAGIC.startswith(magic):
         # GzipFile's own readline is Python per line; a BufferedReader over it splits lines in C.
         stream = _GzipUntilCut(raw)
         return io.BufferedReader(stream, buffer_size=1 << 20), stream
+    if magic and path.name.endswith(".gz"):
+        raw.close()
+        return io.BytesIO(b""), _NotGzip(magic)
     return raw, None
+
+
+class _NotGzip:
+    """A file named ``.gz`` that does not start as gzip: damage (one flipped bit of its first byte would
+    otherwise have its compressed bytes read as text lines, every one skipped, the file's hours a gap)."""
+
+    ended = True
+
+    def __init__(self, magic: bytes) -> None:
+        self.cut: Exception = zlib.error(f"not a gzip file: it starts with {magic.hex(' ')}, not 1f 8b")
 
 
 class ArchiveReader:
@@ -369,6 +386,7 @@ def retained_record(t: float, topic: str, payload: str) -> Record:
 
 # The collector's archive files: ptmon-YYYY-MM-DD.jsonl.gz, then .1, .2, ... a part per start.
 ARCHIVE_FILE_NAME = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl\.gz")
+UNCOMPRESSED_FILE_NAME = re.compile(r"ptmon-\d{4}-\d{2}-\d{2}(?:\.\d+)?\.jsonl")  # one decompressed by hand
 
 
 def _write_order(path: Path) -> tuple[str, str, int, str]:

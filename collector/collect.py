@@ -54,6 +54,7 @@ from .ledger_stage import LedgerStage
 from .lifecycle import unless_forced
 from .lock import CollectorLocks
 from .metrics import Metrics, MetricsEndpoint, PipelineCounts
+from .outputs import output_dir
 from .partition import file_header, owned_points, partitioned_config, restrict_registry
 from .registry import Registry, load_registry
 from .restore import StateRestore
@@ -128,6 +129,8 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         self.registry = self._given_registry or load_registry(config.registry, load_rules(config.rules or DEFAULT_RULES_DIR))
         if config.streets:
             self.registry = restrict_registry(self.registry, config.streets)
+        if not config.ledger_path.exists():  # a data directory that is a file or cannot be made is said as such
+            output_dir(config.data_dir, "data directory")
         refuse_read_only(config.ledger_path)  # one clear line, before a lock file is made beside it
         self.lock.acquire()
         try:

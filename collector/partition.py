@@ -322,7 +322,10 @@ def check_partitions(rules: Rules, tagged: Sequence[tuple[str, Partition | None]
         for what, attr in (("rules", "rules_version"), ("registry", "registry_version")):
             versions = {where: getattr(p, attr) for where, p in tagged if p is not None}
             if len(set(versions.values())) > 1:
-                problems.append(f"mixed {what} versions: " + ", ".join(f"{w} {v}" for w, v in versions.items()))
+                problems.append(f"mixed {what} versions: " + ", ".join(f"{w} {v}" for w, v in versions.items())
+                                + f". Every partition must run with the same {what} file: restart each partition's "
+                                  f"collector with it (each then recomputes its month from its archive and "
+                                  f"retags its ledger and archive)")
     if problems:
         raise UsageError("cannot merge these partitions:\n  " + "\n  ".join(problems))
 

@@ -27,7 +27,7 @@ from .decode import Decoder
 from .engine import Engine
 from .errors import CheckpointError
 from .registry import Registry
-from .sinks.archive import archive_files
+from .sinks.archive import read_archive_files
 from .timebase import day_of, day_to_date, month_bounds
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def month_sources(archive_dirs: list[Path], month: str) -> MonthSources:
     named = _NAME.fullmatch(snapshot.name) if snapshot else None  # snapshot was found by this name
     first = f"{named.group(1)}-01" if named else ""
     last = day_to_date(day_of(end - 1)).isoformat()
-    files = [p for d in archive_dirs for p in archive_files(d) if first <= p.name[6:16] <= last]
+    files = [p for d in archive_dirs for p in read_archive_files(d) if first <= p.name[6:16] <= last]
     return MonthSources(snapshot, sorted(files, key=lambda p: (p.name[6:16], p.name)))
 
 

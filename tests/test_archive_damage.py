@@ -163,3 +163,38 @@ def test_month_close_refuses_a_damaged_archive_file_even_accepting_gaps(pristine
     assert f"{day}: archive is damaged at byte " in err and "differs from its recomputation" not in err
     with Ledger(m.ledger, readonly=True) as ledger:
         assert closings(ledger) == []
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["lines", "blocks"])
+def test_a_gzip_file_whose_first_byte_is_flipped_is_damage_not_text(tmp_path: Path, blocks: bool) -> None:
+    """Test that a day file whose first byte (gzip's magic) is altered is damage at its start, not a plain
+    text file whose every line is skipped (which read its hours as a monitoring gap, exit 0); an empty
+    day file (a collector killed right after creating it) still reads as nothing."""
+    path = _written(tmp_path / "a")
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchiveDamaged, match=r"archive is damaged at byte [01] of .*not a gzip file: it starts with 1e 8b"):
+        _read_all(path, blocks=blocks)
+    empty = tmp_path / "b" / "ptmon-2026-11-02.jsonl.gz"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    assert _read_all(empty, blocks=blocks).records == 0
+
+
+def test_a_day_file_decompressed_in_place_is_refused_not_skipped(collected, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that an archive directory holding a day file gunzipped in place (``ptmon-….jsonl``), which the
+    readers skip, is refused in one line naming the file by replay and report --from-archive, instead of
+    reading the directory without it (its hours a monitoring gap, exit 0)."""
+    where = ["--registry", str(collected["registry"]), "--rules", str(collected["rules"])]
+    archive = tmp_path / "all"
+    shutil.copytree(collected["tmp"] / "all" / "archive", archive)
+    day = _day_file(archive)
+    plain = day.with_suffix("")
+    plain.write_bytes(gzip.decompress(day.read_bytes()))
+    day.unlink()
+    assert main(["replay", "--month", "2026-11", "--quiet", *where, str(archive)]) == 2
+    assert f"{plain}: a day file that is not gzip-compressed" in capsys.readouterr().err
+    assert main(["report", "--month", "2026-11", "--format", "csv", "--out", str(tmp_path / "out"), *where,
+                 "--from-archive", str(archive)]) == 2
+    assert f"{plain}: a day file that is not gzip-compressed" in capsys.readouterr().err

@@ -102,11 +102,16 @@ def test_other_commands_writing_files_refuse_an_unwritable_path(collected, reado
                              "--record", str(record), "--duration", "1s"], f"--record {record}:")
     assert "broker" not in line
     _refused(capsys, ["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
-                      "--data-dir", str(readonly / "data")], f"{readonly / 'data' / 'ledger.sqlite'}: the ledger is read-only")
+                      "--data-dir", str(readonly / "data")], f"data directory {readonly / 'data'}: cannot write in")
     _refused(capsys, ["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
                       "--data-dir", str(readonly.parent / "data"), "--kpi-csv", str(readonly / "k.csv")],
              f"--kpi-csv {readonly / 'k.csv'}:")
     assert not list(readonly.iterdir())
+    a_file = readonly.parent / "a-file"
+    a_file.write_text("")
+    line = _refused(capsys, ["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
+                             "--data-dir", str(a_file)], f"data directory {a_file}: exists and is not a directory")
+    assert "read-only" not in line
 
 
 def test_a_write_failing_midway_leaves_the_file_as_it_was(tmp_path: Path) -> None:

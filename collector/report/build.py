@@ -23,7 +23,7 @@ from ..merge import recompute_partitions, tagged_archives
 from ..registry import Registry
 from ..replay import Progress
 from ..rules import RULE_FILES, Rules
-from ..sinks.archive import archive_files
+from ..sinks.archive import read_archive_files
 from ..snapshots import month_sources
 from ..timebase import day_of, format_instant, month_bounds
 from .computed_with import recomputed_note, refuse_other_versions
@@ -108,7 +108,7 @@ def _recompute(month: str, registry: Registry, ledger: Ledger, sources: Sequence
         recompute_month(directories, registry, month, ledger, progress=progress)
         read = ([("snapshot", found.snapshot)] if found.snapshot else []) + [("archive", p) for p in found.files]
     else:
-        paths = [p for source in map(Path, sources) for p in (archive_files(source) if source.is_dir() else [source])]
+        paths = [p for source in map(Path, sources) for p in (read_archive_files(source) if source.is_dir() else [source])]
         say(f"recomputing {month} from {len(paths)} archive file(s), read from the beginning")
         rebuild_ledger(paths, registry, ledger, end=end, progress=progress)
         read = [("archive", p) for p in paths]

@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..archive import ARCHIVE_FILE_NAME, Record, encode_record
+from ..archive import ARCHIVE_FILE_NAME, UNCOMPRESSED_FILE_NAME, Record, encode_record
 from ..durable import fsync_directory
 from ..errors import ArchiveError, StorageGone
 from ..metrics import Metrics
@@ -128,6 +128,17 @@ class _Member:
             self.abandon()
             raise StorageGone(f"archive file {self.path}: cannot undo a failed write ({exc.strerror})") from exc
         self._z = state
+def read_archive_files(directory: Path) -> list[Path]:
+    """:func:`archive_files` for a reader, refusing a directory that holds a day file decompressed in
+    place (``ptmon-YYYY-MM-DD.jsonl``): read without it, its hours would pass for a monitoring gap."""
+    plain = sorted(p.name for p in directory.glob("ptmon-*.jsonl") if UNCOMPRESSED_FILE_NAME.fullmatch(p.name))
+    if plain:
+        raise ArchiveError(f"{directory / plain[0]}: a day file that is not gzip-compressed, which is not read (the "
+                           f"collector writes .jsonl.gz): compress it again (gzip {directory / plain[0]}) or move it "
+                           "out of the archive directory; left as it is, its hours would count as a monitoring gap")
+    return archive_files(directory)
+
+
 def archive_paths(sources: Sequence[str | Path]) -> list[Path]:
     """Archive files named, and every archive file of the directories named (the collector's
     ``archive_dir``), in order. A replay reads all of a directory: what came before the period
@@ -135,7 +146,7 @@ def archive_paths(sources: Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for source in map(Path, sources):
         if source.is_dir():
-            found = archive_files(source)
+            found = read_archive_files(source)
             if not found:
                 raise ArchiveError(f"{source}: no archive files (ptmon-YYYY-MM-DD[.N].jsonl.gz) in this directory")
             out += found
