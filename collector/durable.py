@@ -17,7 +17,7 @@ from typing import IO, Any
 
 def fsync_directory(directory: Path) -> None:
     """Flush a directory's entries, so a file created or renamed in it survives a power loss."""
-    _fsync(directory)
+    fsync_path(directory)
 
 
 def temporary_beside(path: Path, *, durable: bool) -> Path:
@@ -35,7 +35,7 @@ def replacing(path: Path, *, durable: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         if durable:
-            _fsync(tmp)
+            fsync_path(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -50,7 +50,7 @@ def replacing_file(path: Path, mode: str = "wb", *, durable: bool = True, **open
         yield f
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """A file's data, or a directory's entries, to disk (both are opened read-only to be fsync'd)."""
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..durable import fsync_path
 from ..errors import LedgerError, UsageError
 from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed, recompute_month
@@ -212,19 +213,11 @@ def _seal_new(seal: Path, sealed: Sequence[tuple[dict[str, Any], Mapping[str, by
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
                 raise
             return None
-        _sync_dir(seal.parent)
+        fsync_path(seal.parent)
         return done
     finally:
         for path in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             path.unlink(missing_ok=True)
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _seal_ledger(path: Path, parts: Sequence[PartSource]) -> Ledger:
