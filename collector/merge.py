@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .ledger.grid import SampleGrid
+from .ledger.read import MERGED_SPANS_KEY
 from .ledger.records import Exemption
 from .ledger.store import Ledger
 from .partition import (
@@ -86,9 +87,10 @@ def write_merged(merged: Ledger, db: sqlite3.Connection) -> None:
         db.execute(f"DELETE FROM {table}")
         rows = merged.db.execute(f"SELECT * FROM {table}")
         db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows.description))})", rows)
-    db.execute("DELETE FROM meta WHERE key = 'status_since'")
+    db.execute("DELETE FROM meta WHERE key IN ('status_since', ?)", (MERGED_SPANS_KEY,))
     db.executemany("INSERT INTO meta VALUES (?, ?)", merged.db.execute("SELECT key, value FROM meta "
-                                                                       "WHERE key = 'status_since'"))
+                                                                       "WHERE key IN ('status_since', ?)",
+                                                                       (MERGED_SPANS_KEY,)))
 
 
 MERGED_TABLES = ("hours", "days", "counts", "status", "episodes", "unknown_topics", "spans", "exemptions")
@@ -110,6 +112,9 @@ def _merge_into(db: sqlite3.Connection, sources: Sequence[tuple[Partition | None
         spans = ledger.spans() if spans is None else intersect_spans(spans, ledger.spans())
     _copy_exemptions([ledger.db for _, ledger in sources], db)
     db.executemany('INSERT INTO spans (start, "end") VALUES (?, ?)', spans or [])
+    db.execute("DELETE FROM meta WHERE key = ?", (MERGED_SPANS_KEY,))
+    if len(sources) > 1:  # the hours' samples are each partition's: the district's are read within these spans
+        db.execute("INSERT INTO meta VALUES (?, '1')", (MERGED_SPANS_KEY,))
     since = max((ledger.status_since() for _, ledger in sources), default=0)  # an upgraded partition's limit holds
     db.execute("DELETE FROM meta WHERE key = 'status_since'")
     if since:
