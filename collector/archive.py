@@ -59,7 +59,7 @@ import numpy as np
 import orjson
 from zlib_ng import zlib_ng
 
-from .archive_damage import ArchiveDamaged, damage_offset, is_damage
+from .archive_damage import ArchiveDamaged, ZeroTail, damage_offset, is_damage, zero_tail
 from .errors import ArchiveError
 from .lines import ArchiveLines, Block, scan
 
@@ -95,13 +95,22 @@ class _GzipUntilCut(io.RawIOBase):
         self.pending = b""
         self.cut: Exception | None = None
         self.ended = False
+        zeros = zero_tail(raw)
+        self.unread = raw.seek(0, io.SEEK_END) - zeros  # bytes left to inflate: the zeros ending the file are not
+        raw.seek(0)
+        self.zeros = ZeroTail(zeros, self.unread + zeros) if zeros else None
+
+    def read_raw(self) -> bytes:
+        chunk = self.raw.read(min(1 << 16, self.unread))
+        self.unread -= len(chunk)
+        return chunk
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         while not self.pending and not self.ended:
-            self._decompress(self.raw.read(1 << 16))
+            self._decompress(self.read_raw())
         n = min(len(buffer), len(self.pending))
         buffer[:n] = self.pending[:n]
         self.pending = self.pending[n:]
@@ -110,7 +119,9 @@ class _GzipUntilCut(io.RawIOBase):
     def _decompress(self, chunk: bytes) -> None:
         if not chunk:
             self.ended = True
-            if self.member is not None:
+            if self.zeros is not None:
+                self.cut = self.zeros
+            elif self.member is not None:
                 self.cut = EOFError("no gzip trailer")
             return
         out = []
@@ -152,7 +163,7 @@ class _Decompressed:
             while not gz.ended:
                 pieces, size = [], 0
                 while size < BLOCK_BYTES and not gz.ended:
-                    gz._decompress(gz.raw.read(1 << 16))
+                    gz._decompress(gz.read_raw())
                     pieces.append(gz.pending)
                     size += len(gz.pending)
                     gz.pending = b""
@@ -369,6 +380,9 @@ class ArchiveReader:
             log.error("%s", damage)
             return
         self.truncated.append(str(path))
+        if isinstance(exc, ZeroTail):
+            log.warning("%s: archive is cut short after line %d: %s; read up to there", path, lineno, exc)
+            return
         log.warning("%s: archive is cut short after line %d (%s), as a crash while writing leaves it; read up to there",
                     path, lineno, exc)
 

@@ -8,12 +8,18 @@ from the file may themselves be altered (a flipped bit inside deflate data can d
 valid text until a check catches it), so a replay, report or month close from that archive
 would be wrong: the reader stops with :class:`ArchiveDamaged`, which names the file and the byte
 where the inflater found the damage (the damage itself is at or before it).
+
+A power cut can leave a third kind of end: the file's last blocks allocated but never written,
+read back as zero bytes. Inflated, zeros are not always refused: inside a batch they can decode
+as copies of earlier text, records read twice. So a file ending in more zero bytes than gzip
+data can end in (:func:`zero_tail`) is read only up to them, as cut short there.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import ArchiveError
 
@@ -37,6 +43,32 @@ class ArchiveDamaged(ArchiveError):
             f"{path}: archive is damaged {where} ({cause}): corrupt data, not the cut-short end a crash while writing "
             f"leaves. Read up to line {lineno:,}{garbled}; lines before the damage may be altered too, so nothing "
             "computed from this file can be trusted: restore it from a copy (a backup, or another machine's copy)")
+
+
+MOST_ZEROS_ENDING_GZIP = 16  # a trailer's CRC and size, and a final empty block, hold at most 10
+
+
+class ZeroTail(EOFError):
+    """The file ends in zero bytes, which are not read."""
+
+    def __init__(self, zeros: int, size: int) -> None:
+        super().__init__(f"it ends in {zeros:,} zero bytes from byte {size - zeros:,} of {size:,}, as a power cut "
+                         "while writing can leave it")
+
+
+def zero_tail(raw: IO[bytes]) -> int:
+    """The number of zero bytes ending the file ``raw`` when they are more than gzip data ends in, else 0."""
+    size = raw.seek(0, os.SEEK_END)
+    zeros = 0
+    while zeros < size:
+        n = min(READ_BYTES, size - zeros)
+        raw.seek(size - zeros - n)
+        kept = len(raw.read(n).rstrip(b"\0"))
+        zeros += n - kept
+        if kept:
+            break
+    raw.seek(0)
+    return zeros if zeros > MOST_ZEROS_ENDING_GZIP else 0
 
 
 def is_damage(exc: Exception, inflate_errors: tuple[type[Exception], ...]) -> bool:

@@ -67,6 +67,31 @@ def test_a_file_cut_short_reads_up_to_the_cut_with_a_warning(tmp_path: Path, blo
     assert any("archive is cut short" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
+@pytest.mark.parametrize("where", ["mid_batch", "after_trailer"])
+@pytest.mark.parametrize("blocks", [False, True], ids=["lines", "blocks"])
+def test_a_file_ending_in_zero_bytes_reads_as_cut_short(tmp_path: Path, blocks: bool, where: str,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Test that a day file whose last blocks a power cut left as zero bytes (in the middle of a batch,
+    or after a whole file) reads up to the zeros with a warning naming them, not as damage; zeros with
+    gzip data after them stay damage."""
+    path = _written(tmp_path)
+    data = path.read_bytes()
+    kept = (len(data) * 3 // 5) // 4096 * 4096 if where == "mid_batch" else len(data)
+    path.write_bytes(data[:kept] + bytes(8192))
+    reader = _read_all(path, blocks=blocks)
+    assert reader.truncated == [str(path)] and reader.damaged == []
+    assert (5_000 < reader.records < 20_000) if where == "mid_batch" else reader.records == 20_000
+    zeros_from = len(data[:kept].rstrip(b"\0"))  # the data's own last bytes may be zeros too
+    assert any(f"it ends in {kept + 8192 - zeros_from:,} zero bytes from byte {zeros_from:,}" in r.getMessage()
+               and r.levelno == logging.WARNING for r in caplog.records)
+    # the zeros inflated would add copies of earlier lines and garbage; only the line the cut split is no record
+    assert sum("not an archive record" in r.getMessage() for r in caplog.records) <= 1
+    if where == "mid_batch":
+        path.write_bytes(data[:kept] + bytes(8192) + data[kept:])
+        with pytest.raises(ArchiveDamaged):
+            _read_all(path, blocks=blocks)
+
+
 def _damage(path: Path, kind: str) -> tuple[int, int]:
     """Damage the file; the range of bytes where the reader must say it found the damage."""
     data = path.read_bytes()
