@@ -18,6 +18,7 @@ hand-made episodes, exemptions and daily KPIs (the renderers read only ReportInp
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import subprocess
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from ptmon.cli import main
+from ptmon.errors import PtmonError
 from ptmon.ledger.records import Episode, Exemption
 from ptmon.report.model import DailyKpi, InputFile, ReportInputs
 from ptmon.report.render import render
@@ -329,6 +331,25 @@ def test_without_what_the_pdf_needs_the_other_formats_are_written(inputs, tmp_pa
     assert code == 2
     assert len(errors) == 1 and errors[0].startswith("ptmon: error:") and hint in errors[0], errors
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"report-{MONTH}.{f}" for f in ("csv", "html", "xlsx")]
+
+
+def test_a_format_that_cannot_be_written_replaces_none_of_the_files(inputs, tmp_path, monkeypatch):
+    """Test that when one format fails to write (the disk full while the XLSX is written), the files of an
+    earlier run stay as they were, every one: no new CSV beside an old XLSX, and no temporary file left."""
+    out = tmp_path / "out"
+    render(inputs, out, ("csv", "xlsx", "html"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / f"report-{MONTH}.csv").write_bytes(b"last run's csv")
+    before[f"report-{MONTH}.csv"] = b"last run's csv"
+
+    def full_disk(view, path):  # type: ignore[no-untyped-def]
+        path.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("ptmon.report.xlsx.render_xlsx", full_disk)
+    with pytest.raises(PtmonError, match=r"cannot write .*report-2026-\d\d\.xlsx: No space left on device; no report file was replaced"):
+        render(inputs, out, ("csv", "xlsx", "html"))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,20 @@
 """``render``: the report's files from its inputs, in any of PDF, HTML, XLSX and CSV.
 
 ``report-YYYY-MM[-contract].{pdf,html,xlsx,csv}`` in ``out_dir``; each is written to a
-temporary name and renamed, so a file with the final name is always complete.
+temporary name, and the formats are renamed together once all are rendered: a file with the final
+name is always complete, and a format that fails (a full disk) replaces none of the files, so the
+set in the directory is from one run. The PDF alone may fail after the others are written, when
+what it needs is not installed.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ..durable import replacing
+from ..durable import temporary_beside
 from ..errors import PtmonError, UsageError
 from ..outputs import reason
 from .model import ReportInputs
@@ -47,24 +51,41 @@ def render(inputs: ReportInputs, out_dir: Path, formats: Iterable[str] = FORMATS
     say(f"summaries built ({time.monotonic() - began:.1f} s)")
     base = out_dir / (stem or report_stem(inputs.month, contract))
     html_text = ""
-    written: list[Path] = []
-    # The PDF last: it alone needs more than Python (the [pdf] extra, Pango, the CJK fonts), and
-    # when that is missing the other formats are written all the same.
-    for fmt in sorted(chosen, key=lambda f: f == "pdf"):
-        target = base.with_name(f"{base.name}.{fmt}")
-        step = time.monotonic()
-        if fmt in ("html", "pdf") and not html_text:
-            from .html import render_html
+    rendered: list[tuple[Path, Path]] = []  # (temporary, target): renamed together, a set from one run
+    pdf_failure: PtmonError | None = None
+    seconds: dict[Path, float] = {}
+    try:
+        # The PDF last: it alone needs more than Python (the [pdf] extra, Pango, the CJK fonts), and
+        # when that is missing the other formats are written all the same.
+        for fmt in sorted(chosen, key=lambda f: f == "pdf"):
+            target = base.with_name(f"{base.name}.{fmt}")
+            step = time.monotonic()
+            if fmt in ("html", "pdf") and not html_text:
+                from .html import render_html
 
-            html_text = render_html(view)  # one document for both: the PDF is this HTML laid out
-        try:
-            _write(target, fmt, view, html_text)
-        except PtmonError as exc:
-            if fmt != "pdf" or not written:
-                raise
-            raise PtmonError(f"{exc} (written: {', '.join(p.name for p in written)})") from exc
-        written.append(target)
-        say(f"wrote {target} ({time.monotonic() - step:.1f} s)")
+                html_text = render_html(view)  # one document for both: the PDF is this HTML laid out
+            tmp = temporary_beside(target, durable=False)
+            rendered.append((tmp, target))
+            try:
+                _render_one(fmt, view, html_text, tmp)
+            except OSError as exc:
+                raise PtmonError(f"cannot write {target}: {reason(exc)}; no report file was replaced") from exc
+            except PtmonError as exc:
+                if fmt != "pdf" or len(rendered) == 1:
+                    raise
+                rendered.pop()
+                tmp.unlink(missing_ok=True)
+                pdf_failure = exc
+            seconds[target] = time.monotonic() - step
+        for tmp, target in rendered:
+            _rename(tmp, target)
+            say(f"wrote {target} ({seconds[target]:.1f} s)")
+    finally:
+        for tmp, _ in rendered:
+            tmp.unlink(missing_ok=True)
+    written = [target for _, target in rendered]
+    if pdf_failure is not None:
+        raise PtmonError(f"{pdf_failure} (written: {', '.join(p.name for p in written)})") from pdf_failure
     return written
 
 
@@ -87,9 +108,8 @@ def _render_one(fmt: str, view: ReportView, html_text: str, path: Path) -> None:
         raise UsageError(f"unknown report format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def _write(target: Path, fmt: str, view: ReportView, html_text: str) -> None:
+def _rename(tmp: Path, target: Path) -> None:
     try:
-        with replacing(target, durable=False) as tmp:
-            _render_one(fmt, view, html_text, tmp)
-    except OSError as exc:  # the temporary file is gone and ``target`` as it was
+        os.replace(tmp, target)
+    except OSError as exc:
         raise PtmonError(f"cannot write {target}: {reason(exc)}") from exc
