@@ -162,6 +162,24 @@ def test_a_restatement_of_partitions_seals_a_new_version_in_the_seal_ledger(coll
     assert code == 0, out + err
 
 
+def test_a_partitions_ledger_takes_exemptions_of_its_own_streets_only(collected, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Test that an exemption of another partition's street, or of a device there, is refused by a partition's
+    ledger (it would count nowhere: those devices are not in its registry rows) and names the owner; its own
+    street's is recorded."""
+    b = _copy(collected, tmp_path, "b")["b"] / "ledger.sqlite"
+    before = b.read_bytes()
+    window = ["--from", "2026-11-01T00:50", "--to", "2026-11-01T01:40", "--reason", "检修", "--approver", "王工"]
+    device = next(r.split(",")[0] for r in collected["registry"].read_text(encoding="utf-8").splitlines()
+                  if ",taopu," in r)
+    for target in (["--street", "taopu"], ["--device", device, "--registry", str(collected["registry"])]):
+        code = main(["exempt", "add", "--ledger", str(b), *target, *window])
+        err = capsys.readouterr().err
+        assert code == 2 and f"{target[1]!r} is on street taopu, which the ledger {b} does not own" in err, err
+        assert "record the exemption in the ledger of the partition that owns the street" in err
+    assert b.read_bytes() == before
+    assert main(["exempt", "add", "--ledger", str(b), "--street", "wanli", *window]) == 0
+
+
 @pytest.mark.parametrize("case", ["overlap", "incomplete", "mixed-rules", "lone", "no-seal-ledger", "collector-ledger",
                                   "partition-collector-running", "district-ledger-with-seal-ledger"])
 def test_partitions_that_do_not_make_the_district_are_refused(collected, tmp_path, capsys, case) -> None:

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UsageError
 from ..timebase import format_instant, month_bounds, parse_instant
 from .access import refuse_read_only
@@ -67,7 +69,7 @@ def cmd_exempt(args: argparse.Namespace) -> int:
     if action == "add":  # before the ledger is opened (or created)
         scope, target = next((s, getattr(args, s)) for s in ("device", "street", "gateway") if getattr(args, s))
         start, end = parse_instant(args.start), parse_instant(args.end)
-        _check_target(args, scope, target)
+        streets = _check_target(args, scope, target)
     with Ledger(path, readonly=action == "list") as ledger:
         if action != "list":
             from ..month.parts import refuse_seal_ledger
@@ -75,6 +77,7 @@ def cmd_exempt(args: argparse.Namespace) -> int:
             refuse_seal_ledger(ledger, f"record the {'exemption' if action == 'add' else 'revocation'} in the ledger "
                                        "of the partition that owns the street")
         if action == "add":
+            _refuse_other_partitions(ledger, path, scope, target, streets)
             e = ledger.add_exemption(scope=scope, target=target, start=start, end=end, reason=args.reason,
                                      approver=args.approver)
             print(f"exemption {e.id} recorded: {_describe(e)}")
@@ -123,8 +126,22 @@ def _ledger_path(args: argparse.Namespace) -> Path:
     return Path("ptmon-data") / "ledger.sqlite"
 
 
-def _check_target(args: argparse.Namespace, scope: str, target: str) -> None:
-    """Refuse a street the rules do not have, and a device or gateway the registry does not have."""
+def _refuse_other_partitions(ledger: Ledger, path: Path, scope: str, target: str, streets: list[str]) -> None:
+    """A partition's ledger records exemptions of its own streets only: one of another street would count
+    nowhere (its devices are not in this partition's registry rows) and be missing from the owner's ledger."""
+    from ..partition import ledger_tag
+
+    tag = ledger_tag(ledger.db, str(path))
+    if tag is None or set(streets) & set(tag.streets):
+        return
+    raise UsageError(f"--{scope} {target!r} is on street {', '.join(streets)}, which the ledger {path} does not own "
+                     f"(it is partition {tag.label}'s): record the exemption in the ledger of the partition that owns "
+                     "the street")
+
+
+def _check_target(args: argparse.Namespace, scope: str, target: str) -> list[str]:
+    """Refuse a street the rules do not have, and a device or gateway the registry does not have; the
+    streets the target covers."""
     from ..exemptions import ExemptionMask
     from ..registry import load_registry
     from ..rules import DEFAULT_RULES_DIR, load_rules
@@ -139,14 +156,16 @@ def _check_target(args: argparse.Namespace, scope: str, target: str) -> None:
     if scope == "street":
         if target not in rules.street_codes():
             raise UsageError(f"--street {target!r} is not a street of the rules (known: {', '.join(rules.street_codes())})")
-        return
+        return [target]
     if registry_path is None:
         raise UsageError(f"--{scope} {target!r} cannot be checked: give the registry (--registry FILE, or --config FILE "
                          "naming it)")
     registry = load_registry(registry_path, rules)
     probe = Exemption(id=0, scope=scope, target=target, start=0, end=1, reason="", approver="", created_at=0)
-    covered = len(ExemptionMask(registry).rows_of(probe))
-    if not covered:
+    rows = ExemptionMask(registry).rows_of(probe)
+    if not len(rows):
         where = "is not in" if scope == "device" else "has no device in"
         raise UsageError(f"--{scope} {target!r} {where} the registry {registry_path}")
-    print(f"{covered} device(s) covered", file=sys.stderr)
+    print(f"{len(rows)} device(s) covered", file=sys.stderr)
+    codes = rules.street_codes()
+    return [codes[i] for i in np.unique(registry.street[rows]).tolist()]
