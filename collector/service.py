@@ -23,6 +23,7 @@ from .config import (
 )
 from .credentials import parse_broker_url, redact, split_credentials
 from .errors import StorageGone, UsageError
+from .ledger.access import refuse_read_only
 from .lifecycle import FORCED_EXIT_STATUS, ExitRequest
 from .outputs import output_file
 from .partition import partitioned_config, restrict_registry
@@ -144,6 +145,7 @@ def run_collect(args: argparse.Namespace) -> int:
         print(check_anomaly_rules(rules))
         if config.alerts.enabled:
             print(check_alert_rules(config.alerts.rules_file, rules))
+        refuse_read_only(config.ledger_path)  # as the collector's start would
         print("config OK")
         return 0
     kpi_csv = output_file(args.kpi_csv, "--kpi-csv") if args.kpi_csv else None  # written at every checkpoint

@@ -102,9 +102,9 @@ def test_a_closed_month_on_read_only_media_is_read_where_it_is(closed: Month, tm
 @every_way
 def test_commands_that_write_refuse_a_read_only_ledger_in_one_line(pristine: Path, tmp_path: Path, read_only,
                                                                   how) -> None:  # type: ignore[no-untyped-def]
-    """Test that month close and restate, exempt add and revoke, ledger rebuild and the collector refuse a ledger in
-    a directory that cannot be written with exit status 2 and one line naming it and saying it is read-only (no
-    traceback), and write nothing."""
+    """Test that month close and restate, exempt add and revoke, ledger rebuild and the collector (and its
+    --check-config) refuse a ledger in a directory that cannot be written with exit status 2 and one line naming
+    it and saying it is read-only (no traceback), and write nothing."""
     month = _copy(pristine, tmp_path / "m")
     config = str(month.config)
     read_only.make(how, month.root)
@@ -114,7 +114,8 @@ def test_commands_that_write_refuse_a_read_only_ledger_in_one_line(pristine: Pat
                   "2026-11-12", "--reason", "小区改造断电", "--approver", "李四"],
                  ["exempt", "--config", config, "revoke", "1", "--by", "王五", "--reason", "撤销"],
                  ["ledger", "rebuild", "--month", md.MONTH, "--config", config],
-                 ["collect", "--config", config]):
+                 ["collect", "--config", config],
+                 ["collect", "--config", config, "--check-config"]):
         _refused(read_only.run(*args), month.ledger, _reason(how, month.ledger.parent))
     assert read_only.unchanged()
 
