@@ -140,6 +140,7 @@ def test_verify_names_a_partitions_changed_archive_or_ledger(collected, closed, 
     code, out, _ = _month(capsys, "verify", MONTH, *closed["where"])
     assert code == 1
     assert "partition changzheng+taopu's ledger" in out and "changed since the closing" in out
+    assert f"`ptmon ledger verify --month {MONTH} --ledger {a} --archive {a.parent / 'archive'}` compares" in out
     assert "FAIL  partition wanli" not in out
     code, out, _ = _month(capsys, "status", MONTH, *closed["where"])
     assert code == 0 and "the ledger's rows of the month changed since the closing" in out
@@ -154,6 +155,12 @@ def test_a_restatement_of_partitions_seals_a_new_version_in_the_seal_ledger(coll
     capsys.readouterr()
     code, out, _ = _month(capsys, "status", MONTH, *closed["where"])
     assert code == 0 and "[豁免 exemptions]" in out
+    hint = next(line for line in out.splitlines() if "to seal this as a new version" in line).split("`")[1].split()
+    a = closed["dirs"]["a"]  # the command finds the partitioned month again, as the operator gave it
+    assert sorted(hint[hint.index("--ledger") + 1 : hint.index("--archive")]) == [str(a / "ledger.sqlite"),
+                                                                                 str(b / "ledger.sqlite")]
+    assert sorted(hint[hint.index("--archive") + 1 : hint.index("--seal-ledger")]) == [str(a / "archive"), str(b / "archive")]
+    assert hint[hint.index("--seal-ledger") + 1] == str(closed["seal"])
     code, out, err = _month(capsys, "restate", MONTH, "--reason", "网关检修豁免", "--by", "李四", *closed["where"])
     assert code == 0, err
     versions = _sealed(closed["seal"])

@@ -175,8 +175,8 @@ def _already(ctx: MonthContext, contract: str) -> str:
     c = closing(ctx.ledger, ctx.month, contract)
     assert c is not None
     return (f"{contract} {ctx.month} is already closed ({c.label}, by {c.closed_by} at {when(c.closed_at)}); "
-            f"a change since is a restatement: `ptmon month status {ctx.month}`, then `ptmon month restate {ctx.month} "
-            f"--contract {contract} --reason TEXT --by NAME`")
+            f"a change since is a restatement: `ptmon month status {ctx.month}{ctx.setup.where}`, then `ptmon month "
+            f"restate {ctx.month} --contract {contract} --reason TEXT --by NAME{ctx.setup.where}`")
 
 
 def _gaps_acceptance(ctx: MonthContext, previous: Closing, final: Figures, *, by: str,

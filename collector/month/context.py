@@ -12,6 +12,7 @@ rows merged into a scratch ledger beside the seal ledger's closings, which only 
 
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
 import time
@@ -57,6 +58,16 @@ class MonthSetup:
     def archives(self) -> list[Path]:
         """Every archive directory of the month: the partitions', or the one."""
         return [p.archive for p in self.parts] if self.parts else [self.archive]
+
+    @property
+    def where(self) -> str:
+        """The options a suggested ``ptmon month`` command needs to find this deployment's month again: a
+        partitioned one's ledgers, archives and seal ledger ('' for one collector, found by --config or
+        the defaults as before)."""
+        if not self.parts:
+            return ""
+        return " " + shlex.join(["--ledger", *(str(p.ledger) for p in self.parts),
+                                 "--archive", *(str(p.archive) for p in self.parts), "--seal-ledger", str(self.ledger)])
 
     @property
     def scratch_dir(self) -> Path:

@@ -28,6 +28,7 @@ import errno
 import json
 import os
 import secrets
+import shlex
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -331,7 +332,8 @@ def parts_doc(parts: Sequence[tuple[PartSource, Ledger]], digest: Callable[[Ledg
              "ledger_month_sha256": digest(ledger)} for part, ledger in parts]
 
 
-def partition_ledger_changes(sealed: Sequence[dict[str, Any]], now: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+def partition_ledger_changes(sealed: Sequence[dict[str, Any]], now: Sequence[dict[str, Any]],
+                             month: str) -> tuple[list[str], list[str]]:
     """The partitions' ledgers now against those sealed: (what is as sealed, what differs)."""
     ok: list[str] = []
     bad: list[str] = []
@@ -345,7 +347,8 @@ def partition_ledger_changes(sealed: Sequence[dict[str, Any]], now: Sequence[dic
         if d["ledger_month_sha256"] == before[streets]["ledger_month_sha256"]:
             ok.append(f"partition {label}'s ledger {d['ledger']}: its rows of the month as sealed")
         else:
+            verify = shlex.join(["ptmon", "ledger", "verify", "--month", month, "--ledger", d["ledger"],
+                                 "--archive", d["archive_dir"]])
             bad.append(f"partition {label}'s ledger {d['ledger']}: its rows of the month (hours, days, counts, device "
-                       "status, spans) changed since the closing; `ptmon ledger verify --month` compares them with "
-                       "its archive")
+                       f"status, spans) changed since the closing; `{verify}` compares them with its archive")
     return ok, bad

@@ -75,7 +75,7 @@ def analysis_lines(ctx: MonthContext, a: Analysis) -> list[str]:
         assert a.total is not None
         out += total_lines(a.total, label)
         out.append(f"to seal this as a new version: `ptmon month restate {ctx.month} --contract {a.contract} "
-                   "--reason TEXT --by NAME`")
+                   f"--reason TEXT --by NAME{ctx.setup.where}`")
     out += [f"note: {n}" for n in a.notes]
     recomputed = (f"; recomputed from the archive: {ctx.recomputed_records:,} records in {ctx.recompute_seconds:.1f} s"
                   if ctx.recomputed_records else "")

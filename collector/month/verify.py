@@ -115,7 +115,7 @@ def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], s
 def _partitions(ctx: MonthContext, v: Verdict, c) -> None:
     """Each partition's ledger against the SHA-256 of its rows sealed in the latest version."""
     now = parts_doc(ctx.parts, lambda ledger: ledger_month_digest(ledger, ctx.month))
-    ok, bad = partition_ledger_changes(c.doc["inputs"].get("partitions", []), now)
+    ok, bad = partition_ledger_changes(c.doc["inputs"].get("partitions", []), now, ctx.month)
     for text in ok:
         v.ok(text)
     for text in bad:
