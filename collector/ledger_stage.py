@@ -13,6 +13,7 @@ from .anomaly import DeviceHealth
 from .checkpoint import Checkpoint
 from .config import CollectorConfig
 from .engine import Engine
+from .errors import LedgerError
 from .exemptions import ExemptionMask
 from .faults import Faults, check_storage_present
 from .ledger.episodes import EpisodeTracker, episode_line
@@ -25,6 +26,7 @@ from .live import MonthTallies, SlaPoints
 from .loss import LossWindow
 from .metrics import Metrics
 from .registry import Registry
+from .results import Results
 
 log = logging.getLogger("ptmon.collect")  # the collector's own log, as before these stages had modules
 
@@ -69,15 +71,27 @@ class LedgerStage:
         self.episodes = EpisodeTracker(engine, self._on_episodes, open_starts)
         self._attach_health()
         self.alerts: AlertEvaluator | None = None
+        self._month_to_date_errors: set[str] = set()
         self.alert_rules = self._load_alert_rules()
         if self.alert_rules is not None:
             restored = checkpoint.extra.get("alerting") if checkpoint is not None else None
             self.alerts = AlertEvaluator(
                 engine, self.months, self.sla, self.alert_rules, on_change=self._on_alerts, emit_points=self._emit,
                 states=self.ledger.alert_states(), restored=restored, data_quality=self._data_quality,
-                month_to_date=lambda start, end: ledger_results(self.ledger, self.registry, start, end),
+                month_to_date=self._month_to_date,
                 loss_window=self.loss_window, loss=self.config.loss,
                 device_health=self.health.monitor if self.health is not None else None)
+
+    def _month_to_date(self, start: int, end: int) -> Results | None:
+        """The ledger's results for the month-at-risk alerts; None (logged once per reason) when the ledger
+        cannot give them, which must not stop the monitoring."""
+        try:
+            return ledger_results(self.ledger, self.registry, start, end)
+        except LedgerError as exc:
+            if str(exc) not in self._month_to_date_errors:
+                self._month_to_date_errors.add(str(exc))
+                log.error("month-at-risk alerts skipped: %s", exc)
+            return None
 
     def _on_episodes(self, episodes: list[Episode]) -> None:
         self.ledger_writer.on_episodes(episodes)

@@ -139,6 +139,29 @@ def test_exempt_add_refuses_unknown_targets(tmp_path, archive_and_registry, caps
     assert main(["exempt", "add", "--ledger", str(ledger), "--device", "s1", *EXEMPT, "--registry", str(registry)]) == 0
 
 
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (["--from", "1026-11-01", "--to", "2026-11-01T04:00"], "--from '1026-11-01' is before 1970: an exemption lies "
+                                                               "between 2000-01-01T00:00:00+08:00 and"),
+        (["--from", "2026-11-01", "--to", "9999-01-01"], "--to '9999-01-01' is 9999-01-01T00:00:00+08:00"),
+        (["--from", "2026-11-01", "--to", "2026-11-02", "--reason", "停电\n检修"], "--reason must be one line of text"),
+        (["--from", "2026-11-01", "--to", "2026-11-02", "--approver", " "], "--approver must be one line of text"),
+    ],
+    ids=["year-typo", "far-future", "newline", "blank"],
+)
+def test_exempt_add_refuses_a_window_or_text_no_operator_approved(tmp_path, capsys, window, message):
+    """Test that a mistyped year (which would exempt a street over every month back to it, closed ones too) and a
+    reason or approver that is not one line are refused with status 2 and no ledger written."""
+    ledger = tmp_path / "ledger.sqlite"
+    args = {"--reason": "停电检修", "--approver": "王工"}
+    args.update(dict(zip(window[::2], window[1::2])))
+    assert main(["exempt", "add", "--ledger", str(ledger), "--street", "taopu",
+                 *[x for kv in args.items() for x in kv]]) == 2
+    assert message in capsys.readouterr().err
+    assert not ledger.exists()
+
+
 def test_rules_check_validates_alerts_as_the_collector_does(tmp_path, capsys):
     """Test that `ptmon rules check` fails on an alerts.yaml typo exactly as `collect --check-config` does."""
     import shutil

@@ -107,6 +107,21 @@ def test_exemption_takes_devices_out_of_the_denominator(registry, archive, tmp_p
     assert exempted.row("iot", "taopu", "online") == plain.row("iot", "taopu", "online")
 
 
+def test_an_exemption_from_before_1970_is_applied_as_a_replay_applies_it(registry, archive, tmp_path):
+    """Test that an exemption whose window starts before 1970 (a typed year that older ptmon took) is applied
+    over the month as a replay applies it, not refused as time before the ledger kept device status (which stopped
+    the collector and every report of the ledger)."""
+    start, end = month()
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        exemption = ledger.add_exemption(scope="street", target="changzheng", start=-30_000 * 86_400 * US,
+                                         end=(T0 + 5 * HOUR) * US, reason="r", approver="a", created_at=T0 * US)
+        rebuild_ledger([str(archive)], registry, ledger, exemptions=[exemption])
+        exempted = ledger_results(ledger, registry, start, end)
+    assert exempted.csv_text() == replay([str(archive)], registry, start, end, exemptions=[exemption]).csv_text()
+    assert exempted.row("iot", "changzheng", "online").denominator < replay([str(archive)], registry, start,
+                                                                              end).row("iot", "changzheng", "online").denominator
+
+
 def test_late_and_revoked_exemptions_count_as_in_a_replay(registry, archive, tmp_path):
     """Test that an exemption recorded after the hours it covers were written, and a revoked one,
     give the ledger exactly the KPIs of a replay with the exemptions in force: the late one counts

@@ -69,6 +69,9 @@ def cmd_exempt(args: argparse.Namespace) -> int:
     if action == "add":  # before the ledger is opened (or created)
         scope, target = next((s, getattr(args, s)) for s in ("device", "street", "gateway") if getattr(args, s))
         start, end = parse_instant(args.start), parse_instant(args.end)
+        _check_window(args.start, start, args.end, end)
+        _check_text("--reason", args.reason)
+        _check_text("--approver", args.approver)
         streets = _check_target(args, scope, target)
     with Ledger(path, readonly=action == "list") as ledger:
         if action != "list":
@@ -124,6 +127,25 @@ def _ledger_path(args: argparse.Namespace) -> Path:
 
         return load_config(args.config).ledger_path
     return Path("ptmon-data") / "ledger.sqlite"
+
+
+EARLIEST = parse_instant("2000-01-01")  # before this, or after LATEST, a date is a typo: no lease ran then
+LATEST = parse_instant("2100-01-01")
+
+
+def _check_window(start_text: str, start: int, end_text: str, end: int) -> None:
+    """Refuse a window that is no exemption an operator approved: a typed year (1026, 0026) that would
+    exempt the devices over every month back to it, closed ones included."""
+    for option, text, t in (("--from", start_text, start), ("--to", end_text, end)):
+        if not EARLIEST <= t <= LATEST:
+            raise UsageError(f"{option} {text!r} is {format_instant(t) if t >= 0 else 'before 1970'}: an exemption lies "
+                             f"between {format_instant(EARLIEST)} and {format_instant(LATEST)}; a typo in the year?")
+
+
+def _check_text(option: str, text: str) -> None:
+    """The reason and approver are shown on one line of the report and the status: no control characters."""
+    if not text.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise UsageError(f"{option} must be one line of text, without control characters (newlines, tabs): {text!r}")
 
 
 def _refuse_other_partitions(ledger: Ledger, path: Path, scope: str, target: str, streets: list[str]) -> None:

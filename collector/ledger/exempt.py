@@ -44,7 +44,7 @@ def exempted_hours(ledger: Ledger, registry: Registry, start: int, end: int,
     if not active or not rows:
         return rows
     since = ledger.status_since()
-    early = [e for e in active if e.start < since]
+    early = [e for e in active if max(e.start, start) < since]  # the part read only: an old window's start is no matter
     if early:
         raise LedgerError(f"{ledger.path}: exemption {early[0].id} covers time before this ledger kept device status "
                           f"({format_instant(since)}, when it was upgraded from an older ptmon): recompute the month "
