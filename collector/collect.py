@@ -139,6 +139,7 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
             self.archive = ArchiveWriter(config.archive_path, compresslevel=config.archive_compresslevel,
                                          metrics=self.metrics,
                                          file_header=file_header(self.partition) if self.partition else None)
+            self.ledger_writer.before_write = self._archive_to_disk
             self.source = MqttSource(config.mqtt, self.metrics, wakeup=self._wakeup_threadsafe, clock=self.clock)
             self.ledger_sink = LedgerSink(self.ledger, self.ledger_writer, self.keeper, self.faults,
                                           path=config.ledger_path, flush=lambda: self._flush_ledger(open_buckets=True))
@@ -304,6 +305,15 @@ class Collector(StateRestore, LedgerStage, AlertStage, HealthStage):
         self._flush_points()
         self.metrics_endpoint.observe(records, now)
         self.keeper.note_writer_error()
+
+    def _archive_to_disk(self) -> None:
+        """Before the ledger is written: the records its hours count are on disk (fsync), so a power cut
+        cannot leave the ledger counting what the archive lost."""
+        try:
+            self.archive.commit()
+        except OSError as exc:
+            log.error("cannot fsync the archive file %s before writing the ledger (%s): a power cut now could leave "
+                      "the ledger counting records the archive lost", self.archive.path, exc)
 
     # --- checkpoint and shutdown --------------------------------------------------------------
 

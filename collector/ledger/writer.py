@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Callable
 
 import numpy as np
 
@@ -51,6 +52,7 @@ class LedgerWriter:
         self.write_from: int | None = None  # rebuilding: leave what lies before this instant as the ledger has it
         self.error: sqlite3.Error | None = None  # the last write refused, None once one succeeds
         self._spans_from: int | None = None  # the first span that may not be in the ledger as it is now
+        self.before_write: Callable[[], None] | None = None  # the collector's: its archive to disk first
         engine.listeners.append(self)
         engine.count_listeners.append(self)
         engine.unexempted_listeners.append(self)
@@ -128,6 +130,8 @@ class LedgerWriter:
         hours = [row for tally in tallies for row in self._hour_rows(tally)]
         counts = [row for tally in tallies for row in self._count_rows(tally)]
         unknown = [(tally.start, topic, n) for tally in tallies for topic, n in sorted(tally.unknown.items())]
+        if self.before_write is not None:
+            self.before_write()
         try:
             self.ledger.write_aggregates(hours, days, spans, self.pending_episodes, counts, unknown, status)
         except sqlite3.Error as exc:

@@ -9,7 +9,9 @@ batch so that it lands with it or not at all.
 :meth:`ArchiveWriter.append` compresses the records, ends them with a zlib sync flush and
 writes them to the operating system before it returns, so a SIGKILL of the collector loses
 none of them; the collector acknowledges messages to the broker only after that. Rotation and
-close also fsync, so a power cut loses at most the current day's unsynced tail.
+close also fsync, and so does :meth:`ArchiveWriter.commit`, which the collector calls before it
+saves a checkpoint or writes the ledger: a power cut loses at most the tail written since, and
+the checkpoint and the ledger never count a record the archive lost.
 
 A write either lands whole or not at all. When the disk is full (or any write fails), the file
 is cut back to the end of the last batch that was written and the compressor goes back to the
@@ -84,6 +86,10 @@ class _Member:
         self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
         return len(out)
+
+    def sync(self) -> None:
+        """Everything written so far to disk (fsync)."""
+        os.fsync(self.fd)
 
     def finish(self) -> None:
         """The gzip trailer, then fsync and close; may be called again after it failed."""
@@ -202,7 +208,10 @@ class ArchiveWriter:
             raise ArchiveWriteError(exc, written, self.path) from exc
 
     def commit(self) -> None:
-        """Kept for the two-step callers: :meth:`append` already hands every record to the OS."""
+        """Every record appended so far to disk (fsync). The collector calls it before it saves a checkpoint
+        or writes the ledger: after a power cut, neither may count records the archive lost."""
+        if self._member is not None and self._member.fd >= 0:
+            self._member.sync()
 
     # -- the Sink protocol ---------------------------------------------------------------
 
