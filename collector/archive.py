@@ -38,6 +38,7 @@ error naming the file and byte.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import heapq
 import io
@@ -59,7 +60,7 @@ import numpy as np
 import orjson
 from zlib_ng import zlib_ng
 
-from .archive_damage import ArchiveDamaged, ZeroTail, damage_offset, is_damage, zero_tail
+from .archive_damage import ArchiveDamaged, ZeroTail, damage_offset, is_damage, trailing_zeros
 from .errors import ArchiveError
 from .lines import ArchiveLines, Block, scan
 
@@ -95,15 +96,30 @@ class _GzipUntilCut(io.RawIOBase):
         self.pending = b""
         self.cut: Exception | None = None
         self.ended = False
-        zeros = zero_tail(raw)
-        self.unread = raw.seek(0, io.SEEK_END) - zeros  # bytes left to inflate: the zeros ending the file are not
-        raw.seek(0)
-        self.zeros = ZeroTail(zeros, self.unread + zeros) if zeros else None
+        self.size = raw.seek(0, io.SEEK_END)
+        self.held = trailing_zeros(raw)  # the zeros ending the file: inflated only if they end its last member
+        self.unread = self.size - self.held
+        self.zeros: ZeroTail | None = None
 
     def read_raw(self) -> bytes:
         chunk = self.raw.read(min(1 << 16, self.unread))
         self.unread -= len(chunk)
+        if not chunk and self.held:
+            self._settle_zeros()
         return chunk
+
+    def _settle_zeros(self) -> None:
+        """The zeros ending the file are data only when they complete its last member's trailer (the
+        CRC and size check out, nothing more inflated); else they are a power cut's unwritten blocks
+        (inflated, they can decode as copies of earlier lines) and the file is cut where they begin."""
+        held, self.held = self.held, 0
+        if self.member is not None:
+            member = self.member.copy()
+            with contextlib.suppress(*INFLATE_ERRORS):
+                if member.decompress(bytes(held)) == b"" and member.eof:
+                    self.member, held = None, len(member.unused_data)
+        if held:
+            self.zeros = ZeroTail(held, self.size)
 
     def readable(self) -> bool:
         return True
@@ -129,7 +145,12 @@ class _GzipUntilCut(io.RawIOBase):
             while chunk:
                 if self.member is None:
                     self.member = _INFLATE.decompressobj(31)  # 31: a gzip header and trailer, CRC checked
-                out.append(self.member.decompress(chunk))
+                before = self.member.copy()
+                try:
+                    out.append(self.member.decompress(chunk))
+                except INFLATE_ERRORS:
+                    out.append(_inflated_before_error(before, chunk))
+                    raise
                 chunk = b""
                 if self.member.eof:
                     chunk, self.member = self.member.unused_data, None
@@ -140,6 +161,18 @@ class _GzipUntilCut(io.RawIOBase):
     def close(self) -> None:
         self.raw.close()
         super().close()
+
+
+def _inflated_before_error(member: Any, chunk: bytes) -> bytes:
+    """What ``member`` gives from ``chunk`` before the byte it refuses (fed one byte at a time: a failing
+    call returns nothing, so the chunk's good data before a cut would be lost with it)."""
+    out = []
+    with contextlib.suppress(*INFLATE_ERRORS):
+        for i in range(len(chunk)):
+            out.append(member.decompress(chunk[i : i + 1]))
+            if member.eof:
+                break
+    return b"".join(out)
 
 
 class _Decompressed:
@@ -244,7 +277,7 @@ def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | _NotGzip | None]:
     except OSError as exc:
         raise ArchiveError(f"{path}: cannot open archive: {exc.strerror}") from exc
     magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-    if magic and GZIP_MAGIC.startswith(magic):
+    if (magic and GZIP_MAGIC.startswith(magic)) or (magic[:1] == b"\0" and trailing_zeros(raw) == path.stat().st_size):
         # GzipFile's own readline is Python per line; a BufferedReader over it splits lines in C.
         stream = _GzipUntilCut(raw)
         return io.BufferedReader(stream, buffer_size=1 << 20), stream

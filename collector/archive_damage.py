@@ -10,9 +10,10 @@ would be wrong: the reader stops with :class:`ArchiveDamaged`, which names the f
 where the inflater found the damage (the damage itself is at or before it).
 
 A power cut can leave a third kind of end: the file's last blocks allocated but never written,
-read back as zero bytes. Inflated, zeros are not always refused: inside a batch they can decode
-as copies of earlier text, records read twice. So a file ending in more zero bytes than gzip
-data can end in (:func:`zero_tail`) is read only up to them, as cut short there.
+read back as zero bytes. Inflated, zeros are not always refused: after a cut mid-batch they can
+decode as copies of earlier text, records read twice or made up. So the zeros ending a file are
+inflated only when they complete its last gzip member (its trailer's CRC and size check out);
+otherwise the file is read up to them, as cut short there (:class:`ZeroTail`).
 """
 
 from __future__ import annotations
@@ -45,9 +46,6 @@ class ArchiveDamaged(ArchiveError):
             "computed from this file can be trusted: restore it from a copy (a backup, or another machine's copy)")
 
 
-MOST_ZEROS_ENDING_GZIP = 16  # a trailer's CRC and size, and a final empty block, hold at most 10
-
-
 class ZeroTail(EOFError):
     """The file ends in zero bytes, which are not read."""
 
@@ -56,8 +54,8 @@ class ZeroTail(EOFError):
                          "while writing can leave it")
 
 
-def zero_tail(raw: IO[bytes]) -> int:
-    """The number of zero bytes ending the file ``raw`` when they are more than gzip data ends in, else 0."""
+def trailing_zeros(raw: IO[bytes]) -> int:
+    """The number of zero bytes ending the file ``raw`` (left at its start)."""
     size = raw.seek(0, os.SEEK_END)
     zeros = 0
     while zeros < size:
@@ -68,7 +66,7 @@ def zero_tail(raw: IO[bytes]) -> int:
         if kept:
             break
     raw.seek(0)
-    return zeros if zeros > MOST_ZEROS_ENDING_GZIP else 0
+    return zeros
 
 
 def is_damage(exc: Exception, inflate_errors: tuple[type[Exception], ...]) -> bool:

@@ -81,7 +81,8 @@ def test_a_file_ending_in_zero_bytes_reads_as_cut_short(tmp_path: Path, blocks: 
     reader = _read_all(path, blocks=blocks)
     assert reader.truncated == [str(path)] and reader.damaged == []
     assert (5_000 < reader.records < 20_000) if where == "mid_batch" else reader.records == 20_000
-    zeros_from = len(data[:kept].rstrip(b"\0"))  # the data's own last bytes may be zeros too
+    # mid-batch, the data's own last zero bytes read as the power cut's too; a whole file's trailer keeps its own
+    zeros_from = kept if where == "after_trailer" else len(data[:kept].rstrip(b"\0"))
     assert any(f"it ends in {kept + 8192 - zeros_from:,} zero bytes from byte {zeros_from:,}" in r.getMessage()
                and r.levelno == logging.WARNING for r in caplog.records)
     # the zeros inflated would add copies of earlier lines and garbage; only the line the cut split is no record
@@ -90,6 +91,24 @@ def test_a_file_ending_in_zero_bytes_reads_as_cut_short(tmp_path: Path, blocks: 
         path.write_bytes(data[:kept] + bytes(8192) + data[kept:])
         with pytest.raises(ArchiveDamaged):
             _read_all(path, blocks=blocks)
+
+
+@pytest.mark.parametrize("case", ["8_after_trailer", "16_after_cut", "trailer_zeroed", "all_zeros"])
+@pytest.mark.parametrize("blocks", [False, True], ids=["lines", "blocks"])
+def test_a_few_zero_bytes_where_a_power_cut_stopped_the_writes_are_a_cut(tmp_path: Path, blocks: bool, case: str,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Test that fewer zero bytes than the reader cuts off unread (a whole file's end plus 8, a crash's cut
+    plus 16, the 10 bytes written at close zeroed) and a file that is all zeros (its blocks never written) read as
+    cut short where the zeros begin, with the warning naming them, not as damage."""
+    path = _written(tmp_path)
+    data = path.read_bytes()
+    cut = data[: len(data) * 3 // 5]
+    path.write_bytes({"8_after_trailer": data + bytes(8), "16_after_cut": cut + bytes(16),
+                      "trailer_zeroed": data[:-10] + bytes(10), "all_zeros": bytes(len(data))}[case])
+    reader = _read_all(path, blocks=blocks)
+    assert reader.truncated == [str(path)] and reader.damaged == []
+    assert reader.records == {"8_after_trailer": 20_000, "trailer_zeroed": 20_000, "all_zeros": 0}.get(case, reader.records)
+    assert any("zero bytes from byte" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
 def _damage(path: Path, kind: str) -> tuple[int, int]:
