@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shlex
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -403,8 +404,15 @@ def test_a_ledger_that_differs_from_the_archive_is_not_closed(month: Month, caps
                           "AND hour = (SELECT min(hour) FROM hours WHERE hour >= ?)", (month_bounds(md.MONTH)[0],))
     assert main(month.month("close", md.MONTH, "--contract", "cam", "--by", "张三")) == 2
     err = capsys.readouterr().err
-    assert "differs from its recomputation from the archive" in err and "`ptmon ledger verify --month 2026-11` lists" in err
+    assert "differs from its recomputation from the archive" in err
     refusal = [line for line in err.splitlines() if not line.startswith("ptmon month: ")]  # the rest is progress
     assert len(refusal) == 1 and "row(s), the first: ledger: cam,taopu,online," in refusal[0]
     with Ledger(month.ledger, readonly=True) as ledger:
         assert closings(ledger) == []
+    # the commands the refusal suggests run as printed: verify finds the difference, rebuild repairs it
+    verify, rebuild = (shlex.split(c) for c in refusal[0].split("`")[1::2] if c.startswith("ptmon ledger "))
+    assert verify[:3] == ["ptmon", "ledger", "verify"] and rebuild[:3] == ["ptmon", "ledger", "rebuild"]
+    assert main(verify[1:]) == 1
+    assert main(rebuild[1:]) == 0
+    assert main(verify[1:]) == 0
+    assert main(month.month("close", md.MONTH, "--contract", "cam", "--by", "张三", "--accept-gaps")) == 0

@@ -10,6 +10,7 @@ street or ran with other rules are refused with the reason, and so is one partit
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sqlite3
 from pathlib import Path
@@ -140,7 +141,9 @@ def test_verify_names_a_partitions_changed_archive_or_ledger(collected, closed, 
     code, out, _ = _month(capsys, "verify", MONTH, *closed["where"])
     assert code == 1
     assert "partition changzheng+taopu's ledger" in out and "changed since the closing" in out
-    assert f"`ptmon ledger verify --month {MONTH} --ledger {a} --archive {a.parent / 'archive'}` compares" in out
+    hint = next(line for line in out.splitlines() if "partition changzheng+taopu's ledger" in line).split("`")[1]
+    assert main(shlex.split(hint)[1:]) == 1  # as printed: the partition's ledger against its archive, DIFFERENT
+    assert f"ledger verify {MONTH}: {a} against the archive" in capsys.readouterr().out
     assert "FAIL  partition wanli" not in out
     code, out, _ = _month(capsys, "status", MONTH, *closed["where"])
     assert code == 0 and "the ledger's rows of the month changed since the closing" in out

@@ -10,6 +10,7 @@ directory (the collector writes the month's hours as they close).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -95,7 +96,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         with Ledger(recomputed_path) as recomputed:
             done = _recompute(paths, args.month, recomputed)
         if args.ledger_command == "verify":
-            return _verify(paths, args.month, recomputed_path, done)
+            return _verify(paths, args.month, recomputed_path, done, _rebuild_command(args))
         with Ledger(paths.ledger) as ledger, Ledger(recomputed_path, readonly=True) as recomputed:
             ledger.replace_month(recomputed_path, *month_bounds(args.month))
             replace_anomalies(ledger, recomputed, args.month)
@@ -118,7 +119,14 @@ def _recompute(paths: _Paths, month: str, into: Ledger) -> Recomputed:
     return done
 
 
-def _verify(paths: _Paths, month: str, recomputed_path: Path, done: Recomputed) -> int:
+def _rebuild_command(args: argparse.Namespace) -> str:
+    """`ptmon ledger rebuild` of the month verified, with the options verify was given."""
+    given = [x for option in ("config", "ledger", "archive", "registry", "rules") if getattr(args, option)
+             for x in (f"--{option}", str(getattr(args, option)))]
+    return shlex.join(["ptmon", "ledger", "rebuild", "--month", args.month, *given])
+
+
+def _verify(paths: _Paths, month: str, recomputed_path: Path, done: Recomputed, rebuild: str) -> int:
     start, end = month_bounds(month)
     with Ledger(paths.ledger, readonly=True) as ledger, Ledger(recomputed_path, readonly=True) as recomputed:
         exemptions = ledger.exemptions(start=start, end=end)
@@ -130,7 +138,7 @@ def _verify(paths: _Paths, month: str, recomputed_path: Path, done: Recomputed) 
         for line in diff[:SHOWN_DIFFERENCES]:
             print(f"    {line}")
     if found.any:
-        print(f"DIFFERENT: `ptmon ledger rebuild --month {month}` replaces the ledger's month with the recomputation")
+        print(f"DIFFERENT: `{rebuild}` (collector stopped) replaces the ledger's month with the recomputation")
         return 1
     print("OK: the ledger's month equals the archive's")
     return 0

@@ -143,7 +143,7 @@ def restate_month(ctx: MonthContext, contract: str, *, by: str, reason: str, acc
     previous = closing(ctx.ledger, ctx.month, contract)
     if previous is None:
         raise CloseRefused(f"{contract} {ctx.month} is not closed: close it first (`ptmon month close {ctx.month} "
-                           f"--contract {contract} --by NAME`)")
+                           f"--contract {contract} --by NAME{ctx.setup.where}`)")
     check_closable(ctx)
     check_seal_time(ctx, previous)
     analysis = analyse(ctx, previous, want_final=True)
@@ -240,8 +240,8 @@ def _check_against_archive(ctx: MonthContext, contracts: Sequence[str], exemptio
             f"the ledger's {ctx.month} differs from its recomputation from the archive ({done.sources.describe()}, "
             f"{done.records:,} records): {len(found)} row(s), the first: {' '.join(found[0].split())}; "
             f"find out why before closing: "
-            f"`ptmon ledger verify --month {ctx.month}` lists them all; a ledger that lost hours (a crash before they were "
-            f"written) is repaired with `ptmon ledger rebuild --month {ctx.month}` (collector stopped)")
+            f"{ctx.setup.ledger_command('verify', ctx.month)} lists them all; a ledger that lost hours (a crash before "
+            f"they were written) is repaired with {ctx.setup.ledger_command('rebuild', ctx.month)} (collector stopped)")
 
 
 def seal_inputs(ctx: MonthContext, basis: Ledger, exemptions: list, late: list[LateHeartbeat]

@@ -28,6 +28,7 @@ from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed
 from ..ledger.store import Ledger
 from ..registry import Registry
+from ..rules import DEFAULT_RULES_DIR
 from ..replay import Progress
 from ..snapshots import MonthSources, month_sources
 from ..timebase import US_PER_S, month_bounds
@@ -61,13 +62,29 @@ class MonthSetup:
 
     @property
     def where(self) -> str:
-        """The options a suggested ``ptmon month`` command needs to find this deployment's month again: a
-        partitioned one's ledgers, archives and seal ledger ('' for one collector, found by --config or
-        the defaults as before)."""
-        if not self.parts:
-            return ""
-        return " " + shlex.join(["--ledger", *(str(p.ledger) for p in self.parts),
-                                 "--archive", *(str(p.archive) for p in self.parts), "--seal-ledger", str(self.ledger)])
+        """The options a suggested ``ptmon month`` command needs to find this month's inputs again, as they
+        were found this time: the config, or the ledger(s), archive(s), seal ledger, registry and rules."""
+        if self.parts:
+            places = ["--ledger", *(str(p.ledger) for p in self.parts), "--archive", *(str(p.archive) for p in self.parts),
+                      "--seal-ledger", str(self.ledger)]
+        else:
+            places = ["--ledger", str(self.ledger), "--archive", str(self.archive)]
+        return " " + shlex.join(places + self.input_options())
+
+    def ledger_command(self, action: str, month: str) -> str:
+        """``ptmon ledger verify|rebuild`` of the month, as it is run here: of each partition's ledger and
+        archive for a partitioned deployment."""
+        places = [(p.ledger, p.archive) for p in self.parts] if self.parts else [(self.ledger, self.archive)]
+        commands = [shlex.join(["ptmon", "ledger", action, "--month", month, "--ledger", str(ledger), "--archive",
+                                str(archive), *self.input_options()]) for ledger, archive in places]
+        return ", ".join(f"`{command}`" for command in commands)
+
+    def input_options(self) -> list[str]:
+        """--config, or --registry and --rules (when not the shipped ones), as given."""
+        if self.config_path is not None:
+            return ["--config", str(self.config_path)]
+        rules = [] if self.rules_dir.resolve() == DEFAULT_RULES_DIR.resolve() else ["--rules", str(self.rules_dir)]
+        return ["--registry", str(self.registry_path), *rules]
 
     @property
     def scratch_dir(self) -> Path:

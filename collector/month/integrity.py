@@ -67,7 +67,7 @@ def chain_problems(versions: list[Closing]) -> list[str]:
     return problems
 
 
-def ledger_rows_problem(ledger: Ledger, month: str, c: Closing) -> tuple[str | None, str]:
+def ledger_rows_problem(ledger: Ledger, month: str, c: Closing, verify: str) -> tuple[str | None, str]:
     """Whether the ledger's rows of the month are as fingerprinted at the closing ``c``:
     (a problem or None, what was found)."""
     now = ledger_month_digest(ledger, month)
@@ -78,8 +78,8 @@ def ledger_rows_problem(ledger: Ledger, month: str, c: Closing) -> tuple[str | N
         return None, (f"the ledger's rows of {month} are those {c.label} was recomputed from (the month was rebuilt "
                       "from the archive since)")
     return (f"the ledger's rows of {month} (hours, days, counts, device status, spans) changed since {c.label} was "
-            f"sealed: they no longer hash to {inputs['ledger_month_sha256'][:16]}…; `ptmon ledger verify --month "
-            f"{month}` compares them with the archive"), ""
+            f"sealed: they no longer hash to {inputs['ledger_month_sha256'][:16]}…; {verify} compares them with the "
+            "archive"), ""
 
 
 def recomputed_from_ledger(ledger: Ledger, month: str, c: Closing, sealed: Sealed) -> str | None:

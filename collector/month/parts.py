@@ -332,9 +332,10 @@ def parts_doc(parts: Sequence[tuple[PartSource, Ledger]], digest: Callable[[Ledg
              "ledger_month_sha256": digest(ledger)} for part, ledger in parts]
 
 
-def partition_ledger_changes(sealed: Sequence[dict[str, Any]], now: Sequence[dict[str, Any]],
-                             month: str) -> tuple[list[str], list[str]]:
-    """The partitions' ledgers now against those sealed: (what is as sealed, what differs)."""
+def partition_ledger_changes(sealed: Sequence[dict[str, Any]], now: Sequence[dict[str, Any]], month: str,
+                             inputs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The partitions' ledgers now against those sealed: (what is as sealed, what differs); ``inputs``: the
+    options that found the registry and rules, for the command suggested."""
     ok: list[str] = []
     bad: list[str] = []
     before = {tuple(d["streets"]): d for d in sealed}
@@ -348,7 +349,7 @@ def partition_ledger_changes(sealed: Sequence[dict[str, Any]], now: Sequence[dic
             ok.append(f"partition {label}'s ledger {d['ledger']}: its rows of the month as sealed")
         else:
             verify = shlex.join(["ptmon", "ledger", "verify", "--month", month, "--ledger", d["ledger"],
-                                 "--archive", d["archive_dir"]])
+                                 "--archive", d["archive_dir"], *inputs])
             bad.append(f"partition {label}'s ledger {d['ledger']}: its rows of the month (hours, days, counts, device "
                        f"status, spans) changed since the closing; `{verify}` compares them with its archive")
     return ok, bad

@@ -48,7 +48,7 @@ def _open_lines(ctx: MonthContext) -> list[str]:
         check_closable(ctx)
     except CloseRefused as exc:
         return [f"not closable yet: {exc}"]
-    return [f"can be closed now: `ptmon month close {ctx.month} --by NAME`"]
+    return [f"can be closed now: `ptmon month close {ctx.month} --by NAME{ctx.setup.where}`"]
 
 
 def _version_line(c: Closing) -> str:

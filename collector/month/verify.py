@@ -69,7 +69,8 @@ def verify_month(ctx: MonthContext, contracts: Sequence[str]) -> Verdict:
                      sealed_snapshots(c.doc["inputs"]), superseded=n < len(versions) - 1)
             previous = c
         _latest_files(ctx, v, versions[-1])
-        problem, found = ledger_rows_problem(ctx.ledger, ctx.month, versions[-1])
+        problem, found = ledger_rows_problem(ctx.ledger, ctx.month, versions[-1],
+                                             ctx.setup.ledger_command("verify", ctx.month))
         v.bad(problem) if problem else v.ok(found)
         if ctx.parts or "partitions" in versions[-1].doc["inputs"]:
             _partitions(ctx, v, versions[-1])
@@ -115,7 +116,8 @@ def _archive(ctx: MonthContext, v: Verdict, label: str, marks: list[FileMark], s
 def _partitions(ctx: MonthContext, v: Verdict, c) -> None:
     """Each partition's ledger against the SHA-256 of its rows sealed in the latest version."""
     now = parts_doc(ctx.parts, lambda ledger: ledger_month_digest(ledger, ctx.month))
-    ok, bad = partition_ledger_changes(c.doc["inputs"].get("partitions", []), now, ctx.month)
+    ok, bad = partition_ledger_changes(c.doc["inputs"].get("partitions", []), now, ctx.month,
+                                       ctx.setup.input_options())
     for text in ok:
         v.ok(text)
     for text in bad:
