@@ -352,6 +352,34 @@ def test_a_format_that_cannot_be_written_replaces_none_of_the_files(inputs, tmp_
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_a_killed_reports_temporary_files_go_and_a_directory_in_the_way_is_refused_first(inputs, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """Test that the temporary files a killed `ptmon report` left beside the report (its process gone) are
+    removed by the next report while a running one's stay, and that a directory where a report file goes is
+    refused before the month is read."""
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = out / f".report-{MONTH}.csv.{int(dead.stdout)}.tmp"
+    running = out / f".report-{MONTH}.csv.1.tmp"  # pid 1 (init) runs as long as the machine does
+    left.write_text("half")
+    running.write_text("pid 1 is running")
+    render(inputs, out, ("csv",))
+    assert sorted(p.name for p in out.iterdir()) == [f".report-{MONTH}.csv.1.tmp", f"report-{MONTH}.csv"]
+
+    (out / f"report-{MONTH}.pdf").mkdir()
+    monkeypatch.setitem(sys.modules, "ptmon.report.build", types.SimpleNamespace(
+        build_inputs=lambda **kw: pytest.fail("the month was read before the refusal")))
+    registry = tmp_path / "registry.csv"
+    registry.write_text("device_id,contract,type,street,scenario,community,gateway,accepted_on,retired_on\n"
+                        "x1,iot,smoke,taopu,s,c,g,2026-01-01,\n")
+    ledger = tmp_path / "ledger.sqlite"
+    ledger.write_bytes(b"")
+    code = main(["report", "--month", MONTH, "--registry", str(registry), "--ledger", str(ledger), "--out", str(out)])
+    assert code == 2
+    assert f"{out / f'report-{MONTH}.pdf'} is a directory where a report file goes" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

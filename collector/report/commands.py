@@ -53,6 +53,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     month_bounds(args.month)  # a bad month fails here, before anything is read
     formats = parse_formats(args.format)
     output_dir(args.out, "--out")  # before the month is read (a recomputation takes minutes)
+    for fmt in formats:
+        for taken in Path(args.out).glob(f"report-{args.month}*.{fmt}"):
+            if taken.is_dir():
+                raise UsageError(f"--out {args.out}: {taken} is a directory where a report file goes: move it away")
     config = None
     if args.config:
         from ..config import load_config

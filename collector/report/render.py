@@ -64,6 +64,7 @@ def render(inputs: ReportInputs, out_dir: Path, formats: Iterable[str] = FORMATS
                 from .html import render_html
 
                 html_text = render_html(view)  # one document for both: the PDF is this HTML laid out
+            _remove_stale_temporaries(target)
             tmp = temporary_beside(target, durable=False)
             rendered.append((tmp, target))
             try:
@@ -77,8 +78,8 @@ def render(inputs: ReportInputs, out_dir: Path, formats: Iterable[str] = FORMATS
                 tmp.unlink(missing_ok=True)
                 pdf_failure = exc
             seconds[target] = time.monotonic() - step
-        for tmp, target in rendered:
-            _rename(tmp, target)
+        for n, (tmp, target) in enumerate(rendered):
+            _rename(tmp, target, [t for _, t in rendered[:n]])
             say(f"wrote {target} ({seconds[target]:.1f} s)")
     finally:
         for tmp, _ in rendered:
@@ -108,8 +109,29 @@ def _render_one(fmt: str, view: ReportView, html_text: str, path: Path) -> None:
         raise UsageError(f"unknown report format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def _rename(tmp: Path, target: Path) -> None:
+def _rename(tmp: Path, target: Path, written: list[Path]) -> None:
     try:
         os.replace(tmp, target)
     except OSError as exc:
-        raise PtmonError(f"cannot write {target}: {reason(exc)}") from exc
+        done = (f"; written before it: {', '.join(p.name for p in written)}, the others left as they were" if written
+                else "; no report file was replaced")
+        raise PtmonError(f"cannot write {target}: {reason(exc)}{done}") from exc
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """The temporary files of ``target`` that a killed ``ptmon report`` left (``.NAME.PID.tmp``, its
+    process gone); those of a report still running are left alone."""
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
