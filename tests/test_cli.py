@@ -162,6 +162,19 @@ def test_exempt_add_refuses_a_window_or_text_no_operator_approved(tmp_path, caps
     assert not ledger.exists()
 
 
+def test_exempt_add_creates_no_ledger_where_no_collector_reads_it(tmp_path, monkeypatch, capsys):
+    """Test that `exempt add` without --config or --ledger, where there is no ledger, and with a --ledger in a
+    directory that does not exist, is refused and writes nothing; a new --ledger file is created with a note."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["exempt", "add", "--street", "taopu", *EXEMPT]) == 2
+    assert "no ledger at ptmon-data/ledger.sqlite (the default): give the collector's --config" in capsys.readouterr().err
+    assert main(["exempt", "add", "--ledger", "typo/ledger.sqlite", "--street", "taopu", *EXEMPT]) == 2
+    assert "--ledger typo/ledger.sqlite: no directory typo" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    assert main(["exempt", "add", "--ledger", "new.sqlite", "--street", "taopu", *EXEMPT]) == 0
+    assert "note: new.sqlite did not exist: a new ledger is created" in capsys.readouterr().err
+
+
 def test_rules_check_validates_alerts_as_the_collector_does(tmp_path, capsys):
     """Test that `ptmon rules check` fails on an alerts.yaml typo exactly as `collect --check-config` does."""
     import shutil

@@ -73,6 +73,7 @@ def cmd_exempt(args: argparse.Namespace) -> int:
         _check_text("--reason", args.reason)
         _check_text("--approver", args.approver)
         streets = _check_target(args, scope, target)
+        _check_new_ledger(args, path)
     with Ledger(path, readonly=action == "list") as ledger:
         if action != "list":
             from ..month.parts import refuse_seal_ledger
@@ -97,6 +98,19 @@ def cmd_exempt(args: argparse.Namespace) -> int:
             for e in rows:
                 print(f"{e.id:>5}  {_describe(e)}")
     return 0
+
+
+def _check_new_ledger(args: argparse.Namespace, path: Path) -> None:
+    """An exemption recorded where no collector reads it counts nowhere: a ledger is created only at the path
+    a config names (before its collector first runs) or in a directory that exists, with a note."""
+    if path.exists():
+        return
+    if not args.ledger and not args.config:
+        raise UsageError(f"no ledger at {path} (the default): give the collector's --config, or --ledger FILE")
+    if args.ledger and not path.parent.is_dir():
+        raise UsageError(f"--ledger {path}: no directory {path.parent}")
+    print(f"note: {path} did not exist: a new ledger is created; the exemption counts only if the collector "
+          "writes this ledger", file=sys.stderr)
 
 
 def _closed_note(ledger: Ledger, e: Exemption) -> None:
@@ -157,7 +171,7 @@ def _refuse_other_partitions(ledger: Ledger, path: Path, scope: str, target: str
     if tag is None or set(streets) & set(tag.streets):
         return
     raise UsageError(f"--{scope} {target!r} is on street {', '.join(streets)}, which the ledger {path} does not own "
-                     f"(it is partition {tag.label}'s): record the exemption in the ledger of the partition that owns "
+                     f"(its partition is {tag.label}): record the exemption in the ledger of the partition that owns "
                      "the street")
 
 
