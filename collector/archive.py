@@ -284,6 +284,9 @@ def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | _NotGzip | None]:
     if magic and path.name.endswith(".gz"):
         raw.close()
         return io.BytesIO(b""), _NotGzip(magic)
+    if not magic and path.name.endswith(".gz"):
+        log.warning("%s: archive file is empty (0 bytes; created just before a crash or a power cut, or emptied "
+                    "since): nothing read from it", path)
     return raw, None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -112,6 +113,7 @@ class StateRestore:
         self._pending_points: list[str] = []
         if rebuild:
             self.ledger_writer.write_from = self._rebuild_from()
+            self._keep_ledger_as_it_was(self.ledger_writer.write_from)
             self.ledger.clear_from(self.ledger_writer.write_from)  # rows of other registries or rules go too
             self._replay_archive()
             self.ledger_writer.write_from = None
@@ -178,6 +180,23 @@ class StateRestore:
         log.warning("%s", note)
         self.notes.append(note)
         return engine, [], {}
+
+    def _keep_ledger_as_it_was(self, rewrite_from: int) -> None:
+        """A copy of the ledger before a rebuild rewrites its rows from the archive: where the archive lost
+        what the ledger counted (a day file emptied, zeroed or moved away), the copy still holds it."""
+        if self.ledger.last_hour() is None or self.ledger.last_hour() < rewrite_from:
+            return  # no hour to rewrite
+        path = self.config.ledger_path
+        kept = path.with_name(f"{path.name}.before-rebuild-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            self.ledger.copy_to(kept)
+        except (sqlite3.Error, OSError) as exc:
+            raise PtmonError(f"cannot keep a copy of the ledger at {kept} before rebuilding its rows from "
+                             f"{format_instant(rewrite_from)} from the archive ({exc}): free some room, or move the "
+                             "ledger away to start a new one") from exc
+        self.notes.append(f"the ledger as it was before the rebuild is kept as {kept.name}: its rows from "
+                          f"{format_instant(rewrite_from)} are rewritten from the archive, and where the archive lost "
+                          f"records they held, `ptmon ledger verify --month` against that copy shows it")
 
     def _rebuild_from(self) -> int:
         """Where a rebuild starts writing the ledger: this month (the archive's last), or the last hour

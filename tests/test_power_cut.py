@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from pathlib import Path
 
 from ptmon.cli import main
@@ -74,3 +75,30 @@ def test_after_a_power_cut_the_ledger_counts_no_record_the_archive_lost(tmp_path
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert any("zero bytes" in r.getMessage() for r in caplog.records)  # read up to the cut, with its warning
+
+
+def test_a_rebuild_keeps_the_ledger_as_it_was_where_the_archive_lost_its_records(tmp_path, setup) -> None:  # noqa: F811
+    """Test that a collector that lost its checkpoint, with its day file emptied, rebuilds its ledger from what the
+    archive holds but first keeps the ledger as it was beside it, hours and all, and says so."""
+    config = make_config(tmp_path, setup)
+    collector = restored_collector(config)
+    _feed(collector, minutes(0, 130))
+    assert asyncio.run(collector.checkpoint())
+    hours = collector.ledger.db.execute("SELECT * FROM hours ORDER BY hour, contract, street").fetchall()
+    collector.ledger.close()
+    collector.lock.release()
+    collector.archive.finish()
+    assert len({h[0] for h in hours}) == 3  # two closed hours and the open one, written at the checkpoint
+    config.checkpoint_path.unlink()
+    for path in archive_files(config.archive_path):
+        path.write_bytes(b"")  # emptied: the ledger alone holds those hours now
+
+    restarted = restored_collector(config)
+    restarted.ledger.close()
+    restarted.lock.release()
+    (kept,) = config.ledger_path.parent.glob(f"{config.ledger_path.name}.before-rebuild-*")
+    assert any(f"the ledger as it was before the rebuild is kept as {kept.name}" in n for n in restarted.notes)
+    with sqlite3.connect(kept) as db:
+        assert db.execute("SELECT * FROM hours ORDER BY hour, contract, street").fetchall() == hours
+    with sqlite3.connect(config.ledger_path) as db:
+        assert db.execute("SELECT count(*) FROM hours").fetchone()[0] == 0  # rewritten from the empty archive

@@ -131,6 +131,14 @@ class Ledger:
         finally:
             self.db.execute("DETACH DATABASE src")
 
+    def copy_to(self, path: Path) -> None:
+        """The whole ledger, as it is now, into the new file ``path`` (SQLite's online backup)."""
+        target = sqlite3.connect(str(path))
+        try:
+            self.db.backup(target)
+        finally:
+            target.close()
+
     def clear_from(self, t: int) -> None:
         """Forget the rows a rebuild writes again from ``t`` on (hours, days, counts, device status,
         spans, episodes), in one transaction; exemptions and alerts stay."""
