@@ -139,3 +139,20 @@ def test_a_crash_just_after_an_hour_is_written_leaves_it_inside_the_spans(config
     # the hour that was open is not written yet (the restart writes it from the archive): only sampling
     # outside the spans is wrong in a ledger a crash left
     assert disagreements(ledger, outside_only=True) == []
+
+
+def test_a_crash_loop_leaves_every_sampled_instant_inside_the_spans(config: CollectorConfig) -> None:
+    """Test that after nine collectors in a row crashed within an hour, each before writing anything, the one
+    that then runs writes with that hour every span it sampled in (not only the last few)."""
+    cameras = Cameras()
+    first = Run(config, cameras, at("2026-11-10T09:00")).until(at("2026-11-10T11:10")).checkpoint()
+    first.until(at("2026-11-10T11:20"))
+    first.crash()
+    for k in range(9):  # restarted by the service manager, crashing again two minutes in each time
+        crashing = Run(config, cameras, at("2026-11-10T11:22") + 240 * k)
+        crashing.until(crashing.now[0] + 120)
+        crashing.crash()
+    Run(config, cameras, at("2026-11-10T11:58")).until(at("2026-11-10T13:05")).stop()
+    assert disagreements(config.ledger_path) == []
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        assert len(ledger.spans()) == 11
