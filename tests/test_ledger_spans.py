@@ -156,3 +156,21 @@ def test_a_crash_loop_leaves_every_sampled_instant_inside_the_spans(config: Coll
     assert disagreements(config.ledger_path) == []
     with Ledger(config.ledger_path, readonly=True) as ledger:
         assert len(ledger.spans()) == 11
+
+
+def test_a_rebuild_starts_from_the_state_before_the_first_hour_it_rewrites(config: CollectorConfig) -> None:
+    """Test that a collector that crossed into a month (its snapshot saved) and crashed before writing an hour
+    of it, without a checkpoint, is rebuilt from before the last hour its ledger holds: that hour is not lost."""
+    cameras = Cameras()
+    run = Run(config, cameras, at("2026-10-31T21:00")).until(at("2026-11-01T00:20"))
+    assert (config.archive_path / "ptmon-2026-11.state.npz").exists()
+    run.crash()
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        assert ledger.last_hour() == parse_instant("2026-10-31T23:00")
+    rebuilt = Run(config, cameras, at("2026-11-01T00:40"))
+    assert any("rebuilding the state" in note for note in rebuilt.collector.notes)
+    rebuilt.until(at("2026-11-01T01:10")).stop()
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        last = [h.samples for h in ledger.hours(parse_instant("2026-10-31T23:00"), parse_instant("2026-11-01T00:00"))]
+    assert last and set(last) == {60}
+    assert disagreements(config.ledger_path) == []
