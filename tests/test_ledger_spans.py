@@ -24,6 +24,7 @@ from ptmon.config import CollectorConfig
 from ptmon.config.sections import MqttConfig
 from ptmon.ledger.store import Ledger
 from ptmon.rules import load_rules
+from ptmon.sinks.archive import archive_files
 from ptmon.timebase import US_PER_S, UTC_OFFSET_US, format_instant, parse_instant
 
 from .conftest import HEADER, hb, restored_collector
@@ -173,4 +174,27 @@ def test_a_rebuild_starts_from_the_state_before_the_first_hour_it_rewrites(confi
     with Ledger(config.ledger_path, readonly=True) as ledger:
         last = [h.samples for h in ledger.hours(parse_instant("2026-10-31T23:00"), parse_instant("2026-11-01T00:00"))]
     assert last and set(last) == {60}
+    assert disagreements(config.ledger_path) == []
+
+
+def test_a_rebuild_keeps_the_observed_time_before_it_that_it_cannot_replay(config: CollectorConfig,
+                                                                        tmp_path: Path) -> None:
+    """Test that a rebuild after a lost checkpoint, from an archive whose files before the month were moved away
+    (and whose month-start snapshot is unreadable), keeps the observed time of the hours before the month that it
+    does not rewrite."""
+    cameras = Cameras()
+    Run(config, cameras, at("2026-10-31T20:00")).until(at("2026-11-01T02:00")).stop()
+    (config.data_dir / "checkpoint.npz").unlink()
+    cold = tmp_path / "cold-storage"
+    cold.mkdir()
+    for path in archive_files(config.archive_path):
+        if path.name < "ptmon-2026-11":
+            path.rename(cold / path.name)
+    (config.archive_path / "ptmon-2026-11.state.npz").write_bytes(b"damaged")
+    rebuilt = Run(config, cameras, at("2026-11-01T02:30"))
+    assert any("rebuilding the state" in note for note in rebuilt.collector.notes)
+    rebuilt.until(at("2026-11-01T03:10")).stop()
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        kept = ledger.hours(parse_instant("2026-10-31T21:00"), parse_instant("2026-11-01T00:00"))
+    assert {h.samples for h in kept if h.contract == "cam"} == {60}  # as the collector wrote them
     assert disagreements(config.ledger_path) == []

@@ -133,11 +133,14 @@ class Ledger:
 
     def clear_from(self, t: int) -> None:
         """Forget the rows a rebuild writes again from ``t`` on (hours, days, counts, device status,
-        spans, episodes), in one transaction; exemptions and alerts stay."""
+        spans, episodes), in one transaction; exemptions and alerts stay. A span that began before
+        ``t`` keeps its part before ``t``, which the hours kept sampled in (the rebuild writes it whole
+        again when it replays its start)."""
         with self.transaction() as db:
             for table, column in (("hours", "hour"), ("counts", "hour"), ("unknown_topics", "hour"), ("status", "t"),
-                                  ("episodes", "start"), ("spans", '"end"')):
+                                  ("episodes", "start"), ("spans", "start")):
                 db.execute(f"DELETE FROM {table} WHERE {column} >= ?", (t,))
+            db.execute('UPDATE spans SET "end" = ? WHERE "end" >= ?', (t - 1, t))
             first_whole_day = day_of(t - 1) + 1  # a day the rebuild writes whole: it starts at or after t
             db.execute("DELETE FROM days WHERE day >= ?", (first_whole_day,))
 
