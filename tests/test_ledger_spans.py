@@ -12,6 +12,7 @@ the locks freed.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,7 @@ from ptmon.archive import MONITOR_TOPIC
 from ptmon.collect import Collector
 from ptmon.config import CollectorConfig
 from ptmon.config.sections import MqttConfig
+from ptmon.ledger.observed import splice, union
 from ptmon.ledger.store import Ledger
 from ptmon.rules import load_rules
 from ptmon.sinks.archive import archive_files
@@ -198,3 +200,39 @@ def test_a_rebuild_keeps_the_observed_time_before_it_that_it_cannot_replay(confi
         kept = ledger.hours(parse_instant("2026-10-31T21:00"), parse_instant("2026-11-01T00:00"))
     assert {h.samples for h in kept if h.contract == "cam"} == {60}  # as the collector wrote them
     assert disagreements(config.ledger_path) == []
+
+
+def test_a_month_rebuilt_keeps_the_observed_time_of_the_next_month(config: CollectorConfig) -> None:
+    """Test that `ptmon ledger rebuild` of a month the collector ran past replaces the month's spans only: the
+    next month's hours, which it leaves as they are, stay inside the ledger's spans."""
+    cameras = Cameras()
+    Run(config, cameras, at("2026-11-30T20:00")).until(at("2026-12-01T03:00")).stop()
+    rebuilt = subprocess.run([*PTMON, "ledger", "rebuild", "--month", "2026-11", "--ledger", str(config.ledger_path),
+                              "--archive", str(config.archive_path), "--registry", str(config.registry)],
+                             capture_output=True, text=True, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    with Ledger(config.ledger_path, readonly=True) as ledger:
+        assert {h.samples for h in ledger.hours(parse_instant("2026-12-01T00:00"), parse_instant("2026-12-01T01:00"))
+                if h.contract == "cam"} == {60}
+    assert disagreements(config.ledger_path) == []
+
+
+S = parse_instant("2026-11-01T00:00")
+E = parse_instant("2026-12-01T00:00")
+
+
+@pytest.mark.parametrize(("outside", "inside", "expected"), [
+    ([(S - 50, E + 50)], [(S + 10, E - 7)], [(S - 50, S - 1), (S + 10, E - 7), (E, E + 50)]),
+    ([(S - 50, E + 50)], [(S - 90, E + 90)], [(S - 50, E + 50)]),
+    ([(S - 50, S + 5)], [(S - 50, S + 9)], [(S - 50, S + 9)]),
+    ([(S + 5, S + 9), (E - 3, E + 4)], [], [(E, E + 4)]),
+    ([], [(S - 9, S + 3), (S + 3, S + 8)], [(S, S + 8)]),
+], ids=["straddling-both-ends", "source-wider", "month-start", "source-empty", "overlapping-source"])
+def test_splice_takes_the_month_from_inside_and_the_rest_from_outside(outside, inside, expected) -> None:
+    """Test that a month's spans spliced in keep the other months' observed time exactly, joined where they adjoin."""
+    assert splice(outside, inside, S, E) == expected
+
+
+def test_union_joins_overlapping_and_adjoining_spans_only() -> None:
+    """Test that spans are joined when they overlap or no instant lies between them, and kept apart otherwise."""
+    assert union([(10, 20), (0, 5), (21, 30), (32, 40), (35, 36)]) == [(0, 5), (10, 30), (32, 40)]

@@ -40,6 +40,7 @@ from ..errors import LedgerError
 from ..rules import COUNTERS
 from ..timebase import day_of
 from .access import read_only_uri, refuse_read_only
+from .observed import splice
 from .records import EXEMPTION_SCOPES, AlertMessage, CountRow, DayRow, Episode, Exemption, HourRow
 from .schema import check_format, create, upgrade
 
@@ -120,9 +121,7 @@ class Ledger:
                                (start, end))
                 db.execute("DELETE FROM main.days WHERE day >= ? AND day < ?", (first_day, end_day))
                 db.execute("INSERT INTO main.days SELECT * FROM src.days WHERE day >= ? AND day < ?", (first_day, end_day))
-                db.execute('DELETE FROM main.spans WHERE start < ? AND "end" >= ?', (end, start))
-                db.execute('INSERT OR REPLACE INTO main.spans SELECT * FROM src.spans WHERE start < ? AND "end" >= ?',
-                           (end, start))
+                self._replace_spans(db, start, end)
                 db.execute("DELETE FROM main.episodes WHERE start >= ? AND start < ?", (start, end))
                 db.execute('INSERT INTO main.episodes SELECT * FROM src.episodes '
                            'WHERE start < ? AND ("end" IS NULL OR "end" > ?) '
@@ -130,6 +129,16 @@ class Ledger:
                            (end, start))
         finally:
             self.db.execute("DETACH DATABASE src")
+
+    @staticmethod
+    def _replace_spans(db: sqlite3.Connection, start: int, end: int) -> None:
+        """The attached source's observed time in ``[start, end)``, this ledger's before and after it:
+        a span running into the next month keeps that part, which the next month's hours sampled in."""
+        overlapping = 'SELECT start, "end" FROM {}.spans WHERE start < ? AND "end" >= ?'
+        spliced = splice(db.execute(overlapping.format("main"), (end, start)).fetchall(),
+                         db.execute(overlapping.format("src"), (end, start)).fetchall(), start, end)
+        db.execute('DELETE FROM main.spans WHERE start < ? AND "end" >= ?', (end, start))
+        db.executemany('INSERT OR REPLACE INTO main.spans (start, "end") VALUES (?, ?)', spliced)
 
     def clear_from(self, t: int) -> None:
         """Forget the rows a rebuild writes again from ``t`` on (hours, days, counts, device status,
