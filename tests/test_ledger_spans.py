@@ -217,6 +217,25 @@ def test_a_month_rebuilt_keeps_the_observed_time_of_the_next_month(config: Colle
     assert disagreements(config.ledger_path) == []
 
 
+def test_verify_reports_hours_sampled_outside_the_spans(config: CollectorConfig) -> None:
+    """Test that `ptmon ledger verify` passes a consistent ledger and names the hours of one whose spans lost
+    time its hours sampled (as ledgers written before this was fixed can hold), exiting 1."""
+    cameras = Cameras()
+    Run(config, cameras, at("2026-11-10T09:00")).until(at("2026-11-10T12:30")).stop()
+    verify = [*PTMON, "ledger", "verify", "--month", "2026-11", "--ledger", str(config.ledger_path),
+              "--archive", str(config.archive_path), "--registry", str(config.registry)]
+    passed = subprocess.run(verify, capture_output=True, text=True, timeout=300)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "observed spans: hours inside them" in passed.stdout
+    with Ledger(config.ledger_path) as ledger:  # its span cut short, as the defects fixed here could leave it
+        ledger.db.execute('UPDATE spans SET "end" = ?', (parse_instant("2026-11-10T10:30"),))
+    failed = subprocess.run(verify, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "hour 2026-11-10T10:00:00+08:00 cam: 60 samples, only 31 sample instants inside the observed spans" \
+        in failed.stdout, failed.stdout
+    assert "hour 2026-11-10T12:00:00+08:00 cam: 31 samples, only 0 sample instants" in failed.stdout
+
+
 S = parse_instant("2026-11-01T00:00")
 E = parse_instant("2026-12-01T00:00")
 
