@@ -201,6 +201,9 @@ class Engine(HeartbeatRounds):
     def _fire_ticks(self, until: int, *, inclusive: bool) -> None:
         while self.next_tick < until or (inclusive and self.next_tick == until):
             self._emit_queued(self.next_tick)  # what was received at or before the sample instant comes first
+            if self.spans and self.spans[-1][1] < self.next_tick:
+                # observed up to here: a listener writing this sample (the ledger's hour) writes it inside the spans
+                self.spans[-1][1] = self.next_tick
             self._sample(self.next_tick)
             self.next_tick += self.tick
 

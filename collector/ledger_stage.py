@@ -66,7 +66,10 @@ class LedgerStage:
         engine.exemptions.load([e for e in exemptions if saved_at is None or e.created_at <= saved_at])
         engine.exemptions.load(exemptions, known_from=engine.clock)  # recorded since the checkpoint
         named = checkpoint.named if checkpoint is not None else {}
-        self.ledger_writer = LedgerWriter(engine, self.ledger, hour=named.get("ledger_hour"), day=named.get("ledger_day"))
+        # A checkpoint is saved only once the ledger took everything, spans included: those ending before
+        # its clock are in the ledger as they are; a rebuilt or new state writes all it has
+        self.ledger_writer = LedgerWriter(engine, self.ledger, hour=named.get("ledger_hour"), day=named.get("ledger_day"),
+                                          spans_since=engine.clock if checkpoint is not None else None)
         open_starts = self.ledger.episode_starts(engine.clock) if engine.clock is not None else None
         self.episodes = EpisodeTracker(engine, self._on_episodes, open_starts)
         self._attach_health()

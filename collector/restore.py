@@ -33,7 +33,7 @@ from .partition import Partition, claim, partition_of, refuse_partitioned
 from .registry import Registry
 from .replay import Feed, freeze_startup_heap
 from .sinks.archive import archive_files
-from .snapshots import load_snapshot, month_sources, save_snapshot
+from .snapshots import load_snapshot, month_code, month_sources, save_snapshot
 from .tally import Tally
 from .timebase import format_instant, month_bounds
 
@@ -157,9 +157,11 @@ class StateRestore:
             raise PtmonError(f"{why}, and the ledger {self.config.ledger_path} holds hours but there is no archive in "
                              f"{archive} to rebuild the state from: restore the archive, or move the ledger away to "
                              "start a new one (its months would then be lost)")
-        last_month = files[-1].name[6:13]
+        # The state from before the first hour the rebuild writes again (this month's start, or the ledger's
+        # last hour if earlier): a later snapshot would leave the hours between unwritten once cleared
+        first_month, last_month = month_code(self._rebuild_from()), files[-1].name[6:13]
         while True:
-            self._sources = month_sources([archive], last_month)
+            self._sources = month_sources([archive], first_month, through=last_month)
             if self._sources.snapshot is None:
                 engine = Engine(self.registry)
                 break

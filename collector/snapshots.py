@@ -67,10 +67,11 @@ class MonthSources:
         return f"{base}{len(self.files)} archive file(s)"
 
 
-def month_sources(archive_dirs: list[Path], month: str) -> MonthSources:
+def month_sources(archive_dirs: list[Path], month: str, *, through: str | None = None) -> MonthSources:
     """The latest snapshot at or before ``month`` in the first directory that has one, and every
-    archive file from the snapshot's month to the end of ``month`` (all before it, without one)."""
-    _start, end = month_bounds(month)
+    archive file from the snapshot's month to the end of ``month`` (all before it, without one), or
+    to the end of the month ``through`` when given."""
+    _start, end = month_bounds(through or month)
     snapshot = None
     for directory in archive_dirs:
         found = sorted((m.group(1), p) for p in directory.glob("ptmon-*.state.npz") if (m := _NAME.fullmatch(p.name))

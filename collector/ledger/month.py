@@ -30,7 +30,8 @@ from ..results import Results
 from ..rules import load_rules
 from ..timebase import format_instant, month_bounds
 from .access import refuse_read_only, scratch_parent
-from .read import ledger_results
+from .observed import sampled_outside_spans
+from .read import MERGED_SPANS_KEY, ledger_results
 from .rebuild import Recomputed, recompute_month
 from .records import Exemption, HourRow
 from .store import Ledger
@@ -131,14 +132,28 @@ def _verify(paths: _Paths, month: str, recomputed_path: Path, done: Recomputed, 
     with Ledger(paths.ledger, readonly=True) as ledger, Ledger(recomputed_path, readonly=True) as recomputed:
         exemptions = ledger.exemptions(start=start, end=end)
         found = compare_month(ledger, recomputed, paths.registry, month, exemptions)
+        merged = ledger.db.execute("SELECT 1 FROM meta WHERE key = ?", (MERGED_SPANS_KEY,)).fetchone() is not None
+        outside = [] if merged else sampled_outside_spans(ledger.hours(start, end), ledger.spans(),
+                                                          paths.registry.rules, start, end)
     print(f"ledger verify {month}: {paths.ledger} against the archive ({done.sources.describe()}, {done.records:,} records)")
     for what, diff, total in (("KPI rows", found.kpi, found.kpi_rows), ("hour rows", found.hours, None),
                               ("count rows", found.counts, None), ("anomaly rows", found.anomalies, None)):
         print(f"  {what}: {'equal' if not diff else f'{len(diff)} differ'}" + (f" ({total})" if total else ""))
         for line in diff[:SHOWN_DIFFERENCES]:
             print(f"    {line}")
+    # The ledger against itself: exemptions apply only at instants inside its spans, so an hour that
+    # sampled outside them would keep devices an exemption takes out (a ledger written before that was
+    # fixed). A merged ledger's spans are the time every partition observed, its hours each one's own.
+    print(f"  observed spans: {f'{len(outside)} hours sampled outside them' if outside else 'hours inside them'}")
+    for line in outside[:SHOWN_DIFFERENCES]:
+        print(f"    {line}")
+    if outside:
+        print("INCONSISTENT: the ledger's hours sampled time its observed spans do not hold; `ptmon ledger rebuild "
+              f"--month {month}` writes both again from the archive")
     if found.any:
         print(f"DIFFERENT: `{rebuild}` (collector stopped) replaces the ledger's month with the recomputation")
+        return 1
+    if outside:
         return 1
     print("OK: the ledger's month equals the archive's")
     return 0

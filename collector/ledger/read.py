@@ -49,8 +49,8 @@ def ledger_tally(ledger: Ledger, registry: Registry, start: int, end: int,
         # merged partitions at most the fewest of their counts, and at most the instants inside
         # the merged ledger's spans, which are the intersection of theirs (below), while each
         # street keeps its own collector's (its sums are over those). One collector's ledger is
-        # read as its hours say: its spans table can miss instants it sampled (seen once in a month
-        # of restarts and a deleted checkpoint), so it is not used to cap them
+        # read as its hours say: its spans hold the very instants they sampled (observed.py), but a
+        # ledger written before that was made sure of can miss some (`ptmon ledger verify` names them)
         samples[ci, row.hour] = min(samples.get((ci, row.hour), row.samples), row.samples)
         tally.street_samples[ci, si] += row.samples
         tally.online[ci, si] += row.online

@@ -40,6 +40,7 @@ from ..errors import LedgerError
 from ..rules import COUNTERS
 from ..timebase import day_of
 from .access import read_only_uri, refuse_read_only
+from .observed import splice
 from .records import EXEMPTION_SCOPES, AlertMessage, CountRow, DayRow, Episode, Exemption, HourRow
 from .schema import check_format, create, upgrade
 
@@ -120,9 +121,7 @@ class Ledger:
                                (start, end))
                 db.execute("DELETE FROM main.days WHERE day >= ? AND day < ?", (first_day, end_day))
                 db.execute("INSERT INTO main.days SELECT * FROM src.days WHERE day >= ? AND day < ?", (first_day, end_day))
-                db.execute('DELETE FROM main.spans WHERE start < ? AND "end" >= ?', (end, start))
-                db.execute('INSERT OR REPLACE INTO main.spans SELECT * FROM src.spans WHERE start < ? AND "end" >= ?',
-                           (end, start))
+                self._replace_spans(db, start, end)
                 db.execute("DELETE FROM main.episodes WHERE start >= ? AND start < ?", (start, end))
                 db.execute('INSERT INTO main.episodes SELECT * FROM src.episodes '
                            'WHERE start < ? AND ("end" IS NULL OR "end" > ?) '
@@ -139,13 +138,26 @@ class Ledger:
         finally:
             target.close()
 
+    @staticmethod
+    def _replace_spans(db: sqlite3.Connection, start: int, end: int) -> None:
+        """The attached source's observed time in ``[start, end)``, this ledger's before and after it:
+        a span running into the next month keeps that part, which the next month's hours sampled in."""
+        overlapping = 'SELECT start, "end" FROM {}.spans WHERE start < ? AND "end" >= ?'
+        spliced = splice(db.execute(overlapping.format("main"), (end, start)).fetchall(),
+                         db.execute(overlapping.format("src"), (end, start)).fetchall(), start, end)
+        db.execute('DELETE FROM main.spans WHERE start < ? AND "end" >= ?', (end, start))
+        db.executemany('INSERT OR REPLACE INTO main.spans (start, "end") VALUES (?, ?)', spliced)
+
     def clear_from(self, t: int) -> None:
         """Forget the rows a rebuild writes again from ``t`` on (hours, days, counts, device status,
-        spans, episodes), in one transaction; exemptions and alerts stay."""
+        spans, episodes), in one transaction; exemptions and alerts stay. A span that began before
+        ``t`` keeps its part before ``t``, which the hours kept sampled in (the rebuild writes it whole
+        again when it replays its start)."""
         with self.transaction() as db:
             for table, column in (("hours", "hour"), ("counts", "hour"), ("unknown_topics", "hour"), ("status", "t"),
-                                  ("episodes", "start"), ("spans", '"end"')):
+                                  ("episodes", "start"), ("spans", "start")):
                 db.execute(f"DELETE FROM {table} WHERE {column} >= ?", (t,))
+            db.execute('UPDATE spans SET "end" = ? WHERE "end" >= ?', (t - 1, t))
             first_whole_day = day_of(t - 1) + 1  # a day the rebuild writes whole: it starts at or after t
             db.execute("DELETE FROM days WHERE day >= ?", (first_whole_day,))
 

@@ -38,7 +38,10 @@ HOUR_US = 3600 * US_PER_S
 
 
 class LedgerWriter:
-    def __init__(self, engine: Engine, ledger: Ledger, *, hour: Tally | None = None, day: Tally | None = None) -> None:
+    def __init__(self, engine: Engine, ledger: Ledger, *, hour: Tally | None = None, day: Tally | None = None,
+                 spans_since: int | None = None) -> None:
+        """``spans_since``: the ledger holds the engine's spans that end before this instant as they
+        are (the clock of the checkpoint the engine was restored from); None: it may hold none of them."""
         self.engine = engine
         self.ledger = ledger
         self.bucket = HOUR_US if HOUR_US % engine.tick == 0 else engine.tick
@@ -51,7 +54,7 @@ class LedgerWriter:
         self.pending_status: list[tuple[str, int, int]] = []  # (device, t, online) changes to write
         self.write_from: int | None = None  # rebuilding: leave what lies before this instant as the ledger has it
         self.error: sqlite3.Error | None = None  # the last write refused, None once one succeeds
-        self._spans_from: int | None = None  # the first span that may not be in the ledger as it is now
+        self._spans_since = spans_since  # spans ending at or after this may not be in the ledger as they are
         self.before_write: Callable[[], None] | None = None  # the collector's: its archive to disk first
         engine.listeners.append(self)
         engine.count_listeners.append(self)
@@ -118,10 +121,7 @@ class LedgerWriter:
             tallies += [self.hour] if self.hour is not None else []
             days += self._day_rows(self.day) if self.day is not None else []
         status = self.pending_status
-        all_spans = [(a, b) for a, b in self.engine.spans]
-        # the last few spans (the latest still grows), and every one since the last write that succeeded
-        first = max(0, min(len(all_spans) - 8, self._spans_from if self._spans_from is not None else len(all_spans)))
-        spans = all_spans[first:]
+        spans = self._spans_to_write(tallies)
         if self.write_from is not None:
             tallies = [t for t in tallies if t.start >= self.write_from]
             days = [d for d in days if day_start(d.day) >= self.write_from]
@@ -138,9 +138,19 @@ class LedgerWriter:
             self.error = exc  # everything stays pending for the next flush
             raise
         self.error = None
-        self._spans_from = max(0, len(all_spans) - 1)
+        if spans:  # the last is the engine's latest span: only it can still change, and spans after it
+            self._spans_since = spans[-1][1]
         self._closed_hours, self._closed_days, self.pending_episodes, self.pending_status = [], [], [], []
         self.hours_written += len({h.hour for h in hours})
+
+    def _spans_to_write(self, tallies: list[Tally]) -> list[tuple[int, int]]:
+        """The engine's spans the ledger may not hold as they are: those that changed since the last
+        write that succeeded (the latest still grows), and every one that overlaps the hours written
+        with them, so that every transaction leaves the hours it writes inside the ledger's spans."""
+        since = self._spans_since
+        if since is not None and tallies:
+            since = min(since, *(t.start for t in tallies))
+        return [(a, b) for a, b in self.engine.spans if since is None or b >= since]
 
     @property
     def pending(self) -> str:
