@@ -347,7 +347,8 @@ def test_a_format_that_cannot_be_written_replaces_none_of_the_files(inputs, tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("ptmon.report.xlsx.render_xlsx", full_disk)
-    with pytest.raises(PtmonError, match=r"cannot write .*report-2026-\d\d\.xlsx: No space left on device; no report file was replaced"):
+    refused = r"cannot write .*report-2026-\d\d\.xlsx: No space left on device; no report file was replaced"
+    with pytest.raises(PtmonError, match=refused):
         render(inputs, out, ("csv", "xlsx", "html"))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 

@@ -28,8 +28,8 @@ from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed
 from ..ledger.store import Ledger
 from ..registry import Registry
-from ..rules import DEFAULT_RULES_DIR
 from ..replay import Progress
+from ..rules import DEFAULT_RULES_DIR
 from ..snapshots import MonthSources, month_sources
 from ..timebase import US_PER_S, month_bounds
 from .figures import recomputed
