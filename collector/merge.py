@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .ledger.grid import SampleGrid
+from .ledger.observed import union
 from .ledger.read import MERGED_SPANS_KEY
 from .ledger.records import Exemption
 from .ledger.store import Ledger
@@ -163,7 +164,9 @@ def merged_exemptions(sources: Sequence[sqlite3.Connection]) -> list[tuple[tuple
 
 
 def intersect_spans(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> list[list[int]]:
-    """The instants in both span lists (each sorted, [start, end] inclusive)."""
+    """The instants in both span lists ([start, end] inclusive; a ledger's may overlap where a rebuild
+    cut one short and wrote one from before the cut)."""
+    a, b = union(a), union(b)
     out, i, j = [], 0, 0
     while i < len(a) and j < len(b):
         start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])

@@ -25,6 +25,7 @@ from ptmon.config import CollectorConfig
 from ptmon.config.sections import MqttConfig
 from ptmon.ledger.observed import splice, union
 from ptmon.ledger.store import Ledger
+from ptmon.merge import intersect_spans
 from ptmon.rules import load_rules
 from ptmon.sinks.archive import archive_files
 from ptmon.timebase import US_PER_S, UTC_OFFSET_US, format_instant, parse_instant
@@ -255,3 +256,11 @@ def test_splice_takes_the_month_from_inside_and_the_rest_from_outside(outside, i
 def test_union_joins_overlapping_and_adjoining_spans_only() -> None:
     """Test that spans are joined when they overlap or no instant lies between them, and kept apart otherwise."""
     assert union([(10, 20), (0, 5), (21, 30), (32, 40), (35, 36)]) == [(0, 5), (10, 30), (32, 40)]
+
+
+def test_the_intersection_of_partitions_spans_takes_overlapping_spans_as_their_union() -> None:
+    """Test that a ledger's overlapping spans (a rebuild's cut one and the one it wrote from before the cut) give
+    the district's intersection with another partition's spans as their union would, not a part of it."""
+    overlapping = [[0, 100], [50, 300]]
+    assert intersect_spans(overlapping, [[0, 400]]) == [[0, 300]]
+    assert intersect_spans([[0, 400]], overlapping) == [[0, 300]]
