@@ -186,7 +186,8 @@ class StateRestore:
     def _keep_ledger_as_it_was(self, rewrite_from: int) -> None:
         """A copy of the ledger before a rebuild rewrites its rows from the archive: where the archive lost
         what the ledger counted (a day file emptied, zeroed or moved away), the copy still holds it."""
-        if self.ledger.last_hour() is None or self.ledger.last_hour() < rewrite_from:
+        last = self.ledger.last_hour()
+        if last is None or last < rewrite_from:
             return  # no hour to rewrite
         path = self.config.ledger_path
         kept = path.with_name(f"{path.name}.before-rebuild-{time.strftime('%Y%m%dT%H%M%S')}")
