@@ -60,7 +60,7 @@ import numpy as np
 import orjson
 from zlib_ng import zlib_ng
 
-from .archive_damage import ArchiveDamaged, ZeroTail, damage_offset, is_damage, trailing_zeros
+from .archive_damage import ArchiveDamaged, ZeroTail, damage_offset, inflated_bytewise, is_damage, trailing_zeros
 from .errors import ArchiveError
 from .lines import ArchiveLines, Block, scan
 
@@ -149,7 +149,8 @@ class _GzipUntilCut(io.RawIOBase):
                 try:
                     out.append(self.member.decompress(chunk))
                 except INFLATE_ERRORS:
-                    out.append(_inflated_before_error(before, chunk))
+                    # a failing call returns nothing: keep what the chunk gave before the byte refused
+                    out.append(inflated_bytewise(before, chunk, _INFLATE, INFLATE_ERRORS)[1])
                     raise
                 chunk = b""
                 if self.member.eof:
@@ -161,18 +162,6 @@ class _GzipUntilCut(io.RawIOBase):
     def close(self) -> None:
         self.raw.close()
         super().close()
-
-
-def _inflated_before_error(member: Any, chunk: bytes) -> bytes:
-    """What ``member`` gives from ``chunk`` before the byte it refuses (fed one byte at a time: a failing
-    call returns nothing, so the chunk's good data before a cut would be lost with it)."""
-    out = []
-    with contextlib.suppress(*INFLATE_ERRORS):
-        for i in range(len(chunk)):
-            out.append(member.decompress(chunk[i : i + 1]))
-            if member.eof:
-                break
-    return b"".join(out)
 
 
 class _Decompressed:

@@ -89,7 +89,7 @@ def damage_offset(path: Path, inflate: Any, inflate_errors: tuple[type[Exception
                 try:
                     member.decompress(chunk)
                 except inflate_errors:
-                    at = pos + _bad_byte(before, chunk, inflate, inflate_errors)
+                    at = pos + inflated_bytewise(before, chunk, inflate, inflate_errors)[0]
                     return (start if start <= at else at), at
                 if not member.eof:
                     pos, chunk = pos + len(chunk), b""
@@ -99,15 +99,18 @@ def damage_offset(path: Path, inflate: Any, inflate_errors: tuple[type[Exception
     return None
 
 
-def _bad_byte(member: Any, chunk: bytes, inflate: Any, inflate_errors: tuple[type[Exception], ...]) -> int:
-    """The index in ``chunk`` of the byte at which inflating it (one byte at a time) fails."""
+def inflated_bytewise(member: Any, chunk: bytes, inflate: Any,
+                      inflate_errors: tuple[type[Exception], ...]) -> tuple[int, bytes]:
+    """``chunk`` fed to ``member`` one byte at a time (members read one after the other): the index of
+    the byte at which inflating fails (the last byte's if none does), and what was inflated before it."""
+    out = []
     for i in range(len(chunk)):
         if member is None:
             member = inflate.decompressobj(31)
         try:
-            member.decompress(chunk[i : i + 1])
+            out.append(member.decompress(chunk[i : i + 1]))
         except inflate_errors:
-            return i
+            return i, b"".join(out)
         if member.eof:
             member = None
-    return len(chunk) - 1
+    return len(chunk) - 1, b"".join(out)
