@@ -1,9 +1,14 @@
 """Replay: archive → decode → engine → tally, for one period.
 
 Records before ``start`` are applied too (they set device baselines and last heartbeats)
-but count toward nothing; the first record at or after ``end`` stops the replay, and the
-clock is advanced to ``end`` so the period's last samples fire. When the archive ends
-before ``end``, observation ends at its last record, and the rest is a monitoring gap.
+but count toward nothing; the first record at or after ``end`` stops the replay. When that
+record shows the monitor still observing (a message, a tick, a ``down``), the clock is
+advanced to ``end`` so the period's last samples fire, as they fired live. When it is the
+``up`` of a restart, the monitor had stopped (crashed) before ``end``: observation ends at
+its last record before, and the rest is a monitoring gap, as the live collector counted it.
+A starting collector's limits and partition records come before its ``up`` and say nothing
+either way: reading goes on past them. When the archive ends before ``end`` (or before such a
+record), observation ends at its last record.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Feed:
         self.on_month = on_month  # called with a month's start before its first record is fed
         self._next_month_s = math.inf if engine.clock is None else month_of(engine.clock)[1] / US_PER_S
         self.reached_end = False
+        self.observing_at_end = False  # the first record at or after ``end`` showed the monitor observing
         self.control = {"monitor": 0, "tick": 0, "limits": 0, "partition": 0, "unknown": 0}
         self._batches = 0  # batches decoded so far
         # An ArchiveReader's blocks scanned ahead by forked processes (archive.py): for a replay
@@ -148,7 +154,7 @@ class Feed:
         times = times_to_us(pending.t if isinstance(pending, ArchiveLines) else [r[0] for r in pending])
         past_end = np.flatnonzero(times >= self.end) if self.end is not None else np.zeros(0, dtype=np.intp)
         if len(past_end):
-            self.reached_end = True
+            self.reached_end = self.observing_at_end = True  # a message received: the monitor was up
             cut = int(past_end[0])
             pending = pending.rows(0, cut) if isinstance(pending, ArchiveLines) else pending[:cut]
             times = times[:cut]
@@ -171,10 +177,13 @@ class Feed:
     def _control(self, record: Record) -> bool:
         """Apply a ``$ptmon/`` record; False when it lies at or past the period's end."""
         t = seconds_to_us(record[0])
-        if self.end is not None and t >= self.end:
-            self.reached_end = True
-            return False
         topic, payload = record[1], record[2].strip().strip('"')
+        if self.end is not None and t >= self.end:
+            if topic in (LIMITS_TOPIC, PARTITION_TOPIC):
+                return True  # written by a starting collector before it observes: read on
+            self.reached_end = True
+            self.observing_at_end = not (topic == MONITOR_TOPIC and payload == "up")  # an up: a restart
+            return False
         if topic == MONITOR_TOPIC and payload in ("up", "down"):
             self.control["monitor"] += 1
             (self.engine.monitor_up if payload == "up" else self.engine.monitor_down)(t)
@@ -241,7 +250,7 @@ class Replayer(Feed):
 
     def results(self) -> Results:
         assert self.end is not None
-        if self.reached_end and self.engine.up:
+        if self.observing_at_end and self.engine.up:
             self.engine.advance_to(self.end)
         self.engine.finish()
         return finish_results(self.tally, self.decoder)

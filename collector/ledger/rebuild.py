@@ -70,7 +70,7 @@ def recompute_month(archive_dirs: Sequence[Path], registry: Registry, month: str
         _seed_status(ledger, engine)
     else:
         engine = Engine(registry)
-    _, records = _feed_ledger(engine, decoder, ledger, sources.files, end, progress, saved)
+    _, records = _feed_ledger(engine, decoder, ledger, sources.read(), end, progress, saved)
     return Recomputed(sources, records)
 
 
@@ -85,7 +85,7 @@ def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[P
     freeze_startup_heap()
     reader = ArchiveReader(files)
     feed.feed(reader, progress)
-    if end is not None and feed.reached_end and engine.up:
+    if end is not None and feed.observing_at_end and engine.up:
         engine.advance_to(end)
     engine.finish()
     writer.flush(open_buckets=True)
