@@ -260,7 +260,7 @@ def _replay(args: argparse.Namespace) -> int:
         from .snapshots import load_snapshot, month_sources
 
         sources = month_sources([Path(a) for a in args.archives], args.month)
-        paths, state = sources.files, load_snapshot(sources.snapshot, registry) if sources.snapshot else None
+        paths, state = sources.read(), load_snapshot(sources.snapshot, registry) if sources.snapshot else None
         say(sources.describe())
     results = replay(paths, registry, start, end, progress=progress, exemptions=exemptions, state=state)
     return _show_replay(args, results, rules)

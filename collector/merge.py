@@ -267,7 +267,7 @@ def replay_partitions(archives: list[tuple[Path, Partition | None]], registry: R
         paths, state = archive_paths([directory]), None
         if month is not None and directory.is_dir():
             sources = month_sources([directory], month)
-            paths, state = sources.files, load_snapshot(sources.snapshot, own) if sources.snapshot else None
+            paths, state = sources.read(), load_snapshot(sources.snapshot, own) if sources.snapshot else None
         say(f"partition {part.label}: {len(paths)} archive file(s) in {directory}")
         parts.append((part, replay(paths, own, start, end, progress=progress, exemptions=exemptions, state=state)))
     return merge_results(parts, registry.rules)
@@ -299,7 +299,7 @@ def recompute_partitions(archives: list[tuple[Path, Partition | None]], registry
                 raise UsageError(f"no archive files for {month} in {directory} (partition {part.label})")
             say(f"recomputing partition {part.label} from {found.describe()}")
             recompute_month([directory], own, month, ledger, progress=progress)
-            read += ([("snapshot", found.snapshot)] if found.snapshot else []) + [("archive", p) for p in found.files]
+            read += found.roles()
         merge_ledgers(ledgers, into, registry.rules)
     finally:
         for _, ledger in ledgers:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +61,24 @@ class MonthSources:
 
     snapshot: Path | None
     files: list[Path]
+    # The first day's files after the month, read only to their first record that tells whether
+    # the monitor was still observing at the month's end (replay.py): then the month's last samples
+    # fired live, and the recomputation fires them too.
+    following: list[Path] = field(default_factory=list)
 
     def describe(self) -> str:
         base = f"snapshot {self.snapshot.name} + " if self.snapshot else "no snapshot: "
-        return f"{base}{len(self.files)} archive file(s)"
+        after = f" + the head of {len(self.following)} file(s) after it" if self.following else ""
+        return f"{base}{len(self.files)} archive file(s){after}"
+
+    def read(self) -> list[Path]:
+        """Every archive file a recomputation reads, in order."""
+        return [*self.files, *self.following]
+
+    def roles(self) -> list[tuple[str, Path]]:
+        """(role, path) of every input, for a report's list of what it was computed from."""
+        return ([("snapshot", self.snapshot)] if self.snapshot else []) + [("archive", p) for p in self.files] + [
+            ("following", p) for p in self.following]
 
 
 def month_sources(archive_dirs: list[Path], month: str, *, through: str | None = None) -> MonthSources:
@@ -82,8 +96,12 @@ def month_sources(archive_dirs: list[Path], month: str, *, through: str | None =
     named = _NAME.fullmatch(snapshot.name) if snapshot else None  # snapshot was found by this name
     first = f"{named.group(1)}-01" if named else ""
     last = day_to_date(day_of(end - 1)).isoformat()
-    files = [p for d in archive_dirs for p in read_archive_files(d) if first <= p.name[6:16] <= last]
-    return MonthSources(snapshot, sorted(files, key=lambda p: (p.name[6:16], p.name)))
+    after = day_to_date(day_of(end)).isoformat()
+    every = [p for d in archive_dirs for p in read_archive_files(d)]
+    files = [p for p in every if first <= p.name[6:16] <= last]
+    following = [p for p in every if p.name[6:16] == after]
+    order = lambda p: (p.name[6:16], p.name)  # noqa: E731
+    return MonthSources(snapshot, sorted(files, key=order), sorted(following, key=order))
 
 
 def load_snapshot(path: Path, registry: Registry) -> Checkpoint:

@@ -106,7 +106,7 @@ def _recompute(month: str, registry: Registry, ledger: Ledger, sources: Sequence
             raise UsageError(f"no archive files for {month} in {', '.join(map(str, sources))}")
         say(f"recomputing {month} from {found.describe()}")
         recompute_month(directories, registry, month, ledger, progress=progress)
-        read = ([("snapshot", found.snapshot)] if found.snapshot else []) + [("archive", p) for p in found.files]
+        read = found.roles()
     else:
         paths = [p for source in map(Path, sources) for p in (read_archive_files(source) if source.is_dir() else [source])]
         say(f"recomputing {month} from {len(paths)} archive file(s), read from the beginning")

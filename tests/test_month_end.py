@@ -1,0 +1,131 @@
+"""The month's end: a recomputation and a replay observe up to it exactly when the collector did.
+
+The live collector fires a month's last samples when its clock passes them, on the first record
+after them, which often lies in the next month's first file. So whether the month was observed to
+its end is told by the first record after the end: a message, a tick or a ``down`` (the monitor
+was up), or a restart's ``up`` (it had stopped before: the time to the end is a gap). Here the
+live collector is the ledger of a feed of every file with no end; the recomputation from the
+archive directory (``report --from-archive``, ``ledger verify``) and ``ptmon replay`` of every file
+must give its observed time and KPIs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ptmon.archive import MONITOR_TOPIC, encode_record
+from ptmon.decode import LIMITS_TOPIC
+from ptmon.ledger.read import ledger_results
+from ptmon.ledger.rebuild import rebuild_ledger, recompute_month
+from ptmon.ledger.store import Ledger
+from ptmon.replay import replay
+from ptmon.results import Results
+from ptmon.sinks.archive import archive_files
+from ptmon.timebase import US_PER_S, month_bounds
+
+from .conftest import make_registry
+
+MONTH = "2026-11"
+START, END = month_bounds(MONTH)
+E = END // US_PER_S  # the month's end, unix seconds
+DEVICES = (("s-1", "iot", "taopu"), ("c-1", "cam", "taopu"))
+
+
+@pytest.fixture(scope="module")
+def registry(rules):
+    return make_registry(rules, "s-1,iot,elevator,taopu", "c-1,cam,face_cam,taopu")
+
+
+def heartbeats(first: float, last: float, seq: dict[str, int]) -> list[tuple[float, str, str]]:
+    out = []
+    t = first
+    while t <= last:
+        for device, contract, street in DEVICES:
+            seq[device] = seq.get(device, 0) + 1
+            out.append((t, f"putuo/{contract}/{street}/{device}/hb", json.dumps({"seq": seq[device], "boot": 1})))
+        t += 30
+    return out
+
+
+def write_days(directory: Path, records: list[tuple[float, str, str]]) -> list[Path]:
+    """The records as the collector's day files (Shanghai days), in order."""
+    directory.mkdir()
+    days = {"2026-11-30": [r for r in records if r[0] < E], "2026-12-01": [r for r in records if r[0] >= E]}
+    for day, part in days.items():
+        (directory / f"ptmon-{day}.jsonl.gz").write_bytes(gzip.compress(b"".join(encode_record(*r) for r in part)))
+    return archive_files(directory)
+
+
+def up(t: float) -> tuple[float, str, str]:
+    return (t, MONITOR_TOPIC, "up")
+
+
+def restart(t: float) -> list[tuple[float, str, str]]:
+    """What a starting collector writes first: its limits, then its up."""
+    return [(t, LIMITS_TOPIC, orjson.dumps({"device_rate": 600, "window": 60}).decode()), up(t + 0.5)]
+
+
+def observed(results: Results) -> dict[tuple[str, str, str], int]:
+    return {(r.contract, r.street, r.kpi): r.observed_seconds for r in results.rows}
+
+
+def kpis(results: Results) -> list[tuple]:
+    return [(r.contract, r.street, r.kpi, r.numerator, r.denominator, r.observed_seconds) for r in results.rows]
+
+
+def live(paths: list[Path], registry, tmp_path: Path) -> Results:
+    """The month as the live collector wrote its ledger: every record, no end."""
+    with Ledger(tmp_path / "live.sqlite") as ledger:
+        rebuild_ledger(paths, registry, ledger)
+        return ledger_results(ledger, registry, START, END)
+
+
+def recomputed(directory: Path, registry, tmp_path: Path) -> Results:
+    with Ledger(tmp_path / "recomputed.sqlite") as ledger:
+        recompute_month([directory], registry, MONTH, ledger)
+        return ledger_results(ledger, registry, START, END)
+
+
+LATER = {"s-1": 1000, "c-1": 1000}  # the devices' seq after the end
+SCENARIOS = {
+    # up all along: the last November record 70 s before the end, the next one 20 s after it
+    "up through the end": [up(E - 7200), *heartbeats(E - 7200, E - 70, {}), *heartbeats(E + 20, E + 600, dict(LATER))],
+    # crashed an hour before the end, restarted an hour after it
+    "crash, restart after the end": [up(E - 7200), *heartbeats(E - 7200, E - 3670, {}), *restart(E + 3600),
+                                     *heartbeats(E + 3601, E + 4200, dict(LATER))],
+    # a clean stop before the end, a start after it
+    "stop, start after the end": [up(E - 7200), *heartbeats(E - 7200, E - 3670, {}), (E - 3660, MONITOR_TOPIC, "down"),
+                                  *restart(E + 3600), *heartbeats(E + 3601, E + 4200, dict(LATER))],
+    # up all along, the first record after the end a tick of its clock
+    "a tick after the end": [up(E - 7200), *heartbeats(E - 7200, E - 70, {}), (E + 5, "$ptmon/tick", ""),
+                             *heartbeats(E + 20, E + 600, dict(LATER))],
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_months_end_is_observed_as_the_collector_observed_it(registry, tmp_path: Path, scenario: str) -> None:
+    records = SCENARIOS[scenario]
+    paths = write_days(tmp_path / "archive", records)
+    truth = live(paths, registry, tmp_path)
+    up_to_end = scenario in ("up through the end", "a tick after the end")
+    last_november = max(r[0] for r in records if r[0] < E)
+    expected_seconds = (E - (E - 7200)) if up_to_end else (int(last_november) // 60 * 60 + 60 - (E - 7200))
+    assert set(observed(truth).values()) == {expected_seconds}  # what the live collector counted
+    assert kpis(recomputed(tmp_path / "archive", registry, tmp_path)) == kpis(truth)
+    assert kpis(replay(paths, registry, START, END)) == kpis(truth)
+
+
+def test_a_recomputation_lists_the_next_days_file_it_read(registry, tmp_path: Path) -> None:
+    from ptmon.snapshots import month_sources
+
+    write_days(tmp_path / "archive", SCENARIOS["up through the end"])
+    sources = month_sources([tmp_path / "archive"], MONTH)
+    assert [p.name for p in sources.files] == ["ptmon-2026-11-30.jsonl.gz"]
+    assert [(role, p.name) for role, p in sources.roles()] == [("archive", "ptmon-2026-11-30.jsonl.gz"),
+                                                              ("following", "ptmon-2026-12-01.jsonl.gz")]
+    assert "the head of 1 file(s) after it" in sources.describe()
