@@ -25,7 +25,7 @@ from .credentials import parse_broker_url, redact, split_credentials
 from .errors import StorageGone, UsageError
 from .ledger.access import refuse_read_only
 from .lifecycle import FORCED_EXIT_STATUS, ExitRequest
-from .outputs import output_file
+from .outputs import output_dir, output_file
 from .partition import partitioned_config, restrict_registry
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, Rules, load_rules
@@ -146,6 +146,12 @@ def run_collect(args: argparse.Namespace) -> int:
         if config.alerts.enabled:
             print(check_alert_rules(config.alerts.rules_file, rules))
         refuse_read_only(config.ledger_path)  # as the collector's start would
+        # where it keeps what it receives: found unwritable at start, every message would wait
+        # unacknowledged while the storage-fault retries ran
+        output_dir(config.archive_path, "archive")
+        output_dir(config.checkpoint_path.parent, "checkpoint")
+        if config.influx.url:
+            output_dir(config.spool_path, "spool")
         print("config OK")
         return 0
     kpi_csv = output_file(args.kpi_csv, "--kpi-csv") if args.kpi_csv else None  # written at every checkpoint

@@ -286,3 +286,18 @@ def test_a_partitioned_months_seal_ledger_on_read_only_media(collected, tmp_path
                            *where[:-1], str(new_seal)),
              new_seal, _reason(how, seal.parent) if how == "mount" else f"its directory {seal.parent} cannot be written")
     assert read_only.unchanged()
+
+
+@every_way
+def test_check_config_refuses_an_archive_directory_that_cannot_be_written(pristine: Path, tmp_path: Path, read_only,
+                                                                          how) -> None:  # type: ignore[no-untyped-def]
+    """Test that `collect --check-config` refuses, in one line naming it (exit 2), an archive directory the
+    collector could not write: started so, every message would wait unacknowledged for the storage to heal."""
+    month = _copy(pristine, tmp_path / "m")
+    read_only.make(how, month.archive)
+    done = read_only.run("collect", "--config", str(month.config), "--check-config")
+    assert done.code == 2, done.out + done.err
+    assert "Traceback" not in done.err and "config OK" not in done.out
+    assert done.errors() == [done.errors()[0]] and done.errors()[0].startswith(
+        f"ptmon: error: archive {month.archive}: cannot write in {month.archive}: "), done.err
+    assert read_only.unchanged()
