@@ -71,6 +71,9 @@ class Feed:
         self.on_batch = on_batch
         self.on_month = on_month  # called with a month's start before its first record is fed
         self._next_month_s = math.inf if engine.clock is None else month_of(engine.clock)[1] / US_PER_S
+        # Records from here on may lie at or past ``end`` (in µs, as ``_flush`` tells exactly): each one is
+        # flushed at once, so reading stops at the first record past the end, not a batch later.
+        self._end_s = math.inf if end is None else (end - 2) / US_PER_S
         self.reached_end = False
         self.observing_at_end = False  # the first record at or after ``end`` showed the monitor observing
         self.control = {"monitor": 0, "tick": 0, "limits": 0, "partition": 0, "unknown": 0}
@@ -114,7 +117,7 @@ class Feed:
             self._flush(buffer)
             return not self.reached_end and self._control(record)
         buffer.add_record(record)
-        if len(buffer) >= BATCH_SIZE:
+        if len(buffer) >= BATCH_SIZE or record[0] >= self._end_s:
             self._flush(buffer)
             return not self.reached_end
         return True
@@ -132,9 +135,11 @@ class Feed:
             stop = p + 1 + int(later[0]) if len(later) else len(lines)
             while p < stop:
                 m = min(BATCH_SIZE - len(buffer), stop - p)
+                past = np.flatnonzero(t[p : p + m] >= self._end_s)
+                m = int(past[0]) + 1 if len(past) else m  # up to the first record past the end, then flushed
                 buffer.add_lines(lines.rows(p, p + m))
                 p += m
-                if len(buffer) >= BATCH_SIZE:
+                if len(buffer) >= BATCH_SIZE or len(past):
                     self._flush(buffer)
                     if self.reached_end:
                         return
@@ -179,10 +184,12 @@ class Feed:
         t = seconds_to_us(record[0])
         topic, payload = record[1], record[2].strip().strip('"')
         if self.end is not None and t >= self.end:
-            if topic in (LIMITS_TOPIC, PARTITION_TOPIC):
-                return True  # written by a starting collector before it observes: read on
+            if topic != TICK_TOPIC and not (topic == MONITOR_TOPIC and payload in ("up", "down")):
+                # a starting collector's limits and partition records, written before its up, and records
+                # the engine passes by (unknown ones) tell nothing: read on
+                return True
             self.reached_end = True
-            self.observing_at_end = not (topic == MONITOR_TOPIC and payload == "up")  # an up: a restart
+            self.observing_at_end = payload != "up"  # a tick or a down: observing; an up: a restart
             return False
         if topic == MONITOR_TOPIC and payload in ("up", "down"):
             self.control["monitor"] += 1

@@ -61,7 +61,8 @@ class MonthSources:
 
     snapshot: Path | None
     files: list[Path]
-    # The first day's files after the month, read only to their first record that tells whether
+    # The first day's files after the month (the next day's, or a later one's when it has none), read
+    # only to their first record that tells whether
     # the monitor was still observing at the month's end (replay.py): then the month's last samples
     # fired live, and the recomputation fires them too.
     following: list[Path] = field(default_factory=list)
@@ -96,9 +97,11 @@ def month_sources(archive_dirs: list[Path], month: str, *, through: str | None =
     named = _NAME.fullmatch(snapshot.name) if snapshot else None  # snapshot was found by this name
     first = f"{named.group(1)}-01" if named else ""
     last = day_to_date(day_of(end - 1)).isoformat()
-    after = day_to_date(day_of(end)).isoformat()
     every = [p for d in archive_dirs for p in read_archive_files(d)]
     files = [p for p in every if first <= p.name[6:16] <= last]
+    # the next day's, or the first later day's when there is none (the collector's clock jumped a day ahead,
+    # or that file is gone): the live collector saw the first record after the end wherever it lay
+    after = min((p.name[6:16] for p in every if p.name[6:16] > last), default=None)
     following = [p for p in every if p.name[6:16] == after]
     order = lambda p: (p.name[6:16], p.name)  # noqa: E731
     return MonthSources(snapshot, sorted(files, key=order), sorted(following, key=order))

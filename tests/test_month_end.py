@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 
 import orjson
@@ -129,3 +130,61 @@ def test_a_recomputation_lists_the_next_days_file_it_read(registry, tmp_path: Pa
     assert [(role, p.name) for role, p in sources.roles()] == [("archive", "ptmon-2026-11-30.jsonl.gz"),
                                                               ("following", "ptmon-2026-12-01.jsonl.gz")]
     assert "the head of 1 file(s) after it" in sources.describe()
+
+
+def synced_gzip(records: list[tuple[float, str, str]], batch: int = 50) -> bytes:
+    """A day file as the collector writes it: one gzip member, each batch ended by a sync flush."""
+    z = zlib.compressobj(3, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    for i in range(0, len(records), batch):
+        out += z.compress(b"".join(encode_record(*r) for r in records[i : i + batch])) + z.flush(zlib.Z_SYNC_FLUSH)
+    return out
+
+
+def test_a_damage_in_the_next_days_file_after_its_first_record_does_not_stop_the_month(registry, tmp_path: Path) -> None:
+    """Only the next day's first record is needed: a damage further in that file (found when December is
+    read) neither refuses November's recomputation nor its replay, which give the live ledger's figures."""
+    records = SCENARIOS["up through the end"]
+    truth = live(write_days(tmp_path / "whole", records), registry, tmp_path)
+    paths = write_days(tmp_path / "archive", records)
+    december = synced_gzip(heartbeats(E + 20, E + 20_000, dict(LATER)))
+    middle = len(december) // 2
+    paths[1].write_bytes(december[:middle] + bytes(range(64)) + december[middle + 64 :])  # invalid deflate data
+    assert kpis(recomputed(tmp_path / "archive", registry, tmp_path)) == kpis(truth)
+    assert kpis(replay(paths, registry, START, END)) == kpis(truth)
+
+
+def test_a_bad_line_in_the_next_month_is_not_the_months(registry, tmp_path: Path) -> None:
+    """A line that is no record, in the next day's file after its first record, is no reject of the month."""
+    paths = write_days(tmp_path / "archive", SCENARIOS["up through the end"])
+    december = heartbeats(E + 20, E + 600, dict(LATER))
+    paths[1].write_bytes(gzip.compress(b"".join(encode_record(*r) for r in december[:4]) + b'{"t": broken\n'
+                                       + b"".join(encode_record(*r) for r in december[4:])))
+    assert "bad_archive_line" not in replay(paths, registry, START, END).rejects
+
+
+def test_the_first_record_after_the_end_may_lie_days_later(registry, tmp_path: Path) -> None:
+    """No file of December 1 (the collector's clock jumped a day ahead, or that file is gone): the first
+    record after the end is in a later day's file, and it tells, as it told the live collector."""
+    records = [up(E - 7200), *heartbeats(E - 7200, E - 70, {}), *heartbeats(E + 86_400 + 20, E + 86_400 + 600, dict(LATER))]
+    directory = tmp_path / "archive"
+    directory.mkdir()
+    for day, part in (("2026-11-30", [r for r in records if r[0] < E]), ("2026-12-02", [r for r in records if r[0] >= E])):
+        (directory / f"ptmon-{day}.jsonl.gz").write_bytes(gzip.compress(b"".join(encode_record(*r) for r in part)))
+    paths = archive_files(directory)
+    truth = live(paths, registry, tmp_path)
+    assert set(observed(truth).values()) == {7200}
+    assert kpis(recomputed(directory, registry, tmp_path)) == kpis(truth)
+    assert kpis(replay(paths, registry, START, END)) == kpis(truth)
+
+
+def test_an_unknown_control_record_after_the_end_tells_nothing(registry, tmp_path: Path) -> None:
+    """A control record the engine does not know (a newer collector's, a monitor record that is neither
+    up nor down) is passed by live; the record after it tells, here a restart's up: a gap to the end."""
+    records = [up(E - 7200), *heartbeats(E - 7200, E - 3670, {}), (E + 5, "$ptmon/future", "{}"),
+               (E + 6, MONITOR_TOPIC, "paused"), *restart(E + 3600), *heartbeats(E + 3601, E + 4200, dict(LATER))]
+    paths = write_days(tmp_path / "archive", records)
+    truth = live(paths, registry, tmp_path)
+    assert max(observed(truth).values()) < 7200
+    assert kpis(recomputed(tmp_path / "archive", registry, tmp_path)) == kpis(truth)
+    assert kpis(replay(paths, registry, START, END)) == kpis(truth)
