@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .archive import ARCHIVE_FILE_NAME
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .decode import Decoder
 from .engine import Engine
@@ -103,8 +104,14 @@ def month_sources(archive_dirs: list[Path], month: str, *, through: str | None =
     # or that file is gone): the live collector saw the first record after the end wherever it lay
     after = min((p.name[6:16] for p in every if p.name[6:16] > last), default=None)
     following = [p for p in every if p.name[6:16] == after]
-    order = lambda p: (p.name[6:16], p.name)  # noqa: E731
-    return MonthSources(snapshot, sorted(files, key=order), sorted(following, key=order))
+    return MonthSources(snapshot, sorted(files, key=_written_order), sorted(following, key=_written_order))
+
+
+def _written_order(path: Path) -> tuple[str, int, str]:
+    """Day, then part (``ptmon-2026-12-01.1.jsonl.gz`` after ``ptmon-2026-12-01.jsonl.gz``), as
+    written; then the name, for files of several directories."""
+    m = ARCHIVE_FILE_NAME.fullmatch(path.name)
+    return (m.group(1), int(m.group(2) or 0), path.name) if m else (path.name[6:16], 0, path.name)
 
 
 def load_snapshot(path: Path, registry: Registry) -> Checkpoint:

@@ -130,6 +130,10 @@ def test_a_recomputation_lists_the_next_days_file_it_read(registry, tmp_path: Pa
     assert [(role, p.name) for role, p in sources.roles()] == [("archive", "ptmon-2026-11-30.jsonl.gz"),
                                                               ("following", "ptmon-2026-12-01.jsonl.gz")]
     assert "the head of 1 file(s) after it" in sources.describe()
+    (tmp_path / "archive" / "ptmon-2026-11-30.1.jsonl.gz").write_bytes(gzip.compress(b""))  # a restart's second part
+    (tmp_path / "archive" / "ptmon-2026-11-30.10.jsonl.gz").write_bytes(gzip.compress(b""))
+    assert [p.name for p in month_sources([tmp_path / "archive"], MONTH).files] == [
+        "ptmon-2026-11-30.jsonl.gz", "ptmon-2026-11-30.1.jsonl.gz", "ptmon-2026-11-30.10.jsonl.gz"]  # as written
 
 
 def synced_gzip(records: list[tuple[float, str, str]], batch: int = 50) -> bytes:
