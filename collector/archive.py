@@ -60,7 +60,16 @@ import numpy as np
 import orjson
 from zlib_ng import zlib_ng
 
-from .archive_damage import ArchiveDamaged, ZeroTail, damage_offset, inflated_bytewise, is_damage, trailing_zeros
+from .archive_damage import (
+    ArchiveDamaged,
+    Garbled,
+    ZeroTail,
+    could_be_cut_record,
+    damage_offset,
+    inflated_bytewise,
+    is_damage,
+    trailing_zeros,
+)
 from .errors import ArchiveError
 from .lines import ArchiveLines, Block, scan
 
@@ -307,6 +316,7 @@ class ArchiveReader:
         self.damaged: list[str] = []
         self.on_damage = on_damage
         self._first_bad: dict[Path, int] = {}  # a file's first bad line, named if the file turns out damaged
+        self._last_bad: dict[Path, tuple[int, bool]] = {}  # a file's last bad line: (number, could a cut leave it)
 
     def __iter__(self) -> Iterator[Record]:
         """One collector's files (one directory, the collector's names) in the order it wrote them
@@ -347,7 +357,7 @@ class ArchiveReader:
                 raise TypeError
         except (orjson.JSONDecodeError, KeyError, TypeError):
             if line.strip():
-                self._bad_line(path, lineno)
+                self._bad_line(path, lineno, line)
             return None
         self.records += 1
         return float(t), topic, payload
@@ -396,6 +406,8 @@ class ArchiveReader:
             line = row + 1
 
     def _cut(self, path: Path, lineno: int, exc: Exception) -> None:
+        if not is_damage(exc, INFLATE_ERRORS) and self._garbled(path, lineno):
+            exc = Garbled()
         if is_damage(exc, INFLATE_ERRORS):
             damage = ArchiveDamaged(path, exc, damage_offset(path, _INFLATE, INFLATE_ERRORS), path.stat().st_size,
                                     lineno=lineno, first_bad_line=self._first_bad.get(path))
@@ -411,9 +423,17 @@ class ArchiveReader:
         log.warning("%s: archive is cut short after line %d (%s), as a crash while writing leaves it; read up to there",
                     path, lineno, exc)
 
-    def _bad_line(self, path: Path, lineno: int) -> None:
+    def _garbled(self, path: Path, lineno: int) -> bool:
+        """Whether a file that ends without its gzip trailer holds lines no crash leaves: a bad line
+        before its last, or a last one that is no record's start."""
+        if path not in self._first_bad:
+            return False
+        return self._first_bad[path] < lineno or not self._last_bad[path][1]
+
+    def _bad_line(self, path: Path, lineno: int, line: bytes) -> None:
         self.bad_lines += 1
         self._first_bad.setdefault(path, lineno)
+        self._last_bad[path] = (lineno, could_be_cut_record(line.rstrip(b"\r\n")))
         if self.bad_lines <= LOGGED_BAD_LINES:
             log.warning("%s:%d: not an archive record (t, topic, payload); skipped", path, lineno)
 

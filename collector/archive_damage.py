@@ -54,6 +54,31 @@ class ZeroTail(EOFError):
                          "while writing can leave it")
 
 
+class Garbled(EOFError):
+    """The gzip data reads to the file's end without a trailer, as a crash's cut leaves it, but what
+    it decodes to is no archive text before its last line: a corruption the inflater did not refuse
+    (overwritten bytes can decode as other valid deflate data). A crash's cut leaves whole records
+    and, at most, the start of one more."""
+
+    def __init__(self) -> None:
+        super().__init__("no gzip trailer, and lines that are no archive records before the last one")
+
+
+def could_be_cut_record(line: bytes) -> bool:
+    """Whether ``line`` could be the start of an archive record that a crash cut short: the record's
+    head (or part of it), then text without control characters (its last character may be cut)."""
+    head = b'{"t":'
+    if not (line.startswith(head) or head.startswith(line)):
+        return False
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason != "unexpected end of data":  # a character cut at the end is all a cut may leave
+            return False
+        text = line[: exc.start].decode("utf-8")
+    return text.isprintable()
+
+
 def trailing_zeros(raw: IO[bytes]) -> int:
     """The number of zero bytes ending the file ``raw`` (left at its start)."""
     size = raw.seek(0, os.SEEK_END)
@@ -70,8 +95,9 @@ def trailing_zeros(raw: IO[bytes]) -> int:
 
 
 def is_damage(exc: Exception, inflate_errors: tuple[type[Exception], ...]) -> bool:
-    """Whether the reason a gzip file ended is damage (the inflater refused its data), not a cut."""
-    return isinstance(exc, inflate_errors)
+    """Whether the reason a gzip file ended is damage (the inflater refused its data, or it decoded
+    to no archive text), not a cut."""
+    return isinstance(exc, (*inflate_errors, Garbled))
 
 
 def damage_offset(path: Path, inflate: Any, inflate_errors: tuple[type[Exception], ...]) -> tuple[int, int] | None:

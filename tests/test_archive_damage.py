@@ -28,13 +28,15 @@ from .test_month_close import CLOSE, _copy
 T0 = 1_793_441_600.0  # 2026-11-01 00:00 Shanghai
 
 
-def _written(directory: Path, n: int = 20_000) -> Path:
-    """A day file as the collector writes it (sync-flushed batches, then the trailer at close)."""
+def _written(directory: Path, n: int = 20_000, *, finish: bool = True) -> Path:
+    """A day file as the collector writes it (sync-flushed batches, then the trailer at close; no trailer
+    without ``finish``: a file still being written, or a crash's)."""
     writer = ArchiveWriter(directory)
     for start in range(0, n, 500):
         writer.append([(T0 + 60 + i, f"putuo/iot/taopu/taopu-lift{i % 97}/hb", f'{{"seq":{i},"reads":{i * 7}}}')
                        for i in range(start, start + 500)])
-    writer.finish()
+    if finish:
+        writer.finish()
     (path,) = archive_files(directory)
     return path
 
@@ -242,3 +244,41 @@ def test_a_day_file_decompressed_in_place_is_refused_not_skipped(collected, tmp_
     assert main(["report", "--month", "2026-11", "--format", "csv", "--out", str(tmp_path / "out"), *where,
                  "--from-archive", str(archive)]) == 2
     assert f"{plain}: a day file that is not gzip-compressed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["lines", "blocks"])
+def test_bytes_overwritten_mid_file_that_inflate_as_other_data_are_damage(tmp_path: Path, blocks: bool) -> None:
+    """Test that 64 bytes overwritten in the middle of a day file without its trailer (the collector still
+    writing, or killed) — which the inflater takes as other valid deflate data, reading garbled lines to
+    the file's end — are damage, not the cut a crash leaves: a cut leaves whole records and the start of one."""
+    records = [(T0 + 20 * i, f"putuo/{'iot' if i % 2 else 'cam'}/taopu/d{i % 2}/hb", f'{{"seq":{i},"boot":1}}')
+               for i in range(2000)]
+    z = zlib.compressobj(3, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"".join(  # one member, sync-flushed batches, no trailer
+        z.compress(b"".join(encode_record(*r) for r in records[i : i + 50])) + z.flush(zlib.Z_SYNC_FLUSH)
+        for i in range(0, len(records), 50))
+    path = tmp_path / "ptmon-2026-11-01.jsonl.gz"
+    refusals = []
+    for at in (len(data) // 3, len(data) // 2, 2 * len(data) // 3):
+        path.write_bytes(data[:at] + b"\xff" * 64 + data[at + 64 :])
+        with pytest.raises(ArchiveDamaged) as refused:
+            _read_all(path, blocks=blocks)
+        refusals.append(str(refused.value))
+    assert any("(no gzip trailer, and lines that are no archive records before the last one)" in r for r in refusals)
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["lines", "blocks"])
+def test_a_crash_cut_anywhere_is_never_damage(tmp_path: Path, blocks: bool) -> None:
+    """Test that a day file cut at any byte (a crash mid-write), even inside a character of a payload
+    beyond ASCII, reads up to the cut as cut short, never as damage."""
+    writer = ArchiveWriter(tmp_path / "a")
+    for start in range(0, 600, 100):
+        writer.append([(T0 + i, f"putuo/iot/taopu/d{i}/hb", f'{{"seq":{i},"note":"长征镇桃浦镇"}}')
+                       for i in range(start, start + 100)])
+    writer.finish()
+    (path,) = archive_files(tmp_path / "a")
+    data = path.read_bytes()
+    for cut in range(20, len(data) - 8, max(1, len(data) // 300)):
+        path.write_bytes(data[:cut])
+        reader = _read_all(path, blocks=blocks)
+        assert reader.truncated == [str(path)] and not reader.damaged, cut

@@ -14,6 +14,7 @@ import pytest
 from ptmon import archive as archive_module
 from ptmon import replay as replay_module
 from ptmon.archive import ArchiveReader, encode_record, retained_record
+from ptmon.archive_damage import ArchiveDamaged
 from ptmon.decode import LIMITS_TOPIC
 from ptmon.lines import ArchiveLines, scan
 from ptmon.payloads import parse_payloads
@@ -118,10 +119,13 @@ def _weird_archive(rng: random.Random) -> list[bytes]:
         topic = rng.choice([f"putuo/iot/taopu/d{i}/hb", "$ptmon/tick", "$ptmon/retained", "putuo/é/x", "a\\b", 'q"x'])
         payload = rng.choice([f'{{"seq":{i},"ts":1}}', '{"a":"x\\y"}', "online", '"q"', "é", "\n", '{"k":"\\"'])
         lines.append(encode_record(t, topic, payload))
-    for bad in (b"\n", b"   \n", b"garbage\n", b'{"t":1.,"topic":"a","payload":"b"}\n', b'{"t":"1","topic":"a","payload":"b"}\n',
-                b'{"t":0,"topic":"a","payload":"\xff"}\n', b'{"t":0,"topic":"a"}\n'):
+    for bad in BAD_LINES:
         lines.insert(rng.randrange(len(lines)), bad)
     return lines
+
+
+BAD_LINES = (b"\n", b"   \n", b"garbage\n", b'{"t":1.,"topic":"a","payload":"b"}\n', b'{"t":"1","topic":"a","payload":"b"}\n',
+             b'{"t":0,"topic":"a","payload":"\xff"}\n', b'{"t":0,"topic":"a"}\n')
 
 
 def _read_both(paths: list[Path], caplog: pytest.LogCaptureFixture) -> None:
@@ -155,10 +159,20 @@ def test_blocks_hold_the_records_of_reading_line_by_line(tmp_path: Path, monkeyp
     whole = tmp_path / "whole.jsonl.gz"
     whole.write_bytes(gzip.compress(b"".join(lines) + b'{"t":5,"topic":"last","payload":"no newline"}'))
     _read_both([whole], caplog)
-    cut = tmp_path / "cut.jsonl.gz"
-    data = gzip.compress(b"".join(lines[:8000]))
+    cut = tmp_path / "cut.jsonl.gz"  # a crash's cut: whole records, then part of one
+    data = gzip.compress(b"".join(line for line in lines[:8000] if line not in BAD_LINES[2:]))
     cut.write_bytes(data[: len(data) * 2 // 3])
     _read_both([cut], caplog)
+    garbled = tmp_path / "garbled.jsonl.gz"  # cut, with lines that are no records before its end: damage
+    data = gzip.compress(b"".join(lines[:8000]))
+    garbled.write_bytes(data[: len(data) * 2 // 3])
+    refusals = []
+    for blocks in (False, True):
+        with pytest.raises(ArchiveDamaged) as refused:
+            reader = ArchiveReader([garbled])
+            list(reader.blocks() if blocks else reader)
+        refusals.append(str(refused.value))
+    assert refusals[0] == refusals[1] and "its first line that is no archive record is line" in refusals[0]
     flat = tmp_path / "flat.jsonl"
     flat.write_bytes(b"".join(lines[:5000]))
     _read_both([flat], caplog)
