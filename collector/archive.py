@@ -315,6 +315,10 @@ class ArchiveReader:
         self.truncated: list[str] = []
         self.damaged: list[str] = []
         self.on_damage = on_damage
+        # the file the last record given came from (where a reader that stopped stopped); None when files are
+        # merged by time from several streams, each read ahead of the record given
+        self.reading: Path | None = None
+        self._merging = False
         self._first_bad: dict[Path, int] = {}  # a file's first bad line, named if the file turns out damaged
         self._last_bad: dict[Path, tuple[int, bool]] = {}  # a file's last bad line: (number, could a cut leave it)
 
@@ -330,9 +334,11 @@ class ArchiveReader:
                 streams.append(itertools.chain.from_iterable(map(self._read, paths)))
             else:
                 streams += [self._read(p) for p in paths]
+        self._merging = len(streams) > 1
         return heapq.merge(*streams, key=itemgetter(0))
 
     def _read(self, path: Path) -> Iterator[Record]:
+        self.reading = None if self._merging else path
         stream, gz = _open_text(path)
         with stream:
             lineno = 0
@@ -382,6 +388,7 @@ class ArchiveReader:
         try:
             for path, block, cut in scanned:
                 if block is not None:
+                    self.reading = path
                     yield from self._block_records(block, path, lineno)
                     lineno += len(block.starts)
                 else:

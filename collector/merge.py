@@ -298,8 +298,7 @@ def recompute_partitions(archives: list[tuple[Path, Partition | None]], registry
             if not found.files:
                 raise UsageError(f"no archive files for {month} in {directory} (partition {part.label})")
             say(f"recomputing partition {part.label} from {found.describe()}")
-            recompute_month([directory], own, month, ledger, progress=progress)
-            read += found.roles()
+            read += recompute_month([directory], own, month, ledger, progress=progress).sources.roles()
         merge_ledgers(ledgers, into, registry.rules)
     finally:
         for _, ledger in ledgers:

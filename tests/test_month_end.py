@@ -192,3 +192,20 @@ def test_an_unknown_control_record_after_the_end_tells_nothing(registry, tmp_pat
     assert max(observed(truth).values()) < 7200
     assert kpis(recomputed(tmp_path / "archive", registry, tmp_path)) == kpis(truth)
     assert kpis(replay(paths, registry, START, END)) == kpis(truth)
+
+
+def test_a_recomputation_lists_only_the_later_files_it_read(registry, tmp_path: Path) -> None:
+    """The first record of December 1's first file tells; a later part of that day (the collector restarted
+    in the afternoon) is never opened, so the report's inputs do not list it as read (次月首日存档（只读到首条记录）)
+    with a SHA-256 that changes while December is written."""
+    from ptmon.report.build import _recompute
+
+    paths = write_days(tmp_path / "archive", SCENARIOS["up through the end"])
+    part = tmp_path / "archive" / "ptmon-2026-12-01.1.jsonl.gz"
+    part.write_bytes(gzip.compress(b"".join(encode_record(*r) for r in [*restart(E + 43_200),
+                                                                        *heartbeats(E + 43_201, E + 43_300, dict(LATER))])))
+    with Ledger(tmp_path / "report.sqlite") as ledger:
+        inputs = _recompute(MONTH, registry, ledger, [str(tmp_path / "archive")], lambda _: None, None)
+        assert kpis(ledger_results(ledger, registry, START, END)) == kpis(live(paths, registry, tmp_path))
+    assert [(i.role, Path(i.path).name) for i in inputs] == [("archive", "ptmon-2026-11-30.jsonl.gz"),
+                                                            ("following", "ptmon-2026-12-01.jsonl.gz")]

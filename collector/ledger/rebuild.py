@@ -10,7 +10,7 @@ given archive files from the beginning.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,12 +70,16 @@ def recompute_month(archive_dirs: Sequence[Path], registry: Registry, month: str
         _seed_status(ledger, engine)
     else:
         engine = Engine(registry)
-    _, records = _feed_ledger(engine, decoder, ledger, sources.read(), end, progress, saved)
-    return Recomputed(sources, records)
+    feed, reader = _feed_ledger(engine, decoder, ledger, sources.read(), end, progress, saved)
+    if feed.reached_end and reader.reading is not None:  # it stopped at the record that told: later files unopened
+        told = sources.following.index(reader.reading) + 1 if reader.reading in sources.following else 0
+        sources = replace(sources, following=sources.following[:told])
+    return Recomputed(sources, reader.records)
 
 
 def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[Path], end: int | None,
-                 progress: Callable[[Progress], None] | None, saved: dict[str, np.ndarray] | None = None) -> tuple[Feed, int]:
+                 progress: Callable[[Progress], None] | None, saved: dict[str, np.ndarray] | None = None,
+                 ) -> tuple[Feed, ArchiveReader]:
     writer = LedgerWriter(engine, ledger)
     EpisodeTracker(engine, writer.on_episodes)
     found: list[Anomaly] = []
@@ -92,7 +96,7 @@ def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[P
     if health is not None:
         health.monitor.settle()
         write_anomalies(ledger, found + health.monitor.open_anomalies())
-    return feed, reader.records
+    return feed, reader
 
 
 def _seed_status(ledger: Ledger, engine: Engine) -> None:

@@ -105,8 +105,7 @@ def _recompute(month: str, registry: Registry, ledger: Ledger, sources: Sequence
         if not found.files:
             raise UsageError(f"no archive files for {month} in {', '.join(map(str, sources))}")
         say(f"recomputing {month} from {found.describe()}")
-        recompute_month(directories, registry, month, ledger, progress=progress)
-        read = found.roles()
+        read = recompute_month(directories, registry, month, ledger, progress=progress).sources.roles()
     else:
         paths = [p for source in map(Path, sources) for p in (read_archive_files(source) if source.is_dir() else [source])]
         say(f"recomputing {month} from {len(paths)} archive file(s), read from the beginning")
