@@ -427,7 +427,8 @@ class ArchiveReader:
         if isinstance(exc, ZeroTail):
             log.warning("%s: archive is cut short after line %d: %s; read up to there", path, lineno, exc)
             return
-        log.warning("%s: archive is cut short after line %d (%s), as a crash while writing leaves it; read up to there",
+        log.warning("%s: archive is cut short after line %d (%s), as a crash while writing leaves it, or a collector "
+                    "still writing it; read up to there",
                     path, lineno, exc)
 
     def _garbled(self, path: Path, lineno: int) -> bool:
