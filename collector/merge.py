@@ -275,14 +275,15 @@ def replay_partitions(archives: list[tuple[Path, Partition | None]], registry: R
 
 def recompute_partitions(archives: list[tuple[Path, Partition | None]], registry: Registry, month: str,
                          into: Ledger, *, progress: Callable[[Progress], None] | None = None,
-                         say: Callable[[str], None] = lambda text: None) -> list[tuple[str, Path]]:
+                         say: Callable[[str], None] = lambda text: None) -> list[tuple[str, Path, bytes | None]]:
     """Recompute ``month`` from each partition's archive directory (its snapshot and the files after
-    it) with its own registry rows, and merge the results into ``into``. Returns the files read."""
+    it) with its own registry rows, and merge the results into ``into``. Returns the files read (as
+    ``Recomputed.inputs`` gives them)."""
     from .ledger.rebuild import rebuild_ledger, recompute_month
     from .snapshots import month_sources
     from .timebase import month_bounds
 
-    read: list[tuple[str, Path]] = []
+    read: list[tuple[str, Path, bytes | None]] = []
     ledgers = []
     try:
         for directory, part in _checked(archives, registry):
@@ -292,13 +293,13 @@ def recompute_partitions(archives: list[tuple[Path, Partition | None]], registry
             if directory.is_file():  # a file given by name is read from its beginning, as it is
                 say(f"recomputing partition {part.label} from {directory}, read from the beginning")
                 rebuild_ledger([directory], own, ledger, end=month_bounds(month)[1], progress=progress)
-                read.append(("archive", directory))
+                read.append(("archive", directory, None))
                 continue
             found = month_sources([directory], month)
             if not found.files:
                 raise UsageError(f"no archive files for {month} in {directory} (partition {part.label})")
             say(f"recomputing partition {part.label} from {found.describe()}")
-            read += recompute_month([directory], own, month, ledger, progress=progress).sources.roles()
+            read += recompute_month([directory], own, month, ledger, progress=progress).inputs()
         merge_ledgers(ledgers, into, registry.rules)
     finally:
         for _, ledger in ledgers:

@@ -76,6 +76,7 @@ class Feed:
         self._end_s = math.inf if end is None else (end - 2) / US_PER_S
         self.reached_end = False
         self.observing_at_end = False  # the first record at or after ``end`` showed the monitor observing
+        self.told: Record | None = None  # that record
         self.control = {"monitor": 0, "tick": 0, "limits": 0, "partition": 0, "unknown": 0}
         self._batches = 0  # batches decoded so far
         # An ArchiveReader's blocks scanned ahead by forked processes (archive.py): for a replay
@@ -161,6 +162,7 @@ class Feed:
         if len(past_end):
             self.reached_end = self.observing_at_end = True  # a message received: the monitor was up
             cut = int(past_end[0])
+            self.told = pending.rows(cut, cut + 1).records()[0] if isinstance(pending, ArchiveLines) else pending[cut]
             pending = pending.rows(0, cut) if isinstance(pending, ArchiveLines) else pending[:cut]
             times = times[:cut]
         if len(pending):
@@ -188,7 +190,7 @@ class Feed:
                 # a starting collector's limits and partition records, written before its up, and records
                 # the engine passes by (unknown ones) tell nothing: read on
                 return True
-            self.reached_end = True
+            self.reached_end, self.told = True, record
             self.observing_at_end = payload != "up"  # a tick or a down: observing; an up: a restart
             return False
         if topic == MONITOR_TOPIC and payload in ("up", "down"):

@@ -209,3 +209,25 @@ def test_a_recomputation_lists_only_the_later_files_it_read(registry, tmp_path: 
         assert kpis(ledger_results(ledger, registry, START, END)) == kpis(live(paths, registry, tmp_path))
     assert [(i.role, Path(i.path).name) for i in inputs] == [("archive", "ptmon-2026-11-30.jsonl.gz"),
                                                             ("following", "ptmon-2026-12-01.jsonl.gz")]
+
+
+def test_the_later_file_is_fingerprinted_by_the_record_that_told_while_it_grows(registry, tmp_path: Path) -> None:
+    """December 1's file grows while its collector writes it: a report recomputed from the archive fingerprints
+    it by the one record it read of it, so two reviewers recomputing November get the same inputs' SHA-256."""
+    import hashlib
+
+    from ptmon.report.build import _recompute
+
+    records = SCENARIOS["up through the end"]
+    write_days(tmp_path / "archive", records)
+    december = tmp_path / "archive" / "ptmon-2026-12-01.jsonl.gz"
+    fingerprints = []
+    for later in (600, 3600):  # December's file then, and an hour of records on
+        december.write_bytes(gzip.compress(b"".join(encode_record(*r) for r in heartbeats(E + 20, E + later, dict(LATER)))))
+        with Ledger(tmp_path / f"report-{later}.sqlite") as ledger:
+            inputs = _recompute(MONTH, registry, ledger, [str(tmp_path / "archive")], lambda _: None, None)
+        fingerprints.append([(i.role, Path(i.path).name, i.sha256) for i in inputs])
+    assert fingerprints[0] == fingerprints[1]
+    t, topic, payload = heartbeats(E + 20, E + 20, dict(LATER))[0]  # December's first record, as read (t a float)
+    assert fingerprints[0][-1] == ("following", december.name,
+                                   hashlib.sha256(encode_record(float(t), topic, payload)).hexdigest())

@@ -19,7 +19,7 @@ from ..anomaly import DeviceHealth
 from ..anomaly.ledger import write_anomalies
 from ..anomaly.records import Anomaly
 from ..anomaly.rules import rules_in
-from ..archive import ArchiveReader
+from ..archive import ArchiveReader, Record, encode_record
 from ..checkpoint import restore_decoder
 from ..decode import Decoder
 from ..engine import Engine
@@ -38,6 +38,15 @@ from .writer import LedgerWriter
 class Recomputed:
     sources: MonthSources
     records: int  # archive records read
+    told: Record | None = None  # the first record after the month that told whether its end was observed
+
+    def inputs(self) -> list[tuple[str, Path, bytes | None]]:
+        """(role, path, what of it to fingerprint: None for the whole file) of every file read. The later
+        file where reading stopped was read only to the record that told, which stands for it: the
+        file itself grows while its collector writes it."""
+        last = self.sources.following[-1] if self.sources.following and self.told is not None else None
+        return [(role, p, encode_record(*self.told) if p == last and self.told is not None else None)
+                for role, p in self.sources.roles()]
 
 
 def rebuild_ledger(paths: Iterable[str | Path], registry: Registry, ledger: Ledger, *, end: int | None = None,
@@ -74,7 +83,7 @@ def recompute_month(archive_dirs: Sequence[Path], registry: Registry, month: str
     if feed.reached_end and reader.reading is not None:  # it stopped at the record that told: later files unopened
         told = sources.following.index(reader.reading) + 1 if reader.reading in sources.following else 0
         sources = replace(sources, following=sources.following[:told])
-    return Recomputed(sources, reader.records)
+    return Recomputed(sources, reader.records, feed.told if feed.reached_end else None)
 
 
 def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[Path], end: int | None,

@@ -105,13 +105,14 @@ def _recompute(month: str, registry: Registry, ledger: Ledger, sources: Sequence
         if not found.files:
             raise UsageError(f"no archive files for {month} in {', '.join(map(str, sources))}")
         say(f"recomputing {month} from {found.describe()}")
-        read = recompute_month(directories, registry, month, ledger, progress=progress).sources.roles()
+        read = recompute_month(directories, registry, month, ledger, progress=progress).inputs()
     else:
         paths = [p for source in map(Path, sources) for p in (read_archive_files(source) if source.is_dir() else [source])]
         say(f"recomputing {month} from {len(paths)} archive file(s), read from the beginning")
         rebuild_ledger(paths, registry, ledger, end=end, progress=progress)
-        read = [("archive", p) for p in paths]
-    return [InputFile(role=role, path=str(p), sha256=_sha256_file(p)) for role, p in read]
+        read = [("archive", p, None) for p in paths]
+    return [InputFile(role=role, path=str(p), sha256=_sha256_file(p) if told is None else hashlib.sha256(told).hexdigest())
+            for role, p, told in read]
 
 
 def _sha256_file(path: Path) -> str:

@@ -32,7 +32,7 @@ KIND_LABELS = {"blind": "失明", "degraded": "劣化", "stuck": "卡死"}
 SOURCE_LABELS = {"ledger": "SLA 台账（ledger）", "archive": "原始报文存档重新计算（archive）"}
 ROLE_LABELS = {"ledger": "台账", "archive": "报文存档", "registry": "设备清单", "rules": "规则文件", "snapshot": "月初状态快照",
                "config": "配置文件", "exemptions": "豁免记录", "late": "迟到心跳",
-               "following": "次月首日存档（只读到首条记录）"}
+               "following": "次月首日存档（只读到首条记录，SHA-256 为该条记录的）"}
 SCOPE_LABELS = {"device": "设备", "street": "街镇", "gateway": "网关"}
 UNKNOWN_SHOWN = 20
 
