@@ -193,7 +193,8 @@ def scan(data: bytes) -> Block:
     if unprintable.any():  # printable ASCII only
         _owners_off(plain, starts, np.flatnonzero(unprintable))
     backslash = np.flatnonzero(array == BACKSLASH)
-    _owners_off(plain, starts, backslash[array[backslash + 1] != QUOTE])  # only \" (the pad follows the data)
+    after = np.frombuffer(buffer, dtype=np.uint8)[backslash + 1]  # the pad follows a block cut after a backslash
+    _owners_off(plain, starts, backslash[after != QUOTE])  # only \"
     quotes = np.flatnonzero(array == QUOTE)
     quotes = quotes[array[np.maximum(quotes - 1, 0)] != BACKSLASH]  # unescaped ones (a \\ never got this far)
     first = np.searchsorted(quotes, starts)

@@ -73,6 +73,14 @@ def test_a_line_whose_quotes_end_before_the_payload_key_would_ends_a_block_safel
     assert block.plain.tolist() == [True, False]
 
 
+def test_a_block_cut_just_after_a_backslash_is_scanned_not_raised() -> None:
+    """Test that a block ending right after a backslash (a file cut by a crash, or read while the collector
+    writes it, just after the escape of a quote in a payload) leaves that last line to the per-line path:
+    the scan once looked for the quote after it past the block's end and raised IndexError."""
+    block = scan(_line("5") + b'{"t":6,"topic":"putuo/iot/taopu/s-1/hb","payload":"{\\')
+    assert block.plain.tolist() == [True, False]
+
+
 def test_escaped_quotes_in_a_payload_are_taken_and_unescaped() -> None:
     payload = '{"seq":5,"boot":"ab"}'
     block = scan(_line("1762012800.5", payload=payload))
