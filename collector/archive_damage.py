@@ -66,7 +66,9 @@ class Garbled(EOFError):
 
 def could_be_cut_record(line: bytes) -> bool:
     """Whether ``line`` could be the start of an archive record that a crash cut short: the record's
-    head (or part of it), then text without control characters (its last character may be cut)."""
+    head (or part of it), then UTF-8 text (its last character may be cut) without the characters below
+    U+0020 that JSON escapes. Any other character may be a payload's, archived as the device sent it
+    (an ideographic space, DEL, a byte-order mark): str.isprintable() would refuse those."""
     head = b'{"t":'
     if not (line.startswith(head) or head.startswith(line)):
         return False
@@ -76,7 +78,7 @@ def could_be_cut_record(line: bytes) -> bool:
         if exc.reason != "unexpected end of data":  # a character cut at the end is all a cut may leave
             return False
         text = line[: exc.start].decode("utf-8")
-    return text.isprintable()
+    return not any(c < " " for c in text)
 
 
 def trailing_zeros(raw: IO[bytes]) -> int:

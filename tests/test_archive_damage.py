@@ -282,3 +282,29 @@ def test_a_crash_cut_anywhere_is_never_damage(tmp_path: Path, blocks: bool) -> N
         path.write_bytes(data[:cut])
         reader = _read_all(path, blocks=blocks)
         assert reader.truncated == [str(path)] and not reader.damaged, cut
+
+
+# Characters a device may send in a payload that orjson archives as they are (only those below U+0020, the
+# quote and the backslash are escaped) but that str.isprintable() calls unprintable: spaces and format
+# characters common in Chinese text and emoji, DEL and the C1 controls, private use and noncharacters.
+_UNPRINTABLE_BUT_ARCHIVED = ("上海\u3000普陀", "a\u00a0b", "del\x7fx", "nel\x85x", "\ufeffbom", "👨\u200d👩", "ls\u2028x",
+                             "\ue000", "shy\u00adx", "\ufffe")
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["lines", "blocks"])
+@pytest.mark.parametrize("text", _UNPRINTABLE_BUT_ARCHIVED)
+def test_a_crash_cut_inside_any_character_a_device_may_send_is_never_damage(tmp_path: Path, blocks: bool,
+                                                                            text: str) -> None:
+    """Test that a day file cut at any byte of a batch whose payloads hold text the collector archives as
+    received (an ideographic space, a no-break space, DEL, a byte-order mark, a zero-width joiner, ...;
+    escaped quotes and backslashes too) reads up to the cut as cut short: never damage, never a crash."""
+    writer = ArchiveWriter(tmp_path / "a")
+    writer.append([(T0 + i, "putuo/iot/taopu/taopu-lift1/hb", f'{{"seq":{i},"备注":"{text}","q":"\\"{text}\\\\"}}')
+                   for i in range(20)])
+    (path,) = archive_files(tmp_path / "a")
+    writer.abandon()
+    data = path.read_bytes()
+    for cut in range(11, len(data)):
+        path.write_bytes(data[:cut])
+        reader = _read_all(path, blocks=blocks)
+        assert reader.truncated == [str(path)] and not reader.damaged, cut
