@@ -63,9 +63,8 @@ class MonthSources:
     snapshot: Path | None
     files: list[Path]
     # The first day's files after the month (the next day's, or a later one's when it has none), read
-    # only to their first record that tells whether
-    # the monitor was still observing at the month's end (replay.py): then the month's last samples
-    # fired live, and the recomputation fires them too.
+    # only to their first record that tells whether the monitor was still observing at the month's end
+    # (replay.py): then the month's last samples fired live, and the recomputation fires them too.
     following: list[Path] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -86,7 +85,7 @@ class MonthSources:
 def month_sources(archive_dirs: list[Path], month: str, *, through: str | None = None) -> MonthSources:
     """The latest snapshot at or before ``month`` in the first directory that has one, and every
     archive file from the snapshot's month to the end of ``month`` (all before it, without one), or
-    to the end of the month ``through`` when given."""
+    to the end of the month ``through`` when given; and the first later day's files (``following``)."""
     _start, end = month_bounds(through or month)
     snapshot = None
     for directory in archive_dirs:
