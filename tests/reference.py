@@ -223,6 +223,11 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
     reads "rejected messages count toward nothing" as including observation: a rejected
     message neither starts, extends nor restarts it (only a record at or after the period's
     end still stops the replay there).
+
+    The period's end: the first record at or after it that tells decides whether the monitor
+    observed up to the end — a message, a tick or a ``down`` says it did; a restart's ``up`` says
+    it had stopped, so observation ends at its last record before; other control records (limits,
+    partition, unknown) tell nothing and are passed by.
     """
     timeout_us = {t.code: t.online_timeout * US for t in rules.types}
     limits = {t.code: type_limits(t) for t in rules.types}
@@ -247,7 +252,7 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
     up = False
     span_start = 0
     last_t: int | None = None
-    reached_end = False
+    observed_to_end = False
     heartbeats: dict[str, list[int]] = {d: [] for d in devices}
     states: dict[str, _DeviceState] = {}
     deltas: dict[tuple[str, str, str], int] = {}
@@ -255,7 +260,11 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
     for t, topic, payload in records:
         t_us = to_us(t)
         if t_us >= end_us:
-            reached_end = True
+            word = payload.strip().strip('"')
+            if topic.startswith(CONTROL_PREFIX) and topic != RETAINED_TOPIC and topic != TICK_TOPIC and not (
+                    topic == MONITOR_TOPIC and word in ("up", "down")):
+                continue  # tells nothing
+            observed_to_end = not (topic == MONITOR_TOPIC and word == "up")
             break
         if topic == RETAINED_TOPIC:  # a retained message: never a heartbeat, but the monitor received it
             if start_us <= t_us:
@@ -299,7 +308,7 @@ def reference_kpis(rules, registry_rows, records, start_us, end_us, *, rejected_
         _apply(device_id, msg, t_us, states, heartbeats, deltas, devices, leased, start_us, end_us, counts)
 
     if up:
-        spans.append((span_start, end_us - 1 if reached_end else last_t))
+        spans.append((span_start, end_us - 1 if observed_to_end else last_t))
 
     # an instant is observed or not: one where a span ends and the next begins counts once
     def observed(t_us: int) -> bool:
