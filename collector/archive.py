@@ -320,7 +320,7 @@ class ArchiveReader:
         self.reading: Path | None = None
         self._merging = False
         self._first_bad: dict[Path, int] = {}  # a file's first bad line, named if the file turns out damaged
-        self._last_bad: dict[Path, tuple[int, bool]] = {}  # a file's last bad line: (number, could a cut leave it)
+        self._last_bad_cut: dict[Path, bool] = {}  # whether a file's last bad line could be a cut's record start
 
     def __iter__(self) -> Iterator[Record]:
         """One collector's files (one directory, the collector's names) in the order it wrote them
@@ -436,12 +436,12 @@ class ArchiveReader:
         before its last, or a last one that is no record's start."""
         if path not in self._first_bad:
             return False
-        return self._first_bad[path] < lineno or not self._last_bad[path][1]
+        return self._first_bad[path] < lineno or not self._last_bad_cut[path]
 
     def _bad_line(self, path: Path, lineno: int, line: bytes) -> None:
         self.bad_lines += 1
         self._first_bad.setdefault(path, lineno)
-        self._last_bad[path] = (lineno, could_be_cut_record(line.rstrip(b"\r\n")))
+        self._last_bad_cut[path] = could_be_cut_record(line.rstrip(b"\r\n"))
         if self.bad_lines <= LOGGED_BAD_LINES:
             log.warning("%s:%d: not an archive record (t, topic, payload); skipped", path, lineno)
 
@@ -456,10 +456,17 @@ ARCHIVE_FILE_NAME = re.compile(r"ptmon-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl\.g
 UNCOMPRESSED_FILE_NAME = re.compile(r"ptmon-\d{4}-\d{2}-\d{2}(?:\.\d+)?\.jsonl")  # one decompressed by hand
 
 
+def day_and_part(path: Path) -> tuple[str, int] | None:
+    """A collector's day file's (day, part): ``ptmon-2026-12-01.1.jsonl.gz`` is ("2026-12-01", 1); None
+    for another name."""
+    m = ARCHIVE_FILE_NAME.fullmatch(path.name)
+    return (m.group(1), int(m.group(2) or 0)) if m else None
+
+
 def _write_order(path: Path) -> tuple[str, str, int, str]:
     """A collector's files by directory, day, part; other names after, by name."""
-    m = ARCHIVE_FILE_NAME.fullmatch(path.name)
-    return (str(path.parent), m.group(1), int(m.group(2) or 0), "") if m else (str(path.parent), "~", 0, path.name)
+    found = day_and_part(path)
+    return (str(path.parent), *found, "") if found else (str(path.parent), "~", 0, path.name)
 
 
 def encode_record(t: float, topic: str, payload: str) -> bytes:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .archive import ARCHIVE_FILE_NAME
+from .archive import day_and_part
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .decode import Decoder
 from .engine import Engine
@@ -108,9 +108,9 @@ def month_sources(archive_dirs: list[Path], month: str, *, through: str | None =
 
 def _written_order(path: Path) -> tuple[str, int, str]:
     """Day, then part (``ptmon-2026-12-01.1.jsonl.gz`` after ``ptmon-2026-12-01.jsonl.gz``), as
-    written; then the name, for files of several directories."""
-    m = ARCHIVE_FILE_NAME.fullmatch(path.name)
-    return (m.group(1), int(m.group(2) or 0), path.name) if m else (path.name[6:16], 0, path.name)
+    written; then the name, for files of several directories (all are day files: archive_files)."""
+    day, part = day_and_part(path) or (path.name[6:16], 0)
+    return day, part, path.name
 
 
 def load_snapshot(path: Path, registry: Registry) -> Checkpoint:

@@ -44,8 +44,8 @@ class Recomputed:
         """(role, path, what of it to fingerprint: None for the whole file) of every file read. The later
         file where reading stopped was read only to the record that told, which stands for it: the
         file itself grows while its collector writes it."""
-        last = self.sources.following[-1] if self.sources.following and self.told is not None else None
-        return [(role, p, encode_record(*self.told) if p == last and self.told is not None else None)
+        told, last = self.told, self.sources.following[-1] if self.sources.following else None
+        return [(role, p, encode_record(*told) if told is not None and p == last else None)
                 for role, p in self.sources.roles()]
 
 
@@ -83,7 +83,7 @@ def recompute_month(archive_dirs: Sequence[Path], registry: Registry, month: str
     if feed.reached_end and reader.reading is not None:  # it stopped at the record that told: later files unopened
         told = sources.following.index(reader.reading) + 1 if reader.reading in sources.following else 0
         sources = replace(sources, following=sources.following[:told])
-    return Recomputed(sources, reader.records, feed.told if feed.reached_end else None)
+    return Recomputed(sources, reader.records, feed.told)  # set only when reading reached the end
 
 
 def _feed_ledger(engine: Engine, decoder: Decoder, ledger: Ledger, files: list[Path], end: int | None,

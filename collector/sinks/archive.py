@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..archive import ARCHIVE_FILE_NAME, UNCOMPRESSED_FILE_NAME, Record, encode_record
+from ..archive import UNCOMPRESSED_FILE_NAME, Record, day_and_part, encode_record
 from ..durable import fsync_directory
 from ..errors import ArchiveError, StorageGone
 from ..metrics import Metrics
@@ -46,9 +46,8 @@ def archive_files(directory: Path) -> list[Path]:
     """The archive's files in the order they were written (day, then part)."""
     found = []
     for path in directory.glob("ptmon-*.jsonl.gz") if directory.is_dir() else ():
-        m = ARCHIVE_FILE_NAME.fullmatch(path.name)
-        if m:
-            found.append(((m.group(1), int(m.group(2) or 0)), path))
+        if (order := day_and_part(path)) is not None:
+            found.append((order, path))
     return [path for _, path in sorted(found)]
 
 
