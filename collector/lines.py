@@ -130,13 +130,25 @@ class ArchiveLines:
         followed by a NUL (the byte of its closing quote), still escaped."""
         if self.parsed is not None:
             return self.parsed
-        block = memoryview(self.buffer)  # slices of it are views: one copy, by the join
-        bodies = [block[a:b] for a, b in zip(self.payload_start.tolist(), self.payload_end.tolist())]
-        buffer = b"\0".join(bodies) + b"\0" * (1 + PAD)  # the last body's NUL, then the pad
-        length = self.payload_end - self.payload_start + 1
+        length = self.payload_end - self.payload_start + 1  # each body with its closing quote
         ends = np.cumsum(length) - 1
-        array = np.frombuffer(buffer, dtype=np.uint8, count=len(buffer) - PAD)
-        return parse_spans(buffer, array, ends - length + 1, ends, escaped=True, size=self.payload_chars)
+        total = int(ends[-1]) + 1 if len(ends) else 0
+        buffer = np.zeros(total + PAD, dtype=np.uint8)
+        buffer[:total] = self.array[_runs_mask(len(self.array), self.payload_start, length)]  # one gather
+        buffer[ends] = 0  # each closing quote a NUL
+        return parse_spans(buffer, buffer[:total], ends - length + 1, ends, escaped=True, size=self.payload_chars)
+
+
+def _runs_mask(size: int, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """A mask of ``size`` bytes, true on each run ``[start[i], start[i] + length[i])`` (the runs in
+    order, apart): built from the alternating run lengths, with no Python object per run."""
+    if not len(start):
+        return np.zeros(size, dtype=bool)
+    gaps = np.diff(start, prepend=0) - np.concatenate([[0], length[:-1]])
+    runs = np.empty(2 * len(start) + 1, dtype=np.int64)
+    runs[0:-1:2], runs[1::2] = gaps, length
+    runs[-1] = size - start[-1] - length[-1]
+    return np.repeat(np.arange(len(runs)) % 2 == 1, runs)
 
 
 def _parsed_rows(parsed: Parsed, a: int, b: int) -> Parsed:

@@ -83,7 +83,7 @@ def parse_payloads(payloads: list[str] | list[bytes]) -> Parsed | None:
     return parse_spans(buffer, array, starts, np.append(ends, len(raw)))
 
 
-def parse_spans(buffer: bytes, array: np.ndarray, starts: np.ndarray, ends: np.ndarray, *,
+def parse_spans(buffer: bytes | np.ndarray, array: np.ndarray, starts: np.ndarray, ends: np.ndarray, *,
                 escaped: bool = False, size: np.ndarray | None = None) -> Parsed:
     """Parse the payloads at ``array[starts[i]:ends[i]]`` (``array`` views ``buffer``, which ends
     with PAD zero bytes). ``escaped``: the payloads are the bodies of JSON strings whose only
@@ -143,7 +143,7 @@ def _mark_weird(array: np.ndarray, starts: np.ndarray, ends: np.ndarray, slow: n
         slow[owner[inside]] = True
 
 
-def _values(buffer: bytes, array: np.ndarray, run_start: np.ndarray, run_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _values(buffer: bytes | np.ndarray, array: np.ndarray, run_start: np.ndarray, run_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int64 value of each run of digits and '-', runs that are no JSON integer of ≤ 18 digits)."""
     negative = array[run_start] == ord("-")
     first = run_start + negative
