@@ -13,6 +13,7 @@ record), observation ends at its last record.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import math
@@ -280,6 +281,23 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep freed memory for reuse instead of handing it back to the kernel at
+    once. A replay allocates and frees arrays of megabytes for every block; returning them and
+    faulting them in again cost about a sixth of its CPU, in the kernel. For a replay's process
+    only (short-lived, its peak set by the blocks in flight); elsewhere, and on other C
+    libraries, nothing changes."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's own ceiling for this threshold
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
 def replay(
     paths: Iterable[str | Path],
     registry: Registry,
@@ -295,6 +313,7 @@ def replay(
     replayer = Replayer(registry, start, end, exemptions, state)
     replayer.read_ahead = True
     freeze_startup_heap()
+    keep_freed_memory()
     replayer.feed(reader, progress)
     results = replayer.results()
     if reader.bad_lines:
