@@ -143,7 +143,8 @@ def _mark_weird(array: np.ndarray, starts: np.ndarray, ends: np.ndarray, slow: n
         slow[owner[inside]] = True
 
 
-def _values(buffer: bytes | np.ndarray, array: np.ndarray, run_start: np.ndarray, run_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _values(buffer: bytes | np.ndarray, array: np.ndarray, run_start: np.ndarray,
+            run_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int64 value of each run of digits and '-', runs that are no JSON integer of ≤ 18 digits)."""
     negative = array[run_start] == ord("-")
     first = run_start + negative
