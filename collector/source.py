@@ -19,8 +19,11 @@ engine and the archive see exactly when the monitor could observe.
 A message delivered with the retain flag is the broker's stored copy, sent again on every
 subscribe: it is handed over as a ``$ptmon/retained`` record (archive.py), which the decoder
 counts as ``retained`` and never as a heartbeat — except a gateway status, which is retained
-by design. The broker's ``$SYS`` statistics (brokerstats.py) go to :attr:`MqttSource.broker_stats`,
-not into the stream.
+by design. A payload longer than the largest ``max_payload`` allowed (1 MiB) is cut to one byte
+past it: it is ``oversize`` for every configuration either way, and no publisher can put a line
+of hundreds of MB into the archive, which every later replay of the month would have to hold
+in memory (~40 bytes per byte of its longest line). The broker's ``$SYS`` statistics
+(brokerstats.py) go to :attr:`MqttSource.broker_stats`, not into the stream.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from paho.mqtt.properties import Properties
 
 from .archive import MONITOR_TOPIC, Record, retained_record
 from .brokerstats import SYS_FILTER, SYS_PREFIX, BrokerStats
-from .config import MqttConfig
+from .config import PAYLOAD_CEILING, MqttConfig
 from .metrics import Metrics
 from .paho_private import packet_queue, raw_topic
 
@@ -260,7 +263,7 @@ class MqttSource:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received = self.clock()
-        payload = message.payload
+        payload = message.payload[: PAYLOAD_CEILING + 1]  # oversize under every max_payload either way
         try:
             text = payload.decode()
         except UnicodeDecodeError:

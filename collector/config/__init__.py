@@ -29,6 +29,7 @@ from .sections import (
     INFLUX_PASSWORD_ENV,
     INFLUX_TOKEN_ENV,
     MQTT_PASSWORD_ENV,
+    PAYLOAD_CEILING,
     SMTP_PASSWORD_ENV,
     AlertsConfig,
     CollectorConfig,
@@ -45,7 +46,7 @@ from .summary import check_config
 
 __all__ = [
     "DEFAULT_TOPICS", "INFLUX_PASSWORD_ENV", "INFLUX_TOKEN_ENV", "MQTT_PASSWORD_ENV",
-    "SMTP_PASSWORD_ENV",
+    "PAYLOAD_CEILING", "SMTP_PASSWORD_ENV",
     "AlertsConfig", "CollectorConfig", "EmailConfig", "InfluxConfig", "LimitsConfig", "LossConfig",
     "MonthConfig", "MqttConfig", "StorageConfig", "TlsConfig", "check_config", "load_config", "with_overrides",
 ]

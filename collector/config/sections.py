@@ -38,6 +38,8 @@ MQTT_PASSWORD_ENV = "PTMON_MQTT_PASSWORD"
 INFLUX_PASSWORD_ENV = "PTMON_INFLUX_PASSWORD"
 INFLUX_TOKEN_ENV = "PTMON_INFLUX_TOKEN"
 SMTP_PASSWORD_ENV = "PTMON_SMTP_PASSWORD"
+# the largest max_payload allowed; the source archives a longer payload cut just past it (source.py)
+PAYLOAD_CEILING = 2**20
 
 Text = Annotated[str, text()]
 Required = Annotated[str, text(required=True)]
@@ -320,7 +322,7 @@ class LimitsConfig(Section):
 
     table = "limits"
     # larger is rejected as oversize
-    max_payload: Annotated[int, size(64, 2**20, "a size from 64 bytes to 1MB")] = 4096
+    max_payload: Annotated[int, size(64, PAYLOAD_CEILING, "a size from 64 bytes to 1MB")] = 4096
     # messages per device (and per gateway) per window; more are rate_limited; 0: no limit
     device_rate: Annotated[int, integer(0)] = 600
     # seconds, the fixed window device_rate counts in
