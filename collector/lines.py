@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .ids import MASKS, PAD, padded, words
 from .payloads import Parsed, Shape, parse_spans
@@ -207,8 +208,9 @@ def scan(data: bytes) -> Block:
     backslash = np.flatnonzero(array == BACKSLASH)
     after = np.frombuffer(buffer, dtype=np.uint8)[backslash + 1]  # the pad follows a block cut after a backslash
     _owners_off(plain, starts, backslash[after != QUOTE])  # only \"
-    quotes = np.flatnonzero(array == QUOTE)
-    quotes = quotes[array[np.maximum(quotes - 1, 0)] != BACKSLASH]  # unescaped ones (a \\ never got this far)
+    unescaped = array == QUOTE
+    unescaped[1:] &= array[:-1] != BACKSLASH  # (a \\ never got this far)
+    quotes = np.flatnonzero(unescaped)
     first = np.searchsorted(quotes, starts)
     plain &= np.searchsorted(quotes, ends) - first == QUOTES_PER_LINE
     rows = np.flatnonzero(plain)
@@ -258,7 +260,9 @@ def _numbers(array: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.
     n = len(start)
     length = end - start
     fits = (length >= 1) & (length <= MAX_NUMBER)
-    chars = array[np.maximum(start, 0)[:, None] + np.arange(MAX_NUMBER)]  # the line's own bytes (a plain line is longer)
+    if not n:  # (nor is there a window of a block shorter than a number)
+        return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=bool)
+    chars = sliding_window_view(array, MAX_NUMBER)[np.maximum(start, 0)]  # the line's own bytes (a plain line is longer)
     mantissa = np.zeros(n, dtype=np.int64)
     points = np.zeros(n, dtype=np.int8)
     fraction = np.zeros(n, dtype=np.int64)  # digits after the point
