@@ -17,6 +17,7 @@ field                                 from (collector/metrics.py, faults.py)    
 ``alert_emails[_<outcome>]``          ``ptmon_alert_emails_total``                   counter
 ``storage_faults[_<stage>]``          ``ptmon_storage_faults_total``                 counter
 ``mqtt_reconnects``                   ``ptmon_mqtt_reconnects_total``                counter
+``mqtt_dropped``                      ``ptmon_mqtt_dropped_messages_total``          counter
 ``archive_records``, ``archive_bytes``  ``ptmon_archive_*_total``                    counter
 ``ledger_hours``                      ``ptmon_ledger_hours_total``                   counter
 ``batches``, ``batch_messages``       ``ptmon_collector_batch_messages`` count, sum  counter
@@ -69,6 +70,7 @@ LABELLED_COUNTERS = (
 )
 COUNTERS = (
     ("mqtt_reconnects", "ptmon_mqtt_reconnects"),
+    ("mqtt_dropped", "ptmon_mqtt_dropped_messages"),
     ("archive_records", "ptmon_archive_records"),
     ("archive_bytes", "ptmon_archive_bytes"),
     ("ledger_hours", "ptmon_ledger_hours"),

@@ -92,6 +92,8 @@ class Metrics:
         registry.register(self.pipeline)
         self.mqtt_connected = Gauge("ptmon_mqtt_connected", "1 while connected to the broker", registry=registry)
         self.mqtt_reconnects = Counter("ptmon_mqtt_reconnects", "Connections to the broker after the first", registry=registry)
+        self.mqtt_dropped = Counter("ptmon_mqtt_dropped_messages", "QoS 0 messages the collector dropped, its backlog "
+                                    "full (each run of drops is a monitoring gap)", registry=registry)
         self.batch_size = Histogram("ptmon_collector_batch_messages", "Messages per processed batch", buckets=BATCH_BUCKETS,
                                     registry=registry)
         self.engine_lag = Gauge("ptmon_engine_lag_seconds", "Wall time minus the receive time of the last applied message",

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -48,7 +49,9 @@ from .paho_private import packet_queue, raw_topic
 
 log = logging.getLogger(__name__)
 
-QOS0_BACKLOG_LIMIT = 2_000_000  # QoS 0 has no flow control: beyond this, messages are dropped and counted
+# QoS 0 has no flow control: past either bound the source drops them, counted, as a monitoring gap
+QOS0_BACKLOG_LIMIT = 2_000_000  # records waiting to be taken
+QOS0_BACKLOG_BYTES = 512 * 2**20  # memory of their payload strings (a flood of 1 MiB payloads reaches it first)
 LOOP_TIMEOUT = 0.05  # seconds paho waits for the socket; also how late a queued acknowledgement may go out
 
 
@@ -63,12 +66,15 @@ class MqttSource:
         self.wakeup = wakeup or (lambda: None)
         self.connected = False
         self.connects = 0
-        self.dropped = 0
+        self.dropped = 0  # QoS 0 messages dropped: the backlog was full
         self.received = 0  # messages handed over since start (control records not counted)
         self.subscribed = threading.Event()  # set once the broker granted the subscription
         self.last_error: str | None = None
         self.broker_stats = BrokerStats() if config.broker_stats else None
         self._records: list[Record] = []
+        self._backlog_bytes = 0  # of the payload strings in ``_records``
+        self._shedding = False  # dropping QoS 0 messages: a monitoring gap is open (a "down" handed over)
+        self._dropped_told = 0
         self._mids: list[int] = []
         self._generation = 0  # bumped on every connect: acknowledgements belong to one connection
         self._acks: list[tuple[int, list[int]]] = []
@@ -88,7 +94,16 @@ class MqttSource:
         with self._lock:
             records, self._records = self._records, []
             mids, self._mids = self._mids, []
-            return records, (self._generation, mids)
+            self._backlog_bytes = 0
+            if self._shedding:  # room again: observation resumes now
+                self._end_gap(self.clock())
+            dropped = self.dropped
+        if dropped > self._dropped_told:
+            log.warning("mqtt: %d QoS 0 messages dropped, %d in all: the collector's backlog was full (%d messages or "
+                        "%d MiB of payloads); the time they were dropped is a monitoring gap", dropped - self._dropped_told,
+                        dropped, QOS0_BACKLOG_LIMIT, QOS0_BACKLOG_BYTES >> 20)
+            self._dropped_told = dropped
+        return records, (self._generation, mids)
 
     def pending(self) -> int:
         return len(self._records)
@@ -225,6 +240,7 @@ class MqttSource:
             return
         with self._lock:
             self._generation += 1
+            self._shedding = False
             self._records.append((self.clock(), MONITOR_TOPIC, "up"))
         self.connected = True
         self.connects += 1
@@ -279,17 +295,36 @@ class MqttSource:
             return
         record = (retained_record(received, topic, text) if message.retain and not _gateway_status(topic)
                   else (received, topic, text))
+        size = sys.getsizeof(record[2])
         with self._lock:
             if message.qos:
                 self._mids.append(message.mid)
-            elif len(self._records) >= QOS0_BACKLOG_LIMIT:
-                self.dropped += 1
+            elif len(self._records) >= QOS0_BACKLOG_LIMIT or self._backlog_bytes + size > QOS0_BACKLOG_BYTES:
+                self._drop(received)
                 return
+            if self._shedding:  # a QoS 1 message is never dropped: observing it ends the gap
+                self._end_gap(received)
             self._records.append(record)
+            self._backlog_bytes += size
             self.received += 1
             first = len(self._records) == 1
         if first:
             self.wakeup()
+
+
+    def _drop(self, received: float) -> None:
+        """Drop a QoS 0 message (the lock held): a gap opens, so the devices whose heartbeats are lost
+        here are not counted offline for the monitor's own overload."""
+        if not self._shedding:
+            self._records.append((received, MONITOR_TOPIC, "down"))
+            self._shedding = True
+        self.dropped += 1
+        if self.metrics is not None:
+            self.metrics.mqtt_dropped.inc()
+
+    def _end_gap(self, t: float) -> None:
+        self._records.append((t, MONITOR_TOPIC, "up"))
+        self._shedding = False
 
 
 def _gateway_status(topic: str) -> bool:

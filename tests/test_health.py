@@ -30,6 +30,7 @@ def metrics() -> Metrics:
     m.influx_failures.labels("network").inc()
     m.alerts.labels("breach", "firing").inc()
     m.mqtt_reconnects.inc(2)
+    m.mqtt_dropped.inc(3)
     m.batch_size.observe(100)
     m.batch_size.observe(50)
     m.influx_write_seconds.observe(0.25)
@@ -56,6 +57,7 @@ def metrics() -> Metrics:
     ("alerts_breach_firing", "1i"),
     ("alert_emails", "0i"),
     ("mqtt_reconnects", "2i"),
+    ("mqtt_dropped", "3i"),
     ("batches", "2i"),
     ("batch_messages", "150i"),
     ("influx_writes", "2i"),

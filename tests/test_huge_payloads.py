@@ -9,15 +9,19 @@ allowed to one byte past it: ``oversize`` for every configuration, live and in r
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from ptmon import source as source_module
 from ptmon.archive import ArchiveReader, write_archive
 from ptmon.config import PAYLOAD_CEILING, MqttConfig
 from ptmon.decode import Decoder
-from ptmon.replay import replay
+from ptmon.metrics import Metrics
+from ptmon.replay import Replayer, replay
 from ptmon.source import MqttSource
+from ptmon.timebase import seconds_to_us
 
 from .brokers import MosquittoServer
 from .conftest import T0, hb, make_registry
@@ -82,3 +86,58 @@ def test_a_huge_payload_is_archived_cut_and_rejected_as_oversize_live_and_in_rep
     assert longest < PAYLOAD_CEILING + 100  # the retained record wraps its payload with its topic
     results = replay([archive], registry, int(T0 * 1e6) - 60_000_000, int(T0 * 1e6) + 600_000_000)
     assert results.rejects.get("oversize") == 2
+
+
+def test_a_qos0_flood_past_the_backlog_budget_is_dropped_counted_and_a_monitoring_gap(tmp_path: Path, rules,
+                                                                                       monkeypatch) -> None:
+    """Test that QoS 0 payloads arriving faster than the collector takes them stop being held once
+    their memory passes the backlog budget: the rest are dropped and counted (attribute, metric),
+    the time of dropping is archived as a down/up gap, so a replay counts it as unobserved, and
+    messages are held again once the backlog was taken."""
+    monkeypatch.setattr(source_module, "QOS0_BACKLOG_BYTES", 4 * 2**20)
+    broker = MosquittoServer(tmp_path)
+    broker.start()
+    metrics = Metrics(process=False)
+    source = MqttSource(MqttConfig(port=broker.port, client_id=f"flood-{time.monotonic_ns()}", qos=0,
+                                   topics=("putuo/+/+/+/hb",)), metrics)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    big = b'{"pad":"' + b"x" * PAYLOAD_CEILING + b'"}'
+    flood = 12
+    try:
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        source.start()
+        assert source.subscribed.wait(TIMEOUT)
+        for _ in range(flood):
+            publisher.publish(TOPIC, big, qos=0).wait_for_publish(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while source.received + source.dropped < flood and time.monotonic() < deadline:
+            time.sleep(0.02)
+        flooded, _ = source.take()
+        publisher.publish(TOPIC, hb(T0, "c1", seq=2, faces=1, face_ok=1)[2], qos=0).wait_for_publish(TIMEOUT)
+        after: list = []
+        while not any(r[1] == TOPIC for r in after) and time.monotonic() < deadline:
+            after += source.take()[0]
+            time.sleep(0.02)
+    finally:
+        publisher.loop_stop()
+        source.stop()
+        broker.stop()
+
+    held = [r for r in flooded if r[1] == TOPIC]
+    assert len(held) == 3 and source.dropped == flood - 3  # a 4th 1 MiB + 1 payload would pass 4 MiB
+    assert metrics.registry.get_sample_value("ptmon_mqtt_dropped_messages_total") == flood - 3
+    controls = [(r[1], r[2]) for r in flooded if r[1] != TOPIC]
+    assert controls == [("$ptmon/monitor", "up"), ("$ptmon/monitor", "down")]
+    assert [(r[1], r[2]) for r in after][:1] == [("$ptmon/monitor", "up")]  # observing again from the take
+    assert after[1:] and after[-1][1] == TOPIC  # and held again
+
+    down, up = flooded[-1][0], after[0][0]
+    archive = tmp_path / "ptmon-2026-11-01.jsonl.gz"
+    write_archive(archive, flooded + after)
+    registry = make_registry(rules, "c1,cam,face_cam,taopu")
+    minute = int(flooded[0][0]) // 60 * 60
+    replayer = Replayer(registry, (minute - 60) * 1_000_000, (minute + 600) * 1_000_000, (), None)
+    replayer.feed(ArchiveReader([archive]), None)
+    observed = [tuple(span) for span in replayer.engine.spans]
+    assert [(a, b) for (_, a), (b, _) in pairwise(observed)] == [(seconds_to_us(down), seconds_to_us(up))]
