@@ -44,6 +44,8 @@ def month_of(t: int) -> tuple[int, int]:
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 16_384
+BATCH_CHARS = 32 * 2**20  # payload characters a batch is cut at too: a month with a flood of 1 MiB payloads
+# in it would otherwise need gigabytes (16,384 heartbeats of the wire contract are a few MB)
 
 
 @dataclass
@@ -119,7 +121,7 @@ class Feed:
             self._flush(buffer)
             return not self.reached_end and self._control(record)
         buffer.add_record(record)
-        if len(buffer) >= BATCH_SIZE or record[0] >= self._end_s:
+        if len(buffer) >= BATCH_SIZE or buffer.chars >= BATCH_CHARS or record[0] >= self._end_s:
             self._flush(buffer)
             return not self.reached_end
         return True
@@ -139,9 +141,11 @@ class Feed:
                 m = min(BATCH_SIZE - len(buffer), stop - p)
                 past = np.flatnonzero(t[p : p + m] >= self._end_s)
                 m = int(past[0]) + 1 if len(past) else m  # up to the first record past the end, then flushed
+                full = np.flatnonzero(buffer.chars + np.cumsum(lines.payload_chars[p : p + m]) >= BATCH_CHARS)
+                m = int(full[0]) + 1 if len(full) else m  # up to the record that fills it, as one by one
                 buffer.add_lines(lines.rows(p, p + m))
                 p += m
-                if len(buffer) >= BATCH_SIZE or len(past):
+                if len(buffer) >= BATCH_SIZE or buffer.chars >= BATCH_CHARS or len(past):
                     self._flush(buffer)
                     if self.reached_end:
                         return
@@ -220,6 +224,7 @@ class _Buffer:
         self.records: list[Record] = []
         self.lines: list[ArchiveLines] = []
         self.size = 0
+        self.chars = 0  # of the payloads
 
     def __len__(self) -> int:
         return self.size
@@ -230,6 +235,7 @@ class _Buffer:
             self.lines = []
         self.records.append(record)
         self.size += 1
+        self.chars += len(record[2])
 
     def add_lines(self, lines: ArchiveLines) -> None:
         if self.records:
@@ -237,10 +243,11 @@ class _Buffer:
         else:
             self.lines.append(lines)
         self.size += len(lines)
+        self.chars += int(lines.payload_chars.sum())
 
     def take(self) -> list[Record] | ArchiveLines:
         taken: list[Record] | ArchiveLines = ArchiveLines.join(self.lines) if self.lines else self.records
-        self.records, self.lines, self.size = [], [], 0
+        self.records, self.lines, self.size, self.chars = [], [], 0, 0
         return taken
 
 

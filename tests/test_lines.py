@@ -248,3 +248,24 @@ def test_replay_in_blocks_equals_replay_record_by_record(registry, tmp_path: Pat
     assert _csv(in_blocks) == _csv(expected)
     assert in_blocks.rejects == expected.rejects and in_blocks.rejects["rate_limited"] and in_blocks.rejects["retained"]
     assert in_blocks.engine_stats == expected.engine_stats
+
+
+def test_batches_are_cut_by_payload_characters_at_the_same_records_either_way(registry, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that a batch is also cut once its payloads reach BATCH_CHARS (what bounds a replay's
+    memory when an archive holds a flood of huge payloads), at the same records whether fed blocks
+    of lines or records one by one, with the same results."""
+    monkeypatch.setattr(archive_module, "BLOCK_BYTES", 20_000)
+    monkeypatch.setattr(replay_module, "BATCH_CHARS", 4_000)
+    records = _traffic(registry)
+    path = tmp_path / "traffic.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(encode_record(*r) for r in records)))
+    start, end = T0 * US, (T0 + 4 * HOUR) * US
+    in_blocks, one_by_one = Replayer(registry, start, end), Replayer(registry, start, end)
+    in_blocks.read_ahead = True
+    freeze_startup_heap()
+    in_blocks.feed(ArchiveReader([path]))
+    one_by_one.feed(list(ArchiveReader([path])))
+    chars = sum(len(r[2]) for r in records if not r[1].startswith("$ptmon/"))
+    assert in_blocks._batches == one_by_one._batches > chars // 4_000 // 2 > len(records) // replay_module.BATCH_SIZE
+    assert _csv(in_blocks.results()) == _csv(one_by_one.results())
