@@ -106,8 +106,12 @@ def loss_panels(names: Names) -> list[Panel]:
                    [target(q.lost_per_interval("\"street\" = 'district'", '"contract"'), alias="$tag_contract $col")],
                    w=8, h=8, unit="none", decimals=0, bars=True,
                    description="每个时间段新计为丢失的消息，以及迟到后补回的消息（按设备 seq）。"),
+        timeseries("采集器丢弃 (collector drops)", [target(q.collector_rates("mqtt_dropped"), alias="采集器丢弃/秒")],
+                   w=12, h=7, unit="short",
+                   description="采集器自身积压满（200 万条或 512 MiB 负载）时丢弃的 QoS 0 消息。丢弃期间记为监测中断，"
+                               "不计设备离线；持续出现说明采集器跟不上（磁盘慢、异常大消息洪泛），请查日志。"),
         timeseries("MQTT 代理丢弃 (broker drops)", [target(q.broker_drops(), alias="$col")],
-                   w=24, h=7, unit="short", overrides=[*display_names({"dropped": "代理丢弃/秒", "stored": "代理存储消息数"}),
+                   w=12, h=7, unit="short", overrides=[*display_names({"dropped": "代理丢弃/秒", "stored": "代理存储消息数"}),
                                                        _right_axis("stored"), column_unit("stored", "none")],
                    description="代理（Mosquitto）报告的丢弃消息：某客户端的队列满了。请调大 mosquitto.conf 的 "
                                "max_queued_messages / max_queued_bytes（0 为不限条数），并确认采集器跟得上。"),
