@@ -150,9 +150,25 @@ def archive_tag(directory: Path) -> Partition | None:
     """The partition an archive directory was written by (None: a whole-district collector's),
     refusing day files that say they are another partition's (:func:`check_day_files`)."""
     path = Path(directory) / PARTITION_FILE
-    tag = Partition.from_json(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else None
+    try:
+        tag = Partition.from_json(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else None
+    except PtmonError as exc:
+        raise PtmonError(f"{exc}{_restore_hint(Path(directory))}") from exc
     check_day_files(Path(directory), tag)
     return tag
+
+
+def _restore_hint(directory: Path) -> str:
+    """How to restore a damaged ``partition.json`` (emptied by a power cut while written, say): from
+    what the directory's day files say, when one does."""
+    from .sinks.archive import archive_files
+
+    for day_file in archive_files(directory):
+        if (says := file_partition(day_file)) is not None:
+            return (f". {day_file.name} says it is partition {says.label}'s: if this directory is, write "
+                    f"{says.to_json()} to {directory / PARTITION_FILE}")
+    return (f". It names the partition that wrote this directory; its ledger holds the same tag (meta key "
+            f"'{LEDGER_KEY}'): restore the file from it")
 
 
 # --- day files identify themselves ------------------------------------------------------------

@@ -96,6 +96,23 @@ def test_a_partitions_day_file_without_its_partition_json_is_refused(collected, 
     assert _replay(capsys, *_args(collected), a, str(x)) == _replay(capsys, *_args(collected), whole)
 
 
+def test_an_emptied_partition_json_is_refused_with_the_tag_to_restore(collected, tmp_path, capsys) -> None:
+    """Test that a partition.json left empty (a power cut while it was written) is refused in one line
+    that gives the tag its day files carry, and that writing that tag back replays as before."""
+    x = tmp_path / "x"
+    shutil.copytree(collected["tmp"] / "b" / "archive", x)
+    tag = (x / PARTITION_FILE).read_text()
+    (x / PARTITION_FILE).write_bytes(b"\0" * len(tag))
+    err = _refused(capsys, ["replay", *MONTH, *_args(collected), "--quiet", str(x)],
+                   f"{x / PARTITION_FILE}: not a partition tag", "says it is partition wanli's")
+    fix = err.split("write ", 1)[1].split(f" to {x / PARTITION_FILE}")[0]
+    assert Partition.from_json(fix, "the hint") == Partition.from_json(tag, "the tag")
+    (x / PARTITION_FILE).write_text(fix)
+    a = str(collected["tmp"] / "a" / "archive")
+    assert _replay(capsys, *_args(collected), a, str(x)) == _replay(capsys, *_args(collected), a,
+                                                                   str(collected["tmp"] / "b" / "archive"))
+
+
 def test_another_partitions_day_file_in_a_partitions_archive_is_refused(collected, tmp_path, capsys) -> None:
     """Test that a day file copied into another partition's archive directory is refused by replay, report and
     the ledger's verify, and that a collector does not start on that directory."""
