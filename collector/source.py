@@ -272,6 +272,7 @@ class MqttSource:
             return
         self.connected = False
         with self._lock:
+            self._shedding = False  # this down holds for the drops' gap too: the next connect's up ends it
             self._records.append((self.clock(), MONITOR_TOPIC, "down"))
         if self.metrics is not None:
             self.metrics.mqtt_connected.set(0)

@@ -141,3 +141,45 @@ def test_a_qos0_flood_past_the_backlog_budget_is_dropped_counted_and_a_monitorin
     replayer.feed(ArchiveReader([archive]), None)
     observed = [tuple(span) for span in replayer.engine.spans]
     assert [(a, b) for (_, a), (b, _) in pairwise(observed)] == [(seconds_to_us(down), seconds_to_us(up))]
+
+
+def test_a_broker_lost_while_dropping_keeps_the_gap_open_until_it_is_back(tmp_path: Path, monkeypatch) -> None:
+    """Test that when the connection drops while QoS 0 messages are being dropped, taking the backlog
+    does not end the gap (the monitor still observes nothing): the next 'up' is the reconnect's."""
+    monkeypatch.setattr(source_module, "QOS0_BACKLOG_BYTES", 4 * 2**20)
+    broker = MosquittoServer(tmp_path)
+    broker.start()
+    source = MqttSource(MqttConfig(port=broker.port, client_id=f"lost-{time.monotonic_ns()}", qos=0,
+                                   topics=("putuo/+/+/+/hb",)))
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    big = b'{"pad":"' + b"x" * PAYLOAD_CEILING + b'"}'
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        source.start()
+        assert source.subscribed.wait(TIMEOUT)
+        for _ in range(8):
+            publisher.publish(TOPIC, big, qos=0).wait_for_publish(TIMEOUT)
+        while source.received + source.dropped < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        publisher.loop_stop()
+        broker.stop()
+        while source.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while_away = source.take()[0]
+        time.sleep(0.2)
+        while_away += source.take()[0]
+        broker.start()
+        back: list = []
+        while not back and time.monotonic() < deadline:
+            back += source.take()[0]
+            time.sleep(0.05)
+    finally:
+        source.stop()
+        broker.stop()
+
+    assert source.dropped > 0
+    controls = [r[2] for r in while_away if r[1] == "$ptmon/monitor"]
+    assert controls == ["up", "down", "down"]  # connect, the drops' gap, the disconnect: no up while away
+    assert [(r[1], r[2]) for r in back] == [("$ptmon/monitor", "up")]
