@@ -29,6 +29,7 @@ from ptmon.live import month_of
 from ptmon.registry import load_registry
 from ptmon.replay import replay
 from ptmon.rules import load_rules
+from ptmon.sinks import archive as archive_sink
 from ptmon.sinks.archive import ArchiveWriteError, ArchiveWriter, archive_files
 
 from .brokers import MosquittoServer
@@ -363,9 +364,13 @@ def test_data_directory_deleted_stops_with_status_3(tmp_path, registry_file, bro
     assert "stopped, storage gone" in text and "exit status 3" in text and "Traceback" not in text
 
 
-def test_archive_writer_on_a_full_filesystem_keeps_one_clean_stream(tmp_path):
+@pytest.mark.parametrize("piece_chars", [None, 100], ids=["batch-at-once", "in-pieces"])
+def test_archive_writer_on_a_full_filesystem_keeps_one_clean_stream(tmp_path, monkeypatch, piece_chars):
     """Test that writes failing for lack of space leave each archive file one readable gzip stream:
-    after space is back every record is read once, in order, across a day change, with no file cut."""
+    after space is back every record is read once, in order, across a day change, with no file cut;
+    also when a batch is written in pieces (a failure in a later piece keeps the earlier ones)."""
+    if piece_chars is not None:
+        monkeypatch.setattr(archive_sink, "PIECE_CHARS", piece_chars)
     directory = tmp_path / "fs"
     with small_filesystem(directory, 1):
         writer, filler = ArchiveWriter(directory / "archive"), Filler(directory)

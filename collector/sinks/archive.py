@@ -40,6 +40,9 @@ from ..timebase import day_of, day_to_date, seconds_to_us
 log = logging.getLogger(__name__)
 
 _FINAL_EMPTY_BLOCK = b"\x03\x00"  # a final, empty fixed-Huffman deflate block: ends a stream after a sync flush
+# Characters of payload encoded and written at a time: a batch of large payloads (JSON writes a control
+# byte as six) is not turned into lines all at once. Thousands of real heartbeats per piece.
+PIECE_CHARS = 8 * 2**20
 
 
 def archive_files(directory: Path) -> list[Path]:
@@ -198,8 +201,9 @@ class ArchiveWriter:
             for start, end, day in self._segments(records):
                 if day != self._day or self._member is None:
                     self._rotate(day)
-                self._write(records[start:end])
-                written = end
+                for a, b in _pieces(records, start, end):
+                    self._write(records[a:b])
+                    written = b
         except StorageGone:
             raise
         except OSError as exc:
@@ -298,3 +302,16 @@ class ArchiveWriter:
         if self._member is not None:
             self._member.abandon()
             self._member = None
+
+
+def _pieces(records: Sequence[Record], start: int, end: int) -> list[tuple[int, int]]:
+    """``[start, end)`` cut where the payloads reach ``PIECE_CHARS``; each piece holds a record at least."""
+    pieces, a, chars = [], start, 0
+    for i in range(start, end):
+        chars += len(records[i][2])
+        if chars >= PIECE_CHARS:
+            pieces.append((a, i + 1))
+            a, chars = i + 1, 0
+    if a < end:
+        pieces.append((a, end))
+    return pieces
