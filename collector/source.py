@@ -240,7 +240,6 @@ class MqttSource:
             return
         with self._lock:
             self._generation += 1
-            self._shedding = False
             self._records.append((self.clock(), MONITOR_TOPIC, "up"))
         self.connected = True
         self.connects += 1
@@ -311,7 +310,6 @@ class MqttSource:
             first = len(self._records) == 1
         if first:
             self.wakeup()
-
 
     def _drop(self, received: float) -> None:
         """Drop a QoS 0 message (the lock held): a gap opens, so the devices whose heartbeats are lost
