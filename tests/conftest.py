@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,25 @@ from ptmon.replay import Replayer
 from ptmon.results import Results
 from ptmon.rules import DEFAULT_RULES_DIR, Rules, load_rules
 from tests.servers import InfluxServer, influxql, victoria_metrics
+
+
+def _devnull_is_a_device() -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Put /dev/null back (as root) when something on the machine removed it: git, and subprocess's
+    DEVNULL, fail without it, which would fail unrelated tests. The warning names where it was found gone."""
+    if _devnull_is_a_device() or os.geteuid() != 0:
+        return
+    Path(os.devnull).unlink(missing_ok=True)
+    os.mknod(os.devnull, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.chmod(os.devnull, 0o666)
+    warnings.warn(f"{os.devnull} was gone or not a device before {item.nodeid}; made again", stacklevel=1)
 
 T0 = 1_793_462_400  # 2026-11-01T00:00:00+08:00, a Shanghai month start
 HEADER = "device_id,contract,type,street,scenario,community,gateway,accepted_on,retired_on"
