@@ -16,7 +16,7 @@ import pytest
 
 from ptmon import archive as archive_module
 from ptmon.archive import ArchiveReader, encode_record
-from ptmon.archive_damage import ArchiveDamaged
+from ptmon.archive_damage import ArchiveDamaged, damage_offset
 from ptmon.cli import main
 from ptmon.ledger.closing import closings
 from ptmon.ledger.store import Ledger
@@ -178,14 +178,19 @@ def test_replay_and_report_from_a_damaged_archive_fail_and_a_cut_one_warns(colle
     damaged = _day_file(tmp_path / "b")
     size = damaged.stat().st_size
     _flip(damaged, size // 2)
+    # the collectors' bytes differ from run to run; flipped, about 1 in 70 of them still inflate to the end
+    # (no check fails) and are found by the lines they garble instead: then there is no byte to name
+    found = damage_offset(damaged, archive_module._INFLATE, archive_module.INFLATE_ERRORS)
+    said = (f"{damaged}: archive is damaged at byte {found[1]:,} of {size:,}" if found is not None else
+            f"{damaged}: archive is damaged ({size:,} bytes) (no gzip trailer, and lines that are no archive records")
     archives = [str(tmp_path / "a"), str(tmp_path / "b")]
     assert main(["replay", "--month", "2026-11", "--quiet", *where, *archives]) == 2
     err = capsys.readouterr().err
-    assert f"{damaged}: archive is damaged at byte " in err and f" of {size:,}" in err and "cut short" not in err
+    assert said in err and "cut short" not in err
     out = tmp_path / "report"
     assert main(["report", "--month", "2026-11", "--format", "csv", "--out", str(out), *where,
                  "--from-archive", *archives]) == 2
-    assert f"{damaged}: archive is damaged at byte " in capsys.readouterr().err
+    assert said in capsys.readouterr().err
     assert not out.exists() or not list(out.iterdir())
 
     shutil.copy(tmp / "b" / "archive" / damaged.name, damaged)
