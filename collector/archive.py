@@ -72,6 +72,7 @@ from .archive_damage import (
 )
 from .errors import ArchiveError
 from .lines import ArchiveLines, Block, scan
+from .scan_slots import Packed, Slots
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ Record = tuple[float, str, str]
 LOGGED_BAD_LINES = 5
 BLOCK_BYTES = 1 << 22  # decompressed bytes a block of lines is cut from
 SCAN_WORKERS = 2  # processes scanning blocks for a replay (the machine's two cores, with the replay's own)
+SLOT_BYTES = 4 * BLOCK_BYTES  # shared memory a piece goes to its worker in, and its block comes back in
 # The inflater: zlib-ng's, a fork of zlib's with the same stream checks and error messages, about
 # 2.5x faster here (tests/test_archive_inflate.py compares it with zlib on cut and damaged files).
 _INFLATE: Any = zlib_ng
@@ -230,15 +232,20 @@ def _scan(data: bytes, prepare: Prepare | None) -> Block:
 
 
 _worker_prepare: Prepare | None = None  # a scanning worker's, inherited through the fork
+_worker_slots: Slots | None = None
 
 
-def _set_worker_prepare(prepare: Prepare | None) -> None:
-    global _worker_prepare
-    _worker_prepare = prepare
+def _set_worker_prepare(prepare: Prepare | None, slots: Slots | None = None) -> None:
+    global _worker_prepare, _worker_slots
+    _worker_prepare, _worker_slots = prepare, slots
 
 
-def _scan_in_worker(data: bytes) -> Block:
-    return _scan(data, _worker_prepare).without_buffer()  # the caller has the bytes: not sent back
+def _scan_in_worker(piece: bytes | tuple[int, int]) -> Block | Packed:
+    if isinstance(piece, bytes):
+        return _scan(piece, _worker_prepare).without_buffer()  # the caller has the bytes: not sent back
+    assert _worker_slots is not None
+    at, length = piece
+    return _worker_slots.pack(_scan(_worker_slots.take(at, length), _worker_prepare).without_buffer(), at)
 
 
 def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> Generator[Scanned, None, None]:
@@ -250,23 +257,25 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
         for path, data, cut in pieces:
             yield path, None if data is None else _scan(data, prepare), cut
         return
+    ahead = 2 * workers  # pieces in flight, bounded: a block is a few MB
+    slots = Slots(ahead + 1, SLOT_BYTES)  # before the fork: the workers inherit it
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_set_worker_prepare, initargs=(prepare,))
-    pending: deque[tuple[Path, bytes | None, Future[Block] | None, Exception | None]] = deque()
+                               initializer=_set_worker_prepare, initargs=(prepare, slots))
+    pending: deque[tuple[Path, bytes | None, Future[Block | Packed] | None, Exception | None]] = deque()
+
+    def received(path: Path, data: bytes | None, block: Future[Block | Packed] | None, cut: Exception | None) -> Scanned:
+        """A block scanned by a worker, given its bytes again (its slot free once this returns)."""
+        return path, None if block is None or data is None else slots.unpack(block.result()).with_buffer(data), cut
+
     try:
         for path, data, cut in pieces:
-            pending.append((path, data, None if data is None else pool.submit(_scan_in_worker, data), cut))
-            while len(pending) > 2 * workers:  # bounded: a block is a few MB
-                yield _received(*pending.popleft())
+            pending.append((path, data, None if data is None else pool.submit(_scan_in_worker, slots.put(data)), cut))
+            while len(pending) > ahead:
+                yield received(*pending.popleft())
         while pending:
-            yield _received(*pending.popleft())
+            yield received(*pending.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _received(path: Path, data: bytes | None, block: Future[Block] | None, cut: Exception | None) -> Scanned:
-    """A block scanned by a worker, given its bytes again."""
-    return path, None if block is None or data is None else block.result().with_buffer(data), cut
 
 
 def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | _NotGzip | None]:
