@@ -202,8 +202,11 @@ def scan(data: bytes) -> Block:
     ends = newline if data.endswith(b"\n") else np.append(newline, len(data))
     starts = np.concatenate([[0], newline + 1])[: len(ends)]
     plain = ends - starts >= len(b'{"t":0,"topic":"","payload":""}')
-    unprintable = ((array < 0x20) & (array != NEWLINE)) | (array >= 0x7F)
-    if unprintable.any():  # printable ASCII only
+    # printable ASCII only: below 0x20 or from 0x7F, a byte minus 0x20 wraps to 0x5F or more (one pass)
+    outside = (array - np.uint8(0x20)) >= np.uint8(0x7F - 0x20)
+    if np.count_nonzero(outside) > len(newline):  # more than the newlines
+        unprintable = outside
+        unprintable[newline] = False
         _owners_off(plain, starts, np.flatnonzero(unprintable))
     backslash = np.flatnonzero(array == BACKSLASH)
     after = np.frombuffer(buffer, dtype=np.uint8)[backslash + 1]  # the pad follows a block cut after a backslash

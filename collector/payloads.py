@@ -187,7 +187,7 @@ def _group(skeleton: np.ndarray, start: np.ndarray, length: np.ndarray, candidat
     (eight at a time: a shape's words, the last masked to its bytes)."""
     found: list[tuple[np.ndarray, bytes]] = []
     w = words(np.concatenate([skeleton, np.zeros(PAD, np.uint8)]))
-    for size in np.unique(length[candidates]).tolist():
+    for size in _distinct(length[candidates]):
         rows = candidates[length[candidates] == size]
         n_words = (size + 7) // 8
         matrix = w[start[rows][:, None] + 8 * np.arange(n_words)]
@@ -202,6 +202,17 @@ def _group(skeleton: np.ndarray, start: np.ndarray, length: np.ndarray, candidat
             found.append((rows[same], skeleton[first : first + size].tobytes()))
             rows, matrix = rows[~same], matrix[~same]
     return found
+
+
+def _distinct(lengths: np.ndarray) -> list[int]:
+    """The distinct values of ``lengths``, ascending: counted in one pass when they lie close together
+    (a batch's shapes differ by a few bytes), else sorted."""
+    if not len(lengths):
+        return []
+    low, high = int(lengths.min()), int(lengths.max())
+    if high - low > 1 << 16:
+        return np.unique(lengths).tolist()
+    return (np.flatnonzero(np.bincount(lengths - low)) + low).tolist()
 
 
 def _shape_keys(shape: bytes, escaped: bool) -> tuple[str, ...] | None:

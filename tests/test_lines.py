@@ -65,6 +65,16 @@ def test_unusual_lines_are_left_to_the_line_by_line_path(line: bytes) -> None:
     assert block.plain.tolist() == [True, False, True]
 
 
+def test_a_line_is_plain_only_with_printable_ascii_every_byte_tried() -> None:
+    """Test that a line holding any byte below 0x20 (the newline ending it aside) or from 0x7F, in its
+    topic or its payload, is left to the per-line path, and one holding any byte from 0x20 to 0x7E
+    (quote and backslash aside) is plain."""
+    for byte in set(range(256)) - {ord('"'), ord("\\"), ord("\n")}:
+        char = bytes([byte])
+        block = scan(_line("5") + b'{"t":1,"topic":"a' + char + b'","payload":"b' + char + b'"}\n' + _line("6"))
+        assert block.plain.tolist() == [True, 0x20 <= byte < 0x7F, True], byte
+
+
 @pytest.mark.parametrize("end", [b"\n", b""])
 def test_a_line_whose_quotes_end_before_the_payload_key_would_ends_a_block_safely(end: bytes) -> None:
     """Test that a block's last line with its ten quotes but too short for the payload key after
