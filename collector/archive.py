@@ -214,11 +214,13 @@ def _pieces(path: Path) -> Iterator[Piece]:
     chunks = _Decompressed(path)
     rest = b""
     for chunk in chunks.read():
-        data = rest + chunk
-        cut = data.rfind(b"\n") + 1
-        data, rest = data[:cut], data[cut:]
-        if data:
-            yield path, data, None
+        cut = chunk.rfind(b"\n") + 1  # the chunk's whole lines, after the rest of the last: copied once
+        if not cut:
+            rest += chunk
+            continue
+        data = chunk if not rest and cut == len(chunk) else b"".join([rest, memoryview(chunk)[:cut]])
+        rest = chunk[cut:]
+        yield path, data, None
     if rest:
         yield path, rest, None
     yield path, None, chunks.cut
