@@ -46,6 +46,7 @@ import itertools
 import logging
 import math
 import multiprocessing
+import os
 import re
 import threading
 import zlib
@@ -73,6 +74,7 @@ from .archive_damage import (
 from .errors import ArchiveError
 from .lines import ArchiveLines, Block, scan
 from .scan_slots import Packed, Slots
+from .worker_process import set_up_worker
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +239,9 @@ _worker_prepare: Prepare | None = None  # a scanning worker's, inherited through
 _worker_slots: Slots | None = None
 
 
-def _set_worker_prepare(prepare: Prepare | None, slots: Slots | None = None) -> None:
+def _set_up_worker(parent: int, prepare: Prepare | None, slots: Slots | None = None) -> None:
     global _worker_prepare, _worker_slots
+    set_up_worker(parent)
     _worker_prepare, _worker_slots = prepare, slots
 
 
@@ -262,7 +265,7 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
     ahead = 2 * workers  # pieces in flight, bounded: a block is a few MB
     slots = Slots(ahead + 1, SLOT_BYTES)  # before the fork: the workers inherit it
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_set_worker_prepare, initargs=(prepare, slots))
+                               initializer=_set_up_worker, initargs=(os.getpid(), prepare, slots))
     pending: deque[tuple[Path, bytes | None, Future[Block | Packed] | None, Exception | None]] = deque()
 
     def received(path: Path, data: bytes | None, block: Future[Block | Packed] | None, cut: Exception | None) -> Scanned:

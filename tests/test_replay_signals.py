@@ -1,0 +1,99 @@
+"""Stopping `ptmon replay` stops its scanning workers. Ctrl-C in a terminal signals the whole process
+group: the replay says it was interrupted and exits 130 at once, its workers gone (a worker
+interrupted while sending a result back used to leave the executor's lock held and the replay hung).
+A replay killed outright (SIGTERM, SIGKILL) takes its workers with it instead of leaving them
+waiting for ever. The replay is a real process on an archive of junk lines, whose scanned blocks
+are too large for a shared slot and go back through the pipe, where the hang was."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import HEADER
+
+PTMON = [sys.executable, "-m", "ptmon.cli"]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def replaying(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Start a replay of 20 million junk lines in a session of its own; (process, its two workers)."""
+    registry = tmp_path / "registry.csv"
+    registry.write_text(f"{HEADER}\nd-1,iot,elevator,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
+    archive = tmp_path / "ptmon-2026-11-01.jsonl.gz"
+    archive.write_bytes(gzip.compress(b"x\n" * 20_000_000, compresslevel=1))
+    proc = subprocess.Popen([*PTMON, "replay", "--registry", str(registry), "--start", "2026-11-01T00:00",
+                             "--end", "2026-11-02T00:00", "--quiet", str(archive)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children(proc.pid)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the replay started no workers"
+            time.sleep(0.05)
+        time.sleep(1.5)  # well into the blocks: results on their way back
+        yield proc, workers
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in _children(proc.pid) + workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _gone(workers: list[int], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while any(_alive(w) for w in workers):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_ctrl_c_to_the_process_group_ends_a_replay_and_its_workers(replaying, attempt: int) -> None:
+    """Test that SIGINT to the replay's whole process group (Ctrl-C) ends it within seconds, exit 130,
+    "interrupted", no worker's traceback, and no worker left (three times: the hang was a race)."""
+    proc, workers = replaying
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    err = proc.stderr.read()
+    assert "ptmon: interrupted" in err and "Traceback" not in err
+    assert _gone(workers, 10)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers follow their parent only on Linux")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_a_replay_killed_outright_takes_its_workers_with_it(replaying, sig: signal.Signals) -> None:
+    """Test that a replay killed by a signal it does not catch leaves no worker behind."""
+    proc, workers = replaying
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == -sig
+    assert _gone(workers, 10), [w for w in workers if _alive(w)]
