@@ -74,7 +74,7 @@ from .archive_damage import (
 from .errors import ArchiveError
 from .lines import ArchiveLines, Block, scan
 from .scan_slots import Packed, Slots
-from .worker_process import set_up_worker
+from .worker_process import set_up_worker, sigint_held
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,8 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
         return path, None if block is None or data is None else slots.unpack(block.result()).with_buffer(data), cut
 
     try:
+        with sigint_held():  # the workers forked and the pool's thread running before a Ctrl-C lands
+            pool.submit(int).result()
         for path, data, cut in pieces:
             pending.append((path, data, None if data is None else pool.submit(_scan_in_worker, slots.put(data)), cut))
             while len(pending) > ahead:

@@ -97,3 +97,40 @@ def test_a_replay_killed_outright_takes_its_workers_with_it(replaying, sig: sign
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == -sig
     assert _gone(workers, 10), [w for w in workers if _alive(w)]
+
+
+_CTRL_C_AT_FORK = """
+import multiprocessing.process, os, signal, sys
+from ptmon.cli import main
+start = multiprocessing.process.BaseProcess.start
+def start_then_ctrl_c(self):
+    start(self)
+    with open(sys.argv[1], "a") as pids:
+        pids.write(f"{self.pid}\\n")
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C the moment a worker is forked, before the pool runs
+multiprocessing.process.BaseProcess.start = start_then_ctrl_c
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_ctrl_c_while_the_workers_start_is_taken_once_they_run(tmp_path: Path) -> None:
+    """Test that a Ctrl-C arriving just as the first worker is forked (before the pool's thread runs)
+    still interrupts the replay, exit 130, and leaves no worker, instead of being lost in the fork's
+    bookkeeping or leaving a worker the shutdown never told to stop (the replay hung at exit)."""
+    registry = tmp_path / "registry.csv"
+    registry.write_text(f"{HEADER}\nd-1,iot,elevator,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
+    archive = tmp_path / "ptmon-2026-11-01.jsonl.gz"
+    archive.write_bytes(gzip.compress(b"x\n" * 2_000_000, compresslevel=1))
+    pids = tmp_path / "workers"
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_AT_FORK, str(pids), "replay", "--registry", str(registry),
+                             "--start", "2026-11-01T00:00", "--end", "2026-11-02T00:00", "--quiet", str(archive)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.wait(timeout=30) == 130
+        assert "ptmon: interrupted" in proc.stderr.read()
+        workers = [int(p) for p in pids.read_text().split()]
+        assert workers and _gone(workers, 10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
