@@ -42,15 +42,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture
-def replaying(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Start a replay of 20 million junk lines in a session of its own; (process, its two workers)."""
+def _replay_of_junk(tmp_path: Path, lines: int) -> list[str]:
+    """The arguments of a replay of an archive of ``lines`` junk lines (a one-device registry)."""
     registry = tmp_path / "registry.csv"
     registry.write_text(f"{HEADER}\nd-1,iot,elevator,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
     archive = tmp_path / "ptmon-2026-11-01.jsonl.gz"
-    archive.write_bytes(gzip.compress(b"x\n" * 20_000_000, compresslevel=1))
-    proc = subprocess.Popen([*PTMON, "replay", "--registry", str(registry), "--start", "2026-11-01T00:00",
-                             "--end", "2026-11-02T00:00", "--quiet", str(archive)],
+    archive.write_bytes(gzip.compress(b"x\n" * lines, compresslevel=1))
+    return ["replay", "--registry", str(registry), "--start", "2026-11-01T00:00", "--end", "2026-11-02T00:00",
+            "--quiet", str(archive)]
+
+
+@pytest.fixture
+def replaying(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Start a replay of 20 million junk lines in a session of its own; (process, its two workers)."""
+    proc = subprocess.Popen([*PTMON, *_replay_of_junk(tmp_path, 20_000_000)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -117,13 +122,8 @@ def test_ctrl_c_while_the_workers_start_is_taken_once_they_run(tmp_path: Path) -
     """Test that a Ctrl-C arriving just as the first worker is forked (before the pool's thread runs)
     still interrupts the replay, exit 130, and leaves no worker, instead of being lost in the fork's
     bookkeeping or leaving a worker the shutdown never told to stop (the replay hung at exit)."""
-    registry = tmp_path / "registry.csv"
-    registry.write_text(f"{HEADER}\nd-1,iot,elevator,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
-    archive = tmp_path / "ptmon-2026-11-01.jsonl.gz"
-    archive.write_bytes(gzip.compress(b"x\n" * 2_000_000, compresslevel=1))
     pids = tmp_path / "workers"
-    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_AT_FORK, str(pids), "replay", "--registry", str(registry),
-                             "--start", "2026-11-01T00:00", "--end", "2026-11-02T00:00", "--quiet", str(archive)],
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_AT_FORK, str(pids), *_replay_of_junk(tmp_path, 2_000_000)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert proc.wait(timeout=30) == 130
