@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
+import signal
 import sys
 import textwrap
 import time
@@ -361,20 +364,41 @@ COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_regist
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="ptmon: %(levelname)s: %(message)s")
-    if args.command is None:
-        parser.print_help()
-        return 2
     try:
-        return COMMANDS[args.command](args)
+        return _run(argv)
     except PtmonError as exc:
         print(f"ptmon: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ptmon: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        # Whatever read our output has stopped reading (`ptmon replay --csv - | head`): stop as
+        # quietly as a command killed by SIGPIPE; Python ignores that signal and raises instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor fail again flushing at exit
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="ptmon: %(levelname)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return COMMANDS[args.command](args)
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket nobody reads any more (poll reports an error)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no fileno (a captured stream), no poll
+        return False
 
 
 if __name__ == "__main__":

@@ -83,6 +83,45 @@ def test_help_explains_commands():
     assert "上线率" in out
 
 
+def test_replay_to_a_pipe_closed_early_stops_quietly(archive_and_registry):
+    """Test that `ptmon replay --csv - | head`, its reader gone before the CSV is written, exits as a
+    command killed by SIGPIPE would (141) with no traceback, rather than a BrokenPipeError's."""
+    parts, registry = archive_and_registry
+    proc = subprocess.Popen([sys.executable, "-m", "ptmon.cli", "replay", *map(str, parts), "--registry", str(registry),
+                             "--start", "2026-11-01T00:00", "--end", "2026-11-01T02:00", "--quiet", "--csv", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader leaves before the first byte
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+
+
+_CTRL_C_IN_IMPORT = """
+import sys
+class CtrlC:  # the import of ptmon's rule module is where the Ctrl-C lands
+    def find_spec(self, name, path=None, target=None):
+        if name == "ptmon.rules":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+from ptmon.__main__ import main
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_is_an_interruption():
+    """Test that a Ctrl-C in the half second `ptmon` spends importing ends it as one later does: exit
+    130, "interrupted", no import traceback."""
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_IN_IMPORT, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130
+    assert done.stderr == "ptmon: interrupted\n"
+
+
+def test_the_installed_command_runs_the_command_line():
+    """Test that `python -m ptmon`, the installed `ptmon` script's entry point, is the command line."""
+    done = subprocess.run([sys.executable, "-m", "ptmon", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("ptmon ")
+
+
 def test_replay_reads_an_archive_directory(tmp_path, archive_and_registry, capsys):
     """Test that `ptmon replay DIR` reads the archive files of a directory, as the collector names them,
     and gives the CSV of the files named one by one; an empty or missing directory is an error."""
