@@ -53,6 +53,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, cast
@@ -268,19 +269,27 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
                                initializer=_set_up_worker, initargs=(os.getpid(), prepare, slots))
     pending: deque[tuple[Path, bytes | None, Future[Block | Packed] | None, Exception | None]] = deque()
 
+    reading: Path | str = "the archive"  # the file whose block is awaited or sent (for the error)
+
     def received(path: Path, data: bytes | None, block: Future[Block | Packed] | None, cut: Exception | None) -> Scanned:
         """A block scanned by a worker, given its bytes again (its slot free once this returns)."""
+        nonlocal reading
+        reading = path
         return path, None if block is None or data is None else slots.unpack(block.result()).with_buffer(data), cut
 
     try:
         with sigint_held():  # the workers forked and the pool's thread running before a Ctrl-C lands
             pool.submit(int).result()
         for path, data, cut in pieces:
+            reading = path
             pending.append((path, data, None if data is None else pool.submit(_scan_in_worker, slots.put(data)), cut))
             while len(pending) > ahead:
                 yield received(*pending.popleft())
         while pending:
             yield received(*pending.popleft())
+    except BrokenProcessPool:
+        raise ArchiveError(f"a worker process scanning {reading} was killed (out of memory? see the kernel "
+                           "log): the archive could not be read to its end") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

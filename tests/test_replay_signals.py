@@ -43,13 +43,14 @@ def _alive(pid: int) -> bool:
 
 
 def _replay_of_junk(tmp_path: Path, lines: int) -> list[str]:
-    """The arguments of a replay of an archive of ``lines`` junk lines (a one-device registry)."""
+    """The arguments of a replay of an archive of ``lines`` junk lines (a one-device registry), its
+    CSV to ``kpis.csv``."""
     registry = tmp_path / "registry.csv"
     registry.write_text(f"{HEADER}\nd-1,iot,elevator,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
     archive = tmp_path / "ptmon-2026-11-01.jsonl.gz"
     archive.write_bytes(gzip.compress(b"x\n" * lines, compresslevel=1))
     return ["replay", "--registry", str(registry), "--start", "2026-11-01T00:00", "--end", "2026-11-02T00:00",
-            "--quiet", str(archive)]
+            "--quiet", "--csv", str(tmp_path / "kpis.csv"), str(archive)]
 
 
 @pytest.fixture
@@ -102,6 +103,43 @@ def test_a_replay_killed_outright_takes_its_workers_with_it(replaying, sig: sign
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == -sig
     assert _gone(workers, 10), [w for w in workers if _alive(w)]
+
+
+_WORKER_KILLED = """
+import os, signal, sys
+import ptmon.archive
+from ptmon.cli import main
+scan = ptmon.archive._scan_in_worker
+pieces = 0
+def scan_then_die(piece):  # run in the forked workers: each is killed as its second piece arrives
+    global pieces
+    pieces += 1
+    with open(sys.argv[1], "a") as pids:
+        pids.write(f"{os.getpid()}\\n")
+    if pieces == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return scan(piece)
+ptmon.archive._scan_in_worker = scan_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_worker_killed_ends_the_replay_with_an_error_and_no_csv(tmp_path: Path) -> None:
+    """Test that a scanning worker killed mid-replay (the kernel's OOM killer, an operator's kill -9)
+    ends the replay with exit 2 and an error naming the archive, no traceback, no KPI CSV of the
+    part read, and no worker left. The archive's lines are plain (the workers' bulk path), many
+    pieces of them, so the replay is still sending pieces when the workers die."""
+    args = _replay_of_junk(tmp_path, 0)
+    line = b'{"t":1762012800.5,"topic":"putuo/iot/taopu/ghost/hb","payload":"{\\"seq\\":1}"}\n'
+    Path(args[-1]).write_bytes(gzip.compress(line * 600_000, compresslevel=1))  # ~45 MB: a dozen pieces
+    pids = tmp_path / "workers"
+    done = subprocess.run([sys.executable, "-c", _WORKER_KILLED, str(pids), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "ptmon: error: a worker process scanning" in done.stderr and "ptmon-2026-11-01.jsonl.gz" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "kpis.csv").exists()
+    assert _gone([int(p) for p in set(pids.read_text().split())], 10)
 
 
 _CTRL_C_AT_FORK = """
