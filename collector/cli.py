@@ -372,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ptmon: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"ptmon: error: out of memory{_memory_limit()}: the command stopped", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         if not _stdout_gone():
             raise
@@ -389,6 +392,14 @@ def _run(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 2
     return COMMANDS[args.command](args)
+
+
+def _memory_limit() -> str:
+    """The address-space limit (ulimit -v) the process runs under, when one is set."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return "" if limit == resource.RLIM_INFINITY else f" (address space limited to {limit // 2**20:,} MiB by ulimit -v)"
 
 
 def _stdout_gone() -> bool:

@@ -96,6 +96,26 @@ def test_replay_to_a_pipe_closed_early_stops_quietly(archive_and_registry):
     assert "Traceback" not in err and "Exception ignored" not in err
 
 
+def test_out_of_memory_is_one_line_naming_the_limit(archive_and_registry, capsys, monkeypatch):
+    """Test that a command running out of memory (MemoryError: a ulimit -v, a container's limit) ends
+    with exit 2 and one line that says so, naming the address-space limit when one is set."""
+    import resource
+
+    parts, registry = archive_and_registry
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("ptmon.cli.load_registry", exhausted)
+    args = ["replay", str(parts[0]), "--registry", str(registry), "--start", "2026-11-01T00:00", "--end", "2026-11-01T02:00"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == "ptmon: error: out of memory: the command stopped\n"
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (512 * 2**20, resource.RLIM_INFINITY))
+    assert main(args) == 2
+    limited = "ptmon: error: out of memory (address space limited to 512 MiB by ulimit -v): the command stopped\n"
+    assert capsys.readouterr().err == limited
+
+
 _CTRL_C_IN_IMPORT = """
 import sys
 class CtrlC:  # the import of ptmon's rule module is where the Ctrl-C lands
