@@ -260,13 +260,29 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
     inherited by the fork, never pickled). The blocks are the same either way."""
     if workers <= 0 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         # in line: no fork of a process with other threads (a lock one holds would stay held in the child)
-        for path, data, cut in pieces:
-            yield path, None if data is None else _scan(data, prepare), cut
+        yield from _scanned_here(pieces, prepare)
         return
     ahead = 2 * workers  # pieces in flight, bounded: a block is a few MB
-    slots = Slots(ahead + 1, SLOT_BYTES)  # before the fork: the workers inherit it
+    try:
+        slots = Slots(ahead + 1, SLOT_BYTES)  # before the fork: the workers inherit it
+    except OSError as exc:  # no room for it (ulimit -v, a container's memory limit)
+        log.warning("cannot map %d MiB for the archive's scanning workers (%s): scanning in this process, more "
+                    "slowly", (ahead + 1) * SLOT_BYTES >> 20, exc.strerror)
+        yield from _scanned_here(pieces, prepare)
+        return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_set_up_worker, initargs=(os.getpid(), prepare, slots))
+    try:
+        with sigint_held():  # the workers forked and the pool's thread running before a Ctrl-C lands
+            pool.submit(int).result()
+    except (OSError, BrokenProcessPool) as exc:  # a fork refused (memory, a process limit), a worker gone at once
+        pool.shutdown(wait=True, cancel_futures=True)
+        log.warning("cannot start the archive's scanning workers (%s): scanning in this process, more slowly", exc)
+        yield from _scanned_here(pieces, prepare)
+        return
+    except BaseException:  # Ctrl-C: every worker told to stop, or the interpreter's exit waits for them
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     pending: deque[tuple[Path, bytes | None, Future[Block | Packed] | None, Exception | None]] = deque()
 
     reading: Path | str = "the archive"  # the file whose block is awaited or sent (for the error)
@@ -278,8 +294,6 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
         return path, None if block is None or data is None else slots.unpack(block.result()).with_buffer(data), cut
 
     try:
-        with sigint_held():  # the workers forked and the pool's thread running before a Ctrl-C lands
-            pool.submit(int).result()
         for path, data, cut in pieces:
             reading = path
             pending.append((path, data, None if data is None else pool.submit(_scan_in_worker, slots.put(data)), cut))
@@ -292,6 +306,11 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
                            "log): the archive could not be read to its end") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _scanned_here(pieces: Iterator[Piece], prepare: Prepare | None) -> Iterator[Scanned]:
+    for path, data, cut in pieces:
+        yield path, None if data is None else _scan(data, prepare), cut
 
 
 def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | _NotGzip | None]:

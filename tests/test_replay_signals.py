@@ -1,9 +1,12 @@
-"""Stopping `ptmon replay` stops its scanning workers. Ctrl-C in a terminal signals the whole process
-group: the replay says it was interrupted and exits 130 at once, its workers gone (a worker
-interrupted while sending a result back used to leave the executor's lock held and the replay hung).
-A replay killed outright (SIGTERM, SIGKILL) takes its workers with it instead of leaving them
-waiting for ever. The replay is a real process on an archive of junk lines, whose scanned blocks
-are too large for a shared slot and go back through the pipe, where the hang was."""
+"""Stopping `ptmon replay` stops its scanning workers, and their failures end or slow it cleanly.
+
+Ctrl-C in a terminal signals the whole process group: the replay says it was interrupted and exits
+130 at once, its workers gone (a worker interrupted while sending a result back used to leave the
+executor's lock held and the replay hung). A replay killed outright (SIGTERM, SIGKILL) takes its
+workers with it instead of leaving them waiting for ever. The replay is a real process on an
+archive of junk lines, whose scanned blocks are too large for a shared slot and go back through the
+pipe, where the hang was. A worker killed mid-replay is an error naming the archive; workers that
+cannot start leave the scan to the replay."""
 
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import HEADER
+from ptmon.archive import write_archive
+
+from .conftest import HEADER, T0, hb
 
 PTMON = [sys.executable, "-m", "ptmon.cli"]
 
@@ -172,3 +177,40 @@ def test_ctrl_c_while_the_workers_start_is_taken_once_they_run(tmp_path: Path) -
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+_NO_WORKERS = """
+import errno, os, sys
+import ptmon.archive
+from ptmon.cli import main
+if sys.argv[1] == "no-memory":  # the workers' shared mapping refused (ulimit -v, a container's limit)
+    def refused(*args):
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+    ptmon.archive.Slots = refused
+else:  # every fork refused (a process limit)
+    def fork():
+        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    os.fork = fork
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("refused", ["no-memory", "no-fork"])
+def test_workers_that_cannot_start_leave_the_scan_to_the_replay(tmp_path: Path, refused: str) -> None:
+    """Test that a replay whose scanning workers cannot start (their shared memory or their fork
+    refused) says so and scans the archive itself: exit 0 and the KPI CSV of an undisturbed replay."""
+    registry = tmp_path / "registry.csv"
+    registry.write_text(HEADER + "\n" + "".join(f"s{i},iot,smoke,wanli,scn,wanli-c1,gw-wanli,2026-01-01,\n" for i in range(50)))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    write_archive(archive / "ptmon-2026-11-01.jsonl.gz",
+                  [hb(T0 + k + i / 100, f"s{i}", "iot", "wanli", seq=k, reads=k, read_ok=k - k // 97)
+                   for k in range(0, 7200, 60) for i in range(50) if (k + i) % 13])
+    args = ["replay", "--registry", str(registry), "--start", "2026-11-01T00:00", "--end", "2026-11-01T02:00",
+            "--quiet", str(archive)]
+    subprocess.run([*PTMON, *args, "--csv", str(tmp_path / "undisturbed.csv")], check=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", _NO_WORKERS, refused, *args, "--csv", str(tmp_path / "alone.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "scanning in this process, more slowly" in done.stderr
+    assert (tmp_path / "alone.csv").read_bytes() == (tmp_path / "undisturbed.csv").read_bytes()
