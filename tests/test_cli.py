@@ -116,24 +116,28 @@ def test_out_of_memory_is_one_line_naming_the_limit(archive_and_registry, capsys
     assert capsys.readouterr().err == limited
 
 
-_CTRL_C_IN_IMPORT = """
+_FAILING_IMPORT = """
 import sys
-class CtrlC:  # the import of ptmon's rule module is where the Ctrl-C lands
+class Failing:  # the import of ptmon's rule module is where the Ctrl-C or the allocation failure lands
     def find_spec(self, name, path=None, target=None):
         if name == "ptmon.rules":
-            raise KeyboardInterrupt
-sys.meta_path.insert(0, CtrlC())
+            raise {}
+sys.meta_path.insert(0, Failing())
 from ptmon.__main__ import main
 sys.exit(main())
 """
 
 
-def test_ctrl_c_while_the_command_line_loads_is_an_interruption():
-    """Test that a Ctrl-C in the half second `ptmon` spends importing ends it as one later does: exit
-    130, "interrupted", no import traceback."""
-    done = subprocess.run([sys.executable, "-c", _CTRL_C_IN_IMPORT, "--help"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 130
-    assert done.stderr == "ptmon: interrupted\n"
+@pytest.mark.parametrize(("raised", "status", "said"), [("KeyboardInterrupt", 130, "ptmon: interrupted\n"),
+                                                        ("MemoryError", 2, "ptmon: error: out of memory while starting\n")])
+def test_ctrl_c_or_no_memory_while_the_command_line_loads_is_one_line(raised, status, said):
+    """Test that a Ctrl-C in the half second `ptmon` spends importing ends it as one later does (exit
+    130, "interrupted"), and an address-space limit too small for the imports says so (exit 2), with
+    no import traceback."""
+    done = subprocess.run([sys.executable, "-c", _FAILING_IMPORT.format(raised), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == status
+    assert done.stderr == said
 
 
 def test_the_installed_command_runs_the_command_line():
