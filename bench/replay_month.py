@@ -11,7 +11,8 @@ the same run, times:
    the same with the standard library's zlib is printed too, for reference;
 2. ``ptmon replay`` of the archive (``ptmon.replay.replay``: read, decode, engine, tally),
    the period being the days written, run as a subprocess with ``--csv``; beside its wall time,
-   the CPU time of all its processes (the reader's forked scanning workers included).
+   the CPU time of all its processes (the reader's forked scanning workers included) and the peak
+   RSS of its own process (which should not grow with ``--days``).
 
 Printed: records/s of each, the ratio replay / floor (target ≥ 0.5), the replay's CPU time as a
 multiple of the floor and the best ratio that CPU time allows on this machine's cores (the wall
@@ -95,16 +96,29 @@ def write_inputs(tmp: Path, days: float, seed: int, workers: int) -> tuple[Path,
     return registry_path, archive, format_instant(start), format_instant(end), count
 
 
-def replay_seconds(registry: Path, archive: Path, start: str, end: str, csv_path: Path) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the replay and every process it waited for: its scanning workers)."""
-    command = [str(Path(sys.executable).with_name("ptmon")), "replay", "--registry", str(registry),
+# `ptmon` itself, then its own peak RSS on the last line of stderr
+_PTMON_WITH_PEAK = """
+import resource, sys
+from ptmon.__main__ import main
+status = main()
+print(f"peak RSS kB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+sys.exit(status)
+"""
+
+
+def replay_seconds(registry: Path, archive: Path, start: str, end: str, csv_path: Path) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of the replay and every process it waited for: its scanning workers,
+    peak RSS of the replay's own process in MB)."""
+    command = [sys.executable, "-c", _PTMON_WITH_PEAK, "replay", "--registry", str(registry),
                "--start", start, "--end", end, "--csv", str(csv_path), "--quiet", str(archive)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    subprocess.run(command, check=True)
+    done = subprocess.run(command, check=True, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    *said, peak = done.stderr.splitlines()
+    sys.stderr.write("".join(f"{line}\n" for line in said))
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), int(peak.split()[-1]) / 1e3
 
 
 def main() -> int:
@@ -129,7 +143,7 @@ def main() -> int:
         _, floor_zlib = floor_seconds(archive, zlib)
         print(f"  (the same with the standard library's zlib: {floor_zlib:.1f} s)", flush=True)
         csv_path = tmp / "replay.csv"
-        seconds, cpu = replay_seconds(registry, archive, start, end, csv_path)
+        seconds, cpu, peak_mb = replay_seconds(registry, archive, start, end, csv_path)
         digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()
     ratio = floor / seconds
     month = seconds * MONTH_DAYS / args.days
@@ -138,6 +152,7 @@ def main() -> int:
     cores = len(os.sched_getaffinity(0))
     print(f"replay CPU, all its processes: {cpu:.1f} s = {cpu / floor:.2f} × the floor; on {cores} core(s) its wall "
           f"time cannot fall below {cpu / cores:.1f} s, so replay / floor ≤ {floor * cores / cpu:.2f} at this CPU cost")
+    print(f"replay's peak RSS (its own process, the workers apart): {peak_mb:,.0f} MB")
     print(f"a {MONTH_DAYS}-day month at this rate: {month:,.0f} s (target ≤ 600 s) {'PASS' if month <= 600 else 'MISS'}"
           + ("" if args.days >= MONTH_DAYS else f" (projected from {args.days:g} days)"))
     return 0

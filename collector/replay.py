@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -85,6 +86,7 @@ class Feed:
         # An ArchiveReader's blocks scanned ahead by forked processes (archive.py): for a replay
         # alone in its process, not in the live collector with its threads.
         self.read_ahead = False
+        self.trim_memory = False  # hand freed memory back every few blocks (a replay's own process)
 
     def feed(self, records: Iterable[Record], progress: Callable[[Progress], None] | None = None, every: float = 2.0) -> None:
         """Feed records; an :class:`ArchiveReader`'s plain lines a block at a time (lines.py)."""
@@ -93,7 +95,7 @@ class Feed:
             items = records.blocks(prepare=lambda lines: lines.prepare(self.decoder.topics), in_process=self.read_ahead)
         began = last_report = time.monotonic()
         buffer = _Buffer()
-        count = 0
+        count = blocks = 0
         for item in items:
             batches = self._batches
             if isinstance(item, ArchiveLines):
@@ -101,6 +103,9 @@ class Feed:
                 self._feed_lines(item, buffer)
                 if self.reached_end:
                     break
+                blocks += 1
+                if self.trim_memory and blocks % TRIM_EVERY_BLOCKS == 0:
+                    hand_back_freed_memory()
             else:
                 count += 1
                 if not self._feed_record(item, buffer):
@@ -289,21 +294,35 @@ def freeze_startup_heap() -> None:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+TRIM_EVERY_BLOCKS = 32  # archive blocks (4 MiB of lines each) between two hand-backs of freed memory
+
+
+def _glibc_function(name: str) -> Callable[..., int] | None:
+    try:
+        return cast(Callable[..., int], getattr(ctypes.CDLL(None), name))
+    except (OSError, AttributeError):  # another C library
+        return None
 
 
 def keep_freed_memory() -> None:
     """Have glibc's malloc keep freed memory for reuse instead of handing it back to the kernel at
     once. A replay allocates and frees arrays of megabytes for every block; returning them and
     faulting them in again cost about a sixth of its CPU, in the kernel. At most 128 MiB is kept
-    free: as much CPU saved as with 1 GiB, and an archive of huge payloads, freed in pieces the
-    heap cannot give back in order, does not grow the process by the free memory it keeps. For a
-    replay's process only; elsewhere, and on other C libraries, nothing changes."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's own ceiling for this threshold
-    mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+    free at the heap's top: as much CPU saved as with 1 GiB. For a replay's process only;
+    elsewhere, and on other C libraries, nothing changes."""
+    if (mallopt := _glibc_function("mallopt")) is not None:
+        mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's own ceiling for this threshold
+        mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+
+
+def hand_back_freed_memory() -> None:
+    """Give the kernel back the pages of the heap's free chunks, wherever they lie (malloc_trim).
+    The trim threshold only ever frees the heap's top, and a block's arrays freed below a chunk
+    still in use stay resident: a district day's replay grew from 100 to 480 MB of RSS with some
+    40 MB in use, three days to 640 MB. Done every :data:`TRIM_EVERY_BLOCKS` blocks, it keeps
+    the RSS near what is in use for a few page faults on memory reused after it."""
+    if (trim := _glibc_function("malloc_trim")) is not None:
+        trim(0)
 
 
 def replay(
@@ -319,7 +338,7 @@ def replay(
     saved state (a month-start snapshot) when one is given."""
     reader = ArchiveReader(paths)
     replayer = Replayer(registry, start, end, exemptions, state)
-    replayer.read_ahead = True
+    replayer.read_ahead = replayer.trim_memory = True
     freeze_startup_heap()
     keep_freed_memory()
     replayer.feed(reader, progress)

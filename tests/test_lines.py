@@ -260,6 +260,28 @@ def test_replay_in_blocks_equals_replay_record_by_record(registry, tmp_path: Pat
     assert in_blocks.engine_stats == expected.engine_stats
 
 
+def test_a_replay_hands_freed_memory_back_every_few_blocks(registry, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test that replay() gives the kernel back the heap's free pages every TRIM_EVERY_BLOCKS blocks
+    of lines (what keeps a long replay's RSS near the memory in use; bench/replay_month.py prints
+    it), with the same results, and that a Replayer fed by other code (the collector) does not."""
+    monkeypatch.setattr(archive_module, "BLOCK_BYTES", 20_000)
+    monkeypatch.setattr(replay_module, "TRIM_EVERY_BLOCKS", 2)
+    path = tmp_path / "traffic.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(encode_record(*r) for r in _traffic(registry))))
+    start, end = T0 * US, (T0 + 4 * HOUR) * US
+    untrimmed = _csv(replay([str(path)], registry, start, end))
+    trims: list[int] = []
+    monkeypatch.setattr(replay_module, "hand_back_freed_memory", lambda: trims.append(1))
+    assert _csv(replay([str(path)], registry, start, end)) == untrimmed
+    blocks = sum(isinstance(item, ArchiveLines) for item in ArchiveReader([path]).blocks())
+    assert blocks >= 4 and blocks // 2 - 1 <= len(trims) <= blocks // 2
+    trims.clear()
+    fed = Replayer(registry, start, end)
+    fed.feed(ArchiveReader([path]))
+    assert not trims
+
+
 def test_batches_are_cut_by_payload_characters_at_the_same_records_either_way(registry, tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Test that a batch is also cut once its payloads reach BATCH_CHARS (what bounds a replay's
