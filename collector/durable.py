@@ -9,6 +9,7 @@ the data and the rename are fsync'd too, so a power cut leaves one of the two on
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,10 +28,31 @@ def temporary_beside(path: Path, *, durable: bool) -> Path:
     return path.with_name(f".{path.name}.tmp" if durable else f".{path.name}.{os.getpid()}.tmp")
 
 
+def written_path(path: Path) -> Path:
+    """Where writing ``path`` writes: a symbolic link's target (the link stays a link), else ``path``."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def is_special(path: Path) -> bool:
+    """Whether ``path`` is there and neither a regular file nor a directory: a device such as
+    /dev/null or /dev/stdout's, a FIFO, a socket. There is no file to replace: it is written in place."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 @contextmanager
 def replacing(path: Path, *, durable: bool = True) -> Iterator[Path]:
     """A temporary path to write the new ``path`` at; renamed over ``path`` when the block ends
-    cleanly, removed when it raises (``path`` is then as it was)."""
+    cleanly, removed when it raises (``path`` is then as it was). A symbolic link's target is
+    replaced, the link kept; a device or a FIFO (:func:`is_special`) is written itself (renaming a
+    file over /dev/null would replace the device)."""
+    if is_special(path):  # (through a link too: /dev/stdout)
+        yield path
+        return
+    path = written_path(path)
     tmp = temporary_beside(path, durable=durable)
     try:
         yield tmp

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from .durable import replacing_file
+from .durable import is_special, replacing_file, written_path
 from .errors import PtmonError, UsageError
 
 
@@ -33,11 +33,16 @@ def output_dir(path: str | Path, option: str) -> Path:
 
 
 def output_file(path: str | Path, option: str) -> Path:
-    """``path`` as a file to write: not a directory, in a writable directory that exists."""
+    """``path`` as a file to write: not a directory, in a writable directory that exists; or a
+    device or FIFO we may write (/dev/null, /dev/stdout), written in place."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{option} {path}: is a directory")
-    parent = path.parent
+    if is_special(path):
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{option} {path}: cannot write it: {os.strerror(errno.EACCES)}")
+        return path
+    parent = written_path(path).parent
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: no directory {parent}" if not parent.exists()
                          else f"{option} {path}: {parent} is not a directory")

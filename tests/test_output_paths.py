@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +126,37 @@ def test_a_write_failing_midway_leaves_the_file_as_it_was(tmp_path: Path) -> Non
         f.flush()
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.csv"]
+
+
+def test_a_device_a_fifo_and_a_link_are_written_not_replaced(collected, tmp_path: Path) -> None:
+    """Test that replay --csv onto a character device (a copy of /dev/null when root may make one),
+    a FIFO or a symbolic link writes through it: the device stays a device and the FIFO's reader
+    gets the CSV (a file renamed over /dev/null used to replace the device), the link stays a link
+    to its target, which holds the CSV, and a dangling link's target is created."""
+    replay = ["replay", str(collected["tmp"] / "all" / "archive"), "--month", "2026-11", "--registry",
+              str(collected["registry"]), "--rules", str(collected["rules"]), "--quiet"]
+    assert main([*replay, "--csv", str(tmp_path / "plain.csv")]) == 0
+    expected = (tmp_path / "plain.csv").read_bytes()
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except OSError:
+        device = Path(os.devnull)  # not root: the real one, which a regression would fail to replace
+    assert main([*replay, "--csv", str(device)]) == 0
+    assert stat.S_ISCHR(device.stat().st_mode)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    assert main([*replay, "--csv", str(fifo)]) == 0
+    reader.join(30)
+    assert got == [expected] and stat.S_ISFIFO(fifo.stat().st_mode)
+    (tmp_path / "target.csv").write_text("old")
+    for link, target in ((tmp_path / "link.csv", "target.csv"), (tmp_path / "dangling.csv", "new.csv")):
+        link.symlink_to(target)
+        assert main([*replay, "--csv", str(link)]) == 0
+        assert link.is_symlink() and (tmp_path / target).read_bytes() == expected
 
 
 def test_replay_quiet_prints_no_rejects_or_progress_but_counts_them(collected, tmp_path, capsys, caplog) -> None:
