@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import select
@@ -19,7 +20,7 @@ from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
 from .merge import replay_partitions, tagged_archives
 from .month.commands import add_month_parser, cmd_month
-from .outputs import output_dir, output_file, writing
+from .outputs import output_dir, output_file, reason, writing
 from .registry import load_registry
 from .report.commands import add_report_parser, cmd_report
 from .rules import DEFAULT_RULES_DIR, load_rules
@@ -365,7 +366,16 @@ COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_regist
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _run(argv)
+        # stdout's buffer is written out here, not at exit, where Python would only report a
+        # failure ("Exception ignored") and keep the status: a CSV lost to a closed pipe or a full
+        # disk would end with status 0
+        try:
+            status = _run(argv)
+        except SystemExit:  # argparse's, after --help or a usage error
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()
+        return status
     except PtmonError as exc:
         print(f"ptmon: error: {exc}", file=sys.stderr)
         return 2
@@ -380,8 +390,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # Whatever read our output has stopped reading (`ptmon replay --csv - | head`): stop as
         # quietly as a command killed by SIGPIPE; Python ignores that signal and raises instead.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor fail again flushing at exit
+        _discard_stdout()
         return 128 + signal.SIGPIPE
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:  # (files written by name say so themselves: outputs.writing)
+            raise
+        _discard_stdout()
+        print(f"ptmon: error: cannot write the output: {reason(exc)}", file=sys.stderr)
+        return 2
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -400,6 +416,14 @@ def _memory_limit() -> str:
 
     limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     return "" if limit == resource.RLIM_INFINITY else f" (address space limited to {limit // 2**20:,} MiB by ulimit -v)"
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is left in its buffer does not fail again at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _stdout_gone() -> bool:

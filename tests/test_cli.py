@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,17 +85,41 @@ def test_help_explains_commands():
     assert "上线率" in out
 
 
-def test_replay_to_a_pipe_closed_early_stops_quietly(archive_and_registry):
-    """Test that `ptmon replay --csv - | head`, its reader gone before the CSV is written, exits as a
-    command killed by SIGPIPE would (141) with no traceback, rather than a BrokenPipeError's."""
+@pytest.mark.parametrize(("command", "buffered"), [(["replay", "--quiet", "--csv", "-"], True),
+                                                  (["replay", "--quiet", "--csv", "-"], False), (["--help"], True)],
+                         ids=["replay-buffered", "replay-unbuffered", "help-buffered"])
+def test_output_to_a_pipe_closed_early_stops_quietly(archive_and_registry, command, buffered):
+    """Test that `ptmon replay --csv - | head` or `ptmon --help | true`, the reader gone before the
+    output is written, exits as a command killed by SIGPIPE would (141) with no traceback nor
+    "Exception ignored", whether stdout is buffered (a CSV still in the buffer at exit used to be
+    lost with status 0) or not. (Unbuffered, argparse drops a help it cannot write, status 0.)"""
     parts, registry = archive_and_registry
-    proc = subprocess.Popen([sys.executable, "-m", "ptmon.cli", "replay", *map(str, parts), "--registry", str(registry),
-                             "--start", "2026-11-01T00:00", "--end", "2026-11-01T02:00", "--quiet", "--csv", "-"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if command[0] == "replay":
+        command = [*command, *map(str, parts), "--registry", str(registry), "--start", "2026-11-01T00:00",
+                   "--end", "2026-11-01T02:00"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | ({} if buffered else {"PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen([sys.executable, "-m", "ptmon.cli", *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
     proc.stdout.close()  # the reader leaves before the first byte
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 141, err
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="no /dev/full")
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_output_to_a_full_disk_is_an_error(archive_and_registry, buffered):
+    """Test that `ptmon replay --csv - > file-on-a-full-disk` (/dev/full) ends with exit 2 and one
+    line saying the output cannot be written, not status 0 or a traceback."""
+    parts, registry = archive_and_registry
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | ({} if buffered else {"PYTHONUNBUFFERED": "1"})
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "ptmon.cli", "replay", *map(str, parts), "--registry", str(registry),
+                               "--start", "2026-11-01T00:00", "--end", "2026-11-01T02:00", "--quiet", "--csv", "-"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == "ptmon: error: cannot write the output: No space left on device"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
 
 
 def test_out_of_memory_is_one_line_naming_the_limit(archive_and_registry, capsys, monkeypatch):
