@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "one line counting the rejects")
 
     reg = sub.add_parser("registry", help="generate or check a device registry")
-    reg_sub = reg.add_subparsers(dest="registry_command", metavar="ACTION")
+    reg_sub = reg.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
     gen = reg_sub.add_parser("generate", help="write a deterministic registry of the whole district",
                              description="Write the district's registry: 110,325 sensors of 33 types and the community "
                              "cameras, over the 10 streets, with communities and gateways. Same seed, same file.")

@@ -77,6 +77,17 @@ def test_replay_argument_errors(archive_and_registry, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["registry", "rules", "ledger", "month", "exempt"])
+def test_a_command_without_its_action_says_which_are_needed(command, capsys):
+    """Test that a command of several actions named without one (`ptmon registry`) stops with
+    argparse's usage and exit 2, not a traceback."""
+    with pytest.raises(SystemExit) as stopped:
+        main([command])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usage: ptmon {command}" in err and "required" in err and "Traceback" not in err
+
+
 def test_help_explains_commands():
     """Test that `ptmon --help` lists the commands with their purpose (run as a real process)."""
     out = subprocess.run([sys.executable, "-m", "ptmon.cli", "--help"], capture_output=True, text=True, check=True).stdout
