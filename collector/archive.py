@@ -281,7 +281,8 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
         yield from _scanned_here(pieces, prepare)
         return
     except BaseException:  # Ctrl-C: every worker told to stop, or the interpreter's exit waits for them
-        pool.shutdown(wait=True, cancel_futures=True)
+        with sigint_held():
+            pool.shutdown(wait=True, cancel_futures=True)
         raise
     pending: deque[tuple[Path, bytes | None, Future[Block | Packed] | None, Exception | None]] = deque()
 
@@ -305,7 +306,8 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
         raise ArchiveError(f"a worker process scanning {reading} was killed (out of memory? see the kernel "
                            "log): the archive could not be read to its end") from None
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        with sigint_held():  # a second Ctrl-C must not cut the shutdown short: exit would wait for the workers
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _scanned_here(pieces: Iterator[Piece], prepare: Prepare | None) -> Iterator[Scanned]:

@@ -100,6 +100,38 @@ def test_ctrl_c_to_the_process_group_ends_a_replay_and_its_workers(replaying, at
     assert _gone(workers, 10)
 
 
+_PLAIN_LINE = b'{"t":1762012800.5,"topic":"putuo/iot/taopu/ghost/hb","payload":"{\\"seq\\":1}"}\n'
+
+
+@pytest.mark.parametrize("gap", [0.01, 0.02, 0.03])
+def test_two_quick_ctrl_cs_end_a_replay_and_its_workers(tmp_path: Path, gap: float) -> None:
+    """Test that two Ctrl-Cs in quick succession (a user pressing it twice) end the replay: exit
+    130, or death by the second SIGINT when it lands as the replay returns (the shell shows 130
+    too), "interrupted", no worker left (the second one used to cut the pool's shutdown short, and
+    the exit then waited for ever for workers never told to stop). The archive's lines are plain,
+    as a collector's are: the hang needed their quicker blocks."""
+    args = _replay_of_junk(tmp_path, 0)
+    Path(args[-1]).write_bytes(gzip.compress(_PLAIN_LINE * 4_000_000, compresslevel=1))
+    proc = subprocess.Popen([*PTMON, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children(proc.pid)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the replay started no workers"
+            time.sleep(0.05)
+        time.sleep(1.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(gap)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) in (130, -signal.SIGINT)
+        assert "ptmon: interrupted" in proc.stderr.read()
+        assert _gone(workers, 10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers follow their parent only on Linux")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
 def test_a_replay_killed_outright_takes_its_workers_with_it(replaying, sig: signal.Signals) -> None:
@@ -135,8 +167,7 @@ def test_a_worker_killed_ends_the_replay_with_an_error_and_no_csv(tmp_path: Path
     part read, and no worker left. The archive's lines are plain (the workers' bulk path), many
     pieces of them, so the replay is still sending pieces when the workers die."""
     args = _replay_of_junk(tmp_path, 0)
-    line = b'{"t":1762012800.5,"topic":"putuo/iot/taopu/ghost/hb","payload":"{\\"seq\\":1}"}\n'
-    Path(args[-1]).write_bytes(gzip.compress(line * 600_000, compresslevel=1))  # ~45 MB: a dozen pieces
+    Path(args[-1]).write_bytes(gzip.compress(_PLAIN_LINE * 600_000, compresslevel=1))  # ~45 MB: a dozen pieces
     pids = tmp_path / "workers"
     done = subprocess.run([sys.executable, "-c", _WORKER_KILLED, str(pids), *args],
                           capture_output=True, text=True, timeout=120)
