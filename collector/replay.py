@@ -86,7 +86,6 @@ class Feed:
         # An ArchiveReader's blocks scanned ahead by forked processes (archive.py): for a replay
         # alone in its process, not in the live collector with its threads.
         self.read_ahead = False
-        self.trim_memory = False  # hand freed memory back every few blocks (a replay's own process)
 
     def feed(self, records: Iterable[Record], progress: Callable[[Progress], None] | None = None, every: float = 2.0) -> None:
         """Feed records; an :class:`ArchiveReader`'s plain lines a block at a time (lines.py)."""
@@ -104,7 +103,7 @@ class Feed:
                 if self.reached_end:
                     break
                 blocks += 1
-                if self.trim_memory and blocks % TRIM_EVERY_BLOCKS == 0:
+                if blocks % TRIM_EVERY_BLOCKS == 0:
                     hand_back_freed_memory()
             else:
                 count += 1
@@ -319,8 +318,9 @@ def hand_back_freed_memory() -> None:
     """Give the kernel back the pages of the heap's free chunks, wherever they lie (malloc_trim).
     The trim threshold only ever frees the heap's top, and a block's arrays freed below a chunk
     still in use stay resident: a district day's replay grew from 100 to 480 MB of RSS with some
-    40 MB in use, three days to 640 MB. Done every :data:`TRIM_EVERY_BLOCKS` blocks, it keeps
-    the RSS near what is in use for a few page faults on memory reused after it."""
+    40 MB in use, three days to 640 MB. Done every :data:`TRIM_EVERY_BLOCKS` blocks of an archive
+    (a replay, a rebuild of the ledger or of the collector's state), it keeps the RSS near what is
+    in use for a few page faults on memory reused after it."""
     if (trim := _glibc_function("malloc_trim")) is not None:
         trim(0)
 
@@ -338,7 +338,7 @@ def replay(
     saved state (a month-start snapshot) when one is given."""
     reader = ArchiveReader(paths)
     replayer = Replayer(registry, start, end, exemptions, state)
-    replayer.read_ahead = replayer.trim_memory = True
+    replayer.read_ahead = True
     freeze_startup_heap()
     keep_freed_memory()
     replayer.feed(reader, progress)

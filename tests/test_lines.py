@@ -264,7 +264,7 @@ def test_a_replay_hands_freed_memory_back_every_few_blocks(registry, tmp_path: P
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Test that replay() gives the kernel back the heap's free pages every TRIM_EVERY_BLOCKS blocks
     of lines (what keeps a long replay's RSS near the memory in use; bench/replay_month.py prints
-    it), with the same results, and that a Replayer fed by other code (the collector) does not."""
+    it), with the same results, and that records fed one by one (the live collector's) do not."""
     monkeypatch.setattr(archive_module, "BLOCK_BYTES", 20_000)
     monkeypatch.setattr(replay_module, "TRIM_EVERY_BLOCKS", 2)
     path = tmp_path / "traffic.jsonl.gz"
@@ -278,7 +278,7 @@ def test_a_replay_hands_freed_memory_back_every_few_blocks(registry, tmp_path: P
     assert blocks >= 4 and blocks // 2 - 1 <= len(trims) <= blocks // 2
     trims.clear()
     fed = Replayer(registry, start, end)
-    fed.feed(ArchiveReader([path]))
+    fed.feed(list(ArchiveReader([path])))
     assert not trims
 
 
