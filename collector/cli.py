@@ -365,6 +365,8 @@ COMMANDS = {"collect": cmd_collect, "replay": cmd_replay, "registry": cmd_regist
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stdout is None:  # started with stdout closed (`ptmon ... >&-`): what it prints goes nowhere
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the process's stdout, open until exit)
     try:
         # stdout's buffer is written out here, not at exit, where Python would only report a
         # failure ("Exception ignored") and keep the status: a CSV lost to a closed pipe or a full
@@ -372,9 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             status = _run(argv)
         except SystemExit:  # argparse's, after --help or a usage error
-            sys.stdout.flush()
+            _flush_stdout()
             raise
-        sys.stdout.flush()
+        _flush_stdout()
         return status
     except PtmonError as exc:
         print(f"ptmon: error: {exc}", file=sys.stderr)
@@ -419,6 +421,11 @@ def _memory_limit() -> str:
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _flush_stdout() -> None:
+    if sys.stdout is not None:  # (None when started with stdout closed: `ptmon ... >&-`)
+        sys.stdout.flush()
 
 
 def _discard_stdout() -> None:

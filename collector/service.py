@@ -190,7 +190,10 @@ async def serve(config: CollectorConfig, *, kpi_csv: Path | None = None, collect
     results = collector.month_results()
     if results is not None:
         if kpi_csv is not None:
-            write_results_csv(results, kpi_csv)
+            try:
+                write_results_csv(results, kpi_csv)
+            except OSError as exc:  # as at each checkpoint: the month stays in the ledger and the archive
+                log.error("cannot write the month-to-date KPIs to %s: %s", kpi_csv, exc.strerror or exc)
         print(results.table(collector.registry.rules))
         for a, b in results.gaps:
             log.info("monitoring gap %s — %s", format_instant(a), format_instant(b))
