@@ -8,6 +8,7 @@ the data and the rename are fsync'd too, so a power cut leaves one of the two on
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -34,13 +35,16 @@ def written_path(path: Path) -> Path:
 
 
 def is_special(path: Path) -> bool:
-    """Whether ``path`` is there and neither a regular file nor a directory: a device such as
-    /dev/null or /dev/stdout's, a FIFO, a socket. There is no file to replace: it is written in place."""
+    """Whether ``path`` is to be written in place, not replaced: it is there and neither a regular
+    file nor a directory (a device such as /dev/null, a FIFO, a socket), or it lies in /dev or
+    /proc (/dev/stdout is a file's descriptor when stdout goes to a file: the rename would replace
+    the file the shell opened, and what it already held)."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
-    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+    return (not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)) or Path(os.path.abspath(path)).parts[1:2] in (("dev",),
+                                                                                                            ("proc",))
 
 
 @contextmanager
@@ -67,9 +71,38 @@ def replacing(path: Path, *, durable: bool = True) -> Iterator[Path]:
 
 @contextmanager
 def replacing_file(path: Path, mode: str = "wb", *, durable: bool = True, **open_args: Any) -> Iterator[IO[Any]]:
-    """:func:`replacing`, with the temporary file opened in ``mode``."""
+    """:func:`replacing`, with the temporary file opened in ``mode``; a FIFO nobody reads is an
+    OSError (ENXIO), not a wait for ever (the collector's KPI CSV is written at every checkpoint)."""
+    if is_special(path):
+        with open(_descriptor(path), mode, **open_args) as f:
+            yield f
+        return
     with replacing(path, durable=durable) as tmp, open(tmp, mode, **open_args) as f:
         yield f
+
+
+_OPEN_DESCRIPTORS = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _descriptor(path: Path) -> int:
+    """A new descriptor to write ``path`` (:func:`is_special`) in place. /dev/stdout, /dev/fd/N and
+    /proc/self/fd/N are the process's own descriptor, duplicated: opened again, a file would be
+    written from its start, over what the shell or the command wrote there already."""
+    name = os.path.abspath(path)
+    fd = _OPEN_DESCRIPTORS.get(name)
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            fd = int(name[len(prefix):])
+    if fd is not None:
+        return os.dup(fd)
+    try:
+        new = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # not blocked by a FIFO nobody reads
+    except OSError as exc:
+        if exc.errno == errno.ENXIO and stat.S_ISFIFO(os.stat(path).st_mode):
+            raise OSError(errno.ENXIO, "no process reads this FIFO") from exc
+        raise
+    os.set_blocking(new, True)
+    return new
 
 
 def fsync_path(path: Path) -> None:

@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,6 +158,60 @@ def test_a_device_a_fifo_and_a_link_are_written_not_replaced(collected, tmp_path
         link.symlink_to(target)
         assert main([*replay, "--csv", str(link)]) == 0
         assert link.is_symlink() and (tmp_path / target).read_bytes() == expected
+
+
+def test_a_fifo_nobody_reads_is_an_error_not_a_wait(collected, tmp_path: Path, capsys) -> None:
+    """Test that replay --csv onto a FIFO no process reads ends with one line saying so, exit 2,
+    instead of waiting for ever in open() (the collector writes its KPI CSV at every checkpoint:
+    it would stop collecting)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    replay = ["replay", str(collected["tmp"] / "all" / "archive"), "--month", "2026-11", "--registry",
+              str(collected["registry"]), "--rules", str(collected["rules"]), "--quiet", "--csv", str(fifo)]
+    _refused(capsys, replay, f"cannot write {fifo}: no process reads this FIFO")
+
+
+def test_stdout_by_name_appends_to_what_the_shell_opened_and_closed_stdout_is_quiet(collected, tmp_path: Path) -> None:
+    """Test that `{ echo H; ptmon replay --csv /dev/stdout; } > f` keeps H (the CSV written through
+    the shell's descriptor, not over the file from its start nor renamed over it), and that a
+    command started with stdout closed (`>&-`) runs, its output going nowhere."""
+    replay = [sys.executable, "-m", "ptmon.cli", "replay", str(collected["tmp"] / "all" / "archive"), "--month", "2026-11",
+              "--registry", str(collected["registry"]), "--rules", str(collected["rules"]), "--quiet"]
+    out = tmp_path / "out.txt"
+    with out.open("w") as f:
+        f.write("H\n")
+        f.flush()
+        subprocess.run([*replay, "--csv", "/dev/stdout"], stdout=f, check=True, timeout=300)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "H" and lines[1].startswith("contract,street,kpi") and len(lines) > 10
+    for command in ([*replay, "--csv", "-"], [sys.executable, "-m", "ptmon.cli", "--version"]):
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300,
+                              preexec_fn=lambda: os.close(1))
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_report_files_onto_a_link_or_a_device_are_written_through(collected, tmp_path: Path) -> None:
+    """Test that `ptmon report --out DIR` whose report file there is a symlink keeps the link and
+    replaces its target, and one that is a device (a copy of /dev/null, root only) stays a device."""
+    tmp = collected["tmp"]
+    report = ["report", "--month", "2026-11", "--format", "csv", "--registry", str(collected["registry"]),
+              "--rules", str(collected["rules"]), "--ledger", str(tmp / "all" / "ledger.sqlite"), "--out"]
+    assert main([*report, str(tmp_path / "plain")]) == 0
+    expected = (tmp_path / "plain" / "report-2026-11.csv").read_bytes()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (tmp_path / "elsewhere.csv").write_text("old")
+    (linked / "report-2026-11.csv").symlink_to(tmp_path / "elsewhere.csv")
+    assert main([*report, str(linked)]) == 0
+    assert (linked / "report-2026-11.csv").is_symlink() and (tmp_path / "elsewhere.csv").read_bytes() == expected
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    try:
+        os.mknod(devices / "report-2026-11.csv", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except OSError:
+        return  # not root
+    assert main([*report, str(devices)]) == 0
+    assert stat.S_ISCHR((devices / "report-2026-11.csv").stat().st_mode)
 
 
 def test_replay_quiet_prints_no_rejects_or_progress_but_counts_them(collected, tmp_path, capsys, caplog) -> None:

@@ -10,11 +10,12 @@ what it needs is not installed.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ..durable import temporary_beside
+from ..durable import is_special, replacing_file, temporary_beside
 from ..errors import PtmonError, UsageError
 from ..outputs import reason
 from .model import ReportInputs
@@ -111,7 +112,11 @@ def _render_one(fmt: str, view: ReportView, html_text: str, path: Path) -> None:
 
 def _rename(tmp: Path, target: Path, written: list[Path]) -> None:
     try:
-        os.replace(tmp, target)
+        if is_special(target) or target.is_symlink():  # written in place, or the link's target replaced
+            with tmp.open("rb") as rendered, replacing_file(target, "wb", durable=False) as out:
+                shutil.copyfileobj(rendered, out)
+        else:
+            os.replace(tmp, target)
     except OSError as exc:
         done = (f"; written before it: {', '.join(p.name for p in written)}, the others left as they were" if written
                 else "; no report file was replaced")
