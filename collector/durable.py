@@ -36,15 +36,14 @@ def written_path(path: Path) -> Path:
 
 def is_special(path: Path) -> bool:
     """Whether ``path`` is to be written in place, not replaced: it is there and neither a regular
-    file nor a directory (a device such as /dev/null, a FIFO, a socket), or it lies in /dev or
-    /proc (/dev/stdout is a file's descriptor when stdout goes to a file: the rename would replace
-    the file the shell opened, and what it already held)."""
+    file nor a directory (a device such as /dev/null, a FIFO, a socket), or it names one of the
+    process's descriptors (/dev/stdout is a file's when stdout goes to a file: the rename would
+    replace the file the shell opened, and what it already held)."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
-    return (not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)) or Path(os.path.abspath(path)).parts[1:2] in (("dev",),
-                                                                                                            ("proc",))
+    return (not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)) or _own_descriptor(path) is not None
 
 
 @contextmanager
@@ -81,19 +80,23 @@ def replacing_file(path: Path, mode: str = "wb", *, durable: bool = True, **open
         yield f
 
 
-_OPEN_DESCRIPTORS = {"/dev/stdout": 1, "/dev/stderr": 2}
+_STANDARD_STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _own_descriptor(path: Path) -> int | None:
+    """The descriptor ``path`` names: /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N."""
+    name = os.path.abspath(path)
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return int(name[len(prefix):])
+    return _STANDARD_STREAMS.get(name)
 
 
 def _descriptor(path: Path) -> int:
-    """A new descriptor to write ``path`` (:func:`is_special`) in place. /dev/stdout, /dev/fd/N and
-    /proc/self/fd/N are the process's own descriptor, duplicated: opened again, a file would be
-    written from its start, over what the shell or the command wrote there already."""
-    name = os.path.abspath(path)
-    fd = _OPEN_DESCRIPTORS.get(name)
-    for prefix in ("/dev/fd/", "/proc/self/fd/"):
-        if name.startswith(prefix) and name[len(prefix):].isdigit():
-            fd = int(name[len(prefix):])
-    if fd is not None:
+    """A new descriptor to write ``path`` (:func:`is_special`) in place. One of the process's own
+    descriptors is duplicated: opened again, a file would be written from its start, over what the
+    shell or the command wrote there already."""
+    if (fd := _own_descriptor(path)) is not None:
         return os.dup(fd)
     try:
         new = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # not blocked by a FIFO nobody reads
