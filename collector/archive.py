@@ -270,13 +270,19 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
                     "slowly", (ahead + 1) * SLOT_BYTES >> 20, exc.strerror)
         yield from _scanned_here(pieces, prepare)
         return
+    children = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_set_up_worker, initargs=(os.getpid(), prepare, slots))
     try:
         with sigint_held():  # the workers forked and the pool's thread running before a Ctrl-C lands
             pool.submit(int).result()
     except (OSError, BrokenProcessPool) as exc:  # a fork refused (memory, a process limit), a worker gone at once
-        pool.shutdown(wait=True, cancel_futures=True)
+        # A worker forked before the fork that failed waits for work the pool will never send (it
+        # started no thread to tell it to stop), and the exit would wait for it: it is ended here.
+        for started in set(multiprocessing.active_children()) - children:
+            started.kill()
+            started.join()
+        pool.shutdown(wait=False, cancel_futures=True)
         log.warning("cannot start the archive's scanning workers (%s): scanning in this process, more slowly", exc)
         yield from _scanned_here(pieces, prepare)
         return

@@ -218,18 +218,23 @@ if sys.argv[1] == "no-memory":  # the workers' shared mapping refused (ulimit -v
     def refused(*args):
         raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
     ptmon.archive.Slots = refused
-else:  # every fork refused (a process limit)
+else:  # every fork refused (a process limit), or every one after the first
+    forks, fork_once = [], os.fork
     def fork():
-        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        forks.append(1)
+        if sys.argv[1] == "no-fork" or len(forks) > 1:
+            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return fork_once()
     os.fork = fork
 sys.exit(main(sys.argv[2:]))
 """
 
 
-@pytest.mark.parametrize("refused", ["no-memory", "no-fork"])
+@pytest.mark.parametrize("refused", ["no-memory", "no-fork", "second-fork"])
 def test_workers_that_cannot_start_leave_the_scan_to_the_replay(tmp_path: Path, refused: str) -> None:
-    """Test that a replay whose scanning workers cannot start (their shared memory or their fork
-    refused) says so and scans the archive itself: exit 0 and the KPI CSV of an undisturbed replay."""
+    """Test that a replay whose scanning workers cannot start (their shared memory, their forks or
+    the second fork refused) says so and scans the archive itself: exit 0 and the KPI CSV of an
+    undisturbed replay (a worker forked before the refusal used to keep the exit waiting for ever)."""
     registry = tmp_path / "registry.csv"
     registry.write_text(HEADER + "\n" + "".join(f"s{i},iot,smoke,wanli,scn,wanli-c1,gw-wanli,2026-01-01,\n" for i in range(50)))
     archive = tmp_path / "archive"
