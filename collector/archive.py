@@ -287,8 +287,7 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
         yield from _scanned_here(pieces, prepare)
         return
     except BaseException:  # Ctrl-C: every worker told to stop, or the interpreter's exit waits for them
-        with sigint_held():
-            pool.shutdown(wait=True, cancel_futures=True)
+        _shut_down(pool)
         raise
     pending: deque[tuple[Path, bytes | None, Future[Block | Packed] | None, Exception | None]] = deque()
 
@@ -312,8 +311,14 @@ def _scanned(pieces: Iterator[Piece], prepare: Prepare | None, workers: int) -> 
         raise ArchiveError(f"a worker process scanning {reading} was killed (out of memory? see the kernel "
                            "log): the archive could not be read to its end") from None
     finally:
-        with sigint_held():  # a second Ctrl-C must not cut the shutdown short: exit would wait for the workers
-            pool.shutdown(wait=True, cancel_futures=True)
+        _shut_down(pool)
+
+
+def _shut_down(pool: ProcessPoolExecutor) -> None:
+    """Every worker told to stop and waited for; a second Ctrl-C must not cut this short (the
+    interpreter's exit would then wait for ever for workers never told to stop)."""
+    with sigint_held():
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _scanned_here(pieces: Iterator[Piece], prepare: Prepare | None) -> Iterator[Scanned]:

@@ -50,11 +50,8 @@ def is_special(path: Path) -> bool:
 def replacing(path: Path, *, durable: bool = True) -> Iterator[Path]:
     """A temporary path to write the new ``path`` at; renamed over ``path`` when the block ends
     cleanly, removed when it raises (``path`` is then as it was). A symbolic link's target is
-    replaced, the link kept; a device or a FIFO (:func:`is_special`) is written itself (renaming a
-    file over /dev/null would replace the device)."""
-    if is_special(path):  # (through a link too: /dev/stdout)
-        yield path
-        return
+    replaced, the link kept. For regular files: a device or a FIFO (:func:`is_special`) is written
+    in place by :func:`replacing_file` (renaming a file over /dev/null would replace the device)."""
     path = written_path(path)
     tmp = temporary_beside(path, durable=durable)
     try:

@@ -14,6 +14,7 @@ record), observation ends at its last record.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import logging
 import math
@@ -296,6 +297,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 TRIM_EVERY_BLOCKS = 32  # archive blocks (4 MiB of lines each) between two hand-backs of freed memory
 
 
+@functools.cache  # looked up once: the trim runs every few blocks
 def _glibc_function(name: str) -> Callable[..., int] | None:
     try:
         return cast(Callable[..., int], getattr(ctypes.CDLL(None), name))
