@@ -189,9 +189,7 @@ def memory_child(path: str) -> None:
         found += len(batch)
     assert found == len(registry), (found, len(registry))
     gc.collect()
-    rate = decoder.rate_state()
-    decoder_bytes = decoder.topics.nbytes() + (0 if rate is None else sum(
-        getattr(rate, f).nbytes for f in ("device_window", "device_count", "gateway_window", "gateway_count")))
+    decoder_bytes = decoder.nbytes()
     print(json.dumps({
         "devices": len(registry), "load_s": loaded, "state": engine.state_bytes(), "arrays": arrays,
         "ids": registry.ids.nbytes(), "index": registry.index.nbytes(), "decoder": decoder_bytes, "sample_ms": sample_ms,

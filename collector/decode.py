@@ -180,13 +180,20 @@ class Decoder:
         self.set_limits(**{**self.limits, **doc})
         return True
 
+    def nbytes(self) -> int:
+        """Bytes of the per-device lookups: the topic map and the rate windows."""
+        limits = [x for x in (self._device_limit, self._gateway_limit) if x is not None]
+        return self.topics.nbytes() + sum(x.window.nbytes + x.count.nbytes for x in limits)
+
     def rate_state(self) -> RateState | None:
         """The rate windows so far, for a checkpoint; None without a rate limit."""
         if self._device_limit is None or self._gateway_limit is None:
             return None
+        (device_window, device_count), (gateway_window, gateway_count) = \
+            self._device_limit.saved(), self._gateway_limit.saved()
         return RateState(window=self.window, clock=self._clock,
-                         device_window=self._device_limit.window, device_count=self._device_limit.count,
-                         gateway_window=self._gateway_limit.window, gateway_count=self._gateway_limit.count)
+                         device_window=device_window, device_count=device_count,
+                         gateway_window=gateway_window, gateway_count=gateway_count)
 
     def restore_rate_state(self, state: RateState) -> bool:
         """Continue the saved windows (rows in this registry's order); False when the window
@@ -194,8 +201,8 @@ class Decoder:
         if self._device_limit is None or self._gateway_limit is None or state.window != self.window:
             return False
         self._clock = state.clock
-        self._device_limit.window[:], self._device_limit.count[:] = state.device_window, state.device_count
-        self._gateway_limit.window[:], self._gateway_limit.count[:] = state.gateway_window, state.gateway_count
+        self._device_limit.restore(state.device_window, state.device_count)
+        self._gateway_limit.restore(state.gateway_window, state.gateway_count)
         return True
 
     # --- decoding ------------------------------------------------------------------------

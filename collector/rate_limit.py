@@ -13,9 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .timebase import UTC_OFFSET_US
+from .timebase import DAY_US, UTC_OFFSET_US
 
 MAX_BULK_WINDOWS = 8  # a batch spanning more windows is counted by sorting, not window by window
+# Windows are kept as int32 counted from this Shanghai midnight (2020-01-01), which holds
+# one-second windows until 2088; saved state (RateState) counts them from the epoch, as int64.
+BASE_DAY = 18_262
+NEVER = np.iinfo(np.int32).min  # a key that has not sent yet
+COUNT_MAX = np.iinfo(np.uint32).max  # a count stays there (the limit is far below it)
 
 @dataclass
 class RateState:
@@ -44,15 +49,28 @@ class WindowLimit:
     def __init__(self, keys: int, rate: int, window_us: int) -> None:
         self.rate = rate
         self.window_us = window_us
-        self.window = np.full(keys, -1, dtype=np.int64)  # the window each key last sent in
-        self.count = np.zeros(keys, dtype=np.int64)  # messages the key sent in that window
+        self._base = BASE_DAY * (DAY_US // window_us)  # windows from the epoch to BASE_DAY
+        # 4 + 4 bytes a key, 16 MB at two million devices
+        self.window = np.full(keys, NEVER, dtype=np.int32)  # the window each key last sent in, from _base
+        self.count = np.zeros(keys, dtype=np.uint32)  # messages the key sent in that window (saturating)
+
+    def saved(self) -> tuple[np.ndarray, np.ndarray]:
+        """(window from the epoch, −1 for none; count), both int64: RateState's arrays."""
+        sent = self.window != NEVER
+        return np.where(sent, self.window.astype(np.int64) + self._base, -1), self.count.astype(np.int64)
+
+    def restore(self, window: np.ndarray, count: np.ndarray) -> None:
+        """Continue from :meth:`saved`'s arrays."""
+        sent = window >= 0
+        self.window[:] = np.where(sent, window - self._base, NEVER)
+        self.count[:] = np.where(sent, np.clip(count, 0, COUNT_MAX), 0)
 
     def over(self, key: np.ndarray, t: np.ndarray) -> np.ndarray | None:
         """Mask of the messages over the limit (a key < 0 is never limited); None when none is."""
         rows = np.flatnonzero(key >= 0)
         if not len(rows):
             return None
-        k, w = key[rows], (t[rows] + UTC_OFFSET_US) // self.window_us
+        k, w = key[rows], (t[rows] + UTC_OFFSET_US) // self.window_us - self._base
         # Windows never go back, so the batch is a run per window (a replay batch spans a few):
         # each is counted in bulk, in order, until one has a key over the limit.
         ends = [*(np.flatnonzero(w[1:] != w[:-1]) + 1).tolist(), len(k)]
@@ -70,7 +88,7 @@ class WindowLimit:
         if int(total.max()) > self.rate:
             return False
         self.window[k] = w  # repeated keys write equal values
-        self.count[k] = total
+        self.count[k] = np.minimum(total, COUNT_MAX)
         return True
 
     def _count_ranked(self, rows: np.ndarray, k: np.ndarray, w: np.ndarray, n: int) -> np.ndarray | None:
@@ -86,7 +104,7 @@ class WindowLimit:
         last = np.ones(len(k), dtype=bool)
         last[:-1] = k[1:] != k[:-1]
         self.window[k[last]] = w[last]
-        self.count[k[last]] = number[last]
+        self.count[k[last]] = np.minimum(number[last], COUNT_MAX)
         over = np.zeros(n, dtype=bool)
         over[rows[order]] = number > self.rate
         return over if over.any() else None

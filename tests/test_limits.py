@@ -10,6 +10,7 @@ import re
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -233,6 +234,11 @@ def test_a_restart_continues_the_window_counts(rules: Rules, registry: Registry,
     batch = restored.decode([hb(T0 + 10 + i, "c1", seq=10 + i) for i in range(3)] + [hb(T0 + 10, "c9", seq=1)]
                             + [raw_gateway(T0 + 20 + i) for i in range(4)])
     assert (len(batch), len(batch.gateway_events), restored.rejects["rate_limited"]) == (1 + 1, 3, 2 + 1)
+    saved = restored.rate_state()  # a checkpoint's arrays: int64 windows from the epoch, as older checkpoints hold
+    assert saved is not None and saved.device_window.dtype == saved.device_count.dtype == np.int64
+    c1, s1 = reordered.index.get("c1"), reordered.index.get("s1")
+    assert (saved.device_window[c1], saved.device_count[c1]) == ((int(T0) + 8 * 3600) // 60, 4 + 3)
+    assert (saved.device_window[s1], saved.device_count[s1]) == (-1, 0)  # never sent
     other_window = Decoder(reordered, device_rate=5, window=30)
     restore_decoder(other_window, load_checkpoint(path, reordered))
     batch = other_window.decode([hb(T0 + 10 + i, "c1", seq=10 + i) for i in range(3)])
