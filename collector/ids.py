@@ -2,7 +2,7 @@
 
 At two million devices a ``list[str]`` of ids costs ~150 MB and a ``dict`` id → row another
 ~120 MB (Python objects of ~75 bytes each, a hash table of ~60 bytes a key). Here an id costs
-its UTF-8 bytes plus 8 bytes of offset (:class:`DeviceIds`) and 12 bytes of index
+its UTF-8 bytes plus 4 bytes of offset (:class:`DeviceIds`) and 12 bytes of index
 (:class:`IdIndex`: a 64-bit hash and a 32-bit row, sorted by hash). Every lookup is verified
 against the id's own bytes, so a hash collision can cost time but never give a wrong row.
 
@@ -28,6 +28,7 @@ _F1, _F2 = 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53
 # MASKS[v]: the low v bytes of a word (v = 0..8)
 MASKS = np.array([(1 << (8 * v)) - 1 for v in range(8)] + [_M64], dtype=np.uint64)
 _ITER_CHUNK = 1 << 16
+INT32_OFFSETS_BELOW = 2**31 - 1024  # offsets and offsets + 8·words of any span stay in int32
 
 
 def words(buffer: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
@@ -120,7 +121,8 @@ class DeviceIds(Sequence[str]):
 
     def __init__(self, blob: bytes, offsets: np.ndarray) -> None:
         self.blob = blob
-        self.offsets = offsets
+        # int32 below 2 GiB of ids (80 million of the district's), 8 MB less at two million
+        self.offsets = offsets.astype(np.int32 if len(blob) < INT32_OFFSETS_BELOW else np.int64)
         self.words = words(blob)
 
     @classmethod

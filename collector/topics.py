@@ -31,11 +31,14 @@ class TopicMap:
         self._prefix_words = words(self._prefix_blob)
         self._prefix_length = np.array([len(p) for p in prefixes], dtype=np.int64)
         self._prefix_start = np.cumsum(self._prefix_length) - self._prefix_length
-        self._group = registry.group.astype(np.int16)
         self._codes = (contracts, streets)
 
     def nbytes(self) -> int:
-        return len(self._prefix_blob) + self._group.nbytes
+        return len(self._prefix_blob)
+
+    def _group(self, rows: np.ndarray) -> np.ndarray:
+        """The devices' contract × street groups, from the registry's own arrays (no copy per device)."""
+        return self.registry.contract[rows].astype(np.int32) * self.registry.n_streets + self.registry.street[rows]
 
     def row(self, topic: str) -> int | None:
         """One topic's registry row (None: no registry device's heartbeat topic)."""
@@ -80,10 +83,9 @@ class TopicMap:
         suffix = (id_end == end - 3) & (array[end - 2] == ord("h")) & (array[end - 1] == ord("b"))
         device = self.registry.index.lookup(w, id_start, id_end - id_start)
         found = np.flatnonzero(suffix & (device >= 0))
-        group = self._group[device[found]]
-        length = self._prefix_length[group]
-        prefixed = found[id_start[found] - begin[found] == length]
-        group = self._group[device[prefixed]]
+        group = self._group(device[found])
+        at_prefix = id_start[found] - begin[found] == self._prefix_length[group]
+        prefixed, group = found[at_prefix], group[at_prefix]
         same = spans_equal(w, begin[prefixed], self._prefix_words, self._prefix_start[group], self._prefix_length[group])
         rows[shaped[prefixed[same]]] = device[prefixed[same]]
         return rows
