@@ -21,13 +21,14 @@ def output_dir(path: str | Path, option: str) -> Path:
     """``path`` as a directory to write files in: it is one, or can be made (its nearest existing
     ancestor is a writable directory); else a UsageError. Nothing is created."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{option} {path}: exists and is not a directory")
-    base = path
-    while not base.exists() and base != base.parent:
-        base = base.parent
-    if not base.is_dir():
-        raise UsageError(f"{option} {path}: {base} is not a directory")
+    with _unreachable(path, option):
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{option} {path}: exists and is not a directory")
+        base = path
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        if not base.is_dir():
+            raise UsageError(f"{option} {path}: {base} is not a directory")
     _probe(base, f"{option} {path}")
     return path
 
@@ -36,18 +37,29 @@ def output_file(path: str | Path, option: str) -> Path:
     """``path`` as a file to write: not a directory, in a writable directory that exists; or a
     device or FIFO we may write (/dev/null, /dev/stdout), written in place."""
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"{option} {path}: is a directory")
-    if is_special(path):
-        if not os.access(path, os.W_OK):
-            raise UsageError(f"{option} {path}: cannot write it: {os.strerror(errno.EACCES)}")
-        return path
-    parent = written_path(path).parent
-    if not parent.is_dir():
-        raise UsageError(f"{option} {path}: no directory {parent}" if not parent.exists()
-                         else f"{option} {path}: {parent} is not a directory")
+    with _unreachable(path, option):
+        if path.is_dir():
+            raise UsageError(f"{option} {path}: is a directory")
+        if is_special(path):
+            if not os.access(path, os.W_OK):
+                raise UsageError(f"{option} {path}: cannot write it: {os.strerror(errno.EACCES)}")
+            return path
+        parent = written_path(path).parent
+        if not parent.is_dir():
+            raise UsageError(f"{option} {path}: no directory {parent}" if not parent.exists()
+                             else f"{option} {path}: {parent} is not a directory")
     _probe(parent, f"{option} {path}")
     return path
+
+
+@contextmanager
+def _unreachable(path: Path, option: str) -> Iterator[None]:
+    """Looking at ``path`` failing (a directory on the way we may not search: EACCES) is a
+    UsageError naming the option, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot reach it: {reason(exc)}") from exc
 
 
 @contextmanager

@@ -26,6 +26,8 @@ from ptmon.cli import main
 from ptmon.errors import PtmonError
 from ptmon.outputs import writing
 
+from . import readonly as unprivileged
+
 
 @pytest.fixture
 def readonly(tmp_path: Path) -> Iterator[Path]:
@@ -115,6 +117,25 @@ def test_other_commands_writing_files_refuse_an_unwritable_path(collected, reado
     line = _refused(capsys, ["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
                              "--data-dir", str(a_file)], f"data directory {a_file}: exists and is not a directory")
     assert "read-only" not in line
+
+
+def test_an_output_below_a_directory_that_cannot_be_searched_is_refused(collected, tmp_path: Path) -> None:
+    """Test that an output file or directory below a directory ptmon may not search (mode 000, an
+    ordinary user's or root's without its override) is refused in one line, not a traceback."""
+    unprivileged.require("permissions")
+    locked = tmp_path / "locked"
+    (locked / "sub").mkdir(parents=True)
+    locked.chmod(0)
+    try:
+        for args, option in ((["registry", "generate", "--out", str(locked / "sub" / "r.csv")], "--out"),
+                             (["report", "--month", "2026-11", "--registry", str(collected["registry"]), "--rules",
+                               str(collected["rules"]), "--ledger", str(collected["tmp"] / "all" / "ledger.sqlite"),
+                               "--out", str(locked / "sub" / "report")], "--out")):
+            done = unprivileged.run("permissions", [], args, tmp_path)
+            assert (done.code, "Traceback" in done.err) == (2, False), done.err
+            assert f"ptmon: error: {option} {locked / 'sub'}" in done.err and "Permission denied" in done.err
+    finally:
+        locked.chmod(0o755)
 
 
 def test_a_write_failing_midway_leaves_the_file_as_it_was(tmp_path: Path) -> None:
