@@ -29,13 +29,14 @@ import gzip
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ptmon.archive import MONITOR_TOPIC, encode_record
+from ptmon.errors import UsageError
 from ptmon.lifecycle import ExitRequest, awaited_unless_forced
 from ptmon.registry import Registry
 from ptmon.timebase import US_PER_S, format_instant
@@ -120,19 +121,32 @@ class Summary:
 
 
 class Recorder:
-    """What was sent, as an archive ``ptmon replay`` reads."""
+    """What was sent, as an archive ``ptmon replay`` reads. Failing to write it (a full disk) is a
+    UsageError naming the file, which ends the run: the simulator's other OSErrors are the broker's."""
 
     def __init__(self, path: Path) -> None:
-        self._out = gzip.open(path, "wb", compresslevel=1)  # noqa: SIM115 - open for the whole run, closed by close()
+        self.path = path
+        with self._writing():
+            self._out = gzip.open(path, "wb", compresslevel=1)  # noqa: SIM115 - open for the whole run, closed by close()
 
     def write(self, rows: list[Row]) -> None:
-        self._out.write(b"".join([encode_record(row[0] / US_PER_S, row[1], row[2]) for row in rows]))
+        with self._writing():
+            self._out.write(b"".join([encode_record(row[0] / US_PER_S, row[1], row[2]) for row in rows]))
 
     def monitor(self, t_us: int, state: str) -> None:
         self.write([(t_us, MONITOR_TOPIC, state, -1)])
 
     def close(self) -> None:
-        self._out.close()
+        with self._writing():
+            self._out.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise UsageError(f"--record {self.path}: cannot write the recording: {exc.strerror or exc}; "
+                             "what it holds is cut short") from exc
 
 
 AnchorSource = Callable[[int], Awaitable[float]]

@@ -166,3 +166,23 @@ def test_sigint_stops_cleanly_with_a_summary(registry_file, broker_port, tmp_pat
     rows = records(record)
     assert rows[0][1] == rows[-1][1] == "$ptmon/monitor" and rows[-1][2] == "down"
     assert any(r[1].endswith("/hb") for r in rows)
+
+
+def test_a_recording_without_room_is_told_as_such_not_as_the_broker(registry_file, broker_port, tmp_path, capsys):
+    """Test that `ptmon simulate --record` onto a full filesystem ends in one line naming the
+    recording and the reason, not as a broker it could not reach."""
+    from ptmon.cli import main
+
+    from .storage import Filler, small_filesystem
+
+    disk = tmp_path / "disk"
+    with small_filesystem(disk, 1):
+        Filler(disk).fill()
+        record = disk / "s.jsonl.gz"
+        code = main(["simulate", "--registry", str(registry_file), "--broker", f"mqtt://127.0.0.1:{broker_port}",
+                     "--duration", "2h", "--speed", "0", "--record", str(record)])
+        err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("ptmon: error:")]
+    assert line.startswith(f"ptmon: error: --record {record}: cannot write the recording: No space left on device")
+    assert "broker" not in line
