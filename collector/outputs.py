@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,20 @@ def writing(path: Path, mode: str = "w", **open_args: object) -> Iterator[IO]:
             yield f
     except OSError as exc:
         raise PtmonError(f"cannot write {path}: {reason(exc)}") from exc
+
+
+@contextmanager
+def scratch_directory(prefix: str, dir: Path | None = None) -> Iterator[Path]:
+    """A temporary directory, removed with what it holds when the block ends. When the block ran
+    out of memory, the locals of its finished frames are let go first, so that removing the
+    directory can allocate (opening a directory takes a buffer); a removal that fails all the
+    same leaves the directory rather than hiding the error that ended the block."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=dir, ignore_cleanup_errors=True) as path:
+        try:
+            yield Path(path)
+        except MemoryError as exc:
+            traceback.clear_frames(exc.__traceback__)
+            raise
 
 
 def reason(exc: OSError) -> str:

@@ -261,3 +261,47 @@ def test_replay_quiet_prints_no_rejects_or_progress_but_counts_them(collected, t
     assert quiet.out == "" and quiet.err == ("replay: 5 messages rejected (bad_gateway_status 1, bad_json 3, "
                                              "unknown_gateway 1)\n")
     assert logging.getLogger("ptmon.decode").level == logging.NOTSET  # --quiet lasts the command only
+
+
+def test_a_scratch_directory_lets_go_of_the_memory_before_it_is_removed(tmp_path: Path, monkeypatch) -> None:
+    """Test that a block running out of memory in a scratch directory has its frames' locals let go
+    before the directory is removed (removing it allocates), and that a removal failing all the
+    same leaves the MemoryError, not the removal's error, to be reported."""
+    import tempfile
+    import weakref
+
+    from ptmon.outputs import scratch_directory
+
+    class Held:
+        pass
+
+    refs: list[weakref.ref] = []
+    gone_at_removal: list[bool] = []
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        gone_at_removal.append(refs[0]() is None)
+        return real_rmtree(path, *args, **kwargs)
+
+    def render(directory: Path) -> None:
+        held = Held()
+        refs.append(weakref.ref(held))
+        (directory / "part").write_text("x")
+        raise MemoryError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    with pytest.raises(MemoryError), scratch_directory("ptmon-test-") as scratch:
+        render(scratch)
+    assert gone_at_removal == [True] and not scratch.exists()
+
+    def failing_rmtree(path, *args, onerror=None, onexc=None, **kwargs):  # type: ignore[no-untyped-def]
+        """shutil.rmtree as it fails to open a directory without memory: the error goes to its handler."""
+        try:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory", path)
+        except OSError as exc:
+            onexc(os.scandir, path, exc) if onexc else onerror(os.scandir, path, sys.exc_info())
+
+    monkeypatch.setattr(shutil, "rmtree", failing_rmtree)
+    with pytest.raises(MemoryError), scratch_directory("ptmon-test-") as scratch:
+        render(scratch)

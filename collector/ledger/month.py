@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from ..anomaly.ledger import replace_month as replace_anomalies
 from ..errors import UsageError
 from ..inputs import command_inputs
 from ..lock import collector_running
+from ..outputs import scratch_directory
 from ..partition import restrict_registry, storage_tag
 from ..registry import Registry, load_registry
 from ..replay import Progress
@@ -92,7 +92,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if args.ledger_command == "rebuild" and collector_running(paths.data_dir, paths.ledger):
         raise UsageError(f"a collector is running on {paths.ledger}: stop it before rebuilding (it writes the "
                          "month's hours as they close); `ptmon ledger verify` works while it runs")
-    with tempfile.TemporaryDirectory(prefix="ptmon-ledger-", dir=scratch_parent(paths.ledger.parent)) as scratch:
+    with scratch_directory("ptmon-ledger-", scratch_parent(paths.ledger.parent)) as scratch:
         recomputed_path = Path(scratch) / "recomputed.sqlite"
         with Ledger(recomputed_path) as recomputed:
             done = _recompute(paths, args.month, recomputed)

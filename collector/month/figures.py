@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ from ..ledger.read import ledger_daily, ledger_tally, ledger_warnings
 from ..ledger.rebuild import Recomputed, recompute_month
 from ..ledger.records import Exemption
 from ..ledger.store import Ledger
+from ..outputs import scratch_directory
 from ..payment import PaymentLine, payment_for, total
 from ..registry import Registry
 from ..replay import Progress
@@ -109,7 +109,7 @@ def recomputed(archive_dirs: Sequence[Path], registry: Registry, month: str, bes
     disk under ``beside`` is one clear error."""
     with ExitStack() as stack:
         try:
-            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="ptmon-month-", dir=beside))
+            scratch = stack.enter_context(scratch_directory("ptmon-month-", beside))
             ledger = stack.enter_context(Ledger(Path(scratch) / "recomputed.sqlite"))
             done = recompute_month(list(archive_dirs), registry, month, ledger, progress=progress)
         except (OSError, sqlite3.DatabaseError, LedgerError) as exc:

@@ -30,7 +30,6 @@ import os
 import secrets
 import shlex
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from ..ledger.closing import Closing, record_closings
 from ..ledger.rebuild import Recomputed, recompute_month
 from ..ledger.store import Ledger
 from ..merge import merge_ledgers, merged_exemptions, open_partition_ledgers, write_merged
+from ..outputs import scratch_directory
 from ..partition import (
     Partition,
     archive_tag,
@@ -283,7 +283,7 @@ def recomputed_parts(parts: Sequence[PartSource], registry: Registry, month: str
     files) with its own registry rows, merged (deleted afterwards)."""
     with ExitStack() as stack:
         try:
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ptmon-month-", dir=beside)))
+            scratch = stack.enter_context(scratch_directory("ptmon-month-", beside))
             ledgers: list[tuple[Partition | None, Ledger]] = []
             done: list[tuple[str, MonthSources]] = []
             records = 0

@@ -10,7 +10,6 @@ The same document therefore renders the same report, byte for byte, on every run
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from datetime import date
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ledger.records import Episode, Exemption
+from ..outputs import scratch_directory
 from ..payment import PaymentLine
 from ..registry import Registry, parse_registry
 from ..report.model import DailyKpi, InputFile, ReportInputs
@@ -107,7 +107,7 @@ def money_of(lines: list[PaymentLine]) -> dict[str, Money]:
 
 def rules_from_files(files: Mapping[str, bytes], directory: str) -> Rules:
     """Rules from the sealed bytes of the rule files, shown under the directory they came from."""
-    with tempfile.TemporaryDirectory(prefix="ptmon-sealed-rules-") as tmp:
+    with scratch_directory("ptmon-sealed-rules-") as tmp:
         for name in RULE_FILES:
             (Path(tmp) / name).write_bytes(files[name])
         rules = load_rules(tmp)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from ..errors import PtmonError, UsageError
 from ..merge import merged_ledger_file
-from ..outputs import output_dir
+from ..outputs import output_dir, scratch_directory
 from ..registry import load_registry
 from ..rules import DEFAULT_RULES_DIR, load_rules
 from ..timebase import month_bounds
@@ -66,7 +65,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.contract and args.contract not in [c.code for c in rules.contracts]:
         raise UsageError(f"--contract {args.contract!r} is not a contract of the rules (known: "
                          f"{', '.join(c.code for c in rules.contracts)})")
-    with tempfile.TemporaryDirectory(prefix="ptmon-report-") as scratch:
+    with scratch_directory("ptmon-report-") as scratch:
         ledger, label = _report_ledger(args.ledger, config, rules, Path(scratch))
         live_contracts: list[str | None] = [args.contract]
         if args.from_archive is None:
