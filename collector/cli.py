@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import PtmonError, UsageError
+from .errors import PtmonError, UsageError, loader_out_of_memory, memory_limit
 from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
 from .merge import replay_partitions, tagged_archives
@@ -385,7 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ptmon: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print(f"ptmon: error: out of memory{_memory_limit()}: the command stopped", file=sys.stderr)
+        print(f"ptmon: error: out of memory{memory_limit()}: the command stopped", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # a module a command imports when it runs, under the same limit
+        if not loader_out_of_memory(exc):
+            raise
+        print(f"ptmon: error: out of memory{memory_limit()}: the command stopped: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         if not _stdout_gone():
@@ -412,12 +417,6 @@ def _run(argv: Sequence[str] | None) -> int:
     return COMMANDS[args.command](args)
 
 
-def _memory_limit() -> str:
-    """The address-space limit (ulimit -v) the process runs under, when one is set."""
-    import resource
-
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    return "" if limit == resource.RLIM_INFINITY else f" (address space limited to {limit // 2**20:,} MiB by ulimit -v)"
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

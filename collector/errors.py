@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource  # here, not when memory has run out: it is an extension module to load
+
 
 class PtmonError(Exception):
     """Base of every error ptmon raises on purpose."""
@@ -64,3 +66,20 @@ class StorageGone(PtmonError):
     with exit status 3. Faults that can clear (a full disk, a locked ledger) are never this."""
 
     exit_status = 3
+
+
+def memory_limit() -> str:
+    """The address-space limit (ulimit -v) the process runs under, for an out-of-memory message
+    (empty when none is set)."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return "" if limit == resource.RLIM_INFINITY else f" (address space limited to {limit // 2**20:,} MiB by ulimit -v)"
+
+
+# what the dynamic loader says when it cannot map an extension module's pages
+LOADER_OUT_OF_MEMORY = ("failed to map segment", "cannot map zero-fill pages", "Cannot allocate memory")
+
+
+def loader_out_of_memory(exc: ImportError) -> bool:
+    """Whether an ImportError is the loader failing to map a module under an address-space
+    limit (rather than a broken install)."""
+    return bool(memory_limit()) and any(text in str(exc) for text in LOADER_OUT_OF_MEMORY)
