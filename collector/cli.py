@@ -417,8 +417,6 @@ def _run(argv: Sequence[str] | None) -> int:
     return COMMANDS[args.command](args)
 
 
-
-
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 

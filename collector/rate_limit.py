@@ -22,6 +22,7 @@ BASE_DAY = 18_262
 NEVER = np.iinfo(np.int32).min  # a key that has not sent yet
 COUNT_MAX = np.iinfo(np.uint32).max  # a count stays there (the limit is far below it)
 
+
 @dataclass
 class RateState:
     """Where each device's and gateway's rate window stands: the window (in windows since the
