@@ -17,9 +17,11 @@ from .timebase import DAY_US, UTC_OFFSET_US
 
 MAX_BULK_WINDOWS = 8  # a batch spanning more windows is counted by sorting, not window by window
 # Windows are kept as int32 counted from this Shanghai midnight (2020-01-01), which holds
-# one-second windows until 2088; saved state (RateState) counts them from the epoch, as int64.
+# one-second windows from 1952 to 2088 (the table widens to int64 for a window outside that);
+# saved state (RateState) counts them from the epoch, as int64.
 BASE_DAY = 18_262
-NEVER = np.iinfo(np.int32).min  # a key that has not sent yet
+NEVER = np.iinfo(np.int32).min  # the window of a key that has not sent yet (its count is 0)
+INT32_MAX = np.iinfo(np.int32).max
 COUNT_MAX = np.iinfo(np.uint32).max  # a count stays there (the limit is far below it)
 
 
@@ -57,14 +59,23 @@ class WindowLimit:
 
     def saved(self) -> tuple[np.ndarray, np.ndarray]:
         """(window from the epoch, −1 for none; count), both int64: RateState's arrays."""
-        sent = self.window != NEVER
+        sent = self.count > 0  # every message counts, so a key that has sent has a count
         return np.where(sent, self.window.astype(np.int64) + self._base, -1), self.count.astype(np.int64)
 
     def restore(self, window: np.ndarray, count: np.ndarray) -> None:
         """Continue from :meth:`saved`'s arrays."""
         sent = window >= 0
-        self.window[:] = np.where(sent, window - self._base, NEVER)
+        relative = np.where(sent, window - self._base, NEVER)
+        if sent.any():
+            self._fit(int(relative[sent].min()), int(relative[sent].max()))
+        self.window[:] = relative
         self.count[:] = np.where(sent, np.clip(count, 0, COUNT_MAX), 0)
+
+    def _fit(self, low: int, high: int) -> None:
+        """Widen the window table to int64 when windows ``low``..``high`` do not fit int32 (NEVER
+        is kept for keys that have not sent): one-second windows past 2088, a clock gone astray."""
+        if self.window.dtype == np.int32 and (high > INT32_MAX or low <= NEVER):
+            self.window = self.window.astype(np.int64)
 
     def over(self, key: np.ndarray, t: np.ndarray) -> np.ndarray | None:
         """Mask of the messages over the limit (a key < 0 is never limited); None when none is."""
@@ -72,6 +83,7 @@ class WindowLimit:
         if not len(rows):
             return None
         k, w = key[rows], (t[rows] + UTC_OFFSET_US) // self.window_us - self._base
+        self._fit(int(w[0]), int(w[-1]))  # times never go back: the first and last are the extremes
         # Windows never go back, so the batch is a run per window (a replay batch spans a few):
         # each is counted in bulk, in order, until one has a key over the limit.
         ends = [*(np.flatnonzero(w[1:] != w[:-1]) + 1).tolist(), len(k)]

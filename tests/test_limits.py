@@ -376,3 +376,23 @@ def test_unknown_topics_are_kept_short_and_printable(registry: Registry) -> None
                     (T0, "putuo/iot/taopu/" + "x" * 5000 + "/hb", "{}")])
     assert list(decoder.unknown_topics) == [
         "putuo/iot/taopu/\\x1b[2J\\x1b]0;pwned\\x07\\u2028/hb", "putuo/iot/taopu/" + "x" * 112 + "…"]
+
+
+@pytest.mark.parametrize("year_start", [1_796_140_800 - 50 * 365 * 86_400 - 12 * 86_400,  # 1976-12
+                                        3_802_003_200])  # 2090-06, past the int32 one-second windows
+def test_one_second_windows_limit_alike_in_any_year(registry: Registry, year_start: int) -> None:
+    """Test that one-second windows limit the same way in any year the clock shows, those past
+    the compact table's range included (it widens), through a save and restore as well."""
+    def flood(decoder: Decoder, t0: float) -> int:
+        decoder.decode([hb(t0 + i / 4, "c1", seq=i) for i in range(8)])  # 4 a second, 2 seconds
+        return decoder.rejects["rate_limited"]
+
+    assert flood(Decoder(registry, device_rate=3, window=1), year_start) == 1 + 1
+    decoder = Decoder(registry, device_rate=3, window=1)
+    decoder.decode([hb(year_start + 0.1, "c1", seq=0), hb(year_start + 0.2, "c1", seq=1)])
+    saved = decoder.rate_state()
+    assert saved is not None
+    again = Decoder(registry, device_rate=3, window=1)
+    assert again.restore_rate_state(saved)
+    again.decode([hb(year_start + 0.3 + i / 10, "c1", seq=2 + i) for i in range(3)])  # 2 before + 3 in the same second
+    assert again.rejects["rate_limited"] == 2
