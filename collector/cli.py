@@ -400,11 +400,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         return 128 + signal.SIGPIPE
     except OSError as exc:
-        if exc.errno not in _NO_SPACE:  # (files written by name say so themselves: outputs.writing)
-            raise
-        _discard_stdout()
-        print(f"ptmon: error: cannot write the output: {reason(exc)}", file=sys.stderr)
-        return 2
+        if exc.errno in _NO_SPACE:  # (files written by name say so themselves: outputs.writing)
+            _discard_stdout()
+            print(f"ptmon: error: cannot write the output: {reason(exc)}", file=sys.stderr)
+            return 2
+        if exc.errno in _NOT_ALLOWED and exc.filename is not None:
+            # A path ptmon may not look at: a directory on the way it cannot search (mode 000,
+            # another user's home), which Path.exists() reports by raising. Nothing to debug.
+            print(f"ptmon: error: {exc.filename}: {reason(exc)}", file=sys.stderr)
+            return 2
+        raise
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -418,6 +423,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NOT_ALLOWED = (errno.EACCES, errno.EPERM)
 
 
 def _flush_stdout() -> None:

@@ -119,21 +119,32 @@ def test_other_commands_writing_files_refuse_an_unwritable_path(collected, reado
     assert "read-only" not in line
 
 
-def test_an_output_below_a_directory_that_cannot_be_searched_is_refused(collected, tmp_path: Path) -> None:
-    """Test that an output file or directory below a directory ptmon may not search (mode 000, an
-    ordinary user's or root's without its override) is refused in one line, not a traceback."""
+def test_a_path_below_a_directory_that_cannot_be_searched_is_one_line(collected, tmp_path: Path) -> None:
+    """Test that an output file or directory, an input and a data directory below a directory
+    ptmon may not search (mode 000, for an ordinary user or for root without its override) end
+    the command in one line naming the path and the reason (exit 2), not a traceback."""
     unprivileged.require("permissions")
     locked = tmp_path / "locked"
     (locked / "sub").mkdir(parents=True)
     locked.chmod(0)
+    registry, rules = str(collected["registry"]), str(collected["rules"])
+    report = ["report", "--month", "2026-11", "--registry", registry, "--rules", rules]
+    below = locked / "sub"
     try:
-        for args, option in ((["registry", "generate", "--out", str(locked / "sub" / "r.csv")], "--out"),
-                             (["report", "--month", "2026-11", "--registry", str(collected["registry"]), "--rules",
-                               str(collected["rules"]), "--ledger", str(collected["tmp"] / "all" / "ledger.sqlite"),
-                               "--out", str(locked / "sub" / "report")], "--out")):
+        for args, said in (
+            (["registry", "generate", "--out", str(below / "r.csv")], f"--out {below / 'r.csv'}: cannot reach it"),
+            ([*report, "--ledger", str(collected["tmp"] / "all" / "ledger.sqlite"), "--out", str(below / "report")],
+             f"--out {below / 'report'}: cannot reach it"),
+            ([*report, "--ledger", str(below / "l.sqlite")], f"{below / 'l.sqlite'}:"),
+            (["replay", str(below / "archive"), "--month", "2026-11", "--registry", registry, "--rules", rules],
+             f"{below / 'archive'}:"),
+            (["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1", "--data-dir",
+              str(below / "data")], f"{below / 'data'}"),
+        ):
             done = unprivileged.run("permissions", [], args, tmp_path)
-            assert (done.code, "Traceback" in done.err) == (2, False), done.err
-            assert f"ptmon: error: {option} {locked / 'sub'}" in done.err and "Permission denied" in done.err
+            assert (done.code, "Traceback" in done.err) == (2, False), (args, done.err)
+            line = done.err.strip().splitlines()[-1]
+            assert line.startswith(f"ptmon: error: {said}") and line.endswith("Permission denied"), (args, line)
     finally:
         locked.chmod(0o755)
 
