@@ -22,6 +22,16 @@ def fsync_directory(directory: Path) -> None:
     fsync_path(directory)
 
 
+def directory_gone(path: Path) -> bool:
+    """Whether ``path`` is no longer a directory. One ptmon may no longer look into (its
+    permissions changed: ``Path.is_dir`` raises) is not gone: its writers fail with EACCES and
+    wait, as on any storage fault, until the permissions are given back."""
+    try:
+        return not path.is_dir()
+    except PermissionError:
+        return False
+
+
 def temporary_beside(path: Path, *, durable: bool) -> Path:
     """The hidden name a new version of ``path`` is written under before the rename. The collector's
     durable files have one writer (it holds the data dir's lock), so a crash's leftover is reused and

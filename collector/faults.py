@@ -38,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .config import CollectorConfig, StorageConfig
+from .durable import directory_gone
 from .errors import StorageGone
 from .timebase import SHANGHAI, US_PER_S
 
@@ -222,11 +223,13 @@ def check_storage_present(config: CollectorConfig, ledger_inode: int | None) -> 
     """StorageGone when a directory or the ledger file the collector writes to has vanished (the data
     directory deleted): writing on would only fill files nobody can find."""
     for what, directory in (("archive", config.archive_path), ("checkpoint", config.checkpoint_path.parent)):
-        if not directory.is_dir():
+        if directory_gone(directory):
             raise StorageGone(f"the {what} directory {directory} is gone (was the data directory deleted?)")
     try:
         inode: int | None = os.stat(config.ledger_path).st_ino
     except FileNotFoundError:
         inode = None
+    except PermissionError:  # out of reach, not gone (see directory_gone)
+        return
     if ledger_inode is not None and inode != ledger_inode:
         raise StorageGone(f"the ledger {config.ledger_path} was deleted or replaced while in use")

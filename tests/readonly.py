@@ -45,7 +45,7 @@ class Done:
         return [line for line in self.err.splitlines() if line.startswith("ptmon: error") or not line.startswith("ptmon")]
 
 
-def _unprivileged(argv: Sequence[str]) -> list[str]:
+def unprivileged(argv: Sequence[str]) -> list[str]:
     if os.geteuid() != 0:
         return list(argv)
     return [shutil.which("setpriv") or "setpriv", f"--bounding-set={DROPPED}", "--", *argv]
@@ -59,7 +59,7 @@ def run(how: str, dirs: Sequence[Path], args: Sequence[str], tmpdir: Path, timeo
     """``ptmon ARGS`` unable to write ``dirs`` (made read-only by :func:`make_read_only` for
     ``permissions``); its temporary files go to ``tmpdir``."""
     argv = [sys.executable, "-m", "ptmon.cli", *args]
-    argv = _unprivileged(argv) if how == "permissions" else _read_only_mount(dirs, argv)
+    argv = unprivileged(argv) if how == "permissions" else _read_only_mount(dirs, argv)
     env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode != 97, f"the read-only mount failed: {done.stderr}"
@@ -98,7 +98,7 @@ def unavailable(how: str) -> str | None:
         probe = [sys.executable, "-c", f"open({str(d / 'probe')!r}, 'w')"]
         make_read_only(how, [d])
         try:
-            argv = _unprivileged(probe) if how == "permissions" else _read_only_mount([d], probe)
+            argv = unprivileged(probe) if how == "permissions" else _read_only_mount([d], probe)
             done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{how}: {exc}"

@@ -423,3 +423,45 @@ def test_an_email_sent_while_the_ledger_is_locked_is_not_sent_again(tmp_path):
             assert mailer.send_due(ledger) == 0  # recorded now: nothing is due
             assert {a.status for a in ledger.alerts()} == {"sent"}
         assert len(smtp.inbox.messages) == 2
+
+
+def test_storage_out_of_reach_is_not_storage_gone(tmp_path):
+    """Test that a data directory whose permissions are taken away while the collector runs counts
+    as a storage fault to wait on, not as storage gone (which stops the collector): the presence
+    checks, run as a process the permissions hold for, see it there; a deleted one is gone."""
+    from . import readonly
+
+    readonly.require("permissions")
+    data = tmp_path / "data"
+    (data / "archive").mkdir(parents=True)
+    (data / "ledger.sqlite").write_bytes(b"")
+    check = (
+        "import os, sys; from pathlib import Path\n"
+        "from ptmon.config import CollectorConfig\n"
+        "from ptmon.durable import directory_gone\n"
+        "from ptmon.errors import StorageGone\n"
+        "from ptmon.faults import check_storage_present\n"
+        "data = Path(sys.argv[1])\n"
+        "config = CollectorConfig(registry='r.csv', data_dir=str(data))\n"
+        "try:\n"
+        "    check_storage_present(config, int(sys.argv[2]))\n"
+        "    print('present', directory_gone(data / 'archive'))\n"
+        "except StorageGone as exc:\n"
+        "    print('gone', exc)\n"
+    )
+    inode = str((data / "ledger.sqlite").stat().st_ino)
+
+    def run() -> str:
+        done = subprocess.run(readonly.unprivileged([sys.executable, "-c", check, str(data), inode]),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run() == "present False"
+    data.chmod(0)
+    try:
+        assert run() == "present False"
+    finally:
+        data.chmod(0o755)
+    shutil.rmtree(data / "archive")
+    assert run().startswith(f"gone the archive directory {data / 'archive'} is gone")

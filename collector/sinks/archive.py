@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..archive import UNCOMPRESSED_FILE_NAME, Record, day_and_part, encode_record
-from ..durable import fsync_directory
+from ..durable import directory_gone, fsync_directory
 from ..errors import ArchiveError, StorageGone
 from ..metrics import Metrics
 from ..timebase import day_of, day_to_date, seconds_to_us
@@ -114,6 +114,8 @@ class _Member:
             inode = os.stat(self.path).st_ino
         except FileNotFoundError:
             inode = None
+        except PermissionError:  # out of reach, not gone (see directory_gone)
+            return
         if inode != self.inode:
             raise StorageGone(f"archive file {self.path} is gone (was the data directory deleted?)")
 
@@ -281,7 +283,7 @@ class ArchiveWriter:
         return path
 
     def _check_directory(self, exc: OSError) -> None:
-        if not self.directory.is_dir():
+        if directory_gone(self.directory):
             raise StorageGone(f"archive directory {self.directory} is gone ({exc.strerror})") from exc
 
     def finish(self) -> None:

@@ -91,7 +91,10 @@ def unlink(path: Path) -> None:
 
 
 def bytes_under(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.glob("*") if p.is_file()) if directory.is_dir() else 0
+    try:
+        return sum(p.stat().st_size for p in directory.glob("*") if p.is_file()) if directory.is_dir() else 0
+    except PermissionError:  # out of reach for now (its permissions changed): nothing seen
+        return 0
 
 
 def halves(body: bytes, points: int) -> list[tuple[bytes, int]]:
