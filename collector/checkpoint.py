@@ -257,6 +257,8 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             arrays = {name: loaded[name] for name in loaded.files}
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: no checkpoint file") from exc
+    except PermissionError as exc:  # not damage: nothing is moved aside or rebuilt for it
+        raise UsageError(f"{path}: cannot read the checkpoint: {exc.strerror}; give ptmon read access to it") from exc
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise CheckpointError(f"{path}: not a readable ptmon checkpoint (corrupt or truncated?): "
                               f"{type(exc).__name__}: {exc}") from exc

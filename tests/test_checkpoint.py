@@ -483,3 +483,29 @@ def test_checkpoint_from_before_provisional_jumps_restores_exactly(rules, tmp_pa
     assert not loaded.notes and not loaded.engine.jump.any()
     for name in ("missing", "allowance", "seq", "last_ts", "counters"):
         assert np.array_equal(getattr(loaded.engine, name), getattr(engine, name)), name
+
+
+def test_a_checkpoint_ptmon_may_not_read_is_refused_not_moved_aside(rules, tmp_path):
+    """Test that a checkpoint unreadable for its permissions (mode 000, read by a process the
+    permissions hold for) is an error saying so, not taken for a damaged file, which would be
+    moved aside and rebuilt from the archive."""
+    import subprocess
+    import sys
+
+    from . import readonly
+
+    readonly.require("permissions")
+    registry = make_registry(rules, "c1,cam,face_cam,taopu")
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, engine=Engine(registry), tallies=[], decoder=Decoder(registry), extra={})
+    read = ("import sys\nfrom ptmon.checkpoint import _read\nfrom ptmon.errors import CheckpointError, UsageError\n"
+            "try:\n    _read(sys.argv[1])\nexcept (CheckpointError, UsageError) as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    path.chmod(0)
+    try:
+        done = subprocess.run(readonly.unprivileged([sys.executable, "-c", read, str(path)]), capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        path.chmod(0o644)
+    assert done.stdout.strip() == f"UsageError {path}: cannot read the checkpoint: Permission denied; " \
+                                  "give ptmon read access to it", done.stderr
