@@ -29,7 +29,8 @@ from .outputs import output_dir, output_file
 from .partition import partitioned_config, restrict_registry
 from .registry import load_registry
 from .rules import DEFAULT_RULES_DIR, Rules, load_rules
-from .timebase import US_PER_S, SimulatedClock, format_instant, parse_instant
+from .snapshots import month_code
+from .timebase import US_PER_S, SimulatedClock, format_instant, month_bounds, parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,13 @@ def run_collect(args: argparse.Namespace) -> int:
     if getattr(args, "sim_start", None):
         if args.sim_anchor is None or args.sim_speed <= 0:
             raise UsageError("--sim-start needs --sim-anchor and a --sim-speed above 0")
-        clock = SimulatedClock(parse_instant(args.sim_start) / US_PER_S, args.sim_anchor, args.sim_speed)
+        start = parse_instant(args.sim_start)
+        try:  # the archive and ledger name months: one out of their range is refused before any is written
+            month_bounds(month_code(start))
+        except (UsageError, ValueError, OverflowError):
+            raise UsageError(f"--sim-start {args.sim_start}: outside the months ptmon keeps (1970-01 to "
+                             "9999-11, Shanghai time)") from None
+        clock = SimulatedClock(start / US_PER_S, args.sim_anchor, args.sim_speed)
     try:
         return asyncio.run(serve(config, kpi_csv=kpi_csv, clock=clock))
     except StorageGone as exc:
