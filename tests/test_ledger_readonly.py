@@ -23,6 +23,7 @@ from ptmon.ledger.store import Ledger
 from ptmon.timebase import parse_instant
 
 from . import month_data as md
+from .conftest import write_two_street_registry
 from .readonly import HOWS, files_under, make_read_only, make_writable, require, run
 from .test_month_close import CLOSE, LATER, Month, _copy, _late_data_arrives
 
@@ -301,3 +302,25 @@ def test_check_config_refuses_an_archive_directory_that_cannot_be_written(pristi
     assert done.errors() == [done.errors()[0]] and done.errors()[0].startswith(
         f"ptmon: error: archive {month.archive}: cannot write in {month.archive}: "), done.err
     assert read_only.unchanged()
+
+
+def test_a_ledger_ptmon_may_not_read_is_said_as_such(tmp_path: Path) -> None:
+    """Test that a ledger ptmon may not read (mode 000) is 'cannot read the ledger: Permission
+    denied' for commands that read it and those that write it, not SQLite's "unable to open
+    database file" (which reads as damage) or an advice to write on a copy."""
+    require("permissions")
+    ledger = tmp_path / "ledger.sqlite"
+    with Ledger(ledger):
+        pass
+    ledger.chmod(0)
+    said = f"ptmon: error: {ledger}: cannot read the ledger: Permission denied"
+    try:
+        for args in (["exempt", "list", "--ledger", str(ledger)],
+                     ["exempt", "add", "--street", "wanli", "--from", "2026-11-02", "--to", "2026-11-03", "--reason",
+                      "r", "--approver", "a", "--ledger", str(ledger)],
+                     ["report", "--month", "2026-11", "--ledger", str(ledger), "--out", str(tmp_path / "out"),
+                      "--registry", str(write_two_street_registry(tmp_path / "registry.csv"))]):
+            done = run("permissions", [], args, tmp_path)
+            assert (done.code, done.err.strip().splitlines()[-1]) == (2, said), (args, done.err)
+    finally:
+        ledger.chmod(0o644)

@@ -55,8 +55,21 @@ def read_only_reason(path: Path) -> str | None:
     return None
 
 
+def refuse_unreadable(path: Path) -> None:
+    """LedgerError naming the ledger when it is there but ptmon may not read it (its permissions):
+    said as such, where SQLite would only say "unable to open database file"."""
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as exc:
+        raise LedgerError(f"{path}: cannot read the ledger: {exc.strerror}") from exc
+    except OSError:  # not there yet, or trouble SQLite reports in its own words
+        pass
+
+
 def refuse_read_only(path: Path) -> None:
-    """LedgerError naming the ledger when a command that writes finds it read-only."""
+    """LedgerError naming the ledger when a command that writes finds it read-only (or unreadable)."""
+    refuse_unreadable(path)
     if (reason := read_only_reason(path)) is not None:
         raise LedgerError(f"{path}: the ledger is read-only ({reason}) and this command writes to it: run it on a "
                           "writable copy (`ptmon report`, `month status|verify`, `ledger verify` only read it)")

@@ -39,7 +39,7 @@ from typing import Any
 from ..errors import LedgerError
 from ..rules import COUNTERS
 from ..timebase import day_of
-from .access import read_only_uri, refuse_read_only
+from .access import read_only_uri, refuse_read_only, refuse_unreadable
 from .observed import splice
 from .records import EXEMPTION_SCOPES, AlertMessage, CountRow, DayRow, Episode, Exemption, HourRow
 from .schema import check_format, create, upgrade
@@ -56,6 +56,7 @@ class Ledger:
         self.path = Path(path)
         if readonly and not self.path.exists():
             raise LedgerError(f"{self.path}: no ledger here (it is written by `ptmon collect`)")
+        refuse_unreadable(self.path)
         if not readonly:
             refuse_read_only(self.path)
         try:
