@@ -39,6 +39,12 @@ def _options(args: argparse.Namespace) -> Options:
         broker = BrokerAddress.parse(args.broker, args.username, os.environ.get("PTMON_MQTT_PASSWORD"), args.ca)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if broker.tls:  # the CA file read now, so that a bad one is not told as a broker out of reach
+        try:
+            broker.ssl_context()
+        except OSError as exc:  # ssl.SSLError too: not a PEM certificate
+            what = f"--ca {broker.ca_file}" if broker.ca_file else "the system's CA certificates"
+            raise UsageError(f"{what}: cannot be used: {exc.strerror or exc}") from None
     start = parse_instant(args.start) if args.start else seconds_to_us(time.time()) // US_PER_S * US_PER_S
     return Options(broker=broker, start_us=start, duration_us=duration, speed=args.speed, qos=args.qos,
                    anchor_wall=_anchor(args), warm_up_us=_warm_up(args),

@@ -186,3 +186,17 @@ def test_a_recording_without_room_is_told_as_such_not_as_the_broker(registry_fil
     (line,) = [x for x in err.splitlines() if x.startswith("ptmon: error:")]
     assert line.startswith(f"ptmon: error: --record {record}: cannot write the recording: No space left on device")
     assert "broker" not in line
+
+
+def test_a_ca_file_that_cannot_be_used_is_named_not_the_broker(registry_file, tmp_path, capsys):
+    """Test that `simulate --ca` naming a missing file or one that is no PEM certificate is refused
+    in one line naming the file, not told as a broker out of reach."""
+    from ptmon.cli import main
+
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    for ca, reason in ((tmp_path / "missing.pem", "No such file or directory"), (not_pem, "NO_CERTIFICATE_OR_CRL_FOUND")):
+        code = main(["simulate", "--registry", str(registry_file), "--broker", "mqtts://127.0.0.1:1", "--ca", str(ca),
+                     "--duration", "1s", "--speed", "0"])
+        (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("ptmon: error:")]
+        assert code == 2 and line.startswith(f"ptmon: error: --ca {ca}: cannot be used: ") and reason in line, line
