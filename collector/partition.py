@@ -151,6 +151,12 @@ def archive_tag(directory: Path) -> Partition | None:
     refusing day files that say they are another partition's (:func:`check_day_files`)."""
     path = Path(directory) / PARTITION_FILE
     try:
+        os.listdir(directory)  # a directory ptmon may not read is named as such, not by the file sought in it
+    except PermissionError as exc:
+        raise UsageError(f"{directory}: cannot read the archive directory: {exc.strerror}") from exc
+    except OSError:
+        pass  # missing, or not a directory: said by whoever reads it
+    try:
         tag = Partition.from_json(path.read_text(encoding="utf-8"), str(path)) if path.is_file() else None
     except PtmonError as exc:
         raise PtmonError(f"{exc}{_restore_hint(Path(directory))}") from exc

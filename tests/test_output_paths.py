@@ -316,3 +316,22 @@ def test_a_scratch_directory_lets_go_of_the_memory_before_it_is_removed(tmp_path
     monkeypatch.setattr(shutil, "rmtree", failing_rmtree)
     with pytest.raises(MemoryError), scratch_directory("ptmon-test-") as scratch:
         render(scratch)
+
+
+def test_an_archive_directory_ptmon_may_not_read_is_named(collected, tmp_path: Path) -> None:
+    """Test that an archive directory ptmon may not read (mode 000) is named as such by the
+    commands that read it, not by a file looked for in it."""
+    unprivileged.require("permissions")
+    archive = tmp_path / "archive"
+    shutil.copytree(collected["tmp"] / "all" / "archive", archive)
+    archive.chmod(0)
+    registry, rules = str(collected["registry"]), str(collected["rules"])
+    try:
+        for args in (["replay", str(archive), "--month", "2026-11", "--registry", registry, "--rules", rules],
+                     ["report", "--month", "2026-11", "--registry", registry, "--rules", rules, "--from-archive",
+                      str(archive), "--out", str(tmp_path / "out")]):
+            done = unprivileged.run("permissions", [], args, tmp_path)
+            assert (done.code, done.err.strip().splitlines()[-1]) == \
+                (2, f"ptmon: error: {archive}: cannot read the archive directory: Permission denied"), done.err
+    finally:
+        archive.chmod(0o755)
