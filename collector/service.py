@@ -133,6 +133,15 @@ def check_anomaly_rules(rules: Rules) -> str:
     return f"anomaly rules: none at {path} (device health off)"
 
 
+def _month_kept(t_us: int) -> bool:
+    """Whether the month holding ``t_us`` is one the archive and ledger can name."""
+    try:
+        month_bounds(month_code(t_us))
+    except (UsageError, ValueError, OverflowError):
+        return False
+    return True
+
+
 def run_collect(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.check_config:
@@ -161,12 +170,14 @@ def run_collect(args: argparse.Namespace) -> int:
         if args.sim_anchor is None or args.sim_speed <= 0:
             raise UsageError("--sim-start needs --sim-anchor and a --sim-speed above 0")
         start = parse_instant(args.sim_start)
-        try:  # the archive and ledger name months: one out of their range is refused before any is written
-            month_bounds(month_code(start))
-        except (UsageError, ValueError, OverflowError):
-            raise UsageError(f"--sim-start {args.sim_start}: outside the months ptmon keeps (1970-01 to "
-                             "9999-11, Shanghai time)") from None
         clock = SimulatedClock(start / US_PER_S, args.sim_anchor, args.sim_speed)
+        # the archive and ledger name months: a simulated clock that starts, or already is, out of
+        # their range (an anchor far in the past runs it on by years) is refused before anything is written
+        for instant in (start, int(clock() * US_PER_S)):
+            if not _month_kept(instant):
+                raise UsageError(f"--sim-start {args.sim_start} --sim-anchor {args.sim_anchor:.15g} --sim-speed "
+                                 f"{args.sim_speed:g}: the simulated clock is outside the months ptmon keeps "
+                                 "(1970-01 to 9999-11, Shanghai time)")
     try:
         return asyncio.run(serve(config, kpi_csv=kpi_csv, clock=clock))
     except StorageGone as exc:

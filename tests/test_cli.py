@@ -373,16 +373,19 @@ def test_check_commands_explain_themselves(command, capsys):
     assert "validate" in text.lower() and "exit status is then 2" in text
 
 
-@pytest.mark.parametrize("start", ["1965-03-01T00:00", "9999-12-31T23:59:50"])
-def test_a_simulated_start_outside_the_months_kept_is_refused_before_anything_is_written(
-        archive_and_registry, tmp_path, capsys, start):
-    """Test that `collect --sim-start` in a month the archive and ledger cannot name is refused in
-    one line before the data directory is written; such an archive file would stop every later start."""
+@pytest.mark.parametrize(("start", "anchor"), [("1965-03-01T00:00", 1800000000), ("9999-12-31T23:59:50", 1800000000),
+                                               ("9999-01-01T00:00", 0)])  # 56 years of wall time since the anchor
+def test_a_simulated_clock_outside_the_months_kept_is_refused_before_anything_is_written(
+        archive_and_registry, tmp_path, capsys, start, anchor):
+    """Test that `collect --sim-start` whose clock starts, or already is, in a month the archive and
+    ledger cannot name is refused in one line before the data directory is written; such an archive
+    file would stop every later start, and a date past 9999 crashed the archive's rotation."""
     _, registry = archive_and_registry
     data = tmp_path / "data"
     code = main(["collect", "--registry", str(registry), "--broker", "mqtt://127.0.0.1:1", "--data-dir", str(data),
-                 "--sim-start", start, "--sim-anchor", "1800000000"])
+                 "--sim-start", start, "--sim-anchor", str(anchor)])
     assert code == 2
-    assert capsys.readouterr().err.endswith(f"ptmon: error: --sim-start {start}: outside the months ptmon keeps "
-                                            "(1970-01 to 9999-11, Shanghai time)\n")
-    assert not list(data.rglob("*.jsonl.gz"))
+    assert capsys.readouterr().err.endswith(f"ptmon: error: --sim-start {start} --sim-anchor {anchor} --sim-speed 1: "
+                                            "the simulated clock is outside the months ptmon keeps (1970-01 to "
+                                            "9999-11, Shanghai time)\n")
+    assert not data.exists()
