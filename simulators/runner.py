@@ -39,6 +39,8 @@ def _options(args: argparse.Namespace) -> Options:
         broker = BrokerAddress.parse(args.broker, args.username, os.environ.get("PTMON_MQTT_PASSWORD"), args.ca)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if broker.ca_file and not broker.tls:  # TLS was meant: plain text would send the password in clear
+        raise UsageError(f"--ca is for a TLS broker, and {redact(args.broker)} is not one: give mqtts://HOST:PORT")
     if broker.tls:  # the CA file read now, so that a bad one is not told as a broker out of reach
         try:
             broker.ssl_context()

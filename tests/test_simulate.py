@@ -190,7 +190,8 @@ def test_a_recording_without_room_is_told_as_such_not_as_the_broker(registry_fil
 
 def test_a_ca_file_that_cannot_be_used_is_named_not_the_broker(registry_file, tmp_path, capsys):
     """Test that `simulate --ca` naming a missing file or one that is no PEM certificate is refused
-    in one line naming the file, not told as a broker out of reach."""
+    in one line naming the file, not told as a broker out of reach; and --ca with a plain mqtt://
+    broker is refused, not ignored (TLS was meant)."""
     from ptmon.cli import main
 
     not_pem = tmp_path / "not.pem"
@@ -200,3 +201,7 @@ def test_a_ca_file_that_cannot_be_used_is_named_not_the_broker(registry_file, tm
                      "--duration", "1s", "--speed", "0"])
         (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("ptmon: error:")]
         assert code == 2 and line.startswith(f"ptmon: error: --ca {ca}: cannot be used: ") and reason in line, line
+    code = main(["simulate", "--registry", str(registry_file), "--broker", "mqtt://u:secret@127.0.0.1:1", "--ca",
+                 str(not_pem), "--duration", "1s", "--speed", "0"])  # meant TLS: not sent in clear
+    err = capsys.readouterr().err
+    assert code == 2 and "ptmon: error: --ca is for a TLS broker" in err and "secret" not in err, err
