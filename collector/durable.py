@@ -32,6 +32,17 @@ def directory_gone(path: Path) -> bool:
         return False
 
 
+def file_replaced(path: Path, inode: int) -> bool:
+    """Whether the file opened at ``path`` as ``inode`` was deleted or replaced since. One out of
+    reach (its permissions changed) was not, as for :func:`directory_gone`."""
+    try:
+        return os.stat(path).st_ino != inode
+    except FileNotFoundError:
+        return True
+    except PermissionError:
+        return False
+
+
 def temporary_beside(path: Path, *, durable: bool) -> Path:
     """The hidden name a new version of ``path`` is written under before the rename. The collector's
     durable files have one writer (it holds the data dir's lock), so a crash's leftover is reused and

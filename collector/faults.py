@@ -22,7 +22,6 @@ collector's health point), and an alert email once it has lasted ``alert_after``
 from __future__ import annotations
 
 import logging
-import os
 import random
 import sqlite3
 import threading
@@ -38,7 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .config import CollectorConfig, StorageConfig
-from .durable import directory_gone
+from .durable import directory_gone, file_replaced
 from .errors import StorageGone
 from .timebase import SHANGHAI, US_PER_S
 
@@ -225,11 +224,5 @@ def check_storage_present(config: CollectorConfig, ledger_inode: int | None) -> 
     for what, directory in (("archive", config.archive_path), ("checkpoint", config.checkpoint_path.parent)):
         if directory_gone(directory):
             raise StorageGone(f"the {what} directory {directory} is gone (was the data directory deleted?)")
-    try:
-        inode: int | None = os.stat(config.ledger_path).st_ino
-    except FileNotFoundError:
-        inode = None
-    except PermissionError:  # out of reach, not gone (see directory_gone)
-        return
-    if ledger_inode is not None and inode != ledger_inode:
+    if ledger_inode is not None and file_replaced(config.ledger_path, ledger_inode):
         raise StorageGone(f"the ledger {config.ledger_path} was deleted or replaced while in use")

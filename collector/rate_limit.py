@@ -66,8 +66,8 @@ class WindowLimit:
         """Continue from :meth:`saved`'s arrays."""
         sent = window >= 0
         relative = np.where(sent, window - self._base, NEVER)
-        if sent.any():
-            self._fit(int(relative[sent].min()), int(relative[sent].max()))
+        if len(kept := relative[sent]):
+            self._fit(int(kept.min()), int(kept.max()))
         self.window[:] = relative
         self.count[:] = np.where(sent, np.clip(count, 0, COUNT_MAX), 0)
 

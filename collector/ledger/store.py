@@ -56,9 +56,10 @@ class Ledger:
         self.path = Path(path)
         if readonly and not self.path.exists():
             raise LedgerError(f"{self.path}: no ledger here (it is written by `ptmon collect`)")
-        refuse_unreadable(self.path)
-        if not readonly:
-            refuse_read_only(self.path)
+        if readonly:
+            refuse_unreadable(self.path)
+        else:
+            refuse_read_only(self.path)  # (unreadable included)
         try:
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

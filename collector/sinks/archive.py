@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..archive import UNCOMPRESSED_FILE_NAME, Record, day_and_part, encode_record
-from ..durable import directory_gone, fsync_directory
+from ..durable import directory_gone, file_replaced, fsync_directory
 from ..errors import ArchiveError, StorageGone
 from ..metrics import Metrics
 from ..timebase import day_of, day_to_date, seconds_to_us
@@ -110,13 +110,7 @@ class _Member:
 
     def check_present(self) -> None:
         """StorageGone when the file is no longer at its path (deleted, or its directory was)."""
-        try:
-            inode = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            inode = None
-        except PermissionError:  # out of reach, not gone (see directory_gone)
-            return
-        if inode != self.inode:
+        if file_replaced(self.path, self.inode):
             raise StorageGone(f"archive file {self.path} is gone (was the data directory deleted?)")
 
     def _write_or_undo(self, data: bytes, state: zlib._Compress) -> None:
