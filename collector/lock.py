@@ -37,8 +37,9 @@ class ProcessLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             f = self.path.open("a+")
-        except OSError as exc:  # a read-only data directory: one line, not a traceback
-            raise PtmonError(f"{self.what}: cannot create {self.path}: {exc.strerror or exc}") from exc
+        except OSError as exc:  # a read-only data directory or lock file: one line, not a traceback
+            verb = "open" if self.path.exists() else "create"
+            raise PtmonError(f"{self.what}: cannot {verb} {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

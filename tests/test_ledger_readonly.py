@@ -24,7 +24,7 @@ from ptmon.timebase import parse_instant
 
 from . import month_data as md
 from .conftest import write_two_street_registry
-from .readonly import HOWS, files_under, make_read_only, make_writable, require, run
+from .readonly import HOWS, files_under, make_read_only, make_writable, require, run, unprivileged
 from .test_month_close import CLOSE, LATER, Month, _copy, _late_data_arrives
 
 every_way = pytest.mark.parametrize("how", HOWS)
@@ -324,3 +324,29 @@ def test_a_ledger_ptmon_may_not_read_is_said_as_such(tmp_path: Path) -> None:
             assert (done.code, done.err.strip().splitlines()[-1]) == (2, said), (args, done.err)
     finally:
         ledger.chmod(0o644)
+
+
+def test_a_lock_file_ptmon_may_not_open_is_not_said_to_be_missing(tmp_path: Path) -> None:
+    """Test that a ledger's lock file that exists but may not be opened (mode 000) is 'cannot open'
+    it, and a lock file that cannot be made 'cannot create' it: the first sends the operator to
+    the file's mode, the second to the directory."""
+    require("permissions")
+    lock = tmp_path / "ledger.sqlite.lock"
+    lock.touch()
+    lock.chmod(0)
+    shut = tmp_path / "shut"
+    shut.mkdir()
+    shut.chmod(0o555)
+    take = ("import sys; from pathlib import Path; from ptmon.errors import PtmonError; from ptmon.lock import ProcessLock\n"
+            "try:\n    ProcessLock(Path(sys.argv[1]), 'ledger L').acquire()\n"
+            "except PtmonError as exc:\n    print(exc)")
+    try:
+        for path, said in ((lock, f"ledger L: cannot open {lock}: Permission denied"),
+                           (shut / "ledger.sqlite.lock", f"ledger L: cannot create {shut / 'ledger.sqlite.lock'}: "
+                                                         "Permission denied")):
+            done = subprocess.run(unprivileged([sys.executable, "-c", take, str(path)]), capture_output=True, text=True,
+                                  timeout=60)
+            assert (done.returncode, done.stdout.strip()) == (0, said), done.stderr
+    finally:
+        lock.chmod(0o644)
+        shut.chmod(0o755)
