@@ -72,7 +72,7 @@ from .archive_damage import (
     is_damage,
     trailing_zeros,
 )
-from .errors import ArchiveError
+from .errors import ArchiveError, reason
 from .lines import ArchiveLines, Block, scan
 from .scan_slots import Packed, Slots
 from .worker_process import set_up_worker, sigint_held
@@ -330,7 +330,7 @@ def _open_text(path: Path) -> tuple[IO[bytes], _GzipUntilCut | _NotGzip | None]:
     try:
         raw = path.open("rb")
     except OSError as exc:
-        raise ArchiveError(f"{path}: cannot open archive: {exc.strerror}") from exc
+        raise ArchiveError(f"{path}: cannot open archive: {reason(exc)}") from exc
     magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
     if (magic and GZIP_MAGIC.startswith(magic)) or (magic[:1] == b"\0" and trailing_zeros(raw) == path.stat().st_size):
         # GzipFile's own readline is Python per line; a BufferedReader over it splits lines in C.

@@ -52,7 +52,7 @@ from .checkpoint_rows import (
 from .decode import Decoder, RateState
 from .durable import replacing_file
 from .engine import NEVER, Engine
-from .errors import CheckpointError, PtmonError, UsageError
+from .errors import CheckpointError, PtmonError, UsageError, reason
 from .plausibility import ALLOWANCE_CAP_MS
 from .registry import Registry
 from .rules import COUNTERS, Rules
@@ -258,7 +258,7 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: no checkpoint file") from exc
     except PermissionError as exc:  # not damage: nothing is moved aside or rebuilt for it
-        raise UsageError(f"{path}: cannot read the checkpoint: {exc.strerror}; give ptmon read access to it") from exc
+        raise UsageError(f"{path}: cannot read the checkpoint: {reason(exc)}; give ptmon read access to it") from exc
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise CheckpointError(f"{path}: not a readable ptmon checkpoint (corrupt or truncated?): "
                               f"{type(exc).__name__}: {exc}") from exc

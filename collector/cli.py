@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import PtmonError, UsageError, loader_out_of_memory, memory_limit
+from .errors import PtmonError, UsageError, loader_out_of_memory, memory_limit, reason
 from .ledger.commands import add_exempt_parser, cmd_exempt
 from .ledger.month import add_ledger_parser, cmd_ledger
 from .merge import replay_partitions, tagged_archives
 from .month.commands import add_month_parser, cmd_month
-from .outputs import output_dir, output_file, reason, writing
+from .outputs import output_dir, output_file, writing
 from .registry import load_registry
 from .report.commands import add_report_parser, cmd_report
 from .rules import DEFAULT_RULES_DIR, load_rules

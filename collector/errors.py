@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import itertools
+import os
 import resource  # here, not when memory has run out: it is an extension module to load
+from pathlib import Path
 
 
 class PtmonError(Exception):
@@ -83,3 +87,29 @@ def loader_out_of_memory(exc: ImportError) -> bool:
     """Whether an ImportError is the loader failing to map a module under an address-space
     limit (rather than a broken install)."""
     return bool(memory_limit()) and any(text in str(exc) for text in LOADER_OUT_OF_MEMORY)
+
+
+def reason(exc: OSError) -> str:
+    """An OSError's reason in words (the errno's text), without the path the message names already;
+    for a path refused because a directory on the way may not be searched (mode 000, another
+    user's home), that directory: the file's own mode is then not what to fix."""
+    said = exc.strerror or str(exc)
+    if exc.errno == errno.EACCES and exc.filename is not None:
+        blocking = unsearchable_directory(os.fsdecode(exc.filename))
+        if blocking is not None:
+            return f"{said} (ptmon may not search the directory {blocking})"
+    return said
+
+
+def unsearchable_directory(path: str) -> Path | None:
+    """The first directory on the way to ``path`` that this process may not search, if any."""
+    absolute = Path(os.path.abspath(path))
+    way = [*reversed(absolute.parents), absolute]
+    for parent, child in itertools.pairwise(way):
+        try:
+            os.lstat(child)
+        except PermissionError:
+            return parent
+        except OSError:
+            return None  # missing, or not a directory: nothing to blame on a mode
+    return None

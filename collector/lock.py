@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from .errors import PtmonError
+from .errors import PtmonError, reason
 
 LOCK_NAME = "collector.lock"
 
@@ -39,7 +39,7 @@ class ProcessLock:
             f = self.path.open("a+")
         except OSError as exc:  # a read-only data directory or lock file: one line, not a traceback
             verb = "open" if self.path.exists() else "create"
-            raise PtmonError(f"{self.what}: cannot {verb} {self.path}: {exc.strerror or exc}") from exc
+            raise PtmonError(f"{self.what}: cannot {verb} {self.path}: {reason(exc)}") from exc
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

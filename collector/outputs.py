@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from .durable import is_special, replacing_file, written_path
-from .errors import PtmonError, UsageError
+from .errors import PtmonError, UsageError, reason
 
 
 def output_dir(path: str | Path, option: str) -> Path:
@@ -86,11 +86,6 @@ def scratch_directory(prefix: str, dir: Path | None = None) -> Iterator[Path]:
         except MemoryError as exc:
             traceback.clear_frames(exc.__traceback__)
             raise
-
-
-def reason(exc: OSError) -> str:
-    """An OSError's reason in words (the errno's text), without the path the message names already."""
-    return exc.strerror or str(exc)
 
 
 def _probe(directory: Path, what: str) -> None:

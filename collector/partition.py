@@ -42,7 +42,7 @@ import orjson
 
 from .archive import PARTITION_TOPIC
 from .config import DEFAULT_TOPICS, CollectorConfig
-from .errors import PtmonError, UsageError
+from .errors import PtmonError, UsageError, reason
 from .ids import IdIndex
 from .registry import Registry
 from .rules import Rules
@@ -153,7 +153,7 @@ def archive_tag(directory: Path) -> Partition | None:
     try:
         os.listdir(directory)  # a directory ptmon may not read is named as such, not by the file sought in it
     except PermissionError as exc:
-        raise UsageError(f"{directory}: cannot read the archive directory: {exc.strerror}") from exc
+        raise UsageError(f"{directory}: cannot read the archive directory: {reason(exc)}") from exc
     except OSError:
         pass  # missing, or not a directory: said by whoever reads it
     try:

@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import RegistryError
+from .errors import RegistryError, reason
 from .ids import DeviceIds, IdIndex
 from .rules import Rules
 from .timebase import date_to_day
@@ -165,13 +165,13 @@ def load_registry(path: str | Path, rules: Rules) -> Registry:
     try:
         raw = p.open("rb", buffering=0)
     except OSError as exc:
-        raise RegistryError(f"{p}: cannot read registry: {exc.strerror}") from exc
+        raise RegistryError(f"{p}: cannot read registry: {reason(exc)}") from exc
     checked = _CheckedBytes(raw, str(p))
     with io.TextIOWrapper(io.BufferedReader(checked, 1 << 20), encoding="utf-8-sig", newline="") as stream:
         try:
             return _parse(str(p), stream, checked.version, rules)
         except OSError as exc:
-            raise RegistryError(f"{p}: cannot read registry: {exc.strerror}") from exc
+            raise RegistryError(f"{p}: cannot read registry: {reason(exc)}") from exc
         except RegistryError:
             checked.drain()  # a file that is not UTF-8 says so first, whatever else is wrong
             raise

@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, TypeAdapter, ValidationError, ValidationIn
 
 from .config.fields import FileContext, file_context, invalid, refused
 from .durations import parse_duration
-from .errors import ConfigError
+from .errors import ConfigError, reason
 
 CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
@@ -198,7 +198,7 @@ def read_rule_file(path: Path, what: str = "rule file") -> tuple[Any, bytes]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+        raise ConfigError(f"{path}: cannot read {what}: {reason(exc)}") from exc
     try:
         return yaml.load(raw, Loader=_UniqueKeys), raw
     except yaml.YAMLError as exc:

@@ -122,7 +122,8 @@ def test_other_commands_writing_files_refuse_an_unwritable_path(collected, reado
 def test_a_path_below_a_directory_that_cannot_be_searched_is_one_line(collected, tmp_path: Path) -> None:
     """Test that an output file or directory, an input and a data directory below a directory
     ptmon may not search (mode 000, for an ordinary user or for root without its override) end
-    the command in one line naming the path and the reason (exit 2), not a traceback."""
+    the command in one line naming the path, the reason and that directory (exit 2), not a
+    traceback; so does a rules directory of mode 000, whose files' own modes are fine."""
     unprivileged.require("permissions")
     locked = tmp_path / "locked"
     (locked / "sub").mkdir(parents=True)
@@ -130,23 +131,29 @@ def test_a_path_below_a_directory_that_cannot_be_searched_is_one_line(collected,
     registry, rules = str(collected["registry"]), str(collected["rules"])
     report = ["report", "--month", "2026-11", "--registry", registry, "--rules", rules]
     below = locked / "sub"
+    shut_rules = tmp_path / "rules"
+    shutil.copytree(rules, shut_rules)
+    shut_rules.chmod(0)
     try:
-        for args, said in (
-            (["registry", "generate", "--out", str(below / "r.csv")], f"--out {below / 'r.csv'}: cannot reach it"),
+        for args, said, blocking in (
+            (["rules", "check", str(shut_rules)], f"{shut_rules / 'streets.yaml'}: cannot read rule file", shut_rules),
+            (["registry", "generate", "--out", str(below / "r.csv")], f"--out {below / 'r.csv'}: cannot reach it", locked),
             ([*report, "--ledger", str(collected["tmp"] / "all" / "ledger.sqlite"), "--out", str(below / "report")],
-             f"--out {below / 'report'}: cannot reach it"),
-            ([*report, "--ledger", str(below / "l.sqlite")], f"{below / 'l.sqlite'}:"),
+             f"--out {below / 'report'}: cannot reach it", locked),
+            ([*report, "--ledger", str(below / "l.sqlite")], f"{below / 'l.sqlite'}:", locked),
             (["replay", str(below / "archive"), "--month", "2026-11", "--registry", registry, "--rules", rules],
-             f"{below / 'archive'}:"),
+             f"{below / 'archive'}:", locked),
             (["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1", "--data-dir",
-              str(below / "data")], f"{below / 'data'}"),
+              str(below / "data")], f"{below / 'data'}", locked),
         ):
             done = unprivileged.run("permissions", [], args, tmp_path)
             assert (done.code, "Traceback" in done.err) == (2, False), (args, done.err)
             line = done.err.strip().splitlines()[-1]
-            assert line.startswith(f"ptmon: error: {said}") and line.endswith("Permission denied"), (args, line)
+            assert line.startswith(f"ptmon: error: {said}"), (args, line)
+            assert line.endswith(f"Permission denied (ptmon may not search the directory {blocking})"), (args, line)
     finally:
         locked.chmod(0o755)
+        shut_rules.chmod(0o755)
 
 
 def test_a_write_failing_midway_leaves_the_file_as_it_was(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..errors import ConfigError
+from ..errors import ConfigError, reason
 from .fields import FileContext
 from .sections import CollectorConfig
 
@@ -70,6 +70,6 @@ def _read_toml(file: Path) -> dict[str, Any]:
         with file.open("rb") as stream:
             return tomllib.load(stream)
     except OSError as exc:
-        raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from exc
+        raise ConfigError(f"{file}: cannot read config file: {reason(exc)}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from exc

@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from ..errors import LedgerError
+from ..errors import LedgerError, reason
 
 log = logging.getLogger("ptmon")
 
@@ -62,7 +62,7 @@ def refuse_unreadable(path: Path) -> None:
         with open(path, "rb"):
             pass
     except PermissionError as exc:
-        raise LedgerError(f"{path}: cannot read the ledger: {exc.strerror}") from exc
+        raise LedgerError(f"{path}: cannot read the ledger: {reason(exc)}") from exc
     except OSError:  # not there yet, or trouble SQLite reports in its own words
         pass
 

@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..durable import is_special, replacing_file, temporary_beside
-from ..errors import PtmonError, UsageError
-from ..outputs import reason
+from ..errors import PtmonError, UsageError, reason
 from .model import ReportInputs
 from .view import ReportView, build_view
 
