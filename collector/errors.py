@@ -94,7 +94,7 @@ def reason(exc: OSError) -> str:
     for a path refused because a directory on the way may not be searched (mode 000, another
     user's home), that directory: the file's own mode is then not what to fix."""
     said = exc.strerror or str(exc)
-    if exc.errno == errno.EACCES and exc.filename is not None:
+    if exc.errno == errno.EACCES and isinstance(exc.filename, (str, bytes, os.PathLike)):
         blocking = unsearchable_directory(os.fsdecode(exc.filename))
         if blocking is not None:
             return f"{said} (ptmon may not search the directory {blocking})"

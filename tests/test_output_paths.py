@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from ptmon import errors
 from ptmon.cli import main
 from ptmon.errors import PtmonError
 from ptmon.outputs import writing
@@ -342,3 +343,13 @@ def test_an_archive_directory_ptmon_may_not_read_is_named(collected, tmp_path: P
                 (2, f"ptmon: error: {archive}: cannot read the archive directory: Permission denied"), done.err
     finally:
         archive.chmod(0o755)
+
+
+def test_the_reason_of_a_refusal_without_a_path_is_its_errno_text(tmp_path: Path) -> None:
+    """Test that reason() of an EACCES without a path, or with a file descriptor for one, or with
+    a path whose directories are all searchable, is the errno's text alone."""
+    readable = tmp_path / "f"
+    for exc in (PermissionError(errno.EACCES, "Permission denied"), OSError(errno.EACCES, "Permission denied", 5),
+                PermissionError(errno.EACCES, "Permission denied", str(readable)),
+                PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "missing" / "f"))):
+        assert errors.reason(exc) == "Permission denied", exc
