@@ -43,6 +43,7 @@ from datetime import date
 from pathlib import Path
 
 import orjson
+from rss import current_rss, peak_rss
 
 from ptmon.archive import encode_record
 from ptmon.decode import Decoder
@@ -155,31 +156,19 @@ def write_big_registry(path: Path, devices: int, seed: int) -> None:
             writer.writerow(row._replace(device_id=f"{row.device_id}-{n // len(rows)}"))
 
 
-def _current_rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss() -> int:
-    """VmHWM: this process's peak RSS (``ru_maxrss`` would include the parent's, kept across exec)."""
-    with open("/proc/self/status") as status:
-        line = next(x for x in status if x.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
-
-
 def memory_child(path: str) -> None:
     """Runs in a fresh process: load the registry, build the engine and the decoder, report sizes as JSON."""
     rules = load_rules()
     began = time.perf_counter()
     registry = load_registry(path, rules)
     loaded = time.perf_counter() - began
-    rss_load_peak = _peak_rss()
+    rss_load_peak = peak_rss()
     engine = Engine(registry)
     sample_ms = bench_sample(engine, day_start(START_DAY), 20)
     arrays = sum(getattr(registry, f).nbytes for f in ("contract", "street", "type", "accepted_day", "retired_day",
                                                        "community", "gateway", "scenario"))
     gc.collect()
-    rss_engine = _current_rss()
+    rss_engine = current_rss()
     decoder = Decoder(registry)
     contracts, streets = [c.code for c in rules.contracts], rules.street_codes()
     found = 0
@@ -193,7 +182,7 @@ def memory_child(path: str) -> None:
     print(json.dumps({
         "devices": len(registry), "load_s": loaded, "state": engine.state_bytes(), "arrays": arrays,
         "ids": registry.ids.nbytes(), "index": registry.index.nbytes(), "decoder": decoder_bytes, "sample_ms": sample_ms,
-        "rss_engine": rss_engine, "rss_load_peak": rss_load_peak, "rss_decoder": _current_rss(), "rss_peak": _peak_rss(),
+        "rss_engine": rss_engine, "rss_load_peak": rss_load_peak, "rss_decoder": current_rss(), "rss_peak": peak_rss(),
     }))
 
 

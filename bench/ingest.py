@@ -41,6 +41,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rss import peak_rss
+
 from tests.brokers import mosquitto
 
 MB = 1_000_000
@@ -146,7 +148,7 @@ def child_paho(port: int, client_id: str, count: int, register_only: bool) -> No
     done.wait(600)
     elapsed = time.perf_counter() - began
     client.loop_stop()
-    print(orjson.dumps({"seconds": elapsed, "received": received[0], "rss": _rss()}).decode())
+    print(orjson.dumps({"seconds": elapsed, "received": received[0], "rss": peak_rss() / MB}).decode())
 
 
 def child_collector(port: int, client_id: str, count: int, register_only: bool, registry: str,
@@ -185,19 +187,11 @@ def child_collector(port: int, client_id: str, count: int, register_only: bool, 
         stop.set()
         await task
         return {"seconds": drained, "influx_done": written, "received": collector.decoder.accepted,
-                "written": sink.written_points if sink else 0, "rss": _rss()}
+                "written": sink.written_points if sink else 0, "rss": peak_rss() / MB}
 
     result = asyncio.run(main())
     if result:
         print(orjson.dumps(result).decode())
-
-
-def _rss() -> float:
-    """VmHWM: this process's peak RSS. Not ``ru_maxrss``: Linux keeps that across exec, so a child
-    of this script would report the parent's size (it holds the pre-built messages)."""
-    with open("/proc/self/status") as status:
-        line = next(x for x in status if x.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024 / MB
 
 
 def run_child(role: str, port: int, client_id: str, count: int, register_only: bool, extra: list[str]) -> dict[str, float]:

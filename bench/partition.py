@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from rss import current_rss, peak_rss
 
 PARTITIONS = (("wanli",), ("wanli", "changzheng", "taopu"),
               ("wanli", "changzheng", "taopu", "changshou", "caoyang"), ())
@@ -49,7 +50,7 @@ def child(registry_path: str, streets: list[str], minutes: float, seed: int) -> 
     gc.collect()
     engine, decoder = Engine(registry), Decoder(registry)
     Tally.attach(engine, start, end)
-    ready = _rss()  # what the partition's collector holds for its registry, engine and decoder
+    ready = current_rss()  # what the partition's collector holds for its registry, engine and decoder
     generator = TrafficGenerator(registry, scenario=Scenario(seed=seed))  # steady traffic, no lead-in burst
     freeze_startup_heap()
     events, busy = 0, 0.0
@@ -60,13 +61,8 @@ def child(registry_path: str, streets: list[str], minutes: float, seed: int) -> 
         engine.apply(decoder.decode(messages))
         busy += time.perf_counter() - began
         events += len(messages)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"devices": len(registry), "events": events, "busy": busy, "rss": ready, "peak": peak}))
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 def main() -> int:

@@ -96,12 +96,14 @@ def write_inputs(tmp: Path, days: float, seed: int, workers: int) -> tuple[Path,
     return registry_path, archive, format_instant(start), format_instant(end), count
 
 
-# `ptmon` itself, then its own peak RSS on the last line of stderr
-_PTMON_WITH_PEAK = """
-import resource, sys
+# `ptmon` itself, then its own peak RSS on the last line of stderr (VmHWM: see rss.py)
+_PTMON_WITH_PEAK = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from rss import peak_rss
 from ptmon.__main__ import main
 status = main()
-print(f"peak RSS kB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+print(f"peak RSS kB {{peak_rss() // 1024}}", file=sys.stderr)
 sys.exit(status)
 """
 
