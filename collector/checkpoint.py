@@ -206,7 +206,7 @@ def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
         with replacing_file(path) as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write the checkpoint: {exc}") from exc
+        raise CheckpointError(f"{path}: cannot write the checkpoint: {reason(exc)}") from exc
 
 
 # --- load -------------------------------------------------------------------------------

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import resource  # here, not when memory has run out: it is an extension module to load
-from pathlib import Path
+import stat
 
 
 class PtmonError(Exception):
@@ -101,15 +100,41 @@ def reason(exc: OSError) -> str:
     return said
 
 
-def unsearchable_directory(path: str) -> Path | None:
-    """The first directory on the way to ``path`` that this process may not search, if any."""
-    absolute = Path(os.path.abspath(path))
-    way = [*reversed(absolute.parents), absolute]
-    for parent, child in itertools.pairwise(way):
+def unsearchable_directory(path: str) -> str | None:
+    """The first directory this process may not search on the way the kernel walks to ``path``:
+    from the current directory for a relative path, ``..`` looked up where it stands, and every
+    symbolic link followed (the last one too, as open() does). None when there is none."""
+    return _walk("/" if os.path.isabs(path) else "", path, 0)
+
+
+_MAX_LINKS = 40  # as the kernel: a loop of links ends the walk
+
+
+def _walk(directory: str, path: str, links: int) -> str | None:
+    for part in [p for p in path.split("/") if p]:
+        step = os.path.join(directory, part)
         try:
-            os.lstat(child)
+            is_link = stat.S_ISLNK(os.lstat(step).st_mode)
+            target = os.readlink(step) if is_link else ""
         except PermissionError:
-            return parent
+            return _shown(directory)
         except OSError:
-            return None  # missing, or not a directory: nothing to blame on a mode
+            return None  # missing, not a directory, a name too long: nothing to blame on a mode
+        if is_link:
+            if links >= _MAX_LINKS:
+                return None
+            blocking = _walk("/" if os.path.isabs(target) else directory, target, links + 1)
+            if blocking is not None:
+                return blocking
+        directory = step
     return None
+
+
+def _shown(directory: str) -> str:
+    """A directory of the walk as the user knows it: the current one by its name when it has one."""
+    if directory:
+        return directory
+    try:
+        return os.getcwd()
+    except OSError:  # deleted since ptmon started in it
+        return "."

@@ -38,7 +38,7 @@ class ProcessLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             f = self.path.open("a+")
         except OSError as exc:  # a read-only data directory or lock file: one line, not a traceback
-            verb = "open" if self.path.exists() else "create"
+            verb = "open" if os.path.lexists(self.path) else "create"  # (False where it cannot be known)
             raise PtmonError(f"{self.what}: cannot {verb} {self.path}: {reason(exc)}") from exc
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -150,8 +150,9 @@ def archive_tag(directory: Path) -> Partition | None:
     """The partition an archive directory was written by (None: a whole-district collector's),
     refusing day files that say they are another partition's (:func:`check_day_files`)."""
     path = Path(directory) / PARTITION_FILE
-    try:
-        os.listdir(directory)  # a directory ptmon may not read is named as such, not by the file sought in it
+    try:  # a directory ptmon may not read or search is named as such, not by the file sought in it
+        os.listdir(directory)
+        os.lstat(path)
     except PermissionError as exc:
         raise UsageError(f"{directory}: cannot read the archive directory: {reason(exc)}") from exc
     except OSError:

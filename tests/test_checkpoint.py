@@ -417,12 +417,13 @@ def test_save_is_atomic(rules, tmp_path, monkeypatch):
     Feed(restored.engine, Decoder(registry)).feed([hb(T0 + 500, "c1")])
 
     def crash(*args: object) -> None:
-        raise OSError(28, "No space left on device")
+        raise OSError(28, "No space left on device", str(path))
 
     monkeypatch.setattr(durable.os, "replace", crash)
-    with pytest.raises(CheckpointError, match="No space left on device"):
+    with pytest.raises(CheckpointError) as refused:
         save_checkpoint(path, engine=restored.engine, tallies=restored.tallies,
                         decoder=Decoder(registry), extra={})
+    assert str(refused.value) == f"{path}: cannot write the checkpoint: No space left on device"  # the path said once
     monkeypatch.undo()
     assert load_checkpoint(path, registry).engine.clock == (T0 + 10) * US
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cp.npz"]

@@ -329,7 +329,7 @@ def test_a_ledger_ptmon_may_not_read_is_said_as_such(tmp_path: Path) -> None:
 def test_a_lock_file_ptmon_may_not_open_is_not_said_to_be_missing(tmp_path: Path) -> None:
     """Test that a ledger's lock file that exists but may not be opened (mode 000) is 'cannot open'
     it, and a lock file that cannot be made 'cannot create' it: the first sends the operator to
-    the file's mode, the second to the directory."""
+    the file's mode, the second to the directory (named when it may not even be searched)."""
     require("permissions")
     lock = tmp_path / "ledger.sqlite.lock"
     lock.touch()
@@ -337,16 +337,22 @@ def test_a_lock_file_ptmon_may_not_open_is_not_said_to_be_missing(tmp_path: Path
     shut = tmp_path / "shut"
     shut.mkdir()
     shut.chmod(0o555)
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    closed.chmod(0)
     take = ("import sys; from pathlib import Path; from ptmon.errors import PtmonError; from ptmon.lock import ProcessLock\n"
             "try:\n    ProcessLock(Path(sys.argv[1]), 'ledger L').acquire()\n"
             "except PtmonError as exc:\n    print(exc)")
     try:
         for path, said in ((lock, f"ledger L: cannot open {lock}: Permission denied"),
                            (shut / "ledger.sqlite.lock", f"ledger L: cannot create {shut / 'ledger.sqlite.lock'}: "
-                                                         "Permission denied")):
+                                                         "Permission denied"),
+                           (closed / "ledger.sqlite.lock", f"ledger L: cannot create {closed / 'ledger.sqlite.lock'}: "
+                                                           f"Permission denied (ptmon may not search the directory {closed})")):
             done = subprocess.run(unprivileged([sys.executable, "-c", take, str(path)]), capture_output=True, text=True,
                                   timeout=60)
             assert (done.returncode, done.stdout.strip()) == (0, said), done.stderr
     finally:
         lock.chmod(0o644)
         shut.chmod(0o755)
+        closed.chmod(0o755)

@@ -326,21 +326,24 @@ def test_a_scratch_directory_lets_go_of_the_memory_before_it_is_removed(tmp_path
         render(scratch)
 
 
-def test_an_archive_directory_ptmon_may_not_read_is_named(collected, tmp_path: Path) -> None:
-    """Test that an archive directory ptmon may not read (mode 000) is named as such by the
-    commands that read it, not by a file looked for in it."""
+@pytest.mark.parametrize("mode", [0, 0o644])
+def test_an_archive_directory_ptmon_may_not_read_is_named(collected, tmp_path: Path, mode: int) -> None:
+    """Test that an archive directory ptmon may not read or search (mode 000, 644) is named as
+    such by the commands that read it, not by a file looked for in it."""
     unprivileged.require("permissions")
     archive = tmp_path / "archive"
     shutil.copytree(collected["tmp"] / "all" / "archive", archive)
-    archive.chmod(0)
+    archive.chmod(mode)
     registry, rules = str(collected["registry"]), str(collected["rules"])
     try:
         for args in (["replay", str(archive), "--month", "2026-11", "--registry", registry, "--rules", rules],
                      ["report", "--month", "2026-11", "--registry", registry, "--rules", rules, "--from-archive",
                       str(archive), "--out", str(tmp_path / "out")]):
             done = unprivileged.run("permissions", [], args, tmp_path)
-            assert (done.code, done.err.strip().splitlines()[-1]) == \
-                (2, f"ptmon: error: {archive}: cannot read the archive directory: Permission denied"), done.err
+            said = f"ptmon: error: {archive}: cannot read the archive directory: Permission denied"
+            if mode:  # it may be listed, not searched: said so
+                said += f" (ptmon may not search the directory {archive})"
+            assert (done.code, done.err.strip().splitlines()[-1]) == (2, said), done.err
     finally:
         archive.chmod(0o755)
 
@@ -353,3 +356,71 @@ def test_the_reason_of_a_refusal_without_a_path_is_its_errno_text(tmp_path: Path
                 PermissionError(errno.EACCES, "Permission denied", str(readable)),
                 PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "missing" / "f"))):
         assert errors.reason(exc) == "Permission denied", exc
+
+
+_BLAME = """
+import json, os, sys
+from ptmon.errors import unsearchable_directory
+cases = json.loads(sys.argv[1])
+out = {}
+for name, (cwd, path) in cases.items():
+    os.chdir(cwd)
+    out[name] = unsearchable_directory(path)
+print(json.dumps(out))
+"""
+
+
+def test_the_directory_blamed_is_the_one_the_kernel_could_not_search(tmp_path: Path) -> None:
+    """Test that the directory named for a refused path is the one the kernel's walk stopped at:
+    through symbolic links (to the real directory, not the link, the last component's link
+    followed too), ``..`` looked up where it stands, a relative path from the current directory
+    (whose own parents are not searched; one deleted since is no traceback), and none for a file
+    whose own mode refuses it."""
+    unprivileged.require("permissions")
+    locked = tmp_path / "locked"
+    (locked / "sub").mkdir(parents=True)
+    (locked / "sub" / "f").write_text("")
+    (tmp_path / "free").mkdir()
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "to-sub").symlink_to(locked / "sub")
+    (tmp_path / "links" / "to-f").symlink_to(locked / "sub" / "f")
+    (tmp_path / "links" / "loop").symlink_to(tmp_path / "links" / "loop")
+    home = tmp_path / "home"
+    (home / "work").mkdir(parents=True)
+    (home / "work" / "shut").write_text("")
+    (home / "work" / "shut").chmod(0)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    cases = {
+        "absolute": [str(tmp_path), str(locked / "sub" / "f")],
+        "through a link": [str(tmp_path), str(tmp_path / "links" / "to-sub" / "f")],
+        "a link last": [str(tmp_path), "links/to-f"],
+        "dot-dot": [str(tmp_path), "locked/../free"],
+        "relative, its parents shut": [str(home / "work"), "shut"],
+        "a loop of links": [str(tmp_path), str(tmp_path / "links" / "loop" / "f")],
+        "missing below": [str(tmp_path), str(tmp_path / "free" / "nothing" / "f")],
+    }
+    locked.chmod(0)
+    home.chmod(0o311)  # searchable, for the walk to reach work/; then shut below
+    try:
+        done = subprocess.run(unprivileged.unprivileged([sys.executable, "-c", _BLAME, json.dumps(cases)]),
+                              capture_output=True, text=True, timeout=60)
+        # in home/work, then home shut: the kernel looks "shut" up from the current directory alone
+        again = subprocess.run(unprivileged.unprivileged([sys.executable, "-c", (
+            "import os, sys; from ptmon.errors import unsearchable_directory; os.chdir(sys.argv[1]); "
+            "os.chmod(sys.argv[2], 0); print(unsearchable_directory('shut'))"), str(home / "work"), str(home)]),
+            capture_output=True, text=True, timeout=60)
+        gone_cwd = subprocess.run(unprivileged.unprivileged([sys.executable, "-c", (
+            "import os, sys; from ptmon.errors import unsearchable_directory; os.chdir(sys.argv[1]); "
+            "os.rmdir(sys.argv[1]); print(unsearchable_directory('../locked/sub/f'))"), str(gone)]),
+            capture_output=True, text=True, timeout=60)
+    finally:
+        locked.chmod(0o755)
+        home.chmod(0o755)
+        (home / "work" / "shut").chmod(0o644)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "absolute": str(locked), "through a link": str(locked), "a link last": str(locked), "dot-dot": "locked",
+        "relative, its parents shut": None, "a loop of links": None, "missing below": None}
+    assert (again.returncode, again.stdout.strip()) == (0, "None"), again.stderr
+    assert (gone_cwd.returncode, gone_cwd.stdout.strip()) == (0, "../locked"), gone_cwd.stderr
