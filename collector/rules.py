@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from .durations import parse_duration
-from .errors import ConfigError
+from .errors import ConfigError, reason
 from .rule_fields import CODE_RE, MAX_FEE, NOT_A_CODE, read_rule_file, validate_rule_file
 from .rule_files import (
     CONTRACTS_FILE,
@@ -223,7 +223,11 @@ def _check_fees(file: str, contracts: tuple[Contract, ...], streets: tuple[Stree
 def load_rules(directory: str | Path | None = None) -> Rules:
     """Load and validate ``streets.yaml``, ``types.yaml`` and ``contracts.yaml`` of a directory."""
     base = Path(directory) if directory is not None else DEFAULT_RULES_DIR
-    if not base.is_dir():
+    try:
+        found = base.is_dir()
+    except OSError as exc:  # a directory on the way ptmon may not search
+        raise ConfigError(f"{base}: cannot reach the rules directory: {reason(exc)}") from exc
+    if not found:
         raise ConfigError(f"{base}: rules directory not found")
     docs, digest = {}, hashlib.sha256()
     for name in RULE_FILES:

@@ -138,6 +138,7 @@ def test_a_path_below_a_directory_that_cannot_be_searched_is_one_line(collected,
     try:
         for args, said, blocking in (
             (["rules", "check", str(shut_rules)], f"{shut_rules / 'streets.yaml'}: cannot read rule file", shut_rules),
+            (["rules", "check", str(below / "rules")], f"{below / 'rules'}: cannot reach the rules directory", locked),
             (["registry", "generate", "--out", str(below / "r.csv")], f"--out {below / 'r.csv'}: cannot reach it", locked),
             ([*report, "--ledger", str(collected["tmp"] / "all" / "ledger.sqlite"), "--out", str(below / "report")],
              f"--out {below / 'report'}: cannot reach it", locked),
