@@ -6,6 +6,7 @@ import errno
 import os
 import resource  # here, not when memory has run out: it is an extension module to load
 import stat
+import time
 
 
 class PtmonError(Exception):
@@ -103,31 +104,69 @@ def reason(exc: OSError) -> str:
 def unsearchable_directory(path: str) -> str | None:
     """The first directory this process may not search on the way the kernel walks to ``path``:
     from the current directory for a relative path, ``..`` looked up where it stands, and every
-    symbolic link followed (the last one too, as open() does). None when there is none."""
-    return _walk("/" if os.path.isabs(path) else "", path, 0)
-
-
-_MAX_LINKS = 40  # as the kernel: a loop of links ends the walk
-
-
-def _walk(directory: str, path: str, links: int) -> str | None:
-    for part in [p for p in path.split("/") if p]:
-        step = os.path.join(directory, part)
-        try:
-            is_link = stat.S_ISLNK(os.lstat(step).st_mode)
-            target = os.readlink(step) if is_link else ""
-        except PermissionError:
-            return _shown(directory)
-        except OSError:
-            return None  # missing, not a directory, a name too long: nothing to blame on a mode
-        if is_link:
-            if links >= _MAX_LINKS:
-                return None
-            blocking = _walk("/" if os.path.isabs(target) else directory, target, links + 1)
-            if blocking is not None:
-                return blocking
-        directory = step
+    symbolic link followed (the last one too, as open() does), its target's directory then the
+    one searched. None when there is none, and None rather than a guess where the walk cannot be
+    the kernel's: /proc's links (``/dev/stdin``, ``/proc/self/cwd``) lead to open files, not to the
+    text they read as; a link that may not be followed; a walk longer than a second."""
+    try:
+        _Walk().through("/" if os.path.isabs(path) else "", path)
+    except _Blocked as blocked:
+        return blocked.directory
+    except _NoBlame:
+        return None
     return None
+
+
+class _Blocked(Exception):
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+
+class _NoBlame(Exception):
+    pass
+
+
+class _Walk:
+    MAX_LINKS = 40  # as the kernel: a loop of links ends the walk
+    SECONDS = 1.0  # links nested to make each lstat re-walk long paths: give up, it is only a hint
+
+    def __init__(self) -> None:
+        self.links = 0
+        self.deadline = time.monotonic() + self.SECONDS
+
+    def through(self, directory: str, path: str) -> str:
+        """Walk ``path`` from ``directory``: where it leads (raises _Blocked where it stops)."""
+        for part in [p for p in path.split("/") if p]:
+            step = os.path.join(directory, part)
+            if time.monotonic() > self.deadline:
+                raise _NoBlame
+            try:
+                is_link = stat.S_ISLNK(os.lstat(step).st_mode)
+            except PermissionError:
+                raise _Blocked(_shown(directory)) from None
+            except OSError:
+                raise _NoBlame from None  # missing, not a directory, a name too long: nothing to blame on a mode
+            if is_link:
+                step = self._follow(directory, step)
+            directory = step
+        return directory
+
+    def _follow(self, directory: str, link: str) -> str:
+        self.links += 1
+        if self.links > self.MAX_LINKS or _in_proc(link):
+            raise _NoBlame
+        try:
+            target = os.readlink(link)
+        except OSError:
+            raise _NoBlame from None
+        return self.through("/" if os.path.isabs(target) else directory, target)
+
+
+def _in_proc(link: str) -> bool:
+    try:
+        return os.path.abspath(link).startswith("/proc/")
+    except OSError:  # the current directory deleted: not /proc's
+        return False
 
 
 def _shown(directory: str) -> str:

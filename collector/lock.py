@@ -83,9 +83,13 @@ class CollectorLocks:
 
 def held(path: Path) -> bool:
     """Whether a process holds the lock file ``path`` right now."""
-    if not path.exists():
+    try:
+        f = path.open("r")  # flock needs no write access: a read-only lock file is tested too
+    except (FileNotFoundError, NotADirectoryError):  # no lock: no collector
         return False
-    with path.open("r") as f:  # flock needs no write access: a read-only lock file is tested too
+    except OSError as exc:
+        raise PtmonError(f"cannot tell whether a collector is running: cannot open {path}: {reason(exc)}") from exc
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -329,7 +329,8 @@ def test_a_ledger_ptmon_may_not_read_is_said_as_such(tmp_path: Path) -> None:
 def test_a_lock_file_ptmon_may_not_open_is_not_said_to_be_missing(tmp_path: Path) -> None:
     """Test that a ledger's lock file that exists but may not be opened (mode 000) is 'cannot open'
     it, and a lock file that cannot be made 'cannot create' it: the first sends the operator to
-    the file's mode, the second to the directory (named when it may not even be searched)."""
+    the file's mode, the second to the directory (named when it may not even be searched); and
+    that a command asking whether a collector holds it says what it was asking."""
     require("permissions")
     lock = tmp_path / "ledger.sqlite.lock"
     lock.touch()
@@ -352,6 +353,13 @@ def test_a_lock_file_ptmon_may_not_open_is_not_said_to_be_missing(tmp_path: Path
             done = subprocess.run(unprivileged([sys.executable, "-c", take, str(path)]), capture_output=True, text=True,
                                   timeout=60)
             assert (done.returncode, done.stdout.strip()) == (0, said), done.stderr
+        ask = ("import sys; from pathlib import Path; from ptmon.errors import PtmonError; from ptmon.lock import "
+               "collector_running\ntry:\n    print(collector_running(ledger=Path(sys.argv[1])))\n"
+               "except PtmonError as exc:\n    print(exc)")
+        asked = subprocess.run(unprivileged([sys.executable, "-c", ask, str(tmp_path / "ledger.sqlite")]),
+                               capture_output=True, text=True, timeout=60)
+        assert (asked.returncode, asked.stdout.strip()) == (0, "cannot tell whether a collector is running: cannot "
+                                                              f"open {lock}: Permission denied"), asked.stderr
     finally:
         lock.chmod(0o644)
         shut.chmod(0o755)

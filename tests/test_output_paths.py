@@ -374,9 +374,10 @@ print(json.dumps(out))
 def test_the_directory_blamed_is_the_one_the_kernel_could_not_search(tmp_path: Path) -> None:
     """Test that the directory named for a refused path is the one the kernel's walk stopped at:
     through symbolic links (to the real directory, not the link, the last component's link
-    followed too), ``..`` looked up where it stands, a relative path from the current directory
-    (whose own parents are not searched; one deleted since is no traceback), and none for a file
-    whose own mode refuses it."""
+    followed too, a link to the shut directory itself), ``..`` looked up where it stands, a
+    relative path from the current directory (whose own parents are not searched; one deleted
+    since is no traceback); and none for a file whose own mode refuses it, for /proc's links
+    (/dev/stdin is the open file, not the path it reads as), or once the walk has run too long."""
     unprivileged.require("permissions")
     locked = tmp_path / "locked"
     (locked / "sub").mkdir(parents=True)
@@ -386,6 +387,9 @@ def test_the_directory_blamed_is_the_one_the_kernel_could_not_search(tmp_path: P
     (tmp_path / "links" / "to-sub").symlink_to(locked / "sub")
     (tmp_path / "links" / "to-f").symlink_to(locked / "sub" / "f")
     (tmp_path / "links" / "loop").symlink_to(tmp_path / "links" / "loop")
+    (tmp_path / "links" / "to-locked").symlink_to(locked)
+    (tmp_path / "links" / "up-to-locked").symlink_to("../locked")
+    (tmp_path / "links" / "to-up").symlink_to("up-to-locked")
     home = tmp_path / "home"
     (home / "work").mkdir(parents=True)
     (home / "work" / "shut").write_text("")
@@ -400,6 +404,9 @@ def test_the_directory_blamed_is_the_one_the_kernel_could_not_search(tmp_path: P
         "relative, its parents shut": [str(home / "work"), "shut"],
         "a loop of links": [str(tmp_path), str(tmp_path / "links" / "loop" / "f")],
         "missing below": [str(tmp_path), str(tmp_path / "free" / "nothing" / "f")],
+        "a link to it": [str(tmp_path), str(tmp_path / "links" / "to-locked" / "sub")],
+        "relative links to it": [str(tmp_path), "links/to-up/sub"],
+        "the current directory by /proc": [str(tmp_path / "free"), "/proc/self/cwd/../locked/sub"],
     }
     locked.chmod(0)
     home.chmod(0o311)  # searchable, for the walk to reach work/; then shut below
@@ -415,6 +422,14 @@ def test_the_directory_blamed_is_the_one_the_kernel_could_not_search(tmp_path: P
             "import os, sys; from ptmon.errors import unsearchable_directory; os.chdir(sys.argv[1]); "
             "os.rmdir(sys.argv[1]); print(unsearchable_directory('../locked/sub/f'))"), str(gone)]),
             capture_output=True, text=True, timeout=60)
+        with open(locked / "sub" / "f", "rb") as opened:  # opened here, where the directory is searched
+            stdin = subprocess.run(unprivileged.unprivileged([sys.executable, "-c", (
+                "from ptmon.errors import unsearchable_directory; print(unsearchable_directory('/dev/stdin'))")]),
+                stdin=opened, capture_output=True, text=True, timeout=60)
+        slow = subprocess.run(unprivileged.unprivileged([sys.executable, "-c", (
+            "import sys; from ptmon import errors; errors._Walk.SECONDS = -1; "
+            "print(errors.unsearchable_directory(sys.argv[1]))"), str(locked / "sub")]),
+            capture_output=True, text=True, timeout=60)
     finally:
         locked.chmod(0o755)
         home.chmod(0o755)
@@ -422,6 +437,29 @@ def test_the_directory_blamed_is_the_one_the_kernel_could_not_search(tmp_path: P
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
         "absolute": str(locked), "through a link": str(locked), "a link last": str(locked), "dot-dot": "locked",
-        "relative, its parents shut": None, "a loop of links": None, "missing below": None}
+        "relative, its parents shut": None, "a loop of links": None, "missing below": None,
+        "a link to it": str(locked), "relative links to it": "links/../locked", "the current directory by /proc": None}
+    assert (stdin.returncode, stdin.stdout.strip()) == (0, "None"), stdin.stderr
+    assert (slow.returncode, slow.stdout.strip()) == (0, "None"), slow.stderr
     assert (again.returncode, again.stdout.strip()) == (0, "None"), again.stderr
     assert (gone_cwd.returncode, gone_cwd.stdout.strip()) == (0, "../locked"), gone_cwd.stderr
+
+
+def test_a_file_ptmon_may_not_write_is_not_replaced_behind_its_mode(tmp_path: Path) -> None:
+    """Test that an output file ptmon may not write (mode 000 in a writable directory, or a link to
+    one) is refused in one line, as the shell's ``>`` refuses it, and left as it was, though the
+    directory would let ptmon rename a new file over it."""
+    unprivileged.require("permissions")
+    kept = tmp_path / "kept.csv"
+    kept.write_text("what the owner keeps\n")
+    kept.chmod(0)
+    (tmp_path / "link.csv").symlink_to(kept)
+    try:
+        for given in (kept, tmp_path / "link.csv"):
+            done = unprivileged.run("permissions", [], ["registry", "generate", "--out", str(given)], tmp_path)
+            assert (done.code, done.err.strip().splitlines()[-1]) == (
+                2, f"ptmon: error: --out {given}: cannot write it: Permission denied"), done.err
+    finally:
+        kept.chmod(0o644)
+    assert kept.read_text() == "what the owner keeps\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "kept.csv", "link.csv"]
