@@ -35,8 +35,9 @@ def output_dir(path: str | Path, option: str) -> Path:
 
 
 def output_file(path: str | Path, option: str) -> Path:
-    """``path`` as a file to write: not a directory, in a writable directory that exists; or a
-    device or FIFO we may write (/dev/null, /dev/stdout), written in place."""
+    """``path`` as a file to write: not a directory, in a writable directory that exists, not a
+    file we may not write; or a device or FIFO we may write (/dev/null, /dev/stdout), written in
+    place."""
     path = Path(path)
     with _unreachable(path, option):
         if path.is_dir():
@@ -45,7 +46,10 @@ def output_file(path: str | Path, option: str) -> Path:
             if not os.access(path, os.W_OK):
                 raise UsageError(f"{option} {path}: cannot write it: {os.strerror(errno.EACCES)}")
             return path
-        parent = written_path(path).parent
+        target = written_path(path)
+        if target.is_file() and not os.access(target, os.W_OK):  # as the shell's > would: not replaced behind the mode
+            raise UsageError(f"{option} {path}: cannot write it: {os.strerror(errno.EACCES)}")
+        parent = target.parent
         if not parent.is_dir():
             raise UsageError(f"{option} {path}: no directory {parent}" if not parent.exists()
                              else f"{option} {path}: {parent} is not a directory")
