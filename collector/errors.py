@@ -163,9 +163,10 @@ class _Walk:
 
 
 def _in_proc(link: str) -> bool:
+    """Whether ``link`` is procfs's: under /proc, or on its file system mounted elsewhere (a bind)."""
     try:
-        return os.path.abspath(link).startswith("/proc/")
-    except OSError:  # the current directory deleted: not /proc's
+        return os.path.abspath(link).startswith("/proc/") or os.lstat(link).st_dev == os.stat("/proc").st_dev
+    except OSError:  # the current directory deleted, no /proc: not procfs's as far as can be told
         return False
 
 
