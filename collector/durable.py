@@ -9,6 +9,7 @@ the data and the rename are fsync'd too, so a power cut leaves one of the two on
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Iterator
@@ -108,6 +109,20 @@ def _own_descriptor(path: Path) -> int | None:
         if name.startswith(prefix) and name[len(prefix):].isdigit():
             return int(name[len(prefix):])
     return _STANDARD_STREAMS.get(name)
+
+
+def writable_in_place(path: Path) -> OSError | None:
+    """Why ``path`` (:func:`is_special`) cannot be written in place; None when it can. One of the
+    process's own descriptors is writable when it was opened for writing, whoever owns what is
+    behind it (a pipe a shell of another user made); anything else by its mode."""
+    fd = _own_descriptor(path)
+    if fd is not None:
+        try:
+            writable = (fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
+        except OSError as exc:
+            return exc
+        return None if writable else OSError(errno.EBADF, "not open for writing", str(path))
+    return None if os.access(path, os.W_OK) else OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
 def _descriptor(path: Path) -> int:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from .durable import is_special, replacing_file, written_path
+from .durable import is_special, replacing_file, writable_in_place, written_path
 from .errors import PtmonError, UsageError, reason
 
 
@@ -43,18 +43,29 @@ def output_file(path: str | Path, option: str) -> Path:
         if path.is_dir():
             raise UsageError(f"{option} {path}: is a directory")
         if is_special(path):
-            if not os.access(path, os.W_OK):
-                raise UsageError(f"{option} {path}: cannot write it: {os.strerror(errno.EACCES)}")
+            if (refused := writable_in_place(path)) is not None:
+                raise UsageError(f"{option} {path}: cannot write it: {reason(refused)}")
             return path
         target = written_path(path)
-        if target.is_file() and not os.access(target, os.W_OK):  # as the shell's > would: not replaced behind the mode
-            raise UsageError(f"{option} {path}: cannot write it: {os.strerror(errno.EACCES)}")
+        refuse_unwritable_file(target, f"{option} {path}")
         parent = target.parent
         if not parent.is_dir():
             raise UsageError(f"{option} {path}: no directory {parent}" if not parent.exists()
                              else f"{option} {path}: {parent} is not a directory")
     _probe(parent, f"{option} {path}")
     return path
+
+
+def refuse_unwritable_file(path: Path, shown: str) -> None:
+    """UsageError when ``path`` is a file there that ptmon may not write (its mode, immutable, a
+    read-only mount), with the kernel's reason: as the shell's ``>`` refuses it, it is not replaced
+    by a rename behind its back. Opened for writing without truncating, and closed: left as it was."""
+    if not path.is_file():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError as exc:
+        raise UsageError(f"{shown}: cannot write it: {reason(exc)}") from exc
 
 
 @contextmanager

@@ -463,3 +463,46 @@ def test_a_file_ptmon_may_not_write_is_not_replaced_behind_its_mode(tmp_path: Pa
         kept.chmod(0o644)
     assert kept.read_text() == "what the owner keeps\n" and sorted(p.name for p in tmp_path.iterdir()) == [
         "kept.csv", "link.csv"]
+
+
+def test_report_files_ptmon_may_not_write_are_refused_before_the_month_is_read(collected, tmp_path: Path) -> None:
+    """Test that ``report --out DIR`` holding a report file of this month that ptmon may not write
+    (mode 000) is refused before anything is read, the file left as it was, as for one output
+    file; another month's file of that mode is no concern of this report."""
+    unprivileged.require("permissions")
+    out = tmp_path / "out"
+    out.mkdir()
+    kept, other = out / "report-2026-11.csv", out / "report-2026-10.csv"
+    for path in (kept, other):
+        path.write_text("signed copy\n")
+        path.chmod(0)
+    report = ["report", "--month", "2026-11", "--format", "csv", "--registry", str(collected["registry"]),
+              "--rules", str(collected["rules"]), "--ledger", str(collected["tmp"] / "all" / "ledger.sqlite"),
+              "--out", str(out)]
+    try:
+        done = unprivileged.run("permissions", [], report, tmp_path)
+        assert (done.code, done.err.strip().splitlines()[-1]) == (
+            2, f"ptmon: error: --out {out}: report-2026-11.csv: cannot write it: Permission denied"), done.err
+        kept.chmod(0o644)
+        done = unprivileged.run("permissions", [], report, tmp_path)
+        assert done.code == 0, done.err
+    finally:
+        kept.chmod(0o644)
+        other.chmod(0o644)
+    assert kept.read_text() != "signed copy\n" and other.read_text() == "signed copy\n"
+
+
+def test_stdout_by_name_is_written_whoever_owns_what_it_is(collected, tmp_path: Path) -> None:
+    """Test that ``--out /dev/stdout`` writes through the descriptor ptmon was given when what is
+    behind it belongs to someone else and its mode would not let ptmon open it again (a pipe or a
+    file a shell of another user opened): the descriptor's own open mode decides, as for ``>``."""
+    unprivileged.require("permissions")
+    held = tmp_path / "held.csv"
+    with open(held, "wb") as opened:
+        held.chmod(0)
+        done = subprocess.run(unprivileged.unprivileged([sys.executable, "-m", "ptmon.cli", "registry", "generate",
+                                                         "--out", "/dev/stdout"]),
+                              stdout=opened, stderr=subprocess.PIPE, text=True, timeout=300)
+    held.chmod(0o644)
+    assert done.returncode == 0, done.stderr
+    assert held.read_text(encoding="utf-8").startswith("device_id,")

@@ -8,9 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from ..durable import written_path
 from ..errors import PtmonError, UsageError
 from ..merge import merged_ledger_file
-from ..outputs import output_dir, scratch_directory
+from ..outputs import output_dir, refuse_unwritable_file, scratch_directory
 from ..registry import load_registry
 from ..rules import DEFAULT_RULES_DIR, load_rules
 from ..timebase import month_bounds
@@ -56,6 +57,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         for taken in Path(args.out).glob(f"report-{args.month}*.{fmt}"):
             if taken.is_dir():
                 raise UsageError(f"--out {args.out}: {taken} is a directory where a report file goes: move it away")
+            refuse_unwritable_file(written_path(taken), f"--out {args.out}: {taken.name}")
     config = None
     if args.config:
         from ..config import load_config
