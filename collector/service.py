@@ -162,6 +162,8 @@ def run_collect(args: argparse.Namespace) -> int:
         output_dir(config.checkpoint_path.parent, "checkpoint")
         if config.influx.url:
             output_dir(config.spool_path, "spool")
+        if args.kpi_csv:
+            output_file(args.kpi_csv, "--kpi-csv")
         print("config OK")
         return 0
     kpi_csv = output_file(args.kpi_csv, "--kpi-csv") if args.kpi_csv else None  # written at every checkpoint

@@ -98,8 +98,8 @@ def test_replay_csv_that_cannot_be_written_is_refused_before_the_replay(collecte
 
 def test_other_commands_writing_files_refuse_an_unwritable_path(collected, readonly, capsys) -> None:
     """Test that registry generate --out, demo --workdir, simulate --record and collect --data-dir /
-    --kpi-csv on a read-only filesystem are refused in one line naming the path (the simulator's is
-    not told as a broker it cannot reach)."""
+    --kpi-csv (with --check-config too) on a read-only filesystem are refused in one line naming the
+    path (the simulator's is not told as a broker it cannot reach)."""
     registry, rules = str(collected["registry"]), str(collected["rules"])
     _refused(capsys, ["registry", "generate", "--rules", rules, "--out", str(readonly / "r.csv")], f"--out {readonly / 'r.csv'}:")
     _refused(capsys, ["demo", "--offline", "--workdir", str(readonly / "d")], f"--workdir {readonly / 'd'}:")
@@ -112,6 +112,9 @@ def test_other_commands_writing_files_refuse_an_unwritable_path(collected, reado
     _refused(capsys, ["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
                       "--data-dir", str(readonly.parent / "data"), "--kpi-csv", str(readonly / "k.csv")],
              f"--kpi-csv {readonly / 'k.csv'}:")
+    _refused(capsys, ["collect", "--registry", registry, "--rules", rules, "--broker", "mqtt://127.0.0.1:1",
+                      "--data-dir", str(readonly.parent / "data"), "--kpi-csv", str(readonly / "k.csv"),
+                      "--check-config"], f"--kpi-csv {readonly / 'k.csv'}:")  # as the start would, not 'config OK'
     assert not list(readonly.iterdir())
     a_file = readonly.parent / "a-file"
     a_file.write_text("")
