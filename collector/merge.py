@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, reason
 from .ledger.grid import SampleGrid
 from .ledger.observed import union
 from .ledger.read import MERGED_SPANS_KEY
@@ -54,8 +54,17 @@ def tagged_archives(sources: Sequence[Path]) -> list[tuple[Path, Partition | Non
     """Each archive directory or file with its partition tag, or None when none is tagged (one
     archive). A file carries the tag of the directory it is in: a partition's day file alone is
     a partition, not the district."""
-    tags = [(Path(p), archive_tag(Path(p) if Path(p).is_dir() else Path(p).parent)) for p in sources]
+    tags = [(Path(p), archive_tag(Path(p) if looked_at(Path(p), Path.is_dir) else Path(p).parent)) for p in sources]
     return tags if any(t is not None for _, t in tags) else None
+
+
+def looked_at(archive: Path, test: Callable[[Path], bool]) -> bool:
+    """``test(archive)`` (``Path.exists``, ``Path.is_dir``), which raises below a directory ptmon
+    may not search: then a UsageError naming the archive and that directory."""
+    try:
+        return test(archive)
+    except OSError as exc:
+        raise UsageError(f"{archive}: cannot reach the archive: {reason(exc)}") from exc
 
 
 def open_partition_ledgers(paths: Sequence[Path], rules: Rules) -> list[tuple[Partition | None, Ledger]]:

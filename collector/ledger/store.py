@@ -54,10 +54,10 @@ class Ledger:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        if readonly and not self.path.exists():
-            raise LedgerError(f"{self.path}: no ledger here (it is written by `ptmon collect`)")
         if readonly:
-            refuse_unreadable(self.path)
+            refuse_unreadable(self.path)  # first: below a directory ptmon may not search, exists() raises
+            if not self.path.exists():
+                raise LedgerError(f"{self.path}: no ledger here (it is written by `ptmon collect`)")
         else:
             refuse_read_only(self.path)  # (unreadable included)
         try:

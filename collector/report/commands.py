@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..durable import written_path
 from ..errors import PtmonError, UsageError
-from ..merge import merged_ledger_file
+from ..merge import looked_at, merged_ledger_file
 from ..outputs import output_dir, refuse_unwritable_file, scratch_directory
 from ..registry import load_registry
 from ..rules import DEFAULT_RULES_DIR, load_rules
@@ -118,7 +118,7 @@ def _report(args, config, rules, registry, formats, ledger: Path, label: str | N
     archive_dirs = None
     if args.from_archive is not None:
         archive_dirs = [Path(d) for d in args.from_archive] or [config.archive_path if config else Path("ptmon-data") / "archive"]
-        missing = [str(d) for d in archive_dirs if not d.exists()]
+        missing = [str(d) for d in archive_dirs if not looked_at(d, Path.exists)]
         if missing:
             raise UsageError(f"archive directory or file not found: {', '.join(missing)}")
         ledger_path = ledger if ledger.is_file() else None
