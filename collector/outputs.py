@@ -59,7 +59,8 @@ def output_file(path: str | Path, option: str) -> Path:
 def refuse_unwritable_file(path: Path, shown: str) -> None:
     """UsageError when ``path`` is a file there that ptmon may not write (its mode, immutable, a
     read-only mount), with the kernel's reason: as the shell's ``>`` refuses it, it is not replaced
-    by a rename behind its back. Opened for writing without truncating, and closed: left as it was."""
+    by a rename behind its back. Opened for writing without truncating, and closed: left as it was.
+    A symbolic link is followed, as the write follows it."""
     if not path.is_file():
         return
     try:

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..durable import written_path
 from ..errors import PtmonError, UsageError
 from ..merge import looked_at, merged_ledger_file
 from ..outputs import output_dir, refuse_unwritable_file, scratch_directory
@@ -57,7 +56,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         for taken in Path(args.out).glob(f"report-{args.month}*.{fmt}"):
             if taken.is_dir():
                 raise UsageError(f"--out {args.out}: {taken} is a directory where a report file goes: move it away")
-            refuse_unwritable_file(written_path(taken), f"--out {args.out}: {taken.name}")
+            refuse_unwritable_file(taken, f"--out {args.out}: {taken.name}")
     config = None
     if args.config:
         from ..config import load_config
