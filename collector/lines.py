@@ -16,6 +16,10 @@ against orjson). Its topic and payload stay spans of the block.
 Every other line (control records, any other escape, non-ASCII text, another number form,
 whitespace, bad lines) is left to the reader's exact per-line path, in its place, so the
 records read are the per-line reader's, in the same order.
+
+Where the install compiled kernels.c (kernels.py), a block is split and its plain lines taken in
+one pass per line, and their payloads parsed where they lie; :func:`scan_numpy` is its
+reference and the fallback.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import kernels
 from .ids import MASKS, PAD, padded, words
 from .payloads import Parsed, Shape, parse_spans
 from .topics import TopicMap
@@ -131,6 +136,9 @@ class ArchiveLines:
         followed by a NUL (the byte of its closing quote), still escaped."""
         if self.parsed is not None:
             return self.parsed
+        if kernels.available():  # read where they lie: one pass per payload, no gather
+            return parse_spans(self.buffer, self.array, self.payload_start, self.payload_end, escaped=True,
+                               size=self.payload_chars)
         length = self.payload_end - self.payload_start + 1  # each body with its closing quote
         ends = np.cumsum(length) - 1
         total = int(ends[-1]) + 1 if len(ends) else 0
@@ -198,8 +206,17 @@ def scan(data: bytes) -> Block:
     """Split ``data`` (whole lines; the last may lack its newline) and take its plain lines."""
     buffer = padded(data)
     array = np.frombuffer(buffer, dtype=np.uint8, count=len(data))
+    if not kernels.available():
+        return scan_numpy(buffer, array)
+    starts, ends, plain, t, topic_start, topic_end, payload_start, payload_end, chars = kernels.scan(array)
+    lines = ArchiveLines(buffer, array, t, topic_start, topic_end, payload_start, payload_end, chars)
+    return Block(buffer, starts, ends, plain, lines)
+
+
+def scan_numpy(buffer: bytes, array: np.ndarray) -> Block:
+    """:func:`scan` in numpy passes over the block (the compiled scanner's reference)."""
     newline = np.flatnonzero(array == NEWLINE)
-    ends = newline if data.endswith(b"\n") else np.append(newline, len(data))
+    ends = newline if len(array) and array[-1] == NEWLINE else np.append(newline, len(array))
     starts = np.concatenate([[0], newline + 1])[: len(ends)]
     plain = ends - starts >= len(b'{"t":0,"topic":"","payload":""}')
     # printable ASCII only: below 0x20 or from 0x7F, a byte minus 0x20 wraps to 0x5F or more (one pass)

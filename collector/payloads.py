@@ -16,6 +16,10 @@ from its digits eight at a time (SWAR on 64-bit words).
 Anything else — a float, a string, ``null``, a nested object, whitespace inside a number, an
 escape, a control character, invalid UTF-8 — leaves that payload to ``orjson`` as before
 (:attr:`Parsed.slow`), so the values taken here are exactly what ``orjson.loads`` gives.
+
+Where the install compiled kernels.c (kernels.py), it cuts the runs and builds the shapes in
+one pass per payload; the shapes' grammar is still checked here, and the numpy code below
+(:func:`parse_spans_numpy`) stays its reference and the fallback.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
 from .ids import MASKS, PAD, padded, words
 
 MARK = 0x01  # a value's place in a shape: a control character, never valid in a JSON text
 MAX_DIGITS = 18
 MAX_SHAPES = 32  # distinct shapes per batch parsed here; more (hostile traffic) go to orjson
+assert MAX_SHAPES == kernels.MAX_SHAPES
 _SHAPE_CACHE_LIMIT = 4096
 
 
@@ -90,6 +96,35 @@ def parse_spans(buffer: bytes | np.ndarray, array: np.ndarray, starts: np.ndarra
     escape is ``\\"`` (an archive line's, checked by its reader). ``size``: each payload's size
     unescaped, when the caller has counted it already."""
     n = len(starts)
+    if size is None:
+        size = ends - starts
+        if escaped:
+            backslashes = np.flatnonzero(array == ord("\\"))
+            size = size - np.bincount(np.searchsorted(starts, backslashes, side="right") - 1, minlength=n)
+    if kernels.available():
+        return _parse_compiled(array, starts, ends, escaped, size)
+    return parse_spans_numpy(buffer, array, starts, ends, escaped, size)
+
+
+def _parse_compiled(array: np.ndarray, starts: np.ndarray, ends: np.ndarray, escaped: bool, size: np.ndarray) -> Parsed:
+    """:func:`parse_spans` by kernels.c, the shapes' grammar checked here as in the numpy code."""
+    shape_of, values, table = kernels.parse(array, starts, ends, escaped)
+    slow = shape_of < 0
+    shapes = []
+    for k, shape in enumerate(table):
+        rows = np.flatnonzero(shape_of == k)
+        keys = _shape_keys(shape, escaped)
+        if keys is None:
+            slow[rows] = True
+        else:
+            shapes.append(Shape(rows, keys, values[rows, : len(keys)]))
+    return Parsed(shapes, np.flatnonzero(slow), size)
+
+
+def parse_spans_numpy(buffer: bytes | np.ndarray, array: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                      escaped: bool, size: np.ndarray) -> Parsed:
+    """:func:`parse_spans` in numpy passes over the payloads (the compiled parser's reference)."""
+    n = len(starts)
     slow = np.zeros(n, dtype=bool)
     _mark_weird(array, starts, ends, slow, escaped)
     number = ((array >= ord("0")) & (array <= ord("9"))) | (array == ord("-"))
@@ -100,11 +135,6 @@ def parse_spans(buffer: bytes | np.ndarray, array: np.ndarray, starts: np.ndarra
     first_run = np.cumsum(runs) - runs
     values, bad_run = _values(buffer, array, run_start, run_end)
     slow[owner[bad_run]] = True
-    if size is None:
-        size = ends - starts
-        if escaped:
-            backslashes = np.flatnonzero(array == ord("\\"))
-            size = size - np.bincount(np.searchsorted(starts, backslashes, side="right") - 1, minlength=n)
     run_bytes = np.bincount(owner, weights=run_end - run_start, minlength=n).astype(np.int64)
     before = np.cumsum(run_bytes) - run_bytes
     skeleton = array.copy()

@@ -26,6 +26,7 @@ from typing import cast
 
 import numpy as np
 
+from . import kernels
 from .archive import CONTROL_PREFIX, MONITOR_TOPIC, PARTITION_TOPIC, RETAINED_TOPIC, TICK_TOPIC, ArchiveReader, Record
 from .checkpoint import Checkpoint, restore_decoder
 from .decode import LIMITS_TOPIC, DecodedBatch, Decoder
@@ -339,6 +340,7 @@ def replay(
     """KPIs of ``[start, end)`` recomputed from message archives, with the exemptions given, from a
     saved state (a month-start snapshot) when one is given."""
     reader = ArchiveReader(paths)
+    log.info("archive lines scanned by the %s scanner", kernels.in_use())
     replayer = Replayer(registry, start, end, exemptions, state)
     replayer.read_ahead = True
     freeze_startup_heap()

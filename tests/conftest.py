@@ -52,6 +52,19 @@ def simulated_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(month_context, "wall_clock", lambda: T0 * 1_000_000 + 10 * 365 * 86_400 * 1_000_000)
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test using it runs with the compiled archive scanner (kernels.c) and with its numpy
+    reference, which is the fallback where the compiler was missing at install."""
+    from ptmon import kernels
+
+    if request.param == "numpy":
+        monkeypatch.setattr(kernels, "_lib", None)
+    elif not kernels.available():
+        pytest.skip("the compiled scanner is not built (tests/test_kernels.py fails on that)")
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def rules() -> Rules:
     return load_rules()

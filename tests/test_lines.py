@@ -23,6 +23,8 @@ from ptmon.simulators.synthetic import Scenario, iter_records
 
 from .conftest import T0, make_registry
 
+pytestmark = pytest.mark.usefixtures("scanner")  # each test with the compiled scanner and with numpy
+
 US = 1_000_000
 HOUR = 3600
 TOPIC = "putuo/iot/taopu/s-1/hb"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.resources
+import os
 import shutil
 import subprocess
 import sys
 import tomllib
 import zipfile
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,9 +43,11 @@ def test_rules_scenarios_and_dashboards_are_package_data() -> None:
     assert (dashboards / "overview.json").is_file()
 
 
-def test_wheel_holds_the_data_and_runs_from_elsewhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compiler", [True, False])
+def test_wheel_holds_the_data_and_runs_from_elsewhere(tmp_path: Path, compiler: bool) -> None:
     """Test that a built wheel carries rules, scenarios and dashboards, and that `ptmon rules check`
-    runs from it outside the checkout."""
+    runs from it outside the checkout; with a C compiler it carries the compiled scanner, without
+    one (CC=/bin/false) it builds all the same and ptmon uses its numpy scanner."""
     source = tmp_path / "source"  # a copy: setuptools builds in the source tree's build/
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout.split(b"\0")
     for name in filter(None, (t.decode() for t in tracked)):
@@ -50,7 +55,7 @@ def test_wheel_holds_the_data_and_runs_from_elsewhere(tmp_path: Path) -> None:
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=os.environ | ({} if compiler else {"CC": "/bin/false"}))
     wheel = next(tmp_path.glob("ptmon-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("ptmon/default_rules/contracts.yaml", "ptmon/default_rules/README.md",
@@ -58,11 +63,13 @@ def test_wheel_holds_the_data_and_runs_from_elsewhere(tmp_path: Path) -> None:
                    "ptmon/grafana/provisioning/datasources/ptmon.yaml", "ptmon/cli.py"):
         assert needed in names
     assert not any(n.startswith(("collector/", "simulators/", "tests/")) for n in names)
+    assert any(n.startswith("ptmon/_kernels") and n.endswith(".so") for n in names) == compiler
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     run = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from ptmon.cli import main; "
-                          "raise SystemExit(main(['rules', 'check']))", str(target)],
-                         cwd=tmp_path, capture_output=True, text=True)
+                          "from ptmon.kernels import in_use; print(in_use()); raise SystemExit(main(['rules', 'check']))",
+                          str(target)], cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert str(target) in run.stdout and "10 streets" in run.stdout
+    assert run.stdout.startswith("compiled" if compiler else "numpy")

@@ -11,11 +11,14 @@ import json
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ptmon.ids import padded
 from ptmon.payloads import parse_payloads, parse_spans
+
+pytestmark = pytest.mark.usefixtures("scanner")  # each test with the compiled scanner and with numpy
 
 HEARTBEATS = [
     '{"ts":1762012800,"seq":5,"boot":77,"reads":1234,"read_ok":1200}',
