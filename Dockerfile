@@ -34,8 +34,15 @@ COPY collector collector
 COPY simulators simulators
 COPY rules rules
 COPY grafana grafana
-RUN pip install --no-deps . \
- && rm -rf collector simulators rules grafana build *.egg-info \
+COPY setup.py ./
+# gcc for the install only: it compiles the archive scanner (collector/kernels.c), then goes.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && pip install --no-deps . \
+ && apt-get purge -y --auto-remove gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/* \
+ && python -c "import ptmon.kernels as k; assert k.available(), 'the compiled scanner was not built'" \
+ && rm -rf collector simulators rules grafana build *.egg-info setup.py \
  && cd / && ptmon rules check \
  && mkdir /opt/ptmon/demo \
  && ptmon registry generate --seed 1 --out /opt/ptmon/demo/registry.csv 2>/dev/null
