@@ -45,6 +45,7 @@ from pathlib import Path
 import orjson
 from rss import current_rss, peak_rss
 
+from ptmon import kernels
 from ptmon.archive import encode_record
 from ptmon.decode import Decoder
 from ptmon.engine import Engine
@@ -262,6 +263,7 @@ def bench_traffic(args: argparse.Namespace) -> list[tuple[str, ...]]:
     start = day_start(START_DAY)
     end = start + int(args.days * DAY_US) // (60 * US_PER_S) * (60 * US_PER_S)
     print(f"district: {len(registry):,} devices; traffic {format_instant(start)} — {format_instant(end)}", flush=True)
+    print(f"archive scanner and payload parser: {kernels.in_use()}", flush=True)
     gc.collect()
 
     events, busy, engine = bench_predecoded(registry, start, end, args.seed)

@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 from zlib_ng import zlib_ng
 
+from ptmon import kernels
 from ptmon.rules import load_rules
 from ptmon.simulators.district import COLUMNS, generate_registry
 from ptmon.simulators.synthetic import Scenario, write_archive
@@ -139,6 +140,7 @@ def main() -> int:
         print(f"archive: {'reused' if count < 0 else f'{count:,} heartbeats'}, "
               f"{archive.stat().st_size / 1e6:,.0f} MB gzip, written in "
               f"{time.perf_counter() - began:.0f} s; period {start} — {end}", flush=True)
+        print(f"ptmon replay's archive scanner and payload parser: {kernels.in_use()}", flush=True)
         lines, floor = floor_seconds(archive)
         print(f"floor: gzip decompress (zlib-ng, as the reader) + orjson.loads of {lines:,} lines in {floor:.1f} s "
               f"({lines / floor:,.0f}/s)", flush=True)
