@@ -44,7 +44,6 @@ import heapq
 import io
 import itertools
 import logging
-import math
 import multiprocessing
 import os
 import re
@@ -75,6 +74,7 @@ from .archive_damage import (
 from .errors import ArchiveError, reason
 from .lines import ArchiveLines, Block, scan
 from .scan_slots import Packed, Slots
+from .timebase import END_SERVED_S, FIRST_SERVED_S
 from .worker_process import set_up_worker, sigint_held
 
 log = logging.getLogger(__name__)
@@ -416,11 +416,14 @@ class ArchiveReader:
         try:
             obj = orjson.loads(line)
             t, topic, payload = obj["t"], obj["topic"], obj["payload"]
-            if type(t) not in (int, float) or not math.isfinite(t) or type(topic) is not str or type(payload) is not str:
+            if type(t) not in (int, float) or type(topic) is not str or type(payload) is not str:
                 raise TypeError
         except (orjson.JSONDecodeError, KeyError, TypeError):
             if line.strip():
                 self._bad_line(path, lineno, line)
+            return None
+        if not FIRST_SERVED_S <= t < END_SERVED_S:  # NaN neither: a damaged line
+            self._bad_line(path, lineno, line, "its receive time is outside the months ptmon serves (1970-01 to 9999-11)")
             return None
         self.records += 1
         return float(t), topic, payload
@@ -495,12 +498,12 @@ class ArchiveReader:
             return False
         return self._first_bad[path] < lineno or not self._last_bad_cut[path]
 
-    def _bad_line(self, path: Path, lineno: int, line: bytes) -> None:
+    def _bad_line(self, path: Path, lineno: int, line: bytes, why: str = "") -> None:
         self.bad_lines += 1
         self._first_bad.setdefault(path, lineno)
         self._last_bad_cut[path] = could_be_cut_record(line.rstrip(b"\r\n"))
         if self.bad_lines <= LOGGED_BAD_LINES:
-            log.warning("%s:%d: not an archive record (t, topic, payload); skipped", path, lineno)
+            log.warning("%s:%d: not an archive record (t, topic, payload)%s; skipped", path, lineno, f": {why}" if why else "")
 
 
 def retained_record(t: float, topic: str, payload: str) -> Record:

@@ -1,10 +1,12 @@
 /* The archive scan and the bulk payload parse in one pass per line (kernels.py loads this through
  * ctypes; no Python API is used, so no Python headers are needed to build it).
  *
- * Each function gives exactly what its numpy reference gives (lines.scan, payloads.parse_spans):
- * the same plain lines with the same columns, the same payloads left to orjson. tests/test_kernels.py
- * compares the two on generated and hostile input. The numpy code stays the reference and the
- * fallback where this library was not built.
+ * Each function takes what its numpy reference takes (lines.scan_numpy, payloads.parse_spans_numpy):
+ * the same plain lines with the same columns, bit for bit, and the same values for every payload
+ * parsed here. Past its own limits (more than PTK_MAX_VALUES integers in a payload, a shape longer
+ * than PTK_SHAPE_BYTES, a batch's 33rd shape in row order where numpy picks by shape length) a
+ * payload is left to orjson, which gives the same values. tests/test_kernels.py compares the two on
+ * generated and hostile input. The numpy code stays the reference and the fallback.
  */
 #include <stdint.h>
 #include <string.h>
@@ -16,6 +18,18 @@
 #define PTK_MAX_SHAPES 32    /* payloads.MAX_SHAPES */
 #define PTK_SHAPE_BYTES 256  /* a longer shape is left to orjson */
 #define PTK_MAX_VALUES 16    /* integers per payload taken here; more are left to orjson */
+#define STRINGIFY(x) #x
+#define TEXT(x) STRINGIFY(x)
+#ifndef PTK_SOURCE
+#define PTK_SOURCE unknown /* setup.py defines it: the SHA-256 of this file */
+#endif
+
+/* What this build is, for kernels.py to check before it calls anything: its limits and the
+ * source it was compiled from (a library left from an older kernels.c is not used). */
+const char *ptk_build(void) {
+    return "ptk 1 shapes=" TEXT(PTK_MAX_SHAPES) " shape_bytes=" TEXT(PTK_SHAPE_BYTES) " values=" TEXT(PTK_MAX_VALUES)
+           " source=" TEXT(PTK_SOURCE);
+}
 
 static const double POW10[MAX_NUMBER + 1] = {
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17};
@@ -64,12 +78,12 @@ static const uint8_t *number(const uint8_t *p, const uint8_t *end, double *value
 }
 
 /* Whether the line [s, e) is plain (lines.py's module doc); its columns when it is. */
-static int plain_line(const uint8_t *s, const uint8_t *e, double *t, const uint8_t **topic, const uint8_t **topic_end,
-                      const uint8_t **payload, const uint8_t **payload_end, int64_t *chars) {
+static int plain_line(const uint8_t *s, const uint8_t *e, double time_limit, double *t, const uint8_t **topic,
+                      const uint8_t **topic_end, const uint8_t **payload, const uint8_t **payload_end, int64_t *chars) {
     static const char head[] = "{\"t\":", topic_key[] = ",\"topic\":\"", payload_key[] = "\",\"payload\":\"";
     if (e - s < 31 || !printable(s, e) || memcmp(s, head, 5) != 0) return 0;
     const uint8_t *p = number(s + 5, e, t);
-    if (p == NULL || e - p < 10 || memcmp(p, topic_key, 10) != 0) return 0;
+    if (p == NULL || !(*t < time_limit) || e - p < 10 || memcmp(p, topic_key, 10) != 0) return 0;
     *topic = p += 10;
     if (p < e && *p == '$') return 0; /* $ptmon/ records: the reader's per-line path */
     while (p < e && *p != '"') {
@@ -96,21 +110,25 @@ static int plain_line(const uint8_t *s, const uint8_t *e, double *t, const uint8
 }
 
 /* Split data (n bytes) into its lines (count: ptk_count_lines(data, n)), each's start and end (the
- * newline excluded), and take the plain ones' columns, in order; returns how many are plain. */
-int64_t ptk_scan(const uint8_t *data, int64_t n, int64_t count, int64_t *starts, int64_t *ends, uint8_t *plain,
-                 double *t, int64_t *topic_start, int64_t *topic_end, int64_t *payload_start, int64_t *payload_end,
-                 int64_t *payload_chars) {
+ * newline excluded), and take the plain ones' columns, in order, at most room of them (the
+ * caller's bound: a plain line takes 31 bytes and its newline); returns how many are plain. A
+ * receive time must be below time_limit (the end of the months ptmon serves). */
+int64_t ptk_scan(const uint8_t *data, int64_t n, int64_t count, double time_limit, int64_t room, int64_t *starts,
+                 int64_t *ends, uint8_t *plain, double *t, int64_t *topic_start, int64_t *topic_end,
+                 int64_t *payload_start, int64_t *payload_end, int64_t *payload_chars) {
     int64_t taken = 0;
     const uint8_t *p = data, *end = data + n;
     for (int64_t line = 0; line < count; line++) {
-        const uint8_t *newline = p < end ? memchr(p, '\n', (size_t)(end - p)) : NULL;
+        const uint8_t *newline = memchr(p, '\n', (size_t)(end - p));
         const uint8_t *e = newline ? newline : end;
         const uint8_t *ts, *te, *ps, *pe;
         int64_t chars;
+        double time;
         starts[line] = p - data;
         ends[line] = e - data;
-        plain[line] = (uint8_t)plain_line(p, e, &t[taken], &ts, &te, &ps, &pe, &chars);
+        plain[line] = taken < room && plain_line(p, e, time_limit, &time, &ts, &te, &ps, &pe, &chars);
         if (plain[line]) {
+            t[taken] = time;
             topic_start[taken] = ts - data;
             topic_end[taken] = te - data;
             payload_start[taken] = ps - data;
@@ -118,7 +136,8 @@ int64_t ptk_scan(const uint8_t *data, int64_t n, int64_t count, int64_t *starts,
             payload_chars[taken] = chars;
             taken++;
         }
-        p = e + 1;
+        if (newline == NULL) break;
+        p = newline + 1;
     }
     return taken;
 }

@@ -11,7 +11,8 @@ only inside the payload, and a topic not starting with ``$`` (control and retain
 stay on the reader's per-line path). Its receive time is that integer divided by a power of
 ten up to 10**16: both are exact doubles, so the one IEEE division is the correctly rounded
 value of the decimal, which is what ``orjson.loads`` gives (tests/test_lines.py checks it
-against orjson). Its topic and payload stay spans of the block.
+against orjson); it must lie before the end of the months ptmon serves (a later one is a bad
+line on the per-line path). Its topic and payload stay spans of the block.
 
 Every other line (control records, any other escape, non-ASCII text, another number form,
 whitespace, bad lines) is left to the reader's exact per-line path, in its place, so the
@@ -33,6 +34,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import kernels
 from .ids import MASKS, PAD, padded, words
 from .payloads import Parsed, Shape, parse_spans
+from .timebase import END_SERVED_S
 from .topics import TopicMap
 
 Record = tuple[float, str, str]
@@ -208,7 +210,7 @@ def scan(data: bytes) -> Block:
     array = np.frombuffer(buffer, dtype=np.uint8, count=len(data))
     if not kernels.available():
         return scan_numpy(buffer, array)
-    starts, ends, plain, t, topic_start, topic_end, payload_start, payload_end, chars = kernels.scan(array)
+    starts, ends, plain, t, topic_start, topic_end, payload_start, payload_end, chars = kernels.scan(array, END_SERVED_S)
     lines = ArchiveLines(buffer, array, t, topic_start, topic_end, payload_start, payload_end, chars)
     return Block(buffer, starts, ends, plain, lines)
 
@@ -248,7 +250,7 @@ def scan_numpy(buffer: bytes, array: np.ndarray) -> Block:
     in_payload = np.searchsorted(backslash, payload_end) - np.searchsorted(backslash, payload_start)
     ok &= in_line == in_payload
     t, exact = _numbers(array, s + len(_HEAD), q[:, 2] - 1)
-    ok &= exact
+    ok &= exact & (t < END_SERVED_S)  # (never negative: no sign)
     plain[rows[~ok]] = False
     lines = ArchiveLines(buffer, array, t[ok], topic_start[ok], topic_end[ok], payload_start[ok], payload_end[ok],
                          (payload_end - payload_start - in_payload)[ok])

@@ -340,7 +340,7 @@ def replay(
     """KPIs of ``[start, end)`` recomputed from message archives, with the exemptions given, from a
     saved state (a month-start snapshot) when one is given."""
     reader = ArchiveReader(paths)
-    log.info("archive lines scanned by the %s scanner", kernels.in_use())
+    log.info("archive scanner and payload parser: %s", kernels.in_use())
     replayer = Replayer(registry, start, end, exemptions, state)
     replayer.read_ahead = True
     freeze_startup_heap()

@@ -75,6 +75,11 @@ def month_bounds(month: str) -> tuple[int, int]:
     return day_start(date_to_day(first)), day_start(date_to_day(after))
 
 
+# The instants of the months ptmon serves (1970-01 to 9999-11, Shanghai), in seconds: an archive
+# record received outside them is no record (a damaged line), as its calendar cannot hold it.
+FIRST_SERVED_S, END_SERVED_S = month_bounds("1970-01")[0] // US_PER_S, month_bounds("9999-11")[1] // US_PER_S
+
+
 def parse_instant(text: str) -> int:
     """An instant from the command line, as µs.
 

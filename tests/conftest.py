@@ -52,6 +52,15 @@ def simulated_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(month_context, "wall_clock", lambda: T0 * 1_000_000 + 10 * 365 * 86_400 * 1_000_000)
 
 
+def use_numpy_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Have ptmon scan archives and parse payloads with the numpy code, as without the compiled library."""
+    from ptmon import kernels
+
+    kernels.available()  # loaded now, so the library is not loaded over the patch
+    monkeypatch.setattr(kernels, "_lib", None)
+    monkeypatch.setattr(kernels, "_why", "chosen by the test")
+
+
 @pytest.fixture(params=["compiled", "numpy"])
 def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each test using it runs with the compiled archive scanner (kernels.c) and with its numpy
@@ -59,7 +68,7 @@ def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     from ptmon import kernels
 
     if request.param == "numpy":
-        monkeypatch.setattr(kernels, "_lib", None)
+        use_numpy_scanner(monkeypatch)
     elif not kernels.available():
         pytest.skip("the compiled scanner is not built (tests/test_kernels.py fails on that)")
     return str(request.param)

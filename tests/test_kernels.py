@@ -7,8 +7,12 @@ compared with each other, column by column, on input built to hit every branch o
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import subprocess
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -23,7 +27,7 @@ from ptmon.ids import padded
 from ptmon.lines import Block, scan, scan_numpy
 from ptmon.payloads import Parsed, parse_spans, parse_spans_numpy
 
-from .conftest import T0, make_registry
+from .conftest import T0, make_registry, use_numpy_scanner
 
 built = pytest.mark.skipif(not kernels.available(), reason="the compiled scanner is not built")
 
@@ -191,7 +195,7 @@ def test_spans_outside_the_buffer_are_refused_before_the_c_code_reads_them() -> 
 def _decoded(registry, messages, monkeypatch: pytest.MonkeyPatch, compiled: bool) -> list[object]:
     """The batches the decoder gives for ``messages`` as records and as archive lines, with its rejects."""
     if not compiled:
-        monkeypatch.setattr(kernels, "_lib", None)
+        use_numpy_scanner(monkeypatch)
     found: list[object] = []
     for batch_of in (lambda: messages, lambda: scan(b"".join(encode_record(*m) for m in messages)).lines):
         decoder = Decoder(registry)
@@ -220,3 +224,59 @@ def test_a_batch_decodes_alike_with_either(rules, monkeypatch: pytest.MonkeyPatc
     assert compiled == _decoded(registry, messages, monkeypatch, compiled=False)
     rejects = compiled[1]
     assert isinstance(rejects, dict) and rejects["unknown_device"] > 100 and rejects["bad_value"] > 100
+
+
+def _built(tmp_path: Path, name: str, *flags: str) -> Path:
+    library = tmp_path / name
+    subprocess.run(["gcc", "-O1", "-shared", "-fPIC", *flags, "-o", str(library), str(kernels.SOURCE)], check=True)
+    return library
+
+
+@built
+def test_a_library_of_another_build_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Test that a library left from another kernels.c, one without a function, and a file that is no
+    library are each refused with a warning naming it, and the numpy code runs: a stale library
+    whose limits differ would write past the arrays sized here."""
+    caplog.set_level(logging.WARNING)
+    this = _built(tmp_path, "this.so", f"-DPTK_SOURCE={kernels.source_digest()}")
+    assert kernels._load(this)[0] is not None and not caplog.records
+    empty = tmp_path / "empty.so"
+    empty.write_bytes(b"")
+    for library, said in ((_built(tmp_path, "stale.so", "-DPTK_SOURCE=0123"), "was built from another kernels.c"),
+                          (_built(tmp_path, "old.so", "-Dptk_parse=ptk_parse_v0"), "cannot load the compiled scanner"),
+                          (empty, "cannot load the compiled scanner")):
+        caplog.clear()
+        lib, why = kernels._load(library)
+        assert lib is None and said in why and str(library) in why
+        assert [r.getMessage() for r in caplog.records] == [f"{why}: using the numpy one, more slowly (a new `pip install` "
+                                                            "rebuilds it)"]
+
+
+def test_ptmon_kernels_chooses_numpy_and_other_values_are_said_to_be_ignored(monkeypatch: pytest.MonkeyPatch,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("PTMON_KERNELS", "Numpy ")
+    assert kernels._load() == (None, "chosen by PTMON_KERNELS=numpy")
+    monkeypatch.setenv("PTMON_KERNELS", "off")
+    caplog.set_level(logging.WARNING)
+    assert (kernels._load()[0] is not None) == kernels.available()  # the default: the library when built
+    assert "PTMON_KERNELS=off is neither of compiled, numpy; ignored" in caplog.text
+
+
+@built
+def test_spans_of_unequal_counts_are_refused() -> None:
+    array = np.frombuffer(padded(b"{}{}"), dtype=np.uint8, count=4)
+    with pytest.raises(ValueError, match="4 payload starts but 1 ends"):
+        kernels.parse(array, np.arange(4), np.array([2]), False)
+
+
+@built
+def test_a_block_of_newlines_costs_no_plain_columns() -> None:
+    """Test that a hostile block of 4 MiB of newlines (4 Mi lines, none plain) allocates its line
+    starts and ends, not six columns a line for plain lines it cannot hold."""
+    data = b"\n" * (4 << 20)
+    tracemalloc.start()
+    block = scan(data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(block.starts) == 4 << 20 and not block.plain.any()
+    assert peak < 100 << 20, peak  # starts and ends are 64 MiB; the plain columns would add 192 MiB

@@ -61,6 +61,7 @@ def test_receive_times_are_read_as_orjson_reads_them() -> None:
     b'{"t":1,"topic":"\xc3\xa9","payload":"b"}\n', b'{"t":1,"topic":"$ptmon/tick","payload":""}\n',
     b'{"t":1,"topic":"a","payload":"b"}\r\n', b'{"t":1,"topic":"a","payload":"\\u0062"}\n',
     b'{"t":1,"topic":"a","payload":"b\x01"}\n', b'{"t":1,"topic":"a\x7f","payload":"b"}\n',
+    b'{"t":253399593600,"topic":"a","payload":"b"}\n',  # after the months ptmon serves
 ])
 def test_unusual_lines_are_left_to_the_line_by_line_path(line: bytes) -> None:
     block = scan(_line("5") + line + _line("6"))
@@ -210,6 +211,24 @@ def registry(rules):
             for street in ("changzheng", "taopu") for t in ("elevator", "noise") for n in range(3)]
     rows += [f"c-{street}-{t},cam,{t},{street}" for street in ("changzheng", "taopu") for t in ("face_cam", "plate_cam")]
     return make_registry(rules, *rows)
+
+
+@pytest.mark.parametrize("t", ["17934660116051", "1e20", "253399593600", "-28801"])
+def test_a_receive_time_outside_the_served_months_is_a_bad_line_not_a_crash(registry, tmp_path: Path, t: str,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Test that a line whose receive time the calendar cannot hold (a damaged archive: year 570,000, 1e20 s, the
+    end of 9999-11, before 1970-01 in Shanghai) is skipped and counted as a bad line, read in blocks or line by
+    line: a replay crashed on it with OverflowError."""
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(gzip.compress(_line(f"{T0 + 11.5}") + _line(t) + _line(f"{T0 + 12.5}")))
+    for in_blocks in (False, True):
+        reader = ArchiveReader([path])
+        got = [r for item in reader.blocks() for r in (item.records() if isinstance(item, ArchiveLines) else [item])
+               ] if in_blocks else list(reader)
+        assert [r[0] for r in got] == [T0 + 11.5, T0 + 12.5] and reader.bad_lines == 1
+    assert "its receive time is outside the months ptmon serves (1970-01 to 9999-11)" in caplog.text
+    results = replay([path], registry, T0 * US, (T0 + 86_400) * US)
+    assert results.rejects["bad_archive_line"] == 1
 
 
 def _traffic(registry) -> list[tuple[float, str, str]]:
