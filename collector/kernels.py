@@ -36,9 +36,9 @@ CHOICES = ("compiled", "numpy")  # PTMON_KERNELS
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 
 
-def source_digest(path: Path = SOURCE) -> str:
+def source_digest() -> str:
     """The SHA-256 of kernels.c, which setup.py compiles into the library (``ptk_build``)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
 
 
 def expected_build(source: str) -> str:
@@ -79,10 +79,14 @@ def _load(path: Path | None = None) -> tuple[ctypes.CDLL | None, str]:
     except (OSError, AttributeError) as exc:  # not a library, or one without these functions
         why = f"cannot load the compiled scanner {path} ({exc})"
     else:
-        source = source_digest() if SOURCE.is_file() else build.rpartition("source=")[2]
-        if build == expected_build(source):
-            return lib, ""
-        why = f"the compiled scanner {path} was built from another kernels.c ({build!r})"
+        try:
+            source = source_digest()  # installed beside this file (package data): without it, no check
+        except OSError as exc:
+            why = f"cannot check the compiled scanner {path} against {SOURCE} ({exc.strerror or exc})"
+        else:
+            if build == expected_build(source):
+                return lib, ""
+            why = f"the compiled scanner {path} was built from another kernels.c ({build!r})"
     log.warning("%s: using the numpy one, more slowly (a new `pip install` rebuilds it)", why)
     return None, why
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import kernels
 from .collect import Collector, write_results_csv
 from .config import (
     INFLUX_PASSWORD_ENV,
@@ -152,6 +153,7 @@ def run_collect(args: argparse.Namespace) -> int:
         for line in check_config(config):
             print(line)
         print(f"registry: {len(registry):,} devices, version {registry.version}; rules version {rules.version}")
+        print(f"payload parser and archive scanner: {kernels.in_use()}")  # a stale library is said here, not at the first batch
         print(check_anomaly_rules(rules))
         if config.alerts.enabled:
             print(check_alert_rules(config.alerts.rules_file, rules))

@@ -22,12 +22,13 @@ from hypothesis import strategies as st
 
 from ptmon import kernels
 from ptmon.archive import encode_record
+from ptmon.cli import main
 from ptmon.decode import Decoder
 from ptmon.ids import padded
 from ptmon.lines import Block, scan, scan_numpy
 from ptmon.payloads import Parsed, parse_spans, parse_spans_numpy
 
-from .conftest import T0, make_registry, use_numpy_scanner
+from .conftest import HEADER, T0, make_registry, use_numpy_scanner
 
 built = pytest.mark.skipif(not kernels.available(), reason="the compiled scanner is not built")
 
@@ -280,3 +281,23 @@ def test_a_block_of_newlines_costs_no_plain_columns() -> None:
     tracemalloc.stop()
     assert len(block.starts) == 4 << 20 and not block.plain.any()
     assert peak < 100 << 20, peak  # starts and ends are 64 MiB; the plain columns would add 192 MiB
+
+
+@built
+def test_a_library_that_cannot_be_checked_against_its_source_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Test that without a readable kernels.c beside kernels.py (a broken install, a file made unreadable)
+    the library is not taken on its own word: one warning, and the numpy code."""
+    library = _built(tmp_path, "this.so", f"-DPTK_SOURCE={kernels.source_digest()}")
+    monkeypatch.setattr(kernels, "SOURCE", tmp_path / "missing" / "kernels.c")
+    lib, why = kernels._load(library)
+    assert lib is None and why.startswith(f"cannot check the compiled scanner {library} against {tmp_path}")
+    assert "No such file or directory" in why and caplog.records[-1].levelno == logging.WARNING
+
+
+def test_check_config_says_which_scanner_the_collector_will_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "ptmon.toml"
+    config.write_text(f'registry = "{tmp_path / "registry.csv"}"\n')
+    (tmp_path / "registry.csv").write_text(f"{HEADER}\ns1,iot,smoke,taopu,scn,taopu-c1,gw-taopu,2026-01-01,\n")
+    assert main(["collect", "--config", str(config), "--check-config"]) == 0
+    assert f"payload parser and archive scanner: {kernels.in_use()}\n" in capsys.readouterr().out
