@@ -12,6 +12,6 @@ from setuptools import Extension, setup
 
 SOURCE = "collector/kernels.c"
 # The library says which kernels.c it was built from; kernels.py does not use one built from another.
-digest = hashlib.sha256(Path(__file__).with_name("collector").joinpath("kernels.c").read_bytes()).hexdigest()
+digest = hashlib.sha256((Path(__file__).parent / SOURCE).read_bytes()).hexdigest()
 
 setup(ext_modules=[Extension("ptmon._kernels", sources=[SOURCE], define_macros=[("PTK_SOURCE", digest)], optional=True)])

@@ -116,15 +116,20 @@ def _at(array: np.ndarray) -> int:
     return array.ctypes.data
 
 
+def _byte_array(array: np.ndarray) -> np.ndarray:
+    """``array``, refused unless it is contiguous bytes, as the C code reads it."""
+    if array.dtype != np.uint8 or not array.flags.c_contiguous:
+        raise ValueError("the compiled scanner reads a contiguous uint8 array")
+    return array
+
+
 def scan(array: np.ndarray, time_limit: float) -> tuple[np.ndarray, ...]:
     """(starts, ends, plain, t, topic_start, topic_end, payload_start, payload_end, payload_chars) of
     the lines in ``array`` (uint8, contiguous), as lines.scan finds them, receive times below
     ``time_limit`` (seconds)."""
     lib = _loaded()
     assert lib is not None
-    if array.dtype != np.uint8 or not array.flags.c_contiguous:
-        raise ValueError("the scan reads a contiguous uint8 array")
-    n = len(array)
+    n = len(_byte_array(array))
     count = lib.ptk_count_lines(_at(array), n)
     room = min(count, n // PLAIN_LINE_BYTES + 1)  # no more lines can be plain: a block of newlines costs no columns
     starts, ends = np.empty(count, np.int64), np.empty(count, np.int64)
@@ -148,8 +153,7 @@ def parse(array: np.ndarray, starts: np.ndarray, ends: np.ndarray, escaped: bool
         raise ValueError(f"{n} payload starts but {len(ends)} ends")
     if n and (int(starts.min()) < 0 or int(ends.max()) > len(array) or bool((ends < starts).any())):
         raise ValueError("payload spans outside the buffer")  # the C code reads exactly these bytes
-    if array.dtype != np.uint8 or not array.flags.c_contiguous:
-        raise ValueError("the parse reads a contiguous uint8 array")
+    _byte_array(array)
     shape_of = np.empty(n, np.int32)
     values = np.empty((n, MAX_VALUES), np.int64)
     table = np.empty(MAX_SHAPES * SHAPE_BYTES, np.uint8)

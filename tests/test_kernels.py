@@ -121,11 +121,7 @@ def _rows(parsed: Parsed) -> dict[int, tuple[tuple[str, ...], list[int]]]:
 
 
 def assert_same_parse(payloads: list[bytes], escaped: bool = False) -> Parsed:
-    raw = b"\0".join(payloads)
-    buffer = padded(raw)
-    array = np.frombuffer(buffer, dtype=np.uint8, count=len(raw))
-    starts = np.cumsum([0, *(len(p) + 1 for p in payloads[:-1])]).astype(np.int64)
-    ends = starts + np.array([len(p) for p in payloads], dtype=np.int64)
+    buffer, array, starts, ends = _spans(payloads)
     compiled = parse_spans(buffer, array, starts, ends, escaped=escaped)
     reference = parse_spans_numpy(buffer, array, starts, ends, escaped, compiled.size)
     assert _rows(compiled) == _rows(reference), payloads
@@ -179,10 +175,12 @@ def test_the_compiled_parsers_own_limits_leave_payloads_to_orjson() -> None:
 
 
 def _spans(payloads: list[bytes]) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
+    """(buffer, its bytes, starts, ends) of the payloads joined by NUL, as parse_payloads joins them."""
     raw = b"\0".join(payloads)
     buffer = padded(raw)
     starts = np.cumsum([0, *(len(p) + 1 for p in payloads[:-1])]).astype(np.int64)
-    return buffer, np.frombuffer(buffer, dtype=np.uint8, count=len(raw)), starts, starts + [len(p) for p in payloads]
+    ends = starts + np.array([len(p) for p in payloads], dtype=np.int64)
+    return buffer, np.frombuffer(buffer, dtype=np.uint8, count=len(raw)), starts, ends
 
 
 @built
